@@ -1,0 +1,88 @@
+"""The barrier contract: the only layer that encrypts storage.
+
+Everything above the barrier sees plaintext; everything below sees only
+sealed records. ``SecureStorage`` is the view engines get: the storage
+operations, with values in plaintext.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from medsecrets.sensitive import Sensitive
+from medsecrets.storage.base import ListPage, Operation
+
+__all__ = ["Barrier", "KeyringInfo", "SecureStorage"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringInfo:
+    """Public facts about the keyring: never key material."""
+
+    term: int
+    terms: int
+    installed_at: dt.datetime
+    encryptions: int
+    rotation_threshold: int
+
+
+@runtime_checkable
+class SecureStorage(Protocol):
+    """Plaintext view of storage through the barrier.
+
+    Same contract as ``StorageBackend`` except: values given to ``put`` and
+    ``Put`` are plaintext and are encrypted with the storage key as associated
+    data; ``get_with_etag`` returns the plaintext and an opaque *etag* (the raw
+    stored record) to use in ``Expect(key, etag)`` for check-and-set batches.
+    Any call while sealed raises ``SealedError``; a record that fails
+    authentication raises ``DecryptionError``.
+    """
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def get_with_etag(self, key: str) -> tuple[bytes | None, bytes | None]: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str = "", *, after: str = "", limit: int = 1000) -> ListPage: ...
+
+    def batch(self, ops: Sequence[Operation]) -> None: ...
+
+
+@runtime_checkable
+class Barrier(SecureStorage, Protocol):
+    """A sealable ``SecureStorage`` holding the keyring, encrypted under the root key."""
+
+    @property
+    def sealed(self) -> bool: ...
+
+    def initialized(self) -> bool:
+        """Whether a keyring exists in storage (works while sealed)."""
+        ...
+
+    def initialize(self, root_key: Sensitive[bytes]) -> None:
+        """Create keyring term 1, store it under ``root_key``; leaves the barrier unsealed."""
+        ...
+
+    def unseal(self, root_key: Sensitive[bytes]) -> None:
+        """Load the keyring with ``root_key``; ``DecryptionError`` if it is wrong."""
+        ...
+
+    def seal(self) -> None:
+        """Drop all key material from memory. Idempotent."""
+        ...
+
+    def rotate(self) -> int:
+        """Add a keyring term; the new term encrypts, all terms decrypt. Returns it."""
+        ...
+
+    def keyring_info(self) -> KeyringInfo: ...
+
+    def change_root_key(self, new_root_key: Sensitive[bytes]) -> None:
+        """Re-encrypt the keyring under a new root key (used by rekey)."""
+        ...

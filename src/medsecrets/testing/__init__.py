@@ -1,0 +1,1 @@
+"""Test support shipped with medsecrets: real throwaway peers (PostgreSQL, moto) for tests and benchmarks."""
