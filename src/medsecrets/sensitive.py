@@ -30,7 +30,7 @@ class Sensitive(Generic[T]):
     __slots__ = ("_value",)
 
     def __init__(self, value: T) -> None:
-        self._value = value
+        self._value: T = value
 
     def reveal(self) -> T:
         """Return the plaintext. Call only where the value must leave the process."""

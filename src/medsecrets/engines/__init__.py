@@ -1,0 +1,1 @@
+"""Engines: the logical features mounted above the barrier."""

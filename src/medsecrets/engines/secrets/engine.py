@@ -1,0 +1,768 @@
+"""``SecretsEngine``: versioned, staged, soft-deletable secrets above the barrier.
+
+Storage layout (every record is encrypted by the barrier; values additionally
+by the envelope, with a data key per version):
+
+- ``secrets/meta/<path>``: one JSON metadata record per secret (versions,
+  stages, timestamps, deletion state) plus an inline copy of the current
+  version's sealed value, so reading the current version costs one storage
+  read;
+- ``secrets/data/<secret id>/<version:010d>``: the sealed value of each version.
+
+Every change is one atomic storage batch guarded by ``Expect`` on the metadata
+record, so concurrent writers (threads, processes, nodes) never lose an update:
+a check-and-set write that lost its race raises ``CasConflictError``, any other
+write retries.
+
+Stages follow AWS Secrets Manager's staging labels: moving ``current`` to a
+version moves the old current to ``previous``; a version that becomes current
+loses ``pending``. At most ``max_versions`` versions are kept; the oldest
+unstaged ones are pruned first, a staged version never.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from medsecrets.barrier.base import SecureStorage
+from medsecrets.catalog.model import Catalog
+from medsecrets.clock import Clock, SystemClock
+from medsecrets.engines.secrets.model import (
+    STAGES,
+    RewrapReport,
+    RotationInfo,
+    SecretMetadata,
+    SecretPage,
+    SecretVersion,
+    Stage,
+    VersionInfo,
+)
+from medsecrets.engines.secrets.paths import (
+    SecretPath,
+    check_field_name,
+    check_segments,
+    parse_path,
+)
+from medsecrets.errors import (
+    CasConflictError,
+    ConflictError,
+    InvalidRequest,
+    NotFoundError,
+    ScheduledForDeletion,
+    TooLargeError,
+)
+from medsecrets.keys.envelope import Envelope, SealedValue
+from medsecrets.sensitive import SecretFields
+from medsecrets.storage.base import Delete, Expect, Operation, Put
+
+__all__ = ["MAX_VALUE_BYTES", "SecretsEngine"]
+
+MAX_VALUE_BYTES = 64 * 1024
+META = "secrets/meta/"
+DATA = "secrets/data/"
+_RETRIES = 50
+_MAX_TAGS = 50
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value is not None else None
+
+
+@dataclass(slots=True)
+class _Version:
+    number: int
+    id: str
+    created_at: str
+    destroyed: bool = False
+    kek_version: int = 0
+
+
+@dataclass(slots=True)
+class _Record:
+    """The mutable in-memory form of a metadata record (never leaves this module)."""
+
+    id: str
+    path: str
+    environment: str
+    category: str
+    created_at: str
+    updated_at: str
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    rotation_days: int | None = None
+    last_rotated_at: str | None = None
+    last_accessed_at: str | None = None
+    next_number: int = 1
+    versions: list[_Version] = field(default_factory=list)
+    stages: dict[str, int] = field(default_factory=dict)
+    inline: dict[str, Any] | None = None  # {"n": number, "v": sealed json}
+    deleted_at: str | None = None
+    purge_at: str | None = None
+
+    def dumps(self) -> bytes:
+        doc = {
+            "id": self.id,
+            "path": self.path,
+            "env": self.environment,
+            "cat": self.category,
+            "created": self.created_at,
+            "updated": self.updated_at,
+            "desc": self.description,
+            "owner": self.owner,
+            "tags": self.tags,
+            "rot_days": self.rotation_days,
+            "rotated": self.last_rotated_at,
+            "accessed": self.last_accessed_at,
+            "next": self.next_number,
+            "versions": [
+                [v.number, v.id, v.created_at, v.destroyed, v.kek_version] for v in self.versions
+            ],
+            "stages": self.stages,
+            "inline": self.inline,
+            "deleted": self.deleted_at,
+            "purge": self.purge_at,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, raw: bytes) -> _Record:
+        doc = json.loads(raw)
+        return cls(
+            id=doc["id"],
+            path=doc["path"],
+            environment=doc["env"],
+            category=doc["cat"],
+            created_at=doc["created"],
+            updated_at=doc["updated"],
+            description=doc["desc"],
+            owner=doc["owner"],
+            tags=doc["tags"],
+            rotation_days=doc["rot_days"],
+            last_rotated_at=doc["rotated"],
+            last_accessed_at=doc["accessed"],
+            next_number=doc["next"],
+            versions=[_Version(*v) for v in doc["versions"]],
+            stages=doc["stages"],
+            inline=doc["inline"],
+            deleted_at=doc["deleted"],
+            purge_at=doc["purge"],
+        )
+
+    def version(self, number: int) -> _Version:
+        for v in self.versions:
+            if v.number == number:
+                return v
+        raise NotFoundError(f"secret {self.path!r} has no version {number}")
+
+    def stages_of(self, number: int) -> tuple[Stage, ...]:
+        return tuple(s for s in STAGES if self.stages.get(s) == number)
+
+
+class SecretsEngine:
+    """Versioned secrets with stages, check-and-set, soft delete and envelope encryption."""
+
+    def __init__(
+        self,
+        secure: SecureStorage,
+        *,
+        catalog: Catalog,
+        envelope: Envelope,
+        clock: Clock | None = None,
+        max_versions: int = 100,
+        access_granularity: dt.timedelta = dt.timedelta(hours=1),
+        id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        if max_versions < 3:
+            raise InvalidRequest("max_versions must be at least 3 (one per stage)")
+        self._secure = secure
+        self._catalog = catalog
+        self._envelope = envelope
+        self._clock = clock or SystemClock()
+        self._max_versions = max_versions
+        self._access_granularity = access_granularity
+        self._new_id = id_factory
+
+    def __repr__(self) -> str:
+        return f"SecretsEngine(prefix={self._catalog.prefix!r}, max_versions={self._max_versions})"
+
+    # -- helpers -------------------------------------------------------------
+    def parse(self, path: str) -> SecretPath:
+        """Validate ``path`` against the naming rules and the catalog."""
+        return parse_path(path, prefix=self._catalog.prefix, categories=self._catalog.names())
+
+    def _now(self) -> str:
+        return self._clock.now().isoformat()
+
+    def _load(self, path: str) -> tuple[_Record | None, bytes | None]:
+        raw, etag = self._secure.get_with_etag(META + path)
+        if raw is None:
+            return None, None
+        return _Record.loads(raw), etag
+
+    def _require(self, path: str, *, allow_deleted: bool = False) -> tuple[_Record, bytes]:
+        record, etag = self._load(str(self.parse(path)))
+        if record is None or etag is None:
+            raise NotFoundError(f"secret {path!r} not found")
+        if record.purge_at is not None and not allow_deleted:
+            purge_at = _dt(record.purge_at)
+            assert purge_at is not None
+            raise ScheduledForDeletion(record.path, purge_at)
+        return record, etag
+
+    def _mutate(
+        self,
+        path: str,
+        change: Callable[[_Record], list[Operation]],
+        *,
+        allow_deleted: bool = False,
+    ) -> _Record:
+        """Apply ``change`` (edits the record, returns extra ops) atomically; retry races."""
+        for _ in range(_RETRIES):
+            record, etag = self._require(path, allow_deleted=allow_deleted)
+            extra = change(record)
+            record.updated_at = self._now()
+            try:
+                self._secure.batch(
+                    [
+                        Expect(META + record.path, etag),
+                        Put(META + record.path, record.dumps()),
+                        *extra,
+                    ]
+                )
+            except ConflictError:
+                continue
+            return record
+        raise ConflictError(f"secret {path!r} is changing too fast; try again")
+
+    def _data_key(self, record: _Record, number: int) -> str:
+        return f"{DATA}{record.id}/{number:010d}"
+
+    def _check_fields(self, category: str, fields: Mapping[str, str]) -> bytes:
+        if not isinstance(fields, Mapping) or not fields:
+            raise InvalidRequest("a secret value must be a non-empty object of string fields")
+        for name, value in fields.items():
+            check_field_name(name)
+            if not isinstance(value, str):
+                raise InvalidRequest(f"field {name!r} must be a string")
+        self._catalog.category(category).validate(fields, complete=False)
+        plaintext = json.dumps(dict(fields), separators=(",", ":"), ensure_ascii=False).encode()
+        if len(plaintext) > MAX_VALUE_BYTES:
+            raise TooLargeError(f"secret value is larger than {MAX_VALUE_BYTES} bytes serialized")
+        return plaintext
+
+    def _metadata(self, record: _Record) -> SecretMetadata:
+        policy = self._catalog.category(record.category).rotation
+        days = record.rotation_days if record.rotation_days is not None else policy.interval_days
+        last_rotated = _dt(record.last_rotated_at)
+        created = _dt(record.created_at)
+        assert created is not None
+        base = last_rotated or created
+        updated = _dt(record.updated_at)
+        assert updated is not None
+        return SecretMetadata(
+            path=record.path,
+            id=record.id,
+            environment=record.environment,
+            category=record.category,
+            description=record.description,
+            owner=record.owner,
+            tags=dict(record.tags),
+            rotation=RotationInfo(
+                interval_days=days,
+                strategy=policy.strategy,
+                overridden=record.rotation_days is not None,
+            ),
+            created_at=created,
+            updated_at=updated,
+            last_rotated_at=last_rotated,
+            next_rotation_due=base + dt.timedelta(days=days) if days > 0 else None,
+            last_accessed_at=_dt(record.last_accessed_at),
+            current_version=record.stages.get("current"),
+            versions=tuple(self._version_info(record, v) for v in record.versions),
+            deleted_at=_dt(record.deleted_at),
+            purge_at=_dt(record.purge_at),
+        )
+
+    @staticmethod
+    def _version_info(record: _Record, v: _Version) -> VersionInfo:
+        created = _dt(v.created_at)
+        assert created is not None
+        return VersionInfo(
+            number=v.number,
+            id=v.id,
+            created_at=created,
+            stages=record.stages_of(v.number),
+            destroyed=v.destroyed,
+            kek_version=v.kek_version,
+        )
+
+    @staticmethod
+    def _check_tags(tags: Mapping[str, str]) -> dict[str, str]:
+        if len(tags) > _MAX_TAGS:
+            raise InvalidRequest(f"at most {_MAX_TAGS} tags")
+        for key, value in tags.items():
+            check_field_name(key)
+            if not isinstance(value, str) or len(value) > 256:
+                raise InvalidRequest(f"tag {key!r} must be a string of at most 256 characters")
+        return dict(tags)
+
+    @staticmethod
+    def _check_text(name: str, value: str, limit: int = 1024) -> str:
+        if not isinstance(value, str) or len(value) > limit:
+            raise InvalidRequest(f"{name} must be a string of at most {limit} characters")
+        return value
+
+    # -- writes --------------------------------------------------------------
+    def put(
+        self,
+        path: str,
+        fields: Mapping[str, str],
+        *,
+        cas: int | None = None,
+        stage: Stage = "current",
+        description: str | None = None,
+        owner: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        """Write a new version and give it ``stage``.
+
+        ``cas=0`` requires that the secret does not exist; ``cas=n`` that its
+        newest version is ``n`` (``CasConflictError`` otherwise). Writing to a
+        secret scheduled for deletion raises ``ScheduledForDeletion``.
+        """
+        parsed = self.parse(path)
+        key = str(parsed)
+        if stage not in ("current", "pending"):
+            raise InvalidRequest("a new version can only be staged as 'current' or 'pending'")
+        plaintext = self._check_fields(parsed.category, fields)
+        if description is not None:
+            self._check_text("description", description)
+        if owner is not None:
+            self._check_text("owner", owner, 256)
+        clean_tags = self._check_tags(tags) if tags is not None else None
+        for _ in range(_RETRIES):
+            record, etag = self._load(key)
+            now = self._now()
+            if record is None:
+                if cas not in (None, 0):
+                    raise CasConflictError(
+                        f"secret {key!r} does not exist (expected version {cas})"
+                    )
+                record = _Record(
+                    id=self._new_id(),
+                    path=key,
+                    environment=parsed.environment,
+                    category=parsed.category,
+                    created_at=now,
+                    updated_at=now,
+                )
+            else:
+                if record.purge_at is not None:
+                    purge_at = _dt(record.purge_at)
+                    assert purge_at is not None
+                    raise ScheduledForDeletion(key, purge_at)
+                latest = record.next_number - 1
+                if cas is not None and cas != latest:
+                    raise CasConflictError(
+                        f"secret {key!r} is at version {latest}, not {cas} (check-and-set)"
+                    )
+            number = record.next_number
+            sealed = self._envelope.seal(
+                plaintext, path=key, version=number, category=record.category
+            )
+            record.next_number += 1
+            record.versions.append(
+                _Version(
+                    number=number,
+                    id=self._new_id(),
+                    created_at=now,
+                    kek_version=sealed.wrapped.kek_version,
+                )
+            )
+            record.updated_at = now
+            if description is not None:
+                record.description = description
+            if owner is not None:
+                record.owner = owner
+            if clean_tags is not None:
+                record.tags = clean_tags
+            ops: list[Operation] = [Put(self._data_key(record, number), sealed.dumps())]
+            if stage == "current":
+                if "current" in record.stages:
+                    record.last_rotated_at = now
+                self._move_current(record, number, sealed)
+            else:
+                record.stages["pending"] = number
+            ops += self._prune(record)
+            ops = [Expect(META + key, etag), Put(META + key, record.dumps()), *ops]
+            try:
+                self._secure.batch(ops)
+            except ConflictError:
+                if cas is not None:
+                    raise CasConflictError(
+                        f"secret {key!r} changed while writing (check-and-set)"
+                    ) from None
+                continue
+            return self._version_info(record, record.versions[-1])
+        raise ConflictError(f"secret {key!r} is changing too fast; try again")
+
+    def _move_current(self, record: _Record, number: int, sealed: SealedValue) -> None:
+        old = record.stages.get("current")
+        if old is not None and old != number:
+            record.stages["previous"] = old
+        record.stages["current"] = number
+        if record.stages.get("pending") == number:
+            del record.stages["pending"]
+        if record.stages.get("previous") == number:
+            del record.stages["previous"]
+        record.inline = {"n": number, "v": sealed.to_json()}
+
+    def _prune(self, record: _Record) -> list[Operation]:
+        ops: list[Operation] = []
+        staged = set(record.stages.values())
+        while len(record.versions) > self._max_versions:
+            victim = next((v for v in record.versions if v.number not in staged), None)
+            if victim is None:
+                break
+            record.versions.remove(victim)
+            ops.append(Delete(self._data_key(record, victim.number)))
+        return ops
+
+    def move_stage(self, path: str, stage: Stage, version: int) -> SecretMetadata:
+        """Attach ``stage`` to ``version`` (AWS semantics for ``current``)."""
+        if stage not in STAGES:
+            raise InvalidRequest(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
+
+        def change(record: _Record) -> list[Operation]:
+            target = record.version(version)
+            if target.destroyed:
+                raise ConflictError(f"version {version} of {record.path!r} was destroyed")
+            if stage == "current":
+                raw = self._secure.get(self._data_key(record, version))
+                if raw is None:
+                    raise NotFoundError(f"secret {record.path!r} has no version {version}")
+                self._move_current(record, version, SealedValue.loads(raw))
+            else:
+                if record.stages.get("current") == version:
+                    raise ConflictError(f"version {version} is current; it cannot also be {stage}")
+                record.stages[stage] = version
+            return []
+
+        return self._metadata(self._mutate(path, change))
+
+    def remove_stage(self, path: str, stage: Stage) -> SecretMetadata:
+        """Detach ``pending`` or ``previous`` (``current`` can only be moved)."""
+        if stage not in ("pending", "previous"):
+            raise InvalidRequest("only the 'pending' and 'previous' stages can be removed")
+
+        def change(record: _Record) -> list[Operation]:
+            record.stages.pop(stage, None)
+            return []
+
+        return self._metadata(self._mutate(path, change))
+
+    def update_metadata(
+        self,
+        path: str,
+        *,
+        description: str | None = None,
+        owner: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        rotation_days: int | None = None,
+        clear_rotation_override: bool = False,
+    ) -> SecretMetadata:
+        """Change descriptive metadata or override the catalog's rotation interval."""
+        if rotation_days is not None and not (
+            isinstance(rotation_days, int) and 0 <= rotation_days <= 3650
+        ):
+            raise InvalidRequest("rotation_days must be a whole number from 0 to 3650")
+        clean_tags = self._check_tags(tags) if tags is not None else None
+
+        def change(record: _Record) -> list[Operation]:
+            if description is not None:
+                record.description = self._check_text("description", description)
+            if owner is not None:
+                record.owner = self._check_text("owner", owner, 256)
+            if clean_tags is not None:
+                record.tags = clean_tags
+            if clear_rotation_override:
+                record.rotation_days = None
+            if rotation_days is not None:
+                record.rotation_days = rotation_days
+            return []
+
+        return self._metadata(self._mutate(path, change))
+
+    def delete(self, path: str, *, recovery_days: int = 30, force: bool = False) -> SecretMetadata:
+        """Schedule deletion after ``recovery_days`` (7 to 30), or purge now with ``force``."""
+        if force:
+            record, _ = self._require(path, allow_deleted=True)
+            self.purge(record.path)
+            return self._metadata(record)
+        if not isinstance(recovery_days, int) or not 7 <= recovery_days <= 30:
+            raise InvalidRequest("recovery window must be from 7 to 30 days")
+
+        def change(record: _Record) -> list[Operation]:
+            now = self._clock.now()
+            record.deleted_at = now.isoformat()
+            record.purge_at = (now + dt.timedelta(days=recovery_days)).isoformat()
+            return []
+
+        return self._metadata(self._mutate(path, change))
+
+    def restore(self, path: str) -> SecretMetadata:
+        """Cancel a scheduled deletion; every version comes back intact."""
+
+        def change(record: _Record) -> list[Operation]:
+            if record.purge_at is None:
+                raise ConflictError(f"secret {record.path!r} is not scheduled for deletion")
+            record.deleted_at = None
+            record.purge_at = None
+            return []
+
+        return self._metadata(self._mutate(path, change, allow_deleted=True))
+
+    def destroy(self, path: str, version: int) -> SecretMetadata:
+        """Erase one version's material for good (not the current version)."""
+
+        def change(record: _Record) -> list[Operation]:
+            target = record.version(version)
+            if record.stages.get("current") == version:
+                raise ConflictError(
+                    f"version {version} of {record.path!r} is current; move 'current' first"
+                )
+            target.destroyed = True
+            for stage in record.stages_of(version):
+                del record.stages[stage]
+            return [Delete(self._data_key(record, version))]
+
+        return self._metadata(self._mutate(path, change, allow_deleted=True))
+
+    def purge(self, path: str) -> None:
+        """Remove a secret and all its versions now (no recovery)."""
+        for _ in range(_RETRIES):
+            record, etag = self._load(path)
+            if record is None:
+                return
+            ops: list[Operation] = [Expect(META + path, etag), Delete(META + path)]
+            ops += [Delete(self._data_key(record, v.number)) for v in record.versions]
+            try:
+                self._secure.batch(ops)
+            except ConflictError:
+                continue
+            return
+        raise ConflictError(f"secret {path!r} is changing too fast; try again")
+
+    def purge_expired(self) -> list[str]:
+        """The sweeper: purge every secret whose recovery window has ended; returns their paths."""
+        now = self._clock.now()
+        purged = []
+        for record in self._records(""):
+            purge_at = _dt(record.purge_at)
+            if purge_at is not None and purge_at <= now:
+                self.purge(record.path)
+                purged.append(record.path)
+        return purged
+
+    # -- reads ---------------------------------------------------------------
+    def get(
+        self,
+        path: str,
+        *,
+        stage: Stage | None = None,
+        version: int | None = None,
+        version_id: str | None = None,
+    ) -> SecretVersion:
+        """Read one version by ``stage`` (default ``current``), ``version`` or ``version_id``."""
+        if sum(x is not None for x in (stage, version, version_id)) > 1:
+            raise InvalidRequest("give at most one of stage, version and version_id")
+        if stage is not None and stage not in STAGES:
+            raise InvalidRequest(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
+        record, _ = self._require(path)
+        if version_id is not None:
+            match = next((v for v in record.versions if v.id == version_id), None)
+            if match is None:
+                raise NotFoundError(f"secret {record.path!r} has no version id {version_id!r}")
+            number = match.number
+        elif version is not None:
+            number = version
+        else:
+            wanted = stage or "current"
+            staged = record.stages.get(wanted)
+            if staged is None:
+                raise NotFoundError(f"secret {record.path!r} has no {wanted!r} version")
+            number = staged
+        info = record.version(number)
+        if info.destroyed:
+            raise NotFoundError(f"version {number} of {record.path!r} was destroyed")
+        if record.inline is not None and record.inline["n"] == number:
+            sealed = SealedValue.from_json(record.inline["v"])
+        else:
+            raw = self._secure.get(self._data_key(record, number))
+            if raw is None:
+                raise NotFoundError(f"secret {record.path!r} has no version {number}")
+            sealed = SealedValue.loads(raw)
+        plaintext = self._envelope.open(
+            sealed, path=record.path, version=number, category=record.category
+        )
+        self._touch(record)
+        fields = cast(dict[str, str], json.loads(plaintext))
+        return SecretVersion(
+            path=record.path,
+            number=number,
+            id=info.id,
+            created_at=self._version_info(record, info).created_at,
+            stages=record.stages_of(number),
+            fields=SecretFields(fields),
+        )
+
+    def _touch(self, record: _Record) -> None:
+        """Record a coarse last-access time (at most one write per ``access_granularity``)."""
+        now = self._clock.now()
+        last = _dt(record.last_accessed_at)
+        if last is not None and now - last < self._access_granularity:
+            return
+
+        def change(rec: _Record) -> list[Operation]:
+            rec.last_accessed_at = now.isoformat()
+            return []
+
+        # Best effort: a concurrent change wins.
+        with contextlib.suppress(ConflictError, NotFoundError, ScheduledForDeletion):
+            self._mutate(record.path, change)
+
+    def describe(self, path: str) -> SecretMetadata:
+        """Metadata (never values), also for secrets scheduled for deletion."""
+        record, _ = self._require(path, allow_deleted=True)
+        return self._metadata(record)
+
+    def versions(self, path: str) -> tuple[VersionInfo, ...]:
+        """Every kept version, oldest first."""
+        return self.describe(path).versions
+
+    def _records(self, prefix: str, *, after: str = "") -> Iterator[_Record]:
+        cursor = after
+        while True:
+            page = self._secure.list(META + prefix, after=cursor, limit=500)
+            for key in page.keys:
+                raw = self._secure.get(key)
+                if raw is not None:
+                    yield _Record.loads(raw)
+            if page.next_after is None:
+                return
+            cursor = page.next_after
+
+    def list(
+        self,
+        prefix: str = "",
+        *,
+        environment: str | None = None,
+        category: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        include_deleted: bool = False,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> SecretPage:
+        """Metadata of secrets under ``prefix`` matching the filters, sorted by path, paginated."""
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidRequest("limit must be from 1 to 1000")
+        if prefix:
+            check_segments(prefix.rstrip("/"), what="prefix")
+        if after is not None:
+            check_segments(after, what="after")
+        items: list[SecretMetadata] = []
+        last = ""
+        for record in self._records(prefix, after=META + after if after else ""):
+            if environment is not None and record.environment != environment:
+                continue
+            if category is not None and record.category != category:
+                continue
+            if tags and any(record.tags.get(k) != v for k, v in tags.items()):
+                continue
+            if record.purge_at is not None and not include_deleted:
+                continue
+            if len(items) == limit:
+                return SecretPage(items=tuple(items), next_after=last)
+            items.append(self._metadata(record))
+            last = record.path
+        return SecretPage(items=tuple(items), next_after=None)
+
+    # -- key management --------------------------------------------------------
+    def rewrap(
+        self,
+        *,
+        after: str = "",
+        on_progress: Callable[[int, int, str], None] | None = None,
+    ) -> RewrapReport:
+        """Re-wrap every data key under its category's newest KEK version.
+
+        Safe while readers and writers run (each secret is one checked batch,
+        retried on conflict) and resumable: ``on_progress(done, total, path)``
+        is called after each secret, and passing the last ``path`` as ``after``
+        continues from there. A secret already on the newest KEK is skipped.
+        """
+        total = self._count(after)
+        done = rewrapped = current = 0
+        for record in self._records("", after=META + after if after else ""):
+            if self._rewrap_one(record.path):
+                rewrapped += 1
+            else:
+                current += 1
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total, record.path)
+        return RewrapReport(secrets=done, rewrapped=rewrapped, already_current=current)
+
+    def _count(self, after: str) -> int:
+        count, cursor = 0, META + after if after else ""
+        while True:
+            page = self._secure.list(META, after=cursor, limit=1000)
+            count += len(page.keys)
+            if page.next_after is None:
+                return count
+            cursor = page.next_after
+
+    def _rewrap_one(self, path: str) -> bool:
+        for _ in range(_RETRIES):
+            record, etag = self._load(path)
+            if record is None or etag is None:
+                return False
+            ops: list[Operation] = []
+            for v in record.versions:
+                if v.destroyed:
+                    continue
+                key = self._data_key(record, v.number)
+                raw, data_etag = self._secure.get_with_etag(key)
+                if raw is None:
+                    continue
+                sealed = SealedValue.loads(raw)
+                if not self._envelope.needs_rewrap(sealed, category=record.category):
+                    continue
+                fresh = self._envelope.rewrap(
+                    sealed, path=record.path, version=v.number, category=record.category
+                )
+                v.kek_version = fresh.wrapped.kek_version
+                ops += [Expect(key, data_etag), Put(key, fresh.dumps())]
+                if record.inline is not None and record.inline["n"] == v.number:
+                    record.inline = {"n": v.number, "v": fresh.to_json()}
+            if not ops:
+                return False
+            try:
+                self._secure.batch(
+                    [Expect(META + path, etag), Put(META + path, record.dumps()), *ops]
+                )
+            except ConflictError:
+                continue
+            return True
+        raise ConflictError(f"secret {path!r} is changing too fast to rewrap; try again")

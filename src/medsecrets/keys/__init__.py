@@ -1,0 +1,1 @@
+"""Per-category key-encryption keys and envelope encryption."""

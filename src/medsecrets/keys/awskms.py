@@ -1,0 +1,159 @@
+"""``AwsKmsKekProvider``: one AWS KMS key per category and KEK version.
+
+Version *n* of a category's KEK is a KMS key; the category's alias (by default
+``alias/medessence-<category>``) points at the newest. The version → key id
+table lives through the barrier at ``keys/aws-kms/<category>``. Data keys are
+wrapped with KMS ``Encrypt`` under the version's key id and the encryption
+context (path, version, category), which KMS binds cryptographically; a wrong
+context fails ``Decrypt`` and surfaces as ``DecryptionError``.
+
+boto3 is an optional extra (``medsecrets[aws]``); the client is injected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
+
+from medsecrets.barrier.base import SecureStorage
+from medsecrets.clock import Clock, SystemClock
+from medsecrets.errors import DecryptionError, ProviderError
+from medsecrets.keys.base import KekVersion, WrappedKey
+from medsecrets.keys.table import VersionTable
+from medsecrets.sensitive import Sensitive
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms import KMSClient
+
+__all__ = ["AwsKmsKekProvider", "default_alias"]
+
+_DECRYPT_FAILURES = {"InvalidCiphertextException", "IncorrectKeyException"}
+T = TypeVar("T")
+
+
+def default_alias(category: str) -> str:
+    """The strategy's naming: ``alias/medessence-<category>``."""
+    return f"alias/medessence-{category}"
+
+
+class AwsKmsKekProvider:
+    """Per-category KEKs held in AWS KMS."""
+
+    def __init__(
+        self,
+        secure: SecureStorage,
+        client: KMSClient,
+        *,
+        alias_for: Callable[[str], str] = default_alias,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = client
+        self._alias_for = alias_for
+        self._table = VersionTable(
+            secure, "keys/aws-kms/", clock=clock or SystemClock(), make_entry=self._make_entry
+        )
+
+    @property
+    def name(self) -> str:
+        return "aws-kms"
+
+    def __repr__(self) -> str:
+        return f"AwsKmsKekProvider(categories={self._table.categories()!r})"
+
+    def forget(self) -> None:
+        """Drop the cached version table (called when the store seals)."""
+        self._table.forget()
+
+    def _make_entry(self, category: str, number: int) -> dict[str, str]:
+        return {"key_id": self._new_key(category, first=number == 1)}
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "unknown"))
+            if operation == "Decrypt" and code in _DECRYPT_FAILURES:
+                raise DecryptionError() from None
+            raise ProviderError(f"AWS KMS {operation} failed: {code}") from None
+        except BotoCoreError as exc:
+            raise ProviderError(f"AWS KMS {operation} failed: {type(exc).__name__}") from None
+
+    def _alias_target(self, alias: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            meta = self._client.describe_key(KeyId=alias)["KeyMetadata"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NotFoundException":
+                return None
+            raise ProviderError("AWS KMS DescribeKey failed") from None
+        return meta["Arn"]
+
+    def _new_key(self, category: str, *, first: bool) -> str:
+        alias = self._alias_for(category)
+        if first:
+            existing = self._call("DescribeKey", lambda: self._alias_target(alias))
+            if existing is not None:
+                return existing
+        arn = self._call(
+            "CreateKey",
+            lambda: self._client.create_key(
+                Description=f"medsecrets KEK for category {category}",
+                KeyUsage="ENCRYPT_DECRYPT",
+                Tags=[{"TagKey": "medsecrets:category", "TagValue": category}],
+            )["KeyMetadata"]["Arn"],
+        )
+        if first:
+            self._call(
+                "CreateAlias", lambda: self._client.create_alias(AliasName=alias, TargetKeyId=arn)
+            )
+        else:
+            self._call(
+                "UpdateAlias", lambda: self._client.update_alias(AliasName=alias, TargetKeyId=arn)
+            )
+        return arn
+
+    # -- KekProvider -----------------------------------------------------------
+    def current_version(self, category: str) -> int:
+        return int(self._table.newest(category)["version"])
+
+    def versions(self, category: str) -> tuple[KekVersion, ...]:
+        return tuple(
+            KekVersion(
+                category=category,
+                version=int(e["version"]),
+                created_at=dt.datetime.fromisoformat(e["created_at"]),
+                key_id=e["key_id"],
+            )
+            for e in self._table.entries(category, refresh=True)
+        )
+
+    def wrap(self, category: str, dek: Sensitive[bytes], context: Mapping[str, str]) -> WrappedKey:
+        newest = self._table.newest(category)
+        blob = self._call(
+            "Encrypt",
+            lambda: self._client.encrypt(
+                KeyId=newest["key_id"], Plaintext=dek.reveal(), EncryptionContext=dict(context)
+            )["CiphertextBlob"],
+        )
+        return WrappedKey(provider=self.name, kek_version=int(newest["version"]), blob=blob)
+
+    def unwrap(
+        self, category: str, wrapped: WrappedKey, context: Mapping[str, str]
+    ) -> Sensitive[bytes]:
+        if wrapped.provider != self.name:
+            raise DecryptionError()
+        key_id = self._table.find(category, wrapped.kek_version)["key_id"]
+        plaintext = self._call(
+            "Decrypt",
+            lambda: self._client.decrypt(
+                CiphertextBlob=wrapped.blob, KeyId=key_id, EncryptionContext=dict(context)
+            )["Plaintext"],
+        )
+        return Sensitive(plaintext)
+
+    def rotate(self, category: str) -> int:
+        return int(self._table.add(category)[-1]["version"])

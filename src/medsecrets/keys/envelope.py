@@ -1,0 +1,182 @@
+"""Envelope encryption: a fresh data key per secret version, wrapped by the category KEK.
+
+``Envelope.seal`` encrypts a value with a new random 256-bit data key
+(AES-256-GCM) and wraps the data key with the category's newest KEK; both the
+value and the wrapped key are bound to the encryption context
+``{"path", "version", "category"}``. ``open`` reverses it; any tampering,
+transplant or wrong context raises the opaque ``DecryptionError``.
+``rewrap`` re-wraps the data key under the newest KEK without touching the
+value ciphertext.
+
+Unwrapped data keys are cached by their wrapped blob (content-addressed, so a
+cache entry can never serve a different key); ``forget`` drops the cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from medsecrets.errors import DecryptionError
+from medsecrets.keys.base import KekProvider, WrappedKey
+from medsecrets.keys.context import canonical_context
+from medsecrets.sensitive import Sensitive
+
+__all__ = ["Envelope", "SealedValue", "encryption_context"]
+
+_NONCE = 12
+
+
+def encryption_context(*, path: str, version: int, category: str) -> dict[str, str]:
+    """The context every secret version's data key and value are bound to."""
+    return {"path": path, "version": str(version), "category": category}
+
+
+@dataclass(frozen=True, slots=True)
+class SealedValue:
+    """One envelope-encrypted value: wrapped data key, nonce and ciphertext."""
+
+    wrapped: WrappedKey
+    nonce: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return f"SealedValue(wrapped={self.wrapped!r}, size={len(self.ciphertext)})"
+
+    def to_json(self) -> dict[str, str | int]:
+        """JSON-ready form (base64 for bytes)."""
+        return {
+            "p": self.wrapped.provider,
+            "k": self.wrapped.kek_version,
+            "w": base64.b64encode(self.wrapped.blob).decode(),
+            "n": base64.b64encode(self.nonce).decode(),
+            "c": base64.b64encode(self.ciphertext).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, str | int]) -> SealedValue:
+        """Inverse of ``to_json``; malformed input raises ``DecryptionError``."""
+        try:
+            return cls(
+                wrapped=WrappedKey(
+                    provider=str(doc["p"]),
+                    kek_version=int(doc["k"]),
+                    blob=base64.b64decode(str(doc["w"]), validate=True),
+                ),
+                nonce=base64.b64decode(str(doc["n"]), validate=True),
+                ciphertext=base64.b64decode(str(doc["c"]), validate=True),
+            )
+        except (KeyError, ValueError, TypeError):
+            raise DecryptionError() from None
+
+    def dumps(self) -> bytes:
+        """Serialized JSON bytes."""
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, raw: bytes) -> SealedValue:
+        """Inverse of ``dumps``."""
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise DecryptionError() from None
+        if not isinstance(doc, dict):
+            raise DecryptionError()
+        return cls.from_json(doc)
+
+
+class Envelope:
+    """Per-version data keys wrapped by per-category KEKs."""
+
+    def __init__(
+        self,
+        provider_for: Callable[[str], KekProvider],
+        *,
+        random: Callable[[int], bytes] = os.urandom,
+        cache_size: int = 4096,
+    ) -> None:
+        """``provider_for(category)`` returns the KEK provider that category uses."""
+        self._provider_for = provider_for
+        self._random = random
+        self._cache_size = cache_size
+        self._cache: OrderedDict[bytes, AESGCM] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Envelope(cached_keys={len(self._cache)})"
+
+    def forget(self) -> None:
+        """Drop every cached data key."""
+        with self._lock:
+            self._cache.clear()
+
+    def seal(self, plaintext: bytes, *, path: str, version: int, category: str) -> SealedValue:
+        """Encrypt ``plaintext`` for (path, version, category) with a fresh data key."""
+        context = encryption_context(path=path, version=version, category=category)
+        dek = Sensitive(self._random(32))
+        wrapped = self._provider_for(category).wrap(category, dek, context)
+        nonce = self._random(_NONCE)
+        ciphertext = AESGCM(dek.reveal()).encrypt(nonce, plaintext, canonical_context(context))
+        return SealedValue(wrapped=wrapped, nonce=nonce, ciphertext=ciphertext)
+
+    def open(self, sealed: SealedValue, *, path: str, version: int, category: str) -> bytes:
+        """Decrypt; ``DecryptionError`` on any mismatch or tampering."""
+        context = encryption_context(path=path, version=version, category=category)
+        aead = self._data_cipher(sealed.wrapped, category, context)
+        try:
+            return aead.decrypt(sealed.nonce, sealed.ciphertext, canonical_context(context))
+        except InvalidTag:
+            raise DecryptionError() from None
+
+    def needs_rewrap(self, sealed: SealedValue, *, category: str) -> bool:
+        """Whether the data key is wrapped by an older KEK version or another provider."""
+        provider = self._provider_for(category)
+        return (
+            sealed.wrapped.provider != provider.name
+            or sealed.wrapped.kek_version < provider.current_version(category)
+        )
+
+    def rewrap(self, sealed: SealedValue, *, path: str, version: int, category: str) -> SealedValue:
+        """The same value with its data key wrapped by the newest KEK version."""
+        context = encryption_context(path=path, version=version, category=category)
+        old = self._unwrap(sealed.wrapped, category, context)
+        wrapped = self._provider_for(category).wrap(category, old, context)
+        # The value ciphertext is untouched; verify it still opens before handing it back.
+        AESGCM(old.reveal()).decrypt(sealed.nonce, sealed.ciphertext, canonical_context(context))
+        return SealedValue(wrapped=wrapped, nonce=sealed.nonce, ciphertext=sealed.ciphertext)
+
+    def _unwrap(
+        self, wrapped: WrappedKey, category: str, context: Mapping[str, str]
+    ) -> Sensitive[bytes]:
+        provider = self._provider_for(category)
+        if wrapped.provider != provider.name:
+            raise DecryptionError()
+        dek = provider.unwrap(category, wrapped, context)
+        if len(dek) != 32:
+            raise DecryptionError()
+        return dek
+
+    def _data_cipher(
+        self, wrapped: WrappedKey, category: str, context: Mapping[str, str]
+    ) -> AESGCM:
+        # The cache key includes the context: a wrapped key only ever opens for its own context.
+        slot = wrapped.blob + b"\x00" + canonical_context(context)
+        with self._lock:
+            aead = self._cache.get(slot)
+            if aead is not None:
+                self._cache.move_to_end(slot)
+                return aead
+        aead = AESGCM(self._unwrap(wrapped, category, context).reveal())
+        with self._lock:
+            self._cache[slot] = aead
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return aead

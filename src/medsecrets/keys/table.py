@@ -1,0 +1,107 @@
+"""``VersionTable``: the per-category list of KEK versions, kept through the barrier.
+
+Both KEK providers keep one record per category at ``<prefix><category>``: a
+JSON list of version entries (``version``, ``created_at`` and the provider's own
+fields). Versions are appended atomically with check-and-set, so two processes
+rotating at once never lose a version; entries are cached and re-read when a
+version newer than the cache is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+
+from medsecrets.barrier.base import SecureStorage
+from medsecrets.clock import Clock
+from medsecrets.errors import ConflictError, DecryptionError
+from medsecrets.storage.base import Expect, Put
+
+__all__ = ["Entry", "VersionTable"]
+
+Entry = Mapping[str, str]
+"""One version entry: ``version`` (decimal), ``created_at`` (ISO 8601) and provider fields."""
+
+
+class VersionTable:
+    """Cached, append-only per-category version lists."""
+
+    def __init__(
+        self,
+        secure: SecureStorage,
+        prefix: str,
+        *,
+        clock: Clock,
+        make_entry: Callable[[str, int], dict[str, str]],
+    ) -> None:
+        """``make_entry(category, number)`` creates the provider fields of a new version."""
+        self._secure = secure
+        self._prefix = prefix
+        self._clock = clock
+        self._make_entry = make_entry
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[Entry, ...]] = {}
+
+    def forget(self) -> None:
+        """Drop the cache (the store sealed)."""
+        with self._lock:
+            self._cache.clear()
+
+    def categories(self) -> list[str]:
+        """Categories with a cached table (for reprs)."""
+        with self._lock:
+            return sorted(self._cache)
+
+    def _read(self, category: str) -> tuple[list[dict[str, str]], bytes | None]:
+        raw, etag = self._secure.get_with_etag(self._prefix + category)
+        if raw is None:
+            return [], None
+        entries: list[dict[str, str]] = json.loads(raw)["versions"]
+        return entries, etag
+
+    def add(self, category: str) -> tuple[Entry, ...]:
+        """Append a new version atomically and return the whole list."""
+        key = self._prefix + category
+        for _ in range(20):
+            entries, etag = self._read(category)
+            number = len(entries) + 1
+            entry = self._make_entry(category, number)
+            entry.update(version=str(number), created_at=self._clock.now().isoformat())
+            entries.append(entry)
+            body = json.dumps({"versions": entries}).encode()
+            try:
+                self._secure.batch([Expect(key, etag), Put(key, body)])
+            except ConflictError:
+                continue
+            result = tuple(entries)
+            with self._lock:
+                self._cache[category] = result
+            return result
+        raise ConflictError(f"could not add a KEK version for {category!r}: too much contention")
+
+    def entries(self, category: str, *, refresh: bool = False) -> tuple[Entry, ...]:
+        """All versions of ``category``, oldest first; creates version 1 on first use."""
+        with self._lock:
+            cached = self._cache.get(category)
+        if cached and not refresh:
+            return cached
+        entries: tuple[Entry, ...] = tuple(self._read(category)[0])
+        if not entries:
+            return self.add(category)
+        with self._lock:
+            self._cache[category] = entries
+        return entries
+
+    def newest(self, category: str) -> Entry:
+        """The newest version entry."""
+        return self.entries(category)[-1]
+
+    def find(self, category: str, number: int) -> Entry:
+        """Version ``number``; re-reads once if newer than the cache; else ``DecryptionError``."""
+        entries = self.entries(category)
+        if number > len(entries):
+            entries = self.entries(category, refresh=True)
+        if not 1 <= number <= len(entries):
+            raise DecryptionError()
+        return entries[number - 1]

@@ -1,0 +1,191 @@
+"""``SecretStore``: the library facade that assembles the layers.
+
+::
+
+    SecretStore
+      ├── seal_manager   init / unseal (shares, key file, AWS KMS) / seal / rekey
+      ├── barrier        AES-256-GCM over the untrusted storage backend
+      ├── keys           per-category KEK providers (local, aws-kms)
+      ├── envelope       a data key per secret version, wrapped by the category KEK
+      └── secrets        the versioned secrets engine
+
+It starts sealed. Everything that reads or writes secrets raises
+``SealedError`` until it is unsealed. It owns the storage backend it is given
+and closes it in ``close``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from medsecrets.barrier.aes_gcm import AesGcmBarrier
+from medsecrets.barrier.base import KeyringInfo
+from medsecrets.catalog.loader import default_catalog
+from medsecrets.catalog.model import Catalog
+from medsecrets.clock import Clock, SystemClock
+from medsecrets.engines.secrets.engine import SecretsEngine
+from medsecrets.engines.secrets.model import RewrapReport
+from medsecrets.keys.base import KekVersion
+from medsecrets.keys.envelope import Envelope
+from medsecrets.keys.manager import KeyManager
+from medsecrets.provision import ProvisionReport, provision
+from medsecrets.seal.config import AwsKmsSealConfig, SealConfig
+from medsecrets.seal.kms import KmsClient
+from medsecrets.seal.manager import InitResult, SealManager, SealStatus
+from medsecrets.sensitive import Sensitive
+from medsecrets.storage.base import StorageBackend
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms import KMSClient
+
+__all__ = ["SecretStore"]
+
+
+class SecretStore:
+    """An encrypted, versioned secret store over one storage backend."""
+
+    def __init__(
+        self,
+        storage: StorageBackend,
+        *,
+        catalog: Catalog | None = None,
+        clock: Clock | None = None,
+        rotation_threshold: int = 2**30,
+        max_versions: int = 100,
+        kms_client_factory: Callable[[], KMSClient] | None = None,
+        seal_kms_factory: Callable[[AwsKmsSealConfig], KmsClient] | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        """Assemble the layers; ``kms_client_factory`` serves ``aws-kms`` KEKs,
+        ``seal_kms_factory`` the AWS KMS seal (both default to boto3)."""
+        self.clock: Clock = clock or SystemClock()
+        self.catalog = catalog or default_catalog()
+        self.storage = storage
+        self.barrier = AesGcmBarrier(
+            storage, clock=self.clock, rotation_threshold=rotation_threshold, random=random
+        )
+        self.seal_manager = SealManager(
+            storage, self.barrier, clock=self.clock, kms_factory=seal_kms_factory, random=random
+        )
+        self.keys = KeyManager(
+            self.barrier,
+            self.catalog,
+            clock=self.clock,
+            kms_client_factory=kms_client_factory or _boto3_kms,
+        )
+        self.envelope = Envelope(self.keys.provider, random=random)
+        self.secrets = SecretsEngine(
+            self.barrier,
+            catalog=self.catalog,
+            envelope=self.envelope,
+            clock=self.clock,
+            max_versions=max_versions,
+        )
+
+    def __repr__(self) -> str:
+        return f"SecretStore(storage={type(self.storage).__name__}, sealed={self.barrier.sealed})"
+
+    def __enter__(self) -> SecretStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- seal ------------------------------------------------------------------
+    def status(self) -> SealStatus:
+        """Seal status (works while sealed)."""
+        return self.seal_manager.status()
+
+    def initialize(self, config: SealConfig) -> InitResult:
+        """Create the root key and keyring; returns the shares once. Leaves the store unsealed."""
+        return self.seal_manager.initialize(config)
+
+    def unseal(self, share: str | Sensitive[str]) -> SealStatus:
+        """Submit one Shamir share; unseals when the threshold is reached."""
+        return self.seal_manager.submit_share(share)
+
+    def auto_unseal(self) -> SealStatus:
+        """Unseal with the key file or AWS KMS seal."""
+        return self.seal_manager.auto_unseal()
+
+    def seal(self) -> SealStatus:
+        """Drop every key from memory; every secret operation then raises ``SealedError``."""
+        status = self.seal_manager.seal()
+        self.keys.forget()
+        self.envelope.forget()
+        return status
+
+    def rotate(self) -> KeyringInfo:
+        """Add a keyring term (old data stays readable)."""
+        self.barrier.rotate()
+        return self.barrier.keyring_info()
+
+    def rekey(
+        self, current_shares: Sequence[str | Sensitive[str]], *, shares: int, threshold: int
+    ) -> InitResult:
+        """Issue new Shamir shares given a threshold of the current ones."""
+        return self.seal_manager.rekey(current_shares, shares=shares, threshold=threshold)
+
+    # -- keys ------------------------------------------------------------------
+    def rotate_key(self, category: str) -> int:
+        """Add a KEK version for ``category``; returns its number."""
+        self.catalog.category(category)
+        return self.keys.rotate(category)
+
+    def key_versions(self, category: str) -> tuple[KekVersion, ...]:
+        """Every KEK version of ``category``."""
+        self.catalog.category(category)
+        return self.keys.versions(category)
+
+    def rewrap(
+        self,
+        *,
+        after: str = "",
+        on_progress: Callable[[int, int, str], None] | None = None,
+    ) -> RewrapReport:
+        """Move every wrapped data key to its category's newest KEK (resumable)."""
+        return self.secrets.rewrap(after=after, on_progress=on_progress)
+
+    # -- provisioning ------------------------------------------------------------
+    def provision(
+        self,
+        environment: str,
+        *,
+        provided: Mapping[str, Mapping[str, str]] | None = None,
+        categories: tuple[str, ...] | None = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
+    ) -> ProvisionReport:
+        """Create every catalog secret of ``environment`` (see ``medsecrets.provision``)."""
+        return provision(
+            self.secrets,
+            self.catalog,
+            environment,
+            provided=provided,
+            categories=categories,
+            on_progress=on_progress,
+        )
+
+    def close(self) -> None:
+        """Seal and close the storage backend. Idempotent."""
+        self.seal()
+        self.storage.close()
+
+
+def _boto3_kms() -> KMSClient:
+    """A KMS client from boto3's default credential chain."""
+    try:
+        import boto3
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        from medsecrets.errors import ProviderError
+
+        raise ProviderError("the aws-kms KEK provider needs medsecrets[aws] (boto3)") from None
+    client: KMSClient = boto3.client("kms")
+    return client

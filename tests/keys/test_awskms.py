@@ -1,0 +1,102 @@
+"""The aws-kms KEK provider against a real moto server process (boto3 over HTTP)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from medsecrets.catalog.loader import default_catalog
+from medsecrets.catalog.model import Catalog, KekSpec
+from medsecrets.clock import ManualClock
+from medsecrets.errors import DecryptionError
+from medsecrets.seal.config import KeyFileSealConfig
+from medsecrets.storage.sqlite import SqliteStorage
+from medsecrets.store import SecretStore
+from medsecrets.testing.motoserver import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, MotoServer
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+def kms_client(moto: MotoServer):  # type: ignore[no-untyped-def]
+    return boto3.client(
+        "kms",
+        endpoint_url=moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+        aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+    )
+
+
+def kms_catalog(prefix: str) -> Catalog:
+    """The default catalog with two categories moved to AWS KMS (aliases unique per test)."""
+    base = default_catalog()
+    categories = dict(base.categories)
+    for name in ("database", "medical-encryption"):
+        categories[name] = dataclasses.replace(
+            categories[name], kek=KekSpec(provider="aws-kms", key_id=f"alias/{prefix}-{name}")
+        )
+    return dataclasses.replace(base, categories=categories)
+
+
+@pytest.fixture
+def kms_store(tmp_path: Path, moto: MotoServer, request: pytest.FixtureRequest) -> Iterator[SecretStore]:
+    prefix = f"t{abs(hash(request.node.nodeid)) % 10**8}"
+    store = SecretStore(
+        SqliteStorage(tmp_path / "s.db"),
+        catalog=kms_catalog(prefix),
+        clock=ManualClock(),
+        kms_client_factory=lambda: kms_client(moto),
+    )
+    store.initialize(KeyFileSealConfig(str(tmp_path / "k")))
+    store.kms_prefix = prefix  # type: ignore[attr-defined]
+    yield store
+    store.close()
+
+
+def test_values_round_trip_through_kms(kms_store: SecretStore, moto: MotoServer) -> None:
+    report = kms_store.provision("development")
+    assert report.created == 5
+    for item in report.items:
+        assert kms_store.secrets.get(item.path).number == 1
+    prefix = kms_store.kms_prefix  # type: ignore[attr-defined]
+    client = kms_client(moto)
+    aliases = {a["AliasName"]: a.get("TargetKeyId") for a in client.list_aliases()["Aliases"]}
+    assert f"alias/{prefix}-database" in aliases
+    assert f"alias/{prefix}-medical-encryption" in aliases
+    assert aliases[f"alias/{prefix}-database"] != aliases[f"alias/{prefix}-medical-encryption"]
+    [v] = kms_store.key_versions("database")
+    assert v.key_id is not None and v.key_id.startswith("arn:aws:kms:")
+
+
+def test_kms_rotation_and_rewrap(kms_store: SecretStore, moto: MotoServer) -> None:
+    path = "medessence/production/database"
+    build = kms_store.catalog.category("database").build
+    first = build({}, development=True)
+    kms_store.secrets.put(path, first)
+    assert kms_store.rotate_key("database") == 2
+    versions = kms_store.key_versions("database")
+    assert versions[0].key_id != versions[1].key_id
+    prefix = kms_store.kms_prefix  # type: ignore[attr-defined]
+    target = kms_client(moto).describe_key(KeyId=f"alias/{prefix}-database")["KeyMetadata"]["Arn"]
+    assert target == versions[1].key_id  # the alias follows the newest version
+    assert kms_store.secrets.get(path).fields == first  # old KEK version still decrypts
+    report = kms_store.rewrap()
+    assert report.rewrapped == 1
+    assert [v.kek_version for v in kms_store.secrets.versions(path)] == [2]
+    kms_store.envelope.forget()
+    assert kms_store.secrets.get(path).fields == first
+
+
+def test_kms_context_binding(kms_store: SecretStore) -> None:
+    sealed = kms_store.envelope.seal(b"v", path="p", version=1, category="database")
+    assert sealed.wrapped.provider == "aws-kms"
+    with pytest.raises(DecryptionError):
+        kms_store.envelope.open(sealed, path="p", version=2, category="database")
