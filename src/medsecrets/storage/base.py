@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from medsecrets.errors import InvalidRequest
+
 __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_VALUE_SIZE",
@@ -150,8 +152,6 @@ class StorageBackend(Protocol):
 
 def check_key(key: str) -> str:
     """Validate a storage key; raise ``InvalidRequest`` naming the rule."""
-    from medsecrets.errors import InvalidRequest
-
     if not isinstance(key, str) or not key:
         raise InvalidRequest("storage key must be a non-empty string")
     if len(key) > MAX_KEY_LENGTH:

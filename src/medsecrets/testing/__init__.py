@@ -1,1 +1,4 @@
-"""Test support shipped with medsecrets: real throwaway peers (PostgreSQL, moto) for tests and benchmarks."""
+"""Test support shipped with medsecrets.
+
+Real throwaway peers (PostgreSQL, moto) for tests and benchmarks.
+"""

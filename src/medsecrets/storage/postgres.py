@@ -1,0 +1,376 @@
+"""``PostgresStorage``: the backend for several server nodes, on PostgreSQL.
+
+Built on psycopg 3 and ``psycopg_pool.ConnectionPool`` (the optional extra
+``medsecrets[postgres]``; imported only when a store is opened, and a missing
+driver raises ``StorageError("install medsecrets[postgres]")``).
+
+On open the store refuses (``StorageError`` naming the setting) a server that
+could lose committed writes: ``fsync`` or ``full_page_writes`` off, or
+``synchronous_commit`` ``off``/``local``; and a database whose encoding is not
+UTF8. It then creates its two tables if missing, inside a transaction holding
+an advisory lock, so several processes may start at once.
+
+Keys are ``TEXT COLLATE "C"`` (byte order of UTF-8 = code point order);
+values are ``BYTEA``. Plain writes are single autocommit statements, durable
+when they return. A batch runs in one transaction; when it has ``Expect``
+conditions the transaction is ``SERIALIZABLE`` and the expected rows are read
+``FOR UPDATE``, so a concurrent writer of an expected (even absent) key makes
+one side fail: serialization failures, deadlocks and unique violations become
+``ConflictError``, never a crash. Leases are one atomic upsert
+(``INSERT … ON CONFLICT DO UPDATE … WHERE expires_at <= now RETURNING``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from medsecrets.clock import Clock, SystemClock
+from medsecrets.errors import ConflictError, LeaseLostError, MedsecretsError, StorageError
+from medsecrets.storage.base import Delete, Expect, Lease, ListPage, Operation, Put
+from medsecrets.storage.validation import (
+    check_holder,
+    check_limit,
+    check_ops,
+    check_prefix,
+    check_storage_key,
+    check_ttl,
+    check_value,
+    prefix_upper_bound,
+)
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
+    from psycopg_pool import ConnectionPool
+
+__all__ = ["PostgresStorage"]
+
+# Table names are literals in every statement below (no SQL is built from input).
+_KV = "medsecrets_kv"
+_LEASES = "medsecrets_leases"
+#: Advisory lock key serialising schema creation (arbitrary, fixed).
+_SCHEMA_LOCK = 0x6D65_6473_6563_0001
+
+#: Keys may be longer than a btree entry allows (2704 bytes), so rows are found
+#: by the SHA-256 of the UTF-8 key, and ordered through an index on the key's
+#: first 512 characters (at most 2048 bytes). Truncation ``t`` keeps
+#: order: ``a <= b`` implies ``t(a) <= t(b)``, so ``ORDER BY t(key), key`` is
+#: ``ORDER BY key`` and ``t(key) >= t(bound)`` is a safe index condition.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS medsecrets_kv ("
+    ' key_hash BYTEA PRIMARY KEY, key TEXT COLLATE "C" NOT NULL, value BYTEA NOT NULL)',
+    "CREATE INDEX IF NOT EXISTS medsecrets_kv_order ON medsecrets_kv ((substr(key, 1, 512)))",
+    "CREATE TABLE IF NOT EXISTS medsecrets_leases ("
+    ' name_hash BYTEA PRIMARY KEY, name TEXT COLLATE "C" NOT NULL, holder TEXT NOT NULL,'
+    " token TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+)
+_KEY_COLLATION = (
+    "SELECT collation_name FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s"
+)
+
+_GET = "SELECT value FROM medsecrets_kv WHERE key_hash = %s"
+_PUT = (
+    "INSERT INTO medsecrets_kv (key_hash, key, value) VALUES (%s, %s, %s)"
+    " ON CONFLICT (key_hash) DO UPDATE SET value = EXCLUDED.value"
+)
+_DELETE = "DELETE FROM medsecrets_kv WHERE key_hash = %s"
+_LIST_WHERE = (
+    "SELECT key FROM medsecrets_kv"
+    ' WHERE substr(key, 1, 512) >= substr(%(prefix)s, 1, 512) COLLATE "C"'
+    ' AND substr(key, 1, 512) >= substr(%(after)s, 1, 512) COLLATE "C"'
+    ' AND key >= %(prefix)s COLLATE "C" AND key > %(after)s COLLATE "C"'
+)
+_LIST_BOUNDED = (
+    _LIST_WHERE + ' AND substr(key, 1, 512) <= substr(%(upper)s, 1, 512) COLLATE "C"'
+    ' AND key < %(upper)s COLLATE "C" ORDER BY substr(key, 1, 512), key LIMIT %(limit)s'
+)
+_LIST_UNBOUNDED = _LIST_WHERE + " ORDER BY substr(key, 1, 512), key LIMIT %(limit)s"
+_EXPECT = (
+    "SELECT key_hash, value FROM medsecrets_kv WHERE key_hash = ANY(%s)"
+    " ORDER BY key_hash FOR UPDATE"
+)
+_LEASE_ACQUIRE = (
+    "INSERT INTO medsecrets_leases AS l (name_hash, name, holder, token, expires_at)"
+    " VALUES (%s, %s, %s, %s, %s)"
+    " ON CONFLICT (name_hash) DO UPDATE SET holder = EXCLUDED.holder, token = EXCLUDED.token,"
+    " expires_at = EXCLUDED.expires_at WHERE l.expires_at <= %s RETURNING l.token"
+)
+_LEASE_RENEW = (
+    "UPDATE medsecrets_leases SET expires_at = %s"
+    " WHERE name_hash = %s AND token = %s AND expires_at > %s RETURNING name"
+)
+_LEASE_RELEASE = "DELETE FROM medsecrets_leases WHERE name_hash = %s AND token = %s"
+
+#: serialization_failure, deadlock_detected, unique_violation.
+_CONFLICT_STATES = frozenset({"40001", "40P01", "23505"})
+_UNSAFE_SETTINGS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("fsync", frozenset({"off"})),
+    ("full_page_writes", frozenset({"off"})),
+    ("synchronous_commit", frozenset({"off", "local"})),
+)
+
+
+def _digest(key: str) -> bytes:
+    """The row id of ``key``: SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def _wrap(op: str, exc: Exception) -> MedsecretsError:
+    """``ConflictError`` for lost races, else ``StorageError``; error class and SQLSTATE only."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate in _CONFLICT_STATES:
+        return ConflictError(f"postgres {op} lost a race (SQLSTATE {sqlstate})")
+    detail = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
+    return StorageError(f"postgres {op} failed ({detail})")
+
+
+def _load_driver() -> None:
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise StorageError("install medsecrets[postgres]") from None
+
+
+class PostgresStorage:
+    """A ``StorageBackend`` on a PostgreSQL database (see the module docstring).
+
+    ``dsn`` is a libpq connection string or URI (never shown in reprs or
+    errors: it may hold a password). ``min_size``/``max_size`` bound the
+    connection pool; ``timeout`` is how long an operation waits for a pooled
+    connection (and for the first connection on open); ``clock`` supplies the
+    wall time for leases (``expires_at = clock.now().timestamp() + ttl``).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        _load_driver()
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._errors: type[Exception] = psycopg.Error
+        self._closed = False
+        self._where = _describe(dsn)
+        try:
+            with psycopg.connect(
+                dsn, autocommit=True, connect_timeout=max(1, round(timeout))
+            ) as conn:
+                _check_settings(conn)
+                _ensure_schema(conn)
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StorageError(f"cannot connect to postgres: {reason}") from None
+        except psycopg.Error as exc:
+            raise _wrap("open", exc) from None
+        self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            timeout=timeout,
+            open=False,
+            name="medsecrets-storage",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise _wrap("open", exc) from None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"PostgresStorage({self._where}, {state})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("storage is closed")
+
+    # -- key/value -----------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """The value at ``key`` or ``None``."""
+        check_storage_key(key)
+        self._check_open()
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(_GET, (_digest(key),)).fetchone()
+        except self._errors as exc:
+            raise _wrap("get", exc) from None
+        return None if row is None else bytes(row[0])
+
+    def put(self, key: str, value: bytes) -> None:
+        """Durably store ``value`` at ``key`` (one synchronous commit)."""
+        check_storage_key(key)
+        check_value(value)
+        self._check_open()
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(_PUT, (_digest(key), key, value))
+        except self._errors as exc:
+            raise _wrap("put", exc) from None
+
+    def delete(self, key: str) -> None:
+        """Durably remove ``key`` (no error when absent)."""
+        check_storage_key(key)
+        self._check_open()
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(_DELETE, (_digest(key),))
+        except self._errors as exc:
+            raise _wrap("delete", exc) from None
+
+    def list(self, prefix: str = "", *, after: str = "", limit: int = 1000) -> ListPage:
+        """Keys starting with ``prefix`` sorting after ``after``, code point order."""
+        check_prefix(prefix)
+        check_prefix(after, "list after")
+        check_limit(limit)
+        self._check_open()
+        upper = prefix_upper_bound(prefix)
+        try:
+            with self._pool.connection() as conn:
+                params = {"prefix": prefix, "after": after, "upper": upper, "limit": limit + 1}
+                query = _LIST_UNBOUNDED if upper is None else _LIST_BOUNDED
+                cur = conn.execute(query, params)
+                keys = tuple(str(row[0]) for row in cur.fetchall())
+        except self._errors as exc:
+            raise _wrap("list", exc) from None
+        if len(keys) > limit:
+            return ListPage(keys=keys[:limit], next_after=keys[limit - 1])
+        return ListPage(keys=keys, next_after=None)
+
+    def batch(self, ops: Sequence[Operation]) -> None:
+        """Check every ``Expect``, then apply ``Put``/``Delete`` in order, atomically."""
+        check_ops(ops)
+        self._check_open()
+        if not ops:
+            return
+        expects = [op for op in ops if isinstance(op, Expect)]
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                if expects:
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                    digests = sorted({_digest(op.key) for op in expects})
+                    rows = conn.execute(_EXPECT, (digests,)).fetchall()
+                    current = {bytes(h): bytes(v) for h, v in rows}
+                    for expect in expects:
+                        if current.get(_digest(expect.key)) != expect.value:
+                            raise ConflictError(f"batch expectation failed on key {expect.key!r}")
+                for op in ops:
+                    if isinstance(op, Put):
+                        conn.execute(_PUT, (_digest(op.key), op.key, op.value))
+                    elif isinstance(op, Delete):
+                        conn.execute(_DELETE, (_digest(op.key),))
+        except self._errors as exc:
+            raise _wrap("batch", exc) from None
+
+    # -- leases --------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take ``name`` for ``ttl`` seconds if free or expired, else ``None`` (atomic)."""
+        check_storage_key(name)
+        check_holder(holder)
+        ttl = check_ttl(ttl)
+        self._check_open()
+        now = self._clock.now().timestamp()
+        token = secrets.token_hex(16)
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    _LEASE_ACQUIRE, (_digest(name), name, holder, token, now + ttl, now)
+                ).fetchone()
+        except self._errors as exc:
+            raise _wrap("acquire_lease", exc) from None
+        if row is None:
+            return None
+        return Lease(name=name, holder=holder, token=token, expires_at=now + ttl)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend ``lease`` to ``now + ttl``; ``LeaseLostError`` if expired or taken."""
+        ttl = check_ttl(ttl)
+        self._check_open()
+        now = self._clock.now().timestamp()
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    _LEASE_RENEW, (now + ttl, _digest(lease.name), lease.token, now)
+                ).fetchone()
+        except self._errors as exc:
+            raise _wrap("renew_lease", exc) from None
+        if row is None:
+            raise LeaseLostError(f"lease {lease.name!r} is no longer held")
+        return Lease(name=lease.name, holder=lease.holder, token=lease.token, expires_at=now + ttl)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Free ``lease`` if this token still holds it (no error otherwise)."""
+        self._check_open()
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(_LEASE_RELEASE, (_digest(lease.name), lease.token))
+        except self._errors as exc:
+            raise _wrap("release_lease", exc) from None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pool and its connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+
+
+def _describe(dsn: str) -> str:
+    """``host=… port=… dbname=…`` for reprs: never the password or other options."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return "dsn=<unparsable>"
+    return " ".join(f"{k}={params[k]}" for k in ("host", "port", "dbname") if k in params)
+
+
+def _check_settings(conn: Connection[TupleRow]) -> None:
+    """Refuse a server or database that can lose committed writes or mangle keys."""
+    for setting, unsafe in _UNSAFE_SETTINGS:
+        value = _show(conn, setting)
+        if value.lower() in unsafe:
+            raise StorageError(
+                f"postgres setting {setting} is {value!r}: writes would not be durable"
+            )
+    encoding = _show(conn, "server_encoding")
+    if encoding.upper() not in {"UTF8", "UTF-8"}:
+        raise StorageError(f"postgres server_encoding is {encoding!r}, need UTF8")
+
+
+def _show(conn: Connection[TupleRow], setting: str) -> str:
+    row = conn.execute(
+        "SELECT setting FROM pg_catalog.pg_settings WHERE name = %s", (setting,)
+    ).fetchone()
+    if row is None:
+        raise StorageError(f"postgres setting {setting} is unknown")
+    return str(row[0])
+
+
+def _ensure_schema(conn: Connection[TupleRow]) -> None:
+    """Create the tables if missing (serialised by an advisory lock); check key collation."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        for statement in _SCHEMA:
+            conn.execute(statement.encode())
+    for table, column in ((_KV, "key"), (_LEASES, "name")):
+        row = conn.execute(_KEY_COLLATION, (table, column)).fetchone()
+        if row is None or row[0] != "C":
+            raise StorageError(f'postgres table {table}.{column} must use COLLATE "C"')

@@ -1,0 +1,339 @@
+"""``SqliteStorage``: the embedded default backend, one SQLite file.
+
+Durability: the file runs in ``journal_mode=WAL`` with ``synchronous=FULL``
+(every commit is fsync'd before it returns). Both settings are read back after
+they are set and the store refuses to open (``StorageError`` naming the
+setting) if the effective value is weaker, for example a ``:memory:`` path or
+a file system that cannot do WAL.
+
+Concurrency: connections come from a small pool (one per concurrently active
+thread, reused); every write runs in ``BEGIN IMMEDIATE`` with a busy timeout,
+so several threads and several processes may write the same file at once.
+
+The database file is created with mode 0600; SQLite gives its ``-wal`` and
+``-shm`` files the mode of the database file.
+
+Keys are ``TEXT`` with SQLite's default ``BINARY`` collation, which compares
+UTF-8 bytes: that is code point order. ``list`` matches prefixes with a key
+range, never ``LIKE``, so ``%`` and ``_`` are literal.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from medsecrets.clock import Clock, SystemClock
+from medsecrets.errors import ConflictError, LeaseLostError, StorageError
+from medsecrets.storage.base import (
+    Delete,
+    Expect,
+    Lease,
+    ListPage,
+    Operation,
+    Put,
+)
+from medsecrets.storage.validation import (
+    check_holder,
+    check_limit,
+    check_ops,
+    check_prefix,
+    check_storage_key,
+    check_ttl,
+    check_value,
+    prefix_upper_bound,
+)
+
+__all__ = ["SqliteStorage"]
+
+_T = TypeVar("_T")
+
+#: Statements run on every new connection, then verified by ``_verify_settings``.
+_SETUP_PRAGMAS: tuple[str, ...] = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+)
+_SYNCHRONOUS_FULL = 2
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS leases ("
+    " name TEXT PRIMARY KEY, holder TEXT NOT NULL, token TEXT NOT NULL,"
+    " expires_at REAL NOT NULL)",
+)
+
+_GET = "SELECT value FROM kv WHERE key = ?"
+_PUT = (
+    "INSERT INTO kv (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_DELETE = "DELETE FROM kv WHERE key = ?"
+_LIST_BOUNDED = "SELECT key FROM kv WHERE key >= ? AND key < ? AND key > ? ORDER BY key LIMIT ?"
+_LIST_UNBOUNDED = "SELECT key FROM kv WHERE key >= ? AND key > ? ORDER BY key LIMIT ?"
+_LEASE_GET = "SELECT token, expires_at FROM leases WHERE name = ?"
+_LEASE_SET = (
+    "INSERT INTO leases (name, holder, token, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
+    " expires_at = excluded.expires_at"
+)
+_LEASE_RENEW = "UPDATE leases SET expires_at = ? WHERE name = ? AND token = ? AND expires_at > ?"
+_LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND token = ?"
+
+_MEMORY_PATHS = frozenset({"", ":memory:"})
+
+
+def _wrap(op: str, exc: sqlite3.Error) -> StorageError:
+    """A ``StorageError`` naming the operation and SQLite's error name only."""
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return StorageError(f"sqlite {op} failed: {name}")
+
+
+class SqliteStorage:
+    """A ``StorageBackend`` on one SQLite file (see the module docstring).
+
+    ``timeout`` is the busy timeout in seconds a write waits for the file's
+    write lock held by another connection or process. ``clock`` supplies the
+    wall time for leases (``expires_at = clock.now().timestamp() + ttl``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._timeout = timeout
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._idle: collections.deque[sqlite3.Connection] = collections.deque()
+        self._closed = False
+        _create_private_file(self._path)
+        try:
+            self._transaction("open", _create_schema)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"SqliteStorage(path={self._path!r}, {state})"
+
+    # -- connections ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=64,
+            )
+        except sqlite3.Error as exc:
+            raise _wrap("open", exc) from None
+        try:
+            for pragma in _SETUP_PRAGMAS:
+                conn.execute(pragma).fetchall()
+            _verify_settings(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _wrap("open", exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _checkout(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageError("storage is closed")
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._connect()
+
+    def _checkin(self, conn: sqlite3.Connection) -> None:
+        self._idle.append(conn)
+        if self._closed:
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return
+            conn.close()
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        conn = self._checkout()
+        try:
+            yield conn
+        finally:
+            self._checkin(conn)
+
+    def _transaction(self, op: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``body(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error)."""
+        with self._conn() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = body(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _wrap(op, exc) from None
+        return result
+
+    # -- key/value -----------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """The value at ``key`` or ``None``."""
+        check_storage_key(key)
+        conn = self._checkout()
+        try:
+            row = conn.execute(_GET, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _wrap("get", exc) from None
+        finally:
+            self._checkin(conn)
+        return None if row is None else bytes(row[0])
+
+    def put(self, key: str, value: bytes) -> None:
+        """Durably store ``value`` at ``key``."""
+        check_storage_key(key)
+        check_value(value)
+        self._transaction("put", lambda conn: conn.execute(_PUT, (key, value)))
+
+    def delete(self, key: str) -> None:
+        """Durably remove ``key`` (no error when absent)."""
+        check_storage_key(key)
+        self._transaction("delete", lambda conn: conn.execute(_DELETE, (key,)))
+
+    def list(self, prefix: str = "", *, after: str = "", limit: int = 1000) -> ListPage:
+        """Keys starting with ``prefix`` sorting after ``after``, code point order."""
+        check_prefix(prefix)
+        check_prefix(after, "list after")
+        check_limit(limit)
+        upper = prefix_upper_bound(prefix)
+        with self._conn() as conn:
+            try:
+                if upper is None:
+                    cur = conn.execute(_LIST_UNBOUNDED, (prefix, after, limit + 1))
+                else:
+                    cur = conn.execute(_LIST_BOUNDED, (prefix, upper, after, limit + 1))
+                keys = tuple(str(row[0]) for row in cur.fetchall())
+            except sqlite3.Error as exc:
+                raise _wrap("list", exc) from None
+        if len(keys) > limit:
+            return ListPage(keys=keys[:limit], next_after=keys[limit - 1])
+        return ListPage(keys=keys, next_after=None)
+
+    def batch(self, ops: Sequence[Operation]) -> None:
+        """Check every ``Expect``, then apply ``Put``/``Delete`` in order, atomically."""
+        check_ops(ops)
+        if not ops:
+            return
+
+        def body(conn: sqlite3.Connection) -> None:
+            for op in ops:
+                if isinstance(op, Expect):
+                    row = conn.execute(_GET, (op.key,)).fetchone()
+                    current = None if row is None else bytes(row[0])
+                    if current != op.value:
+                        raise ConflictError(f"batch expectation failed on key {op.key!r}")
+            for op in ops:
+                if isinstance(op, Put):
+                    conn.execute(_PUT, (op.key, op.value))
+                elif isinstance(op, Delete):
+                    conn.execute(_DELETE, (op.key,))
+
+        self._transaction("batch", body)
+
+    # -- leases --------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take ``name`` for ``ttl`` seconds if free or expired, else ``None``."""
+        check_storage_key(name)
+        check_holder(holder)
+        ttl = check_ttl(ttl)
+
+        def body(conn: sqlite3.Connection) -> Lease | None:
+            now = self._clock.now().timestamp()
+            row = conn.execute(_LEASE_GET, (name,)).fetchone()
+            if row is not None and float(row[1]) > now:
+                return None
+            lease = Lease(
+                name=name, holder=holder, token=secrets.token_hex(16), expires_at=now + ttl
+            )
+            conn.execute(_LEASE_SET, (name, holder, lease.token, lease.expires_at))
+            return lease
+
+        return self._transaction("acquire_lease", body)
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend ``lease`` to ``now + ttl``; ``LeaseLostError`` if expired or taken."""
+        ttl = check_ttl(ttl)
+
+        def body(conn: sqlite3.Connection) -> Lease | None:
+            now = self._clock.now().timestamp()
+            expires = now + ttl
+            cur = conn.execute(_LEASE_RENEW, (expires, lease.name, lease.token, now))
+            if cur.rowcount != 1:
+                return None
+            return Lease(
+                name=lease.name, holder=lease.holder, token=lease.token, expires_at=expires
+            )
+
+        renewed = self._transaction("renew_lease", body)
+        if renewed is None:
+            raise LeaseLostError(f"lease {lease.name!r} is no longer held")
+        return renewed
+
+    def release_lease(self, lease: Lease) -> None:
+        """Free ``lease`` if this token still holds it (no error otherwise)."""
+        self._transaction(
+            "release_lease", lambda conn: conn.execute(_LEASE_RELEASE, (lease.name, lease.token))
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection (busy ones as they are handed back). Idempotent."""
+        self._closed = True
+        self._drain()
+
+
+def _create_private_file(path: str) -> None:
+    """Create the database file with mode 0600 unless it exists (or is in-memory)."""
+    if path in _MEMORY_PATHS:
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot open sqlite file: {exc.strerror}") from None
+    os.close(fd)
+
+
+def _verify_settings(conn: sqlite3.Connection) -> None:
+    """Refuse a connection whose effective durability settings are weaker than required."""
+    journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    if journal != "wal":
+        raise StorageError(f"sqlite journal_mode is {journal!r}, need 'wal' (durable file)")
+    synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    if synchronous < _SYNCHRONOUS_FULL:
+        raise StorageError(f"sqlite synchronous is {synchronous}, need FULL (2) or EXTRA (3)")
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
