@@ -121,6 +121,7 @@ class SecretStore:
         status = self.seal_manager.seal()
         self.keys.forget()
         self.envelope.forget()
+        self.secrets.forget()
         return status
 
     def rotate(self) -> KeyringInfo:

@@ -260,33 +260,33 @@ class AesGcmBarrier:
 
     def get(self, key: str) -> bytes | None:
         """The plaintext at ``key`` or ``None``."""
+        record = self.get_record(key)
+        return None if record is None else self.open_record(key, record)
+
+    def get_with_etag(self, key: str) -> tuple[bytes | None, bytes | None]:
+        """``(plaintext, etag)``; the etag is the raw record, for ``Expect(key, etag)``."""
+        record = self.get_record(key)
+        if record is None:
+            return None, None
+        return self.open_record(key, record), record
+
+    def get_record(self, key: str) -> bytes | None:
+        """The sealed record at ``key`` (its etag) without decrypting it."""
+        if self._state is None:
+            raise SealedError
+        self._check_user_key(key)
+        return self._storage.get(key)
+
+    def open_record(self, key: str, record: bytes) -> bytes:
+        """Decrypt a record read from ``key``; ``DecryptionError`` if it is not that key's."""
         state = self._state
         if state is None:
             raise SealedError
-        self._check_user_key(key)
-        record = self._storage.get(key)
-        if record is None:
-            return None
         term = _record_term(record)
         aead = state.aeads.get(term)
         if aead is None:
             aead = self._aead_for_unknown_term(term)
         return _open_record(aead, key, record)
-
-    def get_with_etag(self, key: str) -> tuple[bytes | None, bytes | None]:
-        """``(plaintext, etag)``; the etag is the raw record, for ``Expect(key, etag)``."""
-        state = self._state
-        if state is None:
-            raise SealedError
-        self._check_user_key(key)
-        record = self._storage.get(key)
-        if record is None:
-            return None, None
-        term = _record_term(record)
-        aead = state.aeads.get(term)
-        if aead is None:
-            aead = self._aead_for_unknown_term(term)
-        return _open_record(aead, key, record), record
 
     def put(self, key: str, value: bytes) -> None:
         """Encrypt ``value`` bound to ``key`` and store it durably."""

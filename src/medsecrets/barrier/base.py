@@ -36,7 +36,9 @@ class SecureStorage(Protocol):
     Same contract as ``StorageBackend`` except: values given to ``put`` and
     ``Put`` are plaintext and are encrypted with the storage key as associated
     data; ``get_with_etag`` returns the plaintext and an opaque *etag* (the raw
-    stored record) to use in ``Expect(key, etag)`` for check-and-set batches.
+    stored record) to use in ``Expect(key, etag)`` for check-and-set batches;
+    ``get_record``/``open_record`` split that read so a caller can skip the
+    decryption of a record it has seen before (keyed by storage key and etag).
     Any call while sealed raises ``SealedError``; a record that fails
     authentication raises ``DecryptionError``.
     """
@@ -44,6 +46,14 @@ class SecureStorage(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def get_with_etag(self, key: str) -> tuple[bytes | None, bytes | None]: ...
+
+    def get_record(self, key: str) -> bytes | None:
+        """The sealed record (the etag) at ``key``, not decrypted: for content-addressed caches."""
+        ...
+
+    def open_record(self, key: str, record: bytes) -> bytes:
+        """Decrypt a record that ``get_record(key)`` returned."""
+        ...
 
     def put(self, key: str, value: bytes) -> None: ...
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medsecrets.errors import DecryptionError
 from medsecrets.keys.base import KekProvider, WrappedKey
-from medsecrets.keys.context import canonical_context
+from medsecrets.keys.context import canonical_context, secret_context
 from medsecrets.sensitive import Sensitive
 
 __all__ = ["Envelope", "SealedValue", "encryption_context"]
@@ -130,9 +130,10 @@ class Envelope:
     def open(self, sealed: SealedValue, *, path: str, version: int, category: str) -> bytes:
         """Decrypt; ``DecryptionError`` on any mismatch or tampering."""
         context = encryption_context(path=path, version=version, category=category)
-        aead = self._data_cipher(sealed.wrapped, category, context)
+        aad = secret_context(path, version, category)
+        aead = self._data_cipher(sealed.wrapped, category, context, aad)
         try:
-            return aead.decrypt(sealed.nonce, sealed.ciphertext, canonical_context(context))
+            return aead.decrypt(sealed.nonce, sealed.ciphertext, aad)
         except InvalidTag:
             raise DecryptionError() from None
 
@@ -165,10 +166,10 @@ class Envelope:
         return dek
 
     def _data_cipher(
-        self, wrapped: WrappedKey, category: str, context: Mapping[str, str]
+        self, wrapped: WrappedKey, category: str, context: Mapping[str, str], aad: bytes
     ) -> AESGCM:
         # The cache key includes the context: a wrapped key only ever opens for its own context.
-        slot = wrapped.blob + b"\x00" + canonical_context(context)
+        slot = wrapped.blob + b"\x00" + aad
         with self._lock:
             aead = self._cache.get(slot)
             if aead is not None:

@@ -68,6 +68,7 @@ META = "secrets/meta/"
 DATA = "secrets/data/"
 _RETRIES = 50
 _MAX_TAGS = 50
+_CACHE_SIZE = 8192
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -169,6 +170,28 @@ class _Record:
         return tuple(s for s in STAGES if self.stages.get(s) == number)
 
 
+class _View:
+    """A parsed record for reads, with the current value once decrypted (never mutated)."""
+
+    __slots__ = ("current", "purge_at", "record", "touch_after")
+
+    def __init__(self, record: _Record, granularity: dt.timedelta) -> None:
+        self.record = record
+        last = _dt(record.last_accessed_at)
+        self.touch_after = None if last is None else last + granularity
+        self.purge_at = _dt(record.purge_at)
+        self.current: SecretVersion | None = None
+
+    def __repr__(self) -> str:
+        return f"_View(path={self.record.path!r})"
+
+
+def _check_not_deleted(record: _Record) -> None:
+    purge_at = _dt(record.purge_at)
+    if purge_at is not None:
+        raise ScheduledForDeletion(record.path, purge_at)
+
+
 class SecretsEngine:
     """Versioned secrets with stages, check-and-set, soft delete and envelope encryption."""
 
@@ -192,14 +215,51 @@ class SecretsEngine:
         self._max_versions = max_versions
         self._access_granularity = access_granularity
         self._new_id = id_factory
+        self._paths: dict[str, tuple[SecretPath, str]] = {}
+        self._views: dict[tuple[str, bytes], _View] = {}
 
     def __repr__(self) -> str:
         return f"SecretsEngine(prefix={self._catalog.prefix!r}, max_versions={self._max_versions})"
 
     # -- helpers -------------------------------------------------------------
     def parse(self, path: str) -> SecretPath:
-        """Validate ``path`` against the naming rules and the catalog."""
-        return parse_path(path, prefix=self._catalog.prefix, categories=self._catalog.names())
+        """Validate ``path`` against the naming rules and the catalog (valid paths are cached)."""
+        return self._parse_keyed(path)[0]
+
+    def _parse_keyed(self, path: str) -> tuple[SecretPath, str]:
+        """``parse`` plus the metadata storage key (both cached for valid paths)."""
+        entry = self._paths.get(path)
+        if entry is None:
+            parsed = parse_path(path, prefix=self._catalog.prefix, categories=self._catalog.names())
+            if len(self._paths) >= _CACHE_SIZE:
+                self._paths.clear()
+            entry = self._paths[path] = (parsed, META + str(parsed))
+        return entry
+
+    def _view(self, path: str) -> _View:
+        """The read view of an existing secret, cached by (storage key, sealed record).
+
+        The cache is content-addressed: a changed record is a different key, so
+        it can never serve stale or foreign data. Views are shared: never mutate.
+        """
+        key = self._parse_keyed(path)[1]
+        raw = self._secure.get_record(key)
+        if raw is None:
+            raise NotFoundError(f"secret {path!r} not found")
+        slot = (key, raw)
+        view = self._views.get(slot)
+        if view is None:
+            view = _View(
+                _Record.loads(self._secure.open_record(key, raw)), self._access_granularity
+            )
+            if len(self._views) >= _CACHE_SIZE:
+                self._views.clear()
+            self._views[slot] = view
+        return view
+
+    def forget(self) -> None:
+        """Drop cached views and decrypted values (called when the store seals)."""
+        self._views.clear()
 
     def _now(self) -> str:
         return self._clock.now().isoformat()
@@ -211,13 +271,13 @@ class SecretsEngine:
         return _Record.loads(raw), etag
 
     def _require(self, path: str, *, allow_deleted: bool = False) -> tuple[_Record, bytes]:
-        record, etag = self._load(str(self.parse(path)))
-        if record is None or etag is None:
+        """Load an existing record (a private copy) and its etag."""
+        raw, etag = self._secure.get_with_etag(META + str(self.parse(path)))
+        if raw is None or etag is None:
             raise NotFoundError(f"secret {path!r} not found")
-        if record.purge_at is not None and not allow_deleted:
-            purge_at = _dt(record.purge_at)
-            assert purge_at is not None
-            raise ScheduledForDeletion(record.path, purge_at)
+        record = _Record.loads(raw)
+        if not allow_deleted:
+            _check_not_deleted(record)
         return record, etag
 
     def _mutate(
@@ -585,11 +645,20 @@ class SecretsEngine:
         version_id: str | None = None,
     ) -> SecretVersion:
         """Read one version by ``stage`` (default ``current``), ``version`` or ``version_id``."""
-        if sum(x is not None for x in (stage, version, version_id)) > 1:
+        given = (stage is not None) + (version is not None) + (version_id is not None)
+        if given > 1:
             raise InvalidRequest("give at most one of stage, version and version_id")
         if stage is not None and stage not in STAGES:
             raise InvalidRequest(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
-        record, _ = self._require(path)
+        view = self._view(path)
+        record = view.record
+        if view.purge_at is not None:
+            raise ScheduledForDeletion(record.path, view.purge_at)
+        if given == 0 or stage == "current":
+            current = view.current
+            if current is not None:  # the hot path: the current version, decrypted before
+                self._touch(view)
+                return current  # immutable (frozen, read-only fields): safe to share
         if version_id is not None:
             match = next((v for v in record.versions if v.id == version_id), None)
             if match is None:
@@ -606,6 +675,21 @@ class SecretsEngine:
         info = record.version(number)
         if info.destroyed:
             raise NotFoundError(f"version {number} of {record.path!r} was destroyed")
+        result = SecretVersion(
+            path=record.path,
+            number=number,
+            id=info.id,
+            created_at=dt.datetime.fromisoformat(info.created_at),
+            stages=record.stages_of(number),
+            fields=SecretFields(self._open_version(record, number)),
+        )
+        if number == record.stages.get("current"):
+            view.current = result
+        self._touch(view)
+        return result
+
+    def _open_version(self, record: _Record, number: int) -> dict[str, str]:
+        """Decrypt version ``number`` (inline copy or its data record)."""
         if record.inline is not None and record.inline["n"] == number:
             sealed = SealedValue.from_json(record.inline["v"])
         else:
@@ -616,22 +700,12 @@ class SecretsEngine:
         plaintext = self._envelope.open(
             sealed, path=record.path, version=number, category=record.category
         )
-        self._touch(record)
-        fields = cast(dict[str, str], json.loads(plaintext))
-        return SecretVersion(
-            path=record.path,
-            number=number,
-            id=info.id,
-            created_at=self._version_info(record, info).created_at,
-            stages=record.stages_of(number),
-            fields=SecretFields(fields),
-        )
+        return cast(dict[str, str], json.loads(plaintext))
 
-    def _touch(self, record: _Record) -> None:
+    def _touch(self, view: _View) -> None:
         """Record a coarse last-access time (at most one write per ``access_granularity``)."""
         now = self._clock.now()
-        last = _dt(record.last_accessed_at)
-        if last is not None and now - last < self._access_granularity:
+        if view.touch_after is not None and now < view.touch_after:
             return
 
         def change(rec: _Record) -> list[Operation]:
@@ -640,12 +714,11 @@ class SecretsEngine:
 
         # Best effort: a concurrent change wins.
         with contextlib.suppress(ConflictError, NotFoundError, ScheduledForDeletion):
-            self._mutate(record.path, change)
+            self._mutate(view.record.path, change)
 
     def describe(self, path: str) -> SecretMetadata:
         """Metadata (never values), also for secrets scheduled for deletion."""
-        record, _ = self._require(path, allow_deleted=True)
-        return self._metadata(record)
+        return self._metadata(self._view(path).record)
 
     def versions(self, path: str) -> tuple[VersionInfo, ...]:
         """Every kept version, oldest first."""
@@ -656,9 +729,8 @@ class SecretsEngine:
         while True:
             page = self._secure.list(META + prefix, after=cursor, limit=500)
             for key in page.keys:
-                raw = self._secure.get(key)
-                if raw is not None:
-                    yield _Record.loads(raw)
+                with contextlib.suppress(NotFoundError):  # deleted since listed
+                    yield self._view(key[len(META) :]).record
             if page.next_after is None:
                 return
             cursor = page.next_after

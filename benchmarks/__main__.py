@@ -1,0 +1,78 @@
+"""``python -m benchmarks [--quick] [SUITE ...]``: run suites and write docs/benchmarks.md.
+
+Each suite module has ``run(quick: bool) -> list[Figure]``. The report keeps one
+section per suite, replaced on each run, with the command and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+from benchmarks.measure import Figure
+
+SUITES = {
+    "store": "Issue 2: the encrypted store in process",
+}
+REPORT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Produced by `make bench` (`python -m benchmarks`). Every figure is the median of at least
+three runs, and every goal is a ratio to a ceiling measured in the same run on the same
+machine. Sections are rewritten by each run of their suite.
+"""
+
+
+def _section(suite: str, figures: list[Figure], command: str) -> str:
+    lines = [
+        f"## {SUITES[suite]}",
+        "",
+        f"Command: `{command}`  ",
+        f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "",
+        "| measurement | result |",
+        "|---|---|",
+    ]
+    for f in figures:
+        value = f"{f.value:.0f}%" if f.unit == "%" else f"{f.value:,.0f} {f.unit}"
+        if f.runs:
+            value += " (runs: " + ", ".join(f"{r:,.0f}" for r in f.runs) + ")"
+        lines.append(f"| {f.name} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(suite: str, section: str) -> None:
+    text = REPORT.read_text() if REPORT.exists() else HEADER
+    pattern = re.compile(rf"^## {re.escape(SUITES[suite])}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    REPORT.write_text(text.rstrip() + "\n")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], default=list(SUITES))
+    parser.add_argument("--quick", action="store_true", help="small counts, no report update")
+    args = parser.parse_args(argv)
+    for suite in args.suites or list(SUITES):
+        module = importlib.import_module(f"benchmarks.{suite}")
+        print(f"== {SUITES[suite]}", flush=True)
+        figures: list[Figure] = module.run(quick=args.quick)
+        for f in figures:
+            print(f"  {f.name}: {f.value:,.1f} {f.unit}", flush=True)
+        if not args.quick:
+            _write(suite, _section(suite, figures, f"make bench  # python -m benchmarks {suite}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
