@@ -68,55 +68,59 @@ def _store(storage: StorageBackend, workdir: Path, name: str) -> SecretStore:
 def run(quick: bool = False) -> list[Figure]:
     """Measure and return the figures."""
     figures: list[Figure] = []
-    secrets = 200 if quick else SECRETS
     with tempfile.TemporaryDirectory(prefix="medsecrets-bench-") as tmp:
         workdir = Path(tmp)
         with _backends(workdir) as backends:
             for name, storage, raw in backends:
-                store = _store(storage, workdir, name)
-                value = store.catalog.category("auth").build({}, development=False)
-                paths = [f"medessence/bench/auth/svc-{i:05d}" for i in range(secrets)]
-                for p in paths:
-                    store.secrets.put(p, value)
-                blob = os.urandom(1024)
-                keys = [f"raw/{i:05d}" for i in range(secrets)]
-                for k in keys:
-                    raw.put(k, blob)
-                for p in paths:  # first reads record last-access once; keep that out of timing
-                    store.secrets.get(p)
-                rng = random.Random(7)
-                order = [rng.randrange(secrets) for _ in range(secrets)]
-                reads = 20_000 if name == "sqlite" else 5_000
-                if quick:
-                    reads //= 10
-                raw_get = throughput(
-                    f"{name}: raw storage get",
-                    lambda i: raw.get(keys[order[i % secrets]]),
-                    count=reads,
-                )
-                secret_get = throughput(
-                    f"{name}: secret read (current, decrypted)",
-                    lambda i: store.secrets.get(paths[order[i % secrets]]),
-                    count=reads,
-                )
-                writes = 300 if quick else 1_500
-                runs = iter(range(1_000_000))
-                raw_put = throughput(  # a new row per commit, as a new secret version is
-                    f"{name}: raw durable put (new row)",
-                    lambda i: raw.put(f"raw/new/{next(runs):08d}", blob),
-                    count=writes,
-                )
-                secret_put = throughput(
-                    f"{name}: secret write (new version, durable)",
-                    lambda i: store.secrets.put(paths[i % secrets], value),
-                    count=writes,
-                )
-                figures += [raw_get, secret_get, _ratio(secret_get, raw_get)]
-                figures += [raw_put, secret_put, _ratio(secret_put, raw_put)]
-                if name == "sqlite":
-                    total = 1_000 if quick else REWRAP_SECRETS
-                    figures.append(_rewrap(store, value, existing=secrets, total=total))
-                store.seal()
+                figures += _bench_backend(name, _store(storage, workdir, name), raw, quick=quick)
+    return figures
+
+
+def _bench_backend(
+    name: str, store: SecretStore, raw: StorageBackend, *, quick: bool
+) -> list[Figure]:
+    secrets = 200 if quick else SECRETS
+    value = store.catalog.category("auth").build({}, development=False)
+    paths = [f"medessence/bench/auth/svc-{i:05d}" for i in range(secrets)]
+    for p in paths:
+        store.secrets.put(p, value)
+    for p in paths:  # first reads record last-access once; keep that out of timing
+        store.secrets.get(p)
+    blob = os.urandom(1024)
+    keys = [f"raw/{i:05d}" for i in range(secrets)]
+    for k in keys:
+        raw.put(k, blob)
+    rng = random.Random(7)
+    order = [rng.randrange(secrets) for _ in range(secrets)]
+    reads = 20_000 if name == "sqlite" else 5_000
+    writes = 300 if quick else 1_500
+    if quick:
+        reads //= 10
+    raw_get = throughput(
+        f"{name}: raw storage get", lambda i: raw.get(keys[order[i % secrets]]), count=reads
+    )
+    secret_get = throughput(
+        f"{name}: secret read (current, decrypted)",
+        lambda i: store.secrets.get(paths[order[i % secrets]]),
+        count=reads,
+    )
+    runs = iter(range(10_000_000))
+    raw_put = throughput(  # a new row per commit, as a new secret version is
+        f"{name}: raw durable put (new row)",
+        lambda i: raw.put(f"raw/new/{next(runs):08d}", blob),
+        count=writes,
+    )
+    secret_put = throughput(
+        f"{name}: secret write (new version, durable)",
+        lambda i: store.secrets.put(paths[i % secrets], value),
+        count=writes,
+    )
+    figures = [raw_get, secret_get, _ratio(secret_get, raw_get)]
+    figures += [raw_put, secret_put, _ratio(secret_put, raw_put)]
+    if name == "sqlite":
+        total = 1_000 if quick else REWRAP_SECRETS
+        figures.append(_rewrap(store, value, existing=secrets, total=total))
+    store.seal()
     return figures
 
 
