@@ -86,6 +86,26 @@ def test_initialize_twice_is_refused(manager: SealManager) -> None:
         manager.initialize(ShamirSealConfig())
 
 
+def test_interrupted_initialize_can_be_run_again(
+    manager: SealManager, barrier: AesGcmBarrier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the seal config and the keyring leaves a store that init can finish."""
+
+    def crash(root_key: Sensitive[bytes]) -> None:
+        raise KeyboardInterrupt("simulated crash before the keyring is written")
+
+    monkeypatch.setattr(barrier, "initialize", crash)
+    with pytest.raises(KeyboardInterrupt):
+        manager.initialize(ShamirSealConfig(shares=1, threshold=1))
+    monkeypatch.undo()
+    assert not manager.status().initialized
+    result = manager.initialize(ShamirSealConfig(shares=3, threshold=2))
+    assert len(result.shares) == 3
+    assert manager.status().initialized and not manager.status().sealed
+    with pytest.raises(AlreadyInitializedError):
+        manager.initialize(ShamirSealConfig())
+
+
 def test_seal_config_and_root_key_written_together(
     manager: SealManager, storage: SqliteStorage
 ) -> None:

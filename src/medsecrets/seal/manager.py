@@ -262,19 +262,21 @@ class SealManager:
     def initialize(self, config: SealConfig) -> InitResult:
         """Create the root key and keyring, protect the root key with ``config``.
 
-        ``AlreadyInitializedError`` if the store has a seal config or keyring.
-        Shamir shares are returned here once and never stored. Leaves the
-        barrier unsealed.
+        ``AlreadyInitializedError`` if the store has a keyring. A seal config
+        without a keyring is an initialisation that was interrupted (crash
+        between the two writes): it is replaced. Shamir shares are returned
+        here once and never stored. Leaves the barrier unsealed.
         """
         with self._lock:
-            if self._storage.get(SEAL_CONFIG_KEY) is not None or self._barrier.initialized():
+            if self._barrier.initialized():
                 raise AlreadyInitializedError
+            interrupted = self._storage.get(SEAL_CONFIG_KEY)
             root_key = self._new_key()
             doc, record, shares, created = self._protect(config, root_key)
             try:
                 self._storage.batch(
                     [
-                        Expect(SEAL_CONFIG_KEY, None),
+                        Expect(SEAL_CONFIG_KEY, interrupted),
                         Put(SEAL_CONFIG_KEY, _dump(doc)),
                         Put(ROOT_KEY_KEY, record),
                     ]
