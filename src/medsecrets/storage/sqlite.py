@@ -10,6 +10,13 @@ Concurrency: connections come from a small pool (one per concurrently active
 thread, reused); every write runs in ``BEGIN IMMEDIATE`` with a busy timeout,
 so several threads and several processes may write the same file at once.
 
+Group commit: writes (``put``, ``delete``, ``batch``) from threads of one
+process that arrive while a commit is in progress are committed together in
+the next transaction, one ``SAVEPOINT`` each, so they share one fsync. A batch
+whose ``Expect`` fails is rolled back to its savepoint alone; the others
+commit. Each caller returns only after the commit that holds its write is
+durable, with its own result.
+
 The database file is created with mode 0600; SQLite gives its ``-wal`` and
 ``-shm`` files the mode of the database file.
 
@@ -20,10 +27,12 @@ range, never ``LIKE``, so ``%`` and ``_`` are literal.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
@@ -87,6 +96,32 @@ _LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND token = ?"
 _MEMORY_PATHS = frozenset({"", ":memory:"})
 
 
+class _Pending:
+    """One caller's write waiting for a group commit."""
+
+    __slots__ = ("done", "error", "ops")
+
+    def __init__(self, ops: Sequence[Operation]) -> None:
+        self.ops = ops
+        self.done = False
+        self.error: BaseException | None = None
+
+
+def _apply(conn: sqlite3.Connection, ops: Sequence[Operation]) -> None:
+    """Check every ``Expect`` of ``ops``, then apply its writes (inside a transaction)."""
+    for op in ops:
+        if isinstance(op, Expect):
+            row = conn.execute(_GET, (op.key,)).fetchone()
+            current = None if row is None else bytes(row[0])
+            if current != op.value:
+                raise ConflictError(f"batch expectation failed on key {op.key!r}")
+    for op in ops:
+        if isinstance(op, Put):
+            conn.execute(_PUT, (op.key, op.value))
+        elif isinstance(op, Delete):
+            conn.execute(_DELETE, (op.key,))
+
+
 def _wrap(op: str, exc: sqlite3.Error) -> StorageError:
     """A ``StorageError`` naming the operation and SQLite's error name only."""
     name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
@@ -113,6 +148,9 @@ class SqliteStorage:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._idle: collections.deque[sqlite3.Connection] = collections.deque()
         self._closed = False
+        self._queue: builtins.list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
         _create_private_file(self._path)
         try:
             self._transaction("open", _create_schema)
@@ -212,12 +250,12 @@ class SqliteStorage:
         """Durably store ``value`` at ``key``."""
         check_storage_key(key)
         check_value(value)
-        self._transaction("put", lambda conn: conn.execute(_PUT, (key, value)))
+        self._write((Put(key, value),))
 
     def delete(self, key: str) -> None:
         """Durably remove ``key`` (no error when absent)."""
         check_storage_key(key)
-        self._transaction("delete", lambda conn: conn.execute(_DELETE, (key,)))
+        self._write((Delete(key),))
 
     def list(self, prefix: str = "", *, after: str = "", limit: int = 1000) -> ListPage:
         """Keys starting with ``prefix`` sorting after ``after``, code point order."""
@@ -244,20 +282,49 @@ class SqliteStorage:
         if not ops:
             return
 
-        def body(conn: sqlite3.Connection) -> None:
-            for op in ops:
-                if isinstance(op, Expect):
-                    row = conn.execute(_GET, (op.key,)).fetchone()
-                    current = None if row is None else bytes(row[0])
-                    if current != op.value:
-                        raise ConflictError(f"batch expectation failed on key {op.key!r}")
-            for op in ops:
-                if isinstance(op, Put):
-                    conn.execute(_PUT, (op.key, op.value))
-                elif isinstance(op, Delete):
-                    conn.execute(_DELETE, (op.key,))
+        self._write(ops)
 
-        self._transaction("batch", body)
+    def _write(self, ops: Sequence[Operation]) -> None:
+        """Queue ``ops`` for the next group commit and wait until it is durable."""
+        pending = _Pending(ops)
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._commit_lock:
+            if not pending.done:  # nobody committed it yet: lead a group commit
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if pending.error is not None:
+            raise pending.error
+
+    def _commit_group(self, group: builtins.list[_Pending]) -> None:
+        """Commit every pending write of ``group`` in one transaction, a savepoint each."""
+        try:
+            with self._conn() as conn:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for pending in group:
+                            conn.execute("SAVEPOINT w")
+                            try:
+                                _apply(conn, pending.ops)
+                            except ConflictError as exc:
+                                conn.execute("ROLLBACK TO w")
+                                pending.error = exc
+                            conn.execute("RELEASE w")
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                except sqlite3.Error as exc:
+                    raise _wrap("batch", exc) from None
+        except BaseException as exc:
+            for pending in group:
+                pending.error = pending.error or exc
+        finally:
+            for pending in group:
+                pending.done = True
 
     # -- leases --------------------------------------------------------------
 
