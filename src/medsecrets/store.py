@@ -150,10 +150,11 @@ class SecretStore:
         self,
         *,
         after: str = "",
+        limit: int | None = None,
         on_progress: Callable[[int, int, str], None] | None = None,
     ) -> RewrapReport:
-        """Move every wrapped data key to its category's newest KEK (resumable)."""
-        return self.secrets.rewrap(after=after, on_progress=on_progress)
+        """Move every wrapped data key to its category's newest KEK (resumable, pageable)."""
+        return self.secrets.rewrap(after=after, limit=limit, on_progress=on_progress)
 
     # -- provisioning ------------------------------------------------------------
     def provision(

@@ -775,26 +775,33 @@ class SecretsEngine:
         self,
         *,
         after: str = "",
+        limit: int | None = None,
         on_progress: Callable[[int, int, str], None] | None = None,
     ) -> RewrapReport:
         """Re-wrap every data key under its category's newest KEK version.
 
         Safe while readers and writers run (each secret is one checked batch,
-        retried on conflict) and resumable: ``on_progress(done, total, path)``
-        is called after each secret, and passing the last ``path`` as ``after``
-        continues from there. A secret already on the newest KEK is skipped.
+        retried on conflict) and resumable: it visits secrets in path order
+        after ``after``, at most ``limit`` of them (all when ``None``), and
+        ``next_after`` in the report continues the pass (``None``: done).
+        ``on_progress(done, total, path)`` is called after each secret;
+        ``total`` counts the secrets after ``after``. A secret already on the
+        newest KEK is skipped.
         """
+        if limit is not None and not (isinstance(limit, int) and limit >= 1):
+            raise InvalidRequest("limit must be a positive whole number")
         total = self._count(after)
-        done = rewrapped = current = 0
+        done = rewrapped = 0
+        last: str | None = None
         for record in self._records("", after=META + after if after else ""):
-            if self._rewrap_one(record.path):
-                rewrapped += 1
-            else:
-                current += 1
+            if limit is not None and done == limit:
+                return RewrapReport(done, rewrapped, done - rewrapped, total, last)
+            rewrapped += self._rewrap_one(record.path)
             done += 1
+            last = record.path
             if on_progress is not None:
                 on_progress(done, total, record.path)
-        return RewrapReport(secrets=done, rewrapped=rewrapped, already_current=current)
+        return RewrapReport(done, rewrapped, done - rewrapped, total, None)
 
     def _count(self, after: str) -> int:
         count, cursor = 0, META + after if after else ""

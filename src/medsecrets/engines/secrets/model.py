@@ -98,8 +98,10 @@ class SecretPage:
 
 @dataclass(frozen=True, slots=True)
 class RewrapReport:
-    """What a rewrap pass did."""
+    """What a rewrap pass (or one page of it) did; ``next_after`` continues it."""
 
     secrets: int
     rewrapped: int
     already_current: int
+    total: int = 0
+    next_after: str | None = None

@@ -1,0 +1,39 @@
+"""Authorization: may this principal make this call? Default deny.
+
+A call is allowed when the route is open, or the route needs only a valid
+token, or the token holds the route's capability on a prefix of the route's
+authorization path (``*`` covers every path). Routes whose ``authz_path``
+gives ``None`` are decided by the capability alone. Child tokens never exceed
+their parents (``TokenStore.create`` enforces it), so checking the token
+itself is enough.
+"""
+
+from __future__ import annotations
+
+from medsecrets.auth.tokens import TokenInfo, covers
+from medsecrets.core.routes.base import Call, RouteSpec
+from medsecrets.errors import PermissionDenied
+
+__all__ = ["authorize"]
+
+
+def authorize(spec: RouteSpec, call: Call, principal: TokenInfo | None) -> None:
+    """Return if allowed; raise ``PermissionDenied`` (no detail beyond the capability) if not."""
+    if spec.open:
+        return
+    if principal is None:  # pragma: no cover - the core authenticates first
+        raise PermissionDenied
+    capability = spec.capability
+    if capability is None:
+        return
+    if capability not in principal.capabilities:
+        raise PermissionDenied(f"permission denied: this token lacks the {capability!r} capability")
+    if spec.authz_path is None:
+        return
+    path = spec.authz_path(call)
+    if path is None:
+        return
+    for prefix in principal.paths:
+        if covers(prefix, path):
+            return
+    raise PermissionDenied(f"permission denied: {capability!r} is not granted on this path")

@@ -1,0 +1,146 @@
+"""``Core``: the one place where the layers meet, free of any transport.
+
+``handle(request)`` runs, in this order:
+
+1. **seal check**: while sealed only ``sys.health``, ``sys.seal_status`` and
+   ``sys.unseal`` are served (and ``sys.init`` while uninitialised); every
+   other route raises ``SealedError`` (``NotInitializedError`` before init)
+   and returns no data;
+2. **authenticate** the token (open routes excepted): ``AuthenticationError``;
+3. **parse** the body and query strictly (unknown fields, wrong types):
+   ``InvalidRequest`` naming the field;
+4. **authorize** (``core.authz``, default deny): ``PermissionDenied``;
+5. ``audit.on_request``; 6. **route** to the handler; 7. ``audit.on_response``
+   with the status and error code, also for errors; then return.
+
+Errors are raised (``MedsecretsError`` subclasses) after they were audited;
+the transport maps them to statuses with ``core.status``. An audit hook that
+raises refuses the request with ``AuditFailure``: no response leaves
+unaudited. Unexpected exceptions are audited as ``500 internal`` and re-raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import medsecrets
+from medsecrets.auth.tokens import TokenInfo, TokenStore
+from medsecrets.clock import Clock
+from medsecrets.core.audit import AuditHook, NullAuditHook
+from medsecrets.core.authz import authorize
+from medsecrets.core.request import Request, Response
+from medsecrets.core.routes import route_table
+from medsecrets.core.routes.base import Call, Context, RouteSpec, parse_query
+from medsecrets.core.status import status_for
+from medsecrets.errors import (
+    AuditFailure,
+    AuthenticationError,
+    NotFoundError,
+    NotInitializedError,
+    SealedError,
+)
+from medsecrets.store import SecretStore
+from medsecrets.wire import to_wire
+
+__all__ = ["Core"]
+
+_INIT = "sys.init"
+
+
+class Core:
+    """Handles transport-free requests against one ``SecretStore`` (see module docstring)."""
+
+    def __init__(
+        self,
+        store: SecretStore,
+        tokens: TokenStore,
+        *,
+        audit: AuditHook | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self._audit: AuditHook = audit if audit is not None else NullAuditHook()
+        self._routes = route_table(store.catalog.prefix)
+        self._context = Context(
+            store=store,
+            tokens=tokens,
+            clock=clock if clock is not None else store.clock,
+            version=medsecrets.__version__,
+        )
+
+    def __repr__(self) -> str:
+        return f"Core(store={self.store!r}, routes={len(self._routes)})"
+
+    @property
+    def routes(self) -> Mapping[tuple[str, str], RouteSpec]:
+        """Every route spec by ``(method, route name)``."""
+        return self._routes
+
+    def spec(self, method: str, route: str) -> RouteSpec | None:
+        """The spec of ``route`` for ``method``, if any."""
+        return self._routes.get((method, route))
+
+    # -- the pipeline -----------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        """Run ``request`` through the pipeline; raise its error after auditing it."""
+        spec = self._routes.get((request.method, request.route))
+        principal: TokenInfo | None = None
+        requested = False
+        try:
+            if spec is None:
+                raise NotFoundError("no such route")
+            self._check_seal(spec)
+            if not spec.open:
+                if request.token is None:
+                    raise AuthenticationError
+                principal = self.tokens.authenticate(request.token)
+            call = Call(
+                request=request,
+                path=request.path,
+                body=spec.parse(request.body),
+                query=parse_query(spec.query, request.query),
+                principal=principal,
+            )
+            authorize(spec, call, principal)
+            requested = True
+            self._on_request(request, principal)
+            result = spec.handler(self._context, call)
+            # Handlers on hot paths may return ready JSON dicts; the rest go through the codec.
+            body = result if type(result) is dict else to_wire(result)
+        except AuditFailure:
+            raise
+        except Exception as exc:
+            status, code = status_for(exc)
+            if not requested:
+                self._on_request(request, principal)
+            self._on_response(request, principal, status, code)
+            raise
+        self._on_response(request, principal, 200, None)
+        return Response(200, body)
+
+    def _check_seal(self, spec: RouteSpec) -> None:
+        store = self.store
+        if not store.barrier.sealed or spec.sealed_ok:
+            return
+        self.tokens.forget()
+        initialized = store.barrier.initialized()
+        if spec.name == _INIT and not initialized:
+            return
+        if not initialized:
+            raise NotInitializedError
+        raise SealedError
+
+    def _on_request(self, request: Request, principal: TokenInfo | None) -> None:
+        try:
+            self._audit.on_request(request, principal)
+        except Exception:
+            raise AuditFailure from None
+
+    def _on_response(
+        self, request: Request, principal: TokenInfo | None, status: int, code: str | None
+    ) -> None:
+        try:
+            self._audit.on_response(request, principal, status, code)
+        except Exception:
+            raise AuditFailure from None

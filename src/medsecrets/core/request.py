@@ -1,0 +1,42 @@
+"""The transport-free request and response the core handles.
+
+The API layer builds a ``Request`` from HTTP (or a test builds one directly)
+and turns the ``Response`` back into HTTP. ``token`` and ``body`` are kept out
+of ``repr`` (they may hold credentials or secret values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["Request", "Response"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One API call.
+
+    ``route`` is the route name (``"secrets.read"``); ``path`` the resource the
+    route acts on as it appears in the URL (secret path, category name; ``""``
+    if none); ``body`` the parsed JSON body (``None`` if there was none);
+    ``query`` every query parameter with all its values.
+    """
+
+    method: str
+    route: str
+    path: str = ""
+    token: str | None = field(default=None, repr=False)
+    body: object = field(default=None, repr=False)
+    query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    remote: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The result of a successful call: an HTTP-like status and a JSON-ready body."""
+
+    status: int
+    body: object = field(repr=False)

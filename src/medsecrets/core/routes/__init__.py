@@ -1,0 +1,23 @@
+"""The route table: every endpoint of API v1, one module per endpoint group.
+
+``route_table(prefix)`` maps ``(method, route name)`` to its ``RouteSpec``.
+"""
+
+from __future__ import annotations
+
+from medsecrets.core.routes import catalog, secrets, system, tokens
+from medsecrets.core.routes.base import RouteSpec
+
+__all__ = ["RouteSpec", "route_table"]
+
+
+def route_table(prefix: str) -> dict[tuple[str, str], RouteSpec]:
+    """Every route spec by ``(method, name)``; ``prefix`` is the catalog's path prefix."""
+    specs = (*system.routes(), *secrets.routes(), *catalog.routes(prefix), *tokens.routes())
+    table: dict[tuple[str, str], RouteSpec] = {}
+    for spec in specs:
+        key = (spec.method, spec.name)
+        if key in table:  # pragma: no cover - a programming error
+            raise RuntimeError(f"duplicate route {key}")
+        table[key] = spec
+    return table

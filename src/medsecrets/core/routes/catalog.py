@@ -1,0 +1,233 @@
+"""Catalog routes (any valid token), one-value generation (``generate``) and
+provisioning of an environment (``write`` on ``<prefix>/<environment>/``).
+
+The catalog is shown through view types that follow docs/api.md: honeytoken
+flags and development dummies stay in the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from medsecrets.catalog.generators import generate as generate_value
+from medsecrets.catalog.model import Catalog, Category
+from medsecrets.core.routes.base import Call, Context, RouteSpec
+from medsecrets.engines.secrets.paths import check_segments
+from medsecrets.errors import InvalidRequest
+from medsecrets.provision import ProvisionReport
+from medsecrets.sensitive import Sensitive
+
+__all__ = [
+    "CatalogView",
+    "CategoryView",
+    "GenerateBody",
+    "Generated",
+    "ProvisionBody",
+    "routes",
+]
+
+Param = int | float | str | bool
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratorView:
+    """A generator kind and its parameters."""
+
+    kind: str
+    params: Mapping[str, Param]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorView:
+    """A validator kind and its parameters."""
+
+    kind: str
+    params: Mapping[str, Param]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldView:
+    """One field of a category."""
+
+    name: str
+    description: str
+    source: Literal["generated", "provided", "derived"]
+    generator: GeneratorView | None
+    validators: tuple[ValidatorView, ...]
+    template: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RotationView:
+    """A category's rotation policy."""
+
+    interval_days: int
+    strategy: str
+    keep_previous: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KekView:
+    """A category's key-encryption key."""
+
+    provider: str
+    key_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryView:
+    """``Category`` of docs/api.md."""
+
+    name: str
+    description: str
+    fields: tuple[FieldView, ...]
+    rotation: RotationView
+    kek: KekView
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogView:
+    """``GET /v1/catalog``."""
+
+    prefix: str
+    development_environments: tuple[str, ...]
+    categories: tuple[CategoryView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateBody:
+    """``POST /v1/generate``."""
+
+    kind: str
+    params: Mapping[str, Param] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """A freshly generated value (shown once, never stored)."""
+
+    kind: str
+    value: Sensitive[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionBody:
+    """``POST /v1/provision``: ``provided`` maps category → fields a person supplies."""
+
+    environment: str
+    provided: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    categories: tuple[str, ...] | None = None
+
+
+def category_view(catalog: Catalog, category: Category) -> CategoryView:
+    """The public view of ``category``."""
+    return CategoryView(
+        name=category.name,
+        description=category.description,
+        fields=tuple(
+            FieldView(
+                name=f.name,
+                description=f.description,
+                source=f.source,
+                generator=(
+                    GeneratorView(kind=f.generator.kind, params=dict(f.generator.params))
+                    if f.generator is not None
+                    else None
+                ),
+                validators=tuple(
+                    ValidatorView(kind=v.kind, params=dict(v.params)) for v in f.validators
+                ),
+                template=f.template,
+            )
+            for f in category.fields
+        ),
+        rotation=RotationView(
+            interval_days=category.rotation.interval_days,
+            strategy=category.rotation.strategy,
+            keep_previous=category.rotation.keep_previous,
+        ),
+        kek=KekView(provider=category.kek.provider, key_id=catalog.kek_key_id(category.name)),
+    )
+
+
+def show_catalog(ctx: Context, call: Call) -> CatalogView:
+    catalog = ctx.store.catalog
+    return CatalogView(
+        prefix=catalog.prefix,
+        development_environments=tuple(sorted(catalog.development_environments)),
+        categories=tuple(category_view(catalog, c) for c in catalog.categories.values()),
+    )
+
+
+def show_category(ctx: Context, call: Call) -> CategoryView:
+    catalog = ctx.store.catalog
+    return category_view(catalog, catalog.category(call.path))
+
+
+def generate(ctx: Context, call: Call) -> Generated:
+    body = call.body
+    assert isinstance(body, GenerateBody)
+    return Generated(kind=body.kind, value=generate_value(body.kind, **body.params))
+
+
+def provision(ctx: Context, call: Call) -> ProvisionReport:
+    body = call.body
+    assert isinstance(body, ProvisionBody)
+    return ctx.store.provision(body.environment, provided=body.provided, categories=body.categories)
+
+
+def _provision_path(ctx_prefix: str, call: Call) -> str:
+    body = call.body
+    assert isinstance(body, ProvisionBody)
+    segments = check_segments(body.environment, what="environment")
+    if len(segments) != 1:
+        raise InvalidRequest("environment must be a single path segment")
+    return f"{ctx_prefix}/{body.environment}/"
+
+
+def routes(prefix: str) -> tuple[RouteSpec, ...]:
+    """The catalog, generate and provision route specs (``prefix``: the catalog's)."""
+    return (
+        RouteSpec(
+            name="catalog.read",
+            method="GET",
+            url="/v1/catalog",
+            handler=show_catalog,
+            summary="The secrets catalog (any valid token)",
+            response=CatalogView,
+        ),
+        RouteSpec(
+            name="catalog.category",
+            method="GET",
+            url="/v1/catalog/{category}",
+            handler=show_category,
+            summary="One catalog category (any valid token)",
+            response=CategoryView,
+        ),
+        RouteSpec(
+            name="generate",
+            method="POST",
+            url="/v1/generate",
+            handler=generate,
+            summary="Generate one value (never stored)",
+            capability="generate",
+            body=GenerateBody,
+            body_required=True,
+            response=Generated,
+            returns_secret=True,
+        ),
+        RouteSpec(
+            name="provision",
+            method="POST",
+            url="/v1/provision",
+            handler=provision,
+            summary="Create every catalog secret of an environment",
+            capability="write",
+            authz_path=lambda call: _provision_path(prefix, call),
+            body=ProvisionBody,
+            body_required=True,
+            response=ProvisionReport,
+        ),
+    )

@@ -1,0 +1,408 @@
+"""Secret routes: write, read, describe, list, update metadata, stages, delete, restore,
+destroy and validate.
+
+Every route acts on a secret path and needs its capability on a prefix of it
+(``GET /v1/metadata`` on its ``prefix`` query parameter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from medsecrets.core.routes.base import Call, Context, QueryParam, RouteSpec
+from medsecrets.engines.secrets.model import (
+    SecretMetadata,
+    SecretPage,
+    SecretVersion,
+    Stage,
+    VersionInfo,
+)
+from medsecrets.errors import InvalidRequest, ValidationError
+from medsecrets.sensitive import SecretFields
+
+__all__ = [
+    "MetadataBody",
+    "Problem",
+    "PutBody",
+    "PutResponse",
+    "StageBody",
+    "ValidationReport",
+    "routes",
+]
+
+
+# -- bodies ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PutBody:
+    """``PUT /v1/secrets/{path}``: ``cas`` 0 creates only; n requires version n to be the newest."""
+
+    fields: SecretFields
+    cas: int | None = None
+    stage: Literal["current", "pending"] = "current"
+    description: str | None = None
+    owner: str | None = None
+    tags: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataBody:
+    """``PATCH /v1/metadata/{path}``."""
+
+    description: str | None = None
+    owner: str | None = None
+    tags: Mapping[str, str] | None = None
+    rotation_days: int | None = None
+    clear_rotation_override: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StageBody:
+    """``POST /v1/stages/{path}``: move ``stage`` to ``version``, or ``remove`` it."""
+
+    stage: Stage
+    version: int | None = None
+    remove: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DestroyBody:
+    """``POST /v1/destroy/{path}``."""
+
+    version: int
+
+
+# -- responses -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PutResponse:
+    """The version a write created."""
+
+    version: VersionInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem: the field and the rule it breaks (never the value)."""
+
+    field: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """``GET /v1/validate/{path}``."""
+
+    path: str
+    valid: bool
+    problems: tuple[Problem, ...] = field(default=())
+
+
+# -- handlers ------------------------------------------------------------------------------
+def put(ctx: Context, call: Call) -> PutResponse:
+    body = call.body
+    assert isinstance(body, PutBody)
+    info = ctx.store.secrets.put(
+        call.path,
+        body.fields,
+        cas=body.cas,
+        stage=body.stage,
+        description=body.description,
+        owner=body.owner,
+        tags=body.tags,
+    )
+    return PutResponse(version=info)
+
+
+def _version_json(secret: SecretVersion) -> dict[str, object]:
+    """The wire form of ``secret`` (what ``to_wire`` gives, built directly: the hot path)."""
+    return {
+        "path": secret.path,
+        "number": secret.number,
+        "id": secret.id,
+        "created_at": secret.created_at.isoformat(),
+        "stages": list(secret.stages),
+        "fields": secret.fields.to_dict(),
+    }
+
+
+def read(ctx: Context, call: Call) -> dict[str, object]:
+    q = call.query
+    if not q:
+        return _version_json(ctx.store.secrets.get(call.path))
+    stage = q.get("stage")
+    version = q.get("version")
+    version_id = q.get("version_id")
+    if sum(x is not None for x in (stage, version, version_id)) > 1:
+        raise InvalidRequest("give at most one of stage, version and version_id")
+    secret = ctx.store.secrets.get(
+        call.path,
+        stage=stage,  # type: ignore[arg-type]  # checked by its QueryParam enum
+        version=version if isinstance(version, int) else None,
+        version_id=version_id if isinstance(version_id, str) else None,
+    )
+    return _version_json(secret)
+
+
+def describe(ctx: Context, call: Call) -> SecretMetadata:
+    return ctx.store.secrets.describe(call.path)
+
+
+def update_metadata(ctx: Context, call: Call) -> SecretMetadata:
+    body = call.body
+    assert isinstance(body, MetadataBody)
+    if body.clear_rotation_override and body.rotation_days is not None:
+        raise InvalidRequest("give either rotation_days or clear_rotation_override, not both")
+    return ctx.store.secrets.update_metadata(
+        call.path,
+        description=body.description,
+        owner=body.owner,
+        tags=body.tags,
+        rotation_days=body.rotation_days,
+        clear_rotation_override=body.clear_rotation_override,
+    )
+
+
+def _tags(values: object) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    if not isinstance(values, tuple):
+        return tags
+    for item in values:
+        assert isinstance(item, str)
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise InvalidRequest("query parameter 'tag' must look like key:value")
+        tags[key] = value
+    return tags
+
+
+def list_secrets(ctx: Context, call: Call) -> SecretPage:
+    q = call.query
+    prefix = q.get("prefix", "")
+    after = q.get("after")
+    environment = q.get("environment")
+    category = q.get("category")
+    limit = q.get("limit", 100)
+    assert isinstance(prefix, str) and isinstance(limit, int)
+    return ctx.store.secrets.list(
+        prefix,
+        environment=environment if isinstance(environment, str) else None,
+        category=category if isinstance(category, str) else None,
+        tags=_tags(q.get("tag")) or None,
+        include_deleted=q.get("include_deleted") is True,
+        after=after if isinstance(after, str) and after else None,
+        limit=limit,
+    )
+
+
+def stages(ctx: Context, call: Call) -> SecretMetadata:
+    body = call.body
+    assert isinstance(body, StageBody)
+    if body.remove:
+        if body.version is not None:
+            raise InvalidRequest("give either version or remove, not both")
+        return ctx.store.secrets.remove_stage(call.path, body.stage)
+    if body.version is None:
+        raise InvalidRequest("body: missing field 'version' (or 'remove': true)")
+    return ctx.store.secrets.move_stage(call.path, body.stage, body.version)
+
+
+def delete(ctx: Context, call: Call) -> SecretMetadata:
+    q = call.query
+    force = q.get("force") is True
+    days = q.get("recovery_days")
+    if force and days is not None:
+        raise InvalidRequest("give either recovery_days or force, not both")
+    return ctx.store.secrets.delete(
+        call.path, recovery_days=days if isinstance(days, int) else 30, force=force
+    )
+
+
+def restore(ctx: Context, call: Call) -> SecretMetadata:
+    return ctx.store.secrets.restore(call.path)
+
+
+def destroy(ctx: Context, call: Call) -> SecretMetadata:
+    body = call.body
+    assert isinstance(body, DestroyBody)
+    return ctx.store.secrets.destroy(call.path, body.version)
+
+
+def validate(ctx: Context, call: Call) -> ValidationReport:
+    """Check the stored current value against the catalog, collecting every problem."""
+    secret = ctx.store.secrets.get(call.path)
+    category = ctx.store.catalog.category(ctx.store.secrets.parse(call.path).category)
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for name, value in secret.fields.items():
+        try:
+            category.validate({name: value}, complete=False)
+        except ValidationError as exc:
+            problems.append(Problem(field=exc.field, rule=exc.rule))
+            seen.add(exc.field)
+    for spec in category.fields:
+        if spec.name not in secret.fields:
+            problems.append(Problem(field=spec.name, rule="required: missing"))
+            seen.add(spec.name)
+    try:
+        category.validate(secret.fields, complete=True)
+    except ValidationError as exc:
+        if exc.field not in seen:
+            problems.append(Problem(field=exc.field, rule=exc.rule))
+    return ValidationReport(path=secret.path, valid=not problems, problems=tuple(problems))
+
+
+def _path(call: Call) -> str:
+    return call.path
+
+
+def _list_path(call: Call) -> str:
+    prefix = call.query.get("prefix", "")
+    return prefix if isinstance(prefix, str) else ""
+
+
+_STAGE = QueryParam(
+    "stage",
+    str,
+    description="read the version with this stage",
+    enum=("current", "pending", "previous"),
+)
+
+
+def routes() -> tuple[RouteSpec, ...]:
+    """The secret route specs."""
+    return (
+        RouteSpec(
+            name="secrets.write",
+            method="PUT",
+            url="/v1/secrets/{path}",
+            handler=put,
+            summary="Write a new version of a secret",
+            capability="write",
+            authz_path=_path,
+            body=PutBody,
+            body_required=True,
+            response=PutResponse,
+        ),
+        RouteSpec(
+            name="secrets.read",
+            method="GET",
+            url="/v1/secrets/{path}",
+            handler=read,
+            summary="Read one version of a secret (current unless told otherwise)",
+            capability="read",
+            authz_path=_path,
+            query=(
+                _STAGE,
+                QueryParam("version", int, description="version number", minimum=1),
+                QueryParam("version_id", str, description="version id"),
+            ),
+            response=SecretVersion,
+            returns_secret=True,
+        ),
+        RouteSpec(
+            name="secrets.delete",
+            method="DELETE",
+            url="/v1/secrets/{path}",
+            handler=delete,
+            summary="Schedule a secret for deletion (or purge it now with force)",
+            capability="delete",
+            authz_path=_path,
+            query=(
+                QueryParam(
+                    "recovery_days",
+                    int,
+                    description="recovery window in days",
+                    minimum=7,
+                    maximum=30,
+                ),
+                QueryParam("force", bool, description="purge now, without recovery"),
+            ),
+            response=SecretMetadata,
+        ),
+        RouteSpec(
+            name="metadata.read",
+            method="GET",
+            url="/v1/metadata/{path}",
+            handler=describe,
+            summary="Metadata of a secret (never values)",
+            capability="list",
+            authz_path=_path,
+            response=SecretMetadata,
+        ),
+        RouteSpec(
+            name="metadata.update",
+            method="PATCH",
+            url="/v1/metadata/{path}",
+            handler=update_metadata,
+            summary="Change a secret's description, owner, tags or rotation interval",
+            capability="write",
+            authz_path=_path,
+            body=MetadataBody,
+            body_required=True,
+            response=SecretMetadata,
+        ),
+        RouteSpec(
+            name="metadata.list",
+            method="GET",
+            url="/v1/metadata",
+            handler=list_secrets,
+            summary="List and search secrets (metadata only), paginated",
+            capability="list",
+            authz_path=_list_path,
+            query=(
+                QueryParam("prefix", str, description="path prefix"),
+                QueryParam("environment", str, description="only this environment"),
+                QueryParam("category", str, description="only this category"),
+                QueryParam("tag", str, description="key:value (repeatable)", repeatable=True),
+                QueryParam("include_deleted", bool, description="include scheduled deletions"),
+                QueryParam("after", str, description="continue after this path"),
+                QueryParam("limit", int, description="page size", minimum=1, maximum=1000),
+            ),
+            response=SecretPage,
+        ),
+        RouteSpec(
+            name="stages.update",
+            method="POST",
+            url="/v1/stages/{path}",
+            handler=stages,
+            summary="Move a stage to a version, or remove the pending/previous stage",
+            capability="write",
+            authz_path=_path,
+            body=StageBody,
+            body_required=True,
+            response=SecretMetadata,
+        ),
+        RouteSpec(
+            name="secrets.restore",
+            method="POST",
+            url="/v1/restore/{path}",
+            handler=restore,
+            summary="Cancel a scheduled deletion",
+            capability="delete",
+            authz_path=_path,
+            response=SecretMetadata,
+        ),
+        RouteSpec(
+            name="secrets.destroy",
+            method="POST",
+            url="/v1/destroy/{path}",
+            handler=destroy,
+            summary="Erase one (non-current) version for good",
+            capability="destroy",
+            authz_path=_path,
+            body=DestroyBody,
+            body_required=True,
+            response=SecretMetadata,
+        ),
+        RouteSpec(
+            name="secrets.validate",
+            method="GET",
+            url="/v1/validate/{path}",
+            handler=validate,
+            summary="Check the stored current value against the catalog (no values returned)",
+            capability="read",
+            authz_path=_path,
+            response=ValidationReport,
+        ),
+    )

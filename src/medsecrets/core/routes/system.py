@@ -1,0 +1,373 @@
+"""System routes: health, seal status, init, unseal, seal, keyring and KEK rotation, rekey, rewrap.
+
+``health``, ``seal-status`` and ``unseal`` are open and served while sealed;
+``init`` is open while the store is uninitialised. The rest need ``sudo`` on
+``sys/<route>`` (so a token with ``*`` or ``sys/`` among its paths).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from medsecrets.barrier.base import KeyringInfo
+from medsecrets.core.routes.base import Call, Context, RouteSpec, parse_body, quote
+from medsecrets.engines.secrets.model import RewrapReport
+from medsecrets.errors import InvalidRequest
+from medsecrets.keys.base import KekVersion
+from medsecrets.seal.config import (
+    AwsKmsSealConfig,
+    KeyFileSealConfig,
+    SealConfig,
+    ShamirSealConfig,
+)
+from medsecrets.seal.manager import SealStatus
+from medsecrets.sensitive import Sensitive
+
+__all__ = [
+    "AwsKmsSealBody",
+    "HealthInfo",
+    "InitBody",
+    "InitResponse",
+    "KeyFileSealBody",
+    "KeyRotated",
+    "KeysResponse",
+    "RekeyBody",
+    "RekeyResponse",
+    "RewrapBody",
+    "ShamirSealBody",
+    "UnsealBody",
+    "routes",
+]
+
+
+# -- bodies ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ShamirSealBody:
+    """Split the unseal key into ``shares``; any ``threshold`` of them unseal."""
+
+    type: Literal["shamir"]
+    shares: int = 5
+    threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFileSealBody:
+    """Keep the unseal key in a 0600 file on the server (auto-unseal)."""
+
+    type: Literal["keyfile"]
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class AwsKmsSealBody:
+    """Encrypt the root key with an AWS KMS key (auto-unseal)."""
+
+    type: Literal["awskms"]
+    key_id: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InitBody:
+    """``POST /v1/sys/init``."""
+
+    seal: ShamirSealBody | KeyFileSealBody | AwsKmsSealBody
+
+
+_SEAL_BODIES: dict[str, type[ShamirSealBody] | type[KeyFileSealBody] | type[AwsKmsSealBody]] = {
+    "shamir": ShamirSealBody,
+    "keyfile": KeyFileSealBody,
+    "awskms": AwsKmsSealBody,
+}
+
+
+def _parse_init(data: object) -> InitBody:
+    if not isinstance(data, dict):
+        raise InvalidRequest("body: expected a JSON object")
+    for key in data:
+        if key != "seal":
+            raise InvalidRequest(f"body: unknown field {quote(str(key))}")
+    seal = data.get("seal")
+    if not isinstance(seal, dict):
+        raise InvalidRequest("body.seal: expected an object")
+    kind = seal.get("type")
+    cls = _SEAL_BODIES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise InvalidRequest("body.seal.type: expected 'shamir', 'keyfile' or 'awskms'")
+    return InitBody(seal=parse_body(cls, seal, where="body.seal"))
+
+
+@dataclass(frozen=True, slots=True)
+class UnsealBody:
+    """``{"share": ...}`` adds a share, ``{"reset": true}`` forgets the shares given so far,
+    ``{}`` auto-unseals a key-file or AWS KMS seal."""
+
+    share: Sensitive[str] | None = None
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyBody:
+    """``POST /v1/sys/rekey``: a threshold of the current shares and the new split."""
+
+    shares: tuple[Sensitive[str], ...]
+    new_shares: int = 5
+    new_threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapBody:
+    """``POST /v1/sys/rewrap``: one page of at most ``limit`` secrets after ``after``."""
+
+    after: str = ""
+    limit: int = 100
+
+
+# -- responses -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class HealthInfo:
+    """``GET /v1/sys/health``."""
+
+    initialized: bool
+    sealed: bool
+    version: str
+    server_time: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InitResponse:
+    """``POST /v1/sys/init``: the shares and the root token, shown once."""
+
+    shares: tuple[Sensitive[str], ...]
+    threshold: int
+    seal_type: str
+    root_token: Sensitive[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyResponse:
+    """``POST /v1/sys/rekey``: the new shares, shown once."""
+
+    shares: tuple[Sensitive[str], ...]
+    threshold: int
+    seal_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeysResponse:
+    """``GET /v1/sys/keys/{category}``."""
+
+    category: str
+    versions: tuple[KekVersion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotated:
+    """``POST /v1/sys/keys/{category}/rotate``."""
+
+    category: str
+    version: int
+
+
+# -- handlers ------------------------------------------------------------------------------
+def health(ctx: Context, call: Call) -> HealthInfo:
+    status = ctx.store.status()
+    return HealthInfo(
+        initialized=status.initialized,
+        sealed=status.sealed,
+        version=ctx.version,
+        server_time=ctx.clock.now(),
+    )
+
+
+def seal_status(ctx: Context, call: Call) -> SealStatus:
+    return ctx.store.status()
+
+
+def _seal_config(body: ShamirSealBody | KeyFileSealBody | AwsKmsSealBody) -> SealConfig:
+    if isinstance(body, ShamirSealBody):
+        return ShamirSealConfig(shares=body.shares, threshold=body.threshold)
+    if isinstance(body, KeyFileSealBody):
+        return KeyFileSealConfig(path=body.path)
+    return AwsKmsSealConfig(key_id=body.key_id, region=body.region, endpoint_url=body.endpoint_url)
+
+
+def init(ctx: Context, call: Call) -> InitResponse:
+    assert isinstance(call.body, InitBody)
+    result = ctx.store.initialize(_seal_config(call.body.seal))
+    token, _ = ctx.tokens.create_root()
+    return InitResponse(
+        shares=result.shares,
+        threshold=result.threshold,
+        seal_type=result.seal_type,
+        root_token=token,
+    )
+
+
+def unseal(ctx: Context, call: Call) -> SealStatus:
+    body = call.body
+    assert isinstance(body, UnsealBody)
+    if body.reset:
+        if body.share is not None:
+            raise InvalidRequest("body: give either share or reset, not both")
+        return ctx.store.seal_manager.reset_unseal()
+    if body.share is None:
+        return ctx.store.auto_unseal()
+    return ctx.store.unseal(body.share)
+
+
+def seal(ctx: Context, call: Call) -> SealStatus:
+    status = ctx.store.seal()
+    ctx.tokens.forget()
+    return status
+
+
+def rotate(ctx: Context, call: Call) -> KeyringInfo:
+    return ctx.store.rotate()
+
+
+def rekey(ctx: Context, call: Call) -> RekeyResponse:
+    body = call.body
+    assert isinstance(body, RekeyBody)
+    result = ctx.store.rekey(body.shares, shares=body.new_shares, threshold=body.new_threshold)
+    return RekeyResponse(
+        shares=result.shares, threshold=result.threshold, seal_type=result.seal_type
+    )
+
+
+def keys(ctx: Context, call: Call) -> KeysResponse:
+    return KeysResponse(category=call.path, versions=ctx.store.key_versions(call.path))
+
+
+def rotate_key(ctx: Context, call: Call) -> KeyRotated:
+    return KeyRotated(category=call.path, version=ctx.store.rotate_key(call.path))
+
+
+def rewrap(ctx: Context, call: Call) -> RewrapReport:
+    """One page of the (resumable) rewrap pass."""
+    body = call.body
+    assert isinstance(body, RewrapBody)
+    if not 1 <= body.limit <= 1000:
+        raise InvalidRequest("body.limit: must be from 1 to 1000")
+    return ctx.store.rewrap(after=body.after, limit=body.limit)
+
+
+def _sys(name: str) -> str:
+    return f"sys/{name}"
+
+
+def routes() -> tuple[RouteSpec, ...]:
+    """The system route specs."""
+    return (
+        RouteSpec(
+            name="sys.health",
+            method="GET",
+            url="/v1/sys/health",
+            handler=health,
+            summary="Liveness, initialisation and seal state (open, also while sealed)",
+            open=True,
+            sealed_ok=True,
+            response=HealthInfo,
+        ),
+        RouteSpec(
+            name="sys.seal_status",
+            method="GET",
+            url="/v1/sys/seal-status",
+            handler=seal_status,
+            summary="Seal status (open, also while sealed)",
+            open=True,
+            sealed_ok=True,
+            response=SealStatus,
+        ),
+        RouteSpec(
+            name="sys.init",
+            method="POST",
+            url="/v1/sys/init",
+            handler=init,
+            summary="Initialise the store; returns the unseal shares and a root token once",
+            open=True,
+            body=InitBody,
+            body_required=True,
+            parser=_parse_init,
+            response=InitResponse,
+            returns_secret=True,
+        ),
+        RouteSpec(
+            name="sys.unseal",
+            method="POST",
+            url="/v1/sys/unseal",
+            handler=unseal,
+            summary="Submit an unseal share, reset progress, or auto-unseal ({})",
+            open=True,
+            sealed_ok=True,
+            body=UnsealBody,
+            response=SealStatus,
+        ),
+        RouteSpec(
+            name="sys.seal",
+            method="POST",
+            url="/v1/sys/seal",
+            handler=seal,
+            summary="Seal the store (drop every key from memory)",
+            capability="sudo",
+            authz_path=lambda call: _sys("seal"),
+            response=SealStatus,
+        ),
+        RouteSpec(
+            name="sys.rotate",
+            method="POST",
+            url="/v1/sys/rotate",
+            handler=rotate,
+            summary="Add a keyring term (the barrier key)",
+            capability="sudo",
+            authz_path=lambda call: _sys("rotate"),
+            response=KeyringInfo,
+        ),
+        RouteSpec(
+            name="sys.rekey",
+            method="POST",
+            url="/v1/sys/rekey",
+            handler=rekey,
+            summary="Replace the Shamir unseal shares",
+            capability="sudo",
+            authz_path=lambda call: _sys("rekey"),
+            body=RekeyBody,
+            body_required=True,
+            response=RekeyResponse,
+            returns_secret=True,
+        ),
+        RouteSpec(
+            name="sys.keys.read",
+            method="GET",
+            url="/v1/sys/keys/{category}",
+            handler=keys,
+            summary="The KEK versions of a category",
+            capability="sudo",
+            authz_path=lambda call: _sys(f"keys/{call.path}"),
+            response=KeysResponse,
+        ),
+        RouteSpec(
+            name="sys.keys.rotate",
+            method="POST",
+            url="/v1/sys/keys/{category}/rotate",
+            handler=rotate_key,
+            summary="Add a KEK version for a category",
+            capability="sudo",
+            authz_path=lambda call: _sys(f"keys/{call.path}"),
+            response=KeyRotated,
+        ),
+        RouteSpec(
+            name="sys.rewrap",
+            method="POST",
+            url="/v1/sys/rewrap",
+            handler=rewrap,
+            summary="Re-wrap one page of data keys under the newest KEKs (resumable)",
+            capability="sudo",
+            authz_path=lambda call: _sys("rewrap"),
+            body=RewrapBody,
+            response=RewrapReport,
+        ),
+    )

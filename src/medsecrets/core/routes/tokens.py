@@ -1,0 +1,148 @@
+"""Token routes: create (``token``), self (any token), lookup and revoke.
+
+Looking up or revoking another token needs the ``token`` capability and, for
+non-root callers, that the other token descends from the caller (it was
+created by the caller or by one of its descendants). Any token may look
+itself up and revoke itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medsecrets.auth.tokens import TokenInfo
+from medsecrets.core.routes.base import Call, Context, RouteSpec
+from medsecrets.errors import InvalidRequest, NotFoundError, PermissionDenied
+from medsecrets.sensitive import Sensitive
+
+__all__ = ["CreateBody", "Created", "Revoked", "TargetBody", "routes"]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateBody:
+    """``POST /v1/auth/token/create``. ``ttl`` in seconds (1 s to 31 days; default 24 h)."""
+
+    paths: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    ttl: float | None = None
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetBody:
+    """The token to look up or revoke: by ``accessor`` or by the ``token`` itself."""
+
+    accessor: str | None = None
+    token: Sensitive[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A new token (shown once) and its info."""
+
+    token: Sensitive[str]
+    info: TokenInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """``POST /v1/auth/token/revoke``."""
+
+    revoked: bool
+
+
+def create(ctx: Context, call: Call) -> Created:
+    body = call.body
+    assert isinstance(body, CreateBody)
+    token, info = ctx.tokens.create(
+        paths=body.paths,
+        capabilities=body.capabilities,
+        ttl=body.ttl,
+        display_name=body.display_name,
+        parent=call.principal,
+    )
+    return Created(token=token, info=info)
+
+
+def self_info(ctx: Context, call: Call) -> TokenInfo:
+    assert call.principal is not None
+    return call.principal
+
+
+def _target(ctx: Context, call: Call) -> TokenInfo:
+    """The token a lookup or revoke is about, after checking the caller may touch it."""
+    body = call.body
+    principal = call.principal
+    assert isinstance(body, TargetBody) and principal is not None
+    if (body.accessor is None) == (body.token is None):
+        raise InvalidRequest("body: give exactly one of accessor and token")
+    if body.token is not None:
+        target = ctx.tokens.lookup_token(body.token.reveal())
+    else:
+        assert body.accessor is not None
+        if body.accessor == principal.accessor:
+            return principal
+        target = ctx.tokens.lookup(body.accessor)
+    if target.accessor == principal.accessor:
+        return target
+    if "token" not in principal.capabilities:
+        raise PermissionDenied("this token may not look up or revoke other tokens")
+    if not principal.root and not ctx.tokens.is_descendant(target, principal.accessor):
+        # Do not reveal whether tokens outside the caller's tree exist.
+        raise NotFoundError("no such token")
+    return target
+
+
+def lookup(ctx: Context, call: Call) -> TokenInfo:
+    return _target(ctx, call)
+
+
+def revoke(ctx: Context, call: Call) -> Revoked:
+    ctx.tokens.revoke(_target(ctx, call).accessor)
+    return Revoked(revoked=True)
+
+
+def routes() -> tuple[RouteSpec, ...]:
+    """The token route specs."""
+    return (
+        RouteSpec(
+            name="tokens.create",
+            method="POST",
+            url="/v1/auth/token/create",
+            handler=create,
+            summary="Create a child token (never more than its parent may do)",
+            capability="token",
+            body=CreateBody,
+            body_required=True,
+            response=Created,
+            returns_secret=True,
+        ),
+        RouteSpec(
+            name="tokens.self",
+            method="GET",
+            url="/v1/auth/token/self",
+            handler=self_info,
+            summary="The calling token's info",
+            response=TokenInfo,
+        ),
+        RouteSpec(
+            name="tokens.lookup",
+            method="POST",
+            url="/v1/auth/token/lookup",
+            handler=lookup,
+            summary="Look up a token by accessor or token (self, or token capability)",
+            body=TargetBody,
+            body_required=True,
+            response=TokenInfo,
+        ),
+        RouteSpec(
+            name="tokens.revoke",
+            method="POST",
+            url="/v1/auth/token/revoke",
+            handler=revoke,
+            summary="Revoke a token and its children (self, or token capability)",
+            body=TargetBody,
+            body_required=True,
+            response=Revoked,
+        ),
+    )

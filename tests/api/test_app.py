@@ -1,0 +1,371 @@
+"""The API end to end over ASGI: a tour of every route checked against the OpenAPI document,
+sealed behaviour, request ids, token headers, logs and canaries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import jsonschema
+import pytest
+from starlette.applications import Starlette
+
+from medsecrets.api import create_app
+from medsecrets.api.logging import JsonFormatter
+from medsecrets.auth.tokens import TokenStore
+from medsecrets.clock import ManualClock
+from medsecrets.core import Core
+from medsecrets.errors import DecryptionError, StorageError
+from medsecrets.storage.sqlite import SqliteStorage
+from medsecrets.store import SecretStore
+
+from .conftest import SAMPLES, P, SyncClient, url_for
+
+CANARY = "CANARY-3c1d9e7f0a5b"
+
+
+class Checker:
+    """Validates responses against the served OpenAPI document."""
+
+    def __init__(self, client: SyncClient) -> None:
+        self.doc = client.get("/v1/openapi.json").json()
+        self.seen: set[tuple[str, str]] = set()
+
+    def __call__(self, method: str, template: str, response: object) -> object:
+        status = str(response.status_code)  # type: ignore[attr-defined]
+        op = self.doc["paths"][template][method.lower()]
+        assert status in op["responses"], (method, template, status)
+        spec = op["responses"][status]
+        if "$ref" in spec:
+            spec = self.doc["components"]["responses"][spec["$ref"].rsplit("/", 1)[1]]
+        schema = spec["content"]["application/json"]["schema"]
+        body = response.json()  # type: ignore[attr-defined]
+        jsonschema.validate(body, {**schema, "components": self.doc["components"]})
+        self.seen.add((method, template))
+        return body
+
+
+@pytest.fixture
+def check(client: SyncClient) -> Checker:
+    return Checker(client)
+
+
+def test_tour_of_every_route_matches_the_document(
+    tmp_path: object, clock: ManualClock, check: Checker
+) -> None:
+    from pathlib import Path
+
+    base = Path(str(tmp_path))
+    store = SecretStore(SqliteStorage(base / "tour.db"), clock=clock)
+    app = create_app(Core(store, TokenStore(store.barrier, clock=clock)))
+    import anyio.from_thread
+    import httpx
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        ac = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        c = SyncClient(portal, ac)
+
+        def go(method: str, template: str, param: str = "", **kw: object) -> dict[str, object]:
+            r = c.request(method, url_for(template, param), **kw)
+            body = check(method, template, r)
+            assert isinstance(body, dict)
+            return body
+
+        go("GET", "/v1/sys/health")
+        go("GET", "/v1/sys/seal-status")
+        assert go("GET", "/v1/sys/health")["initialized"] is False
+        init = go(
+            "POST",
+            "/v1/sys/init",
+            json={"seal": {"type": "shamir", "shares": 3, "threshold": 2}},
+        )
+        shares = init["shares"]
+        assert isinstance(shares, list)
+        h = {"X-Medsecrets-Token": str(init["root_token"])}
+        go("POST", "/v1/sys/init", json={"seal": {"type": "shamir"}})  # 409
+        go("GET", "/v1/catalog", headers=h)
+        go("GET", "/v1/catalog/{category}", "database", headers=h)
+        go("GET", "/v1/catalog/{category}", "nope", headers=h)  # 404
+        go("POST", "/v1/provision", json={"environment": "development"}, headers=h)
+        go("POST", "/v1/provision", json={"environment": "production"}, headers=h)  # 422
+        go("GET", "/v1/secrets/{path}", P, headers=h)
+        go("GET", "/v1/secrets/{path}", P + "x", headers=h)  # 404
+        go("GET", "/v1/validate/{path}", P, headers=h)
+        go(
+            "PUT",
+            "/v1/secrets/{path}",
+            P,
+            json={"fields": {"username": "next_user"}, "stage": "pending", "cas": 1},
+            headers=h,
+        )
+        go("PUT", "/v1/secrets/{path}", P, json={"fields": {"username": "x"}, "cas": 1}, headers=h)
+        go("GET", "/v1/metadata/{path}", P, headers=h)
+        go("PATCH", "/v1/metadata/{path}", P, json={"tags": {"team": "ml"}}, headers=h)
+        go("GET", "/v1/metadata", params={"tag": "team:ml", "limit": "5"}, headers=h)
+        go("POST", "/v1/stages/{path}", P, json={"stage": "current", "version": 2}, headers=h)
+        go("POST", "/v1/destroy/{path}", P, json={"version": 1}, headers=h)
+        go("DELETE", "/v1/secrets/{path}", P, params={"recovery_days": "7"}, headers=h)
+        go("GET", "/v1/secrets/{path}", P, headers=h)  # 410
+        go("POST", "/v1/restore/{path}", P, headers=h)
+        go("POST", "/v1/generate", json={"kind": "password"}, headers=h)
+        go("GET", "/v1/sys/keys/{category}", "database", headers=h)
+        go("POST", "/v1/sys/keys/{category}/rotate", "database", headers=h)
+        go("POST", "/v1/sys/rewrap", json={"limit": 2}, headers=h)
+        go("POST", "/v1/sys/rotate", headers=h)
+        created = go(
+            "POST",
+            "/v1/auth/token/create",
+            json={"paths": ["medessence/development/"], "capabilities": ["read"], "ttl": 60},
+            headers=h,
+        )
+        child = {"Authorization": f"Bearer {created['token']}"}
+        go("GET", "/v1/auth/token/self", headers=child)
+        go("PUT", "/v1/secrets/{path}", P, json={"fields": {"username": "x"}}, headers=child)
+        info = created["info"]
+        assert isinstance(info, dict)
+        go("POST", "/v1/auth/token/lookup", json={"accessor": info["accessor"]}, headers=h)
+        go("POST", "/v1/auth/token/revoke", json={"accessor": info["accessor"]}, headers=h)
+        go("GET", "/v1/auth/token/self", headers=child)  # 401
+        rekey = go(
+            "POST",
+            "/v1/sys/rekey",
+            json={"shares": shares[:2], "new_shares": 2, "new_threshold": 2},
+            headers=h,
+        )
+        go("POST", "/v1/sys/seal", headers=h)
+        go("GET", "/v1/secrets/{path}", P, headers=h)  # 503
+        new_shares = rekey["shares"]
+        assert isinstance(new_shares, list)
+        go("POST", "/v1/sys/unseal", json={"share": "not a share"})  # 400
+        go("POST", "/v1/sys/unseal", json={"share": new_shares[0]})
+        assert go("POST", "/v1/sys/unseal", json={"share": new_shares[1]})["sealed"] is False
+        go("GET", "/v1/secrets/{path}", P, headers=h)
+        portal.call(ac.aclose)
+    store.close()
+    documented = {
+        (m.upper(), url)
+        for url, ops in check.doc["paths"].items()
+        for m in ops
+        if url not in ("/v1/openapi.json", "/v1/docs")
+    }
+    assert documented == check.seen
+
+
+@pytest.mark.parametrize("route", sorted(SAMPLES))
+def test_sealed_server_answers_503_without_data_except_open_routes(
+    route: str, core: Core, client: SyncClient, store: SecretStore, auth: dict[str, str]
+) -> None:
+    spec = next(s for (_, n), s in core.routes.items() if n == route)
+    param, body, query = SAMPLES[route]
+    store.seal()
+    url = url_for(spec.url, param) + (f"?{query}" if query else "")
+    for headers in (auth, {}):
+        r = client.request(spec.method, url, headers=headers, json=body)
+        if route in ("sys.health", "sys.seal_status", "sys.unseal"):
+            assert r.status_code == 200
+            assert r.json()["sealed"] is True
+        else:
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "sealed"
+            assert set(r.json()) == {"error", "request_id"}
+
+
+def test_request_ids(client: SyncClient) -> None:
+    r = client.get("/v1/sys/health", headers={"X-Request-Id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    for bad in ("x" * 65, "a b", "a;b", "\u00fcn".encode(), ""):
+        r = client.get("/v1/sys/health", headers={"X-Request-Id": bad})
+        assert re.fullmatch(r"[0-9a-f]{16}", r.headers["x-request-id"])
+    ids = {client.get("/v1/sys/health").headers["x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+    r = client.get("/v1/nope", headers={"X-Request-Id": "trace-1"})
+    assert r.json()["request_id"] == "trace-1" == r.headers["x-request-id"]
+
+
+def test_both_token_headers_and_response_headers(client: SyncClient, root: str) -> None:
+    for headers in (
+        {"Authorization": f"Bearer {root}"},
+        {"Authorization": f"bearer {root}"},
+        {"X-Medsecrets-Token": root},
+    ):
+        r = client.get("/v1/auth/token/self", headers=headers)
+        assert r.status_code == 200 and r.json()["root"] is True
+        assert r.headers["cache-control"] == "no-store"
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+
+
+def _all_log_text(caplog: pytest.LogCaptureFixture) -> str:
+    """Every server-side record, rendered both as JSON and plain (client loggers excluded)."""
+    formatter = JsonFormatter()
+    return "\n".join(
+        formatter.format(r) + "\n" + logging.Formatter().format(r)
+        for r in caplog.records
+        if not r.name.startswith(("httpx", "httpcore"))
+    )
+
+
+def test_access_log_lines_hold_no_values_tokens_or_paths(
+    client: SyncClient, auth: dict[str, str], root: str, logs: pytest.LogCaptureFixture
+) -> None:
+    client.put(f"/v1/secrets/{P}", headers=auth, json={"fields": {"username": "canary_user"}})
+    client.get(f"/v1/secrets/{P}?stage=current", headers={**auth, "X-Request-Id": "req-1"})
+    access = [r for r in logs.records if r.name == "medsecrets.access"]
+    assert len(access) == 2
+    line = json.loads(JsonFormatter().format(access[1]))
+    assert line["method"] == "GET" and line["route"] == "secrets.read"
+    assert line["status"] == 200 and line["request_id"] == "req-1"
+    assert line["remote"] == "127.0.0.1" and isinstance(line["duration_ms"], float)
+    text = _all_log_text(logs)
+    for needle in ("canary_user", root, P, "stage=current"):
+        assert needle not in text
+
+
+def test_canaries_never_appear_in_error_bodies_or_logs(
+    client: SyncClient,
+    auth: dict[str, str],
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    hostile: list[tuple[str, str, dict[str, object]]] = [
+        ("PUT", f"/v1/secrets/{P}", {"json": {"fields": {"password": CANARY[:15]}}}),
+        ("PUT", f"/v1/secrets/{P}", {"json": {"fields": {"port": CANARY}}}),
+        ("PUT", f"/v1/secrets/{P}", {"json": {"fields": {"host": CANARY + "!"}}}),
+        ("PUT", f"/v1/secrets/{P}", {"json": {"fields": {"username": CANARY}, "cas": 7}}),
+        ("PUT", f"/v1/secrets/{P}", {"json": {"fields": {"username": [CANARY]}}}),
+        ("PUT", f"/v1/secrets/{P}", {"json": {"fields": {"nope": CANARY}}}),
+        (
+            "PUT",
+            f"/v1/secrets/{P}",
+            {"json": {"fields": {"username": "x"}, "tags": {"t": CANARY * 30}}},
+        ),
+        ("PUT", f"/v1/secrets/{P}", {"content": b'{"fields": {"username": "' + CANARY.encode()}),
+        (
+            "PUT",
+            f"/v1/secrets/{P}",
+            {"content": CANARY.encode(), "headers": {"content-type": "text/plain"}},
+        ),
+        ("GET", f"/v1/secrets/{P}?version={CANARY}", {}),
+        ("GET", f"/v1/secrets/{P}?stage={CANARY}", {}),
+        ("POST", "/v1/generate", {"json": {"kind": "password", "params": {"length": CANARY}}}),
+        (
+            "POST",
+            "/v1/generate",
+            {"json": {"kind": "password", "params": {"symbol_chars": CANARY}}},
+        ),
+        ("POST", "/v1/sys/unseal", {"json": {"share": CANARY}}),
+        ("POST", "/v1/sys/rekey", {"json": {"shares": [CANARY, CANARY]}}),
+        ("POST", "/v1/auth/token/lookup", {"json": {"token": CANARY}}),
+        ("POST", "/v1/auth/token/revoke", {"json": {"token": "ms." + CANARY * 3}}),
+        (
+            "POST",
+            "/v1/provision",
+            {"json": {"environment": "staging", "provided": {"database": {"password": CANARY}}}},
+        ),
+        (
+            "POST",
+            "/v1/provision",
+            {"json": {"environment": "development", "provided": {"database": {"port": CANARY}}}},
+        ),
+    ]
+    for method, url, kw in hostile:
+        headers = {**auth, **kw.pop("headers", {})}  # type: ignore[dict-item]
+        r = client.request(method, url, headers=headers, **kw)
+        assert 400 <= r.status_code < 500, (method, url, r.status_code, r.text)
+        assert CANARY not in r.text and CANARY[:12] not in r.text, (url, r.text)
+    for headers in ({"Authorization": f"Bearer {CANARY}"}, {"X-Medsecrets-Token": CANARY}):
+        r = client.get(f"/v1/secrets/{P}", headers=headers)
+        assert r.status_code == 401 and CANARY not in r.text
+    assert CANARY[:12] not in _all_log_text(logs)
+
+
+def test_unexpected_errors_are_generic_500s_logged_without_messages(
+    core: Core,
+    client: SyncClient,
+    auth: dict[str, str],
+    store: SecretStore,
+    logs: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(*args: object, **kw: object) -> object:
+        raise RuntimeError(f"boom {CANARY}")
+
+    monkeypatch.setattr(store.secrets, "get", explode)
+    r = client.get(f"/v1/secrets/{P}", headers={**auth, "X-Request-Id": "req-500"})
+    assert r.status_code == 500
+    assert r.json()["error"] == {
+        "code": "internal",
+        "message": "internal error (request id req-500)",
+    }
+    errors = [rec for rec in logs.records if rec.name == "medsecrets.api"]
+    assert len(errors) == 1
+    line = json.loads(JsonFormatter().format(errors[0]))
+    assert line["request_id"] == "req-500" and line["error_type"] == "RuntimeError"
+    assert any("explode" in frame for frame in line["traceback"])
+    assert CANARY not in _all_log_text(logs)
+    for error in (DecryptionError(), StorageError(f"disk {CANARY}")):
+
+        def fail(*args: object, _e: Exception = error, **kw: object) -> object:
+            raise _e
+
+        monkeypatch.setattr(store.secrets, "get", fail)
+        r = client.get(f"/v1/secrets/{P}", headers=auth)
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal"
+        assert CANARY not in r.text
+    assert CANARY not in _all_log_text(logs)
+
+
+def test_failing_audit_hook_refuses_with_503_and_no_secret(
+    store: SecretStore, tokens: TokenStore, root: str
+) -> None:
+    import anyio.from_thread
+    import httpx
+
+    class Broken:
+        def on_request(self, request: object, principal: object) -> None:
+            return None
+
+        def on_response(self, *args: object) -> None:
+            raise OSError("audit disk full")
+
+    store.secrets.put(P, {"username": CANARY[:20].replace("-", "_")})
+    app: Starlette = create_app(Core(store, tokens, audit=Broken()))
+    with anyio.from_thread.start_blocking_portal() as portal:
+        ac = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        r = portal.call(
+            lambda: ac.get(f"/v1/secrets/{P}", headers={"Authorization": f"Bearer {root}"})
+        )
+        portal.call(ac.aclose)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "audit_failure"
+    assert CANARY[:12].replace("-", "_") not in r.text
+
+
+def test_write_requests_run_off_the_event_loop_and_reads_inline(
+    client: SyncClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch, store: SecretStore
+) -> None:
+    import threading
+
+    threads: dict[str, str] = {}
+    real_put, real_get = store.secrets.put, store.secrets.get
+
+    def put(*a: object, **kw: object) -> object:
+        threads["put"] = threading.current_thread().name
+        return real_put(*a, **kw)  # type: ignore[arg-type]
+
+    def get(*a: object, **kw: object) -> object:
+        threads["get"] = threading.current_thread().name
+        return real_get(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.secrets, "put", put)
+    monkeypatch.setattr(store.secrets, "get", get)
+    assert (
+        client.put(f"/v1/secrets/{P}", headers=auth, json={"fields": {"username": "u"}}).status_code
+        == 200
+    )
+    assert client.get(f"/v1/secrets/{P}", headers=auth).status_code == 200
+    assert threads["put"] != threads["get"]

@@ -1,0 +1,70 @@
+"""The OpenAPI document: valid 3.1, lists exactly the served routes, cached; the docs page."""
+
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from medsecrets.core import Core
+
+from .conftest import SyncClient
+
+
+def test_document_is_valid_openapi_31(client: SyncClient) -> None:
+    r = client.get("/v1/openapi.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["openapi"].startswith("3.1")
+    validate(doc)
+
+
+def test_document_lists_every_served_route_and_nothing_else(client: SyncClient, core: Core) -> None:
+    doc = client.get("/v1/openapi.json").json()
+    documented = {(m.upper(), url) for url, ops in doc["paths"].items() for m in ops}
+    served = {(spec.method, spec.url) for spec in core.routes.values()}
+    served |= {("GET", "/v1/openapi.json"), ("GET", "/v1/docs")}
+    assert documented == served
+    # ... and every documented route answers something other than 404/405.
+    for method, url in sorted(documented):
+        concrete = url.replace("{path}", "medessence/dev/database").replace(
+            "{category}", "database"
+        )
+        status = client.request(method, concrete).status_code
+        assert status not in (404, 405) or "{" in url, (method, url, status)
+
+
+def test_every_operation_documents_its_errors_and_strict_bodies(client: SyncClient) -> None:
+    doc = client.get("/v1/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for url, ops in doc["paths"].items():
+        for method, op in ops.items():
+            responses = set(op["responses"])
+            assert "200" in responses
+            if url.startswith("/v1/openapi") or url == "/v1/docs":
+                continue
+            assert {"400", "404", "405", "500", "503"} <= responses, (method, url)
+            if op.get("security") != []:
+                assert {"401", "403"} <= responses
+            if method in ("post", "put", "patch", "delete"):
+                assert {"413", "415"} <= responses
+            if "requestBody" in op:
+                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                body = schemas[ref.rsplit("/", 1)[1]]
+                assert body["additionalProperties"] is False
+            for param in op.get("parameters", []):
+                assert param["in"] in ("path", "query")
+    for name, schema in schemas.items():
+        if schema.get("type") == "object" and "properties" in schema:
+            assert schema["additionalProperties"] is False, name
+
+
+def test_document_is_cached(client: SyncClient) -> None:
+    assert client.get("/v1/openapi.json").content == client.get("/v1/openapi.json").content
+
+
+def test_docs_page_renders_the_document_without_external_assets(client: SyncClient) -> None:
+    r = client.get("/v1/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for url in ("/v1/secrets/{path}", "/v1/sys/health", "/v1/auth/token/create"):
+        assert url in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page

@@ -1,0 +1,99 @@
+"""The audit seam: every request audited before anything leaves; a failing hook refuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from medsecrets.auth.tokens import TokenInfo, TokenStore
+from medsecrets.core import Core, Request
+from medsecrets.errors import AuditFailure, AuthenticationError, NotFoundError, PermissionDenied
+from medsecrets.store import SecretStore
+
+from .conftest import P
+
+
+class Recorder:
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.events: list[tuple[object, ...]] = []
+        self.fail_on = fail_on
+
+    def on_request(self, request: Request, principal: TokenInfo | None) -> None:
+        self.events.append(("request", request.route, principal is not None))
+        if self.fail_on == "request":
+            raise OSError("disk full")
+
+    def on_response(
+        self, request: Request, principal: TokenInfo | None, status: int, code: str | None
+    ) -> None:
+        self.events.append(("response", request.route, status, code))
+        if self.fail_on == "response":
+            raise OSError("disk full")
+
+
+def test_success_and_errors_are_audited_in_order(
+    store: SecretStore, tokens: TokenStore, root: str
+) -> None:
+    audit = Recorder()
+    core = Core(store, tokens, audit=audit)
+    core.handle(Request(method="GET", route="sys.health"))
+    with pytest.raises(AuthenticationError):
+        core.handle(Request(method="GET", route="secrets.read", path=P, token="bad"))
+    with pytest.raises(NotFoundError):
+        core.handle(Request(method="GET", route="secrets.read", path=P, token=root))
+    assert audit.events == [
+        ("request", "sys.health", False),
+        ("response", "sys.health", 200, None),
+        ("request", "secrets.read", False),
+        ("response", "secrets.read", 401, "unauthenticated"),
+        ("request", "secrets.read", True),
+        ("response", "secrets.read", 404, "not_found"),
+    ]
+
+
+def test_denied_request_is_audited_with_403(store: SecretStore, tokens: TokenStore) -> None:
+    audit = Recorder()
+    core = Core(store, tokens, audit=audit)
+    token, _ = tokens.create(
+        paths=["*"], capabilities=["list"], ttl=60, display_name="", parent=None
+    )
+    with pytest.raises(PermissionDenied):
+        core.handle(Request(method="GET", route="secrets.read", path=P, token=token.reveal()))
+    assert audit.events[-1] == ("response", "secrets.read", 403, "permission_denied")
+
+
+@pytest.mark.parametrize("fail_on", ["request", "response"])
+def test_failing_hook_refuses_the_request(
+    store: SecretStore,
+    tokens: TokenStore,
+    root: str,
+    call: Callable[..., object],
+    fail_on: str,
+) -> None:
+    call("secrets.write", root, path=P, body={"fields": {"username": "a_user"}})
+    core = Core(store, tokens, audit=Recorder(fail_on=fail_on))
+    with pytest.raises(AuditFailure) as caught:
+        core.handle(Request(method="GET", route="secrets.read", path=P, token=root))
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    # A failing on_request means the route never ran: no write happened.
+    with pytest.raises(AuditFailure):
+        core.handle(
+            Request(
+                method="PUT",
+                route="secrets.write",
+                path=P,
+                token=root,
+                body={"fields": {"username": "b_user"}},
+            )
+        )
+    versions = store.secrets.versions(P)
+    assert len(versions) == (1 if fail_on == "request" else 2)
+
+
+def test_hook_failure_on_an_error_is_still_audit_failure(
+    store: SecretStore, tokens: TokenStore
+) -> None:
+    core = Core(store, tokens, audit=Recorder(fail_on="response"))
+    with pytest.raises(AuditFailure):
+        core.handle(Request(method="GET", route="secrets.read", path=P, token="bad"))
