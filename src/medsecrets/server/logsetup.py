@@ -1,0 +1,127 @@
+"""Structured logging: one JSON object per line, to stderr or a file.
+
+``configure_logging(level, file=...)`` installs ``JsonFormatter`` on the root
+logger and routes the ASGI servers' loggers (granian, uvicorn) through it.
+A line is ``{"ts", "level", "logger", "msg", ...extra}`` where *extra* are the
+``extra=`` fields of the call (JSON-safe ones; others as their type name).
+
+Secret values never reach a log: callers log names, paths and codes only,
+and exceptions are logged by type and stack frames, with the message kept
+only for medsecrets' own errors (whose messages carry no values by contract);
+a foreign exception's message (``ValueError("invalid literal ... 'hunter2'")``)
+could quote input, so it is dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+import traceback
+from types import TracebackType
+from typing import TextIO
+
+from medsecrets.errors import MedsecretsError
+
+__all__ = ["JsonFormatter", "configure_logging", "safe_exception"]
+
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_SERVER_LOGGERS = (
+    "_granian",
+    "granian",
+    "granian.access",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
+
+
+def safe_exception(
+    exc_info: tuple[type[BaseException], BaseException, TracebackType | None],
+) -> dict[str, object]:
+    """A JSON-ready description of an exception without foreign messages."""
+    exc_type, exc, tb = exc_info
+    described: dict[str, object] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
+    if isinstance(exc, MedsecretsError):
+        described["message"] = exc.message
+    described["stack"] = [
+        f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in traceback.extract_tb(tb)
+    ]
+    return described
+
+
+def _jsonable(value: object, depth: int = 0) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if depth < 4 and isinstance(value, list | tuple):
+        return [_jsonable(v, depth + 1) for v in value]
+    if depth < 4 and isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    return f"<{type(value).__name__}>"
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line (see the module docstring)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_") and key not in line:
+                line[key] = _jsonable(value)
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, tb = record.exc_info
+            if exc is not None:
+                line["exception"] = safe_exception((exc_type, exc, tb))
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+def configure_logging(level: str = "info", *, file: str | None = None) -> logging.Handler:
+    """Send every log record at ``level`` or above as JSON lines to ``file`` or stderr.
+
+    Idempotent: replaces the handlers installed by a previous call. Returns the handler.
+    """
+    stream: TextIO
+    handler: logging.Handler
+    if file is None:
+        stream = sys.stderr
+        handler = logging.StreamHandler(stream)
+    else:
+        handler = logging.FileHandler(file, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old.formatter, JsonFormatter):
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(level, logging.INFO))
+    route_server_loggers()
+    return handler
+
+
+def route_server_loggers() -> None:
+    """Make the ASGI servers' loggers propagate to the root JSON handler (call after they
+    configure themselves: granian runs ``dictConfig`` when its server is constructed)."""
+    for name in _SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)

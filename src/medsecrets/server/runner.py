@@ -1,0 +1,431 @@
+"""Process lifecycle of ``medsecrets server``: flags, start, serve, graceful stop.
+
+``main(argv)`` parses the server flags, loads ``Settings`` and calls
+``serve``; it returns the exit code: 0 after a clean stop, 2 for a bad setting
+(one line on stderr naming it), 1 when the start fails for another reason
+(one line: the error code and message, never a value).
+
+``serve(settings)``:
+
+1. configures JSON logging, logs a warning at every start without TLS;
+2. checks the TLS files load (``tls.server_context``: TLS 1.3 only);
+3. builds the core (``bootstrap.build_core``), wraps the ASGI app in the
+   request timeout, starts the expired-secret sweeper;
+4. serves with the chosen backend and, in dev mode, prints the
+   ``export MEDSECRETS_ADDR=... MEDSECRETS_TOKEN=...`` line on stdout once
+   the socket is bound;
+5. on SIGTERM or SIGINT stops accepting connections, lets in-flight requests
+   finish for up to ``shutdown_grace_period`` seconds, stops the sweeper and
+   closes (seals) the store. A second signal stops at once.
+
+Backends (chosen by measurement, see docs/configuration.md): ``granian``
+(default) runs one worker embedded in this process, or ``workers`` worker
+processes built by the factory ``worker_app``; ``uvicorn`` runs one worker in
+this process with the ``ssl.SSLContext`` from ``tls.server_context``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from medsecrets.errors import ConfigError, MedsecretsError
+from medsecrets.server.config import Settings, load_settings
+from medsecrets.server.logsetup import configure_logging, route_server_loggers
+
+if TYPE_CHECKING:  # the heavy modules load only when a server really starts
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from medsecrets.server.bootstrap import DevInfo
+    from medsecrets.server.sweeper import Sweeper
+
+__all__ = ["RequestTimeout", "build_parser", "main", "serve", "worker_app"]
+
+log = logging.getLogger("medsecrets.server")
+
+#: Environment variable handing the validated settings to granian worker processes.
+WORKER_SETTINGS_ENV = "_MEDSECRETS_WORKER_SETTINGS"
+
+
+class RequestTimeout:
+    """ASGI middleware: a request whose response has not started after ``seconds``
+    gets ``503 {"error": {"code": "timeout"}}``.
+
+    A response that has started is never cut. The work behind a timed-out
+    request may still complete (a thread cannot be cancelled): clients must
+    treat a timeout as "outcome unknown", like a dropped connection.
+    """
+
+    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, tracking_send))
+        done, _ = await asyncio.wait({task}, timeout=self.seconds)
+        if task in done or started:
+            await task
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if started:  # the app began answering while it was being cancelled
+            return
+        log.warning("request timed out", extra={"path": scope.get("path", "")})
+        body = json.dumps(
+            {"error": {"code": "timeout", "message": "the request timed out; outcome unknown"}}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``medsecrets server`` / ``python -m medsecrets.server``."""
+    parser = argparse.ArgumentParser(
+        prog="medsecrets server",
+        description="Run the medsecrets server (settings: docs/configuration.md).",
+    )
+    parser.add_argument("--dev", action="store_true", default=None, help="dev mode")
+    parser.add_argument("--data-dir", metavar="DIR", help="data directory (dev: ./.medsecrets)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--tls-cert", metavar="FILE", help="TLS certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="TLS private key (PKCS#8 PEM)")
+    return parser
+
+
+def _app_for(core_app: ASGIApp, settings: Settings) -> ASGIApp:
+    return RequestTimeout(core_app, seconds=settings.request_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    app: ASGIApp
+    dev: DevInfo | None
+    sweeper: Sweeper
+    close: Callable[[], None]
+
+
+def _create_app(settings: Settings, *, worker: bool) -> _Built:
+    from medsecrets.api.app import create_app
+    from medsecrets.server.bootstrap import build_core
+    from medsecrets.server.sweeper import Sweeper
+
+    core, dev = build_core(settings, worker=worker)
+    try:
+        app = _app_for(create_app(core, max_body_bytes=settings.max_body_bytes), settings)
+        sweeper = Sweeper(core.store, interval=settings.sweep_interval)
+    except BaseException:
+        core.store.close()
+        raise
+    return _Built(app=app, dev=dev, sweeper=sweeper, close=core.store.close)
+
+
+def _announce(settings: Settings, dev: DevInfo | None) -> None:
+    log.info(
+        "listening",
+        extra={"addr": settings.public_addr, "backend": settings.backend, "pid": os.getpid()},
+    )
+    if dev is not None:
+        print(dev.export_line(), flush=True)
+        log.info(
+            "dev mode ready",
+            extra={
+                "data_dir": dev.data_dir,
+                "token_file": dev.token_file,
+                "first": dev.first_start,
+            },
+        )
+
+
+def _warn_tls(settings: Settings) -> None:
+    if settings.tls.enabled:
+        return
+    if settings.tls_disable:
+        log.warning(
+            "TLS is disabled (tls_disable = true): tokens and secrets cross the network in clear"
+        )
+    else:
+        log.warning("dev mode without TLS: plain HTTP; never use dev mode for real secrets")
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until SIGTERM/SIGINT (see the module docstring)."""
+    configure_logging(settings.log_level, file=settings.log_file)
+    for warning in settings.warnings:
+        log.warning(warning)
+    _warn_tls(settings)
+    if settings.tls.enabled:
+        from medsecrets.server.tls import check_pkcs8_key, server_context
+
+        server_context(settings.tls)
+        if settings.backend == "granian" and settings.tls.key_file is not None:
+            check_pkcs8_key(settings.tls.key_file)
+    _check_listen(settings)
+    if settings.backend == "granian" and settings.workers > 1:
+        _serve_granian_workers(settings)
+        return
+    built = _create_app(settings, worker=False)
+    built.sweeper.start()
+    try:
+        if settings.backend == "uvicorn":
+            _serve_uvicorn(built.app, settings, built.dev)
+        else:
+            asyncio.run(_serve_granian_embedded(built.app, settings, built.dev))
+    finally:
+        built.sweeper.stop(timeout=settings.shutdown_grace_period + 1)
+        built.close()
+        log.info("stopped")
+
+
+def _check_listen(settings: Settings) -> None:
+    """Fail early, naming ``listen``, when the address cannot be bound (before any set-up)."""
+    import socket
+
+    host, port = settings.host, settings.port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"setting 'listen': cannot listen on {settings.listen} ({exc.strerror or exc})"
+        ) from None
+
+
+def _granian_kwargs(settings: Settings) -> dict[str, object]:
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    kwargs: dict[str, object] = {
+        "address": settings.host,
+        "port": settings.port,
+        "interface": Interfaces.ASGI,
+        "log_enabled": True,
+        "log_level": LogLevels(settings.log_level),
+        "log_access": False,
+        "websockets": False,
+        "http1_settings": HTTP1Settings(header_read_timeout=30_000),
+    }
+    if settings.tls.enabled:
+        from granian.constants import SSLProtocols
+
+        kwargs["ssl_cert"] = Path(str(settings.tls.cert_file))
+        kwargs["ssl_key"] = Path(str(settings.tls.key_file))
+        kwargs["ssl_protocol_min"] = SSLProtocols.tls13
+        if settings.tls.client_ca is not None:
+            kwargs["ssl_ca"] = Path(settings.tls.client_ca)
+            kwargs["ssl_client_verify"] = True
+    return kwargs
+
+
+async def _serve_granian_embedded(app: ASGIApp, settings: Settings, dev: DevInfo | None) -> None:
+    from granian.server.embed import Server
+
+    server = Server(app, **_granian_kwargs(settings))  # type: ignore[arg-type]
+    route_server_loggers()
+    server.on_startup(lambda: _announce(settings, dev))
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            log.warning("second signal: stopping now", extra={"signal": signum})
+            os._exit(1)
+        log.info("shutting down: finishing in-flight requests", extra={"signal": signum})
+        stopping.set()
+        server.stop()  # type: ignore[no-untyped-call]
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    task = asyncio.ensure_future(server.serve())
+    try:
+        await _bound(task, settings)
+        await stopping.wait()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), settings.shutdown_grace_period or None)
+        except TimeoutError:
+            log.warning(
+                "shutdown grace period over: dropping unfinished requests",
+                extra={"grace_seconds": settings.shutdown_grace_period},
+            )
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _bound(task: asyncio.Future[None], settings: Settings) -> None:
+    """Surface a bind failure (the serve task ends early) as a ``ConfigError``."""
+    await asyncio.sleep(0)
+    if task.done():
+        exc = task.exception()
+        if isinstance(exc, OSError):
+            raise ConfigError(
+                f"setting 'listen': cannot listen on {settings.listen} ({exc.strerror or exc})"
+            ) from None
+        if exc is not None:
+            raise exc
+
+
+def _serve_uvicorn(app: ASGIApp, settings: Settings, dev: DevInfo | None) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_period) or None,
+        lifespan="auto",
+        ssl_certfile=settings.tls.cert_file,
+        ssl_keyfile=settings.tls.key_file,
+    )
+    config.load()
+    if settings.tls.enabled:
+        from medsecrets.server.tls import server_context
+
+        config.ssl = server_context(settings.tls)
+    route_server_loggers()
+
+    class Server(uvicorn.Server):
+        """uvicorn's server without re-raising the stop signal after a graceful stop
+        (so the store is closed and the exit code is 0, as with granian)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            else:
+                log.info("shutting down: finishing in-flight requests", extra={"signal": sig})
+            self.should_exit = True
+
+    server = Server(config)
+
+    async def run() -> None:
+        sockets = [config.bind_socket()]
+        _announce(settings, dev)
+        await server.serve(sockets=sockets)
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        raise ConfigError(
+            f"setting 'listen': cannot listen on {settings.listen} ({exc.strerror or exc})"
+        ) from None
+
+
+def _serve_granian_workers(settings: Settings) -> None:
+    """``workers`` granian worker processes, each built by the factory ``worker_app``."""
+    from granian.server import MPServer
+
+    from medsecrets.server.bootstrap import build_core
+    from medsecrets.wire import to_wire
+
+    core, dev = build_core(settings)  # dev set-up once, in the parent
+    core.store.close()
+    os.environ[WORKER_SETTINGS_ENV] = json.dumps(to_wire(settings))
+    kwargs = _granian_kwargs(settings)
+    server = MPServer(
+        "medsecrets.server.runner:worker_app",
+        factory=True,
+        workers=settings.workers,
+        workers_kill_timeout=max(1, int(settings.shutdown_grace_period)) or None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    route_server_loggers()
+    server.on_startup(lambda: _announce(settings, dev))
+    server.serve()
+
+
+def worker_app() -> ASGIApp:
+    """Factory run in each granian worker process: its own core over the shared storage."""
+    from medsecrets.wire import from_wire
+
+    _die_with_parent()
+    settings = from_wire(Settings, json.loads(os.environ[WORKER_SETTINGS_ENV]))
+    configure_logging(settings.log_level, file=settings.log_file)
+    built = _create_app(settings, worker=True)
+    built.sweeper.start()
+    return built.app
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker when the server process dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "dev": args.dev,
+        "data_dir": args.data_dir,
+        "listen": args.listen,
+        "tls.cert_file": args.tls_cert,
+        "tls.key_file": args.tls_key,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``medsecrets server`` and ``python -m medsecrets.server``."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    config_file = args.config or os.environ.get("MEDSECRETS_SERVER_CONFIG") or None
+    try:
+        settings = load_settings(config_file, env=os.environ, overrides=_overrides(args))
+        serve(settings)
+    except ConfigError as exc:
+        print(f"medsecrets server: config error: {exc.message}", file=sys.stderr)
+        return 2
+    except MedsecretsError as exc:
+        print(f"medsecrets server: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        log.exception("the server failed")
+        print("medsecrets server: internal error (details in the log)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,61 @@
+"""``Sweeper``: a background thread that purges soft-deleted secrets past their window.
+
+Every ``interval`` seconds it calls ``store.secrets.purge_expired()``. A sealed
+or uninitialised store is skipped quietly; any other error is logged (type
+and stack only) and the next round tries again. ``stop()`` wakes the thread
+and waits for it; a round in progress finishes first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from medsecrets.errors import NotInitializedError, SealedError
+from medsecrets.store import SecretStore
+
+__all__ = ["Sweeper"]
+
+log = logging.getLogger("medsecrets.server.sweeper")
+
+
+class Sweeper:
+    """Periodic ``purge_expired`` on its own daemon thread."""
+
+    def __init__(self, store: SecretStore, *, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self._store = store
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="medsecrets-sweeper", daemon=True)
+
+    def __repr__(self) -> str:
+        return f"Sweeper(interval={self._interval}, running={self._thread.is_alive()})"
+
+    def start(self) -> None:
+        """Start the thread (the first round runs after one interval)."""
+        self._thread.start()
+
+    def sweep_once(self) -> tuple[str, ...]:
+        """One round now; returns the purged paths (empty while sealed)."""
+        try:
+            purged = tuple(self._store.secrets.purge_expired())
+        except (SealedError, NotInitializedError):
+            return ()
+        if purged:
+            log.info("purged expired secrets", extra={"count": len(purged), "paths": purged})
+        return purged
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.sweep_once()
+            except Exception:
+                log.exception("sweeper round failed")
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread and wait up to ``timeout`` seconds for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,117 @@
+"""Bootstrap in process: dev mode set-up and reuse, seal start states, the sweeper."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from medsecrets.clock import ManualClock
+from medsecrets.errors import ConfigError
+from medsecrets.seal.config import KeyFileSealConfig, ShamirSealConfig
+from medsecrets.server.bootstrap import DEV_TOKEN_FILE, build_core, build_store
+from medsecrets.server.config import Settings, load_settings
+from medsecrets.server.sweeper import Sweeper
+from medsecrets.store import SecretStore
+
+
+def _settings(data: Path, **overrides: object) -> Settings:
+    return load_settings(None, env={}, overrides={"data_dir": str(data), **overrides})
+
+
+def test_dev_first_and_second_start(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "d", dev=True)
+    core, dev = build_core(settings)
+    try:
+        assert dev is not None
+        assert dev.first_start
+        token = dev.root_token.reveal()
+        assert "ms." not in repr(dev)
+        assert dev.export_line() == (
+            f"export MEDSECRETS_ADDR=http://127.0.0.1:8200 MEDSECRETS_TOKEN={token}"
+        )
+        info = core.tokens.authenticate(token)
+        assert info.root
+        assert core.store.secrets.describe("medessence/development/database").current_version == 1
+    finally:
+        core.store.close()
+    token_file = tmp_path / "d" / DEV_TOKEN_FILE
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    core, dev = build_core(settings)
+    try:
+        assert dev is not None
+        assert not dev.first_start
+        assert dev.root_token.reveal() == token
+        assert core.store.secrets.describe("medessence/development/database").current_version == 1
+        # a revoked dev token is replaced on the next start
+        core.tokens.revoke(core.tokens.authenticate(token).accessor)
+    finally:
+        core.store.close()
+    core, dev = build_core(settings)
+    try:
+        assert dev is not None
+        assert dev.root_token.reveal() != token
+        core.tokens.authenticate(dev.root_token.reveal())
+    finally:
+        core.store.close()
+
+
+def test_keyfile_store_auto_unseals(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "d", tls_disable=True)
+    store = build_store(settings)
+    store.initialize(KeyFileSealConfig(str(tmp_path / "unseal.key")))
+    store.close()
+    core, dev = build_core(settings)
+    try:
+        assert dev is None
+        assert core.store.status().sealed is False
+    finally:
+        core.store.close()
+    with pytest.raises(ConfigError, match=r"'seal.type'.*'keyfile' seal"):
+        build_core(
+            _settings(
+                tmp_path / "d", tls_disable=True, **{"seal.type": "awskms", "seal.kms_key_id": "k"}
+            )
+        )
+
+
+def test_shamir_store_starts_sealed(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "d", tls_disable=True)
+    store = build_store(settings)
+    store.initialize(ShamirSealConfig(shares=1, threshold=1))
+    store.close()
+    core, _ = build_core(settings)
+    try:
+        assert core.store.status().sealed is True
+    finally:
+        core.store.close()
+    with pytest.raises(ConfigError, match=r"'data_dir'.*dev mode needs a keyfile seal"):
+        build_core(_settings(tmp_path / "d", dev=True))
+
+
+def test_uninitialised_store_waits(tmp_path: Path) -> None:
+    core, _ = build_core(_settings(tmp_path / "d", tls_disable=True))
+    try:
+        assert core.store.status().initialized is False
+    finally:
+        core.store.close()
+
+
+def test_sweeper_purges_expired(store: SecretStore, clock: ManualClock) -> None:
+    path = "medessence/test/ai-providers/old"
+    store.secrets.put(path, {"azure_cognitive_key": "ab" * 16})
+    store.secrets.delete(path, recovery_days=7)
+    sweeper = Sweeper(store, interval=3600)
+    assert sweeper.sweep_once() == ()
+    clock.advance(days=8)
+    assert sweeper.sweep_once() == (path,)
+    store.seal()
+    assert sweeper.sweep_once() == ()  # sealed: skipped quietly
+
+
+def test_sweeper_thread_stops(store: SecretStore) -> None:
+    sweeper = Sweeper(store, interval=3600)
+    sweeper.start()
+    sweeper.stop(timeout=10)
+    assert "running=False" in repr(sweeper)

@@ -1,0 +1,291 @@
+"""Real server processes: dev mode, TLS 1.3, refusals, warnings, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import stat
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from medsecrets.testing.serverproc import EXPORT_LINE, ServerProcess, TestCertificates
+from tests.server.conftest import run_server
+
+DEV_SECRET = "medessence/development/database"
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    assert token is not None
+    return {"X-Medsecrets-Token": token}
+
+
+def _log_lines(server: ServerProcess) -> list[dict[str, object]]:
+    return [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+
+
+def test_dev_start_prints_export_line_and_serves(dev_server: ServerProcess) -> None:
+    match = EXPORT_LINE.search(dev_server.stdout_text())
+    assert match is not None
+    assert match.group(1) == dev_server.addr
+    assert match.group(2).startswith("ms.")
+    health = httpx.get(f"{dev_server.addr}/v1/sys/health")
+    assert health.status_code == 200
+    assert health.json()["initialized"] is True
+    assert health.json()["sealed"] is False
+    assert httpx.get(f"{dev_server.addr}/v1/secrets/{DEV_SECRET}").status_code == 401
+    read = httpx.get(
+        f"{dev_server.addr}/v1/secrets/{DEV_SECRET}", headers=_headers(dev_server.token)
+    )
+    assert read.status_code == 200
+    assert read.json()["fields"]["password"]
+    # every log line is JSON, and the token is in none of them
+    assert all(line.startswith("{") for line in dev_server.log_text().splitlines())
+    assert dev_server.token not in dev_server.log_text()
+
+
+def test_second_start_reuses_data_and_token(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "logs") as server:
+        first_token = server.token
+        url = f"{server.addr}/v1/secrets/{DEV_SECRET}"
+        before = httpx.get(url, headers=_headers(first_token)).json()
+        server.restart()
+        assert server.token == first_token
+        after = httpx.get(url, headers=_headers(server.token)).json()
+        assert after["fields"] == before["fields"]
+        assert after["number"] == before["number"] == 1
+        assert len(EXPORT_LINE.findall(server.stdout_text())) == 2
+    for name in ("dev-root-token", "unseal.key", "medsecrets.db"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+def _tls_version(port: int, context: ssl.SSLContext) -> str | None:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return tls.version()
+
+
+def test_tls13_only(tmp_path: Path, certs: TestCertificates) -> None:
+    with ServerProcess(
+        tmp_path / "data", extra_args=certs.server_args(), ca_file=certs.ca_file
+    ) as server:
+        assert server.addr.startswith("https://")
+        context = ssl.create_default_context(cafile=certs.ca_file)
+        assert _tls_version(server.port, context) == "TLSv1.3"
+        with httpx.Client(verify=context) as client:
+            read = client.get(
+                f"{server.addr}/v1/secrets/{DEV_SECRET}", headers=_headers(server.token)
+            )
+            assert read.status_code == 200
+        old = ssl.create_default_context(cafile=certs.ca_file)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(ssl.SSLError):
+            _tls_version(server.port, old)
+        with httpx.Client(verify=old) as client, pytest.raises(httpx.ConnectError):
+            client.get(f"{server.addr}/v1/sys/health")
+        # plain HTTP to the TLS port gets no API answer
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{server.port}/v1/sys/health").raise_for_status()
+
+
+def test_refuses_to_start_without_tls(tmp_path: Path, port: int) -> None:
+    done = run_server(["--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}"])
+    assert done.code == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "'tls.cert_file'" in lines[0]
+    assert "TLS is required" in lines[0]
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "toml", "setting"),
+    [
+        ([], {"MEDSECRETS_WORKERS": "zero"}, None, "workers"),
+        (["--listen", "localhost"], {}, None, "listen"),
+        ([], {}, "dev = true\ncolour = 'blue'\n", "colour"),
+        (
+            [],
+            {},
+            "dev = true\n[tls]\ncert_file = 'missing.pem'\nkey_file = 'k.pem'\n",
+            "tls.cert_file",
+        ),
+        ([], {"MEDSECRETS_LOG_LEVEL": "chatty"}, None, "log_level"),
+    ],
+)
+def test_bad_setting_stops_start_with_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], toml: str | None, setting: str
+) -> None:
+    full = ["--dev", "--data-dir", str(tmp_path / "data"), *args]
+    if toml is not None:
+        (tmp_path / "server.toml").write_text(toml)
+        full += ["--config", str(tmp_path / "server.toml")]
+    done = run_server(full, env=env, cwd=tmp_path)
+    assert done.code == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("medsecrets server: config error: ")
+    assert f"'{setting}'" in lines[0]
+
+
+def test_mismatched_tls_key_stops_start(tmp_path: Path, certs: TestCertificates, port: int) -> None:
+    other = tmp_path / "other"
+    from medsecrets.testing.serverproc import write_test_certificates
+
+    wrong = write_test_certificates(other)
+    done = run_server(
+        [
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--tls-cert",
+            certs.cert_file,
+            "--tls-key",
+            wrong.key_file,
+        ]
+    )
+    assert done.code == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert "'tls.cert_file'/'tls.key_file'" in last
+
+
+def test_tls_disable_warns_at_every_start(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(f'tls_disable = true\ndata_dir = "{tmp_path / "data"}"\n')
+    with ServerProcess(
+        tmp_path / "data", dev=False, extra_args=["--config", str(config)], log_dir=tmp_path / "l"
+    ) as server:
+        health = httpx.get(f"{server.addr}/v1/sys/health").json()
+        assert health["initialized"] is False
+        server.restart()
+        warnings = [
+            line
+            for line in _log_lines(server)
+            if line["level"] == "warning" and "TLS is disabled" in str(line["msg"])
+        ]
+        assert len(warnings) == 2
+
+
+def test_port_in_use_names_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_server(
+            ["--dev", "--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{port}"]
+        )
+    assert done.code == 2
+    assert "'listen'" in done.stderr.strip().splitlines()[-1]
+
+
+def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
+    path = "medessence/grace/ai-providers/in-flight"
+    value = os.urandom(16).hex()
+    body = json.dumps({"fields": {"azure_cognitive_key": value}}).encode()
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "logs") as server:
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        conn.sendall(
+            (
+                f"PUT /v1/secrets/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-Medsecrets-Token: {server.token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+            ).encode()
+        )
+        # 100 Continue: the app is reading the body, so the request is in flight
+        assert conn.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        server.send_signal(signal.SIGTERM)
+        while True:  # shutdown has begun once new connections are refused
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+            except ConnectionRefusedError:
+                break
+        conn.sendall(body)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+        conn.close()
+        assert reply.startswith(b"HTTP/1.1 200 ")
+        assert server.wait(30) == 0
+        assert any(line["msg"] == "stopped" for line in _log_lines(server))
+        server.start()
+        read = httpx.get(f"{server.addr}/v1/secrets/{path}", headers=_headers(server.token))
+        assert read.json()["fields"] == {"azure_cognitive_key": value}
+
+
+def test_shamir_store_starts_sealed(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text("tls_disable = true\n")
+    with ServerProcess(
+        tmp_path / "data", dev=False, extra_args=["--config", str(config)], log_dir=tmp_path / "l"
+    ) as server:
+        init = httpx.post(
+            f"{server.addr}/v1/sys/init",
+            json={"seal": {"type": "shamir", "shares": 1, "threshold": 1}},
+        )
+        assert init.status_code == 200, init.text
+        share, token = init.json()["shares"][0], init.json()["root_token"]
+        server.restart()
+        assert httpx.get(f"{server.addr}/v1/sys/health").json()["sealed"] is True
+        denied = httpx.get(f"{server.addr}/v1/metadata", headers=_headers(token))
+        assert denied.status_code == 503
+        unseal = httpx.post(f"{server.addr}/v1/sys/unseal", json={"share": share})
+        assert unseal.json()["sealed"] is False
+        listed = httpx.get(f"{server.addr}/v1/metadata", headers=_headers(token))
+        assert listed.status_code == 200
+        assert share not in server.log_text()
+        assert token not in server.log_text()
+
+
+def test_two_workers(tmp_path: Path) -> None:
+    with ServerProcess(
+        tmp_path / "data", env={"MEDSECRETS_WORKERS": "2"}, log_dir=tmp_path / "l"
+    ) as server:
+        with httpx.Client(headers=_headers(server.token)) as client:
+            for _ in range(6):  # new connections: both workers serve
+                read = client.get(
+                    f"{server.addr}/v1/secrets/{DEV_SECRET}", headers={"Connection": "close"}
+                )
+                assert read.status_code == 200
+        # SIGKILL of the server process takes its workers with it (PR_SET_PDEATHSIG)
+        server.kill(signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "a worker outlived the server process"
+            time.sleep(0.05)
+
+
+def test_uvicorn_backend_tls13(tmp_path: Path, certs: TestCertificates) -> None:
+    with ServerProcess(
+        tmp_path / "data",
+        extra_args=certs.server_args(),
+        env={"MEDSECRETS_BACKEND": "uvicorn"},
+        ca_file=certs.ca_file,
+        log_dir=tmp_path / "l",
+    ) as server:
+        context = ssl.create_default_context(cafile=certs.ca_file)
+        assert _tls_version(server.port, context) == "TLSv1.3"
+        with httpx.Client(verify=context) as client:
+            read = client.get(
+                f"{server.addr}/v1/secrets/{DEV_SECRET}", headers=_headers(server.token)
+            )
+            assert read.status_code == 200
+        old = ssl.create_default_context(cafile=certs.ca_file)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(ssl.SSLError):
+            _tls_version(server.port, old)
+        assert any(line.get("backend") == "uvicorn" for line in _log_lines(server))
+    assert server.returncode == 0
