@@ -1,0 +1,397 @@
+"""``Client``: the synchronous medsecrets SDK (one method per endpoint of ``docs/api.md``).
+
+>>> with Client("https://vault.example:8200", token) as client:  # doctest: +SKIP
+...     secret = client.get("medessence/production/database")
+...     secret.fields["password"]
+
+Settings default to ``MEDSECRETS_ADDR`` (a comma-separated list of addresses
+to fail over between), ``MEDSECRETS_TOKEN`` and ``MEDSECRETS_CACERT``. Errors
+are the classes of ``medsecrets.errors`` (one table:
+``medsecrets.sdk.errors.ERROR_TABLE``) plus ``ServerUnavailableError``. Retries and
+failover follow ``medsecrets.sdk.transport``; ``sleep`` and ``random`` are
+injectable so tests move no real time. The token never shows in ``repr``.
+"""
+
+from __future__ import annotations
+
+import random as _random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from medsecrets.barrier.base import KeyringInfo
+from medsecrets.catalog.validators import ParamValue
+from medsecrets.engines.secrets.model import (
+    SecretMetadata,
+    SecretPage,
+    SecretVersion,
+    Stage,
+    VersionInfo,
+)
+from medsecrets.keys.base import KekVersion
+from medsecrets.provision import ProvisionReport
+from medsecrets.sdk import endpoints as ep
+from medsecrets.sdk.base import ClientBase
+from medsecrets.sdk.models import (
+    CatalogInfo,
+    CategoryInfo,
+    CreatedToken,
+    Health,
+    InitResponse,
+    RewrapStep,
+    TokenInfo,
+    ValidationReport,
+)
+from medsecrets.sdk.transport import Attempts, Call, decode, encode
+from medsecrets.seal.config import SealConfig, ShamirSealConfig
+from medsecrets.seal.manager import InitResult, SealStatus
+from medsecrets.sensitive import Sensitive
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+class Client(ClientBase):
+    """A synchronous client for one medsecrets server (or a failover list of them)."""
+
+    def __init__(
+        self,
+        addr: str | Sequence[str] | None = None,
+        token: str | Sensitive[str] | None = None,
+        *,
+        cacert: str | None = None,
+        verify: bool = True,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        backoff_max: float = 2.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        random: Callable[[], float] = _random.random,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``env`` replaces ``os.environ`` for the ``MEDSECRETS_*`` defaults (tests)."""
+        super().__init__(
+            addr,
+            token,
+            cacert=cacert,
+            verify=verify,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            random=random,
+            env=env,
+        )
+        self._sleep = sleep
+        self._http = httpx.Client(
+            transport=transport,
+            verify=self._settings.verify,
+            timeout=self._settings.timeout,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool. Idempotent."""
+        self._http.close()
+
+    def call(self, call: Call[T]) -> T:
+        """Send ``call`` with retries and failover; its decoded answer or the mapped error."""
+        attempts = Attempts(call, self._ring, self._settings.policy, self._random)
+        headers = self._settings.headers(call, self._token)
+        body = None if call.body is None else encode(call.body)
+        while True:
+            url = attempts.address + call.path
+            failure: httpx.TransportError | None = None
+            try:
+                response = self._http.request(
+                    call.method, url, params=call.params, content=body, headers=headers
+                )
+                content = response.read()
+            except httpx.TransportError as exc:
+                failure = exc  # handled below, outside this block: no chained context
+            if failure is not None:
+                # the httpx error holds the request and its token header: never chain it
+                delay = attempts.after_transport_error(failure)
+            else:
+                wait = attempts.after_response(response.status_code, content)
+                if wait is None:
+                    return decode(call, content)
+                delay = wait
+            if delay > 0:
+                self._sleep(delay)
+
+    # -- system --------------------------------------------------------------------
+    def health(self) -> Health:
+        """``GET /v1/sys/health`` (no token needed)."""
+        return self.call(ep.health())
+
+    def seal_status(self) -> SealStatus:
+        """``GET /v1/sys/seal-status`` (no token needed)."""
+        return self.call(ep.seal_status())
+
+    def init(self, seal: SealConfig | None = None) -> InitResponse:
+        """Initialise the server (default: 5 Shamir shares, threshold 3); the root token, once."""
+        return self.call(ep.init(seal or ShamirSealConfig()))
+
+    def unseal(self, share: str | Sensitive[str]) -> SealStatus:
+        """Submit one unseal share."""
+        return self.call(ep.unseal(share))
+
+    def unseal_reset(self) -> SealStatus:
+        """Forget the shares submitted so far."""
+        return self.call(ep.unseal_reset())
+
+    def seal(self) -> SealStatus:
+        """Seal the server (``sudo``)."""
+        return self.call(ep.seal())
+
+    def rotate(self) -> KeyringInfo:
+        """Add a barrier keyring term (``sudo``)."""
+        return self.call(ep.rotate())
+
+    def rekey(
+        self,
+        shares: Sequence[str | Sensitive[str]],
+        *,
+        new_shares: int = 5,
+        new_threshold: int = 3,
+    ) -> InitResult:
+        """New Shamir shares given a threshold of the current ones (``sudo``)."""
+        return self.call(
+            ep.rekey(tuple(shares), new_shares=new_shares, new_threshold=new_threshold)
+        )
+
+    def key_versions(self, category: str) -> tuple[KekVersion, ...]:
+        """Every KEK version of ``category`` (``sudo``)."""
+        return self.call(ep.key_versions(category)).versions
+
+    def rotate_key(self, category: str) -> int:
+        """Add a KEK version for ``category``; its number (``sudo``)."""
+        return self.call(ep.rotate_key(category)).version
+
+    def rewrap_step(self, *, after: str = "", limit: int = 100) -> RewrapStep:
+        """One resumable rewrap step (``sudo``); repeat with ``next_after`` until ``None``."""
+        return self.call(ep.rewrap_step(after=after, limit=limit))
+
+    # -- secrets -------------------------------------------------------------------
+    def put(
+        self,
+        path: str,
+        fields: Mapping[str, str],
+        *,
+        cas: int | None = None,
+        stage: Stage = "current",
+        description: str | None = None,
+        owner: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        """Write a new version (``cas=0``: must not exist; ``cas=n``: newest must be ``n``)."""
+        return self.call(
+            ep.put(
+                path,
+                fields,
+                cas=cas,
+                stage=stage,
+                description=description,
+                owner=owner,
+                tags=tags,
+            )
+        )
+
+    def get(
+        self,
+        path: str,
+        *,
+        stage: Stage | None = None,
+        version: int | None = None,
+        version_id: str | None = None,
+    ) -> SecretVersion:
+        """Read one version (default: ``current``); values masked in ``repr``."""
+        return self.call(ep.get(path, stage=stage, version=version, version_id=version_id))
+
+    def describe(self, path: str) -> SecretMetadata:
+        """Everything about a secret except its values."""
+        return self.call(ep.describe(path))
+
+    def versions(self, path: str) -> tuple[VersionInfo, ...]:
+        """Every kept version of a secret (from ``describe``)."""
+        return self.describe(path).versions
+
+    def update_metadata(
+        self,
+        path: str,
+        *,
+        description: str | None = None,
+        owner: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        rotation_days: int | None = None,
+        clear_rotation_override: bool = False,
+    ) -> SecretMetadata:
+        """Change description, owner, tags or the rotation interval."""
+        return self.call(
+            ep.update_metadata(
+                path,
+                description=description,
+                owner=owner,
+                tags=tags,
+                rotation_days=rotation_days,
+                clear_rotation_override=clear_rotation_override,
+            )
+        )
+
+    def list(
+        self,
+        prefix: str = "",
+        *,
+        environment: str | None = None,
+        category: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        include_deleted: bool = False,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> SecretPage:
+        """One page of secret metadata; continue with ``after=page.next_after``."""
+        return self.call(
+            ep.list_page(
+                prefix,
+                environment=environment,
+                category=category,
+                tags=tags,
+                include_deleted=include_deleted,
+                after=after,
+                limit=limit,
+            )
+        )
+
+    def iter_list(
+        self,
+        prefix: str = "",
+        *,
+        environment: str | None = None,
+        category: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        include_deleted: bool = False,
+        limit: int = 100,
+    ) -> Iterator[SecretMetadata]:
+        """Every matching secret's metadata, page after page."""
+        after: str | None = None
+        while True:
+            page = self.list(
+                prefix,
+                environment=environment,
+                category=category,
+                tags=tags,
+                include_deleted=include_deleted,
+                after=after,
+                limit=limit,
+            )
+            yield from page.items
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    def move_stage(self, path: str, stage: Stage, version: int) -> SecretMetadata:
+        """Give ``stage`` to ``version``."""
+        return self.call(ep.move_stage(path, stage, version))
+
+    def promote(self, path: str, version: int) -> SecretMetadata:
+        """Make ``version`` the ``current`` one."""
+        return self.move_stage(path, "current", version)
+
+    def remove_stage(self, path: str, stage: Stage) -> SecretMetadata:
+        """Take ``stage`` (``pending`` or ``previous``) off its version."""
+        return self.call(ep.remove_stage(path, stage))
+
+    def delete(
+        self, path: str, *, recovery_days: int | None = None, force: bool = False
+    ) -> SecretMetadata:
+        """Schedule for deletion (recovery window 7-30 days) or, with ``force``, purge now."""
+        return self.call(ep.delete(path, recovery_days=recovery_days, force=force))
+
+    def restore(self, path: str) -> SecretMetadata:
+        """Cancel a scheduled deletion."""
+        return self.call(ep.restore(path))
+
+    def destroy(self, path: str, version: int) -> SecretMetadata:
+        """Destroy the value of one version for good."""
+        return self.call(ep.destroy(path, version))
+
+    def validate(self, path: str) -> ValidationReport:
+        """Check the stored current value against the catalog (no values returned)."""
+        return self.call(ep.validate(path))
+
+    # -- catalog, generate, provision ------------------------------------------------
+    def catalog(self) -> CatalogInfo:
+        """The server's catalog."""
+        return self.call(ep.catalog())
+
+    def category(self, name: str) -> CategoryInfo:
+        """One catalog category."""
+        return self.call(ep.category(name))
+
+    def generate(self, kind: str, /, **params: ParamValue) -> Sensitive[str]:
+        """One value from the server's generator ``kind`` (masked in ``repr``)."""
+        return self.call(ep.generate(kind, params))
+
+    def provision(
+        self,
+        environment: str,
+        *,
+        provided: Mapping[str, Mapping[str, str]] | None = None,
+        categories: Sequence[str] | None = None,
+    ) -> ProvisionReport:
+        """Create every catalog secret of ``environment`` that does not exist yet."""
+        cats = None if categories is None else tuple(categories)
+        return self.call(ep.provision(environment, provided=provided, categories=cats))
+
+    # -- tokens ----------------------------------------------------------------------
+    def token_create(
+        self,
+        *,
+        paths: Sequence[str],
+        capabilities: Sequence[str],
+        ttl: float | None = None,
+        display_name: str = "",
+    ) -> CreatedToken:
+        """Issue a child token (shown once, masked in ``repr``)."""
+        return self.call(
+            ep.token_create(
+                paths=tuple(paths),
+                capabilities=tuple(capabilities),
+                ttl=ttl,
+                display_name=display_name,
+            )
+        )
+
+    def token_lookup_self(self) -> TokenInfo:
+        """Facts about the client's own token."""
+        return self.call(ep.token_lookup_self())
+
+    def token_lookup(
+        self, *, accessor: str | None = None, token: str | Sensitive[str] | None = None
+    ) -> TokenInfo:
+        """Facts about a token given its accessor or the token itself."""
+        return self.call(ep.token_lookup(accessor=accessor, token=token))
+
+    def token_revoke(
+        self, *, accessor: str | None = None, token: str | Sensitive[str] | None = None
+    ) -> None:
+        """Revoke a token (and its children) given its accessor or the token itself."""
+        self.call(ep.token_revoke(accessor=accessor, token=token))

@@ -1,0 +1,394 @@
+"""One ``Call`` builder per endpoint of ``docs/api.md`` (sans-IO, shared by both clients).
+
+Each function validates nothing the server validates: it only shapes the
+request and names the type the answer is read into. ``retry_safe`` is set per
+endpoint; the POST routes marked safe are those where repeating a request
+that may have been applied leaves the same state: ``sys/seal``,
+``sys/rewrap`` (resumable), ``stages`` with an explicit version or a removal,
+``destroy`` of a version, ``provision`` (leaves existing secrets alone),
+``generate`` (no state), ``token/lookup`` and ``token/revoke``. Never
+retried after they may have been applied: ``init``, ``unseal``,
+``sys/rotate``, ``rekey``, key rotation, ``restore`` and ``token/create``.
+``PUT /v1/secrets`` is retried (the contract treats PUT as idempotent); a
+repeat after a lost answer can add a second version with the same fields,
+unless ``cas`` is given, in which case the repeat reports ``CasConflictError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+from urllib.parse import quote
+
+from medsecrets.barrier.base import KeyringInfo
+from medsecrets.catalog.validators import ParamValue
+from medsecrets.engines.secrets.model import (
+    SecretMetadata,
+    SecretPage,
+    SecretVersion,
+    Stage,
+    VersionInfo,
+)
+from medsecrets.errors import InvalidRequest
+from medsecrets.provision import ProvisionReport
+from medsecrets.sdk.models import (
+    CatalogInfo,
+    CategoryInfo,
+    CreatedToken,
+    Health,
+    InitResponse,
+    KeyRotation,
+    KeyVersions,
+    Revoked,
+    RewrapStep,
+    TokenInfo,
+    ValidationReport,
+)
+from medsecrets.sdk.transport import Call
+from medsecrets.seal.config import SealConfig, config_to_document
+from medsecrets.seal.manager import InitResult, SealStatus
+from medsecrets.sensitive import SecretFields, Sensitive
+from medsecrets.wire import from_wire, to_wire
+
+__all__ = [
+    "catalog",
+    "category",
+    "delete",
+    "describe",
+    "destroy",
+    "generate",
+    "get",
+    "health",
+    "init",
+    "key_versions",
+    "list_page",
+    "move_stage",
+    "provision",
+    "put",
+    "rekey",
+    "remove_stage",
+    "restore",
+    "rewrap_step",
+    "rotate",
+    "rotate_key",
+    "seal",
+    "seal_status",
+    "token_create",
+    "token_lookup",
+    "token_lookup_self",
+    "token_revoke",
+    "unseal",
+    "unseal_reset",
+    "update_metadata",
+    "validate",
+]
+
+T = TypeVar("T")
+
+
+def _reader(cls: type[T]) -> Callable[[object], T]:
+    def read(data: object) -> T:
+        return from_wire(cls, data)
+
+    return read
+
+
+def _member(cls: type[T], key: str) -> Callable[[object], T]:
+    def read(data: object) -> T:
+        if not isinstance(data, dict) or key not in data:
+            raise InvalidRequest(f"response: missing field {key!r}")
+        return from_wire(cls, data[key], where=f"response.{key}")
+
+    return read
+
+
+def _seg(path: str) -> str:
+    """``path`` for the URL: ``/``-separated, every other reserved character escaped."""
+    return quote(path, safe="/")
+
+
+def _reveal(value: str | Sensitive[str]) -> str:
+    return value.reveal() if isinstance(value, Sensitive) else value
+
+
+# -- system ----------------------------------------------------------------------
+def health() -> Call[Health]:
+    return Call("GET", "/v1/sys/health", _reader(Health), auth=False)
+
+
+def seal_status() -> Call[SealStatus]:
+    return Call("GET", "/v1/sys/seal-status", _reader(SealStatus), auth=False)
+
+
+def init(config: SealConfig) -> Call[InitResponse]:
+    doc = config_to_document(config)
+    if doc["type"] != "shamir":
+        doc.pop("shares", None)
+        doc.pop("threshold", None)
+    return Call(
+        "POST", "/v1/sys/init", _reader(InitResponse), body={"seal": doc}, auth=False,
+        retry_safe=False,
+    )  # fmt: skip
+
+
+def unseal(share: str | Sensitive[str]) -> Call[SealStatus]:
+    return Call(
+        "POST", "/v1/sys/unseal", _reader(SealStatus), body={"share": _reveal(share)},
+        auth=False, retry_safe=False,
+    )  # fmt: skip
+
+
+def unseal_reset() -> Call[SealStatus]:
+    return Call("POST", "/v1/sys/unseal", _reader(SealStatus), body={"reset": True}, auth=False)
+
+
+def seal() -> Call[SealStatus]:
+    return Call("POST", "/v1/sys/seal", _reader(SealStatus))
+
+
+def rotate() -> Call[KeyringInfo]:
+    return Call("POST", "/v1/sys/rotate", _reader(KeyringInfo), retry_safe=False)
+
+
+def rekey(
+    shares: tuple[str | Sensitive[str], ...], *, new_shares: int, new_threshold: int
+) -> Call[InitResult]:
+    body = {
+        "shares": [_reveal(s) for s in shares],
+        "new_shares": new_shares,
+        "new_threshold": new_threshold,
+    }
+    return Call("POST", "/v1/sys/rekey", _reader(InitResult), body=body, retry_safe=False)
+
+
+def key_versions(category: str) -> Call[KeyVersions]:
+    return Call("GET", f"/v1/sys/keys/{_seg(category)}", _reader(KeyVersions))
+
+
+def rotate_key(category: str) -> Call[KeyRotation]:
+    path = f"/v1/sys/keys/{_seg(category)}/rotate"
+    return Call("POST", path, _reader(KeyRotation), retry_safe=False)
+
+
+def rewrap_step(*, after: str, limit: int) -> Call[RewrapStep]:
+    body = {"after": after, "limit": limit}
+    return Call("POST", "/v1/sys/rewrap", _reader(RewrapStep), body=body)
+
+
+# -- secrets ---------------------------------------------------------------------
+def put(
+    path: str,
+    fields: Mapping[str, str],
+    *,
+    cas: int | None,
+    stage: Stage,
+    description: str | None,
+    owner: str | None,
+    tags: Mapping[str, str] | None,
+) -> Call[VersionInfo]:
+    plain = fields.to_dict() if isinstance(fields, SecretFields) else dict(fields)
+    body: dict[str, object] = {"fields": plain, "stage": stage}
+    if cas is not None:
+        body["cas"] = cas
+    if description is not None:
+        body["description"] = description
+    if owner is not None:
+        body["owner"] = owner
+    if tags is not None:
+        body["tags"] = dict(tags)
+    return Call(
+        "PUT", f"/v1/secrets/{_seg(path)}", _member(VersionInfo, "version"), body=body,
+        subject=path,
+    )  # fmt: skip
+
+
+def get(
+    path: str, *, stage: Stage | None, version: int | None, version_id: str | None
+) -> Call[SecretVersion]:
+    params: list[tuple[str, str]] = []
+    if stage is not None:
+        params.append(("stage", stage))
+    if version is not None:
+        params.append(("version", str(version)))
+    if version_id is not None:
+        params.append(("version_id", version_id))
+    return Call(
+        "GET", f"/v1/secrets/{_seg(path)}", _reader(SecretVersion), params=tuple(params),
+        subject=path,
+    )  # fmt: skip
+
+
+def describe(path: str) -> Call[SecretMetadata]:
+    return Call("GET", f"/v1/metadata/{_seg(path)}", _reader(SecretMetadata), subject=path)
+
+
+def update_metadata(
+    path: str,
+    *,
+    description: str | None,
+    owner: str | None,
+    tags: Mapping[str, str] | None,
+    rotation_days: int | None,
+    clear_rotation_override: bool,
+) -> Call[SecretMetadata]:
+    body: dict[str, object] = {}
+    if description is not None:
+        body["description"] = description
+    if owner is not None:
+        body["owner"] = owner
+    if tags is not None:
+        body["tags"] = dict(tags)
+    if rotation_days is not None:
+        body["rotation_days"] = rotation_days
+    if clear_rotation_override:
+        body["clear_rotation_override"] = True
+    return Call(
+        "PATCH", f"/v1/metadata/{_seg(path)}", _reader(SecretMetadata), body=body, subject=path
+    )
+
+
+def list_page(
+    prefix: str,
+    *,
+    environment: str | None,
+    category: str | None,
+    tags: Mapping[str, str] | None,
+    include_deleted: bool,
+    after: str | None,
+    limit: int,
+) -> Call[SecretPage]:
+    params: list[tuple[str, str]] = []
+    if prefix:
+        params.append(("prefix", prefix))
+    if environment is not None:
+        params.append(("environment", environment))
+    if category is not None:
+        params.append(("category", category))
+    for key, value in (tags or {}).items():
+        params.append(("tag", f"{key}:{value}"))
+    if include_deleted:
+        params.append(("include_deleted", "true"))
+    if after is not None:
+        params.append(("after", after))
+    params.append(("limit", str(limit)))
+    return Call("GET", "/v1/metadata", _reader(SecretPage), params=tuple(params))
+
+
+def move_stage(path: str, stage: Stage, version: int) -> Call[SecretMetadata]:
+    body = {"stage": stage, "version": version}
+    return Call(
+        "POST", f"/v1/stages/{_seg(path)}", _reader(SecretMetadata), body=body, subject=path
+    )
+
+
+def remove_stage(path: str, stage: Stage) -> Call[SecretMetadata]:
+    body = {"stage": stage, "remove": True}
+    return Call(
+        "POST", f"/v1/stages/{_seg(path)}", _reader(SecretMetadata), body=body, subject=path
+    )
+
+
+def delete(path: str, *, recovery_days: int | None, force: bool) -> Call[SecretMetadata]:
+    params: list[tuple[str, str]] = []
+    if recovery_days is not None:
+        params.append(("recovery_days", str(recovery_days)))
+    if force:
+        params.append(("force", "true"))
+    return Call(
+        "DELETE", f"/v1/secrets/{_seg(path)}", _reader(SecretMetadata), params=tuple(params),
+        subject=path,
+    )  # fmt: skip
+
+
+def restore(path: str) -> Call[SecretMetadata]:
+    return Call(
+        "POST", f"/v1/restore/{_seg(path)}", _reader(SecretMetadata), subject=path,
+        retry_safe=False,
+    )  # fmt: skip
+
+
+def destroy(path: str, version: int) -> Call[SecretMetadata]:
+    return Call(
+        "POST", f"/v1/destroy/{_seg(path)}", _reader(SecretMetadata), body={"version": version},
+        subject=path,
+    )  # fmt: skip
+
+
+def validate(path: str) -> Call[ValidationReport]:
+    return Call("GET", f"/v1/validate/{_seg(path)}", _reader(ValidationReport), subject=path)
+
+
+# -- catalog, generate, provision --------------------------------------------------
+def catalog() -> Call[CatalogInfo]:
+    return Call("GET", "/v1/catalog", _reader(CatalogInfo))
+
+
+def category(name: str) -> Call[CategoryInfo]:
+    return Call("GET", f"/v1/catalog/{_seg(name)}", _reader(CategoryInfo))
+
+
+def _generated(data: object) -> Sensitive[str]:
+    value = data.get("value") if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise InvalidRequest("response.value: expected a string")
+    return Sensitive(value)
+
+
+def generate(kind: str, params: Mapping[str, ParamValue]) -> Call[Sensitive[str]]:
+    body = {"kind": kind, "params": dict(params)}
+    return Call("POST", "/v1/generate", _generated, body=body)
+
+
+def provision(
+    environment: str,
+    *,
+    provided: Mapping[str, Mapping[str, str]] | None,
+    categories: tuple[str, ...] | None,
+) -> Call[ProvisionReport]:
+    body: dict[str, object] = {"environment": environment}
+    if provided is not None:
+        body["provided"] = to_wire(provided)
+    if categories is not None:
+        body["categories"] = list(categories)
+    return Call("POST", "/v1/provision", _reader(ProvisionReport), body=body)
+
+
+# -- tokens ----------------------------------------------------------------------
+def token_create(
+    *,
+    paths: tuple[str, ...],
+    capabilities: tuple[str, ...],
+    ttl: float | None,
+    display_name: str,
+) -> Call[CreatedToken]:
+    body: dict[str, object] = {
+        "paths": list(paths),
+        "capabilities": list(capabilities),
+        "display_name": display_name,
+    }
+    if ttl is not None:
+        body["ttl"] = ttl
+    return Call("POST", "/v1/auth/token/create", _reader(CreatedToken), body=body, retry_safe=False)
+
+
+def token_lookup_self() -> Call[TokenInfo]:
+    return Call("GET", "/v1/auth/token/self", _reader(TokenInfo))
+
+
+def _token_ref(accessor: str | None, token: str | Sensitive[str] | None) -> dict[str, str]:
+    if (accessor is None) == (token is None):
+        raise InvalidRequest("give exactly one of accessor and token")
+    if accessor is not None:
+        return {"accessor": accessor}
+    assert token is not None
+    return {"token": _reveal(token)}
+
+
+def token_lookup(*, accessor: str | None, token: str | Sensitive[str] | None) -> Call[TokenInfo]:
+    body = _token_ref(accessor, token)
+    return Call("POST", "/v1/auth/token/lookup", _reader(TokenInfo), body=body)
+
+
+def token_revoke(*, accessor: str | None, token: str | Sensitive[str] | None) -> Call[Revoked]:
+    body = _token_ref(accessor, token)
+    return Call("POST", "/v1/auth/token/revoke", _reader(Revoked), body=body)

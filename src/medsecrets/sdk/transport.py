@@ -1,0 +1,320 @@
+"""The sans-IO half of the SDK: settings, calls, retry policy, failover, decoding.
+
+``Client`` and ``AsyncClient`` are thin drivers over this module: they send
+what a ``Call`` describes to the address an ``Attempts`` picks, feed the
+outcome back (``after_response`` / ``after_transport_error``) and sleep for
+the delay it returns, so both behave the same by construction.
+
+Retry contract (see ``Call.retry_safe``):
+
+- a connection that could not be opened (refused, unreachable, connect
+  timeout, no free pooled connection) never reached a server: every call is
+  retried, first on the next address (failover, no delay), and after a full
+  round of addresses with backoff;
+- HTTP 503 (sealed, not initialised, audit refused) and failures after the
+  request was sent (read/write errors, read timeout, dropped connection) are
+  retried only for ``retry_safe`` calls, with backoff;
+- backoff before retry *n* (0-based) is ``min(backoff_max, backoff * 2**n)``
+  scaled by a jitter factor in ``[0.5, 1.0)`` ("equal jitter");
+- at most ``retries`` backoff delays per call; then the last error is raised;
+- a failed TLS handshake (untrusted certificate, protocol refused) is never
+  retried: it raises ``ServerUnavailableError`` at once.
+
+The address that worked is kept (sticky) for later calls of the same client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+import httpx
+
+from medsecrets.errors import MedsecretsError
+from medsecrets.sdk.errors import (
+    ServerUnavailableError,
+    UnexpectedResponseError,
+    error_from_response,
+)
+from medsecrets.sensitive import MASK, Sensitive
+
+__all__ = [
+    "DEFAULT_ADDR",
+    "ENV_ADDR",
+    "ENV_CACERT",
+    "ENV_TOKEN",
+    "AddressRing",
+    "Attempts",
+    "Call",
+    "ClientSettings",
+    "RetryPolicy",
+    "decode",
+    "encode",
+    "resolve_settings",
+]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+DEFAULT_ADDR = "http://127.0.0.1:8200"
+ENV_ADDR = "MEDSECRETS_ADDR"
+ENV_TOKEN = "MEDSECRETS_TOKEN"  # noqa: S105 - the name of a variable, not a token
+ENV_CACERT = "MEDSECRETS_CACERT"
+USER_AGENT = "medsecrets-sdk/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T_co]):
+    """One API call, transport-free: what to send and how to read the 2xx answer.
+
+    ``retry_safe``: repeating the call after it may have reached the server
+    cannot do harm (reads, idempotent writes). ``subject`` is the secret path
+    the call is about, used in errors. ``auth``: send the token.
+    """
+
+    method: Literal["GET", "PUT", "POST", "PATCH", "DELETE"]
+    path: str
+    parse: Callable[[object], T_co]
+    body: object = None
+    params: tuple[tuple[str, str], ...] = ()
+    auth: bool = True
+    retry_safe: bool = True
+    subject: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped, jittered exponential backoff (see the module docstring)."""
+
+    retries: int = 3
+    backoff: float = 0.1
+    backoff_max: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff < 0 or self.backoff_max < 0:
+            raise ValueError("retries, backoff and backoff_max must not be negative")
+
+    def delay(self, retry: int, jitter: float) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based); ``jitter`` in [0, 1)."""
+        cap = min(self.backoff_max, self.backoff * (2.0 ** min(retry, 62)))
+        return cap * (0.5 + jitter / 2.0)
+
+
+class AddressRing:
+    """Server addresses in order of preference, with a sticky current one (thread-safe)."""
+
+    __slots__ = ("_addresses", "_index", "_lock")
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        if not addresses:
+            raise ValueError("at least one server address is needed")
+        self._addresses = tuple(addresses)
+        self._index = 0
+        self._lock = threading.Lock()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address, in configured order."""
+        return self._addresses
+
+    @property
+    def current(self) -> int:
+        """Index of the address calls start with."""
+        return self._index
+
+    def address(self, index: int) -> str:
+        """The address at ``index`` (modulo the ring size)."""
+        return self._addresses[index % len(self._addresses)]
+
+    def fail(self, index: int) -> int:
+        """Report ``index`` unreachable; returns the index to try next (and sticks to it)."""
+        nxt = (index + 1) % len(self._addresses)
+        with self._lock:
+            if self._index == index % len(self._addresses):
+                self._index = nxt
+        return nxt
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Resolved client settings (arguments first, then ``MEDSECRETS_*``, then defaults)."""
+
+    addresses: tuple[str, ...]
+    token: Sensitive[str] | None = field(repr=False)
+    verify: ssl.SSLContext | bool = field(repr=False)
+    timeout: float
+    policy: RetryPolicy
+
+    def headers(self, call: Call[object], token: Sensitive[str] | None) -> dict[str, str]:
+        """Request headers for ``call`` (the token only where the route needs one)."""
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if call.body is not None:
+            headers["Content-Type"] = "application/json"
+        if call.auth and token is not None:
+            headers["Authorization"] = f"Bearer {token.reveal()}"
+        return headers
+
+
+def _split_addresses(addr: str | Sequence[str]) -> tuple[str, ...]:
+    items = addr.split(",") if isinstance(addr, str) else list(addr)
+    out = tuple(a.strip().rstrip("/") for a in items if a.strip())
+    for a in out:
+        if not a.startswith(("http://", "https://")):
+            raise ValueError(f"server address {a!r} must start with http:// or https://")
+    return out
+
+
+def resolve_settings(
+    addr: str | Sequence[str] | None,
+    token: str | Sensitive[str] | None,
+    *,
+    cacert: str | None,
+    verify: bool,
+    timeout: float,
+    policy: RetryPolicy,
+    env: Mapping[str, str] | None = None,
+) -> ClientSettings:
+    """Settings from arguments, falling back to ``MEDSECRETS_ADDR`` (comma-separated),
+    ``MEDSECRETS_TOKEN`` and ``MEDSECRETS_CACERT``, then to ``DEFAULT_ADDR``."""
+    environ = os.environ if env is None else env
+    addresses = _split_addresses(addr if addr is not None else environ.get(ENV_ADDR, ""))
+    raw_token = token if token is not None else environ.get(ENV_TOKEN) or None
+    ca = cacert if cacert is not None else environ.get(ENV_CACERT) or None
+    tls: ssl.SSLContext | bool = verify
+    if verify and ca is not None:
+        tls = ssl.create_default_context(cafile=ca)
+    return ClientSettings(
+        addresses=addresses or (DEFAULT_ADDR,),
+        token=as_sensitive(raw_token),
+        verify=tls,
+        timeout=timeout,
+        policy=policy,
+    )
+
+
+def as_sensitive(token: str | Sensitive[str] | None) -> Sensitive[str] | None:
+    """``token`` wrapped in ``Sensitive`` (``None`` stays ``None``)."""
+    if token is None or isinstance(token, Sensitive):
+        return token
+    return Sensitive(token)
+
+
+def masked(token: Sensitive[str] | None) -> str:
+    """How a token shows in a ``repr``."""
+    return "None" if token is None else repr(MASK)
+
+
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_SENT = (
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.RemoteProtocolError,
+)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a failed TLS handshake (retrying cannot help)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class Attempts:
+    """The retry/failover state of one call (sans-IO; one per call, not shared).
+
+    Drivers loop: send to ``address``; then ``after_response(status)`` or
+    ``after_transport_error(exc)`` returns the delay before the next attempt,
+    or raises the error that ends the call.
+    """
+
+    __slots__ = ("_call", "_index", "_jitter", "_policy", "_retries", "_ring", "_round_failures")
+
+    def __init__(
+        self,
+        call: Call[object],
+        ring: AddressRing,
+        policy: RetryPolicy,
+        jitter: Callable[[], float],
+    ) -> None:
+        self._call = call
+        self._ring = ring
+        self._policy = policy
+        self._jitter = jitter
+        self._index = ring.current
+        self._retries = 0
+        self._round_failures = 0
+
+    @property
+    def address(self) -> str:
+        """The base address for the next attempt."""
+        return self._ring.address(self._index)
+
+    def _backoff(self, error: MedsecretsError) -> float:
+        if self._retries >= self._policy.retries:
+            raise error
+        delay = self._policy.delay(self._retries, self._jitter())
+        self._retries += 1
+        return delay
+
+    def after_response(self, status: int, content: bytes) -> float | None:
+        """``None`` for a success (decode it); a delay to retry; else raises the mapped error."""
+        self._round_failures = 0
+        if status < 400:
+            return None
+        error = error_from_response(status, content, subject=self._call.subject)
+        if status == 503 and self._call.retry_safe:
+            return self._backoff(error)
+        raise error
+
+    def after_transport_error(self, exc: httpx.TransportError) -> float:
+        """A delay before the next attempt, or raises ``ServerUnavailableError``."""
+        address = self.address
+        reason = type(exc).__name__
+        if _tls_failure(exc):
+            raise ServerUnavailableError(
+                f"TLS handshake with {address} failed (untrusted certificate or protocol;"
+                " see cacert / MEDSECRETS_CACERT)"
+            ) from None
+        error = ServerUnavailableError(f"cannot reach the server at {address} ({reason})")
+        if isinstance(exc, _UNSENT):
+            self._index = self._ring.fail(self._index)
+            self._round_failures += 1
+            if self._round_failures < len(self._ring):
+                return 0.0  # fail over to the next address at once
+            self._round_failures = 0
+            return self._backoff(error)
+        if isinstance(exc, _SENT) and self._call.retry_safe:
+            return self._backoff(error)
+        raise error
+
+
+def encode(body: object) -> bytes:
+    """The JSON bytes of a request body."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(call: Call[T], content: bytes) -> T:
+    """The value of a 2xx answer to ``call``; ``UnexpectedResponseError`` if it does not fit."""
+    try:
+        data = json.loads(content) if content else None
+        return call.parse(data)
+    except (ValueError, TypeError, MedsecretsError) as exc:
+        detail = exc.message if isinstance(exc, MedsecretsError) else "not valid JSON"
+        raise UnexpectedResponseError(
+            f"unexpected answer to {call.method} {call.path}: {detail}"
+        ) from None

@@ -1,0 +1,21 @@
+"""The public surface of ``medsecrets.sdk`` is pinned."""
+
+from __future__ import annotations
+
+import medsecrets.sdk as sdk
+from medsecrets.engines.secrets.model import SecretVersion
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(sdk.__all__) == [
+        "AsyncClient",
+        "Client",
+        "Secret",
+        "SecretCache",
+        "ServerError",
+        "ServerUnavailableError",
+        "UnexpectedResponseError",
+    ]
+    for name in sdk.__all__:
+        assert getattr(sdk, name).__doc__
+    assert sdk.Secret is SecretVersion
