@@ -1,0 +1,125 @@
+"""The ``medsecrets`` command line: a Typer app over the SDK, and ``main`` (the console script).
+
+``main`` runs the app without Click's standalone handling so that every
+failure ends as one ``error: <message>`` line on stderr with a documented exit
+code (``medsecrets.cli.errors``), never a stack trace. Shell completion comes
+from Typer (``--install-completion`` / ``--show-completion``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from collections.abc import Sequence
+
+import typer
+
+from medsecrets import __version__
+from medsecrets.cli.commands import catalog, misc, operator, secrets, server, token
+from medsecrets.cli.errors import (
+    EXIT_CODE_TABLE,
+    CliError,
+    ExitCode,
+    click_module,
+    exit_code_for,
+)
+from medsecrets.errors import MedsecretsError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="medsecrets",
+    help=(
+        "medsecrets: encrypted, versioned, audited secrets.\n\n"
+        "Server commands read MEDSECRETS_ADDR, MEDSECRETS_TOKEN and MEDSECRETS_CACERT "
+        "(or --addr/--token/--cacert)."
+    ),
+    epilog=EXIT_CODE_TABLE,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"medsecrets {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """medsecrets: encrypted, versioned, audited secrets."""
+
+
+app.add_typer(operator.app, name="operator")
+app.add_typer(secrets.app, name="secrets")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(token.app, name="token")
+misc.register(app)
+server.register(app)
+
+_EXTRA_ARGS = re.compile(r"^(Got unexpected extra argument)", re.IGNORECASE)
+
+
+def _usage_message(error: Exception) -> str:
+    """Click's message, minus stray arguments it would echo (they may be secret values)."""
+    message = str(getattr(error, "format_message", error.__str__)())
+    if _EXTRA_ARGS.match(message):
+        message = "got unexpected extra argument(s)"
+    context = getattr(error, "ctx", None)
+    path = getattr(context, "command_path", None)
+    hint = f" (see '{path} --help')" if path else ""
+    return f"{message}{hint}"
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    click = click_module()
+    aborts: tuple[type[BaseException], ...] = (typer.Abort,)
+    if hasattr(click.exceptions, "Abort"):  # Click proper; vendored Click uses typer.Abort
+        aborts += (click.exceptions.Abort,)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="medsecrets",
+            standalone_mode=False,
+        )
+    except click.exceptions.NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return ExitCode.USAGE
+    except click.exceptions.UsageError as exc:
+        return _fail(_usage_message(exc), ExitCode.USAGE)
+    except aborts:
+        return _fail("aborted", ExitCode.OTHER)
+    except click.exceptions.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except (CliError, MedsecretsError) as exc:
+        return _fail(exc.message, exit_code_for(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return ExitCode.OTHER
+    except Exception as exc:  # the last line of defence: one line, no values
+        if os.environ.get("MEDSECRETS_DEBUG"):
+            traceback.print_exc()
+        return _fail(
+            f"unexpected {type(exc).__name__} (set MEDSECRETS_DEBUG=1 for a traceback)",
+            ExitCode.OTHER,
+        )
+    if isinstance(result, int):
+        return result
+    return ExitCode.OK

@@ -1,0 +1,363 @@
+"""``medsecrets operator``: initialise, unseal, seal and re-key the server.
+
+``init`` and ``rekey`` print unseal shares and (for init) the root token once,
+with a warning on stderr; ``unseal`` reads a share from a hidden prompt, from
+stdin (``-`` or a pipe) or — with a warning, since arguments are visible to
+other users — from its argument, and shows the progress ``k of n``.
+``rewrap`` loops over the paged rewrap endpoint with a progress bar.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from medsecrets.cli.commands.connection import (
+    AddrOption,
+    CacertOption,
+    OutputOption,
+    TokenOption,
+    connection,
+    open_client,
+)
+from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.output import (
+    OutputFormat,
+    emit_json,
+    kv_table,
+    print_table,
+    rows_table,
+    warn,
+    wire,
+    write_line,
+)
+from medsecrets.wire import JSON
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Initialise, unseal, seal and re-key the server.", no_args_is_help=True)
+
+_STATUS_KEYS = ("initialized", "sealed", "seal_type", "threshold", "shares", "progress", "term")
+
+
+def _dict(value: object) -> dict[str, JSON]:
+    data = wire(value)
+    if not isinstance(data, dict):
+        raise CliError("unexpected answer from the server")
+    return data
+
+
+def _print_status(data: dict[str, JSON]) -> None:
+    print_table(kv_table("seal status", data, keys=_STATUS_KEYS))
+
+
+def _print_shares(data: dict[str, JSON], *, what: str) -> None:
+    """Print shares (and a root token) once, with the warning on stderr."""
+    shares = data.get("shares")
+    share_list = [str(s) for s in shares] if isinstance(shares, list) else []
+    sys.stderr.write(
+        f"WARNING: {what} shown ONCE and never again. Store each unseal share with a "
+        "different trusted person, offline; anyone holding the threshold of shares can "
+        "unseal the server.\n"
+    )
+    for i, share in enumerate(share_list, start=1):
+        write_line(f"Unseal share {i}: {share}")
+    if share_list:
+        write_line(f"Threshold: {data.get('threshold')} of {len(share_list)} shares unseal.")
+    else:
+        write_line(f"Seal type {data.get('seal_type')}: the server unseals itself.")
+    token = data.get("root_token")
+    if token:
+        write_line(f"Root token: {token}")
+        sys.stderr.write(
+            "WARNING: the root token has every capability. Use it to create narrower "
+            "tokens, then revoke it (medsecrets token revoke --self).\n"
+        )
+
+
+@app.command("init")
+def init(
+    *,
+    shares: Annotated[
+        int, typer.Option("--shares", min=1, max=16, help="shamir: number of unseal shares.")
+    ] = 5,
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=1, max=16, help="shamir: shares needed to unseal.")
+    ] = 3,
+    key_file: Annotated[
+        str | None,
+        typer.Option("--key-file", help="Seal with a key file at this path on the server."),
+    ] = None,
+    kms_key_id: Annotated[
+        str | None, typer.Option("--kms-key-id", help="Seal with this AWS KMS key.")
+    ] = None,
+    kms_region: Annotated[str, typer.Option("--kms-region", help="AWS region.")] = "us-east-1",
+    kms_endpoint: Annotated[
+        str | None, typer.Option("--kms-endpoint", help="KMS endpoint URL.", show_default=False)
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Initialise the server: prints the unseal shares and the root token ONCE."""
+    from medsecrets.seal.config import (
+        AwsKmsSealConfig,
+        KeyFileSealConfig,
+        SealConfig,
+        ShamirSealConfig,
+    )
+
+    seal: SealConfig
+    if key_file is not None and kms_key_id is not None:
+        raise CliError("use either --key-file or --kms-key-id, not both", ExitCode.USAGE)
+    if key_file is not None:
+        seal = KeyFileSealConfig(key_file)
+    elif kms_key_id is not None:
+        seal = AwsKmsSealConfig(kms_key_id, kms_region, kms_endpoint)
+    else:
+        seal = ShamirSealConfig(shares, threshold)
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.init(seal))
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        _print_shares(data, what="the unseal shares and the root token are")
+
+
+def _read_secret_line(prompt: str) -> str:
+    """One line from stdin when piped, else from a hidden prompt."""
+    if sys.stdin.isatty():
+        value = str(typer.prompt(prompt, hide_input=True))
+    else:
+        value = sys.stdin.readline()
+    value = value.strip()
+    if not value:
+        raise CliError("no share given", ExitCode.USAGE)
+    return value
+
+
+@app.command("unseal")
+def unseal(
+    *,
+    share: Annotated[
+        str | None,
+        typer.Argument(
+            help="The share; omit it for a hidden prompt, or - to read it from stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget the shares submitted so far.")
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Submit one unseal share; shows the progress (k of n) until the server unseals."""
+    conn = connection(addr, token, cacert)
+    if reset:
+        if share is not None:
+            raise CliError("--reset takes no share", ExitCode.USAGE)
+        with open_client(conn) as client:
+            data = _dict(client.unseal_reset())
+    else:
+        if share is None or share == "-":
+            value = _read_secret_line("Unseal share")
+        else:
+            warn(
+                "a share given as an argument is visible to other users (ps, shell history); "
+                "omit it for a hidden prompt"
+            )
+            value = share
+        with open_client(conn) as client:
+            data = _dict(client.unseal(value))
+    if output is OutputFormat.json:
+        emit_json(data)
+    elif data.get("sealed") is False:
+        write_line("Unsealed.")
+    else:
+        write_line(f"Unseal progress: {data.get('progress')} of {data.get('threshold')}")
+
+
+@app.command("seal")
+def seal(
+    *,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Seal the server: every key leaves its memory until it is unsealed again."""
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.seal())
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        write_line("Sealed.")
+
+
+@app.command("status")
+def status(
+    *,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Show the seal status (no token needed)."""
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.seal_status())
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        _print_status(data)
+
+
+@app.command("rotate")
+def rotate(
+    *,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Add a new barrier key term (old data stays readable)."""
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.rotate())
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        print_table(kv_table("keyring", data))
+
+
+@app.command("rekey")
+def rekey(
+    *,
+    new_shares: Annotated[
+        int, typer.Option("--new-shares", min=1, max=16, help="Number of new shares.")
+    ] = 5,
+    new_threshold: Annotated[
+        int, typer.Option("--new-threshold", min=1, max=16, help="New threshold.")
+    ] = 3,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Replace the unseal shares: reads the threshold of current shares (hidden prompts
+    or one per line on stdin) and prints the new ones ONCE."""
+    with open_client(connection(addr, token, cacert)) as client:
+        status_data = _dict(client.seal_status())
+        needed = status_data.get("threshold")
+        if status_data.get("seal_type") != "shamir" or not isinstance(needed, int):
+            raise CliError("rekey needs a shamir seal", ExitCode.USAGE)
+        current = [
+            _read_secret_line(f"Current share {i} of {needed}") for i in range(1, needed + 1)
+        ]
+        data = _dict(client.rekey(current, new_shares=new_shares, new_threshold=new_threshold))
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        _print_shares(data, what="the new unseal shares are")
+
+
+@app.command("rotate-key")
+def rotate_key(
+    *,
+    category: Annotated[str, typer.Argument(help="Catalog category.", show_default=False)],
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Add a new key-encryption-key version for a category (then run rewrap)."""
+    with open_client(connection(addr, token, cacert)) as client:
+        version = client.rotate_key(category)
+    if output is OutputFormat.json:
+        emit_json({"category": category, "version": version})
+    else:
+        write_line(f"Category {category}: new KEK version {version}.")
+
+
+@app.command("key-versions")
+def key_versions(
+    *,
+    category: Annotated[str, typer.Argument(help="Catalog category.", show_default=False)],
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """List the key-encryption-key versions of a category."""
+    with open_client(connection(addr, token, cacert)) as client:
+        versions = wire(client.key_versions(category))
+    rows = [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+    if output is OutputFormat.json:
+        emit_json({"category": category, "versions": rows})
+        return
+    print_table(
+        rows_table(
+            f"KEK versions of {category}",
+            rows,
+            ("version", "created_at", "key_id"),
+            headers=("version", "created", "key id"),
+        )
+    )
+
+
+@app.command("rewrap")
+def rewrap(
+    *,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, help="Secrets per request.")
+    ] = 100,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Move every secret's data keys to the newest KEK of its category (resumable)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    totals = {"secrets": 0, "rewrapped": 0, "already_current": 0}
+    steps = 0
+    with (
+        open_client(connection(addr, token, cacert)) as client,
+        Progress(
+            TextColumn("rewrapping"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            transient=True,
+            console=Console(stderr=True),
+            disable=not sys.stderr.isatty(),
+        ) as progress,
+    ):
+        task = progress.add_task("rewrap", total=None)
+        after: str | None = ""
+        while after is not None:
+            step = _dict(client.rewrap_step(after=after, limit=limit))
+            steps += 1
+            for key in totals:
+                value = step.get(key)
+                totals[key] += value if isinstance(value, int) else 0
+            total = step.get("total")
+            progress.update(
+                task,
+                total=total if isinstance(total, int) else None,
+                completed=totals["secrets"],
+            )
+            nxt = step.get("next_after")
+            after = nxt if isinstance(nxt, str) else None
+    result: dict[str, JSON] = {**totals, "requests": steps}
+    if output is OutputFormat.json:
+        emit_json(result)
+    else:
+        write_line(
+            f"Rewrapped {totals['rewrapped']} data key(s) of {totals['secrets']} secret(s); "
+            f"{totals['already_current']} already current."
+        )

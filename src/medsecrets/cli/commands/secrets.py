@@ -1,0 +1,485 @@
+"""``medsecrets secrets``: write, read, describe, list, delete and restore secrets.
+
+Values are printed only by ``get`` (asked for). ``put`` takes ``field=value``
+pairs (warned about: the command line is visible to other users),
+``field=@file`` (the file's exact content) and ``-`` (a JSON object of strings
+on stdin); later sources override earlier ones. Parse errors name the argument
+position or field, never the value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medsecrets.cli.commands.connection import (
+    AddrOption,
+    CacertOption,
+    OutputOption,
+    TokenOption,
+    connection,
+    open_client,
+)
+from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.output import (
+    GetFormat,
+    OutputFormat,
+    emit_json,
+    env_lines,
+    kv_table,
+    print_table,
+    rows_table,
+    warn,
+    wire,
+    write_line,
+)
+from medsecrets.errors import NotFoundError
+from medsecrets.wire import JSON
+
+__all__ = ["app", "parse_fields"]
+
+app = typer.Typer(help="Write, read, list and delete secrets.", no_args_is_help=True)
+
+PathArg = Annotated[
+    str,
+    typer.Argument(
+        help="Secret path: <prefix>/<environment>/<category>, optionally followed by /<name>.",
+        show_default=False,
+    ),
+]
+
+_META_KEYS = (
+    "path",
+    "id",
+    "environment",
+    "category",
+    "description",
+    "owner",
+    "tags",
+    "rotation",
+    "current_version",
+    "created_at",
+    "updated_at",
+    "last_rotated_at",
+    "next_rotation_due",
+    "last_accessed_at",
+    "deleted_at",
+    "purge_at",
+)
+_VERSION_COLUMNS = ("number", "id", "created_at", "stages", "destroyed", "kek_version")
+_VERSION_HEADERS = ("version", "id", "created", "stages", "destroyed", "kek")
+
+
+def _dict(value: object) -> dict[str, JSON]:
+    data = wire(value)
+    if not isinstance(data, dict):
+        raise CliError("unexpected answer from the server")
+    return data
+
+
+def _read_stdin_object() -> dict[str, str]:
+    try:
+        data = json.loads(sys.stdin.read())
+    except ValueError:
+        raise CliError("stdin: expected a JSON object of strings", ExitCode.USAGE) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise CliError("stdin: expected a JSON object of strings", ExitCode.USAGE)
+    return data
+
+
+def parse_fields(args: list[str]) -> tuple[dict[str, str], bool]:
+    """Fields from ``put``'s arguments, and whether a value came on the command line.
+
+    Errors name the argument's position or the field, never a value.
+    """
+    fields: dict[str, str] = {}
+    inline = False
+    for position, arg in enumerate(args, start=1):
+        if arg == "-":
+            fields.update(_read_stdin_object())
+            continue
+        name, sep, value = arg.partition("=")
+        if not sep or not name:
+            raise CliError(
+                f"argument {position}: expected FIELD=VALUE, FIELD=@FILE or - (JSON on stdin)",
+                ExitCode.USAGE,
+            )
+        if value.startswith("@"):
+            source = value[1:]
+            try:
+                fields[name] = Path(source).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise CliError(f"field {name!r}: cannot read {source}: {reason}") from None
+        else:
+            fields[name] = value
+            inline = True
+    return fields, inline
+
+
+def _tags(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError("--tag expects KEY=VALUE", ExitCode.USAGE)
+        tags[key] = value
+    return tags
+
+
+@app.command("put")
+def put(
+    *,
+    path: PathArg,
+    values: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="FIELD=VALUE (visible to other users!), FIELD=@FILE, or - for a JSON object "
+            "on stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    cas: Annotated[
+        int | None,
+        typer.Option("--cas", min=0, help="Write only if the latest version is this (0: new)."),
+    ] = None,
+    stage: Annotated[
+        str, typer.Option("--stage", help="Stage of the new version: current or pending.")
+    ] = "current",
+    description: Annotated[
+        str | None, typer.Option("--description", help="Description.", show_default=False)
+    ] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Owner.", show_default=False)] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY=VALUE tag (repeatable).")
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Write a new version of a secret."""
+    if stage not in ("current", "pending"):
+        raise CliError("--stage must be current or pending", ExitCode.USAGE)
+    fields, inline = parse_fields(values or [])
+    if not fields:
+        raise CliError("no fields given: FIELD=VALUE, FIELD=@FILE or -", ExitCode.USAGE)
+    if inline:
+        warn(
+            "secret values given on the command line are visible to other users (ps, shell "
+            "history); prefer FIELD=@FILE or - (JSON on stdin)"
+        )
+    with open_client(connection(addr, token, cacert)) as client:
+        info = _dict(
+            client.put(
+                path,
+                fields,
+                cas=cas,
+                stage="pending" if stage == "pending" else "current",
+                description=description,
+                owner=owner,
+                tags=_tags(tag),
+            )
+        )
+    if output is OutputFormat.json:
+        emit_json(info)
+    else:
+        write_line(f"Wrote {path} version {info.get('number')} ({_stages(info)}).")
+
+
+def _stages(info: dict[str, JSON]) -> str:
+    """``current, previous`` or ``no stage`` for a version's stages."""
+    stages = info.get("stages")
+    return ", ".join(str(s) for s in stages) if isinstance(stages, list) and stages else "no stage"
+
+
+@app.command("get")
+def get(
+    *,
+    path: PathArg,
+    field: Annotated[
+        str | None,
+        typer.Option("--field", "-f", help="Print only this field's bare value (for scripts)."),
+    ] = None,
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help="current (default), pending or previous.", show_default=False),
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="Version number.", show_default=False)
+    ] = None,
+    version_id: Annotated[
+        str | None, typer.Option("--version-id", help="Version id.", show_default=False)
+    ] = None,
+    output: Annotated[
+        GetFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="MEDSECRETS_OUTPUT",
+            help="table, json, or env (KEY=value lines).",
+        ),
+    ] = GetFormat.table,
+    env_prefix: Annotated[
+        str, typer.Option("--env-prefix", help="--output env: prefix for the variable names.")
+    ] = "",
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Read a secret's values (the one command that prints them)."""
+    if sum(x is not None for x in (stage, version, version_id)) > 1:
+        raise CliError("use only one of --stage, --version, --version-id", ExitCode.USAGE)
+    if stage is not None and stage not in ("current", "pending", "previous"):
+        raise CliError("--stage must be current, pending or previous", ExitCode.USAGE)
+    with open_client(connection(addr, token, cacert)) as client:
+        secret = client.get(
+            path,
+            stage=stage,  # type: ignore[arg-type]
+            version=version,
+            version_id=version_id,
+        )
+    values = dict(secret.fields.items())
+    if field is not None:
+        if field not in values:
+            raise NotFoundError(f"secret {path!r} has no field {field!r}")
+        sys.stdout.write(values[field] + "\n")
+        sys.stdout.flush()
+        return
+    if output is GetFormat.env:
+        for line in env_lines(values, prefix=env_prefix):
+            write_line(line)
+        return
+    data = _dict(secret)
+    if output is GetFormat.json:
+        emit_json(data)
+        return
+    print_table(
+        kv_table(
+            None,
+            {"path": data.get("path"), "version": data.get("number"), "stages": data.get("stages")},
+        ),
+        rows_table(None, [{"field": k, "value": v} for k, v in values.items()], ("field", "value")),
+    )
+
+
+def _describe(
+    path: str, addr: str | None, token: str | None, cacert: str | None
+) -> dict[str, JSON]:
+    with open_client(connection(addr, token, cacert)) as client:
+        return _dict(client.describe(path))
+
+
+def _print_metadata(data: dict[str, JSON], *, title: str | None = None) -> None:
+    versions = data.get("versions")
+    rows = [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+    print_table(
+        kv_table(title, data, keys=_META_KEYS),
+        rows_table("versions", rows, _VERSION_COLUMNS, headers=_VERSION_HEADERS),
+    )
+
+
+@app.command("describe")
+def describe(
+    *,
+    path: PathArg,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Show everything about a secret except its values."""
+    data = _describe(path, addr, token, cacert)
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        _print_metadata(data)
+
+
+@app.command("versions")
+def versions(
+    *,
+    path: PathArg,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """List a secret's versions and their stages."""
+    data = _describe(path, addr, token, cacert)
+    items = data.get("versions")
+    rows = [v for v in items if isinstance(v, dict)] if isinstance(items, list) else []
+    if output is OutputFormat.json:
+        emit_json(rows)
+    else:
+        print_table(rows_table(path, rows, _VERSION_COLUMNS, headers=_VERSION_HEADERS))
+
+
+@app.command("list")
+def list_(
+    *,
+    prefix: Annotated[
+        str, typer.Argument(help="Only paths under this prefix.", show_default=False)
+    ] = "",
+    environment: Annotated[
+        str | None, typer.Option("--env", "-e", help="Only this environment.", show_default=False)
+    ] = None,
+    category: Annotated[
+        str | None,
+        typer.Option("--category", "-c", help="Only this category.", show_default=False),
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY=VALUE (repeatable; all must match).")
+    ] = None,
+    include_deleted: Annotated[
+        bool, typer.Option("--include-deleted", help="Also secrets scheduled for deletion.")
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """List secrets (metadata only), following every page."""
+    tags = _tags(tag)
+    with open_client(connection(addr, token, cacert)) as client:
+        items = [
+            _dict(m)
+            for m in client.iter_list(
+                prefix=prefix,
+                environment=environment,
+                category=category,
+                tags=tags,
+                include_deleted=include_deleted,
+            )
+        ]
+    if output is OutputFormat.json:
+        emit_json(items)
+        return
+    rows = [
+        {**m, "deleted": m.get("purge_at") is not None and m.get("purge_at") != ""} for m in items
+    ]
+    print_table(
+        rows_table(
+            None,
+            rows,
+            ("path", "category", "current_version", "updated_at", "deleted"),
+            headers=("path", "category", "current", "updated", "scheduled for deletion"),
+        ),
+        f"{len(rows)} secret(s)",
+    )
+
+
+def _confirm(what: str, yes: bool) -> None:
+    """Ask before an irreversible step; without a terminal, ``--yes`` is required."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"{what} cannot be undone: pass --yes to confirm", ExitCode.USAGE)
+    if not typer.confirm(f"{what} cannot be undone. Continue?", default=False):
+        raise CliError("aborted")
+
+
+@app.command("delete")
+def delete(
+    *,
+    path: PathArg,
+    recovery_days: Annotated[
+        int | None,
+        typer.Option("--recovery-days", min=7, max=30, help="Recovery window (default 30)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Purge now, with no recovery window.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Schedule a secret for deletion (restorable during the recovery window)."""
+    if force and recovery_days is not None:
+        raise CliError("use either --force or --recovery-days, not both", ExitCode.USAGE)
+    if force:
+        _confirm(f"purging {path}", yes)
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.delete(path, recovery_days=recovery_days, force=force))
+    if output is OutputFormat.json:
+        emit_json(data)
+    elif force:
+        write_line(f"Purged {path}.")
+    else:
+        write_line(
+            f"Scheduled {path} for deletion on {data.get('purge_at')}; restore with "
+            f"'medsecrets secrets restore {path}'."
+        )
+
+
+@app.command("restore")
+def restore(
+    *,
+    path: PathArg,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Cancel a scheduled deletion."""
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.restore(path))
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        write_line(f"Restored {path}.")
+
+
+@app.command("destroy")
+def destroy(
+    *,
+    path: PathArg,
+    version: Annotated[int, typer.Option("--version", min=1, help="Version to destroy.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Destroy one version's values for good (its metadata stays)."""
+    _confirm(f"destroying version {version} of {path}", yes)
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.destroy(path, version))
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        write_line(f"Destroyed version {version} of {path}.")
+
+
+@app.command("promote")
+def promote(
+    *,
+    path: PathArg,
+    version: Annotated[int, typer.Option("--version", min=1, help="Version to move the stage to.")],
+    stage: Annotated[
+        str, typer.Option("--stage", help="Stage to move: current, pending or previous.")
+    ] = "current",
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Move a stage (default: current) to a version, e.g. promote a pending version."""
+    if stage not in ("current", "pending", "previous"):
+        raise CliError("--stage must be current, pending or previous", ExitCode.USAGE)
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _dict(client.move_stage(path, stage, version))  # type: ignore[arg-type]
+    if output is OutputFormat.json:
+        emit_json(data)
+    else:
+        write_line(f"{path}: {stage} is now version {version}.")

@@ -1,0 +1,137 @@
+"""How the CLI prints: Rich tables for people, JSON for machines, bare values for scripts.
+
+Everything a command prints goes through here. Results are first turned into
+their JSON wire form (``medsecrets.wire.to_wire``), so ``--output json``
+prints exactly what the HTTP API returns and the table renderers read plain
+dicts. Text that came from the server or the user is never interpreted as Rich
+markup. Secret values are printed only by the commands that were asked for
+them (``secrets get``, ``generate``, ``operator init/rekey``, ``token create``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import shlex
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from medsecrets.wire import JSON, to_wire
+
+__all__ = [
+    "GetFormat",
+    "OutputFormat",
+    "cell",
+    "emit_json",
+    "env_lines",
+    "kv_table",
+    "out",
+    "print_table",
+    "rows_table",
+    "warn",
+    "wire",
+    "write_line",
+]
+
+
+class OutputFormat(enum.StrEnum):
+    """``--output`` of most commands."""
+
+    table = "table"
+    json = "json"
+
+
+class GetFormat(enum.StrEnum):
+    """``--output`` of ``secrets get``: also ``env`` (``KEY=value`` lines)."""
+
+    table = "table"
+    json = "json"
+    env = "env"
+
+
+def out() -> Console:
+    """A console on stdout (width from ``COLUMNS`` when not a terminal)."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def wire(value: object) -> JSON:
+    """The JSON wire form of ``value`` (dataclasses, mappings, sequences, scalars)."""
+    return to_wire(value)
+
+
+def emit_json(value: object) -> None:
+    """Print ``value``'s wire form as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(wire(value), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def write_line(text: str) -> None:
+    """Print ``text`` verbatim (no markup, no wrapping) and a newline on stdout."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def cell(value: JSON) -> Text:
+    """One table cell: ``-`` for null/empty, lists joined, objects as ``k=v``; never markup."""
+    if value is None or value in ("", [], {}):
+        return Text("-", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if isinstance(value, list):
+        return Text(", ".join(str(cell(v)) for v in value))
+    if isinstance(value, dict):
+        return Text(", ".join(f"{k}={cell(v)}" for k, v in value.items()))
+    return Text(str(value))
+
+
+def kv_table(title: str | None, data: Mapping[str, JSON], *, keys: Sequence[str] = ()) -> Table:
+    """A two-column table of ``data`` (only ``keys``, in that order, when given)."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key in keys or tuple(data):
+        if key in data:
+            table.add_row(Text(key), cell(data[key]))
+    return table
+
+
+def rows_table(
+    title: str | None,
+    rows: Iterable[Mapping[str, JSON]],
+    columns: Sequence[str],
+    *,
+    headers: Sequence[str] = (),
+) -> Table:
+    """A table with one row per mapping, showing ``columns`` (headed by ``headers``)."""
+    table = Table(title=title, title_justify="left")
+    for header in headers or columns:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(row.get(c)) for c in columns))
+    return table
+
+
+def print_table(*tables: Table | Text | str) -> None:
+    """Render tables (and plain lines) on stdout."""
+    console = out()
+    for item in tables:
+        console.print(Text(item) if isinstance(item, str) else item)
+
+
+def env_lines(fields: Mapping[str, str], *, prefix: str = "") -> list[str]:
+    """``KEY=value`` lines (shell-quoted values; keys upper-cased, ``-``/``.`` → ``_``)."""
+    lines = []
+    for name, value in fields.items():
+        key = (prefix + name).upper().replace("-", "_").replace(".", "_")
+        lines.append(f"{key}={shlex.quote(value)}")
+    return lines
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr (never a secret value)."""
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()

@@ -1,0 +1,102 @@
+"""``medsecrets operator ...`` end to end: a shamir server from init to rekey, and a dev server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SHARE_LINE = re.compile(r"^Unseal share (\d+): (.+)$", re.M)
+
+
+def test_init_unseal_seal_rekey_on_a_shamir_server(shamir_server, cli, canary):
+    addr = {"MEDSECRETS_ADDR": shamir_server.addr}
+    status = cli("operator", "status", "-o", "json", env=addr).ok().json()
+    assert status["initialized"] is False
+
+    # a secret route on an uninitialised server: 5
+    cli("secrets", "list", env={**addr, "MEDSECRETS_TOKEN": "ms.x"}).error(5)
+
+    init = cli("operator", "init", "--shares", "3", "--threshold", "2", env=addr).ok()
+    shares = [s for _, s in SHARE_LINE.findall(init.stdout)]
+    assert len(shares) == 3 and "ONCE" in init.stderr
+    root = re.search(r"^Root token: (\S+)$", init.stdout, re.M)
+    assert root is not None
+    env = {**addr, "MEDSECRETS_TOKEN": root.group(1)}
+    cli("operator", "init", env=addr).error(6)  # already initialised
+
+    # init leaves the store unsealed; seal it and unseal with shares
+    assert cli("operator", "seal", env=env).ok().stdout.strip() == "Sealed."
+    cli("secrets", "list", env=env).error(5)
+    first = cli("operator", "unseal", "-", input=shares[0] + "\n", env=addr).ok()
+    assert first.stdout.strip() == "Unseal progress: 1 of 2" and first.stderr == ""
+    cli("operator", "unseal", "--reset", env=addr).ok()
+    again = cli("operator", "unseal", input=shares[0] + "\n", env=addr).ok()  # piped: stdin
+    assert again.stdout.strip() == "Unseal progress: 1 of 2"
+    bad = cli("operator", "unseal", "-", input="not a share at all\n", env=addr)
+    assert bad.code == 2 and "not a share" not in bad.stderr
+    done = cli("operator", "unseal", shares[2], env=addr).ok()  # argument: warned
+    assert done.stdout.strip() == "Unsealed." and "visible to other users" in done.stderr
+    assert shares[2] not in done.stderr
+
+    path = "medessence/prod/external-services"
+    cli("secrets", "put", path, "-", input=f'{{"smtp_password": "{canary}"}}', env=env).ok()
+
+    # rekey: the threshold of current shares on stdin, new shares printed once
+    rekey = cli(
+        "operator",
+        "rekey",
+        "--new-shares",
+        "2",
+        "--new-threshold",
+        "2",
+        input=f"{shares[0]}\n{shares[1]}\n",
+        env=env,
+    ).ok()
+    new_shares = [s for _, s in SHARE_LINE.findall(rekey.stdout)]
+    assert len(new_shares) == 2 and not set(new_shares) & set(shares)
+    assert "Root token" not in rekey.stdout
+
+    cli("operator", "seal", env=env).ok()
+    old = cli("operator", "unseal", "-", input=shares[0] + "\n", env=addr)
+    assert old.code == 2
+    for i, share in enumerate(new_shares, start=1):
+        out = cli("operator", "unseal", "-", input=share + "\n", env=addr).ok().stdout
+        assert out.strip() == ("Unsealed." if i == 2 else "Unseal progress: 1 of 2")
+    got = cli("secrets", "get", path, "-f", "smtp_password", env=env).ok()
+    assert got.stdout.strip() == canary
+
+
+def test_status_rotate_keys_rewrap_and_seal(fresh_dev_server, cli):
+    env = {"MEDSECRETS_ADDR": fresh_dev_server.addr, "MEDSECRETS_TOKEN": fresh_dev_server.token}
+    table = cli("operator", "status", env=env).ok().stdout
+    assert "keyfile" in table
+    term = cli("operator", "status", "-o", "json", env=env).ok().json()["term"]
+    rotated = cli("operator", "rotate", "-o", "json", env=env).ok().json()
+    assert rotated["term"] == term + 1
+    assert "term" in cli("operator", "rotate", env=env).ok().stdout
+
+    out = cli("operator", "rotate-key", "database", env=env).ok().stdout
+    assert "KEK version 2" in out
+    versions = cli("operator", "key-versions", "database", "-o", "json", env=env).ok().json()
+    assert [v["version"] for v in versions["versions"]] == [1, 2]
+    assert "database" in cli("operator", "key-versions", "database", env=env).ok().stdout
+    cli("operator", "rotate-key", "nope", env=env).error(3)
+
+    report = cli("operator", "rewrap", "--limit", "2", "-o", "json", env=env).ok().json()
+    assert report["secrets"] >= 5 and report["rewrapped"] >= 1 and report["requests"] >= 3
+    again = cli("operator", "rewrap", env=env).ok().stdout
+    assert "0 data key(s)" in again
+
+    # sudo is needed: a narrow token is denied (4)
+    narrow = (
+        cli("token", "create", "-p", "*", "-c", "read", "-o", "json", env=env).ok().json()["token"]
+    )
+    cli("operator", "seal", env={**env, "MEDSECRETS_TOKEN": narrow}).error(4)
+
+    cli("operator", "seal", env=env).ok()
+    line = cli("secrets", "get", "medessence/development/database", env=env).error(5)
+    assert "sealed" in line
+    assert cli("operator", "status", "-o", "json", env=env).ok().json()["sealed"] is True

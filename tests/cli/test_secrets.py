@@ -1,0 +1,183 @@
+"""``medsecrets secrets ...`` end to end against a real dev server process."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+WARNING = "visible to other users"
+
+
+def test_put_get_round_trip_with_every_output(ms, secret_path, canary):
+    put = ms("secrets", "put", secret_path, f"smtp_password={canary}", "monitoring_tokens=t1")
+    put.ok()
+    assert WARNING in put.stderr and canary not in put.stderr and canary not in put.stdout
+    assert "version 1" in put.stdout
+
+    assert (
+        ms("secrets", "get", secret_path, "--field", "smtp_password").ok().stdout == canary + "\n"
+    )
+    data = ms("secrets", "get", secret_path, "-o", "json").ok().json()
+    assert data["fields"] == {"smtp_password": canary, "monitoring_tokens": "t1"}
+    assert data["number"] == 1 and data["stages"] == ["current"]
+    table = ms("secrets", "get", secret_path).ok().stdout
+    assert canary in table and "monitoring_tokens" in table
+    env_out = ms("secrets", "get", secret_path, "-o", "env").ok().stdout.splitlines()
+    assert f"SMTP_PASSWORD={canary}" in env_out and "MONITORING_TOKENS=t1" in env_out
+
+
+def test_env_output_is_shell_quoted(ms, secret_path):
+    tricky = 'it\'s $HOME `x` "q" & more'
+    ms("secrets", "put", secret_path, "-", input=json.dumps({"smtp_password": tricky})).ok()
+    line = ms("secrets", "get", secret_path, "-o", "env", "--env-prefix", "app_").ok().stdout
+    key, _, quoted = line.strip().partition("=")
+    assert key == "APP_SMTP_PASSWORD"
+    assert shlex.split(quoted) == [tricky]
+
+
+def test_put_from_file_and_stdin_does_not_warn(ms, secret_path, tmp_path: Path, canary):
+    value_file = tmp_path / "pw"
+    value_file.write_text(canary + "-file\n", encoding="utf-8")
+    result = ms("secrets", "put", secret_path, f"smtp_password=@{value_file}").ok()
+    assert WARNING not in result.stderr
+    got = ms("secrets", "get", secret_path, "-f", "smtp_password").ok().stdout
+    assert got == canary + "-file\n\n"  # the file's exact content, then the CLI's newline
+
+    result = ms("secrets", "put", secret_path, "-", input=json.dumps({"smtp_password": canary}))
+    assert WARNING not in result.ok().stderr
+    # later sources override earlier ones; stdin and a file together
+    ms(
+        "secrets",
+        "put",
+        secret_path,
+        "-",
+        f"monitoring_tokens=@{value_file}",
+        input=json.dumps({"smtp_password": canary, "monitoring_tokens": "x"}),
+    ).ok()
+    fields = ms("secrets", "get", secret_path, "-o", "json").ok().json()["fields"]
+    assert fields == {"smtp_password": canary, "monitoring_tokens": canary + "-file\n"}
+
+
+def test_put_input_errors_never_echo_values(ms, secret_path, canary):
+    assert "argument 1" in ms("secrets", "put", secret_path, canary).error(2)
+    line = ms("secrets", "put", secret_path, "-", input=f'{{"smtp_password": 1, "x": "{canary}"}}')
+    assert canary not in line.error(2)
+    line = ms("secrets", "put", secret_path, "-", input=f"not json {canary}").error(2)
+    assert canary not in line
+    missing = ms("secrets", "put", secret_path, "smtp_password=@/nonexistent/file").error(1)
+    assert "smtp_password" in missing
+    # the server rejects the value (a validator): 2, and the value is not echoed
+    short = ms("secrets", "put", secret_path, "smtp_password=shrt").error(2)
+    assert "smtp_password" in short and "shrt" not in short
+    # an undeclared field
+    assert "nope" in ms("secrets", "put", secret_path, f"nope={canary}").error(2)
+    assert ms("secrets", "describe", secret_path).code == 3
+
+
+@pytest.mark.slow
+def test_describe_versions_promote_destroy(ms, secret_path, canary):
+    ms("secrets", "put", secret_path, f"smtp_password={canary}-1").ok()
+    ms("secrets", "put", secret_path, f"smtp_password={canary}-2", "--stage", "pending").ok()
+    meta = ms("secrets", "describe", secret_path, "-o", "json").ok().json()
+    assert meta["path"] == secret_path and meta["category"] == "external-services"
+    assert meta["current_version"] == 1
+    described = ms("secrets", "describe", secret_path).ok().stdout
+    assert secret_path in described and canary not in described
+
+    versions = ms("secrets", "versions", secret_path, "-o", "json").ok().json()
+    assert [(v["number"], v["stages"]) for v in versions] == [(1, ["current"]), (2, ["pending"])]
+    assert "pending" in ms("secrets", "versions", secret_path).ok().stdout
+
+    pending = ms("secrets", "get", secret_path, "--stage", "pending", "-f", "smtp_password")
+    assert pending.ok().stdout.strip() == f"{canary}-2"
+    ms("secrets", "promote", secret_path, "--version", "2").ok()
+    assert ms("secrets", "get", secret_path, "-f", "smtp_password").ok().stdout.strip() == (
+        f"{canary}-2"
+    )
+    old = ms("secrets", "get", secret_path, "--version", "1", "-f", "smtp_password").ok()
+    assert old.stdout.strip() == f"{canary}-1"
+
+    refused = ms("secrets", "destroy", secret_path, "--version", "1")
+    assert "--yes" in refused.error(2)
+    ms("secrets", "destroy", secret_path, "--version", "1", "--yes").ok()
+    versions = ms("secrets", "versions", secret_path, "-o", "json").ok().json()
+    assert versions[0]["destroyed"] is True
+    gone = ms("secrets", "get", secret_path, "--version", "1")
+    assert gone.code in (3, 6) and canary not in gone.stderr
+    gone.error(gone.code)
+
+
+def test_cas_conflict_exits_6(ms, secret_path):
+    ms("secrets", "put", secret_path, "smtp_password=@/dev/null", "--cas", "0").error(2)
+    ms("secrets", "put", secret_path, "-", "--cas", "0", input='{"smtp_password": "longenough"}')
+    line = ms(
+        "secrets", "put", secret_path, "-", "--cas", "0", input='{"smtp_password": "longenough"}'
+    ).error(6)
+    assert line.startswith("error: ")
+
+
+def test_not_found_exits_3(ms, secret_path):
+    assert secret_path in ms("secrets", "get", secret_path).error(3)
+    ms("secrets", "describe", secret_path).error(3)
+    ms("secrets", "get", "medessence/development/database", "-f", "nope").error(3)
+
+
+def test_bad_path_is_rejected_input(ms):
+    ms("secrets", "get", "medessence/development/../database").error(2)
+
+
+@pytest.mark.slow
+def test_delete_restore_and_scheduled_for_deletion(ms, secret_path, canary):
+    ms("secrets", "put", secret_path, "-", input=json.dumps({"smtp_password": canary})).ok()
+    out = ms("secrets", "delete", secret_path, "--recovery-days", "7").ok().stdout
+    assert "Scheduled" in out
+    line = ms("secrets", "get", secret_path).error(6)
+    assert "scheduled for deletion" in line and canary not in line
+    assert ms("secrets", "describe", secret_path, "-o", "json").ok().json()["purge_at"]
+    listed = ms("secrets", "list", "medessence/cli/", "-o", "json").ok().json()
+    assert secret_path not in [m["path"] for m in listed]
+    listed = ms("secrets", "list", "medessence/cli/", "--include-deleted", "-o", "json").ok().json()
+    assert secret_path in [m["path"] for m in listed]
+    ms("secrets", "restore", secret_path).ok()
+    assert ms("secrets", "get", secret_path, "-f", "smtp_password").ok().stdout.strip() == canary
+
+    assert "--yes" in ms("secrets", "delete", secret_path, "--force").error(2)
+    ms("secrets", "delete", secret_path, "--force", "--yes").ok()
+    ms("secrets", "describe", secret_path).error(3)
+
+
+def test_list_filters_and_json(ms, secret_path):
+    ms("secrets", "put", secret_path, "-", "--tag", "team=cli", input='{"monitoring_tokens": "a"}')
+    ms("secrets", "describe", secret_path).ok()
+    items = ms("secrets", "list", "--env", "development", "-o", "json").ok().json()
+    assert {m["category"] for m in items} >= {"database", "auth"}
+    assert all(m["environment"] == "development" for m in items)
+    tagged = ms("secrets", "list", "--tag", "team=cli", "-o", "json").ok().json()
+    assert secret_path in [m["path"] for m in tagged]
+    table = ms("secrets", "list", "--category", "database").ok().stdout
+    assert "medessence/development/database" in table and "secret(s)" in table
+    assert all("fields" not in m for m in items)
+
+
+def test_unauthenticated_and_denied_exit_4(ms, secret_path, canary):
+    ms("secrets", "put", secret_path, "-", input=json.dumps({"smtp_password": canary})).ok()
+    line = ms("secrets", "get", secret_path, env={"MEDSECRETS_TOKEN": "ms.garbage"}).error(4)
+    assert canary not in line
+    ms("secrets", "list", env={"MEDSECRETS_TOKEN": ""}).error(4)
+    created = (
+        ms("token", "create", "--path", "medessence/other/", "--capability", "read", "-o", "json")
+        .ok()
+        .json()
+    )
+    narrow = {"MEDSECRETS_TOKEN": created["token"]}
+    line = ms("secrets", "get", secret_path, env=narrow).error(4)
+    assert canary not in line
+    ms("secrets", "put", "medessence/other/auth", "jwt_secret=x" * 1, env=narrow).error(4)
+
+
+def test_token_option_warns(ms, dev_server, secret_path):
+    result = ms("secrets", "list", "--token", dev_server.token, env={"MEDSECRETS_TOKEN": ""})
+    assert "--token" in result.ok().stderr and dev_server.token not in result.stderr

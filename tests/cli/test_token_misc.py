@@ -1,0 +1,194 @@
+"""``medsecrets token | provision | validate | catalog show --remote | server`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from medsecrets.testing.serverproc import EXPORT_LINE, free_port
+
+
+@pytest.mark.slow
+def test_token_create_lookup_revoke(ms, dev_server):
+    created = ms(
+        "token",
+        "create",
+        "-p",
+        "medessence/development/",
+        "-c",
+        "read",
+        "-c",
+        "list",
+        "--ttl",
+        "10m",
+        "-n",
+        "ci",
+        "-o",
+        "json",
+    ).ok()
+    data = created.json()
+    child, info = data["token"], data["info"]
+    assert child.startswith("ms.") and info["display_name"] == "ci"
+    assert set(info["capabilities"]) == {"list", "read"}
+
+    child_env = {"MEDSECRETS_TOKEN": child}
+    me = ms("token", "lookup", "-o", "json", env=child_env).ok().json()
+    assert me["accessor"] == info["accessor"] and child not in json.dumps(me)
+    by_accessor = ms("token", "lookup", info["accessor"]).ok().stdout
+    assert "ci" in by_accessor and child not in by_accessor
+    by_token = ms("token", "lookup", "--token-stdin", "-o", "json", input=child + "\n").ok().json()
+    assert by_token["accessor"] == info["accessor"]
+
+    assert (
+        ms("secrets", "get", "medessence/development/auth", "-f", "jwt_secret", env=child_env).code
+        == 0
+    )
+    ms("secrets", "list", "medessence/development/", env=child_env).ok()
+    ms("secrets", "list", env=child_env).error(4)  # list on every path is not granted
+
+    table = ms("token", "create", "-p", "*", "-c", "read").ok()
+    assert re.search(r"^Token: ms\.\S+$", table.stdout, re.M) and "ONCE" in table.stderr
+
+    ms("token", "revoke", info["accessor"]).ok()
+    assert "token" in ms("secrets", "list", "medessence/development/", env=child_env).error(4)
+    ms("token", "lookup", info["accessor"]).error(3)
+
+    # revoke --self
+    other = ms("token", "create", "-p", "*", "-c", "read", "-o", "json").ok().json()["token"]
+    ms("token", "revoke", "--self", env={"MEDSECRETS_TOKEN": other}).ok()
+    ms("token", "lookup", env={"MEDSECRETS_TOKEN": other}).error(4)
+
+
+def test_token_usage_errors(ms):
+    assert "--path" in ms("token", "create", "-c", "read").error(2)
+    assert "--ttl" in ms("token", "create", "-p", "*", "-c", "read", "--ttl", "soon").error(2)
+    ms("token", "revoke").error(2)
+    ms("token", "create", "-p", "*", "-c", "read", "--ttl", "90d").error(2)  # over 31 days
+
+
+@pytest.mark.slow
+def test_provision_and_validate(ms):
+    report = ms("provision", "--env", "test", "-o", "json").ok().json()
+    assert report["environment"] == "test"
+    by_category = {i["category"]: i for i in report["items"]}
+    assert set(by_category) == {
+        "database",
+        "ai-providers",
+        "medical-encryption",
+        "auth",
+        "external-services",
+    }
+    assert by_category["database"]["status"] == "created"
+    again = ms("provision", "--env", "test").ok().stdout
+    assert "0 created, 5 existed already" in again and "medessence/test/database" in again
+
+    refused = ms("provision", "--env", "production").error(2)
+    assert "provided" in refused
+    assert ms("secrets", "list", "medessence/production/", "-o", "json").ok().json() == []
+    ms("provision", "--env", "staging", "-c", "nope").error(3)
+
+    ok = ms("validate", "medessence/test/database", "-o", "json").ok().json()
+    assert ok["valid"] is True and ok["problems"] == []
+    assert "yes" in ms("validate", "medessence/test/database").ok().stdout
+    ms("validate", "medessence/test/database/nothing-here").error(3)
+    ms("validate", "medessence/test/nothing-here/x").error(2)  # not a catalog category
+
+
+def test_provision_with_provided_values(ms, tmp_path, canary):
+    provided = {
+        "ai-providers": {
+            "openai_api_key": "sk-" + "a" * 48,
+        }
+    }
+    (tmp_path / "p.json").write_text(json.dumps(provided), encoding="utf-8")
+    result = ms(
+        "provision",
+        "--env",
+        "dev",
+        "-c",
+        "auth",
+        "-c",
+        "ai-providers",
+        "--provided",
+        str(tmp_path / "p.json"),
+        "-o",
+        "json",
+    )
+    items = result.ok().json()["items"]
+    assert {i["category"] for i in items} == {"auth", "ai-providers"}
+    bad = ms("provision", "--env", "dev", "--provided", "-", input=f"{canary} not json")
+    assert canary not in bad.error(2)
+
+
+def test_catalog_show_remote(ms):
+    data = ms("catalog", "show", "--remote", "-o", "json").ok().json()
+    assert data["prefix"] == "medessence"
+    names = [c["name"] for c in data["categories"]]
+    assert "database" in names
+    assert "password" in ms("catalog", "show", "database", "--remote").ok().stdout
+    ms("catalog", "show", "nope", "--remote").error(3)
+
+
+def test_server_command_dev_mode(tmp_path, cli):
+    """``medsecrets server --dev`` delegates to the server runner and prints the export line."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSECRETS_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medsecrets.cli",
+            "server",
+            "--dev",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        match = None
+        deadline = time.monotonic() + 60
+        while match is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            match = EXPORT_LINE.search(line)
+        assert match is not None, "no export line"
+        addr, token = match.group(1), match.group(2)
+        assert addr == f"http://127.0.0.1:{port}"
+        health = httpx.get(f"{addr}/v1/sys/health", timeout=5).json()
+        assert health["initialized"] is True and health["sealed"] is False
+        listed = cli(
+            "secrets",
+            "list",
+            "-o",
+            "json",
+            env={"MEDSECRETS_ADDR": addr, "MEDSECRETS_TOKEN": token},
+        )
+        assert len(listed.ok().json()) == 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--data-dir", "--config"])
+def test_server_command_rejects_missing_flag_values(cli, flag):
+    cli("server", flag).error(2)
