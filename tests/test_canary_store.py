@@ -58,7 +58,12 @@ def exercise(store: SecretStore, caplog: pytest.LogCaptureFixture) -> tuple[list
                 "monitoring_tokens": canary + "-mon",
                 "backup_credentials": canary + "-bak",
             },
-            "database": {"username": "medessence_prod", "host": "db", "port": "5432", "database": "m"},
+            "database": {
+                "username": "medessence_prod",
+                "host": "db",
+                "port": "5432",
+                "database": "m",
+            },
             "ai-providers": {
                 "openai_api_key": "sk-" + "a" * 48,
                 "anthropic_api_key": "sk-ant-" + "b" * 90,

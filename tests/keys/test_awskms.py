@@ -47,7 +47,9 @@ def kms_catalog(prefix: str) -> Catalog:
 
 
 @pytest.fixture
-def kms_store(tmp_path: Path, moto: MotoServer, request: pytest.FixtureRequest) -> Iterator[SecretStore]:
+def kms_store(
+    tmp_path: Path, moto: MotoServer, request: pytest.FixtureRequest
+) -> Iterator[SecretStore]:
     prefix = f"t{abs(hash(request.node.nodeid)) % 10**8}"
     store = SecretStore(
         SqliteStorage(tmp_path / "s.db"),

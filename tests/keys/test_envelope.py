@@ -55,9 +55,7 @@ def test_tampered_envelope_fails_opaquely(store: SecretStore) -> None:
         bad = dict(doc, **{field: base64.b64encode(bytes(blob)).decode()})
         store.envelope.forget()
         with pytest.raises(DecryptionError) as info:
-            store.envelope.open(
-                SealedValue.from_json(bad), path="p", version=1, category="auth"
-            )
+            store.envelope.open(SealedValue.from_json(bad), path="p", version=1, category="auth")
         assert str(info.value) == "decryption failed"
     with pytest.raises(DecryptionError):
         SealedValue.loads(b"not json")

@@ -185,12 +185,14 @@ def test_destroy_erases_one_version(store: SecretStore) -> None:
 def test_metadata_and_rotation_schedule(store: SecretStore, clock: ManualClock) -> None:
     created = clock.now()
     value = store.catalog.category("database").build({}, development=True)
-    store.secrets.put(
-        DB, value, description="primary db", owner="team-data", tags={"tier": "gold"}
-    )
+    store.secrets.put(DB, value, description="primary db", owner="team-data", tags={"tier": "gold"})
     meta = store.secrets.describe(DB)
     assert (meta.environment, meta.category) == ("production", "database")
-    assert (meta.description, meta.owner, dict(meta.tags)) == ("primary db", "team-data", {"tier": "gold"})
+    assert (meta.description, meta.owner, dict(meta.tags)) == (
+        "primary db",
+        "team-data",
+        {"tier": "gold"},
+    )
     assert meta.rotation.interval_days == 90
     assert meta.next_rotation_due == created + dt.timedelta(days=90)
     assert meta.last_rotated_at is None
@@ -330,12 +332,12 @@ def test_sealed_store_refuses_everything(store: SecretStore) -> None:
     for call in (
         lambda: store.secrets.get(AUTH),
         lambda: store.secrets.put(AUTH, auth_value(store)),
-        lambda: store.secrets.list(),
+        store.secrets.list,
         lambda: store.secrets.describe(AUTH),
         lambda: store.secrets.delete(AUTH),
         lambda: store.provision("development"),
         lambda: store.rotate_key("auth"),
-        lambda: store.rewrap(),
+        store.rewrap,
     ):
         with pytest.raises(SealedError):
             call()
