@@ -1,37 +1,44 @@
 # medsecrets developer targets. Every target sets up .venv itself (fast when current).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
+ARGS   ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test lint bench venv clean
 
-$(STAMP): pyproject.toml
+# The core install (server, CLI, SDK) and the full one (every extra + test tools).
+$(VENV)/.core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
-	@touch $(STAMP)
+	@$(PIP) --upgrade pip
+	@$(PIP) -e .
+	@touch $@
 
-venv: $(STAMP)
+$(VENV)/.dev: pyproject.toml $(VENV)/.core
+	@$(PIP) -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.dev
 
 ## run: start a development server on the embedded SQLite store (data in ./.medsecrets)
-run: $(STAMP)
-	$(VENV)/bin/medsecrets server --dev
+run: $(VENV)/.core
+	$(VENV)/bin/medsecrets server --dev $(ARGS)
 
 ## test: install everything the tests need and run them
-test: $(STAMP)
+test: $(VENV)/.dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## lint: ruff and mypy --strict on src/
-lint: $(STAMP)
+## lint: ruff, mypy --strict on src/, and the import-layer contracts
+lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## bench: run the benchmarks; figures go to docs/benchmarks.md
-bench: $(STAMP)
+## bench: run the benchmarks (installs wrk if missing); figures go to docs/benchmarks.md
+bench: $(VENV)/.dev
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m benchmarks
 
 clean:
