@@ -1,6 +1,6 @@
 """``python -m benchmarks [--quick] [SUITE ...]``: run suites and write docs/benchmarks.md.
 
-Each suite module has ``run(quick: bool) -> list[Figure]``. The report keeps one
+Each suite module has ``figures(quick: bool) -> list[Figure]``. The report keeps one
 section per suite, replaced on each run, with the command and the machine.
 """
 
@@ -19,6 +19,8 @@ from benchmarks.measure import Figure
 
 SUITES = {
     "store": "Issue 2: the encrypted store in process",
+    "http": "Issue 3: the server over HTTP",
+    "sdk_cache": "Issue 3: the SDK cache in process",
 }
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
@@ -41,11 +43,18 @@ def _section(suite: str, figures: list[Figure], command: str) -> str:
         "|---|---|",
     ]
     for f in figures:
-        value = f"{f.value:.0f}%" if f.unit == "%" else f"{f.value:,.0f} {f.unit}"
+        value = _fmt(f.value, f.unit)
         if f.runs:
-            value += " (runs: " + ", ".join(f"{r:,.0f}" for r in f.runs) + ")"
+            value += " (runs: " + ", ".join(_fmt(r, "") for r in f.runs) + ")"
         lines.append(f"| {f.name} | {value} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float, unit: str) -> str:
+    number = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+    if unit == "%":
+        return f"{value:.0f}%"
+    return f"{number} {unit}".strip()
 
 
 def _write(suite: str, section: str) -> None:
@@ -66,9 +75,9 @@ def main(argv: list[str]) -> int:
     for suite in args.suites or list(SUITES):
         module = importlib.import_module(f"benchmarks.{suite}")
         print(f"== {SUITES[suite]}", flush=True)
-        figures: list[Figure] = module.run(quick=args.quick)
+        figures: list[Figure] = module.figures(quick=args.quick)
         for f in figures:
-            print(f"  {f.name}: {f.value:,.1f} {f.unit}", flush=True)
+            print(f"  {f.name}: {_fmt(f.value, f.unit)}", flush=True)
         if not args.quick:
             _write(suite, _section(suite, figures, f"make bench  # python -m benchmarks {suite}"))
     return 0

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.measure import Figure, throughput
-from medsecrets.seal.config import KeyFileSealConfig
+from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.storage.base import StorageBackend
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
@@ -65,7 +65,7 @@ def _store(storage: StorageBackend, workdir: Path, name: str) -> SecretStore:
     return store
 
 
-def run(quick: bool = False) -> list[Figure]:
+def figures(quick: bool = False) -> list[Figure]:
     """Measure and return the figures."""
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="medsecrets-bench-") as tmp:

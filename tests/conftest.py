@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from medsecrets.clock import ManualClock
-from medsecrets.seal.config import KeyFileSealConfig
+from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 

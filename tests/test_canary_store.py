@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from medsecrets.errors import MedsecretsError
-from medsecrets.seal.config import KeyFileSealConfig
+from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.storage.base import StorageBackend
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore

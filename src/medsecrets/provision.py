@@ -4,46 +4,21 @@ Every category's value is built (and validated) before anything is written,
 so a missing ``provided`` field in a production-like environment stops the
 run with nothing written. Secrets that exist already are left untouched, so a
 run can be repeated. In development environments, ``provided`` fields that
-were not given are filled with values clearly marked as dummies.
+were not given are filled with values clearly marked as dummies. The report
+(``ProvisionReport``) is an API value type: ``medsecrets.schema.provision``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 from medsecrets.catalog.model import Catalog
 from medsecrets.engines.secrets.engine import SecretsEngine
 from medsecrets.engines.secrets.paths import SecretPath
 from medsecrets.errors import AlreadyExistsError, CasConflictError, InvalidRequest, NotFoundError
+from medsecrets.schema.provision import ProvisionItem, ProvisionReport
 
-__all__ = ["ProvisionItem", "ProvisionReport", "provision"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProvisionItem:
-    """What happened to one category's secret."""
-
-    path: str
-    category: str
-    status: Literal["created", "exists"]
-    version: int | None
-    dummy_fields: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ProvisionReport:
-    """The outcome of provisioning one environment."""
-
-    environment: str
-    development: bool
-    items: tuple[ProvisionItem, ...]
-
-    @property
-    def created(self) -> int:
-        """How many secrets were created."""
-        return sum(item.status == "created" for item in self.items)
+__all__ = ["provision"]
 
 
 def provision(

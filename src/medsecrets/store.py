@@ -22,19 +22,19 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from medsecrets.barrier.aes_gcm import AesGcmBarrier
-from medsecrets.barrier.base import KeyringInfo
 from medsecrets.catalog.loader import default_catalog
 from medsecrets.catalog.model import Catalog
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.engines.secrets.engine import SecretsEngine
-from medsecrets.engines.secrets.model import RewrapReport
-from medsecrets.keys.base import KekVersion
 from medsecrets.keys.envelope import Envelope
 from medsecrets.keys.manager import KeyManager
-from medsecrets.provision import ProvisionReport, provision
-from medsecrets.seal.config import AwsKmsSealConfig, SealConfig
+from medsecrets.provision import provision
+from medsecrets.schema.keys import KekVersion, RewrapReport
+from medsecrets.schema.provision import ProvisionReport
+from medsecrets.schema.seal import AwsKmsSealConfig, InitResult, SealConfig, SealStatus
+from medsecrets.schema.system import KeyringInfo
 from medsecrets.seal.kms import KmsClient
-from medsecrets.seal.manager import InitResult, SealManager, SealStatus
+from medsecrets.seal.manager import SealManager
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import StorageBackend
 

@@ -13,11 +13,11 @@ from medsecrets.auth.tokens import (
     CAPABILITIES,
     HMAC_KEY,
     TOKENS,
-    TokenInfo,
     TokenStore,
 )
 from medsecrets.clock import ManualClock
 from medsecrets.errors import AuthenticationError, InvalidRequest, NotFoundError, PermissionDenied
+from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 
 TOKEN_RE = re.compile(r"ms\.[A-Za-z0-9_-]{43}")

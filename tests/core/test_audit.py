@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from medsecrets.auth.tokens import TokenInfo, TokenStore
+from medsecrets.auth.tokens import TokenStore
 from medsecrets.core import Core, Request
 from medsecrets.errors import AuditFailure, AuthenticationError, NotFoundError, PermissionDenied
+from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 
 from .conftest import P

@@ -13,7 +13,7 @@ from medsecrets.catalog.loader import default_catalog
 from medsecrets.catalog.model import Catalog, KekSpec
 from medsecrets.clock import ManualClock
 from medsecrets.errors import DecryptionError
-from medsecrets.seal.config import KeyFileSealConfig
+from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 from medsecrets.testing.motoserver import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, MotoServer

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from medsecrets.clock import ManualClock
-from medsecrets.engines.secrets.model import SecretMetadata, SecretVersion
 from medsecrets.errors import NotFoundError, ScheduledForDeletion, SealedError
+from medsecrets.schema.secrets import SecretMetadata, SecretVersion
 from medsecrets.sdk import SecretCache
 from medsecrets.sdk.cache import ERROR_RETRY
 from medsecrets.sensitive import SecretFields

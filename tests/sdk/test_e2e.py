@@ -21,8 +21,8 @@ from medsecrets.errors import (
     SealedError,
     ValidationError,
 )
+from medsecrets.schema.seal import ShamirSealConfig
 from medsecrets.sdk import AsyncClient, Client, SecretCache, ServerUnavailableError
-from medsecrets.seal.config import ShamirSealConfig
 from medsecrets.sensitive import SecretFields, Sensitive
 from medsecrets.testing.serverproc import ServerProcess, free_port, write_test_certificates
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import medsecrets.sdk as sdk
-from medsecrets.engines.secrets.model import SecretVersion
+from medsecrets.schema.secrets import SecretVersion
 
 
 def test_public_names_are_pinned() -> None:

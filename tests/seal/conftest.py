@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from medsecrets.barrier.aes_gcm import AesGcmBarrier
-from medsecrets.seal.config import AwsKmsSealConfig
+from medsecrets.schema.seal import AwsKmsSealConfig
 from medsecrets.seal.kms import AwsCredentials, AwsKmsClient, KmsClient
 from medsecrets.seal.manager import SealManager
 from medsecrets.sensitive import Sensitive

@@ -1,16 +1,12 @@
+"""The stored form of a seal configuration: round trips, and malformed documents refused."""
+
 from __future__ import annotations
 
 import pytest
 
-from medsecrets.errors import InvalidRequest, StorageError
-from medsecrets.seal.config import (
-    AwsKmsSealConfig,
-    KeyFileSealConfig,
-    ShamirSealConfig,
-    config_from_document,
-    config_to_document,
-    seal_type,
-)
+from medsecrets.errors import StorageError
+from medsecrets.schema.seal import AwsKmsSealConfig, KeyFileSealConfig, ShamirSealConfig
+from medsecrets.seal.config import config_from_document, config_to_document
 
 
 @pytest.mark.parametrize(("shares", "threshold"), [(1, 1), (2, 2), (5, 3), (16, 16), (16, 2)])
@@ -19,29 +15,10 @@ def test_valid_shamir_configs(shares: int, threshold: int) -> None:
     assert config_from_document(config_to_document(config)) == config
 
 
-@pytest.mark.parametrize(
-    ("shares", "threshold"), [(0, 0), (5, 0), (3, 4), (17, 3), (5, 1), (2, 1), (-1, 1)]
-)
-def test_invalid_shamir_configs(shares: int, threshold: int) -> None:
-    with pytest.raises(InvalidRequest):
-        ShamirSealConfig(shares=shares, threshold=threshold)
-
-
-def test_defaults_and_types() -> None:
-    assert ShamirSealConfig() == ShamirSealConfig(5, 3)
+def test_every_kind_round_trips() -> None:
     kms = AwsKmsSealConfig("alias/medsecrets-root")
-    assert (kms.region, kms.endpoint_url) == ("us-east-1", None)
-    assert [seal_type(c) for c in (ShamirSealConfig(), KeyFileSealConfig("/k"), kms)] == [
-        "shamir",
-        "keyfile",
-        "awskms",
-    ]
     for config in (KeyFileSealConfig("/k"), kms, AwsKmsSealConfig("k", "eu-west-1", "http://x")):
         assert config_from_document(config_to_document(config)) == config
-    with pytest.raises(InvalidRequest):
-        KeyFileSealConfig("")
-    with pytest.raises(InvalidRequest):
-        AwsKmsSealConfig("")
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,15 @@ from medsecrets.errors import (
     ProviderError,
     SealedError,
 )
-from medsecrets.seal.config import AwsKmsSealConfig, KeyFileSealConfig, ShamirSealConfig
+from medsecrets.schema.seal import (
+    AwsKmsSealConfig,
+    InitResult,
+    KeyFileSealConfig,
+    SealStatus,
+    ShamirSealConfig,
+)
 from medsecrets.seal.kms import KmsClient
-from medsecrets.seal.manager import InitResult, SealManager, SealStatus
+from medsecrets.seal.manager import SealManager
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import Put
 from medsecrets.storage.sqlite import SqliteStorage

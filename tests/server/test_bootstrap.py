@@ -9,7 +9,7 @@ import pytest
 
 from medsecrets.clock import ManualClock
 from medsecrets.errors import ConfigError
-from medsecrets.seal.config import KeyFileSealConfig, ShamirSealConfig
+from medsecrets.schema.seal import KeyFileSealConfig, ShamirSealConfig
 from medsecrets.server.bootstrap import DEV_TOKEN_FILE, build_core, build_store
 from medsecrets.server.config import Settings, load_settings
 from medsecrets.server.sweeper import Sweeper

@@ -38,7 +38,6 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from medsecrets.barrier.base import SecureStorage
 from medsecrets.clock import Clock, SystemClock
@@ -50,6 +49,7 @@ from medsecrets.errors import (
     PermissionDenied,
     StorageError,
 )
+from medsecrets.schema.tokens import TokenInfo, covers
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import Delete, Expect, Operation, Put
 
@@ -59,9 +59,7 @@ __all__ = [
     "MAX_TTL",
     "MIN_TTL",
     "TOKEN_PREFIX",
-    "TokenInfo",
     "TokenStore",
-    "covers",
 ]
 
 CAPABILITIES: tuple[str, ...] = (
@@ -95,40 +93,6 @@ _MAX_CACHE = 10_000
 _ACCESSOR = re.compile(r"[0-9a-f]{32}")
 _PATH_PREFIX = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*/)*[A-Za-z0-9][A-Za-z0-9._-]*/?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    """Public facts about a token (never the token itself).
-
-    ``paths`` are path prefixes (``*`` matches every path); ``parent`` is the
-    accessor of the token that created this one; ``expires_at`` is ``None`` only
-    for root tokens.
-    """
-
-    accessor: str
-    display_name: str
-    paths: tuple[str, ...]
-    capabilities: tuple[str, ...]
-    created_at: dt.datetime
-    expires_at: dt.datetime | None
-    parent: str | None
-    root: bool
-
-    def allows(self, capability: str, path: str | None) -> bool:
-        """Whether this token holds ``capability`` on ``path`` (``None``: no path involved)."""
-        if capability not in self.capabilities:
-            return False
-        return path is None or any(covers(prefix, path) for prefix in self.paths)
-
-    def expired(self, now: dt.datetime) -> bool:
-        """Whether the token has expired at ``now``."""
-        return self.expires_at is not None and now >= self.expires_at
-
-
-def covers(prefix: str, path: str) -> bool:
-    """Whether the path prefix ``prefix`` (or ``*``) covers ``path``."""
-    return prefix == "*" or path.startswith(prefix)
 
 
 def _dumps(info: TokenInfo) -> bytes:

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medsecrets.barrier.base import KeyringInfo
 from medsecrets.barrier.keyring import KEY_SIZE, Keyring
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import (
@@ -51,6 +50,7 @@ from medsecrets.errors import (
     SealedError,
     StorageError,
 )
+from medsecrets.schema.system import KeyringInfo
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import (
     Delete,

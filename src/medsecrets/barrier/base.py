@@ -2,31 +2,20 @@
 
 Everything above the barrier sees plaintext; everything below sees only
 sealed records. ``SecureStorage`` is the view engines get: the storage
-operations, with values in plaintext.
+operations, with values in plaintext. ``Barrier.keyring_info`` answers with
+``medsecrets.schema.system.KeyringInfo`` (an API value type).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from medsecrets.schema.system import KeyringInfo
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import ListPage, Operation
 
-__all__ = ["Barrier", "KeyringInfo", "SecureStorage"]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyringInfo:
-    """Public facts about the keyring: never key material."""
-
-    term: int
-    terms: int
-    installed_at: dt.datetime
-    encryptions: int
-    rotation_threshold: int
+__all__ = ["Barrier", "SecureStorage"]
 
 
 @runtime_checkable

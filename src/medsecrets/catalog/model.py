@@ -36,6 +36,7 @@ from medsecrets.catalog.generators import GENERATORS, RandomSource, SystemRandom
 from medsecrets.catalog.templates import parse_template
 from medsecrets.catalog.validators import ParamValue, build_validator
 from medsecrets.errors import CatalogError, InvalidRequest, NotFoundError, ValidationError
+from medsecrets.schema.catalog import FieldSource
 
 __all__ = [
     "CATEGORY_NAME",
@@ -71,7 +72,6 @@ backward compatibility); ``manual``: a person provides the new values (reminder 
 
 MAX_INTERVAL_DAYS = 3650
 
-FieldSource = Literal["generated", "provided", "derived"]
 KekProvider = Literal["local", "aws-kms"]
 
 

@@ -61,6 +61,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from medsecrets.errors import InvalidRequest
+from medsecrets.schema.catalog import ParamValue
 
 __all__ = [
     "VALIDATORS",
@@ -73,9 +74,6 @@ __all__ = [
     "resolve_params",
     "shannon_entropy",
 ]
-
-ParamValue = int | float | str | bool
-"""A generator or validator parameter value (YAML scalars)."""
 
 _TYPE_NAMES: Mapping[type, str] = {
     int: "an integer",

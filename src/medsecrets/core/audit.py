@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from medsecrets.auth.tokens import TokenInfo
 from medsecrets.core.request import Request
+from medsecrets.schema.tokens import TokenInfo
 
 __all__ = ["AuditHook", "NullAuditHook"]
 

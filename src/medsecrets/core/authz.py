@@ -10,9 +10,9 @@ itself is enough.
 
 from __future__ import annotations
 
-from medsecrets.auth.tokens import TokenInfo, covers
 from medsecrets.core.routes.base import Call, RouteSpec
 from medsecrets.errors import PermissionDenied
+from medsecrets.schema.tokens import TokenInfo, covers
 
 __all__ = ["authorize"]
 

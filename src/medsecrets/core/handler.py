@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import medsecrets
-from medsecrets.auth.tokens import TokenInfo, TokenStore
+from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import Clock
 from medsecrets.core.audit import AuditHook, NullAuditHook
 from medsecrets.core.authz import authorize
@@ -39,6 +39,7 @@ from medsecrets.errors import (
     NotInitializedError,
     SealedError,
 )
+from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 from medsecrets.wire import to_wire
 

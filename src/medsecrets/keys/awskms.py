@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, TypeVar
 from medsecrets.barrier.base import SecureStorage
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import DecryptionError, ProviderError
-from medsecrets.keys.base import KekVersion, WrappedKey
+from medsecrets.keys.base import WrappedKey
 from medsecrets.keys.table import VersionTable
+from medsecrets.schema.keys import KekVersion
 from medsecrets.sensitive import Sensitive
 
 if TYPE_CHECKING:

@@ -3,19 +3,20 @@
 A ``KekProvider`` wraps and unwraps data keys for a category. Wrapping binds an
 encryption context (path, version, category): unwrapping with any other
 context fails with ``DecryptionError``. Versions only grow; every version ever
-created keeps unwrapping until the provider is told otherwise.
+created keeps unwrapping until the provider is told otherwise. ``versions``
+answers with ``medsecrets.schema.keys.KekVersion`` (an API value type).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from medsecrets.schema.keys import KekVersion
 from medsecrets.sensitive import Sensitive
 
-__all__ = ["KekProvider", "KekVersion", "WrappedKey"]
+__all__ = ["KekProvider", "WrappedKey"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,16 +29,6 @@ class WrappedKey:
 
     def __repr__(self) -> str:
         return f"WrappedKey(provider={self.provider!r}, kek_version={self.kek_version})"
-
-
-@dataclass(frozen=True, slots=True)
-class KekVersion:
-    """Public facts about one KEK version (never key material)."""
-
-    category: str
-    version: int
-    created_at: dt.datetime
-    key_id: str | None = None
 
 
 @runtime_checkable

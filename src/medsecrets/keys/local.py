@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from medsecrets.barrier.base import SecureStorage
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import DecryptionError
-from medsecrets.keys.base import KekVersion, WrappedKey
+from medsecrets.keys.base import WrappedKey
 from medsecrets.keys.context import canonical_context
 from medsecrets.keys.table import Entry, VersionTable
+from medsecrets.schema.keys import KekVersion
 from medsecrets.sensitive import Sensitive
 
 __all__ = ["LocalKekProvider"]

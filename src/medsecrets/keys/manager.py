@@ -17,8 +17,9 @@ from medsecrets.catalog.model import Catalog
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import ProviderError
 from medsecrets.keys.awskms import AwsKmsKekProvider, default_alias
-from medsecrets.keys.base import KekProvider, KekVersion
+from medsecrets.keys.base import KekProvider
 from medsecrets.keys.local import LocalKekProvider
+from medsecrets.schema.keys import KekVersion
 
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient

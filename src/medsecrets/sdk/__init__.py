@@ -7,13 +7,28 @@
     client = Client()                      # MEDSECRETS_ADDR / MEDSECRETS_TOKEN / MEDSECRETS_CACERT
     cache = SecretCache(client, ttl=300)
     password = cache.get("medessence/production/database", "password")
+
+The clients answer with the API's value types (``medsecrets.schema``); the SDK
+speaks HTTP only and imports no server module. The exports below load lazily
+(PEP 562): ``import medsecrets.sdk`` imports neither httpx nor asyncio.
 """
 
-from medsecrets.sdk.aclient import AsyncClient
-from medsecrets.sdk.cache import SecretCache
-from medsecrets.sdk.client import Client
-from medsecrets.sdk.errors import ServerError, ServerUnavailableError, UnexpectedResponseError
-from medsecrets.sdk.models import Secret
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medsecrets.lazy import resolve
+from medsecrets.schema.secrets import SecretVersion
+
+if TYPE_CHECKING:
+    from medsecrets.sdk.aclient import AsyncClient
+    from medsecrets.sdk.cache import SecretCache
+    from medsecrets.sdk.client import Client
+    from medsecrets.sdk.errors import (
+        ServerError,
+        ServerUnavailableError,
+        UnexpectedResponseError,
+    )
 
 __all__ = [
     "AsyncClient",
@@ -24,3 +39,23 @@ __all__ = [
     "ServerUnavailableError",
     "UnexpectedResponseError",
 ]
+
+Secret = SecretVersion
+"""What ``Client.get`` returns: one version of a secret; its ``fields`` mask values in ``repr``."""
+
+_EXPORTS = {
+    "AsyncClient": "medsecrets.sdk.aclient",
+    "Client": "medsecrets.sdk.client",
+    "SecretCache": "medsecrets.sdk.cache",
+    "ServerError": "medsecrets.sdk.errors",
+    "ServerUnavailableError": "medsecrets.sdk.errors",
+    "UnexpectedResponseError": "medsecrets.sdk.errors",
+}
+
+
+def __getattr__(name: str) -> object:
+    return resolve(__name__, _EXPORTS, name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -21,32 +21,29 @@ from typing import TypeVar
 
 import httpx
 
-from medsecrets.barrier.base import KeyringInfo
-from medsecrets.catalog.validators import ParamValue
-from medsecrets.engines.secrets.model import (
+from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
+from medsecrets.schema.keys import KekVersion, RewrapReport
+from medsecrets.schema.provision import ProvisionReport
+from medsecrets.schema.seal import (
+    InitResponse,
+    InitResult,
+    SealConfig,
+    SealStatus,
+    ShamirSealConfig,
+)
+from medsecrets.schema.secrets import (
     SecretMetadata,
     SecretPage,
     SecretVersion,
     Stage,
+    ValidationReport,
     VersionInfo,
 )
-from medsecrets.keys.base import KekVersion
-from medsecrets.provision import ProvisionReport
+from medsecrets.schema.system import Health, KeyringInfo
+from medsecrets.schema.tokens import CreatedToken, TokenInfo
 from medsecrets.sdk import endpoints as ep
 from medsecrets.sdk.base import ClientBase
-from medsecrets.sdk.models import (
-    CatalogInfo,
-    CategoryInfo,
-    CreatedToken,
-    Health,
-    InitResponse,
-    RewrapStep,
-    TokenInfo,
-    ValidationReport,
-)
 from medsecrets.sdk.transport import Attempts, Call, decode, encode
-from medsecrets.seal.config import SealConfig, ShamirSealConfig
-from medsecrets.seal.manager import InitResult, SealStatus
 from medsecrets.sensitive import Sensitive
 
 __all__ = ["AsyncClient"]
@@ -185,7 +182,7 @@ class AsyncClient(ClientBase):
         """Add a KEK version for ``category``; its number (``sudo``)."""
         return (await self.call(ep.rotate_key(category))).version
 
-    async def rewrap_step(self, *, after: str = "", limit: int = 100) -> RewrapStep:
+    async def rewrap_step(self, *, after: str = "", limit: int = 100) -> RewrapReport:
         """One resumable rewrap step (``sudo``); repeat with ``next_after`` until ``None``."""
         return await self.call(ep.rewrap_step(after=after, limit=limit))
 

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Protocol, overload
 
 from medsecrets.clock import Clock, SystemClock
-from medsecrets.engines.secrets.model import SecretMetadata, SecretVersion
 from medsecrets.errors import (
     AuditFailure,
     MedsecretsError,
@@ -52,6 +51,7 @@ from medsecrets.errors import (
     ProviderError,
     SealedError,
 )
+from medsecrets.schema.secrets import SecretMetadata, SecretVersion
 from medsecrets.sdk.errors import ServerError, ServerUnavailableError
 from medsecrets.sensitive import SecretFields
 

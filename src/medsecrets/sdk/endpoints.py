@@ -20,33 +20,29 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import quote
 
-from medsecrets.barrier.base import KeyringInfo
-from medsecrets.catalog.validators import ParamValue
-from medsecrets.engines.secrets.model import (
+from medsecrets.errors import InvalidRequest
+from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
+from medsecrets.schema.keys import KeyRotation, KeyVersions, RewrapReport
+from medsecrets.schema.provision import ProvisionReport
+from medsecrets.schema.seal import (
+    InitResponse,
+    InitResult,
+    KeyFileSealConfig,
+    SealConfig,
+    SealStatus,
+    ShamirSealConfig,
+)
+from medsecrets.schema.secrets import (
     SecretMetadata,
     SecretPage,
     SecretVersion,
     Stage,
+    ValidationReport,
     VersionInfo,
 )
-from medsecrets.errors import InvalidRequest
-from medsecrets.provision import ProvisionReport
-from medsecrets.sdk.models import (
-    CatalogInfo,
-    CategoryInfo,
-    CreatedToken,
-    Health,
-    InitResponse,
-    KeyRotation,
-    KeyVersions,
-    Revoked,
-    RewrapStep,
-    TokenInfo,
-    ValidationReport,
-)
+from medsecrets.schema.system import Health, KeyringInfo
+from medsecrets.schema.tokens import CreatedToken, Revoked, TokenInfo
 from medsecrets.sdk.transport import Call
-from medsecrets.seal.config import SealConfig, config_to_document
-from medsecrets.seal.manager import InitResult, SealStatus
 from medsecrets.sensitive import SecretFields, Sensitive
 from medsecrets.wire import from_wire, to_wire
 
@@ -120,14 +116,24 @@ def seal_status() -> Call[SealStatus]:
     return Call("GET", "/v1/sys/seal-status", _reader(SealStatus), auth=False)
 
 
+def _seal_body(config: SealConfig) -> dict[str, object]:
+    """The ``seal`` object of ``POST /v1/sys/init`` for ``config``."""
+    if isinstance(config, ShamirSealConfig):
+        return {"type": "shamir", "shares": config.shares, "threshold": config.threshold}
+    if isinstance(config, KeyFileSealConfig):
+        return {"type": "keyfile", "path": config.path}
+    return {
+        "type": "awskms",
+        "key_id": config.key_id,
+        "region": config.region,
+        "endpoint_url": config.endpoint_url,
+    }
+
+
 def init(config: SealConfig) -> Call[InitResponse]:
-    doc = config_to_document(config)
-    if doc["type"] != "shamir":
-        doc.pop("shares", None)
-        doc.pop("threshold", None)
     return Call(
-        "POST", "/v1/sys/init", _reader(InitResponse), body={"seal": doc}, auth=False,
-        retry_safe=False,
+        "POST", "/v1/sys/init", _reader(InitResponse), body={"seal": _seal_body(config)},
+        auth=False, retry_safe=False,
     )  # fmt: skip
 
 
@@ -170,9 +176,9 @@ def rotate_key(category: str) -> Call[KeyRotation]:
     return Call("POST", path, _reader(KeyRotation), retry_safe=False)
 
 
-def rewrap_step(*, after: str, limit: int) -> Call[RewrapStep]:
+def rewrap_step(*, after: str, limit: int) -> Call[RewrapReport]:
     body = {"after": after, "limit": limit}
-    return Call("POST", "/v1/sys/rewrap", _reader(RewrapStep), body=body)
+    return Call("POST", "/v1/sys/rewrap", _reader(RewrapReport), body=body)
 
 
 # -- secrets ---------------------------------------------------------------------

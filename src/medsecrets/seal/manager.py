@@ -53,22 +53,22 @@ from medsecrets.errors import (
     SealedError,
     StorageError,
 )
-from medsecrets.seal.config import (
+from medsecrets.schema.seal import (
     AwsKmsSealConfig,
+    InitResult,
     KeyFileSealConfig,
     SealConfig,
-    SealType,
+    SealStatus,
     ShamirSealConfig,
-    config_from_document,
-    config_to_document,
     seal_type,
 )
+from medsecrets.seal.config import config_from_document, config_to_document
 from medsecrets.seal.kms import AwsKmsClient, KmsClient
 from medsecrets.seal.shamir import ShareInfo, combine_shares, parse_share, split_secret
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import Expect, Put, StorageBackend
 
-__all__ = ["KMS_CONTEXT", "InitResult", "SealManager", "SealStatus"]
+__all__ = ["KMS_CONTEXT", "SealManager"]
 
 KEY_SIZE = 32
 KMS_CONTEXT = {"medsecrets": "root-key"}
@@ -76,28 +76,6 @@ _RECORD_VERSION = 0x01
 _NONCE_SIZE = 12
 _ROOT_AAD = ROOT_KEY_KEY.encode()
 _KEY_FILE_PREFIX = "medsecrets-unseal-key-v1:"
-
-
-@dataclass(frozen=True, slots=True)
-class SealStatus:
-    """Public seal state (works while sealed). ``term`` is ``None`` while sealed."""
-
-    initialized: bool
-    sealed: bool
-    seal_type: SealType | None
-    shares: int
-    threshold: int
-    progress: int
-    term: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class InitResult:
-    """What ``initialize``/``rekey`` hand out once: the shares (empty unless shamir)."""
-
-    seal_type: SealType
-    shares: tuple[Sensitive[str], ...]
-    threshold: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +267,7 @@ class SealManager:
             self._barrier.initialize(root_key)
             self._progress.clear()
             threshold = config.threshold if isinstance(config, ShamirSealConfig) else 0
-            return InitResult(seal_type(config), shares, threshold)
+            return InitResult(shares=shares, threshold=threshold, seal_type=seal_type(config))
 
     def _protect(
         self, config: SealConfig, root_key: Sensitive[bytes]
@@ -432,7 +410,7 @@ class SealManager:
                 raise InvalidShareError("rekey failed: the shares do not open this store") from None
             doc, record, new_shares, _ = self._protect(new_config, root_key)
             self._replace(loaded, doc, record)
-            return InitResult("shamir", new_shares, new_config.threshold)
+            return InitResult(shares=new_shares, threshold=new_config.threshold, seal_type="shamir")
 
     def rekey_keyfile(self, new_path: str) -> InitResult:
         """Keyfile: move the root key under a fresh unseal key in a new file ``new_path``.
@@ -454,7 +432,7 @@ class SealManager:
                     with contextlib.suppress(OSError):
                         os.unlink(created)
                 raise
-            return InitResult("keyfile", (), 0)
+            return InitResult(shares=(), threshold=0, seal_type="keyfile")
 
     def rekey_awskms(
         self, key_id: str, *, region: str | None = None, endpoint_url: str | None = None
@@ -474,7 +452,7 @@ class SealManager:
             root_key = self._recover_root(loaded)
             doc, record, _, _ = self._protect(new_config, root_key)
             self._replace(loaded, doc, record)
-            return InitResult("awskms", (), 0)
+            return InitResult(shares=(), threshold=0, seal_type="awskms")
 
     def _replace(self, loaded: _Loaded, doc: dict[str, str | int | None], record: bytes) -> None:
         try:

@@ -32,7 +32,7 @@ from medsecrets.catalog.loader import load_catalog
 from medsecrets.catalog.model import Catalog
 from medsecrets.core.handler import Core
 from medsecrets.errors import AuthenticationError, ConfigError, MedsecretsError
-from medsecrets.seal.config import KeyFileSealConfig
+from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.sensitive import Sensitive
 from medsecrets.server.config import Settings
 from medsecrets.storage.base import StorageBackend

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Literal, cast
 from medsecrets.errors import ConfigError
 
 if TYPE_CHECKING:  # medsecrets.seal pulls in the crypto stack: keep `--help` and errors fast
-    from medsecrets.seal.config import SealConfig
+    from medsecrets.schema.seal import SealConfig
 
 __all__ = [
     "CLIENT_ENV_VARS",
@@ -128,7 +128,7 @@ class SealSettings:
 
     def seal_config(self) -> SealConfig | None:
         """The ``SealConfig`` to initialise an auto-unseal store with (``None``: shamir, unset)."""
-        from medsecrets.seal.config import AwsKmsSealConfig, KeyFileSealConfig
+        from medsecrets.schema.seal import AwsKmsSealConfig, KeyFileSealConfig
 
         if self.type == "keyfile":
             return KeyFileSealConfig(path=self.key_file)

@@ -1,13 +1,50 @@
-"""Storage backends: untrusted, durable key → bytes stores (see ``base``)."""
+"""Storage backends: untrusted, durable key → bytes stores (see ``base``).
 
-from medsecrets.storage.base import (
-    Delete,
-    Expect,
-    Lease,
-    ListPage,
-    Operation,
-    Put,
-    StorageBackend,
-)
+The names below load lazily (PEP 562): importing the package imports none of its
+modules.
+"""
 
-__all__ = ["Delete", "Expect", "Lease", "ListPage", "Operation", "Put", "StorageBackend"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medsecrets.lazy import resolve
+
+if TYPE_CHECKING:
+    from medsecrets.storage.base import (
+        Delete,
+        Expect,
+        Lease,
+        ListPage,
+        Operation,
+        Put,
+        StorageBackend,
+    )
+
+__all__ = [
+    "Delete",
+    "Expect",
+    "Lease",
+    "ListPage",
+    "Operation",
+    "Put",
+    "StorageBackend",
+]
+
+_EXPORTS = {
+    "Delete": "medsecrets.storage.base",
+    "Expect": "medsecrets.storage.base",
+    "Lease": "medsecrets.storage.base",
+    "ListPage": "medsecrets.storage.base",
+    "Operation": "medsecrets.storage.base",
+    "Put": "medsecrets.storage.base",
+    "StorageBackend": "medsecrets.storage.base",
+}
+
+
+def __getattr__(name: str) -> object:
+    return resolve(__name__, _EXPORTS, name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,7 +19,7 @@ from medsecrets.errors import (
     TooLargeError,
     ValidationError,
 )
-from medsecrets.seal.config import KeyFileSealConfig
+from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 

@@ -103,7 +103,7 @@ def init(
     cacert: CacertOption = None,
 ) -> None:
     """Initialise the server: prints the unseal shares and the root token ONCE."""
-    from medsecrets.seal.config import (
+    from medsecrets.schema.seal import (
         AwsKmsSealConfig,
         KeyFileSealConfig,
         SealConfig,

@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from medsecrets.auth.tokens import TokenInfo, TokenStore
+from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import Clock
 from medsecrets.core.request import Request
 from medsecrets.errors import InvalidRequest
+from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 from medsecrets.wire import from_wire
 

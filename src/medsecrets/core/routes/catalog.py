@@ -1,99 +1,34 @@
 """Catalog routes (any valid token), one-value generation (``generate``) and
 provisioning of an environment (``write`` on ``<prefix>/<environment>/``).
 
-The catalog is shown through view types that follow docs/api.md: honeytoken
-flags and development dummies stay in the server.
+The catalog is shown through the view types of ``medsecrets.schema.catalog``
+(docs/api.md): honeytoken flags and development dummies stay in the server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from medsecrets.catalog.generators import generate as generate_value
 from medsecrets.catalog.model import Catalog, Category
 from medsecrets.core.routes.base import Call, Context, RouteSpec
 from medsecrets.engines.secrets.paths import check_segments
 from medsecrets.errors import InvalidRequest
-from medsecrets.provision import ProvisionReport
-from medsecrets.sensitive import Sensitive
+from medsecrets.schema.catalog import (
+    CatalogInfo,
+    CategoryInfo,
+    FieldInfo,
+    Generated,
+    GeneratorInfo,
+    KekInfo,
+    ParamValue,
+    RotationPolicyInfo,
+    ValidatorInfo,
+)
+from medsecrets.schema.provision import ProvisionReport
 
-__all__ = [
-    "CatalogView",
-    "CategoryView",
-    "GenerateBody",
-    "Generated",
-    "ProvisionBody",
-    "routes",
-]
-
-Param = int | float | str | bool
-
-
-@dataclass(frozen=True, slots=True)
-class GeneratorView:
-    """A generator kind and its parameters."""
-
-    kind: str
-    params: Mapping[str, Param]
-
-
-@dataclass(frozen=True, slots=True)
-class ValidatorView:
-    """A validator kind and its parameters."""
-
-    kind: str
-    params: Mapping[str, Param]
-
-
-@dataclass(frozen=True, slots=True)
-class FieldView:
-    """One field of a category."""
-
-    name: str
-    description: str
-    source: Literal["generated", "provided", "derived"]
-    generator: GeneratorView | None
-    validators: tuple[ValidatorView, ...]
-    template: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RotationView:
-    """A category's rotation policy."""
-
-    interval_days: int
-    strategy: str
-    keep_previous: bool
-
-
-@dataclass(frozen=True, slots=True)
-class KekView:
-    """A category's key-encryption key."""
-
-    provider: str
-    key_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CategoryView:
-    """``Category`` of docs/api.md."""
-
-    name: str
-    description: str
-    fields: tuple[FieldView, ...]
-    rotation: RotationView
-    kek: KekView
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogView:
-    """``GET /v1/catalog``."""
-
-    prefix: str
-    development_environments: tuple[str, ...]
-    categories: tuple[CategoryView, ...]
+__all__ = ["GenerateBody", "ProvisionBody", "category_info", "routes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +36,7 @@ class GenerateBody:
     """``POST /v1/generate``."""
 
     kind: str
-    params: Mapping[str, Param] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Generated:
-    """A freshly generated value (shown once, never stored)."""
-
-    kind: str
-    value: Sensitive[str]
+    params: Mapping[str, ParamValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,49 +48,49 @@ class ProvisionBody:
     categories: tuple[str, ...] | None = None
 
 
-def category_view(catalog: Catalog, category: Category) -> CategoryView:
+def category_info(catalog: Catalog, category: Category) -> CategoryInfo:
     """The public view of ``category``."""
-    return CategoryView(
+    return CategoryInfo(
         name=category.name,
         description=category.description,
         fields=tuple(
-            FieldView(
+            FieldInfo(
                 name=f.name,
                 description=f.description,
                 source=f.source,
                 generator=(
-                    GeneratorView(kind=f.generator.kind, params=dict(f.generator.params))
+                    GeneratorInfo(kind=f.generator.kind, params=dict(f.generator.params))
                     if f.generator is not None
                     else None
                 ),
                 validators=tuple(
-                    ValidatorView(kind=v.kind, params=dict(v.params)) for v in f.validators
+                    ValidatorInfo(kind=v.kind, params=dict(v.params)) for v in f.validators
                 ),
                 template=f.template,
             )
             for f in category.fields
         ),
-        rotation=RotationView(
+        rotation=RotationPolicyInfo(
             interval_days=category.rotation.interval_days,
             strategy=category.rotation.strategy,
             keep_previous=category.rotation.keep_previous,
         ),
-        kek=KekView(provider=category.kek.provider, key_id=catalog.kek_key_id(category.name)),
+        kek=KekInfo(provider=category.kek.provider, key_id=catalog.kek_key_id(category.name)),
     )
 
 
-def show_catalog(ctx: Context, call: Call) -> CatalogView:
+def show_catalog(ctx: Context, call: Call) -> CatalogInfo:
     catalog = ctx.store.catalog
-    return CatalogView(
+    return CatalogInfo(
         prefix=catalog.prefix,
         development_environments=tuple(sorted(catalog.development_environments)),
-        categories=tuple(category_view(catalog, c) for c in catalog.categories.values()),
+        categories=tuple(category_info(catalog, c) for c in catalog.categories.values()),
     )
 
 
-def show_category(ctx: Context, call: Call) -> CategoryView:
+def show_category(ctx: Context, call: Call) -> CategoryInfo:
     catalog = ctx.store.catalog
-    return category_view(catalog, catalog.category(call.path))
+    return category_info(catalog, catalog.category(call.path))
 
 
 def generate(ctx: Context, call: Call) -> Generated:
@@ -196,7 +123,7 @@ def routes(prefix: str) -> tuple[RouteSpec, ...]:
             url="/v1/catalog",
             handler=show_catalog,
             summary="The secrets catalog (any valid token)",
-            response=CatalogView,
+            response=CatalogInfo,
         ),
         RouteSpec(
             name="catalog.category",
@@ -204,7 +131,7 @@ def routes(prefix: str) -> tuple[RouteSpec, ...]:
             url="/v1/catalog/{category}",
             handler=show_category,
             summary="One catalog category (any valid token)",
-            response=CategoryView,
+            response=CategoryInfo,
         ),
         RouteSpec(
             name="generate",

@@ -8,29 +8,24 @@ Every route acts on a secret path and needs its capability on a prefix of it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from medsecrets.core.routes.base import Call, Context, QueryParam, RouteSpec
-from medsecrets.engines.secrets.model import (
+from medsecrets.errors import InvalidRequest, ValidationError
+from medsecrets.schema.secrets import (
+    STAGES,
+    PutResponse,
     SecretMetadata,
     SecretPage,
     SecretVersion,
     Stage,
-    VersionInfo,
+    ValidationProblem,
+    ValidationReport,
 )
-from medsecrets.errors import InvalidRequest, ValidationError
 from medsecrets.sensitive import SecretFields
 
-__all__ = [
-    "MetadataBody",
-    "Problem",
-    "PutBody",
-    "PutResponse",
-    "StageBody",
-    "ValidationReport",
-    "routes",
-]
+__all__ = ["DestroyBody", "MetadataBody", "PutBody", "StageBody", "routes"]
 
 
 # -- bodies ------------------------------------------------------------------------------
@@ -71,31 +66,6 @@ class DestroyBody:
     """``POST /v1/destroy/{path}``."""
 
     version: int
-
-
-# -- responses -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PutResponse:
-    """The version a write created."""
-
-    version: VersionInfo
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One validation problem: the field and the rule it breaks (never the value)."""
-
-    field: str
-    rule: str
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationReport:
-    """``GET /v1/validate/{path}``."""
-
-    path: str
-    valid: bool
-    problems: tuple[Problem, ...] = field(default=())
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -232,23 +202,23 @@ def validate(ctx: Context, call: Call) -> ValidationReport:
     """Check the stored current value against the catalog, collecting every problem."""
     secret = ctx.store.secrets.get(call.path)
     category = ctx.store.catalog.category(ctx.store.secrets.parse(call.path).category)
-    problems: list[Problem] = []
+    problems: list[ValidationProblem] = []
     seen: set[str] = set()
     for name, value in secret.fields.items():
         try:
             category.validate({name: value}, complete=False)
         except ValidationError as exc:
-            problems.append(Problem(field=exc.field, rule=exc.rule))
+            problems.append(ValidationProblem(field=exc.field, rule=exc.rule))
             seen.add(exc.field)
     for spec in category.fields:
         if spec.name not in secret.fields:
-            problems.append(Problem(field=spec.name, rule="required: missing"))
+            problems.append(ValidationProblem(field=spec.name, rule="required: missing"))
             seen.add(spec.name)
     try:
         category.validate(secret.fields, complete=True)
     except ValidationError as exc:
         if exc.field not in seen:
-            problems.append(Problem(field=exc.field, rule=exc.rule))
+            problems.append(ValidationProblem(field=exc.field, rule=exc.rule))
     return ValidationReport(path=secret.path, valid=not problems, problems=tuple(problems))
 
 
@@ -265,7 +235,7 @@ _STAGE = QueryParam(
     "stage",
     str,
     description="read the version with this stage",
-    enum=("current", "pending", "previous"),
+    enum=STAGES,
 )
 
 

@@ -7,34 +7,29 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from medsecrets.barrier.base import KeyringInfo
 from medsecrets.core.routes.base import Call, Context, RouteSpec, parse_body, quote
-from medsecrets.engines.secrets.model import RewrapReport
 from medsecrets.errors import InvalidRequest
-from medsecrets.keys.base import KekVersion
-from medsecrets.seal.config import (
+from medsecrets.schema.keys import KeyRotation, KeyVersions, RewrapReport
+from medsecrets.schema.seal import (
     AwsKmsSealConfig,
+    InitResponse,
+    InitResult,
     KeyFileSealConfig,
     SealConfig,
+    SealStatus,
     ShamirSealConfig,
 )
-from medsecrets.seal.manager import SealStatus
+from medsecrets.schema.system import Health, KeyringInfo
 from medsecrets.sensitive import Sensitive
 
 __all__ = [
     "AwsKmsSealBody",
-    "HealthInfo",
     "InitBody",
-    "InitResponse",
     "KeyFileSealBody",
-    "KeyRotated",
-    "KeysResponse",
     "RekeyBody",
-    "RekeyResponse",
     "RewrapBody",
     "ShamirSealBody",
     "UnsealBody",
@@ -126,56 +121,10 @@ class RewrapBody:
     limit: int = 100
 
 
-# -- responses -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class HealthInfo:
-    """``GET /v1/sys/health``."""
-
-    initialized: bool
-    sealed: bool
-    version: str
-    server_time: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class InitResponse:
-    """``POST /v1/sys/init``: the shares and the root token, shown once."""
-
-    shares: tuple[Sensitive[str], ...]
-    threshold: int
-    seal_type: str
-    root_token: Sensitive[str]
-
-
-@dataclass(frozen=True, slots=True)
-class RekeyResponse:
-    """``POST /v1/sys/rekey``: the new shares, shown once."""
-
-    shares: tuple[Sensitive[str], ...]
-    threshold: int
-    seal_type: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeysResponse:
-    """``GET /v1/sys/keys/{category}``."""
-
-    category: str
-    versions: tuple[KekVersion, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRotated:
-    """``POST /v1/sys/keys/{category}/rotate``."""
-
-    category: str
-    version: int
-
-
 # -- handlers ------------------------------------------------------------------------------
-def health(ctx: Context, call: Call) -> HealthInfo:
+def health(ctx: Context, call: Call) -> Health:
     status = ctx.store.status()
-    return HealthInfo(
+    return Health(
         initialized=status.initialized,
         sealed=status.sealed,
         version=ctx.version,
@@ -229,21 +178,18 @@ def rotate(ctx: Context, call: Call) -> KeyringInfo:
     return ctx.store.rotate()
 
 
-def rekey(ctx: Context, call: Call) -> RekeyResponse:
+def rekey(ctx: Context, call: Call) -> InitResult:
     body = call.body
     assert isinstance(body, RekeyBody)
-    result = ctx.store.rekey(body.shares, shares=body.new_shares, threshold=body.new_threshold)
-    return RekeyResponse(
-        shares=result.shares, threshold=result.threshold, seal_type=result.seal_type
-    )
+    return ctx.store.rekey(body.shares, shares=body.new_shares, threshold=body.new_threshold)
 
 
-def keys(ctx: Context, call: Call) -> KeysResponse:
-    return KeysResponse(category=call.path, versions=ctx.store.key_versions(call.path))
+def keys(ctx: Context, call: Call) -> KeyVersions:
+    return KeyVersions(category=call.path, versions=ctx.store.key_versions(call.path))
 
 
-def rotate_key(ctx: Context, call: Call) -> KeyRotated:
-    return KeyRotated(category=call.path, version=ctx.store.rotate_key(call.path))
+def rotate_key(ctx: Context, call: Call) -> KeyRotation:
+    return KeyRotation(category=call.path, version=ctx.store.rotate_key(call.path))
 
 
 def rewrap(ctx: Context, call: Call) -> RewrapReport:
@@ -270,7 +216,7 @@ def routes() -> tuple[RouteSpec, ...]:
             summary="Liveness, initialisation and seal state (open, also while sealed)",
             open=True,
             sealed_ok=True,
-            response=HealthInfo,
+            response=Health,
         ),
         RouteSpec(
             name="sys.seal_status",
@@ -336,7 +282,7 @@ def routes() -> tuple[RouteSpec, ...]:
             authz_path=lambda call: _sys("rekey"),
             body=RekeyBody,
             body_required=True,
-            response=RekeyResponse,
+            response=InitResult,
             returns_secret=True,
         ),
         RouteSpec(
@@ -347,7 +293,7 @@ def routes() -> tuple[RouteSpec, ...]:
             summary="The KEK versions of a category",
             capability="sudo",
             authz_path=lambda call: _sys(f"keys/{call.path}"),
-            response=KeysResponse,
+            response=KeyVersions,
         ),
         RouteSpec(
             name="sys.keys.rotate",
@@ -357,7 +303,7 @@ def routes() -> tuple[RouteSpec, ...]:
             summary="Add a KEK version for a category",
             capability="sudo",
             authz_path=lambda call: _sys(f"keys/{call.path}"),
-            response=KeyRotated,
+            response=KeyRotation,
         ),
         RouteSpec(
             name="sys.rewrap",

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medsecrets.auth.tokens import TokenInfo
 from medsecrets.core.routes.base import Call, Context, RouteSpec
 from medsecrets.errors import InvalidRequest, NotFoundError, PermissionDenied
+from medsecrets.schema.tokens import CreatedToken, Revoked, TokenInfo
 from medsecrets.sensitive import Sensitive
 
-__all__ = ["CreateBody", "Created", "Revoked", "TargetBody", "routes"]
+__all__ = ["CreateBody", "TargetBody", "routes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,22 +36,7 @@ class TargetBody:
     token: Sensitive[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Created:
-    """A new token (shown once) and its info."""
-
-    token: Sensitive[str]
-    info: TokenInfo
-
-
-@dataclass(frozen=True, slots=True)
-class Revoked:
-    """``POST /v1/auth/token/revoke``."""
-
-    revoked: bool
-
-
-def create(ctx: Context, call: Call) -> Created:
+def create(ctx: Context, call: Call) -> CreatedToken:
     body = call.body
     assert isinstance(body, CreateBody)
     token, info = ctx.tokens.create(
@@ -61,7 +46,7 @@ def create(ctx: Context, call: Call) -> Created:
         display_name=body.display_name,
         parent=call.principal,
     )
-    return Created(token=token, info=info)
+    return CreatedToken(token=token, info=info)
 
 
 def self_info(ctx: Context, call: Call) -> TokenInfo:
@@ -114,7 +99,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="token",
             body=CreateBody,
             body_required=True,
-            response=Created,
+            response=CreatedToken,
             returns_secret=True,
         ),
         RouteSpec(

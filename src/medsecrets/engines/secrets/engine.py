@@ -33,16 +33,6 @@ from typing import Any, cast
 from medsecrets.barrier.base import SecureStorage
 from medsecrets.catalog.model import Catalog
 from medsecrets.clock import Clock, SystemClock
-from medsecrets.engines.secrets.model import (
-    STAGES,
-    RewrapReport,
-    RotationInfo,
-    SecretMetadata,
-    SecretPage,
-    SecretVersion,
-    Stage,
-    VersionInfo,
-)
 from medsecrets.engines.secrets.paths import (
     SecretPath,
     check_field_name,
@@ -58,6 +48,16 @@ from medsecrets.errors import (
     TooLargeError,
 )
 from medsecrets.keys.envelope import Envelope, SealedValue
+from medsecrets.schema.keys import RewrapReport
+from medsecrets.schema.secrets import (
+    STAGES,
+    RotationInfo,
+    SecretMetadata,
+    SecretPage,
+    SecretVersion,
+    Stage,
+    VersionInfo,
+)
 from medsecrets.sensitive import SecretFields
 from medsecrets.storage.base import Delete, Expect, Operation, Put
 

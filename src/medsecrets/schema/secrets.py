@@ -1,6 +1,7 @@
-"""Public value types of the secrets engine.
+"""Secrets on the wire: versions, metadata, pages, writes and validation reports.
 
-All frozen; none holds secret material except ``SecretVersion.fields`` (masked repr).
+All frozen; none holds secret material except ``SecretVersion.fields`` (masked
+``repr``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from medsecrets.sensitive import SecretFields
 
 __all__ = [
     "STAGES",
-    "RewrapReport",
+    "PutResponse",
     "RotationInfo",
     "SecretMetadata",
     "SecretPage",
     "SecretVersion",
     "Stage",
+    "ValidationProblem",
+    "ValidationReport",
     "VersionInfo",
 ]
 
@@ -97,11 +100,24 @@ class SecretPage:
 
 
 @dataclass(frozen=True, slots=True)
-class RewrapReport:
-    """What a rewrap pass (or one page of it) did; ``next_after`` continues it."""
+class PutResponse:
+    """``PUT /v1/secrets/{path}``: the version a write created."""
 
-    secrets: int
-    rewrapped: int
-    already_current: int
-    total: int = 0
-    next_after: str | None = None
+    version: VersionInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationProblem:
+    """One field of a stored value that breaks a catalog rule (never the value)."""
+
+    field: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """``GET /v1/validate/{path}``: the stored current value against the catalog."""
+
+    path: str
+    valid: bool
+    problems: tuple[ValidationProblem, ...]

@@ -1,0 +1,291 @@
+"""Issue 3: the server over HTTP, under wrk, against ceilings measured in the same run.
+
+- secret read (token, authorization, storage, decrypt, JSON) vs a bare Starlette endpoint
+  returning the same bytes, on the same server (granian, embedded, one worker);
+- the same read vs moto's Secrets Manager ``GetSecretValue`` (the Python peer implementation);
+- durable secret writes over HTTP on SQLite vs the disk's raw single-row durable commit rate;
+- resident memory of the server holding 10,000 secrets after the read benchmark, across runs.
+
+All load is wrk on 127.0.0.1 (``make bench`` installs it with apt when missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from benchmarks.measure import Figure
+from medsecrets.testing.serverproc import ServerProcess, free_port
+
+SECRETS = 10_000
+CONNECTIONS = 32
+READ_PATH = "medessence/bench/auth/svc-00042"
+
+_BARE_SERVER = r"""
+import asyncio, sys
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from granian.server.embed import Server
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+body = open(sys.argv[2], "rb").read()
+
+async def endpoint(request):
+    return Response(body, media_type="application/json")
+
+app = Starlette(routes=[Route("/v1/secrets/{path:path}", endpoint)])
+server = Server(app, address="127.0.0.1", port=int(sys.argv[1]), interface=Interfaces.ASGI,
+                log_access=False, websockets=False,
+                http1_settings=HTTP1Settings(header_read_timeout=30_000))
+asyncio.run(server.serve())
+"""
+
+_MOTO_LUA = """
+wrk.method = "POST"
+wrk.body = '{"SecretId": "medessence/bench/auth"}'
+wrk.headers["Content-Type"] = "application/x-amz-json-1.1"
+wrk.headers["X-Amz-Target"] = "secretsmanager.GetSecretValue"
+wrk.headers["Authorization"] = "AWS4-HMAC-SHA256 "
+  .. "Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, "
+  .. "SignedHeaders=host, Signature=0"
+"""
+
+_WRITE_LUA = """
+local counter = 0
+local next_id = 0
+setup = function(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+request = function()
+  counter = counter + 1
+  local path = "/v1/secrets/medessence/bench/auth/w-" .. id .. "-" .. counter .. "-" .. RUN
+  return wrk.format("PUT", path, {["Content-Type"] = "application/json",
+                                   ["Authorization"] = "Bearer " .. TOKEN}, BODY)
+end
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WrkResult:
+    """One wrk run."""
+
+    rps: float
+    p99_ms: float
+    errors: int
+
+
+def _wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError("wrk is not installed (make bench installs it: apt-get install wrk)")
+    return found
+
+
+def wrk(
+    url: str, *, seconds: int, script: str | None = None, token: str | None = None
+) -> WrkResult:
+    """Run wrk against ``url`` with 32 connections and parse its summary."""
+    args = [_wrk_binary(), "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    if token is not None:
+        args += ["-H", f"Authorization: Bearer {token}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script or "")
+    args += ["-s", lua.name, url]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 30)
+    finally:
+        os.unlink(lua.name)
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+    assert p99 is not None, text
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = int(bad.group(1)) if bad else 0
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return WrkResult(rps, float(p99.group(1)) * scale, errors)
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match is not None
+    return int(match.group(1)) / 1024
+
+
+@contextmanager
+def _bare_server(body: bytes, workdir: Path) -> Iterator[str]:
+    body_file = workdir / "body.json"
+    body_file.write_bytes(body)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BARE_SERVER, str(port), str(body_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1/secrets/{READ_PATH}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url).content == body:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bare server did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def _moto() -> Iterator[str]:
+    import boto3
+
+    from medsecrets.testing.motoserver import (
+        DUMMY_ACCESS_KEY_ID,
+        DUMMY_SECRET_ACCESS_KEY,
+        MotoServer,
+    )
+
+    with MotoServer() as moto:
+        client = boto3.client(
+            "secretsmanager",
+            endpoint_url=moto.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+            aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+        )
+        client.create_secret(
+            Name="medessence/bench/auth", SecretString=json.dumps({"k": "v" * 200})
+        )
+        yield moto.endpoint_url + "/"
+
+
+def _seed(addr: str, token: str, value: dict[str, str], count: int) -> None:
+    """Write ``count`` secrets over HTTP with 16 concurrent clients."""
+    headers = {"Authorization": f"Bearer {token}"}
+    failures: list[str] = []
+
+    def worker(start: int) -> None:
+        with httpx.Client(base_url=addr, headers=headers, timeout=60) as http:
+            for i in range(start, count, 16):
+                r = http.put(
+                    f"/v1/secrets/medessence/bench/auth/svc-{i:05d}", json={"fields": value}
+                )
+                if r.status_code != 200:
+                    failures.append(r.text)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise RuntimeError(f"seeding failed: {failures[0]}")
+
+
+def _raw_commit_rate(workdir: Path, count: int) -> float:
+    """Single-row durable commits per second on this disk (SQLite, WAL, synchronous=FULL)."""
+    from medsecrets.storage.sqlite import SqliteStorage
+
+    storage = SqliteStorage(workdir / "raw-commits.db")
+    blob = os.urandom(1024)
+    start = time.perf_counter()
+    for i in range(count):
+        storage.put(f"raw/{i:08d}", blob)
+    rate = count / (time.perf_counter() - start)
+    storage.close()
+    return rate
+
+
+def _median(name: str, values: list[float], unit: str) -> Figure:
+    return Figure(name, statistics.median(values), unit, tuple(values))
+
+
+def figures(quick: bool = False) -> list[Figure]:
+    """Measure and return the figures."""
+    from medsecrets.catalog.loader import default_catalog
+
+    seconds = 3 if quick else 10
+    secrets = 1_000 if quick else SECRETS
+    value = default_catalog().category("auth").build({}, development=False)
+    ours: list[WrkResult] = []
+    bare: list[WrkResult] = []
+    moto: list[WrkResult] = []
+    rss: list[float] = []
+    writes: list[WrkResult] = []
+    raw_rates: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="medsecrets-http-bench-") as tmp:
+        workdir = Path(tmp)
+        with ServerProcess(workdir / "data") as server:
+            token = server.token
+            assert token is not None
+            _seed(server.addr, token, value, secrets)
+            read_url = f"{server.addr}/v1/secrets/{READ_PATH}"
+            body = httpx.get(read_url, headers={"Authorization": f"Bearer {token}"}).content
+            with _bare_server(body, workdir) as bare_url, _moto() as moto_url:
+                for _ in range(3):
+                    ours.append(wrk(read_url, seconds=seconds, token=token))
+                    rss.append(_rss_mib(server.pid))
+                    bare.append(wrk(bare_url, seconds=seconds))
+                    moto.append(wrk(moto_url, seconds=seconds, script=_MOTO_LUA))
+            for run_no in range(3):
+                script = (
+                    f"TOKEN = {json.dumps(token)}\nRUN = {run_no}\n"
+                    f"BODY = {json.dumps(json.dumps({'fields': value}))}\n" + _WRITE_LUA
+                )
+                writes.append(wrk(f"{server.addr}/", seconds=seconds, script=script))
+                raw_rates.append(_raw_commit_rate(workdir, 300 if quick else 1_000))
+    for result in (*ours, *writes):
+        if result.errors:
+            raise RuntimeError(f"wrk saw {result.errors} failed requests against medsecrets")
+    read = _median("secret read over HTTP (wrk -c32)", [r.rps for r in ours], "req/s")
+    ceiling = _median(
+        "bare Starlette endpoint, same bytes, same server", [r.rps for r in bare], "req/s"
+    )
+    moto_fig = _median("moto GetSecretValue (same wrk load)", [r.rps for r in moto], "req/s")
+    write = _median(
+        "durable secret write over HTTP, SQLite (wrk -c32)", [r.rps for r in writes], "req/s"
+    )
+    raw = _median("raw single-row durable commit, same disk (one writer)", raw_rates, "commits/s")
+    return [
+        read,
+        _median("secret read p99 latency", [r.p99_ms for r in ours], "ms"),
+        ceiling,
+        Figure("secret read / bare Starlette", 100 * read.value / ceiling.value, "%"),
+        moto_fig,
+        Figure("secret read / moto GetSecretValue", read.value / moto_fig.value, "x"),
+        write,
+        _median("secret write p99 latency", [r.p99_ms for r in writes], "ms"),
+        raw,
+        Figure(
+            f"server RSS holding {secrets:,} secrets, after each read run",
+            rss[-1],
+            "MiB",
+            tuple(rss),
+        ),
+        Figure("RSS growth from first to last read run", rss[-1] - rss[0], "MiB"),
+    ]

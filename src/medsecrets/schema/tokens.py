@@ -1,0 +1,63 @@
+"""Tokens on the wire: token facts, a created token (shown once) and a revocation.
+
+``TokenInfo`` never holds the token itself; ``CreatedToken.token`` is masked
+in ``repr``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from medsecrets.sensitive import Sensitive
+
+__all__ = ["CreatedToken", "Revoked", "TokenInfo", "covers"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """Public facts about a token (never the token itself).
+
+    ``paths`` are path prefixes (``*`` matches every path); ``parent`` is the
+    accessor of the token that created this one; ``expires_at`` is ``None`` only
+    for root tokens.
+    """
+
+    accessor: str
+    display_name: str
+    paths: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    parent: str | None
+    root: bool
+
+    def allows(self, capability: str, path: str | None) -> bool:
+        """Whether this token holds ``capability`` on ``path`` (``None``: no path involved)."""
+        if capability not in self.capabilities:
+            return False
+        return path is None or any(covers(prefix, path) for prefix in self.paths)
+
+    def expired(self, now: dt.datetime) -> bool:
+        """Whether the token has expired at ``now``."""
+        return self.expires_at is not None and now >= self.expires_at
+
+
+def covers(prefix: str, path: str) -> bool:
+    """Whether the path prefix ``prefix`` (or ``*``) covers ``path``."""
+    return prefix == "*" or path.startswith(prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedToken:
+    """``POST /v1/auth/token/create``: the new token (shown once) and its facts."""
+
+    token: Sensitive[str]
+    info: TokenInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """``POST /v1/auth/token/revoke``."""
+
+    revoked: bool

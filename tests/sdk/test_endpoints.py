@@ -1,0 +1,42 @@
+"""The SDK's request builders send what the server's route parsers accept (no shared code)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medsecrets.core.routes import route_table
+from medsecrets.schema.seal import (
+    AwsKmsSealConfig,
+    KeyFileSealConfig,
+    SealConfig,
+    ShamirSealConfig,
+    seal_type,
+)
+from medsecrets.sdk import endpoints as ep
+from medsecrets.wire import to_wire
+
+CONFIGS: list[SealConfig] = [
+    ShamirSealConfig(),
+    ShamirSealConfig(shares=1, threshold=1),
+    KeyFileSealConfig("/var/lib/medsecrets/unseal.key"),
+    AwsKmsSealConfig("alias/root"),
+    AwsKmsSealConfig("k", region="eu-west-1", endpoint_url="http://127.0.0.1:5000"),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=repr)
+def test_init_body_parses_on_the_server_as_the_same_config(config: SealConfig) -> None:
+    call = ep.init(config)
+    assert (call.method, call.path, call.auth, call.retry_safe) == (
+        "POST",
+        "/v1/sys/init",
+        False,
+        False,
+    )
+    body = json.loads(json.dumps(call.body))
+    assert list(body["seal"]) == ["type", *to_wire(config)]
+    spec = route_table("medessence")[("POST", "sys.init")]
+    parsed = spec.parse(body)
+    assert to_wire(parsed) == {"seal": {"type": seal_type(config), **to_wire(config)}}
