@@ -1,4 +1,4 @@
-"""API fixtures: the Starlette app over a real SQLite-backed store, clients and sample calls."""
+"""API fixtures: the ASGI app over a real SQLite-backed store, clients and sample calls."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import anyio
 import anyio.from_thread
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from medsecrets.api import create_app
+from medsecrets.api.app import ASGIApp
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import ManualClock
 from medsecrets.core import Core
@@ -68,7 +68,7 @@ def core(store: SecretStore, tokens: TokenStore) -> Core:
 
 
 @pytest.fixture
-def app(core: Core) -> Starlette:
+def app(core: Core) -> ASGIApp:
     return create_app(core)
 
 
@@ -99,7 +99,7 @@ class SyncClient:
 
 
 @pytest.fixture
-def client(app: Starlette) -> Iterator[SyncClient]:
+def client(app: ASGIApp) -> Iterator[SyncClient]:
     with anyio.from_thread.start_blocking_portal() as portal:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4242))
         async_client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
@@ -121,7 +121,7 @@ RawResponse = tuple[int, dict[str, str], bytes]
 
 
 @pytest.fixture
-def asgi(app: Starlette) -> Callable[..., RawResponse]:
+def asgi(app: ASGIApp) -> Callable[..., RawResponse]:
     """Drive the ASGI app directly with an exact (un-normalised) path."""
 
     def run(

@@ -10,14 +10,14 @@ from collections.abc import Iterator
 
 import jsonschema
 import pytest
-from starlette.applications import Starlette
 
 from medsecrets.api import create_app
-from medsecrets.api.logging import JsonFormatter
+from medsecrets.api.app import ASGIApp
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import ManualClock
 from medsecrets.core import Core
 from medsecrets.errors import DecryptionError, StorageError
+from medsecrets.logs import JsonFormatter
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
@@ -334,7 +334,7 @@ def test_failing_audit_hook_refuses_with_503_and_no_secret(
             raise OSError("audit disk full")
 
     store.secrets.put(P, {"username": CANARY[:20].replace("-", "_")})
-    app: Starlette = create_app(Core(store, tokens, audit=Broken()))
+    app: ASGIApp = create_app(Core(store, tokens, audit=Broken()))
     with anyio.from_thread.start_blocking_portal() as portal:
         ac = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         r = portal.call(

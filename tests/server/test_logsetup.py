@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from medsecrets.errors import NotFoundError
-from medsecrets.server.logsetup import JsonFormatter, configure_logging
+from medsecrets.logs import JsonFormatter
+from medsecrets.server.logsetup import configure_logging
 
 
 def _record(exc: BaseException | None = None, **extra: object) -> logging.LogRecord:

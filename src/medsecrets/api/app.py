@@ -1,6 +1,6 @@
 """``create_app``: HTTP ⇄ core translation, and nothing else.
 
-A Starlette app with one catch-all route to a small ASGI handler, which:
+A plain ASGI app (Starlette's types, no router or middleware stack), which:
 
 - checks the URL path (over-long, NUL or control characters, ``.``/``..``
   segments also when percent-encoded: 400) and routes it with a table built
@@ -34,8 +34,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
-from starlette.applications import Starlette
-from starlette.routing import Route
 
 from medsecrets.api.errors import (
     InvalidJsonError,
@@ -64,6 +62,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = b"application/json"
 
@@ -119,6 +118,9 @@ class _ApiHandler:
         self._docs = docs_page(document).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await _lifespan(scope, receive, send)
+            return
         started = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
@@ -245,12 +247,10 @@ class _ApiHandler:
             ERROR_LOGGER.error(
                 "internal error",
                 extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "route": route,
-                        "error_type": type(exc).__name__,
-                        "traceback": frames,
-                    }
+                    "request_id": request_id,
+                    "route": route,
+                    "error_type": type(exc).__name__,
+                    "traceback": frames,
                 },
             )
         await self._send(send, status, body, request_id)
@@ -305,16 +305,28 @@ class _ApiHandler:
         await send({"type": "http.response.body", "body": body})
 
 
+async def _lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer the ASGI lifespan protocol (nothing to set up or tear down here)."""
+    if scope["type"] != "lifespan":
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def create_app(
     core: Core, *, max_body_bytes: int = 1_048_576, inline_reads: bool = True
-) -> Starlette:
+) -> ASGIApp:
     """The ASGI app serving API v1 for ``core`` (see module docstring).
 
-    ``inline_reads`` runs GET requests on the event loop (fast; they do no
-    durable writes except a rare coarse access-time update); set it false to
-    run every request in a worker thread.
+    It is a plain ASGI callable (Starlette's types, no router or middleware
+    stack: the handler routes by its own table and turns every error into a
+    JSON body itself). ``inline_reads`` runs GET requests on the event loop
+    (fast; they do no durable writes except a rare coarse access-time
+    update); set it false to run every request in a worker thread.
     """
-    handler = _ApiHandler(core, max_body_bytes=max_body_bytes, inline_reads=inline_reads)
-    app = Starlette(routes=[Route("/{rest:path}", endpoint=handler)])
-    app.state.core = core
-    return app
+    return _ApiHandler(core, max_body_bytes=max_body_bytes, inline_reads=inline_reads)

@@ -1,37 +1,39 @@
-"""Structured JSON logs of the API: one access line per request, never a value.
+"""The API's log lines: one access line per request, never a value.
 
-Records carry their fields in ``record.fields`` (a dict of JSON scalars);
-``JsonFormatter`` renders ``{"time", "level", "logger", "message", **fields}``
-on one line. Access lines hold method, route name, status, duration, request
-id and remote address: never bodies, tokens, query strings or secret paths.
+Access lines hold method, route name, status, duration, request id and remote
+address: never bodies, tokens, query strings or secret paths. The line is
+rendered here, once. A server installs a *sink* (``set_access_sink``) that
+takes the finished line, so a request pays for neither the logging machinery
+nor a system call; without a sink the line goes to the ``medsecrets.access``
+logger as a record carrying ``json_line`` (``medsecrets.logs``) and its fields.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
+import time
+from collections.abc import Callable
 
-__all__ = ["ACCESS_LOGGER", "ERROR_LOGGER", "JsonFormatter", "log_access"]
+__all__ = ["ACCESS_LOGGER", "ERROR_LOGGER", "log_access", "set_access_sink"]
 
 ACCESS_LOGGER = logging.getLogger("medsecrets.access")
 ERROR_LOGGER = logging.getLogger("medsecrets.api")
 
+_LINE = (
+    '{"ts":"%s.%03dZ","level":"info","logger":"medsecrets.access","msg":"request",'
+    '"method":%s,"route":%s,"status":%d,"duration_ms":%.3f,"request_id":%s,"remote":%s}'
+)
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, object] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            doc.update(fields)
-        return json.dumps(doc, separators=(",", ":"), default=str)
+_sinks: list[Callable[[str], None]] = []
+
+
+def set_access_sink(sink: Callable[[str], None] | None) -> None:
+    """Send access lines to ``sink`` (``None``: back to the logger)."""
+    _sinks.clear()
+    if sink is not None:
+        _sinks.append(sink)
 
 
 def log_access(
@@ -43,19 +45,35 @@ def log_access(
     request_id: str,
     remote: str,
 ) -> None:
-    """Emit one access line (cheap no-op when the access logger is disabled)."""
-    if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
+    """Emit one access line (to the sink, else to the logger if it is enabled)."""
+    if not _sinks and not ACCESS_LOGGER.isEnabledFor(logging.INFO):
         return
-    ACCESS_LOGGER.info(
-        "request",
-        extra={
-            "fields": {
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": round(duration_ms, 3),
-                "request_id": request_id,
-                "remote": remote,
-            }
-        },
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    line = _LINE % (
+        stamp,
+        int(now * 1000) % 1000,
+        json.dumps(method),
+        json.dumps(route),
+        status,
+        duration_ms,
+        json.dumps(request_id),
+        json.dumps(remote),
     )
+    if _sinks:
+        _sinks[0](line)
+        return
+    fields = {
+        "json_line": line,
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(duration_ms, 3),
+        "request_id": request_id,
+        "remote": remote,
+    }
+    # makeRecord + handle: Logger.info would also walk the stack to find the caller.
+    record = ACCESS_LOGGER.makeRecord(
+        ACCESS_LOGGER.name, logging.INFO, __file__, 0, "request", (), None, extra=fields
+    )
+    ACCESS_LOGGER.handle(record)

@@ -2,34 +2,100 @@
 
 ``configure_logging(level, file=...)`` installs ``JsonFormatter`` on the root
 logger and routes the ASGI servers' loggers (granian, uvicorn) through it.
-A line is ``{"ts", "level", "logger", "msg", ...extra}`` where *extra* are the
-``extra=`` fields of the call (JSON-safe ones; others as their type name).
 
-Secret values never reach a log: callers log names, paths and codes only,
-and exceptions are logged by type and stack frames, with the message kept
-only for medsecrets' own errors (whose messages carry no values by contract);
-a foreign exception's message (``ValueError("invalid literal ... 'hunter2'")``)
-could quote input, so it is dropped.
+Access lines (``medsecrets.access``, one per request) are buffered and
+written in batches (when 64 KiB have gathered, and at least every half
+second), so a request pays neither a system call nor a thread switch for its
+line; every other record is written at once. ``flush_logging`` (called at
+shutdown and at exit) writes what is still buffered. Lines are
+rendered by ``medsecrets.logs.JsonFormatter``, which never writes a value.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
+import atexit
 import logging
 import sys
-import traceback
-from types import TracebackType
+import threading
 from typing import TextIO
 
-from medsecrets.errors import MedsecretsError
+from medsecrets.api.logging import set_access_sink
+from medsecrets.logs import JsonFormatter
 
-__all__ = ["JsonFormatter", "configure_logging", "safe_exception"]
+__all__ = ["configure_logging", "flush_logging"]
 
-_STANDARD = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
-)
+_ACCESS_LOGGER = "medsecrets.access"
+
+
+class _BatchedLines(logging.Handler):
+    """Buffers formatted lines and writes them through ``target`` in batches.
+
+    A daemon thread flushes at least every ``interval`` seconds, so a quiet
+    server's last lines appear promptly; ``close`` flushes and stops it.
+    """
+
+    def __init__(
+        self, target: logging.StreamHandler[TextIO] | logging.FileHandler, *, limit: int = 65536
+    ) -> None:
+        super().__init__()
+        self.setFormatter(target.formatter)
+        self._target = target
+        self._limit = limit
+        self._lines: list[str] = []
+        self._size = 0
+        self._buffer_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.write_line(self.format(record))
+
+    def write_line(self, line: str) -> None:
+        """Buffer one finished line (the access-log sink)."""
+        with self._buffer_lock:
+            self._lines.append(line)
+            self._size += len(line) + 1
+            full = self._size >= self._limit
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._buffer_lock:
+            lines, self._lines, self._size = self._lines, [], 0
+        stream = self._target.stream
+        if lines and stream is not None and not stream.closed:
+            self._target.acquire()
+            try:
+                stream.write("\n".join(lines) + "\n")
+                self._target.flush()
+            finally:
+                self._target.release()
+
+    def _run(self, interval: float = 0.5) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        super().close()
+
+
+_batchers: list[_BatchedLines] = []  # the access-line batcher in use, if any
+
+
+def flush_logging() -> None:
+    """Write every buffered access line and stop the flushing thread. Idempotent."""
+    while _batchers:
+        batcher = _batchers.pop()
+        set_access_sink(None)
+        logging.getLogger(_ACCESS_LOGGER).removeHandler(batcher)
+        batcher.close()
+
+
+atexit.register(flush_logging)
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -46,59 +112,13 @@ _SERVER_LOGGERS = (
 )
 
 
-def safe_exception(
-    exc_info: tuple[type[BaseException], BaseException, TracebackType | None],
-) -> dict[str, object]:
-    """A JSON-ready description of an exception without foreign messages."""
-    exc_type, exc, tb = exc_info
-    described: dict[str, object] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
-    if isinstance(exc, MedsecretsError):
-        described["message"] = exc.message
-    described["stack"] = [
-        f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in traceback.extract_tb(tb)
-    ]
-    return described
-
-
-def _jsonable(value: object, depth: int = 0) -> object:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if depth < 4 and isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    if depth < 4 and isinstance(value, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
-    return f"<{type(value).__name__}>"
-
-
-class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON line (see the module docstring)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, object] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_") and key not in line:
-                line[key] = _jsonable(value)
-        if record.exc_info and record.exc_info[0] is not None:
-            exc_type, exc, tb = record.exc_info
-            if exc is not None:
-                line["exception"] = safe_exception((exc_type, exc, tb))
-        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
-
-
 def configure_logging(level: str = "info", *, file: str | None = None) -> logging.Handler:
     """Send every log record at ``level`` or above as JSON lines to ``file`` or stderr.
 
     Idempotent: replaces the handlers installed by a previous call. Returns the handler.
     """
     stream: TextIO
-    handler: logging.Handler
+    handler: logging.StreamHandler[TextIO] | logging.FileHandler
     if file is None:
         stream = sys.stderr
         handler = logging.StreamHandler(stream)
@@ -112,8 +132,19 @@ def configure_logging(level: str = "info", *, file: str | None = None) -> loggin
             old.close()
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    _defer_access_lines(handler)
     route_server_loggers()
     return handler
+
+
+def _defer_access_lines(handler: logging.StreamHandler[TextIO] | logging.FileHandler) -> None:
+    flush_logging()
+    access = logging.getLogger(_ACCESS_LOGGER)
+    batcher = _BatchedLines(handler)
+    access.addHandler(batcher)
+    access.propagate = False
+    _batchers.append(batcher)
+    set_access_sink(batcher.write_line if access.isEnabledFor(logging.INFO) else None)
 
 
 def route_server_loggers() -> None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from medsecrets.errors import ConfigError, MedsecretsError
 from medsecrets.server.config import Settings, load_settings
-from medsecrets.server.logsetup import configure_logging, route_server_loggers
+from medsecrets.server.logsetup import configure_logging, flush_logging, route_server_loggers
 
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,7 +64,9 @@ class RequestTimeout:
 
     A response that has started is never cut. The work behind a timed-out
     request may still complete (a thread cannot be cancelled): clients must
-    treat a timeout as "outcome unknown", like a dropped connection.
+    treat a timeout as "outcome unknown", like a dropped connection. The app
+    runs in a task of its own, which also keeps an in-flight request alive
+    when the server cancels its handler during a graceful shutdown.
     """
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
@@ -206,6 +208,7 @@ def serve(settings: Settings) -> None:
     finally:
         built.sweeper.stop(timeout=settings.shutdown_grace_period + 1)
         built.close()
+        flush_logging()
         log.info("stopped")
 
 
@@ -236,7 +239,8 @@ def _granian_kwargs(settings: Settings) -> dict[str, object]:
         "port": settings.port,
         "interface": Interfaces.ASGI,
         "log_enabled": True,
-        "log_level": LogLevels(settings.log_level),
+        # granian's own info lines cost every request a trip through logging: warnings up only.
+        "log_level": LogLevels(settings.log_level if settings.log_level != "info" else "warning"),
         "log_access": False,
         "websockets": False,
         "http1_settings": HTTP1Settings(header_read_timeout=30_000),

@@ -1,0 +1,78 @@
+"""Structured log lines: one JSON object per line, never a secret value.
+
+A line is ``{"ts", "level", "logger", "msg", ...extra}`` where *extra* are the
+``extra=`` fields of the call (JSON-safe ones; others as their type name).
+Exceptions are logged by type and stack frames, with the message kept only
+for medsecrets' own errors (whose messages carry no values by contract); a
+foreign exception's message (``ValueError("invalid literal ... 'hunter2'")``)
+could quote input, so it is dropped.
+
+A record that carries a ready ``json_line`` (the per-request access lines,
+built once by ``medsecrets.api.logging.log_access``) is written as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import traceback
+from types import TracebackType
+
+from medsecrets.errors import MedsecretsError
+
+__all__ = ["JsonFormatter", "safe_exception"]
+
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+def safe_exception(
+    exc_info: tuple[type[BaseException], BaseException, TracebackType | None],
+) -> dict[str, object]:
+    """A JSON-ready description of an exception without foreign messages."""
+    exc_type, exc, tb = exc_info
+    described: dict[str, object] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
+    if isinstance(exc, MedsecretsError):
+        described["message"] = exc.message
+    described["stack"] = [
+        f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in traceback.extract_tb(tb)
+    ]
+    return described
+
+
+def _jsonable(value: object, depth: int = 0) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if depth < 4 and isinstance(value, list | tuple):
+        return [_jsonable(v, depth + 1) for v in value]
+    if depth < 4 and isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    return f"<{type(value).__name__}>"
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line (see the module docstring)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ready = record.__dict__.get("json_line")
+        if type(ready) is str:
+            return ready
+        line: dict[str, object] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_") and key not in line:
+                line[key] = _jsonable(value)
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, tb = record.exc_info
+            if exc is not None:
+                line["exception"] = safe_exception((exc_type, exc, tb))
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
