@@ -37,16 +37,19 @@ def test_queued_writes_commit_together_and_fail_alone(tmp_path: Path) -> None:
         else:
             results[n] = None
 
-    with storage._commit_lock:  # hold the commit so all eight queue up behind it
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 10
-        while len(storage._queue) < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(storage._queue) == 8
+    storage._leading = True  # as if a commit were running: all eight queue up behind it
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(storage._queue) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(storage._queue) == 8
+    assert all(t.is_alive() for t in threads)  # nobody committed on its own
+    storage._lead()  # that commit ends: the next group is everything queued
     for t in threads:
         t.join()
+    assert not storage._leading
     assert commits == [8]  # one transaction, one fsync, for all eight
     assert isinstance(results[3], ConflictError)
     assert all(results[n] is None for n in range(8) if n != 3)

@@ -34,7 +34,7 @@ from typing import Literal
 
 from medsecrets.catalog.generators import GENERATORS, RandomSource, SystemRandomSource
 from medsecrets.catalog.templates import parse_template
-from medsecrets.catalog.validators import ParamValue, build_validator
+from medsecrets.catalog.validators import ParamValue, Validator, build_validator
 from medsecrets.errors import CatalogError, InvalidRequest, NotFoundError, ValidationError
 from medsecrets.schema.catalog import FieldSource
 
@@ -101,13 +101,18 @@ class ValidatorSpec:
 
     kind: str
     params: Mapping[str, ParamValue] = field(default_factory=dict)
+    _bound: Validator | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", _frozen(self.params))
 
     def check(self, value: str) -> str | None:
         """None if ``value`` passes, else the rule it breaks (never the value)."""
-        return build_validator(self.kind, self.params).check(value)
+        bound = self._bound
+        if bound is None:  # bound once, on first use (every value written is checked)
+            bound = build_validator(self.kind, self.params)
+            object.__setattr__(self, "_bound", bound)
+        return bound.check(value)
 
 
 @dataclass(frozen=True, slots=True)

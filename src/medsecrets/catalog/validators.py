@@ -206,12 +206,22 @@ class ValidatorKind:
         return _BoundValidator(self.kind, self.factory(self.resolve(params or {})))
 
 
+_C_LOG2_C = [0.0] + [c * math.log2(c) for c in range(1, 4097)]
+
+
+def _c_log2_c(c: int) -> float:
+    return _C_LOG2_C[c] if c <= 4096 else c * math.log2(c)
+
+
 def shannon_entropy(value: str) -> float:
-    """Empirical Shannon entropy of ``value`` in bits per character (0.0 for '')."""
+    """Empirical Shannon entropy of ``value`` in bits per character (0.0 for '').
+
+    Computed as ``log2(n) - sum(c * log2(c)) / n`` over the character counts ``c``.
+    """
     if not value:
         return 0.0
     n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+    return max(0.0, math.log2(n) - sum(map(_c_log2_c, Counter(value).values())) / n)
 
 
 # --- the kinds -------------------------------------------------------------------------------

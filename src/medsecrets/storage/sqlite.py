@@ -99,12 +99,14 @@ _MEMORY_PATHS = frozenset({"", ":memory:"})
 class _Pending:
     """One caller's write waiting for a group commit."""
 
-    __slots__ = ("done", "error", "ops")
+    __slots__ = ("done", "error", "lead", "ops", "wake")
 
     def __init__(self, ops: Sequence[Operation]) -> None:
         self.ops = ops
         self.done = False
+        self.lead = False  # this caller commits the next group
         self.error: BaseException | None = None
+        self.wake = threading.Event()
 
 
 def _apply(conn: sqlite3.Connection, ops: Sequence[Operation]) -> None:
@@ -150,7 +152,7 @@ class SqliteStorage:
         self._closed = False
         self._queue: builtins.list[_Pending] = []
         self._queue_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+        self._leading = False  # a caller is committing a group now
         _create_private_file(self._path)
         try:
             self._transaction("open", _create_schema)
@@ -285,17 +287,38 @@ class SqliteStorage:
         self._write(ops)
 
     def _write(self, ops: Sequence[Operation]) -> None:
-        """Queue ``ops`` for the next group commit and wait until it is durable."""
+        """Queue ``ops`` for the next group commit and wait until it is durable.
+
+        The first caller to find no commit running leads: it commits every
+        write queued so far in one transaction, then hands the lead to the
+        oldest write queued meanwhile (or gives it up). Everyone else sleeps
+        on its own event until its write is committed or it is made leader.
+        """
         pending = _Pending(ops)
         with self._queue_lock:
             self._queue.append(pending)
-        with self._commit_lock:
-            if not pending.done:  # nobody committed it yet: lead a group commit
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                self._commit_group(group)
+            if not self._leading:
+                self._leading = pending.lead = True
+        if not pending.lead:
+            pending.wake.wait()
+        if not pending.done:  # made leader
+            self._lead()
         if pending.error is not None:
             raise pending.error
+
+    def _lead(self) -> None:
+        with self._queue_lock:
+            group, self._queue = self._queue, []
+        try:
+            self._commit_group(group)
+        finally:
+            with self._queue_lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake.set()
+                else:
+                    self._leading = False
 
     def _commit_group(self, group: builtins.list[_Pending]) -> None:
         """Commit every pending write of ``group`` in one transaction, a savepoint each."""
@@ -325,6 +348,7 @@ class SqliteStorage:
         finally:
             for pending in group:
                 pending.done = True
+                pending.wake.set()
 
     # -- leases --------------------------------------------------------------
 
