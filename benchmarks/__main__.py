@@ -69,9 +69,12 @@ def _write(suite: str, section: str) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], default=list(SUITES))
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=", ".join(SUITES))
     parser.add_argument("--quick", action="store_true", help="small counts, no report update")
     args = parser.parse_args(argv)
+    unknown = [s for s in args.suites if s not in SUITES]
+    if unknown:
+        parser.error(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)})")
     for suite in args.suites or list(SUITES):
         module = importlib.import_module(f"benchmarks.{suite}")
         print(f"== {SUITES[suite]}", flush=True)

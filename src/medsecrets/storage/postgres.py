@@ -161,6 +161,7 @@ class PostgresStorage:
 
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._errors: type[Exception] = psycopg.Error
+        self._idle = psycopg.pq.TransactionStatus.IDLE
         self._closed = False
         self._where = _describe(dsn)
         try:
@@ -258,22 +259,45 @@ class PostgresStorage:
             return
         expects = [op for op in ops if isinstance(op, Expect)]
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                if expects:
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-                    digests = sorted({_digest(op.key) for op in expects})
-                    rows = conn.execute(_EXPECT, (digests,)).fetchall()
-                    current = {bytes(h): bytes(v) for h, v in rows}
-                    for expect in expects:
-                        if current.get(_digest(expect.key)) != expect.value:
-                            raise ConflictError(f"batch expectation failed on key {expect.key!r}")
-                for op in ops:
-                    if isinstance(op, Put):
-                        conn.execute(_PUT, (_digest(op.key), op.key, op.value))
-                    elif isinstance(op, Delete):
-                        conn.execute(_DELETE, (_digest(op.key),))
+            with self._pool.connection() as conn:
+                try:
+                    self._run_batch(conn, ops, expects)
+                finally:
+                    if conn.info.transaction_status != self._idle:
+                        conn.execute("ROLLBACK")
         except self._errors as exc:
             raise _wrap("batch", exc) from None
+
+    @staticmethod
+    def _run_batch(
+        conn: Connection[TupleRow], ops: Sequence[Operation], expects: Sequence[Expect]
+    ) -> None:
+        """One transaction in two round trips: BEGIN + the ``Expect`` read, then the
+        writes + COMMIT, each pipelined (the caller rolls back whatever is left open).
+
+        Rows expected to exist are locked ``FOR UPDATE`` (a racing writer waits,
+        then sees the new value); an expected *absence* cannot be locked, so
+        such a batch runs SERIALIZABLE, where a racing insert fails one side.
+        """
+        with conn.pipeline() as pipeline:
+            if expects:
+                absent = any(op.value is None for op in expects)
+                conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE" if absent else "BEGIN")
+                digests = sorted({_digest(op.key) for op in expects})
+                cursor = conn.execute(_EXPECT, (digests,))
+                pipeline.sync()
+                current = {bytes(h): bytes(v) for h, v in cursor.fetchall()}
+                for expect in expects:
+                    if current.get(_digest(expect.key)) != expect.value:
+                        raise ConflictError(f"batch expectation failed on key {expect.key!r}")
+            else:
+                conn.execute("BEGIN")
+            for op in ops:
+                if isinstance(op, Put):
+                    conn.execute(_PUT, (_digest(op.key), op.key, op.value))
+                elif isinstance(op, Delete):
+                    conn.execute(_DELETE, (_digest(op.key),))
+            conn.execute("COMMIT")
 
     # -- leases --------------------------------------------------------------
 
