@@ -313,14 +313,19 @@ class AesGcmBarrier:
             keys.extend(k for k in page.keys if k not in RESERVED_KEYS)
         return ListPage(tuple(keys), page.next_after)
 
-    def batch(self, ops: Sequence[Operation]) -> None:
-        """Encrypt every ``Put``; pass ``Delete`` and ``Expect`` through; apply atomically."""
+    def batch(self, ops: Sequence[Operation]) -> dict[str, bytes]:
+        """Encrypt every ``Put``; pass ``Delete`` and ``Expect`` through; apply atomically.
+
+        Returns the etag (sealed record) of every key written, for later ``Expect``s.
+        """
         self._require()
         out: list[Operation] = []
+        etags: dict[str, bytes] = {}
         for op in ops:
             if isinstance(op, Put):
                 self._check_user_key(op.key)
-                out.append(Put(op.key, self._encrypt(op.key, op.value)))
+                sealed = etags[op.key] = self._encrypt(op.key, op.value)
+                out.append(Put(op.key, sealed))
             elif isinstance(op, Delete):
                 self._check_user_key(op.key)
                 out.append(op)
@@ -329,6 +334,7 @@ class AesGcmBarrier:
             else:
                 raise InvalidRequest("batch operations must be Put, Delete or Expect")
         self._storage.batch(out)
+        return etags
 
     # ------------------------------------------------------------------ internals
 

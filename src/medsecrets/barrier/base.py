@@ -8,7 +8,7 @@ operations, with values in plaintext. ``Barrier.keyring_info`` answers with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from medsecrets.schema.system import KeyringInfo
@@ -50,7 +50,9 @@ class SecureStorage(Protocol):
 
     def list(self, prefix: str = "", *, after: str = "", limit: int = 1000) -> ListPage: ...
 
-    def batch(self, ops: Sequence[Operation]) -> None: ...
+    def batch(self, ops: Sequence[Operation]) -> Mapping[str, bytes]:
+        """Apply ``ops`` atomically; returns the etag of every key the batch wrote."""
+        ...
 
 
 @runtime_checkable

@@ -279,12 +279,15 @@ class PostgresStorage:
         then sees the new value); an expected *absence* cannot be locked, so
         such a batch runs SERIALIZABLE, where a racing insert fails one side.
         """
+        # prepare=False: a statement prepared inside a pipeline that then aborts
+        # (a serialization failure at COMMIT) would be lost while psycopg still
+        # believes in it.
         with conn.pipeline() as pipeline:
             if expects:
                 absent = any(op.value is None for op in expects)
                 conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE" if absent else "BEGIN")
                 digests = sorted({_digest(op.key) for op in expects})
-                cursor = conn.execute(_EXPECT, (digests,))
+                cursor = conn.execute(_EXPECT, (digests,), prepare=False)
                 pipeline.sync()
                 current = {bytes(h): bytes(v) for h, v in cursor.fetchall()}
                 for expect in expects:
@@ -294,9 +297,9 @@ class PostgresStorage:
                 conn.execute("BEGIN")
             for op in ops:
                 if isinstance(op, Put):
-                    conn.execute(_PUT, (_digest(op.key), op.key, op.value))
+                    conn.execute(_PUT, (_digest(op.key), op.key, op.value), prepare=False)
                 elif isinstance(op, Delete):
-                    conn.execute(_DELETE, (_digest(op.key),))
+                    conn.execute(_DELETE, (_digest(op.key),), prepare=False)
             conn.execute("COMMIT")
 
     # -- leases --------------------------------------------------------------

@@ -343,3 +343,27 @@ def test_sealed_store_refuses_everything(store: SecretStore) -> None:
             call()
     store.auto_unseal()
     assert store.secrets.get(AUTH).number == 1
+
+
+def test_a_stale_remembered_record_never_decides(tmp_path: Path, clock: ManualClock) -> None:
+    """The engine tries the record it wrote last first; another writer makes that stale."""
+    db = tmp_path / "shared.db"
+    ours = SecretStore(SqliteStorage(db), clock=clock)
+    ours.initialize(KeyFileSealConfig(str(tmp_path / "k")))
+    theirs = SecretStore(SqliteStorage(db), clock=clock)
+    theirs.auto_unseal()
+    ours.secrets.put(AUTH, auth_value(ours))  # v1, remembered by ours
+    theirs.secrets.put(AUTH, auth_value(theirs))  # v2 behind our back
+    with pytest.raises(CasConflictError, match="at version 2, not 1"):
+        ours.secrets.put(AUTH, auth_value(ours), cas=1)
+    assert ours.secrets.put(AUTH, auth_value(ours), cas=2).number == 3
+    theirs.secrets.put(AUTH, auth_value(theirs))  # v4
+    assert ours.secrets.put(AUTH, auth_value(ours)).number == 5  # retried on a fresh read
+    assert [v.number for v in theirs.secrets.versions(AUTH)] == [1, 2, 3, 4, 5]
+    theirs.secrets.delete(AUTH)
+    with pytest.raises(ScheduledForDeletion):
+        ours.secrets.put(AUTH, auth_value(ours))
+    theirs.secrets.restore(AUTH)
+    ours.secrets.put(AUTH, auth_value(ours), cas=5)
+    ours.close()
+    theirs.close()

@@ -217,6 +217,7 @@ class SecretsEngine:
         self._new_id = id_factory
         self._paths: dict[str, tuple[SecretPath, str]] = {}
         self._views: dict[tuple[str, bytes], _View] = {}
+        self._written: dict[str, tuple[bytes, bytes]] = {}  # path -> (record, etag) we wrote
 
     def __repr__(self) -> str:
         return f"SecretsEngine(prefix={self._catalog.prefix!r}, max_versions={self._max_versions})"
@@ -260,6 +261,7 @@ class SecretsEngine:
     def forget(self) -> None:
         """Drop cached views and decrypted values (called when the store seals)."""
         self._views.clear()
+        self._written.clear()
 
     def _now(self) -> str:
         return self._clock.now().isoformat()
@@ -411,8 +413,18 @@ class SecretsEngine:
         if owner is not None:
             self._check_text("owner", owner, 256)
         clean_tags = self._check_tags(tags) if tags is not None else None
+        # The record this engine wrote last is tried first, saving a read; the
+        # Expect in the batch catches a stale one, and only a fresh read may fail.
+        known = self._written.pop(key, None)
         for _ in range(_RETRIES):
-            record, etag = self._load(key)
+            fresh = known is None
+            record: _Record | None
+            etag: bytes | None
+            if known is not None:
+                record, etag = _Record.loads(known[0]), known[1]
+                known = None
+            else:
+                record, etag = self._load(key)
             now = self._now()
             if record is None:
                 if cas not in (None, 0):
@@ -428,6 +440,11 @@ class SecretsEngine:
                     updated_at=now,
                 )
             else:
+                if not fresh and (
+                    record.purge_at is not None
+                    or (cas is not None and cas != record.next_number - 1)
+                ):
+                    continue  # decide on a fresh read
                 if record.purge_at is not None:
                     purge_at = _dt(record.purge_at)
                     assert purge_at is not None
@@ -465,15 +482,19 @@ class SecretsEngine:
             else:
                 record.stages["pending"] = number
             ops += self._prune(record)
-            ops = [Expect(META + key, etag), Put(META + key, record.dumps()), *ops]
+            body = record.dumps()
+            ops = [Expect(META + key, etag), Put(META + key, body), *ops]
             try:
-                self._secure.batch(ops)
+                etags = self._secure.batch(ops)
             except ConflictError:
-                if cas is not None:
+                if cas is not None and fresh:
                     raise CasConflictError(
                         f"secret {key!r} changed while writing (check-and-set)"
                     ) from None
                 continue
+            if len(self._written) >= _CACHE_SIZE:
+                self._written.clear()
+            self._written[key] = (body, etags[META + key])
             return self._version_info(record, record.versions[-1])
         raise ConflictError(f"secret {key!r} is changing too fast; try again")
 
