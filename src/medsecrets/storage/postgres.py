@@ -23,6 +23,7 @@ one side fail: serialization failures, deadlocks and unique violations become
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -66,6 +67,14 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS medsecrets_leases ("
     ' name_hash BYTEA PRIMARY KEY, name TEXT COLLATE "C" NOT NULL, holder TEXT NOT NULL,'
     " token TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+    # A batch's Expect, checked inside its transaction: the row is locked, and a
+    # mismatch aborts the transaction with serialization_failure (a ConflictError).
+    "CREATE OR REPLACE FUNCTION medsecrets_expect(h BYTEA, v BYTEA) RETURNS VOID"
+    " LANGUAGE plpgsql AS $$ DECLARE cur BYTEA; BEGIN"
+    " SELECT value INTO cur FROM medsecrets_kv WHERE key_hash = h FOR UPDATE;"
+    " IF cur IS DISTINCT FROM v THEN"
+    " RAISE EXCEPTION 'medsecrets: batch expectation failed' USING ERRCODE = '40001';"
+    " END IF; END $$",
 )
 _KEY_COLLATION = (
     "SELECT collation_name FROM information_schema.columns"
@@ -89,10 +98,7 @@ _LIST_BOUNDED = (
     ' AND key < %(upper)s COLLATE "C" ORDER BY substr(key, 1, 512), key LIMIT %(limit)s'
 )
 _LIST_UNBOUNDED = _LIST_WHERE + " ORDER BY substr(key, 1, 512), key LIMIT %(limit)s"
-_EXPECT = (
-    "SELECT key_hash, value FROM medsecrets_kv WHERE key_hash = ANY(%s)"
-    " ORDER BY key_hash FOR UPDATE"
-)
+_EXPECT = "SELECT medsecrets_expect(%s, %s)"
 _LEASE_ACQUIRE = (
     "INSERT INTO medsecrets_leases AS l (name_hash, name, holder, token, expires_at)"
     " VALUES (%s, %s, %s, %s, %s)"
@@ -128,6 +134,22 @@ def _wrap(op: str, exc: Exception) -> MedsecretsError:
     return StorageError(f"postgres {op} failed ({detail})")
 
 
+class _ExpectedPipelineAbort(logging.Filter):
+    """Drops psycopg's warning for a pipeline aborted by a failed ``Expect``.
+
+    A failed check aborts the batch's pipeline on purpose (and the caller gets
+    a ``ConflictError``); psycopg still logs "error ignored terminating ...
+    pipeline aborted" at WARNING, which would make every lost race look like a
+    fault in the server's log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("error ignored terminating") and "pipeline aborted" in message
+        )
+
+
 def _load_driver() -> None:
     try:
         import psycopg  # noqa: F401
@@ -161,6 +183,9 @@ class PostgresStorage:
 
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._errors: type[Exception] = psycopg.Error
+        psycopg_logger = logging.getLogger("psycopg")
+        if not any(isinstance(f, _ExpectedPipelineAbort) for f in psycopg_logger.filters):
+            psycopg_logger.addFilter(_ExpectedPipelineAbort())
         self._idle = psycopg.pq.TransactionStatus.IDLE
         self._closed = False
         self._where = _describe(dsn)
@@ -179,7 +204,9 @@ class PostgresStorage:
             dsn,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True},
+            # No server-side prepared statements: psycopg loses track of them when
+            # a pipeline aborts (a failed Expect), and the saving here is small.
+            kwargs={"autocommit": True, "prepare_threshold": None},
             timeout=timeout,
             open=False,
             name="medsecrets-storage",
@@ -272,34 +299,25 @@ class PostgresStorage:
     def _run_batch(
         conn: Connection[TupleRow], ops: Sequence[Operation], expects: Sequence[Expect]
     ) -> None:
-        """One transaction in two round trips: BEGIN + the ``Expect`` read, then the
-        writes + COMMIT, each pipelined (the caller rolls back whatever is left open).
+        """The whole transaction in one pipelined round trip (the caller rolls back
+        whatever is left open).
 
-        Rows expected to exist are locked ``FOR UPDATE`` (a racing writer waits,
-        then sees the new value); an expected *absence* cannot be locked, so
-        such a batch runs SERIALIZABLE, where a racing insert fails one side.
+        Each ``Expect`` is checked by ``medsecrets_expect`` in the transaction,
+        in key-hash order (no deadlocks): a row expected to exist is locked
+        ``FOR UPDATE`` (a racing writer waits, then sees the new value); an
+        expected *absence* cannot be locked, so such a batch runs SERIALIZABLE,
+        where a racing insert fails one side. A failed check aborts it all.
         """
-        # prepare=False: a statement prepared inside a pipeline that then aborts
-        # (a serialization failure at COMMIT) would be lost while psycopg still
-        # believes in it.
-        with conn.pipeline() as pipeline:
-            if expects:
-                absent = any(op.value is None for op in expects)
-                conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE" if absent else "BEGIN")
-                digests = sorted({_digest(op.key) for op in expects})
-                cursor = conn.execute(_EXPECT, (digests,), prepare=False)
-                pipeline.sync()
-                current = {bytes(h): bytes(v) for h, v in cursor.fetchall()}
-                for expect in expects:
-                    if current.get(_digest(expect.key)) != expect.value:
-                        raise ConflictError(f"batch expectation failed on key {expect.key!r}")
-            else:
-                conn.execute("BEGIN")
+        absent = any(op.value is None for op in expects)
+        with conn.pipeline():
+            conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE" if absent else "BEGIN")
+            for digest, value in sorted((_digest(op.key), op.value) for op in expects):
+                conn.execute(_EXPECT, (digest, value))
             for op in ops:
                 if isinstance(op, Put):
-                    conn.execute(_PUT, (_digest(op.key), op.key, op.value), prepare=False)
+                    conn.execute(_PUT, (_digest(op.key), op.key, op.value))
                 elif isinstance(op, Delete):
-                    conn.execute(_DELETE, (_digest(op.key),), prepare=False)
+                    conn.execute(_DELETE, (_digest(op.key),))
             conn.execute("COMMIT")
 
     # -- leases --------------------------------------------------------------
