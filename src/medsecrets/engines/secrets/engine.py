@@ -258,6 +258,12 @@ class SecretsEngine:
             self._views[slot] = view
         return view
 
+    def _remember(self, path: str, body: bytes, etag: bytes) -> None:
+        """Keep the metadata record this engine just wrote, for its next write."""
+        if len(self._written) >= _CACHE_SIZE:
+            self._written.clear()
+        self._written[path] = (body, etag)
+
     def forget(self) -> None:
         """Drop cached views and decrypted values (called when the store seals)."""
         self._views.clear()
@@ -294,16 +300,14 @@ class SecretsEngine:
             record, etag = self._require(path, allow_deleted=allow_deleted)
             extra = change(record)
             record.updated_at = self._now()
+            body = record.dumps()
             try:
-                self._secure.batch(
-                    [
-                        Expect(META + record.path, etag),
-                        Put(META + record.path, record.dumps()),
-                        *extra,
-                    ]
+                etags = self._secure.batch(
+                    [Expect(META + record.path, etag), Put(META + record.path, body), *extra]
                 )
             except ConflictError:
                 continue
+            self._remember(record.path, body, etags[META + record.path])
             return record
         raise ConflictError(f"secret {path!r} is changing too fast; try again")
 
@@ -492,9 +496,7 @@ class SecretsEngine:
                         f"secret {key!r} changed while writing (check-and-set)"
                     ) from None
                 continue
-            if len(self._written) >= _CACHE_SIZE:
-                self._written.clear()
-            self._written[key] = (body, etags[META + key])
+            self._remember(key, body, etags[META + key])
             return self._version_info(record, record.versions[-1])
         raise ConflictError(f"secret {key!r} is changing too fast; try again")
 
