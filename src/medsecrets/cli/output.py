@@ -14,7 +14,7 @@ import enum
 import json
 import shlex
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -67,6 +67,14 @@ def emit_json(value: object) -> None:
     """Print ``value``'s wire form as indented JSON on stdout."""
     sys.stdout.write(json.dumps(wire(value), indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def emit(value: object, output: OutputFormat, show: Callable[[], None]) -> None:
+    """The command's result: the wire JSON of ``value`` for ``--output json``, else ``show()``."""
+    if output is OutputFormat.json:
+        emit_json(value)
+    else:
+        show()
 
 
 def write_line(text: str) -> None:

@@ -25,6 +25,7 @@ from medsecrets.cli.commands.connection import (
 from medsecrets.cli.errors import CliError, ExitCode
 from medsecrets.cli.output import (
     OutputFormat,
+    emit,
     emit_json,
     kv_table,
     print_table,
@@ -121,10 +122,7 @@ def init(
         seal = ShamirSealConfig(shares, threshold)
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.init(seal))
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        _print_shares(data, what="the unseal shares and the root token are")
+    emit(data, output, lambda: _print_shares(data, what="the unseal shares and the root token are"))
 
 
 def _read_secret_line(prompt: str) -> str:
@@ -194,10 +192,7 @@ def seal(
     """Seal the server: every key leaves its memory until it is unsealed again."""
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.seal())
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        write_line("Sealed.")
+    emit(data, output, lambda: write_line("Sealed."))
 
 
 @app.command("status")
@@ -211,10 +206,7 @@ def status(
     """Show the seal status (no token needed)."""
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.seal_status())
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        _print_status(data)
+    emit(data, output, lambda: _print_status(data))
 
 
 @app.command("rotate")
@@ -228,10 +220,7 @@ def rotate(
     """Add a new barrier key term (old data stays readable)."""
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.rotate())
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        print_table(kv_table("keyring", data))
+    emit(data, output, lambda: print_table(kv_table("keyring", data)))
 
 
 @app.command("rekey")
@@ -259,10 +248,7 @@ def rekey(
             _read_secret_line(f"Current share {i} of {needed}") for i in range(1, needed + 1)
         ]
         data = _dict(client.rekey(current, new_shares=new_shares, new_threshold=new_threshold))
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        _print_shares(data, what="the new unseal shares are")
+    emit(data, output, lambda: _print_shares(data, what="the new unseal shares are"))
 
 
 @app.command("rotate-key")
@@ -277,10 +263,11 @@ def rotate_key(
     """Add a new key-encryption-key version for a category (then run rewrap)."""
     with open_client(connection(addr, token, cacert)) as client:
         version = client.rotate_key(category)
-    if output is OutputFormat.json:
-        emit_json({"category": category, "version": version})
-    else:
-        write_line(f"Category {category}: new KEK version {version}.")
+    emit(
+        {"category": category, "version": version},
+        output,
+        lambda: write_line(f"Category {category}: new KEK version {version}."),
+    )
 
 
 @app.command("key-versions")

@@ -28,6 +28,7 @@ from medsecrets.cli.errors import CliError, ExitCode
 from medsecrets.cli.output import (
     GetFormat,
     OutputFormat,
+    emit,
     emit_json,
     env_lines,
     kv_table,
@@ -189,10 +190,11 @@ def put(
                 tags=_tags(tag),
             )
         )
-    if output is OutputFormat.json:
-        emit_json(info)
-    else:
-        write_line(f"Wrote {path} version {info.get('number')} ({_stages(info)}).")
+    emit(
+        info,
+        output,
+        lambda: write_line(f"Wrote {path} version {info.get('number')} ({_stages(info)})."),
+    )
 
 
 def _stages(info: dict[str, JSON]) -> str:
@@ -278,12 +280,15 @@ def _describe(
         return _dict(client.describe(path))
 
 
-def _print_metadata(data: dict[str, JSON], *, title: str | None = None) -> None:
+def _version_rows(data: dict[str, JSON]) -> list[dict[str, JSON]]:
     versions = data.get("versions")
-    rows = [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+    return [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+
+
+def _print_metadata(data: dict[str, JSON], *, title: str | None = None) -> None:
     print_table(
         kv_table(title, data, keys=_META_KEYS),
-        rows_table("versions", rows, _VERSION_COLUMNS, headers=_VERSION_HEADERS),
+        rows_table("versions", _version_rows(data), _VERSION_COLUMNS, headers=_VERSION_HEADERS),
     )
 
 
@@ -298,10 +303,7 @@ def describe(
 ) -> None:
     """Show everything about a secret except its values."""
     data = _describe(path, addr, token, cacert)
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        _print_metadata(data)
+    emit(data, output, lambda: _print_metadata(data))
 
 
 @app.command("versions")
@@ -314,13 +316,12 @@ def versions(
     cacert: CacertOption = None,
 ) -> None:
     """List a secret's versions and their stages."""
-    data = _describe(path, addr, token, cacert)
-    items = data.get("versions")
-    rows = [v for v in items if isinstance(v, dict)] if isinstance(items, list) else []
-    if output is OutputFormat.json:
-        emit_json(rows)
-    else:
-        print_table(rows_table(path, rows, _VERSION_COLUMNS, headers=_VERSION_HEADERS))
+    rows = _version_rows(_describe(path, addr, token, cacert))
+    emit(
+        rows,
+        output,
+        lambda: print_table(rows_table(path, rows, _VERSION_COLUMNS, headers=_VERSION_HEADERS)),
+    )
 
 
 @app.command("list")
@@ -434,10 +435,7 @@ def restore(
     """Cancel a scheduled deletion."""
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.restore(path))
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        write_line(f"Restored {path}.")
+    emit(data, output, lambda: write_line(f"Restored {path}."))
 
 
 @app.command("destroy")
@@ -455,10 +453,7 @@ def destroy(
     _confirm(f"destroying version {version} of {path}", yes)
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.destroy(path, version))
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        write_line(f"Destroyed version {version} of {path}.")
+    emit(data, output, lambda: write_line(f"Destroyed version {version} of {path}."))
 
 
 @app.command("promote")

@@ -22,7 +22,15 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
-from medsecrets.cli.output import OutputFormat, emit_json, kv_table, print_table, wire, write_line
+from medsecrets.cli.output import (
+    OutputFormat,
+    emit,
+    emit_json,
+    kv_table,
+    print_table,
+    wire,
+    write_line,
+)
 from medsecrets.wire import JSON
 
 __all__ = ["app", "parse_ttl"]
@@ -152,10 +160,7 @@ def lookup(
         else:
             info = client.token_lookup(token=_stdin_token())
         data = _dict(info)
-    if output is OutputFormat.json:
-        emit_json(data)
-    else:
-        print_table(kv_table(None, data, keys=_INFO_KEYS))
+    emit(data, output, lambda: print_table(kv_table(None, data, keys=_INFO_KEYS)))
 
 
 @app.command("revoke")
