@@ -29,7 +29,6 @@ Nothing here logs, and no repr or message contains a token.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import hmac
 import json
@@ -40,6 +39,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from medsecrets.barrier.base import SecureStorage
+from medsecrets.barrier.stored_key import get_or_create
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import (
     AuthenticationError,
@@ -213,16 +213,7 @@ class TokenStore:
             return key
         with self._lock:
             if self._key is None:
-                stored = self._secure.get(HMAC_KEY)
-                if stored is None:
-                    fresh = self._random(32)
-                    # On conflict another process created it first: use theirs.
-                    with contextlib.suppress(ConflictError):
-                        self._secure.batch([Expect(HMAC_KEY, None), Put(HMAC_KEY, fresh)])
-                    stored = self._secure.get(HMAC_KEY)
-                    if stored is None:  # pragma: no cover - storage misbehaving
-                        raise StorageError("token HMAC key could not be stored")
-                self._key = stored
+                self._key = get_or_create(self._secure, HMAC_KEY, lambda: self._random(32))
             return self._key
 
     def _hash(self, token: str) -> str:

@@ -32,6 +32,9 @@ Schema (version 1). Unknown keys are rejected everywhere; ``*`` marks required k
           connection_string:
             source: derived
             template: "postgresql://{username|urlquote}:{password|urlquote}@{host}/{database}"
+    honeytokens:                        # decoy secrets: any read raises a critical alert
+      - production/database/legacy-admin  # <environment>/<category>[/<name>], relative to the
+                                        #   prefix; the category must be declared (default: [])
 
 Generator and validator kinds and their parameters are documented in
 ``medsecrets.catalog.generators`` and ``medsecrets.catalog.validators``;
@@ -40,7 +43,8 @@ template syntax (``{field}``, ``{field|urlquote}``, ``{{``/``}}``) in
 
 Every problem — YAML syntax, wrong type, unknown or duplicate key, unknown
 generator or validator kind, bad parameter, template reading an undeclared field
-or forming a cycle, bad interval, a dummy failing its validators — raises
+or forming a cycle, bad interval, a dummy failing its validators, a malformed,
+duplicate or unknown-category honeytoken — raises
 ``CatalogError(problem, file=..., line=...)``.
 """
 
@@ -72,6 +76,7 @@ from medsecrets.catalog.model import (
     KekSpec,
     RotationPolicy,
     ValidatorSpec,
+    honeytoken_problem,
 )
 from medsecrets.catalog.templates import parse_template
 from medsecrets.catalog.validators import VALIDATORS, Parameter, ParamValue, check_param
@@ -161,7 +166,7 @@ class _Parser:
         top = self.entries(
             root,
             "catalog",
-            allowed=("version", "prefix", "development_environments", "categories"),
+            allowed=("version", "prefix", "development_environments", "categories", "honeytokens"),
             required=("version", "categories"),
         )
         version_node = top["version"][1]
@@ -183,12 +188,16 @@ class _Parser:
         categories: dict[str, Category] = {}
         for name, (key, value) in declared.items():
             categories[name] = self.category(prefix, key, value)
+        honeytokens: frozenset[str] = frozenset()
+        if "honeytokens" in top:
+            honeytokens = self.honeytokens(top["honeytokens"][1], categories)
         try:
             return Catalog(
                 prefix=prefix,
                 categories=categories,
                 development_environments=environments,
                 source=self.source,
+                honeytokens=honeytokens,
             )
         except CatalogError as exc:  # pragma: no cover - every rule is checked above
             self.fail(root, exc.problem)
@@ -205,6 +214,20 @@ class _Parser:
                 self.fail(item, f"development_environments: duplicate {name!r}")
             names.append(name)
         return frozenset(names)
+
+    def honeytokens(self, node: Node, categories: dict[str, Category]) -> frozenset[str]:
+        if not isinstance(node, SequenceNode):
+            self.fail(node, "honeytokens must be a list of secret paths")
+        paths: dict[str, int] = {}
+        for item in node.value:
+            path = self.string(item, "honeytokens entry")
+            problem = honeytoken_problem(path, categories)
+            if problem is not None:
+                self.fail(item, f"honeytokens: {path!r}: {problem}")
+            if path in paths:
+                self.fail(item, f"honeytokens: duplicate {path!r} (first on line {paths[path]})")
+            paths[path] = _line(item)
+        return frozenset(paths)
 
     # --- categories ---------------------------------------------------------------------
 

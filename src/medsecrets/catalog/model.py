@@ -11,7 +11,8 @@ Values (all frozen, slotted):
 - ``RotationPolicy``, ``KekSpec``;
 - ``Category``: the fields, rotation and key-encryption key of one secret category,
   with ``build`` (complete a field set) and ``validate``;
-- ``Catalog``: every category, the path prefix and the development environments.
+- ``Catalog``: every category, the path prefix, the development environments and the
+  honeytokens (decoy secret paths: ``is_honeytoken``).
 
 Construction checks integrity (kinds and parameters known, templates reference
 declared fields without cycles, explicit dummies pass their validators, ...) and
@@ -53,6 +54,7 @@ __all__ = [
     "RotationPolicy",
     "ValidatorSpec",
     "derived_order",
+    "honeytoken_problem",
     "is_dummy",
 ]
 
@@ -458,11 +460,30 @@ def check_field_kinds(f: FieldSpec) -> None:
             raise CatalogError(f"field {f.name!r}: {what} fails a validator ({rule}){hint}")
 
 
+def honeytoken_problem(path: str, categories: Mapping[str, Category]) -> str | None:
+    """Why ``path`` cannot be a honeytoken path of a catalog with ``categories`` (None: it can).
+
+    A honeytoken path is relative to the prefix: ``<environment>/<category>[/<name>...]``,
+    no empty segment, no surrounding slash, and its category is declared (the decoy must
+    look like, and be stored as, a real secret of that category).
+    """
+    segments = path.split("/")
+    if len(segments) < 2 or any(not s.strip() or s != s.strip() for s in segments):
+        return "expected <environment>/<category>[/<name>] relative to the prefix"
+    if segments[1] not in categories:
+        known = ", ".join(categories)
+        return f"unknown category {segments[1]!r} (known: {known})"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """Every category, the path prefix and which environments are for development.
+    """Every category, the path prefix, which environments are for development, and honeytokens.
 
     Secrets live at ``<prefix>/<environment>/<category>`` (``secret_path``).
+    ``honeytokens`` are decoy secret paths relative to the prefix (see
+    ``honeytoken_problem`` for their shape); ``is_honeytoken`` also counts every
+    secret of a category declared ``honeytoken: true``.
     """
 
     _: KW_ONLY
@@ -470,6 +491,7 @@ class Catalog:
     categories: Mapping[str, Category]
     development_environments: frozenset[str]
     source: str
+    honeytokens: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not CATEGORY_NAME.match(self.prefix):
@@ -483,6 +505,24 @@ class Catalog:
         object.__setattr__(
             self, "development_environments", frozenset(self.development_environments)
         )
+        object.__setattr__(self, "honeytokens", frozenset(self.honeytokens))
+        for path in sorted(self.honeytokens):
+            problem = honeytoken_problem(path, self.categories)
+            if problem is not None:
+                raise CatalogError(f"honeytoken {path!r}: {problem}", file=self.source)
+
+    def is_honeytoken(self, path: str) -> bool:
+        """True when the secret path ``path`` (``<prefix>/<environment>/<category>[/...]``)
+        is a decoy: listed in ``honeytokens``, or in a ``honeytoken: true`` category."""
+        prefix = self.prefix
+        if not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] != "/":
+            return False
+        relative = path[len(prefix) + 1 :].rstrip("/")
+        if relative in self.honeytokens:
+            return True
+        segments = relative.split("/", 2)
+        category = self.categories.get(segments[1]) if len(segments) > 1 else None
+        return category is not None and category.honeytoken
 
     def category(self, name: str) -> Category:
         """The category ``name``; ``NotFoundError`` naming the known categories."""

@@ -1,0 +1,258 @@
+"""``AuditBroker``: the core's audit hook over the configured devices.
+
+For each request the broker builds an ``AuditEvent`` (no value in clear: the
+token accessor and the request body are HMAC'd when rendered) and appends it to
+every lane (one per device, see ``audit.lane``). What it returns to the core:
+
+- ``on_request``: for a state-changing request (not GET) a ticket the core
+  waits on *before the request runs*; for a GET none (the response's ticket
+  covers the request record: a lane writes in order);
+- ``on_response``: for a success a ticket the core (or the transport) waits
+  on *before the response leaves*; for an error none (no secret leaves).
+
+A ticket succeeds when at least one *required* device durably accepted the
+record (``Waiter``), and fails (``AuditFailure``, 503) when every required
+device failed or the watchdog found it hung for over ``timeout`` seconds.
+
+With no device at all the broker refuses every request except the health and
+seal-status probes (``AuditFailure``): no audit, no secret. Response events
+also go to ``on_event`` (the anomaly monitor), as record-shaped dicts without
+the HMAC'd fields; that call must not block.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from medsecrets.audit.lane import KeySource, Lane
+from medsecrets.audit.record import AuditEvent, format_time, outcome_for, split_path
+from medsecrets.audit.waiter import Waiter
+from medsecrets.core.request import Request
+from medsecrets.errors import AuditFailure, NotFoundError, SealedError
+from medsecrets.schema.tokens import TokenInfo
+
+__all__ = ["EXEMPT_ROUTES", "AuditBroker"]
+
+_LOG = logging.getLogger("medsecrets.audit")
+
+EXEMPT_ROUTES = frozenset({"sys.health", "sys.seal_status"})
+"""Routes served (and still audited when devices exist) with no audit device at all."""
+
+_SECRET_ROUTES = ("secrets.", "metadata.", "stages.")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AuditBroker:
+    """Implements ``core.audit.AuditHook`` (see module docstring)."""
+
+    def __init__(
+        self,
+        lanes: Sequence[Lane],
+        *,
+        prefix: str,
+        keys: KeySource,
+        timeout: float = 5.0,
+        on_event: Callable[[Mapping[str, object]], None] | None = None,
+        now: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        names = [lane.name for lane in lanes]
+        if len(set(names)) != len(names):
+            raise ValueError("audit device names must be unique")
+        if lanes and not any(lane.required for lane in lanes):
+            raise ValueError("at least one audit device must be required")
+        self.lanes = tuple(lanes)
+        self._required = sum(1 for lane in lanes if lane.required)
+        self._prefix = prefix
+        self._keys = keys
+        self._timeout = timeout
+        self._on_event = on_event
+        self._now = now
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"AuditBroker(devices={[lane.name for lane in self.lanes]})"
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        """Open every device and start the writers and the watchdog."""
+        for lane in self.lanes:
+            lane.start()
+        self._watchdog = threading.Thread(target=self._watch, name="audit-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        """Write what is queued and close every device."""
+        self._stop.set()
+        for lane in self.lanes:
+            lane.stop(self._timeout)
+        if self._watchdog is not None:
+            self._watchdog.join(1.0)
+
+    def _watch(self) -> None:
+        interval = min(0.05, self._timeout / 10)
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            for lane in self.lanes:
+                lane.check_hung(now)
+
+    # -- the hook ---------------------------------------------------------------------
+    def on_request(self, request: Request, principal: TokenInfo | None) -> Waiter | None:
+        """Queue the request record; a ticket to wait on for state-changing requests."""
+        if not self.lanes:
+            if request.route in EXEMPT_ROUTES:
+                return None
+            raise AuditFailure("no audit device configured: request refused")
+        event = self._event("request", request, principal, None, None)
+        return self._append(event, wait=request.method != "GET")
+
+    def on_response(
+        self,
+        request: Request,
+        principal: TokenInfo | None,
+        response_status: int,
+        error_code: str | None,
+    ) -> Waiter | None:
+        """Queue the response record; a ticket to wait on for a success."""
+        if not self.lanes:
+            return None
+        event = self._event("response", request, principal, response_status, error_code)
+        if self._on_event is not None:
+            self._publish(event)
+        return self._append(event, wait=response_status < 400)
+
+    def record(self, event: AuditEvent) -> None:
+        """Queue a record that nobody waits for (alerts, lifecycle events)."""
+        self._append(event, wait=False)
+
+    def _append(self, event: AuditEvent, *, wait: bool) -> Waiter | None:
+        waiter = Waiter(self._required, timeout=self._timeout + 1.0) if wait else None
+        for lane in self.lanes:
+            lane.append(event, waiter if lane.required else None)
+        return waiter
+
+    def _event(
+        self,
+        kind: str,
+        request: Request,
+        principal: TokenInfo | None,
+        status: int | None,
+        code: str | None,
+    ) -> AuditEvent:
+        route = request.route
+        path = request.path
+        environment: str | None = None
+        category: str | None = None
+        if route.startswith(_SECRET_ROUTES):
+            environment, category = split_path(path, self._prefix)
+        elif route == "catalog.category":
+            category = path or None
+        version: int | None = None
+        found = request.query.get("version")
+        if found and found[0].isdigit() and len(found[0]) < 12:
+            version = int(found[0])
+        return AuditEvent(
+            kind="request" if kind == "request" else "response",
+            time=self._now(),
+            request_id=request.request_id,
+            principal=(principal.display_name or principal.accessor) if principal else None,
+            token=principal.accessor if principal else request.token,
+            auth="token" if principal is not None or request.token else None,
+            remote=request.remote,
+            user_agent=request.user_agent,
+            operation=route,
+            path=path,
+            environment=environment,
+            category=category,
+            version=version,
+            status=status,
+            error=code,
+            emergency=bool(getattr(principal, "emergency", False)),
+            data=request.body if kind == "request" else None,
+        )
+
+    def _publish(self, event: AuditEvent) -> None:
+        assert self._on_event is not None
+        status = event.status if event.status is not None else 0
+        try:
+            self._on_event(
+                {
+                    "kind": event.kind,
+                    "time": format_time(event.time),
+                    "request_id": event.request_id,
+                    "principal": event.principal,
+                    "remote": event.remote,
+                    "operation": event.operation,
+                    "path": event.path,
+                    "environment": event.environment,
+                    "category": event.category,
+                    "version": event.version,
+                    "outcome": outcome_for(status),
+                    "status": status,
+                    "error": event.error,
+                    "emergency": event.emergency,
+                }
+            )
+        except Exception as exc:  # the monitor never affects a request
+            _LOG.warning("audit monitor feed failed (%s)", type(exc).__name__)
+
+    # -- operator tools ------------------------------------------------------------------
+    def hash(self, value: str, device: str | None = None) -> tuple[str, str]:
+        """``(device, "hmac-sha256:<hex>")`` of ``value`` with that device's key.
+
+        ``device`` defaults to the first device. ``NotFoundError`` for an
+        unknown device, ``SealedError`` while sealed.
+        """
+        lane = self._lane(device)
+        keys = self._keys(lane.name)
+        if keys is None:
+            raise SealedError
+        return lane.name, keys.salter.hash(value)
+
+    def _lane(self, device: str | None) -> Lane:
+        if not self.lanes:
+            raise NotFoundError("no audit device configured")
+        if device is None:
+            return self.lanes[0]
+        for lane in self.lanes:
+            if lane.name == device:
+                return lane
+        raise NotFoundError(f"no audit device named {device!r}")
+
+    def health(self) -> list[dict[str, object]]:
+        """Per device: name, required, up, records, failures, dropped, pending, last error, seq.
+
+        A device with its own ``health()`` (the SIEM forwarder) adds
+        ``spool_pending``, ``spool_bytes`` and its delivery ``delivery_error``.
+        """
+        found: list[dict[str, object]] = []
+        for lane in self.lanes:
+            entry: dict[str, object] = {
+                "name": lane.name,
+                "required": lane.required,
+                "up": lane.up,
+                "records": lane.records,
+                "failures": lane.failures,
+                "dropped": lane.dropped,
+                "pending": lane.pending,
+                "last_error": lane.last_error,
+                "seq": lane.head.seq,
+            }
+            own = getattr(lane.device, "health", None)
+            if callable(own):
+                try:
+                    extra = own()
+                    entry["spool_pending"] = extra.get("pending", 0)
+                    entry["spool_bytes"] = extra.get("spool_bytes", 0)
+                    entry["delivery_error"] = extra.get("last_error")
+                except Exception as exc:  # health must never fail a scrape
+                    entry["delivery_error"] = type(exc).__name__
+            found.append(entry)
+        return found

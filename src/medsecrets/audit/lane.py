@@ -1,0 +1,260 @@
+"""``Lane``: one audit device's queue, writer thread and hash chain (group commit).
+
+``append(event, waiter)`` queues an event (cheap: no rendering on the caller's
+thread). One writer thread per lane takes *everything* queued, renders it
+(HMACs, chain links, a signed checkpoint when one is due), and hands the batch
+to ``device.write`` in one call: every request waiting on the same fsync shares
+it (group commit). After the write the waiters of the batch are answered: yes
+when it succeeded, no when it raised. A failed batch is dropped from the chain
+(the head is not advanced; devices roll back partial writes), so the stored
+chain never references a record that is not stored.
+
+A write that takes longer than ``timeout`` makes the lane *hung*
+(``Lane.check_hung``, called by the broker's watchdog): its pending waiters are
+answered no at once, and so is every waiter appended until the write returns.
+Events still queue meanwhile (up to ``max_pending``; beyond, they are dropped
+and counted), so a device that recovers also records what happened while it
+was slow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsecrets.audit.device import AuditDevice, ChainHead
+from medsecrets.audit.record import AuditEvent, Salter, render_line
+from medsecrets.audit.waiter import Waiter, answer_all
+
+__all__ = ["DeviceKeys", "KeySource", "Lane"]
+
+_LOG = logging.getLogger("medsecrets.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys:
+    """A device's key material, available while the barrier is unsealed.
+
+    ``sign(node, device, covers, covers_hash)`` returns a checkpoint record's
+    signed fields (``None``: checkpoints are not signed, so none are written).
+    """
+
+    salter: Salter
+    sign: Callable[[str, str, int, str], dict[str, object]] | None = None
+
+    def __repr__(self) -> str:
+        return "DeviceKeys(**********)"
+
+
+KeySource = Callable[[str], DeviceKeys | None]
+"""Device name → its keys, or ``None`` while sealed (records then omit sensitive data)."""
+
+
+class Lane:
+    """One device's writer (see module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        device: AuditDevice,
+        *,
+        node: str,
+        keys: KeySource,
+        required: bool = True,
+        timeout: float = 5.0,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 60.0,
+        checkpoint_export: Path | None = None,
+        max_pending: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.device = device
+        self.name = device.name
+        self.required = required
+        self._node = node
+        self._keys = keys
+        self._timeout = timeout
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval = checkpoint_interval
+        self._export = checkpoint_export
+        self._max_pending = max_pending
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[AuditEvent] = []
+        self._waiters: list[Waiter] = []
+        self._flight: list[Waiter] = []
+        self._flight_since: float | None = None
+        self._hung = False
+        self._stopping = False
+        self._head = ChainHead()
+        self._since_checkpoint = 0
+        self._last_checkpoint = clock()
+        self._thread: threading.Thread | None = None
+        self.records = 0
+        self.failures = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self.ok = True
+
+    def __repr__(self) -> str:
+        return f"Lane({self.name!r}, seq={self._head.seq}, ok={self.ok})"
+
+    @property
+    def head(self) -> ChainHead:
+        """The last record durably written by this lane."""
+        return self._head
+
+    @property
+    def up(self) -> bool:
+        """Whether the last write succeeded and none is hung."""
+        return self.ok and not self._hung
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet handed to the device."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Open the device (resuming its chain) and start the writer thread."""
+        self._head = self.device.open()
+        self._thread = threading.Thread(target=self._run, name=f"audit-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued, stop the writer and close the device."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.device.close()
+
+    def append(self, event: AuditEvent, waiter: Waiter | None = None) -> None:
+        """Queue ``event``; answer ``waiter`` once it is written (or not)."""
+        refuse = False
+        with self._cond:
+            if self._stopping or len(self._queue) >= self._max_pending:
+                self.dropped += 1
+                refuse = True
+            else:
+                self._queue.append(event)
+                if waiter is not None:
+                    if self._hung:
+                        refuse = True
+                    else:
+                        self._waiters.append(waiter)
+                if len(self._queue) == 1:
+                    self._cond.notify()
+        if refuse and waiter is not None:
+            answer_all([waiter], ok=False)
+
+    def check_hung(self, now: float) -> None:
+        """Fail the waiters of a write in flight for longer than the timeout."""
+        since = self._flight_since
+        if since is None or now - since <= self._timeout:
+            return
+        with self._cond:
+            if self._flight_since is None or self._hung:
+                return
+            self._hung = True
+            waiters = self._flight + self._waiters
+            self._flight = []
+            self._waiters = []
+        self.last_error = "timeout"
+        _LOG.error("audit device %s: write hung for over %.1f s", self.name, self._timeout)
+        answer_all(waiters, ok=False)
+
+    # -- the writer thread ---------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+                self._flight, self._waiters = self._waiters, []
+                self._flight_since = self._clock()
+            ok = self._write(batch)
+            with self._cond:
+                waiters, self._flight = self._flight, []
+                self._flight_since = None
+                self._hung = False
+            answer_all(waiters, ok=ok)
+
+    def _write(self, batch: list[AuditEvent]) -> bool:
+        keys = self._safe_keys()
+        salter = keys.salter if keys is not None else None
+        head = self._head
+        lines: list[bytes] = []
+        seq, digest = head.seq, head.hash
+        for event in batch:
+            seq += 1
+            line, digest = render_line(
+                event, seq=seq, prev=digest, node=self._node, device=self.name, salter=salter
+            )
+            lines.append(line)
+        checkpoint: bytes | None = None
+        if keys is not None and keys.sign is not None and self._checkpoint_due(len(batch)):
+            extra = keys.sign(self._node, self.name, seq, digest)
+            seq += 1
+            checkpoint, digest = render_line(
+                AuditEvent(kind="checkpoint", time=_now(), extra=extra),
+                seq=seq,
+                prev=digest,
+                node=self._node,
+                device=self.name,
+                salter=salter,
+            )
+            lines.append(checkpoint)
+        try:
+            self.device.write(lines)
+        except Exception as exc:
+            self.failures += 1
+            self.ok = False
+            self.last_error = type(exc).__name__
+            _LOG.error("audit device %s: write failed (%s)", self.name, type(exc).__name__)
+            return False
+        self._head = ChainHead(seq, digest)
+        self.records += len(lines)
+        self.ok = True
+        if checkpoint is not None:
+            self._since_checkpoint = 0
+            self._last_checkpoint = self._clock()
+            self._export_checkpoint(checkpoint)
+        else:
+            self._since_checkpoint += len(lines)
+        return True
+
+    def _checkpoint_due(self, added: int) -> bool:
+        if self._since_checkpoint + added >= self._checkpoint_every:
+            return True
+        return self._clock() - self._last_checkpoint >= self._checkpoint_interval
+
+    def _safe_keys(self) -> DeviceKeys | None:
+        try:
+            return self._keys(self.name)
+        except Exception as exc:  # sealed or storage trouble: record without sensitive data
+            _LOG.warning("audit device %s: keys unavailable (%s)", self.name, type(exc).__name__)
+            return None
+
+    def _export_checkpoint(self, line: bytes) -> None:
+        if self._export is None:
+            return
+        from medsecrets.audit.checkpoint import export_checkpoint
+
+        try:
+            export_checkpoint(line, self._export)
+        except OSError as exc:
+            self.last_error = "checkpoint-export"
+            _LOG.error(
+                "audit device %s: checkpoint export failed (%s)", self.name, type(exc).__name__
+            )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

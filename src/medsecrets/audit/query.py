@@ -1,0 +1,241 @@
+"""Audit queries: read our record files, filter records, and answer "who read this secret?".
+
+``read_records`` parses the JSON lines of audit files (oldest file first) and
+refuses to skip anything: a line that is not a JSON object raises
+``LineError`` naming the file and line number. ``search`` filters records
+with an ``AuditQuery``; ``who_read`` lists every successful read of one
+secret (every version): by whom, from where, when: the blast-radius answer
+for compromise response.
+
+Records are the parsed lines (``record.py``): request/response records carry
+``FIELDS``; alert records carry their ``Alert`` under ``alert``, whose
+``principal``, ``source``, ``path``, ``category`` and ``environment`` the
+filters look at too, so a search for a principal shows the alerts about them.
+Checkpoint records match only queries without record filters (or
+``kind="checkpoint"``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsecrets.audit.record import LineError, format_time
+from medsecrets.errors import DecryptionError
+
+__all__ = [
+    "AuditQuery",
+    "ReadRow",
+    "read_records",
+    "record_field",
+    "record_time",
+    "search",
+    "who_read",
+]
+
+_ALERT_KEYS = {"remote": "source"}
+
+
+def _utc_text(value: dt.datetime) -> str:
+    """``value`` in the records' time format (naive datetimes are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return format_time(value)
+
+
+def record_time(record: Mapping[str, object]) -> dt.datetime | None:
+    """The record's ``time`` as an aware datetime, ``None`` if absent or unreadable."""
+    text = record.get("time")
+    if not isinstance(text, str):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def record_field(record: Mapping[str, object], name: str) -> object:
+    """A record field; for alert records, falling back to the alert's own field."""
+    value = record.get(name)
+    if value is None:
+        alert = record.get("alert")
+        if isinstance(alert, Mapping):
+            return alert.get(_ALERT_KEYS.get(name, name))
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditQuery:
+    """Filters over audit records; every field given must match (``None``: any).
+
+    - ``principal``: the principal's name or id, or a token accessor
+      (``hmac-sha256:...`` as ``medsecrets audit hash`` prints it);
+    - ``path_prefix``: the path itself or any path below it, by whole
+      segments (``medessence/prod`` does not match ``medessence/production``);
+    - ``category``, ``environment``, ``operation``, ``outcome``, ``kind``:
+      exact;
+    - ``since`` (inclusive) and ``until`` (exclusive): the record's time;
+      naive datetimes are taken as UTC.
+    """
+
+    principal: str | None = None
+    path_prefix: str | None = None
+    category: str | None = None
+    environment: str | None = None
+    operation: str | None = None
+    outcome: str | None = None
+    kind: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    _window: tuple[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        since = _utc_text(self.since) if self.since is not None else ""
+        until = _utc_text(self.until) if self.until is not None else "~"  # after any digit
+        object.__setattr__(self, "_window", (since, until))
+
+    def matches(self, record: Mapping[str, object]) -> bool:
+        """Whether ``record`` passes every filter of this query."""
+        if self.kind is not None and record.get("kind") != self.kind:
+            return False
+        for name, wanted in (
+            ("operation", self.operation),
+            ("outcome", self.outcome),
+            ("category", self.category),
+            ("environment", self.environment),
+        ):
+            if wanted is not None and record_field(record, name) != wanted:
+                return False
+        if self.principal is not None and self.principal not in (
+            record_field(record, "principal"),
+            record.get("accessor"),
+        ):
+            return False
+        if self.path_prefix is not None and not _under(
+            record_field(record, "path"), self.path_prefix.strip("/")
+        ):
+            return False
+        if self.since is not None or self.until is not None:
+            since, until = self._window
+            return since <= _time_text(record) < until
+        return True
+
+
+def _under(path: object, prefix: str) -> bool:
+    if not isinstance(path, str):
+        return False
+    path = path.strip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def _time_text(record: Mapping[str, object]) -> str:
+    """The record's time in the fixed-width format (comparable as text), ``""`` if none."""
+    text = record.get("time")
+    if isinstance(text, str) and len(text) == 27 and text.endswith("Z"):
+        return text  # render_line's format: compare as is
+    value = record_time(record)
+    return format_time(value) if value is not None else ""
+
+
+def search(
+    records: Iterable[Mapping[str, object]], query: AuditQuery
+) -> Iterator[Mapping[str, object]]:
+    """The records that match ``query``, in their order."""
+    matches = query.matches
+    for record in records:
+        if matches(record):
+            yield record
+
+
+def read_records(
+    paths: Sequence[Path], *, decode: Callable[[bytes], bytes] | None = None
+) -> Iterator[dict[str, object]]:
+    """Every record of the audit files ``paths`` (oldest first), in order.
+
+    ``decode`` maps each stored line to its record line (an encrypted
+    device's ``RecordCipher.open``). Raises ``LineError`` naming the file and
+    the line number for a line that is not a JSON object (a blank line
+    included) and ``OSError`` for a file that cannot be read.
+    """
+    for path in paths:
+        with path.open("rb") as handle:
+            for number, stored in enumerate(handle, 1):
+                line = stored
+                if decode is not None:
+                    try:
+                        line = decode(stored.rstrip(b"\n"))
+                    except (ValueError, DecryptionError):
+                        raise LineError(f"{path}:{number}: cannot be decoded") from None
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    raise LineError(f"{path}:{number}: not a JSON record") from None
+                if not isinstance(record, dict):
+                    raise LineError(f"{path}:{number}: not a JSON object")
+                yield record
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRow:
+    """One successful read of a secret: who, from where, when, which version."""
+
+    time: dt.datetime
+    principal: str | None
+    accessor: str | None
+    remote: str
+    user_agent: str
+    path: str
+    version: int | None
+    request_id: str
+
+
+def who_read(
+    records: Iterable[Mapping[str, object]], path: str, since: dt.datetime | None = None
+) -> list[ReadRow]:
+    """Every successful ``secrets.read`` of exactly ``path`` (any version), oldest first.
+
+    Counts response records (a read happened only if it succeeded) at or
+    after ``since`` (naive: UTC). Records without a readable time are left
+    out, as they cannot be placed.
+    """
+    wanted = path.strip("/")
+    floor = _utc_text(since) if since is not None else ""
+    rows: list[ReadRow] = []
+    for record in records:
+        if (
+            record.get("kind") != "response"
+            or record.get("operation") != "secrets.read"
+            or record.get("outcome") != "success"
+            or str(record.get("path", "")).strip("/") != wanted
+            or _time_text(record) < floor
+        ):
+            continue
+        time = record_time(record)
+        if time is None:
+            continue
+        rows.append(
+            ReadRow(
+                time=time,
+                principal=_text_or_none(record.get("principal")),
+                accessor=_text_or_none(record.get("accessor")),
+                remote=str(record.get("remote") or ""),
+                user_agent=str(record.get("user_agent") or ""),
+                path=str(record.get("path")),
+                version=_int_or_none(record.get("version")),
+                request_id=str(record.get("request_id") or ""),
+            )
+        )
+    rows.sort(key=lambda row: row.time)
+    return rows
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

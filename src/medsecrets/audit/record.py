@@ -1,0 +1,298 @@
+"""Audit records: the event, its HMAC'd rendering, and the hash-chained line.
+
+An ``AuditEvent`` is what the server knows about one request, response,
+checkpoint or alert. It carries no secret value in clear: whatever is
+sensitive (the token, the request body's values) sits in ``token`` and
+``data`` and is replaced by ``hmac-sha256:<hex>`` (``Salter``, a per-device
+key) when the event is rendered.
+
+A rendered record is one line of UTF-8 JSON, ``\\n``-terminated, whose layout
+is fixed so that verification needs no JSON parsing::
+
+    {"prev":"<64 hex>","seq":<n>,"kind":"request",...,"hash":"<64 hex>"}
+
+- ``prev`` is the ``hash`` of the record before it in the same chain (one
+  chain per device per node), ``GENESIS`` for the first;
+- ``hash`` is the SHA-256 (hex) of every byte of the line before
+  ``,"hash":`` followed by ``}``, i.e. of the record without its hash;
+- ``seq`` counts from 1 and increases by one along the chain.
+
+``split_line`` reads ``prev``/``seq``/``hash`` back by position, and
+``body_digest`` recomputes the hash: the contract that ``audit verify``
+relies on. Field order after ``kind`` is the ``FIELDS`` order for requests and
+responses; checkpoint and alert records carry their own fields (see
+``CHECKPOINT_FIELDS`` and ``ALERT_FIELDS``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import orjson
+
+__all__ = [
+    "ALERT_FIELDS",
+    "CHECKPOINT_FIELDS",
+    "FIELDS",
+    "GENESIS",
+    "HMAC_PREFIX",
+    "SEALED_DATA",
+    "AuditEvent",
+    "Kind",
+    "LineError",
+    "Outcome",
+    "Salter",
+    "body_digest",
+    "format_time",
+    "outcome_for",
+    "render_line",
+    "split_line",
+    "split_path",
+]
+
+GENESIS: Final = "0" * 64
+"""``prev`` of the first record of a chain."""
+
+HMAC_PREFIX: Final = "hmac-sha256:"
+
+Kind = Literal["request", "response", "checkpoint", "alert"]
+Outcome = Literal["success", "denied", "error", "failure"]
+
+FIELDS: Final = (
+    "time",
+    "node",
+    "device",
+    "request_id",
+    "principal",
+    "accessor",
+    "auth",
+    "remote",
+    "user_agent",
+    "operation",
+    "path",
+    "environment",
+    "category",
+    "version",
+    "outcome",
+    "status",
+    "error",
+    "emergency",
+    "data",
+)
+"""Keys of a request/response record between ``kind`` and ``hash``, in order."""
+
+CHECKPOINT_FIELDS: Final = (
+    "time",
+    "node",
+    "device",
+    "covers",
+    "covers_hash",
+    "key_id",
+    "signature",
+)
+ALERT_FIELDS: Final = ("time", "node", "device", "alert")
+
+_HEAD = b'{"prev":"'
+_HASH_MARK = b',"hash":"'
+_TAIL_LEN = len(_HASH_MARK) + 64 + 2  # ,"hash":"<64 hex>"}
+
+
+class LineError(ValueError):
+    """A line that is not a well-formed audit record (the message says how)."""
+
+
+def outcome_for(status: int) -> Outcome:
+    """The outcome word for an HTTP-like status (401/403: ``denied``)."""
+    if status < 400:
+        return "success"
+    if status in (401, 403):
+        return "denied"
+    if status < 500:
+        return "error"
+    return "failure"
+
+
+def split_path(path: str, prefix: str) -> tuple[str | None, str | None]:
+    """``(environment, category)`` of a secret path under ``prefix`` (``None`` if absent)."""
+    if not path.startswith(prefix + "/"):
+        return None, None
+    parts = path[len(prefix) + 1 :].split("/", 2)
+    environment = parts[0] or None
+    category = parts[1] or None if len(parts) > 1 else None
+    return environment, category
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """One auditable fact, before rendering (see module docstring).
+
+    ``token`` (the credential, kept out of ``repr``) becomes the record's
+    ``accessor`` HMAC; every string leaf of ``data`` (the request body, also
+    out of ``repr``) is HMAC'd; ``extra`` holds the fields of checkpoint and
+    alert records (no secrets).
+    """
+
+    kind: Kind
+    time: dt.datetime
+    request_id: str = ""
+    principal: str | None = None
+    token: str | None = field(default=None, repr=False)
+    auth: str | None = None
+    remote: str = ""
+    user_agent: str = ""
+    operation: str = ""
+    path: str = ""
+    environment: str | None = None
+    category: str | None = None
+    version: int | None = None
+    status: int | None = None
+    error: str | None = None
+    emergency: bool = False
+    data: object = field(default=None, repr=False)
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+class Salter:
+    """HMAC-SHA256 of sensitive values with one device's key.
+
+    ``hash(value)`` is ``"hmac-sha256:" + hex``; ``salt(data)`` returns a copy
+    of a JSON-like structure whose string, number and boolean leaves are
+    hashed (keys and structure kept), which is what a record's ``data`` holds.
+    The key never leaves this object (not in ``repr``).
+    """
+
+    __slots__ = ("_cache", "_key")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("an audit HMAC key has at least 32 bytes")
+        self._key = key
+        self._cache: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return "Salter(key=**********)"
+
+    def hash(self, value: str | bytes) -> str:
+        """``hmac-sha256:<hex>`` of ``value`` (UTF-8 for ``str``)."""
+        raw = value.encode() if isinstance(value, str) else value
+        return HMAC_PREFIX + hmac.new(self._key, raw, hashlib.sha256).hexdigest()
+
+    def accessor(self, token: str) -> str:
+        """``hash(token)``, memoised for the (few) live tokens of a server."""
+        found = self._cache.get(token)
+        if found is None:
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            found = self._cache[token] = self.hash(token)
+        return found
+
+    def salt(self, data: object) -> object:
+        """``data`` with every leaf value replaced by its HMAC (see class docstring)."""
+        if data is None:
+            return None
+        if isinstance(data, Mapping):
+            return {str(k): self.salt(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.salt(v) for v in data]
+        if isinstance(data, bool):
+            return self.hash("true" if data else "false")
+        if isinstance(data, str | int | float):
+            return self.hash(str(data))
+        return self.hash(repr(type(data)))
+
+
+_SECOND: list[tuple[dt.datetime | None, str]] = [(None, "")]
+
+
+def format_time(value: dt.datetime) -> str:
+    """A record's ``time``: ISO 8601 UTC with microseconds and ``Z``."""
+    value = value.astimezone(dt.UTC)
+    second = value.replace(microsecond=0)
+    cached = _SECOND[0]  # one tuple, swapped whole: safe across threads
+    if cached[0] != second:  # one strftime per second, not per record
+        cached = _SECOND[0] = (second, second.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{cached[1]}{value.microsecond:06d}Z"
+
+
+SEALED_DATA: Final = "[not recorded: sealed]"
+"""A record's ``data`` when it was rendered without a key (the barrier was sealed)."""
+
+
+def render_line(
+    event: AuditEvent, *, seq: int, prev: str, node: str, device: str, salter: Salter | None
+) -> tuple[bytes, str]:
+    """The record line (with ``\\n``) for ``event`` at ``seq`` after ``prev``, and its hash.
+
+    Without a ``salter`` (no HMAC key while sealed) nothing sensitive is
+    recorded: ``accessor`` is ``null`` and a non-empty ``data`` is ``SEALED_DATA``.
+    """
+    head = f'{{"prev":"{prev}","seq":{seq},"kind":"{event.kind}",'
+    if event.kind in ("request", "response"):
+        response = event.kind == "response"
+        status = event.status if response else None
+        body: dict[str, object] = {
+            "time": format_time(event.time),
+            "node": node,
+            "device": device,
+            "request_id": event.request_id,
+            "principal": event.principal,
+            "accessor": salter.accessor(event.token) if event.token and salter else None,
+            "auth": event.auth,
+            "remote": event.remote,
+            "user_agent": event.user_agent,
+            "operation": event.operation,
+            "path": event.path,
+            "environment": event.environment,
+            "category": event.category,
+            "version": event.version,
+            "outcome": outcome_for(status) if status is not None else None,
+            "status": status,
+            "error": event.error if response else None,
+            "emergency": event.emergency,
+            "data": (
+                salter.salt(event.data)
+                if salter is not None
+                else (None if event.data is None else SEALED_DATA)
+            ),
+        }
+    else:
+        body = {"time": format_time(event.time), "node": node, "device": device, **event.extra}
+    text = head.encode() + orjson.dumps(body)[1:-1]
+    digest = hashlib.sha256(text + b"}").hexdigest()
+    return text + b',"hash":"' + digest.encode() + b'"}\n', digest
+
+
+def split_line(line: bytes) -> tuple[str, int, str]:
+    """``(prev, seq, hash)`` of a record line (with or without ``\\n``), by position.
+
+    Raises ``LineError`` when the line does not have the record layout.
+    """
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    if not line.startswith(_HEAD) or len(line) < 84 + _TAIL_LEN:
+        raise LineError("not an audit record (bad head)")
+    if line[73:80] != b'","seq"' or line[80:81] != b":":
+        raise LineError("not an audit record (bad prev/seq)")
+    end = line.find(b",", 81)
+    if end < 0:
+        raise LineError("not an audit record (no seq)")
+    try:
+        seq = int(line[81:end])
+    except ValueError:
+        raise LineError("not an audit record (bad seq)") from None
+    tail = line[-_TAIL_LEN:]
+    if not tail.startswith(_HASH_MARK) or not tail.endswith(b'"}'):
+        raise LineError("not an audit record (bad hash)")
+    return line[9:73].decode("ascii", "replace"), seq, tail[9:73].decode("ascii", "replace")
+
+
+def body_digest(line: bytes) -> str:
+    """The hash a record line should carry (SHA-256 hex of the line without its hash)."""
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    return hashlib.sha256(line[:-_TAIL_LEN] + b"}").hexdigest()

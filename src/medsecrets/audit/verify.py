@@ -1,0 +1,480 @@
+"""``verify``: check an audit chain for tampering and report the first bad record.
+
+A chain verifies when, line after line:
+
+1. the line has the record layout of ``record.py`` (else ``malformed line``);
+2. its ``hash`` is the SHA-256 of the line without its hash (``hash mismatch``):
+   a modified byte anywhere in a record is caught here;
+3. its ``seq`` is one more than the record before (``sequence gap`` for a
+   deleted or moved-up record, ``duplicate record`` for a repeated one,
+   ``sequence goes backwards`` for a moved-down or replayed one);
+4. its ``prev`` is the ``hash`` of the record before (``chain broken``);
+   a record inserted between two others with a valid hash, ``prev`` and
+   ``seq`` is only inconsistent with the record after it; that record then
+   links to the one before the insertion, and the inserted line is reported
+   (``inserted record``), not its innocent successor;
+5. a checkpoint record covers the record right before it
+   (``covers == seq - 1``, ``covers_hash == prev``) and, when ``public_key``
+   is given, carries a valid signature (``bad checkpoint signature``):
+   someone who rewrote the log and recomputed every hash fails here;
+6. every *exported* checkpoint (``checkpoints``: records read back from the
+   export destination, see ``checkpoint.read_checkpoints``) is in the log:
+   the log reaches its seq (else ``truncated: ...``) and holds that very
+   record (its hash; else ``log diverges from exported checkpoint``). With
+   ``public_key``, exported checkpoints must carry valid signatures too.
+
+Verification stops at the first bad record: after it nothing chains.
+
+**Where a chain starts.** With ``start`` (a ``ChainHead``), the first line
+must follow it: ``ChainHead()`` for a log that begins the chain, or the head of
+the previous (rotated) file. With ``start=None`` the first line's ``prev`` and
+``seq`` are *trusted*, so a file whose head was rotated away verifies on its
+own; a record with ``seq`` 1 must still have ``prev == GENESIS``. The price:
+with ``start=None``, deleting the first lines of a log is indistinguishable
+from rotation; pass ``start`` when the log should start the chain. Exported
+checkpoints at or before the trusted start are not checked.
+
+**Speed.** Lines are checked by position, without JSON parsing (only
+checkpoint, alert and problem lines take the exact, slower path): per line one
+SHA-256 and two prefix/suffix comparisons. ``verify_files`` reads 4 MiB
+binary chunks. On a 2-core x86_64 box this runs at about three quarters of
+the speed of hashing every line alone (200,000-330,000 records/s, load
+dependent).
+
+**Encrypted devices.** ``decode`` maps each stored line (given without its
+``\\n``) to the record line before any check (``RecordCipher.open``); it
+raises ``DecryptionError`` or ``ValueError`` (``LineError`` is one) for a
+line it cannot decode, reported as ``malformed line``. Without ``decode``, a
+sealed line (``"kind":"sealed"``, see ``crypt.py``) is checked for its
+place only: its ``seq``, ``prev`` and ``hash`` (copied from the plaintext)
+must chain, but its content is not hashed; ``VerifyReport.sealed`` counts
+such lines, and a modified ciphertext goes unnoticed until it is verified
+with the key.
+"""
+
+from __future__ import annotations
+
+import binascii
+import bisect
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from medsecrets.audit.checkpoint import verify_checkpoint
+from medsecrets.audit.device import ChainHead
+from medsecrets.audit.record import GENESIS, LineError
+from medsecrets.errors import DecryptionError
+
+__all__ = ["Decoder", "VerifyReport", "verify", "verify_files"]
+
+Decoder = Callable[[bytes], bytes]
+"""Maps a stored line to its record line (decryption of an encrypted device)."""
+
+_HEAD: Final = b'{"prev":"'
+_SEQ_MARK: Final = b'","seq":'
+_HASH_MARK: Final = b',"hash":"'
+_CHECKPOINT_KIND: Final = b'"kind":"checkpoint"'
+_SEALED_KIND: Final = b'"kind":"sealed"'
+_TAIL: Final = 75  # len(',"hash":"') + 64 + len('"}')
+_MIN_LEN: Final = 84 + _TAIL
+_CHUNK: Final = 1 << 22
+_GENESIS: Final = GENESIS.encode()
+
+PROBLEM_MALFORMED: Final = "malformed line"
+PROBLEM_HASH: Final = "hash mismatch"
+PROBLEM_CHAIN: Final = "chain broken (prev does not match)"
+PROBLEM_GAP: Final = "sequence gap"
+PROBLEM_DUPLICATE: Final = "duplicate record"
+PROBLEM_BACKWARDS: Final = "sequence goes backwards (reordered or replayed record)"
+PROBLEM_INSERTED: Final = "inserted record"
+PROBLEM_SIGNATURE: Final = "bad checkpoint signature"
+PROBLEM_COVERS: Final = "checkpoint does not cover the record before it"
+PROBLEM_DIVERGES: Final = "log diverges from exported checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of ``verify``/``verify_files``.
+
+    ``records`` counts the lines before the first bad one (all of them when
+    ``ok``); ``last_seq``/``last_hash`` are those of the last record whose
+    chain verified (when ``ok``, the chain head to continue from: ``head``).
+    ``checkpoints_verified`` counts checkpoint records in the log whose
+    signature was checked with the public key; ``sealed`` the encrypted
+    records whose content could not be checked (no ``decode``: see module
+    docstring).
+    When not ``ok``: ``first_bad_index`` is the 0-based line index of the
+    first bad line (in ``file`` for ``verify_files``; for a truncated tail,
+    the index where the missing record should be; ``None`` for a forged
+    exported checkpoint, which is no line of the log), ``first_bad_seq`` the
+    sequence number where the chain fails (``None`` if unknown), ``problem``
+    a short human reason (no record content).
+    """
+
+    ok: bool
+    records: int
+    checkpoints_verified: int
+    first_bad_index: int | None
+    first_bad_seq: int | None
+    problem: str | None
+    last_seq: int
+    last_hash: str
+    file: Path | None = None
+    sealed: int = 0
+
+    @property
+    def head(self) -> ChainHead:
+        """The last verified record as a ``ChainHead``."""
+        return ChainHead(self.last_seq, self.last_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    index: int | None
+    seq: int | None
+    problem: str
+
+
+class _Chain:
+    """The verification state machine: ``feed`` lines, then ``finish``.
+
+    Invariant: the first ``index`` lines fed verified, and in a verified
+    chain seq and line index advance together (``last_seq`` is line
+    ``index - 1``), so any seq in range has a known line index.
+    """
+
+    def __init__(
+        self,
+        *,
+        public_key: Ed25519PublicKey | None,
+        checkpoints: Sequence[Mapping[str, object]],
+        start: ChainHead | None,
+        decode: Decoder | None,
+    ) -> None:
+        self.public_key = public_key
+        self.decode = decode
+        self.index = 0
+        self.signed = 0
+        self.sealed = 0
+        self.started = start is not None
+        self.seq_known = start is not None
+        self.first_seq = start.seq + 1 if start is not None else 1
+        self.last_seq = start.seq if start is not None else 0
+        self.last_hash = (start.hash if start is not None else GENESIS).encode()
+        self.before_last: bytes | None = None
+        self.failure: _Failure | None = None
+        self.exported: dict[int, bytes] = {}
+        self.seen: dict[int, bytes] = {}
+        self._load_exported(checkpoints)
+
+    def _load_exported(self, checkpoints: Sequence[Mapping[str, object]]) -> None:
+        for checkpoint in checkpoints:
+            seq, digest = checkpoint.get("seq"), checkpoint.get("hash")
+            if (
+                not isinstance(seq, int)
+                or not isinstance(digest, str)
+                or checkpoint.get("kind") != "checkpoint"
+            ):
+                raise LineError("an exported checkpoint is not a checkpoint record")
+            if self.public_key is not None and not verify_checkpoint(checkpoint, self.public_key):
+                self.failure = _Failure(None, seq, f"{PROBLEM_SIGNATURE} (exported, seq {seq})")
+                return
+            if self.exported.setdefault(seq, digest.encode()) != digest.encode():
+                self.failure = _Failure(None, seq, f"exported checkpoints disagree at seq {seq}")
+                return
+
+    def _start_at(self, line: bytes) -> None:
+        """Trust the first line's ``prev``/``seq`` (``start=None``)."""
+        self.started = True
+        if self.decode is not None:
+            try:
+                line = _decoded(line, self.decode)
+            except (ValueError, DecryptionError):
+                return  # _run reports it as malformed
+        if not line.startswith(_HEAD) or line[73:81] != _SEQ_MARK:
+            return
+        comma = line.find(b",", 81, 104)
+        digits = line[81:comma]
+        if comma < 0 or not digits.isdigit() or int(digits) < 1:
+            return
+        seq = int(digits)
+        self.seq_known = True
+        self.first_seq = seq
+        self.last_seq = seq - 1
+        self.last_hash = _GENESIS if seq == 1 else line[9:73]
+
+    def feed(self, lines: Iterable[bytes]) -> bool:
+        """Check ``lines`` (with or without ``\\n``); ``False`` once a bad one is found."""
+        if self.failure is not None:
+            return False
+        iterator = iter(lines)
+        first = next(iterator, None)
+        if first is None:
+            return True
+        if not self.started:
+            self._start_at(first)
+        self._run(first, iterator)
+        return self.failure is None
+
+    def _run(self, first: bytes, rest: Iterator[bytes]) -> None:
+        """The hot loop: one SHA-256, one ``endswith``, one ``startswith`` per line.
+
+        The fast path takes request/response lines of the layout the first
+        line has (with or without ``\\n``); anything else (checkpoints,
+        alerts, other line endings, every problem) goes to ``_slow``, which
+        decides exactly.
+        """
+        sha256 = hashlib.sha256
+        hexlify = binascii.b2a_hex
+        decode = self.decode
+        if _sample(first, decode).endswith(b"\n"):
+            cut, tail = -_TAIL - 1, b',"hash":"%b"}\n'
+        else:
+            cut, tail = -_TAIL, b',"hash":"%b"}'
+        head = b'{"prev":"%b","seq":%d,"kind":"r'
+        index = self.index
+        last_seq = self.last_seq
+        last_hash = self.last_hash
+        before_last = self.before_last
+        failure: _Failure | None = None
+        for line in itertools.chain((first,), rest):
+            if decode is not None:
+                try:
+                    line = _decoded(line, decode)  # noqa: PLW2901 - the record replaces the stored line
+                except (ValueError, DecryptionError):
+                    failure = _Failure(index, last_seq + 1, PROBLEM_MALFORMED)
+                    break
+            digest = hexlify(sha256(line[:cut] + b"}").digest())
+            if not (
+                line.endswith(tail % digest) and line.startswith(head % (last_hash, last_seq + 1))
+            ):
+                found = self._slow(line, index, last_seq, last_hash, before_last)
+                if isinstance(found, _Failure):
+                    failure = found
+                    break
+                digest = found
+            before_last = last_hash
+            last_hash = digest
+            last_seq += 1
+            index += 1
+        if failure is not None and failure.problem == PROBLEM_INSERTED:
+            # The line before was the insertion: it is not a verified record.
+            index -= 1
+            last_seq -= 1
+            last_hash = before_last if before_last is not None else last_hash
+        self.index = index
+        self.last_seq = last_seq
+        self.last_hash = last_hash
+        self.before_last = before_last
+        self.failure = failure
+
+    def _slow(
+        self,
+        line: bytes,
+        index: int,
+        last_seq: int,
+        last_hash: bytes,
+        before_last: bytes | None,
+    ) -> bytes | _Failure:
+        """Check one line exactly: its hash (to continue the chain) or the failure."""
+        n = len(line) - 1 if line.endswith(b"\n") else len(line)
+        comma = line.find(b",", 81, 104)
+        if (
+            n < _MIN_LEN
+            or comma < 0
+            or not line.startswith(_HEAD)
+            or line[73:81] != _SEQ_MARK
+            or line[n - _TAIL : n - 66] != _HASH_MARK
+            or line[n - 2 : n] != b'"}'
+            or not line[81:comma].isdigit()
+        ):
+            return _Failure(index, last_seq + 1, PROBLEM_MALFORMED)
+        digest = line[n - 66 : n - 2]
+        sealed = line.startswith(_SEALED_KIND, comma + 1)
+        if not sealed and hashlib.sha256(line[: n - _TAIL] + b"}").hexdigest().encode() != digest:
+            return _Failure(index, last_seq + 1, PROBLEM_HASH)
+        seq = int(line[81:comma])
+        prev = line[9:73]
+        if seq != last_seq + 1 or prev != last_hash:
+            return _diagnose(
+                index,
+                seq=seq,
+                prev=prev,
+                digest=digest,
+                last_seq=last_seq,
+                last_hash=last_hash,
+                before_last=before_last,
+            )
+        if sealed:
+            self.sealed += 1
+        elif line.startswith(_CHECKPOINT_KIND, comma + 1):
+            problem = self._checkpoint(line[:n], seq, prev)
+            if problem is not None:
+                return _Failure(index, seq, problem)
+        if seq in self.exported:
+            self.seen[seq] = digest
+        return digest
+
+    def _checkpoint(self, line: bytes, seq: int, prev: bytes) -> str | None:
+        """The problem with the checkpoint record ``line`` at ``seq``, or ``None``."""
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return PROBLEM_MALFORMED
+        if not isinstance(record, dict):
+            return PROBLEM_MALFORMED
+        if record.get("covers") != seq - 1 or record.get("covers_hash") != prev.decode("ascii"):
+            return PROBLEM_COVERS
+        if self.public_key is not None:
+            if not verify_checkpoint(record, self.public_key):
+                return PROBLEM_SIGNATURE
+            self.signed += 1
+        return None
+
+    def finish(self) -> _Failure | None:
+        """The first failure, counting exported checkpoints the log does not hold.
+
+        An exported checkpoint inside the verified range must be a record the
+        log holds (else the log diverges there, which comes before any later
+        failure); one past its end means a truncated tail.
+        """
+        for seq in sorted(self.exported):
+            if seq < self.first_seq:
+                continue  # before the (trusted) start: not checkable in this log
+            if seq <= self.last_seq:
+                if self.seen.get(seq) != self.exported[seq]:
+                    index = self.index - 1 - (self.last_seq - seq)
+                    self.failure = _Failure(index, seq, PROBLEM_DIVERGES)
+                    break
+            elif self.failure is None:
+                self.failure = _Failure(
+                    self.index,
+                    self.last_seq + 1,
+                    f"truncated: log ends at seq {self.last_seq}, "
+                    f"exported checkpoint covers seq {max(self.exported)}",
+                )
+                break
+        return self.failure
+
+    def report(self, failure: _Failure | None, file: Path | None = None) -> VerifyReport:
+        """The ``VerifyReport`` for the state reached."""
+        records = self.index
+        if failure is not None and failure.index is not None:
+            records = min(records, failure.index)
+        return VerifyReport(
+            ok=failure is None,
+            records=records,
+            checkpoints_verified=self.signed,
+            first_bad_index=failure.index if failure is not None else None,
+            first_bad_seq=failure.seq if failure is not None and self.seq_known else None,
+            problem=failure.problem if failure is not None else None,
+            last_seq=self.last_seq,
+            last_hash=self.last_hash.decode("ascii"),
+            file=file,
+            sealed=self.sealed,
+        )
+
+
+def _sample(line: bytes, decode: Decoder | None) -> bytes:
+    """``line`` as a record line (decoded), or ``b""`` when it cannot be decoded."""
+    if decode is None:
+        return line
+    try:
+        return _decoded(line, decode)
+    except (ValueError, DecryptionError):
+        return b""
+
+
+def _decoded(line: bytes, decode: Decoder) -> bytes:
+    """``decode`` of the stored ``line`` without its ``\\n``."""
+    return decode(line[:-1] if line.endswith(b"\n") else line)
+
+
+def _diagnose(
+    index: int,
+    *,
+    seq: int,
+    prev: bytes,
+    digest: bytes,
+    last_seq: int,
+    last_hash: bytes,
+    before_last: bytes | None,
+) -> _Failure:
+    """Name what is wrong with a well-formed line that does not follow the chain."""
+    if seq == last_seq and digest == last_hash:
+        return _Failure(index, seq, PROBLEM_DUPLICATE)
+    if seq == last_seq and prev == before_last:
+        return _Failure(index - 1, seq, PROBLEM_INSERTED)
+    if seq > last_seq + 1:
+        return _Failure(index, last_seq + 1, PROBLEM_GAP)
+    if seq <= last_seq:
+        return _Failure(index, last_seq + 1, PROBLEM_BACKWARDS)
+    return _Failure(index, seq, PROBLEM_CHAIN)
+
+
+def verify(
+    lines: Iterable[bytes],
+    *,
+    public_key: Ed25519PublicKey | None = None,
+    checkpoints: Sequence[Mapping[str, object]] = (),
+    start: ChainHead | None = None,
+    decode: Decoder | None = None,
+) -> VerifyReport:
+    """Verify one chain given as record lines, in order (see module docstring).
+
+    Never raises for a bad line: the report says what and where. Raises
+    ``LineError`` only for an exported checkpoint that is not a checkpoint
+    record (no ``kind`` "checkpoint", ``seq`` or ``hash``).
+    """
+    chain = _Chain(public_key=public_key, checkpoints=checkpoints, start=start, decode=decode)
+    chain.feed(lines)
+    return chain.report(chain.finish())
+
+
+def verify_files(
+    paths: Sequence[Path],
+    *,
+    public_key: Ed25519PublicKey | None = None,
+    checkpoints: Sequence[Mapping[str, object]] = (),
+    start: ChainHead | None = None,
+    decode: Decoder | None = None,
+) -> VerifyReport:
+    """Verify rotated files, oldest first, as one chain (see module docstring).
+
+    The report's ``file`` and ``first_bad_index`` name the file and the
+    0-based line in it. Raises ``OSError`` for a file that cannot be read.
+    """
+    chain = _Chain(public_key=public_key, checkpoints=checkpoints, start=start, decode=decode)
+    starts: list[int] = []
+    for path in paths:
+        starts.append(chain.index)
+        if not _feed_file(chain, path):
+            break
+    failure = chain.finish()
+    if failure is None or failure.index is None or not paths:
+        return chain.report(failure)
+    which = max(bisect.bisect_right(starts, failure.index) - 1, 0)
+    local = _Failure(failure.index - starts[which], failure.seq, failure.problem)
+    return chain.report(local, paths[which])
+
+
+def _feed_file(chain: _Chain, path: Path) -> bool:
+    """Feed the lines of ``path`` (without ``\\n``), a large chunk at a time.
+
+    A last line without ``\\n`` (a torn write) is fed too, so it is checked
+    (and found malformed) rather than ignored. ``False`` once a line is bad.
+    """
+    with path.open("rb", buffering=0) as handle:
+        rest = b""
+        while chunk := handle.read(_CHUNK):
+            lines = (rest + chunk if rest else chunk).split(b"\n")
+            rest = lines.pop()
+            if not chain.feed(lines):
+                return False
+        return chain.feed([rest]) if rest else True

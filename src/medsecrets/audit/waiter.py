@@ -1,0 +1,97 @@
+"""``Waiter``: one request waiting for its audit record on one or more devices.
+
+A waiter is answered by the lanes it was appended to: it *succeeds* at the
+first lane that durably wrote the record, and *fails* once every one of its
+``lanes`` answered no. Answers are idempotent (a late answer after the result
+is known changes nothing). ``wait()`` blocks a thread; ``wait_async()`` awaits
+on an event loop without blocking it: answers arrive from writer threads, and
+``answer_all`` wakes each event loop once per batch (one
+``call_soon_threadsafe`` per loop, not per waiter). Both raise
+``AuditFailure`` on failure. ``Waiter`` is the core's ``AuditTicket``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+
+from medsecrets.errors import AuditFailure
+
+__all__ = ["Waiter", "answer_all"]
+
+_LOCK = threading.Lock()  # answers are rare, short critical sections: one lock suffices
+
+
+class Waiter:
+    """See module docstring.
+
+    ``lanes`` is the number of required lanes asked; ``timeout`` a backstop for
+    ``wait`` (the broker's watchdog normally answers first).
+    """
+
+    __slots__ = ("_event", "_future", "_remaining", "_timeout", "result")
+
+    def __init__(self, lanes: int, *, timeout: float | None = None) -> None:
+        self._remaining = lanes
+        self._timeout = timeout
+        self.result: bool | None = None if lanes > 0 else False
+        self._event: threading.Event | None = None
+        self._future: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Waiter(result={self.result})"
+
+    def _answer(self, ok: bool) -> asyncio.Future[None] | None:
+        """Record one lane's answer; the future to resolve if the result is now known."""
+        with _LOCK:
+            if self.result is not None:
+                return None
+            if ok:
+                self.result = True
+            else:
+                self._remaining -= 1
+                if self._remaining > 0:
+                    return None
+                self.result = False
+            if self._event is not None:
+                self._event.set()
+            return self._future
+
+    def wait(self) -> None:
+        """Block until answered (a backstop of ``timeout`` s: then ``AuditFailure``)."""
+        with _LOCK:
+            if self.result is None:
+                self._event = threading.Event()
+        if self._event is not None and not self._event.wait(self._timeout):
+            raise AuditFailure("audit device timed out: request refused")
+        if not self.result:
+            raise AuditFailure
+
+    async def wait_async(self) -> None:
+        """Await the answer on the running loop."""
+        with _LOCK:
+            if self.result is None:
+                self._future = asyncio.get_running_loop().create_future()
+        if self._future is not None:
+            await self._future
+        if not self.result:
+            raise AuditFailure
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def answer_all(waiters: Iterable[Waiter], *, ok: bool) -> None:
+    """Answer every waiter for one lane; wake each event loop involved once."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        future = waiter._answer(ok)
+        if future is not None:
+            by_loop.setdefault(future.get_loop(), []).append(future)
+    for loop, futures in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_resolve, futures)

@@ -1,0 +1,437 @@
+"""``AlertDispatcher``: deduplicates, rate-limits, records and delivers alerts.
+
+Contract:
+
+* ``raise_(alert)`` is cheap and never blocks on a peer: it decides, under one
+  lock, whether the alert is a duplicate, which channels are over their rate
+  limit, records it in the ring of recent alerts, and enqueues the work. All
+  I/O happens on daemon threads: one per channel (so a slow or failing
+  channel never delays the others) and one for the ``on_alert`` hook.
+* Deduplication: an alert with the same ``(detector, key)`` as one raised less
+  than ``dedup_window`` seconds (by ``clock``) after that first one is a
+  duplicate. It is not delivered and not passed to ``on_alert``; the kept
+  alert's ``count`` grows by the duplicate's ``count`` (visible in
+  ``recent()``). The window is fixed from the first alert, so an ongoing
+  condition is re-notified once per window. Only the ``ring_size`` newest
+  alerts are remembered for deduplication (memory stays bounded).
+* Rate limiting: each channel sends at most ``rate_per_minute`` alerts in any
+  60 s (sliding window by ``clock``); an alert over the limit is not sent to
+  that channel, is kept in the ring with the channel's status
+  ``rate_limited`` and counted in ``stats()``.
+* ``on_alert(alert)`` is called once per non-duplicate alert (rate-limited
+  ones included), off the caller's thread; the server uses it to write an
+  ``alert`` audit record. Its failures are logged, never raised.
+* Delivery: ``channel.send`` is retried on failure up to ``max_attempts``
+  times with capped, jittered exponential backoff (``backoff * 2**n``, at most
+  ``backoff_cap``, times a random factor in [0.5, 1]); an
+  ``AlertDeliveryError`` with ``retryable=False`` stops at once. While
+  stopping, waits are cut short and no further attempts are made.
+* Each channel queue holds at most ``queue_size`` alerts; beyond that an alert
+  is dropped for that channel (status ``dropped``) rather than blocking.
+* Logs (``medsecrets.monitor.dispatcher``) carry channel names, alert ids and
+  error messages of medsecrets errors (which hold no values by contract) or
+  only the type of foreign exceptions; never an alert's secrets (it has none)
+  nor a channel's credentials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from medsecrets.errors import ConfigError, MedsecretsError
+from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.channels import AlertChannel, AlertDeliveryError
+
+__all__ = ["AlertDispatcher", "DeliveryStatus"]
+
+_log = logging.getLogger("medsecrets.monitor.dispatcher")
+
+DeliveryStatus = Literal["pending", "retrying", "sent", "failed", "rate_limited", "dropped"]
+"""Where an alert stands on one channel."""
+
+_RATE_WINDOW: Final = 60.0
+_HOOK: Final = "on_alert"
+
+
+def _describe(exc: BaseException) -> str:
+    """An error description safe to log and show: our messages, or only a foreign type."""
+    if isinstance(exc, MedsecretsError):
+        return exc.message
+    return type(exc).__name__
+
+
+@dataclass(slots=True)
+class _Delivery:
+    status: DeliveryStatus = "pending"
+    attempts: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"status": self.status, "attempts": self.attempts, "error": self.error}
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One kept (non-duplicate) alert in the ring."""
+
+    id: int
+    alert: Alert
+    first_seen: float
+    count: int
+    last_time: dt.datetime
+    deliveries: dict[str, _Delivery] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        out = self.alert.to_dict()
+        out["count"] = self.count
+        out["id"] = self.id
+        out["last_time"] = self.last_time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        out["delivery"] = {name: d.to_dict() for name, d in self.deliveries.items()}
+        return out
+
+
+@dataclass(slots=True)
+class _ChannelStats:
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    dropped: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "retries": self.retries,
+            "rate_limited": self.rate_limited,
+            "dropped": self.dropped,
+        }
+
+
+class _Lane:
+    """A queue and the daemon thread that drains it into one callable."""
+
+    def __init__(self, name: str, size: int, work: Callable[[_Entry], None]) -> None:
+        self.name = name
+        self.size = size
+        self.queue: queue.Queue[_Entry | None] = queue.Queue()  # None: stop
+        self._work = work
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(
+                target=self._run, name=f"medsecrets-alerts-{self.name}", daemon=True
+            )
+            self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            self._work(item)
+
+
+class AlertDispatcher:
+    """Fans alerts out to channels (see the module docstring for the contract).
+
+    ``clock`` gives monotonic seconds for dedup and rate windows (tests pass a
+    ``ManualClock().monotonic``). ``stop()`` / ``flush()`` / ``start()`` and the
+    context manager are for the server's lifecycle and for tests.
+    """
+
+    def __init__(
+        self,
+        channels: Iterable[AlertChannel],
+        *,
+        dedup_window: float = 300.0,
+        rate_per_minute: int = 30,
+        ring_size: int = 1000,
+        on_alert: Callable[[Alert], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_attempts: int = 4,
+        backoff: float = 1.0,
+        backoff_cap: float = 30.0,
+        queue_size: int = 10_000,
+    ) -> None:
+        self._channels: dict[str, AlertChannel] = {}
+        for channel in channels:
+            if channel.name in self._channels or channel.name == _HOOK:
+                raise ConfigError(f"alert channel name {channel.name!r}: must be unique")
+            self._channels[channel.name] = channel
+        if dedup_window < 0:
+            raise ConfigError("alert dedup_window: must be >= 0 seconds")
+        if rate_per_minute < 1:
+            raise ConfigError("alert rate_per_minute: must be >= 1")
+        if ring_size < 1 or queue_size < 1:
+            raise ConfigError("alert ring_size/queue_size: must be >= 1")
+        if max_attempts < 1:
+            raise ConfigError("alert max_attempts: must be >= 1")
+        if backoff < 0 or backoff_cap < 0:
+            raise ConfigError("alert backoff: must be >= 0 seconds")
+        self._dedup_window = dedup_window
+        self._ring_size = ring_size
+        self._rate = rate_per_minute
+        self._on_alert = on_alert
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._backoff_cap = backoff_cap
+
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._started = False
+        self._ring: deque[_Entry] = deque(maxlen=ring_size)
+        self._open: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._sent_at: dict[str, deque[float]] = {name: deque() for name in self._channels}
+        self._stats: dict[str, _ChannelStats] = {name: _ChannelStats() for name in self._channels}
+        self._raised = 0
+        self._alerts = 0
+        self._duplicates = 0
+        self._hook_failures = 0
+        self._pending = 0
+        self._next_id = 1
+        self._lanes: dict[str, _Lane] = {
+            name: _Lane(name, queue_size, self._deliver_to(channel))
+            for name, channel in self._channels.items()
+        }
+        self._hook_lane = _Lane(_HOOK, queue_size, self._call_hook)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the delivery threads (idempotent). Alerts raised before are queued."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        for lane in (*self._lanes.values(), self._hook_lane):
+            lane.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued (no more retry waits), stop the threads, close channels.
+
+        Returns ``True`` if every thread finished within ``timeout`` seconds
+        (channels are closed only then). Alerts raised after ``stop`` are
+        recorded but not delivered.
+        """
+        self._stopping.set()
+        lanes = (*self._lanes.values(), self._hook_lane)
+        for lane in lanes:
+            lane.queue.put(None)
+        deadline = time.monotonic() + timeout
+        for lane in lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
+        done = all(lane.thread is None or not lane.thread.is_alive() for lane in lanes)
+        if done:
+            for channel in self._channels.values():
+                try:
+                    channel.close()
+                except Exception as exc:
+                    _log.warning(
+                        "alert channel close failed",
+                        extra={"channel": channel.name, "error": _describe(exc)},
+                    )
+        return done
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued delivery and hook call finished; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def __enter__(self) -> AlertDispatcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- raising
+
+    def raise_(self, alert: Alert) -> None:
+        """Record ``alert`` and queue its delivery; never blocks on I/O, never raises."""
+        now = self._clock()
+        with self._lock:
+            self._raised += 1
+            self._expire(now)
+            dedup_key = (alert.detector, alert.key)
+            kept = self._open.get(dedup_key)
+            if kept is not None:
+                kept.count += alert.count
+                if alert.time.timestamp() > kept.last_time.timestamp():
+                    kept.last_time = alert.time
+                self._duplicates += 1
+                return
+            entry = _Entry(
+                id=self._next_id,
+                alert=alert,
+                first_seen=now,
+                count=alert.count,
+                last_time=alert.time,
+            )
+            self._next_id += 1
+            self._alerts += 1
+            self._open[dedup_key] = entry
+            if len(self._open) > self._ring_size:  # bounded: only ring entries dedup
+                self._open.popitem(last=False)
+            self._ring.append(entry)
+            if self._stopping.is_set():
+                return
+            targets = [name for name in self._channels if self._admit(name, now, entry)]
+            for name in targets:
+                self._enqueue(self._lanes[name], entry, name)
+            if self._on_alert is not None:
+                self._enqueue(self._hook_lane, entry, None)
+
+    def _expire(self, now: float) -> None:
+        """Forget dedup keys whose window ended (insertion order is first-seen order)."""
+        while self._open:
+            entry = next(iter(self._open.values()))
+            if now - entry.first_seen < self._dedup_window:
+                return
+            self._open.popitem(last=False)
+
+    def _admit(self, name: str, now: float, entry: _Entry) -> bool:
+        """Apply the channel's rate limit; record the entry's status for it."""
+        sent_at = self._sent_at[name]
+        while sent_at and now - sent_at[0] >= _RATE_WINDOW:
+            sent_at.popleft()
+        if len(sent_at) >= self._rate:
+            entry.deliveries[name] = _Delivery(status="rate_limited")
+            self._stats[name].rate_limited += 1
+            return False
+        sent_at.append(now)
+        entry.deliveries[name] = _Delivery()
+        return True
+
+    def _enqueue(self, lane: _Lane, entry: _Entry, channel: str | None) -> None:
+        if lane.queue.qsize() >= lane.size:
+            if channel is not None:
+                entry.deliveries[channel] = _Delivery(status="dropped", error="queue full")
+                self._stats[channel].dropped += 1
+            else:
+                self._hook_failures += 1
+            _log.error("alert queue full: alert dropped", extra={"lane": lane.name, "id": entry.id})
+            return
+        lane.queue.put_nowait(entry)
+        self._pending += 1
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.notify_all()
+
+    # ----------------------------------------------------------------- workers
+
+    def _deliver_to(self, channel: AlertChannel) -> Callable[[_Entry], None]:
+        def deliver(entry: _Entry) -> None:
+            try:
+                self._deliver(channel, entry)
+            finally:
+                self._done()
+
+        return deliver
+
+    def _deliver(self, channel: AlertChannel, entry: _Entry) -> None:
+        name = channel.name
+        for attempt in range(1, self._max_attempts + 1):
+            with self._lock:
+                entry.deliveries[name].attempts = attempt
+            try:
+                channel.send(entry.alert)
+            except Exception as exc:
+                error = _describe(exc)
+                retryable = not (isinstance(exc, AlertDeliveryError) and not exc.retryable)
+                last = attempt == self._max_attempts or not retryable or self._stopping.is_set()
+                with self._lock:
+                    delivery = entry.deliveries[name]
+                    delivery.error = error
+                    delivery.status = "failed" if last else "retrying"
+                    if last:
+                        self._stats[name].failed += 1
+                    else:
+                        self._stats[name].retries += 1
+                _log.warning(
+                    "alert delivery failed",
+                    extra={
+                        "channel": name,
+                        "id": entry.id,
+                        "attempt": attempt,
+                        "final": last,
+                        "error": error,
+                    },
+                )
+                if last:
+                    return
+                self._stopping.wait(self._delay(attempt))
+                continue
+            with self._lock:
+                entry.deliveries[name].status = "sent"
+                self._stats[name].sent += 1
+            return
+
+    def _delay(self, attempt: int) -> float:
+        """Capped exponential backoff with jitter in [0.5, 1] of the step."""
+        step = min(self._backoff_cap, self._backoff * 2.0 ** (attempt - 1))
+        return step * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+
+    def _call_hook(self, entry: _Entry) -> None:
+        try:
+            if self._on_alert is not None:
+                self._on_alert(entry.alert)
+        except Exception as exc:
+            with self._lock:
+                self._hook_failures += 1
+            _log.error("on_alert hook failed", extra={"id": entry.id, "error": _describe(exc)})
+        finally:
+            self._done()
+
+    # ----------------------------------------------------------------- queries
+
+    def recent(self, limit: int = 50) -> list[dict[str, object]]:
+        """Up to ``limit`` kept alerts, newest first, as JSON-ready dicts.
+
+        Each is ``Alert.to_dict()`` with ``count`` including duplicates, plus
+        ``id`` (increasing), ``last_time`` (event time of the latest
+        duplicate) and ``delivery``: ``{channel: {"status", "attempts",
+        "error"}}`` with status one of ``DeliveryStatus``.
+        """
+        with self._lock:
+            entries = list(self._ring)[::-1][: max(0, limit)]
+            return [entry.to_dict() for entry in entries]
+
+    def stats(self) -> dict[str, object]:
+        """Counters: ``raised`` (calls), ``alerts`` (kept), ``duplicates``,
+        ``hook_failures``, ``pending`` (queued deliveries and hook calls) and
+        per channel ``sent``, ``failed``, ``retries``, ``rate_limited``, ``dropped``."""
+        with self._lock:
+            return {
+                "raised": self._raised,
+                "alerts": self._alerts,
+                "duplicates": self._duplicates,
+                "hook_failures": self._hook_failures,
+                "pending": self._pending,
+                "channels": {name: s.to_dict() for name, s in self._stats.items()},
+            }
+
+    def __repr__(self) -> str:
+        return f"AlertDispatcher(channels={list(self._channels)!r})"

@@ -1,0 +1,141 @@
+"""``MonitorEngine``: the detectors, online, off the request path.
+
+The server hands every audit record it wrote to ``submit``; that call never
+blocks and never raises: it puts the record on a bounded queue and, when the
+queue is full, drops it and counts it in ``dropped`` (a slow detector must not
+slow requests; the drop count is exported as a metric and is itself a reason
+to look). One daemon thread takes records off the queue, turns responses into
+``AccessEvent`` with ``sources.event_from_record`` (the same conversion as
+``audit analyze`` on our log), runs the detectors and calls ``on_alert`` for
+each alert.
+
+Counters (read them from any thread): ``submitted`` and ``dropped`` (updated
+under a lock by the submitting threads), ``events`` (responses seen by the
+detectors), ``alerts``, ``errors`` (records that could not be converted,
+detector failures and ``on_alert`` calls that raised; the worker keeps going;
+these three are updated by the worker only).
+
+``start`` starts the worker (once); ``drain`` waits until everything submitted
+so far has been processed (tests, shutdown); ``stop(timeout)`` drains and ends
+the worker. After ``stop``, ``submit`` drops (and counts) everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from medsecrets.errors import MedsecretsError
+from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.detectors import Detector
+from medsecrets.monitor.sources import event_from_record
+
+__all__ = ["MonitorEngine"]
+
+_log = logging.getLogger(__name__)
+_STOP: Final = object()
+
+
+class MonitorEngine:
+    """Runs ``detectors`` over submitted audit records on a worker thread (see module docstring)."""
+
+    def __init__(
+        self,
+        detectors: Detector,
+        on_alert: Callable[[Alert], None],
+        *,
+        queue_size: int = 100_000,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self._detectors = detectors
+        self._on_alert = on_alert
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._counting = threading.Lock()
+        self._stopped = False
+        self.submitted = 0
+        self.dropped = 0
+        self.events = 0
+        self.alerts = 0
+        self.errors = 0
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent; refused after ``stop``)."""
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the monitor engine was stopped")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="medsecrets-monitor", daemon=True
+                )
+                self._thread.start()
+
+    def submit(self, record: Mapping[str, object]) -> None:
+        """Queue one audit record for the detectors; never blocks, never raises."""
+        try:
+            if self._stopped:
+                raise queue.Full
+            self._queue.put_nowait(record)
+        except queue.Full:
+            with self._counting:
+                self.dropped += 1
+        else:
+            with self._counting:
+                self.submitted += 1
+
+    def drain(self) -> None:
+        """Wait until every record submitted so far has been processed (needs ``start``)."""
+        if self._thread is None:
+            raise RuntimeError("the monitor engine is not started")
+        self._queue.join()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Process what is queued, end the worker; False if it did not end within ``timeout``."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is None:
+            return True
+        self._queue.put(_STOP)  # blocks only while the queue is full: the worker is draining
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _run(self) -> None:
+        take = self._queue.get
+        done = self._queue.task_done
+        while True:
+            record = take()
+            try:
+                if record is _STOP:
+                    return
+                self._process(record)
+            finally:
+                done()
+
+    def _process(self, record: object) -> None:
+        try:
+            event = event_from_record(record) if isinstance(record, Mapping) else None
+        except MedsecretsError:
+            self.errors += 1
+            return
+        if event is None:
+            return
+        self.events += 1
+        try:
+            alerts = self._detectors.observe(event)
+        except Exception:  # a detector bug must not stop the monitor
+            self.errors += 1
+            _log.exception("monitor: a detector failed")
+            return
+        for alert in alerts:
+            self.alerts += 1
+            try:
+                self._on_alert(alert)
+            except Exception:  # an alert sink must not stop the monitor
+                self.errors += 1
+                _log.exception("monitor: alert delivery failed (%s)", alert.detector)

@@ -1,0 +1,154 @@
+"""``AccessEvent``: one access to a secrets manager, whatever log it came from.
+
+The detectors see only this type. The parsers in ``monitor.sources`` turn our
+audit records, AWS CloudTrail records and HashiCorp Vault audit entries into
+it, so secrets kept in AWS or Vault are watched by the same rules.
+
+An event names who (``principal``), from where (``source``), what
+(``operation``, normalised, and ``raw_operation``, the log's own name), on
+which secret (``path``, ``environment``, ``category``), how it ended
+(``outcome``) and whether an emergency (break-glass) credential was used. It
+never holds a secret value, a token or a key: only names, addresses and
+identifiers that the source log itself prints in clear.
+
+Time is kept as ``ts``, POSIX seconds (UTC), because the detectors' windows
+are arithmetic on seconds; ``time`` is the same instant as an aware
+``datetime``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from medsecrets.audit.record import Outcome
+
+__all__ = [
+    "OPERATIONS",
+    "ROUTE_OPERATIONS",
+    "AccessEvent",
+    "Operation",
+    "operation_of_route",
+    "parse_time",
+]
+
+Operation = Literal["read", "list", "write", "delete", "auth", "other"]
+"""``read``: a secret value left the store; ``list``: names were enumerated;
+``write``/``delete``: a secret changed; ``auth``: a credential was issued,
+inspected or revoked (logins); ``other``: metadata, system and catalog calls."""
+
+OPERATIONS: Final[frozenset[str]] = frozenset({"read", "list", "write", "delete", "auth", "other"})
+
+ROUTE_OPERATIONS: Final[Mapping[str, Operation]] = {
+    "secrets.read": "read",
+    "metadata.list": "list",
+    "secrets.write": "write",
+    "secrets.restore": "write",
+    "metadata.update": "write",
+    "stages.update": "write",
+    "provision": "write",
+    "secrets.delete": "delete",
+    "secrets.destroy": "delete",
+    "tokens.create": "auth",
+    "tokens.self": "auth",
+    "tokens.lookup": "auth",
+    "tokens.revoke": "auth",
+}
+"""Our route names (``operation`` of an audit record) that are not ``other``."""
+
+
+def operation_of_route(route: str) -> Operation:
+    """The normalised operation of one of our route names (unknown routes: ``other``)."""
+    return ROUTE_OPERATIONS.get(route, "other")
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_HOURS: dict[str, float] = {}
+
+
+def parse_time(text: str) -> float:
+    """POSIX seconds of an ISO 8601 / RFC 3339 time (``Z`` or an offset; naive means UTC).
+
+    The common shape ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (our records,
+    CloudTrail, Vault's nanoseconds) takes a fast path: the hour is looked up
+    in a small cache and minutes and seconds are added. Raises ``ValueError``
+    for text that is not a time.
+    """
+    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[13] == ":":
+        hour = text[:13]
+        base = _HOURS.get(hour)
+        if base is None:
+            if len(_HOURS) >= 8192:
+                _HOURS.clear()
+            base = _HOURS[hour] = (
+                dt.datetime.fromisoformat(hour + ":00:00+00:00") - _EPOCH
+            ).total_seconds()
+        return base + int(text[14:16]) * 60 + float(text[17:-1])
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - _EPOCH).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEvent:
+    """One access (see module docstring). ``principal`` and ``source`` are ``""`` when unknown."""
+
+    ts: float
+    """POSIX seconds (UTC) of the access."""
+    principal: str
+    """Who: a token display name, an IAM ARN, a Vault display name; ``""`` if unauthenticated."""
+    source: str
+    """Client address (IPv4/IPv6 text), or whatever the log names instead; ``""`` if unknown."""
+    operation: Operation
+    raw_operation: str
+    """The log's own operation: our route name, a CloudTrail eventName, a Vault operation."""
+    path: str
+    """Secret path ``<prefix>/<environment>/<category>[/name]``, or a list prefix, or ``""``."""
+    environment: str | None
+    category: str | None
+    outcome: Outcome
+    emergency: bool = False
+    """True when an emergency (break-glass) credential made the access."""
+    request_id: str = ""
+    """The log's id for this access (our request id, CloudTrail eventID, Vault request id)."""
+
+    @property
+    def time(self) -> dt.datetime:
+        """The access time as an aware UTC ``datetime``."""
+        return dt.datetime.fromtimestamp(self.ts, dt.UTC)
+
+    @classmethod
+    def at(
+        cls,
+        time: dt.datetime,
+        *,
+        principal: str,
+        operation: Operation,
+        source: str = "",
+        raw_operation: str = "",
+        path: str = "",
+        environment: str | None = None,
+        category: str | None = None,
+        outcome: Outcome = "success",
+        emergency: bool = False,
+        request_id: str = "",
+    ) -> AccessEvent:
+        """An event at an aware ``time`` (naive is refused with ``ValueError``)."""
+        if time.tzinfo is None:
+            raise ValueError("an access time must be timezone-aware")
+        return cls(
+            (time - _EPOCH).total_seconds(),
+            principal,
+            source,
+            operation,
+            raw_operation or operation,
+            path,
+            environment,
+            category,
+            outcome,
+            emergency,
+            request_id,
+        )

@@ -1,0 +1,554 @@
+"""Log parsers: our audit log, AWS CloudTrail and HashiCorp Vault audit logs → ``AccessEvent``.
+
+Every reader streams one file (plain or gzip, recognised by its magic bytes)
+and yields events in file order:
+
+- ``read_ours``: our JSON-lines audit records. Only ``kind: response``
+  records become events (a request record says what was asked, its response
+  what happened); request, checkpoint and alert records are skipped without
+  being parsed. ``event_from_record`` converts one record (a mapping) and is
+  shared with the online ``MonitorEngine``.
+- ``read_cloudtrail``: CloudTrail log files: ``{"Records": [...]}`` documents
+  (one per file, as CloudTrail delivers them), and also one event per line or
+  EventBridge envelopes (``{"detail": {...}}``). Only Secrets Manager events
+  (``eventSource`` ``secretsmanager.amazonaws.com``) become events;
+  ``BatchGetSecretValue`` with a ``secretIdList`` becomes one read per secret.
+  The principal is ``userIdentity.arn`` (else ``principalId``, else the
+  invoking service); a secret ARN's 6-character random suffix is stripped, so
+  ``arn:...:secret:medessence/production/database-AbCdEf`` is the path
+  ``medessence/production/database``. A role whose name matches
+  ``EMERGENCY_PATTERN`` (``break-glass``, ``breakglass``, ``emergency``) is an
+  emergency credential.
+- ``read_vault``: Vault file audit device JSON lines; ``response`` entries
+  become events. The mount (``request.mount_point``, else the first path
+  segment) is stripped, and so is the KV v2 segment: ``secret/data/<path>``
+  reads are ``read``, ``secret/metadata/<path>`` lists are ``list``. An
+  ``error`` containing ``permission denied`` (or a missing/invalid token) is
+  ``denied``. The principal is ``auth.display_name`` (with
+  ``auth.metadata.role_name`` added for AppRole, whose display name is just
+  ``approle``); ``auth.metadata.emergency: "true"`` or a ``break-glass`` /
+  ``emergency`` policy marks an emergency token.
+
+``detect_format`` sniffs a file's first bytes. Malformed input raises
+``LogFormatError`` naming the file and line; no parser echoes a field value
+into an error (logs can hold HMACs, never secrets, but we keep the habit).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import os
+import re
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Final, Literal
+
+from medsecrets.audit.record import Outcome, outcome_for, split_path
+from medsecrets.errors import InvalidRequest
+from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, Operation, parse_time
+
+__all__ = [
+    "CLOUDTRAIL_OPERATIONS",
+    "DEFAULT_PREFIX",
+    "EMERGENCY_PATTERN",
+    "EMERGENCY_POLICIES",
+    "FORMATS",
+    "Format",
+    "LogFormatError",
+    "detect_format",
+    "event_from_record",
+    "event_from_vault",
+    "events_from_cloudtrail",
+    "open_log",
+    "read_cloudtrail",
+    "read_events",
+    "read_ours",
+    "read_vault",
+]
+
+Format = Literal["ours", "cloudtrail", "vault"]
+FORMATS: Final = ("ours", "cloudtrail", "vault")
+DEFAULT_PREFIX: Final = "medessence"
+SECRETS_MANAGER: Final = "secretsmanager.amazonaws.com"
+
+EMERGENCY_PATTERN: Final = re.compile(r"break-?glass|emergency", re.IGNORECASE)
+"""An IAM role (CloudTrail) whose name matches is an emergency credential."""
+EMERGENCY_POLICIES: Final = frozenset({"break-glass", "breakglass", "emergency"})
+"""A Vault token with one of these policies is an emergency token."""
+
+CLOUDTRAIL_OPERATIONS: Final[Mapping[str, Operation]] = {
+    "GetSecretValue": "read",
+    "BatchGetSecretValue": "read",
+    "ListSecrets": "list",
+    "ListSecretVersionIds": "list",
+    "CreateSecret": "write",
+    "PutSecretValue": "write",
+    "UpdateSecret": "write",
+    "UpdateSecretVersionStage": "write",
+    "RestoreSecret": "write",
+    "RotateSecret": "write",
+    "CancelRotateSecret": "write",
+    "PutResourcePolicy": "write",
+    "DeleteResourcePolicy": "write",
+    "TagResource": "write",
+    "UntagResource": "write",
+    "ReplicateSecretToRegions": "write",
+    "RemoveRegionsFromReplication": "write",
+    "StopReplicationToReplica": "write",
+    "DeleteSecret": "delete",
+}
+"""Secrets Manager ``eventName`` → operation; every other event name is ``other``."""
+
+_DENIED_CODES: Final = frozenset(
+    {
+        "UnauthorizedOperation",
+        "UnauthorizedAccess",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "NotAuthorized",
+        "MissingAuthenticationToken",
+    }
+)
+_FAILURE_CODES: Final = frozenset({"InternalServiceError", "InternalFailure", "ServiceUnavailable"})
+_OUTCOMES: Final[Mapping[object, Outcome]] = {
+    "success": "success",
+    "denied": "denied",
+    "error": "error",
+    "failure": "failure",
+}
+_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}\Z")
+_KV2_SEGMENTS: Final = frozenset({"data", "metadata", "delete", "undelete", "destroy", "subkeys"})
+_VAULT_WRITES: Final = frozenset({"create", "update", "patch"})
+_VAULT_DENIED = ("permission denied", "invalid token", "missing client token", "bad token")
+
+_decode = json.JSONDecoder().raw_decode
+_SPACE: Final = " \t\r\n"
+
+
+class LogFormatError(InvalidRequest):
+    """A log cannot be read as the format asked for (names the file and line, never a value)."""
+
+    def __init__(self, problem: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.problem = problem
+        self.file = file
+        self.line = line
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        super().__init__(f"{where}{problem}")
+
+
+def open_log(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a log for binary reading, decompressing gzip (recognised by its magic bytes)."""
+    with Path(path).open("rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    if compressed:
+        return typing.cast(IO[bytes], gzip.open(path, "rb"))
+    return Path(path).open("rb")
+
+
+def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    with open_log(path) as stream:
+        yield from stream
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _ts(value: object) -> float:
+    if isinstance(value, str):
+        try:
+            return parse_time(value)
+        except (ValueError, IndexError):
+            raise LogFormatError("bad time") from None
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.timestamp()
+    raise LogFormatError("missing or bad time")
+
+
+# --- ours ----------------------------------------------------------------------------------------
+
+
+def event_from_record(record: Mapping[str, object]) -> AccessEvent | None:
+    """The event of one of our audit records; ``None`` unless it is a response.
+
+    A record without ``kind`` is taken as a response. ``time`` may be ISO 8601
+    text or an aware ``datetime``; ``outcome`` falls back to the ``status``; a
+    field of the wrong type counts as absent. Raises ``LogFormatError`` when
+    the time is missing or bad.
+    """
+    get = record.get
+    if get("kind", "response") != "response":
+        return None
+    route = get("operation")
+    if type(route) is not str:
+        route = ""
+    principal = get("principal")
+    remote = get("remote")
+    path = get("path")
+    environment = get("environment")
+    category = get("category")
+    request_id = get("request_id")
+    outcome = _OUTCOMES.get(get("outcome"))
+    if outcome is None:
+        status = get("status")
+        outcome = outcome_for(status) if type(status) is int else "success"
+    return AccessEvent(
+        _ts(get("time")),
+        principal if type(principal) is str else "",
+        remote if type(remote) is str else "",
+        ROUTE_OPERATIONS.get(route, "other"),
+        route,
+        path if type(path) is str else "",
+        environment if type(environment) is str and environment else None,
+        category if type(category) is str and category else None,
+        outcome,
+        get("emergency") is True,
+        request_id if type(request_id) is str else "",
+    )
+
+
+def read_ours(path: str | os.PathLike[str]) -> Iterator[AccessEvent]:
+    """Events of our audit log at ``path`` (see module docstring)."""
+    name = os.fspath(path)
+    for number, line in enumerate(_lines(path), 1):
+        head = line[:160]
+        if b'"kind":"' in head and b'"kind":"response"' not in head:
+            continue  # request, checkpoint or alert record: not parsed at all
+        if not line.strip():
+            continue
+        try:
+            record = _decode(line.decode())[0]
+        except (ValueError, UnicodeDecodeError):
+            raise LogFormatError("not a JSON audit record", file=name, line=number) from None
+        if not isinstance(record, dict):
+            raise LogFormatError("not a JSON audit record", file=name, line=number)
+        try:
+            event = event_from_record(record)
+        except LogFormatError as exc:
+            raise LogFormatError(exc.problem, file=name, line=number) from None
+        if event is not None:
+            yield event
+
+
+# --- CloudTrail ----------------------------------------------------------------------------------
+
+
+def _secret_name(secret_id: str) -> str:
+    """The secret name of a name or ARN (an ARN's ``-XXXXXX`` suffix removed)."""
+    if secret_id.startswith("arn:") and ":secret:" in secret_id:
+        return _ARN_SUFFIX.sub("", secret_id.split(":secret:", 1)[1])
+    return secret_id
+
+
+def _cloudtrail_outcome(error_code: object) -> Outcome:
+    if not isinstance(error_code, str) or not error_code:
+        return "success"
+    if error_code.startswith("AccessDenied") or error_code in _DENIED_CODES:
+        return "denied"
+    if error_code in _FAILURE_CODES:
+        return "failure"
+    return "error"
+
+
+def _cloudtrail_paths(name: str, params: object) -> list[str]:
+    if not isinstance(params, Mapping):
+        return [""]
+    secret_id = params.get("secretId")
+    if isinstance(secret_id, str):
+        return [_secret_name(secret_id)]
+    if name == "BatchGetSecretValue":
+        ids = params.get("secretIdList")
+        if isinstance(ids, list) and ids:
+            return [_secret_name(i) for i in ids if isinstance(i, str)] or [""]
+    filters = params.get("filters")
+    if isinstance(filters, list):
+        for item in filters:
+            if isinstance(item, Mapping) and item.get("key") == "name":
+                values = item.get("values")
+                if isinstance(values, list) and values and isinstance(values[0], str):
+                    return [values[0]]
+    return [""]
+
+
+def _cloudtrail_principal(identity: object) -> str:
+    if not isinstance(identity, Mapping):
+        return ""
+    for key in ("arn", "principalId", "invokedBy"):
+        value = identity.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def events_from_cloudtrail(
+    record: Mapping[str, object],
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    emergency: re.Pattern[str] = EMERGENCY_PATTERN,
+) -> list[AccessEvent]:
+    """The events of one CloudTrail record: none unless it is a Secrets Manager call.
+
+    Raises ``LogFormatError`` when ``eventTime`` is missing or bad.
+    """
+    if record.get("eventSource") != SECRETS_MANAGER:
+        return []
+    name = _text(record.get("eventName"))
+    operation = CLOUDTRAIL_OPERATIONS.get(name, "other")
+    principal = _cloudtrail_principal(record.get("userIdentity"))
+    role = principal.split(":assumed-role/", 1)[-1] if ":assumed-role/" in principal else ""
+    is_emergency = bool(role) and emergency.search(role.split("/", 1)[0]) is not None
+    ts = _ts(record.get("eventTime"))
+    source = _text(record.get("sourceIPAddress"))
+    outcome = _cloudtrail_outcome(record.get("errorCode"))
+    request_id = _text(record.get("eventID")) or _text(record.get("requestID"))
+    events = []
+    for found in _cloudtrail_paths(name, record.get("requestParameters")):
+        path = found.rstrip("/")
+        environment, category = split_path(path, prefix)
+        events.append(
+            AccessEvent(
+                ts,
+                principal,
+                source,
+                operation,
+                name,
+                path,
+                environment,
+                category,
+                outcome,
+                is_emergency,
+                request_id,
+            )
+        )
+    return events
+
+
+def _json_values(path: str | os.PathLike[str]) -> Iterator[object]:
+    """Every JSON value in a file: one document, or several (one per line or concatenated)."""
+    name = os.fspath(path)
+    with open_log(path) as stream:
+        data = stream.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise LogFormatError("not UTF-8 text", file=name, line=line) from None
+    size = len(text)
+    position = _skip_space(text, 0)
+    while position < size:
+        try:
+            value, end = _decode(text, position)
+        except ValueError:
+            line = text.count("\n", 0, position) + 1
+            raise LogFormatError("not a JSON document", file=name, line=line) from None
+        yield value
+        position = _skip_space(text, end)
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in _SPACE:
+        position += 1
+    return position
+
+
+def read_cloudtrail(
+    path: str | os.PathLike[str], *, prefix: str = DEFAULT_PREFIX
+) -> Iterator[AccessEvent]:
+    """Secrets Manager events of a CloudTrail log file (see module docstring).
+
+    CloudTrail does not promise time order inside or across files; the
+    analyzer reorders (``monitor.analyze``).
+    """
+    name = os.fspath(path)
+    for value in _json_values(path):
+        if not isinstance(value, Mapping):
+            continue
+        records = value.get("Records")
+        if not isinstance(records, list):
+            detail = value.get("detail")
+            records = [detail if isinstance(detail, Mapping) else value]
+        for record in records:
+            if not isinstance(record, Mapping):
+                continue
+            try:
+                yield from events_from_cloudtrail(record, prefix=prefix)
+            except LogFormatError as exc:
+                raise LogFormatError(exc.problem, file=name) from None
+
+
+# --- Vault ---------------------------------------------------------------------------------------
+
+
+def _vault_operation(operation: str, path: str, mount: str) -> tuple[Operation, str]:
+    """``(operation, secret path)`` of a Vault request on ``path`` under ``mount``."""
+    if path.startswith("auth/"):
+        return "auth", ""
+    if path.startswith(("sys/", "identity/", "cubbyhole/")):
+        return "other", ""
+    if not mount or not path.startswith(mount):
+        mount = path.split("/", 1)[0] + "/"
+    rest = path[len(mount) :]
+    segment, _, tail = rest.partition("/")
+    if segment in _KV2_SEGMENTS:
+        secret = tail.rstrip("/")
+        if segment == "data":
+            if operation == "read":
+                return "read", secret
+            if operation in _VAULT_WRITES:
+                return "write", secret
+            if operation == "delete":
+                return "delete", secret
+            return "other", secret
+        if segment == "metadata":
+            if operation == "list":
+                return "list", secret
+            if operation == "delete":
+                return "delete", secret
+            if operation in _VAULT_WRITES:
+                return "write", secret
+            return "other", secret
+        if segment in ("delete", "destroy"):
+            return "delete", secret
+        if segment == "undelete":
+            return "write", secret
+        return "other", secret
+    secret = rest.rstrip("/")
+    if operation == "read":
+        return "read", secret
+    if operation == "list":
+        return "list", secret
+    if operation in _VAULT_WRITES:
+        return "write", secret
+    if operation == "delete":
+        return "delete", secret
+    return "other", secret
+
+
+def _vault_identity(auth: object) -> tuple[str, bool]:
+    """``(principal, emergency)`` of a Vault ``auth`` object."""
+    if not isinstance(auth, Mapping):
+        return "", False
+    principal = _text(auth.get("display_name"))
+    metadata = auth.get("metadata")
+    emergency = False
+    if isinstance(metadata, Mapping):
+        role = metadata.get("role_name")
+        if isinstance(role, str) and role and role not in principal:
+            principal = f"{principal}:{role}" if principal else role
+        emergency = str(metadata.get("emergency", "")).lower() in ("true", "1", "yes")
+    policies = auth.get("policies")
+    if isinstance(policies, list) and not emergency:
+        emergency = any(p in EMERGENCY_POLICIES for p in policies if isinstance(p, str))
+    return principal, emergency
+
+
+def event_from_vault(
+    entry: Mapping[str, object], *, prefix: str = DEFAULT_PREFIX
+) -> AccessEvent | None:
+    """The event of one Vault audit entry; ``None`` unless it is a response.
+
+    Raises ``LogFormatError`` when ``time`` is missing or bad.
+    """
+    if entry.get("type") != "response":
+        return None
+    request = entry.get("request")
+    if not isinstance(request, Mapping):
+        request = {}
+    raw_operation = _text(request.get("operation"))
+    operation, secret = _vault_operation(
+        raw_operation, _text(request.get("path")), _text(request.get("mount_point"))
+    )
+    principal, emergency = _vault_identity(entry.get("auth"))
+    error = _text(entry.get("error")).lower()
+    outcome: Outcome = "success"
+    if error:
+        if any(marker in error for marker in _VAULT_DENIED):
+            outcome = "denied"
+        elif "internal error" in error:
+            outcome = "failure"
+        else:
+            outcome = "error"
+    environment, category = split_path(secret, prefix)
+    return AccessEvent(
+        _ts(entry.get("time")),
+        principal,
+        _text(request.get("remote_address")),
+        operation,
+        raw_operation,
+        secret,
+        environment,
+        category,
+        outcome,
+        emergency,
+        _text(request.get("id")),
+    )
+
+
+def read_vault(
+    path: str | os.PathLike[str], *, prefix: str = DEFAULT_PREFIX
+) -> Iterator[AccessEvent]:
+    """Events of a Vault file audit log (see module docstring)."""
+    name = os.fspath(path)
+    for number, line in enumerate(_lines(path), 1):
+        if b'"type":"request"' in line[:80] or not line.strip():
+            continue  # a request entry (when ``time`` and ``type`` lead): not parsed
+        try:
+            entry = _decode(line.decode())[0]
+        except (ValueError, UnicodeDecodeError):
+            raise LogFormatError("not a JSON audit entry", file=name, line=number) from None
+        if not isinstance(entry, dict):
+            raise LogFormatError("not a JSON audit entry", file=name, line=number)
+        try:
+            event = event_from_vault(entry, prefix=prefix)
+        except LogFormatError as exc:
+            raise LogFormatError(exc.problem, file=name, line=number) from None
+        if event is not None:
+            yield event
+
+
+# --- dispatch ------------------------------------------------------------------------------------
+
+
+def detect_format(path: str | os.PathLike[str]) -> Format:
+    """``ours``, ``cloudtrail`` or ``vault``, by sniffing the first bytes of ``path``.
+
+    Raises ``LogFormatError`` when the file is unreadable or none matches.
+    """
+    name = os.fspath(path)
+    try:
+        with open_log(path) as stream:
+            head = stream.read(8192).lstrip()
+    except (OSError, EOFError) as exc:
+        problem = getattr(exc, "strerror", None) or "unreadable"
+        raise LogFormatError(f"cannot read the log ({problem})", file=name) from None
+    if head.startswith(b'{"prev":"') or (b'"kind":"' in head and b'"request_id"' in head):
+        return "ours"
+    if b'"Records"' in head or b'"eventSource"' in head or b'"eventVersion"' in head:
+        return "cloudtrail"
+    if b'"request"' in head and b'"type"' in head:
+        return "vault"
+    raise LogFormatError(
+        "cannot tell the log format (expected ours, cloudtrail or vault)", file=name
+    )
+
+
+def read_events(
+    path: str | os.PathLike[str], fmt: Format | None = None, *, prefix: str = DEFAULT_PREFIX
+) -> Iterator[AccessEvent]:
+    """Events of the log at ``path`` in format ``fmt`` (sniffed when ``None``)."""
+    fmt = fmt or detect_format(path)
+    if fmt == "ours":
+        return read_ours(path)
+    if fmt == "cloudtrail":
+        return read_cloudtrail(path, prefix=prefix)
+    if fmt == "vault":
+        return read_vault(path, prefix=prefix)
+    raise LogFormatError(f"unknown log format {fmt!r} (known: {', '.join(FORMATS)})")

@@ -1,0 +1,337 @@
+"""The broker: group-committed lanes, tickets that fail closed, one chain per device."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from medsecrets.audit.broker import AuditBroker
+from medsecrets.audit.device import ChainHead
+from medsecrets.audit.file import FileAuditDevice
+from medsecrets.audit.lane import DeviceKeys, Lane
+from medsecrets.audit.record import GENESIS, SEALED_DATA, Salter, body_digest, split_line
+from medsecrets.core.request import Request
+from medsecrets.errors import AuditFailure, NotFoundError, SealedError
+
+KEY = b"k" * 32
+
+
+class ScriptedDevice:
+    """A test device in memory: records what it accepted; can fail or hang on demand."""
+
+    def __init__(self, name: str = "mem") -> None:
+        self.name = name
+        self.lines: list[bytes] = []
+        self.batches = 0
+        self.fail = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def open(self) -> ChainHead:
+        return ChainHead()
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        self.gate.wait()
+        if self.fail:
+            raise OSError("injected failure")
+        self.lines.extend(lines)
+        self.batches += 1
+
+    def close(self) -> None:
+        self.gate.set()
+
+
+def keys(name: str) -> DeviceKeys:
+    return DeviceKeys(salter=Salter(KEY))
+
+
+def sealed_keys(name: str) -> DeviceKeys | None:
+    return None
+
+
+def lane(device: ScriptedDevice | FileAuditDevice, **kw: object) -> Lane:
+    return Lane(device, node="n1", keys=kw.pop("keys", keys), timeout=0.3, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def started() -> Iterator[list[AuditBroker]]:
+    brokers: list[AuditBroker] = []
+    yield brokers
+    for broker in brokers:
+        broker.stop()
+
+
+def make(started: list[AuditBroker], *lanes: Lane, **kw: object) -> AuditBroker:
+    broker = AuditBroker(lanes, prefix="medessence", keys=keys, timeout=0.3, **kw)  # type: ignore[arg-type]
+    broker.start()
+    started.append(broker)
+    return broker
+
+
+def read(token: str = "tok-secret-value", **kw: object) -> Request:
+    return Request(
+        method=str(kw.pop("method", "GET")),
+        route=str(kw.pop("route", "secrets.read")),
+        path="medessence/production/database",
+        token=token,
+        remote="10.0.0.7",
+        request_id="r1",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def check_chain(lines: Sequence[bytes]) -> None:
+    prev, seq = GENESIS, 0
+    for line in lines:
+        p, s, h = split_line(line)
+        assert (p, s) == (prev, seq + 1)
+        assert body_digest(line) == h
+        prev, seq = h, s
+
+
+def test_request_and_response_records_are_chained_and_hmac_the_token(
+    started: list[AuditBroker],
+) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    assert broker.on_request(read(), None) is None  # a GET waits on its response
+    ticket = broker.on_response(read(), None, 200, None)
+    assert ticket is not None
+    ticket.wait()
+    check_chain(device.lines)
+    records = [json.loads(line) for line in device.lines]
+    assert [r["kind"] for r in records] == ["request", "response"]
+    assert records[1]["outcome"] == "success"
+    assert records[0]["environment"] == "production"
+    assert records[0]["category"] == "database"
+    assert records[0]["accessor"] == Salter(KEY).hash("tok-secret-value")
+    assert b"tok-secret-value" not in b"".join(device.lines)
+    assert broker.hash("tok-secret-value") == ("mem", records[0]["accessor"])
+
+
+def test_request_body_values_are_hmacd(started: list[AuditBroker]) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    body = {"fields": {"password": "canary-Zq81-value"}}
+    ticket = broker.on_request(read(method="PUT", route="secrets.write", body=body), None)
+    assert ticket is not None
+    ticket.wait()
+    record = json.loads(device.lines[0])
+    assert record["data"] == {"fields": {"password": Salter(KEY).hash("canary-Zq81-value")}}
+    assert b"canary-Zq81-value" not in b"".join(device.lines)
+
+
+def test_errors_need_no_wait_but_are_recorded(started: list[AuditBroker]) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    broker.on_request(read(), None)
+    assert broker.on_response(read(), None, 403, "permission_denied") is None
+    deadline = time.monotonic() + 5
+    while len(device.lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert json.loads(device.lines[1])["outcome"] == "denied"
+
+
+def test_a_failing_device_fails_the_ticket_and_the_chain_stays_whole(
+    started: list[AuditBroker],
+) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    ok = broker.on_response(read(), None, 200, None)
+    assert ok is not None
+    ok.wait()
+    device.fail = True
+    failed = broker.on_response(read(), None, 200, None)
+    assert failed is not None
+    with pytest.raises(AuditFailure):
+        failed.wait()
+    assert broker.health()[0]["up"] is False
+    device.fail = False
+    again = broker.on_response(read(), None, 200, None)
+    assert again is not None
+    again.wait()
+    check_chain(device.lines)  # the failed batch left no hole in the chain
+    assert len(device.lines) == 2
+    assert broker.health()[0]["up"] is True
+
+
+def test_a_hung_device_times_out_and_recovers(started: list[AuditBroker]) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    device.gate.clear()
+    hung = broker.on_response(read(), None, 200, None)
+    assert hung is not None
+    with pytest.raises(AuditFailure):
+        hung.wait()
+    later = broker.on_response(read(), None, 200, None)  # appended while hung: refused at once
+    assert later is not None
+    with pytest.raises(AuditFailure):
+        later.wait()
+    assert broker.health()[0]["up"] is False
+    device.gate.set()
+    deadline = time.monotonic() + 5
+    while not broker.health()[0]["up"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    after = broker.on_response(read(), None, 200, None)
+    assert after is not None
+    after.wait()
+    check_chain(device.lines)
+
+
+def test_async_wait_does_not_block_the_loop(started: list[AuditBroker]) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+
+    async def main() -> int:
+        ticks = 0
+        device.gate.clear()
+        ticket = broker.on_response(read(), None, 200, None)
+        assert ticket is not None
+        waiting = asyncio.ensure_future(ticket.wait_async())
+        while not waiting.done() and ticks < 5:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        device.gate.set()
+        await waiting
+        return ticks
+
+    assert asyncio.run(main()) == 5
+
+
+def test_one_required_device_suffices_and_all_failing_refuses(started: list[AuditBroker]) -> None:
+    a, b, c = ScriptedDevice("a"), ScriptedDevice("b"), ScriptedDevice("c")
+    broker = make(started, lane(a), lane(b), lane(c, required=False))
+    a.fail = True
+    ticket = broker.on_response(read(), None, 200, None)
+    assert ticket is not None
+    ticket.wait()
+    b.fail = True
+    ticket = broker.on_response(read(), None, 200, None)
+    assert ticket is not None
+    with pytest.raises(AuditFailure):
+        ticket.wait()
+    assert len(c.lines) == 2  # the optional device still saw both
+
+
+def test_no_device_refuses_all_but_health(started: list[AuditBroker]) -> None:
+    broker = make(started)
+    assert broker.on_request(Request(method="GET", route="sys.health"), None) is None
+    with pytest.raises(AuditFailure):
+        broker.on_request(read(), None)
+    with pytest.raises(NotFoundError):
+        broker.hash("x")
+
+
+def test_sealed_records_omit_sensitive_data(started: list[AuditBroker]) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device, keys=sealed_keys))
+    ticket = broker.on_request(
+        read(method="POST", route="sys.unseal", body={"share": "word " * 20}), None
+    )
+    assert ticket is not None
+    ticket.wait()
+    record = json.loads(device.lines[0])
+    assert record["data"] == SEALED_DATA
+    assert record["accessor"] is None
+    assert b"word" not in device.lines[0]
+
+
+def test_hash_needs_the_keys(started: list[AuditBroker]) -> None:
+    broker = AuditBroker(
+        [lane(ScriptedDevice(), keys=sealed_keys)], prefix="medessence", keys=sealed_keys
+    )
+    with pytest.raises(SealedError):
+        broker.hash("x")
+
+
+def test_concurrent_writers_never_fork_the_chain_and_share_fsyncs(
+    tmp_path: Path, started: list[AuditBroker]
+) -> None:
+    device = FileAuditDevice("file", tmp_path / "audit.jsonl")
+    broker = make(started, lane(device))
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(100):
+                broker.on_request(read(), None)
+                ticket = broker.on_response(read(), None, 200, None)
+                assert ticket is not None
+                ticket.wait()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    broker.stop()
+    lines = (tmp_path / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1600
+    check_chain(lines)
+
+
+def test_a_restarted_lane_continues_the_file_chain(tmp_path: Path) -> None:
+    for _ in range(2):
+        broker = AuditBroker(
+            [lane(FileAuditDevice("file", tmp_path / "a.jsonl"))], prefix="medessence", keys=keys
+        )
+        broker.start()
+        ticket = broker.on_response(read(), None, 200, None)
+        assert ticket is not None
+        ticket.wait()
+        broker.stop()
+    check_chain((tmp_path / "a.jsonl").read_bytes().splitlines(keepends=True))
+
+
+def test_checkpoints_are_signed_every_n_records(started: list[AuditBroker]) -> None:
+    from medsecrets.audit.checkpoint import CheckpointSigner, verify_checkpoint
+
+    signer = CheckpointSigner.generate()
+
+    def signing(name: str) -> DeviceKeys:
+        return DeviceKeys(
+            salter=Salter(KEY),
+            sign=lambda node, device, covers, covers_hash: signer.extra(
+                node=node, device=device, covers=covers, covers_hash=covers_hash
+            ),
+        )
+
+    device = ScriptedDevice()
+    broker = make(started, lane(device, keys=signing, checkpoint_every=4))
+    for _ in range(4):
+        ticket = broker.on_response(read(), None, 200, None)
+        assert ticket is not None
+        ticket.wait()
+    records = [json.loads(line) for line in device.lines]
+    checkpoints = [r for r in records if r["kind"] == "checkpoint"]
+    assert checkpoints
+    for cp in checkpoints:
+        assert verify_checkpoint(cp, signer.public_key)
+        covered = records[cp["seq"] - 2]
+        assert (covered["seq"], covered["hash"]) == (cp["covers"], cp["covers_hash"])
+    check_chain(device.lines)
+
+
+def test_duplicate_device_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        AuditBroker([lane(ScriptedDevice()), lane(ScriptedDevice())], prefix="m", keys=keys)
+
+
+def test_records_carry_the_event_time(started: list[AuditBroker]) -> None:
+    device = ScriptedDevice()
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    broker = make(started, lane(device), now=lambda: when)
+    ticket = broker.on_response(read(), None, 200, None)
+    assert ticket is not None
+    ticket.wait()
+    assert json.loads(device.lines[0])["time"] == "2026-01-02T03:04:05.000000Z"

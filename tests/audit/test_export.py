@@ -1,0 +1,217 @@
+"""Exports for a SIEM: JSON lines, CSV (parsed back with ``csv``) and CEF (parsed back by regex)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from medsecrets import __version__
+from medsecrets.audit.checkpoint import CheckpointSigner
+from medsecrets.audit.export import CSV_COLUMNS, cef_line, export
+from medsecrets.audit.query import read_records
+from medsecrets.audit.record import FIELDS, AuditEvent
+from medsecrets.errors import InvalidRequest
+from medsecrets.monitor.alert import Alert
+from tests.audit.chainmaker import BASE_TIME, ChainMaker, parse
+
+NASTY_AGENT = "=cmd|' /C calc'!A0 a=b \\ back\nslash\r\nend"
+CEF = re.compile(
+    r"^CEF:0\|MedEssenceAI\|medsecrets\|(?P<version>(?:[^|\\]|\\.)*)"
+    r"\|(?P<signature>(?:[^|\\]|\\.)*)\|(?P<name>(?:[^|\\]|\\.)*)"
+    r"\|(?P<severity>10|[0-9])\|(?P<extension>.*)$"
+)
+PAIR = re.compile(r"(?:^| )([A-Za-z0-9]+)=((?:[^\\=]|\\[\\=nr])*?)(?= [A-Za-z0-9]+=|$)")
+
+
+def unescape_extension(value: str) -> str:
+    return re.sub(r"\\([\\=nr])", lambda m: {"n": "\n", "r": "\r"}.get(m[1], m[1]), value)
+
+
+def parse_cef(line: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The header parts and the extension of one CEF line (unescaped)."""
+    match = CEF.match(line)
+    assert match, line
+    extension = match["extension"]
+    pairs = PAIR.findall(extension)
+    assert " ".join(f"{k}={v}" for k, v in pairs) == extension, "unparsed extension text"
+    assert "\n" not in line and "\r" not in line
+    header = {k: re.sub(r"\\([\\|])", r"\1", v) for k, v in match.groupdict().items()}
+    return header, {k: unescape_extension(v) for k, v in pairs}
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict[str, object]]:
+    maker = ChainMaker(seed=9, signer=CheckpointSigner.generate())
+    maker.add_traffic(20)
+    maker.request_pair(
+        time=BASE_TIME,
+        principal="-alice",
+        remote="10.1.2.3",
+        user_agent=NASTY_AGENT,
+        operation="secrets.read",
+        path="medessence/production/database/main",
+        version=3,
+        status=200,
+    )
+    maker.request_pair(principal="bob", remote="build-host.local", status=403)
+    maker.append(
+        AuditEvent(
+            kind="request",
+            time=BASE_TIME,
+            principal="break-glass",
+            operation="secrets.read",
+            emergency=True,
+        )
+    )
+    alert = Alert(
+        detector="honeytoken",
+        severity="critical",
+        time=BASE_TIME,
+        summary="read of decoy a=b|c",
+        key="mallory",
+        principal="mallory",
+        source="10.9.9.9",
+        path="medessence/production/decoy",
+        category="decoy",
+        count=2,
+    )
+    maker.append(AuditEvent(kind="alert", time=BASE_TIME, extra={"alert": alert.to_dict()}))
+    maker.checkpoint()
+    return [parse(line) for line in maker.lines]
+
+
+def run(records: list[dict[str, object]], fmt: str) -> tuple[int, str]:
+    out = io.StringIO(newline="")
+    count = export(records, fmt, out)  # type: ignore[arg-type]
+    return count, out.getvalue()
+
+
+def test_jsonl_round_trips(records: list[dict[str, object]], tmp_path: Path) -> None:
+    count, text = run(records, "jsonl")
+    assert count == len(records) == text.count("\n")
+    assert [json.loads(line) for line in text.splitlines()] == records
+    path = tmp_path / "export.jsonl"
+    path.write_text(text)
+    assert list(read_records([path])) == records
+
+
+def test_csv_parses_back_with_the_csv_module(records: list[dict[str, object]]) -> None:
+    count, text = run(records, "csv")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert count == len(rows) == len(records)
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert set(CSV_COLUMNS) == {"seq", "kind", *FIELDS} - {"data"}
+    for row, record in zip(rows, records, strict=True):
+        assert row["seq"] == str(record["seq"])
+        assert row["kind"] == record["kind"]
+        assert row["time"] == record["time"]
+    read = rows[21]  # the response of the request_pair with the nasty user agent
+    assert (read["kind"], read["path"], read["version"], read["status"]) == (
+        "response",
+        "medessence/production/database/main",
+        "3",
+        "200",
+    )
+    assert read["user_agent"] == "'" + NASTY_AGENT  # a spreadsheet never runs it
+    assert read["principal"] == "'-alice"
+    assert read["emergency"] == "false"
+    assert read["error"] == ""
+    assert rows[20]["status"] == ""  # requests have none
+    assert rows[-3]["emergency"] == "true"
+    assert rows[-1]["kind"] == "checkpoint"
+    assert rows[-1]["principal"] == ""
+
+
+def test_cef_lines_match_the_format_and_escape(records: list[dict[str, object]]) -> None:
+    count, text = run(records, "cef")
+    lines = text.split("\n")
+    assert lines.pop() == ""
+    assert count == len(lines) == len(records)
+    parsed = [parse_cef(line) for line in lines]
+    for (header, extension), record in zip(parsed, records, strict=True):
+        assert header["version"] == __version__
+        assert extension["externalId"] == str(record["seq"])
+        assert extension["cat"] == record["kind"]
+        when = dt.datetime.fromisoformat(str(record["time"]))
+        assert extension["rt"] == str(int(when.timestamp() * 1000))
+
+    header, ext = parsed[21]
+    assert (header["signature"], header["name"], header["severity"]) == (
+        "secrets.read",
+        "response secrets.read success",
+        "3",
+    )
+    assert ext["requestClientApplication"] == NASTY_AGENT
+    assert ext["suser"] == "-alice"
+    assert ext["src"] == "10.1.2.3"
+    assert ext["request"] == "medessence/production/database/main"
+    assert ext["outcome"] == "success"
+    assert ext["act"] == "secrets.read"
+    assert (ext["cs1Label"], ext["cs1"]) == ("requestId", records[21]["request_id"])
+    assert (ext["cn1Label"], ext["cn1"], ext["cn2Label"], ext["cn2"]) == (
+        "status",
+        "200",
+        "version",
+        "3",
+    )
+    assert ext["cs2"].startswith("hmac-sha256:")
+    assert ext["dvchost"] == "node-1"
+    raw = lines[21]
+    assert "a\\=b \\\\ back\\nslash\\r\\nend" in raw  # escaped on the wire
+
+    _, denied = parsed[23]
+    assert (denied["shost"], denied["outcome"]) == ("build-host.local", "denied")
+    assert "src" not in denied
+    assert parse_cef(lines[23])[0]["severity"] == "7"
+
+    emergency_header, emergency = parsed[-3]
+    assert (emergency_header["severity"], emergency["cn3"]) == ("8", "1")
+
+    alert_header, alert = parsed[-2]
+    assert (alert_header["signature"], alert_header["severity"]) == ("alert.honeytoken", "10")
+    assert alert["msg"] == "read of decoy a=b|c"
+    assert (alert["suser"], alert["src"], alert["cnt"]) == ("mallory", "10.9.9.9", "2")
+    assert (alert["cs3Label"], alert["cs3"]) == ("category", "decoy")
+
+    checkpoint_header, checkpoint = parsed[-1]
+    assert checkpoint_header["signature"] == "audit.checkpoint"
+    assert checkpoint["msg"] == f"covers seq {len(records) - 1}"
+
+
+def test_cef_header_escapes_pipes_and_backslashes() -> None:
+    record = {
+        "kind": "response",
+        "seq": 1,
+        "time": "2026-01-05T08:00:00.000000Z",
+        "operation": "odd|op\\x",
+        "outcome": "error",
+        "principal": "eve",
+    }
+    line = cef_line(record)
+    assert "|odd\\|op\\\\x|response odd\\|op\\\\x error|4|" in line
+    header, extension = parse_cef(line)
+    assert (header["signature"], header["name"]) == ("odd|op\\x", "response odd|op\\x error")
+    assert extension["act"] == "odd|op\\x"  # pipes need no escape in the extension
+
+
+def test_an_unknown_format_is_refused_before_writing(records: list[dict[str, object]]) -> None:
+    out = io.StringIO()
+    with pytest.raises(InvalidRequest, match="unknown export format"):
+        export(records, "xml", out)  # type: ignore[arg-type]
+    assert out.getvalue() == ""
+
+
+def test_exports_leave_the_request_body_out(records: list[dict[str, object]]) -> None:
+    writes = [r for r in records if r.get("data")]
+    assert writes, "the fixture has a write with a (salted) body"
+    salted = [r["data"]["value"]["password"] for r in writes]  # type: ignore[index]
+    assert all(str(value).startswith("hmac-sha256:") for value in salted)
+    for fmt in ("csv", "cef"):
+        _, text = run(records, fmt)
+        assert not any(str(value) in text for value in salted)

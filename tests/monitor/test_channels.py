@@ -1,0 +1,520 @@
+"""Alert channels against real local peers: http.server receivers and an aiosmtpd server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from medsecrets.clock import ManualClock
+from medsecrets.errors import ConfigError
+from medsecrets.logs import JsonFormatter
+from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.channels import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    AlertChannel,
+    AlertDeliveryError,
+    LogChannel,
+    SlackChannel,
+    SmtpChannel,
+    WebhookChannel,
+    redact_url,
+    sign_webhook,
+    verify_webhook_signature,
+)
+from medsecrets.sensitive import Sensitive
+from medsecrets.testing.serverproc import free_port, write_test_certificates
+
+SLACK_TOKEN = "T0AAA/B0BBB/xoxbSlackPathToken42"
+WEBHOOK_SECRET = b"whsec-0123456789-abcdef-canary"
+SMTP_PASSWORD = "smtp-pa55word-canary"
+
+
+def make_alert(**overrides: Any) -> Alert:
+    fields: dict[str, Any] = {
+        "detector": "rate",
+        "severity": "high",
+        "time": dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.UTC),
+        "summary": "alice read 51 secrets in 300 s",
+        "key": "alice",
+        "principal": "alice",
+        "source": "10.0.0.7",
+        "path": "medessence/prod/database/main",
+        "category": "database",
+        "environment": "prod",
+        "details": {"threshold": 50, "window_s": 300},
+    }
+    fields.update(overrides)
+    return Alert(**fields)
+
+
+# --------------------------------------------------------------------------- receivers
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class HttpReceiver:
+    """A real HTTP server on 127.0.0.1 that records POSTs and answers scripted statuses."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.requests: list[Received] = []
+        self._statuses = list(statuses or [])
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.requests.append(Received(self.path, dict(self.headers), body))
+                    status = receiver._statuses.pop(0) if receiver._statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def base(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> HttpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class SmtpSink:
+    """aiosmtpd handler that keeps every accepted message."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw = envelope.original_content or envelope.content
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+
+def password_check(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == b"alerts"
+        and auth_data.password == SMTP_PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
+    sink = SmtpSink()
+    port = free_port()
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=password_check,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+def assert_clean(text: str) -> None:
+    """No credential in any of its usual encodings."""
+    for canary in (SLACK_TOKEN, "xoxbSlackPathToken42", SMTP_PASSWORD):
+        assert canary not in text
+    assert WEBHOOK_SECRET.decode() not in text
+    assert WEBHOOK_SECRET.hex() not in text
+
+
+# --------------------------------------------------------------------------- slack
+
+
+def test_slack_posts_a_mrkdwn_section_with_the_alert_facts(
+    receiver: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    channel = SlackChannel(f"{receiver.base}/services/{SLACK_TOKEN}", timeout=5)
+    assert isinstance(channel, AlertChannel)
+    try:
+        channel.send(make_alert())
+    finally:
+        channel.close()
+
+    (request,) = receiver.requests
+    assert request.path == f"/services/{SLACK_TOKEN}"
+    assert request.headers["Content-Type"] == "application/json"
+    payload = json.loads(request.body)
+    assert payload["text"] == "[medsecrets] high rate: alice read 51 secrets in 300 s"
+    (block,) = payload["blocks"]
+    assert block["type"] == "section"
+    assert block["text"]["type"] == "mrkdwn"
+    text = block["text"]["text"]
+    for fact in (
+        "high",
+        "*Detector:* rate",
+        "*Summary:* alice read 51 secrets in 300 s",
+        "*Principal:* alice",
+        "*Source:* 10.0.0.7",
+        "*Path:* medessence/prod/database/main",
+    ):
+        assert fact in text
+    # httpx logs every request URL at INFO: the Slack token must not be in it.
+    assert any(r.name == "httpx" for r in caplog.records)
+    assert_clean(caplog.text)
+    assert_clean(repr(channel))
+    assert redact_url(receiver.base + "/x") in repr(channel)
+
+
+def test_slack_escapes_mrkdwn_control_characters(receiver: HttpReceiver) -> None:
+    channel = SlackChannel(Sensitive(f"{receiver.base}/hook"))
+    channel.send(make_alert(summary="<!channel> & <@U123>"))
+    channel.close()
+    payload = json.loads(receiver.requests[0].body)
+    assert "<" not in payload["blocks"][0]["text"]["text"]
+    assert "&lt;!channel&gt; &amp; &lt;@U123&gt;" in payload["blocks"][0]["text"]["text"]
+    assert "<!channel>" not in payload["text"]
+
+
+def test_http_failures_raise_with_a_redacted_target_and_retry_hint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with HttpReceiver([500, 404, 429]) as failing:
+        channel = SlackChannel(f"{failing.base}/services/{SLACK_TOKEN}")
+        expected = [("HTTP 500", True), ("HTTP 404", False), ("HTTP 429", True)]
+        for status, retryable in expected:
+            with pytest.raises(AlertDeliveryError) as info:
+                channel.send(make_alert())
+            assert status in str(info.value)
+            assert info.value.retryable is retryable
+            assert f"{failing.base}/***" in str(info.value)
+            assert_clean(str(info.value))
+        channel.close()
+    assert_clean(caplog.text)
+
+
+def test_closed_port_raises_a_retryable_error_without_the_url_path() -> None:
+    channel = SlackChannel(f"http://127.0.0.1:{free_port()}/services/{SLACK_TOKEN}", timeout=2)
+    with pytest.raises(AlertDeliveryError) as info:
+        channel.send(make_alert())
+    channel.close()
+    assert info.value.retryable
+    assert "ConnectError" in str(info.value)
+    assert_clean(str(info.value))
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_closed_channel_refuses_to_send(receiver: HttpReceiver) -> None:
+    channel = SlackChannel(f"{receiver.base}/hook")
+    channel.close()
+    channel.close()
+    with pytest.raises(AlertDeliveryError, match="closed"):
+        channel.send(make_alert())
+    assert receiver.requests == []
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def test_webhook_body_is_the_alert_dict_and_the_signature_verifies(
+    receiver: HttpReceiver,
+) -> None:
+    clock = ManualClock(dt.datetime(2026, 3, 1, 12, 31, tzinfo=dt.UTC))
+    channel = WebhookChannel(
+        f"{receiver.base}/siem/alerts", secret=WEBHOOK_SECRET, timeout=5, clock=clock
+    )
+    alert = make_alert()
+    channel.send(alert)
+    channel.close()
+
+    (request,) = receiver.requests
+    assert request.path == "/siem/alerts"
+    assert json.loads(request.body) == alert.to_dict()
+    timestamp = request.headers[TIMESTAMP_HEADER]
+    signature = request.headers[SIGNATURE_HEADER]
+    now = clock.now().timestamp()
+    assert timestamp == str(int(now))
+    assert signature.startswith("sha256=") and len(signature) == len("sha256=") + 64
+    assert signature == sign_webhook(WEBHOOK_SECRET, timestamp, request.body)
+
+    assert verify_webhook_signature(WEBHOOK_SECRET, timestamp, request.body, signature, now=now)
+    assert verify_webhook_signature(
+        Sensitive(WEBHOOK_SECRET), int(timestamp), request.body, signature, now=now + 300
+    )
+    tampered = request.body.replace(b"alice", b"mallory")
+    assert tampered != request.body
+    assert not verify_webhook_signature(WEBHOOK_SECRET, timestamp, tampered, signature, now=now)
+    assert not verify_webhook_signature(
+        b"another-secret-of-16+", timestamp, request.body, signature, now=now
+    )
+    # the timestamp is bound into the MAC: a replay with a fresh timestamp fails
+    assert not verify_webhook_signature(
+        WEBHOOK_SECRET, str(int(now) + 10), request.body, signature, now=now + 10
+    )
+    assert not verify_webhook_signature(
+        WEBHOOK_SECRET, timestamp, request.body, signature, now=now + 301
+    )
+    assert not verify_webhook_signature(
+        WEBHOOK_SECRET, "not-a-number", request.body, signature, now=now
+    )
+
+
+def test_webhook_never_shows_its_secret_or_url_path(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with HttpReceiver([503]) as failing:
+        channel = WebhookChannel(f"{failing.base}/in/{SLACK_TOKEN}", secret=WEBHOOK_SECRET)
+        with pytest.raises(AlertDeliveryError) as info:
+            channel.send(make_alert())
+        channel.close()
+    for text in (repr(channel), str(info.value), repr(info.value), caplog.text):
+        assert_clean(text)
+    assert "WebhookChannel(name='webhook'" in repr(channel)
+
+
+@pytest.mark.parametrize(
+    ("build", "setting"),
+    [
+        (lambda: WebhookChannel("http://127.0.0.1/x", secret=b"short"), "webhook secret"),
+        (lambda: WebhookChannel("ftp://h/x", secret=WEBHOOK_SECRET), "webhook url"),
+        (lambda: SlackChannel("hooks.slack.com/services/x"), "slack webhook_url"),
+        (lambda: SlackChannel("https://hooks.slack.com/x", timeout=0), "timeout"),
+        (
+            lambda: SmtpChannel(
+                "smtp.example.org",
+                587,
+                sender="a@example.org",
+                recipients=["b@example.org"],
+                starttls=False,
+                username="u",
+                password=SMTP_PASSWORD,
+            ),
+            "smtp starttls",
+        ),
+        (
+            lambda: SmtpChannel("h", 25, sender="a@example.org", recipients=[]),
+            "smtp recipients",
+        ),
+        (
+            lambda: SmtpChannel("h", 25, sender="a@example.org", recipients=["b@x"], username="u"),
+            "smtp username/password",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(build: Any, setting: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert setting in str(info.value)
+    assert_clean(str(info.value))
+
+
+def test_redact_url() -> None:
+    assert redact_url("https://hooks.slack.com/services/T/B/x") == "https://hooks.slack.com/***"
+    assert redact_url("https://user:pw@h.example:8443/a?token=1") == "https://h.example:8443/***"
+    assert redact_url("http://h.example?sig=abc") == "http://h.example/***"
+    assert redact_url("http://h.example/") == "http://h.example"
+
+
+# --------------------------------------------------------------------------- smtp
+
+
+def test_smtp_sends_a_readable_email_after_login(
+    smtp_server: tuple[SmtpSink, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sink, port = smtp_server
+    channel = SmtpChannel(
+        "127.0.0.1",
+        port,
+        sender="medsecrets@example.org",
+        recipients=["security@example.org", "oncall@example.org"],
+        starttls=False,
+        username="alerts",
+        password=Sensitive(SMTP_PASSWORD),
+        timeout=5,
+    )
+    assert isinstance(channel, AlertChannel)
+    channel.send(make_alert())
+    channel.close()
+
+    (message,) = sink.messages
+    assert message["Subject"] == "[medsecrets] high rate: alice read 51 secrets in 300 s"
+    assert message["From"] == "medsecrets@example.org"
+    assert sink.envelopes == [
+        ("medsecrets@example.org", ["security@example.org", "oncall@example.org"])
+    ]
+    assert message.get_content_type() == "text/plain"
+    body = message.get_content()
+    for fact in (
+        "alice read 51 secrets in 300 s",
+        "Principal:   alice",
+        "Source:      10.0.0.7",
+        "Path:        medessence/prod/database/main",
+        "Detector:    rate",
+        "threshold: 50",
+    ):
+        assert fact in body
+    assert_clean(message.as_string())
+    assert_clean(repr(channel))
+    assert_clean(caplog.text)
+    assert "username='alerts'" in repr(channel)
+
+
+def test_smtp_refused_login_is_final_and_shows_no_password(
+    smtp_server: tuple[SmtpSink, int],
+) -> None:
+    sink, port = smtp_server
+    channel = SmtpChannel(
+        "127.0.0.1",
+        port,
+        sender="medsecrets@example.org",
+        recipients=["security@example.org"],
+        starttls=False,
+        username="alerts",
+        password="wrong-" + SMTP_PASSWORD,
+    )
+    with pytest.raises(AlertDeliveryError) as info:
+        channel.send(make_alert())
+    assert "login refused (SMTP 535)" in str(info.value)
+    assert info.value.retryable is False
+    assert SMTP_PASSWORD not in repr(channel) and SMTP_PASSWORD not in str(info.value)
+    assert sink.messages == []
+
+
+def test_smtp_closed_port_is_a_retryable_failure() -> None:
+    channel = SmtpChannel(
+        "127.0.0.1", free_port(), sender="a@example.org", recipients=["b@example.org"],
+        starttls=False, timeout=2,
+    )  # fmt: skip
+    with pytest.raises(AlertDeliveryError) as info:
+        channel.send(make_alert())
+    assert info.value.retryable
+    assert "ConnectionRefusedError" in str(info.value)
+
+
+def test_smtp_starttls_verifies_the_server_and_then_logs_in(tmp_path: Path) -> None:
+    import ssl
+
+    certs = write_test_certificates(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs.cert_file, certs.key_file)
+    sink = SmtpSink()
+    port = free_port()
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_ctx,
+        require_starttls=True,
+        authenticator=password_check,
+    )
+    controller.start()
+    try:
+        plain = SmtpChannel(
+            "127.0.0.1", port, sender="a@example.org", recipients=["b@example.org"],
+            starttls=False,
+        )  # fmt: skip
+        with pytest.raises(AlertDeliveryError, match="SMTP 530"):
+            plain.send(make_alert())
+
+        untrusted = SmtpChannel(
+            "127.0.0.1", port, sender="a@example.org", recipients=["b@example.org"],
+            starttls=True, username="alerts", password=SMTP_PASSWORD,
+        )  # fmt: skip
+        with pytest.raises(AlertDeliveryError, match="SSLCertVerificationError"):
+            untrusted.send(make_alert())
+
+        client_ctx = ssl.create_default_context(cafile=certs.ca_file)
+        channel = SmtpChannel(
+            "127.0.0.1", port, sender="a@example.org", recipients=["b@example.org"],
+            starttls=True, username="alerts", password=SMTP_PASSWORD, ssl_context=client_ctx,
+        )  # fmt: skip
+        channel.send(make_alert(severity="critical", detector="honeytoken", summary="decoy read"))
+    finally:
+        controller.stop()
+    (message,) = sink.messages
+    assert message["Subject"] == "[medsecrets] critical honeytoken: decoy read"
+
+
+def test_smtp_subject_is_one_line_even_if_the_summary_is_not(
+    smtp_server: tuple[SmtpSink, int],
+) -> None:
+    sink, port = smtp_server
+    channel = SmtpChannel(
+        "127.0.0.1", port, sender="a@example.org", recipients=["b@example.org"], starttls=False
+    )
+    channel.send(make_alert(summary="two\r\nBcc: evil@example.org\nlines"))
+    (message,) = sink.messages
+    assert message["Subject"] == "[medsecrets] high rate: two Bcc: evil@example.org lines"
+    assert message["Bcc"] is None
+    assert sink.envelopes[0][1] == ["b@example.org"]
+
+
+# --------------------------------------------------------------------------- log
+
+
+def test_log_channel_writes_one_structured_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="medsecrets.alerts")
+    channel = LogChannel()
+    alert = make_alert()
+    channel.send(alert)
+    channel.send(make_alert(severity="low", key="bob"))
+    channel.close()
+
+    first, second = [r for r in caplog.records if r.name == "medsecrets.alerts"]
+    assert first.levelno == logging.ERROR and second.levelno == logging.INFO
+    assert first.getMessage() == "[medsecrets] high rate: alice read 51 secrets in 300 s"
+    assert first.__dict__["alert"] == alert.to_dict()
+    line = JsonFormatter().format(first)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert parsed["logger"] == "medsecrets.alerts"
+    assert parsed["alert"]["path"] == "medessence/prod/database/main"
+    assert repr(channel) == "LogChannel(name='log', logger='medsecrets.alerts')"

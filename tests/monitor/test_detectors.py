@@ -1,0 +1,367 @@
+"""Each detector on hand-made event streams: fires at its threshold, not below, once per period."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+
+import pytest
+
+from medsecrets.catalog import default_catalog
+from medsecrets.errors import ConfigError
+from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.detectors import (
+    DETECTOR_NAMES,
+    BulkDetector,
+    Detector,
+    DetectorConfig,
+    DetectorSet,
+    EmergencyDetector,
+    EnumerationDetector,
+    FailedBurstDetector,
+    FirstCategoryDetector,
+    HoneytokenDetector,
+    NewSourceDetector,
+    RateDetector,
+    UnusualTimeDetector,
+    hour_of_week,
+)
+from medsecrets.monitor.events import AccessEvent, Operation
+
+MONDAY = dt.datetime(2025, 3, 3, tzinfo=dt.UTC)
+_ids = itertools.count()
+
+
+def event(
+    at: dt.datetime,
+    *,
+    principal: str = "svc-a",
+    operation: Operation = "read",
+    path: str = "medessence/production/database/primary",
+    source: str = "10.0.0.1",
+    outcome: str = "success",
+    emergency: bool = False,
+) -> AccessEvent:
+    parts = path.split("/")
+    return AccessEvent.at(
+        at,
+        principal=principal,
+        operation=operation,
+        source=source,
+        path=path,
+        environment=parts[1] if len(parts) > 1 else None,
+        category=parts[2] if len(parts) > 2 else None,
+        outcome=outcome,  # type: ignore[arg-type]
+        emergency=emergency,
+        request_id=f"req-{next(_ids)}",
+    )
+
+
+def feed(detector: Detector, events: list[AccessEvent]) -> list[tuple[AccessEvent, Alert]]:
+    return [(e, a) for e in events for a in detector.observe(e)]
+
+
+def seconds(n: float) -> dt.timedelta:
+    return dt.timedelta(seconds=n)
+
+
+# --- rate ------------------------------------------------------------------------------------
+
+
+def test_rate_fires_on_the_51st_read_in_300_seconds_and_names_it() -> None:
+    detector = RateDetector(DetectorConfig())
+    reads = [event(MONDAY + seconds(i * 5)) for i in range(51)]  # 51 reads within 250 s
+    found = feed(detector, reads)
+    assert len(found) == 1
+    trigger, alert = found[0]
+    assert trigger is reads[50]
+    assert alert.detector == "rate"
+    assert alert.details["request_id"] == reads[50].request_id
+    assert alert.count == 51
+    assert alert.key == "svc-a"
+    assert alert.principal == "svc-a"
+    assert alert.time == reads[50].time
+
+
+def test_rate_does_not_fire_at_50_or_when_reads_are_spread_out() -> None:
+    detector = RateDetector(DetectorConfig())
+    assert feed(detector, [event(MONDAY + seconds(i)) for i in range(50)]) == []
+    spread = RateDetector(DetectorConfig())
+    assert feed(spread, [event(MONDAY + seconds(i * 7)) for i in range(500)]) == []
+
+
+def test_rate_counts_successful_reads_of_one_principal_only() -> None:
+    detector = RateDetector(DetectorConfig())
+    start = MONDAY
+    mixed = [event(start + seconds(i), principal=f"p{i % 2}") for i in range(100)]
+    mixed += [event(start + seconds(i), outcome="denied") for i in range(100)]
+    mixed += [event(start + seconds(i), operation="list") for i in range(100)]
+    assert feed(detector, mixed) == []
+
+
+def test_rate_is_quiet_for_a_window_after_an_alert_then_fires_again() -> None:
+    detector = RateDetector(DetectorConfig())
+    burst = [event(MONDAY + seconds(i)) for i in range(200)]  # 200 reads in 200 s
+    assert len(feed(detector, burst)) == 1
+    later = [event(MONDAY + seconds(1000 + i)) for i in range(60)]
+    assert len(feed(detector, later)) == 1
+
+
+def test_rate_limits_per_principal_and_per_category() -> None:
+    config = DetectorConfig(
+        rate_principal_limits={"batch-job": 500}, rate_category_limits={"medical-encryption": 3}
+    )
+    detector = RateDetector(config)
+    assert (
+        feed(detector, [event(MONDAY + seconds(i), principal="batch-job") for i in range(400)])
+        == []
+    )
+    phi = "medessence/production/medical-encryption/phi"
+    found = feed(
+        detector, [event(MONDAY + seconds(i), principal="svc-b", path=phi) for i in range(4)]
+    )
+    assert [a.key for _, a in found] == ["svc-b|medical-encryption"]
+    assert "medical-encryption" in found[0][1].summary
+
+
+# --- bulk and enumeration ----------------------------------------------------------------------
+
+
+def test_bulk_fires_on_the_20th_distinct_secret_in_60_seconds() -> None:
+    detector = BulkDetector(DetectorConfig())
+    paths = [f"medessence/production/database/s{i}" for i in range(20)]
+    reads = [event(MONDAY + seconds(i * 2), path=p) for i, p in enumerate(paths)]
+    found = feed(detector, reads)
+    assert [(e.request_id, a.count) for e, a in found] == [(reads[19].request_id, 20)]
+
+
+def test_bulk_ignores_repeats_and_slow_browsing() -> None:
+    detector = BulkDetector(DetectorConfig())
+    same = [event(MONDAY + seconds(i)) for i in range(300)]
+    slow = [
+        event(MONDAY + seconds(1000 + i * 4), path=f"medessence/production/database/s{i}")
+        for i in range(100)
+    ]  # 15 distinct per minute at most
+    assert feed(detector, same + slow) == []
+
+
+def test_enumeration_fires_on_20_lists_in_60_seconds_only() -> None:
+    detector = EnumerationDetector(DetectorConfig())
+    lists = [event(MONDAY + seconds(i * 3), operation="list") for i in range(20)]
+    found = feed(detector, lists)
+    assert [e for e, _ in found] == [lists[19]]
+    assert found[0][1].detector == "enumeration"
+    calm = EnumerationDetector(DetectorConfig())
+    assert feed(calm, [event(MONDAY + seconds(i * 4), operation="list") for i in range(100)]) == []
+
+
+# --- failed bursts -----------------------------------------------------------------------------
+
+
+def test_failed_burst_per_principal_and_per_source() -> None:
+    detector = FailedBurstDetector(DetectorConfig())
+    denied = [
+        event(MONDAY + seconds(i * 5), outcome="denied", source=f"10.0.0.{i}") for i in range(5)
+    ]
+    found = feed(detector, denied)
+    assert [a.key for _, a in found] == ["principal:svc-a"]
+    assert found[0][0] is denied[4]
+    sprayed = [
+        event(MONDAY + seconds(500 + i), principal="", source="203.0.113.9", outcome="denied")
+        for i in range(5)
+    ]
+    assert [a.key for _, a in feed(detector, sprayed)] == ["source:203.0.113.9"]
+
+
+def test_four_denials_or_slow_denials_are_no_burst() -> None:
+    detector = FailedBurstDetector(DetectorConfig())
+    assert feed(detector, [event(MONDAY + seconds(i), outcome="denied") for i in range(4)]) == []
+    slow = [event(MONDAY + seconds(100 + i * 20), outcome="denied") for i in range(30)]
+    assert feed(detector, slow) == []
+    errors = [event(MONDAY + seconds(2000 + i), outcome="error") for i in range(30)]
+    assert feed(detector, errors) == []
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
+
+def office_week(
+    principal: str = "alice", days: int = 8, source: str = "10.1.0.7"
+) -> list[AccessEvent]:
+    """Weekdays 09:00-16:40, one read every 20 minutes, for ``days`` days from MONDAY."""
+    events = []
+    for day in range(days):
+        start = MONDAY + dt.timedelta(days=day)
+        if start.weekday() >= 5:
+            continue
+        for k in range(24):
+            events.append(
+                event(
+                    start + dt.timedelta(hours=9, minutes=20 * k),
+                    principal=principal,
+                    source=source,
+                )
+            )
+    return events
+
+
+def test_hour_of_week_starts_on_monday() -> None:
+    assert hour_of_week(MONDAY.timestamp()) == 0
+    assert hour_of_week((MONDAY + dt.timedelta(days=6, hours=23)).timestamp()) == 167
+    assert hour_of_week((MONDAY + dt.timedelta(days=9, hours=3)).timestamp()) == 2 * 24 + 3
+
+
+def test_unusual_time_after_warm_up_only() -> None:
+    detector = UnusualTimeDetector(DetectorConfig())
+    night_early = event(MONDAY + dt.timedelta(days=1, hours=3))  # before warm-up: learned
+    assert feed(detector, [night_early]) == []
+    assert feed(detector, office_week("svc-a")) == []
+    day = MONDAY + dt.timedelta(days=8)  # Tuesday of week 2
+    usual = [event(day + dt.timedelta(hours=h)) for h in (9, 12, 16)]
+    assert feed(detector, usual) == []
+    # 17:xx is next to 16:xx (smoothing); 02:xx is next to the early 03:xx seen in warm-up
+    edges = [event(day + dt.timedelta(hours=17)), event(day + dt.timedelta(hours=2))]
+    assert feed(detector, edges) == []
+    night = event(day + dt.timedelta(hours=22))
+    weekend = event(MONDAY + dt.timedelta(days=12, hours=11))  # Saturday
+    found = feed(detector, [night, weekend])
+    assert [e for e, _ in found] == [night, weekend]
+    assert found[0][1].details["hour_of_week"] == 24 + 22
+    assert "Tue 22:00-22:59 UTC" in found[0][1].summary
+
+
+def test_unusual_time_needs_both_warm_up_events_and_days() -> None:
+    config = DetectorConfig(warmup_events=1000)
+    detector = UnusualTimeDetector(config)
+    feed(detector, office_week())
+    assert feed(detector, [event(MONDAY + dt.timedelta(days=9, hours=2), principal="alice")]) == []
+
+
+def test_unusual_time_repeats_once_an_hour_and_anomalies_do_not_teach() -> None:
+    detector = UnusualTimeDetector(DetectorConfig())
+    feed(detector, office_week())
+    night = MONDAY + dt.timedelta(days=8, hours=23)
+    burst = [event(night + seconds(i * 60), principal="alice") for i in range(30)]
+    assert len(feed(detector, burst)) == 1
+    next_week = [event(night + dt.timedelta(days=7), principal="alice")]
+    assert len(feed(detector, next_week)) == 1
+
+
+def test_new_source_network_and_address_scopes() -> None:
+    warm = office_week(source="10.1.0.7")
+    detector = NewSourceDetector(DetectorConfig())
+    assert feed(detector, warm) == []
+    later = MONDAY + dt.timedelta(days=8, hours=10)
+    same_network = event(later, principal="alice", source="10.1.0.99")
+    outside = event(later + seconds(60), principal="alice", source="198.51.100.4")
+    found = feed(detector, [same_network, outside])
+    assert [e for e, _ in found] == [outside]
+    assert found[0][1].details["network"] == "198.51.100.0/24"
+    assert found[0][1].key == "alice|198.51.100.0/24"
+    strict = NewSourceDetector(DetectorConfig(new_source_scope="address"))
+    feed(strict, warm)
+    assert [e for e, _ in feed(strict, [same_network])] == [same_network]
+
+
+def test_new_source_ipv6_networks_and_non_ip_sources() -> None:
+    detector = NewSourceDetector(DetectorConfig())
+    assert detector.network("2001:db8:1:2::5") == "2001:db8:1:2::/64"
+    assert detector.network("secretsmanager.amazonaws.com") == "secretsmanager.amazonaws.com"
+    feed(detector, office_week(source="2001:db8:1:2::5"))
+    later = MONDAY + dt.timedelta(days=8, hours=10)
+    near = event(later, principal="alice", source="2001:db8:1:2::ffff")
+    far = event(later + seconds(1), principal="alice", source="2001:db8:9:9::1")
+    assert [e for e, _ in feed(detector, [near, far])] == [far]
+
+
+def test_first_category_after_warm_up() -> None:
+    detector = FirstCategoryDetector(DetectorConfig())
+    feed(detector, office_week())  # database only
+    later = MONDAY + dt.timedelta(days=8, hours=10)
+    known = event(later, principal="alice", path="medessence/staging/database/replica")
+    new = event(later + seconds(5), principal="alice", path="medessence/production/auth/jwt")
+    again = event(
+        later + seconds(10), principal="alice", path="medessence/production/auth/sessions"
+    )
+    found = feed(detector, [known, new, again])
+    assert [e for e, _ in found] == [new]  # the repeat is inside the quiet hour
+    assert found[0][1].key == "alice|auth"
+    assert found[0][1].category == "auth"
+    next_day = event(
+        later + dt.timedelta(days=1), principal="alice", path="medessence/production/auth/jwt"
+    )
+    assert [e for e, _ in feed(detector, [next_day])] == [next_day]  # not learned from an alert
+
+
+# --- single events -------------------------------------------------------------------------------
+
+
+def test_every_emergency_access_alerts_once_an_hour() -> None:
+    detector = EmergencyDetector(DetectorConfig())
+    normal = event(MONDAY, principal="break-glass-1")
+    first = event(MONDAY + seconds(10), principal="break-glass-1", emergency=True)
+    repeat = event(MONDAY + seconds(20), principal="break-glass-1", emergency=True)
+    later = event(MONDAY + seconds(4000), principal="break-glass-1", emergency=True)
+    found = feed(detector, [normal, first, repeat, later])
+    assert [e for e, _ in found] == [first, later]
+    assert {a.severity for _, a in found} == {"critical"}
+
+
+def test_honeytoken_reads_alert_whatever_their_outcome() -> None:
+    catalog = dataclasses.replace(
+        default_catalog(), honeytokens=frozenset({"production/database/legacy-admin"})
+    )
+    detector = HoneytokenDetector(DetectorConfig(), catalog.is_honeytoken)
+    decoy = "medessence/production/database/legacy-admin"
+    allowed = event(MONDAY, path=decoy)
+    refused = event(MONDAY + seconds(1), principal="mallory", path=decoy, outcome="denied")
+    listing = event(MONDAY + seconds(2), principal="eve", path=decoy, operation="list")
+    real = event(MONDAY + seconds(3), principal="eve")
+    found = feed(detector, [allowed, refused, listing, real])
+    assert [e for e, _ in found] == [allowed, refused]
+    assert found[1][1].path == decoy
+    assert found[1][1].severity == "critical"
+
+
+# --- the set and the configuration -----------------------------------------------------------
+
+
+def test_the_default_set_has_every_detector_and_counts_alerts() -> None:
+    detectors = DetectorSet.default()
+    assert tuple(d.name for d in detectors.detectors) == DETECTOR_NAMES
+    alerts = detectors.observe(event(MONDAY, emergency=True))
+    assert [a.detector for a in alerts] == ["emergency"]
+    assert detectors.counts["emergency"] == 1
+    assert sum(detectors.counts.values()) == 1
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"rate_limit": 0},
+        {"bulk_window": 0},
+        {"failed_denials": True},
+        {"rate_category_limits": {"database": -1}},
+        {"warmup_days": -1},
+        {"new_source_scope": "planet"},
+        {"ipv4_prefix": 33},
+    ],
+)
+def test_bad_settings_are_named(setting: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        DetectorConfig(**setting)  # type: ignore[arg-type]
+    assert next(iter(setting)).split("_")[0] in str(info.value)
+
+
+def test_state_stays_bounded_with_many_principals() -> None:
+    config = DetectorConfig(max_keys=100)
+    detectors = DetectorSet.default(config)
+    for i in range(5000):
+        detectors.observe(event(MONDAY + seconds(i), principal=f"p{i}", source=f"10.{i % 250}.0.1"))
+    rate = detectors.detectors[0]
+    assert isinstance(rate, RateDetector)
+    assert len(rate._counts._times) <= 100
+    unusual = detectors.detectors[4]
+    assert isinstance(unusual, UnusualTimeDetector)
+    assert len(unusual._profiles) <= 100

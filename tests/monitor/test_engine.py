@@ -1,0 +1,125 @@
+"""``MonitorEngine``: records in, alerts out on a real worker thread; submit never blocks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
+from medsecrets.monitor.engine import MonitorEngine
+
+T0 = dt.datetime(2025, 3, 4, 10, 0, tzinfo=dt.UTC)
+
+
+def record(i: int, **changes: object) -> dict[str, object]:
+    """A response record as the audit broker renders it (no secret in it)."""
+    base: dict[str, object] = {
+        "kind": "response",
+        "time": (T0 + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "request_id": f"req-{i}",
+        "principal": "svc-billing",
+        "accessor": "hmac-sha256:00",
+        "remote": "10.30.4.17",
+        "operation": "secrets.read",
+        "path": "medessence/production/database/primary",
+        "environment": "production",
+        "category": "database",
+        "outcome": "success",
+        "status": 200,
+        "emergency": False,
+    }
+    base.update(changes)
+    return base
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, alert: Alert) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.alerts.append(alert)
+
+
+def test_alerts_are_raised_off_the_submitting_thread() -> None:
+    sink = Sink()
+    engine = MonitorEngine(DetectorSet.default(), sink)
+    engine.start()
+    for i in range(60):
+        engine.submit({**record(i), "kind": "request"})  # requests are not events
+        engine.submit(record(i))
+    engine.submit(record(100, emergency=True, request_id="glass"))
+    engine.submit({"kind": "checkpoint", "time": "2025-03-04T10:02:00.000000Z", "covers": 10})
+    engine.drain()
+    assert [(a.detector, a.details["request_id"]) for a in sink.alerts] == [
+        ("rate", "req-50"),
+        ("emergency", "glass"),
+    ]
+    assert sink.threads == {"medsecrets-monitor"}
+    assert (engine.submitted, engine.events, engine.alerts, engine.dropped, engine.errors) == (
+        122,
+        61,
+        2,
+        0,
+        0,
+    )
+    assert engine.stop(timeout=10)
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
+    sink = Sink()
+    engine = MonitorEngine(DetectorSet.default(), sink, queue_size=2)
+    for i in range(5):  # not started: nothing is taken off the queue
+        engine.submit(record(i, emergency=True, principal=f"p{i}"))
+    assert (engine.submitted, engine.dropped) == (2, 3)
+    engine.start()
+    engine.drain()
+    assert [a.principal for a in sink.alerts] == ["p0", "p1"]
+    assert engine.stop(timeout=10)
+    engine.submit(record(9))
+    assert engine.dropped == 4
+    with pytest.raises(RuntimeError):
+        engine.start()
+
+
+def test_bad_records_and_failing_sinks_are_counted_and_survived() -> None:
+    delivered: list[Alert] = []
+
+    def flaky(alert: Alert) -> None:
+        if alert.principal == "first":
+            raise OSError("webhook down")
+        delivered.append(alert)
+
+    engine = MonitorEngine(DetectorSet.default(DetectorConfig()), flaky)
+    engine.start()
+    engine.submit(record(1, time="not a time"))
+    engine.submit(record(2, emergency=True, principal="first"))
+    engine.submit(record(3, emergency=True, principal="second"))
+    engine.drain()
+    assert engine.errors == 2
+    assert [a.principal for a in delivered] == ["second"]
+    assert engine.stop(timeout=10)
+
+
+def test_stop_processes_what_is_queued() -> None:
+    sink = Sink()
+    engine = MonitorEngine(DetectorSet.default(), sink)
+    engine.start()
+    for i in range(200):
+        engine.submit(record(i, principal=f"p{i}", emergency=True))
+    assert engine.stop(timeout=10)
+    assert engine.events == 200
+    assert len(sink.alerts) == 200
+
+
+def test_drain_needs_a_started_engine() -> None:
+    engine = MonitorEngine(DetectorSet.default(), Sink())
+    with pytest.raises(RuntimeError):
+        engine.drain()
+    assert engine.stop() is True
+    with pytest.raises(ValueError):
+        MonitorEngine(DetectorSet.default(), Sink(), queue_size=0)
