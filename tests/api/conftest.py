@@ -49,6 +49,12 @@ SAMPLES: dict[str, tuple[str, object, str]] = {
     "tokens.self": ("", None, ""),
     "tokens.lookup": ("", {"accessor": "0" * 32}, ""),
     "tokens.revoke": ("", {"accessor": "0" * 32}, ""),
+    "sys.audit.hash": ("", {"input": "x"}, ""),
+    "sys.audit.devices": ("", None, ""),
+    "sys.audit.search": ("", None, "operation=secrets.read"),
+    "sys.audit.who_read": ("", None, f"path={P}"),
+    "sys.audit.public_key": ("", None, ""),
+    "sys.alerts": ("", None, "limit=5"),
 }
 
 

@@ -7,17 +7,23 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from medsecrets.api import create_app
 from medsecrets.api.app import ASGIApp
+from medsecrets.audit.broker import AuditBroker
+from medsecrets.audit.file import FileAuditDevice
+from medsecrets.audit.keys import BarrierKeySource
+from medsecrets.audit.lane import Lane
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import ManualClock
 from medsecrets.core import Core
 from medsecrets.errors import DecryptionError, StorageError
 from medsecrets.logs import JsonFormatter
+from medsecrets.server.auditsetup import AuditStack
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
@@ -47,6 +53,16 @@ class Checker:
         return body
 
 
+def audit_stack(store: SecretStore, path: Path) -> AuditStack:
+    """A started audit stack with one file device, as the server builds it (no monitor)."""
+    keys = BarrierKeySource(store.barrier)
+    stack = AuditStack(broker=None, keys=keys, node="n1")
+    lane = Lane(FileAuditDevice("file", path), node="n1", keys=keys)
+    stack.broker = AuditBroker([lane], prefix="medessence", keys=keys)
+    stack.start()
+    return stack
+
+
 @pytest.fixture
 def check(client: SyncClient) -> Checker:
     return Checker(client)
@@ -59,7 +75,9 @@ def test_tour_of_every_route_matches_the_document(
 
     base = Path(str(tmp_path))
     store = SecretStore(SqliteStorage(base / "tour.db"), clock=clock)
-    app = create_app(Core(store, TokenStore(store.barrier, clock=clock)))
+    stack = audit_stack(store, base / "audit.jsonl")
+    core = Core(store, TokenStore(store.barrier, clock=clock), audit=stack.broker, admin=stack)
+    app = create_app(core)
     import anyio.from_thread
     import httpx
 
@@ -142,7 +160,20 @@ def test_tour_of_every_route_matches_the_document(
         go("POST", "/v1/sys/unseal", json={"share": new_shares[0]})
         assert go("POST", "/v1/sys/unseal", json={"share": new_shares[1]})["sealed"] is False
         go("GET", "/v1/secrets/{path}", P, headers=h)
+        hashed = go("POST", "/v1/sys/audit/hash", json={"input": "next_user"}, headers=h)
+        go("POST", "/v1/sys/audit/hash", json={"input": "x", "device": "nope"}, headers=h)  # 404
+        go("GET", "/v1/sys/audit/devices", headers=h)
+        found = go("GET", "/v1/sys/audit/search", params={"operation": "secrets.write"}, headers=h)
+        records = found["records"]
+        assert isinstance(records, list) and records
+        assert any(hashed["hash"] in json.dumps(r) for r in records)
+        go("GET", "/v1/sys/audit/search", params={"since": "yesterday"}, headers=h)  # 400
+        reads = go("GET", "/v1/sys/audit/who-read", params={"path": P}, headers=h)["reads"]
+        assert isinstance(reads, list) and reads
+        go("GET", "/v1/sys/audit/public-key", headers=h)
+        go("GET", "/v1/sys/alerts", headers=h)
         portal.call(ac.aclose)
+    stack.stop()
     store.close()
     documented = {
         (m.upper(), url)

@@ -44,6 +44,12 @@ SAMPLES: dict[str, tuple[str, object, dict[str, tuple[str, ...]]]] = {
     "tokens.self": ("", None, {}),
     "tokens.lookup": ("", {"accessor": "self"}, {}),
     "tokens.revoke": ("", {"accessor": "self"}, {}),
+    "sys.audit.hash": ("", {"input": "x"}, {}),
+    "sys.audit.devices": ("", None, {}),
+    "sys.audit.search": ("", None, {"operation": ("secrets.read",)}),
+    "sys.audit.who_read": ("", None, {"path": (P,)}),
+    "sys.audit.public_key": ("", None, {}),
+    "sys.alerts": ("", None, {"limit": ("5",)}),
 }
 
 

@@ -15,6 +15,16 @@ from pathlib import Path
 import pytest
 
 import medsecrets.schema
+from medsecrets.schema.audit import (
+    AlertList,
+    AuditDeviceHealth,
+    AuditDevices,
+    AuditHash,
+    AuditPublicKey,
+    AuditRead,
+    AuditReads,
+    AuditRecords,
+)
 from medsecrets.schema.catalog import (
     CatalogInfo,
     CategoryInfo,
@@ -137,6 +147,18 @@ SAMPLES: list[tuple[object, list[str]]] = [
       "root"]),
     (CreatedToken(token=Sensitive("ms.CANARY"), info=TOKEN), ["token", "info"]),
     (Revoked(revoked=True), ["revoked"]),
+    (AuditHash(device="file", hash="hmac-sha256:00"), ["device", "hash"]),
+    (AuditDevices(devices=(AuditDeviceHealth("file", True, True, 10, 0, 0, 0, 10, None),)),
+     ["devices"]),
+    (AuditRecords(device="file", records=({"kind": "response"},), truncated=False),
+     ["device", "records", "truncated"]),
+    (AuditReads(device="file", path=METADATA.path,
+                reads=(AuditRead("2026-01-01T00:00:00.000000Z", "app", "hmac-sha256:00",
+                                 "10.0.0.1", "sdk", METADATA.path, 2, "r1"),)),
+     ["device", "path", "reads"]),
+    (AuditPublicKey(key_id="ab", public_key_pem="-----BEGIN PUBLIC KEY-----"),
+     ["key_id", "public_key_pem"]),
+    (AlertList(alerts=({"detector": "rate"},)), ["alerts"]),
 ]  # fmt: skip
 
 
@@ -167,6 +189,7 @@ def test_every_response_type_has_a_sample() -> None:
     nested = {
         *("VersionInfo", "RotationInfo", "ValidationProblem", "KekVersion", "ProvisionItem"),
         *("FieldInfo", "GeneratorInfo", "ValidatorInfo", "RotationPolicyInfo", "KekInfo"),
+        *("AuditDeviceHealth", "AuditRead"),
     }
     missing = {cls.__name__ for cls in _public_types()} - {c.__name__ for c in sampled}
     assert missing == configs | nested

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
+import anyio.to_thread
 import httpx
 from starlette.types import Receive, Scope, Send
 
@@ -18,6 +21,19 @@ async def _answers_then_stalls(scope: Scope, receive: Receive, send: Send) -> No
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await asyncio.sleep(0.2)
     await send({"type": "http.response.body", "body": b"done"})
+
+
+_THREAD_DONE = threading.Event()
+
+
+def _slow_work() -> None:
+    time.sleep(0.5)
+    _THREAD_DONE.set()
+
+
+async def _blocked_in_a_thread(scope: Scope, receive: Receive, send: Send) -> None:
+    await anyio.to_thread.run_sync(_slow_work, abandon_on_cancel=True)
+    await _fast(scope, receive, send)
 
 
 async def _fast(scope: Scope, receive: Receive, send: Send) -> None:
@@ -48,3 +64,9 @@ def test_a_started_response_is_never_cut() -> None:
 
 def test_fast_requests_pass_through() -> None:
     assert _get(RequestTimeout(_fast, seconds=5)).status_code == 204
+
+
+def test_a_request_blocked_in_a_worker_thread_times_out() -> None:
+    response = _get(RequestTimeout(_blocked_in_a_thread, seconds=0.05))
+    assert response.status_code == 503
+    assert not _THREAD_DONE.is_set()  # answered without waiting for the thread

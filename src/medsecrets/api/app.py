@@ -24,6 +24,7 @@ A plain ASGI app (Starlette's types, no router or middleware stack), which:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
@@ -34,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
+import orjson
 
 from medsecrets.api.errors import (
     InvalidJsonError,
@@ -42,13 +44,26 @@ from medsecrets.api.errors import (
     error_body,
 )
 from medsecrets.api.logging import ERROR_LOGGER, log_access
+from medsecrets.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from medsecrets.api.metrics import Metrics
 from medsecrets.api.openapi import DOCS_URL, OPENAPI_URL, build_openapi, docs_page
 from medsecrets.core.handler import Core
 from medsecrets.core.request import Request
 from medsecrets.core.routes.base import RouteSpec
-from medsecrets.errors import InvalidRequest, NotFoundError, TooLargeError
+from medsecrets.errors import (
+    AuthenticationError,
+    InvalidRequest,
+    NotFoundError,
+    PermissionDenied,
+    TooLargeError,
+)
 
-__all__ = ["MAX_URL_PATH", "create_app"]
+__all__ = ["MAX_URL_PATH", "METRICS_URL", "create_app"]
+
+METRICS_URL = "/v1/sys/metrics"
+"""Prometheus text exposition (see ``api.metrics``)."""
+METRICS_PATH = "sys/metrics"
+"""The path a token must be allowed to ``read`` to scrape metrics."""
 
 MAX_URL_PATH = 2048
 """Longest accepted URL path (raw, percent-encoded) in characters."""
@@ -65,10 +80,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = b"application/json"
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(name)
 
 
 class _BodyTooLargeError(Exception):
@@ -108,14 +119,30 @@ class _Router:
 class _ApiHandler:
     """The ASGI callable behind the catch-all route (see module docstring)."""
 
-    def __init__(self, core: Core, *, max_body_bytes: int, inline_reads: bool) -> None:
+    def __init__(
+        self,
+        core: Core,
+        *,
+        max_body_bytes: int,
+        inline_reads: bool,
+        metrics: Metrics | None,
+        metrics_unauthenticated: bool,
+    ) -> None:
         self._core = core
+        self._metrics = metrics
+        self._metrics_open = metrics_unauthenticated
         self._max_body = max_body_bytes
         self._inline_reads = inline_reads
         self._router = _Router(list(core.routes.values()))
         document = build_openapi(core.routes.values())
         self._openapi = json.dumps(document, separators=(",", ":")).encode()
         self._docs = docs_page(document).encode()
+        self._id_prefix = secrets.token_hex(4)
+        self._id_counter = itertools.count(1)
+
+    def _new_request_id(self) -> str:
+        """A process-unique id: a random per-process prefix and a counter (16 hex digits)."""
+        return f"{self._id_prefix}{next(self._id_counter) & 0xFFFFFFFF:08x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,7 +179,7 @@ class _ApiHandler:
             elif name == b"user-agent":
                 user_agent = value[:256].decode("latin-1")
         if not request_id:
-            request_id = secrets.token_hex(8)
+            request_id = self._new_request_id()
         route_name = "-"
         status_sent = 500
         try:
@@ -165,6 +192,13 @@ class _ApiHandler:
                 )
             matched = self._router.match(path)
             if matched is None:
+                if path == METRICS_URL and self._metrics is not None:
+                    route_name = "metrics"
+                    if method != "GET":
+                        raise MethodNotAllowedError
+                    await self._serve_metrics(send, token, request_id)
+                    status_sent = 200
+                    return
                 if method == "GET" and path == OPENAPI_URL:
                     route_name = "openapi"
                     status_sent = 200
@@ -217,15 +251,25 @@ class _ApiHandler:
                 request_id=request_id,
             )
             if method == "GET" and self._inline_reads:
-                response = self._core.handle(request)
+                response = self._core.handle(request, defer_audit=True)
+                if response.audit is not None:
+                    await response.audit.wait_async()
             else:
-                response = await anyio.to_thread.run_sync(self._core.handle, request)
-            payload = json.dumps(response.body, separators=(",", ":")).encode()
+                # Abandoned on cancel (a request timeout answers 503 at once; the thread
+                # finishes on its own: "outcome unknown", as documented).
+                response = await anyio.to_thread.run_sync(
+                    self._core.handle, request, abandon_on_cancel=True
+                )
+            payload = orjson.dumps(response.body)
             status_sent = response.status
             await self._send(send, response.status, payload, request_id)
         except Exception as exc:
             status_sent = await self._fail(send, exc, request_id, route_name)
         finally:
+            if self._metrics is not None:
+                self._metrics.observe_request(
+                    route_name, method, status_sent, time.perf_counter() - started
+                )
             log_access(
                 method=method,
                 route=route_name,
@@ -234,6 +278,18 @@ class _ApiHandler:
                 request_id=request_id,
                 remote=remote,
             )
+
+    async def _serve_metrics(self, send: Send, token: str | None, request_id: str) -> None:
+        """``GET /v1/sys/metrics``: a token allowed to read ``sys/metrics``, unless open."""
+        assert self._metrics is not None
+        if not self._metrics_open:
+            if token is None:
+                raise AuthenticationError
+            info = self._core.tokens.authenticate(token)
+            if not info.allows("read", METRICS_PATH):
+                raise PermissionDenied("this token may not read sys/metrics")
+        text = await anyio.to_thread.run_sync(self._metrics.render)
+        await self._send(send, 200, text, request_id, content_type=METRICS_CONTENT_TYPE.encode())
 
     async def _fail(self, send: Send, exc: Exception, request_id: str, route: str) -> int:
         if isinstance(exc, _BodyTooLargeError):
@@ -278,8 +334,8 @@ class _ApiHandler:
         media = content_type.split(b";", 1)[0].strip().lower()
         if media != _JSON:
             raise UnsupportedMediaTypeError
-        try:
-            return json.loads(b"".join(chunks), parse_constant=_reject_constant)
+        try:  # orjson refuses NaN/Infinity, invalid UTF-8 and nesting over 1024 levels
+            return orjson.loads(b"".join(chunks))
         except (ValueError, RecursionError):
             raise InvalidJsonError from None
 
@@ -319,7 +375,12 @@ async def _lifespan(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def create_app(
-    core: Core, *, max_body_bytes: int = 1_048_576, inline_reads: bool = True
+    core: Core,
+    *,
+    max_body_bytes: int = 1_048_576,
+    inline_reads: bool = True,
+    metrics: Metrics | None = None,
+    metrics_unauthenticated: bool = False,
 ) -> ASGIApp:
     """The ASGI app serving API v1 for ``core`` (see module docstring).
 
@@ -327,6 +388,16 @@ def create_app(
     stack: the handler routes by its own table and turns every error into a
     JSON body itself). ``inline_reads`` runs GET requests on the event loop
     (fast; they do no durable writes except a rare coarse access-time
-    update); set it false to run every request in a worker thread.
+    update, and await their audit record without blocking the loop); set it
+    false to run every request in a worker thread. With ``metrics`` every
+    request is counted and timed, and ``GET /v1/sys/metrics`` serves them
+    (to a token allowed to read ``sys/metrics``, or to anyone with
+    ``metrics_unauthenticated``).
     """
-    return _ApiHandler(core, max_body_bytes=max_body_bytes, inline_reads=inline_reads)
+    return _ApiHandler(
+        core,
+        max_body_bytes=max_body_bytes,
+        inline_reads=inline_reads,
+        metrics=metrics,
+        metrics_unauthenticated=metrics_unauthenticated,
+    )

@@ -10,8 +10,10 @@
 3. **parse** the body and query strictly (unknown fields, wrong types):
    ``InvalidRequest`` naming the field;
 4. **authorize** (``core.authz``, default deny): ``PermissionDenied``;
-5. ``audit.on_request``; 6. **route** to the handler; 7. ``audit.on_response``
-   with the status and error code, also for errors; then return.
+5. ``audit.on_request`` (for anything but GET: wait until the request record
+   is durable); 6. **route** to the handler; 7. ``audit.on_response`` with the
+   status and error code, also for errors; for a success, wait until the
+   response record is durable (or hand its ticket to the transport); return.
 
 Errors are raised (``MedsecretsError`` subclasses) after they were audited;
 the transport maps them to statuses with ``core.status``. An audit hook that
@@ -21,12 +23,13 @@ unaudited. Unexpected exceptions are audited as ``500 internal`` and re-raised.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import medsecrets
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import Clock
-from medsecrets.core.audit import AuditHook, NullAuditHook
+from medsecrets.core.audit import AuditAdmin, AuditHook, AuditTicket, NullAuditHook
 from medsecrets.core.authz import authorize
 from medsecrets.core.request import Request, Response
 from medsecrets.core.routes import route_table
@@ -57,6 +60,7 @@ class Core:
         tokens: TokenStore,
         *,
         audit: AuditHook | None = None,
+        admin: AuditAdmin | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.store = store
@@ -68,6 +72,7 @@ class Core:
             tokens=tokens,
             clock=clock if clock is not None else store.clock,
             version=medsecrets.__version__,
+            audit=admin,
         )
 
     def __repr__(self) -> str:
@@ -83,8 +88,13 @@ class Core:
         return self._routes.get((method, route))
 
     # -- the pipeline -----------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        """Run ``request`` through the pipeline; raise its error after auditing it."""
+    def handle(self, request: Request, *, defer_audit: bool = False) -> Response:
+        """Run ``request`` through the pipeline; raise its error after auditing it.
+
+        With ``defer_audit`` the successful response carries its audit ticket
+        (``Response.audit``) instead of being waited on here: the caller must
+        ``wait``/``wait_async`` it before anything of the response leaves.
+        """
         spec = self._routes.get((request.method, request.route))
         principal: TokenInfo | None = None
         requested = False
@@ -105,7 +115,9 @@ class Core:
             )
             authorize(spec, call, principal)
             requested = True
-            self._on_request(request, principal)
+            ticket = self._on_request(request, principal)
+            if ticket is not None and request.method != "GET":
+                self._wait_request(request, principal, ticket)
             result = spec.handler(self._context, call)
             # Handlers on hot paths may return ready JSON dicts; the rest go through the codec.
             body = result if type(result) is dict else to_wire(result)
@@ -117,8 +129,11 @@ class Core:
                 self._on_request(request, principal)
             self._on_response(request, principal, status, code)
             raise
-        self._on_response(request, principal, 200, None)
-        return Response(200, body)
+        ticket = self._on_response(request, principal, 200, None)
+        if ticket is not None and not defer_audit:
+            ticket.wait()
+            ticket = None
+        return Response(200, body, audit=ticket)
 
     def _check_seal(self, spec: RouteSpec) -> None:
         store = self.store
@@ -132,16 +147,28 @@ class Core:
             raise NotInitializedError
         raise SealedError
 
-    def _on_request(self, request: Request, principal: TokenInfo | None) -> None:
+    def _on_request(self, request: Request, principal: TokenInfo | None) -> AuditTicket | None:
         try:
-            self._audit.on_request(request, principal)
+            return self._audit.on_request(request, principal)
         except Exception:
             raise AuditFailure from None
 
     def _on_response(
         self, request: Request, principal: TokenInfo | None, status: int, code: str | None
-    ) -> None:
+    ) -> AuditTicket | None:
         try:
-            self._audit.on_response(request, principal, status, code)
+            return self._audit.on_response(request, principal, status, code)
         except Exception:
             raise AuditFailure from None
+
+    def _wait_request(
+        self, request: Request, principal: TokenInfo | None, ticket: AuditTicket
+    ) -> None:
+        """Wait for the request record before a state-changing request runs."""
+        try:
+            ticket.wait()
+        except AuditFailure:
+            # Best effort: the refusal itself is recorded where a device still accepts it.
+            with contextlib.suppress(Exception):
+                self._audit.on_response(request, principal, 503, AuditFailure.code)
+            raise

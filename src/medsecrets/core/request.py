@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medsecrets.core.audit import AuditTicket
 
 __all__ = ["Request", "Response"]
 
@@ -36,7 +40,12 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """The result of a successful call: an HTTP-like status and a JSON-ready body."""
+    """The result of a successful call: an HTTP-like status and a JSON-ready body.
+
+    ``audit`` is the audit ticket still to be waited on before the body may
+    leave (only with ``Core.handle(..., defer_audit=True)``; else ``None``).
+    """
 
     status: int
     body: object = field(repr=False)
+    audit: AuditTicket | None = field(default=None, repr=False)

@@ -25,11 +25,13 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.catalog.loader import load_catalog
 from medsecrets.catalog.model import Catalog
+from medsecrets.core.audit import AuditAdmin, AuditHook
 from medsecrets.core.handler import Core
 from medsecrets.errors import AuthenticationError, ConfigError, MedsecretsError
 from medsecrets.schema.seal import KeyFileSealConfig
@@ -112,11 +114,19 @@ def build_store(settings: Settings) -> SecretStore:
         raise
 
 
-def build_core(settings: Settings, *, worker: bool = False) -> tuple[Core, DevInfo | None]:
+def build_core(
+    settings: Settings,
+    *,
+    worker: bool = False,
+    audit: Callable[[SecretStore], tuple[AuditHook, AuditAdmin | None]] | None = None,
+) -> tuple[Core, DevInfo | None]:
     """Assemble the core and bring the seal to its start state (see module docstring).
 
     ``worker=True`` (an extra worker process of a multi-worker server) only
     opens and auto-unseals: the first process did the dev-mode set-up.
+    ``audit`` builds the core's audit hook and the operator's view of the
+    audit trail from the started store (the server's audit stack); without it
+    nothing is audited (tools and tests).
     """
     if settings.dev:
         _ensure_private_dir(settings.data_dir)
@@ -128,7 +138,8 @@ def build_core(settings: Settings, *, worker: bool = False) -> tuple[Core, DevIn
             dev = _dev_start(settings, store, tokens)
         else:
             _start(settings, store)
-        return Core(store, tokens), dev
+        hook, admin = audit(store) if audit is not None else (None, None)
+        return Core(store, tokens, audit=hook, admin=admin), dev
     except BaseException:
         store.close()
         raise

@@ -59,6 +59,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
 
 from medsecrets.errors import ConfigError
+from medsecrets.server.auditconfig import (
+    AlertChannelSettings,
+    AuditDeviceSettings,
+    parse_alert_channels,
+    parse_audit_devices,
+)
 
 if TYPE_CHECKING:  # medsecrets.seal pulls in the crypto stack: keep `--help` and errors fast
     from medsecrets.schema.seal import SealConfig
@@ -69,8 +75,10 @@ __all__ = [
     "DEFAULT_LISTEN",
     "ENV_PREFIX",
     "SETTING_NAMES",
+    "AuditSettings",
     "Backend",
     "LogLevel",
+    "MonitorSettings",
     "SealSettings",
     "Settings",
     "StorageSettings",
@@ -154,6 +162,38 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """The audit trail: devices and chain settings (see ``server.auditconfig`` for devices).
+
+    ``file``, ``database`` and ``stdout`` are shorthands that add a device of that
+    type (named after the type) to those of ``[[audit.device]]``; dev mode adds a
+    file device in the data directory when none is configured.
+    """
+
+    enabled: bool = True
+    node: str = ""
+    timeout: float = 5.0
+    file: str | None = None
+    database: bool = False
+    stdout: bool = False
+    checkpoint_every: int = 1000
+    checkpoint_interval: float = 60.0
+    checkpoint_export: str | None = None
+    devices: tuple[AuditDeviceSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """Anomaly detection on the audit stream and alert delivery."""
+
+    enabled: bool = True
+    rate_threshold: int = 50
+    rate_window: float = 300.0
+    dedup_window: float = 300.0
+    channels: tuple[AlertChannelSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every validated server setting (see the module docstring and docs/configuration.md)."""
 
@@ -173,6 +213,9 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     seal: SealSettings = field(default_factory=SealSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    metrics_unauthenticated: bool = False
     warnings: tuple[str, ...] = ()
 
     @property
@@ -327,9 +370,28 @@ _SETTINGS: dict[str, tuple[_Parser, bool]] = {
     "tls.cert_file": (_opt_str, False),
     "tls.key_file": (_opt_str, False),
     "tls.client_ca": (_opt_str, False),
+    "metrics_unauthenticated": (_bool, False),
+    "audit.enabled": (_bool, False),
+    "audit.node": (_str, False),
+    "audit.timeout": (_float(0.1, 5.0), False),
+    "audit.file": (_opt_str, False),
+    "audit.database": (_bool, False),
+    "audit.stdout": (_bool, False),
+    "audit.checkpoint_every": (_int(1, 100_000_000), False),
+    "audit.checkpoint_interval": (_float(1.0, 86400.0), False),
+    "audit.checkpoint_export": (_opt_str, False),
+    "monitor.enabled": (_bool, False),
+    "monitor.rate_threshold": (_int(1, 1_000_000), False),
+    "monitor.rate_window": (_float(1.0, 86400.0), False),
+    "monitor.dedup_window": (_float(0.0, 86400.0), False),
 }
 SETTING_NAMES: tuple[str, ...] = tuple(_SETTINGS)
-_TABLES = frozenset(name.split(".")[0] for name in _SETTINGS if "." in name)
+_TABLES = frozenset(name.split(".")[0] for name in _SETTINGS if "." in name) | {"alerts"}
+#: Arrays of tables (file only): dotted name -> parser of the raw entries.
+_ARRAYS: dict[str, Callable[[object, str], tuple[object, ...]]] = {
+    "audit.device": parse_audit_devices,
+    "alerts.channel": parse_alert_channels,
+}
 
 
 def env_var(name: str) -> str:
@@ -367,6 +429,9 @@ def _read_file(path: str) -> dict[str, tuple[object, str]]:
                 raise _fail(key, source, "must be a table")
             for sub, sub_value in value.items():
                 name = f"{key}.{sub}"
+                if name in _ARRAYS:
+                    found[name] = (_ARRAYS[name](sub_value, source), source)
+                    continue
                 if name not in _SETTINGS:
                     raise ConfigError(f"setting {name!r} ({source}): unknown setting")
                 found[name] = (sub_value, source)
@@ -416,6 +481,10 @@ def load_settings(
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     for name, (value, source) in raw.items():
+        if name in _ARRAYS:
+            values[name] = value
+            sources[name] = source
+            continue
         parser, _secret = _SETTINGS[name]
         from_text = source.startswith("environment")
         try:
@@ -464,6 +533,27 @@ def _assemble(values: dict[str, object], sources: dict[str, str], warnings: list
     if seal.type == "awskms" and not seal.kms_region:
         raise _fail("seal.kms_region", _source(sources, "seal.kms_region"), "must not be empty")
 
+    audit_values = sub["audit"]
+    audit_values["devices"] = audit_values.pop("device", ())
+    for name in ("file", "checkpoint_export"):
+        if isinstance(audit_values.get(name), str):
+            audit_values[name] = os.path.abspath(cast(str, audit_values[name]))
+    audit = AuditSettings(**audit_values)  # type: ignore[arg-type]
+    audit = dataclasses.replace(
+        audit,
+        devices=tuple(
+            dataclasses.replace(
+                d,
+                path=os.path.abspath(d.path) if d.path else "",
+                spool_dir=os.path.abspath(d.spool_dir) if d.spool_dir else "",
+            )
+            for d in audit.devices
+        ),
+    )
+    monitor_values = sub["monitor"]
+    monitor_values["channels"] = sub["alerts"].pop("channel", ())
+    monitor = MonitorSettings(**monitor_values)  # type: ignore[arg-type]
+
     tls = TlsSettings(**sub["tls"])  # type: ignore[arg-type]
     tls = TlsSettings(
         cert_file=os.path.abspath(tls.cert_file) if tls.cert_file else None,
@@ -475,6 +565,8 @@ def _assemble(values: dict[str, object], sources: dict[str, str], warnings: list
         storage=storage,
         seal=seal,
         tls=tls,
+        audit=audit,
+        monitor=monitor,
         warnings=tuple(warnings),
     )
     _check(settings, sources)
@@ -513,6 +605,12 @@ def _check(settings: Settings, sources: dict[str, str]) -> None:
             raise _fail("storage.type", _source(sources, "storage.type"), "dev mode uses sqlite")
         if settings.seal.type not in (None, "keyfile"):
             raise _fail("seal.type", _source(sources, "seal.type"), "dev mode uses a keyfile seal")
+    if not settings.audit.enabled and not settings.dev:
+        raise _fail(
+            "audit.enabled",
+            _source(sources, "audit.enabled"),
+            "audit can be switched off only in dev mode (no audit, no secret)",
+        )
     if settings.workers > 1 and settings.seal.type == "shamir":
         raise _fail(
             "workers",

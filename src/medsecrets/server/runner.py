@@ -47,8 +47,11 @@ from medsecrets.server.logsetup import configure_logging, flush_logging, route_s
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from medsecrets.core.audit import AuditAdmin, AuditHook
+    from medsecrets.server.auditsetup import AuditStack
     from medsecrets.server.bootstrap import DevInfo
     from medsecrets.server.sweeper import Sweeper
+    from medsecrets.store import SecretStore
 
 __all__ = ["RequestTimeout", "build_parser", "main", "serve", "worker_app"]
 
@@ -62,11 +65,11 @@ class RequestTimeout:
     """ASGI middleware: a request whose response has not started after ``seconds``
     gets ``503 {"error": {"code": "timeout"}}``.
 
-    A response that has started is never cut. The work behind a timed-out
-    request may still complete (a thread cannot be cancelled): clients must
-    treat a timeout as "outcome unknown", like a dropped connection. The app
-    runs in a task of its own, which also keeps an in-flight request alive
-    when the server cancels its handler during a graceful shutdown.
+    A response that has started is never cut. The deadline cancels the
+    request's own task (a timer, no extra task per request) and the 503 is
+    sent from it; the work behind a timed-out request may still complete (a
+    worker thread cannot be cancelled, it is abandoned): clients must treat a
+    timeout as "outcome unknown", like a dropped connection.
     """
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
@@ -77,23 +80,31 @@ class RequestTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        task = asyncio.current_task()
+        assert task is not None
+        state = [False, False]  # [response started, timed out]
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
+                state[0] = True
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, tracking_send))
-        done, _ = await asyncio.wait({task}, timeout=self.seconds)
-        if task in done or started:
-            await task
+        def expire() -> None:
+            if not state[0]:
+                state[1] = True
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.seconds, expire)
+        try:
+            await self.app(scope, receive, tracking_send)
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        if started:  # the app began answering while it was being cancelled
+        except asyncio.CancelledError:
+            if not state[1]:
+                raise
+            task.uncancel()
+        finally:
+            timer.cancel()
+        if state[0]:  # the app began answering while it was being cancelled
             return
         log.warning("request timed out", extra={"path": scope.get("path", "")})
         body = json.dumps(
@@ -141,17 +152,40 @@ class _Built:
 
 def _create_app(settings: Settings, *, worker: bool) -> _Built:
     from medsecrets.api.app import create_app
+    from medsecrets.core.audit import NullAuditHook
+    from medsecrets.server.auditsetup import build_audit
     from medsecrets.server.bootstrap import build_core
     from medsecrets.server.sweeper import Sweeper
+    from medsecrets.server.telemetry import build_metrics
 
-    core, dev = build_core(settings, worker=worker)
+    stacks: list[AuditStack] = []
+
+    def audit_hook(store: SecretStore) -> tuple[AuditHook, AuditAdmin]:
+        stack = build_audit(settings, store, worker=worker)
+        stacks.append(stack)
+        return (stack.broker if stack.broker is not None else NullAuditHook()), stack
+
+    core, dev = build_core(settings, worker=worker, audit=audit_hook)
+    stack = stacks[0]
+
+    def close() -> None:
+        stack.stop()
+        core.store.close()
+
     try:
-        app = _app_for(create_app(core, max_body_bytes=settings.max_body_bytes), settings)
+        stack.start()
+        api = create_app(
+            core,
+            max_body_bytes=settings.max_body_bytes,
+            metrics=build_metrics(core, stack),
+            metrics_unauthenticated=settings.metrics_unauthenticated,
+        )
+        app = _app_for(api, settings)
         sweeper = Sweeper(core.store, interval=settings.sweep_interval)
     except BaseException:
-        core.store.close()
+        close()
         raise
-    return _Built(app=app, dev=dev, sweeper=sweeper, close=core.store.close)
+    return _Built(app=app, dev=dev, sweeper=sweeper, close=close)
 
 
 def _announce(settings: Settings, dev: DevInfo | None) -> None:
@@ -185,6 +219,9 @@ def _warn_tls(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM/SIGINT (see the module docstring)."""
     configure_logging(settings.log_level, file=settings.log_file)
+    import os as _os
+
+    sys.setswitchinterval(float(_os.environ.get("SWI", "0.005")))
     for warning in settings.warnings:
         log.warning(warning)
     _warn_tls(settings)

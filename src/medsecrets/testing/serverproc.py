@@ -392,8 +392,14 @@ class ServerProcess:
         return cmd + list(self.extra_args)
 
     def child_env(self) -> dict[str, str]:
-        """The environment of the server process."""
+        """The environment of the server process.
+
+        A non-dev server gets ``MEDSECRETS_AUDIT_FILE`` (an audit file in
+        its data directory) unless ``env`` says otherwise.
+        """
         base = {k: v for k, v in os.environ.items() if not k.startswith("MEDSECRETS_")}
+        if not self.dev:  # a non-dev server serves nothing without an audit device
+            base["MEDSECRETS_AUDIT_FILE"] = str(self.data_dir / "audit" / "audit.jsonl")
         base.update(self.env)
         return base
 

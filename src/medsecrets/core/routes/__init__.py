@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from medsecrets.core.routes import catalog, secrets, system, tokens
+from medsecrets.core.routes import audit, catalog, secrets, system, tokens
 from medsecrets.core.routes.base import RouteSpec
 
 __all__ = ["RouteSpec", "route_table"]
@@ -13,7 +13,13 @@ __all__ = ["RouteSpec", "route_table"]
 
 def route_table(prefix: str) -> dict[tuple[str, str], RouteSpec]:
     """Every route spec by ``(method, name)``; ``prefix`` is the catalog's path prefix."""
-    specs = (*system.routes(), *secrets.routes(), *catalog.routes(prefix), *tokens.routes())
+    specs = (
+        *system.routes(),
+        *secrets.routes(),
+        *catalog.routes(prefix),
+        *tokens.routes(),
+        *audit.routes(),
+    )
     table: dict[tuple[str, str], RouteSpec] = {}
     for spec in specs:
         key = (spec.method, spec.name)

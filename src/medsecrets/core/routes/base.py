@@ -21,6 +21,7 @@ from typing import Literal, TypeVar
 
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import Clock
+from medsecrets.core.audit import AuditAdmin
 from medsecrets.core.request import Request
 from medsecrets.errors import InvalidRequest
 from medsecrets.schema.tokens import TokenInfo
@@ -59,6 +60,7 @@ class Context:
     tokens: TokenStore
     clock: Clock
     version: str
+    audit: AuditAdmin | None = None
 
 
 @dataclass(frozen=True, slots=True)

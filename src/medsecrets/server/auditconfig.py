@@ -1,0 +1,242 @@
+"""Audit device and alert channel settings: arrays of tables in the config file.
+
+Scalar audit settings (``audit.node``, ``audit.timeout``, ``audit.file``, ...)
+go through the generic setting table in ``server.config``; this module parses
+the arrays of tables, which only a config file can hold::
+
+    [[audit.device]]
+    type = "file"                  # file | database | syslog | http | stdout
+    name = "primary"               # default: the type; unique
+    required = true                # a request needs one required device to accept it
+    path = "/var/log/medsecrets/audit.jsonl"   # file
+    max_bytes = 104857600          # file: rotate at this size (0: never)
+    rotate_interval = 86400.0      # file: rotate after this many seconds (0: never)
+    keep = 0                       # file: rotated files to keep (0: all)
+    encrypt = "medessence/production/medical-encryption#audit_log_encryption_key"
+    address = "udp://127.0.0.1:514"  # syslog (or /dev/log, tcp://host:port)
+    facility = "auth"              # syslog
+    url = "https://siem.example/ingest"   # http
+    spool_dir = ""                 # http: default <data_dir>/audit-spool/<name>
+    spool_max_bytes = 268435456    # http
+    batch_size = 500               # http
+
+    [[alerts.channel]]
+    type = "webhook"               # slack | webhook | smtp | log
+    url = "https://hooks.example/alerts"   # slack, webhook
+    secret = "..."                 # webhook: HMAC signing secret (never echoed)
+    host = "smtp.example"          # smtp
+    port = 587
+    sender = "medsecrets@example"
+    recipients = ["secops@example"]
+    starttls = true
+    username = ""
+    password = ""                  # never echoed
+
+Every key is checked; an error names the table entry (``audit.device[2].url``)
+and the rule, never a secret value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from medsecrets.errors import ConfigError
+
+__all__ = [
+    "AlertChannelSettings",
+    "AuditDeviceSettings",
+    "parse_alert_channels",
+    "parse_audit_devices",
+]
+
+DeviceType = Literal["file", "database", "syslog", "http", "stdout"]
+ChannelType = Literal["slack", "webhook", "smtp", "log"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDeviceSettings:
+    """One ``[[audit.device]]`` entry (paths absolute after loading)."""
+
+    type: DeviceType
+    name: str
+    required: bool = True
+    path: str = ""
+    max_bytes: int = 100 * 1024 * 1024
+    rotate_interval: float = 0.0
+    keep: int = 0
+    encrypt: str = ""
+    address: str = "/dev/log"
+    facility: str = "auth"
+    url: str = field(default="", repr=False)
+    spool_dir: str = ""
+    spool_max_bytes: int = 256 * 1024 * 1024
+    batch_size: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChannelSettings:
+    """One ``[[alerts.channel]]`` entry; ``url``, ``secret`` and ``password`` stay out of reprs."""
+
+    type: ChannelType
+    name: str
+    url: str = field(default="", repr=False)
+    secret: str = field(default="", repr=False)
+    host: str = ""
+    port: int = 25
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    starttls: bool = False
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+_DEVICE_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "type": (str, ()),
+    "name": (str, ()),
+    "required": (bool, ()),
+    "path": (str, ("file",)),
+    "max_bytes": (int, ("file",)),
+    "rotate_interval": (float, ("file",)),
+    "keep": (int, ("file",)),
+    "encrypt": (str, ("file",)),
+    "address": (str, ("syslog",)),
+    "facility": (str, ("syslog",)),
+    "url": (str, ("http",)),
+    "spool_dir": (str, ("http",)),
+    "spool_max_bytes": (int, ("http",)),
+    "batch_size": (int, ("http",)),
+}
+_CHANNEL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "type": (str, ()),
+    "name": (str, ()),
+    "url": (str, ("slack", "webhook")),
+    "secret": (str, ("webhook",)),
+    "host": (str, ("smtp",)),
+    "port": (int, ("smtp",)),
+    "sender": (str, ("smtp",)),
+    "recipients": (list, ("smtp",)),
+    "starttls": (bool, ("smtp",)),
+    "username": (str, ("smtp",)),
+    "password": (str, ("smtp",)),
+}
+_SECRET_KEYS = frozenset({"url", "secret", "password"})
+_FACILITIES = frozenset(
+    {"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+     "authpriv", "ftp", *(f"local{i}" for i in range(8))}
+)  # fmt: skip
+
+
+def _entries(raw: object, where: str, source: str) -> list[Mapping[str, object]]:
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise ConfigError(f"setting {where!r} ({source}): must be an array of tables [[{where}]]")
+    return raw
+
+
+def _typed(
+    entry: Mapping[str, object],
+    keys: Mapping[str, tuple[type, tuple[str, ...]]],
+    kinds: tuple[str, ...],
+    where: str,
+    source: str,
+) -> dict[str, object]:
+    kind = entry.get("type")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ConfigError(f"setting '{where}.type' ({source}): must be one of " + ", ".join(kinds))
+    values: dict[str, object] = {}
+    for key, raw in entry.items():
+        spec = keys.get(key)
+        name = f"{where}.{key}"
+        if spec is None:
+            raise ConfigError(f"setting {name!r} ({source}): unknown setting")
+        expected, only = spec
+        if only and kind not in only:
+            raise ConfigError(f"setting {name!r} ({source}): not a setting of {kind} entries")
+        value = raw
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            shown = "" if key in _SECRET_KEYS else f", got {value!r}"[:70]
+            raise ConfigError(f"setting {name!r} ({source}): must be a {expected.__name__}{shown}")
+        values[key] = value
+    return values
+
+
+def _check_name(values: dict[str, object], seen: set[str], where: str, source: str) -> str:
+    name = values.get("name", values["type"])
+    assert isinstance(name, str)
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+        raise ConfigError(
+            f"setting '{where}.name' ({source}): letters, digits, '-' and '_' (1 to 64)"
+        )
+    if name in seen:
+        raise ConfigError(f"setting '{where}.name' ({source}): {name!r} is used twice")
+    seen.add(name)
+    values["name"] = name
+    return name
+
+
+def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, ...]:
+    """The ``[[audit.device]]`` entries, checked (see module docstring)."""
+    found: list[AuditDeviceSettings] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(_entries(raw, "audit.device", source)):
+        where = f"audit.device[{index}]"
+        values = _typed(entry, _DEVICE_KEYS, ("file", "database", "syslog", "http", "stdout"),
+                        where, source)  # fmt: skip
+        _check_name(values, seen, where, source)
+        kind = values["type"]
+        if kind == "file" and not values.get("path"):
+            raise ConfigError(f"setting '{where}.path' ({source}): required for file devices")
+        if kind == "http":
+            url = values.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ConfigError(f"setting '{where}.url' ({source}): an http(s) URL is required")
+        if kind == "syslog" and values.get("facility", "auth") not in _FACILITIES:
+            raise ConfigError(
+                f"setting '{where}.facility' ({source}): must be a syslog facility name"
+            )
+        for key in ("max_bytes", "keep", "spool_max_bytes", "batch_size", "rotate_interval"):
+            number = values.get(key)
+            if isinstance(number, int | float) and number < 0:
+                raise ConfigError(f"setting '{where}.{key}' ({source}): must not be negative")
+        encrypt = values.get("encrypt")
+        if isinstance(encrypt, str) and encrypt and "#" not in encrypt:
+            raise ConfigError(f"setting '{where}.encrypt' ({source}): must be SECRET_PATH#FIELD")
+        found.append(AuditDeviceSettings(**values))  # type: ignore[arg-type]
+    return tuple(found)
+
+
+def parse_alert_channels(raw: object, source: str) -> tuple[AlertChannelSettings, ...]:
+    """The ``[[alerts.channel]]`` entries, checked (see module docstring)."""
+    found: list[AlertChannelSettings] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(_entries(raw, "alerts.channel", source)):
+        where = f"alerts.channel[{index}]"
+        values = _typed(entry, _CHANNEL_KEYS, ("slack", "webhook", "smtp", "log"), where, source)
+        _check_name(values, seen, where, source)
+        kind = values["type"]
+        if kind in ("slack", "webhook"):
+            url = values.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ConfigError(f"setting '{where}.url' ({source}): an http(s) URL is required")
+        if kind == "webhook" and len(str(values.get("secret", ""))) < 16:
+            raise ConfigError(
+                f"setting '{where}.secret' ({source}): a signing secret of 16+ characters"
+            )
+        if kind == "smtp":
+            recipients = values.get("recipients", [])
+            assert isinstance(recipients, list)
+            if not values.get("host") or not values.get("sender") or not recipients:
+                raise ConfigError(
+                    f"setting '{where}' ({source}): smtp needs host, sender and recipients"
+                )
+            if not all(isinstance(r, str) and "@" in r for r in recipients):
+                raise ConfigError(
+                    f"setting '{where}.recipients' ({source}): must be e-mail addresses"
+                )
+            values["recipients"] = tuple(recipients)
+        found.append(AlertChannelSettings(**values))  # type: ignore[arg-type]
+    return tuple(found)

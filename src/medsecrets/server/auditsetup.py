@@ -1,0 +1,421 @@
+"""Assemble the audit trail and the monitor from ``Settings``: ``build_audit``.
+
+Devices come from ``[[audit.device]]`` plus the shorthands ``audit.file``,
+``audit.database`` and ``audit.stdout``; dev mode with none configured writes a
+file device at ``<data_dir>/audit/audit.jsonl`` and exports checkpoints to
+``<data_dir>/audit/checkpoints.jsonl``, so a new user sees the log at once.
+Without any device (and not in dev mode) the broker refuses every request but
+the health probes: no audit, no secret.
+
+In a multi-worker server every worker process keeps its own chain: its node id
+is ``<node>-<pid>`` and its file devices write ``<stem>-<pid>.jsonl``.
+
+The monitor (detectors off the request path) and the alert dispatcher are
+built here too; every alert is itself written to the audit trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsecrets.audit.broker import AuditBroker
+from medsecrets.audit.device import AuditDevice
+from medsecrets.audit.keys import BarrierKeySource
+from medsecrets.audit.lane import Lane
+from medsecrets.audit.record import AuditEvent, format_time
+from medsecrets.errors import ConfigError, MedsecretsError, NotFoundError, SealedError
+from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.channels import (
+    AlertChannel,
+    LogChannel,
+    SlackChannel,
+    SmtpChannel,
+    WebhookChannel,
+)
+from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
+from medsecrets.monitor.dispatcher import AlertDispatcher
+from medsecrets.monitor.engine import MonitorEngine
+from medsecrets.schema.audit import (
+    AlertList,
+    AuditDeviceHealth,
+    AuditDevices,
+    AuditHash,
+    AuditPublicKey,
+    AuditRead,
+    AuditReads,
+    AuditRecords,
+)
+from medsecrets.server.auditconfig import AlertChannelSettings, AuditDeviceSettings
+from medsecrets.server.config import Settings
+from medsecrets.store import SecretStore
+
+__all__ = ["AuditStack", "build_audit", "device_settings"]
+
+log = logging.getLogger("medsecrets.server")
+
+
+@dataclass
+class AuditStack:
+    """The broker (the core's audit hook), its key source and the monitor parts."""
+
+    broker: AuditBroker | None
+    """``None`` only in dev mode with ``audit.enabled = false``."""
+    keys: BarrierKeySource
+    node: str
+    monitor: MonitorEngine | None = None
+    detectors: DetectorSet | None = None
+    dispatcher: AlertDispatcher | None = None
+
+    def start(self) -> None:
+        """Open the devices, start writers, the monitor and the dispatcher."""
+        if self.broker is not None:
+            self.broker.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
+        if self.monitor is not None:
+            self.monitor.start()
+
+    def stop(self) -> None:
+        """Stop the monitor and dispatcher, then flush and close every device."""
+        parts: list[MonitorEngine | AlertDispatcher | None] = [self.monitor, self.dispatcher]
+        for part in parts:
+            if part is None:
+                continue
+            try:
+                part.stop(2.0)
+            except Exception as exc:  # shutting down: report, keep closing the rest
+                log.warning("stopping %s failed (%s)", type(part).__name__, type(exc).__name__)
+        if self.broker is not None:
+            self.broker.stop()
+
+    # -- counters for metrics ----------------------------------------------------------
+    def anomaly_counts(self) -> dict[str, int]:
+        """Alerts raised so far, by detector."""
+        return dict(self.detectors.counts) if self.detectors is not None else {}
+
+    def dropped_events(self) -> int:
+        """Audit events the monitor dropped (queue full)."""
+        return self.monitor.dropped if self.monitor is not None else 0
+
+    def alert_counts(self) -> dict[tuple[str, str], int]:
+        """Alert deliveries by (channel, status)."""
+        if self.dispatcher is None:
+            return {}
+        channels = self.dispatcher.stats()["channels"]
+        assert isinstance(channels, dict)
+        found: dict[tuple[str, str], int] = {}
+        for channel, counts in channels.items():
+            for status in ("sent", "failed", "rate_limited", "dropped"):
+                found[(str(channel), status)] = int(counts.get(status, 0))
+        return found
+
+    # -- the operator's view (core.audit.AuditAdmin) -------------------------------
+    def _broker(self) -> AuditBroker:
+        if self.broker is None:
+            raise NotFoundError("audit is switched off (dev mode)")
+        return self.broker
+
+    def hash(self, value: str, device: str | None) -> AuditHash:
+        """The HMAC ``device`` writes for ``value``."""
+        name, digest = self._broker().hash(value, device)
+        return AuditHash(device=name, hash=digest)
+
+    def devices(self) -> AuditDevices:
+        """Health of every device."""
+        return AuditDevices(
+            devices=tuple(
+                AuditDeviceHealth(
+                    name=str(h["name"]),
+                    required=bool(h["required"]),
+                    up=bool(h["up"]),
+                    records=int(h["records"]),  # type: ignore[call-overload]
+                    failures=int(h["failures"]),  # type: ignore[call-overload]
+                    dropped=int(h["dropped"]),  # type: ignore[call-overload]
+                    pending=int(h["pending"]),  # type: ignore[call-overload]
+                    seq=int(h["seq"]),  # type: ignore[call-overload]
+                    last_error=None if h["last_error"] is None else str(h["last_error"]),
+                )
+                for h in self._broker().health()
+            )
+        )
+
+    def _readable(self) -> tuple[str, Iterator[Mapping[str, object]]]:
+        """The first device that can be read back, and its records (oldest first)."""
+        from medsecrets.audit.database import DatabaseAuditDevice
+        from medsecrets.audit.file import FileAuditDevice
+        from medsecrets.audit.query import read_records
+
+        lanes = self._broker().lanes
+        for lane in lanes:
+            if isinstance(lane.device, DatabaseAuditDevice):
+                db = lane.device
+                return lane.name, (json.loads(line) for line in db.records())
+        for lane in lanes:
+            if isinstance(lane.device, FileAuditDevice):
+                device = lane.device
+                cipher = device.cipher
+                decode = cipher.open if cipher is not None else None
+                files = [p for p in device.files() if p.exists()]
+                return lane.name, read_records(files, decode=decode)
+        raise NotFoundError("no audit device that can be read back (file or database)")
+
+    def search(self, filters: Mapping[str, object], limit: int) -> AuditRecords:
+        """Matching records, oldest first, at most ``limit``."""
+        from medsecrets.audit.query import AuditQuery, search
+
+        name, records = self._readable()
+        query = AuditQuery(**filters)  # type: ignore[arg-type]
+        found: list[Mapping[str, object]] = []
+        truncated = False
+        for record in search(records, query):
+            if len(found) == limit:
+                truncated = True
+                break
+            found.append(record)
+        return AuditRecords(device=name, records=tuple(found), truncated=truncated)
+
+    def who_read(self, path: str, since: dt.datetime | None) -> AuditReads:
+        """Every successful read of ``path`` since ``since``."""
+        from medsecrets.audit.query import who_read
+
+        name, records = self._readable()
+        rows = who_read(records, path, since)
+        return AuditReads(
+            device=name,
+            path=path,
+            reads=tuple(
+                AuditRead(
+                    time=format_time(row.time),
+                    principal=row.principal,
+                    accessor=row.accessor,
+                    remote=row.remote,
+                    user_agent=row.user_agent,
+                    path=row.path,
+                    version=row.version,
+                    request_id=row.request_id,
+                )
+                for row in rows
+            ),
+        )
+
+    def public_key(self) -> AuditPublicKey:
+        """The checkpoint signing key."""
+        from medsecrets.audit.checkpoint import key_id_of, load_public_key
+
+        pem = self.keys.public_key_pem()
+        if pem is None:
+            raise SealedError
+        return AuditPublicKey(key_id=key_id_of(load_public_key(pem)), public_key_pem=pem.decode())
+
+    def alerts(self, limit: int) -> AlertList:
+        """Recent alerts, newest first."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return AlertList(alerts=())
+        return AlertList(alerts=tuple(dispatcher.recent(limit)))
+
+    def alarm(self, device: str, message: str) -> None:
+        """An audit device's own alarm (a SIEM spool overflowing): a critical alert."""
+        log.error("audit device alarm", extra={"device": device, "detail": message})
+        if self.dispatcher is not None:
+            self.dispatcher.raise_(
+                Alert(
+                    detector="audit_device",
+                    severity="critical",
+                    time=dt.datetime.now(dt.UTC),
+                    summary=f"audit device {device}: {message}",
+                    key=device,
+                )
+            )
+
+    def record_alert(self, alert: Alert) -> None:
+        """Write an ``alert`` record to every device (nobody waits for it)."""
+        if self.broker is not None:
+            self.broker.record(
+                AuditEvent(kind="alert", time=alert.time, extra={"alert": alert.to_dict()})
+            )
+
+
+def device_settings(settings: Settings) -> tuple[AuditDeviceSettings, ...]:
+    """Every configured device, shorthands and the dev-mode default included."""
+    audit = settings.audit
+    if not audit.enabled:
+        return ()
+    devices = list(audit.devices)
+    if audit.file:
+        devices.append(AuditDeviceSettings(type="file", name="file", path=audit.file))
+    if audit.database:
+        devices.append(AuditDeviceSettings(type="database", name="database"))
+    if audit.stdout:
+        devices.append(AuditDeviceSettings(type="stdout", name="stdout", required=False))
+    if not devices and settings.dev:
+        path = os.path.join(settings.data_dir, "audit", "audit.jsonl")
+        devices.append(AuditDeviceSettings(type="file", name="file", path=path))
+    names = [d.name for d in devices]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"setting 'audit.device': the name {name!r} is used twice")
+    return tuple(devices)
+
+
+def _checkpoint_export(settings: Settings) -> Path | None:
+    if settings.audit.checkpoint_export:
+        return Path(settings.audit.checkpoint_export)
+    if settings.dev and not settings.audit.devices and not settings.audit.file:
+        return Path(settings.data_dir, "audit", "checkpoints.jsonl")
+    return None
+
+
+def _per_worker(path: str, worker: bool) -> Path:
+    p = Path(path)
+    return p.with_name(f"{p.stem}-{os.getpid()}{p.suffix}") if worker else p
+
+
+def _encryption_key(store: SecretStore, reference: str) -> bytes:
+    """The audit log encryption key named by ``SECRET_PATH#FIELD`` (64 hex digits)."""
+    path, _, name = reference.partition("#")
+    try:
+        version = store.secrets.get(path)
+    except MedsecretsError as exc:
+        raise ConfigError(
+            f"setting 'audit.device.encrypt': cannot read {path!r} ({exc.code}); "
+            "the store must be unsealed at start (keyfile or awskms seal)"
+        ) from None
+    value = version.fields.get(name)
+    if value is None:
+        raise ConfigError(f"setting 'audit.device.encrypt': {path!r} has no field {name!r}")
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        raise ConfigError(f"setting 'audit.device.encrypt': {path}#{name} is not hex") from None
+    if len(key) != 32:
+        raise ConfigError(f"setting 'audit.device.encrypt': {path}#{name} is not 32 bytes")
+    return key
+
+
+def _device(
+    spec: AuditDeviceSettings,
+    settings: Settings,
+    store: SecretStore,
+    *,
+    node: str,
+    worker: bool,
+    alarm: Callable[[str, str], None],
+) -> AuditDevice:
+    if spec.type == "file":
+        from medsecrets.audit.crypt import RecordCipher
+        from medsecrets.audit.file import FileAuditDevice
+
+        cipher = RecordCipher(_encryption_key(store, spec.encrypt)) if spec.encrypt else None
+        return FileAuditDevice(
+            spec.name,
+            _per_worker(spec.path, worker),
+            max_bytes=spec.max_bytes,
+            rotate_interval=spec.rotate_interval,
+            keep=spec.keep,
+            cipher=cipher,
+        )
+    if spec.type == "database":
+        from medsecrets.audit.database import DatabaseAuditDevice
+
+        return DatabaseAuditDevice(spec.name, store.storage, node=node)
+    if spec.type == "syslog":
+        from medsecrets.audit.syslog import SyslogAuditDevice
+
+        return SyslogAuditDevice(spec.name, address=spec.address, facility=spec.facility)
+    if spec.type == "http":
+        from medsecrets.audit.forwarder import HttpForwarderDevice
+
+        spool = spec.spool_dir or os.path.join(settings.data_dir, "audit-spool", spec.name)
+        return HttpForwarderDevice(
+            spec.name,
+            url=spec.url,
+            spool_dir=_per_worker(spool, worker),
+            spool_max_bytes=spec.spool_max_bytes,
+            batch_size=spec.batch_size,
+            on_overflow=lambda message: alarm(spec.name, message),
+        )
+    from medsecrets.audit.stdout import StdoutAuditDevice
+
+    return StdoutAuditDevice(spec.name)
+
+
+def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False) -> AuditStack:
+    """The audit stack for ``settings`` over ``store`` (not started: call ``start()``)."""
+    audit = settings.audit
+    node = audit.node or socket.gethostname()
+    if worker:
+        node = f"{node}-{os.getpid()}"
+    keys = BarrierKeySource(store.barrier)
+    stack = AuditStack(broker=None, keys=keys, node=node)
+    monitor = settings.monitor
+    if monitor.enabled:
+        stack.dispatcher = AlertDispatcher(
+            [LogChannel(), *(_channel(c) for c in monitor.channels)],
+            dedup_window=monitor.dedup_window,
+            on_alert=stack.record_alert,
+        )
+        stack.detectors = DetectorSet.default(
+            DetectorConfig(rate_limit=monitor.rate_threshold, rate_window=monitor.rate_window),
+            store.catalog.is_honeytoken,
+        )
+        stack.monitor = MonitorEngine(stack.detectors, stack.dispatcher.raise_)
+    export = _checkpoint_export(settings)
+    specs = device_settings(settings)
+    lanes = [
+        Lane(
+            _device(spec, settings, store, node=node, worker=worker, alarm=stack.alarm),
+            node=node,
+            keys=keys,
+            required=spec.required,
+            timeout=audit.timeout,
+            checkpoint_every=audit.checkpoint_every,
+            checkpoint_interval=audit.checkpoint_interval,
+            checkpoint_export=(
+                export.with_name(f"{export.stem}-{spec.name}{export.suffix}")
+                if export is not None and len(specs) > 1
+                else export
+            ),
+        )
+        for spec in specs
+    ]
+    if not audit.enabled:
+        log.warning("dev mode with audit switched off: requests are not audited")
+        return stack
+    if not lanes:
+        log.error("no audit device configured: every request but health checks is refused")
+    stack.broker = AuditBroker(
+        lanes,
+        prefix=store.catalog.prefix,
+        keys=keys,
+        timeout=audit.timeout,
+        on_event=stack.monitor.submit if stack.monitor is not None else None,
+    )
+    return stack
+
+
+def _channel(spec: AlertChannelSettings) -> AlertChannel:
+    """An alert channel from its settings."""
+    if spec.type == "slack":
+        return SlackChannel(spec.url, name=spec.name)
+    if spec.type == "webhook":
+        return WebhookChannel(spec.url, secret=spec.secret.encode(), name=spec.name)
+    if spec.type == "smtp":
+        return SmtpChannel(
+            spec.host,
+            spec.port,
+            sender=spec.sender,
+            recipients=spec.recipients,
+            starttls=spec.starttls,
+            username=spec.username or None,
+            password=spec.password or None,
+            name=spec.name,
+        )
+    return LogChannel(name=spec.name)
