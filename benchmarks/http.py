@@ -233,6 +233,7 @@ def figures(quick: bool = False) -> list[Figure]:
     secrets = 1_000 if quick else SECRETS
     value = default_catalog().category("auth").build({}, development=False)
     ours: list[WrkResult] = []
+    unaudited: list[WrkResult] = []
     bare: list[WrkResult] = []
     moto: list[WrkResult] = []
     rss: list[float] = []
@@ -259,10 +260,23 @@ def figures(quick: bool = False) -> list[Figure]:
                 )
                 writes.append(wrk(f"{server.addr}/", seconds=seconds, script=script))
                 raw_rates.append(_raw_commit_rate(workdir, 300 if quick else 1_000))
-    for result in (*ours, *writes):
+        off = {"MEDSECRETS_AUDIT_ENABLED": "false"}  # dev mode only: the cost of audit
+        with ServerProcess(workdir / "data-unaudited", env=off) as server:
+            token = server.token
+            assert token is not None
+            _seed(server.addr, token, value, secrets)
+            read_url = f"{server.addr}/v1/secrets/{READ_PATH}"
+            for _ in range(3):
+                unaudited.append(wrk(read_url, seconds=seconds, token=token))
+    for result in (*ours, *unaudited, *writes):
         if result.errors:
             raise RuntimeError(f"wrk saw {result.errors} failed requests against medsecrets")
-    read = _median("secret read over HTTP (wrk -c32)", [r.rps for r in ours], "req/s")
+    read = _median(
+        "secret read over HTTP, durable audit on (wrk -c32)", [r.rps for r in ours], "req/s"
+    )
+    read_off = _median(
+        "secret read over HTTP, audit off (dev mode only)", [r.rps for r in unaudited], "req/s"
+    )
     ceiling = _median(
         "bare Starlette endpoint, same bytes, same server", [r.rps for r in bare], "req/s"
     )
@@ -273,9 +287,15 @@ def figures(quick: bool = False) -> list[Figure]:
     raw = _median("raw single-row durable commit, same disk (one writer)", raw_rates, "commits/s")
     return [
         read,
-        _median("secret read p99 latency", [r.p99_ms for r in ours], "ms"),
+        _median("secret read p99 latency, audit on", [r.p99_ms for r in ours], "ms"),
         ceiling,
-        Figure("secret read / bare Starlette", 100 * read.value / ceiling.value, "%"),
+        Figure("secret read (audit on) / bare Starlette", 100 * read.value / ceiling.value, "%"),
+        read_off,
+        _median("secret read p99 latency, audit off", [r.p99_ms for r in unaudited], "ms"),
+        Figure(
+            "secret read (audit off) / bare Starlette", 100 * read_off.value / ceiling.value, "%"
+        ),
+        Figure("cost of durable audit on reads", 100 * (1 - read.value / read_off.value), "%"),
         moto_fig,
         Figure("secret read / moto GetSecretValue", read.value / moto_fig.value, "x"),
         write,
