@@ -8,6 +8,8 @@ the arrays of tables, which only a config file can hold::
     type = "file"                  # file | database | syslog | http | stdout
     name = "primary"               # default: the type; unique
     required = true                # a request needs one required device to accept it
+                                   # (default true; false for syslog and stdout, which are
+                                   # not durable)
     path = "/var/log/medsecrets/audit.jsonl"   # file
     max_bytes = 104857600          # file: rotate at this size (0: never)
     rotate_interval = 86400.0      # file: rotate after this many seconds (0: never)
@@ -205,6 +207,8 @@ def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, 
         encrypt = values.get("encrypt")
         if isinstance(encrypt, str) and encrypt and "#" not in encrypt:
             raise ConfigError(f"setting '{where}.encrypt' ({source}): must be SECRET_PATH#FIELD")
+        # syslog and stdout only hand records over (not fsync'd): optional unless asked for
+        values.setdefault("required", kind not in ("syslog", "stdout"))
         found.append(AuditDeviceSettings(**values))  # type: ignore[arg-type]
     return tuple(found)
 

@@ -391,6 +391,10 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
         return stack
     if not lanes:
         log.error("no audit device configured: every request but health checks is refused")
+    elif not any(lane.required for lane in lanes):
+        raise ConfigError(
+            "setting 'audit.device': at least one device must be required (file, database or http)"
+        )
     stack.broker = AuditBroker(
         lanes,
         prefix=store.catalog.prefix,

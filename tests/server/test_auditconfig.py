@@ -1,0 +1,160 @@
+"""Audit devices and alert channels from the config file, and the stack built from them."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from medsecrets.catalog.loader import default_catalog
+from medsecrets.errors import AuditFailure, ConfigError
+from medsecrets.schema.seal import KeyFileSealConfig
+from medsecrets.server.auditsetup import build_audit, device_settings
+from medsecrets.server.config import load_settings
+from medsecrets.storage.sqlite import SqliteStorage
+from medsecrets.store import SecretStore
+
+
+def settings_from(tmp_path: Path, text: str, **overrides: object):  # type: ignore[no-untyped-def]
+    config = tmp_path / "server.toml"
+    config.write_text(f'tls_disable = true\ndata_dir = "{tmp_path / "data"}"\n' + text)
+    return load_settings(str(config), env={}, overrides=overrides)
+
+
+def test_devices_and_channels_are_parsed_with_type_defaults(tmp_path: Path) -> None:
+    s = settings_from(
+        tmp_path,
+        f"""
+[audit]
+database = true
+[[audit.device]]
+type = "file"
+name = "primary"
+path = "{tmp_path / "a.jsonl"}"
+max_bytes = 1000
+[[audit.device]]
+type = "syslog"
+address = "udp://127.0.0.1:514"
+[[alerts.channel]]
+type = "smtp"
+host = "127.0.0.1"
+sender = "a@example.test"
+recipients = ["b@example.test"]
+""",
+    )
+    devices = {d.name: d for d in device_settings(s)}
+    assert set(devices) == {"primary", "syslog", "database"}
+    assert devices["primary"].required and devices["primary"].max_bytes == 1000
+    assert devices["syslog"].required is False  # not durable: optional by default
+    assert s.monitor.channels[0].recipients == ("b@example.test",)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('[[audit.device]]\ntype = "file"\n', "audit.device[0].path"),
+        ('[[audit.device]]\ntype = "tape"\n', "audit.device[0].type"),
+        ('[[audit.device]]\ntype = "stdout"\ncolour = 1\n', "audit.device[0].colour"),
+        ('[[audit.device]]\ntype = "stdout"\nurl = "http://x"\n', "audit.device[0].url"),
+        ('[[audit.device]]\ntype = "http"\nurl = "ftp://siem"\n', "audit.device[0].url"),
+        ('[[audit.device]]\ntype = "file"\npath = 3\n', "audit.device[0].path"),
+        (
+            '[[audit.device]]\ntype = "stdout"\n[[audit.device]]\ntype = "stdout"\n',
+            "audit.device[1].name",
+        ),
+        ('[[alerts.channel]]\ntype = "webhook"\nurl = "http://x"\nsecret = "short"\n', "secret"),
+        ('[[alerts.channel]]\ntype = "smtp"\nhost = "h"\n', "alerts.channel[0]"),
+        ("[audit]\ndevice = 3\n", "audit.device"),
+        ("[audit]\ntimeout = 9.0\n", "audit.timeout"),
+    ],
+)
+def test_bad_entries_name_the_setting(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace("[", r"\[").replace("]", r"\]")):
+        settings_from(tmp_path, text)
+
+
+def test_secret_settings_are_never_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from(
+            tmp_path,
+            '[[alerts.channel]]\ntype = "webhook"\nurl = "http://x"\nsecret = 12345\n',
+        )
+    assert "12345" not in str(caught.value)
+
+
+def test_audit_can_be_switched_off_only_in_dev_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"audit\.enabled"):
+        settings_from(tmp_path, "[audit]\nenabled = false\n")
+    assert settings_from(tmp_path, "[audit]\nenabled = false\n", dev=True).audit.enabled is False
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SecretStore:
+    s = SecretStore(SqliteStorage(tmp_path / "store.db"), catalog=default_catalog())
+    s.initialize(KeyFileSealConfig(path=str(tmp_path / "unseal.key")))
+    return s
+
+
+def test_every_device_type_is_built_started_and_stopped(tmp_path: Path, store: SecretStore) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(5)
+        port = collector.getsockname()[1]
+        s = settings_from(
+            tmp_path,
+            f"""
+[audit]
+database = true
+stdout = true
+[[audit.device]]
+type = "file"
+path = "{tmp_path / "audit.jsonl"}"
+[[audit.device]]
+type = "syslog"
+address = "udp://127.0.0.1:{port}"
+[[audit.device]]
+type = "http"
+url = "http://127.0.0.1:9/ingest"
+required = false
+spool_dir = "{tmp_path / "spool"}"
+""",
+        )
+        stack = build_audit(s, store)
+        assert stack.broker is not None
+        stack.start()
+        try:
+            from medsecrets.core.request import Request
+
+            ticket = stack.broker.on_response(
+                Request(method="GET", route="sys.health", request_id="r1"), None, 200, None
+            )
+            assert ticket is not None
+            ticket.wait()
+            assert b"sys.health" in collector.recv(65536)
+            names = {d.name for d in stack.devices().devices}
+            assert names == {"file", "syslog", "http", "database", "stdout"}
+            assert stack.search({"operation": "sys.health"}, 10).device == "database"
+        finally:
+            stack.stop()
+
+
+def test_only_optional_devices_is_refused(tmp_path: Path, store: SecretStore) -> None:
+    s = settings_from(tmp_path, "[audit]\nstdout = true\n")
+    with pytest.raises(ConfigError, match="required"):
+        build_audit(s, store)
+
+
+def test_no_device_outside_dev_mode_refuses_requests(tmp_path: Path, store: SecretStore) -> None:
+    from medsecrets.core.request import Request
+
+    stack = build_audit(settings_from(tmp_path, ""), store)
+    assert stack.broker is not None
+    with pytest.raises(AuditFailure):
+        stack.broker.on_request(Request(method="GET", route="secrets.read"), None)
+
+
+def test_dev_mode_writes_a_file_device_in_the_data_dir(tmp_path: Path) -> None:
+    s = settings_from(tmp_path, "", dev=True)
+    (device,) = device_settings(s)
+    assert device.path == str(tmp_path / "data" / "audit" / "audit.jsonl")
