@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def test_every_material_route_is_refused_then_audited_once_after_recovery(
     store: SecretStore,
     tokens: TokenStore,
 ) -> None:
-    way, _broker, client, auth = setup
+    way, broker, client, auth = setup
     routes = _routes(store, tokens)
     created = client.put(f"/v1/secrets/{P}", headers=auth, json={"fields": {"password": CANARY}})
     assert created.status_code == 200, created.text
@@ -249,6 +250,9 @@ def test_every_material_route_is_refused_then_audited_once_after_recovery(
     assert store.secrets.describe(P).current_version == versions_before
     assert store.secrets.get(P).fields["password"] == CANARY
     way.heal()
+    deadline = time.monotonic() + 10  # recovered: no write still hanging
+    while broker.health()[0]["hung"] and time.monotonic() < deadline:
+        time.sleep(0.01)
 
     ok: list[str] = []
     for route in ("secrets.read", "secrets.write", "generate", "tokens.create", "metadata.update"):

@@ -22,6 +22,7 @@ the HMAC'd fields; that call must not block.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import threading
@@ -43,6 +44,13 @@ EXEMPT_ROUTES = frozenset({"sys.health", "sys.seal_status"})
 """Routes served (and still audited when devices exist) with no audit device at all."""
 
 _SECRET_ROUTES = ("secrets.", "metadata.", "stages.")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _utcnow() -> dt.datetime:
@@ -76,6 +84,7 @@ class AuditBroker:
         self._now = now
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._wake_scheduled = False
 
     def __repr__(self) -> str:
         return f"AuditBroker(devices={[lane.name for lane in self.lanes]})"
@@ -134,9 +143,19 @@ class AuditBroker:
 
     def _append(self, event: AuditEvent, *, wait: bool) -> Waiter | None:
         waiter = Waiter(self._required, timeout=self._timeout + 1.0) if wait else None
+        loop = _running_loop()
         for lane in self.lanes:
-            lane.append(event, waiter if lane.required else None)
+            lane.append(event, waiter if lane.required else None, notify=loop is None)
+        if loop is not None and not self._wake_scheduled:
+            # On an event loop: wake the writers once, after this iteration's requests.
+            self._wake_scheduled = True
+            loop.call_soon(self._wake)
         return waiter
+
+    def _wake(self) -> None:
+        self._wake_scheduled = False
+        for lane in self.lanes:
+            lane.wake()
 
     def _event(
         self,
@@ -227,7 +246,7 @@ class AuditBroker:
         raise NotFoundError(f"no audit device named {device!r}")
 
     def health(self) -> list[dict[str, object]]:
-        """Per device: name, required, up, records, failures, dropped, pending, last error, seq.
+        """Per device: name, required, up, hung, records, failures, dropped, pending, seq, error.
 
         A device with its own ``health()`` (the SIEM forwarder) adds
         ``spool_pending``, ``spool_bytes`` and its delivery ``delivery_error``.
@@ -238,6 +257,7 @@ class AuditBroker:
                 "name": lane.name,
                 "required": lane.required,
                 "up": lane.up,
+                "hung": lane.hung,
                 "records": lane.records,
                 "failures": lane.failures,
                 "dropped": lane.dropped,

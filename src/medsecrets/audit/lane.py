@@ -1,13 +1,16 @@
 """``Lane``: one audit device's queue, writer thread and hash chain (group commit).
 
-``append(event, waiter)`` queues an event (cheap: no rendering on the caller's
-thread). One writer thread per lane takes *everything* queued, renders it
-(HMACs, chain links, a signed checkpoint when one is due), and hands the batch
-to ``device.write`` in one call: every request waiting on the same fsync shares
-it (group commit). After the write the waiters of the batch are answered: yes
-when it succeeded, no when it raised. A failed batch is dropped from the chain
-(the head is not advanced; devices roll back partial writes), so the stored
-chain never references a record that is not stored.
+``append(event, waiter)`` renders the event on the caller's thread, under the
+lane's lock (HMACs, the chain link, a signed checkpoint when one is due: a few
+microseconds), and queues the line. One writer thread per lane takes
+*everything* queued and hands it to ``device.write`` in one call: every request
+waiting on the same fsync shares it (group commit). The writer itself holds
+the GIL only briefly (the write and fsync release it), so it never convoys the
+event loop. After the write the waiters of the batch are answered: yes when it
+succeeded, no when it raised. A failed batch is dropped from the chain: the
+head goes back to the last durable record and everything queued behind the
+batch is rendered again on top of it (devices roll back partial writes), so the
+stored chain never references a record that is not stored.
 
 A write that takes longer than ``timeout`` makes the lane *hung*
 (``Lane.check_hung``, called by the broker's watchdog): its pending waiters are
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from medsecrets.audit.device import AuditDevice, ChainHead
 from medsecrets.audit.record import AuditEvent, Salter, render_line
@@ -49,6 +53,15 @@ class DeviceKeys:
 
     def __repr__(self) -> str:
         return "DeviceKeys(**********)"
+
+
+class _Item(NamedTuple):
+    """One queued record: the event (kept to re-render after a failure) and its line."""
+
+    event: AuditEvent
+    line: bytes
+    seq: int
+    digest: str
 
 
 KeySource = Callable[[str], DeviceKeys | None]
@@ -84,13 +97,14 @@ class Lane:
         self._max_pending = max_pending
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
-        self._queue: list[AuditEvent] = []
+        self._queue: list[_Item] = []
         self._waiters: list[Waiter] = []
         self._flight: list[Waiter] = []
         self._flight_since: float | None = None
         self._hung = False
         self._stopping = False
         self._head = ChainHead()
+        self._tail = ChainHead()
         self._since_checkpoint = 0
         self._last_checkpoint = clock()
         self._thread: threading.Thread | None = None
@@ -114,13 +128,18 @@ class Lane:
         return self.ok and not self._hung
 
     @property
+    def hung(self) -> bool:
+        """Whether a write has been in flight for longer than the timeout."""
+        return self._hung
+
+    @property
     def pending(self) -> int:
         """Events queued and not yet handed to the device."""
         return len(self._queue)
 
     def start(self) -> None:
         """Open the device (resuming its chain) and start the writer thread."""
-        self._head = self.device.open()
+        self._head = self._tail = self.device.open()
         self._thread = threading.Thread(target=self._run, name=f"audit-{self.name}", daemon=True)
         self._thread.start()
 
@@ -133,24 +152,38 @@ class Lane:
             self._thread.join(timeout)
         self.device.close()
 
-    def append(self, event: AuditEvent, waiter: Waiter | None = None) -> None:
-        """Queue ``event``; answer ``waiter`` once it is written (or not)."""
+    def append(
+        self, event: AuditEvent, waiter: Waiter | None = None, *, notify: bool = True
+    ) -> None:
+        """Queue ``event``; answer ``waiter`` once it is written (or not).
+
+        With ``notify=False`` the writer is not woken: the caller promises a
+        ``wake()`` soon (the broker wakes the writers once per event-loop
+        iteration, so a burst of requests becomes one batch and one fsync).
+        """
         refuse = False
         with self._cond:
             if self._stopping or len(self._queue) >= self._max_pending:
                 self.dropped += 1
                 refuse = True
             else:
-                self._queue.append(event)
+                was_empty = not self._queue
+                self._render(event)
                 if waiter is not None:
                     if self._hung:
                         refuse = True
                     else:
                         self._waiters.append(waiter)
-                if len(self._queue) == 1:
+                if notify and was_empty:
                     self._cond.notify()
         if refuse and waiter is not None:
             answer_all([waiter], ok=False)
+
+    def wake(self) -> None:
+        """Wake the writer if anything is queued (see ``append``)."""
+        with self._cond:
+            if self._queue:
+                self._cond.notify()
 
     def check_hung(self, now: float) -> None:
         """Fail the waiters of a write in flight for longer than the timeout."""
@@ -168,6 +201,34 @@ class Lane:
         _LOG.error("audit device %s: write hung for over %.1f s", self.name, self._timeout)
         answer_all(waiters, ok=False)
 
+    # -- rendering (under the lock) ----------------------------------------------------
+    def _render(self, event: AuditEvent) -> None:
+        """Chain ``event`` after the tail (and a checkpoint when one is due); queue the lines."""
+        keys = self._safe_keys()
+        salter = keys.salter if keys is not None else None
+        self._push(event, salter)
+        self._since_checkpoint += 1
+        if keys is not None and keys.sign is not None and self._checkpoint_due():
+            tail = self._tail
+            extra = keys.sign(self._node, self.name, tail.seq, tail.hash)
+            self._push(AuditEvent(kind="checkpoint", time=_now(), extra=extra), salter)
+            self._since_checkpoint = 0
+            self._last_checkpoint = self._clock()
+
+    def _push(self, event: AuditEvent, salter: Salter | None) -> None:
+        tail = self._tail
+        seq = tail.seq + 1
+        line, digest = render_line(
+            event, seq=seq, prev=tail.hash, node=self._node, device=self.name, salter=salter
+        )
+        self._queue.append(_Item(event, line, seq, digest))
+        self._tail = ChainHead(seq, digest)
+
+    def _checkpoint_due(self) -> bool:
+        if self._since_checkpoint >= self._checkpoint_every:
+            return True
+        return self._clock() - self._last_checkpoint >= self._checkpoint_interval
+
     # -- the writer thread ---------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -184,56 +245,35 @@ class Lane:
                 waiters, self._flight = self._flight, []
                 self._flight_since = None
                 self._hung = False
+                if not ok:
+                    self._rechain()
             answer_all(waiters, ok=ok)
 
-    def _write(self, batch: list[AuditEvent]) -> bool:
-        keys = self._safe_keys()
-        salter = keys.salter if keys is not None else None
-        head = self._head
-        lines: list[bytes] = []
-        seq, digest = head.seq, head.hash
-        for event in batch:
-            seq += 1
-            line, digest = render_line(
-                event, seq=seq, prev=digest, node=self._node, device=self.name, salter=salter
-            )
-            lines.append(line)
-        checkpoint: bytes | None = None
-        if keys is not None and keys.sign is not None and self._checkpoint_due(len(batch)):
-            extra = keys.sign(self._node, self.name, seq, digest)
-            seq += 1
-            checkpoint, digest = render_line(
-                AuditEvent(kind="checkpoint", time=_now(), extra=extra),
-                seq=seq,
-                prev=digest,
-                node=self._node,
-                device=self.name,
-                salter=salter,
-            )
-            lines.append(checkpoint)
+    def _write(self, batch: list[_Item]) -> bool:
         try:
-            self.device.write(lines)
+            self.device.write([item.line for item in batch])
         except Exception as exc:
             self.failures += 1
             self.ok = False
             self.last_error = type(exc).__name__
             _LOG.error("audit device %s: write failed (%s)", self.name, type(exc).__name__)
             return False
-        self._head = ChainHead(seq, digest)
-        self.records += len(lines)
+        last = batch[-1]
+        self._head = ChainHead(last.seq, last.digest)
+        self.records += len(batch)
         self.ok = True
-        if checkpoint is not None:
-            self._since_checkpoint = 0
-            self._last_checkpoint = self._clock()
-            self._export_checkpoint(checkpoint)
-        else:
-            self._since_checkpoint += len(lines)
+        for item in batch:
+            if item.event.kind == "checkpoint":
+                self._export_checkpoint(item.line)
         return True
 
-    def _checkpoint_due(self, added: int) -> bool:
-        if self._since_checkpoint + added >= self._checkpoint_every:
-            return True
-        return self._clock() - self._last_checkpoint >= self._checkpoint_interval
+    def _rechain(self) -> None:
+        """After a failed batch (lock held): render what is queued again on the durable head."""
+        queued, self._queue = self._queue, []
+        self._tail = self._head
+        for item in queued:
+            if item.event.kind != "checkpoint":  # checkpoints are re-signed when due again
+                self._render(item.event)
 
     def _safe_keys(self) -> DeviceKeys | None:
         try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import hmac
 import json
 import math
@@ -200,6 +201,7 @@ class TokenStore:
         self._cache_seconds = cache_seconds
         self._random = random
         self._key: bytes | None = None
+        self._mac: hmac.HMAC | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[TokenInfo, float]] = {}
 
@@ -217,12 +219,20 @@ class TokenStore:
             return self._key
 
     def _hash(self, token: str) -> str:
-        return hmac.digest(self._hmac_key(), token.encode("utf-8"), "sha256").hex()
+        # A keyed HMAC object copied per token: short inputs are hashed without releasing
+        # the GIL (hmac.digest() releases and re-acquires it, a costly hand-off under load).
+        mac = self._mac
+        if mac is None:
+            mac = self._mac = hmac.new(self._hmac_key(), digestmod=hashlib.sha256)
+        copy = mac.copy()
+        copy.update(token.encode("utf-8"))
+        return copy.hexdigest()
 
     def forget(self) -> None:
         """Drop the HMAC key and every cached token from memory (on seal)."""
         with self._lock:
             self._key = None
+            self._mac = None
             self._cache.clear()
 
     # -- create --------------------------------------------------------------------

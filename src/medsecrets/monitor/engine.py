@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from medsecrets.errors import MedsecretsError
@@ -33,6 +34,9 @@ from medsecrets.monitor.detectors import Detector
 from medsecrets.monitor.sources import event_from_record
 
 __all__ = ["MonitorEngine"]
+
+_LINGER = 0.005
+"""Seconds the worker waits after a wake-up before draining (detection is not latency-bound)."""
 
 _log = logging.getLogger(__name__)
 
@@ -118,6 +122,8 @@ class MonitorEngine:
         queue = self._queue
         while True:
             self._wake.wait()
+            if not self._stopped:
+                time.sleep(_LINGER)  # let a burst accumulate: one wake-up per batch, not per event
             self._wake.clear()
             while queue:
                 record = queue.popleft()
