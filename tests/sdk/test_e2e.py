@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
 from pathlib import Path
 
@@ -202,6 +203,35 @@ def test_tokens_create_lookup_revoke_and_policy(client: Client, server: ServerPr
 
 
 # -- retries, failover, repr ---------------------------------------------------------
+def test_audit_hash_devices_search_who_read_key_and_alerts(client: Client) -> None:
+    path = db("audited")
+    client.put(path, {"username": CANARY})
+    client.get(path)
+    digest = client.audit_hash(CANARY)
+    assert digest.device == "file" and digest.hash.startswith("hmac-sha256:")
+    assert client.audit_hash(Sensitive(CANARY), device="file") == digest
+    assert client.audit_hash(CANARY + "x").hash != digest.hash
+    [device] = client.audit_devices()
+    assert device.name == "file" and device.up and device.records > 0
+    found = client.audit_search(operation="secrets.write", kind="request", path_prefix=path)
+    [record] = found.records
+    data = record["data"]
+    assert isinstance(data, dict) and data["fields"] == {"username": digest.hash}
+    reads = client.audit_who_read(path, since=dt.datetime(2000, 1, 1))
+    assert [(r.principal, r.path) for r in reads.reads] == [("dev-root", path)]
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    assert client.audit_who_read(path, since=tomorrow).reads == ()
+    assert client.audit_search(path_prefix=path, since=tomorrow).records == ()
+    limited = client.audit_search(path_prefix=path, limit=1)
+    assert len(limited.records) == 1 and limited.truncated
+    assert client.audit_public_key().public_key_pem.startswith("-----BEGIN PUBLIC KEY-----")
+    assert isinstance(client.alerts(limit=5), tuple)
+    with pytest.raises(NotFoundError):
+        client.audit_hash("value", device="no-such-device")
+    with pytest.raises(InvalidRequest):
+        client.audit_search(limit=0)
+
+
 def test_failover_from_a_closed_port_to_the_server(server: ServerProcess) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     sleeps: list[float] = []
@@ -339,6 +369,8 @@ def test_async_client_against_the_server(client: Client, server: ServerProcess) 
             assert path in items
             assert (await ac.token_lookup_self()).root
             assert "database" in [c.name for c in (await ac.catalog()).categories]
+            assert (await ac.audit_devices())[0].up
+            assert (await ac.audit_who_read(path)).reads[-1].path == path
             with pytest.raises(NotFoundError):
                 await ac.get(db("async-missing"))
             assert server.token not in repr(ac)

@@ -17,7 +17,16 @@ from collections.abc import Sequence
 import typer
 
 from medsecrets import __version__
-from medsecrets.cli.commands import catalog, misc, operator, secrets, server, token
+from medsecrets.cli.commands import (
+    alerts,
+    audit,
+    catalog,
+    misc,
+    operator,
+    secrets,
+    server,
+    token,
+)
 from medsecrets.cli.errors import (
     EXIT_CODE_TABLE,
     CliError,
@@ -62,6 +71,8 @@ app.add_typer(operator.app, name="operator")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(token.app, name="token")
+app.add_typer(audit.app, name="audit")
+app.add_typer(alerts.app, name="alerts")
 misc.register(app)
 server.register(app)
 

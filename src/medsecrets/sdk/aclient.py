@@ -14,6 +14,7 @@ injectable so tests move no real time. The token never shows in ``repr``.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random as _random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -21,6 +22,13 @@ from typing import TypeVar
 
 import httpx
 
+from medsecrets.schema.audit import (
+    AuditDeviceHealth,
+    AuditHash,
+    AuditPublicKey,
+    AuditReads,
+    AuditRecords,
+)
 from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
 from medsecrets.schema.keys import KekVersion, RewrapReport
 from medsecrets.schema.provision import ProvisionReport
@@ -392,3 +400,57 @@ class AsyncClient(ClientBase):
     ) -> None:
         """Revoke a token (and its children) given its accessor or the token itself."""
         await self.call(ep.token_revoke(accessor=accessor, token=token))
+
+    # -- audit and alerts (``sudo`` on ``sys/audit``, ``sys/alerts``) -------------------
+    async def audit_hash(
+        self, value: str | Sensitive[str], *, device: str | None = None
+    ) -> AuditHash:
+        """The ``hmac-sha256:...`` that ``device`` (default: the first) writes for ``value``."""
+        return await self.call(ep.audit_hash(value, device=device))
+
+    async def audit_devices(self) -> tuple[AuditDeviceHealth, ...]:
+        """Every audit device and its health."""
+        return (await self.call(ep.audit_devices())).devices
+
+    async def audit_search(
+        self,
+        *,
+        principal: str | None = None,
+        path_prefix: str | None = None,
+        category: str | None = None,
+        environment: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
+        kind: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> AuditRecords:
+        """Audit records matching every filter given, oldest first, at most ``limit``
+        (1-10,000; ``truncated`` says whether more matched). Naive datetimes are UTC."""
+        return await self.call(
+            ep.audit_search(
+                principal=principal,
+                path_prefix=path_prefix,
+                category=category,
+                environment=environment,
+                operation=operation,
+                outcome=outcome,
+                kind=kind,
+                since=since,
+                until=until,
+                limit=limit,
+            )
+        )
+
+    async def audit_who_read(self, path: str, *, since: dt.datetime | None = None) -> AuditReads:
+        """Every successful read of ``path`` (any version) since ``since``, oldest first."""
+        return await self.call(ep.audit_who_read(path, since=since))
+
+    async def audit_public_key(self) -> AuditPublicKey:
+        """The Ed25519 key (PEM) that signs audit checkpoints."""
+        return await self.call(ep.audit_public_key())
+
+    async def alerts(self, *, limit: int = 50) -> tuple[Mapping[str, object], ...]:
+        """Recent anomaly alerts, newest first, with their delivery status per channel."""
+        return (await self.call(ep.alerts(limit=limit))).alerts

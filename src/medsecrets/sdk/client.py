@@ -14,6 +14,7 @@ injectable so tests move no real time. The token never shows in ``repr``.
 
 from __future__ import annotations
 
+import datetime as dt
 import random as _random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,6 +23,13 @@ from typing import TypeVar
 
 import httpx
 
+from medsecrets.schema.audit import (
+    AuditDeviceHealth,
+    AuditHash,
+    AuditPublicKey,
+    AuditReads,
+    AuditRecords,
+)
 from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
 from medsecrets.schema.keys import KekVersion, RewrapReport
 from medsecrets.schema.provision import ProvisionReport
@@ -392,3 +400,55 @@ class Client(ClientBase):
     ) -> None:
         """Revoke a token (and its children) given its accessor or the token itself."""
         self.call(ep.token_revoke(accessor=accessor, token=token))
+
+    # -- audit and alerts (``sudo`` on ``sys/audit``, ``sys/alerts``) -------------------
+    def audit_hash(self, value: str | Sensitive[str], *, device: str | None = None) -> AuditHash:
+        """The ``hmac-sha256:...`` that ``device`` (default: the first) writes for ``value``."""
+        return self.call(ep.audit_hash(value, device=device))
+
+    def audit_devices(self) -> tuple[AuditDeviceHealth, ...]:
+        """Every audit device and its health."""
+        return self.call(ep.audit_devices()).devices
+
+    def audit_search(
+        self,
+        *,
+        principal: str | None = None,
+        path_prefix: str | None = None,
+        category: str | None = None,
+        environment: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
+        kind: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> AuditRecords:
+        """Audit records matching every filter given, oldest first, at most ``limit``
+        (1-10,000; ``truncated`` says whether more matched). Naive datetimes are UTC."""
+        return self.call(
+            ep.audit_search(
+                principal=principal,
+                path_prefix=path_prefix,
+                category=category,
+                environment=environment,
+                operation=operation,
+                outcome=outcome,
+                kind=kind,
+                since=since,
+                until=until,
+                limit=limit,
+            )
+        )
+
+    def audit_who_read(self, path: str, *, since: dt.datetime | None = None) -> AuditReads:
+        """Every successful read of ``path`` (any version) since ``since``, oldest first."""
+        return self.call(ep.audit_who_read(path, since=since))
+
+    def audit_public_key(self) -> AuditPublicKey:
+        """The Ed25519 key (PEM) that signs audit checkpoints."""
+        return self.call(ep.audit_public_key())
+
+    def alerts(self, *, limit: int = 50) -> tuple[Mapping[str, object], ...]:
+        """Recent anomaly alerts, newest first, with their delivery status per channel."""
+        return self.call(ep.alerts(limit=limit)).alerts

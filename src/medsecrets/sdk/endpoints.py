@@ -6,7 +6,8 @@ endpoint; the POST routes marked safe are those where repeating a request
 that may have been applied leaves the same state: ``sys/seal``,
 ``sys/rewrap`` (resumable), ``stages`` with an explicit version or a removal,
 ``destroy`` of a version, ``provision`` (leaves existing secrets alone),
-``generate`` (no state), ``token/lookup`` and ``token/revoke``. Never
+``generate`` (no state), ``sys/audit/hash`` (no state), ``token/lookup`` and
+``token/revoke``. Never
 retried after they may have been applied: ``init``, ``unseal``,
 ``sys/rotate``, ``rekey``, key rotation, ``restore`` and ``token/create``.
 ``PUT /v1/secrets`` is retried (the contract treats PUT as idempotent); a
@@ -16,11 +17,20 @@ unless ``cas`` is given, in which case the repeat reports ``CasConflictError``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import quote
 
 from medsecrets.errors import InvalidRequest
+from medsecrets.schema.audit import (
+    AlertList,
+    AuditDevices,
+    AuditHash,
+    AuditPublicKey,
+    AuditReads,
+    AuditRecords,
+)
 from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
 from medsecrets.schema.keys import KeyRotation, KeyVersions, RewrapReport
 from medsecrets.schema.provision import ProvisionReport
@@ -47,6 +57,12 @@ from medsecrets.sensitive import SecretFields, Sensitive
 from medsecrets.wire import from_wire, to_wire
 
 __all__ = [
+    "alerts",
+    "audit_devices",
+    "audit_hash",
+    "audit_public_key",
+    "audit_search",
+    "audit_who_read",
     "catalog",
     "category",
     "delete",
@@ -398,3 +414,66 @@ def token_lookup(*, accessor: str | None, token: str | Sensitive[str] | None) ->
 def token_revoke(*, accessor: str | None, token: str | Sensitive[str] | None) -> Call[Revoked]:
     body = _token_ref(accessor, token)
     return Call("POST", "/v1/auth/token/revoke", _reader(Revoked), body=body)
+
+
+# -- audit and alerts --------------------------------------------------------------
+def _iso(value: dt.datetime) -> str:
+    """``value`` as ISO 8601 for a query (a naive datetime is taken as UTC)."""
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def audit_hash(value: str | Sensitive[str], *, device: str | None) -> Call[AuditHash]:
+    body: dict[str, object] = {"input": _reveal(value)}
+    if device is not None:
+        body["device"] = device
+    return Call("POST", "/v1/sys/audit/hash", _reader(AuditHash), body=body)
+
+
+def audit_devices() -> Call[AuditDevices]:
+    return Call("GET", "/v1/sys/audit/devices", _reader(AuditDevices))
+
+
+def audit_search(
+    *,
+    principal: str | None,
+    path_prefix: str | None,
+    category: str | None,
+    environment: str | None,
+    operation: str | None,
+    outcome: str | None,
+    kind: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+) -> Call[AuditRecords]:
+    texts = {
+        "principal": principal,
+        "path_prefix": path_prefix,
+        "category": category,
+        "environment": environment,
+        "operation": operation,
+        "outcome": outcome,
+        "kind": kind,
+        "since": None if since is None else _iso(since),
+        "until": None if until is None else _iso(until),
+    }
+    params = [(name, value) for name, value in texts.items() if value is not None]
+    params.append(("limit", str(limit)))
+    return Call("GET", "/v1/sys/audit/search", _reader(AuditRecords), params=tuple(params))
+
+
+def audit_who_read(path: str, *, since: dt.datetime | None) -> Call[AuditReads]:
+    params = [("path", path)]
+    if since is not None:
+        params.append(("since", _iso(since)))
+    return Call(
+        "GET", "/v1/sys/audit/who-read", _reader(AuditReads), params=tuple(params), subject=path
+    )
+
+
+def audit_public_key() -> Call[AuditPublicKey]:
+    return Call("GET", "/v1/sys/audit/public-key", _reader(AuditPublicKey))
+
+
+def alerts(*, limit: int) -> Call[AlertList]:
+    return Call("GET", "/v1/sys/alerts", _reader(AlertList), params=(("limit", str(limit)),))

@@ -1,0 +1,580 @@
+"""Audit files, offline: ``medsecrets audit verify | read | analyze``, and the readers of
+``search``/``who-read``/``export --file``.
+
+Nothing here needs a server or a token (except ``verify --public-key -``,
+which fetches the checkpoint key from the server). Files are given oldest
+first. ``--key-file`` (the audit log encryption key, 64 hex digits) opens the
+sealed lines of an encrypted file device; other lines are taken as they are
+(``crypt.is_sealed``), and a sealed record met without the key is an error.
+
+Errors: an input file that cannot be read or is not what it should be (not
+an audit record, not a key) is a usage error (exit 2) naming the file and
+line, never its content. ``verify`` exits ``EXIT_VERIFY_FAILED`` (7) with one
+line naming the first bad record; ``analyze`` exits 0 whatever it finds
+(alerts are findings, not errors).
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import os
+import pathlib
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Final
+
+import typer
+
+from medsecrets.cli.commands.connection import (
+    AddrOption,
+    CacertOption,
+    OutputOption,
+    TokenOption,
+    connection,
+    open_client,
+)
+from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.output import (
+    OutputFormat,
+    emit,
+    emit_json,
+    print_table,
+    rows_table,
+    warn,
+    wire,
+    write_line,
+)
+from medsecrets.errors import ConfigError, InvalidRequest
+from medsecrets.wire import JSON
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from medsecrets.audit.crypt import RecordCipher
+    from medsecrets.audit.verify import Decoder, VerifyReport
+    from medsecrets.monitor.analyze import AnalysisReport
+
+__all__ = [
+    "EXIT_VERIFY_FAILED",
+    "FileOption",
+    "KeyFileOption",
+    "file_records",
+    "print_records",
+    "reading",
+    "register",
+    "source_name",
+]
+
+EXIT_VERIFY_FAILED: Final = 7
+"""``audit verify`` found a modified, missing, reordered or inserted record."""
+
+
+class LogFormat(enum.StrEnum):
+    """``analyze --format``: whose log (default: sniffed per file)."""
+
+    ours = "ours"
+    cloudtrail = "cloudtrail"
+    vault = "vault"
+
+
+class ReadFormat(enum.StrEnum):
+    """``read --output``: JSON lines (the records as stored), a JSON array, or a table."""
+
+    jsonl = "jsonl"
+    json = "json"
+    table = "table"
+
+
+_OFFLINE = "Offline (audit files)"
+
+FileOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--file",
+        "-f",
+        help="Read this audit file instead of asking the server (repeatable, oldest first).",
+        show_default=False,
+        rich_help_panel=_OFFLINE,
+    ),
+]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="File holding the audit log encryption key (64 hex digits) of an encrypted file "
+        "device.",
+        show_default=False,
+        rich_help_panel=_OFFLINE,
+    ),
+]
+FilesArg = Annotated[
+    list[Path], typer.Argument(help="Audit files, oldest first.", show_default=False)
+]
+
+
+@contextmanager
+def reading() -> Iterator[None]:
+    """Turn an unreadable or malformed input file into one usage error naming it."""
+    from medsecrets.audit.record import LineError
+
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        name = exc.filename if exc.filename is not None else "an input file"
+        raise CliError(f"cannot read {name}: {reason}", ExitCode.USAGE) from None
+    except LineError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+
+
+def _cipher(key_file: Path | None) -> RecordCipher | None:
+    """The cipher of ``--key-file`` (never echoes the file's content)."""
+    if key_file is None:
+        return None
+    from medsecrets.audit.crypt import RecordCipher
+
+    with reading():
+        text = key_file.read_text(encoding="ascii", errors="replace")
+    try:
+        return RecordCipher.from_hex(text)
+    except ConfigError:
+        raise CliError(
+            f"--key-file {key_file}: expected an AES-256 key as 64 hex digits", ExitCode.USAGE
+        ) from None
+
+
+def _decoder(cipher: RecordCipher | None) -> Decoder | None:
+    """Opens sealed lines with ``cipher``; other lines pass as they are (with ``\\n``)."""
+    if cipher is None:
+        return None
+    from medsecrets.audit.crypt import is_sealed
+
+    def decode(line: bytes) -> bytes:
+        return cipher.open(line) if is_sealed(line) else line + b"\n"
+
+    return decode
+
+
+def file_records(files: Sequence[Path], key_file: Path | None) -> Iterator[dict[str, object]]:
+    """Every record of ``files``; a sealed record without ``--key-file`` is a usage error."""
+    from medsecrets.audit.crypt import SEALED_KIND
+    from medsecrets.audit.query import read_records
+
+    decode = _decoder(_cipher(key_file))
+    with reading():
+        for record in read_records(files, decode=decode):
+            if record.get("kind") == SEALED_KIND:
+                raise CliError("the audit file is encrypted: give --key-file", ExitCode.USAGE)
+            yield record
+
+
+def source_name(files: Sequence[Path]) -> str:
+    """The files as one ``source``/``device`` label of a result."""
+    return ", ".join(str(f) for f in files)
+
+
+def _record_row(record: Mapping[str, object]) -> dict[str, JSON]:
+    """A search table row: alerts show their detector, principal, path and source."""
+    from medsecrets.audit.query import record_field
+
+    alert = record.get("alert")
+    detector = alert.get("detector") if isinstance(alert, Mapping) else None
+    operation = record.get("operation") or (f"alert:{detector}" if detector else None)
+    row: dict[str, object] = {
+        "time": record.get("time"),
+        "kind": record.get("kind"),
+        "principal": record_field(record, "principal"),
+        "operation": operation,
+        "path": record_field(record, "path"),
+        "outcome": record.get("outcome"),
+        "status": record.get("status"),
+        "remote": record_field(record, "remote"),
+    }
+    return {
+        k: v if isinstance(v, str | int | bool) or v is None else str(v) for k, v in row.items()
+    }
+
+
+_RECORD_COLUMNS: Final = (
+    "time", "kind", "principal", "operation", "path", "outcome", "status", "remote",
+)  # fmt: skip
+
+
+def print_records(title: str, records: Iterable[Mapping[str, object]]) -> None:
+    """A table of records (time, kind, principal, operation, path, outcome, status, remote)."""
+    rows = [_record_row(r) for r in records]
+    print_table(rows_table(title, rows, _RECORD_COLUMNS), f"{len(rows)} record(s)")
+
+
+# -- offline: verify, read, analyze ----------------------------------------------------------
+class _CountingFile(io.FileIO):
+    """A raw binary file that reports the size of every read (drives the progress bar)."""
+
+    def __init__(self, path: Path, advance: Callable[[int], None]) -> None:
+        super().__init__(path, "rb")
+        self._advance = advance
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size) or b""
+        self._advance(len(data))
+        return data
+
+
+class _ProgressPath(pathlib.PosixPath):
+    """A path whose ``open`` counts the bytes read.
+
+    ``verify_files`` reads each path through ``Path.open``, so the bar follows
+    its own reads: no second pass over the files.
+    """
+
+    advance: Callable[[int], None]
+
+    def open(self, *args: object, **kwargs: object) -> _CountingFile:  # type: ignore[override]
+        return _CountingFile(self, self.advance)
+
+
+@contextmanager
+def _progress(files: Sequence[Path]) -> Iterator[Sequence[Path]]:
+    """``files``, tracked by a byte progress bar on stderr when it is a terminal (POSIX)."""
+    if not sys.stderr.isatty() or os.name != "posix":
+        yield files
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    total = sum(f.stat().st_size for f in files)
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task("verify", total=total)
+        tracked: list[Path] = []
+        for file in files:
+            path = _ProgressPath(file)
+            path.advance = lambda n: progress.advance(task, n)
+            tracked.append(path)
+        yield tracked
+
+
+def _load_public_key(
+    source: str | None, conn: tuple[str | None, str | None, str | None]
+) -> tuple[Ed25519PublicKey, str] | None:
+    """``--public-key``: the key and its id, from a PEM/hex file or (``-``) the server."""
+    if source is None:
+        return None
+    from medsecrets.audit.checkpoint import key_id_of, load_public_key
+
+    if source == "-":
+        with open_client(connection(*conn)) as client:
+            pem = client.audit_public_key().public_key_pem.encode()
+    else:
+        with reading():
+            pem = Path(source).read_bytes()
+    try:
+        key = load_public_key(pem)
+    except InvalidRequest:
+        raise CliError(
+            f"--public-key {source}: not an Ed25519 public key (PEM or 64 hex digits)",
+            ExitCode.USAGE,
+        ) from None
+    return key, key_id_of(key)
+
+
+def _exported(path: Path | None, node: str | None, device: str | None) -> list[dict[str, object]]:
+    """``--checkpoints``: the exported checkpoint records (of ``node``/``device`` if given)."""
+    if path is None:
+        return []
+    from medsecrets.audit.checkpoint import read_checkpoints
+
+    with reading():
+        return read_checkpoints(path, node=node, device=device)
+
+
+def _verify_data(report: VerifyReport, files: Sequence[Path], exported: int) -> dict[str, JSON]:
+    """The JSON result of ``verify``."""
+    first = report.last_seq - report.records + 1 if report.ok and report.records else None
+    return {
+        "ok": report.ok,
+        "files": [str(f) for f in files],
+        "records": report.records,
+        "first_seq": first,
+        "last_seq": report.last_seq,
+        "last_hash": report.last_hash,
+        "checkpoints_verified": report.checkpoints_verified,
+        "exported_checkpoints": exported,
+        "sealed_unchecked": report.sealed,
+        "file": None if report.file is None else str(report.file),
+        "first_bad_index": report.first_bad_index,
+        "first_bad_seq": report.first_bad_seq,
+        "problem": report.problem,
+    }
+
+
+def _bad_record(report: VerifyReport, checkpoints: Path | None) -> str:
+    """The one line that names the first bad record."""
+    seq = f", seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""
+    if report.first_bad_index is None:
+        return f"verification failed: exported checkpoints {checkpoints}{seq}: {report.problem}"
+    where = report.file if report.file is not None else "log"
+    index = report.first_bad_index
+    return (
+        f"verification failed: {where} line index {index} (line {index + 1}){seq}: {report.problem}"
+    )
+
+
+def _print_verified(data: Mapping[str, JSON], key_id: str | None, from_start: bool) -> None:
+    """The summary of a clean ``verify``: what was checked, and what was not."""
+    files = data["files"]
+    count = len(files) if isinstance(files, list) else 0
+    write_line(
+        f"OK: {data['records']} record(s) in {count} file(s), seq {data['first_seq'] or '-'}"
+        f" to {data['last_seq']}: the chain is intact."
+    )
+    if key_id is not None:
+        write_line(
+            f"Checkpoint signatures: {data['checkpoints_verified']} verified (key {key_id})."
+        )
+    else:
+        write_line("Checkpoint signatures: not checked (give --public-key).")
+    if data["exported_checkpoints"]:
+        write_line(
+            f"Exported checkpoints: {data['exported_checkpoints']} given, all consistent with "
+            "the log."
+        )
+    else:
+        write_line("Exported checkpoints: none given (--checkpoints detects a truncated tail).")
+    if not from_start and data["first_seq"] not in (None, 1):
+        write_line(
+            f"Chain start: trusted at seq {data['first_seq']} (rotated files before it are not "
+            "checked; --from-start requires the log to start the chain)."
+        )
+    if data["sealed_unchecked"]:
+        write_line(
+            f"Encrypted records: {data['sealed_unchecked']} checked for their place in the "
+            "chain only (give --key-file to check their content)."
+        )
+
+
+def verify(
+    *,
+    files: FilesArg,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="Checkpoint signing key: a PEM (or hex) file, or - to fetch it from the server.",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Exported checkpoints (JSON lines): detects a truncated tail.",
+            show_default=False,
+        ),
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node", help="Use only the exported checkpoints of this node.", show_default=False
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device", help="Use only the exported checkpoints of this device.", show_default=False
+        ),
+    ] = None,
+    key_file: KeyFileOption = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="The first file must start the chain (seq 1).")
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+    addr: AddrOption = None,
+    token: TokenOption = None,
+    cacert: CacertOption = None,
+) -> None:
+    """Check audit files for tampering; exit 7 naming the first bad record (offline)."""
+    from medsecrets.audit.device import ChainHead
+    from medsecrets.audit.verify import verify_files
+
+    loaded = _load_public_key(public_key, (addr, token, cacert))
+    exported = _exported(checkpoints, node, device)
+    decode = _decoder(_cipher(key_file))
+    with reading(), _progress(files) as paths:
+        report = verify_files(
+            paths,
+            public_key=None if loaded is None else loaded[0],
+            checkpoints=exported,
+            start=ChainHead() if from_start else None,
+            decode=decode,
+        )
+    data = _verify_data(report, files, len(exported))
+    if report.ok:
+        key_id = None if loaded is None else loaded[1]
+        emit(data, output, lambda: _print_verified(data, key_id, from_start))
+        return
+    if output is OutputFormat.json:
+        emit_json(data)
+    sys.stderr.write(f"error: {_bad_record(report, checkpoints)}\n")
+    sys.stderr.flush()
+    raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+def read(
+    *,
+    files: FilesArg,
+    key_file: Annotated[
+        Path,
+        typer.Option(
+            "--key-file",
+            help="File holding the audit log encryption key (64 hex digits).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        ReadFormat,
+        typer.Option("--output", "-o", help="jsonl (one record per line), json or table."),
+    ] = ReadFormat.jsonl,
+) -> None:
+    """Decrypt an encrypted file device and print its records (offline)."""
+    records = file_records(files, key_file)
+    if output is ReadFormat.jsonl:
+        for record in records:
+            write_line(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+    elif output is ReadFormat.json:
+        emit_json(list(records))
+    else:
+        print_records(source_name(files), records)
+
+
+_ALERT_COLUMNS: Final = ("time", "severity", "detector", "principal", "source", "path", "summary")
+
+
+def _print_analysis(data: Mapping[str, JSON], limit: int) -> None:
+    alerts = data["alerts"]
+    rows = [a for a in alerts if isinstance(a, dict)] if isinstance(alerts, list) else []
+    shown = rows if limit == 0 else rows[:limit]
+    counts = data["counts"]
+    count_rows = (
+        [{"detector": k, "alerts": v} for k, v in counts.items()]
+        if isinstance(counts, dict)
+        else []
+    )
+    print_table(
+        rows_table("alerts", shown, _ALERT_COLUMNS),
+        *([f"... {len(rows) - len(shown)} more (--limit 0 shows all, --output json too)"]
+          if len(shown) < len(rows) else []),
+        rows_table("alerts per detector", count_rows, ("detector", "alerts")),
+        f"{data['events']} event(s) in {data['elapsed_seconds']} s "
+        f"({data['events_per_second']} events/s): {len(rows)} alert(s).",
+    )  # fmt: skip
+
+
+def analyze(
+    *,
+    files: FilesArg,
+    fmt: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--format",
+            help="ours, cloudtrail or vault (default: recognised per file).",
+            show_default=False,
+        ),
+    ] = None,
+    rate_threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--rate-threshold",
+            min=1,
+            help="Reads by one principal in the rate window that raise a rate alert (default 50).",
+            show_default=False,
+        ),
+    ] = None,
+    rate_window: Annotated[
+        float | None,
+        typer.Option(
+            "--rate-window",
+            min=1.0,
+            help="Seconds of the rate window (default 300).",
+            show_default=False,
+        ),
+    ] = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="Catalog file whose honeytokens and prefix to use "
+            "(default: the packaged catalog).",
+            show_default=False,
+        ),
+    ] = None,
+    honeytoken: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--honeytoken",
+            help="A decoy secret path, e.g. "
+            "medessence/production/database/legacy-admin (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Alerts shown in the table (0: all).")
+    ] = 50,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Run the anomaly detectors over audit logs: ours, CloudTrail or Vault (offline).
+
+    Alerts are findings, not errors: the exit code is 0 whatever is found.
+    """
+    from medsecrets.catalog.loader import default_catalog, load_catalog
+    from medsecrets.monitor.analyze import analyze as run
+    from medsecrets.monitor.detectors import DetectorConfig
+
+    model = load_catalog(catalog) if catalog is not None else default_catalog()
+    decoys = frozenset(h.strip("/") for h in honeytoken or ())
+
+    def is_honeytoken(path: str) -> bool:
+        return path.strip("/") in decoys or model.is_honeytoken(path)
+
+    default = DetectorConfig()
+    config = DetectorConfig(
+        rate_limit=rate_threshold or default.rate_limit,
+        rate_window=rate_window or default.rate_window,
+    )
+    with reading():
+        report = run(
+            files, None if fmt is None else fmt.value, config, is_honeytoken, prefix=model.prefix
+        )
+    if report.events == 0:
+        warn("no access events found (an encrypted log must be decrypted first: audit read)")
+    data = _analysis_data(report)
+    emit(data, output, lambda: _print_analysis(data, limit))
+
+
+def _analysis_data(report: AnalysisReport) -> dict[str, JSON]:
+    """The JSON result of ``analyze``."""
+    return {
+        "events": report.events,
+        "elapsed_seconds": round(report.elapsed, 3),
+        "events_per_second": round(report.events_per_second),
+        "formats": dict(report.formats),
+        "counts": dict(report.counts),
+        "alerts": [wire(alert.to_dict()) for alert in report.alerts],
+    }
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``verify``, ``read`` and ``analyze`` to the ``audit`` command group."""
+    app.command("verify")(verify)
+    app.command("read")(read)
+    app.command("analyze")(analyze)

@@ -1,0 +1,401 @@
+"""``medsecrets audit ...`` and ``medsecrets alerts list`` end to end.
+
+The CLI runs in-process (``medsecrets.cli.app.main``, the console script's
+function: same parsing, same one-line errors and exit codes) against a real
+dev server process with signed checkpoints every few records; offline
+commands read that server's audit file (``<data_dir>/audit/audit.jsonl``) and
+copies of it. In-process keeps the ~40 runs of this file fast; the console
+script itself is covered by the other CLI tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import stat
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medsecrets.audit.crypt import RecordCipher
+from medsecrets.audit.export import CSV_COLUMNS
+from medsecrets.cli.app import main
+from medsecrets.testing.anomalies import HONEYTOKENS, PREFIX, generate, write
+from medsecrets.testing.serverproc import ServerProcess
+
+VERIFY_FAILED = 7
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One in-process CLI run."""
+
+    args: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def ok(self) -> Ran:
+        assert self.code == 0, f"{self.args}: exit {self.code}\n{self.stderr}"
+        return self
+
+    def error(self, code: int) -> str:
+        """Assert exit ``code`` with exactly one ``error:`` line on stderr; return it."""
+        assert self.code == code, f"{self.args}: exit {self.code} != {code}\n{self.stderr}"
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), self.stderr
+        return lines[0]
+
+
+Run = Callable[..., Ran]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A dev server that signs a checkpoint every 4 records."""
+    data = tmp_path_factory.mktemp("audit-cli")
+    env = {"MEDSECRETS_AUDIT_CHECKPOINT_EVERY": "4"}
+    with ServerProcess(data / "data", dev=True, env=env, log_dir=data / "logs") as process:
+        yield process
+
+
+@pytest.fixture
+def run(
+    server: ServerProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Run:
+    """``run(*args, input="", env={})``: the CLI against ``server`` with its root token."""
+    for name in [n for n in os.environ if n.startswith("MEDSECRETS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MEDSECRETS_ADDR", server.addr)
+    monkeypatch.setenv("MEDSECRETS_TOKEN", server.token or "")
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    def invoke(*args: str, input: str = "", env: dict[str, str] | None = None) -> Ran:
+        with monkeypatch.context() as scoped:
+            for name, value in (env or {}).items():
+                scoped.setenv(name, value)
+            scoped.setattr(sys, "stdin", io.StringIO(input))
+            capsys.readouterr()
+            code = main(list(args))
+            out, err = capsys.readouterr()
+        return Ran(args, code, out, err)
+
+    return invoke
+
+
+@pytest.fixture
+def audit_file(server: ServerProcess) -> Path:
+    return server.data_dir / "audit" / "audit.jsonl"
+
+
+def snapshot(source: Path, target: Path) -> list[bytes]:
+    """Copy the complete lines of the live audit file; the lines copied."""
+    lines = source.read_bytes().splitlines(keepends=True)
+    lines = [line for line in lines if line.endswith(b"\n")]
+    target.write_bytes(b"".join(lines))
+    return lines
+
+
+def fresh_path() -> str:
+    return f"medessence/audit/external-services/t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def written(run: Run) -> tuple[str, str]:
+    """A secret written and read once through the CLI: (path, value)."""
+    path, value = fresh_path(), f"CANARY-{uuid.uuid4().hex}"
+    run("secrets", "put", path, "-", input=json.dumps({"smtp_password": value})).ok()
+    run("secrets", "get", path, "--field", "smtp_password").ok()
+    return path, value
+
+
+# -- search, who-read, hash ------------------------------------------------------------------
+def test_search_finds_the_read_on_the_server_and_in_the_file(
+    run: Run, written: tuple[str, str], audit_file: Path
+) -> None:
+    path, value = written
+    args = ("audit", "search", "--operation", "secrets.read", "--path-prefix", path)
+    remote = run(*args, "-o", "json").ok().json()
+    offline = run(*args, "--file", str(audit_file), "-o", "json").ok().json()
+    for found in (remote, offline):
+        assert isinstance(found, dict)
+        kinds = [(r["kind"], r["outcome"]) for r in found["records"]]
+        assert kinds == [("request", None), ("response", "success")]
+        assert {r["path"] for r in found["records"]} == {path}
+        assert found["truncated"] is False
+    assert remote["records"] == offline["records"]
+    table = run(*args, "--outcome", "success").ok().stdout
+    assert path in table and "secrets.read" in table and "1 record(s)" in table
+    lines = run(*args, "--format", "jsonl").ok().stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [r["seq"] for r in remote["records"]]
+    assert value not in audit_file.read_text(encoding="utf-8")
+
+
+def test_search_limit_warns_when_more_records_match(run: Run, written: tuple[str, str]) -> None:
+    result = run("audit", "search", "--path-prefix", written[0], "--limit", "1", "-o", "json").ok()
+    assert len(result.json()["records"]) == 1 and result.json()["truncated"] is True
+    assert "raise --limit" in result.stderr
+
+
+def test_who_read_lists_the_read(run: Run, written: tuple[str, str], audit_file: Path) -> None:
+    path, _ = written
+    for extra in ((), ("--file", str(audit_file))):
+        found = run("audit", "who-read", path, *extra, "-o", "json").ok().json()
+        assert isinstance(found, dict)
+        [read] = found["reads"]
+        assert read["principal"] == "dev-root" and read["remote"] == "127.0.0.1"
+        assert read["path"] == path and read["request_id"]
+    later = run("audit", "who-read", path, "--since", "2999-01-01", "-o", "json").ok().json()
+    assert later["reads"] == []
+    table = run("audit", "who-read", path, "--since", "1h", "--file", str(audit_file)).ok()
+    assert "dev-root" in table.stdout and "1 read(s)" in table.stdout
+
+
+def test_hash_of_the_written_value_is_in_the_written_record(
+    run: Run, written: tuple[str, str]
+) -> None:
+    path, value = written
+    quiet = run("audit", "hash", "-", input=value + "\n").ok()
+    digest = quiet.stdout.strip()
+    assert re.fullmatch(r"hmac-sha256:[0-9a-f]{64}", digest) and quiet.stderr == ""
+    loud = run("audit", "hash", value, "-o", "json").ok()
+    assert loud.json() == {"device": "file", "hash": digest}
+    assert "visible to other users" in loud.stderr and value not in loud.stderr
+    found = run(
+        "audit", "search", "--operation", "secrets.write", "--kind", "request",
+        "--path-prefix", path, "-o", "json",
+    ).ok().json()  # fmt: skip
+    [record] = found["records"]
+    assert record["data"]["fields"]["smtp_password"] == digest
+    assert run("audit", "hash", "other-value").ok().stdout.strip() != digest
+
+
+# -- verify ----------------------------------------------------------------------------------
+def wait_for_checkpoint(path: Path) -> None:
+    deadline = time.monotonic() + 15
+    while not (path.exists() and path.read_bytes().count(b"\n")):
+        assert time.monotonic() < deadline, "no checkpoint was exported"
+        time.sleep(0.1)
+
+
+def test_verify_the_dev_log_is_clean_with_signed_checkpoints(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    checkpoints = audit_file.with_name("checkpoints.jsonl")
+    wait_for_checkpoint(checkpoints)
+    pem = tmp_path / "audit.pub"
+    pem.write_text(run("audit", "public-key").ok().stdout, encoding="utf-8")
+    report = run(
+        "audit", "verify", str(audit_file), "--public-key", str(pem),
+        "--checkpoints", str(checkpoints), "--from-start", "-o", "json",
+    ).ok().json()  # fmt: skip
+    assert isinstance(report, dict) and report["ok"] is True
+    assert report["first_seq"] == 1 and report["records"] == report["last_seq"] > 4
+    assert report["checkpoints_verified"] >= 1 and report["exported_checkpoints"] >= 1
+    text = run("audit", "verify", str(audit_file), "--public-key", "-").ok().stdout
+    assert text.startswith("OK: ") and "the chain is intact" in text
+    assert "Checkpoint signatures:" in text and "verified (key " in text
+
+
+def test_verify_names_the_first_bad_record(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    lines = snapshot(audit_file, tmp_path / "clean.jsonl")
+    run("audit", "verify", str(tmp_path / "clean.jsonl"), "--from-start").ok()
+    bad, index = bytearray(b"".join(lines)), 3
+    at = sum(len(line) for line in lines[:index]) + len(lines[index]) // 2
+    bad[at] = ord("X") if bad[at] != ord("X") else ord("Y")
+    flipped = tmp_path / "flipped.jsonl"
+    flipped.write_bytes(bytes(bad))
+    line = run("audit", "verify", str(flipped)).error(VERIFY_FAILED)
+    assert f"{flipped} line index {index} (line {index + 1}), seq {index + 1}" in line
+    assert line.endswith("hash mismatch")
+    result = run("audit", "verify", str(flipped), "-o", "json")
+    assert result.code == VERIFY_FAILED
+    assert result.json()["first_bad_index"] == index
+
+
+def test_verify_detects_a_truncated_tail_against_exported_checkpoints(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    checkpoints = audit_file.with_name("checkpoints.jsonl")
+    wait_for_checkpoint(checkpoints)
+    lines = snapshot(audit_file, tmp_path / "log.jsonl")
+    short = tmp_path / "short.jsonl"
+    short.write_bytes(b"".join(lines[:2]))
+    run("audit", "verify", str(short)).ok()  # alone, a short log looks fine
+    line = run("audit", "verify", str(short), "--checkpoints", str(checkpoints)).error(
+        VERIFY_FAILED
+    )
+    assert "line index 2" in line and "truncated" in line
+
+
+# -- export ----------------------------------------------------------------------------------
+def test_export_csv_from_a_file_parses(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    lines = snapshot(audit_file, tmp_path / "log.jsonl")
+    out = run("audit", "export", "--format", "csv", "--file", str(tmp_path / "log.jsonl")).ok()
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [int(row[0]) for row in rows[1:]] == list(range(1, len(lines) + 1))
+    writes = run(
+        "audit", "export", "--format", "csv", "--file", str(tmp_path / "log.jsonl"),
+        "--operation", "secrets.write", "--path-prefix", written[0],
+    ).ok().stdout  # fmt: skip
+    table = list(csv.DictReader(io.StringIO(writes)))
+    assert [row["kind"] for row in table] == ["request", "response"]
+    assert table[1]["outcome"] == "success" and table[1]["path"] == written[0]
+
+
+def cef_extension(text: str) -> dict[str, str]:
+    """The ``key=value`` pairs of a CEF extension (a key starts after an unescaped space)."""
+    return dict(part.partition("=")[::2] for part in re.split(r" (?=[A-Za-z0-9]+=)", text))
+
+
+def test_export_cef_from_the_server_to_a_private_file(
+    run: Run, written: tuple[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "reads.cef"
+    done = run(
+        "audit", "export", "--format", "cef", "--operation", "secrets.read",
+        "--path-prefix", written[0], "--out", str(out),
+    ).ok()  # fmt: skip
+    assert done.stdout.strip() == f"Exported 2 record(s) to {out} (cef)."
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        parts = line.split("|", 7)
+        assert parts[:3] == ["CEF:0", "MedEssenceAI", "medsecrets"] and len(parts) == 8
+        assert parts[4] == "secrets.read" and parts[6] == "3"
+        extension = cef_extension(parts[7])
+        assert extension["request"] == written[0] and extension["suser"] == "dev-root"
+        assert extension["act"] == "secrets.read" and extension["src"] == "127.0.0.1"
+
+
+# -- devices, alerts -------------------------------------------------------------------------
+def test_devices_shows_the_file_device(run: Run) -> None:
+    found = run("audit", "devices", "-o", "json").ok().json()
+    [device] = found["devices"]
+    assert device["name"] == "file" and device["up"] is True and device["records"] > 0
+    assert "file" in run("audit", "devices").ok().stdout
+
+
+def test_alerts_list_shows_a_failed_access_burst(run: Run) -> None:
+    path = fresh_path()
+    for _ in range(6):
+        run("secrets", "get", path, env={"MEDSECRETS_TOKEN": "ms.bogus"}).error(4)
+    deadline = time.monotonic() + 15
+    while True:
+        alerts = run("alerts", "list", "-o", "json").ok().json()["alerts"]
+        if any(a["detector"] == "failed_burst" for a in alerts):
+            break
+        assert time.monotonic() < deadline, alerts
+        time.sleep(0.2)
+    burst = next(a for a in alerts if a["detector"] == "failed_burst")
+    assert burst["source"] == "127.0.0.1" and burst["delivery"]["log"]["status"] in (
+        "sent", "pending",
+    )  # fmt: skip
+    table = run("alerts", "list", "--limit", "5").ok().stdout
+    assert "failed_burst" in table and "denied accesses" in table and "log: " in table
+    recorded = run("audit", "search", "--kind", "alert", "-o", "json").ok().json()
+    assert any(r["alert"]["detector"] == "failed_burst" for r in recorded["records"])
+
+
+# -- analyze ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A labelled synthetic audit log (ours) with five episodes of every anomaly kind."""
+    records, labels = generate(7, 3000, 5)
+    [log] = write(tmp_path_factory.mktemp("anomalies"), "ours", records, labels)
+    return log
+
+
+def test_analyze_shows_alerts_on_a_generated_data_set(run: Run, generated: Path) -> None:
+    decoys = [arg for h in HONEYTOKENS for arg in ("--honeytoken", f"{PREFIX}/{h}")]
+    report = run("audit", "analyze", str(generated), *decoys, "-o", "json").ok().json()
+    assert isinstance(report, dict) and report["formats"] == {str(generated): "ours"}
+    assert report["events"] > 3000 and len(report["alerts"]) >= 9
+    for detector in ("rate", "bulk", "failed_burst", "emergency", "honeytoken"):
+        assert report["counts"][detector] > 0, detector
+    table = run("audit", "analyze", str(generated), "--limit", "3").ok().stdout
+    assert "alerts per detector" in table and "events/s" in table and "more (--limit 0" in table
+    quiet = run(
+        "audit", "analyze", str(generated), "--format", "ours", "--rate-threshold", "1000",
+        "-o", "json",
+    ).ok().json()  # fmt: skip
+    assert quiet["counts"]["rate"] == 0 and quiet["counts"]["honeytoken"] == 0
+
+
+# -- encrypted files -------------------------------------------------------------------------
+def test_read_and_verify_an_encrypted_log(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    key = os.urandom(32)
+    cipher = RecordCipher(key)
+    lines = snapshot(audit_file, tmp_path / "plain.jsonl")
+    sealed = tmp_path / "sealed.jsonl"
+    sealed.write_bytes(b"".join(cipher.seal(line) for line in lines))
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(key.hex() + "\n", encoding="ascii")
+    assert written[0].encode() not in sealed.read_bytes()
+
+    out = run("audit", "read", str(sealed), "--key-file", str(key_file)).ok().stdout
+    assert [json.loads(line) for line in out.splitlines()] == [json.loads(x) for x in lines]
+    report = run("audit", "verify", str(sealed), "--key-file", str(key_file), "-o", "json")
+    assert report.ok().json()["sealed_unchecked"] == 0
+    blind = run("audit", "verify", str(sealed)).ok().stdout
+    assert f"Encrypted records: {len(lines)} checked for their place" in blind
+    found = run(
+        "audit", "who-read", written[0], "--file", str(sealed), "--key-file", str(key_file),
+        "-o", "json",
+    ).ok().json()  # fmt: skip
+    assert len(found["reads"]) == 1
+
+    assert "encrypted: give --key-file" in run("audit", "search", "--file", str(sealed)).error(2)
+    other = tmp_path / "other.key"
+    other.write_text(os.urandom(32).hex(), encoding="ascii")
+    assert "cannot be decoded" in run("audit", "read", str(sealed), "--key-file", str(other)).error(
+        2
+    )
+    bad = run("audit", "verify", str(sealed), "--key-file", str(other)).error(VERIFY_FAILED)
+    assert "line index 0" in bad and "malformed line" in bad
+
+
+# -- errors ----------------------------------------------------------------------------------
+def test_errors_are_one_line_with_the_documented_exit_code(run: Run, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jsonl"
+    assert f"cannot read {missing}" in run("audit", "verify", str(missing)).error(2)
+    assert f"cannot read {missing}" in run("audit", "search", "--file", str(missing)).error(2)
+    assert "--since: expected an ISO 8601" in run("audit", "search", "--since", "soon").error(2)
+    assert "--until" in run("audit", "export", "--until", "2025-13-45").error(2)
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text('{"prev": "x"}\nnot json\n', encoding="utf-8")
+    assert f"{junk}:2: not a JSON record" in run("audit", "search", "--file", str(junk)).error(2)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n", encoding="utf-8")
+    assert "cannot tell the log format" in run("audit", "analyze", str(text)).error(2)
+    key = tmp_path / "short.key"
+    key.write_text("abcd", encoding="ascii")
+    message = run("audit", "read", str(junk), "--key-file", str(key)).error(2)
+    assert "64 hex digits" in message and "abcd" not in message
+    assert "no value" in run("audit", "hash", "-", input="").error(2)
+    assert "--key-file is for audit files" in run("audit", "search", "--key-file", str(key)).error(
+        2
+    )
+    denied = run("audit", "devices", env={"MEDSECRETS_TOKEN": "ms.bogus"}).error(4)
+    assert "ms.bogus" not in denied
