@@ -78,7 +78,7 @@ def test_make_run_on_a_fresh_clone_serves_the_readme_tour(tmp_path: Path) -> Non
             done = subprocess.run(
                 ["bash", "-c", command],
                 check=False,
-                cwd=tmp_path,
+                cwd=clone,  # the second shell of the tour is in the repository, like make run
                 env=tour_env,
                 capture_output=True,
                 text=True,

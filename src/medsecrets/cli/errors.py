@@ -17,6 +17,7 @@ code  meaning
 5     the server is sealed or not initialised (503)
 6     conflict: check-and-set lost, exists already, already initialised,
       scheduled for deletion (409, 410)
+7     ``audit verify``: the log was modified, reordered, truncated or forged
 ====  ==========================================================================
 """
 
@@ -52,6 +53,7 @@ class ExitCode(enum.IntEnum):
     DENIED = 4
     SEALED = 5
     CONFLICT = 6
+    VERIFY_FAILED = 7
 
 
 _BY_TYPE: tuple[tuple[type[MedsecretsError], ExitCode], ...] = (
@@ -70,7 +72,8 @@ _BY_TYPE: tuple[tuple[type[MedsecretsError], ExitCode], ...] = (
 EXIT_CODE_TABLE = (
     "Exit codes: 0 ok · 1 other error (e.g. server unreachable) · 2 usage or rejected input · "
     "3 not found · 4 unauthenticated or denied · 5 sealed or not initialised · "
-    "6 conflict (check-and-set, exists, scheduled for deletion)."
+    "6 conflict (check-and-set, exists, scheduled for deletion) · "
+    "7 audit verification failed (the log was tampered with or truncated)."
 )
 """The table in one paragraph, for ``--help`` epilogs."""
 

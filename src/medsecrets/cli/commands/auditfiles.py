@@ -69,7 +69,7 @@ __all__ = [
     "source_name",
 ]
 
-EXIT_VERIFY_FAILED: Final = 7
+EXIT_VERIFY_FAILED: Final = int(ExitCode.VERIFY_FAILED)
 """``audit verify`` found a modified, missing, reordered or inserted record."""
 
 
