@@ -21,6 +21,7 @@ SUITES = {
     "store": "Issue 2: the encrypted store in process",
     "http": "Issue 3: the server over HTTP",
     "sdk_cache": "Issue 3: the SDK cache in process",
+    "audit": "Issue 4: the audit log in process",
 }
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks

@@ -37,9 +37,15 @@ checkpoints at or before the trusted start are not checked.
 **Speed.** Lines are checked by position, without JSON parsing (only
 checkpoint, alert and problem lines take the exact, slower path): per line one
 SHA-256 and two prefix/suffix comparisons. ``verify_files`` reads 4 MiB
-binary chunks. On a 2-core x86_64 box this runs at about three quarters of
-the speed of hashing every line alone (200,000-330,000 records/s, load
-dependent).
+binary chunks. In one process this is about 250,000-300,000 records/s on a
+2-core x86_64 box (a quarter of hashing every line alone: the rest is Python
+per line). For logs of ``PARALLEL_MIN_BYTES`` and more, ``verify_files``
+checks blocks of whole lines in worker processes (one per core; each reads
+its block itself) and stitches them here: a block that verified on its own
+and whose first line links to the chain so far is taken whole; any other
+block is checked again here line by line, so the report (first bad index,
+problem, counts) is exactly the sequential one. ``docs/benchmarks.md`` has
+the figures.
 
 **Encrypted devices.** ``decode`` maps each stored line (given without its
 ``\\n``) to the record line before any check (``RecordCipher.open``); it
@@ -54,11 +60,17 @@ with the key.
 
 from __future__ import annotations
 
-import binascii
 import bisect
+import collections
+import concurrent.futures
+import contextlib
 import hashlib
 import itertools
 import json
+import multiprocessing
+import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +83,7 @@ from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import GENESIS, LineError
 from medsecrets.errors import DecryptionError
 
-__all__ = ["Decoder", "VerifyReport", "verify", "verify_files"]
+__all__ = ["PARALLEL_MIN_BYTES", "Decoder", "VerifyReport", "verify", "verify_files"]
 
 Decoder = Callable[[bytes], bytes]
 """Maps a stored line to its record line (decryption of an encrypted device)."""
@@ -231,7 +243,6 @@ class _Chain:
         decides exactly.
         """
         sha256 = hashlib.sha256
-        hexlify = binascii.b2a_hex
         decode = self.decode
         if _sample(first, decode).endswith(b"\n"):
             cut, tail = -_TAIL - 1, b',"hash":"%b"}\n'
@@ -250,7 +261,7 @@ class _Chain:
                 except (ValueError, DecryptionError):
                     failure = _Failure(index, last_seq + 1, PROBLEM_MALFORMED)
                     break
-            digest = hexlify(sha256(line[:cut] + b"}").digest())
+            digest = sha256(line[:cut] + b"}").hexdigest().encode()
             if not (
                 line.endswith(tail % digest) and line.startswith(head % (last_hash, last_seq + 1))
             ):
@@ -444,18 +455,27 @@ def verify_files(
     checkpoints: Sequence[Mapping[str, object]] = (),
     start: ChainHead | None = None,
     decode: Decoder | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Verify rotated files, oldest first, as one chain (see module docstring).
 
     The report's ``file`` and ``first_bad_index`` name the file and the
-    0-based line in it. Raises ``OSError`` for a file that cannot be read.
+    0-based line in it. ``workers`` is the number of hashing processes:
+    ``None`` picks one per available core for logs of ``PARALLEL_MIN_BYTES``
+    or more (else none), ``0`` or ``1`` checks in this process; the report is
+    the same either way. Raises ``OSError`` for a file that cannot be read.
     """
     chain = _Chain(public_key=public_key, checkpoints=checkpoints, start=start, decode=decode)
     starts: list[int] = []
-    for path in paths:
-        starts.append(chain.index)
-        if not _feed_file(chain, path):
-            break
+    with _pool(paths, workers, decode) as (pool, window):
+        for path in paths:
+            starts.append(chain.index)
+            if pool is None:
+                fed = _feed_file(chain, path)
+            else:
+                fed = _feed_blocks(chain, path, pool, window)
+            if not fed:
+                break
     failure = chain.finish()
     if failure is None or failure.index is None or not paths:
         return chain.report(failure)
@@ -478,3 +498,194 @@ def _feed_file(chain: _Chain, path: Path) -> bool:
             if not chain.feed(lines):
                 return False
         return chain.feed([rest]) if rest else True
+
+
+# -- parallel verification ----------------------------------------------------------------------
+#
+# A file is cut into blocks of whole lines. A worker process checks a block on
+# its own, trusting the ``prev``/``seq`` of its first line (as ``start=None``
+# does) with the very ``_Chain`` code, and returns a ``_Block`` summary. This
+# process then stitches: a block that verified on its own and whose first line
+# follows the chain so far (its trusted ``prev``/``seq`` are the chain head) is
+# merged as if its lines had been fed here; any other block is fed here, line by
+# line, which finds the first bad record exactly as the sequential path does.
+
+PARALLEL_MIN_BYTES: Final = 16 << 20
+"""Logs smaller than this (all files together) are verified in this process by default."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """What a worker found in one block of lines (see the comment above)."""
+
+    lines: int
+    ok: bool
+    """Every line verified, given the first line's trusted ``prev``/``seq``."""
+    first_seq: int
+    first_prev: bytes
+    last_seq: int
+    last_hash: bytes
+    before_last: bytes | None
+    sealed: int
+    signed: int
+    seen: dict[int, bytes]
+
+
+def _check_block(
+    where: tuple[str, int, int, tuple[int, int]],
+    public_key: bytes | None,
+    exported: frozenset[int],
+) -> _Block | None:
+    """Check a block of whole lines on its own (in a worker).
+
+    ``where`` is ``(file name, offset, length, (device, inode))``: the worker
+    reads the block itself (cheaper than sending it). ``None`` when the file
+    at that name is no longer the one being verified, or is shorter.
+    """
+    name, offset, length, identity = where
+    descriptor = os.open(name, os.O_RDONLY)
+    try:
+        status = os.fstat(descriptor)
+        if (status.st_dev, status.st_ino) != identity:
+            return None
+        block = os.pread(descriptor, length, offset)
+    finally:
+        os.close(descriptor)
+    if len(block) != length:
+        return None
+    lines = block.split(b"\n")
+    lines.pop()
+    key = None if public_key is None else Ed25519PublicKey.from_public_bytes(public_key)
+    chain = _Chain(public_key=key, checkpoints=(), start=None, decode=None)
+    chain.exported = dict.fromkeys(exported, b"")
+    chain._start_at(lines[0])
+    first_seq, first_prev = chain.last_seq + 1, chain.last_hash
+    ok = chain.seq_known and chain.feed(lines)
+    return _Block(
+        lines=len(lines),
+        ok=ok,
+        first_seq=first_seq,
+        first_prev=first_prev,
+        last_seq=chain.last_seq,
+        last_hash=chain.last_hash,
+        before_last=chain.before_last,
+        sealed=chain.sealed,
+        signed=chain.signed,
+        seen=chain.seen,
+    )
+
+
+def _merge(chain: _Chain, found: _Block | None) -> bool:
+    """Advance ``chain`` over a block checked by a worker; ``False`` if it does not follow."""
+    if (
+        found is None
+        or not found.ok
+        or found.first_seq != chain.last_seq + 1
+        or found.first_prev != chain.last_hash
+    ):
+        return False
+    chain.index += found.lines
+    chain.last_seq = found.last_seq
+    chain.last_hash = found.last_hash
+    chain.before_last = found.before_last
+    chain.sealed += found.sealed
+    chain.signed += found.signed
+    chain.seen.update(found.seen)
+    return True
+
+
+def _blocks(path: Path) -> Iterator[tuple[int, bytes, bytes]]:
+    """``(offset, block, rest)``: blocks of whole lines of ``path`` and where they start.
+
+    ``rest`` (a torn last line) is ``b""`` for every triple but the last,
+    whose block may be empty.
+    """
+    with path.open("rb", buffering=0) as handle:
+        rest = b""
+        offset = 0
+        while chunk := handle.read(_CHUNK):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                yield offset, data[:cut], b""
+                offset += cut
+        yield offset, b"", rest
+
+
+def _feed_blocks(chain: _Chain, path: Path, pool: concurrent.futures.Executor, window: int) -> bool:
+    """``_feed_file`` with the blocks of ``path`` checked in ``pool`` (same outcome).
+
+    At most ``window`` blocks are in flight (read, and not yet merged).
+    """
+    if chain.failure is not None:
+        return False
+    key = None if chain.public_key is None else chain.public_key.public_bytes_raw()
+    exported = frozenset(chain.exported)
+    name = os.fspath(path)
+    status = os.stat(name)
+    identity = (status.st_dev, status.st_ino)
+    pending: collections.deque[tuple[bytes, concurrent.futures.Future[_Block | None]]] = (
+        collections.deque()
+    )
+    rest = b""
+    try:
+        for offset, block, rest in _blocks(path):  # noqa: B007 - the last rest is used below
+            if block:
+                if not chain.started:
+                    chain._start_at(block[: block.index(b"\n")])
+                where = (name, offset, len(block), identity)
+                pending.append((block, pool.submit(_check_block, where, key, exported)))
+            while pending and (len(pending) >= window or not block):
+                done, future = pending.popleft()
+                if not _merge(chain, _result(future)) and not chain.feed(done.split(b"\n")[:-1]):
+                    return False
+    finally:
+        for _, future in pending:
+            future.cancel()
+    return chain.feed([rest]) if rest else True
+
+
+def _result(future: concurrent.futures.Future[_Block | None]) -> _Block | None:
+    """A worker's answer; ``None`` (check the block here) if the worker failed in any way."""
+    try:
+        return future.result()
+    except Exception:  # a dead pool or an unreadable file: the exact path decides
+        return None
+
+
+@contextlib.contextmanager
+def _pool(
+    paths: Sequence[Path], workers: int | None, decode: Decoder | None
+) -> Iterator[tuple[concurrent.futures.Executor | None, int]]:
+    """The worker pool for ``verify_files`` (``None``: verify here) and its block window."""
+    if workers is None:
+        workers = _cores()
+        if workers > 1 and sum(_size(p) for p in paths) < PARALLEL_MIN_BYTES:
+            workers = 0
+    if workers < 2 or decode is not None:  # a decoder holds a key: it stays in this process
+        yield None, 0
+        return
+    fork = sys.platform == "linux" and threading.active_count() == 1
+    methods = multiprocessing.get_all_start_methods()
+    method = "fork" if fork else "forkserver" if "forkserver" in methods else "spawn"
+    context = multiprocessing.get_context(method)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        yield pool, 2 * workers
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # reported when it is opened

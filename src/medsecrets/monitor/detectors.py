@@ -343,28 +343,40 @@ class RateDetector:
         self._config = config
         self._counts = _Counts(config.rate_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
+        self._add = self._counts.add
+        self._limit = config.rate_limit
+        self._principal_limits = dict(config.rate_principal_limits)
+        self._category_limits = dict(config.rate_category_limits)
 
     def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.operation != "read" or event.outcome != "success" or not event.principal:
+        if event.operation != "read" or event.outcome != "success":
             return []
-        config = self._config
         principal = event.principal
+        if not principal:
+            return []
         alerts = []
-        limit = config.rate_principal_limits.get(principal, config.rate_limit)
-        alert = self._check(event, principal, limit, "")
-        if alert is not None:
-            alerts.append(alert)
-        category = event.category
-        if category is not None and category in config.rate_category_limits:
-            limit = config.rate_category_limits[category]
-            alert = self._check(event, f"{principal}|{category}", limit, category)
+        limit = self._principal_limits.get(principal, self._limit)
+        count = self._add(principal, event.ts)
+        if count > limit:
+            alert = self._over(event, principal, count, limit, "")
             if alert is not None:
                 alerts.append(alert)
+        category = event.category
+        if category is not None and category in self._category_limits:
+            key = f"{principal}|{category}"
+            limit = self._category_limits[category]
+            count = self._add(key, event.ts)
+            if count > limit:
+                alert = self._over(event, key, count, limit, category)
+                if alert is not None:
+                    alerts.append(alert)
         return alerts
 
-    def _check(self, event: AccessEvent, key: str, limit: int, category: str) -> Alert | None:
-        count = self._counts.add(key, event.ts)
-        if count <= limit or not self._quiet.ready(key, event.ts):
+    def _over(
+        self, event: AccessEvent, key: str, count: int, limit: int, category: str
+    ) -> Alert | None:
+        """The alert for ``key``'s ``count`` over ``limit``, unless in its quiet period."""
+        if not self._quiet.ready(key, event.ts):
             return None
         window = self._config.rate_window
         self._quiet.hold(key, event.ts + window)
@@ -390,15 +402,19 @@ class BulkDetector:
         self._config = config
         self._distinct = _Distinct(config.bulk_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
+        self._add = self._distinct.add
+        self._threshold = config.bulk_distinct
 
     def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.operation != "read" or event.outcome != "success" or not event.principal:
+        if event.operation != "read" or event.outcome != "success":
             return []
         principal = event.principal
-        count = self._distinct.add(principal, event.ts, event.path)
-        config = self._config
-        if count < config.bulk_distinct or not self._quiet.ready(principal, event.ts):
+        if not principal:
             return []
+        count = self._add(principal, event.ts, event.path)
+        if count < self._threshold or not self._quiet.ready(principal, event.ts):
+            return []
+        config = self._config
         self._quiet.hold(principal, event.ts + config.bulk_window)
         return [
             _alert(
@@ -493,6 +509,12 @@ class FailedBurstDetector:
 
 
 class _Hours:
+    """A principal's hours: learned during warm-up, then the usual-hours mask.
+
+    ``last`` is the last absolute hour seen during warm-up, and after it the
+    last hour found usual (so a run of accesses in one hour tests the mask once).
+    """
+
     __slots__ = ("count", "first", "hours", "last", "ready", "usual")
 
     def __init__(self, ts: float) -> None:
@@ -542,7 +564,10 @@ class UnusualTimeDetector:
             _trim(self._profiles, self._config.max_keys)
             profile = self._profiles[principal] = _Hours(ts)
         hour = int(ts // 3600)
-        if not profile.ready:
+        if profile.ready:
+            if hour == profile.last:
+                return []  # this hour was found usual already
+        else:
             profile.count += 1
             if hour != profile.last and len(profile.hours) < self._HOURS_KEPT:
                 profile.hours.add(hour)
@@ -551,9 +576,11 @@ class UnusualTimeDetector:
                 profile.ready = True
                 profile.usual = _usual_hours(profile.hours, self._config.unusual_min_days)
                 profile.hours = set()
+                profile.last = -1
             return []
         bucket = hour_of_week(ts)
         if profile.usual >> bucket & 1:
+            profile.last = hour
             return []
         key = f"{principal}|{bucket}"
         if not self._quiet.ready(key, ts):
@@ -581,6 +608,7 @@ class NewSourceDetector:
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._learned = _Learned(config)
+        self._novel = self._learned.novel
         self._quiet = _Quiet(config.max_keys)
         self._networks: dict[str, str] = {}
 
@@ -607,8 +635,8 @@ class NewSourceDetector:
         principal, source = event.principal, event.source
         if not principal or not source:
             return []
-        network = self.network(source)
-        if not self._learned.novel(principal, event.ts, network):
+        network = self._networks.get(source) or self.network(source)
+        if not self._novel(principal, event.ts, network):
             return []
         key = f"{principal}|{network}"
         if not self._quiet.ready(key, event.ts):
@@ -634,13 +662,14 @@ class FirstCategoryDetector:
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._learned = _Learned(config)
+        self._novel = self._learned.novel
         self._quiet = _Quiet(config.max_keys)
 
     def observe(self, event: AccessEvent) -> list[Alert]:
         principal, category = event.principal, event.category
         if not principal or category is None:
             return []
-        if not self._learned.novel(principal, event.ts, category):
+        if not self._novel(principal, event.ts, category):
             return []
         key = f"{principal}|{category}"
         if not self._quiet.ready(key, event.ts):
@@ -689,17 +718,29 @@ class EmergencyDetector:
 
 
 class HoneytokenDetector:
-    """``honeytoken``: any read of a decoy secret (``is_honeytoken(path)``)."""
+    """``honeytoken``: any read of a decoy secret (``is_honeytoken(path)``).
+
+    ``is_honeytoken`` must be a pure function of the path: its answers are
+    cached (a bounded table), since the same paths are read over and over.
+    """
 
     name = "honeytoken"
+
+    _PATHS_KEPT = 65536
 
     def __init__(self, config: DetectorConfig, is_honeytoken: Callable[[str], bool]) -> None:
         self._config = config
         self._is_honeytoken = is_honeytoken
         self._quiet = _Quiet(config.max_keys)
+        self._decoys: dict[str, bool] = {}
 
     def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.operation != "read" or not event.path or not self._is_honeytoken(event.path):
+        if event.operation != "read" or not event.path:
+            return []
+        decoy = self._decoys.get(event.path)
+        if decoy is None:
+            decoy = self._decoy(event.path)
+        if not decoy:
             return []
         key = f"{event.principal}|{event.path}"
         if not self._quiet.ready(key, event.ts):
@@ -715,6 +756,13 @@ class HoneytokenDetector:
                 f"honeytoken {event.path} read by {who} ({event.outcome})",
             )
         ]
+
+    def _decoy(self, path: str) -> bool:
+        """``is_honeytoken(path)``, remembered."""
+        if len(self._decoys) >= self._PATHS_KEPT:
+            self._decoys.clear()
+        found = self._decoys[path] = bool(self._is_honeytoken(path))
+        return found
 
 
 # --- the set ----------------------------------------------------------------------------------
@@ -732,6 +780,7 @@ class DetectorSet:
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors: tuple[Detector, ...] = tuple(detectors)
         self.counts: dict[str, int] = {d.name: 0 for d in self.detectors}
+        self._observers = tuple((d.name, d.observe) for d in self.detectors)
 
     @classmethod
     def default(
@@ -758,9 +807,9 @@ class DetectorSet:
     def observe(self, event: AccessEvent) -> list[Alert]:
         """Every detector's alerts for ``event``, in detector order."""
         alerts: list[Alert] = []
-        for detector in self.detectors:
-            found = detector.observe(event)
+        for name, observe in self._observers:
+            found = observe(event)
             if found:
                 alerts.extend(found)
-                self.counts[detector.name] += len(found)
+                self.counts[name] += len(found)
         return alerts

@@ -29,7 +29,9 @@ and yields events in file order:
   ``approle``); ``auth.metadata.emergency: "true"`` or a ``break-glass`` /
   ``emergency`` policy marks an emergency token.
 
-``detect_format`` sniffs a file's first bytes. Malformed input raises
+Files are read in 4 MiB blocks; lines that hold one JSON object are parsed by
+orjson, anything else by the standard library (so both accept the same
+lines). ``detect_format`` sniffs a file's first bytes. Malformed input raises
 ``LogFormatError`` naming the file and line; no parser echoes a field value
 into an error (logs can hold HMACs, never secrets, but we keep the habit).
 """
@@ -45,6 +47,8 @@ import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Final, Literal
+
+import orjson
 
 from medsecrets.audit.record import Outcome, outcome_for, split_path
 from medsecrets.errors import InvalidRequest
@@ -153,9 +157,34 @@ def open_log(path: str | os.PathLike[str]) -> IO[bytes]:
     return Path(path).open("rb")
 
 
+_BLOCK: Final = 1 << 22
+
+
 def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """The lines of a log without their ``\\n``, read in large blocks."""
     with open_log(path) as stream:
-        yield from stream
+        rest = b""
+        while block := stream.read(_BLOCK):
+            lines = (rest + block if rest else block).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
+
+
+def _object(line: bytes) -> object:
+    """The JSON value a line starts with (text after it is ignored, as ``raw_decode`` does).
+
+    Raises ``ValueError`` (``UnicodeDecodeError`` is one) when there is none.
+    The common case, a line holding one object, is parsed by orjson; any
+    other line by the standard library, so both accept exactly the same lines.
+    """
+    if line[:1] == b"{":
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return _decode(line.decode())[0]
 
 
 def _text(value: object) -> str:
@@ -219,14 +248,14 @@ def read_ours(path: str | os.PathLike[str]) -> Iterator[AccessEvent]:
     """Events of our audit log at ``path`` (see module docstring)."""
     name = os.fspath(path)
     for number, line in enumerate(_lines(path), 1):
-        head = line[:160]
-        if b'"kind":"' in head and b'"kind":"response"' not in head:
+        kind = line.find(b'"kind":"', 0, 160)
+        if kind >= 0 and line.find(b'"kind":"response"', kind, 160) < 0:
             continue  # request, checkpoint or alert record: not parsed at all
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
-            record = _decode(line.decode())[0]
-        except (ValueError, UnicodeDecodeError):
+            record = _object(line)
+        except ValueError:
             raise LogFormatError("not a JSON audit record", file=name, line=number) from None
         if not isinstance(record, dict):
             raise LogFormatError("not a JSON audit record", file=name, line=number)
@@ -336,6 +365,11 @@ def _json_values(path: str | os.PathLike[str]) -> Iterator[object]:
     name = os.fspath(path)
     with open_log(path) as stream:
         data = stream.read()
+    try:
+        yield orjson.loads(data)  # the common case: one document (CloudTrail's own files)
+        return
+    except orjson.JSONDecodeError:
+        pass  # several documents, or an error to locate: the exact path below
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -498,11 +532,11 @@ def read_vault(
     """Events of a Vault file audit log (see module docstring)."""
     name = os.fspath(path)
     for number, line in enumerate(_lines(path), 1):
-        if b'"type":"request"' in line[:80] or not line.strip():
+        if line.find(b'"type":"request"', 0, 80) >= 0 or not line or line.isspace():
             continue  # a request entry (when ``time`` and ``type`` lead): not parsed
         try:
-            entry = _decode(line.decode())[0]
-        except (ValueError, UnicodeDecodeError):
+            entry = _object(line)
+        except ValueError:
             raise LogFormatError("not a JSON audit entry", file=name, line=number) from None
         if not isinstance(entry, dict):
             raise LogFormatError("not a JSON audit entry", file=name, line=number)
