@@ -54,6 +54,7 @@ SAMPLES: dict[str, tuple[str, object, str]] = {
     "sys.audit.search": ("", None, "operation=secrets.read"),
     "sys.audit.who_read": ("", None, f"path={P}"),
     "sys.audit.public_key": ("", None, ""),
+    "sys.audit.verify": ("", None, ""),
     "sys.alerts": ("", None, "limit=5"),
 }
 

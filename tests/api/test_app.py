@@ -171,6 +171,8 @@ def test_tour_of_every_route_matches_the_document(
         reads = go("GET", "/v1/sys/audit/who-read", params={"path": P}, headers=h)["reads"]
         assert isinstance(reads, list) and reads
         go("GET", "/v1/sys/audit/public-key", headers=h)
+        assert go("GET", "/v1/sys/audit/verify", headers=h)["ok"] is True
+        go("GET", "/v1/sys/audit/verify", params={"device": "nope"}, headers=h)  # 404
         go("GET", "/v1/sys/alerts", headers=h)
         portal.call(ac.aclose)
     stack.stop()

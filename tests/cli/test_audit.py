@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from medsecrets.audit.crypt import RecordCipher
@@ -399,3 +400,32 @@ def test_errors_are_one_line_with_the_documented_exit_code(run: Run, tmp_path: P
     )
     denied = run("audit", "devices", env={"MEDSECRETS_TOKEN": "ms.bogus"}).error(4)
     assert "ms.bogus" not in denied
+
+
+def test_verify_a_device_on_the_server(
+    run: Run, written: tuple[str, str], audit_file: Path
+) -> None:
+    wait_for_checkpoint(audit_file.with_name("checkpoints.jsonl"))
+    report = run("audit", "verify", "--device", "file", "-o", "json").ok().json()
+    assert report["ok"] is True and report["device"] == "file"
+    assert report["records"] == report["last_seq"] > 4
+    assert report["checkpoints_verified"] >= 1
+    assert run("audit", "verify", "--device", "file").ok().stdout.startswith("ok: device file")
+    assert "nope" in run("audit", "verify", "--device", "nope").error(3)
+    assert "--device" in run("audit", "verify").error(2)
+
+
+def test_the_server_finds_a_tampered_device(tmp_path: Path, run: Run) -> None:
+    with ServerProcess(tmp_path / "data", dev=True, log_dir=tmp_path / "logs") as other:
+        live = other.data_dir / "audit" / "audit.jsonl"
+        for _ in range(3):
+            httpx.get(f"{other.addr}/v1/sys/health")
+        lines = live.read_bytes().splitlines(keepends=True)
+        assert len(lines) > 3
+        lines[2] = lines[2].replace(b'"sys.health"', b'"sys.healTH"', 1)
+        if b"sys.healTH" not in lines[2]:
+            lines[2] = lines[2][:-3] + (b"0" if lines[2][-3:-2] != b"0" else b"1") + lines[2][-2:]
+        live.write_bytes(b"".join(lines))
+        env = {"MEDSECRETS_ADDR": other.addr, "MEDSECRETS_TOKEN": other.token or ""}
+        line = run("audit", "verify", "--device", "file", env=env).error(VERIFY_FAILED)
+        assert "device file record index 2" in line

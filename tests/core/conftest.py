@@ -49,6 +49,7 @@ SAMPLES: dict[str, tuple[str, object, dict[str, tuple[str, ...]]]] = {
     "sys.audit.search": ("", None, {"operation": ("secrets.read",)}),
     "sys.audit.who_read": ("", None, {"path": (P,)}),
     "sys.audit.public_key": ("", None, {}),
+    "sys.audit.verify": ("", None, {}),
     "sys.alerts": ("", None, {"limit": ("5",)}),
 }
 

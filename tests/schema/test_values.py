@@ -24,6 +24,7 @@ from medsecrets.schema.audit import (
     AuditRead,
     AuditReads,
     AuditRecords,
+    AuditVerification,
 )
 from medsecrets.schema.catalog import (
     CatalogInfo,
@@ -159,6 +160,10 @@ SAMPLES: list[tuple[object, list[str]]] = [
     (AuditPublicKey(key_id="ab", public_key_pem="-----BEGIN PUBLIC KEY-----"),
      ["key_id", "public_key_pem"]),
     (AlertList(alerts=({"detector": "rate"},)), ["alerts"]),
+    (AuditVerification(device="file", ok=False, records=3, checkpoints_verified=1,
+                       first_bad_index=3, first_bad_seq=4, problem="hash mismatch", last_seq=3),
+     ["device", "ok", "records", "checkpoints_verified", "first_bad_index", "first_bad_seq",
+      "problem", "last_seq"]),
 ]  # fmt: skip
 
 

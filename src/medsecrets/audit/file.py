@@ -189,6 +189,11 @@ class FileAuditDevice:
         """The at-rest cipher, if the device encrypts (readers need it to decode)."""
         return self._cipher
 
+    @property
+    def keeps_everything(self) -> bool:
+        """Whether no rotated file is ever deleted (``keep`` 0): the chain starts at seq 1."""
+        return self._keep == 0
+
     def files(self) -> list[Path]:
         """Every file of the chain, oldest first: the rotated ones, then the current."""
         return [*self.rotated_files(), self._path]

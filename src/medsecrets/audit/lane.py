@@ -128,6 +128,11 @@ class Lane:
         return self.ok and not self._hung
 
     @property
+    def checkpoint_export(self) -> Path | None:
+        """Where this lane's checkpoints are also written, if anywhere."""
+        return self._export
+
+    @property
     def hung(self) -> bool:
         """Whether a write has been in flight for longer than the timeout."""
         return self._hung

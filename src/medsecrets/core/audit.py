@@ -34,6 +34,7 @@ from medsecrets.schema.audit import (
     AuditPublicKey,
     AuditReads,
     AuditRecords,
+    AuditVerification,
 )
 from medsecrets.schema.tokens import TokenInfo
 
@@ -112,6 +113,10 @@ class AuditAdmin(Protocol):
 
     def public_key(self) -> AuditPublicKey:
         """The checkpoint signing key (``SealedError`` while sealed)."""
+        ...
+
+    def verify(self, device: str | None) -> AuditVerification:
+        """Check ``device``'s chain (default: the first readable one) and its checkpoints."""
         ...
 
     def alerts(self, limit: int) -> AlertList:

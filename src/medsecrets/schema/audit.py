@@ -19,6 +19,7 @@ __all__ = [
     "AuditRead",
     "AuditReads",
     "AuditRecords",
+    "AuditVerification",
 ]
 
 
@@ -97,3 +98,22 @@ class AlertList:
     """``GET /v1/sys/alerts``: recent alerts, newest first, with their delivery status."""
 
     alerts: tuple[Mapping[str, object], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """``GET /v1/sys/audit/verify``: the server checked a device's chain and checkpoints.
+
+    ``first_bad_index`` is the 0-based record index of the first bad record
+    (``None`` when ``ok``, or for a forged exported checkpoint), ``problem`` a
+    short reason (never record content).
+    """
+
+    device: str
+    ok: bool
+    records: int
+    checkpoints_verified: int
+    first_bad_index: int | None
+    first_bad_seq: int | None
+    problem: str | None
+    last_seq: int

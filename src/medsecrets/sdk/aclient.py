@@ -28,6 +28,7 @@ from medsecrets.schema.audit import (
     AuditPublicKey,
     AuditReads,
     AuditRecords,
+    AuditVerification,
 )
 from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
 from medsecrets.schema.keys import KekVersion, RewrapReport
@@ -446,6 +447,10 @@ class AsyncClient(ClientBase):
     async def audit_who_read(self, path: str, *, since: dt.datetime | None = None) -> AuditReads:
         """Every successful read of ``path`` (any version) since ``since``, oldest first."""
         return await self.call(ep.audit_who_read(path, since=since))
+
+    async def audit_verify(self, *, device: str | None = None) -> AuditVerification:
+        """Have the server verify a device's hash chain and signed checkpoints."""
+        return await self.call(ep.audit_verify(device=device))
 
     async def audit_public_key(self) -> AuditPublicKey:
         """The Ed25519 key (PEM) that signs audit checkpoints."""

@@ -29,6 +29,7 @@ from medsecrets.schema.audit import (
     AuditPublicKey,
     AuditReads,
     AuditRecords,
+    AuditVerification,
 )
 from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
 from medsecrets.schema.keys import KekVersion, RewrapReport
@@ -444,6 +445,10 @@ class Client(ClientBase):
     def audit_who_read(self, path: str, *, since: dt.datetime | None = None) -> AuditReads:
         """Every successful read of ``path`` (any version) since ``since``, oldest first."""
         return self.call(ep.audit_who_read(path, since=since))
+
+    def audit_verify(self, *, device: str | None = None) -> AuditVerification:
+        """Have the server verify a device's hash chain and signed checkpoints."""
+        return self.call(ep.audit_verify(device=device))
 
     def audit_public_key(self) -> AuditPublicKey:
         """The Ed25519 key (PEM) that signs audit checkpoints."""

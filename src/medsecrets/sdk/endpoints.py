@@ -30,6 +30,7 @@ from medsecrets.schema.audit import (
     AuditPublicKey,
     AuditReads,
     AuditRecords,
+    AuditVerification,
 )
 from medsecrets.schema.catalog import CatalogInfo, CategoryInfo, ParamValue
 from medsecrets.schema.keys import KeyRotation, KeyVersions, RewrapReport
@@ -469,6 +470,11 @@ def audit_who_read(path: str, *, since: dt.datetime | None) -> Call[AuditReads]:
     return Call(
         "GET", "/v1/sys/audit/who-read", _reader(AuditReads), params=tuple(params), subject=path
     )
+
+
+def audit_verify(*, device: str | None) -> Call[AuditVerification]:
+    params = (("device", device),) if device is not None else ()
+    return Call("GET", "/v1/sys/audit/verify", _reader(AuditVerification), params=params)
 
 
 def audit_public_key() -> Call[AuditPublicKey]:

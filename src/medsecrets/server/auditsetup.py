@@ -30,7 +30,13 @@ from medsecrets.audit.device import AuditDevice
 from medsecrets.audit.keys import BarrierKeySource
 from medsecrets.audit.lane import Lane
 from medsecrets.audit.record import AuditEvent, format_time
-from medsecrets.errors import ConfigError, MedsecretsError, NotFoundError, SealedError
+from medsecrets.errors import (
+    ConfigError,
+    InvalidRequest,
+    MedsecretsError,
+    NotFoundError,
+    SealedError,
+)
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.channels import (
     AlertChannel,
@@ -51,6 +57,7 @@ from medsecrets.schema.audit import (
     AuditRead,
     AuditReads,
     AuditRecords,
+    AuditVerification,
 )
 from medsecrets.server.auditconfig import AlertChannelSettings, AuditDeviceSettings
 from medsecrets.server.config import Settings
@@ -204,6 +211,74 @@ class AuditStack:
                 for row in rows
             ),
         )
+
+    def verify(self, device: str | None) -> AuditVerification:
+        """Check a readable device's chain from its first record, and its checkpoints.
+
+        A database device and a file device that keeps every rotated file must
+        start at the genesis record; a file device that prunes rotated files
+        (``keep``) starts wherever its oldest file does. Checkpoint signatures
+        are checked with this server's key, and the chain's tail against the
+        exported checkpoints (a truncated log is caught).
+        """
+        from medsecrets.audit.checkpoint import load_public_key, read_checkpoints
+        from medsecrets.audit.database import DatabaseAuditDevice
+        from medsecrets.audit.device import ChainHead
+        from medsecrets.audit.file import FileAuditDevice
+        from medsecrets.audit.verify import verify, verify_files
+
+        lane = self._readable_lane(device)
+        pem = self.keys.public_key_pem()
+        key = load_public_key(pem) if pem is not None else None
+        export = lane.checkpoint_export
+        checkpoints = (
+            read_checkpoints(export, node=self.node, device=lane.name)
+            if export is not None and export.exists()
+            else []
+        )
+        found = lane.device
+        if isinstance(found, DatabaseAuditDevice):
+            report = verify(
+                found.records(), public_key=key, checkpoints=checkpoints, start=ChainHead()
+            )
+        else:
+            assert isinstance(found, FileAuditDevice)
+            cipher = found.cipher
+            report = verify_files(
+                [p for p in found.files() if p.exists()],
+                public_key=key,
+                checkpoints=checkpoints,
+                start=ChainHead() if found.keeps_everything else None,
+                decode=cipher.open if cipher is not None else None,
+            )
+        return AuditVerification(
+            device=lane.name,
+            ok=report.ok,
+            records=report.records,
+            checkpoints_verified=report.checkpoints_verified,
+            first_bad_index=report.first_bad_index,
+            first_bad_seq=report.first_bad_seq,
+            problem=report.problem,
+            last_seq=report.last_seq,
+        )
+
+    def _readable_lane(self, device: str | None) -> Lane:
+        from medsecrets.audit.database import DatabaseAuditDevice
+        from medsecrets.audit.file import FileAuditDevice
+
+        for lane in self._broker().lanes:
+            readable = isinstance(lane.device, DatabaseAuditDevice | FileAuditDevice)
+            if device is None and readable:
+                return lane
+            if lane.name == device:
+                if not readable:
+                    raise InvalidRequest(
+                        f"audit device {device!r} cannot be read back (file and database can)"
+                    )
+                return lane
+        if device is None:
+            raise NotFoundError("no audit device that can be read back (file or database)")
+        raise NotFoundError(f"no audit device named {device!r}")
 
     def public_key(self) -> AuditPublicKey:
         """The checkpoint signing key."""

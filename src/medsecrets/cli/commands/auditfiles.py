@@ -365,7 +365,13 @@ def _print_verified(data: Mapping[str, JSON], key_id: str | None, from_start: bo
 
 def verify(
     *,
-    files: FilesArg,
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Audit files, oldest first (none: with --device, the server verifies it).",
+            show_default=False,
+        ),
+    ] = None,
     public_key: Annotated[
         str | None,
         typer.Option(
@@ -391,7 +397,10 @@ def verify(
     device: Annotated[
         str | None,
         typer.Option(
-            "--device", help="Use only the exported checkpoints of this device.", show_default=False
+            "--device",
+            help="Without FILES: have the server verify this device (file or database). "
+            "With FILES: use only the exported checkpoints of this device.",
+            show_default=False,
         ),
     ] = None,
     key_file: KeyFileOption = None,
@@ -403,10 +412,20 @@ def verify(
     token: TokenOption = None,
     cacert: CacertOption = None,
 ) -> None:
-    """Check audit files for tampering; exit 7 naming the first bad record (offline)."""
+    """Check audit files (or, with --device alone, a device on the server) for tampering.
+
+    Exits 7 naming the first bad record.
+    """
     from medsecrets.audit.device import ChainHead
     from medsecrets.audit.verify import verify_files
 
+    if not files:
+        if device is None:
+            raise CliError(
+                "give audit FILES, or --device NAME for the server to verify", ExitCode.USAGE
+            )
+        _verify_on_server(device, output, (addr, token, cacert))
+        return
     loaded = _load_public_key(public_key, (addr, token, cacert))
     exported = _exported(checkpoints, node, device)
     decode = _decoder(_cipher(key_file))
@@ -426,6 +445,41 @@ def verify(
     if output is OutputFormat.json:
         emit_json(data)
     sys.stderr.write(f"error: {_bad_record(report, checkpoints)}\n")
+    sys.stderr.flush()
+    raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+def _verify_on_server(
+    device: str, output: OutputFormat, conn: tuple[str | None, str | None, str | None]
+) -> None:
+    """``audit verify --device NAME``: the server checks the device's chain and checkpoints."""
+    from medsecrets.wire import to_wire
+
+    with open_client(connection(*conn)) as client:
+        result = client.audit_verify(device=device)
+    data = to_wire(result)
+    assert isinstance(data, dict)
+    if result.ok:
+        emit(
+            data,
+            output,
+            lambda: print(
+                f"ok: device {result.device}: {result.records} records up to seq "
+                f"{result.last_seq}, {result.checkpoints_verified} signed checkpoints verified"
+            ),
+        )
+        return
+    if output is OutputFormat.json:
+        emit_json(data)
+    where = (
+        f"record index {result.first_bad_index}"
+        if result.first_bad_index is not None
+        else "exported checkpoints"
+    )
+    seq = f", seq {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+    sys.stderr.write(
+        f"error: verification failed: device {result.device} {where}{seq}: {result.problem}\n"
+    )
     sys.stderr.flush()
     raise typer.Exit(EXIT_VERIFY_FAILED)
 

@@ -20,6 +20,7 @@ from medsecrets.schema.audit import (
     AuditPublicKey,
     AuditReads,
     AuditRecords,
+    AuditVerification,
 )
 from medsecrets.sensitive import Sensitive
 
@@ -77,6 +78,11 @@ def who_read(ctx: Context, call: Call) -> AuditReads:
     if not isinstance(path, str) or not path:
         raise InvalidRequest("query parameter 'path' is required")
     return _admin(ctx).who_read(path, _time("since", call.query.get("since")))
+
+
+def verify(ctx: Context, call: Call) -> AuditVerification:
+    device = call.query.get("device")
+    return _admin(ctx).verify(device if isinstance(device, str) else None)
 
 
 def public_key(ctx: Context, call: Call) -> AuditPublicKey:
@@ -156,6 +162,17 @@ def routes() -> tuple[RouteSpec, ...]:
                 QueryParam("since", str, description="ISO 8601 time"),
             ),
             response=AuditReads,
+        ),
+        RouteSpec(
+            name="sys.audit.verify",
+            method="GET",
+            url="/v1/sys/audit/verify",
+            handler=verify,
+            summary="Verify a device's hash chain and signed checkpoints on the server",
+            capability="sudo",
+            authz_path=lambda call: "sys/audit",
+            query=(QueryParam("device", str, description="device name (default: first readable)"),),
+            response=AuditVerification,
         ),
         RouteSpec(
             name="sys.audit.public_key",
