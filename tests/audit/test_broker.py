@@ -338,3 +338,73 @@ def test_records_carry_the_event_time(started: list[AuditBroker]) -> None:
     assert ticket is not None
     ticket.wait()
     assert json.loads(device.lines[0])["time"] == "2026-01-02T03:04:05.000000Z"
+
+
+def test_a_thread_side_append_is_not_held_back_by_a_deferred_wake(
+    started: list[AuditBroker],
+) -> None:
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    failures: list[BaseException] = []
+
+    def write_from_a_thread() -> None:
+        try:
+            ticket = broker.on_request(read(method="PUT", route="secrets.write"), None)
+            assert ticket is not None
+            ticket.wait()
+        except BaseException as exc:
+            failures.append(exc)
+
+    async def main() -> None:
+        broker.on_response(read(), None, 200, None)  # on the loop: the wake is deferred
+        worker = threading.Thread(target=write_from_a_thread)
+        worker.start()
+        worker.join()  # the loop is blocked meanwhile: its deferred wake cannot run
+
+    asyncio.run(main())
+    assert not failures
+    assert len(device.lines) == 2
+
+
+class LostAckStorage:
+    """A real SQLite storage whose next batch commits and then reports a failure."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.lose_next = False
+
+    def batch(self, ops: Sequence[object]) -> object:
+        result = self.inner.batch(ops)  # type: ignore[attr-defined]
+        if self.lose_next:
+            self.lose_next = False
+            from medsecrets.errors import StorageError
+
+            raise StorageError("connection lost after commit")
+        return result
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_lost_commit_acknowledgement_does_not_wedge_the_database_device(
+    tmp_path: Path, started: list[AuditBroker]
+) -> None:
+    from medsecrets.audit.database import DatabaseAuditDevice
+    from medsecrets.storage.sqlite import SqliteStorage
+
+    storage = LostAckStorage(SqliteStorage(tmp_path / "audit.db"))
+    device = DatabaseAuditDevice("db", storage, node="n1")  # type: ignore[arg-type]
+    broker = make(started, Lane(device, node="n1", keys=keys, timeout=0.3))
+    first = broker.on_response(read(), None, 200, None)
+    assert first is not None
+    first.wait()
+    storage.lose_next = True
+    lost = broker.on_response(read(), None, 200, None)
+    assert lost is not None
+    with pytest.raises(AuditFailure):  # outcome unknown: refused
+        lost.wait()
+    for _ in range(3):
+        after = broker.on_response(read(), None, 200, None)
+        assert after is not None
+        after.wait()
+    check_chain(list(device.records()))

@@ -250,7 +250,7 @@ class _ApiHandler:
                 user_agent=user_agent,
                 request_id=request_id,
             )
-            if method == "GET" and self._inline_reads:
+            if method == "GET" and self._inline_reads and not spec.slow:
                 response = self._core.handle(request, defer_audit=True)
                 if response.audit is not None:
                     await response.audit.wait_async()

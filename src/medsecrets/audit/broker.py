@@ -14,6 +14,11 @@ A ticket succeeds when at least one *required* device durably accepted the
 record (``Waiter``), and fails (``AuditFailure``, 503) when every required
 device failed or the watchdog found it hung for over ``timeout`` seconds.
 
+The record's ``accessor`` is the HMAC of the token's accessor when the
+request authenticated, else of the presented token (a failed attempt): so an
+operator finds a token's requests by its accessor and the attempts made with
+a leaked token by the token itself.
+
 With no device at all the broker refuses every request except the health and
 seal-status probes (``AuditFailure``): no audit, no secret. Response events
 also go to ``on_event`` (the anomaly monitor), as record-shaped dicts without
@@ -84,7 +89,7 @@ class AuditBroker:
         self._now = now
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
-        self._wake_scheduled = False
+        self._wake_scheduled: set[asyncio.AbstractEventLoop] = set()
 
     def __repr__(self) -> str:
         return f"AuditBroker(devices={[lane.name for lane in self.lanes]})"
@@ -146,14 +151,14 @@ class AuditBroker:
         loop = _running_loop()
         for lane in self.lanes:
             lane.append(event, waiter if lane.required else None, notify=loop is None)
-        if loop is not None and not self._wake_scheduled:
+        if loop is not None and loop not in self._wake_scheduled:
             # On an event loop: wake the writers once, after this iteration's requests.
-            self._wake_scheduled = True
-            loop.call_soon(self._wake)
+            self._wake_scheduled.add(loop)
+            loop.call_soon(self._wake, loop)
         return waiter
 
-    def _wake(self) -> None:
-        self._wake_scheduled = False
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._wake_scheduled.discard(loop)
         for lane in self.lanes:
             lane.wake()
 

@@ -116,6 +116,10 @@ class DatabaseAuditDevice:
                         f" {self._prefix!r} (a second writer on this chain?)"
                     ) from None
 
+    def recover(self) -> ChainHead:
+        """The head the storage really holds (after a write whose outcome is unknown)."""
+        return self.open()
+
     def records(self, since_seq: int = 0) -> Iterator[bytes]:
         """The stored lines with ``seq > since_seq``, in chain order."""
         after = self.key(max(since_seq, 0))

@@ -144,6 +144,8 @@ class Lane:
 
     def start(self) -> None:
         """Open the device (resuming its chain) and start the writer thread."""
+        if self._export is not None:
+            self._export.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._head = self._tail = self.device.open()
         self._thread = threading.Thread(target=self._run, name=f"audit-{self.name}", daemon=True)
         self._thread.start()
@@ -155,6 +157,9 @@ class Lane:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # a write still hangs: leave the device to it
+                _LOG.error("audit device %s: writer still busy at stop", self.name)
+                return
         self.device.close()
 
     def append(
@@ -172,14 +177,15 @@ class Lane:
                 self.dropped += 1
                 refuse = True
             else:
-                was_empty = not self._queue
                 self._render(event)
                 if waiter is not None:
                     if self._hung:
                         refuse = True
                     else:
                         self._waiters.append(waiter)
-                if notify and was_empty:
+                # A thread-side append always wakes the writer: records deferred by the
+                # event loop must not wait for the loop's next iteration behind it.
+                if notify:
                     self._cond.notify()
         if refuse and waiter is not None:
             answer_all([waiter], ok=False)
@@ -196,7 +202,8 @@ class Lane:
         if since is None or now - since <= self._timeout:
             return
         with self._cond:
-            if self._flight_since is None or self._hung:
+            since = self._flight_since
+            if since is None or self._hung or now - since <= self._timeout:
                 return
             self._hung = True
             waiters = self._flight + self._waiters
@@ -273,7 +280,17 @@ class Lane:
         return True
 
     def _rechain(self) -> None:
-        """After a failed batch (lock held): render what is queued again on the durable head."""
+        """After a failed batch (lock held): render what is queued again on the durable head.
+
+        A device that can say what it really holds (``recover()``: a database whose
+        commit succeeded although its acknowledgement was lost) moves the head there.
+        """
+        recover = getattr(self.device, "recover", None)
+        if callable(recover):
+            try:
+                self._head = recover()
+            except Exception as exc:  # still failing: the next write reports it
+                _LOG.warning("audit device %s: recover failed (%s)", self.name, type(exc).__name__)
         queued, self._queue = self._queue, []
         self._tail = self._head
         for item in queued:

@@ -69,14 +69,30 @@ class Waiter:
             raise AuditFailure
 
     async def wait_async(self) -> None:
-        """Await the answer on the running loop."""
+        """Await the answer on the running loop (the same backstop ``timeout`` as ``wait``)."""
+        loop = asyncio.get_running_loop()
         with _LOCK:
             if self.result is None:
-                self._future = asyncio.get_running_loop().create_future()
-        if self._future is not None:
-            await self._future
+                self._future = loop.create_future()
+        future = self._future
+        if future is not None:
+            timer = (
+                loop.call_later(self._timeout, _expire, future)
+                if self._timeout is not None
+                else None
+            )
+            try:
+                await future
+            finally:
+                if timer is not None:
+                    timer.cancel()
         if not self.result:
             raise AuditFailure
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)  # result stays None: wait_async raises AuditFailure
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:

@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from medsecrets.audit.syslog import FACILITIES
 from medsecrets.errors import ConfigError
 
 __all__ = [
@@ -124,10 +125,7 @@ _CHANNEL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "password": (str, ("smtp",)),
 }
 _SECRET_KEYS = frozenset({"url", "secret", "password"})
-_FACILITIES = frozenset(
-    {"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-     "authpriv", "ftp", *(f"local{i}" for i in range(8))}
-)  # fmt: skip
+_FACILITIES = frozenset(FACILITIES)
 
 
 def _entries(raw: object, where: str, source: str) -> list[Mapping[str, object]]:

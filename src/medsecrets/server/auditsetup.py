@@ -156,22 +156,15 @@ class AuditStack:
     def _readable(self) -> tuple[str, Iterator[Mapping[str, object]]]:
         """The first device that can be read back, and its records (oldest first)."""
         from medsecrets.audit.database import DatabaseAuditDevice
-        from medsecrets.audit.file import FileAuditDevice
-        from medsecrets.audit.query import read_records
 
-        lanes = self._broker().lanes
-        for lane in lanes:
-            if isinstance(lane.device, DatabaseAuditDevice):
-                db = lane.device
-                return lane.name, (json.loads(line) for line in db.records())
-        for lane in lanes:
-            if isinstance(lane.device, FileAuditDevice):
-                device = lane.device
-                cipher = device.cipher
-                decode = cipher.open if cipher is not None else None
-                files = [p for p in device.files() if p.exists()]
-                return lane.name, read_records(files, decode=decode)
-        raise NotFoundError("no audit device that can be read back (file or database)")
+        lane = self._readable_lane(None)
+        device = lane.device
+        if isinstance(device, DatabaseAuditDevice):
+            return lane.name, (json.loads(line) for line in device.records())
+        lines, decode = _file_lines(lane)
+        return lane.name, (
+            json.loads(decode(line.rstrip(b"\n")) if decode is not None else line) for line in lines
+        )
 
     def search(self, filters: Mapping[str, object], limit: int) -> AuditRecords:
         """Matching records, oldest first, at most ``limit``."""
@@ -225,7 +218,7 @@ class AuditStack:
         from medsecrets.audit.database import DatabaseAuditDevice
         from medsecrets.audit.device import ChainHead
         from medsecrets.audit.file import FileAuditDevice
-        from medsecrets.audit.verify import verify, verify_files
+        from medsecrets.audit.verify import verify
 
         lane = self._readable_lane(device)
         pem = self.keys.public_key_pem()
@@ -243,13 +236,13 @@ class AuditStack:
             )
         else:
             assert isinstance(found, FileAuditDevice)
-            cipher = found.cipher
-            report = verify_files(
-                [p for p in found.files() if p.exists()],
+            lines, decode = _file_lines(lane)
+            report = verify(
+                lines,
                 public_key=key,
                 checkpoints=checkpoints,
                 start=ChainHead() if found.keeps_everything else None,
-                decode=cipher.open if cipher is not None else None,
+                decode=decode,
             )
         return AuditVerification(
             device=lane.name,
@@ -266,10 +259,14 @@ class AuditStack:
         from medsecrets.audit.database import DatabaseAuditDevice
         from medsecrets.audit.file import FileAuditDevice
 
-        for lane in self._broker().lanes:
+        lanes = self._broker().lanes
+        if device is None:  # a database device first (indexed keys), else a file device
+            for kind in (DatabaseAuditDevice, FileAuditDevice):
+                for lane in lanes:
+                    if isinstance(lane.device, kind):
+                        return lane
+        for lane in lanes:
             readable = isinstance(lane.device, DatabaseAuditDevice | FileAuditDevice)
-            if device is None and readable:
-                return lane
             if lane.name == device:
                 if not readable:
                     raise InvalidRequest(
@@ -316,6 +313,30 @@ class AuditStack:
             self.broker.record(
                 AuditEvent(kind="alert", time=alert.time, extra={"alert": alert.to_dict()})
             )
+
+
+def _file_lines(lane: Lane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:
+    """The complete lines of a live file device (oldest file first) and their decoder.
+
+    The device may be appending or rotating meanwhile: a torn last line is left
+    out and a file renamed away between listing and reading is skipped.
+    """
+    from medsecrets.audit.file import FileAuditDevice
+
+    device = lane.device
+    assert isinstance(device, FileAuditDevice)
+    cipher = device.cipher
+    paths = device.files()
+
+    def lines() -> Iterator[bytes]:
+        for path in paths:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            yield from data[: data.rfind(b"\n") + 1].splitlines(keepends=True)
+
+    return lines(), cipher.open if cipher is not None else None
 
 
 def device_settings(settings: Settings) -> tuple[AuditDeviceSettings, ...]:
@@ -432,8 +453,10 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
     stack = AuditStack(broker=None, keys=keys, node=node)
     monitor = settings.monitor
     if monitor.enabled:
+        configured = [_channel(c) for c in monitor.channels]
+        builtin = [] if any(c.type == "log" for c in monitor.channels) else [LogChannel()]
         stack.dispatcher = AlertDispatcher(
-            [LogChannel(), *(_channel(c) for c in monitor.channels)],
+            [*builtin, *configured],
             dedup_window=monitor.dedup_window,
             on_alert=stack.record_alert,
         )
@@ -442,6 +465,8 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
             store.catalog.is_honeytoken,
         )
         stack.monitor = MonitorEngine(stack.detectors, stack.dispatcher.raise_)
+    if not monitor.enabled and monitor.channels:
+        log.warning("monitor.enabled is false: the configured alert channels are not used")
     export = _checkpoint_export(settings)
     specs = device_settings(settings)
     lanes = [

@@ -132,6 +132,9 @@ def configure_logging(level: str = "info", *, file: str | None = None) -> loggin
             old.close()
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    # httpx logs every request URL at INFO: a SIEM or webhook URL may carry a token.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _defer_access_lines(handler)
     route_server_loggers()
     return handler

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
@@ -219,9 +220,6 @@ def _warn_tls(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM/SIGINT (see the module docstring)."""
     configure_logging(settings.log_level, file=settings.log_file)
-    import os as _os
-
-    sys.setswitchinterval(float(_os.environ.get("SWI", "0.005")))
     for warning in settings.warnings:
         log.warning(warning)
     _warn_tls(settings)
@@ -425,6 +423,9 @@ def worker_app() -> ASGIApp:
     configure_logging(settings.log_level, file=settings.log_file)
     built = _create_app(settings, worker=True)
     built.sweeper.start()
+    # granian does not tell an embedded factory's app that the worker stops: flush the audit
+    # devices (records nobody waits for: alerts, errors) and close them at exit.
+    atexit.register(built.close)
     return built.app
 
 

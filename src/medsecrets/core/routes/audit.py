@@ -141,6 +141,7 @@ def routes() -> tuple[RouteSpec, ...]:
         RouteSpec(
             name="sys.audit.search",
             method="GET",
+            slow=True,
             url="/v1/sys/audit/search",
             handler=search,
             summary="Search the audit trail (a database or file device)",
@@ -152,6 +153,7 @@ def routes() -> tuple[RouteSpec, ...]:
         RouteSpec(
             name="sys.audit.who_read",
             method="GET",
+            slow=True,
             url="/v1/sys/audit/who-read",
             handler=who_read,
             summary="Every read of a secret since a time: by whom, from where, when",
@@ -166,6 +168,7 @@ def routes() -> tuple[RouteSpec, ...]:
         RouteSpec(
             name="sys.audit.verify",
             method="GET",
+            slow=True,
             url="/v1/sys/audit/verify",
             handler=verify,
             summary="Verify a device's hash chain and signed checkpoints on the server",

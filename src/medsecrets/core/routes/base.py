@@ -118,6 +118,8 @@ class RouteSpec:
     statuses: tuple[int, ...] = ()
     parser: Callable[[object], object] | None = None
     returns_secret: bool = False
+    slow: bool = False
+    """Reads that may take long (scanning the audit log): never run on the event loop."""
 
     def parse(self, data: object) -> object:
         """The typed body of a call (``None`` for routes without a body)."""
