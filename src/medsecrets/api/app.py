@@ -57,6 +57,7 @@ from medsecrets.errors import (
     PermissionDenied,
     TooLargeError,
 )
+from medsecrets.schema.tokens import TokenInfo
 
 __all__ = ["MAX_URL_PATH", "METRICS_URL", "create_app"]
 
@@ -196,7 +197,17 @@ class _ApiHandler:
                     route_name = "metrics"
                     if method != "GET":
                         raise MethodNotAllowedError
-                    await self._serve_metrics(send, token, request_id)
+                    await self._serve_metrics(
+                        send,
+                        Request(
+                            method=method,
+                            route="sys.metrics",
+                            token=token,
+                            remote=remote,
+                            user_agent=user_agent,
+                            request_id=request_id,
+                        ),
+                    )
                     status_sent = 200
                     return
                 if method == "GET" and path == OPENAPI_URL:
@@ -279,17 +290,29 @@ class _ApiHandler:
                 remote=remote,
             )
 
-    async def _serve_metrics(self, send: Send, token: str | None, request_id: str) -> None:
-        """``GET /v1/sys/metrics``: a token allowed to read ``sys/metrics``, unless open."""
+    async def _serve_metrics(self, send: Send, request: Request) -> None:
+        """``GET /v1/sys/metrics``: a token allowed to read ``sys/metrics``, unless open.
+
+        Served here (text, not JSON) but audited by the core like every request,
+        so failed token checks reach the audit trail and the monitor.
+        """
         assert self._metrics is not None
-        if not self._metrics_open:
-            if token is None:
+
+        def check() -> TokenInfo | None:
+            if self._metrics_open:
+                return None
+            if request.token is None:
                 raise AuthenticationError
-            info = self._core.tokens.authenticate(token)
+            info = self._core.tokens.authenticate(request.token)
             if not info.allows("read", METRICS_PATH):
                 raise PermissionDenied("this token may not read sys/metrics")
+            return info
+
+        self._core.audit_outside(request, check)
         text = await anyio.to_thread.run_sync(self._metrics.render)
-        await self._send(send, 200, text, request_id, content_type=METRICS_CONTENT_TYPE.encode())
+        await self._send(
+            send, 200, text, request.request_id, content_type=METRICS_CONTENT_TYPE.encode()
+        )
 
     async def _fail(self, send: Send, exc: Exception, request_id: str, route: str) -> int:
         if isinstance(exc, _BodyTooLargeError):

@@ -24,7 +24,7 @@ unaudited. Unexpected exceptions are audited as ``500 internal`` and re-raised.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import medsecrets
 from medsecrets.auth.tokens import TokenStore
@@ -134,6 +134,25 @@ class Core:
             ticket.wait()
             ticket = None
         return Response(200, body, audit=ticket)
+
+    def audit_outside(self, request: Request, check: Callable[[], TokenInfo | None]) -> None:
+        """Audit a request the transport serves itself (metrics), around ``check()``.
+
+        ``check`` authenticates and authorizes (raising as ``handle`` would); the
+        request and its outcome are recorded like any other, and a failing audit
+        hook refuses it (``AuditFailure``). Nothing secret is served this way, so
+        the records are not waited on.
+        """
+        principal: TokenInfo | None = None
+        try:
+            principal = check()
+        except Exception as exc:
+            status, code = status_for(exc)
+            self._on_request(request, principal)
+            self._on_response(request, principal, status, code)
+            raise
+        self._on_request(request, principal)
+        self._on_response(request, principal, 200, None)
 
     def _check_seal(self, spec: RouteSpec) -> None:
         store = self.store
