@@ -204,10 +204,10 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
         # 100 Continue: the app is reading the body, so the request is in flight
         assert conn.recv(1024).startswith(b"HTTP/1.1 100 Continue")
         server.send_signal(signal.SIGTERM)
-        while True:  # shutdown has begun once new connections are refused
+        while True:  # shutdown has begun once new connections are refused (or reset)
             try:
                 socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):
                 break
         conn.sendall(body)
         reply = b""
