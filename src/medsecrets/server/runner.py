@@ -66,11 +66,11 @@ class RequestTimeout:
     """ASGI middleware: a request whose response has not started after ``seconds``
     gets ``503 {"error": {"code": "timeout"}}``.
 
-    A response that has started is never cut. The work behind a timed-out
-    request may still complete (a thread cannot be cancelled): clients must
-    treat a timeout as "outcome unknown", like a dropped connection. The app
-    runs in a task of its own, which also keeps an in-flight request alive
-    when the server cancels its handler during a graceful shutdown.
+    A response that has started is never cut. The deadline cancels the
+    request's own task (a timer, no extra task per request) and the 503 is
+    sent from it; the work behind a timed-out request may still complete (a
+    worker thread cannot be cancelled, it is abandoned): clients must treat a
+    timeout as "outcome unknown", like a dropped connection.
     """
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
@@ -81,23 +81,31 @@ class RequestTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        task = asyncio.current_task()
+        assert task is not None
+        state = [False, False]  # [response started, timed out]
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
+                state[0] = True
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, tracking_send))
-        done, _ = await asyncio.wait({task}, timeout=self.seconds)
-        if task in done or started:
-            await task
+        def expire() -> None:
+            if not state[0]:
+                state[1] = True
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.seconds, expire)
+        try:
+            await self.app(scope, receive, tracking_send)
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        if started:  # the app began answering while it was being cancelled
+        except asyncio.CancelledError:
+            if not state[1]:
+                raise
+            task.uncancel()
+        finally:
+            timer.cancel()
+        if state[0]:  # the app began answering while it was being cancelled
             return
         log.warning("request timed out", extra={"path": scope.get("path", "")})
         body = json.dumps(
