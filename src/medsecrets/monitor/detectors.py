@@ -225,6 +225,27 @@ class _Quiet:
             _trim(self._until, self._limit)
         self._until[key] = until
 
+    def once(
+        self,
+        name: str,
+        severity: Severity,
+        event: AccessEvent,
+        key: str,
+        summary: str,
+        *,
+        count: int,
+        limit: int,
+        window: float,
+    ) -> Alert | None:
+        """A threshold alert for ``key``, unless ``key`` is in its quiet period (then
+        ``None``); raising it starts a quiet period of ``window`` seconds."""
+        if not self.ready(key, event.ts):
+            return None
+        self.hold(key, event.ts + window)
+        return _alert(
+            name, severity, event, key, summary, count=count, limit=limit, window_seconds=window
+        )
+
 
 class _Counts:
     """Event times per key within a sliding window (deques pruned on every add; bounded)."""
@@ -376,12 +397,9 @@ class RateDetector:
         self, event: AccessEvent, key: str, count: int, limit: int, category: str
     ) -> Alert | None:
         """The alert for ``key``'s ``count`` over ``limit``, unless in its quiet period."""
-        if not self._quiet.ready(key, event.ts):
-            return None
         window = self._config.rate_window
-        self._quiet.hold(key, event.ts + window)
         what = f"{category} secrets" if category else "secrets"
-        return _alert(
+        return self._quiet.once(
             self.name,
             "high",
             event,
@@ -389,7 +407,7 @@ class RateDetector:
             f"{event.principal} read {what} {count} times in {window:g} s (limit {limit})",
             count=count,
             limit=limit,
-            window_seconds=window,
+            window=window,
         )
 
 
@@ -412,22 +430,20 @@ class BulkDetector:
         if not principal:
             return []
         count = self._add(principal, event.ts, event.path)
-        if count < self._threshold or not self._quiet.ready(principal, event.ts):
+        if count < self._threshold:
             return []
-        config = self._config
-        self._quiet.hold(principal, event.ts + config.bulk_window)
-        return [
-            _alert(
-                self.name,
-                "high",
-                event,
-                principal,
-                f"{principal} read {count} distinct secrets in {config.bulk_window:g} s",
-                count=count,
-                limit=config.bulk_distinct,
-                window_seconds=config.bulk_window,
-            )
-        ]
+        window = self._config.bulk_window
+        alert = self._quiet.once(
+            self.name,
+            "high",
+            event,
+            principal,
+            f"{principal} read {count} distinct secrets in {window:g} s",
+            count=count,
+            limit=self._threshold,
+            window=window,
+        )
+        return [] if alert is None else [alert]
 
 
 class EnumerationDetector:
@@ -446,21 +462,20 @@ class EnumerationDetector:
         principal = event.principal
         count = self._counts.add(principal, event.ts)
         config = self._config
-        if count < config.enumeration_lists or not self._quiet.ready(principal, event.ts):
+        if count < config.enumeration_lists:
             return []
-        self._quiet.hold(principal, event.ts + config.enumeration_window)
-        return [
-            _alert(
-                self.name,
-                "medium",
-                event,
-                principal,
-                f"{principal} listed secrets {count} times in {config.enumeration_window:g} s",
-                count=count,
-                limit=config.enumeration_lists,
-                window_seconds=config.enumeration_window,
-            )
-        ]
+        window = config.enumeration_window
+        alert = self._quiet.once(
+            self.name,
+            "medium",
+            event,
+            principal,
+            f"{principal} listed secrets {count} times in {window:g} s",
+            count=count,
+            limit=config.enumeration_lists,
+            window=window,
+        )
+        return [] if alert is None else [alert]
 
 
 class FailedBurstDetector:
@@ -490,18 +505,18 @@ class FailedBurstDetector:
     def _check(self, event: AccessEvent, key: str, who: str) -> Alert | None:
         count = self._counts.add(key, event.ts)
         config = self._config
-        if count < config.failed_denials or not self._quiet.ready(key, event.ts):
+        if count < config.failed_denials:
             return None
-        self._quiet.hold(key, event.ts + config.failed_window)
-        return _alert(
+        window = config.failed_window
+        return self._quiet.once(
             self.name,
             "medium",
             event,
             key,
-            f"{count} denied accesses by {who} in {config.failed_window:g} s",
+            f"{count} denied accesses by {who} in {window:g} s",
             count=count,
             limit=config.failed_denials,
-            window_seconds=config.failed_window,
+            window=window,
         )
 
 
