@@ -17,8 +17,16 @@ whose ``Expect`` fails is rolled back to its savepoint alone; the others
 commit. Each caller returns only after the commit that holds its write is
 durable, with its own result.
 
+Reads are cached (``storage.readcache``): a ``get`` of a key read before,
+with nothing written to the file since by any process, is answered from
+memory without a query. "Nothing written since" is the change stamp
+(``storage.stamp``, the side file ``<database>-stamp``) that every commit
+through this class bumps, in every process; so the cache never serves a value
+older than the last write that returned, wherever it ran. Only raw (sealed)
+values are cached.
+
 The database file is created with mode 0600; SQLite gives its ``-wal`` and
-``-shm`` files the mode of the database file.
+``-shm`` files the mode of the database file, the stamp file is 0600 too.
 
 Keys are ``TEXT`` with SQLite's default ``BINARY`` collation, which compares
 UTF-8 bytes: that is code point order. ``list`` matches prefixes with a key
@@ -47,6 +55,8 @@ from medsecrets.storage.base import (
     Operation,
     Put,
 )
+from medsecrets.storage.readcache import ReadCache
+from medsecrets.storage.stamp import ChangeStamp
 from medsecrets.storage.validation import (
     check_holder,
     check_limit,
@@ -153,9 +163,14 @@ class SqliteStorage:
         self._queue: builtins.list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._leading = False  # a caller is committing a group now
+        self._stamp: ChangeStamp | None = None
+        self._cache: ReadCache | None = None
         _create_private_file(self._path)
         try:
             self._transaction("open", _create_schema)
+            if self._path not in _MEMORY_PATHS:
+                self._stamp = _open_stamp(self._path + "-stamp")
+                self._cache = ReadCache(self._stamp.read)
         except BaseException:
             self.close()
             raise
@@ -239,6 +254,14 @@ class SqliteStorage:
     def get(self, key: str) -> bytes | None:
         """The value at ``key`` or ``None``."""
         check_storage_key(key)
+        cache = self._cache
+        stamp = 0
+        if cache is not None:
+            cached, stamp = cache.lookup(key)
+            if cached is not None:
+                if self._closed:
+                    raise StorageError("storage is closed")
+                return cached
         conn = self._checkout()
         try:
             row = conn.execute(_GET, (key,)).fetchone()
@@ -246,7 +269,12 @@ class SqliteStorage:
             raise _wrap("get", exc) from None
         finally:
             self._checkin(conn)
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        value = bytes(row[0])
+        if cache is not None:
+            cache.offer(key, value, stamp)
+        return value
 
     def put(self, key: str, value: bytes) -> None:
         """Durably store ``value`` at ``key``."""
@@ -346,6 +374,8 @@ class SqliteStorage:
             for pending in group:
                 pending.error = pending.error or exc
         finally:
+            if self._stamp is not None:  # also after a failure: the outcome may be unknown
+                self._stamp.bump()
             for pending in group:
                 pending.done = True
                 pending.wake.set()
@@ -402,6 +432,10 @@ class SqliteStorage:
         """Close every connection (busy ones as they are handed back). Idempotent."""
         self._closed = True
         self._drain()
+        if self._cache is not None:
+            self._cache.clear()
+        if self._stamp is not None:
+            self._stamp.close()
 
 
 def _create_private_file(path: str) -> None:
@@ -413,6 +447,13 @@ def _create_private_file(path: str) -> None:
     except OSError as exc:
         raise StorageError(f"cannot open sqlite file: {exc.strerror}") from None
     os.close(fd)
+
+
+def _open_stamp(path: str) -> ChangeStamp:
+    try:
+        return ChangeStamp(path)
+    except OSError as exc:
+        raise StorageError(f"cannot open sqlite stamp file: {exc.strerror}") from None
 
 
 def _verify_settings(conn: sqlite3.Connection) -> None:
