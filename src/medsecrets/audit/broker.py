@@ -21,8 +21,8 @@ a leaked token by the token itself.
 
 With no device at all the broker refuses every request except the health and
 seal-status probes (``AuditFailure``): no audit, no secret. Response events
-also go to ``on_event`` (the anomaly monitor), as record-shaped dicts without
-the HMAC'd fields; that call must not block.
+also go to ``on_event`` (the anomaly monitor) as they are (``AuditEvent``:
+the monitor reads neither ``token`` nor ``data``); that call must not block.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from medsecrets.audit.lane import KeySource, Lane
-from medsecrets.audit.record import AuditEvent, format_time, outcome_for, split_path
+from medsecrets.audit.record import AuditEvent, split_path
 from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure, NotFoundError, SealedError
@@ -72,7 +72,7 @@ class AuditBroker:
         prefix: str,
         keys: KeySource,
         timeout: float = 5.0,
-        on_event: Callable[[Mapping[str, object]], None] | None = None,
+        on_event: Callable[[AuditEvent], None] | None = None,
         now: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         names = [lane.name for lane in lanes]
@@ -204,26 +204,8 @@ class AuditBroker:
 
     def _publish(self, event: AuditEvent) -> None:
         assert self._on_event is not None
-        status = event.status if event.status is not None else 0
         try:
-            self._on_event(
-                {
-                    "kind": event.kind,
-                    "time": format_time(event.time),
-                    "request_id": event.request_id,
-                    "principal": event.principal,
-                    "remote": event.remote,
-                    "operation": event.operation,
-                    "path": event.path,
-                    "environment": event.environment,
-                    "category": event.category,
-                    "version": event.version,
-                    "outcome": outcome_for(status),
-                    "status": status,
-                    "error": event.error,
-                    "emergency": event.emergency,
-                }
-            )
+            self._on_event(event)
         except Exception as exc:  # the monitor never affects a request
             _LOG.warning("audit monitor feed failed (%s)", type(exc).__name__)
 

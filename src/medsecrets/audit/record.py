@@ -31,6 +31,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final, Literal
 
 import orjson
@@ -127,7 +128,10 @@ def split_path(path: str, prefix: str) -> tuple[str | None, str | None]:
     return environment, category
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+_NO_EXTRA: Final[Mapping[str, object]] = MappingProxyType({})
+
+
+@dataclass(slots=True, kw_only=True)
 class AuditEvent:
     """One auditable fact, before rendering (see module docstring).
 
@@ -135,6 +139,10 @@ class AuditEvent:
     ``accessor`` HMAC; every string leaf of ``data`` (the request body, also
     out of ``repr``) is HMAC'd; ``extra`` holds the fields of checkpoint and
     alert records (no secrets).
+
+    Events are shared by every device's lane and the monitor: treat them as
+    immutable once built (the class is not frozen only because a frozen
+    dataclass costs several microseconds more to build, twice a request).
     """
 
     kind: Kind
@@ -154,7 +162,7 @@ class AuditEvent:
     error: str | None = None
     emergency: bool = False
     data: object = field(default=None, repr=False)
-    extra: Mapping[str, object] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=lambda: _NO_EXTRA)
 
 
 class Salter:
@@ -206,16 +214,17 @@ class Salter:
         return self.hash(repr(type(data)))
 
 
-_SECOND: list[tuple[dt.datetime | None, str]] = [(None, "")]
+_SECOND: list[tuple[tuple[int, ...], str]] = [((), "")]
 
 
 def format_time(value: dt.datetime) -> str:
     """A record's ``time``: ISO 8601 UTC with microseconds and ``Z``."""
-    value = value.astimezone(dt.UTC)
-    second = value.replace(microsecond=0)
+    if value.tzinfo is not dt.UTC:
+        value = value.astimezone(dt.UTC)
+    key = (value.second, value.minute, value.hour, value.day, value.month, value.year)
     cached = _SECOND[0]  # one tuple, swapped whole: safe across threads
-    if cached[0] != second:  # one strftime per second, not per record
-        cached = _SECOND[0] = (second, second.strftime("%Y-%m-%dT%H:%M:%S."))
+    if cached[0] != key:  # one strftime per second, not per record
+        cached = _SECOND[0] = (key, value.strftime("%Y-%m-%dT%H:%M:%S."))
     return f"{cached[1]}{value.microsecond:06d}Z"
 
 

@@ -1,13 +1,16 @@
 """``MonitorEngine``: the detectors, online, off the request path.
 
-The server hands every audit record it wrote to ``submit``; that call never
-blocks and never raises: it puts the record on a bounded queue and, when the
+The server hands every audit event it recorded to ``submit`` (an
+``AuditEvent``, or a record-shaped mapping); that call never blocks and never
+raises: it puts the record on a bounded queue and, when the
 queue is full, drops it and counts it in ``dropped`` (a slow detector must not
 slow requests; the drop count is exported as a metric and is itself a reason
 to look). One daemon thread takes records off the queue, turns responses into
-``AccessEvent`` with ``sources.event_from_record`` (the same conversion as
-``audit analyze`` on our log), runs the detectors and calls ``on_alert`` for
-each alert.
+``AccessEvent`` (``access_event``: the fields ``sources.event_from_record``
+reads from the same record in our log, as ``audit analyze`` does; mappings
+go through ``event_from_record`` itself), runs the detectors and calls
+``on_alert`` for each alert. The conversion happens on that thread, not on
+the request path.
 
 Counters (read them from any thread): ``submitted`` and ``dropped`` (updated
 under a lock by the submitting threads), ``events`` (responses seen by the
@@ -28,17 +31,45 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from medsecrets.audit.record import AuditEvent, outcome_for
 from medsecrets.errors import MedsecretsError
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import Detector
+from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent
 from medsecrets.monitor.sources import event_from_record
 
-__all__ = ["MonitorEngine"]
+__all__ = ["MonitorEngine", "access_event"]
+
+Submitted = AuditEvent | Mapping[str, object]
 
 _LINGER = 0.005
 """Seconds the worker waits after a wake-up before draining (detection is not latency-bound)."""
 
 _log = logging.getLogger(__name__)
+
+
+def access_event(event: AuditEvent) -> AccessEvent | None:
+    """The ``AccessEvent`` of a response event (``None`` for any other kind).
+
+    The same values ``sources.event_from_record`` reads from the record this
+    event renders to (the outcome from the status, the time as POSIX seconds).
+    """
+    if event.kind != "response":
+        return None
+    status = event.status if event.status is not None else 0
+    return AccessEvent(
+        event.time.timestamp(),
+        event.principal or "",
+        event.remote,
+        ROUTE_OPERATIONS.get(event.operation, "other"),
+        event.operation,
+        event.path,
+        event.environment or None,
+        event.category or None,
+        outcome_for(status),
+        event.emergency,
+        event.request_id,
+    )
 
 
 class MonitorEngine:
@@ -58,7 +89,7 @@ class MonitorEngine:
         self._size = queue_size
         # A deque (appends and pops are atomic) and one wake-up per batch: a submit costs
         # well under a microsecond on the request path, unlike queue.Queue's two locks.
-        self._queue: collections.deque[Mapping[str, object]] = collections.deque()
+        self._queue: collections.deque[Submitted] = collections.deque()
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -83,8 +114,8 @@ class MonitorEngine:
                 )
                 self._thread.start()
 
-    def submit(self, record: Mapping[str, object]) -> None:
-        """Queue one audit record for the detectors; never blocks, never raises."""
+    def submit(self, record: Submitted) -> None:
+        """Queue one audit event or record for the detectors; never blocks, never raises."""
         if self._stopped or len(self._queue) >= self._size:
             with self._counting:
                 self.dropped += 1
@@ -139,7 +170,10 @@ class MonitorEngine:
 
     def _process(self, record: object) -> None:
         try:
-            event = event_from_record(record) if isinstance(record, Mapping) else None
+            if isinstance(record, AuditEvent):
+                event = access_event(record)
+            else:
+                event = event_from_record(record) if isinstance(record, Mapping) else None
         except MedsecretsError:
             self.errors += 1
             return
