@@ -20,10 +20,16 @@ __all__ = ["ACCESS_LOGGER", "ERROR_LOGGER", "log_access", "set_access_sink"]
 ACCESS_LOGGER = logging.getLogger("medsecrets.access")
 ERROR_LOGGER = logging.getLogger("medsecrets.api")
 
-_LINE = (
-    '{"ts":"%s.%03dZ","level":"info","logger":"medsecrets.access","msg":"request",'
-    '"method":%s,"route":%s,"status":%d,"duration_ms":%.3f,"request_id":%s,"remote":%s}'
-)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_SECOND: list[tuple[int, str]] = [(-1, "")]  # (second, its ISO text): one strftime a second
+
+
+def _stamp(now: float) -> str:
+    second = int(now)
+    cached = _SECOND[0]
+    if cached[0] != second:
+        cached = _SECOND[0] = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
 
 
 _sinks: list[Callable[[str], None]] = []
@@ -48,17 +54,14 @@ def log_access(
     """Emit one access line (to the sink, else to the logger if it is enabled)."""
     if not _sinks and not ACCESS_LOGGER.isEnabledFor(logging.INFO):
         return
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-    line = _LINE % (
-        stamp,
-        int(now * 1000) % 1000,
-        json.dumps(method),
-        json.dumps(route),
-        status,
-        duration_ms,
-        json.dumps(request_id),
-        json.dumps(remote),
+    # Escaping only for an unusual method: route names are identifiers, request ids
+    # [A-Za-z0-9-], remote an IP address (a transport's client address text).
+    if method not in _METHODS:
+        method = json.dumps(method)[1:-1]
+    line = (
+        f'{{"ts":"{_stamp(time.time())}","level":"info","logger":"medsecrets.access",'
+        f'"msg":"request","method":"{method}","route":"{route}","status":{status},'
+        f'"duration_ms":{duration_ms:.3f},"request_id":"{request_id}","remote":"{remote}"}}'
     )
     if _sinks:
         _sinks[0](line)

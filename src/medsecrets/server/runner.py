@@ -9,8 +9,8 @@
 
 1. configures JSON logging, logs a warning at every start without TLS;
 2. checks the TLS files load (``tls.server_context``: TLS 1.3 only);
-3. builds the core (``bootstrap.build_core``), wraps the ASGI app in the
-   request timeout, starts the expired-secret sweeper;
+3. builds the core (``bootstrap.build_core``) and the API app (with the
+   request timeout), starts the expired-secret sweeper;
 4. serves with the chosen backend and, in dev mode, prints the
    ``export MEDSECRETS_ADDR=... MEDSECRETS_TOKEN=...`` line on stdout once
    the socket is bound;
@@ -19,8 +19,9 @@
    closes (seals) the store. A second signal stops at once.
 
 Backends (chosen by measurement, see docs/configuration.md): ``granian``
-(default) runs one worker embedded in this process, or ``workers`` worker
-processes built by the factory ``worker_app``; ``uvicorn`` runs one worker in
+(default, through its native RSGI interface) runs one worker embedded in this
+process, or ``workers`` worker processes built by the factory ``worker_app``;
+``uvicorn`` (ASGI) runs one worker in
 this process with the ``ssl.SSLContext`` from ``tls.server_context``.
 """
 
@@ -46,82 +47,19 @@ from medsecrets.server.config import Settings, load_settings
 from medsecrets.server.logsetup import configure_logging, flush_logging, route_server_loggers
 
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
+    from medsecrets.api.app import ApiApp
     from medsecrets.core.audit import AuditAdmin, AuditHook
     from medsecrets.server.auditsetup import AuditStack
     from medsecrets.server.bootstrap import DevInfo
     from medsecrets.server.sweeper import Sweeper
     from medsecrets.store import SecretStore
 
-__all__ = ["RequestTimeout", "build_parser", "main", "serve", "worker_app"]
+__all__ = ["build_parser", "main", "serve", "worker_app"]
 
 log = logging.getLogger("medsecrets.server")
 
 #: Environment variable handing the validated settings to granian worker processes.
 WORKER_SETTINGS_ENV = "_MEDSECRETS_WORKER_SETTINGS"
-
-
-class RequestTimeout:
-    """ASGI middleware: a request whose response has not started after ``seconds``
-    gets ``503 {"error": {"code": "timeout"}}``.
-
-    A response that has started is never cut. The deadline cancels the
-    request's own task (a timer, no extra task per request) and the 503 is
-    sent from it; the work behind a timed-out request may still complete (a
-    worker thread cannot be cancelled, it is abandoned): clients must treat a
-    timeout as "outcome unknown", like a dropped connection.
-    """
-
-    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        state = [False, False]  # [response started, timed out]
-
-        async def tracking_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state[0] = True
-            await send(message)
-
-        def expire() -> None:
-            if not state[0]:
-                state[1] = True
-                task.cancel()
-
-        timer = asyncio.get_running_loop().call_later(self.seconds, expire)
-        try:
-            await self.app(scope, receive, tracking_send)
-            return
-        except asyncio.CancelledError:
-            if not state[1]:
-                raise
-            task.uncancel()
-        finally:
-            timer.cancel()
-        if state[0]:  # the app began answering while it was being cancelled
-            return
-        log.warning("request timed out", extra={"path": scope.get("path", "")})
-        body = json.dumps(
-            {"error": {"code": "timeout", "message": "the request timed out; outcome unknown"}}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,13 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _app_for(core_app: ASGIApp, settings: Settings) -> ASGIApp:
-    return RequestTimeout(core_app, seconds=settings.request_timeout)
-
-
 @dataclass(frozen=True, slots=True)
 class _Built:
-    app: ASGIApp
+    app: ApiApp
     dev: DevInfo | None
     sweeper: Sweeper
     close: Callable[[], None]
@@ -180,8 +114,9 @@ def _create_app(settings: Settings, *, worker: bool) -> _Built:
             max_body_bytes=settings.max_body_bytes,
             metrics=build_metrics(core, stack),
             metrics_unauthenticated=settings.metrics_unauthenticated,
+            request_timeout=settings.request_timeout,
         )
-        app = _app_for(api, settings)
+        app = api
         sweeper = Sweeper(core.store, interval=settings.sweep_interval)
     except BaseException:
         close()
@@ -272,7 +207,7 @@ def _granian_kwargs(settings: Settings) -> dict[str, object]:
     kwargs: dict[str, object] = {
         "address": settings.host,
         "port": settings.port,
-        "interface": Interfaces.ASGI,
+        "interface": Interfaces.RSGI,
         "log_enabled": True,
         # granian's own info lines cost every request a trip through logging: warnings up only.
         "log_level": LogLevels(settings.log_level if settings.log_level != "info" else "warning"),
@@ -292,7 +227,7 @@ def _granian_kwargs(settings: Settings) -> dict[str, object]:
     return kwargs
 
 
-async def _serve_granian_embedded(app: ASGIApp, settings: Settings, dev: DevInfo | None) -> None:
+async def _serve_granian_embedded(app: ApiApp, settings: Settings, dev: DevInfo | None) -> None:
     from granian.server.embed import Server
 
     server = Server(app, **_granian_kwargs(settings))  # type: ignore[arg-type]
@@ -343,7 +278,7 @@ async def _bound(task: asyncio.Future[None], settings: Settings) -> None:
             raise exc
 
 
-def _serve_uvicorn(app: ASGIApp, settings: Settings, dev: DevInfo | None) -> None:
+def _serve_uvicorn(app: ApiApp, settings: Settings, dev: DevInfo | None) -> None:
     import uvicorn
 
     config = uvicorn.Config(
@@ -414,7 +349,7 @@ def _serve_granian_workers(settings: Settings) -> None:
     server.serve()
 
 
-def worker_app() -> ASGIApp:
+def worker_app() -> ApiApp:
     """Factory run in each granian worker process: its own core over the shared storage."""
     from medsecrets.wire import from_wire
 
