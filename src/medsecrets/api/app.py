@@ -38,7 +38,7 @@ import re
 import secrets
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote
 
@@ -146,22 +146,25 @@ class _Router:
                 patterns.setdefault(spec.url, {})[spec.method] = spec
             else:
                 self.static.setdefault(spec.url, {})[spec.method] = spec
-        self.patterns: list[tuple[re.Pattern[str], dict[str, RouteSpec]]] = []
+        # (literal prefix before the parameter, regex, methods): most specific first
+        self.patterns: list[tuple[str, re.Pattern[str], dict[str, RouteSpec]]] = []
         for url in sorted(patterns, key=lambda u: (-u.count("/"), u)):
             regex = _PARAM.sub(
                 lambda m: "(?P<path>.+)" if m.group(1) == "path" else "(?P<category>[^/]+)",
                 re.escape(url).replace(r"\{", "{").replace(r"\}", "}"),
             )
-            self.patterns.append((re.compile(regex + r"\Z"), patterns[url]))
+            literal = url[: url.index("{")]
+            self.patterns.append((literal, re.compile(regex + r"\Z"), patterns[url]))
 
     def match(self, path: str) -> tuple[dict[str, RouteSpec], str] | None:
         found = self.static.get(path)
         if found is not None:
             return found, ""
-        for regex, methods in self.patterns:
-            m = regex.match(path)
-            if m is not None:
-                return methods, m.group(m.lastindex or 1)
+        for literal, regex, methods in self.patterns:
+            if path.startswith(literal):  # a string test before the regex
+                m = regex.match(path)
+                if m is not None:
+                    return methods, m.group(m.lastindex or 1)
         return None
 
 
@@ -323,7 +326,7 @@ class _ApiHandler:
                 yield chunk
 
         answer = await self._serve(head, body)
-        protocol.response_bytes(answer.status, list(_headers(answer)), answer.body)
+        protocol.response_bytes(answer.status, _headers(answer), answer.body)
 
     # -- the shared part ---------------------------------------------------------------
     async def _serve(self, head: _Head, body: Callable[[], AsyncIterator[bytes]]) -> _Answer:
@@ -516,13 +519,17 @@ class _ApiHandler:
             raise InvalidJsonError from None
 
 
-def _headers(answer: _Answer) -> Iterator[tuple[str, str]]:
-    yield "content-type", answer.content_type
-    yield "content-length", str(len(answer.body))
-    yield "x-request-id", answer.request_id
-    yield "cache-control", "no-store"
-    yield "x-content-type-options", "nosniff"
-    yield from answer.extra
+def _headers(answer: _Answer) -> list[tuple[str, str]]:
+    headers = [
+        ("content-type", answer.content_type),
+        ("content-length", str(len(answer.body))),
+        ("x-request-id", answer.request_id),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+    ]
+    if answer.extra:
+        headers += answer.extra
+    return headers
 
 
 async def _lifespan(scope: Scope, receive: Receive, send: Send) -> None:

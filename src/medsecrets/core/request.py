@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["Request", "Response"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Request:
-    """One API call.
+    """One API call (treat as immutable: not frozen only because a frozen dataclass
+    costs microseconds to build on every request).
 
     ``route`` is the route name (``"secrets.read"``); ``path`` the resource the
     route acts on as it appears in the URL (secret path, category name; ``""``
@@ -38,9 +39,10 @@ class Request:
     request_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
-    """The result of a successful call: an HTTP-like status and a JSON-ready body.
+    """The result of a successful call: an HTTP-like status and a JSON-ready body
+    (treat as immutable, like ``Request``).
 
     ``audit`` is the audit ticket still to be waited on before the body may
     leave (only with ``Core.handle(..., defer_audit=True)``; else ``None``).

@@ -63,9 +63,12 @@ class Context:
     audit: AuditAdmin | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """A request after parsing: the resource ``path``, the typed ``body`` and ``query``."""
+    """A request after parsing: the resource ``path``, the typed ``body`` and ``query``.
+
+    Treat as immutable (not frozen only to keep its construction cheap: one per request).
+    """
 
     request: Request
     path: str
