@@ -16,7 +16,15 @@ from medsecrets.audit.broker import AuditBroker
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.file import FileAuditDevice
 from medsecrets.audit.lane import DeviceKeys, Lane
-from medsecrets.audit.record import GENESIS, SEALED_DATA, Salter, body_digest, split_line
+from medsecrets.audit.record import (
+    GENESIS,
+    SEALED_DATA,
+    AuditEvent,
+    Salter,
+    body_digest,
+    split_line,
+)
+from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure, NotFoundError, SealedError
 
@@ -408,3 +416,23 @@ def test_a_lost_commit_acknowledgement_does_not_wedge_the_database_device(
         assert after is not None
         after.wait()
     check_chain(list(device.records()))
+
+
+def test_a_deferred_burst_is_written_once_eager_batch_records_are_queued() -> None:
+    """Appends that defer the wake still start a write when ``eager_batch`` records wait."""
+    device = ScriptedDevice()
+    writer = lane(device, eager_batch=4)
+    writer.start()
+    try:
+        event = AuditEvent(kind="request", time=dt.datetime.now(dt.UTC), request_id="r")
+        for _ in range(3):
+            writer.append(event, notify=False)
+        time.sleep(0.2)
+        assert device.batches == 0  # below the threshold: waits for the caller's wake()
+        waiter = Waiter(1, timeout=5)
+        writer.append(event, waiter, notify=False)  # the fourth: the writer starts now
+        waiter.wait()
+        assert len(device.lines) == 4
+        check_chain(device.lines)
+    finally:
+        writer.stop()

@@ -12,6 +12,14 @@ head goes back to the last durable record and everything queued behind the
 batch is rendered again on top of it (devices roll back partial writes), so the
 stored chain never references a record that is not stored.
 
+Batches are formed by the caller's wake-ups: a thread-side append wakes the
+writer at once; on an event loop the broker wakes it once per loop iteration
+(so a burst of requests becomes one batch), and also as soon as
+``eager_batch`` records are queued, so that a busy loop's first records are
+already being written while it renders the rest: the fsync overlaps the CPU
+work instead of following it (with every connection waiting on one fsync, a
+server would otherwise alternate between rendering and waiting).
+
 A write that takes longer than ``timeout`` makes the lane *hung*
 (``Lane.check_hung``, called by the broker's watchdog): its pending waiters are
 answered no at once, and so is every waiter appended until the write returns.
@@ -83,6 +91,7 @@ class Lane:
         checkpoint_interval: float = 60.0,
         checkpoint_export: Path | None = None,
         max_pending: int = 100_000,
+        eager_batch: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device = device
@@ -95,6 +104,7 @@ class Lane:
         self._checkpoint_interval = checkpoint_interval
         self._export = checkpoint_export
         self._max_pending = max_pending
+        self._eager = eager_batch
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Item] = []
@@ -167,9 +177,10 @@ class Lane:
     ) -> None:
         """Queue ``event``; answer ``waiter`` once it is written (or not).
 
-        With ``notify=False`` the writer is not woken: the caller promises a
-        ``wake()`` soon (the broker wakes the writers once per event-loop
-        iteration, so a burst of requests becomes one batch and one fsync).
+        With ``notify=False`` the writer is not woken (unless ``eager_batch``
+        records are now queued): the caller promises a ``wake()`` soon (the
+        broker wakes the writers once per event-loop iteration, so a burst of
+        requests becomes one batch and one fsync).
         """
         refuse = False
         with self._cond:
@@ -177,6 +188,7 @@ class Lane:
                 self.dropped += 1
                 refuse = True
             else:
+                queued = len(self._queue)
                 self._render(event)
                 if waiter is not None:
                     if self._hung:
@@ -185,7 +197,7 @@ class Lane:
                         self._waiters.append(waiter)
                 # A thread-side append always wakes the writer: records deferred by the
                 # event loop must not wait for the loop's next iteration behind it.
-                if notify:
+                if notify or queued < self._eager <= len(self._queue):
                     self._cond.notify()
         if refuse and waiter is not None:
             answer_all([waiter], ok=False)
