@@ -436,3 +436,31 @@ def test_a_deferred_burst_is_written_once_eager_batch_records_are_queued() -> No
         check_chain(device.lines)
     finally:
         writer.stop()
+
+
+class _Fatal(BaseException):
+    """Escapes the writer's ``except Exception``: its thread dies."""
+
+
+class _DyingDevice(ScriptedDevice):
+    def write(self, lines: Sequence[bytes]) -> None:
+        raise _Fatal
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_writer_fails_async_waiters(started: list[AuditBroker]) -> None:
+    """wait_async has no timer of its own: the watchdog answers for a dead writer thread."""
+    broker = make(started, lane(_DyingDevice()))
+
+    async def main() -> None:
+        ticket = broker.on_response(read(), None, 200, None)
+        assert ticket is not None
+        await asyncio.wait_for(ticket.wait_async(), 5)
+
+    with pytest.raises(AuditFailure):
+        asyncio.run(main())
+    later = broker.on_response(read(), None, 200, None)  # refused at once from now on
+    assert later is not None
+    with pytest.raises(AuditFailure):
+        later.wait()
+    assert broker.health()[0]["up"] is False

@@ -209,7 +209,24 @@ class Lane:
                 self._cond.notify()
 
     def check_hung(self, now: float) -> None:
-        """Fail the waiters of a write in flight for longer than the timeout."""
+        """Fail the waiters of a write in flight for longer than the timeout.
+
+        A writer thread that died (a bug) counts as hung from then on, so no
+        waiter is ever left unanswered: ``Waiter.wait_async`` has no timer of
+        its own and relies on this watchdog (and on the API's request timeout).
+        """
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self._stopping:
+            with self._cond:
+                self._hung = True
+                waiters = self._flight + self._waiters
+                self._flight = []
+                self._waiters = []
+            if waiters:
+                self.last_error = "writer-died"
+                _LOG.error("audit device %s: writer thread died", self.name)
+                answer_all(waiters, ok=False)
+            return
         since = self._flight_since
         if since is None or now - since <= self._timeout:
             return

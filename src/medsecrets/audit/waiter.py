@@ -7,7 +7,8 @@ is known changes nothing). ``wait()`` blocks a thread; ``wait_async()`` awaits
 on an event loop without blocking it: answers arrive from writer threads, and
 ``answer_all`` wakes each event loop once per batch (one
 ``call_soon_threadsafe`` per loop, not per waiter). Both raise
-``AuditFailure`` on failure. ``Waiter`` is the core's ``AuditTicket``.
+``AuditFailure`` on failure. Only ``wait`` has a backstop timeout of its own;
+``wait_async`` relies on the broker's watchdog. ``Waiter`` is the core's ``AuditTicket``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Waiter:
     """See module docstring.
 
     ``lanes`` is the number of required lanes asked; ``timeout`` a backstop for
-    ``wait`` (the broker's watchdog normally answers first).
+    the blocking ``wait`` (the broker's watchdog normally answers first).
     """
 
     __slots__ = ("_event", "_future", "_remaining", "_timeout", "result")
@@ -69,30 +70,21 @@ class Waiter:
             raise AuditFailure
 
     async def wait_async(self) -> None:
-        """Await the answer on the running loop (the same backstop ``timeout`` as ``wait``)."""
+        """Await the answer on the running loop.
+
+        No timer of its own (a timer per request costs the loop more than the
+        rest of the wait): the broker's watchdog answers every waiter of a hung
+        device, or of a dead writer, within the audit timeout.
+        """
         loop = asyncio.get_running_loop()
         with _LOCK:
             if self.result is None:
                 self._future = loop.create_future()
         future = self._future
         if future is not None:
-            timer = (
-                loop.call_later(self._timeout, _expire, future)
-                if self._timeout is not None
-                else None
-            )
-            try:
-                await future
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            await future
         if not self.result:
             raise AuditFailure
-
-
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)  # result stays None: wait_async raises AuditFailure
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
