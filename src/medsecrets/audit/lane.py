@@ -106,7 +106,8 @@ class Lane:
         self._max_pending = max_pending
         self._eager = eager_batch
         self._clock = clock
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # entered directly on the hot path (a C-level lock)
+        self._cond = threading.Condition(self._lock)
         self._queue: list[_Item] = []
         self._waiters: list[Waiter] = []
         self._flight: list[Waiter] = []
@@ -183,7 +184,7 @@ class Lane:
         requests becomes one batch and one fsync).
         """
         refuse = False
-        with self._cond:
+        with self._lock:
             if self._stopping or len(self._queue) >= self._max_pending:
                 self.dropped += 1
                 refuse = True

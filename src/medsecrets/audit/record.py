@@ -31,7 +31,6 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Final, Literal
 
 import orjson
@@ -128,9 +127,6 @@ def split_path(path: str, prefix: str) -> tuple[str | None, str | None]:
     return environment, category
 
 
-_NO_EXTRA: Final[Mapping[str, object]] = MappingProxyType({})
-
-
 @dataclass(slots=True, kw_only=True)
 class AuditEvent:
     """One auditable fact, before rendering (see module docstring).
@@ -162,7 +158,7 @@ class AuditEvent:
     error: str | None = None
     emergency: bool = False
     data: object = field(default=None, repr=False)
-    extra: Mapping[str, object] = field(default_factory=lambda: _NO_EXTRA)
+    extra: Mapping[str, object] | None = None
 
 
 class Salter:
@@ -270,7 +266,8 @@ def render_line(
             ),
         }
     else:
-        body = {"time": format_time(event.time), "node": node, "device": device, **event.extra}
+        extra = event.extra or {}
+        body = {"time": format_time(event.time), "node": node, "device": device, **extra}
     text = head.encode() + orjson.dumps(body)[1:-1]
     digest = hashlib.sha256(text + b"}").hexdigest()
     return text + b',"hash":"' + digest.encode() + b'"}\n', digest
