@@ -24,7 +24,7 @@ class Figure:
 
 
 def throughput(
-    name: str, op: Callable[[int], None], *, count: int, repeats: int = 3, warmup: int = 1
+    name: str, op: Callable[[int], object], *, count: int, repeats: int = 3, warmup: int = 1
 ) -> Figure:
     """Median operations per second of ``op(i)`` over ``count`` calls, ``repeats`` times."""
     for i in range(min(count, 200) * warmup):

@@ -1,7 +1,10 @@
 """Issue 2: the in-process store against raw storage in the same run.
 
 - read of a current secret (decrypt included) vs a raw storage ``get``;
-- durable write of a new version vs a raw durable storage ``put``;
+- durable write of a new version vs a raw durable storage ``put``, from one
+  thread and from 32 threads at once (each thread its own secrets, as the
+  server's worker threads write for different clients; group commit lets
+  concurrent writes share a commit);
 - rewrap of 10,000 secrets after a KEK rotation.
 
 On SQLite always; on PostgreSQL when its binaries are found (a throwaway cluster).
@@ -12,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import statistics
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchmarks.measure import Figure, throughput
@@ -25,12 +30,13 @@ from medsecrets.store import SecretStore
 
 SECRETS = 1_000
 REWRAP_SECRETS = 10_000
+THREADS = 32
 
 
 @contextlib.contextmanager
 def _backends(workdir: Path) -> Iterator[list[tuple[str, StorageBackend, StorageBackend]]]:
     """(name, storage for the store, storage for raw ops) per available backend."""
-    backends = [
+    backends: list[tuple[str, StorageBackend, StorageBackend]] = [
         (
             "sqlite",
             SqliteStorage(workdir / "store.db"),
@@ -115,13 +121,69 @@ def _bench_backend(
         lambda i: store.secrets.put(paths[i % secrets], value),
         count=writes,
     )
+    per_thread = (100 if name == "sqlite" else 40) // (5 if quick else 1)
+    own = secrets // THREADS  # secrets per thread: no two threads write the same one
+    raw_put_mt = concurrent_throughput(
+        f"{name}: raw durable put (new row), {THREADS} threads",
+        lambda t, i: raw.put(f"raw/threads/{next(runs):08d}", blob),
+        threads=THREADS,
+        per_thread=per_thread,
+    )
+    secret_put_mt = concurrent_throughput(
+        f"{name}: secret write (new version, durable), {THREADS} threads",
+        lambda t, i: store.secrets.put(paths[t * own + i % own], value),
+        threads=THREADS,
+        per_thread=per_thread,
+    )
     figures = [raw_get, secret_get, _ratio(secret_get, raw_get)]
     figures += [raw_put, secret_put, _ratio(secret_put, raw_put)]
+    figures += [raw_put_mt, secret_put_mt, _ratio(secret_put_mt, raw_put_mt)]
     if name == "sqlite":
         total = 1_000 if quick else REWRAP_SECRETS
         figures.append(_rewrap(store, value, existing=secrets, total=total))
     store.seal()
     return figures
+
+
+def concurrent_throughput(
+    name: str,
+    op: Callable[[int, int], object],
+    *,
+    threads: int,
+    per_thread: int,
+    repeats: int = 3,
+) -> Figure:
+    """Median total operations per second of ``threads`` threads each calling
+    ``op(thread, i)`` for ``i`` in ``range(per_thread)``, all released at once,
+    timed until the last one finishes; one untimed warm-up run, then ``repeats``."""
+    _concurrent_run(op, threads, per_thread)
+    runs = tuple(_concurrent_run(op, threads, per_thread) for _ in range(repeats))
+    return Figure(name, statistics.median(runs), "ops/s", runs)
+
+
+def _concurrent_run(op: Callable[[int, int], object], threads: int, per_thread: int) -> float:
+    start_line = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work(thread: int) -> None:
+        start_line.wait()
+        try:
+            for i in range(per_thread):
+                op(thread, i)
+        except BaseException as exc:  # raised below: a failed run gives no figure
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    start_line.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return threads * per_thread / elapsed
 
 
 def _ratio(ours: Figure, ceiling: Figure) -> Figure:

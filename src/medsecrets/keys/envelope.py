@@ -15,13 +15,14 @@ cache entry can never serve a different key); ``forget`` drops the cache.
 from __future__ import annotations
 
 import base64
-import json
+import binascii
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -33,6 +34,11 @@ from medsecrets.sensitive import Sensitive
 __all__ = ["Envelope", "SealedValue", "encryption_context"]
 
 _NONCE = 12
+
+
+def _b64(data: bytes) -> str:
+    """Standard base64 with padding, as ``base64.b64encode(data).decode()`` (fewer calls)."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def encryption_context(*, path: str, version: int, category: str) -> dict[str, str]:
@@ -52,13 +58,13 @@ class SealedValue:
         return f"SealedValue(wrapped={self.wrapped!r}, size={len(self.ciphertext)})"
 
     def to_json(self) -> dict[str, str | int]:
-        """JSON-ready form (base64 for bytes)."""
+        """JSON-ready form (standard base64 with padding for bytes)."""
         return {
             "p": self.wrapped.provider,
             "k": self.wrapped.kek_version,
-            "w": base64.b64encode(self.wrapped.blob).decode(),
-            "n": base64.b64encode(self.nonce).decode(),
-            "c": base64.b64encode(self.ciphertext).decode(),
+            "w": _b64(self.wrapped.blob),
+            "n": _b64(self.nonce),
+            "c": _b64(self.ciphertext),
         }
 
     @classmethod
@@ -78,15 +84,15 @@ class SealedValue:
             raise DecryptionError() from None
 
     def dumps(self) -> bytes:
-        """Serialized JSON bytes."""
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+        """Serialized JSON bytes (compact; ``orjson.dumps(to_json())``)."""
+        return orjson.dumps(self.to_json())
 
     @classmethod
     def loads(cls, raw: bytes) -> SealedValue:
-        """Inverse of ``dumps``."""
+        """Inverse of ``dumps``; malformed input raises ``DecryptionError``."""
         try:
-            doc = json.loads(raw)
-        except ValueError:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             raise DecryptionError() from None
         if not isinstance(doc, dict):
             raise DecryptionError()

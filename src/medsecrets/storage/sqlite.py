@@ -12,10 +12,16 @@ so several threads and several processes may write the same file at once.
 
 Group commit: writes (``put``, ``delete``, ``batch``) from threads of one
 process that arrive while a commit is in progress are committed together in
-the next transaction, one ``SAVEPOINT`` each, so they share one fsync. A batch
-whose ``Expect`` fails is rolled back to its savepoint alone; the others
-commit. Each caller returns only after the commit that holds its write is
-durable, with its own result.
+the next transaction, so they share one fsync. Inside it the members are
+applied in arrival order, each atomically: a member whose ``Expect`` fails
+(against the file as the members before it left it) is skipped alone and gets
+``ConflictError``; the others commit. The group costs a fixed handful of
+statements whatever its size (every ``Expect`` checked by one ``SELECT``, the
+net writes of all members by one multi-row ``INSERT … ON CONFLICT`` and one
+``DELETE``), because every statement releases and re-takes the GIL, and with
+many threads running Python each re-take can wait a whole switch interval.
+Each caller returns only after the commit that holds its write is durable,
+with its own result.
 
 Reads are cached (``storage.readcache``): a ``get`` of a key read before,
 with nothing written to the file since by any process, is answered from
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import functools
 import os
 import secrets
 import sqlite3
@@ -87,11 +94,6 @@ _SCHEMA = (
 )
 
 _GET = "SELECT value FROM kv WHERE key = ?"
-_PUT = (
-    "INSERT INTO kv (key, value) VALUES (?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-)
-_DELETE = "DELETE FROM kv WHERE key = ?"
 _LIST_BOUNDED = "SELECT key FROM kv WHERE key >= ? AND key < ? AND key > ? ORDER BY key LIMIT ?"
 _LIST_UNBOUNDED = "SELECT key FROM kv WHERE key >= ? AND key > ? ORDER BY key LIMIT ?"
 _LEASE_GET = "SELECT token, expires_at FROM leases WHERE name = ?"
@@ -107,7 +109,11 @@ _MEMORY_PATHS = frozenset({"", ":memory:"})
 
 
 class _Pending:
-    """One caller's write waiting for a group commit."""
+    """One caller's write waiting for a group commit.
+
+    ``wake`` is a lock held from creation; releasing it wakes the caller (a
+    bare lock: cheaper to create and signal than an ``Event``).
+    """
 
     __slots__ = ("done", "error", "lead", "ops", "wake")
 
@@ -116,22 +122,96 @@ class _Pending:
         self.done = False
         self.lead = False  # this caller commits the next group
         self.error: BaseException | None = None
-        self.wake = threading.Event()
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
-def _apply(conn: sqlite3.Connection, ops: Sequence[Operation]) -> None:
-    """Check every ``Expect`` of ``ops``, then apply its writes (inside a transaction)."""
-    for op in ops:
-        if isinstance(op, Expect):
-            row = conn.execute(_GET, (op.key,)).fetchone()
-            current = None if row is None else bytes(row[0])
-            if current != op.value:
-                raise ConflictError(f"batch expectation failed on key {op.key!r}")
-    for op in ops:
-        if isinstance(op, Put):
-            conn.execute(_PUT, (op.key, op.value))
-        elif isinstance(op, Delete):
-            conn.execute(_DELETE, (op.key,))
+#: Rows per multi-row statement: 2 parameters each, within SQLite's oldest
+#: default limit of 999 parameters. The statements below are built from
+#: constant text and a count of ``?`` placeholders only (hence the ``noqa``).
+_CHUNK = 256
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _expect_sql(count: int) -> str:
+    """One row of ``count`` booleans: whether each key holds the value given after it."""
+    return "SELECT " + ", ".join(["(SELECT value FROM kv WHERE key = ?) IS ?"] * count)  # noqa: S608
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _put_sql(count: int) -> str:
+    """Upsert ``count`` (key, value) rows (keys distinct) in one statement."""
+    return (
+        "INSERT INTO kv (key, value) VALUES "  # noqa: S608
+        + ", ".join(["(?, ?)"] * count)
+        + " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _delete_sql(count: int) -> str:
+    """Delete ``count`` keys in one statement."""
+    return "DELETE FROM kv WHERE key IN (" + ", ".join(["?"] * count) + ")"  # noqa: S608
+
+
+def _stored_matches(conn: sqlite3.Connection, expects: Sequence[Expect]) -> list[bool]:
+    """Whether the file holds each ``Expect``'s value (``None``: the key is absent).
+
+    One single-row ``SELECT`` per ``_CHUNK`` conditions; ``IS`` compares blobs
+    byte for byte and treats two NULLs as equal.
+    """
+    held: list[bool] = []
+    for start in range(0, len(expects), _CHUNK):
+        chunk = expects[start : start + _CHUNK]
+        params = [item for op in chunk for item in (op.key, op.value)]
+        row = conn.execute(_expect_sql(len(chunk)), params).fetchone()
+        held.extend(bool(cell) for cell in row)
+    return held
+
+
+def _apply_group(conn: sqlite3.Connection, group: Sequence[_Pending]) -> None:
+    """Apply ``group`` in order inside an open transaction, each member atomically.
+
+    Equivalent to one savepoint per member: a member's ``Expect`` conditions
+    are checked against the file as the members before it left it (their net
+    writes, else the stored values read at the start); a member that fails
+    gets ``ConflictError`` in ``error`` and contributes nothing. The net
+    result of the members that pass (the last write to each key wins) is
+    then written by a few multi-row statements.
+    """
+    expects = [op for pending in group for op in pending.ops if isinstance(op, Expect)]
+    held = iter(_stored_matches(conn, expects) if expects else ())
+    written: dict[str, bytes | None] = {}  # key -> value after the members so far (None: gone)
+    for pending in group:
+        failed: str | None = None
+        for op in pending.ops:
+            if isinstance(op, Expect):
+                stored = next(held)  # consumed for every Expect, to stay aligned
+                if failed is None and not (
+                    written[op.key] == op.value if op.key in written else stored
+                ):
+                    failed = op.key
+        if failed is not None:
+            pending.error = ConflictError(f"batch expectation failed on key {failed!r}")
+            continue
+        for op in pending.ops:
+            if isinstance(op, Put):
+                written[op.key] = op.value
+            elif isinstance(op, Delete):
+                written[op.key] = None
+    _write_rows(conn, written)
+
+
+def _write_rows(conn: sqlite3.Connection, written: dict[str, bytes | None]) -> None:
+    """Store every ``key -> value`` of ``written``, deleting the keys mapped to ``None``."""
+    puts = [item for key, value in written.items() if value is not None for item in (key, value)]
+    deletes = [key for key, value in written.items() if value is None]
+    for start in range(0, len(puts), 2 * _CHUNK):
+        rows = puts[start : start + 2 * _CHUNK]
+        conn.execute(_put_sql(len(rows) // 2), rows)
+    for start in range(0, len(deletes), _CHUNK):
+        keys = deletes[start : start + _CHUNK]
+        conn.execute(_delete_sql(len(keys)), keys)
 
 
 def _wrap(op: str, exc: sqlite3.Error) -> StorageError:
@@ -188,7 +268,7 @@ class SqliteStorage:
                 timeout=self._timeout,
                 isolation_level=None,
                 check_same_thread=False,
-                cached_statements=64,
+                cached_statements=128,
             )
         except sqlite3.Error as exc:
             raise _wrap("open", exc) from None
@@ -319,8 +399,9 @@ class SqliteStorage:
 
         The first caller to find no commit running leads: it commits every
         write queued so far in one transaction, then hands the lead to the
-        oldest write queued meanwhile (or gives it up). Everyone else sleeps
-        on its own event until its write is committed or it is made leader.
+        oldest write queued meanwhile (or gives it up) before waking the
+        group. Everyone else sleeps on its own lock until its write is
+        committed or it is made leader.
         """
         pending = _Pending(ops)
         with self._queue_lock:
@@ -328,7 +409,7 @@ class SqliteStorage:
             if not self._leading:
                 self._leading = pending.lead = True
         if not pending.lead:
-            pending.wake.wait()
+            pending.wake.acquire()
         if not pending.done:  # made leader
             self._lead()
         if pending.error is not None:
@@ -341,28 +422,29 @@ class SqliteStorage:
             self._commit_group(group)
         finally:
             with self._queue_lock:
-                if self._queue:
-                    successor = self._queue[0]
+                successor = self._queue[0] if self._queue else None
+                if successor is not None:
                     successor.lead = True
-                    successor.wake.set()
                 else:
                     self._leading = False
+            if successor is not None:  # the next commit starts while this group wakes
+                successor.wake.release()
+            for pending in group:
+                pending.done = True
+                pending.wake.release()
 
-    def _commit_group(self, group: builtins.list[_Pending]) -> None:
-        """Commit every pending write of ``group`` in one transaction, a savepoint each."""
+    def _commit_group(self, group: Sequence[_Pending]) -> None:
+        """Commit every pending write of ``group`` in one transaction (``_apply_group``).
+
+        Sets each member's ``error`` (its ``ConflictError``, or the failure of
+        the whole transaction) and bumps the change stamp; waking is the caller's.
+        """
         try:
             with self._conn() as conn:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        for pending in group:
-                            conn.execute("SAVEPOINT w")
-                            try:
-                                _apply(conn, pending.ops)
-                            except ConflictError as exc:
-                                conn.execute("ROLLBACK TO w")
-                                pending.error = exc
-                            conn.execute("RELEASE w")
+                        _apply_group(conn, group)
                         conn.execute("COMMIT")
                     except BaseException:
                         if conn.in_transaction:
@@ -376,9 +458,6 @@ class SqliteStorage:
         finally:
             if self._stamp is not None:  # also after a failure: the outcome may be unknown
                 self._stamp.bump()
-            for pending in group:
-                pending.done = True
-                pending.wake.set()
 
     # -- leases --------------------------------------------------------------
 

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
+
+import orjson
 
 from medsecrets.barrier.base import SecureStorage
 from medsecrets.catalog.model import Catalog
@@ -134,11 +135,11 @@ class _Record:
             "deleted": self.deleted_at,
             "purge": self.purge_at,
         }
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return orjson.dumps(doc)
 
     @classmethod
     def loads(cls, raw: bytes) -> _Record:
-        doc = json.loads(raw)
+        doc = orjson.loads(raw)
         return cls(
             id=doc["id"],
             path=doc["path"],
@@ -322,7 +323,10 @@ class SecretsEngine:
             if not isinstance(value, str):
                 raise InvalidRequest(f"field {name!r} must be a string")
         self._catalog.category(category).validate(fields, complete=False)
-        plaintext = json.dumps(dict(fields), separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            plaintext = orjson.dumps(dict(fields))
+        except orjson.JSONEncodeError:  # a lone surrogate: not encodable as UTF-8
+            raise InvalidRequest("field values must be valid Unicode text") from None
         if len(plaintext) > MAX_VALUE_BYTES:
             raise TooLargeError(f"secret value is larger than {MAX_VALUE_BYTES} bytes serialized")
         return plaintext
@@ -478,11 +482,12 @@ class SecretsEngine:
                 record.owner = owner
             if clean_tags is not None:
                 record.tags = clean_tags
-            ops: list[Operation] = [Put(self._data_key(record, number), sealed.dumps())]
+            sealed_doc = sealed.to_json()
+            ops: list[Operation] = [Put(self._data_key(record, number), orjson.dumps(sealed_doc))]
             if stage == "current":
                 if "current" in record.stages:
                     record.last_rotated_at = now
-                self._move_current(record, number, sealed)
+                self._move_current(record, number, sealed_doc)
             else:
                 record.stages["pending"] = number
             ops += self._prune(record)
@@ -500,7 +505,8 @@ class SecretsEngine:
             return self._version_info(record, record.versions[-1])
         raise ConflictError(f"secret {key!r} is changing too fast; try again")
 
-    def _move_current(self, record: _Record, number: int, sealed: SealedValue) -> None:
+    def _move_current(self, record: _Record, number: int, sealed: Mapping[str, str | int]) -> None:
+        """Give ``number`` the ``current`` stage; its ``sealed`` value (JSON form) goes inline."""
         old = record.stages.get("current")
         if old is not None and old != number:
             record.stages["previous"] = old
@@ -509,7 +515,7 @@ class SecretsEngine:
             del record.stages["pending"]
         if record.stages.get("previous") == number:
             del record.stages["previous"]
-        record.inline = {"n": number, "v": sealed.to_json()}
+        record.inline = {"n": number, "v": sealed}
 
     def _prune(self, record: _Record) -> list[Operation]:
         ops: list[Operation] = []
@@ -535,7 +541,7 @@ class SecretsEngine:
                 raw = self._secure.get(self._data_key(record, version))
                 if raw is None:
                     raise NotFoundError(f"secret {record.path!r} has no version {version}")
-                self._move_current(record, version, SealedValue.loads(raw))
+                self._move_current(record, version, SealedValue.loads(raw).to_json())
             else:
                 if record.stages.get("current") == version:
                     raise ConflictError(f"version {version} is current; it cannot also be {stage}")
@@ -723,7 +729,7 @@ class SecretsEngine:
         plaintext = self._envelope.open(
             sealed, path=record.path, version=number, category=record.category
         )
-        return cast(dict[str, str], json.loads(plaintext))
+        return cast(dict[str, str], orjson.loads(plaintext))
 
     def _touch(self, view: _View) -> None:
         """Record a coarse last-access time (at most one write per ``access_granularity``)."""
