@@ -478,9 +478,7 @@ class _ApiHandler:
             return info
 
         self._core.audit_outside(request, check)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._threads, self._metrics.render
-        )
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._metrics.render)
 
     def _fail(self, exc: Exception, request_id: str, route: str) -> _Answer:
         if isinstance(exc, _BodyTooLargeError):
