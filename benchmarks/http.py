@@ -1,7 +1,8 @@
 """Issue 3: the server over HTTP, under wrk, against ceilings measured in the same run.
 
 - secret read (token, authorization, storage, decrypt, JSON) vs a bare Starlette endpoint
-  returning the same bytes, on the same server (granian, embedded, one worker);
+  returning the same bytes, on the same server (granian, embedded, one worker; the issue's
+  ceiling, served through ASGI), and vs a bare RSGI callable (the interface our server uses);
 - the same read vs moto's Secrets Manager ``GetSecretValue`` (the Python peer implementation);
 - durable secret writes over HTTP on SQLite vs the disk's raw single-row durable commit rate;
 - resident memory of the server holding 10,000 secrets after the read benchmark, across runs.
@@ -51,6 +52,24 @@ async def endpoint(request):
 
 app = Starlette(routes=[Route("/v1/secrets/{path:path}", endpoint)])
 server = Server(app, address="127.0.0.1", port=int(sys.argv[1]), interface=Interfaces.ASGI,
+                log_access=False, websockets=False,
+                http1_settings=HTTP1Settings(header_read_timeout=30_000))
+asyncio.run(server.serve())
+"""
+
+_BARE_RSGI_SERVER = r"""
+import asyncio, sys
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from granian.server.embed import Server
+
+body = open(sys.argv[2], "rb").read()
+headers = [("content-type", "application/json")]
+
+async def app(scope, protocol):
+    protocol.response_bytes(200, headers, body)
+
+server = Server(app, address="127.0.0.1", port=int(sys.argv[1]), interface=Interfaces.RSGI,
                 log_access=False, websockets=False,
                 http1_settings=HTTP1Settings(header_read_timeout=30_000))
 asyncio.run(server.serve())
@@ -133,12 +152,12 @@ def _rss_mib(pid: int) -> float:
 
 
 @contextmanager
-def _bare_server(body: bytes, workdir: Path) -> Iterator[str]:
+def _bare_server(body: bytes, workdir: Path, script: str = _BARE_SERVER) -> Iterator[str]:
     body_file = workdir / "body.json"
     body_file.write_bytes(body)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", _BARE_SERVER, str(port), str(body_file)],
+        [sys.executable, "-c", script, str(port), str(body_file)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -235,6 +254,7 @@ def figures(quick: bool = False) -> list[Figure]:
     ours: list[WrkResult] = []
     unaudited: list[WrkResult] = []
     bare: list[WrkResult] = []
+    bare_rsgi: list[WrkResult] = []
     moto: list[WrkResult] = []
     rss: list[float] = []
     writes: list[WrkResult] = []
@@ -247,11 +267,16 @@ def figures(quick: bool = False) -> list[Figure]:
             _seed(server.addr, token, value, secrets)
             read_url = f"{server.addr}/v1/secrets/{READ_PATH}"
             body = httpx.get(read_url, headers={"Authorization": f"Bearer {token}"}).content
-            with _bare_server(body, workdir) as bare_url, _moto() as moto_url:
+            with (
+                _bare_server(body, workdir) as bare_url,
+                _bare_server(body, workdir, _BARE_RSGI_SERVER) as rsgi_url,
+                _moto() as moto_url,
+            ):
                 for _ in range(3):
                     ours.append(wrk(read_url, seconds=seconds, token=token))
                     rss.append(_rss_mib(server.pid))
                     bare.append(wrk(bare_url, seconds=seconds))
+                    bare_rsgi.append(wrk(rsgi_url, seconds=seconds))
                     moto.append(wrk(moto_url, seconds=seconds, script=_MOTO_LUA))
             for run_no in range(3):
                 script = (
@@ -280,6 +305,11 @@ def figures(quick: bool = False) -> list[Figure]:
     ceiling = _median(
         "bare Starlette endpoint, same bytes, same server", [r.rps for r in bare], "req/s"
     )
+    rsgi_ceiling = _median(
+        "bare RSGI endpoint (our transport), same bytes, same server",
+        [r.rps for r in bare_rsgi],
+        "req/s",
+    )
     moto_fig = _median("moto GetSecretValue (same wrk load)", [r.rps for r in moto], "req/s")
     write = _median(
         "durable secret write over HTTP, SQLite (wrk -c32)", [r.rps for r in writes], "req/s"
@@ -296,6 +326,12 @@ def figures(quick: bool = False) -> list[Figure]:
             "secret read (audit off) / bare Starlette", 100 * read_off.value / ceiling.value, "%"
         ),
         Figure("cost of durable audit on reads", 100 * (1 - read.value / read_off.value), "%"),
+        rsgi_ceiling,
+        Figure(
+            "secret read (audit off) / bare RSGI endpoint",
+            100 * read_off.value / rsgi_ceiling.value,
+            "%",
+        ),
         moto_fig,
         Figure("secret read / moto GetSecretValue", read.value / moto_fig.value, "x"),
         write,
