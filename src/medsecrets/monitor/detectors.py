@@ -8,6 +8,17 @@ detectors run online (``MonitorEngine``) and offline (``analyze``); events are
 expected in (roughly) time order. A detector is not thread-safe: one thread
 observes.
 
+The detectors below are ``BatchDetector``s: their rule is written once, as
+``observe_many(events) -> [(index, alert), ...]`` over a sequence of events
+(one loop, the state held in locals: several times cheaper per event than a
+call per event), and ``observe(event)`` is ``observe_many`` of that one
+event. Observing a sequence in one call or event by event, in any slicing,
+gives the same alerts: the state carries over between calls.
+``DetectorSet.observe_many`` runs each detector over the whole sequence in
+turn and merges the alerts into the order of event-by-event observation
+(event index, then detector order), which is exact because the detectors of
+a set share no state.
+
 The detectors and their rules (every threshold is a ``DetectorConfig`` field):
 
 - ``rate``: more than ``rate_limit`` (50) successful secret reads by one
@@ -54,10 +65,11 @@ names, paths, addresses and counts, never a secret value or a token.
 from __future__ import annotations
 
 import ipaddress
+import operator
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol, TypeVar
+from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
 from medsecrets.errors import ConfigError
 from medsecrets.monitor.alert import Alert, Severity
@@ -65,6 +77,7 @@ from medsecrets.monitor.events import AccessEvent
 
 __all__ = [
     "DETECTOR_NAMES",
+    "BatchDetector",
     "BulkDetector",
     "Detector",
     "DetectorConfig",
@@ -74,6 +87,7 @@ __all__ = [
     "FailedBurstDetector",
     "FirstCategoryDetector",
     "HoneytokenDetector",
+    "IndexedAlerts",
     "NewSourceDetector",
     "RateDetector",
     "UnusualTimeDetector",
@@ -107,6 +121,33 @@ class Detector(Protocol):
     def observe(self, event: AccessEvent) -> list[Alert]:
         """Update the state with ``event``; the alerts it raises (usually none)."""
         ...
+
+
+IndexedAlerts = list[tuple[int, Alert]]
+"""Alerts with the index (in the observed sequence) of the event that raised each."""
+
+
+@runtime_checkable
+class BatchDetector(Detector, Protocol):
+    """A detector that also observes a sequence of events in one call (see module docstring)."""
+
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        """``observe`` each event in order; ``(index, alert)`` for every alert, in order."""
+        ...
+
+
+class _Batched:
+    """Base of the detectors: ``observe`` is ``observe_many`` of one event."""
+
+    __slots__ = ()
+
+    def observe(self, event: AccessEvent) -> list[Alert]:
+        """Update the state with ``event``; the alerts it raises (usually none)."""
+        return [alert for _, alert in self.observe_many((event,))]
+
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        """``observe`` each event in order; ``(index, alert)`` for every alert, in order."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,7 +396,7 @@ class _Learned:
 # --- counting detectors ------------------------------------------------------------------------
 
 
-class RateDetector:
+class RateDetector(_Batched):
     """``rate``: too many secret reads by one principal (see module docstring)."""
 
     name = "rate"
@@ -369,29 +410,35 @@ class RateDetector:
         self._principal_limits = dict(config.rate_principal_limits)
         self._category_limits = dict(config.rate_category_limits)
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.operation != "read" or event.outcome != "success":
-            return []
-        principal = event.principal
-        if not principal:
-            return []
-        alerts = []
-        limit = self._principal_limits.get(principal, self._limit)
-        count = self._add(principal, event.ts)
-        if count > limit:
-            alert = self._over(event, principal, count, limit, "")
-            if alert is not None:
-                alerts.append(alert)
-        category = event.category
-        if category is not None and category in self._category_limits:
-            key = f"{principal}|{category}"
-            limit = self._category_limits[category]
-            count = self._add(key, event.ts)
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        add = self._add
+        default = self._limit
+        limits = self._principal_limits
+        categories = self._category_limits
+        for index, event in enumerate(events):
+            if event.operation != "read" or event.outcome != "success":
+                continue
+            principal = event.principal
+            if not principal:
+                continue
+            limit = limits.get(principal, default) if limits else default
+            count = add(principal, event.ts)
             if count > limit:
-                alert = self._over(event, key, count, limit, category)
+                alert = self._over(event, principal, count, limit, "")
                 if alert is not None:
-                    alerts.append(alert)
-        return alerts
+                    found.append((index, alert))
+            if categories:
+                category = event.category
+                if category is not None and category in categories:
+                    key = f"{principal}|{category}"
+                    limit = categories[category]
+                    count = add(key, event.ts)
+                    if count > limit:
+                        alert = self._over(event, key, count, limit, category)
+                        if alert is not None:
+                            found.append((index, alert))
+        return found
 
     def _over(
         self, event: AccessEvent, key: str, count: int, limit: int, category: str
@@ -411,7 +458,7 @@ class RateDetector:
         )
 
 
-class BulkDetector:
+class BulkDetector(_Batched):
     """``bulk``: many distinct secrets read by one principal in a short window."""
 
     name = "bulk"
@@ -423,30 +470,36 @@ class BulkDetector:
         self._add = self._distinct.add
         self._threshold = config.bulk_distinct
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.operation != "read" or event.outcome != "success":
-            return []
-        principal = event.principal
-        if not principal:
-            return []
-        count = self._add(principal, event.ts, event.path)
-        if count < self._threshold:
-            return []
-        window = self._config.bulk_window
-        alert = self._quiet.once(
-            self.name,
-            "high",
-            event,
-            principal,
-            f"{principal} read {count} distinct secrets in {window:g} s",
-            count=count,
-            limit=self._threshold,
-            window=window,
-        )
-        return [] if alert is None else [alert]
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        add = self._add
+        threshold = self._threshold
+        for index, event in enumerate(events):
+            if event.operation != "read" or event.outcome != "success":
+                continue
+            principal = event.principal
+            if not principal:
+                continue
+            count = add(principal, event.ts, event.path)
+            if count < threshold:
+                continue
+            window = self._config.bulk_window
+            alert = self._quiet.once(
+                self.name,
+                "high",
+                event,
+                principal,
+                f"{principal} read {count} distinct secrets in {window:g} s",
+                count=count,
+                limit=threshold,
+                window=window,
+            )
+            if alert is not None:
+                found.append((index, alert))
+        return found
 
 
-class EnumerationDetector:
+class EnumerationDetector(_Batched):
     """``enumeration``: many list operations by one principal in a short window."""
 
     name = "enumeration"
@@ -456,29 +509,35 @@ class EnumerationDetector:
         self._counts = _Counts(config.enumeration_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.operation != "list" or event.outcome != "success" or not event.principal:
-            return []
-        principal = event.principal
-        count = self._counts.add(principal, event.ts)
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        add = self._counts.add
         config = self._config
-        if count < config.enumeration_lists:
-            return []
-        window = config.enumeration_window
-        alert = self._quiet.once(
-            self.name,
-            "medium",
-            event,
-            principal,
-            f"{principal} listed secrets {count} times in {window:g} s",
-            count=count,
-            limit=config.enumeration_lists,
-            window=window,
-        )
-        return [] if alert is None else [alert]
+        threshold = config.enumeration_lists
+        for index, event in enumerate(events):
+            if event.operation != "list" or event.outcome != "success" or not event.principal:
+                continue
+            principal = event.principal
+            count = add(principal, event.ts)
+            if count < threshold:
+                continue
+            window = config.enumeration_window
+            alert = self._quiet.once(
+                self.name,
+                "medium",
+                event,
+                principal,
+                f"{principal} listed secrets {count} times in {window:g} s",
+                count=count,
+                limit=threshold,
+                window=window,
+            )
+            if alert is not None:
+                found.append((index, alert))
+        return found
 
 
-class FailedBurstDetector:
+class FailedBurstDetector(_Batched):
     """``failed_burst``: denied accesses piling up per principal and per source address."""
 
     name = "failed_burst"
@@ -488,19 +547,21 @@ class FailedBurstDetector:
         self._counts = _Counts(config.failed_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.outcome != "denied":
-            return []
-        alerts = []
-        if event.principal:
-            alert = self._check(event, f"principal:{event.principal}", event.principal)
-            if alert is not None:
-                alerts.append(alert)
-        if event.source:
-            alert = self._check(event, f"source:{event.source}", event.source)
-            if alert is not None:
-                alerts.append(alert)
-        return alerts
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        check = self._check
+        for index, event in enumerate(events):
+            if event.outcome != "denied":
+                continue
+            if event.principal:
+                alert = check(event, f"principal:{event.principal}", event.principal)
+                if alert is not None:
+                    found.append((index, alert))
+            if event.source:
+                alert = check(event, f"source:{event.source}", event.source)
+                if alert is not None:
+                    found.append((index, alert))
+        return found
 
     def _check(self, event: AccessEvent, key: str, who: str) -> Alert | None:
         count = self._counts.add(key, event.ts)
@@ -556,7 +617,7 @@ def _usual_hours(hours: set[int], min_days: int) -> int:
     return mask
 
 
-class UnusualTimeDetector:
+class UnusualTimeDetector(_Batched):
     """``unusual_time``: an access at an hour-of-week unusual for the principal."""
 
     name = "unusual_time"
@@ -569,53 +630,65 @@ class UnusualTimeDetector:
         self._profiles: dict[str, _Hours] = {}
         self._quiet = _Quiet(config.max_keys)
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        principal = event.principal
-        if not principal:
-            return []
-        ts = event.ts
-        profile = self._profiles.get(principal)
-        if profile is None:
-            _trim(self._profiles, self._config.max_keys)
-            profile = self._profiles[principal] = _Hours(ts)
-        hour = int(ts // 3600)
-        if profile.ready:
-            if hour == profile.last:
-                return []  # this hour was found usual already
-        else:
-            profile.count += 1
-            if hour != profile.last and len(profile.hours) < self._HOURS_KEPT:
-                profile.hours.add(hour)
-            profile.last = hour
-            if self._warmup.done(profile.count, profile.first, ts):
-                profile.ready = True
-                profile.usual = _usual_hours(profile.hours, self._config.unusual_min_days)
-                profile.hours = set()
-                profile.last = -1
-            return []
-        bucket = hour_of_week(ts)
-        if profile.usual >> bucket & 1:
-            profile.last = hour
-            return []
-        key = f"{principal}|{bucket}"
-        if not self._quiet.ready(key, ts):
-            return []
-        self._quiet.hold(key, ts + self._config.repeat_after)
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        profiles = self._profiles
+        for index, event in enumerate(events):
+            principal = event.principal
+            if not principal:
+                continue
+            ts = event.ts
+            profile = profiles.get(principal)
+            if profile is None:
+                _trim(profiles, self._config.max_keys)
+                profile = profiles[principal] = _Hours(ts)
+            hour = int(ts // 3600)
+            if profile.ready:
+                if hour == profile.last:
+                    continue  # this hour was found usual already
+            else:
+                self._learn(profile, hour, ts)
+                continue
+            bucket = hour_of_week(ts)
+            if profile.usual >> bucket & 1:
+                profile.last = hour
+                continue
+            alert = self._unusual(event, bucket)
+            if alert is not None:
+                found.append((index, alert))
+        return found
+
+    def _learn(self, profile: _Hours, hour: int, ts: float) -> None:
+        """Count an access at absolute ``hour`` during warm-up; end the warm-up when due."""
+        profile.count += 1
+        if hour != profile.last and len(profile.hours) < self._HOURS_KEPT:
+            profile.hours.add(hour)
+        profile.last = hour
+        if self._warmup.done(profile.count, profile.first, ts):
+            profile.ready = True
+            profile.usual = _usual_hours(profile.hours, self._config.unusual_min_days)
+            profile.hours = set()
+            profile.last = -1
+
+    def _unusual(self, event: AccessEvent, bucket: int) -> Alert | None:
+        """The alert for an access in unusual hour-of-week ``bucket``, unless quiet."""
+        key = f"{event.principal}|{bucket}"
+        if not self._quiet.ready(key, event.ts):
+            return None
+        self._quiet.hold(key, event.ts + self._config.repeat_after)
         weekday, hour_of_day = divmod(bucket, 24)
         when = f"{_WEEKDAYS[weekday]} {hour_of_day:02d}:00-{hour_of_day:02d}:59 UTC"
-        return [
-            _alert(
-                self.name,
-                "low",
-                event,
-                key,
-                f"{principal} active at an unusual time ({when})",
-                hour_of_week=bucket,
-            )
-        ]
+        return _alert(
+            self.name,
+            "low",
+            event,
+            key,
+            f"{event.principal} active at an unusual time ({when})",
+            hour_of_week=bucket,
+        )
 
 
-class NewSourceDetector:
+class NewSourceDetector(_Batched):
     """``new_source``: a principal's access from a network (or address) it never used."""
 
     name = "new_source"
@@ -646,30 +719,35 @@ class NewSourceDetector:
         bits = self._config.ipv4_prefix if address.version == 4 else self._config.ipv6_prefix
         return str(ipaddress.ip_network((address, bits), strict=False))
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        principal, source = event.principal, event.source
-        if not principal or not source:
-            return []
-        network = self._networks.get(source) or self.network(source)
-        if not self._novel(principal, event.ts, network):
-            return []
-        key = f"{principal}|{network}"
-        if not self._quiet.ready(key, event.ts):
-            return []
-        self._quiet.hold(key, event.ts + self._config.repeat_after)
-        return [
-            _alert(
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        networks = self._networks
+        novel = self._novel
+        for index, event in enumerate(events):
+            principal, source = event.principal, event.source
+            if not principal or not source:
+                continue
+            network = networks.get(source) or self.network(source)
+            if not novel(principal, event.ts, network):
+                continue
+            key = f"{principal}|{network}"
+            if not self._quiet.ready(key, event.ts):
+                continue
+            self._quiet.hold(key, event.ts + self._config.repeat_after)
+            scope = self._config.new_source_scope
+            alert = _alert(
                 self.name,
                 "medium",
                 event,
                 key,
-                f"{principal} connected from a new {self._config.new_source_scope} {network}",
+                f"{principal} connected from a new {scope} {network}",
                 network=network,
             )
-        ]
+            found.append((index, alert))
+        return found
 
 
-class FirstCategoryDetector:
+class FirstCategoryDetector(_Batched):
     """``first_category``: a principal's first access to a secret category."""
 
     name = "first_category"
@@ -680,31 +758,34 @@ class FirstCategoryDetector:
         self._novel = self._learned.novel
         self._quiet = _Quiet(config.max_keys)
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        principal, category = event.principal, event.category
-        if not principal or category is None:
-            return []
-        if not self._novel(principal, event.ts, category):
-            return []
-        key = f"{principal}|{category}"
-        if not self._quiet.ready(key, event.ts):
-            return []
-        self._quiet.hold(key, event.ts + self._config.repeat_after)
-        return [
-            _alert(
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        novel = self._novel
+        for index, event in enumerate(events):
+            principal, category = event.principal, event.category
+            if not principal or category is None:
+                continue
+            if not novel(principal, event.ts, category):
+                continue
+            key = f"{principal}|{category}"
+            if not self._quiet.ready(key, event.ts):
+                continue
+            self._quiet.hold(key, event.ts + self._config.repeat_after)
+            alert = _alert(
                 self.name,
                 "low",
                 event,
                 key,
                 f"{principal} accessed category {category} for the first time",
             )
-        ]
+            found.append((index, alert))
+        return found
 
 
 # --- single-event detectors --------------------------------------------------------------------
 
 
-class EmergencyDetector:
+class EmergencyDetector(_Batched):
     """``emergency``: any access made with an emergency (break-glass) credential."""
 
     name = "emergency"
@@ -713,26 +794,28 @@ class EmergencyDetector:
         self._config = config
         self._quiet = _Quiet(config.max_keys)
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        if not event.emergency:
-            return []
-        key = event.principal or event.source
-        if not self._quiet.ready(key, event.ts):
-            return []
-        self._quiet.hold(key, event.ts + self._config.repeat_after)
-        who = event.principal or "an unknown principal"
-        return [
-            _alert(
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        for index, event in enumerate(events):
+            if not event.emergency:
+                continue
+            key = event.principal or event.source
+            if not self._quiet.ready(key, event.ts):
+                continue
+            self._quiet.hold(key, event.ts + self._config.repeat_after)
+            who = event.principal or "an unknown principal"
+            alert = _alert(
                 self.name,
                 "critical",
                 event,
                 key,
                 f"emergency credential used by {who} ({event.raw_operation})",
             )
-        ]
+            found.append((index, alert))
+        return found
 
 
-class HoneytokenDetector:
+class HoneytokenDetector(_Batched):
     """``honeytoken``: any read of a decoy secret (``is_honeytoken(path)``).
 
     ``is_honeytoken`` must be a pure function of the path: its answers are
@@ -749,28 +832,31 @@ class HoneytokenDetector:
         self._quiet = _Quiet(config.max_keys)
         self._decoys: dict[str, bool] = {}
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        if event.operation != "read" or not event.path:
-            return []
-        decoy = self._decoys.get(event.path)
-        if decoy is None:
-            decoy = self._decoy(event.path)
-        if not decoy:
-            return []
-        key = f"{event.principal}|{event.path}"
-        if not self._quiet.ready(key, event.ts):
-            return []
-        self._quiet.hold(key, event.ts + self._config.repeat_after)
-        who = event.principal or "an unknown principal"
-        return [
-            _alert(
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        found: IndexedAlerts = []
+        decoys = self._decoys
+        for index, event in enumerate(events):
+            if event.operation != "read" or not event.path:
+                continue
+            decoy = decoys.get(event.path)
+            if decoy is None:
+                decoy = self._decoy(event.path)
+            if not decoy:
+                continue
+            key = f"{event.principal}|{event.path}"
+            if not self._quiet.ready(key, event.ts):
+                continue
+            self._quiet.hold(key, event.ts + self._config.repeat_after)
+            who = event.principal or "an unknown principal"
+            alert = _alert(
                 self.name,
                 "critical",
                 event,
                 key,
                 f"honeytoken {event.path} read by {who} ({event.outcome})",
             )
-        ]
+            found.append((index, alert))
+        return found
 
     def _decoy(self, path: str) -> bool:
         """``is_honeytoken(path)``, remembered."""
@@ -787,15 +873,40 @@ def _never(path: str) -> bool:
     return False
 
 
-class DetectorSet:
-    """Several detectors as one (itself a ``Detector``); ``counts`` alerts per detector."""
+def _one_by_one(observe: Callable[[AccessEvent], list[Alert]]) -> _Many:
+    """``observe_many`` for a plain ``Detector`` (one ``observe`` call per event)."""
+
+    def observe_many(events: Sequence[AccessEvent]) -> IndexedAlerts:
+        return [(index, alert) for index, event in enumerate(events) for alert in observe(event)]
+
+    return observe_many
+
+
+_Many = Callable[[Sequence[AccessEvent]], IndexedAlerts]
+_EVENT_THEN_DETECTOR = operator.itemgetter(0, 1)
+
+
+class DetectorSet(_Batched):
+    """Several detectors as one (itself a ``BatchDetector``); ``counts`` alerts per detector.
+
+    ``observe`` gives every detector's alerts for the event, in detector
+    order; ``observe_many`` gives exactly the alerts of observing its events
+    one by one (see module docstring). The detectors must share no state (a
+    detector given twice is refused with ``ConfigError``); a plain
+    ``Detector`` (no ``observe_many``) is called once per event.
+    """
 
     name = "all"
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors: tuple[Detector, ...] = tuple(detectors)
+        if len({id(d) for d in self.detectors}) != len(self.detectors):
+            raise ConfigError("monitor: a detector appears twice in a detector set")
         self.counts: dict[str, int] = {d.name: 0 for d in self.detectors}
-        self._observers = tuple((d.name, d.observe) for d in self.detectors)
+        self._batches: tuple[tuple[str, _Many], ...] = tuple(
+            (d.name, d.observe_many if isinstance(d, BatchDetector) else _one_by_one(d.observe))
+            for d in self.detectors
+        )
 
     @classmethod
     def default(
@@ -819,12 +930,16 @@ class DetectorSet:
             ]
         )
 
-    def observe(self, event: AccessEvent) -> list[Alert]:
-        """Every detector's alerts for ``event``, in detector order."""
-        alerts: list[Alert] = []
-        for name, observe in self._observers:
-            found = observe(event)
+    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
+        """Every detector's alerts for ``events``, ordered by event, then detector."""
+        merged: list[tuple[int, int, Alert]] = []
+        counts = self.counts
+        for position, (name, many) in enumerate(self._batches):
+            found = many(events)
             if found:
-                alerts.extend(found)
-                self.counts[name] += len(found)
-        return alerts
+                counts[name] += len(found)
+                merged.extend([(index, position, alert) for index, alert in found])
+        if not merged:
+            return []
+        merged.sort(key=_EVENT_THEN_DETECTOR)  # stable: one detector's alerts keep their order
+        return [(index, alert) for index, _, alert in merged]

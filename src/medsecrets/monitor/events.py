@@ -65,36 +65,53 @@ def operation_of_route(route: str) -> Operation:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_HOURS: dict[str, float] = {}
+_MINUTES: dict[str, float] = {}
 
 
 def parse_time(text: str) -> float:
     """POSIX seconds of an ISO 8601 / RFC 3339 time (``Z`` or an offset; naive means UTC).
 
     The common shape ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (our records,
-    CloudTrail, Vault's nanoseconds) takes a fast path: the hour is looked up
-    in a small cache and minutes and seconds are added. Raises ``ValueError``
-    for text that is not a time.
+    CloudTrail, Vault's nanoseconds) takes a fast path: the minute
+    (``YYYY-MM-DDTHH:MM``) is looked up in a bounded cache and the seconds are
+    added, which gives exactly the float of ``hour + minutes * 60 + seconds``.
+    Raises ``ValueError`` for text that is not a time.
     """
     if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[13] == ":":
-        hour = text[:13]
-        base = _HOURS.get(hour)
+        minute = text[:16]
+        base = _MINUTES.get(minute)
         if base is None:
-            if len(_HOURS) >= 8192:
-                _HOURS.clear()
-            base = _HOURS[hour] = (
-                dt.datetime.fromisoformat(hour + ":00:00+00:00") - _EPOCH
-            ).total_seconds()
-        return base + int(text[14:16]) * 60 + float(text[17:-1])
+            base = _minute(minute)
+        return base + float(text[17:-1])
     value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return (value - _EPOCH).total_seconds()
 
 
-@dataclass(frozen=True, slots=True)
+def _minute(minute: str) -> float:
+    """POSIX seconds of ``YYYY-MM-DDTHH:MM`` (UTC), remembered in ``_MINUTES``.
+
+    Raises ``ValueError`` for text that is not such a minute.
+    """
+    hour = (dt.datetime.fromisoformat(minute[:13] + ":00:00+00:00") - _EPOCH).total_seconds()
+    found = hour + int(minute[14:16]) * 60
+    if len(_MINUTES) >= 65536:
+        _MINUTES.clear()
+    _MINUTES[minute] = found
+    return found
+
+
+@dataclass(slots=True, unsafe_hash=True)
 class AccessEvent:
-    """One access (see module docstring). ``principal`` and ``source`` are ``""`` when unknown."""
+    """One access (see module docstring). ``principal`` and ``source`` are ``""`` when unknown.
+
+    Not frozen, for speed alone: a parser builds one per log line, and a frozen
+    dataclass's ``__init__`` costs ten times more. Treat it as immutable: no
+    parser or detector assigns to an event after building it, and it hashes
+    and compares by value. It pickles as its constructor call (compact, for
+    the worker processes of ``monitor.analyze``).
+    """
 
     ts: float
     """POSIX seconds (UTC) of the access."""
@@ -114,6 +131,24 @@ class AccessEvent:
     """True when an emergency (break-glass) credential made the access."""
     request_id: str = ""
     """The log's id for this access (our request id, CloudTrail eventID, Vault request id)."""
+
+    def __reduce__(self) -> tuple[type[AccessEvent], tuple[object, ...]]:
+        return (
+            AccessEvent,
+            (
+                self.ts,
+                self.principal,
+                self.source,
+                self.operation,
+                self.raw_operation,
+                self.path,
+                self.environment,
+                self.category,
+                self.outcome,
+                self.emergency,
+                self.request_id,
+            ),
+        )
 
     @property
     def time(self) -> dt.datetime:

@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
+import itertools
 import json
 import os
 import re
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Final, Literal
 
@@ -55,26 +57,37 @@ from medsecrets.errors import InvalidRequest
 from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, Operation, parse_time
 
 __all__ = [
+    "BLOCK_BYTES",
     "CLOUDTRAIL_OPERATIONS",
     "DEFAULT_PREFIX",
     "EMERGENCY_PATTERN",
     "EMERGENCY_POLICIES",
     "FORMATS",
+    "LINE_FORMATS",
+    "EventFields",
     "Format",
     "LogFormatError",
+    "Row",
     "detect_format",
     "event_from_record",
     "event_from_vault",
     "events_from_cloudtrail",
+    "events_of",
+    "is_compressed",
+    "line_blocks",
     "open_log",
+    "read_batches",
     "read_cloudtrail",
     "read_events",
     "read_ours",
     "read_vault",
+    "rows_in_block",
 ]
 
 Format = Literal["ours", "cloudtrail", "vault"]
 FORMATS: Final = ("ours", "cloudtrail", "vault")
+LINE_FORMATS: Final = ("ours", "vault")
+"""Formats with one record per line (read in blocks of whole lines, in parallel by ``analyze``)."""
 DEFAULT_PREFIX: Final = "medessence"
 SECRETS_MANAGER: Final = "secretsmanager.amazonaws.com"
 
@@ -135,6 +148,13 @@ _decode = json.JSONDecoder().raw_decode
 _SPACE: Final = " \t\r\n"
 
 
+EventFields = tuple[str, str, Operation, str, str, str | None, str | None, Outcome, bool]
+"""``AccessEvent``'s fields from ``principal`` to ``emergency``."""
+Row = tuple[float, EventFields, str]
+"""An event as ``(ts, fields, request_id)``: cheap to build and to send to another process,
+and compact (events with the same fields share one tuple). ``events_of`` makes the events."""
+
+
 class LogFormatError(InvalidRequest):
     """A log cannot be read as the format asked for (names the file and line, never a value)."""
 
@@ -148,28 +168,42 @@ class LogFormatError(InvalidRequest):
         super().__init__(f"{where}{problem}")
 
 
+def is_compressed(path: str | os.PathLike[str]) -> bool:
+    """True when the file at ``path`` is gzip (its magic bytes). Raises ``OSError``."""
+    with Path(path).open("rb") as probe:
+        return probe.read(2) == b"\x1f\x8b"
+
+
 def open_log(path: str | os.PathLike[str]) -> IO[bytes]:
     """Open a log for binary reading, decompressing gzip (recognised by its magic bytes)."""
-    with Path(path).open("rb") as probe:
-        compressed = probe.read(2) == b"\x1f\x8b"
-    if compressed:
+    if is_compressed(path):
         return typing.cast(IO[bytes], gzip.open(path, "rb"))
     return Path(path).open("rb")
 
 
-_BLOCK: Final = 1 << 22
+BLOCK_BYTES: Final = 1 << 22
+"""Size of the reads of a line log (and of the blocks ``analyze`` hands to worker processes)."""
 
 
-def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
-    """The lines of a log without their ``\\n``, read in large blocks."""
+def line_blocks(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """``(number of its first line, block)``: a line log read as blocks of whole lines.
+
+    Every block but the last ends with ``\\n``; the last holds what follows the
+    last ``\\n`` (a line without one), if anything.
+    """
     with open_log(path) as stream:
         rest = b""
-        while block := stream.read(_BLOCK):
-            lines = (rest + block if rest else block).split(b"\n")
-            rest = lines.pop()
-            yield from lines
+        number = 1
+        while chunk := stream.read(BLOCK_BYTES):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                block = data[:cut] if rest else data
+                yield number, block
+                number += block.count(b"\n")
         if rest:
-            yield rest
+            yield number, rest
 
 
 def _object(line: bytes) -> object:
@@ -205,17 +239,9 @@ def _ts(value: object) -> float:
 # --- ours ----------------------------------------------------------------------------------------
 
 
-def event_from_record(record: Mapping[str, object]) -> AccessEvent | None:
-    """The event of one of our audit records; ``None`` unless it is a response.
-
-    A record without ``kind`` is taken as a response. ``time`` may be ISO 8601
-    text or an aware ``datetime``; ``outcome`` falls back to the ``status``; a
-    field of the wrong type counts as absent. Raises ``LogFormatError`` when
-    the time is missing or bad.
-    """
+def _response_fields(record: Mapping[str, object]) -> EventFields:
+    """The fields of a response record's event but its time and request id (see below)."""
     get = record.get
-    if get("kind", "response") != "response":
-        return None
     route = get("operation")
     if type(route) is not str:
         route = ""
@@ -224,13 +250,11 @@ def event_from_record(record: Mapping[str, object]) -> AccessEvent | None:
     path = get("path")
     environment = get("environment")
     category = get("category")
-    request_id = get("request_id")
     outcome = _OUTCOMES.get(get("outcome"))
     if outcome is None:
         status = get("status")
         outcome = outcome_for(status) if type(status) is int else "success"
-    return AccessEvent(
-        _ts(get("time")),
+    return (
         principal if type(principal) is str else "",
         remote if type(remote) is str else "",
         ROUTE_OPERATIONS.get(route, "other"),
@@ -240,31 +264,175 @@ def event_from_record(record: Mapping[str, object]) -> AccessEvent | None:
         category if type(category) is str and category else None,
         outcome,
         get("emergency") is True,
-        request_id if type(request_id) is str else "",
     )
+
+
+def _record_row(record: Mapping[str, object]) -> Row | None:
+    """``event_from_record`` as a ``Row``."""
+    get = record.get
+    if get("kind", "response") != "response":
+        return None
+    ts = _ts(get("time"))
+    request_id = get("request_id")
+    return ts, _response_fields(record), request_id if type(request_id) is str else ""
+
+
+def event_from_record(record: Mapping[str, object]) -> AccessEvent | None:
+    """The event of one of our audit records; ``None`` unless it is a response.
+
+    A record without ``kind`` is taken as a response. ``time`` may be ISO 8601
+    text or an aware ``datetime``; ``outcome`` falls back to the ``status``; a
+    field of the wrong type counts as absent. Raises ``LogFormatError`` when
+    the time is missing or bad.
+    """
+    row = _record_row(record)
+    return None if row is None else AccessEvent(row[0], *row[1], row[2])
+
+
+def _ours_line(line: bytes) -> Row | None:
+    """The row of one line of our log (without ``\\n``; ``None``: skipped), parsed as JSON.
+
+    The rule: a line whose first ``"kind":"`` (within its first 160 bytes) is
+    not followed by ``response"`` is skipped unparsed; so is a blank line;
+    any other line must be a JSON object (a record without ``kind`` is a
+    response). Raises ``LogFormatError`` (without file and line).
+    """
+    kind = line.find(_KIND, 0, 160)
+    if kind >= 0 and not line.startswith(_RESPONSE, kind, 160):
+        return None  # request, checkpoint or alert record: not parsed at all
+    if not line or line.isspace():
+        return None
+    try:
+        record = _object(line)
+    except ValueError:
+        raise LogFormatError("not a JSON audit record") from None
+    if not isinstance(record, dict):
+        raise LogFormatError("not a JSON audit record")
+    return _record_row(record)
+
+
+# The response records ``render_line`` writes are read by position. After ``"kind":"`` a
+# response line reads ``response","time":"T","node":..,"device":..,"request_id":"R",
+# "principal":..,"accessor":..,"auth":..`` and so on to ``,"emergency":..,"data":..,"hash":..``:
+# cut at ``,"`` (which no JSON string holds: its quotes are escaped) it gives the time, the
+# request id and, from ``principal`` to ``emergency`` (the accessor left out: it changes with
+# every token), the bytes of the other fields. Those repeat from record to record, so they key
+# a cache of the fields they give; a key is parsed (as JSON) and checked (its members must be
+# the record's, in order) once.
+_KIND: Final = b'"kind":"'
+_RESPONSE: Final = b'"kind":"response"'
+_DATA: Final = b',"data":'
+_SEGMENT_KEYS: Final = (
+    "principal",
+    "auth",
+    "remote",
+    "user_agent",
+    "operation",
+    "path",
+    "environment",
+    "category",
+    "version",
+    "outcome",
+    "status",
+    "error",
+    "emergency",
+)
+_SEGMENTS: dict[tuple[bytes, bytes], EventFields] = {}
+_SEGMENTS_KEPT: Final = 16384
+
+
+def _layout_row(tail: bytes) -> Row | None:
+    """The row of a response line given after its ``"kind":"``, read by position.
+
+    ``None`` when the line is not in the record layout (see the comment
+    above; strings it cuts out must have no escapes): the caller then parses
+    it as JSON. What the event does not use (``prev``, ``seq``, ``node``,
+    ``device``, ``accessor``, ``data``, ``hash``) is not read, so it is not
+    validated either (``audit verify`` checks records). For a line that
+    ``render_line`` wrote, the row is the one of the parsed line. Raises
+    ``LogFormatError`` for a bad time.
+    """
+    parts = tail.split(b',"', 7)
+    if len(parts) != 8:
+        return None
+    _, time, _, _, request_id, principal, accessor, rest = parts
+    if (
+        time[:7] != b'time":"'
+        or request_id[:13] != b'request_id":"'
+        or accessor[:10] != b'accessor":'
+        or time[-1] != 34  # '"'
+        or request_id[-1] != 34
+    ):
+        return None
+    segment, data, _ = rest.rpartition(_DATA)
+    key = (principal, segment)
+    fields = _SEGMENTS.get(key)
+    if fields is None:
+        fields = _segment_fields(key) if data else None
+        if fields is None:
+            return None
+    time = time[7:-1]
+    request_id = request_id[13:-1]
+    if 92 in time or 34 in time or 92 in request_id or 34 in request_id:  # an escape
+        return None
+    try:
+        text, request = time.decode(), request_id.decode()
+    except UnicodeDecodeError:
+        return None
+    try:
+        return parse_time(text), fields, request
+    except (ValueError, IndexError):
+        raise LogFormatError("bad time") from None
+
+
+def _segment_fields(key: tuple[bytes, bytes]) -> EventFields | None:
+    """The fields of a ``(principal, auth..emergency)`` pair of cuts, remembered; ``None``
+    when the pair is not those members of a record, in order."""
+    try:
+        record = orjson.loads(b'{"' + key[0] + b',"' + key[1] + b"}")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or tuple(record) != _SEGMENT_KEYS:
+        return None
+    if len(_SEGMENTS) >= _SEGMENTS_KEPT:
+        _SEGMENTS.clear()
+    fields = _SEGMENTS[key] = _response_fields(record)
+    return fields
+
+
+def _ours_rows(block: bytes, name: str, number: int) -> list[Row]:
+    """The rows of a block of whole lines of our log whose first line is ``number``.
+
+    A response line in the record layout is read by position
+    (``_layout_row``), any other line by ``_ours_line``'s rule, with the same
+    outcome. Raises ``LogFormatError`` naming the file and line.
+    """
+    rows: list[Row] = []
+    append = rows.append
+    at = number
+    try:
+        for at, line in enumerate(io.BytesIO(block).readlines(), number):  # noqa: B007
+            head, kind, tail = line.partition(_KIND)
+            if kind and len(head) <= 160 - len(_KIND):
+                if tail[:9] != b'response"':
+                    continue  # request, checkpoint or alert record: not parsed at all
+                row = _layout_row(tail) if len(head) <= 160 - len(_RESPONSE) else None
+                if row is None:
+                    row = _ours_line(line.rstrip(b"\n"))
+            else:
+                row = _ours_line(line.rstrip(b"\n"))
+            if row is not None:
+                append(row)
+    except LogFormatError as exc:
+        raise LogFormatError(exc.problem, file=name, line=at) from None
+    return rows
 
 
 def read_ours(path: str | os.PathLike[str]) -> Iterator[AccessEvent]:
     """Events of our audit log at ``path`` (see module docstring)."""
     name = os.fspath(path)
-    for number, line in enumerate(_lines(path), 1):
-        kind = line.find(b'"kind":"', 0, 160)
-        if kind >= 0 and line.find(b'"kind":"response"', kind, 160) < 0:
-            continue  # request, checkpoint or alert record: not parsed at all
-        if not line or line.isspace():
-            continue
-        try:
-            record = _object(line)
-        except ValueError:
-            raise LogFormatError("not a JSON audit record", file=name, line=number) from None
-        if not isinstance(record, dict):
-            raise LogFormatError("not a JSON audit record", file=name, line=number)
-        try:
-            event = event_from_record(record)
-        except LogFormatError as exc:
-            raise LogFormatError(exc.problem, file=name, line=number) from None
-        if event is not None:
-            yield event
+    for number, block in line_blocks(path):
+        yield from events_of(_ours_rows(block, name, number))
 
 
 # --- CloudTrail ----------------------------------------------------------------------------------
@@ -491,6 +659,12 @@ def event_from_vault(
 
     Raises ``LogFormatError`` when ``time`` is missing or bad.
     """
+    row = _vault_row(entry, prefix)
+    return None if row is None else AccessEvent(row[0], *row[1], row[2])
+
+
+def _vault_row(entry: Mapping[str, object], prefix: str) -> Row | None:
+    """``event_from_vault`` as a ``Row``."""
     if entry.get("type") != "response":
         return None
     request = entry.get("request")
@@ -511,8 +685,8 @@ def event_from_vault(
         else:
             outcome = "error"
     environment, category = split_path(secret, prefix)
-    return AccessEvent(
-        _ts(entry.get("time")),
+    ts = _ts(entry.get("time"))
+    fields: EventFields = (
         principal,
         _text(request.get("remote_address")),
         operation,
@@ -522,8 +696,32 @@ def event_from_vault(
         category,
         outcome,
         emergency,
-        _text(request.get("id")),
     )
+    return ts, fields, _text(request.get("id"))
+
+
+def _vault_rows(block: bytes, name: str, number: int, prefix: str) -> list[Row]:
+    """The rows of a block of whole lines of a Vault log whose first line is ``number``.
+
+    Raises ``LogFormatError`` naming the file and line.
+    """
+    rows: list[Row] = []
+    for at, line in enumerate(block.split(b"\n"), number):
+        if line.find(b'"type":"request"', 0, 80) >= 0 or not line or line.isspace():
+            continue  # a request entry (when ``time`` and ``type`` lead): not parsed
+        try:
+            entry = _object(line)
+        except ValueError:
+            raise LogFormatError("not a JSON audit entry", file=name, line=at) from None
+        if not isinstance(entry, dict):
+            raise LogFormatError("not a JSON audit entry", file=name, line=at)
+        try:
+            row = _vault_row(entry, prefix)
+        except LogFormatError as exc:
+            raise LogFormatError(exc.problem, file=name, line=at) from None
+        if row is not None:
+            rows.append(row)
+    return rows
 
 
 def read_vault(
@@ -531,21 +729,8 @@ def read_vault(
 ) -> Iterator[AccessEvent]:
     """Events of a Vault file audit log (see module docstring)."""
     name = os.fspath(path)
-    for number, line in enumerate(_lines(path), 1):
-        if line.find(b'"type":"request"', 0, 80) >= 0 or not line or line.isspace():
-            continue  # a request entry (when ``time`` and ``type`` lead): not parsed
-        try:
-            entry = _object(line)
-        except ValueError:
-            raise LogFormatError("not a JSON audit entry", file=name, line=number) from None
-        if not isinstance(entry, dict):
-            raise LogFormatError("not a JSON audit entry", file=name, line=number)
-        try:
-            event = event_from_vault(entry, prefix=prefix)
-        except LogFormatError as exc:
-            raise LogFormatError(exc.problem, file=name, line=number) from None
-        if event is not None:
-            yield event
+    for number, block in line_blocks(path):
+        yield from events_of(_vault_rows(block, name, number, prefix))
 
 
 # --- dispatch ------------------------------------------------------------------------------------
@@ -578,11 +763,47 @@ def read_events(
     path: str | os.PathLike[str], fmt: Format | None = None, *, prefix: str = DEFAULT_PREFIX
 ) -> Iterator[AccessEvent]:
     """Events of the log at ``path`` in format ``fmt`` (sniffed when ``None``)."""
-    fmt = fmt or detect_format(path)
+    return itertools.chain.from_iterable(read_batches(path, fmt, prefix=prefix))
+
+
+def rows_in_block(
+    fmt: Format, block: bytes, *, file: str, line: int = 1, prefix: str = DEFAULT_PREFIX
+) -> list[Row]:
+    """The events of ``block``, whole lines of a line log (``LINE_FORMATS``), as rows.
+
+    ``file`` and ``line`` (the number of the block's first line) locate a
+    malformed line in the ``LogFormatError`` raised for it. The events of a
+    file's blocks, one after the other, are exactly those of ``read_events``.
+    """
     if fmt == "ours":
-        return read_ours(path)
-    if fmt == "cloudtrail":
-        return read_cloudtrail(path, prefix=prefix)
+        return _ours_rows(block, file, line)
     if fmt == "vault":
-        return read_vault(path, prefix=prefix)
-    raise LogFormatError(f"unknown log format {fmt!r} (known: {', '.join(FORMATS)})")
+        return _vault_rows(block, file, line, prefix)
+    raise LogFormatError(f"not a line log format {fmt!r} (known: {', '.join(LINE_FORMATS)})")
+
+
+def events_of(rows: Iterable[Row]) -> list[AccessEvent]:
+    """The events of ``rows``."""
+    return [AccessEvent(ts, *fields, request_id) for ts, fields, request_id in rows]
+
+
+def read_batches(
+    path: str | os.PathLike[str], fmt: Format | None = None, *, prefix: str = DEFAULT_PREFIX
+) -> Iterator[list[AccessEvent]]:
+    """``read_events`` as lists of events (a block of a line log, or a CloudTrail document)."""
+    fmt = fmt or detect_format(path)
+    name = os.fspath(path)
+    if fmt in LINE_FORMATS:
+        for number, block in line_blocks(path):
+            yield events_of(rows_in_block(fmt, block, file=name, line=number, prefix=prefix))
+    elif fmt == "cloudtrail":
+        batch: list[AccessEvent] = []
+        for event in read_cloudtrail(path, prefix=prefix):
+            batch.append(event)
+            if len(batch) >= 8192:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+    else:
+        raise LogFormatError(f"unknown log format {fmt!r} (known: {', '.join(FORMATS)})")
