@@ -10,6 +10,8 @@ import pytest
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.monitor.engine import MonitorEngine
+from medsecrets.monitor.events import AccessEvent
+from medsecrets.monitor.sources import event_from_record
 
 T0 = dt.datetime(2025, 3, 4, 10, 0, tzinfo=dt.UTC)
 
@@ -123,3 +125,57 @@ def test_drain_needs_a_started_engine() -> None:
     assert engine.stop() is True
     with pytest.raises(ValueError):
         MonitorEngine(DetectorSet.default(), Sink(), queue_size=0)
+
+
+class OneByOne:
+    """A test double: a plain ``Detector`` (no ``observe_many``) that raises on one principal."""
+
+    name = "one_by_one"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def observe(self, event: AccessEvent) -> list[Alert]:
+        if event.principal == "boom":
+            raise RuntimeError("detector bug")
+        self.seen.append(event.request_id)
+        return []
+
+
+def test_batches_give_the_alerts_of_event_by_event_observation() -> None:
+    records = [
+        record(i, principal=f"p{i % 3}", emergency=i % 7 == 0, remote=f"10.0.{i % 5}.1")
+        for i in range(500)
+    ]
+    sink = Sink()
+    engine = MonitorEngine(DetectorSet.default(), sink)
+    engine.start()
+    for item in records:
+        engine.submit(item)
+    assert engine.stop(timeout=10)
+    one_by_one = DetectorSet.default()
+    expected = [
+        alert
+        for item in records
+        if (event := event_from_record(item)) is not None
+        for alert in one_by_one.observe(event)
+    ]
+    assert expected  # the data raises alerts
+    assert sink.alerts == expected
+    assert engine.events == 500
+
+
+def test_a_plain_detector_sees_every_event_and_a_failing_batch_is_counted() -> None:
+    detector = OneByOne()
+    engine = MonitorEngine(detector, Sink())
+    engine.start()
+    for i in range(50):
+        engine.submit(record(i))
+    engine.drain()
+    assert detector.seen == [f"req-{i}" for i in range(50)]
+    engine.submit(record(50, principal="boom"))
+    engine.drain()
+    assert engine.errors == 1
+    engine.submit(record(51))
+    assert engine.stop(timeout=10)
+    assert detector.seen[-1] == "req-51"  # the worker survived the failing batch

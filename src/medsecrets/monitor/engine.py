@@ -8,15 +8,18 @@ slow requests; the drop count is exported as a metric and is itself a reason
 to look). One daemon thread takes records off the queue, turns responses into
 ``AccessEvent`` (``access_event``: the fields ``sources.event_from_record``
 reads from the same record in our log, as ``audit analyze`` does; mappings
-go through ``event_from_record`` itself), runs the detectors and calls
+go through ``event_from_record`` itself), runs the detectors over each batch of
+queued records in one ``observe_many`` call (the same alerts as event by
+event; a plain ``Detector`` is observed event by event) and calls
 ``on_alert`` for each alert. The conversion happens on that thread, not on
 the request path.
 
 Counters (read them from any thread): ``submitted`` and ``dropped`` (updated
 under a lock by the submitting threads), ``events`` (responses seen by the
 detectors), ``alerts``, ``errors`` (records that could not be converted,
-detector failures and ``on_alert`` calls that raised; the worker keeps going;
-these three are updated by the worker only).
+detector failures (one per failed batch: the rest of that batch goes
+unobserved) and ``on_alert`` calls that raised; the worker keeps going; these
+three are updated by the worker only).
 
 ``start`` starts the worker (once); ``drain`` waits until everything submitted
 so far has been processed (tests, shutdown); ``stop(timeout)`` drains and ends
@@ -29,12 +32,12 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from medsecrets.audit.record import AuditEvent, outcome_for
 from medsecrets.errors import MedsecretsError
 from medsecrets.monitor.alert import Alert
-from medsecrets.monitor.detectors import Detector
+from medsecrets.monitor.detectors import BatchDetector, Detector, DetectorSet, IndexedAlerts
 from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent
 from medsecrets.monitor.sources import event_from_record
 
@@ -44,6 +47,9 @@ Submitted = AuditEvent | Mapping[str, object]
 
 _LINGER = 0.005
 """Seconds the worker waits after a wake-up before draining (detection is not latency-bound)."""
+
+_BATCH = 4096
+"""Records the worker takes off the queue at a time (the detectors observe them in one call)."""
 
 _log = logging.getLogger(__name__)
 
@@ -85,6 +91,11 @@ class MonitorEngine:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._detectors = detectors
+        self._observe_many: Callable[[Sequence[AccessEvent]], IndexedAlerts] = (
+            detectors.observe_many
+            if isinstance(detectors, BatchDetector)
+            else DetectorSet([detectors]).observe_many
+        )
         self._on_alert = on_alert
         self._size = queue_size
         # A deque (appends and pops are atomic) and one wake-up per batch: a submit costs
@@ -151,15 +162,16 @@ class MonitorEngine:
 
     def _run(self) -> None:
         queue = self._queue
+        popleft = queue.popleft
         while True:
             self._wake.wait()
             if not self._stopped:
                 time.sleep(_LINGER)  # let a burst accumulate: one wake-up per batch, not per event
             self._wake.clear()
             while queue:
-                record = queue.popleft()
-                self._process(record)
-                self._processed += 1
+                batch = [popleft() for _ in range(min(len(queue), _BATCH))]
+                self._process(batch)
+                self._processed += len(batch)
                 if not queue:
                     with self._idle:
                         self._idle.notify_all()
@@ -168,25 +180,30 @@ class MonitorEngine:
                     self._idle.notify_all()
                 return
 
-    def _process(self, record: object) -> None:
-        try:
-            if isinstance(record, AuditEvent):
-                event = access_event(record)
-            else:
-                event = event_from_record(record) if isinstance(record, Mapping) else None
-        except MedsecretsError:
-            self.errors += 1
+    def _process(self, records: list[Submitted]) -> None:
+        """Convert ``records`` to events, run the detectors over them, deliver the alerts."""
+        events: list[AccessEvent] = []
+        for record in records:
+            try:
+                if isinstance(record, AuditEvent):
+                    event = access_event(record)
+                else:
+                    event = event_from_record(record) if isinstance(record, Mapping) else None
+            except MedsecretsError:
+                self.errors += 1
+                continue
+            if event is not None:
+                events.append(event)
+        if not events:
             return
-        if event is None:
-            return
-        self.events += 1
+        self.events += len(events)
         try:
-            alerts = self._detectors.observe(event)
+            alerts = self._observe_many(events)
         except Exception:  # a detector bug must not stop the monitor
             self.errors += 1
             _log.exception("monitor: a detector failed")
             return
-        for alert in alerts:
+        for _, alert in alerts:
             self.alerts += 1
             try:
                 self._on_alert(alert)
