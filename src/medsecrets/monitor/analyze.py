@@ -23,7 +23,9 @@ detectors in file order while the workers parse ahead (a bounded window of
 ranges in flight). The report is the same either way: the same events in the
 same order, and a malformed line raises the same ``LogFormatError`` (file and
 line). A range a worker could not parse for any other reason (a dead pool, a
-file replaced meanwhile) is parsed here.
+file replaced meanwhile) is parsed here. The cyclic garbage collector is
+paused while events are parsed and observed (nothing they build is part of a
+cycle; its passes cost a fifth of the time).
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def analyze(
     count = 0
     started = time.perf_counter()
     formats = {os.fspath(path): fmt or detect_format(path) for path in files}
-    with _pool(formats, workers) as pool:
+    with _pool(formats, workers) as pool, _collector_paused():
         batches = _batches(formats, prefix, pool)
         if "cloudtrail" in formats.values():
             ordered = in_time_order(itertools.chain.from_iterable(batches), reorder_seconds)
@@ -217,16 +219,29 @@ def _parse_range(
 
 def _parse_block(block: bytes, name: str, fmt: Format, prefix: str) -> _Range:
     """``_Range`` of ``block`` (its first line numbered 1)."""
-    paused = gc.isenabled()
+    with _collector_paused():
+        try:
+            rows = rows_in_block(fmt, block, file=name, line=1, prefix=prefix)
+        except LogFormatError as exc:
+            return _Range([], block.count(b"\n"), exc.problem, exc.line or 1)
+    return _Range(rows, block.count(b"\n"))
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (back on after it, if it was on).
+
+    Parsing and observing build millions of small objects, none of them part of
+    a cycle (events, rows, the detectors' per-key state): with the collector
+    on, its passes over them cost a fifth of the time and free nothing.
+    """
+    enabled = gc.isenabled()
     gc.disable()
     try:
-        rows = rows_in_block(fmt, block, file=name, line=1, prefix=prefix)
-    except LogFormatError as exc:
-        return _Range([], block.count(b"\n"), exc.problem, exc.line or 1)
+        yield
     finally:
-        if paused:
+        if enabled:
             gc.enable()
-    return _Range(rows, block.count(b"\n"))
 
 
 def _cuts(name: str, size: int) -> Iterator[tuple[int, int]]:

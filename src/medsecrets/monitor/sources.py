@@ -298,7 +298,7 @@ def _ours_line(line: bytes) -> Row | None:
     response). Raises ``LogFormatError`` (without file and line).
     """
     kind = line.find(_KIND, 0, 160)
-    if kind >= 0 and not line.startswith(_RESPONSE, kind, 160):
+    if kind >= 0 and not line.startswith(_RESPONSE, kind):
         return None  # request, checkpoint or alert record: not parsed at all
     if not line or line.isspace():
         return None
@@ -314,14 +314,22 @@ def _ours_line(line: bytes) -> Row | None:
 # The response records ``render_line`` writes are read by position. After ``"kind":"`` a
 # response line reads ``response","time":"T","node":..,"device":..,"request_id":"R",
 # "principal":..,"accessor":..,"auth":..`` and so on to ``,"emergency":..,"data":..,"hash":..``:
-# cut at ``,"`` (which no JSON string holds: its quotes are escaped) it gives the time, the
+# cut at ``,"`` (inside a JSON string only as a value's last comma and its closing quote: the
+# layout checks below then fail and the line is parsed as JSON) it gives the time, the
 # request id and, from ``principal`` to ``emergency`` (the accessor left out: it changes with
 # every token), the bytes of the other fields. Those repeat from record to record, so they key
 # a cache of the fields they give; a key is parsed (as JSON) and checked (its members must be
-# the record's, in order) once.
+# the record's, in order) once. The line must end as ``render_line`` ends it (``"data":``
+# one value, then ``"hash":"<64 hex>"}``) and be ASCII (so certainly valid UTF-8;
+# orjson writes other characters unescaped); a damaged or cut line, a line with members
+# after ``data``, and any other line are parsed as JSON. Inside an object or array in
+# ``data`` nothing is read, so a malformed one, or members hidden between two objects
+# (``{..},"principal":..,"x":{..}``), are not seen here as JSON would see them:
+# such a line is not one ``render_line`` wrote, and ``audit verify`` refuses it (its hash).
 _KIND: Final = b'"kind":"'
 _RESPONSE: Final = b'"kind":"response"'
 _DATA: Final = b',"data":'
+_HASH: Final = b',"hash":"'
 _SEGMENT_KEYS: Final = (
     "principal",
     "auth",
@@ -364,7 +372,17 @@ def _layout_row(tail: bytes) -> Row | None:
         or request_id[-1] != 34
     ):
         return None
-    segment, data, _ = rest.rpartition(_DATA)
+    segment, data, after = rest.rpartition(_DATA)
+    value, hashed, digest = after.rpartition(_HASH)
+    if (
+        not hashed
+        or not _whole_value(value)
+        or digest[64:66] != b'"}'
+        or not digest[:64].isalnum()
+        or (len(digest) > 66 and not digest[66:].isspace())
+        or not tail.isascii()
+    ):
+        return None  # a damaged or cut line, a member after data or hash, or non-ASCII
     key = (principal, segment)
     fields = _SEGMENTS.get(key)
     if fields is None:
@@ -383,6 +401,17 @@ def _layout_row(tail: bytes) -> Row | None:
         return parse_time(text), fields, request
     except (ValueError, IndexError):
         raise LogFormatError("bad time") from None
+
+
+def _whole_value(value: bytes) -> bool:
+    """True if ``value`` (what follows ``"data":``) can be one value ``render_line`` wrote:
+    ``null``, a string without quotes inside, or brackets that open and close it."""
+    if value == b"null":
+        return True
+    first, last = value[:1], value[-1:]
+    if first == b'"':
+        return last == b'"' and len(value) >= 2 and 34 not in value[1:-1]
+    return (first == b"{" and last == b"}") or (first == b"[" and last == b"]")
 
 
 def _segment_fields(key: tuple[bytes, bytes]) -> EventFields | None:
