@@ -1,6 +1,9 @@
 """Issue 2: the in-process store against raw storage in the same run.
 
-- read of a current secret (decrypt included) vs a raw storage ``get``;
+- read of a current secret vs a raw storage ``get``: as shipped (SQLite's
+  read cache on, the decrypted current value kept by the engine) and with
+  every cache off (``read_cache=False``, ``cache_values=False``: each read
+  runs a query and decrypts, the comparison of the goal "decrypt included");
 - durable write of a new version vs a raw durable storage ``put``, from one
   thread and from 32 threads at once (each thread its own secrets, as the
   server's worker threads write for different clients; group commit lets
@@ -13,6 +16,7 @@ On SQLite always; on PostgreSQL when its binaries are found (a throwaway cluster
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import statistics
@@ -33,14 +37,31 @@ REWRAP_SECRETS = 10_000
 THREADS = 32
 
 
+@dataclasses.dataclass
+class _Backend:
+    """One backend's storages: as shipped, and without any read cache (``plain``)."""
+
+    name: str
+    store: StorageBackend
+    raw: StorageBackend
+    plain_store: StorageBackend
+    plain_raw: StorageBackend
+
+    def close(self) -> None:
+        for storage in (self.store, self.raw, self.plain_store, self.plain_raw):
+            storage.close()
+
+
 @contextlib.contextmanager
-def _backends(workdir: Path) -> Iterator[list[tuple[str, StorageBackend, StorageBackend]]]:
-    """(name, storage for the store, storage for raw ops) per available backend."""
-    backends: list[tuple[str, StorageBackend, StorageBackend]] = [
-        (
+def _backends(workdir: Path) -> Iterator[list[_Backend]]:
+    """The available backends (SQLite always; PostgreSQL when its binaries are found)."""
+    backends = [
+        _Backend(
             "sqlite",
             SqliteStorage(workdir / "store.db"),
             SqliteStorage(workdir / "raw.db"),
+            SqliteStorage(workdir / "plain.db", read_cache=False),
+            SqliteStorage(workdir / "raw.db", read_cache=False),
         )
     ]
     with contextlib.ExitStack() as stack:
@@ -50,23 +71,27 @@ def _backends(workdir: Path) -> Iterator[list[tuple[str, StorageBackend, Storage
             from medsecrets.storage.postgres import PostgresStorage
 
             cluster = stack.enter_context(PostgresCluster())
-            cluster.create_database("store")
-            cluster.create_database("raw")
+            for database in ("store", "raw", "plain"):
+                cluster.create_database(database)
+            raw = PostgresStorage(cluster.dsn_for("raw"))
             backends.append(
-                (
+                _Backend(
                     "postgresql",
                     PostgresStorage(cluster.dsn_for("store")),
-                    PostgresStorage(cluster.dsn_for("raw")),
+                    raw,
+                    PostgresStorage(cluster.dsn_for("plain")),
+                    raw,  # PostgreSQL has no read cache
                 )
             )
         yield backends
-        for _, a, b in backends:
-            a.close()
-            b.close()
+        for backend in backends:
+            backend.close()
 
 
-def _store(storage: StorageBackend, workdir: Path, name: str) -> SecretStore:
-    store = SecretStore(storage)
+def _store(
+    storage: StorageBackend, workdir: Path, name: str, *, cache_values: bool = True
+) -> SecretStore:
+    store = SecretStore(storage, cache_values=cache_values)
     store.initialize(KeyFileSealConfig(str(workdir / f"{name}.key")))
     return store
 
@@ -77,21 +102,24 @@ def figures(quick: bool = False) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="medsecrets-bench-") as tmp:
         workdir = Path(tmp)
         with _backends(workdir) as backends:
-            for name, storage, raw in backends:
-                figures += _bench_backend(name, _store(storage, workdir, name), raw, quick=quick)
+            for backend in backends:
+                figures += _bench_backend(backend, workdir, quick=quick)
     return figures
 
 
-def _bench_backend(
-    name: str, store: SecretStore, raw: StorageBackend, *, quick: bool
-) -> list[Figure]:
+def _bench_backend(backend: _Backend, workdir: Path, *, quick: bool) -> list[Figure]:
+    name, raw = backend.name, backend.raw
+    store = _store(backend.store, workdir, name)
+    plain = _store(backend.plain_store, workdir, f"{name}-plain", cache_values=False)
     secrets = 200 if quick else SECRETS
     value = store.catalog.category("auth").build({}, development=False)
     paths = [f"medessence/bench/auth/svc-{i:05d}" for i in range(secrets)]
     for p in paths:
         store.secrets.put(p, value)
+        plain.secrets.put(p, value)
     for p in paths:  # first reads record last-access once; keep that out of timing
         store.secrets.get(p)
+        plain.secrets.get(p)
     blob = os.urandom(1024)
     keys = [f"raw/{i:05d}" for i in range(secrets)]
     for k in keys:
@@ -102,14 +130,34 @@ def _bench_backend(
     writes = 300 if quick else 1_500
     if quick:
         reads //= 10
+    cached = " (read cache on, as shipped)" if name == "sqlite" else ""
     raw_get = throughput(
-        f"{name}: raw storage get", lambda i: raw.get(keys[order[i % secrets]]), count=reads
+        f"{name}: raw storage get{cached}",
+        lambda i: raw.get(keys[order[i % secrets]]),
+        count=reads,
     )
     secret_get = throughput(
-        f"{name}: secret read (current, decrypted)",
+        f"{name}: secret read (current, decrypted value cached, as shipped)",
         lambda i: store.secrets.get(paths[order[i % secrets]]),
         count=reads,
     )
+    plain_raw = backend.plain_raw
+    uncached = " (no read cache: a query each time)" if name == "sqlite" else ""
+    plain_raw_get = (
+        throughput(
+            f"{name}: raw storage get{uncached}",
+            lambda i: plain_raw.get(keys[order[i % secrets]]),
+            count=reads,
+        )
+        if plain_raw is not raw
+        else raw_get
+    )
+    plain_get = throughput(
+        f"{name}: secret read (current, decrypted on every read{uncached and ', no read cache'})",
+        lambda i: plain.secrets.get(paths[order[i % secrets]]),
+        count=reads,
+    )
+    plain.seal()
     runs = iter(range(10_000_000))
     raw_put = throughput(  # a new row per commit, as a new secret version is
         f"{name}: raw durable put (new row)",
@@ -136,6 +184,9 @@ def _bench_backend(
         per_thread=per_thread,
     )
     figures = [raw_get, secret_get, _ratio(secret_get, raw_get)]
+    if plain_raw_get is not raw_get:
+        figures.append(plain_raw_get)
+    figures += [plain_get, _ratio(plain_get, plain_raw_get)]
     figures += [raw_put, secret_put, _ratio(secret_put, raw_put)]
     figures += [raw_put_mt, secret_put_mt, _ratio(secret_put_mt, raw_put_mt)]
     if name == "sqlite":

@@ -58,9 +58,11 @@ class SecretStore:
         kms_client_factory: Callable[[], KMSClient] | None = None,
         seal_kms_factory: Callable[[AwsKmsSealConfig], KmsClient] | None = None,
         random: Callable[[int], bytes] = os.urandom,
+        cache_values: bool = True,
     ) -> None:
         """Assemble the layers; ``kms_client_factory`` serves ``aws-kms`` KEKs,
-        ``seal_kms_factory`` the AWS KMS seal (both default to boto3)."""
+        ``seal_kms_factory`` the AWS KMS seal (both default to boto3);
+        ``cache_values=False`` decrypts every read (``SecretsEngine``)."""
         self.clock: Clock = clock or SystemClock()
         self.catalog = catalog or default_catalog()
         self.storage = storage
@@ -83,6 +85,7 @@ class SecretStore:
             envelope=self.envelope,
             clock=self.clock,
             max_versions=max_versions,
+            cache_values=cache_values,
         )
 
     def __repr__(self) -> str:

@@ -9,7 +9,8 @@ from medsecrets.seal.shamir import combine_shares, parse_share, split_secret
 from medsecrets.sensitive import Sensitive
 
 SECRET = Sensitive(bytes(range(32)))
-MESSAGE_WORDS = set("malformed share: unknown words, wrong length or bad checksum".split())
+MESSAGE = "malformed share: unknown words, wrong length or bad checksum"
+MESSAGE_WORDS = frozenset(MESSAGE.split(" "))
 
 
 def test_any_threshold_subset_recovers_the_secret() -> None:
@@ -39,7 +40,7 @@ def test_malformed_shares_are_refused_without_echoing_words() -> None:
         # No word of the share is echoed (a word the fixed message itself uses, such as
         # "unknown" or "length", can be a share word too: those are left out of the check).
         assert not {w for w in words if w not in MESSAGE_WORDS} & set(message.split())
-        assert message == "malformed share: unknown words, wrong length or bad checksum"
+        assert message == MESSAGE
 
 
 def test_shares_of_different_sets_do_not_combine() -> None:

@@ -165,3 +165,23 @@ def test_get_after_close_is_refused_even_when_cached(tmp_path: Path) -> None:
     storage.close()
     with pytest.raises(StorageError):
         storage.get("k")
+
+
+def test_without_the_read_cache_every_read_queries_and_writes_still_bump(tmp_path: Path) -> None:
+    plain = SqliteStorage(tmp_path / "s.db", read_cache=False)
+    cached = SqliteStorage(tmp_path / "s.db")
+    try:
+        plain.put("k", b"v")
+        assert cached.get("k") == b"v"  # now cached there
+        statements: list[str] = []
+        assert plain.get("k") == b"v"
+        for conn in plain._idle:
+            conn.set_trace_callback(statements.append)
+        for _ in range(3):
+            assert plain.get("k") == b"v"
+        assert sum("SELECT value FROM kv" in sql for sql in statements) == 3
+        plain.put("k", b"w")  # bumps the stamp: the other storage's cache drops its copy
+        assert cached.get("k") == b"w"
+    finally:
+        plain.close()
+        cached.close()

@@ -226,6 +226,8 @@ class SqliteStorage:
     ``timeout`` is the busy timeout in seconds a write waits for the file's
     write lock held by another connection or process. ``clock`` supplies the
     wall time for leases (``expires_at = clock.now().timestamp() + ttl``).
+    ``read_cache=False`` runs a query for every read (the change stamp is still
+    bumped after each commit, for the other processes' caches).
     """
 
     def __init__(
@@ -234,6 +236,7 @@ class SqliteStorage:
         *,
         timeout: float = 30.0,
         clock: Clock | None = None,
+        read_cache: bool = True,
     ) -> None:
         self._path = os.fspath(path)
         self._timeout = timeout
@@ -250,7 +253,8 @@ class SqliteStorage:
             self._transaction("open", _create_schema)
             if self._path not in _MEMORY_PATHS:
                 self._stamp = _open_stamp(self._path + "-stamp")
-                self._cache = ReadCache(self._stamp.read)
+                if read_cache:
+                    self._cache = ReadCache(self._stamp.read)
         except BaseException:
             self.close()
             raise

@@ -367,3 +367,29 @@ def test_a_stale_remembered_record_never_decides(tmp_path: Path, clock: ManualCl
     ours.secrets.put(AUTH, auth_value(ours), cas=5)
     ours.close()
     theirs.close()
+
+
+@pytest.mark.parametrize("cache_values", [True, False])
+def test_value_cache_decides_whether_a_repeated_read_decrypts(
+    tmp_path: Path, cache_values: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SecretStore(SqliteStorage(tmp_path / "s.db"), cache_values=cache_values)
+    store.initialize(KeyFileSealConfig(str(tmp_path / "k")))
+    value = auth_value(store)
+    store.secrets.put(AUTH, value)
+    store.secrets.get(AUTH)  # the first read records its access time: a new record
+    opened: list[int] = []
+    real_open = store.envelope.open
+
+    def counting_open(*args: object, **kwargs: object) -> bytes:
+        opened.append(1)
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.envelope, "open", counting_open)
+    for _ in range(3):
+        assert store.secrets.get(AUTH).fields == value
+    assert len(opened) == (1 if cache_values else 3)
+    newer = auth_value(store)
+    store.secrets.put(AUTH, newer)
+    assert store.secrets.get(AUTH).fields == newer  # a changed record is never served stale
+    store.close()

@@ -206,7 +206,11 @@ class SecretsEngine:
         max_versions: int = 100,
         access_granularity: dt.timedelta = dt.timedelta(hours=1),
         id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+        cache_values: bool = True,
     ) -> None:
+        """``cache_values``: keep the decrypted current version of a secret read (until
+        its record changes or the store seals) so that the next read of it decrypts
+        nothing; ``False`` decrypts on every read and keeps no value in memory."""
         if max_versions < 3:
             raise InvalidRequest("max_versions must be at least 3 (one per stage)")
         self._secure = secure
@@ -216,6 +220,7 @@ class SecretsEngine:
         self._max_versions = max_versions
         self._access_granularity = access_granularity
         self._new_id = id_factory
+        self._cache_values = cache_values
         self._paths: dict[str, tuple[SecretPath, str]] = {}
         self._views: dict[tuple[str, bytes], _View] = {}
         self._written: dict[str, tuple[bytes, bytes]] = {}  # path -> (record, etag) we wrote
@@ -712,7 +717,7 @@ class SecretsEngine:
             stages=record.stages_of(number),
             fields=SecretFields(self._open_version(record, number)),
         )
-        if number == record.stages.get("current"):
+        if self._cache_values and number == record.stages.get("current"):
             view.current = result
         self._touch(view)
         return result
