@@ -174,7 +174,7 @@ class _Record:
 class _View:
     """A parsed record for reads, with the current value once decrypted (never mutated)."""
 
-    __slots__ = ("current", "purge_at", "record", "touch_after")
+    __slots__ = ("current", "inline", "purge_at", "record", "touch_after")
 
     def __init__(self, record: _Record, granularity: dt.timedelta) -> None:
         self.record = record
@@ -182,6 +182,8 @@ class _View:
         self.touch_after = None if last is None else last + granularity
         self.purge_at = _dt(record.purge_at)
         self.current: SecretVersion | None = None
+        self.inline: SealedValue | None = None
+        """The record's inline ciphertext, parsed once (ciphertext: safe to keep)."""
 
     def __repr__(self) -> str:
         return f"_View(path={self.record.path!r})"
@@ -715,17 +717,24 @@ class SecretsEngine:
             id=info.id,
             created_at=dt.datetime.fromisoformat(info.created_at),
             stages=record.stages_of(number),
-            fields=SecretFields(self._open_version(record, number)),
+            fields=SecretFields(self._open_version(record, number, view)),
         )
         if self._cache_values and number == record.stages.get("current"):
             view.current = result
         self._touch(view)
         return result
 
-    def _open_version(self, record: _Record, number: int) -> dict[str, str]:
-        """Decrypt version ``number`` (inline copy or its data record)."""
+    def _open_version(
+        self, record: _Record, number: int, view: _View | None = None
+    ) -> dict[str, str]:
+        """Decrypt version ``number`` (inline copy or its data record); ``view`` is
+        ``record``'s read view, where the parsed inline ciphertext is kept."""
         if record.inline is not None and record.inline["n"] == number:
-            sealed = SealedValue.from_json(record.inline["v"])
+            sealed = view.inline if view is not None else None
+            if sealed is None:
+                sealed = SealedValue.from_json(record.inline["v"])
+                if view is not None:
+                    view.inline = sealed
         else:
             raw = self._secure.get(self._data_key(record, number))
             if raw is None:
