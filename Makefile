@@ -19,6 +19,10 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.core
 	@$(PIP) -e '.[dev]'
 	@touch $@
 
+$(VENV)/.bench: pyproject.toml $(VENV)/.dev
+	@$(PIP) -e '.[bench]'
+	@touch $@
+
 venv: $(VENV)/.dev
 
 ## run: start a development server on the embedded SQLite store (data in ./.medsecrets)
@@ -37,7 +41,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/lint-imports
 
 ## bench: run the benchmarks (installs wrk if missing); figures go to docs/benchmarks.md
-bench: $(VENV)/.dev
+bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m benchmarks
 

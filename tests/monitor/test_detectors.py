@@ -365,3 +365,27 @@ def test_state_stays_bounded_with_many_principals() -> None:
     unusual = detectors.detectors[4]
     assert isinstance(unusual, UnusualTimeDetector)
     assert len(unusual._profiles) <= 100
+
+
+def test_a_busy_principal_costs_bounded_memory_and_still_alerts() -> None:
+    """20,000 reads in 200 s (within every window): the counting detectors keep a few
+    entries per principal, not one per read, and give the same alerts as below the caps."""
+    config = DetectorConfig()
+    rate, bulk = RateDetector(config), BulkDetector(config)
+    enumeration, failed = EnumerationDetector(config), FailedBurstDetector(config)
+    events = [
+        event(
+            MONDAY + dt.timedelta(milliseconds=10 * i),
+            path=f"medessence/production/database/s{i % 5000}",
+            operation="list" if i % 2 else "read",
+            outcome="denied" if i % 3 == 0 else "success",
+        )
+        for i in range(20_000)
+    ]
+    alerts = {d.name: d.observe_many(events) for d in (rate, bulk, enumeration, failed)}
+    assert all(len(found) >= 1 for found in alerts.values())  # each fired (once per quiet period)
+    assert [i for i, _ in alerts["rate"]] == [152]  # the 51st successful read (i % 6 in {2, 4})
+    assert len(rate._counts._times["svc-a"]) <= 2 * config.rate_limit + 2
+    assert len(bulk._distinct._state["svc-a"]) <= 2 * config.bulk_distinct
+    assert len(enumeration._counts._times["svc-a"]) <= 2 * config.enumeration_lists
+    assert len(failed._counts._times["principal:svc-a"]) <= 2 * config.failed_denials

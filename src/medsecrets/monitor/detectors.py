@@ -1,9 +1,11 @@
 """Anomaly detectors: each watches the ``AccessEvent`` stream for one kind of misuse.
 
 A ``Detector`` has a ``name`` and ``observe(event) -> list[Alert]``; it keeps
-its own state, bounded in memory (sliding windows are deques pruned on every
-event; per-key tables hold at most ``DetectorConfig.max_keys`` keys and drop
-the oldest beyond that). Windows are measured on *event* time, so the same
+its own state, bounded in memory (sliding windows are pruned on every event
+and keep at most twice their detector's threshold of entries per key, so a
+principal reading thousands of times a second costs no more than one reading
+at the threshold; per-key tables hold at most ``DetectorConfig.max_keys`` keys
+and drop the oldest beyond that). Windows are measured on *event* time, so the same
 detectors run online (``MonitorEngine``) and offline (``analyze``); events are
 expected in (roughly) time order. A detector is not thread-safe: one thread
 observes.
@@ -66,7 +68,7 @@ from __future__ import annotations
 
 import ipaddress
 import operator
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
@@ -289,21 +291,30 @@ class _Quiet:
 
 
 class _Counts:
-    """Event times per key within a sliding window (deques pruned on every add; bounded)."""
+    """Event times per key within a sliding window (bounded in keys and in times per key).
 
-    __slots__ = ("_limit", "_times", "_window")
+    At most ``cap`` times are kept per key (the newest): ``add`` returns the
+    count within the window, or ``cap`` when there are at least that many. A
+    detector asks "more than its threshold?", so a cap above the threshold
+    gives the same answers while a busy principal (thousands of reads a
+    second, for the whole window) costs ``cap`` floats, not one per read.
+    """
 
-    def __init__(self, window: float, limit: int) -> None:
+    __slots__ = ("_cap", "_limit", "_times", "_window")
+
+    def __init__(self, window: float, limit: int, cap: int) -> None:
         self._times: dict[str, deque[float]] = {}
         self._window = window
         self._limit = limit
+        self._cap = cap
 
     def add(self, key: str, ts: float) -> int:
-        """Record an event for ``key`` at ``ts``; the count within the window ending at ``ts``."""
+        """Record an event for ``key`` at ``ts``; the count within the window ending at
+        ``ts`` (at most ``cap``)."""
         times = self._times.get(key)
         if times is None:
             _trim(self._times, self._limit)
-            times = self._times[key] = deque()
+            times = self._times[key] = deque(maxlen=self._cap)
         times.append(ts)
         horizon = ts - self._window
         while times[0] <= horizon:
@@ -312,33 +323,36 @@ class _Counts:
 
 
 class _Distinct:
-    """Distinct items per key within a sliding window (bounded)."""
+    """Distinct items per key within a sliding window (bounded in keys and items per key).
 
-    __slots__ = ("_limit", "_state", "_window")
+    Each item is kept once, with the time it was last seen (oldest first), and
+    at most ``cap`` items per key (the most recent): ``add`` returns the
+    number of distinct items seen within the window, at most ``cap``.
+    """
 
-    def __init__(self, window: float, limit: int) -> None:
-        self._state: dict[str, tuple[deque[tuple[float, str]], dict[str, int]]] = {}
+    __slots__ = ("_cap", "_limit", "_state", "_window")
+
+    def __init__(self, window: float, limit: int, cap: int) -> None:
+        self._state: dict[str, OrderedDict[str, float]] = {}
         self._window = window
         self._limit = limit
+        self._cap = cap
 
     def add(self, key: str, ts: float, item: str) -> int:
         """Record ``item`` for ``key`` at ``ts``; the distinct items within the window."""
-        state = self._state.get(key)
-        if state is None:
+        seen = self._state.get(key)
+        if seen is None:
             _trim(self._state, self._limit)
-            state = self._state[key] = (deque(), {})
-        seen, counts = state
-        seen.append((ts, item))
-        counts[item] = counts.get(item, 0) + 1
+            seen = self._state[key] = OrderedDict()
+        if item in seen:
+            seen.move_to_end(item)
+        seen[item] = ts
+        if len(seen) > self._cap:
+            seen.popitem(last=False)
         horizon = ts - self._window
-        while seen[0][0] <= horizon:
-            old = seen.popleft()[1]
-            left = counts[old] - 1
-            if left:
-                counts[old] = left
-            else:
-                del counts[old]
-        return len(counts)
+        while next(iter(seen.values())) <= horizon:
+            seen.popitem(last=False)
+        return len(seen)
 
 
 class _Warmup:
@@ -403,7 +417,14 @@ class RateDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        self._counts = _Counts(config.rate_window, config.max_keys)
+        highest = max(
+            [
+                config.rate_limit,
+                *config.rate_principal_limits.values(),
+                *config.rate_category_limits.values(),
+            ]
+        )
+        self._counts = _Counts(config.rate_window, config.max_keys, 2 * highest + 2)
         self._quiet = _Quiet(config.max_keys)
         self._add = self._counts.add
         self._limit = config.rate_limit
@@ -465,7 +486,7 @@ class BulkDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        self._distinct = _Distinct(config.bulk_window, config.max_keys)
+        self._distinct = _Distinct(config.bulk_window, config.max_keys, 2 * config.bulk_distinct)
         self._quiet = _Quiet(config.max_keys)
         self._add = self._distinct.add
         self._threshold = config.bulk_distinct
@@ -506,7 +527,9 @@ class EnumerationDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        self._counts = _Counts(config.enumeration_window, config.max_keys)
+        self._counts = _Counts(
+            config.enumeration_window, config.max_keys, 2 * config.enumeration_lists
+        )
         self._quiet = _Quiet(config.max_keys)
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
@@ -544,7 +567,7 @@ class FailedBurstDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        self._counts = _Counts(config.failed_window, config.max_keys)
+        self._counts = _Counts(config.failed_window, config.max_keys, 2 * config.failed_denials)
         self._quiet = _Quiet(config.max_keys)
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
