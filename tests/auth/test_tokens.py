@@ -225,3 +225,42 @@ def test_reprs_hold_no_token(tokens: TokenStore) -> None:
         paths=["*"], capabilities=["read"], ttl=60, display_name="x", parent=None
     )
     assert token.reveal() not in repr(token) + repr(info) + repr(tokens) + str(token)
+
+
+def _keys(store: SecretStore, prefix: str) -> list[str]:
+    return list(store.barrier.list(prefix, limit=1000).keys)
+
+
+def test_purge_expired_reclaims_expired_tokens_and_their_links(
+    store: SecretStore, tokens: TokenStore, clock: ManualClock
+) -> None:
+    root_token, root = tokens.create_root()
+    parent_token, parent = make(tokens, ttl=100, capabilities=["read", "token"])
+    _, child = make(tokens, ttl=50, parent=parent)
+    assert tokens.purge_expired() == 0  # nothing expired: nothing touched
+    clock.advance(60)
+    assert tokens.purge_expired() == 1  # the child only
+    assert tokens.lookup(parent.accessor) == parent
+    assert tokens.authenticate(parent_token).accessor == parent.accessor
+    with pytest.raises(NotFoundError):
+        tokens.lookup(child.accessor)
+    assert _keys(store, f"auth/children/{parent.accessor}/") == []
+    clock.advance(60)
+    assert tokens.purge_expired() == 1  # now the parent
+    with pytest.raises(AuthenticationError):
+        tokens.authenticate(parent_token)
+    assert _keys(store, ACCESSORS) == [ACCESSORS + root.accessor]  # the root never expires
+    assert len(_keys(store, TOKENS)) == 1
+    assert _keys(store, "auth/children/") == []
+    assert tokens.authenticate(root_token.reveal()).root
+    assert tokens.purge_expired() == 0
+
+
+def test_purge_expired_skips_tokens_revoked_meanwhile(
+    store: SecretStore, tokens: TokenStore, clock: ManualClock
+) -> None:
+    _, info = make(tokens, ttl=10)
+    clock.advance(20)
+    tokens.revoke(info.accessor)  # as another process would, before the sweep
+    assert tokens.purge_expired() == 0
+    assert _keys(store, ACCESSORS) == []

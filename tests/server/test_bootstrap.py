@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import ManualClock
-from medsecrets.errors import ConfigError
+from medsecrets.errors import AuthenticationError, ConfigError, NotFoundError
 from medsecrets.schema.seal import KeyFileSealConfig, ShamirSealConfig
 from medsecrets.server.bootstrap import DEV_TOKEN_FILE, build_core, build_store
 from medsecrets.server.config import Settings, load_settings
@@ -115,3 +116,19 @@ def test_sweeper_thread_stops(store: SecretStore) -> None:
     sweeper.start()
     sweeper.stop(timeout=10)
     assert "running=False" in repr(sweeper)
+
+
+def test_sweeper_purges_expired_tokens(store: SecretStore, clock: ManualClock) -> None:
+    tokens = TokenStore(store.barrier, clock=clock)
+    token, info = tokens.create(
+        paths=["medessence/"], capabilities=["read"], ttl=60, display_name="ci", parent=None
+    )
+    sweeper = Sweeper(store, interval=3600, tokens=tokens)
+    sweeper.sweep_once()
+    assert tokens.lookup(info.accessor) == info
+    clock.advance(61)
+    sweeper.sweep_once()
+    with pytest.raises(NotFoundError):
+        tokens.lookup(info.accessor)
+    with pytest.raises(AuthenticationError):
+        tokens.authenticate(token.reveal())

@@ -21,6 +21,8 @@ Contract:
   call, and serves repeated calls from an in-process cache that ``revoke``
   invalidates here and that other processes re-check every ``cache_seconds``;
 - ``revoke`` removes the token and all its descendants in one atomic batch;
+- ``purge_expired`` deletes the records of expired tokens (the server's
+  sweeper calls it every ``sweep_interval``);
 - ``forget`` drops the HMAC key and the cache (call it when the store seals).
 
 Nothing here logs, and no repr or message contains a token.
@@ -401,6 +403,54 @@ class TokenStore:
             if page.next_after is None:
                 return found
             after = page.next_after
+
+    def purge_expired(self) -> int:
+        """Delete the records of every token past its expiry; returns how many.
+
+        Expired tokens already fail ``authenticate``; this reclaims their
+        records, the links to their children (which expire no later) and the
+        link from their parent. Each token goes in its own batch, conditioned
+        on its accessor record, so a token revoked or purged meanwhile by
+        another process is skipped; a record that cannot be read is left alone.
+        """
+        now = self._clock.now()
+        purged = 0
+        after = ""
+        while True:
+            page = self._secure.list(ACCESSORS, after=after, limit=500)
+            for key in page.keys:
+                if self._purge_if_expired(key[len(ACCESSORS) :], now):
+                    purged += 1
+            if page.next_after is None:
+                return purged
+            after = page.next_after
+
+    def _purge_if_expired(self, accessor: str, now: dt.datetime) -> bool:
+        digest, etag = self._secure.get_with_etag(ACCESSORS + accessor)
+        if digest is None or etag is None:
+            return False
+        text = digest.decode("ascii")
+        raw = self._secure.get(TOKENS + text)
+        try:
+            info = _loads(raw) if raw is not None else None  # None: an orphaned accessor
+        except StorageError:
+            return False
+        if info is not None and (info.expires_at is None or info.expires_at > now):
+            return False
+        ops: list[Operation] = [
+            Expect(ACCESSORS + accessor, etag),
+            Delete(TOKENS + text),
+            Delete(ACCESSORS + accessor),
+        ]
+        ops += [Delete(f"{CHILDREN}{accessor}/{child}") for child in self._children(accessor)]
+        if info is not None and info.parent is not None:
+            ops.append(Delete(f"{CHILDREN}{info.parent}/{accessor}"))
+        try:
+            self._secure.batch(ops)
+        except ConflictError:
+            return False
+        self._cache.pop(text, None)
+        return True
 
     def revoke(self, accessor: str) -> None:
         """Revoke the token with ``accessor`` and every descendant (atomically).

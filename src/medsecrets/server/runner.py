@@ -117,7 +117,7 @@ def _create_app(settings: Settings, *, worker: bool) -> _Built:
             request_timeout=settings.request_timeout,
         )
         app = api
-        sweeper = Sweeper(core.store, interval=settings.sweep_interval)
+        sweeper = Sweeper(core.store, interval=settings.sweep_interval, tokens=core.tokens)
     except BaseException:
         close()
         raise

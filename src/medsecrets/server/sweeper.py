@@ -1,6 +1,8 @@
-"""``Sweeper``: a background thread that purges soft-deleted secrets past their window.
+"""``Sweeper``: a background thread that purges what has expired.
 
-Every ``interval`` seconds it calls ``store.secrets.purge_expired()``. A sealed
+Every ``interval`` seconds it calls ``store.secrets.purge_expired()`` (soft-deleted
+secrets past their recovery window) and, given a ``TokenStore``, its
+``purge_expired()`` (the records of expired tokens). A sealed
 or uninitialised store is skipped quietly; any other error is logged (type
 and stack only) and the next round tries again. ``stop()`` wakes the thread
 and waits for it; a round in progress finishes first.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from medsecrets.auth.tokens import TokenStore
 from medsecrets.errors import NotInitializedError, SealedError
 from medsecrets.store import SecretStore
 
@@ -22,10 +25,13 @@ log = logging.getLogger("medsecrets.server.sweeper")
 class Sweeper:
     """Periodic ``purge_expired`` on its own daemon thread."""
 
-    def __init__(self, store: SecretStore, *, interval: float) -> None:
+    def __init__(
+        self, store: SecretStore, *, interval: float, tokens: TokenStore | None = None
+    ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self._store = store
+        self._tokens = tokens
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="medsecrets-sweeper", daemon=True)
@@ -38,13 +44,16 @@ class Sweeper:
         self._thread.start()
 
     def sweep_once(self) -> tuple[str, ...]:
-        """One round now; returns the purged paths (empty while sealed)."""
+        """One round now; returns the purged secret paths (empty while sealed)."""
         try:
             purged = tuple(self._store.secrets.purge_expired())
+            tokens = self._tokens.purge_expired() if self._tokens is not None else 0
         except (SealedError, NotInitializedError):
             return ()
         if purged:
             log.info("purged expired secrets", extra={"count": len(purged), "paths": purged})
+        if tokens:
+            log.info("purged expired tokens", extra={"count": tokens})
         return purged
 
     def _run(self) -> None:
