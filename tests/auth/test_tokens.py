@@ -18,6 +18,7 @@ from medsecrets.auth.tokens import (
 from medsecrets.clock import ManualClock
 from medsecrets.errors import AuthenticationError, InvalidRequest, NotFoundError, PermissionDenied
 from medsecrets.schema.tokens import TokenInfo
+from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
 TOKEN_RE = re.compile(r"ms\.[A-Za-z0-9_-]{43}")
@@ -264,3 +265,30 @@ def test_purge_expired_skips_tokens_revoked_meanwhile(
     tokens.revoke(info.accessor)  # as another process would, before the sweep
     assert tokens.purge_expired() == 0
     assert _keys(store, ACCESSORS) == []
+
+
+@pytest.mark.parametrize("revalidate", [True, False])
+def test_a_revocation_elsewhere_is_seen_at_once_when_revalidating(
+    tmp_path: Path, store: SecretStore, clock: ManualClock, revalidate: bool
+) -> None:
+    """Two stores on one SQLite file (as two server processes are): one revokes, the other
+    refuses the token on its next use with ``revalidate``, or within ``cache_seconds``."""
+    here = TokenStore(store.barrier, clock=clock)
+    other_store = SecretStore(SqliteStorage(tmp_path / "store.db"), clock=clock)
+    other_store.auto_unseal()
+    there = TokenStore(other_store.barrier, clock=clock, revalidate=revalidate)
+    try:
+        token, info = make(here)
+        assert there.authenticate(token).accessor == info.accessor  # now cached there
+        assert there.authenticate(token).accessor == info.accessor
+        here.revoke(info.accessor)
+        if revalidate:
+            with pytest.raises(AuthenticationError):
+                there.authenticate(token)
+        else:
+            assert there.authenticate(token).accessor == info.accessor  # for up to 5 s
+            clock.advance(6)
+            with pytest.raises(AuthenticationError):
+                there.authenticate(token)
+    finally:
+        other_store.close()

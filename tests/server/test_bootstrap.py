@@ -132,3 +132,21 @@ def test_sweeper_purges_expired_tokens(store: SecretStore, clock: ManualClock) -
         tokens.lookup(info.accessor)
     with pytest.raises(AuthenticationError):
         tokens.authenticate(token.reveal())
+
+
+def test_worker_processes_on_sqlite_see_a_revocation_at_once(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "d", dev=True)
+    first, dev = build_core(settings)
+    second, _ = build_core(settings, worker=True)  # as a second worker process does
+    try:
+        assert dev is not None
+        token, _ = first.tokens.create(
+            paths=["medessence/"], capabilities=["read"], ttl=600, display_name="ci", parent=None
+        )
+        info = second.tokens.authenticate(token.reveal())  # cached in the second worker
+        first.tokens.revoke(info.accessor)
+        with pytest.raises(AuthenticationError):
+            second.tokens.authenticate(token.reveal())
+    finally:
+        second.store.close()
+        first.store.close()

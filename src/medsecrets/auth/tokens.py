@@ -19,7 +19,8 @@ Contract:
 - ``authenticate`` raises ``AuthenticationError`` (one message, no detail) for
   a malformed, unknown, expired or revoked token; it re-checks expiry on every
   call, and serves repeated calls from an in-process cache that ``revoke``
-  invalidates here and that other processes re-check every ``cache_seconds``;
+  invalidates here and that other processes re-check every ``cache_seconds``
+  (or on every use with ``revalidate``, for storage with a coherent read cache);
 - ``revoke`` removes the token and all its descendants in one atomic batch;
 - ``purge_expired`` deletes the records of expired tokens (the server's
   sweeper calls it every ``sweep_interval``);
@@ -197,15 +198,21 @@ class TokenStore:
         clock: Clock | None = None,
         cache_seconds: float = 5.0,
         random: Callable[[int], bytes] = os.urandom,
+        revalidate: bool = False,
     ) -> None:
+        """``revalidate``: check a cached token against its sealed record on every use
+        (for storage whose reads are cached coherently across processes, as
+        ``SqliteStorage``'s are: the check is then a memory lookup) instead of every
+        ``cache_seconds``; a revocation by any process then takes effect at once."""
         self._secure = secure
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._cache_seconds = cache_seconds
+        self._revalidate = revalidate
         self._random = random
         self._key: bytes | None = None
         self._mac: hmac.HMAC | None = None
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[TokenInfo, float]] = {}
+        self._cache: dict[str, tuple[TokenInfo, float, bytes]] = {}  # info, when, record
 
     def __repr__(self) -> str:
         return f"TokenStore(cached={len(self._cache)})"
@@ -338,18 +345,27 @@ class TokenStore:
         ):
             return None
         digest = self._hash(token)
+        key = TOKENS + digest
         cached = self._cache.get(digest)
         mono = self._clock.monotonic()
-        if cached is not None and mono - cached[1] < self._cache_seconds:
-            return digest, cached[0]
-        raw = self._secure.get(TOKENS + digest)
-        if raw is None:
+        record: bytes | None = None
+        if cached is not None:
+            if not self._revalidate:
+                if mono - cached[1] < self._cache_seconds:
+                    return digest, cached[0]
+            else:
+                record = self._secure.get_record(key)
+                if record is not None and (record is cached[2] or record == cached[2]):
+                    return digest, cached[0]
+        if record is None:
+            record = self._secure.get_record(key)
+        if record is None:
             self._cache.pop(digest, None)
             return None
-        info = _loads(raw)
+        info = _loads(self._secure.open_record(key, record))
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
-        self._cache[digest] = (info, mono)
+        self._cache[digest] = (info, mono, record)
         return digest, info
 
     def authenticate(self, token: str) -> TokenInfo:

@@ -38,6 +38,7 @@ from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.sensitive import Sensitive
 from medsecrets.server.config import Settings
 from medsecrets.storage.base import StorageBackend
+from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
 __all__ = [
@@ -132,7 +133,13 @@ def build_core(
         _ensure_private_dir(settings.data_dir)
     store = build_store(settings)
     try:
-        tokens = TokenStore(store.barrier)
+        # SQLite reads are cached coherently across processes (the change stamp): a token
+        # can be checked against its record on every use, so a revocation anywhere is
+        # seen at once. PostgreSQL re-checks every few seconds (a query per use is too dear).
+        storage = store.storage
+        tokens = TokenStore(
+            store.barrier, revalidate=isinstance(storage, SqliteStorage) and storage.read_cache
+        )
         dev: DevInfo | None = None
         if settings.dev and not worker:
             dev = _dev_start(settings, store, tokens)

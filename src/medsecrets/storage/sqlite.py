@@ -263,6 +263,11 @@ class SqliteStorage:
         state = "closed" if self._closed else "open"
         return f"SqliteStorage(path={self._path!r}, {state})"
 
+    @property
+    def read_cache(self) -> bool:
+        """Whether reads are served from the stamp-validated cache (see the class)."""
+        return self._cache is not None
+
     # -- connections ---------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
