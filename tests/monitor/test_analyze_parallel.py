@@ -253,3 +253,31 @@ def test_a_worker_process_parses_its_range_itself(
         assert result.lines == block.count(b"\n")
         assert result.rows == rows_in_block("ours", block, file=name)
         assert result.rows
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_progress_adds_up_to_the_files_sizes(
+    logs: dict[str, tuple[Path, int]],
+    small_ranges: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    workers: int,
+    is_honeytoken: Callable[[str], bool],
+) -> None:
+    monkeypatch.setattr(sources, "BLOCK_BYTES", SMALL)  # the serial reader's blocks, too
+    plain, _ = logs["ours"]
+    packed = tmp_path / "ours.log.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes(), compresslevel=1))
+    records, labels = generate(5, normal=200, per_kind=1)
+    trails = write(tmp_path / "trail", "cloudtrail", records, labels)
+    done: list[int] = []
+    report = analyze(
+        [plain, packed], "ours", None, is_honeytoken, workers=workers, progress=done.append
+    )
+    assert sum(done) == plain.stat().st_size + packed.stat().st_size
+    assert len(done) > 10  # block by block for the plain log
+    assert done[-1] == packed.stat().st_size  # a compressed log counts at its end
+    assert report.events > 0
+    done.clear()
+    analyze(trails, "cloudtrail", None, is_honeytoken, progress=done.append)
+    assert done == [trail.stat().st_size for trail in trails]  # a CloudTrail file at its end

@@ -58,6 +58,7 @@ from medsecrets.monitor.sources import (
     detect_format,
     events_of,
     is_compressed,
+    line_blocks,
     read_batches,
     rows_in_block,
 )
@@ -119,13 +120,17 @@ def analyze(
     prefix: str = DEFAULT_PREFIX,
     reorder_seconds: float = 900.0,
     workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> AnalysisReport:
     """Run the default detectors over the logs at ``paths`` (see module docstring).
 
     ``workers``: parsing processes for large plain line logs (``None``: one
     per core when the line logs add up to ``PARALLEL_MIN_BYTES``; ``0`` or
-    ``1``: none). Raises ``sources.LogFormatError`` for an unreadable or
-    malformed file.
+    ``1``: none). ``progress(n)`` is called as the files are worked through,
+    with the bytes (of the files as stored) just done: block by block for a
+    plain line log, at its end for a compressed log or a CloudTrail file; the
+    calls add up to the files' sizes. Raises ``sources.LogFormatError`` for an
+    unreadable or malformed file.
     """
     files = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     detectors = DetectorSet.default(config, is_honeytoken)
@@ -135,7 +140,7 @@ def analyze(
     started = time.perf_counter()
     formats = {os.fspath(path): fmt or detect_format(path) for path in files}
     with _pool(formats, workers) as pool, _collector_paused():
-        batches = _batches(formats, prefix, pool)
+        batches = _batches(formats, prefix, pool, progress or _ignore)
         if "cloudtrail" in formats.values():
             ordered = in_time_order(itertools.chain.from_iterable(batches), reorder_seconds)
             batches = _chunked(ordered, _BATCH)
@@ -161,15 +166,28 @@ def _chunked(events: Iterable[AccessEvent], size: int) -> Iterator[list[AccessEv
         yield batch
 
 
+def _ignore(done: int) -> None:
+    """No progress report."""
+
+
 def _batches(
-    formats: Mapping[str, Format], prefix: str, pool: concurrent.futures.Executor | None
+    formats: Mapping[str, Format],
+    prefix: str,
+    pool: concurrent.futures.Executor | None,
+    progress: Callable[[int], None],
 ) -> Iterator[list[AccessEvent]]:
     """The events of every file, in order, as lists (a block's worth each)."""
     for name, kind in formats.items():
-        if pool is not None and kind in LINE_FORMATS and _plain(name):
-            yield from _parallel(pool, name, kind, prefix)
+        plain = kind in LINE_FORMATS and _plain(name)
+        if plain and pool is not None:
+            yield from _parallel(pool, name, kind, prefix, progress)
+        elif plain:
+            for number, block in line_blocks(name):
+                yield events_of(rows_in_block(kind, block, file=name, line=number, prefix=prefix))
+                progress(len(block))
         else:
             yield from read_batches(name, kind, prefix=prefix)
+            progress(_size(name))
 
 
 # -- parallel parsing ---------------------------------------------------------------------------
@@ -266,7 +284,11 @@ def _cuts(name: str, size: int) -> Iterator[tuple[int, int]]:
 
 
 def _parallel(
-    pool: concurrent.futures.Executor, name: str, fmt: Format, prefix: str
+    pool: concurrent.futures.Executor,
+    name: str,
+    fmt: Format,
+    prefix: str,
+    progress: Callable[[int], None],
 ) -> Iterator[list[AccessEvent]]:
     """The events of a plain line log, parsed in ``pool`` (see the comment above)."""
     status = os.stat(name)
@@ -281,11 +303,15 @@ def _parallel(
             task = pool.submit(_parse_range, (name, offset, length, identity), fmt, prefix)
             pending.append((offset, length, task))
             if len(pending) >= window:
-                found, lines = _take(pending.popleft(), name, fmt, prefix, lines)
+                item = pending.popleft()
+                found, lines = _take(item, name, fmt, prefix, lines)
                 yield found
+                progress(item[1])
         while pending:
-            found, lines = _take(pending.popleft(), name, fmt, prefix, lines)
+            item = pending.popleft()
+            found, lines = _take(item, name, fmt, prefix, lines)
             yield found
+            progress(item[1])
     finally:
         for _, _, task in pending:
             task.cancel()

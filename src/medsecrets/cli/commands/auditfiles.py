@@ -238,28 +238,39 @@ class _ProgressPath(pathlib.PosixPath):
 
 
 @contextmanager
-def _progress(files: Sequence[Path]) -> Iterator[Sequence[Path]]:
-    """``files``, tracked by a byte progress bar on stderr when it is a terminal (POSIX)."""
+def _byte_progress(files: Sequence[Path], label: str) -> Iterator[Callable[[int], None] | None]:
+    """A byte progress bar over ``files`` on stderr when it is a terminal (POSIX): yields
+    its ``advance(bytes)``, or ``None`` when no bar is shown."""
     if not sys.stderr.isatty() or os.name != "posix":
-        yield files
+        yield None
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     total = sum(f.stat().st_size for f in files)
     with Progress(
-        TextColumn("verifying"),
+        TextColumn(label),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         transient=True,
         console=Console(stderr=True),
     ) as progress:
-        task = progress.add_task("verify", total=total)
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.advance(task, done)
+
+
+@contextmanager
+def _progress(files: Sequence[Path]) -> Iterator[Sequence[Path]]:
+    """``files``, tracked by a byte progress bar (``_byte_progress``) as they are read."""
+    with _byte_progress(files, "verifying") as advance:
+        if advance is None:
+            yield files
+            return
         tracked: list[Path] = []
         for file in files:
             path = _ProgressPath(file)
-            path.advance = lambda n: progress.advance(task, n)
+            path.advance = advance
             tracked.append(path)
         yield tracked
 
@@ -605,9 +616,14 @@ def analyze(
         rate_limit=rate_threshold or default.rate_limit,
         rate_window=rate_window or default.rate_window,
     )
-    with reading():
+    with reading(), _byte_progress(files, "analyzing") as advance:
         report = run(
-            files, None if fmt is None else fmt.value, config, is_honeytoken, prefix=model.prefix
+            files,
+            None if fmt is None else fmt.value,
+            config,
+            is_honeytoken,
+            prefix=model.prefix,
+            progress=advance,
         )
     if report.events == 0:
         warn("no access events found (an encrypted log must be decrypted first: audit read)")
