@@ -67,10 +67,7 @@ import contextlib
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
-import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +79,7 @@ from medsecrets.audit.checkpoint import verify_checkpoint
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import GENESIS, LineError
 from medsecrets.errors import DecryptionError
+from medsecrets.workers import PARALLEL_MIN_BYTES, process_pool, worker_count
 
 __all__ = ["PARALLEL_MIN_BYTES", "Decoder", "VerifyReport", "verify", "verify_files"]
 
@@ -510,9 +508,6 @@ def _feed_file(chain: _Chain, path: Path) -> bool:
 # merged as if its lines had been fed here; any other block is fed here, line by
 # line, which finds the first bad record exactly as the sequential path does.
 
-PARALLEL_MIN_BYTES: Final = 16 << 20
-"""Logs smaller than this (all files together) are verified in this process by default."""
-
 
 @dataclass(frozen=True, slots=True)
 class _Block:
@@ -659,33 +654,9 @@ def _pool(
     paths: Sequence[Path], workers: int | None, decode: Decoder | None
 ) -> Iterator[tuple[concurrent.futures.Executor | None, int]]:
     """The worker pool for ``verify_files`` (``None``: verify here) and its block window."""
-    if workers is None:
-        workers = _cores()
-        if workers > 1 and sum(_size(p) for p in paths) < PARALLEL_MIN_BYTES:
-            workers = 0
+    workers = worker_count(workers, paths)
     if workers < 2 or decode is not None:  # a decoder holds a key: it stays in this process
         yield None, 0
         return
-    fork = sys.platform == "linux" and threading.active_count() == 1
-    methods = multiprocessing.get_all_start_methods()
-    method = "fork" if fork else "forkserver" if "forkserver" in methods else "spawn"
-    context = multiprocessing.get_context(method)
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    try:
+    with process_pool(workers) as pool:
         yield pool, 2 * workers
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _cores() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0  # reported when it is opened

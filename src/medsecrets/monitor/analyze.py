@@ -36,10 +36,7 @@ import contextlib
 import gc
 import heapq
 import itertools
-import multiprocessing
 import os
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -62,13 +59,12 @@ from medsecrets.monitor.sources import (
     read_batches,
     rows_in_block,
 )
+from medsecrets.workers import PARALLEL_MIN_BYTES, file_size, process_pool, worker_count
 
 __all__ = ["PARALLEL_MIN_BYTES", "AnalysisReport", "analyze", "in_time_order"]
 
 PathLike = str | os.PathLike[str]
 
-PARALLEL_MIN_BYTES: Final = 16 << 20
-"""Line logs smaller than this (all of them together) are parsed in this process by default."""
 
 _BATCH: Final = 8192
 """Events per ``observe_many`` call for sources that are not read in blocks (CloudTrail)."""
@@ -187,7 +183,7 @@ def _batches(
                 progress(len(block))
         else:
             yield from read_batches(name, kind, prefix=prefix)
-            progress(_size(name))
+            progress(file_size(name))
 
 
 # -- parallel parsing ---------------------------------------------------------------------------
@@ -345,22 +341,12 @@ def _pool(
 ) -> Iterator[concurrent.futures.Executor | None]:
     """The parsing pool for ``analyze`` (``None``: parse here)."""
     eligible = [name for name, kind in formats.items() if kind in LINE_FORMATS and _plain(name)]
-    if workers is None:
-        workers = _cores()
-        if sum(_size(name) for name in eligible) < PARALLEL_MIN_BYTES:
-            workers = 0
+    workers = worker_count(workers, eligible)
     if workers < 2 or not eligible:
         yield None
         return
-    fork = sys.platform == "linux" and threading.active_count() == 1
-    methods = multiprocessing.get_all_start_methods()
-    method = "fork" if fork else "forkserver" if "forkserver" in methods else "spawn"
-    context = multiprocessing.get_context(method)
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    try:
+    with process_pool(workers) as pool:
         yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _plain(name: str) -> bool:
@@ -368,17 +354,3 @@ def _plain(name: str) -> bool:
         return not is_compressed(name)
     except OSError:
         return False  # reported when it is read
-
-
-def _cores() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _size(name: str) -> int:
-    try:
-        return os.stat(name).st_size
-    except OSError:
-        return 0  # reported when it is opened

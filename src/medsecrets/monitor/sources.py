@@ -52,7 +52,7 @@ from typing import IO, Final, Literal
 
 import orjson
 
-from medsecrets.audit.record import Outcome, outcome_for, split_path
+from medsecrets.audit.record import FIELDS, Outcome, outcome_for, split_path
 from medsecrets.errors import InvalidRequest
 from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, Operation, parse_time
 
@@ -330,21 +330,10 @@ _KIND: Final = b'"kind":"'
 _RESPONSE: Final = b'"kind":"response"'
 _DATA: Final = b',"data":'
 _HASH: Final = b',"hash":"'
-_SEGMENT_KEYS: Final = (
-    "principal",
-    "auth",
-    "remote",
-    "user_agent",
-    "operation",
-    "path",
-    "environment",
-    "category",
-    "version",
-    "outcome",
-    "status",
-    "error",
-    "emergency",
+_SEGMENT_KEYS: Final = tuple(
+    key for key in FIELDS[FIELDS.index("principal") : FIELDS.index("data")] if key != "accessor"
 )
+"""The members of a response record from ``principal`` to ``emergency``, but ``accessor``."""
 _SEGMENTS: dict[tuple[bytes, bytes], EventFields] = {}
 _SEGMENTS_KEPT: Final = 16384
 

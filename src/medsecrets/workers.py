@@ -1,0 +1,66 @@
+"""Worker processes for the offline tools (``audit verify``, ``audit analyze``).
+
+``worker_count(workers, paths)`` decides how many: ``None`` means one per core
+this process may run on, when the files add up to ``PARALLEL_MIN_BYTES`` or
+more (smaller logs are done faster here than a pool starts), else none; a
+number is taken as given. ``process_pool(workers)`` is the pool: forked when
+that is safe (Linux, and no other thread in this process that a fork could
+copy mid-operation), else started with ``forkserver`` (or ``spawn``); it is
+shut down, pending work cancelled, when the block ends.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+__all__ = ["PARALLEL_MIN_BYTES", "cores", "file_size", "process_pool", "worker_count"]
+
+PARALLEL_MIN_BYTES: Final = 16 << 20
+"""Files smaller than this (all of them together) are worked through in this process."""
+
+
+def cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    """The size of the file at ``path``; 0 if it cannot be read (its reader reports why)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def worker_count(workers: int | None, paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Worker processes for ``paths`` (see module docstring); below 2 means none."""
+    if workers is not None:
+        return workers
+    count = cores()
+    if count > 1 and sum(file_size(path) for path in paths) < PARALLEL_MIN_BYTES:
+        return 0
+    return count
+
+
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
+    """A pool of ``workers`` processes (see module docstring)."""
+    fork = sys.platform == "linux" and threading.active_count() == 1
+    methods = multiprocessing.get_all_start_methods()
+    method = "fork" if fork else "forkserver" if "forkserver" in methods else "spawn"
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context(method)
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
