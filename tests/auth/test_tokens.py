@@ -292,3 +292,15 @@ def test_a_revocation_elsewhere_is_seen_at_once_when_revalidating(
                 there.authenticate(token)
     finally:
         other_store.close()
+
+
+def test_purge_expired_leaves_an_unreadable_record_and_purges_the_rest(
+    store: SecretStore, tokens: TokenStore, clock: ManualClock
+) -> None:
+    infos = [make(tokens, ttl=10)[1] for _ in range(4)]
+    damaged = store.barrier.get(ACCESSORS + infos[0].accessor)
+    assert damaged is not None
+    store.storage.put(TOKENS + damaged.decode(), b"\x00" * 64)  # not a sealed record
+    clock.advance(20)
+    assert tokens.purge_expired() == 3
+    assert _keys(store, ACCESSORS) == [ACCESSORS + infos[0].accessor]

@@ -27,7 +27,7 @@ from medsecrets.monitor.detectors import (
     UnusualTimeDetector,
     hour_of_week,
 )
-from medsecrets.monitor.events import AccessEvent, Operation
+from medsecrets.monitor.events import AccessEvent, Operation, parse_time
 
 MONDAY = dt.datetime(2025, 3, 3, tzinfo=dt.UTC)
 _ids = itertools.count()
@@ -389,3 +389,35 @@ def test_a_busy_principal_costs_bounded_memory_and_still_alerts() -> None:
     assert len(bulk._distinct._state["svc-a"]) <= 2 * config.bulk_distinct
     assert len(enumeration._counts._times["svc-a"]) <= 2 * config.enumeration_lists
     assert len(failed._counts._times["principal:svc-a"]) <= 2 * config.failed_denials
+
+
+def test_a_late_read_does_not_make_a_secret_older_for_bulk() -> None:
+    config = DetectorConfig(bulk_distinct=3, bulk_window=60)
+    detector = BulkDetector(config)
+    base = MONDAY
+    stream = [
+        event(base + dt.timedelta(seconds=100), path="medessence/production/database/a"),
+        event(base + dt.timedelta(seconds=90), path="medessence/production/database/a"),  # late
+        event(base + dt.timedelta(seconds=120), path="medessence/production/database/b"),
+        event(base + dt.timedelta(seconds=155), path="medessence/production/database/c"),
+    ]
+    assert [i for i, _ in detector.observe_many(stream)] == [3]  # a (last seen 100) still counts
+
+
+def test_capped_counts_are_reported_as_at_least_and_caps_are_per_key() -> None:
+    config = DetectorConfig(rate_principal_limits={"batch-job": 1_000_000})
+    rate = RateDetector(config)
+    # 20 reads a second for 400 s: an alert at the 51st, another after the 300 s quiet period
+    events = [event(MONDAY + dt.timedelta(milliseconds=50 * i)) for i in range(8000)]
+    alerts = [alert for _, alert in rate.observe_many(events)]
+    assert "read secrets 51 times" in alerts[0].summary
+    assert len(alerts) == 2 and "read secrets at least 102 times" in alerts[1].summary
+    assert rate._counts._times["svc-a"].maxlen == 2 * config.rate_limit + 2  # not the batch job's
+
+
+@pytest.mark.parametrize(
+    "text", ["2025-03-03T10:00:infZ", "2025-03-03T10:00:nanZ", "2025-03-03T10:00:61Z"]
+)
+def test_parse_time_refuses_seconds_that_are_not_seconds(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_time(text)

@@ -150,3 +150,20 @@ def test_worker_processes_on_sqlite_see_a_revocation_at_once(tmp_path: Path) -> 
     finally:
         second.store.close()
         first.store.close()
+
+
+def test_a_failing_token_purge_leaves_the_secret_purge_standing(
+    store: SecretStore, clock: ManualClock
+) -> None:
+    class BrokenTokens(TokenStore):
+        """A test double: a token store whose purge fails."""
+
+        def purge_expired(self) -> int:
+            raise OSError("disk trouble")
+
+    path = "medessence/test/ai-providers/old"
+    store.secrets.put(path, {"azure_cognitive_key": "ab" * 16})
+    store.secrets.delete(path, recovery_days=7)
+    clock.advance(days=8)
+    sweeper = Sweeper(store, interval=3600, tokens=BrokenTokens(store.barrier, clock=clock))
+    assert sweeper.sweep_once() == (path,)

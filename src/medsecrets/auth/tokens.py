@@ -49,8 +49,10 @@ from medsecrets.errors import (
     AuthenticationError,
     ConflictError,
     InvalidRequest,
+    MedsecretsError,
     NotFoundError,
     PermissionDenied,
+    SealedError,
     StorageError,
 )
 from medsecrets.schema.tokens import TokenInfo, covers
@@ -442,14 +444,16 @@ class TokenStore:
             after = page.next_after
 
     def _purge_if_expired(self, accessor: str, now: dt.datetime) -> bool:
-        digest, etag = self._secure.get_with_etag(ACCESSORS + accessor)
-        if digest is None or etag is None:
-            return False
-        text = digest.decode("ascii")
-        raw = self._secure.get(TOKENS + text)
         try:
+            digest, etag = self._secure.get_with_etag(ACCESSORS + accessor)
+            if digest is None or etag is None:
+                return False
+            text = digest.decode("ascii")
+            raw = self._secure.get(TOKENS + text)
             info = _loads(raw) if raw is not None else None  # None: an orphaned accessor
-        except StorageError:
+        except SealedError:
+            raise
+        except (MedsecretsError, ValueError):  # unreadable (damaged, restored wrongly): kept
             return False
         if info is not None and (info.expires_at is None or info.expires_at > now):
             return False

@@ -2,7 +2,7 @@
 
 A ``Detector`` has a ``name`` and ``observe(event) -> list[Alert]``; it keeps
 its own state, bounded in memory (sliding windows are pruned on every event
-and keep at most twice their detector's threshold of entries per key, so a
+and keep at most about twice the key's threshold of entries, so a
 principal reading thousands of times a second costs no more than one reading
 at the threshold; per-key tables hold at most ``DetectorConfig.max_keys`` keys
 and drop the oldest beyond that). Windows are measured on *event* time, so the same
@@ -293,31 +293,32 @@ class _Quiet:
 class _Counts:
     """Event times per key within a sliding window (bounded in keys and in times per key).
 
-    At most ``cap`` times are kept per key (the newest): ``add`` returns the
-    count within the window, or ``cap`` when there are at least that many. A
-    detector asks "more than its threshold?", so a cap above the threshold
-    gives the same answers while a busy principal (thousands of reads a
-    second, for the whole window) costs ``cap`` floats, not one per read.
+    ``add(key, ts, cap)`` keeps at most ``cap`` times for ``key`` (the newest;
+    ``cap`` is fixed by the key's first add) and returns the count within the
+    window, or ``cap`` when there are at least that many. A detector asks "more
+    than my threshold?", so a cap above the key's threshold gives the same
+    answers while a busy principal (thousands of reads a second, for the whole
+    window) costs ``cap`` floats, not one per read; a capped count is reported
+    as "at least" (``_count_text``).
     """
 
-    __slots__ = ("_cap", "_limit", "_times", "_window")
+    __slots__ = ("_limit", "_times", "_window")
 
-    def __init__(self, window: float, limit: int, cap: int) -> None:
+    def __init__(self, window: float, limit: int) -> None:
         self._times: dict[str, deque[float]] = {}
         self._window = window
         self._limit = limit
-        self._cap = cap
 
-    def add(self, key: str, ts: float) -> int:
+    def add(self, key: str, ts: float, cap: int) -> int:
         """Record an event for ``key`` at ``ts``; the count within the window ending at
         ``ts`` (at most ``cap``)."""
         times = self._times.get(key)
         if times is None:
             _trim(self._times, self._limit)
-            times = self._times[key] = deque(maxlen=self._cap)
+            times = self._times[key] = deque(maxlen=cap)
         times.append(ts)
         horizon = ts - self._window
-        while times[0] <= horizon:
+        while times and times[0] <= horizon:
             times.popleft()
         return len(times)
 
@@ -325,7 +326,7 @@ class _Counts:
 class _Distinct:
     """Distinct items per key within a sliding window (bounded in keys and items per key).
 
-    Each item is kept once, with the time it was last seen (oldest first), and
+    Each item is kept once, with the latest time it was seen (oldest first), and
     at most ``cap`` items per key (the most recent): ``add`` returns the
     number of distinct items seen within the window, at most ``cap``.
     """
@@ -344,15 +345,22 @@ class _Distinct:
         if seen is None:
             _trim(self._state, self._limit)
             seen = self._state[key] = OrderedDict()
-        if item in seen:
-            seen.move_to_end(item)
-        seen[item] = ts
-        if len(seen) > self._cap:
-            seen.popitem(last=False)
+        last = seen.get(item)
+        if last is None or ts >= last:  # a late event does not make an item older
+            if last is not None:
+                seen.move_to_end(item)
+            seen[item] = ts
+            if len(seen) > self._cap:
+                seen.popitem(last=False)
         horizon = ts - self._window
-        while next(iter(seen.values())) <= horizon:
+        while seen and next(iter(seen.values())) <= horizon:
             seen.popitem(last=False)
         return len(seen)
+
+
+def _count_text(count: int, cap: int) -> str:
+    """``count`` as a summary states it: "at least" once it reached its window's cap."""
+    return f"at least {count}" if count >= cap else str(count)
 
 
 class _Warmup:
@@ -417,14 +425,7 @@ class RateDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        highest = max(
-            [
-                config.rate_limit,
-                *config.rate_principal_limits.values(),
-                *config.rate_category_limits.values(),
-            ]
-        )
-        self._counts = _Counts(config.rate_window, config.max_keys, 2 * highest + 2)
+        self._counts = _Counts(config.rate_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
         self._add = self._counts.add
         self._limit = config.rate_limit
@@ -444,7 +445,7 @@ class RateDetector(_Batched):
             if not principal:
                 continue
             limit = limits.get(principal, default) if limits else default
-            count = add(principal, event.ts)
+            count = add(principal, event.ts, 2 * limit + 2)
             if count > limit:
                 alert = self._over(event, principal, count, limit, "")
                 if alert is not None:
@@ -454,7 +455,7 @@ class RateDetector(_Batched):
                 if category is not None and category in categories:
                     key = f"{principal}|{category}"
                     limit = categories[category]
-                    count = add(key, event.ts)
+                    count = add(key, event.ts, 2 * limit + 2)
                     if count > limit:
                         alert = self._over(event, key, count, limit, category)
                         if alert is not None:
@@ -472,7 +473,8 @@ class RateDetector(_Batched):
             "high",
             event,
             key,
-            f"{event.principal} read {what} {count} times in {window:g} s (limit {limit})",
+            f"{event.principal} read {what} {_count_text(count, 2 * limit + 2)} times"
+            f" in {window:g} s (limit {limit})",
             count=count,
             limit=limit,
             window=window,
@@ -510,7 +512,8 @@ class BulkDetector(_Batched):
                 "high",
                 event,
                 principal,
-                f"{principal} read {count} distinct secrets in {window:g} s",
+                f"{principal} read {_count_text(count, 2 * threshold)} distinct secrets"
+                f" in {window:g} s",
                 count=count,
                 limit=threshold,
                 window=window,
@@ -527,9 +530,7 @@ class EnumerationDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        self._counts = _Counts(
-            config.enumeration_window, config.max_keys, 2 * config.enumeration_lists
-        )
+        self._counts = _Counts(config.enumeration_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
@@ -537,11 +538,12 @@ class EnumerationDetector(_Batched):
         add = self._counts.add
         config = self._config
         threshold = config.enumeration_lists
+        cap = 2 * threshold
         for index, event in enumerate(events):
             if event.operation != "list" or event.outcome != "success" or not event.principal:
                 continue
             principal = event.principal
-            count = add(principal, event.ts)
+            count = add(principal, event.ts, cap)
             if count < threshold:
                 continue
             window = config.enumeration_window
@@ -550,7 +552,7 @@ class EnumerationDetector(_Batched):
                 "medium",
                 event,
                 principal,
-                f"{principal} listed secrets {count} times in {window:g} s",
+                f"{principal} listed secrets {_count_text(count, cap)} times in {window:g} s",
                 count=count,
                 limit=threshold,
                 window=window,
@@ -567,7 +569,7 @@ class FailedBurstDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        self._counts = _Counts(config.failed_window, config.max_keys, 2 * config.failed_denials)
+        self._counts = _Counts(config.failed_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
@@ -587,8 +589,9 @@ class FailedBurstDetector(_Batched):
         return found
 
     def _check(self, event: AccessEvent, key: str, who: str) -> Alert | None:
-        count = self._counts.add(key, event.ts)
         config = self._config
+        cap = 2 * config.failed_denials
+        count = self._counts.add(key, event.ts, cap)
         if count < config.failed_denials:
             return None
         window = config.failed_window
@@ -597,7 +600,7 @@ class FailedBurstDetector(_Batched):
             "medium",
             event,
             key,
-            f"{count} denied accesses by {who} in {window:g} s",
+            f"{_count_text(count, cap)} denied accesses by {who} in {window:g} s",
             count=count,
             limit=config.failed_denials,
             window=window,

@@ -74,15 +74,19 @@ def parse_time(text: str) -> float:
     The common shape ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (our records,
     CloudTrail, Vault's nanoseconds) takes a fast path: the minute
     (``YYYY-MM-DDTHH:MM``) is looked up in a bounded cache and the seconds are
-    added, which gives exactly the float of ``hour + minutes * 60 + seconds``.
-    Raises ``ValueError`` for text that is not a time.
+    added, which gives exactly the float of ``hour + minutes * 60 + seconds``
+    (seconds from 0 to under 61: never ``nan`` or ``inf``). Raises
+    ``ValueError`` for text that is not a time.
     """
     if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[13] == ":":
         minute = text[:16]
         base = _MINUTES.get(minute)
         if base is None:
             base = _minute(minute)
-        return base + float(text[17:-1])
+        seconds = float(text[17:-1])
+        if not 0.0 <= seconds < 61.0 or text[16] != ":":  # also refuses nan and inf
+            raise ValueError("not a time")
+        return base + seconds
     value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
