@@ -14,7 +14,7 @@ import dataclasses
 import gzip
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,11 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> int:
 
 def ranges(path: Path) -> list[tuple[int, int]]:
     """The ranges ``analyze`` hands to workers, checked to tile the file in whole lines."""
-    found = list(analyze_module._cuts(str(path), path.stat().st_size))
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        found = list(analyze_module._cuts(descriptor, path.stat().st_size))
+    finally:
+        os.close(descriptor)
     data = path.read_bytes()
     position = 0
     for offset, length in found:
@@ -281,3 +285,26 @@ def test_progress_adds_up_to_the_files_sizes(
     done.clear()
     analyze(trails, "cloudtrail", None, is_honeytoken, progress=done.append)
     assert done == [trail.stat().st_size for trail in trails]  # a CloudTrail file at its end
+
+
+def test_a_log_rotated_during_the_analysis_is_read_from_the_file_that_was_opened(
+    logs: dict[str, tuple[Path, int]],
+    small_ranges: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    is_honeytoken: Callable[[str], bool],
+) -> None:
+    source, _ = logs["ours"]
+    path = copy(source, tmp_path / "audit.log")
+    expected = summary(analyze(path, "ours", None, is_honeytoken, workers=0))
+    other = copy(logs["vault"][0], tmp_path / "other.log")  # a different log takes the name
+    real_cuts = analyze_module._cuts
+
+    def rotating_cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
+        for number, cut in enumerate(real_cuts(descriptor, size)):
+            if number == 1:
+                os.replace(other, path)  # workers now find another file at the name
+            yield cut
+
+    monkeypatch.setattr(analyze_module, "_cuts", rotating_cuts)
+    assert summary(analyze(path, "ours", None, is_honeytoken, workers=2)) == expected

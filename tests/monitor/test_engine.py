@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from medsecrets.monitor.alert import Alert
-from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
+from medsecrets.monitor.detectors import DetectorConfig, DetectorSet, EmergencyDetector
 from medsecrets.monitor.engine import MonitorEngine
 from medsecrets.monitor.events import AccessEvent
 from medsecrets.monitor.sources import event_from_record
@@ -179,3 +179,17 @@ def test_a_plain_detector_sees_every_event_and_a_failing_batch_is_counted() -> N
     engine.submit(record(51))
     assert engine.stop(timeout=10)
     assert detector.seen[-1] == "req-51"  # the worker survived the failing batch
+
+
+def test_a_failing_detector_loses_only_its_own_alerts() -> None:
+    sink = Sink()
+    failing = OneByOne()
+    engine = MonitorEngine(DetectorSet([EmergencyDetector(DetectorConfig()), failing]), sink)
+    engine.start()
+    # one batch: the emergency read and the event that makes the other detector raise
+    engine.submit(record(1, emergency=True, request_id="glass"))
+    engine.submit(record(2, principal="boom"))
+    engine.drain()
+    assert engine.errors == 1
+    assert [(a.detector, a.details["request_id"]) for a in sink.alerts] == [("emergency", "glass")]
+    assert engine.stop(timeout=10)

@@ -549,3 +549,19 @@ def test_a_member_repeated_after_data_reads_as_json_reads_it(key: str, value: st
     expected = by_json(line)
     assert expected is not None
     assert by_block(line) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b'"kind":"response",', b'"kind":"response"[,'),  # damage right after the kind
+        (b'"request_id":"req-1"', b'"request_id":"'),  # the request id's value cut away
+        (b'"node":"node-1"', b'"kind":"request"'),  # a member the reader does not read
+        (b'"device":"file"', b'"device":7'),
+        (b'"time":"', b'"time":"'[:-1]),  # the time's opening quote lost
+    ],
+)
+def test_damage_in_the_members_the_reader_cuts_goes_to_json(old: bytes, new: bytes) -> None:
+    line = line_of(response())
+    assert old in line
+    assert by_layout(line.replace(old, new, 1)) is None  # JSON decides (and names the problem)

@@ -258,25 +258,24 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _cuts(name: str, size: int) -> Iterator[tuple[int, int]]:
-    """``(offset, length)`` of the ranges of whole lines of the file (the last may lack ``\\n``)."""
-    with open(name, "rb", buffering=0) as handle:
-        start = 0
-        while start < size:
-            probe = start + BLOCK_BYTES
-            end = size
-            while probe < size:
-                handle.seek(probe)
-                found = handle.read(1 << 16)
-                if not found:
-                    break
-                newline = found.find(b"\n")
-                if newline >= 0:
-                    end = probe + newline + 1
-                    break
-                probe += len(found)
-            yield start, end - start
-            start = end
+def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of the ranges of whole lines of the open file (the last may lack
+    ``\n``)."""
+    start = 0
+    while start < size:
+        probe = start + BLOCK_BYTES
+        end = size
+        while probe < size:
+            found = os.pread(descriptor, 1 << 16, probe)
+            if not found:
+                break
+            newline = found.find(b"\n")
+            if newline >= 0:
+                end = probe + newline + 1
+                break
+            probe += len(found)
+        yield start, end - start
+        start = end
 
 
 def _parallel(
@@ -286,8 +285,14 @@ def _parallel(
     prefix: str,
     progress: Callable[[int], None],
 ) -> Iterator[list[AccessEvent]]:
-    """The events of a plain line log, parsed in ``pool`` (see the comment above)."""
-    status = os.stat(name)
+    """The events of a plain line log, parsed in ``pool`` (see the comment above).
+
+    This process keeps the file open: the cuts, and any range a worker did
+    not parse (a dead pool, or the name now naming another file: rotation),
+    are read from the file that was opened, never from the name again.
+    """
+    descriptor = os.open(name, os.O_RDONLY)
+    status = os.fstat(descriptor)
     identity = (status.st_dev, status.st_ino)
     window = 2 * max(1, getattr(pool, "_max_workers", 2)) + 2
     pending: collections.deque[tuple[int, int, concurrent.futures.Future[_Range | None]]] = (
@@ -295,41 +300,46 @@ def _parallel(
     )
     lines = 0
     try:
-        for offset, length in _cuts(name, status.st_size):
+        for offset, length in _cuts(descriptor, status.st_size):
             task = pool.submit(_parse_range, (name, offset, length, identity), fmt, prefix)
             pending.append((offset, length, task))
             if len(pending) >= window:
                 item = pending.popleft()
-                found, lines = _take(item, name, fmt, prefix, lines)
+                found, lines = _take(item, descriptor, name, fmt, prefix, lines=lines)
                 yield found
                 progress(item[1])
         while pending:
             item = pending.popleft()
-            found, lines = _take(item, name, fmt, prefix, lines)
+            found, lines = _take(item, descriptor, name, fmt, prefix, lines=lines)
             yield found
             progress(item[1])
     finally:
         for _, _, task in pending:
             task.cancel()
+        os.close(descriptor)
 
 
 def _take(
     item: tuple[int, int, concurrent.futures.Future[_Range | None]],
+    descriptor: int,
     name: str,
     fmt: Format,
     prefix: str,
+    *,
     lines: int,
 ) -> tuple[list[AccessEvent], int]:
-    """The events of a range and the lines up to its end; raises its ``LogFormatError``."""
+    """The events of a range and the lines up to its end; raises its ``LogFormatError``.
+
+    A range the worker did not parse is read from ``descriptor`` (the file
+    ``_parallel`` opened) and parsed here.
+    """
     offset, length, task = item
     try:
         found = task.result()
     except Exception:  # a dead pool or an unreadable file: parse the range here
         found = None
     if found is None:
-        with open(name, "rb") as handle:
-            handle.seek(offset)
-            found = _parse_block(handle.read(length), name, fmt, prefix)
+        found = _parse_block(os.pread(descriptor, length, offset), name, fmt, prefix)
     if found.problem is not None:
         raise LogFormatError(found.problem, file=name, line=lines + found.line)
     return events_of(found.rows), lines + found.lines

@@ -956,12 +956,29 @@ class DetectorSet(_Batched):
             ]
         )
 
-    def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
-        """Every detector's alerts for ``events``, ordered by event, then detector."""
+    def observe_many(
+        self,
+        events: Sequence[AccessEvent],
+        on_error: Callable[[str, Exception], None] | None = None,
+    ) -> IndexedAlerts:
+        """Every detector's alerts for ``events``, ordered by event, then detector.
+
+        A detector that raises: without ``on_error`` the exception propagates
+        (offline analysis stops on a bug); with it, ``on_error(name, exc)`` is
+        called and the other detectors' alerts are still returned (the online
+        monitor loses only the failing detector's alerts for this batch).
+        """
         merged: list[tuple[int, int, Alert]] = []
         counts = self.counts
         for position, (name, many) in enumerate(self._batches):
-            found = many(events)
+            if on_error is None:
+                found = many(events)
+            else:
+                try:
+                    found = many(events)
+                except Exception as exc:
+                    on_error(name, exc)
+                    continue
             if found:
                 counts[name] += len(found)
                 merged.extend([(index, position, alert) for index, alert in found])

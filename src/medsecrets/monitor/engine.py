@@ -17,9 +17,10 @@ the request path.
 Counters (read them from any thread): ``submitted`` and ``dropped`` (updated
 under a lock by the submitting threads), ``events`` (responses seen by the
 detectors), ``alerts``, ``errors`` (records that could not be converted,
-detector failures (one per failed batch: the rest of that batch goes
-unobserved) and ``on_alert`` calls that raised; the worker keeps going; these
-three are updated by the worker only).
+detector failures (one per detector per failed batch: that detector's
+alerts for the batch are lost, the other detectors' are delivered) and
+``on_alert`` calls that raised; the worker keeps going; these three are
+updated by the worker only).
 
 ``start`` starts the worker (once); ``drain`` waits until everything submitted
 so far has been processed (tests, shutdown); ``stop(timeout)`` drains and ends
@@ -29,10 +30,12 @@ the worker. After ``stop``, ``submit`` drops (and counts) everything.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from medsecrets.audit.record import AuditEvent, outcome_for
 from medsecrets.errors import MedsecretsError
@@ -91,10 +94,13 @@ class MonitorEngine:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._detectors = detectors
+        detector_set = detectors if isinstance(detectors, DetectorSet) else None
+        if detector_set is None and not isinstance(detectors, BatchDetector):
+            detector_set = DetectorSet([detectors])
         self._observe_many: Callable[[Sequence[AccessEvent]], IndexedAlerts] = (
-            detectors.observe_many
-            if isinstance(detectors, BatchDetector)
-            else DetectorSet([detectors]).observe_many
+            functools.partial(detector_set.observe_many, on_error=self._detector_failed)
+            if detector_set is not None
+            else cast(BatchDetector, detectors).observe_many
         )
         self._on_alert = on_alert
         self._size = queue_size
@@ -179,6 +185,11 @@ class MonitorEngine:
                 with self._idle:
                     self._idle.notify_all()
                 return
+
+    def _detector_failed(self, name: str, exc: Exception) -> None:
+        """A detector raised on a batch: count it, log it; the others' alerts stand."""
+        self.errors += 1
+        _log.error("monitor: detector %s failed", name, exc_info=exc)
 
     def _process(self, records: list[Submitted]) -> None:
         """Convert ``records`` to events, run the detectors over them, deliver the alerts."""

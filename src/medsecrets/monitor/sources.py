@@ -352,12 +352,17 @@ def _layout_row(tail: bytes) -> Row | None:
     parts = tail.split(b',"', 7)
     if len(parts) != 8:
         return None
-    _, time, _, _, request_id, principal, accessor, rest = parts
+    kind, time, node, device, request_id, principal, accessor, rest = parts
     if (
-        time[:7] != b'time":"'
+        kind != b'response"'
+        or time[:7] != b'time":"'
+        or node[:7] != b'node":"'
+        or device[:9] != b'device":"'
         or request_id[:13] != b'request_id":"'
         or accessor[:10] != b'accessor":'
+        or len(time) < 9
         or time[-1] != 34  # '"'
+        or len(request_id) < 14
         or request_id[-1] != 34
     ):
         return None
