@@ -20,7 +20,14 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-__all__ = ["PARALLEL_MIN_BYTES", "cores", "file_size", "process_pool", "worker_count"]
+__all__ = [
+    "PARALLEL_MIN_BYTES",
+    "cores",
+    "file_size",
+    "process_pool",
+    "read_range",
+    "worker_count",
+]
 
 PARALLEL_MIN_BYTES: Final = 16 << 20
 """Files smaller than this (all of them together) are worked through in this process."""
@@ -64,3 +71,18 @@ def process_pool(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecuto
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_range(name: str, offset: int, length: int, identity: tuple[int, int]) -> bytes | None:
+    """``length`` bytes at ``offset`` of the file at ``name`` (read in a worker, cheaper than
+    sending them); ``None`` when that name no longer holds the file whose
+    ``(device, inode)`` is ``identity`` (rotated, replaced) or the file is shorter."""
+    descriptor = os.open(name, os.O_RDONLY)
+    try:
+        status = os.fstat(descriptor)
+        if (status.st_dev, status.st_ino) != identity:
+            return None
+        block = os.pread(descriptor, length, offset)
+    finally:
+        os.close(descriptor)
+    return block if len(block) == length else None

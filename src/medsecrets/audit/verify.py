@@ -79,7 +79,7 @@ from medsecrets.audit.checkpoint import verify_checkpoint
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import GENESIS, LineError
 from medsecrets.errors import DecryptionError
-from medsecrets.workers import PARALLEL_MIN_BYTES, process_pool, worker_count
+from medsecrets.workers import PARALLEL_MIN_BYTES, process_pool, read_range, worker_count
 
 __all__ = ["PARALLEL_MIN_BYTES", "Decoder", "VerifyReport", "verify", "verify_files"]
 
@@ -537,16 +537,8 @@ def _check_block(
     reads the block itself (cheaper than sending it). ``None`` when the file
     at that name is no longer the one being verified, or is shorter.
     """
-    name, offset, length, identity = where
-    descriptor = os.open(name, os.O_RDONLY)
-    try:
-        status = os.fstat(descriptor)
-        if (status.st_dev, status.st_ino) != identity:
-            return None
-        block = os.pread(descriptor, length, offset)
-    finally:
-        os.close(descriptor)
-    if len(block) != length:
+    block = read_range(*where)
+    if block is None:
         return None
     lines = block.split(b"\n")
     lines.pop()

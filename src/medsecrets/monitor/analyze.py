@@ -59,7 +59,7 @@ from medsecrets.monitor.sources import (
     read_batches,
     rows_in_block,
 )
-from medsecrets.workers import PARALLEL_MIN_BYTES, file_size, process_pool, worker_count
+from medsecrets.workers import PARALLEL_MIN_BYTES, file_size, process_pool, read_range, worker_count
 
 __all__ = ["PARALLEL_MIN_BYTES", "AnalysisReport", "analyze", "in_time_order"]
 
@@ -217,16 +217,9 @@ def _parse_range(
     process does nothing else, so the collector is paused while it builds the
     events (none of them is part of a cycle).
     """
-    name, offset, length, identity = where
-    descriptor = os.open(name, os.O_RDONLY)
-    try:
-        status = os.fstat(descriptor)
-        if (status.st_dev, status.st_ino) != identity:
-            return None
-        block = os.pread(descriptor, length, offset)
-    finally:
-        os.close(descriptor)
-    if len(block) != length:
+    name = where[0]
+    block = read_range(*where)
+    if block is None:
         return None
     return _parse_block(block, name, fmt, prefix)
 
