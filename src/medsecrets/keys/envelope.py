@@ -6,7 +6,8 @@ value and the wrapped key are bound to the encryption context
 ``{"path", "version", "category"}``. ``open`` reverses it; any tampering,
 transplant or wrong context raises the opaque ``DecryptionError``.
 ``rewrap`` re-wraps the data key under the newest KEK without touching the
-value ciphertext.
+value ciphertext. ``opener`` unwraps once and returns an ``Opener`` that
+decrypts the same value on every call (for a reader that keeps no plaintext).
 
 Unwrapped data keys are cached by their wrapped blob (content-addressed, so a
 cache entry can never serve a different key); ``forget`` drops the cache.
@@ -31,7 +32,7 @@ from medsecrets.keys.base import KekProvider, WrappedKey
 from medsecrets.keys.context import canonical_context, secret_context
 from medsecrets.sensitive import Sensitive
 
-__all__ = ["Envelope", "SealedValue", "encryption_context"]
+__all__ = ["Envelope", "Opener", "SealedValue", "encryption_context"]
 
 _NONCE = 12
 
@@ -99,6 +100,32 @@ class SealedValue:
         return cls.from_json(doc)
 
 
+class Opener:
+    """One sealed value with its data key already unwrapped: ``open()`` decrypts it.
+
+    Holds the ciphertext and the data key's cipher (as ``Envelope``'s own
+    cache does), never the plaintext; ``DecryptionError`` on a bad tag.
+    """
+
+    __slots__ = ("_aad", "_aead", "_ciphertext", "_nonce")
+
+    def __init__(self, aead: AESGCM, nonce: bytes, ciphertext: bytes, aad: bytes) -> None:
+        self._aead = aead
+        self._nonce = nonce
+        self._ciphertext = ciphertext
+        self._aad = aad
+
+    def __repr__(self) -> str:
+        return f"Opener(size={len(self._ciphertext)})"
+
+    def open(self) -> bytes:
+        """The plaintext (a fresh decryption each call)."""
+        try:
+            return self._aead.decrypt(self._nonce, self._ciphertext, self._aad)
+        except InvalidTag:
+            raise DecryptionError() from None
+
+
 class Envelope:
     """Per-version data keys wrapped by per-category KEKs."""
 
@@ -135,13 +162,15 @@ class Envelope:
 
     def open(self, sealed: SealedValue, *, path: str, version: int, category: str) -> bytes:
         """Decrypt; ``DecryptionError`` on any mismatch or tampering."""
+        return self.opener(sealed, path=path, version=version, category=category).open()
+
+    def opener(self, sealed: SealedValue, *, path: str, version: int, category: str) -> Opener:
+        """``sealed`` ready to decrypt (``Opener``); ``DecryptionError`` if its key
+        does not unwrap for this context (a bad value fails at ``open``)."""
         context = encryption_context(path=path, version=version, category=category)
         aad = secret_context(path, version, category)
         aead = self._data_cipher(sealed.wrapped, category, context, aad)
-        try:
-            return aead.decrypt(sealed.nonce, sealed.ciphertext, aad)
-        except InvalidTag:
-            raise DecryptionError() from None
+        return Opener(aead, sealed.nonce, sealed.ciphertext, aad)
 
     def needs_rewrap(self, sealed: SealedValue, *, category: str) -> bool:
         """Whether the data key is wrapped by an older KEK version or another provider."""

@@ -19,6 +19,7 @@ from medsecrets.errors import (
     TooLargeError,
     ValidationError,
 )
+from medsecrets.keys.envelope import Opener
 from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
@@ -379,13 +380,13 @@ def test_value_cache_decides_whether_a_repeated_read_decrypts(
     store.secrets.put(AUTH, value)
     store.secrets.get(AUTH)  # the first read records its access time: a new record
     opened: list[int] = []
-    real_open = store.envelope.open
+    real_open = Opener.open
 
-    def counting_open(*args: object, **kwargs: object) -> bytes:
+    def counting_open(self: Opener) -> bytes:
         opened.append(1)
-        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+        return real_open(self)
 
-    monkeypatch.setattr(store.envelope, "open", counting_open)
+    monkeypatch.setattr(Opener, "open", counting_open)
     for _ in range(3):
         assert store.secrets.get(AUTH).fields == value
     assert len(opened) == (1 if cache_values else 3)

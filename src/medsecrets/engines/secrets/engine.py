@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -48,7 +49,7 @@ from medsecrets.errors import (
     ScheduledForDeletion,
     TooLargeError,
 )
-from medsecrets.keys.envelope import Envelope, SealedValue
+from medsecrets.keys.envelope import Envelope, Opener, SealedValue
 from medsecrets.schema.keys import RewrapReport
 from medsecrets.schema.secrets import (
     STAGES,
@@ -171,19 +172,51 @@ class _Record:
         return tuple(s for s in STAGES if self.stages.get(s) == number)
 
 
+class _Ready:
+    """A view's current version, ready to decrypt on every read (no plaintext kept)."""
+
+    __slots__ = ("created_at", "id", "number", "opener", "path", "stages")
+
+    def __init__(self, record: _Record, number: int, opener: Opener) -> None:
+        info = record.version(number)
+        self.path = record.path
+        self.number = number
+        self.id = info.id
+        self.created_at = dt.datetime.fromisoformat(info.created_at)
+        self.stages = record.stages_of(number)
+        self.opener = opener
+
+    def __repr__(self) -> str:
+        return f"_Ready(path={self.path!r}, number={self.number})"
+
+    def version(self) -> SecretVersion:
+        """The version with its fields freshly decrypted."""
+        return SecretVersion(
+            path=self.path,
+            number=self.number,
+            id=self.id,
+            created_at=self.created_at,
+            stages=self.stages,
+            fields=SecretFields(orjson.loads(self.opener.open())),
+        )
+
+
 class _View:
-    """A parsed record for reads, with the current value once decrypted (never mutated)."""
+    """A parsed record for reads (never mutated), with its current version prepared
+    (``ready``) and, when values are cached, decrypted (``current``) once read."""
 
-    __slots__ = ("current", "inline", "purge_at", "record", "touch_after")
+    __slots__ = ("current", "purge_at", "ready", "record", "touch_at")
 
-    def __init__(self, record: _Record, granularity: dt.timedelta) -> None:
+    def __init__(self, record: _Record, granularity: dt.timedelta, clock: Clock) -> None:
         self.record = record
         last = _dt(record.last_accessed_at)
-        self.touch_after = None if last is None else last + granularity
+        self.touch_at = -math.inf
+        """When (``clock.monotonic()``) a read should record its access time again."""
+        if last is not None:
+            self.touch_at = clock.monotonic() + (last + granularity - clock.now()).total_seconds()
         self.purge_at = _dt(record.purge_at)
         self.current: SecretVersion | None = None
-        self.inline: SealedValue | None = None
-        """The record's inline ciphertext, parsed once (ciphertext: safe to keep)."""
+        self.ready: _Ready | None = None
 
     def __repr__(self) -> str:
         return f"_View(path={self.record.path!r})"
@@ -224,7 +257,7 @@ class SecretsEngine:
         self._new_id = id_factory
         self._cache_values = cache_values
         self._paths: dict[str, tuple[SecretPath, str]] = {}
-        self._views: dict[tuple[str, bytes], _View] = {}
+        self._views: dict[str, tuple[bytes, _View]] = {}  # storage key -> (record, view)
         self._written: dict[str, tuple[bytes, bytes]] = {}  # path -> (record, etag) we wrote
 
     def __repr__(self) -> str:
@@ -246,24 +279,27 @@ class SecretsEngine:
         return entry
 
     def _view(self, path: str) -> _View:
-        """The read view of an existing secret, cached by (storage key, sealed record).
+        """The read view of an existing secret, cached by storage key with its sealed record.
 
-        The cache is content-addressed: a changed record is a different key, so
-        it can never serve stale or foreign data. Views are shared: never mutate.
+        A cached view serves only the very record it was parsed from (compared
+        byte for byte), so it can never serve stale or foreign data. Views are
+        shared: never mutate.
         """
         key = self._parse_keyed(path)[1]
         raw = self._secure.get_record(key)
         if raw is None:
             raise NotFoundError(f"secret {path!r} not found")
-        slot = (key, raw)
-        view = self._views.get(slot)
-        if view is None:
-            view = _View(
-                _Record.loads(self._secure.open_record(key, raw)), self._access_granularity
-            )
-            if len(self._views) >= _CACHE_SIZE:
-                self._views.clear()
-            self._views[slot] = view
+        known = self._views.get(key)
+        if known is not None and (known[0] is raw or known[0] == raw):
+            return known[1]
+        view = _View(
+            _Record.loads(self._secure.open_record(key, raw)),
+            self._access_granularity,
+            self._clock,
+        )
+        if len(self._views) >= _CACHE_SIZE:
+            self._views.clear()
+        self._views[key] = (raw, view)
         return view
 
     def _remember(self, path: str, body: bytes, etag: bytes) -> None:
@@ -695,6 +731,11 @@ class SecretsEngine:
             if current is not None:  # the hot path: the current version, decrypted before
                 self._touch(view)
                 return current  # immutable (frozen, read-only fields): safe to share
+            ready = view.ready
+            if ready is not None:  # values not cached: decrypted again, its key unwrapped before
+                result = ready.version()
+                self._touch(view)
+                return result
         if version_id is not None:
             match = next((v for v in record.versions if v.id == version_id), None)
             if match is None:
@@ -711,45 +752,42 @@ class SecretsEngine:
         info = record.version(number)
         if info.destroyed:
             raise NotFoundError(f"version {number} of {record.path!r} was destroyed")
-        result = SecretVersion(
-            path=record.path,
-            number=number,
-            id=info.id,
-            created_at=dt.datetime.fromisoformat(info.created_at),
-            stages=record.stages_of(number),
-            fields=SecretFields(self._open_version(record, number, view)),
-        )
-        if self._cache_values and number == record.stages.get("current"):
-            view.current = result
+        opener = self._opener(record, number)
+        if number == record.stages.get("current"):
+            ready = view.ready = _Ready(record, number, opener)
+            result = ready.version()
+            if self._cache_values:
+                view.current = result
+        else:
+            result = SecretVersion(
+                path=record.path,
+                number=number,
+                id=info.id,
+                created_at=dt.datetime.fromisoformat(info.created_at),
+                stages=record.stages_of(number),
+                fields=SecretFields(orjson.loads(opener.open())),
+            )
         self._touch(view)
         return result
 
-    def _open_version(
-        self, record: _Record, number: int, view: _View | None = None
-    ) -> dict[str, str]:
-        """Decrypt version ``number`` (inline copy or its data record); ``view`` is
-        ``record``'s read view, where the parsed inline ciphertext is kept."""
+    def _opener(self, record: _Record, number: int) -> Opener:
+        """Version ``number``'s value (inline copy or its data record), ready to decrypt."""
         if record.inline is not None and record.inline["n"] == number:
-            sealed = view.inline if view is not None else None
-            if sealed is None:
-                sealed = SealedValue.from_json(record.inline["v"])
-                if view is not None:
-                    view.inline = sealed
+            sealed = SealedValue.from_json(record.inline["v"])
         else:
             raw = self._secure.get(self._data_key(record, number))
             if raw is None:
                 raise NotFoundError(f"secret {record.path!r} has no version {number}")
             sealed = SealedValue.loads(raw)
-        plaintext = self._envelope.open(
+        return self._envelope.opener(
             sealed, path=record.path, version=number, category=record.category
         )
-        return cast(dict[str, str], orjson.loads(plaintext))
 
     def _touch(self, view: _View) -> None:
         """Record a coarse last-access time (at most one write per ``access_granularity``)."""
-        now = self._clock.now()
-        if view.touch_after is not None and now < view.touch_after:
+        if self._clock.monotonic() < view.touch_at:
             return
+        now = self._clock.now()
 
         def change(rec: _Record) -> list[Operation]:
             rec.last_accessed_at = now.isoformat()
