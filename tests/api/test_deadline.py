@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,6 @@ import pytest
 from medsecrets.api import create_app
 from medsecrets.api.deadline import Deadlines
 from medsecrets.core import Core
-from medsecrets.core.request import Request, Response
 
 PATH = "/v1/secrets/medessence/development/database/slow"
 
@@ -37,12 +37,14 @@ def test_a_request_blocked_in_a_worker_thread_times_out(
 ) -> None:
     done = threading.Event()
 
-    def slow_handle(request: Request, *, defer_audit: bool = False) -> Response:
+    real_put = core.store.secrets.put
+
+    def slow_put(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.5)
         done.set()
-        return Response(200, {})
+        return real_put(*args, **kwargs)
 
-    monkeypatch.setattr(core, "handle", slow_handle)
+    monkeypatch.setattr(core.store.secrets, "put", slow_put)
     response = _put(core, root, 0.05)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "timeout"

@@ -424,9 +424,17 @@ class _ApiHandler:
             response = self._core.handle(request, defer_audit=True)
             if response.audit is not None:
                 await response.audit.wait_async()
+        elif method != "GET" and self._inline_reads:
+            # A change: admitted and its request record awaited on the loop, only the
+            # route itself in a thread (abandoned on cancel: a request timeout answers
+            # 503 at once and the thread finishes on its own, "outcome unknown").
+            admitted = self._core.admit(request)
+            await admitted.wait_async()
+            loop = asyncio.get_running_loop()
+            response = await loop.run_in_executor(self._threads, admitted.run_deferred)
+            if response.audit is not None:
+                await response.audit.wait_async()
         else:
-            # Abandoned on cancel (a request timeout answers 503 at once; the thread
-            # finishes on its own: "outcome unknown", as documented).
             loop = asyncio.get_running_loop()
             response = await loop.run_in_executor(self._threads, self._core.handle, request)
         return _Answer(response.status, orjson.dumps(response.body), request_id)

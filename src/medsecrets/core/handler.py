@@ -46,7 +46,7 @@ from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 from medsecrets.wire import to_wire
 
-__all__ = ["Core"]
+__all__ = ["Admitted", "Core"]
 
 _INIT = "sys.init"
 
@@ -91,13 +91,26 @@ class Core:
     def handle(self, request: Request, *, defer_audit: bool = False) -> Response:
         """Run ``request`` through the pipeline; raise its error after auditing it.
 
-        With ``defer_audit`` the successful response carries its audit ticket
-        (``Response.audit``) instead of being waited on here: the caller must
-        ``wait``/``wait_async`` it before anything of the response leaves.
+        ``admit`` (steps 1 to 5), the wait for the request record, then
+        ``Admitted.run`` (steps 6 and 7). With ``defer_audit`` the successful
+        response carries its audit ticket (``Response.audit``) instead of being
+        waited on here: the caller must ``wait``/``wait_async`` it before
+        anything of the response leaves.
+        """
+        admitted = self.admit(request)
+        admitted.wait()
+        return admitted.run(defer_audit=defer_audit)
+
+    def admit(self, request: Request) -> Admitted:
+        """Steps 1 to 5: seal check, authentication, parsing, authorization, request record.
+
+        Raises the request's error after auditing it (``AuditFailure`` when the
+        request record could not be queued). The caller must then ``wait`` (or
+        ``wait_async``) and ``run`` the result: ``handle`` does both; an event
+        loop awaits the request record itself and runs only the route in a thread.
         """
         spec = self._routes.get((request.method, request.route))
         principal: TokenInfo | None = None
-        requested = False
         try:
             if spec is None:
                 raise NotFoundError("no such route")
@@ -114,26 +127,17 @@ class Core:
                 principal=principal,
             )
             authorize(spec, call, principal)
-            requested = True
-            ticket = self._on_request(request, principal)
-            if ticket is not None and request.method != "GET":
-                self._wait_request(request, principal, ticket)
-            result = spec.handler(self._context, call)
-            # Handlers on hot paths may return ready JSON dicts; the rest go through the codec.
-            body = result if type(result) is dict else to_wire(result)
         except AuditFailure:
             raise
         except Exception as exc:
             status, code = status_for(exc)
-            if not requested:
-                self._on_request(request, principal)
+            self._on_request(request, principal)
             self._on_response(request, principal, status, code)
             raise
-        ticket = self._on_response(request, principal, 200, None)
-        if ticket is not None and not defer_audit:
-            ticket.wait()
-            ticket = None
-        return Response(200, body, audit=ticket)
+        ticket = self._on_request(request, principal)
+        if request.method == "GET":
+            ticket = None  # the response record's ticket covers it
+        return Admitted(self, spec, call, principal, ticket)
 
     def audit_outside(self, request: Request, check: Callable[[], TokenInfo | None]) -> None:
         """Audit a request the transport serves itself (metrics), around ``check()``.
@@ -180,14 +184,77 @@ class Core:
         except Exception:
             raise AuditFailure from None
 
-    def _wait_request(
-        self, request: Request, principal: TokenInfo | None, ticket: AuditTicket
+    def _refused(self, request: Request, principal: TokenInfo | None) -> None:
+        """Record (best effort) that the request was refused: its record was not durable."""
+        with contextlib.suppress(Exception):
+            self._audit.on_response(request, principal, 503, AuditFailure.code)
+
+
+class Admitted:
+    """A request past ``Core.admit``: authenticated, authorized, its record queued.
+
+    ``wait``/``wait_async`` wait until the request record is durable (state-
+    changing requests only; a GET's record is covered by its response's), and
+    on failure record the refusal and raise ``AuditFailure``. ``run`` then
+    routes it (steps 6 and 7 of ``Core.handle``) and may run on another thread.
+    """
+
+    __slots__ = ("_call", "_core", "_principal", "_spec", "_ticket")
+
+    def __init__(
+        self,
+        core: Core,
+        spec: RouteSpec,
+        call: Call,
+        principal: TokenInfo | None,
+        ticket: AuditTicket | None,
     ) -> None:
-        """Wait for the request record before a state-changing request runs."""
+        self._core = core
+        self._spec = spec
+        self._call = call
+        self._principal = principal
+        self._ticket = ticket
+
+    def __repr__(self) -> str:
+        return f"Admitted(route={self._spec.name!r})"
+
+    def wait(self) -> None:
+        """Block until the request record is durable (see class docstring)."""
+        if self._ticket is not None:
+            try:
+                self._ticket.wait()
+            except AuditFailure:
+                self._core._refused(self._call.request, self._principal)
+                raise
+
+    async def wait_async(self) -> None:
+        """``wait`` for an event loop."""
+        if self._ticket is not None:
+            try:
+                await self._ticket.wait_async()
+            except AuditFailure:
+                self._core._refused(self._call.request, self._principal)
+                raise
+
+    def run(self, *, defer_audit: bool = False) -> Response:
+        """Route the request and record its outcome (see ``Core.handle``)."""
+        core, request, principal = self._core, self._call.request, self._principal
         try:
-            ticket.wait()
+            result = self._spec.handler(core._context, self._call)
+            # Handlers on hot paths may return ready JSON dicts; the rest go through the codec.
+            body = result if type(result) is dict else to_wire(result)
         except AuditFailure:
-            # Best effort: the refusal itself is recorded where a device still accepts it.
-            with contextlib.suppress(Exception):
-                self._audit.on_response(request, principal, 503, AuditFailure.code)
             raise
+        except Exception as exc:
+            status, code = status_for(exc)
+            core._on_response(request, principal, status, code)
+            raise
+        ticket = core._on_response(request, principal, 200, None)
+        if ticket is not None and not defer_audit:
+            ticket.wait()
+            ticket = None
+        return Response(200, body, audit=ticket)
+
+    def run_deferred(self) -> Response:
+        """``run(defer_audit=True)``, as one callable for an executor."""
+        return self.run(defer_audit=True)
