@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -98,3 +99,86 @@ def test_hook_failure_on_an_error_is_still_audit_failure(
     core = Core(store, tokens, audit=Recorder(fail_on="response"))
     with pytest.raises(AuditFailure):
         core.handle(Request(method="GET", route="secrets.read", path=P, token="bad"))
+
+
+class _Ticket:
+    """A ticket whose record is durable (``ok``) or not."""
+
+    def __init__(self, ok: bool) -> None:
+        self.ok = ok
+
+    def wait(self) -> None:
+        if not self.ok:
+            raise AuditFailure
+
+    async def wait_async(self) -> None:
+        self.wait()
+
+
+class TicketRecorder(Recorder):
+    """Records like ``Recorder``; hands out tickets (the request's fails unless ``durable``)."""
+
+    def __init__(self, durable: bool) -> None:
+        super().__init__()
+        self.durable = durable
+
+    def on_request(self, request: Request, principal: TokenInfo | None) -> _Ticket:  # type: ignore[override]
+        super().on_request(request, principal)
+        return _Ticket(self.durable)
+
+    def on_response(  # type: ignore[override]
+        self, request: Request, principal: TokenInfo | None, status: int, code: str | None
+    ) -> _Ticket:
+        super().on_response(request, principal, status, code)
+        return _Ticket(True)
+
+
+def _put(root: str, user: str) -> Request:
+    return Request(
+        method="PUT", route="secrets.write", path=P, token=root, body={"fields": {"username": user}}
+    )
+
+
+def test_admit_runs_nothing_until_run_and_run_records_the_response(
+    store: SecretStore, tokens: TokenStore, root: str
+) -> None:
+    audit = TicketRecorder(durable=True)
+    core = Core(store, tokens, audit=audit)
+    admitted = core.admit(_put(root, "a_user"))
+    assert audit.events == [("request", "secrets.write", True)]
+    with pytest.raises(NotFoundError):
+        store.secrets.versions(P)  # admitted, not run
+    asyncio.run(admitted.wait_async())
+    response = admitted.run(defer_audit=True)
+    assert response.status == 200 and response.audit is not None
+    assert [v.number for v in store.secrets.versions(P)] == [1]
+    assert audit.events[-1] == ("response", "secrets.write", 200, None)
+
+
+def test_a_request_record_that_is_not_durable_refuses_the_change(
+    store: SecretStore, tokens: TokenStore, root: str
+) -> None:
+    audit = TicketRecorder(durable=False)
+    core = Core(store, tokens, audit=audit)
+    admitted = core.admit(_put(root, "a_user"))
+    with pytest.raises(AuditFailure):
+        asyncio.run(admitted.wait_async())
+    assert audit.events[-1] == ("response", "secrets.write", 503, AuditFailure.code)
+    with pytest.raises(AuditFailure):
+        core.handle(_put(root, "b_user"))  # the blocking path refuses the same way
+    assert audit.events[-1] == ("response", "secrets.write", 503, AuditFailure.code)
+    with pytest.raises(NotFoundError):
+        store.secrets.versions(P)  # nothing was written
+
+
+def test_admit_audits_and_raises_an_unauthenticated_change(
+    store: SecretStore, tokens: TokenStore
+) -> None:
+    audit = TicketRecorder(durable=True)
+    core = Core(store, tokens, audit=audit)
+    with pytest.raises(AuthenticationError):
+        core.admit(_put("bad", "a_user"))
+    assert audit.events == [
+        ("request", "secrets.write", False),
+        ("response", "secrets.write", 401, "unauthenticated"),
+    ]
