@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from medsecrets.audit.lane import KeySource, Lane
+from medsecrets.audit.lane import AuditLane, KeySource
 from medsecrets.audit.record import AuditEvent, split_path
 from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
@@ -67,7 +67,7 @@ class AuditBroker:
 
     def __init__(
         self,
-        lanes: Sequence[Lane],
+        lanes: Sequence[AuditLane],
         *,
         prefix: str,
         keys: KeySource,
@@ -90,6 +90,8 @@ class AuditBroker:
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._wake_scheduled: set[asyncio.AbstractEventLoop] = set()
+        self._attached: asyncio.AbstractEventLoop | None = None
+        self._attach_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AuditBroker(devices={[lane.name for lane in self.lanes]})"
@@ -149,6 +151,8 @@ class AuditBroker:
     def _append(self, event: AuditEvent, *, wait: bool) -> Waiter | None:
         waiter = Waiter(self._required, timeout=self._timeout + 1.0) if wait else None
         loop = _running_loop()
+        if loop is not None and loop is not self._attached:
+            self._attach(loop)
         for lane in self.lanes:
             lane.append(event, waiter if lane.required else None, notify=loop is None)
         if loop is not None and loop not in self._wake_scheduled:
@@ -156,6 +160,16 @@ class AuditBroker:
             self._wake_scheduled.add(loop)
             loop.call_soon(self._wake, loop)
         return waiter
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let the lanes answer on ``loop`` (the first loop that appends; later ones, as
+        in tests, get their answers from the lanes' threads)."""
+        with self._attach_lock:
+            if self._attached is not None:
+                return
+            self._attached = loop
+        for lane in self.lanes:
+            lane.attach(loop)
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         self._wake_scheduled.discard(loop)
@@ -222,7 +236,7 @@ class AuditBroker:
             raise SealedError
         return lane.name, keys.salter.hash(value)
 
-    def _lane(self, device: str | None) -> Lane:
+    def _lane(self, device: str | None) -> AuditLane:
         if not self.lanes:
             raise NotFoundError("no audit device configured")
         if device is None:

@@ -30,6 +30,7 @@ was slow.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import threading
@@ -37,13 +38,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from medsecrets.audit.device import AuditDevice, ChainHead
 from medsecrets.audit.record import AuditEvent, Salter, render_line
 from medsecrets.audit.waiter import Waiter, answer_all
 
-__all__ = ["DeviceKeys", "KeySource", "Lane"]
+__all__ = ["AuditLane", "DeviceKeys", "KeySource", "Lane"]
 
 _LOG = logging.getLogger("medsecrets.audit")
 
@@ -74,6 +75,59 @@ class _Item(NamedTuple):
 
 KeySource = Callable[[str], DeviceKeys | None]
 """Device name → its keys, or ``None`` while sealed (records then omit sensitive data)."""
+
+
+class AuditLane(Protocol):
+    """What the broker needs of a lane: ``Lane`` in process, ``audit.remote.RemoteLane``
+    for a file device written by an audit process."""
+
+    name: str
+    required: bool
+    dropped: int
+    last_error: str | None
+
+    @property
+    def device(self) -> AuditDevice:
+        """The device (a reader's view of it for a remote lane)."""
+        ...
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def hung(self) -> bool: ...
+
+    @property
+    def records(self) -> int: ...
+
+    @property
+    def failures(self) -> int: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def head(self) -> ChainHead: ...
+
+    @property
+    def checkpoint_export(self) -> Path | None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def append(
+        self, event: AuditEvent, waiter: Waiter | None = None, *, notify: bool = True
+    ) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def check_hung(self, now: float) -> None: ...
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer waiters on ``loop`` from now on, where the lane can (called by the
+        broker with the loop its first append came from)."""
+        ...
 
 
 class Lane:
@@ -153,13 +207,20 @@ class Lane:
         """Events queued and not yet handed to the device."""
         return len(self._queue)
 
-    def start(self) -> None:
-        """Open the device (resuming its chain) and start the writer thread."""
+    def start(self, *, thread: bool = True) -> None:
+        """Open the device (resuming its chain) and start the writer thread (without
+        ``thread`` the owner calls ``write_queued`` itself)."""
         if self._export is not None:
             self._export.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._head = self._tail = self.device.open()
-        self._thread = threading.Thread(target=self._run, name=f"audit-{self.name}", daemon=True)
-        self._thread.start()
+        if thread:
+            self._thread = threading.Thread(
+                target=self._run, name=f"audit-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to do: an in-process lane answers from its writer thread."""
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, stop the writer and close the device."""
@@ -171,6 +232,8 @@ class Lane:
             if self._thread.is_alive():  # a write still hangs: leave the device to it
                 _LOG.error("audit device %s: writer still busy at stop", self.name)
                 return
+        else:
+            self.write_queued()
         self.device.close()
 
     def append(
@@ -279,17 +342,35 @@ class Lane:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch, self._queue = self._queue, []
-                self._flight, self._waiters = self._waiters, []
-                self._flight_since = self._clock()
-            ok = self._write(batch)
-            with self._cond:
-                waiters, self._flight = self._flight, []
-                self._flight_since = None
-                self._hung = False
-                if not ok:
-                    self._rechain()
-            answer_all(waiters, ok=ok)
+                batch = self._take()
+            self._write_batch(batch)
+
+    def write_queued(self) -> bool:
+        """Write what is queued in the caller's thread (a lane started with
+        ``thread=False``: the audit process writes this way); whether it was written."""
+        with self._cond:
+            if not self._queue:
+                return True
+            batch = self._take()
+        return self._write_batch(batch)
+
+    def _take(self) -> list[_Item]:
+        """Everything queued, its waiters now in flight (lock held)."""
+        batch, self._queue = self._queue, []
+        self._flight, self._waiters = self._waiters, []
+        self._flight_since = self._clock()
+        return batch
+
+    def _write_batch(self, batch: list[_Item]) -> bool:
+        ok = self._write(batch)
+        with self._cond:
+            waiters, self._flight = self._flight, []
+            self._flight_since = None
+            self._hung = False
+            if not ok:
+                self._rechain()
+        answer_all(waiters, ok=ok)
+        return ok
 
     def _write(self, batch: list[_Item]) -> bool:
         try:

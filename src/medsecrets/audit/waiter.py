@@ -94,12 +94,21 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
 
 
 def answer_all(waiters: Iterable[Waiter], *, ok: bool) -> None:
-    """Answer every waiter for one lane; wake each event loop involved once."""
+    """Answer every waiter for one lane; wake each other event loop involved once (the
+    running one's futures are resolved at once)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for waiter in waiters:
         future = waiter._answer(ok)
         if future is not None:
             by_loop.setdefault(future.get_loop(), []).append(future)
+    if not by_loop:
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
     for loop, futures in by_loop.items():
-        if not loop.is_closed():
+        if loop is running:
+            _resolve(futures)  # answered on the waiters' own loop: no hand-off
+        elif not loop.is_closed():
             loop.call_soon_threadsafe(_resolve, futures)
