@@ -8,6 +8,9 @@
   audit record and no log line, in raw, base64, hex or JSON-escaped form, and
   the HMACs in the records match ``POST /v1/sys/audit/hash``;
 - the audit file of the run verifies clean (chain and signed checkpoints).
+
+Every test runs twice: with the file device written in the server process and
+in an audit process (``audit.process = true``).
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ def webhook() -> Iterator[HttpReceiver]:
         yield receiver
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=[False, True], ids=["in-process", "audit-process"])
 def server(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     smtp: tuple[SmtpSink, int],
     webhook: HttpReceiver,
@@ -74,6 +78,7 @@ def server(
         f"""
 [audit]
 checkpoint_every = 10
+process = {str(request.param).lower()}
 
 [monitor]
 rate_threshold = 5

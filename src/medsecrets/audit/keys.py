@@ -38,6 +38,7 @@ class BarrierKeySource:
         self._random = random
         self._lock = threading.Lock()
         self._cache: dict[str, DeviceKeys] = {}
+        self._material: dict[str, tuple[bytes, bytes]] = {}
         self._signer: _Signer | None = None
 
     def __repr__(self) -> str:
@@ -45,10 +46,7 @@ class BarrierKeySource:
 
     def __call__(self, device: str) -> DeviceKeys | None:
         if self._secure.sealed:
-            if self._cache or self._signer is not None:
-                with self._lock:
-                    self._cache.clear()
-                    self._signer = None
+            self._forget()
             return None
         found = self._cache.get(device)
         if found is not None:
@@ -59,6 +57,29 @@ class BarrierKeySource:
             keys = DeviceKeys(salter=Salter(key), sign=signer.sign_fields)
             self._cache[device] = keys
             return keys
+
+    def material(self, device: str) -> tuple[bytes, bytes] | None:
+        """``(HMAC key, checkpoint signing key)`` of ``device`` as raw bytes, for an audit
+        process (``None`` while sealed). The same tuple object while unsealed, so a
+        caller can tell a change by identity."""
+        if self._secure.sealed:
+            self._forget()
+            return None
+        found = self._material.get(device)
+        if found is not None:
+            return found
+        with self._lock:
+            key = get_or_create(self._secure, _hmac_path(device), lambda: self._random(32))
+            found = (key, self._checkpoint_signer().signer.private_bytes())
+            self._material[device] = found
+            return found
+
+    def _forget(self) -> None:
+        if self._cache or self._material or self._signer is not None:
+            with self._lock:
+                self._cache.clear()
+                self._material.clear()
+                self._signer = None
 
     def _checkpoint_signer(self) -> _Signer:
         if self._signer is None:

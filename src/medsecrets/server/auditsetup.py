@@ -28,7 +28,7 @@ from pathlib import Path
 from medsecrets.audit.broker import AuditBroker
 from medsecrets.audit.device import AuditDevice
 from medsecrets.audit.keys import BarrierKeySource
-from medsecrets.audit.lane import Lane
+from medsecrets.audit.lane import AuditLane, Lane
 from medsecrets.audit.record import AuditEvent, format_time
 from medsecrets.errors import (
     ConfigError,
@@ -255,7 +255,7 @@ class AuditStack:
             last_seq=report.last_seq,
         )
 
-    def _readable_lane(self, device: str | None) -> Lane:
+    def _readable_lane(self, device: str | None) -> AuditLane:
         from medsecrets.audit.database import DatabaseAuditDevice
         from medsecrets.audit.file import FileAuditDevice
 
@@ -315,7 +315,7 @@ class AuditStack:
             )
 
 
-def _file_lines(lane: Lane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:
+def _file_lines(lane: AuditLane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:
     """The complete lines of a live file device (oldest file first) and their decoder.
 
     The device may be appending or rotating meanwhile: a torn last line is left
@@ -443,6 +443,49 @@ def _device(
     return StdoutAuditDevice(spec.name)
 
 
+def _lane(
+    spec: AuditDeviceSettings,
+    settings: Settings,
+    store: SecretStore,
+    keys: BarrierKeySource,
+    *,
+    node: str,
+    worker: bool,
+    alarm: Callable[[str, str], None],
+    export: Path | None,
+) -> AuditLane:
+    """The lane of one device: a file device in an audit process with ``audit.process``."""
+    audit = settings.audit
+    if spec.type == "file" and audit.process:
+        from medsecrets.audit.remote import RemoteLane
+        from medsecrets.audit.sidecar import LaneConfig
+
+        config = LaneConfig(
+            name=spec.name,
+            path=str(_per_worker(spec.path, worker)),
+            node=node,
+            max_bytes=spec.max_bytes,
+            rotate_interval=spec.rotate_interval,
+            keep=spec.keep,
+            cipher_key=_encryption_key(store, spec.encrypt) if spec.encrypt else None,
+            timeout=audit.timeout,
+            checkpoint_every=audit.checkpoint_every,
+            checkpoint_interval=audit.checkpoint_interval,
+            checkpoint_export=str(export) if export is not None else None,
+        )
+        return RemoteLane(config, key_material=keys.material, required=spec.required)
+    return Lane(
+        _device(spec, settings, store, node=node, worker=worker, alarm=alarm),
+        node=node,
+        keys=keys,
+        required=spec.required,
+        timeout=audit.timeout,
+        checkpoint_every=audit.checkpoint_every,
+        checkpoint_interval=audit.checkpoint_interval,
+        checkpoint_export=export,
+    )
+
+
 def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False) -> AuditStack:
     """The audit stack for ``settings`` over ``store`` (not started: call ``start()``)."""
     audit = settings.audit
@@ -470,15 +513,15 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
     export = _checkpoint_export(settings)
     specs = device_settings(settings)
     lanes = [
-        Lane(
-            _device(spec, settings, store, node=node, worker=worker, alarm=stack.alarm),
+        _lane(
+            spec,
+            settings,
+            store,
+            keys,
             node=node,
-            keys=keys,
-            required=spec.required,
-            timeout=audit.timeout,
-            checkpoint_every=audit.checkpoint_every,
-            checkpoint_interval=audit.checkpoint_interval,
-            checkpoint_export=(
+            worker=worker,
+            alarm=stack.alarm,
+            export=(
                 export.with_name(f"{export.stem}-{spec.name}{export.suffix}")
                 if export is not None and len(specs) > 1
                 else export

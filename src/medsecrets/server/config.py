@@ -179,6 +179,7 @@ class AuditSettings:
     checkpoint_every: int = 1000
     checkpoint_interval: float = 60.0
     checkpoint_export: str | None = None
+    process: bool = False
     devices: tuple[AuditDeviceSettings, ...] = ()
 
 
@@ -380,6 +381,7 @@ _SETTINGS: dict[str, tuple[_Parser, bool]] = {
     "audit.checkpoint_every": (_int(1, 100_000_000), False),
     "audit.checkpoint_interval": (_float(1.0, 86400.0), False),
     "audit.checkpoint_export": (_opt_str, False),
+    "audit.process": (_bool, False),
     "monitor.enabled": (_bool, False),
     "monitor.rate_threshold": (_int(1, 1_000_000), False),
     "monitor.rate_window": (_float(1.0, 86400.0), False),

@@ -1,0 +1,242 @@
+"""A file device written by an audit process (``RemoteLane``, ``audit.sidecar``, ``audit.channel``).
+
+Real child processes, real files: the chain the audit process writes verifies
+with its signed checkpoints, waiters are answered in a thread or on the
+attached event loop, sealed records carry no HMACs, and the lane fails closed
+when the audit process dies (then comes back) or stops answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medsecrets.audit.channel import MAX_FRAME, FrameError, FrameReader, encode
+from medsecrets.audit.checkpoint import CheckpointSigner
+from medsecrets.audit.device import ChainHead
+from medsecrets.audit.record import AuditEvent, Salter
+from medsecrets.audit.remote import RemoteLane
+from medsecrets.audit.sidecar import LaneConfig, pack_event, unpack_event
+from medsecrets.audit.verify import verify_files
+from medsecrets.audit.waiter import Waiter
+from medsecrets.errors import AuditFailure, ConfigError
+
+CANARY = "Canary-r3m0te-lane-7QxZ"
+TOKEN = "tok-remote-lane-0123456789"
+HMAC_KEY = b"r" * 32
+SIGNER = CheckpointSigner.generate()
+MATERIAL = (HMAC_KEY, SIGNER.private_bytes())
+
+
+def _event(number: int, kind: str = "request") -> AuditEvent:
+    return AuditEvent(
+        kind=kind,  # type: ignore[arg-type]
+        time=dt.datetime.now(dt.UTC),
+        request_id=f"req-{number}",
+        principal="svc",
+        token=TOKEN,
+        auth="token",
+        remote="10.0.0.1",
+        operation="secrets.write",
+        path="medessence/development/auth",
+        environment="development",
+        category="auth",
+        status=200 if kind == "response" else None,
+        data={"fields": {"password": CANARY}},
+    )
+
+
+def _config(path: Path, **changes: object) -> LaneConfig:
+    settings: dict[str, object] = {
+        "name": "file",
+        "path": str(path),
+        "node": "n1",
+        "max_bytes": 0,
+        "timeout": 1.0,
+        "checkpoint_every": 25,
+    }
+    settings.update(changes)
+    return LaneConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def lane(tmp_path: Path) -> Iterator[RemoteLane]:
+    remote = RemoteLane(_config(tmp_path / "audit.jsonl"), key_material=lambda name: MATERIAL)
+    remote.start()
+    yield remote
+    remote.stop()
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def _wait_all(waiters: list[Waiter]) -> list[bool]:
+    found = []
+    for waiter in waiters:
+        try:
+            waiter.wait()
+        except AuditFailure:
+            found.append(False)
+        else:
+            found.append(True)
+    return found
+
+
+# -- the channel ---------------------------------------------------------------------------
+
+
+def test_frames_round_trip_and_bad_frames_are_refused() -> None:
+    messages = [("events", 1, [(True, (1, "a", None, b"\x00", 2.5))]), ("forget",)]
+    read, write = os.pipe()
+    os.write(write, b"".join(encode(m) for m in messages) + encode(("keys", b"k", b"s"))[:-1])
+    os.close(write)
+    reader = FrameReader(read)
+    assert reader.read() == messages
+    with pytest.raises(EOFError):  # the torn last frame
+        reader.read()
+    os.close(read)
+    with pytest.raises(FrameError):
+        encode(("events", object()))
+    read, write = os.pipe()
+    os.write(write, (MAX_FRAME + 1).to_bytes(4, "little"))
+    with pytest.raises(FrameError):
+        FrameReader(read).read()
+    os.close(read)
+    os.close(write)
+
+
+def test_an_event_survives_packing() -> None:
+    event = _event(7, "response")
+    event.extra = {"alert": {"detector": "rate"}}
+    assert unpack_event(pack_event(event)) == event
+
+
+# -- the audit process -------------------------------------------------------------------------
+
+
+def test_the_chain_it_writes_verifies_and_holds_no_value(lane: RemoteLane) -> None:
+    waiters = []
+    for number in range(300):
+        waiter = Waiter(1)
+        lane.append(_event(number), waiter, notify=number % 40 == 39)
+        waiters.append(waiter)
+    lane.wake()
+    assert _wait_all(waiters) == [True] * 300
+    assert lane.up and lane.records >= 300 and lane.head.seq == lane.records
+    lane.stop()
+    path = Path(lane.config.path)
+    report = verify_files([path], public_key=SIGNER.public_key, start=ChainHead(), workers=0)
+    assert report.ok, report.problem
+    assert report.records == 312  # 300 events and a checkpoint every 25 records
+    data = path.read_bytes()
+    assert CANARY.encode() not in data and TOKEN.encode() not in data
+    request = _records(path)[0]
+    assert request["accessor"] == Salter(HMAC_KEY).hash(TOKEN)
+
+
+def test_records_written_while_sealed_carry_no_hmacs(tmp_path: Path) -> None:
+    unsealed = False
+    lane = RemoteLane(
+        _config(tmp_path / "audit.jsonl"),
+        key_material=lambda name: MATERIAL if unsealed else None,
+    )
+    lane.start()
+    try:
+        first = Waiter(1)
+        lane.append(_event(1), first)
+        first.wait()
+        unsealed = True
+        second = Waiter(1)
+        lane.append(_event(2), second)
+        second.wait()
+    finally:
+        lane.stop()
+    sealed_record, open_record = _records(tmp_path / "audit.jsonl")
+    assert sealed_record["accessor"] is None
+    assert sealed_record["data"] == "[not recorded: sealed]"
+    assert open_record["accessor"] == Salter(HMAC_KEY).hash(TOKEN)
+
+
+def test_waiters_are_answered_on_the_attached_loop(lane: RemoteLane) -> None:
+    async def go() -> None:
+        lane.attach(asyncio.get_running_loop())
+        waiters = [Waiter(1) for _ in range(50)]
+        for number, waiter in enumerate(waiters):
+            lane.append(_event(number), waiter, notify=False)
+        lane.wake()
+        await asyncio.wait_for(asyncio.gather(*(w.wait_async() for w in waiters)), 10)
+
+    asyncio.run(go())
+    assert lane.records >= 50
+
+
+def test_a_dead_audit_process_fails_closed_then_comes_back(lane: RemoteLane) -> None:
+    first = Waiter(1)
+    lane.append(_event(0), first)
+    first.wait()
+    process = lane._process
+    assert process is not None
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 5
+    while lane.up and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not lane.up and lane.last_error == "audit-process-exited"
+    refused = Waiter(1)
+    lane.append(_event(1), refused)
+    assert _wait_all([refused]) == [False]
+    deadline = time.monotonic() + 10
+    while not lane.up and time.monotonic() < deadline:  # restarted after a 1 s back-off
+        time.sleep(0.05)
+    assert lane.up
+    again = Waiter(1)
+    lane.append(_event(2), again)
+    assert _wait_all([again]) == [True]
+    lane.stop()
+    report = verify_files(
+        [Path(lane.config.path)], public_key=SIGNER.public_key, start=ChainHead(), workers=0
+    )
+    assert report.ok, report.problem  # the new process continued the chain
+
+
+def test_an_audit_process_that_stops_answering_fails_its_waiters(lane: RemoteLane) -> None:
+    process = lane._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        late = Waiter(1)
+        lane.append(_event(1), late)
+        lane.check_hung(time.monotonic() + 0.5)  # not late yet: timeout 1 s + 1 s grace
+        assert late.result is None
+        lane.check_hung(time.monotonic() + 3.0)
+        assert _wait_all([late]) == [False]
+        assert lane.hung and not lane.up
+        refused = Waiter(1)
+        lane.append(_event(2), refused)
+        assert _wait_all([refused]) == [False]  # refused at once while hung
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 5  # its answers for the late events clear "hung"
+    while lane.hung and time.monotonic() < deadline:
+        time.sleep(0.01)
+    answered = Waiter(1)
+    lane.append(_event(3), answered)
+    assert _wait_all([answered]) == [True]
+    assert not lane.hung
+
+
+def test_a_device_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    lane = RemoteLane(_config(blocker / "audit.jsonl"), key_material=lambda name: MATERIAL)
+    with pytest.raises(ConfigError, match="audit device 'file'"):
+        lane.start()
