@@ -24,6 +24,10 @@ Fail closed, as a ``Lane``:
 - sends never block: what the pipe does not take waits in a bounded backlog
   (``max_backlog`` bytes; beyond it events are dropped and counted).
 
+With an ``entry`` module that plugs an observer into the audit process (the
+server's detectors, ``server.auditprocess``), messages other than answers go to
+``on_message`` (alerts).
+
 Keys cross the pipe, never the disk: before the first events sent after an
 unseal the lane sends the device's HMAC key and the checkpoint signing key
 (``key_material``), and ``("forget",)`` after a seal.
@@ -90,6 +94,8 @@ class RemoteLane:
         required: bool = True,
         max_backlog: int = 64 << 20,
         python: str = sys.executable,
+        entry: str = "medsecrets.audit.sidecar",
+        on_message: Callable[[Message], None] | None = None,
         start_timeout: float = 30.0,
     ) -> None:
         self.config = config
@@ -108,6 +114,8 @@ class RemoteLane:
         self._timeout = config.timeout
         self._max_backlog = max_backlog
         self._python = python
+        self._entry = entry
+        self._on_message = on_message
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
         self._items: list[tuple[bool, object]] = []
@@ -246,7 +254,7 @@ class RemoteLane:
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], FrameReader, int]:
         process = subprocess.Popen(
-            [self._python, "-m", "medsecrets.audit.sidecar"],
+            [self._python, "-m", self._entry],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -374,19 +382,36 @@ class RemoteLane:
             return True
         yes: list[Waiter] = []
         no: list[Waiter] = []
+        other: list[Message] = []
         with self._lock:
             for message in messages:
-                self._take(message, yes, no)
+                if message[0] == "acks":
+                    self._take(message, yes, no)
+                else:
+                    other.append(message)
             self._drain()
         if yes:
             answer_all(yes, ok=True)
         if no:
             answer_all(no, ok=False)
+        for message in other:
+            self._deliver(message)
         return True
 
-    def _take(self, message: Message, yes: list[Waiter], no: list[Waiter]) -> None:
-        if message[0] != "acks":
+    def _deliver(self, message: Message) -> None:
+        """Hand a message of the audit process's observer to ``on_message`` (never raises)."""
+        if self._on_message is None:
             return
+        try:
+            self._on_message(message)
+        except Exception as exc:
+            _log.error(
+                "audit device %s: a message from the audit process failed (%s)",
+                self.name,
+                type(exc).__name__,
+            )
+
+    def _take(self, message: Message, yes: list[Waiter], no: list[Waiter]) -> None:
         _, answers, stats = message
         for number, ok in answers:  # type: ignore[attr-defined]
             found = self._waiting.pop(number, None)

@@ -33,6 +33,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -50,6 +51,13 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 PackedEvent = tuple[object, ...]
 """An ``AuditEvent`` as builtin values (``pack_event``)."""
+
+Observer = Callable[
+    [Mapping[str, object], Callable[[Message], None]], Callable[[list[AuditEvent]], None]
+]
+"""``(LaneConfig.monitor, send) -> observe``: what an entry point above this layer plugs in
+(the detectors): ``observe(events)`` sees each written batch, after its answers went out,
+and may ``send`` messages of its own to the server (their first item not ``acks``)."""
 
 
 def pack_event(event: AuditEvent) -> PackedEvent:
@@ -142,6 +150,8 @@ class LaneConfig:
     checkpoint_every: int = 1000
     checkpoint_interval: float = 60.0
     checkpoint_export: str | None = None
+    monitor: dict[str, object] | None = None
+    """Settings for the audit process's ``Observer`` (opaque here; ``None``: no observer)."""
 
     def __repr__(self) -> str:
         return f"LaneConfig(name={self.name!r}, path={self.path!r}, node={self.node!r})"
@@ -219,7 +229,7 @@ def _lane(config: LaneConfig, keys: _Keys) -> Lane:
     )
 
 
-def run(inp: int, out: int) -> int:
+def run(inp: int, out: int, observer: Observer | None = None) -> int:
     """Serve one server over ``inp``/``out`` (see module docstring); the exit status.
 
     One thread: read what arrived, render it, write and fsync it as one batch,
@@ -246,16 +256,23 @@ def run(inp: int, out: int) -> int:
     except Exception as exc:
         send(("error", type(exc).__name__, str(exc)))
         return 1
+    observe = observer(config.monitor, send) if observer and config.monitor is not None else None
     send(("ready", lane.head.seq))
     messages = first[1:]
     try:
         while True:
             waiting: list[tuple[int, Waiter]] = []
+            events: list[AuditEvent] = []
             for message in messages:
-                _handle(message, lane, keys, waiting)
+                _handle(message, lane, keys, waiting, events)
             lane.write_queued()
             answers = [(number, bool(waiter.result)) for number, waiter in waiting]
             send(("acks", answers, _stats(lane)))
+            if observe is not None and events:
+                try:
+                    observe(events)
+                except Exception as exc:  # the detectors never stop the audit trail
+                    _log.error("audit process: observer failed (%s)", type(exc).__name__)
             messages = reader.read()
     except EOFError:
         pass
@@ -264,14 +281,22 @@ def run(inp: int, out: int) -> int:
     return 0
 
 
-def _handle(message: Message, lane: Lane, keys: _Keys, waiting: list[tuple[int, Waiter]]) -> None:
+def _handle(
+    message: Message,
+    lane: Lane,
+    keys: _Keys,
+    waiting: list[tuple[int, Waiter]],
+    events: list[AuditEvent],
+) -> None:
     kind = message[0]
     if kind == "events":
         _, first, items = message
         number = cast(int, first)
         for wait, packed in cast("list[tuple[bool, PackedEvent]]", items):
             waiter = Waiter(1) if wait else None
-            lane.append(unpack_event(packed), waiter, notify=False)
+            event = unpack_event(packed)
+            events.append(event)
+            lane.append(event, waiter, notify=False)
             if waiter is not None:
                 waiting.append((number, waiter))
             number += 1
@@ -283,8 +308,9 @@ def _handle(message: Message, lane: Lane, keys: _Keys, waiting: list[tuple[int, 
         _log.error("audit process: unknown message %r", kind)
 
 
-def main() -> None:
-    """``python -m medsecrets.audit.sidecar``: serve the parent over stdin/stdout."""
+def main(observer: Observer | None = None) -> None:
+    """``python -m medsecrets.audit.sidecar``: serve the parent over stdin/stdout (an entry
+    point of a higher layer passes its ``observer``)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     # The server ends this process by closing the pipe, after its last events: a Ctrl-C
     # or a TERM sent to the whole process group must not cut the queue short.
@@ -292,7 +318,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inp, out = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt frames
-    sys.exit(run(inp, out))
+    sys.exit(run(inp, out, observer))
 
 
 if __name__ == "__main__":

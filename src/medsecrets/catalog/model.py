@@ -56,6 +56,7 @@ __all__ = [
     "derived_order",
     "honeytoken_problem",
     "is_dummy",
+    "is_honeytoken_path",
 ]
 
 DUMMY_MARKER = "DUMMY-DEV-ONLY"
@@ -476,6 +477,20 @@ def honeytoken_problem(path: str, categories: Mapping[str, Category]) -> str | N
     return None
 
 
+def is_honeytoken_path(
+    path: str, *, prefix: str, honeytokens: frozenset[str], categories: frozenset[str]
+) -> bool:
+    """Whether ``path`` is a decoy: ``<prefix>/`` then a path listed in ``honeytokens``
+    (relative to the prefix), or any path in one of the honeytoken ``categories``."""
+    if not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] != "/":
+        return False
+    relative = path[len(prefix) + 1 :].rstrip("/")
+    if relative in honeytokens:
+        return True
+    segments = relative.split("/", 2)
+    return len(segments) > 1 and segments[1] in categories
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     """Every category, the path prefix, which environments are for development, and honeytokens.
@@ -492,6 +507,10 @@ class Catalog:
     development_environments: frozenset[str]
     source: str
     honeytokens: frozenset[str] = frozenset()
+    honeytoken_categories: frozenset[str] = field(
+        default=frozenset(), init=False, repr=False, compare=False
+    )
+    """The categories declared ``honeytoken: true`` (every secret in them is a decoy)."""
 
     def __post_init__(self) -> None:
         if not CATEGORY_NAME.match(self.prefix):
@@ -506,6 +525,11 @@ class Catalog:
             self, "development_environments", frozenset(self.development_environments)
         )
         object.__setattr__(self, "honeytokens", frozenset(self.honeytokens))
+        object.__setattr__(
+            self,
+            "honeytoken_categories",
+            frozenset(name for name, c in self.categories.items() if c.honeytoken),
+        )
         for path in sorted(self.honeytokens):
             problem = honeytoken_problem(path, self.categories)
             if problem is not None:
@@ -514,15 +538,12 @@ class Catalog:
     def is_honeytoken(self, path: str) -> bool:
         """True when the secret path ``path`` (``<prefix>/<environment>/<category>[/...]``)
         is a decoy: listed in ``honeytokens``, or in a ``honeytoken: true`` category."""
-        prefix = self.prefix
-        if not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] != "/":
-            return False
-        relative = path[len(prefix) + 1 :].rstrip("/")
-        if relative in self.honeytokens:
-            return True
-        segments = relative.split("/", 2)
-        category = self.categories.get(segments[1]) if len(segments) > 1 else None
-        return category is not None and category.honeytoken
+        return is_honeytoken_path(
+            path,
+            prefix=self.prefix,
+            honeytokens=self.honeytokens,
+            categories=self.honeytoken_categories,
+        )
 
     def category(self, name: str) -> Category:
         """The category ``name``; ``NotFoundError`` naming the known categories."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast, get_args
 
 __all__ = ["Alert", "Severity"]
 
@@ -58,3 +58,31 @@ class Alert:
             "count": self.count,
             "details": dict(self.details),
         }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, object]) -> Alert:
+        """The alert of ``to_dict()`` (``KeyError``, ``TypeError`` or ``ValueError`` if not one)."""
+        time = dt.datetime.fromisoformat(str(doc["time"]).replace("Z", "+00:00"))
+        details = doc.get("details") or {}
+        if not isinstance(details, Mapping):
+            raise TypeError("alert details must be an object")
+        count = doc.get("count", 1)
+        if not isinstance(count, int):
+            raise TypeError("alert count must be an integer")
+        optional = {
+            name: None if doc.get(name) is None else str(doc.get(name))
+            for name in ("principal", "source", "path", "category", "environment")
+        }
+        severity = doc["severity"]
+        if severity not in get_args(Severity):
+            raise ValueError(f"unknown alert severity {severity!r}")
+        return cls(
+            detector=str(doc["detector"]),
+            severity=cast(Severity, severity),
+            time=time,
+            summary=str(doc["summary"]),
+            key=str(doc["key"]),
+            count=count,
+            details=dict(details),
+            **optional,
+        )

@@ -60,6 +60,7 @@ from medsecrets.schema.audit import (
     AuditVerification,
 )
 from medsecrets.server.auditconfig import AlertChannelSettings, AuditDeviceSettings
+from medsecrets.server.auditprocess import AlertReceiver, monitor_settings
 from medsecrets.server.config import Settings
 from medsecrets.store import SecretStore
 
@@ -79,6 +80,8 @@ class AuditStack:
     monitor: MonitorEngine | None = None
     detectors: DetectorSet | None = None
     dispatcher: AlertDispatcher | None = None
+    alerts_in: AlertReceiver | None = None
+    """With the detectors in an audit process: where their alerts arrive."""
 
     def start(self) -> None:
         """Open the devices, start writers, the monitor and the dispatcher."""
@@ -105,6 +108,8 @@ class AuditStack:
     # -- counters for metrics ----------------------------------------------------------
     def anomaly_counts(self) -> dict[str, int]:
         """Alerts raised so far, by detector."""
+        if self.alerts_in is not None:
+            return dict(self.alerts_in.counts)
         return dict(self.detectors.counts) if self.detectors is not None else {}
 
     def dropped_events(self) -> int:
@@ -453,8 +458,10 @@ def _lane(
     worker: bool,
     alarm: Callable[[str, str], None],
     export: Path | None,
+    alerts: AlertReceiver | None = None,
 ) -> AuditLane:
-    """The lane of one device: a file device in an audit process with ``audit.process``."""
+    """The lane of one device: a file device in an audit process with ``audit.process``
+    (which also runs the detectors when given where their ``alerts`` go)."""
     audit = settings.audit
     if spec.type == "file" and audit.process:
         from medsecrets.audit.remote import RemoteLane
@@ -472,8 +479,25 @@ def _lane(
             checkpoint_every=audit.checkpoint_every,
             checkpoint_interval=audit.checkpoint_interval,
             checkpoint_export=str(export) if export is not None else None,
+            monitor=(
+                monitor_settings(
+                    store.catalog,
+                    rate_limit=settings.monitor.rate_threshold,
+                    rate_window=settings.monitor.rate_window,
+                )
+                if alerts is not None
+                else None
+            ),
         )
-        return RemoteLane(config, key_material=keys.material, required=spec.required)
+        return RemoteLane(
+            config,
+            key_material=keys.material,
+            required=spec.required,
+            entry="medsecrets.server.auditprocess"
+            if alerts is not None
+            else "medsecrets.audit.sidecar",
+            on_message=alerts,
+        )
     return Lane(
         _device(spec, settings, store, node=node, worker=worker, alarm=alarm),
         node=node,
@@ -495,6 +519,12 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
     keys = BarrierKeySource(store.barrier)
     stack = AuditStack(broker=None, keys=keys, node=node)
     monitor = settings.monitor
+    specs = device_settings(settings)
+    # With audit.process the first file device's audit process runs the detectors too.
+    watcher = next(
+        (spec.name for spec in specs if spec.type == "file" and audit.process and audit.enabled),
+        None,
+    )
     if monitor.enabled:
         configured = [_channel(c) for c in monitor.channels]
         builtin = [] if any(c.type == "log" for c in monitor.channels) else [LogChannel()]
@@ -503,15 +533,17 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
             dedup_window=monitor.dedup_window,
             on_alert=stack.record_alert,
         )
-        stack.detectors = DetectorSet.default(
-            DetectorConfig(rate_limit=monitor.rate_threshold, rate_window=monitor.rate_window),
-            store.catalog.is_honeytoken,
-        )
-        stack.monitor = MonitorEngine(stack.detectors, stack.dispatcher.raise_)
+        if watcher is not None:
+            stack.alerts_in = AlertReceiver(stack.dispatcher.raise_)
+        else:
+            stack.detectors = DetectorSet.default(
+                DetectorConfig(rate_limit=monitor.rate_threshold, rate_window=monitor.rate_window),
+                store.catalog.is_honeytoken,
+            )
+            stack.monitor = MonitorEngine(stack.detectors, stack.dispatcher.raise_)
     if not monitor.enabled and monitor.channels:
         log.warning("monitor.enabled is false: the configured alert channels are not used")
     export = _checkpoint_export(settings)
-    specs = device_settings(settings)
     lanes = [
         _lane(
             spec,
@@ -526,6 +558,7 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
                 if export is not None and len(specs) > 1
                 else export
             ),
+            alerts=stack.alerts_in if spec.name == watcher else None,
         )
         for spec in specs
     ]
