@@ -179,7 +179,7 @@ class AuditSettings:
     checkpoint_every: int = 1000
     checkpoint_interval: float = 60.0
     checkpoint_export: str | None = None
-    process: bool = False
+    process: bool = True
     devices: tuple[AuditDeviceSettings, ...] = ()
 
 
