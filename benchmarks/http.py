@@ -151,6 +151,18 @@ def _rss_mib(pid: int) -> float:
     return int(match.group(1)) / 1024
 
 
+def _children_rss_mib(pid: int) -> float:
+    """The resident size of ``pid``'s child processes (its audit process)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += _rss_mib(int(child))
+            except FileNotFoundError:  # exited meanwhile
+                continue
+    return total
+
+
 @contextmanager
 def _bare_server(body: bytes, workdir: Path, script: str = _BARE_SERVER) -> Iterator[str]:
     body_file = workdir / "body.json"
@@ -257,6 +269,7 @@ def figures(quick: bool = False) -> list[Figure]:
     bare_rsgi: list[WrkResult] = []
     moto: list[WrkResult] = []
     rss: list[float] = []
+    helper_rss: list[float] = []
     writes: list[WrkResult] = []
     raw_rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="medsecrets-http-bench-") as tmp:
@@ -275,6 +288,7 @@ def figures(quick: bool = False) -> list[Figure]:
                 for _ in range(3):
                     ours.append(wrk(read_url, seconds=seconds, token=token))
                     rss.append(_rss_mib(server.pid))
+                    helper_rss.append(_children_rss_mib(server.pid))
                     bare.append(wrk(bare_url, seconds=seconds))
                     bare_rsgi.append(wrk(rsgi_url, seconds=seconds))
                     moto.append(wrk(moto_url, seconds=seconds, script=_MOTO_LUA))
@@ -344,4 +358,10 @@ def figures(quick: bool = False) -> list[Figure]:
             tuple(rss),
         ),
         Figure("RSS growth from first to last read run", rss[-1] - rss[0], "MiB"),
+        Figure(
+            "its audit process's RSS, after each read run",
+            helper_rss[-1],
+            "MiB",
+            tuple(helper_rss),
+        ),
     ]
