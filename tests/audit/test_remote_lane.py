@@ -240,3 +240,89 @@ def test_a_device_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:
     lane = RemoteLane(_config(blocker / "audit.jsonl"), key_material=lambda name: MATERIAL)
     with pytest.raises(ConfigError, match="audit device 'file'"):
         lane.start()
+
+
+def test_a_full_backlog_fails_everything_and_starts_a_new_stream(tmp_path: Path) -> None:
+    lane = RemoteLane(
+        _config(tmp_path / "audit.jsonl"), key_material=lambda name: MATERIAL, max_backlog=4096
+    )
+    lane.start()
+    try:
+        before = Waiter(1)
+        lane.append(_event(0), before)
+        before.wait()
+        process = lane._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)  # it stops reading: the pipe fills
+        waiters = []
+        for number in range(1, 300):  # 20 KiB each: far more than the pipe holds
+            event = _event(number)
+            event.data = {"fields": {"blob": "x" * 20_000}}
+            waiter = Waiter(1, timeout=10)
+            lane.append(event, waiter)
+            waiters.append(waiter)
+        assert set(_wait_all(waiters)) == {False}  # every one answered, none forgotten
+        assert lane.last_error == "backlog-full" and lane.dropped > 0
+        deadline = time.monotonic() + 10
+        while not lane.up and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = Waiter(1)
+        lane.append(_event(5000), after)
+        assert _wait_all([after]) == [True]
+    finally:
+        lane.stop()
+    report = verify_files(
+        [tmp_path / "audit.jsonl"], public_key=SIGNER.public_key, start=ChainHead(), workers=0
+    )
+    assert report.ok, report.problem  # no torn frame ever reached a process
+
+
+def test_attaching_a_loop_while_the_process_restarts(lane: RemoteLane) -> None:
+    process = lane._process
+    assert process is not None
+    process.kill()
+    deadline = time.monotonic() + 5
+    while lane.up and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    async def go() -> None:
+        lane.attach(asyncio.get_running_loop())  # during the back-off: nothing to read yet
+        while not lane.up:
+            await asyncio.sleep(0.05)
+        waiter = Waiter(1)
+        lane.append(_event(1), waiter)
+        await asyncio.wait_for(waiter.wait_async(), 10)
+
+    asyncio.run(asyncio.wait_for(go(), 20))
+
+
+def test_a_seal_makes_the_audit_process_forget_its_keys_at_the_next_tick(
+    tmp_path: Path,
+) -> None:
+    unsealed = True
+    lane = RemoteLane(
+        _config(tmp_path / "audit.jsonl"),
+        key_material=lambda name: MATERIAL if unsealed else None,
+    )
+    lane.start()
+    try:
+        first = Waiter(1)
+        lane.append(_event(1), first)
+        first.wait()
+        assert lane._sent is MATERIAL
+        unsealed = False
+        lane.check_hung(time.monotonic())  # no event needed
+        assert lane._sent is None
+    finally:
+        lane.stop()
+
+
+def test_stop_fails_what_is_left_unanswered(lane: RemoteLane) -> None:
+    process = lane._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    waiter = Waiter(1)
+    lane.append(_event(1), waiter)
+    lane.stop(0.5)
+    assert _wait_all([waiter]) == [False]
+    assert process.poll() is not None

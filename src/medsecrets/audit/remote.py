@@ -6,23 +6,28 @@ attributes), but renders nothing: ``append`` packs the event into a tuple
 iteration, from the broker) or an append from a thread sends what is queued
 as one frame to the audit process (``audit.sidecar``), which renders, chains,
 writes and fsyncs it with an ordinary ``Lane`` and answers, in order, for the
-events that wait. A reader thread takes the answers and resolves the waiters
-(one wake-up of each event loop per message). So the server process spends
+events that wait. Answers are read on the event loop the broker attaches
+(``attach``: no thread of the server needs the GIL to answer its requests),
+else by a reader thread. So the server process spends
 about a tuple per record on auditing, and no thread of it waits for the GIL
 around a write or an fsync.
 
 Fail closed, as a ``Lane``:
 
-- an event whose answer has not come within ``timeout`` + 1 s (the audit
-  process is stuck: its own lane already fails writes hung for ``timeout``)
-  fails, with everything waiting behind it, and the lane is *hung* until an
-  answer arrives again; waiters appended while it is hung are refused at once;
-- if the audit process dies, every waiter fails and the lane is *down*; a new
-  process is started after a back-off (1 s, doubling to 30 s) and continues the
-  chain from the file's durable head. Events appended while down are dropped
-  and counted (``dropped``), their waiters refused;
-- sends never block: what the pipe does not take waits in a bounded backlog
-  (``max_backlog`` bytes; beyond it events are dropped and counted).
+- an event whose answer has not come within ``timeout`` + 1 s (a write hangs
+  in the audit process) fails, with everything waiting behind it, and the lane
+  is *hung* until an answer arrives again; waiters appended while it is hung
+  are refused at once. Still hung after ``STUCK_AFTER`` such periods, the audit
+  process is killed and restarted;
+- if the audit process dies (or is killed: stuck, or its backlog full), every
+  waiter fails and the lane is *down*; a new process is started after a
+  back-off (1 s, doubling to 30 s) and continues the chain from the file's
+  durable head. Events queued or appended while down are dropped and counted
+  (``dropped``), their waiters refused;
+- sends never block: what the pipe does not take waits in a backlog of at most
+  ``max_backlog`` bytes; a fuller backlog means the audit process does not keep
+  up, and it is treated as dead (no frame is ever cut: the new process starts
+  a new stream).
 
 With an ``entry`` module that plugs an observer into the audit process (the
 server's detectors, ``server.auditprocess``), messages other than answers go to
@@ -30,7 +35,7 @@ server's detectors, ``server.auditprocess``), messages other than answers go to
 
 Keys cross the pipe, never the disk: before the first events sent after an
 unseal the lane sends the device's HMAC key and the checkpoint signing key
-(``key_material``), and ``("forget",)`` after a seal.
+(``key_material``), and ``("forget",)`` within a watchdog tick of a seal.
 """
 
 from __future__ import annotations
@@ -64,6 +69,30 @@ _log = logging.getLogger("medsecrets.audit")
 
 KeyMaterial = Callable[[str], tuple[bytes, bytes] | None]
 """Device name → ``(HMAC key, checkpoint signing key)``, or ``None`` while sealed."""
+
+
+STUCK_AFTER = 3
+"""Hung periods (``timeout`` + 1 s each) after which the audit process is restarted."""
+
+_UNKNOWN: object = object()
+"""``_sent`` when the audit process's keys are not known (a new process)."""
+
+
+class _Reader(NamedTuple):
+    """A reader thread and the pipe that tells it to stop."""
+
+    thread: threading.Thread
+    stop_read: int
+    stop_write: int
+
+    def retire(self) -> None:
+        """Stop the thread (if it still runs), wait for it, close the pipe."""
+        with contextlib.suppress(OSError):
+            os.write(self.stop_write, b"x")
+        self.thread.join()
+        for fd in (self.stop_read, self.stop_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class _Stats(NamedTuple):
@@ -123,15 +152,15 @@ class RemoteLane:
         self._first = 1  # the number of the first queued event
         self._waiting: dict[int, tuple[Waiter, float]] = {}  # in number order
         self._backlog = bytearray()
-        self._sent: object = None  # the key material the process has (identity)
+        self._sent: object = _UNKNOWN  # the key material the process has (identity)
         self._process: subprocess.Popen[bytes] | None = None
         self._frames: FrameReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_thread: int | None = None  # write end of the reader thread's stop pipe
+        self._reader: _Reader | None = None
+        self._restarter: threading.Thread | None = None
         self._stopping = False
         self._down = True
-        self._hung = False
+        self._hung_since: float | None = None
         self._stats = _Stats()
         self.dropped = 0
         self.last_error: str | None = None
@@ -143,12 +172,12 @@ class RemoteLane:
     @property
     def up(self) -> bool:
         """Whether the audit process runs, its last write succeeded and nothing is hung."""
-        return not self._down and not self._hung and self._stats.up
+        return not self._down and self._hung_since is None and self._stats.up
 
     @property
     def hung(self) -> bool:
-        """Whether an answer is overdue (here or in the audit process)."""
-        return self._hung or self._stats.hung
+        """Whether an answer is overdue."""
+        return self._hung_since is not None or self._stats.hung
 
     @property
     def ok(self) -> bool:
@@ -187,70 +216,90 @@ class RemoteLane:
                 mode=0o700, parents=True, exist_ok=True
             )
         process, frames, seq = self._spawn()
+        self._adopt(process, frames, seq)
+
+    def _adopt(self, process: subprocess.Popen[bytes], frames: FrameReader, seq: int) -> None:
+        """Make a started audit process the current one and read its answers."""
         with self._lock:
+            if self._stopping:
+                _end(process)
+                return
             self._process, self._frames = process, frames
             self._stats = _Stats(up=True, seq=seq)
+            self._sent = _UNKNOWN
+            self._hung_since = None
             self._down = False
-        self._listen()
+            loop = self._loop
+            if loop is None:
+                self._reader = self._reader_thread(process, frames)
+        if loop is not None:
+            loop.call_soon_threadsafe(self._listen_on_loop, process, frames)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Read the answers on ``loop`` (its thread) from now on, not in a thread: no
-        thread then needs the GIL to answer the loop's waiters. Call it on ``loop``."""
-        if self._loop is loop:
-            return
-        if self._loop is not None:
-            raise RuntimeError("a remote audit lane serves one event loop")
-        self._loop = loop
-        thread, stop = self._thread, self._stop_thread
-        if thread is not None and stop is not None:
-            os.write(stop, b"x")
-            thread.join()
-        self._listen()
-
-    def _listen(self) -> None:
-        """Read the current process's answers: on the attached loop, else in a thread."""
+        """Read the answers on ``loop`` from now on, not in a thread: no thread then needs
+        the GIL to answer the loop's waiters. Call it on ``loop``'s thread."""
         with self._lock:
-            process, frames = self._process, self._frames
-        if process is None or frames is None or process.stdout is None:
-            return
-        fd = process.stdout.fileno()
-        loop = self._loop
-        if loop is not None:
-            loop.add_reader(fd, self._on_readable, process, frames)
-            return
+            if self._loop is loop:
+                return
+            if self._loop is not None:
+                raise RuntimeError("a remote audit lane serves one event loop")
+            self._loop = loop
+            reader, self._reader = self._reader, None
+            process, frames, down = self._process, self._frames, self._down
+        if reader is not None:
+            reader.retire()
+        if process is not None and frames is not None and not down:
+            self._listen_on_loop(process, frames)
+
+    def _reader_thread(self, process: subprocess.Popen[bytes], frames: FrameReader) -> _Reader:
         stop_read, stop_write = os.pipe()
-        self._stop_thread = stop_write
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=self._read_thread,
-            args=(process, frames, stop_read, stop_write),
+            args=(process, frames, stop_read),
             name=f"audit-{self.name}",
             daemon=True,
         )
-        self._thread.start()
+        thread.start()
+        return _Reader(thread, stop_read, stop_write)
+
+    def _listen_on_loop(self, process: subprocess.Popen[bytes], frames: FrameReader) -> None:
+        """Read ``process``'s answers on the attached loop (on its thread), if still current."""
+        with self._lock:
+            current = process is self._process and not self._down
+        if current and self._loop is not None and process.stdout is not None:
+            self._loop.add_reader(process.stdout.fileno(), self._on_readable, process, frames)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Send what is queued, let the audit process write it and exit."""
-        self._flush()
+        """Send what is queued, let the audit process write it and exit; fail what is
+        left unanswered."""
+        self._flush(stopping=True)
         with self._lock:
-            self._stopping = True
-            process = self._process
-        if process is None:
-            return
-        if process.stdin is not None:
+            process, restarter = self._process, self._restarter
+        if restarter is not None:
+            restarter.join(timeout)
+        if process is not None and process.stdin is not None:
             deadline = time.monotonic() + timeout
-            while self._backlog and time.monotonic() < deadline:
+            while self._backlog and time.monotonic() < deadline and process.poll() is None:
                 with self._lock:
                     self._drain()
                 time.sleep(0.01)
-            process.stdin.close()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _log.error("audit device %s: the audit process did not stop; killed", self.name)
-            process.kill()
-            process.wait()
-        if self._thread is not None:
-            self._thread.join(timeout)
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _log.error("audit device %s: the audit process did not stop; killed", self.name)
+                _end(process)
+                process.wait()
+        with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.retire()
+        with self._lock:
+            self._down = True
+            left = [waiter for waiter, _ in self._waiting.values()]
+            self._waiting.clear()
+        answer_all(left, ok=False)
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], FrameReader, int]:
         process = subprocess.Popen(
@@ -269,11 +318,10 @@ class RemoteLane:
             process.stdin.flush()
             first = _first_message(reader, process, self._start_timeout)
         except BaseException:
-            process.kill()
-            process.wait()
+            _end(process)
             raise
         if first[0] != "ready":
-            process.wait()
+            _end(process)
             raise ConfigError(f"audit device {self.name!r}: {first[-1]}")
         os.set_blocking(stdin, False)
         os.set_blocking(process.stdout.fileno(), False)
@@ -297,7 +345,7 @@ class RemoteLane:
                 self._number += 1
                 self._items.append((waiter is not None, packed))
                 if waiter is not None:
-                    if self._hung:
+                    if self._hung_since is not None:
                         refuse = True
                     else:
                         self._waiting[self._number] = (waiter, time.monotonic())
@@ -310,73 +358,93 @@ class RemoteLane:
         """Send what is queued."""
         self._flush()
 
-    def _flush(self) -> None:
+    def _keys(self) -> tuple[bytes, bytes] | None:
+        """The key material now; ``None`` (records without HMACs) if it cannot be had."""
+        try:
+            return self._material(self.name)
+        except Exception as exc:  # sealed or storage trouble, as an in-process lane
+            _log.warning("audit device %s: keys unavailable (%s)", self.name, type(exc).__name__)
+            return None
+
+    def _flush(self, *, stopping: bool = False) -> None:
+        material = self._keys()
+        failed: list[Waiter] = []
         with self._lock:
-            if not self._items or self._process is None:
+            if stopping:
+                self._stopping = True
+            process = self._process
+            if not self._items or process is None or self._down:
                 return
             items, self._items = self._items, []
+            first = self._first
             frames: list[bytes] = []
-            material = self._material(self.name)
             if material is not self._sent:
                 frames.append(encode(("keys", *material) if material else ("forget",)))
                 self._sent = material
-            frames.append(encode(("events", self._first, items)))
+            try:
+                frames.append(encode(("events", first, items)))
+            except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
+                _log.error("audit device %s: %s", self.name, exc)
+                self.dropped += len(items)
+                for number in range(first, first + len(items)):
+                    found = self._waiting.pop(number, None)
+                    if found is not None:
+                        failed.append(found[0])
             self._backlog += b"".join(frames)
-            self._drain()
+            overflow = self._drain()
+        answer_all(failed, ok=False)
+        if overflow:
+            self._lose(process, "backlog-full")
 
-    def _drain(self) -> None:
-        """Write as much of the backlog as the pipe takes (lock held)."""
+    def _drain(self) -> bool:
+        """Write as much of the backlog as the pipe takes (lock held); whether the backlog
+        is now over ``max_backlog`` (the caller then treats the process as dead)."""
         process = self._process
-        if not self._backlog or process is None or process.stdin is None:
-            return
+        if not self._backlog or process is None or process.stdin is None or self._down:
+            return False
         try:
             written = os.write(process.stdin.fileno(), self._backlog)
         except BlockingIOError:
             written = 0
-        except OSError:  # the process is gone: the reader finds out
-            return
+        except OSError:  # the process is gone: its reader finds out
+            return False
         del self._backlog[:written]
-        if len(self._backlog) > self._max_backlog:
-            self.last_error = "backlog-full"
-            _log.error("audit device %s: the audit process is not keeping up", self.name)
-            self._backlog.clear()
-            self._sent = None  # keys go again with the next frame
-            self._fail_waiting_locked()
+        return len(self._backlog) > self._max_backlog
 
     # -- answers ---------------------------------------------------------------------
     def _read_thread(
-        self,
-        process: subprocess.Popen[bytes],
-        frames: FrameReader,
-        stop_read: int,
-        stop_write: int,
+        self, process: subprocess.Popen[bytes], frames: FrameReader, stop_read: int
     ) -> None:
-        """Read answers until the process ends or ``attach`` hands reading to a loop."""
+        """Read answers until the process ends or the reader is retired."""
         assert process.stdout is not None
         fd = process.stdout.fileno()
-        try:
-            while True:
+        while True:
+            try:
                 ready, _, _ = select.select([fd, stop_read], [], [])
-                if stop_read in ready:
-                    return
-                if not self._answer(process, frames):
-                    return
-        finally:
-            os.close(stop_read)
-            os.close(stop_write)
+            except (OSError, ValueError):  # the process's pipe closed under us
+                return
+            if stop_read in ready or not self._answer(process, frames):
+                return
 
     def _on_readable(self, process: subprocess.Popen[bytes], frames: FrameReader) -> None:
         """The loop's reader callback."""
-        if not self._answer(process, frames) and self._loop is not None:
-            assert process.stdout is not None
-            self._loop.remove_reader(process.stdout.fileno())
+        assert process.stdout is not None
+        self._answer(process, frames, on_loop_fd=process.stdout.fileno())
 
-    def _answer(self, process: subprocess.Popen[bytes], frames: FrameReader) -> bool:
+    def _answer(
+        self,
+        process: subprocess.Popen[bytes],
+        frames: FrameReader,
+        *,
+        on_loop_fd: int | None = None,
+    ) -> bool:
         """Take what arrived and answer its waiters; ``False`` once the process is gone."""
         try:
             messages = frames.read_ready()
-        except (EOFError, FrameError, OSError):
-            self._died(process)
+        except (EOFError, FrameError, OSError, ValueError):
+            if on_loop_fd is not None and self._loop is not None:
+                self._loop.remove_reader(on_loop_fd)
+            self._lose(process, "audit-process-exited")
             return False
         if not messages:
             return True
@@ -384,18 +452,21 @@ class RemoteLane:
         no: list[Waiter] = []
         other: list[Message] = []
         with self._lock:
+            current = process is self._process
             for message in messages:
-                if message[0] == "acks":
-                    self._take(message, yes, no)
-                else:
+                if message[0] != "acks":
                     other.append(message)
-            self._drain()
+                elif current:
+                    self._take(message, yes, no)
+            overflow = self._drain() if current else False
         if yes:
             answer_all(yes, ok=True)
         if no:
             answer_all(no, ok=False)
         for message in other:
             self._deliver(message)
+        if overflow:
+            self._lose(process, "backlog-full")
         return True
 
     def _deliver(self, message: Message) -> None:
@@ -418,37 +489,57 @@ class RemoteLane:
             if found is not None:
                 (yes if ok else no).append(found[0])
         self._stats = _Stats(*stats)  # type: ignore[misc]
-        self._hung = False
+        self._hung_since = None
         if not self._stats.up and self._stats.last_error:
             self.last_error = self._stats.last_error
 
-    def _died(self, process: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            self._down = True
-            if self._stopping:
-                return
-            self.last_error = "audit-process-exited"
-            waiting = self._fail_waiting_locked()
-        _log.error("audit device %s: the audit process exited (%s)", self.name, process.returncode)
-        answer_all(waiting, ok=False)
-        threading.Thread(
-            target=self._restart, args=(process,), name=f"audit-{self.name}-restart", daemon=True
-        ).start()
+    def _lose(self, process: subprocess.Popen[bytes], reason: str) -> None:
+        """``process`` is dead or given up (``reason``): fail everything, restart.
 
-    def _fail_waiting_locked(self) -> list[Waiter]:
-        waiting = [waiter for waiter, _ in self._waiting.values()]
-        self._waiting.clear()
-        self._items.clear()
-        self._backlog.clear()
-        self._sent = None
-        return waiting
+        Nothing it was sent or will be sent counts: waiters fail, queued events are
+        dropped, and a new process starts a new stream after the back-off.
+        """
+        with self._lock:
+            if process is not self._process or self._down:
+                return  # already lost (a second report), or a stale process
+            self._down = True
+            self.last_error = reason
+            self.dropped += len(self._items)
+            self._items.clear()
+            self._backlog.clear()
+            self._sent = _UNKNOWN
+            waiting = [waiter for waiter, _ in self._waiting.values()]
+            self._waiting.clear()
+            restart = not self._stopping
+            if restart:
+                self._restarter = threading.Thread(
+                    target=self._restart,
+                    args=(process,),
+                    name=f"audit-{self.name}-restart",
+                    daemon=True,
+                )
+        _end(process)
+        if restart:  # at stop the process ending is expected
+            _log.error("audit device %s: audit process lost (%s)", self.name, reason)
+        answer_all(waiting, ok=False)
+        if restart and self._restarter is not None:
+            self._restarter.start()
 
     def _restart(self, dead: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            reader = self._reader if self._loop is None else None
+            if reader is not None:
+                self._reader = None
+        if reader is not None:
+            reader.retire()
+        loop = self._loop
+        try:
+            if loop is None:
+                raise RuntimeError("no loop")
+            loop.call_soon_threadsafe(self._close_on_loop, dead)
+        except RuntimeError:  # no loop, or closed: nothing reads the pipe any more
+            _close_pipes(dead)
         dead.wait()
-        for pipe in (dead.stdin, dead.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
         delay = 1.0
         while True:
             time.sleep(delay)
@@ -465,34 +556,59 @@ class RemoteLane:
                 )
                 delay = min(30.0, delay * 2)
                 continue
-            with self._lock:
-                if self._stopping:
-                    process.kill()
-                    return
-                self._process, self._frames = process, frames
-                self._stats = _Stats(up=True, seq=seq)
-                self._down = False
-                self._hung = False
-            loop = self._loop
-            if loop is not None:
-                loop.call_soon_threadsafe(self._listen)
-            else:
-                self._listen()
+            self._adopt(process, frames, seq)
             _log.warning("audit device %s: audit process restarted", self.name)
             return
 
+    def _close_on_loop(self, dead: subprocess.Popen[bytes]) -> None:
+        """Stop reading a dead process's pipe on the loop, then close its pipes."""
+        if self._loop is not None and dead.stdout is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(dead.stdout.fileno())
+        _close_pipes(dead)
+
     def check_hung(self, now: float) -> None:
-        """Fail everything waiting once the oldest answer is over ``timeout`` + 1 s late."""
+        """The broker's watchdog tick: fail waiters whose answer is over ``timeout`` + 1 s
+        late (restart the process after ``STUCK_AFTER`` such periods), and tell the
+        process to forget its keys once the barrier sealed."""
+        if self._sent is not _UNKNOWN and self._sent is not None and self._keys() is None:
+            with self._lock:
+                if self._sent is not _UNKNOWN and self._sent is not None and not self._down:
+                    self._backlog += encode(("forget",))
+                    self._sent = None
+                    self._drain()
+        limit = self._timeout + 1.0
         with self._lock:
+            process = self._process
+            since = self._hung_since
+            stuck = since is not None and now - since > STUCK_AFTER * limit and not self._down
             oldest = next(iter(self._waiting.values()), None)
-            if oldest is None or now - oldest[1] <= self._timeout + 1.0:
-                return
-            self._hung = True
-            self.last_error = "timeout"
-            waiting = [waiter for waiter, _ in self._waiting.values()]
-            self._waiting.clear()
-        _log.error("audit device %s: no answer from the audit process in time", self.name)
-        answer_all(waiting, ok=False)
+            waiting: list[Waiter] = []
+            if oldest is not None and now - oldest[1] > limit:
+                if since is None:
+                    self._hung_since = now
+                self.last_error = "timeout"
+                waiting = [waiter for waiter, _ in self._waiting.values()]
+                self._waiting.clear()
+        if waiting:
+            _log.error("audit device %s: no answer from the audit process in time", self.name)
+            answer_all(waiting, ok=False)
+        if stuck and process is not None:
+            self._lose(process, "audit-process-stuck")
+
+
+def _close_pipes(process: subprocess.Popen[bytes]) -> None:
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Kill ``process`` if it still runs (its exit is collected by whoever waits)."""
+    if process.poll() is None:
+        with contextlib.suppress(OSError):
+            process.kill()
 
 
 def _cipher(key: bytes | None) -> RecordCipher | None:

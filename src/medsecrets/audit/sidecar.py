@@ -276,6 +276,9 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
             messages = reader.read()
     except EOFError:
         pass
+    except (FrameError, OSError) as exc:  # a torn stream or a closed pipe: the server restarts us
+        _log.error("audit process: channel failed (%s)", type(exc).__name__)
+        return 3
     finally:
         lane.stop(config.timeout)
     return 0
