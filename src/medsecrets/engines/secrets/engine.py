@@ -752,21 +752,12 @@ class SecretsEngine:
         info = record.version(number)
         if info.destroyed:
             raise NotFoundError(f"version {number} of {record.path!r} was destroyed")
-        opener = self._opener(record, number)
-        if number == record.stages.get("current"):
-            ready = view.ready = _Ready(record, number, opener)
-            result = ready.version()
+        ready = _Ready(record, number, self._opener(record, number))
+        result = ready.version()
+        if number == record.stages.get("current"):  # kept for the next reads of the view
+            view.ready = ready
             if self._cache_values:
                 view.current = result
-        else:
-            result = SecretVersion(
-                path=record.path,
-                number=number,
-                id=info.id,
-                created_at=dt.datetime.fromisoformat(info.created_at),
-                stages=record.stages_of(number),
-                fields=SecretFields(orjson.loads(opener.open())),
-            )
         self._touch(view)
         return result
 
