@@ -464,3 +464,26 @@ def test_a_dead_writer_fails_async_waiters(started: list[AuditBroker]) -> None:
     with pytest.raises(AuditFailure):
         later.wait()
     assert broker.health()[0]["up"] is False
+
+
+def test_a_read_whose_request_record_was_lost_is_refused(started: list[AuditBroker]) -> None:
+    """The response ticket of a GET covers its request record even when only that
+    record's batch failed (the lane drops a failed batch and writes on)."""
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    device.fail = True
+    request = read()
+    assert broker.on_request(request, None) is None  # a GET waits at its response
+    deadline = time.monotonic() + 5
+    while broker.health()[0]["failures"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    device.fail = False
+    ticket = broker.on_response(request, None, 200, None)
+    assert ticket is not None
+    with pytest.raises(AuditFailure):
+        ticket.wait()
+    other = read()  # the next read, whole, is served
+    assert broker.on_request(other, None) is None
+    fine = broker.on_response(other, None, 200, None)
+    assert fine is not None
+    fine.wait()

@@ -6,7 +6,7 @@ every lane (one per device, see ``audit.lane``). What it returns to the core:
 
 - ``on_request``: for a state-changing request (not GET) a ticket the core
   waits on *before the request runs*; for a GET none (the response's ticket
-  covers the request record: a lane writes in order);
+  covers the request record: it waits for both);
 - ``on_response``: for a success a ticket the core (or the transport) waits
   on *before the response leaves*; for an error none (no secret leaves).
 
@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 from medsecrets.audit.lane import AuditLane, KeySource
 from medsecrets.audit.record import AuditEvent, split_path
-from medsecrets.audit.waiter import Waiter
+from medsecrets.audit.waiter import Both, Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure, NotFoundError, SealedError
 from medsecrets.schema.tokens import TokenInfo
@@ -91,6 +91,8 @@ class AuditBroker:
         self._watchdog: threading.Thread | None = None
         self._wake_scheduled: set[asyncio.AbstractEventLoop] = set()
         self._attached: asyncio.AbstractEventLoop | None = None
+        self._open: dict[int, Waiter | None] = {}  # id(GET request) -> its record's ticket
+        self._open_lock = threading.Lock()
         self._attach_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -121,13 +123,23 @@ class AuditBroker:
 
     # -- the hook ---------------------------------------------------------------------
     def on_request(self, request: Request, principal: TokenInfo | None) -> Waiter | None:
-        """Queue the request record; a ticket to wait on for state-changing requests."""
+        """Queue the request record; a ticket to wait on for state-changing requests.
+
+        A GET's record gets a ticket too, kept until ``on_response``, whose ticket
+        then covers both records: a read is answered only when its request record is
+        durable as well, even if that record's batch failed and the response's did not.
+        """
         if not self.lanes:
             if request.route in EXEMPT_ROUTES:
                 return None
             raise AuditFailure("no audit device configured: request refused")
         event = self._event("request", request, principal, None, None)
-        return self._append(event, wait=request.method != "GET")
+        waiter = self._append(event, wait=True)
+        if request.method == "GET":
+            with self._open_lock:
+                self._open[id(request)] = waiter
+            return None
+        return waiter
 
     def on_response(
         self,
@@ -135,14 +147,19 @@ class AuditBroker:
         principal: TokenInfo | None,
         response_status: int,
         error_code: str | None,
-    ) -> Waiter | None:
+    ) -> Waiter | Both | None:
         """Queue the response record; a ticket to wait on for a success."""
         if not self.lanes:
             return None
+        with self._open_lock:
+            first = self._open.pop(id(request), None)
         event = self._event("response", request, principal, response_status, error_code)
         if self._on_event is not None:
             self._publish(event)
-        return self._append(event, wait=response_status < 400)
+        second = self._append(event, wait=response_status < 400)
+        if first is not None and second is not None:
+            return Both(first, second)
+        return second
 
     def record(self, event: AuditEvent) -> None:
         """Queue a record that nobody waits for (alerts, lifecycle events)."""
