@@ -79,6 +79,23 @@ def _records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def _write(lane: RemoteLane, number: int) -> None:
+    """Append event ``number`` and wait until it is durable."""
+    waiter = Waiter(1)
+    lane.append(_event(number), waiter)
+    waiter.wait()
+
+
+class _Barrier:
+    """Key material as a barrier gives it: ``MATERIAL`` while unsealed, else ``None``."""
+
+    def __init__(self, unsealed: bool) -> None:
+        self.unsealed = unsealed
+
+    def __call__(self, name: str) -> tuple[bytes, bytes] | None:
+        return MATERIAL if self.unsealed else None
+
+
 def _wait_all(waiters: list[Waiter]) -> list[bool]:
     found = []
     for waiter in waiters:
@@ -144,20 +161,13 @@ def test_the_chain_it_writes_verifies_and_holds_no_value(lane: RemoteLane) -> No
 
 
 def test_records_written_while_sealed_carry_no_hmacs(tmp_path: Path) -> None:
-    unsealed = False
-    lane = RemoteLane(
-        _config(tmp_path / "audit.jsonl"),
-        key_material=lambda name: MATERIAL if unsealed else None,
-    )
+    barrier = _Barrier(unsealed=False)
+    lane = RemoteLane(_config(tmp_path / "audit.jsonl"), key_material=barrier)
     lane.start()
     try:
-        first = Waiter(1)
-        lane.append(_event(1), first)
-        first.wait()
-        unsealed = True
-        second = Waiter(1)
-        lane.append(_event(2), second)
-        second.wait()
+        _write(lane, 1)
+        barrier.unsealed = True
+        _write(lane, 2)
     finally:
         lane.stop()
     sealed_record, open_record = _records(tmp_path / "audit.jsonl")
@@ -180,9 +190,7 @@ def test_waiters_are_answered_on_the_attached_loop(lane: RemoteLane) -> None:
 
 
 def test_a_dead_audit_process_fails_closed_then_comes_back(lane: RemoteLane) -> None:
-    first = Waiter(1)
-    lane.append(_event(0), first)
-    first.wait()
+    _write(lane, 0)
     process = lane._process
     assert process is not None
     process.kill()
@@ -248,9 +256,7 @@ def test_a_full_backlog_fails_everything_and_starts_a_new_stream(tmp_path: Path)
     )
     lane.start()
     try:
-        before = Waiter(1)
-        lane.append(_event(0), before)
-        before.wait()
+        _write(lane, 0)
         process = lane._process
         assert process is not None
         os.kill(process.pid, signal.SIGSTOP)  # it stops reading: the pipe fills
@@ -299,18 +305,13 @@ def test_attaching_a_loop_while_the_process_restarts(lane: RemoteLane) -> None:
 def test_a_seal_makes_the_audit_process_forget_its_keys_at_the_next_tick(
     tmp_path: Path,
 ) -> None:
-    unsealed = True
-    lane = RemoteLane(
-        _config(tmp_path / "audit.jsonl"),
-        key_material=lambda name: MATERIAL if unsealed else None,
-    )
+    barrier = _Barrier(unsealed=True)
+    lane = RemoteLane(_config(tmp_path / "audit.jsonl"), key_material=barrier)
     lane.start()
     try:
-        first = Waiter(1)
-        lane.append(_event(1), first)
-        first.wait()
+        _write(lane, 1)
         assert lane._sent is MATERIAL
-        unsealed = False
+        barrier.unsealed = False
         lane.check_hung(time.monotonic())  # no event needed
         assert lane._sent is None
     finally:
