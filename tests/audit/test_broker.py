@@ -90,7 +90,7 @@ def read(token: str = "tok-secret-value", **kw: object) -> Request:
         path="medessence/production/database",
         token=token,
         remote="10.0.0.7",
-        request_id="r1",
+        request_id=str(kw.pop("request_id", "r1")),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -466,24 +466,37 @@ def test_a_dead_writer_fails_async_waiters(started: list[AuditBroker]) -> None:
     assert broker.health()[0]["up"] is False
 
 
-def test_a_read_whose_request_record_was_lost_is_refused(started: list[AuditBroker]) -> None:
-    """The response ticket of a GET covers its request record even when only that
-    record's batch failed (the lane drops a failed batch and writes on)."""
+def test_a_read_is_one_exchange_its_records_adjacent_in_one_batch(
+    started: list[AuditBroker],
+) -> None:
+    """A GET's request record is held until its response and both are queued together:
+    one batch writes both, one ticket answers for both (a failed batch refuses the read,
+    and its request record is never lost on its own)."""
     device = ScriptedDevice()
-    broker = make(started, lane(device))
-    device.fail = True
+    other = ScriptedDevice("other")
+    broker = make(started, lane(device), lane(other, required=False))
     request = read()
     assert broker.on_request(request, None) is None  # a GET waits at its response
-    deadline = time.monotonic() + 5
-    while broker.health()[0]["failures"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    device.fail = False
+    time.sleep(0.05)
+    assert device.lines == []  # held, not queued
+    device.fail = True
     ticket = broker.on_response(request, None, 200, None)
     assert ticket is not None
     with pytest.raises(AuditFailure):
         ticket.wait()
-    other = read()  # the next read, whole, is served
-    assert broker.on_request(other, None) is None
-    fine = broker.on_response(other, None, 200, None)
+    device.fail = False
+    again = read(request_id="r2")
+    assert broker.on_request(again, None) is None
+    fine = broker.on_response(again, None, 200, None)
     assert fine is not None
     fine.wait()
+    assert device.batches == 1
+    kinds = [(json.loads(line)["kind"], json.loads(line)["request_id"]) for line in device.lines]
+    assert kinds == [("request", "r2"), ("response", "r2")]
+    first, second = (json.loads(line) for line in device.lines)
+    assert (first["status"], first["outcome"], second["status"]) == (None, None, 200)
+    assert first["accessor"] == second["accessor"] is not None
+    deadline = time.monotonic() + 5
+    while len(other.lines) < 4 and time.monotonic() < deadline:  # the optional lane has both
+        time.sleep(0.005)
+    assert [json.loads(line)["request_id"] for line in other.lines] == ["r1", "r1", "r2", "r2"]

@@ -22,9 +22,15 @@ import pytest
 from medsecrets.audit.channel import MAX_FRAME, FrameError, FrameReader, encode
 from medsecrets.audit.checkpoint import CheckpointSigner
 from medsecrets.audit.device import ChainHead
-from medsecrets.audit.record import AuditEvent, Salter
+from medsecrets.audit.record import AuditEvent, Completion, Salter
 from medsecrets.audit.remote import RemoteLane
-from medsecrets.audit.sidecar import LaneConfig, pack_event, unpack_event
+from medsecrets.audit.sidecar import (
+    LaneConfig,
+    pack_completion,
+    pack_event,
+    unpack_completion,
+    unpack_event,
+)
 from medsecrets.audit.verify import verify_files
 from medsecrets.audit.waiter import Waiter
 from medsecrets.errors import AuditFailure, ConfigError
@@ -135,6 +141,35 @@ def test_an_event_survives_packing() -> None:
     event = _event(7, "response")
     event.extra = {"alert": {"detector": "rate"}}
     assert unpack_event(pack_event(event)) == event
+    done = Completion(dt.datetime.now(dt.UTC), 403, "permission_denied")
+    assert unpack_completion(pack_completion(done)) == done
+
+
+def test_an_exchange_is_two_adjacent_records_and_one_answer(lane: RemoteLane) -> None:
+    waiters = []
+    for number in range(40):
+        waiter = Waiter(1)
+        lane.append_exchange(
+            _event(number), Completion(dt.datetime.now(dt.UTC), 200, None), waiter, notify=False
+        )
+        waiters.append(waiter)
+    lane.append(_event(99), None, notify=False)  # a plain event after them, nobody waits
+    assert lane.pending == 81
+    lane.wake()
+    assert _wait_all(waiters) == [True] * 40
+    lane.stop()
+    path = Path(lane.config.path)
+    records = [r for r in _records(path) if r["kind"] != "checkpoint"]
+    pairs = [(r["kind"], r["request_id"], r["status"], r["data"] is None) for r in records]
+    expected = []
+    for number in range(40):
+        expected += [
+            ("request", f"req-{number}", None, False),
+            ("response", f"req-{number}", 200, True),
+        ]
+    assert pairs == [*expected, ("request", "req-99", None, False)]
+    report = verify_files([path], public_key=SIGNER.public_key, start=ChainHead(), workers=0)
+    assert report.ok, report.problem
 
 
 # -- the audit process -------------------------------------------------------------------------

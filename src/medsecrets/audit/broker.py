@@ -5,8 +5,8 @@ token accessor and the request body are HMAC'd when rendered) and appends it to
 every lane (one per device, see ``audit.lane``). What it returns to the core:
 
 - ``on_request``: for a state-changing request (not GET) a ticket the core
-  waits on *before the request runs*; for a GET none (the response's ticket
-  covers the request record: it waits for both);
+  waits on *before the request runs*; for a GET none: its event is held and
+  appended with the response's (one exchange, one ticket for both records);
 - ``on_response``: for a success a ticket the core (or the transport) waits
   on *before the response leaves*; for an error none (no secret leaves).
 
@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from medsecrets.audit.lane import AuditLane, KeySource
-from medsecrets.audit.record import AuditEvent, split_path
-from medsecrets.audit.waiter import Both, Waiter
+from medsecrets.audit.record import AuditEvent, Completion, split_path
+from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure, NotFoundError, SealedError
 from medsecrets.schema.tokens import TokenInfo
@@ -91,8 +91,7 @@ class AuditBroker:
         self._watchdog: threading.Thread | None = None
         self._wake_scheduled: set[asyncio.AbstractEventLoop] = set()
         self._attached: asyncio.AbstractEventLoop | None = None
-        self._open: dict[int, Waiter | None] = {}  # id(GET request) -> its record's ticket
-        self._open_lock = threading.Lock()
+        self._open: dict[int, AuditEvent] = {}  # id(GET request) -> its request event
         self._attach_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -125,21 +124,20 @@ class AuditBroker:
     def on_request(self, request: Request, principal: TokenInfo | None) -> Waiter | None:
         """Queue the request record; a ticket to wait on for state-changing requests.
 
-        A GET's record gets a ticket too, kept until ``on_response``, whose ticket
-        then covers both records: a read is answered only when its request record is
-        durable as well, even if that record's batch failed and the response's did not.
+        A GET's request event is held until ``on_response``, which appends it
+        together with the response (``append_exchange``): the two records are
+        adjacent, written in one batch and answered by one ticket, so a read is
+        answered only once its request record is durable too.
         """
         if not self.lanes:
             if request.route in EXEMPT_ROUTES:
                 return None
             raise AuditFailure("no audit device configured: request refused")
         event = self._event("request", request, principal, None, None)
-        waiter = self._append(event, wait=True)
         if request.method == "GET":
-            with self._open_lock:
-                self._open[id(request)] = waiter
+            self._open[id(request)] = event  # one dict operation: atomic, no lock needed
             return None
-        return waiter
+        return self._append(event, wait=True)
 
     def on_response(
         self,
@@ -147,31 +145,43 @@ class AuditBroker:
         principal: TokenInfo | None,
         response_status: int,
         error_code: str | None,
-    ) -> Waiter | Both | None:
-        """Queue the response record; a ticket to wait on for a success."""
+    ) -> Waiter | None:
+        """Queue the response record (with a GET's request record); a ticket to wait on
+        for a success."""
         if not self.lanes:
             return None
-        with self._open_lock:
-            first = self._open.pop(id(request), None)
-        event = self._event("response", request, principal, response_status, error_code)
+        opened = self._open.pop(id(request), None)
+        wait = response_status < 400
+        if opened is None:
+            event = self._event("response", request, principal, response_status, error_code)
+            if self._on_event is not None:
+                self._publish(event)
+            return self._append(event, wait=wait)
+        completion = Completion(self._now(), response_status, error_code)
         if self._on_event is not None:
-            self._publish(event)
-        second = self._append(event, wait=response_status < 400)
-        if first is not None and second is not None:
-            return Both(first, second)
-        return second
+            self._publish(opened.responded(completion))
+        return self._append(opened, wait=wait, completion=completion)
 
     def record(self, event: AuditEvent) -> None:
         """Queue a record that nobody waits for (alerts, lifecycle events)."""
         self._append(event, wait=False)
 
-    def _append(self, event: AuditEvent, *, wait: bool) -> Waiter | None:
+    def _append(
+        self, event: AuditEvent, *, wait: bool, completion: Completion | None = None
+    ) -> Waiter | None:
+        """Queue ``event`` on every lane (with ``completion``: the request event and its
+        response, as one exchange); the ticket of the required lanes if ``wait``."""
         waiter = Waiter(self._required, timeout=self._timeout + 1.0) if wait else None
         loop = _running_loop()
         if loop is not None and loop is not self._attached:
             self._attach(loop)
+        notify = loop is None
         for lane in self.lanes:
-            lane.append(event, waiter if lane.required else None, notify=loop is None)
+            ticket = waiter if lane.required else None
+            if completion is None:
+                lane.append(event, ticket, notify=notify)
+            else:
+                lane.append_exchange(event, completion, ticket, notify=notify)
         if loop is not None and loop not in self._wake_scheduled:
             # On an event loop: wake the writers once, after this iteration's requests.
             self._wake_scheduled.add(loop)

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from medsecrets.audit.device import AuditDevice, ChainHead
-from medsecrets.audit.record import AuditEvent, Salter, render_line
+from medsecrets.audit.record import AuditEvent, Completion, Salter, render_line
 from medsecrets.audit.waiter import Waiter, answer_all
 
-__all__ = ["AuditLane", "DeviceKeys", "KeySource", "Lane"]
+__all__ = ["AuditLane", "DeviceKeys", "KeySource", "Lane", "Written"]
 
 _LOG = logging.getLogger("medsecrets.audit")
 
@@ -75,6 +75,11 @@ class _Item(NamedTuple):
 
 KeySource = Callable[[str], DeviceKeys | None]
 """Device name → its keys, or ``None`` while sealed (records then omit sensitive data)."""
+
+Written = Callable[[list[AuditEvent], list[Waiter], bool], None]
+"""``(events, waiters, ok)``: a ``Lane``'s hook, called on the writing thread after each
+batch, once its ``waiters`` were answered: ``ok`` when the batch (``events``, checkpoints
+included, in chain order) is durable; when it failed, the same events are queued again."""
 
 
 class AuditLane(Protocol):
@@ -120,6 +125,18 @@ class AuditLane(Protocol):
         self, event: AuditEvent, waiter: Waiter | None = None, *, notify: bool = True
     ) -> None: ...
 
+    def append_exchange(
+        self,
+        request: AuditEvent,
+        completion: Completion,
+        waiter: Waiter | None = None,
+        *,
+        notify: bool = True,
+    ) -> None:
+        """Queue ``request`` and its response (``request.responded(completion)``), adjacent
+        in the chain and written in one batch; ``waiter`` answers for both records."""
+        ...
+
     def wake(self) -> None: ...
 
     def check_hung(self, now: float) -> None: ...
@@ -147,6 +164,7 @@ class Lane:
         max_pending: int = 100_000,
         eager_batch: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        on_written: Written | None = None,
     ) -> None:
         self.device = device
         self.name = device.name
@@ -160,6 +178,7 @@ class Lane:
         self._max_pending = max_pending
         self._eager = eager_batch
         self._clock = clock
+        self._on_written = on_written
         self._lock = threading.Lock()  # entered directly on the hot path (a C-level lock)
         self._cond = threading.Condition(self._lock)
         self._queue: list[_Item] = []
@@ -207,17 +226,13 @@ class Lane:
         """Events queued and not yet handed to the device."""
         return len(self._queue)
 
-    def start(self, *, thread: bool = True) -> None:
-        """Open the device (resuming its chain) and start the writer thread (without
-        ``thread`` the owner calls ``write_queued`` itself)."""
+    def start(self) -> None:
+        """Open the device (resuming its chain) and start the writer thread."""
         if self._export is not None:
             self._export.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._head = self._tail = self.device.open()
-        if thread:
-            self._thread = threading.Thread(
-                target=self._run, name=f"audit-{self.name}", daemon=True
-            )
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run, name=f"audit-{self.name}", daemon=True)
+        self._thread.start()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to do: an in-process lane answers from its writer thread."""
@@ -232,8 +247,6 @@ class Lane:
             if self._thread.is_alive():  # a write still hangs: leave the device to it
                 _LOG.error("audit device %s: writer still busy at stop", self.name)
                 return
-        else:
-            self.write_queued()
         self.device.close()
 
     def append(
@@ -246,14 +259,37 @@ class Lane:
         broker wakes the writers once per event-loop iteration, so a burst of
         requests becomes one batch and one fsync).
         """
+        self._enqueue(event, None, waiter, notify)
+
+    def append_exchange(
+        self,
+        request: AuditEvent,
+        completion: Completion,
+        waiter: Waiter | None = None,
+        *,
+        notify: bool = True,
+    ) -> None:
+        """``append`` both records of a request (see ``AuditLane.append_exchange``): both
+        are rendered under one hold of the lock, so one batch takes both."""
+        self._enqueue(request, completion, waiter, notify)
+
+    def _enqueue(
+        self,
+        event: AuditEvent,
+        completion: Completion | None,
+        waiter: Waiter | None,
+        notify: bool,
+    ) -> None:
         refuse = False
         with self._lock:
             if self._stopping or len(self._queue) >= self._max_pending:
-                self.dropped += 1
+                self.dropped += 1 if completion is None else 2
                 refuse = True
             else:
                 queued = len(self._queue)
                 self._render(event)
+                if completion is not None:
+                    self._render(event.responded(completion))
                 if waiter is not None:
                     if self._hung:
                         refuse = True
@@ -345,15 +381,6 @@ class Lane:
                 batch = self._take()
             self._write_batch(batch)
 
-    def write_queued(self) -> bool:
-        """Write what is queued in the caller's thread (a lane started with
-        ``thread=False``: the audit process writes this way); whether it was written."""
-        with self._cond:
-            if not self._queue:
-                return True
-            batch = self._take()
-        return self._write_batch(batch)
-
     def _take(self) -> list[_Item]:
         """Everything queued, its waiters now in flight (lock held)."""
         batch, self._queue = self._queue, []
@@ -370,6 +397,11 @@ class Lane:
             if not ok:
                 self._rechain()
         answer_all(waiters, ok=ok)
+        if self._on_written is not None:
+            try:
+                self._on_written([item.event for item in batch], waiters, ok)
+            except Exception as exc:  # the hook never stops the writer
+                _LOG.error("audit device %s: on_written failed (%s)", self.name, type(exc).__name__)
         return ok
 
     def _write(self, batch: list[_Item]) -> bool:

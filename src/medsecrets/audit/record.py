@@ -31,7 +31,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import orjson
 
@@ -43,6 +43,7 @@ __all__ = [
     "HMAC_PREFIX",
     "SEALED_DATA",
     "AuditEvent",
+    "Completion",
     "Kind",
     "LineError",
     "Outcome",
@@ -159,6 +160,36 @@ class AuditEvent:
     emergency: bool = False
     data: object = field(default=None, repr=False)
     extra: Mapping[str, object] | None = None
+
+    def responded(self, completion: Completion) -> AuditEvent:
+        """The response event of this request event: the same request, ``completion``'s
+        time, status and error, and no ``data`` (a response record carries no body)."""
+        return AuditEvent(
+            kind="response",
+            time=completion.time,
+            request_id=self.request_id,
+            principal=self.principal,
+            token=self.token,
+            auth=self.auth,
+            remote=self.remote,
+            user_agent=self.user_agent,
+            operation=self.operation,
+            path=self.path,
+            environment=self.environment,
+            category=self.category,
+            version=self.version,
+            status=completion.status,
+            error=completion.error,
+            emergency=self.emergency,
+        )
+
+
+class Completion(NamedTuple):
+    """How a request ended: what its response record adds to its request record."""
+
+    time: dt.datetime
+    status: int
+    error: str | None
 
 
 class Salter:

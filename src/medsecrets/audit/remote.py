@@ -58,8 +58,8 @@ from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.crypt import RecordCipher
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.file import FileAuditDevice
-from medsecrets.audit.record import AuditEvent
-from medsecrets.audit.sidecar import LaneConfig, pack_event
+from medsecrets.audit.record import AuditEvent, Completion
+from medsecrets.audit.sidecar import Item, LaneConfig, pack_completion, pack_event
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.errors import ConfigError
 
@@ -147,7 +147,7 @@ class RemoteLane:
         self._on_message = on_message
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
-        self._items: list[tuple[bool, object]] = []
+        self._items: list[Item] = []
         self._number = 0  # the last event number given
         self._first = 1  # the number of the first queued event
         self._waiting: dict[int, tuple[Waiter, float]] = {}  # in number order
@@ -193,8 +193,8 @@ class RemoteLane:
 
     @property
     def pending(self) -> int:
-        """Events queued here or in the audit process and not yet written."""
-        return len(self._items) + self._stats.pending
+        """Records queued here or in the audit process and not yet written."""
+        return _records(self._items) + self._stats.pending
 
     @property
     def head(self) -> ChainHead:
@@ -333,17 +333,32 @@ class RemoteLane:
     ) -> None:
         """Queue ``event`` (``waiter`` answered once it is durable, or not); with
         ``notify`` send it at once, else at the next ``wake``."""
-        packed = pack_event(event)
+        self._enqueue((waiter is not None, pack_event(event), None), waiter, notify)
+
+    def append_exchange(
+        self,
+        request: AuditEvent,
+        completion: Completion,
+        waiter: Waiter | None = None,
+        *,
+        notify: bool = True,
+    ) -> None:
+        """``append`` a request and its response as one item (``AuditLane.append_exchange``:
+        the audit process writes both records in one batch and answers once)."""
+        item = (waiter is not None, pack_event(request), pack_completion(completion))
+        self._enqueue(item, waiter, notify)
+
+    def _enqueue(self, item: Item, waiter: Waiter | None, notify: bool) -> None:
         refuse = False
         with self._lock:
             if self._down or self._stopping:
-                self.dropped += 1
+                self.dropped += 1 if item[2] is None else 2
                 refuse = True
             else:
                 if not self._items:
                     self._first = self._number + 1
                 self._number += 1
-                self._items.append((waiter is not None, packed))
+                self._items.append(item)
                 if waiter is not None:
                     if self._hung_since is not None:
                         refuse = True
@@ -385,7 +400,7 @@ class RemoteLane:
                 frames.append(encode(("events", first, items)))
             except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
                 _log.error("audit device %s: %s", self.name, exc)
-                self.dropped += len(items)
+                self.dropped += _records(items)
                 for number in range(first, first + len(items)):
                     found = self._waiting.pop(number, None)
                     if found is not None:
@@ -504,7 +519,7 @@ class RemoteLane:
                 return  # already lost (a second report), or a stale process
             self._down = True
             self.last_error = reason
-            self.dropped += len(self._items)
+            self.dropped += _records(self._items)
             self._items.clear()
             self._backlog.clear()
             self._sent = _UNKNOWN
@@ -595,6 +610,11 @@ class RemoteLane:
             answer_all(waiting, ok=False)
         if stuck and process is not None:
             self._lose(process, "audit-process-stuck")
+
+
+def _records(items: list[Item]) -> int:
+    """How many records ``items`` hold (an exchange holds two)."""
+    return sum(1 if item[2] is None else 2 for item in items)
 
 
 def _close_pipes(process: subprocess.Popen[bytes]) -> None:

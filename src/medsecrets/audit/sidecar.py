@@ -16,12 +16,14 @@ Messages from the server:
 - ``("keys", hmac_key, signing_key)``: the device's HMAC key and the checkpoint
   signing key (raw Ed25519 private bytes), sent whenever the barrier is
   unsealed; ``("forget",)`` when it seals (records then carry no HMACs);
-- ``("events", first, items)``: events numbered ``first``, ``first + 1``, …; an
-  item is ``(wait, packed event)`` (``pack_event``);
+- ``("events", first, items)``: items numbered ``first``, ``first + 1``, …; an
+  item is ``(wait, packed event, packed completion or None)`` (``pack_event``,
+  ``pack_completion``): with a completion, the request event and its response
+  (``Lane.append_exchange``: two records, one answer);
 - end of input: write what is queued, close the device, exit 0.
 
 Messages to the server: one ``("acks", answers, stats)`` per batch written:
-``answers`` is a list of ``(number, ok)`` for every event of the batch that asked
+``answers`` is a list of ``(number, ok)`` for every item of the batch that asked
 to ``wait``, in order (ok: durably written; not ok: the write failed), ``stats``
 the lane's ``(up, hung, records, failures, dropped, pending, last_error, seq)``.
 """
@@ -33,40 +35,78 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
-from medsecrets.audit.lane import DeviceKeys, Lane
-from medsecrets.audit.record import AuditEvent, Kind, Salter
+from medsecrets.audit.lane import DeviceKeys, Lane, Written
+from medsecrets.audit.record import AuditEvent, Completion, Kind, Salter
 from medsecrets.audit.waiter import Waiter
 
-__all__ = ["LaneConfig", "PackedEvent", "main", "pack_event", "run", "unpack_event"]
+__all__ = [
+    "Item",
+    "LaneConfig",
+    "PackedCompletion",
+    "PackedEvent",
+    "main",
+    "pack_completion",
+    "pack_event",
+    "run",
+    "unpack_completion",
+    "unpack_event",
+]
 
 _log = logging.getLogger("medsecrets.audit")
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-PackedEvent = tuple[object, ...]
+PackedEvent = tuple[
+    str,  # kind
+    int,  # time: POSIX seconds
+    int,  # time: microseconds
+    str,  # request_id
+    str | None,  # principal
+    str | None,  # token
+    str | None,  # auth
+    str,  # remote
+    str,  # user_agent
+    str,  # operation
+    str,  # path
+    str | None,  # environment
+    str | None,  # category
+    int | None,  # version
+    int | None,  # status
+    str | None,  # error
+    bool,  # emergency
+    object,  # data
+    "dict[str, object] | None",  # extra
+]
 """An ``AuditEvent`` as builtin values (``pack_event``)."""
+
+PackedCompletion = tuple[int, int, int, str | None]
+"""A ``Completion`` as builtin values: POSIX seconds, microseconds, status, error."""
+
+Item = tuple[bool, PackedEvent, PackedCompletion | None]
+"""One item of an ``events`` message: ``(wait, event, completion)`` (see module docstring)."""
 
 Observer = Callable[
     [Mapping[str, object], Callable[[Message], None]], Callable[[list[AuditEvent]], None]
 ]
 """``(LaneConfig.monitor, send) -> observe``: what an entry point above this layer plugs in
-(the detectors): ``observe(events)`` sees each written batch, after its answers went out,
-and may ``send`` messages of its own to the server (their first item not ``acks``)."""
+(the detectors): ``observe(events)`` sees each written batch's events (of an exchange,
+the response only), after its answers went out, and may ``send`` messages of its own to
+the server (their first item not ``acks``)."""
 
 
 def pack_event(event: AuditEvent) -> PackedEvent:
     """``event`` as a tuple of builtin values (its time to the microsecond)."""
     time = event.time
-    seconds = int(time.timestamp())
     return (
         event.kind,
-        seconds,
+        int(time.timestamp()),
         time.microsecond,
         event.request_id,
         event.principal,
@@ -85,6 +125,16 @@ def pack_event(event: AuditEvent) -> PackedEvent:
         event.data,
         dict(event.extra) if event.extra is not None else None,
     )
+
+
+def pack_completion(completion: Completion) -> PackedCompletion:
+    """``completion`` as a tuple of builtin values (its time to the microsecond)."""
+    time = completion.time
+    return (int(time.timestamp()), time.microsecond, completion.status, completion.error)
+
+
+def _time(seconds: int, micro: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(seconds=seconds, microseconds=micro)
 
 
 def unpack_event(packed: PackedEvent) -> AuditEvent:
@@ -112,24 +162,30 @@ def unpack_event(packed: PackedEvent) -> AuditEvent:
     ) = packed
     return AuditEvent(
         kind=cast(Kind, kind),
-        time=_EPOCH + dt.timedelta(seconds=cast(int, seconds), microseconds=cast(int, micro)),
-        request_id=cast(str, request_id),
-        principal=cast("str | None", principal),
-        token=cast("str | None", token),
-        auth=cast("str | None", auth),
-        remote=cast(str, remote),
-        user_agent=cast(str, user_agent),
-        operation=cast(str, operation),
-        path=cast(str, path),
-        environment=cast("str | None", environment),
-        category=cast("str | None", category),
-        version=cast("int | None", version),
-        status=cast("int | None", status),
-        error=cast("str | None", error),
-        emergency=cast(bool, emergency),
+        time=_time(seconds, micro),
+        request_id=request_id,
+        principal=principal,
+        token=token,
+        auth=auth,
+        remote=remote,
+        user_agent=user_agent,
+        operation=operation,
+        path=path,
+        environment=environment,
+        category=category,
+        version=version,
+        status=status,
+        error=error,
+        emergency=emergency,
         data=data,
-        extra=cast("dict[str, object] | None", extra),
+        extra=extra,
     )
+
+
+def unpack_completion(packed: PackedCompletion) -> Completion:
+    """The ``Completion`` of ``pack_completion(completion)``."""
+    seconds, micro, status, error = packed
+    return Completion(_time(seconds, micro), status, error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +260,7 @@ def _stats(lane: Lane) -> tuple[object, ...]:
     )
 
 
-def _lane(config: LaneConfig, keys: _Keys) -> Lane:
+def _lane(config: LaneConfig, keys: _Keys, on_written: Written) -> Lane:
     from medsecrets.audit.crypt import RecordCipher
     from medsecrets.audit.file import FileAuditDevice
 
@@ -226,22 +282,44 @@ def _lane(config: LaneConfig, keys: _Keys) -> Lane:
         checkpoint_every=config.checkpoint_every,
         checkpoint_interval=config.checkpoint_interval,
         checkpoint_export=export,
+        on_written=on_written,
     )
+
+
+class _Ack(Waiter):
+    """A waiter that knows its event's number (the server's), to answer it by."""
+
+    __slots__ = ("number",)
+
+    def __init__(self, number: int) -> None:
+        super().__init__(1)
+        self.number = number
+
+
+SWITCH_INTERVAL = 0.0005
+"""The audit process's GIL switch interval (s): the writer thread, back from an fsync,
+gets the GIL within this time even while the reading thread renders a large frame."""
 
 
 def run(inp: int, out: int, observer: Observer | None = None) -> int:
     """Serve one server over ``inp``/``out`` (see module docstring); the exit status.
 
-    One thread: read what arrived, render it, write and fsync it as one batch,
-    answer, read again. A write that hangs holds everything behind it, and the
-    server fails the waiters once their answers are late (``RemoteLane.check_hung``).
+    Two threads, so that the fsync of one batch overlaps the rendering of the
+    next: this one reads what arrived and renders it into the lane (HMACs, the
+    chain); the lane's writer thread writes and fsyncs everything rendered so far
+    as one batch, then sends its answers and runs the observer over it. A write
+    that hangs holds everything behind it (what arrives meanwhile is rendered and
+    queued, up to the lane's limit), and the server fails the waiters once their
+    answers are late (``RemoteLane.check_hung``).
     """
     reader = FrameReader(inp)
+    sending = threading.Lock()
 
     def send(message: Message) -> None:
         view = memoryview(encode(message))
-        while view:
-            view = view[os.write(out, view) :]
+        with sending:
+            while view:
+                view = view[os.write(out, view) :]
 
     try:
         first = reader.read()
@@ -250,29 +328,34 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
         send(("error", "config", f"bad config message ({type(exc).__name__})"))
         return 2
     keys = _Keys()
-    lane = _lane(config, keys)
+    observe = observer(config.monitor, send) if observer and config.monitor is not None else None
+
+    def written(events: list[AuditEvent], waiters: list[Waiter], ok: bool) -> None:
+        answers = [(cast(_Ack, waiter).number, ok) for waiter in waiters]
+        send(("acks", answers, _stats(lane)))
+        if ok and observe is not None:
+            try:
+                observe(events)
+            except Exception as exc:  # the detectors never stop the audit trail
+                _log.error("audit process: observer failed (%s)", type(exc).__name__)
+
+    lane = _lane(config, keys, written)
     try:
-        lane.start(thread=False)
+        lane.start()
     except Exception as exc:
         send(("error", type(exc).__name__, str(exc)))
         return 1
-    observe = observer(config.monitor, send) if observer and config.monitor is not None else None
+    sys.setswitchinterval(SWITCH_INTERVAL)
     send(("ready", lane.head.seq))
     messages = first[1:]
     try:
         while True:
-            waiting: list[tuple[int, Waiter]] = []
-            events: list[AuditEvent] = []
+            refused: list[tuple[int, bool]] = []
             for message in messages:
-                _handle(message, lane, keys, waiting, events)
-            lane.write_queued()
-            answers = [(number, bool(waiter.result)) for number, waiter in waiting]
-            send(("acks", answers, _stats(lane)))
-            if observe is not None and events:
-                try:
-                    observe(events)
-                except Exception as exc:  # the detectors never stop the audit trail
-                    _log.error("audit process: observer failed (%s)", type(exc).__name__)
+                _handle(message, lane, keys, refused)
+            if refused:  # the lane's queue is full: answered no at once
+                send(("acks", refused, _stats(lane)))
+            lane.wake()
             messages = reader.read()
     except EOFError:
         pass
@@ -284,24 +367,20 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     return 0
 
 
-def _handle(
-    message: Message,
-    lane: Lane,
-    keys: _Keys,
-    waiting: list[tuple[int, Waiter]],
-    events: list[AuditEvent],
-) -> None:
+def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[tuple[int, bool]]) -> None:
     kind = message[0]
     if kind == "events":
         _, first, items = message
         number = cast(int, first)
-        for wait, packed in cast("list[tuple[bool, PackedEvent]]", items):
-            waiter = Waiter(1) if wait else None
+        for wait, packed, done in cast("list[Item]", items):
+            waiter = _Ack(number) if wait else None
             event = unpack_event(packed)
-            events.append(event)
-            lane.append(event, waiter, notify=False)
-            if waiter is not None:
-                waiting.append((number, waiter))
+            if done is None:
+                lane.append(event, waiter, notify=False)
+            else:
+                lane.append_exchange(event, unpack_completion(done), waiter, notify=False)
+            if waiter is not None and waiter.result is False:
+                refused.append((number, False))
             number += 1
     elif kind == "keys":
         keys.set(cast(bytes, message[1]), cast(bytes, message[2]))

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from medsecrets.errors import AuditFailure
 
-__all__ = ["Both", "Waiter", "answer_all"]
+__all__ = ["Waiter", "answer_all"]
 
 _LOCK = threading.Lock()  # answers are rare, short critical sections: one lock suffices
 
@@ -85,29 +85,6 @@ class Waiter:
             await future
         if not self.result:
             raise AuditFailure
-
-
-class Both:
-    """A ticket for two records (a read's request and response): durable when both are."""
-
-    __slots__ = ("first", "second")
-
-    def __init__(self, first: Waiter, second: Waiter) -> None:
-        self.first = first
-        self.second = second
-
-    def __repr__(self) -> str:
-        return f"Both({self.first!r}, {self.second!r})"
-
-    def wait(self) -> None:
-        """``Waiter.wait`` for both."""
-        self.first.wait()
-        self.second.wait()
-
-    async def wait_async(self) -> None:
-        """``Waiter.wait_async`` for both."""
-        await self.first.wait_async()
-        await self.second.wait_async()
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
