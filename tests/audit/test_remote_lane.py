@@ -362,3 +362,42 @@ def test_stop_fails_what_is_left_unanswered(lane: RemoteLane) -> None:
     lane.stop(0.5)
     assert _wait_all([waiter]) == [False]
     assert process.poll() is not None
+
+
+def test_a_full_queue_in_the_audit_process_refuses_items_by_number(tmp_path: Path) -> None:
+    from medsecrets.audit.file import FileAuditDevice
+    from medsecrets.audit.lane import Lane
+    from medsecrets.audit.sidecar import _handle, _Keys
+
+    keys = _Keys()
+    lane = Lane(FileAuditDevice("file", tmp_path / "a.jsonl"), node="n1", keys=keys, max_pending=1)
+    lane.start()
+    try:
+        done = Completion(dt.datetime.now(dt.UTC), 200, None)
+        items = [(True, pack_event(_event(n)), pack_completion(done)) for n in range(3)]
+        refused: list[int] = []
+        _handle(("events", 5, items), lane, keys, refused)  # the writer is not woken
+        assert refused == [6, 7]  # the first exchange filled the queue
+        assert lane.dropped == 4
+    finally:
+        lane.stop()
+
+
+def test_refusals_fail_their_waiters_but_are_not_progress(lane: RemoteLane) -> None:
+    """A stuck audit process still refuses what it cannot queue: that must not clear the
+    lane's hung state (only written batches do), or a stuck process would never be
+    restarted."""
+    waiter = Waiter(1)
+    lane.append(_event(1), waiter, notify=False)  # item 1, held here (not sent)
+    read_end, write_end = os.pipe()
+    os.write(write_end, encode(("refused", [1])))
+    lane._hung_since = 12.5  # as if its answers were overdue
+    process = lane._process
+    assert process is not None
+    assert lane._answer(process, FrameReader(read_end))
+    os.close(read_end)
+    os.close(write_end)
+    with pytest.raises(AuditFailure):
+        waiter.wait()
+    assert lane._hung_since == 12.5 and lane.hung
+    lane._hung_since = None

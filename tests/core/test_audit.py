@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -182,3 +183,32 @@ def test_admit_audits_and_raises_an_unauthenticated_change(
         ("request", "secrets.write", False),
         ("response", "secrets.write", 401, "unauthenticated"),
     ]
+
+
+@pytest.mark.parametrize("raised", [AuditFailure("device gone"), KeyboardInterrupt()])
+def test_a_route_that_raises_past_the_error_table_still_gets_its_response_record(
+    store: SecretStore,
+    tokens: TokenStore,
+    root: str,
+    raised: BaseException,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker holds a read's request record until its response: every request must get
+    one, also when the route raises ``AuditFailure`` or something that is not an
+    ``Exception``."""
+    audit = Recorder()
+    core = Core(store, tokens, audit=audit)
+    spec = core.spec("GET", "sys.seal_status")
+    assert spec is not None
+
+    def boom(context: object, call: object) -> object:
+        raise raised
+
+    monkeypatch.setitem(
+        core._routes,  # type: ignore[arg-type]
+        ("GET", "sys.seal_status"),
+        dataclasses.replace(spec, handler=boom),
+    )
+    with pytest.raises(type(raised)):
+        core.handle(Request(method="GET", route="sys.seal_status", token=root))
+    assert audit.events[-1] == ("response", "sys.seal_status", 503, "audit_failure")

@@ -91,7 +91,9 @@ class AuditBroker:
         self._watchdog: threading.Thread | None = None
         self._wake_scheduled: set[asyncio.AbstractEventLoop] = set()
         self._attached: asyncio.AbstractEventLoop | None = None
-        self._open: dict[int, AuditEvent] = {}  # id(GET request) -> its request event
+        # id(GET request) -> (that request, its event), until its response; the request is
+        # compared too, so an entry left by a request that never got one matches no other
+        self._open: dict[int, tuple[Request, AuditEvent]] = {}
         self._attach_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -135,7 +137,7 @@ class AuditBroker:
             raise AuditFailure("no audit device configured: request refused")
         event = self._event("request", request, principal, None, None)
         if request.method == "GET":
-            self._open[id(request)] = event  # one dict operation: atomic, no lock needed
+            self._open[id(request)] = (request, event)  # one dict operation: atomic
             return None
         return self._append(event, wait=True)
 
@@ -150,7 +152,8 @@ class AuditBroker:
         for a success."""
         if not self.lanes:
             return None
-        opened = self._open.pop(id(request), None)
+        held = self._open.pop(id(request), None)
+        opened = held[1] if held is not None and held[0] is request else None
         wait = response_status < 400
         if opened is None:
             event = self._event("response", request, principal, response_status, error_code)

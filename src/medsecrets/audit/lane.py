@@ -77,9 +77,10 @@ KeySource = Callable[[str], DeviceKeys | None]
 """Device name → its keys, or ``None`` while sealed (records then omit sensitive data)."""
 
 Written = Callable[[list[AuditEvent], list[Waiter], bool], None]
-"""``(events, waiters, ok)``: a ``Lane``'s hook, called on the writing thread after each
+"""``(events, waiters, ok)``: a ``Lane``'s hook, called on the writer thread after each
 batch, once its ``waiters`` were answered: ``ok`` when the batch (``events``, checkpoints
-included, in chain order) is durable; when it failed, the same events are queued again."""
+included, in chain order) is durable; when it failed, those records are lost (counted in
+``dropped``) and what was queued behind them is chained again on the durable head."""
 
 
 class AuditLane(Protocol):
@@ -88,8 +89,13 @@ class AuditLane(Protocol):
 
     name: str
     required: bool
-    dropped: int
     last_error: str | None
+
+    @property
+    def dropped(self) -> int:
+        """Records never written: refused (queue full, stopping, down) or lost with a
+        failed batch."""
+        ...
 
     @property
     def device(self) -> AuditDevice:
@@ -287,8 +293,10 @@ class Lane:
                 refuse = True
             else:
                 queued = len(self._queue)
-                self._render(event)
-                if completion is not None:
+                if completion is None:
+                    self._render(event)
+                else:  # a due checkpoint follows the pair: the two records stay adjacent
+                    self._render(event, checkpoint=False)
                     self._render(event.responded(completion))
                 if waiter is not None:
                     if self._hung:
@@ -343,13 +351,14 @@ class Lane:
         answer_all(waiters, ok=False)
 
     # -- rendering (under the lock) ----------------------------------------------------
-    def _render(self, event: AuditEvent) -> None:
-        """Chain ``event`` after the tail (and a checkpoint when one is due); queue the lines."""
+    def _render(self, event: AuditEvent, *, checkpoint: bool = True) -> None:
+        """Chain ``event`` after the tail (and, with ``checkpoint``, a checkpoint when one is
+        due); queue the lines."""
         keys = self._safe_keys()
         salter = keys.salter if keys is not None else None
         self._push(event, salter)
         self._since_checkpoint += 1
-        if keys is not None and keys.sign is not None and self._checkpoint_due():
+        if checkpoint and keys is not None and keys.sign is not None and self._checkpoint_due():
             tail = self._tail
             extra = keys.sign(self._node, self.name, tail.seq, tail.hash)
             self._push(AuditEvent(kind="checkpoint", time=_now(), extra=extra), salter)
@@ -409,6 +418,7 @@ class Lane:
             self.device.write([item.line for item in batch])
         except Exception as exc:
             self.failures += 1
+            self.dropped += len(batch)  # the batch leaves the chain: its records are lost
             self.ok = False
             self.last_error = type(exc).__name__
             _LOG.error("audit device %s: write failed (%s)", self.name, type(exc).__name__)

@@ -162,7 +162,7 @@ class RemoteLane:
         self._down = True
         self._hung_since: float | None = None
         self._stats = _Stats()
-        self.dropped = 0
+        self._dropped = 0  # records dropped here, and by audit processes gone since
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -186,6 +186,12 @@ class RemoteLane:
     @property
     def records(self) -> int:
         return self._stats.records
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped here (appended while down, over the frame limit, lost with a dead
+        audit process's queue) and by the audit processes (their queue full)."""
+        return self._dropped + self._stats.dropped
 
     @property
     def failures(self) -> int:
@@ -352,7 +358,7 @@ class RemoteLane:
         refuse = False
         with self._lock:
             if self._down or self._stopping:
-                self.dropped += 1 if item[2] is None else 2
+                self._dropped += 1 if item[2] is None else 2
                 refuse = True
             else:
                 if not self._items:
@@ -400,7 +406,7 @@ class RemoteLane:
                 frames.append(encode(("events", first, items)))
             except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
                 _log.error("audit device %s: %s", self.name, exc)
-                self.dropped += _records(items)
+                self._dropped += _records(items)
                 for number in range(first, first + len(items)):
                     found = self._waiting.pop(number, None)
                     if found is not None:
@@ -469,10 +475,14 @@ class RemoteLane:
         with self._lock:
             current = process is self._process
             for message in messages:
-                if message[0] != "acks":
+                if message[0] == "acks":
+                    if current:
+                        self._take(message, yes, no)
+                elif message[0] == "refused":
+                    if current:
+                        self._refuse(message, no)
+                else:
                     other.append(message)
-                elif current:
-                    self._take(message, yes, no)
             overflow = self._drain() if current else False
         if yes:
             answer_all(yes, ok=True)
@@ -508,6 +518,14 @@ class RemoteLane:
         if not self._stats.up and self._stats.last_error:
             self.last_error = self._stats.last_error
 
+    def _refuse(self, message: Message, no: list[Waiter]) -> None:
+        """Items the audit process refused at once (its queue full): their waiters fail.
+        Not a sign of progress: the lane stays hung if it was."""
+        for number in message[1]:  # type: ignore[attr-defined]
+            found = self._waiting.pop(number, None)
+            if found is not None:
+                no.append(found[0])
+
     def _lose(self, process: subprocess.Popen[bytes], reason: str) -> None:
         """``process`` is dead or given up (``reason``): fail everything, restart.
 
@@ -519,7 +537,8 @@ class RemoteLane:
                 return  # already lost (a second report), or a stale process
             self._down = True
             self.last_error = reason
-            self.dropped += _records(self._items)
+            self._dropped += _records(self._items) + self._stats.dropped
+            self._stats = _Stats(seq=self._stats.seq)  # its count is now in ours
             self._items.clear()
             self._backlog.clear()
             self._sent = _UNKNOWN

@@ -22,7 +22,9 @@ Messages from the server:
   (``Lane.append_exchange``: two records, one answer);
 - end of input: write what is queued, close the device, exit 0.
 
-Messages to the server: one ``("acks", answers, stats)`` per batch written:
+Messages to the server: ``("refused", numbers)`` for items the lane refused at
+once (its queue full: the writer is stuck), and one ``("acks", answers, stats)``
+per batch written (only the writer's progress sends these):
 ``answers`` is a list of ``(number, ok)`` for every item of the batch that asked
 to ``wait``, in order (ok: durably written; not ok: the write failed), ``stats``
 the lane's ``(up, hung, records, failures, dropped, pending, last_error, seq)``.
@@ -96,9 +98,10 @@ Observer = Callable[
     [Mapping[str, object], Callable[[Message], None]], Callable[[list[AuditEvent]], None]
 ]
 """``(LaneConfig.monitor, send) -> observe``: what an entry point above this layer plugs in
-(the detectors): ``observe(events)`` sees each written batch's events (of an exchange,
-the response only), after its answers went out, and may ``send`` messages of its own to
-the server (their first item not ``acks``)."""
+(the detectors): ``observe(events)`` sees the events of each batch, written or failed,
+in chain order (requests and checkpoints too: the detectors look at responses), after its
+answers went out, and may ``send`` messages of its own to the server (their first item
+neither ``acks`` nor ``refused``)."""
 
 
 def pack_event(event: AuditEvent) -> PackedEvent:
@@ -333,7 +336,7 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     def written(events: list[AuditEvent], waiters: list[Waiter], ok: bool) -> None:
         answers = [(cast(_Ack, waiter).number, ok) for waiter in waiters]
         send(("acks", answers, _stats(lane)))
-        if ok and observe is not None:
+        if observe is not None:  # failed batches too: the accesses happened all the same
             try:
                 observe(events)
             except Exception as exc:  # the detectors never stop the audit trail
@@ -350,11 +353,11 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     messages = first[1:]
     try:
         while True:
-            refused: list[tuple[int, bool]] = []
+            refused: list[int] = []
             for message in messages:
                 _handle(message, lane, keys, refused)
-            if refused:  # the lane's queue is full: answered no at once
-                send(("acks", refused, _stats(lane)))
+            if refused:  # the lane's queue is full (its writer is stuck): answered no at once
+                send(("refused", refused))
             lane.wake()
             messages = reader.read()
     except EOFError:
@@ -367,7 +370,7 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     return 0
 
 
-def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[tuple[int, bool]]) -> None:
+def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[int]) -> None:
     kind = message[0]
     if kind == "events":
         _, first, items = message
@@ -380,7 +383,7 @@ def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[tuple[int, 
             else:
                 lane.append_exchange(event, unpack_completion(done), waiter, notify=False)
             if waiter is not None and waiter.result is False:
-                refused.append((number, False))
+                refused.append(number)
             number += 1
     elif kind == "keys":
         keys.set(cast(bytes, message[1]), cast(bytes, message[2]))

@@ -244,10 +244,14 @@ class Admitted:
             # Handlers on hot paths may return ready JSON dicts; the rest go through the codec.
             body = result if type(result) is dict else to_wire(result)
         except AuditFailure:
+            core._refused(request, principal)
             raise
         except Exception as exc:
             status, code = status_for(exc)
             core._on_response(request, principal, status, code)
+            raise
+        except BaseException:
+            core._refused(request, principal)  # every request gets its response record
             raise
         ticket = core._on_response(request, principal, 200, None)
         if ticket is not None and not defer_audit:
