@@ -7,12 +7,13 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from medsecrets.audit.broker import AuditBroker
+from medsecrets.audit.checkpoint import CheckpointSigner, verify_checkpoint
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.file import FileAuditDevice
 from medsecrets.audit.lane import DeviceKeys, Lane
@@ -307,12 +308,10 @@ def test_a_restarted_lane_continues_the_file_chain(tmp_path: Path) -> None:
     check_chain((tmp_path / "a.jsonl").read_bytes().splitlines(keepends=True))
 
 
-def test_checkpoints_are_signed_every_n_records(started: list[AuditBroker]) -> None:
-    from medsecrets.audit.checkpoint import CheckpointSigner, verify_checkpoint
+def signing_keys(signer: CheckpointSigner) -> Callable[[str], DeviceKeys]:
+    """A key source whose keys also sign checkpoints with ``signer``."""
 
-    signer = CheckpointSigner.generate()
-
-    def signing(name: str) -> DeviceKeys:
+    def keys(name: str) -> DeviceKeys:
         return DeviceKeys(
             salter=Salter(KEY),
             sign=lambda node, device, covers, covers_hash: signer.extra(
@@ -320,6 +319,12 @@ def test_checkpoints_are_signed_every_n_records(started: list[AuditBroker]) -> N
             ),
         )
 
+    return keys
+
+
+def test_checkpoints_are_signed_every_n_records(started: list[AuditBroker]) -> None:
+    signer = CheckpointSigner.generate()
+    signing = signing_keys(signer)
     device = ScriptedDevice()
     broker = make(started, lane(device, keys=signing, checkpoint_every=4))
     for _ in range(4):
@@ -508,20 +513,10 @@ def test_a_read_is_one_exchange_its_records_adjacent_in_one_batch(
 def test_an_exchange_stays_adjacent_when_a_checkpoint_is_due(
     started: list[AuditBroker],
 ) -> None:
-    from medsecrets.audit.checkpoint import CheckpointSigner
-
-    signer = CheckpointSigner.generate()
-
-    def signing(name: str) -> DeviceKeys:
-        return DeviceKeys(
-            salter=Salter(KEY),
-            sign=lambda node, device, covers, covers_hash: signer.extra(
-                node=node, device=device, covers=covers, covers_hash=covers_hash
-            ),
-        )
-
     device = ScriptedDevice()
-    broker = make(started, lane(device, keys=signing, checkpoint_every=3))
+    broker = make(
+        started, lane(device, keys=signing_keys(CheckpointSigner.generate()), checkpoint_every=3)
+    )
     for number in range(7):
         request = read(request_id=f"r{number}")
         broker.on_request(request, None)
