@@ -401,3 +401,37 @@ def test_refusals_fail_their_waiters_but_are_not_progress(lane: RemoteLane) -> N
         waiter.wait()
     assert lane._hung_since == 12.5 and lane.hung
     lane._hung_since = None
+
+
+def test_an_audit_process_of_another_protocol_version_refuses_to_start(tmp_path: Path) -> None:
+    """A server whose code was upgraded under it must not feed a new audit process frames
+    of the old shape: the handshake names the mismatch and the process exits."""
+    from medsecrets.audit.sidecar import PROTOCOL, run
+
+    into, child_in = os.pipe()
+    child_out, out = os.pipe()
+    message = _config(tmp_path / "audit.jsonl").to_message()
+    os.write(child_in, encode((*message[:2], PROTOCOL + 1)))
+    os.close(child_in)
+    try:
+        assert run(into, out) == 2
+        (answer,) = FrameReader(child_out).read()
+    finally:
+        for fd in (into, child_out, out):
+            os.close(fd)
+    assert answer[:2] == ("error", "protocol")
+    assert "restart" in str(answer[2])
+    assert not (tmp_path / "audit.jsonl").exists()  # nothing was opened
+
+
+def test_the_audit_process_gets_none_of_the_servers_settings() -> None:
+    from medsecrets.audit.remote import child_env
+
+    environ = {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "MEDSECRETS_STORAGE_DSN": "postgresql://u:Canary-dsn-pw@db/x",
+        "PYTHONPATH": "/elsewhere",
+        "AWS_SECRET_ACCESS_KEY": "Canary-aws",
+    }
+    assert child_env(environ) == {"PATH": "/usr/bin", "LANG": "C.UTF-8"}

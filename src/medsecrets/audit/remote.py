@@ -50,9 +50,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.crypt import RecordCipher
@@ -63,7 +63,7 @@ from medsecrets.audit.sidecar import Item, LaneConfig, pack_completion, pack_eve
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.errors import ConfigError
 
-__all__ = ["KeyMaterial", "RemoteLane"]
+__all__ = ["KeyMaterial", "RemoteLane", "child_env"]
 
 _log = logging.getLogger("medsecrets.audit")
 
@@ -309,10 +309,11 @@ class RemoteLane:
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], FrameReader, int]:
         process = subprocess.Popen(
-            [self._python, "-m", self._entry],
+            [self._python, "-I", "-m", self._entry],  # isolated: no PYTHON* variables
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            env=child_env(os.environ),
         )
         assert process.stdin is not None and process.stdout is not None
         stdin = process.stdin.fileno()
@@ -629,6 +630,16 @@ class RemoteLane:
             answer_all(waiting, ok=False)
         if stuck and process is not None:
             self._lose(process, "audit-process-stuck")
+
+
+_KEPT_ENV: Final = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The audit process's environment: locale, time zone and paths only. Nothing of the
+    server's own settings (``MEDSECRETS_*`` may hold a DSN's password) reaches it: its
+    settings come over the pipe."""
+    return {name: environ[name] for name in _KEPT_ENV if name in environ}
 
 
 def _records(items: list[Item]) -> int:

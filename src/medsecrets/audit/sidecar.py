@@ -10,7 +10,8 @@ threads never wait for the GIL on this process's behalf.
 
 Messages from the server:
 
-- ``("config", {...})`` first: the device and lane settings (``LaneConfig``);
+- ``("config", {...}, PROTOCOL)`` first: the device and lane settings (``LaneConfig``)
+  and the protocol version (another version is refused with ``("error", "protocol", text)``);
   answered by ``("ready", seq)`` (the chain's durable head) or
   ``("error", kind, text)`` when the device cannot be opened (then the process ends);
 - ``("keys", hmac_key, signing_key)``: the device's HMAC key and the checkpoint
@@ -41,7 +42,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Final, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.lane import DeviceKeys, Lane, Written
@@ -49,10 +50,12 @@ from medsecrets.audit.record import AuditEvent, Completion, Kind, Salter
 from medsecrets.audit.waiter import Waiter
 
 __all__ = [
+    "PROTOCOL",
     "Item",
     "LaneConfig",
     "PackedCompletion",
     "PackedEvent",
+    "ProtocolMismatch",
     "main",
     "pack_completion",
     "pack_event",
@@ -216,15 +219,31 @@ class LaneConfig:
         return f"LaneConfig(name={self.name!r}, path={self.path!r}, node={self.node!r})"
 
     def to_message(self) -> Message:
-        """The ``("config", {...})`` message."""
-        return ("config", {name: getattr(self, name) for name in self.__slots__})
+        """The ``("config", {...}, PROTOCOL)`` message."""
+        return ("config", {name: getattr(self, name) for name in self.__slots__}, PROTOCOL)
 
     @classmethod
     def from_message(cls, message: Message) -> LaneConfig:
-        """The config of a ``("config", {...})`` message (``ValueError`` otherwise)."""
-        if len(message) != 2 or message[0] != "config" or not isinstance(message[1], dict):
+        """The config of a ``("config", {...}, PROTOCOL)`` message; ``ValueError`` for
+        anything else, ``ProtocolMismatch`` for another version of the protocol."""
+        if len(message) != 3 or message[0] != "config" or not isinstance(message[1], dict):
             raise ValueError("the first message must be the lane's config")
+        if message[2] != PROTOCOL:
+            raise ProtocolMismatch(
+                f"the server speaks audit protocol {message[2]!r}, this audit process "
+                f"{PROTOCOL} (code upgraded under a running server? restart it)"
+            )
         return cls(**message[1])
+
+
+PROTOCOL: Final = 2
+"""The version of the messages between a server and its audit process (``RemoteLane``
+sends it with the config; the audit process refuses any other). Bump it with any change
+to a message's shape."""
+
+
+class ProtocolMismatch(ValueError):
+    """The server and the audit process run different versions of this module."""
 
 
 class _Keys:
@@ -327,6 +346,9 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     try:
         first = reader.read()
         config = LaneConfig.from_message(first[0])
+    except ProtocolMismatch as exc:
+        send(("error", "protocol", str(exc)))
+        return 2
     except (EOFError, FrameError, ValueError, TypeError) as exc:
         send(("error", "config", f"bad config message ({type(exc).__name__})"))
         return 2
