@@ -241,9 +241,11 @@ def test_a_dead_audit_process_fails_closed_then_comes_back(lane: RemoteLane) -> 
     while not lane.up and time.monotonic() < deadline:  # restarted after a 1 s back-off
         time.sleep(0.05)
     assert lane.up
+    assert lane.records == 1  # the counts outlive the process that made them
     again = Waiter(1)
     lane.append(_event(2), again)
     assert _wait_all([again]) == [True]
+    assert lane.records == 2
     lane.stop()
     report = verify_files(
         [Path(lane.config.path)], public_key=SIGNER.public_key, start=ChainHead(), workers=0

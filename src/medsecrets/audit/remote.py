@@ -163,6 +163,7 @@ class RemoteLane:
         self._hung_since: float | None = None
         self._stats = _Stats()
         self._dropped = 0  # records dropped here, and by audit processes gone since
+        self._before = _Stats()  # the counts of the audit processes gone before this one
         self.last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -185,7 +186,8 @@ class RemoteLane:
 
     @property
     def records(self) -> int:
-        return self._stats.records
+        """Records written, by every audit process this lane ran."""
+        return self._before.records + self._stats.records
 
     @property
     def dropped(self) -> int:
@@ -195,7 +197,8 @@ class RemoteLane:
 
     @property
     def failures(self) -> int:
-        return self._stats.failures
+        """Failed writes, by every audit process this lane ran."""
+        return self._before.failures + self._stats.failures
 
     @property
     def pending(self) -> int:
@@ -474,7 +477,7 @@ class RemoteLane:
         no: list[Waiter] = []
         other: list[Message] = []
         with self._lock:
-            current = process is self._process
+            current = process is self._process and not self._down
             for message in messages:
                 if message[0] == "acks":
                     if current:
@@ -539,7 +542,11 @@ class RemoteLane:
             self._down = True
             self.last_error = reason
             self._dropped += _records(self._items) + self._stats.dropped
-            self._stats = _Stats(seq=self._stats.seq)  # its count is now in ours
+            before, gone = self._before, self._stats
+            self._before = before._replace(
+                records=before.records + gone.records, failures=before.failures + gone.failures
+            )
+            self._stats = _Stats(seq=gone.seq)  # its counts are now in ours
             self._items.clear()
             self._backlog.clear()
             self._sent = _UNKNOWN
