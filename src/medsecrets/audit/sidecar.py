@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -330,8 +329,7 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     Two threads, so that the fsync of one batch overlaps the rendering of the
     next: this one reads what arrived and renders it into the lane (HMACs, the
     chain); the lane's writer thread writes and fsyncs everything rendered so far
-    as one batch, then sends its answers and hands the batch to the observer's
-    thread (``_Watcher``). A write
+    as one batch, then sends its answers and runs the observer over it. A write
     that hangs holds everything behind it (what arrives meanwhile is rendered and
     queued, up to the lane's limit), and the server fails the waiters once their
     answers are late (``RemoteLane.check_hung``).
@@ -356,13 +354,15 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
         return 2
     keys = _Keys()
     observe = observer(config.monitor, send) if observer and config.monitor is not None else None
-    watcher = _Watcher(observe) if observe is not None else None
 
     def written(events: list[AuditEvent], waiters: list[Waiter], ok: bool) -> None:
         answers = [(cast(_Ack, waiter).number, ok) for waiter in waiters]
         send(("acks", answers, _stats(lane)))
-        if watcher is not None:  # failed batches too: the accesses happened all the same
-            watcher.batches.put(events)
+        if observe is not None:  # failed batches too: the accesses happened all the same
+            try:
+                observe(events)
+            except Exception as exc:  # the detectors never stop the audit trail
+                _log.error("audit process: observer failed (%s)", type(exc).__name__)
 
     lane = _lane(config, keys, written)
     try:
@@ -389,32 +389,7 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
         return 3
     finally:
         lane.stop(config.timeout)
-        if watcher is not None:
-            watcher.stop(config.timeout)
     return 0
-
-
-class _Watcher:
-    """Runs the observer over the written batches on a thread of its own, so the writer
-    goes on to the next batch at once (the detectors are not on the audit path)."""
-
-    def __init__(self, observe: Callable[[list[AuditEvent]], None]) -> None:
-        self._observe = observe
-        self.batches: queue.SimpleQueue[list[AuditEvent] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="audit-observer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (events := self.batches.get()) is not None:
-            try:
-                self._observe(events)
-            except Exception as exc:  # the detectors never stop the audit trail
-                _log.error("audit process: observer failed (%s)", type(exc).__name__)
-
-    def stop(self, timeout: float) -> None:
-        """Observe what is queued, then end the thread (waiting at most ``timeout``)."""
-        self.batches.put(None)
-        self._thread.join(timeout)
 
 
 def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[int]) -> None:
