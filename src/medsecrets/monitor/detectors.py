@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import ipaddress
 import operator
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
@@ -334,7 +334,7 @@ class _Distinct:
     __slots__ = ("_cap", "_limit", "_state", "_window")
 
     def __init__(self, window: float, limit: int, cap: int) -> None:
-        self._state: dict[str, OrderedDict[str, float]] = {}
+        self._state: dict[str, dict[str, float]] = {}
         self._window = window
         self._limit = limit
         self._cap = cap
@@ -344,17 +344,20 @@ class _Distinct:
         seen = self._state.get(key)
         if seen is None:
             _trim(self._state, self._limit)
-            seen = self._state[key] = OrderedDict()
+            seen = self._state[key] = {}
         last = seen.get(item)
         if last is None or ts >= last:  # a late event does not make an item older
             if last is not None:
-                seen.move_to_end(item)
+                del seen[item]  # to the end: dicts keep insertion order
             seen[item] = ts
             if len(seen) > self._cap:
-                seen.popitem(last=False)
+                del seen[next(iter(seen))]
         horizon = ts - self._window
-        while seen and next(iter(seen.values())) <= horizon:
-            seen.popitem(last=False)
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] > horizon:
+                break
+            del seen[oldest]
         return len(seen)
 
 
