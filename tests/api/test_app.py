@@ -3,10 +3,11 @@ sealed behaviour, request ids, token headers, logs and canaries."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jsonschema
@@ -24,6 +25,7 @@ from medsecrets.core import Core
 from medsecrets.errors import DecryptionError, StorageError
 from medsecrets.logs import JsonFormatter
 from medsecrets.server.auditsetup import AuditStack
+from medsecrets.storage import sqlite as sqlite_module
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
@@ -378,27 +380,148 @@ def test_failing_audit_hook_refuses_with_503_and_no_secret(
     assert CANARY[:12].replace("-", "_") not in r.text
 
 
-def test_write_requests_run_off_the_event_loop_and_reads_inline(
+def test_secret_writes_and_reads_run_on_the_loop_other_changes_in_a_thread(
     client: SyncClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch, store: SecretStore
 ) -> None:
     import threading
 
-    threads: dict[str, str] = {}
-    real_put, real_get = store.secrets.put, store.secrets.get
+    threads: dict[str, tuple[str, bool]] = {}
+    storage = store.storage
+    assert isinstance(storage, SqliteStorage)
 
-    def put(*a: object, **kw: object) -> object:
-        threads["put"] = threading.current_thread().name
-        return real_put(*a, **kw)  # type: ignore[arg-type]
+    def spy(name: str, real: Callable[..., object]) -> Callable[..., object]:
+        def call(*a: object, **kw: object) -> object:
+            deferring = sqlite_module._DEFERRING.get() is storage
+            threads[name] = (threading.current_thread().name, deferring)
+            return real(*a, **kw)
 
-    def get(*a: object, **kw: object) -> object:
-        threads["get"] = threading.current_thread().name
-        return real_get(*a, **kw)  # type: ignore[arg-type]
+        return call
 
-    monkeypatch.setattr(store.secrets, "put", put)
-    monkeypatch.setattr(store.secrets, "get", get)
+    for name in ("put", "get", "update_metadata"):
+        monkeypatch.setattr(store.secrets, name, spy(name, getattr(store.secrets, name)))
     assert (
         client.put(f"/v1/secrets/{P}", headers=auth, json={"fields": {"username": "u"}}).status_code
         == 200
     )
     assert client.get(f"/v1/secrets/{P}", headers=auth).status_code == 200
-    assert threads["put"] != threads["get"]
+    assert (
+        client.request(
+            "PATCH", f"/v1/metadata/{P}", headers=auth, json={"description": "d"}
+        ).status_code
+        == 200
+    )
+    loop_thread = threads["get"][0]
+    assert threads["put"] == (loop_thread, True)  # loop_write: deferred on the loop
+    assert threads["get"] == (loop_thread, False)
+    assert threads["update_metadata"][0] != loop_thread  # in a worker thread, durable on return
+    assert threads["update_metadata"][1] is False
+
+
+@contextlib.contextmanager
+def _client(app: ASGIApp) -> Iterator[SyncClient]:
+    """A ``SyncClient`` on ``app`` (the ``client`` fixture, for an app built in the test)."""
+    import anyio.from_thread
+    import httpx
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4242))
+        async_client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        try:
+            yield SyncClient(portal, async_client)
+        finally:
+            portal.call(async_client.aclose)
+
+
+def _gated_store(tmp_path: Path, clock: ManualClock, fsync: Callable[[int], None]) -> SecretStore:
+    from medsecrets.schema.seal import KeyFileSealConfig
+
+    s = SecretStore(SqliteStorage(tmp_path / "gated.db", _fsync=fsync), clock=clock)
+    s.initialize(KeyFileSealConfig(str(tmp_path / "gated.key")))
+    return s
+
+
+def test_a_loop_write_is_answered_and_recorded_only_once_durable(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    import os
+    import threading
+    import time
+
+    events: list[str] = []
+    slow = threading.Event()
+
+    def fsync(fd: int) -> None:
+        if slow.is_set():
+            time.sleep(0.3)  # an answer not waiting for this would come first
+        os.fsync(fd)
+        events.append("fsync done")
+
+    store = _gated_store(tmp_path, clock, fsync)
+    tokens = TokenStore(store.barrier, clock=clock)
+    core = Core(store, tokens)
+    real = core._on_response
+
+    def on_response(*a: object, **kw: object) -> object:
+        events.append("response record")
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    core._on_response = on_response  # type: ignore[method-assign]
+    root = tokens.create_root()[0].reveal()
+    try:
+        with _client(create_app(core)) as client:
+            events.clear()
+            slow.set()
+            answer = client.put(
+                f"/v1/secrets/{P}",
+                headers={"Authorization": f"Bearer {root}"},
+                json={"fields": {"username": "u"}},
+            )
+            events.append("answered")
+        assert answer.status_code == 200
+        assert (
+            events.index("fsync done") < events.index("response record") < events.index("answered")
+        )
+    finally:
+        store.close()
+
+
+def test_a_failed_log_fsync_fails_the_loop_write_and_its_record_says_so(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    import errno
+    import os
+
+    fail = [False]
+
+    def fsync(fd: int) -> None:
+        if fail[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+    store = _gated_store(tmp_path, clock, fsync)
+    tokens = TokenStore(store.barrier, clock=clock)
+    core = Core(store, tokens)
+    statuses: list[int] = []
+    real = core._on_response
+
+    def on_response(request: object, principal: object, status: int, code: object) -> object:
+        statuses.append(status)
+        return real(request, principal, status, code)  # type: ignore[arg-type]
+
+    core._on_response = on_response  # type: ignore[method-assign]
+    root = tokens.create_root()[0].reveal()
+    try:
+        with _client(create_app(core)) as client:
+            fail[0] = True
+            statuses.clear()
+            answer = client.put(
+                f"/v1/secrets/{P}",
+                headers={"Authorization": f"Bearer {root}"},
+                json={"fields": {"username": "u"}},
+            )
+        assert answer.status_code == 500
+        assert answer.json()["error"]["code"] == "internal"  # storage failures are 500s
+        assert statuses == [500]  # the outcome recorded is the failure, not the route's 200
+    finally:
+        fail[0] = False
+        store.close()

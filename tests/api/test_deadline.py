@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,44 +14,93 @@ import pytest
 
 from medsecrets.api import create_app
 from medsecrets.api.deadline import Deadlines
+from medsecrets.clock import ManualClock
 from medsecrets.core import Core
 
-PATH = "/v1/secrets/medessence/development/database/slow"
+SECRET = "medessence/development/database/slow"
+PATH = f"/v1/secrets/{SECRET}"
 
 
-def _put(core: Core, root: str, seconds: float) -> httpx.Response:
+def _call(
+    core: Core, root: str, seconds: float, method: str = "PUT", url: str = PATH, body: object = None
+) -> httpx.Response:
     app = create_app(core, request_timeout=seconds)
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.put(
-                PATH,
-                json={"fields": {"username": "svc"}},
+            return await client.request(
+                method,
+                url,
+                json=body if body is not None else {"fields": {"username": "svc"}},
                 headers={"Authorization": f"Bearer {root}"},
             )
 
     return asyncio.run(go())
 
 
+def _put(core: Core, root: str, seconds: float) -> httpx.Response:
+    return _call(core, root, seconds)
+
+
 def test_a_request_blocked_in_a_worker_thread_times_out(
     core: Core, root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = threading.Event()
+    core.store.secrets.put(SECRET, {"username": "svc"})
+    real_update = core.store.secrets.update_metadata
 
-    real_put = core.store.secrets.put
-
-    def slow_put(*args: Any, **kwargs: Any) -> Any:
+    def slow_update(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.5)
         done.set()
-        return real_put(*args, **kwargs)
+        return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(core.store.secrets, "put", slow_put)
-    response = _put(core, root, 0.05)
+    monkeypatch.setattr(core.store.secrets, "update_metadata", slow_update)
+    response = _call(core, root, 0.05, "PATCH", f"/v1/metadata/{SECRET}", {"description": "d"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "timeout"
     assert not done.is_set()  # answered without waiting for the thread
     assert done.wait(5)  # which finishes on its own: "outcome unknown"
+
+
+def test_a_loop_write_waiting_for_its_fsync_times_out_and_is_still_recorded(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    from medsecrets.auth.tokens import TokenStore
+    from medsecrets.schema.seal import KeyFileSealConfig
+    from medsecrets.storage.sqlite import SqliteStorage
+    from medsecrets.store import SecretStore
+
+    slow = threading.Event()
+
+    def fsync(fd: int) -> None:
+        if slow.is_set():
+            time.sleep(0.5)
+        os.fsync(fd)
+
+    store = SecretStore(SqliteStorage(tmp_path / "s.db", _fsync=fsync), clock=clock)
+    store.initialize(KeyFileSealConfig(str(tmp_path / "k.key")))
+    tokens = TokenStore(store.barrier, clock=clock)
+    core = Core(store, tokens)
+    root = tokens.create_root()[0].reveal()
+    statuses: list[int] = []
+    real = core._on_response
+
+    def on_response(request: Any, principal: Any, status: int, code: Any) -> Any:
+        statuses.append(status)
+        return real(request, principal, status, code)
+
+    core._on_response = on_response  # type: ignore[method-assign]
+    try:
+        slow.set()
+        response = _put(core, root, 0.1)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "timeout"
+        assert statuses == [200]  # the route's outcome is recorded anyway ("outcome unknown")
+        slow.clear()
+        assert store.secrets.describe(SECRET).current_version == 1
+    finally:
+        store.close()
 
 
 def test_fast_requests_pass_through(core: Core, root: str) -> None:

@@ -72,7 +72,9 @@ def test_files_are_private(tmp_path: Path, umask: int) -> None:
         os.umask(old)
 
 
-def test_effective_settings_are_wal_and_full(store: SqliteStorage, path: Path) -> None:
+def test_effective_settings_are_wal_and_normal_synced_by_walsync(
+    store: SqliteStorage, path: Path
+) -> None:
     store.put("k", b"v")
     raw = sqlite3.connect(path)
     try:
@@ -81,7 +83,8 @@ def test_effective_settings_are_wal_and_full(store: SqliteStorage, path: Path) -
         raw.close()
     conn = store._checkout()
     try:
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # WalSync fsyncs
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # WalSync's thread
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
     finally:
         store._checkin(conn)
@@ -112,9 +115,9 @@ def test_in_memory_paths_are_refused(special: str) -> None:
 
 
 def test_weaker_synchronous_is_refused(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Simulate a connection whose effective synchronous setting ends up below FULL.
+    # Simulate a connection whose effective synchronous setting ends up below NORMAL.
     monkeypatch.setattr(
-        sqlite_module, "_SETUP_PRAGMAS", ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+        sqlite_module, "_SETUP_PRAGMAS", ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=OFF")
     )
     with pytest.raises(StorageError, match="synchronous"):
         SqliteStorage(path)
@@ -160,5 +163,165 @@ def test_processes_create_a_new_file_at_once(tmp_path: Path) -> None:
     s = SqliteStorage(path)
     try:
         assert len(list_all(s, "proc/")) == 80
+    finally:
+        s.close()
+
+
+# -- durability through WalSync ------------------------------------------------
+
+
+class _SlowFsync:
+    """An fsync seam that records the file it flushed, and holds each flush until ``open``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.files: list[str] = []
+        self.finished = 0
+        self.open = threading.Event()
+        self.open.set()
+        self.error: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        self.files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        assert self.open.wait(10)
+        if self.error is not None:
+            raise self.error
+        os.fsync(fd)
+        self.finished += 1
+
+
+def test_a_write_returns_only_after_the_log_is_fsynced(path: Path) -> None:
+    seam = _SlowFsync()
+    s = SqliteStorage(path, _fsync=seam)
+    try:
+        s.put("k", b"v")
+        assert seam.finished >= 1
+        assert seam.files and all(name.endswith("store.db-wal") for name in seam.files)
+        s.batch([Put("a", b"1"), Put("b", b"2")])
+        assert seam.finished >= 2
+    finally:
+        s.close()
+
+
+def test_concurrent_writes_share_fsyncs(path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    seam = _SlowFsync()
+    s = SqliteStorage(path, _fsync=seam)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: s.put(f"k{i}", b"v"), range(200)))
+        assert all(s.get(f"k{i}") == b"v" for i in range(200))
+        assert seam.finished < 200  # group commit: fewer flushes than writes
+    finally:
+        s.close()
+
+
+def test_deferred_writes_are_visible_at_once_and_settle_after_the_fsync(path: Path) -> None:
+    import asyncio
+
+    seam = _SlowFsync()
+    s = SqliteStorage(path, _fsync=seam)
+
+    async def scenario() -> None:
+        assert s.settled_async() is None  # nothing committed yet
+        seam.open.clear()
+        with s.deferring():
+            s.put("k", b"v")  # returns although the fsync is held
+            s.batch([Put("a", b"1")])
+        assert s.get("k") == b"v" and s.get("a") == b"1"
+        settled = s.settled_async()
+        assert settled is not None
+        await asyncio.sleep(0.1)
+        assert not settled.done()
+        seam.open.set()
+        await asyncio.wait_for(settled, 5)
+        assert s.settled_async() is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        seam.open.set()
+        s.close()
+    reopened = SqliteStorage(path)
+    try:
+        assert reopened.get("k") == b"v"
+    finally:
+        reopened.close()
+
+
+def test_deferring_applies_to_its_own_storage_and_context_only(path: Path, tmp_path: Path) -> None:
+    seam = _SlowFsync()
+    s = SqliteStorage(path, _fsync=seam)
+    other = SqliteStorage(tmp_path / "other.db")
+    try:
+        with s.deferring():
+            other.put("x", b"1")  # another storage: durable on return as ever
+            assert other.settled_async() is None
+        s.put("y", b"2")  # after the block: durable on return
+        assert seam.finished >= 1 and s.settled_async() is None
+    finally:
+        s.close()
+        other.close()
+
+
+def test_a_deferred_conflict_raises_and_writes_nothing(path: Path) -> None:
+    from medsecrets.errors import ConflictError
+    from medsecrets.storage.base import Expect
+
+    s = SqliteStorage(path)
+    try:
+        s.put("k", b"v1")
+        with s.deferring(), pytest.raises(ConflictError):
+            s.batch([Expect("k", b"other"), Put("k", b"v2"), Put("z", b"1")])
+        assert s.get("k") == b"v1" and s.get("z") is None
+    finally:
+        s.close()
+
+
+def test_a_failed_log_fsync_fails_the_write_and_every_later_one(path: Path) -> None:
+    import errno
+
+    seam = _SlowFsync()
+    s = SqliteStorage(path, _fsync=seam)
+    try:
+        s.put("ok", b"1")
+        seam.error = OSError(errno.EIO, "CANARY-io")
+        with pytest.raises(StorageError, match="fsync failed") as first:
+            s.put("k", b"v")
+        assert "Input/output error" in str(first.value)  # the errno's text, not the message
+        assert "CANARY" not in str(first.value)
+        with pytest.raises(StorageError, match="no further writes"):
+            s.put("later", b"x")
+        with pytest.raises(StorageError), s.deferring():
+            s.put("later", b"x")
+        assert s.get("later") is None  # refused before committing
+    finally:
+        seam.error = None
+        s.close()
+
+
+def test_checkpoints_copy_the_log_into_the_database_off_the_writers(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    ran: list[str] = []
+    real = SqliteStorage._checkpoint
+
+    def spy(self: SqliteStorage) -> None:
+        ran.append(threading.current_thread().name)
+        real(self)
+
+    monkeypatch.setattr(SqliteStorage, "_checkpoint", spy)
+    s = SqliteStorage(path)
+    try:
+        before = path.stat().st_size
+        for i in range(600):  # over two checkpoint intervals (256 commits each)
+            s.put(f"k{i:04d}", os.urandom(512))
+        s._sync.close()  # let the sync thread finish its last checkpoint
+        assert ran == ["medsecrets-walsync"] * 2
+        assert path.stat().st_size >= before + 400 * 512  # 512 rows are in the database
     finally:
         s.close()

@@ -16,10 +16,15 @@ read the request head into one ``_Head`` and share everything else. The handler:
   reading), requires ``application/json`` for a non-empty body (415) and
   parses it (400 ``invalid_json``);
 - takes the token from ``Authorization: Bearer`` or ``X-Medsecrets-Token``;
-- runs ``core.handle`` (GETs inline, as reads are fast; writes in a worker
-  thread so fsyncs never block the event loop) and maps errors through the one
-  status table (``core.status``); unexpected exceptions are a generic 500
-  whose traceback (frames only, never messages or values) is logged;
+- runs ``core.handle`` (GETs inline, as reads are fast; ``loop_write`` routes
+  inline too when the storage ``DefersDurability``: their commits return at
+  once and the handler awaits their fsync before it records the outcome;
+  other writes in a worker thread, so no fsync blocks the event loop) and
+  maps errors through the one status table (``core.status``); unexpected
+  exceptions are a generic 500 whose traceback (frames only, never messages
+  or values) is logged. No answer leaves before every storage write committed
+  so far is durable (``settled_async``): a route may have read one that is
+  not yet;
 - answers 503 ``timeout`` to a request still unanswered after
   ``request_timeout`` seconds (``api.deadline``: its task is cancelled; work
   in a worker thread is abandoned and may still complete: "outcome unknown");
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import re
@@ -56,17 +62,19 @@ from medsecrets.api.logging import ERROR_LOGGER, log_access
 from medsecrets.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from medsecrets.api.metrics import Metrics
 from medsecrets.api.openapi import DOCS_URL, OPENAPI_URL, build_openapi, docs_page
-from medsecrets.core.handler import Core
-from medsecrets.core.request import Request
+from medsecrets.core.handler import Admitted, Core, Routed
+from medsecrets.core.request import Request, Response
 from medsecrets.core.routes.base import RouteSpec
 from medsecrets.errors import (
     AuthenticationError,
     InvalidRequest,
     NotFoundError,
     PermissionDenied,
+    StorageError,
     TooLargeError,
 )
 from medsecrets.schema.tokens import TokenInfo
+from medsecrets.storage.base import DefersDurability
 
 __all__ = ["MAX_URL_PATH", "METRICS_URL", "ApiApp", "create_app"]
 
@@ -225,6 +233,8 @@ class _ApiHandler:
         request_timeout: float | None,
     ) -> None:
         self._core = core
+        storage = core.store.storage
+        self._deferrable = storage if isinstance(storage, DefersDurability) else None
         self._metrics = metrics
         self._metrics_open = metrics_unauthenticated
         self._max_body = max_body_bytes
@@ -422,6 +432,7 @@ class _ApiHandler:
         )
         if method == "GET" and self._inline_reads and not spec.slow:
             response = self._core.handle(request, defer_audit=True)
+            await self._settled()
             if response.audit is not None:
                 await response.audit.wait_async()
         elif method != "GET" and self._inline_reads:
@@ -430,14 +441,49 @@ class _ApiHandler:
             # 503 at once and the thread finishes on its own, "outcome unknown").
             admitted = self._core.admit(request)
             await admitted.wait_async()
-            loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self._threads, admitted.run_deferred)
+            if spec.loop_write and self._deferrable is not None:
+                response = await self._write_on_loop(admitted, self._deferrable)
+            else:
+                loop = asyncio.get_running_loop()
+                response = await loop.run_in_executor(self._threads, admitted.run_deferred)
+                await self._settled()
             if response.audit is not None:
                 await response.audit.wait_async()
         else:
             loop = asyncio.get_running_loop()
             response = await loop.run_in_executor(self._threads, self._core.handle, request)
+            await self._settled()
         return _Answer(response.status, orjson.dumps(response.body), request_id)
+
+    async def _settled(self) -> None:
+        """Wait until every storage write committed so far is durable (``DefersDurability``)."""
+        if self._deferrable is not None:
+            settled = self._deferrable.settled_async()
+            if settled is not None:
+                await settled
+
+    @staticmethod
+    async def _write_on_loop(admitted: Admitted, storage: DefersDurability) -> Response:
+        """Route a ``loop_write`` change here, its writes deferred; record it once durable.
+
+        A failed fsync replaces a successful outcome (the write is not durable);
+        a request timeout meanwhile still records the route's outcome, as a
+        worker thread would ("outcome unknown" to the client).
+        """
+        with storage.deferring():
+            routed = admitted.route()
+        settled = storage.settled_async()
+        if settled is not None:
+            try:
+                await settled
+            except StorageError as exc:
+                if routed.error is None:
+                    routed = Routed(None, exc)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    admitted.finish(routed, defer_audit=True)
+                raise
+        return admitted.finish(routed, defer_audit=True)
 
     async def _unrouted(self, head: _Head, request_id: str, route: list[str]) -> _Answer:
         """Metrics, the OpenAPI document and the docs page (not core routes)."""

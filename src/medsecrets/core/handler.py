@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import medsecrets
 from medsecrets.auth.tokens import TokenStore
@@ -46,7 +47,7 @@ from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 from medsecrets.wire import to_wire
 
-__all__ = ["Admitted", "Core"]
+__all__ = ["Admitted", "Core", "Routed"]
 
 _INIT = "sys.init"
 
@@ -190,6 +191,13 @@ class Core:
             self._audit.on_response(request, principal, 503, AuditFailure.code)
 
 
+class Routed(NamedTuple):
+    """What a route produced: its JSON-ready ``body``, or the ``error`` it raised."""
+
+    body: object
+    error: BaseException | None
+
+
 class Admitted:
     """A request past ``Core.admit``: authenticated, authorized, its record queued.
 
@@ -238,26 +246,37 @@ class Admitted:
 
     def run(self, *, defer_audit: bool = False) -> Response:
         """Route the request and record its outcome (see ``Core.handle``)."""
-        core, request, principal = self._core, self._call.request, self._principal
+        return self.finish(self.route(), defer_audit=defer_audit)
+
+    def route(self) -> Routed:
+        """Step 6 alone: the route's JSON-ready body, or what it raised; nothing recorded.
+
+        The caller must hand the result to ``finish``, as it is or with the
+        failure that kept its writes from becoming durable in its place.
+        """
         try:
-            result = self._spec.handler(core._context, self._call)
+            result = self._spec.handler(self._core._context, self._call)
             # Handlers on hot paths may return ready JSON dicts; the rest go through the codec.
-            body = result if type(result) is dict else to_wire(result)
-        except AuditFailure:
-            core._refused(request, principal)
-            raise
-        except Exception as exc:
-            status, code = status_for(exc)
-            core._on_response(request, principal, status, code)
-            raise
-        except BaseException:
-            core._refused(request, principal)  # every request gets its response record
-            raise
+            return Routed(result if type(result) is dict else to_wire(result), None)
+        except BaseException as exc:
+            return Routed(None, exc)
+
+    def finish(self, routed: Routed, *, defer_audit: bool = False) -> Response:
+        """Step 7: record ``routed`` (a response record), then return it or raise its error."""
+        core, request, principal = self._core, self._call.request, self._principal
+        error = routed.error
+        if error is not None:
+            if isinstance(error, Exception) and not isinstance(error, AuditFailure):
+                status, code = status_for(error)
+                core._on_response(request, principal, status, code)
+            else:  # every request gets its response record
+                core._refused(request, principal)
+            raise error
         ticket = core._on_response(request, principal, 200, None)
         if ticket is not None and not defer_audit:
             ticket.wait()
             ticket = None
-        return Response(200, body, audit=ticket)
+        return Response(200, routed.body, audit=ticket)
 
     def run_deferred(self) -> Response:
         """``run(defer_audit=True)``, as one callable for an executor."""

@@ -12,6 +12,7 @@ from medsecrets.lazy import resolve
 
 if TYPE_CHECKING:
     from medsecrets.storage.base import (
+        DefersDurability,
         Delete,
         Expect,
         Lease,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DefersDurability",
     "Delete",
     "Expect",
     "Lease",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 _EXPORTS = {
+    "DefersDurability": "medsecrets.storage.base",
     "Delete": "medsecrets.storage.base",
     "Expect": "medsecrets.storage.base",
     "Lease": "medsecrets.storage.base",

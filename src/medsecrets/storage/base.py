@@ -9,7 +9,9 @@ Every backend must pass ``medsecrets.storage.testing`` (the conformance suite).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +20,7 @@ from medsecrets.errors import InvalidRequest
 __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_VALUE_SIZE",
+    "DefersDurability",
     "Delete",
     "Expect",
     "Lease",
@@ -159,3 +162,23 @@ def check_key(key: str) -> str:
     if "\x00" in key:
         raise InvalidRequest("storage key contains NUL")
     return key
+
+
+@runtime_checkable
+class DefersDurability(Protocol):
+    """A backend whose writes can return before they are durable, for an event loop.
+
+    Inside ``deferring()`` (a context manager; it applies to the current
+    thread or task only), ``put``/``delete``/``batch`` return as soon as the
+    write is committed and visible, without waiting for the disk. The caller
+    must then await ``settled_async()`` before telling anyone the write
+    happened. ``settled_async()`` is ``None`` when every write committed so
+    far, in this process, is durable, else a future of the running loop that
+    is done when they are (or raises the ``StorageError`` that made them fail).
+    Outside ``deferring()`` every write is durable when it returns, as the
+    ``StorageBackend`` contract says.
+    """
+
+    def deferring(self) -> AbstractContextManager[None]: ...
+
+    def settled_async(self) -> asyncio.Future[None] | None: ...

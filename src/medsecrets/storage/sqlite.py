@@ -1,10 +1,25 @@
 """``SqliteStorage``: the embedded default backend, one SQLite file.
 
-Durability: the file runs in ``journal_mode=WAL`` with ``synchronous=FULL``
-(every commit is fsync'd before it returns). Both settings are read back after
-they are set and the store refuses to open (``StorageError`` naming the
-setting) if the effective value is weaker, for example a ``:memory:`` path or
-a file system that cannot do WAL.
+Durability: the file runs in ``journal_mode=WAL`` with ``synchronous=NORMAL``:
+a ``COMMIT`` appends to the write-ahead log without an fsync, so no connection
+holds the write lock across a disk flush. The flush is ``WalSync``'s
+(``storage.walsync``): one thread fsyncs the log whenever commits wait, one
+fsync covering every commit before it, and a write returns only once the
+fsync that covers it is done (outside ``deferring()``, below). Both settings
+are read back after they are set and the store refuses to open
+(``StorageError`` naming the setting) if the effective value is weaker, for
+example a ``:memory:`` path or a file system that cannot do WAL. After a
+failed fsync every later write fails (the dirty pages may be gone); reopen.
+
+Deferred durability (``DefersDurability``): inside ``deferring()`` a write
+commits on the calling thread (an event loop's) and returns at once; the
+caller awaits ``settled_async()`` before it reports the write. Until then the
+write is visible to readers in any process, though not yet durable: a reader
+that reports what it read must await ``settled_async()`` too (the server does,
+for every response); another process cannot, so with several worker
+processes a read elsewhere may report a write up to one fsync (about a
+millisecond) before it is durable, which only an operating-system crash in
+that window could undo.
 
 Concurrency: connections come from a small pool (one per concurrently active
 thread, reused); every write runs in ``BEGIN IMMEDIATE`` with a busy timeout,
@@ -41,8 +56,11 @@ range, never ``LIKE``, so ``%`` and ``_`` are literal.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import collections
+import contextlib
+import contextvars
 import functools
 import os
 import secrets
@@ -74,6 +92,7 @@ from medsecrets.storage.validation import (
     check_value,
     prefix_upper_bound,
 )
+from medsecrets.storage.walsync import WalSync
 
 __all__ = ["SqliteStorage"]
 
@@ -82,9 +101,10 @@ _T = TypeVar("_T")
 #: Statements run on every new connection, then verified by ``_verify_settings``.
 _SETUP_PRAGMAS: tuple[str, ...] = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA wal_autocheckpoint=0",  # WalSync's thread checkpoints
 )
-_SYNCHRONOUS_FULL = 2
+_SYNCHRONOUS_NORMAL = 1
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
@@ -106,6 +126,11 @@ _LEASE_RENEW = "UPDATE leases SET expires_at = ? WHERE name = ? AND token = ? AN
 _LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND token = ?"
 
 _MEMORY_PATHS = frozenset({"", ":memory:"})
+
+#: Set inside ``SqliteStorage.deferring()``: the storage whose writes return at commit.
+_DEFERRING: contextvars.ContextVar[SqliteStorage | None] = contextvars.ContextVar(
+    "medsecrets_sqlite_deferring", default=None
+)
 
 
 class _Pending:
@@ -227,7 +252,8 @@ class SqliteStorage:
     write lock held by another connection or process. ``clock`` supplies the
     wall time for leases (``expires_at = clock.now().timestamp() + ttl``).
     ``read_cache=False`` runs a query for every read (the change stamp is still
-    bumped after each commit, for the other processes' caches).
+    bumped after each commit, for the other processes' caches). ``_fsync`` is
+    the write-ahead log's flush (a seam for tests).
     """
 
     def __init__(
@@ -237,6 +263,7 @@ class SqliteStorage:
         timeout: float = 30.0,
         clock: Clock | None = None,
         read_cache: bool = True,
+        _fsync: Callable[[int], None] = os.fsync,
     ) -> None:
         self._path = os.fspath(path)
         self._timeout = timeout
@@ -246,6 +273,8 @@ class SqliteStorage:
         self._queue: builtins.list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._leading = False  # a caller is committing a group now
+        self._txn_lock = threading.Lock()  # one write transaction of this process at a time
+        self._sync = WalSync(self._path + "-wal", checkpoint=self._checkpoint, fsync=_fsync)
         self._stamp: ChangeStamp | None = None
         self._cache: ReadCache | None = None
         _create_private_file(self._path)
@@ -322,9 +351,19 @@ class SqliteStorage:
         finally:
             self._checkin(conn)
 
-    def _transaction(self, op: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``body(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on error)."""
+    def _checkpoint(self) -> None:
+        """A passive checkpoint (``WalSync`` calls it from its thread)."""
         with self._conn() as conn:
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                raise _wrap("checkpoint", exc) from None
+
+    def _transaction(self, op: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``body(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on
+        error); returns once the commit is durable."""
+        self._sync.check()
+        with self._conn() as conn, self._txn_lock:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -336,6 +375,8 @@ class SqliteStorage:
                     raise
             except sqlite3.Error as exc:
                 raise _wrap(op, exc) from None
+            seq = self._sync.committed()
+        self._sync.wait(seq)
         return result
 
     # -- key/value -----------------------------------------------------------
@@ -403,16 +444,36 @@ class SqliteStorage:
 
         self._write(ops)
 
+    def deferring(self) -> contextlib.AbstractContextManager[None]:
+        """Writes of this thread or task return at commit, not yet durable (module docstring)."""
+        return _deferring(self)
+
+    def settled_async(self) -> asyncio.Future[None] | None:
+        """``None`` if every commit so far is durable, else a future (``DefersDurability``)."""
+        sync = self._sync
+        pending = sync.pending
+        if not pending and sync.error is None:
+            return None
+        return sync.wait_async(pending)
+
     def _write(self, ops: Sequence[Operation]) -> None:
         """Queue ``ops`` for the next group commit and wait until it is durable.
 
         The first caller to find no commit running leads: it commits every
-        write queued so far in one transaction, then hands the lead to the
-        oldest write queued meanwhile (or gives it up) before waking the
-        group. Everyone else sleeps on its own lock until its write is
-        committed or it is made leader.
+        write queued so far in one transaction and hands the lead to the
+        oldest write queued meanwhile (or gives it up); then it waits for the
+        fsync that covers the commit and wakes the group. Everyone else sleeps
+        on its own lock until its write is durable or it is made leader.
+        Inside ``deferring()`` the write is committed at once, alone, and
+        not waited for.
         """
+        self._sync.check()
         pending = _Pending(ops)
+        if _DEFERRING.get() is self:
+            self._commit_group((pending,))
+            if pending.error is not None:
+                raise pending.error
+            return
         with self._queue_lock:
             self._queue.append(pending)
             if not self._leading:
@@ -427,8 +488,9 @@ class SqliteStorage:
     def _lead(self) -> None:
         with self._queue_lock:
             group, self._queue = self._queue, []
+        seq = 0
         try:
-            self._commit_group(group)
+            seq = self._commit_group(group)
         finally:
             with self._queue_lock:
                 successor = self._queue[0] if self._queue else None
@@ -436,20 +498,30 @@ class SqliteStorage:
                     successor.lead = True
                 else:
                     self._leading = False
-            if successor is not None:  # the next commit starts while this group wakes
+            if successor is not None:  # the next commit starts while this one syncs
                 successor.wake.release()
-            for pending in group:
-                pending.done = True
-                pending.wake.release()
+            try:
+                if seq:
+                    self._sync.wait(seq)
+            except StorageError as exc:
+                for pending in group:
+                    pending.error = pending.error or exc
+            finally:
+                for pending in group:
+                    pending.done = True
+                    pending.wake.release()
 
-    def _commit_group(self, group: Sequence[_Pending]) -> None:
+    def _commit_group(self, group: Sequence[_Pending]) -> int:
         """Commit every pending write of ``group`` in one transaction (``_apply_group``).
 
         Sets each member's ``error`` (its ``ConflictError``, or the failure of
-        the whole transaction) and bumps the change stamp; waking is the caller's.
+        the whole transaction) and bumps the change stamp; returns the
+        commit's ``WalSync`` sequence number (0: nothing committed). Waiting
+        for durability and waking are the caller's.
         """
+        seq = 0
         try:
-            with self._conn() as conn:
+            with self._conn() as conn, self._txn_lock:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                     try:
@@ -461,12 +533,14 @@ class SqliteStorage:
                         raise
                 except sqlite3.Error as exc:
                     raise _wrap("batch", exc) from None
+                seq = self._sync.committed()
         except BaseException as exc:
             for pending in group:
                 pending.error = pending.error or exc
         finally:
             if self._stamp is not None:  # also after a failure: the outcome may be unknown
                 self._stamp.bump()
+        return seq
 
     # -- leases --------------------------------------------------------------
 
@@ -520,10 +594,20 @@ class SqliteStorage:
         """Close every connection (busy ones as they are handed back). Idempotent."""
         self._closed = True
         self._drain()
+        self._sync.close()
         if self._cache is not None:
             self._cache.clear()
         if self._stamp is not None:
             self._stamp.close()
+
+
+@contextlib.contextmanager
+def _deferring(storage: SqliteStorage) -> Iterator[None]:
+    token = _DEFERRING.set(storage)
+    try:
+        yield
+    finally:
+        _DEFERRING.reset(token)
 
 
 def _create_private_file(path: str) -> None:
@@ -550,8 +634,11 @@ def _verify_settings(conn: sqlite3.Connection) -> None:
     if journal != "wal":
         raise StorageError(f"sqlite journal_mode is {journal!r}, need 'wal' (durable file)")
     synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
-    if synchronous < _SYNCHRONOUS_FULL:
-        raise StorageError(f"sqlite synchronous is {synchronous}, need FULL (2) or EXTRA (3)")
+    if synchronous < _SYNCHRONOUS_NORMAL:
+        raise StorageError(
+            f"sqlite synchronous is {synchronous}, need NORMAL (1) or stronger"
+            " (commits are fsync'd by WalSync)"
+        )
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

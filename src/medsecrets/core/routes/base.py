@@ -124,6 +124,10 @@ class RouteSpec:
     returns_secret: bool = False
     slow: bool = False
     """Reads that may take long (scanning the audit log): never run on the event loop."""
+    loop_write: bool = False
+    """A change cheap enough to route on the event loop: its storage writes return at
+    commit (``DefersDurability``) and the transport awaits their durability before it
+    records the outcome. Only for bounded CPU work whose one blocking call is storage."""
 
     def parse(self, data: object) -> object:
         """The typed body of a call (``None`` for routes without a body)."""

@@ -253,6 +253,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body=PutBody,
             body_required=True,
             response=PutResponse,
+            loop_write=True,
         ),
         RouteSpec(
             name="secrets.read",

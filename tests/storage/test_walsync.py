@@ -1,0 +1,198 @@
+"""WalSync: commits made durable by one fsync thread, many per fsync, failure final."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from medsecrets.errors import StorageError
+from medsecrets.storage.walsync import WalSync
+
+
+class GatedFsync:
+    """An fsync seam that counts flushes and can be held shut or made to fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.open = threading.Event()
+        self.open.set()
+        self.entered = threading.Event()
+        self.error: OSError | None = None
+        self.inodes: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        self.inodes.append(os.fstat(fd).st_ino)
+        self.entered.set()
+        assert self.open.wait(10)
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        os.fsync(fd)
+
+
+@pytest.fixture
+def wal(tmp_path: Path) -> Path:
+    path = tmp_path / "store.db-wal"
+    path.write_bytes(b"frames")
+    return path
+
+
+@pytest.fixture
+def gate() -> GatedFsync:
+    return GatedFsync()
+
+
+@pytest.fixture
+def make(wal: Path, gate: GatedFsync) -> Iterator[Callable[..., WalSync]]:
+    made: list[WalSync] = []
+
+    def build(**kw: object) -> WalSync:
+        sync = WalSync(str(wal), fsync=gate, **kw)  # type: ignore[arg-type]
+        made.append(sync)
+        return sync
+
+    yield build
+    gate.open.set()
+    for sync in made:
+        sync.close()
+
+
+def test_a_commit_waits_for_the_fsync_that_covers_it(
+    make: Callable[..., WalSync], gate: GatedFsync
+) -> None:
+    sync = make()
+    gate.open.clear()
+    seq = sync.committed()
+    assert sync.pending == seq
+    assert gate.entered.wait(5)
+    waiter = threading.Thread(target=sync.wait, args=(seq,))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # still waiting: the fsync has not returned
+    gate.open.set()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert sync.pending == 0 and gate.calls == 1
+
+
+def test_commits_made_during_an_fsync_share_the_next_one(
+    make: Callable[..., WalSync], gate: GatedFsync
+) -> None:
+    sync = make()
+    gate.open.clear()
+    sync.committed()
+    assert gate.entered.wait(5)  # the first fsync is under way, held
+    last = 0
+    for _ in range(20):
+        last = sync.committed()
+    gate.open.set()
+    sync.wait(last)
+    assert gate.calls == 2  # 21 commits, two flushes
+
+
+def test_wait_async_resolves_only_after_the_fsync(
+    make: Callable[..., WalSync], gate: GatedFsync
+) -> None:
+    sync = make()
+
+    async def scenario() -> None:
+        gate.open.clear()
+        seq = sync.committed()
+        future = sync.wait_async(seq)
+        await asyncio.sleep(0.1)
+        assert not future.done()
+        gate.open.set()
+        await asyncio.wait_for(future, 5)
+        assert gate.calls == 1
+        done = sync.wait_async(seq)  # already durable: a finished future
+        assert done.done()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_fsync_fails_every_waiter_and_every_later_commit(
+    make: Callable[..., WalSync], gate: GatedFsync
+) -> None:
+    sync = make()
+    gate.error = OSError(errno.EIO, "Input/output error")
+
+    async def scenario() -> None:
+        seq = sync.committed()
+        with pytest.raises(StorageError, match="fsync failed"):
+            await asyncio.wait_for(sync.wait_async(seq), 5)
+
+    asyncio.run(scenario())
+    with pytest.raises(StorageError, match="no further writes"):
+        sync.wait(1)
+    with pytest.raises(StorageError):
+        sync.check()
+    assert sync.error is not None
+    later = sync.committed()
+    with pytest.raises(StorageError):
+        sync.wait(later)
+
+
+def test_a_missing_log_has_nothing_to_sync(tmp_path: Path, gate: GatedFsync) -> None:
+    sync = WalSync(str(tmp_path / "absent.db-wal"), fsync=gate)
+    try:
+        sync.wait(sync.committed())
+        assert gate.calls == 0
+    finally:
+        sync.close()
+
+
+def test_a_replaced_log_is_reopened(
+    make: Callable[..., WalSync], gate: GatedFsync, wal: Path
+) -> None:
+    sync = make()
+    sync.wait(sync.committed())
+    first = os.stat(wal).st_ino
+    wal.unlink()  # the old inode stays open in the sync: its number cannot be reused
+    wal.write_bytes(b"new frames")
+    sync.wait(sync.committed())
+    assert gate.inodes == [first, os.stat(wal).st_ino]
+    assert first != os.stat(wal).st_ino
+
+
+def test_checkpoints_run_on_the_sync_thread_every_n_commits(
+    make: Callable[..., WalSync], caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[str] = []
+
+    def checkpoint() -> None:
+        ran.append(threading.current_thread().name)
+        if len(ran) == 1:
+            raise OSError("checkpoint trouble")
+
+    sync = make(checkpoint=checkpoint, checkpoint_every=5)
+    for _ in range(4):
+        sync.wait(sync.committed())
+    assert ran == []
+    with caplog.at_level(logging.WARNING, logger="medsecrets.storage.walsync"):
+        sync.wait(sync.committed())  # the fifth commit
+        sync.close()  # the checkpoint ran after the fsync that settled it
+    assert ran == ["medsecrets-walsync"]
+    assert "checkpoint failed: OSError" in caplog.text
+    assert "trouble" not in caplog.text  # the type only, never a message
+
+
+def test_close_makes_pending_commits_durable(
+    make: Callable[..., WalSync], gate: GatedFsync
+) -> None:
+    sync = make()
+    gate.open.clear()
+    sync.committed()
+    assert gate.entered.wait(5)
+    sync.committed()
+    gate.open.set()
+    sync.close()
+    assert sync.pending == 0
+    assert gate.calls == 2
+    sync.close()  # idempotent
