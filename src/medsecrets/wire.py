@@ -27,9 +27,26 @@ JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 T = TypeVar("T")
 
 
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+@functools.cache
+def _wire_fields(cls: type) -> tuple[str, ...] | None:
+    """The fields of dataclass ``cls`` that go on the wire (not ``_``-prefixed); else ``None``."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_"))
+
+
 def to_wire(value: object) -> JSON:
     """JSON-ready form of ``value`` (dataclass, datetime, sequence, mapping, scalar)."""
-    if value is None or isinstance(value, bool | int | float | str):
+    kind: type = type(value)
+    if kind in _SCALARS:
+        return value  # type: ignore[return-value]
+    names = _wire_fields(kind)
+    if names is not None:
+        return {name: to_wire(getattr(value, name)) for name in names}
+    if isinstance(value, bool | int | float | str):  # subclasses (enums)
         return value
     if isinstance(value, dt.datetime):
         return value.isoformat()
