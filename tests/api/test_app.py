@@ -525,3 +525,37 @@ def test_a_failed_log_fsync_fails_the_loop_write_and_its_record_says_so(
     finally:
         fail[0] = False
         store.close()
+
+
+def test_a_loop_write_that_finds_the_write_lock_taken_runs_again_in_a_thread(
+    client: SyncClient, auth: dict[str, str], store: SecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    storage = store.storage
+    assert isinstance(storage, SqliteStorage)
+    runs: list[tuple[str, bool]] = []
+    real_put = store.secrets.put
+
+    def put(*a: object, **kw: object) -> object:
+        runs.append((threading.current_thread().name, sqlite_module._DEFERRING.get() is storage))
+        return real_put(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.secrets, "put", put)
+    other = sqlite3.connect(storage._path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process's write lock, held for 0.3 s
+    releaser = threading.Timer(0.3, lambda: other.execute("ROLLBACK"))
+    releaser.start()
+    try:
+        started = time.monotonic()
+        answer = client.put(f"/v1/secrets/{P}", headers=auth, json={"fields": {"username": "u"}})
+        assert answer.status_code == 200
+        assert time.monotonic() - started >= 0.25  # it waited for the lock, in the thread
+    finally:
+        releaser.join()
+        other.close()
+    assert runs[0][1] is True  # first on the loop, deferred: refused at once
+    assert runs[-1][1] is False and runs[-1][0] != runs[0][0]  # then in a worker thread
+    assert store.secrets.describe(P).current_version == 1

@@ -72,10 +72,12 @@ def test_a_loop_write_waiting_for_its_fsync_times_out_and_is_still_recorded(
     from medsecrets.store import SecretStore
 
     slow = threading.Event()
+    events: list[str] = []
 
     def fsync(fd: int) -> None:
         if slow.is_set():
             time.sleep(0.5)
+            events.append("fsync done")
         os.fsync(fd)
 
     store = SecretStore(SqliteStorage(tmp_path / "s.db", _fsync=fsync), clock=clock)
@@ -88,15 +90,32 @@ def test_a_loop_write_waiting_for_its_fsync_times_out_and_is_still_recorded(
 
     def on_response(request: Any, principal: Any, status: int, code: Any) -> Any:
         statuses.append(status)
+        events.append("recorded")
         return real(request, principal, status, code)
 
     core._on_response = on_response  # type: ignore[method-assign]
+    app = create_app(core, request_timeout=0.1)
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answer = await client.put(
+                PATH,
+                json={"fields": {"username": "svc"}},
+                headers={"Authorization": f"Bearer {root}"},
+            )
+        events.append("answered")
+        await asyncio.sleep(1.0)  # the server keeps running: the fsync ends meanwhile
+        return answer
+
     try:
         slow.set()
-        response = _put(core, root, 0.1)
+        response = asyncio.run(go())
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "timeout"
         assert statuses == [200]  # the route's outcome is recorded anyway ("outcome unknown")
+        assert events[0] == "answered" and events[-1] == "recorded"  # but only once durable:
+        assert "fsync done" in events[1:-1]
         slow.clear()
         assert store.secrets.describe(SECRET).current_version == 1
     finally:

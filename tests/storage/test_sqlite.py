@@ -325,3 +325,71 @@ def test_checkpoints_copy_the_log_into_the_database_off_the_writers(
         assert path.stat().st_size >= before + 400 * 512  # 512 rows are in the database
     finally:
         s.close()
+
+
+def test_a_symlinked_database_path_fsyncs_the_real_log(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "store.db"
+    real.parent.mkdir()
+    link = tmp_path / "link.db"
+    SqliteStorage(real).close()
+    link.symlink_to(real)
+    seam = _SlowFsync()
+    s = SqliteStorage(link, _fsync=seam)
+    try:
+        s.put("k", b"v")
+        assert seam.finished >= 1
+        assert set(seam.files) == {str(real) + "-wal"}  # SQLite's log, beside the real file
+    finally:
+        s.close()
+
+
+def test_close_lets_a_write_under_way_finish_durably_then_refuses_writes(path: Path) -> None:
+    import threading
+
+    seam = _SlowFsync()
+    s = SqliteStorage(path, _fsync=seam)
+    s.put("first", b"1")
+    seam.open.clear()  # the next flush is held
+    writer = threading.Thread(target=s.put, args=("k", b"v"))
+    writer.start()
+    closer = threading.Thread(target=s.close)
+    import time
+
+    time.sleep(0.2)
+    closer.start()
+    time.sleep(0.2)
+    seam.open.set()
+    writer.join(5)
+    closer.join(5)
+    assert not writer.is_alive() and not closer.is_alive()
+    with pytest.raises(StorageError, match="closed"):
+        s.put("after", b"x")
+    reopened = SqliteStorage(path)
+    try:
+        assert reopened.get("k") == b"v"
+    finally:
+        reopened.close()
+
+
+def test_a_deferred_write_never_waits_for_a_lock(path: Path, tmp_path: Path) -> None:
+    from medsecrets.storage.base import WriteLockBusy
+
+    s = SqliteStorage(path)
+    try:
+        s.put("k", b"v1")
+        with s._txn_lock, s.deferring(), pytest.raises(WriteLockBusy):  # this process's
+            s.put("k", b"v2")
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process's (or connection's)
+            with s.deferring(), pytest.raises(WriteLockBusy):
+                s.put("k", b"v3")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert s.get("k") == b"v1"  # nothing written by the refused attempts
+        with s.deferring():
+            s.put("k", b"v4")  # the lock free again: written
+        assert s.get("k") == b"v4"
+    finally:
+        s.close()

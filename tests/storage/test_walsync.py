@@ -37,6 +37,13 @@ class GatedFsync:
         os.fsync(fd)
 
 
+def commit(sync: WalSync) -> int:
+    """One commit as ``SqliteStorage`` makes it: begun, then its ``COMMIT`` returned."""
+    seq = sync.begin()
+    sync.done(seq)
+    return seq
+
+
 @pytest.fixture
 def wal(tmp_path: Path) -> Path:
     path = tmp_path / "store.db-wal"
@@ -69,7 +76,7 @@ def test_a_commit_waits_for_the_fsync_that_covers_it(
 ) -> None:
     sync = make()
     gate.open.clear()
-    seq = sync.committed()
+    seq = commit(sync)
     assert sync.pending == seq
     assert gate.entered.wait(5)
     waiter = threading.Thread(target=sync.wait, args=(seq,))
@@ -87,11 +94,11 @@ def test_commits_made_during_an_fsync_share_the_next_one(
 ) -> None:
     sync = make()
     gate.open.clear()
-    sync.committed()
+    commit(sync)
     assert gate.entered.wait(5)  # the first fsync is under way, held
     last = 0
     for _ in range(20):
-        last = sync.committed()
+        last = commit(sync)
     gate.open.set()
     sync.wait(last)
     assert gate.calls == 2  # 21 commits, two flushes
@@ -104,7 +111,7 @@ def test_wait_async_resolves_only_after_the_fsync(
 
     async def scenario() -> None:
         gate.open.clear()
-        seq = sync.committed()
+        seq = commit(sync)
         future = sync.wait_async(seq)
         await asyncio.sleep(0.1)
         assert not future.done()
@@ -124,7 +131,7 @@ def test_a_failed_fsync_fails_every_waiter_and_every_later_commit(
     gate.error = OSError(errno.EIO, "Input/output error")
 
     async def scenario() -> None:
-        seq = sync.committed()
+        seq = commit(sync)
         with pytest.raises(StorageError, match="fsync failed"):
             await asyncio.wait_for(sync.wait_async(seq), 5)
 
@@ -133,30 +140,63 @@ def test_a_failed_fsync_fails_every_waiter_and_every_later_commit(
         sync.wait(1)
     with pytest.raises(StorageError):
         sync.check()
-    assert sync.error is not None
-    later = sync.committed()
-    with pytest.raises(StorageError):
-        sync.wait(later)
+    assert sync.failed
+    with pytest.raises(StorageError, match="no further writes"):
+        sync.begin()  # a commit is refused before it starts
 
 
-def test_a_missing_log_has_nothing_to_sync(tmp_path: Path, gate: GatedFsync) -> None:
+def test_a_missing_log_is_a_failure_not_nothing_to_sync(tmp_path: Path, gate: GatedFsync) -> None:
     sync = WalSync(str(tmp_path / "absent.db-wal"), fsync=gate)
     try:
-        sync.wait(sync.committed())
+        with pytest.raises(StorageError, match="fsync failed"):
+            sync.wait(commit(sync))
         assert gate.calls == 0
     finally:
         sync.close()
+
+
+def test_a_begun_commit_is_pending_but_not_flushed_before_it_is_done(
+    make: Callable[..., WalSync], gate: GatedFsync
+) -> None:
+    sync = make()
+    seq = sync.begin()  # COMMIT under way: readers may see it already
+    assert sync.pending == seq
+    assert not gate.entered.wait(0.2)  # no fsync may claim it before its frames are written
+    sync.done(seq)
+    sync.wait(seq)
+    assert gate.calls == 1 and sync.pending == 0
+
+
+def test_each_failure_is_a_fresh_error(make: Callable[..., WalSync], gate: GatedFsync) -> None:
+    sync = make()
+    gate.error = OSError(errno.EIO, "Input/output error")
+    seq = commit(sync)
+    errors = []
+    for _ in range(3):
+        with pytest.raises(StorageError) as info:
+            sync.wait(seq)
+        errors.append(info.value)
+    assert len({id(e) for e in errors}) == 3  # tracebacks never pile up on one instance
+    assert len({str(e) for e in errors}) == 1
+
+
+def test_a_commit_after_close_is_refused(make: Callable[..., WalSync]) -> None:
+    sync = make()
+    sync.wait(commit(sync))
+    sync.close()
+    with pytest.raises(StorageError, match="closed"):
+        sync.begin()
 
 
 def test_a_replaced_log_is_reopened(
     make: Callable[..., WalSync], gate: GatedFsync, wal: Path
 ) -> None:
     sync = make()
-    sync.wait(sync.committed())
+    sync.wait(commit(sync))
     first = os.stat(wal).st_ino
     wal.unlink()  # the old inode stays open in the sync: its number cannot be reused
     wal.write_bytes(b"new frames")
-    sync.wait(sync.committed())
+    sync.wait(commit(sync))
     assert gate.inodes == [first, os.stat(wal).st_ino]
     assert first != os.stat(wal).st_ino
 
@@ -173,10 +213,10 @@ def test_checkpoints_run_on_the_sync_thread_every_n_commits(
 
     sync = make(checkpoint=checkpoint, checkpoint_every=5)
     for _ in range(4):
-        sync.wait(sync.committed())
+        sync.wait(commit(sync))
     assert ran == []
     with caplog.at_level(logging.WARNING, logger="medsecrets.storage.walsync"):
-        sync.wait(sync.committed())  # the fifth commit
+        sync.wait(commit(sync))  # the fifth commit
         sync.close()  # the checkpoint ran after the fsync that settled it
     assert ran == ["medsecrets-walsync"]
     assert "checkpoint failed: OSError" in caplog.text
@@ -188,9 +228,9 @@ def test_close_makes_pending_commits_durable(
 ) -> None:
     sync = make()
     gate.open.clear()
-    sync.committed()
+    commit(sync)
     assert gate.entered.wait(5)
-    sync.committed()
+    commit(sync)
     gate.open.set()
     sync.close()
     assert sync.pending == 0

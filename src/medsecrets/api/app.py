@@ -74,7 +74,7 @@ from medsecrets.errors import (
     TooLargeError,
 )
 from medsecrets.schema.tokens import TokenInfo
-from medsecrets.storage.base import DefersDurability
+from medsecrets.storage.base import DefersDurability, WriteLockBusy
 
 __all__ = ["MAX_URL_PATH", "METRICS_URL", "ApiApp", "create_app"]
 
@@ -235,6 +235,7 @@ class _ApiHandler:
         self._core = core
         storage = core.store.storage
         self._deferrable = storage if isinstance(storage, DefersDurability) else None
+        self._background: set[asyncio.Future[None]] = set()  # recordings after a timeout
         self._metrics = metrics
         self._metrics_open = metrics_unauthenticated
         self._max_body = max_body_bytes
@@ -371,6 +372,16 @@ class _ApiHandler:
         finally:
             if task is not None and deadlines is not None:
                 deadlines.leave(task)
+        settled = (
+            self._deferrable.settled_async()
+            if self._deferrable is not None and answer.body is not _TIMEOUT_BODY
+            else None
+        )
+        if settled is not None:  # the route may have read a commit not yet durable
+            try:
+                await settled
+            except StorageError as exc:
+                answer = self._fail(exc, request_id, route[0])
         if self._metrics is not None:
             self._metrics.observe_request(
                 route[0], head.method, answer.status, time.perf_counter() - started
@@ -432,7 +443,6 @@ class _ApiHandler:
         )
         if method == "GET" and self._inline_reads and not spec.slow:
             response = self._core.handle(request, defer_audit=True)
-            await self._settled()
             if response.audit is not None:
                 await response.audit.wait_async()
         elif method != "GET" and self._inline_reads:
@@ -446,43 +456,34 @@ class _ApiHandler:
             else:
                 loop = asyncio.get_running_loop()
                 response = await loop.run_in_executor(self._threads, admitted.run_deferred)
-                await self._settled()
             if response.audit is not None:
                 await response.audit.wait_async()
         else:
             loop = asyncio.get_running_loop()
             response = await loop.run_in_executor(self._threads, self._core.handle, request)
-            await self._settled()
         return _Answer(response.status, orjson.dumps(response.body), request_id)
 
-    async def _settled(self) -> None:
-        """Wait until every storage write committed so far is durable (``DefersDurability``)."""
-        if self._deferrable is not None:
-            settled = self._deferrable.settled_async()
-            if settled is not None:
-                await settled
-
-    @staticmethod
-    async def _write_on_loop(admitted: Admitted, storage: DefersDurability) -> Response:
+    async def _write_on_loop(self, admitted: Admitted, storage: DefersDurability) -> Response:
         """Route a ``loop_write`` change here, its writes deferred; record it once durable.
 
-        A failed fsync replaces a successful outcome (the write is not durable);
-        a request timeout meanwhile still records the route's outcome, as a
-        worker thread would ("outcome unknown" to the client).
+        A route whose write found the write lock taken (``WriteLockBusy``: it
+        wrote nothing) runs again in a worker thread, where writes wait. A
+        failed fsync replaces a successful outcome (the write is not durable).
+        On a request timeout the outcome is still recorded once durable, by a
+        task of its own, as a worker thread would ("outcome unknown" to the
+        client).
         """
         with storage.deferring():
             routed = admitted.route()
-        settled = storage.settled_async()
-        if settled is not None:
-            try:
-                await settled
-            except StorageError as exc:
-                if routed.error is None:
-                    routed = Routed(None, exc)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    admitted.finish(routed, defer_audit=True)
-                raise
+        if isinstance(routed.error, WriteLockBusy):
+            routed = await asyncio.get_running_loop().run_in_executor(self._threads, admitted.route)
+        try:
+            routed = await _durable(routed, storage)
+        except asyncio.CancelledError:
+            task = asyncio.ensure_future(_record_when_durable(admitted, routed, storage))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            raise
         return admitted.finish(routed, defer_audit=True)
 
     async def _unrouted(self, head: _Head, request_id: str, route: list[str]) -> _Answer:
@@ -634,3 +635,28 @@ def create_app(
         metrics_unauthenticated=metrics_unauthenticated,
         request_timeout=request_timeout,
     )
+
+
+async def _durable(routed: Routed, storage: DefersDurability) -> Routed:
+    """``routed`` once every commit so far is durable; the ``StorageError`` of a
+    failed fsync in place of a successful outcome."""
+    settled = storage.settled_async()
+    if settled is not None:
+        try:
+            await settled
+        except StorageError as exc:
+            if routed.error is None:
+                return Routed(None, exc)
+    return routed
+
+
+async def _record_when_durable(
+    admitted: Admitted, routed: Routed, storage: DefersDurability
+) -> None:
+    """Record a timed-out loop write's outcome once durable (its answer is gone);
+    cancelled (the server stopping: closing the store makes it durable), at once."""
+    try:
+        routed = await _durable(routed, storage)
+    finally:
+        with contextlib.suppress(Exception):
+            admitted.finish(routed, defer_audit=True)

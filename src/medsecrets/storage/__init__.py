@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Operation,
         Put,
         StorageBackend,
+        WriteLockBusy,
     )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Operation",
     "Put",
     "StorageBackend",
+    "WriteLockBusy",
 ]
 
 _EXPORTS = {
@@ -42,6 +44,7 @@ _EXPORTS = {
     "Operation": "medsecrets.storage.base",
     "Put": "medsecrets.storage.base",
     "StorageBackend": "medsecrets.storage.base",
+    "WriteLockBusy": "medsecrets.storage.base",
 }
 
 

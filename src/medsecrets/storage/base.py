@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from medsecrets.errors import InvalidRequest
+from medsecrets.errors import InvalidRequest, StorageError
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -28,6 +28,7 @@ __all__ = [
     "Operation",
     "Put",
     "StorageBackend",
+    "WriteLockBusy",
     "check_key",
 ]
 
@@ -179,6 +180,14 @@ class DefersDurability(Protocol):
     ``StorageBackend`` contract says.
     """
 
-    def deferring(self) -> AbstractContextManager[None]: ...
+    def deferring(self) -> AbstractContextManager[None]:
+        """Writes inside return at commit; one that would wait for a lock raises
+        ``WriteLockBusy`` instead, having written nothing."""
+        ...
 
     def settled_async(self) -> asyncio.Future[None] | None: ...
+
+
+class WriteLockBusy(StorageError):
+    """A write inside ``deferring()`` found the write lock taken and wrote nothing:
+    run it again outside ``deferring()``, where writes wait for the lock."""

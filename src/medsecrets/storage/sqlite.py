@@ -79,6 +79,7 @@ from medsecrets.storage.base import (
     ListPage,
     Operation,
     Put,
+    WriteLockBusy,
 )
 from medsecrets.storage.readcache import ReadCache
 from medsecrets.storage.stamp import ChangeStamp
@@ -194,7 +195,7 @@ def _stored_matches(conn: sqlite3.Connection, expects: Sequence[Expect]) -> list
     return held
 
 
-def _apply_group(conn: sqlite3.Connection, group: Sequence[_Pending]) -> None:
+def _apply_group(conn: sqlite3.Connection, *, group: Sequence[_Pending]) -> None:
     """Apply ``group`` in order inside an open transaction, each member atomically.
 
     Equivalent to one savepoint per member: a member's ``Expect`` conditions
@@ -274,7 +275,11 @@ class SqliteStorage:
         self._queue_lock = threading.Lock()
         self._leading = False  # a caller is committing a group now
         self._txn_lock = threading.Lock()  # one write transaction of this process at a time
-        self._sync = WalSync(self._path + "-wal", checkpoint=self._checkpoint, fsync=_fsync)
+        self._loop_conn: sqlite3.Connection | None = None  # deferred writes: never waits
+        # SQLite keeps the log next to the file a symlinked path resolves to.
+        self._sync = WalSync(
+            os.path.realpath(self._path) + "-wal", checkpoint=self._checkpoint, fsync=_fsync
+        )
         self._stamp: ChangeStamp | None = None
         self._cache: ReadCache | None = None
         _create_private_file(self._path)
@@ -364,20 +369,37 @@ class SqliteStorage:
         error); returns once the commit is durable."""
         self._sync.check()
         with self._conn() as conn, self._txn_lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = body(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise _wrap(op, exc) from None
-            seq = self._sync.committed()
+            result, seq = self._commit_locked(conn, op, body)
         self._sync.wait(seq)
         return result
+
+    def _commit_locked(
+        self, conn: sqlite3.Connection, op: str, body: Callable[[sqlite3.Connection], _T]
+    ) -> tuple[_T, int]:
+        """``body`` in one transaction on ``conn`` (``_txn_lock`` held); its result and
+        the commit's ``WalSync`` number. SQLite errors become ``StorageError`` (an
+        ``SQLITE_BUSY`` at ``BEGIN``: ``WriteLockBusy``, nothing written)."""
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
+                    raise WriteLockBusy("sqlite write lock busy") from None
+                raise
+            try:
+                result = body(conn)
+                seq = self._sync.begin()  # from here the commit may be visible
+                try:
+                    conn.execute("COMMIT")
+                finally:
+                    self._sync.done(seq)  # its frames are written (or it failed)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _wrap(op, exc) from None
+        return result, seq
 
     # -- key/value -----------------------------------------------------------
 
@@ -450,11 +472,8 @@ class SqliteStorage:
 
     def settled_async(self) -> asyncio.Future[None] | None:
         """``None`` if every commit so far is durable, else a future (``DefersDurability``)."""
-        sync = self._sync
-        pending = sync.pending
-        if not pending and sync.error is None:
-            return None
-        return sync.wait_async(pending)
+        pending = self._sync.pending
+        return self._sync.wait_async(pending) if pending else None
 
     def _write(self, ops: Sequence[Operation]) -> None:
         """Queue ``ops`` for the next group commit and wait until it is durable.
@@ -465,14 +484,14 @@ class SqliteStorage:
         fsync that covers the commit and wakes the group. Everyone else sleeps
         on its own lock until its write is durable or it is made leader.
         Inside ``deferring()`` the write is committed at once, alone, and
-        not waited for.
+        not waited for; it never waits for a lock either: when this process's
+        or SQLite's write lock is taken it raises ``WriteLockBusy`` having
+        written nothing.
         """
         self._sync.check()
         pending = _Pending(ops)
         if _DEFERRING.get() is self:
-            self._commit_group((pending,))
-            if pending.error is not None:
-                raise pending.error
+            self._write_now(pending)
             return
         with self._queue_lock:
             self._queue.append(pending)
@@ -482,6 +501,29 @@ class SqliteStorage:
             pending.wake.acquire()
         if not pending.done:  # made leader
             self._lead()
+        if pending.error is not None:
+            raise pending.error
+
+    def _write_now(self, pending: _Pending) -> None:
+        """The deferred write: committed on this thread, on a connection that never waits."""
+        if not self._txn_lock.acquire(blocking=False):
+            raise WriteLockBusy("a write transaction of this process is under way")
+        try:
+            conn = self._loop_conn
+            if conn is None:
+                if self._closed:
+                    raise StorageError("storage is closed")
+                conn = self._loop_conn = self._connect()
+                conn.execute("PRAGMA busy_timeout=0").fetchall()
+            try:
+                self._commit_locked(
+                    conn, "batch", functools.partial(_apply_group, group=(pending,))
+                )
+            finally:
+                if self._stamp is not None:  # also after a failure: the outcome may be unknown
+                    self._stamp.bump()
+        finally:
+            self._txn_lock.release()
         if pending.error is not None:
             raise pending.error
 
@@ -522,18 +564,9 @@ class SqliteStorage:
         seq = 0
         try:
             with self._conn() as conn, self._txn_lock:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        _apply_group(conn, group)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                except sqlite3.Error as exc:
-                    raise _wrap("batch", exc) from None
-                seq = self._sync.committed()
+                _, seq = self._commit_locked(
+                    conn, "batch", functools.partial(_apply_group, group=group)
+                )
         except BaseException as exc:
             for pending in group:
                 pending.error = pending.error or exc
@@ -591,10 +624,19 @@ class SqliteStorage:
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
-        """Close every connection (busy ones as they are handed back). Idempotent."""
-        self._closed = True
-        self._drain()
+        """Close every connection (busy ones as they are handed back). Idempotent.
+
+        A write transaction under way finishes first; every commit is durable
+        before the connections close (the last close checkpoints and removes
+        the log); a write after this raises ``StorageError``.
+        """
+        with self._txn_lock:
+            self._closed = True
+            loop_conn, self._loop_conn = self._loop_conn, None
         self._sync.close()
+        if loop_conn is not None:
+            loop_conn.close()
+        self._drain()
         if self._cache is not None:
             self._cache.clear()
         if self._stamp is not None:

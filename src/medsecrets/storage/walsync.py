@@ -15,23 +15,35 @@ that fills the log would copy ~1,000 pages and fsync twice on the caller's
 thread, an event loop's included), and after every ``checkpoint_every``
 commits this thread calls ``checkpoint`` (a ``PASSIVE`` checkpoint: it never
 waits for readers or writers). SQLite keeps checkpoints safe under
-``NORMAL``: it fsyncs the log before copying it and the database after. A
-``-wal`` file that is gone was checkpointed and removed when the last
-connection closed, which leaves nothing to sync.
+``NORMAL``: it fsyncs the log before copying it and the database after, and
+the log's header whenever it restarts the log (on the committing thread,
+about once every ``checkpoint_every`` commits: the one disk flush a caller's
+``COMMIT`` still makes).
 
 Failure is final: when an fsync fails, the page cache can no longer be trusted
 to reach the disk (Linux may drop the dirty pages), so every waiting and every
 later commit gets the ``StorageError``; the process must reopen the store.
 
-Contract with the caller: call ``committed()`` after each successful
-``COMMIT`` and before waiting on it; call ``close()`` once, after the last
-commit (it makes everything committed durable first).
+Contract with the caller, whose write transactions are serialised (one at a
+time per ``WalSync``): call ``begin()`` right before ``COMMIT`` (from then on
+the commit may be visible, so ``pending`` counts it) and ``done(seq)`` right
+after ``COMMIT`` returns or fails (from then on its frames are in the file, so
+an fsync may cover it); wait with ``wait(seq)``/``wait_async(seq)``. Call
+``close()`` once, after the last commit (it makes everything committed
+durable first); a commit begun after it raises ``StorageError``.
+
+The ``-wal`` path must be the real one: SQLite puts the log next to the file a
+symlinked database path resolves to (``SqliteStorage`` passes
+``realpath(database) + "-wal"``). A log that is missing while commits wait
+(its connections are open, so SQLite cannot have removed it) is a failure,
+not "nothing to sync".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -73,7 +85,8 @@ class WalSync:
         self._checkpointed = 0  # the commit after which the last checkpoint ran
         self._fsync = fsync
         self._cond = threading.Condition(threading.Lock())
-        self._committed = 0  # sequence number of the last commit
+        self._begun = 0  # sequence number of the last commit begun (maybe visible)
+        self._committed = 0  # the last commit whose COMMIT returned: an fsync covers it
         self._synced = 0  # every commit up to this one is durable
         self._error: StorageError | None = None
         self._closed = False
@@ -86,40 +99,48 @@ class WalSync:
         return f"WalSync(path={self._path!r}, committed={self._committed}, synced={self._synced})"
 
     @property
-    def error(self) -> StorageError | None:
-        """The failure that ended durability, if any (then every wait raises it)."""
-        return self._error
+    def failed(self) -> bool:
+        """Whether durability has failed for good (then every wait raises)."""
+        return self._error is not None
 
     @property
     def pending(self) -> int:
-        """The last commit not yet durable, or 0 when every commit is."""
-        committed = self._committed
-        return committed if committed > self._synced else 0
+        """The last commit begun and not yet durable, or 0 when every one is."""
+        begun = self._begun
+        return begun if begun > self._synced else 0
 
     def check(self) -> None:
-        """Raise the final ``StorageError`` if durability has failed (before a commit)."""
+        """Raise a ``StorageError`` if durability has failed (call before a commit)."""
         if self._error is not None:
-            raise self._error
+            raise self._failure()
 
-    def committed(self) -> int:
-        """Record one more commit; its sequence number, for ``wait``/``wait_async``."""
+    def begin(self) -> int:
+        """A commit is about to be made visible; its sequence number (see the module)."""
         with self._cond:
-            self._committed += 1
+            if self._closed:
+                raise StorageError("storage is closed")
+            if self._error is not None:
+                raise self._failure()
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="medsecrets-walsync", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="medsecrets-walsync", daemon=True)
+                thread.start()
+                self._thread = thread
+            self._begun += 1
+            return self._begun
+
+    def done(self, seq: int) -> None:
+        """Commit ``seq`` returned (or failed): its frames are written, an fsync may cover it."""
+        with self._cond:
+            self._committed = max(self._committed, seq)
             self._cond.notify_all()
-            return self._committed
 
     def wait(self, seq: int) -> None:
-        """Block until commit ``seq`` is durable; raises the ``StorageError`` of a failure."""
+        """Block until commit ``seq`` is durable; raises a ``StorageError`` on failure."""
         with self._cond:
             while self._synced < seq and self._error is None:
                 self._cond.wait()
-            if self._synced < seq and self._error is not None:
-                raise self._error
+            if self._synced < seq:
+                raise self._failure()
 
     def wait_async(self, seq: int) -> asyncio.Future[None]:
         """A future of the running loop, done when commit ``seq`` is durable (or failed)."""
@@ -129,11 +150,15 @@ class WalSync:
             if self._synced >= seq:
                 future.set_result(None)
             elif self._error is not None:
-                future.set_exception(self._error)
+                future.set_exception(self._failure())
             else:
                 self._waiters.append((seq, loop, future))
                 self._cond.notify_all()
         return future
+
+    def _failure(self) -> StorageError:
+        """A fresh error for each caller (a shared one would pile up their tracebacks)."""
+        return StorageError(str(self._error))
 
     def close(self) -> None:
         """Make every commit durable, stop the thread and close the descriptor. Idempotent."""
@@ -152,10 +177,12 @@ class WalSync:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._synced >= self._committed and not self._closed:
+                while self._synced >= self._committed and not (
+                    self._closed and self._committed >= self._begun
+                ):
                     self._cond.wait()
-                if self._synced >= self._committed or self._error is not None:
-                    return  # closed, and nothing left to sync (or nothing can be)
+                if self._synced >= self._committed:
+                    return  # closed, and nothing left to sync
                 target = self._committed
             error: StorageError | None = None
             try:
@@ -163,8 +190,8 @@ class WalSync:
             except OSError as exc:  # the errno's standard text only, never the message
                 reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
                 error = StorageError(
-                    f"sqlite write-ahead log fsync failed ({reason}):"
-                    " no further writes; reopen the store"
+                    f"sqlite write-ahead log fsync failed ({reason}): writes since the last"
+                    " good fsync have an unknown outcome; no further writes, reopen the store"
                 )
             with self._cond:
                 if error is None:
@@ -174,7 +201,7 @@ class WalSync:
                 settled = [w for w in self._waiters if error is not None or w[0] <= target]
                 self._waiters = [w for w in self._waiters if error is None and w[0] > target]
                 self._cond.notify_all()
-            _settle(settled, error)
+            _settle(settled, None if error is None else str(error))
             if error is not None:
                 return
             if (
@@ -184,15 +211,18 @@ class WalSync:
                 self._checkpointed = target
                 try:
                     self._checkpoint()
-                except Exception as exc:  # the log keeps growing until one succeeds
-                    _log.warning("sqlite checkpoint failed: %s", type(exc).__name__)
+                except StorageError as exc:  # its message names SQLite's error only
+                    _log.error("sqlite checkpoint failed (the log grows until one works): %s", exc)
+                except Exception as exc:
+                    _log.error("sqlite checkpoint failed: %s", type(exc).__name__)
 
     def _flush(self) -> None:
         """fsync the ``-wal`` file, (re)opening it when its inode changed; none: nothing."""
         try:
             info = os.stat(self._path)
         except FileNotFoundError:
-            return  # checkpointed and removed with the last connection
+            # Open connections keep the log; only one closed by someone else is gone.
+            raise OSError(errno.ENOENT, "the write-ahead log vanished") from None
         identity = (info.st_dev, info.st_ino)
         if self._fd < 0 or identity != self._identity:
             if self._fd >= 0:
@@ -205,7 +235,7 @@ class WalSync:
 
 def _settle(
     waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]],
-    error: StorageError | None,
+    error: str | None,
 ) -> None:
     """Resolve ``waiters`` on their loops: one thread-safe call per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
@@ -216,11 +246,11 @@ def _settle(
             loop.call_soon_threadsafe(_resolve, futures, error)
 
 
-def _resolve(futures: list[asyncio.Future[None]], error: StorageError | None) -> None:
+def _resolve(futures: list[asyncio.Future[None]], error: str | None) -> None:
     for future in futures:
         if future.done():
             continue
         if error is None:
             future.set_result(None)
         else:
-            future.set_exception(error)
+            future.set_exception(StorageError(error))  # one instance per waiter
