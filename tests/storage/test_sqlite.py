@@ -393,3 +393,23 @@ def test_a_deferred_write_never_waits_for_a_lock(path: Path, tmp_path: Path) -> 
         assert s.get("k") == b"v4"
     finally:
         s.close()
+
+
+def test_a_deferred_writer_reads_on_its_own_connection_and_sees_every_commit(path: Path) -> None:
+    import threading
+
+    s = SqliteStorage(path, read_cache=False)
+    try:
+        with s.deferring():
+            s.put("mine", b"1")  # this thread now has a connection of its own
+        own = s._own.conn
+        calls: list[str] = []
+        own.set_trace_callback(calls.append)
+        other = threading.Thread(target=s.put, args=("theirs", b"2"))  # a pooled connection
+        other.start()
+        other.join()
+        assert s.get("theirs") == b"2" and s.get("mine") == b"1"
+        assert sum("SELECT value FROM kv" in c for c in calls) == 2  # read on its own
+        own.set_trace_callback(None)
+    finally:
+        s.close()

@@ -68,7 +68,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import ConflictError, LeaseLostError, StorageError
@@ -127,6 +127,7 @@ _LEASE_RENEW = "UPDATE leases SET expires_at = ? WHERE name = ? AND token = ? AN
 _LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND token = ?"
 
 _MEMORY_PATHS = frozenset({"", ":memory:"})
+_NO_OWN = object()  # ``_get_own``: this thread has no connection of its own to read on
 
 #: Set inside ``SqliteStorage.deferring()``: the storage whose writes return at commit.
 _DEFERRING: contextvars.ContextVar[SqliteStorage | None] = contextvars.ContextVar(
@@ -275,7 +276,11 @@ class SqliteStorage:
         self._queue_lock = threading.Lock()
         self._leading = False  # a caller is committing a group now
         self._txn_lock = threading.Lock()  # one write transaction of this process at a time
-        self._loop_conn: sqlite3.Connection | None = None  # deferred writes: never waits
+        # Deferred writers' own connections (an event loop's): one per thread, used by that
+        # thread only, for its reads too (a reader on another connection than the writer
+        # re-reads every page the write changed: 45 against 8 µs a read).
+        self._own = threading.local()
+        self._owned: builtins.list[sqlite3.Connection] = []
         # SQLite keeps the log next to the file a symlinked path resolves to.
         self._sync = WalSync(
             os.path.realpath(self._path) + "-wal", checkpoint=self._checkpoint, fsync=_fsync
@@ -414,19 +419,36 @@ class SqliteStorage:
                 if self._closed:
                     raise StorageError("storage is closed")
                 return cached
-        conn = self._checkout()
-        try:
-            row = conn.execute(_GET, (key,)).fetchone()
-        except sqlite3.Error as exc:
-            raise _wrap("get", exc) from None
-        finally:
-            self._checkin(conn)
+        row: Any = self._get_own(key)
+        if row is _NO_OWN:
+            conn = self._checkout()
+            try:
+                row = conn.execute(_GET, (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise _wrap("get", exc) from None
+            finally:
+                self._checkin(conn)
         if row is None:
             return None
         value = bytes(row[0])
         if cache is not None:
             cache.offer(key, value, stamp)
         return value
+
+    def _get_own(self, key: str) -> object:
+        """The row of ``key`` read on this thread's deferred-write connection, if it has
+        one (``_NO_OWN`` if not, or if that read would wait: it never waits)."""
+        conn: sqlite3.Connection | None = getattr(self._own, "conn", None)
+        if conn is None or self._closed:
+            return _NO_OWN
+        try:
+            return conn.execute(_GET, (key,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
+                return _NO_OWN
+            raise _wrap("get", exc) from None
+        except sqlite3.Error as exc:
+            raise _wrap("get", exc) from None
 
     def put(self, key: str, value: bytes) -> None:
         """Durably store ``value`` at ``key``."""
@@ -509,12 +531,13 @@ class SqliteStorage:
         if not self._txn_lock.acquire(blocking=False):
             raise WriteLockBusy("a write transaction of this process is under way")
         try:
-            conn = self._loop_conn
+            conn: sqlite3.Connection | None = getattr(self._own, "conn", None)
             if conn is None:
                 if self._closed:
                     raise StorageError("storage is closed")
-                conn = self._loop_conn = self._connect()
-                conn.execute("PRAGMA busy_timeout=0").fetchall()
+                conn = self._own.conn = self._connect()
+                conn.execute("PRAGMA busy_timeout=0").fetchall()  # never waits for a lock
+                self._owned.append(conn)
             try:
                 self._commit_locked(
                     conn, "batch", functools.partial(_apply_group, group=(pending,))
@@ -632,10 +655,10 @@ class SqliteStorage:
         """
         with self._txn_lock:
             self._closed = True
-            loop_conn, self._loop_conn = self._loop_conn, None
+            owned, self._owned = self._owned, []
         self._sync.close()
-        if loop_conn is not None:
-            loop_conn.close()
+        for conn in owned:
+            conn.close()
         self._drain()
         if self._cache is not None:
             self._cache.clear()
