@@ -122,6 +122,10 @@ class RSGIProtocol(Protocol):
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
+    def __call__(self) -> Awaitable[bytes]:
+        """The whole body at once."""
+        ...
+
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
 
 
@@ -339,7 +343,10 @@ class _ApiHandler:
         )
 
         async def body() -> AsyncIterator[bytes]:
-            async for chunk in protocol:
+            if head.content_length >= 0:  # declared (and checked against the limit first)
+                yield await protocol()
+                return
+            async for chunk in protocol:  # chunked: counted against the limit as it comes
                 yield chunk
 
         answer = await self._serve(head, body)
