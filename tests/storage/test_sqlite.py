@@ -413,3 +413,17 @@ def test_a_deferred_writer_reads_on_its_own_connection_and_sees_every_commit(pat
         own.set_trace_callback(None)
     finally:
         s.close()
+
+
+def test_the_log_restarts_after_checkpoints_instead_of_growing(path: Path) -> None:
+    s = SqliteStorage(path)
+    try:
+        sizes = []
+        for i in range(1500):  # ~6 checkpoint intervals; unbounded, the log would pass 25 MB
+            s.put(f"k{i:05d}", os.urandom(1024))
+            if i % 250 == 249:
+                sizes.append(os.path.getsize(str(path) + "-wal"))
+        assert max(sizes) < 12 * 1024 * 1024
+        assert sizes[-1] <= sizes[2] * 1.5  # a plateau, not a climb
+    finally:
+        s.close()

@@ -26,9 +26,11 @@ class GatedFsync:
         self.entered = threading.Event()
         self.error: OSError | None = None
         self.inodes: list[int] = []
+        self.threads: list[str] = []
 
     def __call__(self, fd: int) -> None:
         self.inodes.append(os.fstat(fd).st_ino)
+        self.threads.append(threading.current_thread().name)
         self.entered.set()
         assert self.open.wait(10)
         self.calls += 1
@@ -71,22 +73,24 @@ def make(wal: Path, gate: GatedFsync) -> Iterator[Callable[..., WalSync]]:
         sync.close()
 
 
-def test_a_commit_waits_for_the_fsync_that_covers_it(
+def test_a_blocking_waiter_makes_the_fsync_itself(
     make: Callable[..., WalSync], gate: GatedFsync
 ) -> None:
     sync = make()
     gate.open.clear()
     seq = commit(sync)
     assert sync.pending == seq
-    assert gate.entered.wait(5)
-    waiter = threading.Thread(target=sync.wait, args=(seq,))
+    assert not gate.entered.wait(0.1)  # nobody waits: nothing flushed yet
+    waiter = threading.Thread(target=sync.wait, args=(seq,), name="the-writer")
     waiter.start()
+    assert gate.entered.wait(5)
     waiter.join(0.2)
     assert waiter.is_alive()  # still waiting: the fsync has not returned
     gate.open.set()
     waiter.join(5)
     assert not waiter.is_alive()
     assert sync.pending == 0 and gate.calls == 1
+    assert gate.threads == ["the-writer"]  # no hand-off to another thread
 
 
 def test_commits_made_during_an_fsync_share_the_next_one(
@@ -94,14 +98,20 @@ def test_commits_made_during_an_fsync_share_the_next_one(
 ) -> None:
     sync = make()
     gate.open.clear()
-    commit(sync)
+    first = threading.Thread(target=sync.wait, args=(commit(sync),))
+    first.start()
     assert gate.entered.wait(5)  # the first fsync is under way, held
     last = 0
     for _ in range(20):
         last = commit(sync)
+    others = [threading.Thread(target=sync.wait, args=(last,)) for _ in range(5)]
+    for thread in others:
+        thread.start()
     gate.open.set()
-    sync.wait(last)
-    assert gate.calls == 2  # 21 commits, two flushes
+    for thread in (first, *others):
+        thread.join(5)
+        assert not thread.is_alive()
+    assert gate.calls == 2  # 21 commits, six waiters, two flushes
 
 
 def test_wait_async_resolves_only_after_the_fsync(
@@ -118,6 +128,7 @@ def test_wait_async_resolves_only_after_the_fsync(
         gate.open.set()
         await asyncio.wait_for(future, 5)
         assert gate.calls == 1
+        assert gate.threads == ["medsecrets-walsync"]  # an event loop never flushes
         done = sync.wait_async(seq)  # already durable: a finished future
         assert done.done()
 
@@ -161,9 +172,12 @@ def test_a_begun_commit_is_pending_but_not_flushed_before_it_is_done(
     sync = make()
     seq = sync.begin()  # COMMIT under way: readers may see it already
     assert sync.pending == seq
+    waiter = threading.Thread(target=sync.wait, args=(seq,))
+    waiter.start()
     assert not gate.entered.wait(0.2)  # no fsync may claim it before its frames are written
     sync.done(seq)
-    sync.wait(seq)
+    waiter.join(5)
+    assert not waiter.is_alive()
     assert gate.calls == 1 and sync.pending == 0
 
 
@@ -227,12 +241,10 @@ def test_close_makes_pending_commits_durable(
     make: Callable[..., WalSync], gate: GatedFsync
 ) -> None:
     sync = make()
-    gate.open.clear()
     commit(sync)
-    assert gate.entered.wait(5)
-    commit(sync)
-    gate.open.set()
+    commit(sync)  # nobody waits for either
+    assert gate.calls == 0
     sync.close()
     assert sync.pending == 0
-    assert gate.calls == 2
+    assert gate.calls == 1  # one flush covers both
     sync.close()  # idempotent

@@ -93,7 +93,7 @@ from medsecrets.storage.validation import (
     check_value,
     prefix_upper_bound,
 )
-from medsecrets.storage.walsync import WalSync
+from medsecrets.storage.walsync import DATASYNC, WalSync
 
 __all__ = ["SqliteStorage"]
 
@@ -265,7 +265,7 @@ class SqliteStorage:
         timeout: float = 30.0,
         clock: Clock | None = None,
         read_cache: bool = True,
-        _fsync: Callable[[int], None] = os.fsync,
+        _fsync: Callable[[int], None] = DATASYNC,
     ) -> None:
         self._path = os.fspath(path)
         self._timeout = timeout
@@ -362,10 +362,18 @@ class SqliteStorage:
             self._checkin(conn)
 
     def _checkpoint(self) -> None:
-        """A passive checkpoint (``WalSync`` calls it from its thread)."""
+        """Two passive checkpoints (``WalSync`` calls this from its thread): the first
+        copies the log while writes go on; the second, with this process's writes held
+        off, copies the few frames written meanwhile. A checkpoint that copies the whole
+        log lets the next write restart the log from its start (SQLite restarts it only
+        then), so the log stays small and its flushes overwrite blocks instead of
+        growing the file."""
         with self._conn() as conn:
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with self._txn_lock:
+                    if not self._closed:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
                 raise _wrap("checkpoint", exc) from None
 

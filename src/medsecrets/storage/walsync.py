@@ -3,11 +3,14 @@
 ``SqliteStorage`` commits with ``synchronous=NORMAL``: a ``COMMIT`` appends its
 frames to the write-ahead log and returns without an fsync, so the file's
 write lock is held for microseconds, never across a disk flush. Durability
-comes from here: every commit takes a sequence number (``committed``), and
-one thread fsyncs the ``-wal`` file whenever commits wait, so one fsync covers
-every commit made before it started (the log is appended in commit order).
-A caller learns that its commit is durable with ``wait(seq)`` (blocking) or
-``wait_async(seq)`` (an event loop; resolved through ``call_soon_threadsafe``).
+comes from here: every commit takes a sequence number, and one fsync of the
+``-wal`` file covers every commit made before it started (the log is appended
+in commit order), so commits waiting together share one. A blocking caller
+(``wait(seq)``) makes the fsync itself when none is under way, else waits for
+the one under way and then the next (no hand-off to another thread: a single
+writer pays one fsync, as with ``synchronous=FULL``); an event loop
+(``wait_async(seq)``) has it made by this object's thread and is resolved
+through ``call_soon_threadsafe``.
 
 Checkpoints (copying the log back into the database) are this thread's too:
 the storage's connections run with ``wal_autocheckpoint=0`` (else the commit
@@ -59,6 +62,10 @@ CHECKPOINT_EVERY: Final = 256
 """Commits between two checkpoints: a secret write adds 3 to 4 pages to the log,
 so about SQLite's own default of 1,000 pages."""
 
+DATASYNC: Final[Callable[[int], None]] = getattr(os, "fdatasync", os.fsync)
+"""The flush: ``fdatasync`` where there is one (as SQLite's own: the log's data and
+its size, not its times; half the cost of ``fsync`` on this machine's ext4)."""
+
 _log = logging.getLogger(__name__)
 
 
@@ -66,8 +73,8 @@ class WalSync:
     """One fsync thread for the ``-wal`` file at ``wal_path`` (see the module docstring).
 
     ``checkpoint`` (optional) copies the log into the database; it runs on
-    this thread after an fsync once ``checkpoint_every`` commits have
-    accumulated, and what it raises is logged, never propagated. ``fsync`` is
+    this object's thread once ``checkpoint_every`` commits have accumulated,
+    and what it raises is logged, never propagated. ``fsync`` is
     a seam for tests (to count flushes or inject ``EIO``).
     """
 
@@ -77,7 +84,7 @@ class WalSync:
         *,
         checkpoint: Callable[[], None] | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
-        fsync: Callable[[int], None] = os.fsync,
+        fsync: Callable[[int], None] = DATASYNC,
     ) -> None:
         self._path = wal_path
         self._checkpoint = checkpoint
@@ -88,9 +95,10 @@ class WalSync:
         self._begun = 0  # sequence number of the last commit begun (maybe visible)
         self._committed = 0  # the last commit whose COMMIT returned: an fsync covers it
         self._synced = 0  # every commit up to this one is durable
+        self._flushing = False  # an fsync is under way (by a caller or the thread)
         self._error: StorageError | None = None
         self._closed = False
-        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
         self._fd = -1
         self._identity = (0, 0)
         self._thread: threading.Thread | None = None
@@ -135,12 +143,20 @@ class WalSync:
             self._cond.notify_all()
 
     def wait(self, seq: int) -> None:
-        """Block until commit ``seq`` is durable; raises a ``StorageError`` on failure."""
+        """Block until commit ``seq`` is durable, making the fsync here when none is
+        under way; raises a ``StorageError`` on failure."""
+        flushed: list[_Settled] = []
         with self._cond:
             while self._synced < seq and self._error is None:
-                self._cond.wait()
-            if self._synced < seq:
-                raise self._failure()
+                if not self._flushing and self._committed >= seq:
+                    flushed.append(self._flush_locked())
+                else:
+                    self._cond.wait()
+            failed = self._synced < seq
+        for settled in flushed:
+            _settle(*settled)
+        if failed:
+            raise self._failure()
 
     def wait_async(self, seq: int) -> asyncio.Future[None]:
         """A future of the running loop, done when commit ``seq`` is durable (or failed)."""
@@ -172,49 +188,79 @@ class WalSync:
             os.close(self._fd)
             self._fd = -1
 
-    # -- the thread ----------------------------------------------------------
+    # -- flushing -----------------------------------------------------------
+
+    def _flush_locked(self) -> _Settled:
+        """One fsync covering every commit done so far, made with ``_cond`` held on entry
+        and exit (released meanwhile); the async waiters it settles, for ``_settle``."""
+        self._flushing = True
+        target = self._committed
+        error: StorageError | None = None
+        self._cond.release()
+        try:
+            self._flush()
+        except OSError as exc:  # the errno's standard text only, never the message
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            error = StorageError(
+                f"sqlite write-ahead log fsync failed ({reason}): writes since the last"
+                " good fsync have an unknown outcome; no further writes, reopen the store"
+            )
+        finally:
+            self._cond.acquire()
+        self._flushing = False
+        if error is None:
+            self._synced = max(self._synced, target)
+        else:
+            self._error = error
+        settled = [w for w in self._waiters if error is not None or w[0] <= self._synced]
+        self._waiters = [w for w in self._waiters if error is None and w[0] > self._synced]
+        self._cond.notify_all()
+        return settled, None if error is None else str(error)
 
     def _run(self) -> None:
+        """The thread: fsyncs for event loops' waiters (and the last one at close), and
+        checkpoints every ``checkpoint_every`` commits."""
         while True:
+            checkpoint = False
+            settled: _Settled | None = None
             with self._cond:
-                while self._synced >= self._committed and not (
-                    self._closed and self._committed >= self._begun
-                ):
+                while True:
+                    if self._error is not None:
+                        return
+                    if (
+                        not self._flushing
+                        and self._synced < self._committed
+                        and (self._waiters or self._closed)
+                    ):
+                        settled = self._flush_locked()
+                        break
+                    if (
+                        self._checkpoint is not None
+                        and self._committed - self._checkpointed >= self._checkpoint_every
+                    ):
+                        self._checkpointed = self._committed
+                        checkpoint = True
+                        break
+                    if (
+                        self._closed
+                        and not self._flushing
+                        and self._synced >= self._committed >= self._begun
+                    ):
+                        return  # closed, and nothing left to sync
                     self._cond.wait()
-                if self._synced >= self._committed:
-                    return  # closed, and nothing left to sync
-                target = self._committed
-            error: StorageError | None = None
-            try:
-                self._flush()
-            except OSError as exc:  # the errno's standard text only, never the message
-                reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-                error = StorageError(
-                    f"sqlite write-ahead log fsync failed ({reason}): writes since the last"
-                    " good fsync have an unknown outcome; no further writes, reopen the store"
-                )
-            with self._cond:
-                if error is None:
-                    self._synced = target
-                else:
-                    self._error = error
-                settled = [w for w in self._waiters if error is not None or w[0] <= target]
-                self._waiters = [w for w in self._waiters if error is None and w[0] > target]
-                self._cond.notify_all()
-            _settle(settled, None if error is None else str(error))
-            if error is not None:
-                return
-            if (
-                self._checkpoint is not None
-                and target - self._checkpointed >= self._checkpoint_every
-            ):
-                self._checkpointed = target
-                try:
-                    self._checkpoint()
-                except StorageError as exc:  # its message names SQLite's error only
-                    _log.error("sqlite checkpoint failed (the log grows until one works): %s", exc)
-                except Exception as exc:
-                    _log.error("sqlite checkpoint failed: %s", type(exc).__name__)
+            if settled is not None:
+                _settle(*settled)
+            if checkpoint:
+                self._run_checkpoint()
+
+    def _run_checkpoint(self) -> None:
+        assert self._checkpoint is not None
+        try:
+            self._checkpoint()
+        except StorageError as exc:  # its message names SQLite's error only
+            _log.error("sqlite checkpoint failed (the log grows until one works): %s", exc)
+        except Exception as exc:
+            _log.error("sqlite checkpoint failed: %s", type(exc).__name__)
 
     def _flush(self) -> None:
         """fsync the ``-wal`` file, (re)opening it when its inode changed; none: nothing."""
@@ -233,10 +279,11 @@ class WalSync:
         self._fsync(self._fd)
 
 
-def _settle(
-    waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]],
-    error: str | None,
-) -> None:
+_Waiter = tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+_Settled = tuple[list[_Waiter], str | None]  # the waiters an fsync settled, its error text
+
+
+def _settle(waiters: list[_Waiter], error: str | None) -> None:
     """Resolve ``waiters`` on their loops: one thread-safe call per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for _, loop, future in waiters:
