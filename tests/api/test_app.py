@@ -559,3 +559,43 @@ def test_a_loop_write_that_finds_the_write_lock_taken_runs_again_in_a_thread(
     assert runs[0][1] is True  # first on the loop, deferred: refused at once
     assert runs[-1][1] is False and runs[-1][0] != runs[0][0]  # then in a worker thread
     assert store.secrets.describe(P).current_version == 1
+
+
+def test_an_rsgi_client_that_goes_away_mid_body_gets_a_400_not_a_500(
+    app: ASGIApp, auth: dict[str, str]
+) -> None:
+    import asyncio
+
+    answers: list[tuple[int, bytes]] = []
+
+    class Scope:
+        proto = "http"
+        method = "PUT"
+        path = f"/v1/secrets/{P}"
+        query_string = ""
+        client = "127.0.0.1:5555"
+        headers = {
+            "authorization": auth["Authorization"],
+            "content-type": "application/json",
+            "content-length": "100",
+        }
+
+    class Protocol:
+        async def __call__(self) -> bytes:
+            raise RuntimeError("RSGIProtocolClosed")  # what granian raises
+
+        def __aiter__(self) -> Protocol:
+            return self
+
+        async def __anext__(self) -> bytes:
+            raise RuntimeError("RSGIProtocolClosed")
+
+        def response_bytes(self, status: int, headers: object, body: bytes) -> None:
+            answers.append((status, body))
+
+    asyncio.run(app.__rsgi__(Scope(), Protocol()))  # type: ignore[attr-defined,arg-type]
+    assert answers and answers[0][0] == 400
+    assert b"client disconnected" in answers[0][1]
+    Scope.headers = {k: v for k, v in Scope.headers.items() if k != "content-length"}
+    asyncio.run(app.__rsgi__(Scope(), Protocol()))  # type: ignore[attr-defined,arg-type]
+    assert answers[1][0] == 400  # the chunked path too

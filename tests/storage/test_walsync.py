@@ -248,3 +248,17 @@ def test_close_makes_pending_commits_durable(
     assert sync.pending == 0
     assert gate.calls == 1  # one flush covers both
     sync.close()  # idempotent
+
+
+def test_an_interrupted_flush_is_retried_by_the_next_waiter(
+    make: Callable[..., WalSync], gate: GatedFsync
+) -> None:
+    sync = make()
+    seq = commit(sync)
+    gate.error = KeyboardInterrupt()  # type: ignore[assignment]  # a signal during the flush
+    with pytest.raises(KeyboardInterrupt):
+        sync.wait(seq)
+    gate.error = None
+    sync.wait(seq)  # not stuck behind a flush that never ended
+    assert sync.pending == 0 and not sync.failed
+    sync.close()  # and the thread still stops

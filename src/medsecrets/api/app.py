@@ -343,11 +343,14 @@ class _ApiHandler:
         )
 
         async def body() -> AsyncIterator[bytes]:
-            if head.content_length >= 0:  # declared (and checked against the limit first)
-                yield await protocol()
-                return
-            async for chunk in protocol:  # chunked: counted against the limit as it comes
-                yield chunk
+            try:
+                if head.content_length >= 0:  # declared (and checked against the limit first)
+                    yield await protocol()
+                    return
+                async for chunk in protocol:  # chunked: counted against the limit as it comes
+                    yield chunk
+            except RuntimeError:  # granian's RSGIProtocolClosed: the client went away
+                raise InvalidRequest("client disconnected") from None
 
         answer = await self._serve(head, body)
         protocol.response_bytes(answer.status, _headers(answer), answer.body)

@@ -146,15 +146,17 @@ class WalSync:
         """Block until commit ``seq`` is durable, making the fsync here when none is
         under way; raises a ``StorageError`` on failure."""
         flushed: list[_Settled] = []
-        with self._cond:
-            while self._synced < seq and self._error is None:
-                if not self._flushing and self._committed >= seq:
-                    flushed.append(self._flush_locked())
-                else:
-                    self._cond.wait()
-            failed = self._synced < seq
-        for settled in flushed:
-            _settle(*settled)
+        try:
+            with self._cond:
+                while self._synced < seq and self._error is None:
+                    if not self._flushing and self._committed >= seq:
+                        flushed.append(self._flush_locked())
+                    else:
+                        self._cond.wait()
+                failed = self._synced < seq
+        finally:
+            for settled in flushed:
+                _settle(*settled)
         if failed:
             raise self._failure()
 
@@ -205,8 +207,12 @@ class WalSync:
                 f"sqlite write-ahead log fsync failed ({reason}): writes since the last"
                 " good fsync have an unknown outcome; no further writes, reopen the store"
             )
-        finally:
+        except BaseException:  # an interrupt in the caller: no flush made, the next one retries
             self._cond.acquire()
+            self._flushing = False
+            self._cond.notify_all()
+            raise
+        self._cond.acquire()
         self._flushing = False
         if error is None:
             self._synced = max(self._synced, target)
