@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from medsecrets.errors import ConfigError, MedsecretsError
 from medsecrets.server.config import Settings, load_settings
+from medsecrets.server.heap import settle_heap
 from medsecrets.server.logsetup import configure_logging, flush_logging, route_server_loggers
 
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
@@ -170,6 +171,7 @@ def serve(settings: Settings) -> None:
         return
     built = _create_app(settings, worker=False)
     built.sweeper.start()
+    settle_heap()
     try:
         if settings.backend == "uvicorn":
             _serve_uvicorn(built.app, settings, built.dev)
@@ -358,6 +360,7 @@ def worker_app() -> ApiApp:
     configure_logging(settings.log_level, file=settings.log_file)
     built = _create_app(settings, worker=True)
     built.sweeper.start()
+    settle_heap()
     # granian does not tell an embedded factory's app that the worker stops: flush the audit
     # devices (records nobody waits for: alerts, errors) and close them at exit.
     atexit.register(built.close)
