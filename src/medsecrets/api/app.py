@@ -477,7 +477,8 @@ class _ApiHandler:
         """Route a ``loop_write`` change here, its writes deferred; record it once durable.
 
         A route whose write found the write lock taken (``WriteLockBusy``: it
-        wrote nothing) runs again in a worker thread, where writes wait. A
+        wrote nothing) runs again in a worker thread, where writes wait and the
+        outcome is recorded whatever becomes of this task. A
         failed fsync replaces a successful outcome (the write is not durable).
         On a request timeout the outcome is still recorded once durable, by a
         task of its own, as a worker thread would ("outcome unknown" to the
@@ -485,8 +486,9 @@ class _ApiHandler:
         """
         with storage.deferring():
             routed = admitted.route()
-        if isinstance(routed.error, WriteLockBusy):
-            routed = await asyncio.get_running_loop().run_in_executor(self._threads, admitted.route)
+        if isinstance(routed.error, WriteLockBusy):  # as any change, recorded in the thread
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, admitted.run_deferred)
         try:
             routed = await _durable(routed, storage)
         except asyncio.CancelledError:
