@@ -3,9 +3,11 @@
 Durability: the file runs in ``journal_mode=WAL`` with ``synchronous=NORMAL``:
 a ``COMMIT`` appends to the write-ahead log without an fsync, so no connection
 holds the write lock across a disk flush. The flush is ``WalSync``'s
-(``storage.walsync``): one thread fsyncs the log whenever commits wait, one
-fsync covering every commit before it, and a write returns only once the
-fsync that covers it is done (outside ``deferring()``, below). Both settings
+(``storage.walsync``): one ``fdatasync`` of the log covers every commit
+before it (a blocking writer makes it when none is under way, a deferred
+one's waiter gets it from ``WalSync``'s thread), and a write returns only once
+the flush that covers it is done (outside ``deferring()``, below). The same
+thread checkpoints (``_checkpoint``). Both settings
 are read back after they are set and the store refuses to open
 (``StorageError`` naming the setting) if the effective value is weaker, for
 example a ``:memory:`` path or a file system that cannot do WAL. After a
