@@ -380,8 +380,12 @@ def test_failing_audit_hook_refuses_with_503_and_no_secret(
     assert CANARY[:12].replace("-", "_") not in r.text
 
 
-def test_secret_writes_and_reads_run_on_the_loop_other_changes_in_a_thread(
-    client: SyncClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch, store: SecretStore
+def test_secret_changes_and_reads_run_on_the_loop_other_changes_in_a_thread(
+    client: SyncClient,
+    auth: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    store: SecretStore,
+    tokens: TokenStore,
 ) -> None:
     import threading
 
@@ -397,24 +401,30 @@ def test_secret_writes_and_reads_run_on_the_loop_other_changes_in_a_thread(
 
         return call
 
-    for name in ("put", "get", "update_metadata"):
+    for name in ("put", "get", "update_metadata", "delete", "restore"):
         monkeypatch.setattr(store.secrets, name, spy(name, getattr(store.secrets, name)))
+    monkeypatch.setattr(tokens, "create", spy("token", tokens.create))
     assert (
         client.put(f"/v1/secrets/{P}", headers=auth, json={"fields": {"username": "u"}}).status_code
         == 200
     )
     assert client.get(f"/v1/secrets/{P}", headers=auth).status_code == 200
-    assert (
-        client.request(
-            "PATCH", f"/v1/metadata/{P}", headers=auth, json={"description": "d"}
-        ).status_code
-        == 200
+    patch = client.request("PATCH", f"/v1/metadata/{P}", headers=auth, json={"description": "d"})
+    assert patch.status_code == 200
+    assert client.request("DELETE", f"/v1/secrets/{P}", headers=auth).status_code == 200
+    assert client.post(f"/v1/restore/{P}", headers=auth).status_code == 200
+    token = client.post(
+        "/v1/auth/token/create",
+        headers=auth,
+        json={"paths": ["*"], "capabilities": ["read"], "ttl": 60},
     )
+    assert token.status_code == 200
     loop_thread = threads["get"][0]
-    assert threads["put"] == (loop_thread, True)  # loop_write: deferred on the loop
     assert threads["get"] == (loop_thread, False)
-    assert threads["update_metadata"][0] != loop_thread  # in a worker thread, durable on return
-    assert threads["update_metadata"][1] is False
+    for change in ("put", "update_metadata", "delete", "restore"):  # loop_write: deferred
+        assert threads[change] == (loop_thread, True), change
+    assert threads["token"][0] != loop_thread  # in a worker thread, durable on return
+    assert threads["token"][1] is False
 
 
 @contextlib.contextmanager

@@ -47,16 +47,16 @@ def test_a_request_blocked_in_a_worker_thread_times_out(
     core: Core, root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = threading.Event()
-    core.store.secrets.put(SECRET, {"username": "svc"})
-    real_update = core.store.secrets.update_metadata
+    real_create = core.tokens.create
 
-    def slow_update(*args: Any, **kwargs: Any) -> Any:
+    def slow_create(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.5)
         done.set()
-        return real_update(*args, **kwargs)
+        return real_create(*args, **kwargs)
 
-    monkeypatch.setattr(core.store.secrets, "update_metadata", slow_update)
-    response = _call(core, root, 0.05, "PATCH", f"/v1/metadata/{SECRET}", {"description": "d"})
+    monkeypatch.setattr(core.tokens, "create", slow_create)
+    body = {"paths": ["*"], "capabilities": ["read"], "ttl": 60}
+    response = _call(core, root, 0.05, "POST", "/v1/auth/token/create", body)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "timeout"
     assert not done.is_set()  # answered without waiting for the thread

@@ -290,6 +290,7 @@ def routes() -> tuple[RouteSpec, ...]:
                 QueryParam("force", bool, description="purge now, without recovery"),
             ),
             response=SecretMetadata,
+            loop_write=True,
         ),
         RouteSpec(
             name="metadata.read",
@@ -312,6 +313,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body=MetadataBody,
             body_required=True,
             response=SecretMetadata,
+            loop_write=True,
         ),
         RouteSpec(
             name="metadata.list",
@@ -343,6 +345,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body=StageBody,
             body_required=True,
             response=SecretMetadata,
+            loop_write=True,
         ),
         RouteSpec(
             name="secrets.restore",
@@ -353,6 +356,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="delete",
             authz_path=_path,
             response=SecretMetadata,
+            loop_write=True,
         ),
         RouteSpec(
             name="secrets.destroy",
@@ -365,6 +369,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body=DestroyBody,
             body_required=True,
             response=SecretMetadata,
+            loop_write=True,
         ),
         RouteSpec(
             name="secrets.validate",
