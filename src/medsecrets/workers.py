@@ -1,9 +1,9 @@
 """Worker processes for the offline tools (``audit verify``, ``audit analyze``).
 
-``worker_count(workers, paths)`` decides how many: ``None`` means one per core
-this process may run on, when the files add up to ``PARALLEL_MIN_BYTES`` or
-more (smaller logs are done faster here than a pool starts), else none; a
-number is taken as given. ``process_pool(workers)`` is the pool: forked when
+``worker_count(workers, paths, extra=)`` decides how many: ``None`` means one
+per core this process may run on plus ``extra``, when the files add up to
+``PARALLEL_MIN_BYTES`` or more (smaller logs are done faster here than a pool
+starts), else none; a number is taken as given. ``process_pool(workers)`` is the pool: forked when
 that is safe (Linux, and no other thread in this process that a fork could
 copy mid-operation), else started with ``forkserver`` (or ``spawn``); it is
 shut down, pending work cancelled, when the block ends.
@@ -48,14 +48,16 @@ def file_size(path: str | os.PathLike[str]) -> int:
         return 0
 
 
-def worker_count(workers: int | None, paths: Iterable[str | os.PathLike[str]]) -> int:
+def worker_count(
+    workers: int | None, paths: Iterable[str | os.PathLike[str]], *, extra: int = 0
+) -> int:
     """Worker processes for ``paths`` (see module docstring); below 2 means none."""
     if workers is not None:
         return workers
     count = cores()
     if count > 1 and sum(file_size(path) for path in paths) < PARALLEL_MIN_BYTES:
         return 0
-    return count
+    return count + extra if count > 1 else count
 
 
 @contextlib.contextmanager
