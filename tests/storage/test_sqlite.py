@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import functools
 import os
 import sqlite3
 import stat
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from medsecrets.errors import StorageError
+from medsecrets.errors import ConflictError, StorageError
 from medsecrets.storage import sqlite as sqlite_module
-from medsecrets.storage.base import Put
+from medsecrets.storage.base import Expect, Put, WriteLockBusy
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.storage.testing import (
     StorageConformance,
@@ -174,8 +179,6 @@ class _SlowFsync:
     """An fsync seam that records the file it flushed, and holds each flush until ``open``."""
 
     def __init__(self) -> None:
-        import threading
-
         self.files: list[str] = []
         self.finished = 0
         self.open = threading.Event()
@@ -191,37 +194,41 @@ class _SlowFsync:
         self.finished += 1
 
 
-def test_a_write_returns_only_after_the_log_is_fsynced(path: Path) -> None:
-    seam = _SlowFsync()
+@pytest.fixture
+def seam() -> _SlowFsync:
+    return _SlowFsync()
+
+
+@pytest.fixture
+def seamed(path: Path, seam: _SlowFsync) -> Iterator[SqliteStorage]:
+    """A storage on ``path`` whose log flushes go through ``seam`` (released at the end)."""
     s = SqliteStorage(path, _fsync=seam)
-    try:
-        s.put("k", b"v")
-        assert seam.finished >= 1
-        assert seam.files and all(name.endswith("store.db-wal") for name in seam.files)
-        s.batch([Put("a", b"1"), Put("b", b"2")])
-        assert seam.finished >= 2
-    finally:
-        s.close()
+    yield s
+    seam.open.set()
+    seam.error = None
+    s.close()
 
 
-def test_concurrent_writes_share_fsyncs(path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    seam = _SlowFsync()
-    s = SqliteStorage(path, _fsync=seam)
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: s.put(f"k{i}", b"v"), range(200)))
-        assert all(s.get(f"k{i}") == b"v" for i in range(200))
-        assert seam.finished < 200  # group commit: fewer flushes than writes
-    finally:
-        s.close()
+def test_a_write_returns_only_after_the_log_is_fsynced(
+    seamed: SqliteStorage, seam: _SlowFsync
+) -> None:
+    seamed.put("k", b"v")
+    assert seam.finished >= 1
+    assert seam.files and all(name.endswith("store.db-wal") for name in seam.files)
+    seamed.batch([Put("a", b"1"), Put("b", b"2")])
+    assert seam.finished >= 2
 
 
-def test_deferred_writes_are_visible_at_once_and_settle_after_the_fsync(path: Path) -> None:
-    import asyncio
+def test_concurrent_writes_share_fsyncs(seamed: SqliteStorage, seam: _SlowFsync) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: seamed.put(f"k{i}", b"v"), range(200)))
+    assert all(seamed.get(f"k{i}") == b"v" for i in range(200))
+    assert seam.finished < 200  # group commit: fewer flushes than writes
 
-    seam = _SlowFsync()
+
+def test_deferred_writes_are_visible_at_once_and_settle_after_the_fsync(
+    path: Path, seam: _SlowFsync
+) -> None:
     s = SqliteStorage(path, _fsync=seam)
 
     async def scenario() -> None:
@@ -251,62 +258,46 @@ def test_deferred_writes_are_visible_at_once_and_settle_after_the_fsync(path: Pa
         reopened.close()
 
 
-def test_deferring_applies_to_its_own_storage_and_context_only(path: Path, tmp_path: Path) -> None:
-    seam = _SlowFsync()
-    s = SqliteStorage(path, _fsync=seam)
+def test_deferring_applies_to_its_own_storage_and_context_only(
+    seamed: SqliteStorage, seam: _SlowFsync, tmp_path: Path
+) -> None:
     other = SqliteStorage(tmp_path / "other.db")
     try:
-        with s.deferring():
+        with seamed.deferring():
             other.put("x", b"1")  # another storage: durable on return as ever
             assert other.settled_async() is None
-        s.put("y", b"2")  # after the block: durable on return
-        assert seam.finished >= 1 and s.settled_async() is None
+        seamed.put("y", b"2")  # after the block: durable on return
+        assert seam.finished >= 1 and seamed.settled_async() is None
     finally:
-        s.close()
         other.close()
 
 
-def test_a_deferred_conflict_raises_and_writes_nothing(path: Path) -> None:
-    from medsecrets.errors import ConflictError
-    from medsecrets.storage.base import Expect
-
-    s = SqliteStorage(path)
-    try:
-        s.put("k", b"v1")
-        with s.deferring(), pytest.raises(ConflictError):
-            s.batch([Expect("k", b"other"), Put("k", b"v2"), Put("z", b"1")])
-        assert s.get("k") == b"v1" and s.get("z") is None
-    finally:
-        s.close()
+def test_a_deferred_conflict_raises_and_writes_nothing(store: SqliteStorage) -> None:
+    store.put("k", b"v1")
+    with store.deferring(), pytest.raises(ConflictError):
+        store.batch([Expect("k", b"other"), Put("k", b"v2"), Put("z", b"1")])
+    assert store.get("k") == b"v1" and store.get("z") is None
 
 
-def test_a_failed_log_fsync_fails_the_write_and_every_later_one(path: Path) -> None:
-    import errno
-
-    seam = _SlowFsync()
-    s = SqliteStorage(path, _fsync=seam)
-    try:
-        s.put("ok", b"1")
-        seam.error = OSError(errno.EIO, "CANARY-io")
-        with pytest.raises(StorageError, match="fsync failed") as first:
-            s.put("k", b"v")
-        assert "Input/output error" in str(first.value)  # the errno's text, not the message
-        assert "CANARY" not in str(first.value)
-        with pytest.raises(StorageError, match="no further writes"):
-            s.put("later", b"x")
-        with pytest.raises(StorageError), s.deferring():
-            s.put("later", b"x")
-        assert s.get("later") is None  # refused before committing
-    finally:
-        seam.error = None
-        s.close()
+def test_a_failed_log_fsync_fails_the_write_and_every_later_one(
+    seamed: SqliteStorage, seam: _SlowFsync
+) -> None:
+    seamed.put("ok", b"1")
+    seam.error = OSError(errno.EIO, "CANARY-io")
+    with pytest.raises(StorageError, match="fsync failed") as first:
+        seamed.put("k", b"v")
+    assert "Input/output error" in str(first.value)  # the errno's text, not the message
+    assert "CANARY" not in str(first.value)
+    with pytest.raises(StorageError, match="no further writes"):
+        seamed.put("later", b"x")
+    with pytest.raises(StorageError), seamed.deferring():
+        seamed.put("later", b"x")
+    assert seamed.get("later") is None  # refused before committing
 
 
 def test_checkpoints_copy_the_log_into_the_database_off_the_writers(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-
     ran: list[str] = []
     real = SqliteStorage._checkpoint
 
@@ -344,8 +335,6 @@ def test_a_symlinked_database_path_fsyncs_the_real_log(tmp_path: Path) -> None:
 
 
 def test_close_lets_a_write_under_way_finish_durably_then_refuses_writes(path: Path) -> None:
-    import threading
-
     seam = _SlowFsync()
     s = SqliteStorage(path, _fsync=seam)
     s.put("first", b"1")
@@ -353,8 +342,6 @@ def test_close_lets_a_write_under_way_finish_durably_then_refuses_writes(path: P
     writer = threading.Thread(target=s.put, args=("k", b"v"))
     writer.start()
     closer = threading.Thread(target=s.close)
-    import time
-
     time.sleep(0.2)
     closer.start()
     time.sleep(0.2)
@@ -372,8 +359,6 @@ def test_close_lets_a_write_under_way_finish_durably_then_refuses_writes(path: P
 
 
 def test_a_deferred_write_never_waits_for_a_lock(path: Path, tmp_path: Path) -> None:
-    from medsecrets.storage.base import WriteLockBusy
-
     s = SqliteStorage(path)
     try:
         s.put("k", b"v1")
@@ -396,8 +381,6 @@ def test_a_deferred_write_never_waits_for_a_lock(path: Path, tmp_path: Path) -> 
 
 
 def test_a_deferred_writer_reads_on_its_own_connection_and_sees_every_commit(path: Path) -> None:
-    import threading
-
     s = SqliteStorage(path, read_cache=False)
     try:
         with s.deferring():
