@@ -437,3 +437,60 @@ def test_the_audit_process_gets_none_of_the_servers_settings() -> None:
         "AWS_SECRET_ACCESS_KEY": "Canary-aws",
     }
     assert child_env(environ) == {"PATH": "/usr/bin", "LANG": "C.UTF-8"}
+
+
+# -- placement ------------------------------------------------------------------------------
+
+
+def _threads_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPU sets of every thread of ``pid``."""
+    return {
+        frozenset(os.sched_getaffinity(int(task.name)))
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs to place a process on one of them",
+)
+def test_the_audit_process_and_its_restarts_run_on_the_given_cpus(tmp_path: Path) -> None:
+    cpus = frozenset({max(os.sched_getaffinity(0))})
+    lane = RemoteLane(
+        _config(tmp_path / "audit.jsonl"), key_material=lambda name: MATERIAL, cpus=cpus
+    )
+    lane.start()
+    try:
+        _write(lane, 0)  # the writer thread is up: every thread inherited the set
+        process = lane._process
+        assert process is not None
+        assert _threads_cpus(process.pid) == {cpus}
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while (lane._process is process or not lane.up) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _write(lane, 1)
+        again = lane._process
+        assert again is not None and again is not process
+        assert _threads_cpus(again.pid) == {cpus}
+    finally:
+        lane.stop()
+    assert frozenset(os.sched_getaffinity(0)) != cpus  # this process was left alone
+
+
+def test_an_audit_process_that_cannot_be_placed_still_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lane = RemoteLane(
+        _config(tmp_path / "audit.jsonl"),
+        key_material=lambda name: MATERIAL,
+        cpus=frozenset({100_000}),  # no such CPU: sched_setaffinity fails
+    )
+    lane.start()
+    try:
+        _write(lane, 0)
+        assert lane.up and lane.records == 1
+    finally:
+        lane.stop()
+    assert "cannot place the audit process on CPUs [100000]" in caplog.text

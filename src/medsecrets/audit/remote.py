@@ -33,6 +33,9 @@ With an ``entry`` module that plugs an observer into the audit process (the
 server's detectors, ``server.auditprocess``), messages other than answers go to
 ``on_message`` (alerts).
 
+With ``cpus`` every audit process this lane starts is restricted to those CPUs
+(``server.placement``: away from the serving thread); failing to is logged only.
+
 Keys cross the pipe, never the disk: before the first events sent after an
 unseal the lane sends the device's HMAC key and the checkpoint signing key
 (``key_material``), and ``("forget",)`` within a watchdog tick of a seal.
@@ -126,6 +129,7 @@ class RemoteLane:
         entry: str = "medsecrets.audit.sidecar",
         on_message: Callable[[Message], None] | None = None,
         start_timeout: float = 30.0,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -146,6 +150,7 @@ class RemoteLane:
         self._entry = entry
         self._on_message = on_message
         self._start_timeout = start_timeout
+        self._cpus = cpus
         self._lock = threading.Lock()
         self._items: list[Item] = []
         self._number = 0  # the last event number given
@@ -319,6 +324,8 @@ class RemoteLane:
             env=child_env(os.environ),
         )
         assert process.stdin is not None and process.stdout is not None
+        if self._cpus:  # before the config: the threads it starts then inherit the set
+            self._place(process.pid, self._cpus)
         stdin = process.stdin.fileno()
         with contextlib.suppress(OSError):  # a smaller pipe only means an earlier backlog
             fcntl.fcntl(stdin, _F_SETPIPE_SZ, _PIPE_SIZE)
@@ -336,6 +343,18 @@ class RemoteLane:
         os.set_blocking(stdin, False)
         os.set_blocking(process.stdout.fileno(), False)
         return process, reader, int(first[1])  # type: ignore[call-overload]
+
+    def _place(self, pid: int, cpus: frozenset[int]) -> None:
+        """Restrict the audit process ``pid`` to ``cpus`` (a failure is logged, not fatal)."""
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except (OSError, AttributeError) as exc:
+            _log.warning(
+                "audit device %s: cannot place the audit process on CPUs %s (%s)",
+                self.name,
+                sorted(cpus),
+                type(exc).__name__,
+            )
 
     # -- the hot path -----------------------------------------------------------------
     def append(

@@ -459,9 +459,11 @@ def _lane(
     alarm: Callable[[str, str], None],
     export: Path | None,
     alerts: AlertReceiver | None = None,
+    cpus: frozenset[int] | None = None,
 ) -> AuditLane:
     """The lane of one device: a file device in an audit process with ``audit.process``
-    (which also runs the detectors when given where their ``alerts`` go)."""
+    (which also runs the detectors when given where their ``alerts`` go), placed on
+    ``cpus`` if given (``server.placement``)."""
     audit = settings.audit
     if spec.type == "file" and audit.process:
         from medsecrets.audit.remote import RemoteLane
@@ -497,6 +499,7 @@ def _lane(
             if alerts is not None
             else "medsecrets.audit.sidecar",
             on_message=alerts,
+            cpus=cpus,
         )
     return Lane(
         _device(spec, settings, store, node=node, worker=worker, alarm=alarm),
@@ -510,8 +513,15 @@ def _lane(
     )
 
 
-def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False) -> AuditStack:
-    """The audit stack for ``settings`` over ``store`` (not started: call ``start()``)."""
+def build_audit(
+    settings: Settings,
+    store: SecretStore,
+    *,
+    worker: bool = False,
+    audit_cpus: frozenset[int] | None = None,
+) -> AuditStack:
+    """The audit stack for ``settings`` over ``store`` (not started: call ``start()``); its
+    audit processes run on ``audit_cpus`` if given (``server.placement``)."""
     audit = settings.audit
     node = audit.node or socket.gethostname()
     if worker:
@@ -559,6 +569,7 @@ def build_audit(settings: Settings, store: SecretStore, *, worker: bool = False)
                 else export
             ),
             alerts=stack.alerts_in if spec.name == watcher else None,
+            cpus=audit_cpus,
         )
         for spec in specs
     ]

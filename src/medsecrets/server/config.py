@@ -180,6 +180,7 @@ class AuditSettings:
     checkpoint_interval: float = 60.0
     checkpoint_export: str | None = None
     process: bool = True
+    own_cpu: bool = True
     devices: tuple[AuditDeviceSettings, ...] = ()
 
 
@@ -382,6 +383,7 @@ _SETTINGS: dict[str, tuple[_Parser, bool]] = {
     "audit.checkpoint_interval": (_float(1.0, 86400.0), False),
     "audit.checkpoint_export": (_opt_str, False),
     "audit.process": (_bool, False),
+    "audit.own_cpu": (_bool, False),
     "monitor.enabled": (_bool, False),
     "monitor.rate_threshold": (_int(1, 1_000_000), False),
     "monitor.rate_window": (_float(1.0, 86400.0), False),

@@ -86,7 +86,9 @@ class _Built:
     close: Callable[[], None]
 
 
-def _create_app(settings: Settings, *, worker: bool) -> _Built:
+def _create_app(
+    settings: Settings, *, worker: bool, audit_cpus: frozenset[int] | None = None
+) -> _Built:
     from medsecrets.api.app import create_app
     from medsecrets.core.audit import NullAuditHook
     from medsecrets.server.auditsetup import build_audit
@@ -97,7 +99,7 @@ def _create_app(settings: Settings, *, worker: bool) -> _Built:
     stacks: list[AuditStack] = []
 
     def audit_hook(store: SecretStore) -> tuple[AuditHook, AuditAdmin]:
-        stack = build_audit(settings, store, worker=worker)
+        stack = build_audit(settings, store, worker=worker, audit_cpus=audit_cpus)
         stacks.append(stack)
         return (stack.broker if stack.broker is not None else NullAuditHook()), stack
 
@@ -169,7 +171,17 @@ def serve(settings: Settings) -> None:
     if settings.backend == "granian" and settings.workers > 1:
         _serve_granian_workers(settings)
         return
-    built = _create_app(settings, worker=False)
+    from medsecrets.server.placement import pin_serving, plan
+
+    placement = plan(settings)
+    built = _create_app(
+        settings, worker=False, audit_cpus=placement.audit if placement is not None else None
+    )
+    if placement is not None and pin_serving(placement):  # before the server starts its threads
+        log.info(
+            "cpu placement",
+            extra={"server_cpus": sorted(placement.serving), "audit_cpus": sorted(placement.audit)},
+        )
     built.sweeper.start()
     settle_heap()
     try:

@@ -1,0 +1,103 @@
+"""CPU placement (``server.placement``, ``audit.own_cpu``): audit processes on a CPU of their own.
+
+The plan is checked against settings and CPU sets; real server processes show where their
+threads and their audit process may run (on this machine's CPUs, skipped with fewer than 2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from medsecrets.server.config import Settings, load_settings
+from medsecrets.server.placement import Placement, plan, split_cpus
+from medsecrets.testing.serverproc import ServerProcess
+
+TWO_CPUS = pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs",
+)
+
+
+def _settings(tmp_path: Path, **env: str) -> Settings:
+    return load_settings(
+        None,
+        env={f"MEDSECRETS_{name.upper()}": value for name, value in env.items()},
+        overrides={"dev": True, "data_dir": str(tmp_path)},
+    )
+
+
+def test_split_gives_the_last_cpu_to_the_audit_processes() -> None:
+    assert split_cpus({0, 1}) == Placement(serving=frozenset({0}), audit=frozenset({1}))
+    assert split_cpus([5, 2, 3]) == Placement(serving=frozenset({2, 3}), audit=frozenset({5}))
+    assert split_cpus({3}) is None
+    assert split_cpus(()) is None
+
+
+def test_plan_places_a_single_process_server_with_an_audit_process(tmp_path: Path) -> None:
+    placement = plan(_settings(tmp_path), allowed={0, 1, 2, 3})
+    assert placement == Placement(serving=frozenset({0, 1, 2}), audit=frozenset({3}))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"audit_own_cpu": "false"},
+        {"audit_process": "false"},  # file devices written in process: no audit process
+        {"audit_enabled": "false"},
+        {"workers": "2", "seal_type": "keyfile"},  # each worker has its own audit process
+    ],
+    ids=["switched-off", "no-audit-process", "no-audit", "workers"],
+)
+def test_plan_places_nothing_without_a_single_process_and_its_audit_process(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    assert plan(_settings(tmp_path, **env), allowed={0, 1}) is None
+
+
+def test_plan_places_nothing_on_one_cpu(tmp_path: Path) -> None:
+    assert plan(_settings(tmp_path), allowed={7}) is None
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+def _read_once(server: ServerProcess) -> None:
+    assert server.token is not None
+    response = httpx.get(
+        f"{server.addr}/v1/secrets/medessence/development/database",
+        headers={"X-Medsecrets-Token": server.token},
+    )
+    assert response.status_code == 200
+
+
+@TWO_CPUS
+def test_a_server_keeps_its_audit_process_off_its_serving_cpus(tmp_path: Path) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "logs") as server:
+        _read_once(server)
+        assert set(os.sched_getaffinity(server.pid)) == set(allowed[:-1])  # the loop's thread
+        (audit,) = _children(server.pid)
+        assert set(os.sched_getaffinity(audit)) == {allowed[-1]}
+        assert '"msg":"cpu placement"' in server.log_text()
+
+
+@TWO_CPUS
+def test_own_cpu_false_leaves_placement_to_the_kernel(tmp_path: Path) -> None:
+    allowed = set(os.sched_getaffinity(0))
+    with ServerProcess(
+        tmp_path / "data", env={"MEDSECRETS_AUDIT_OWN_CPU": "false"}, log_dir=tmp_path / "logs"
+    ) as server:
+        _read_once(server)
+        assert set(os.sched_getaffinity(server.pid)) == allowed
+        (audit,) = _children(server.pid)
+        assert set(os.sched_getaffinity(audit)) == allowed
+        assert "cpu placement" not in server.log_text()
