@@ -562,3 +562,48 @@ def test_a_held_read_event_never_matches_another_request(started: list[AuditBrok
     kinds = [(json.loads(line)["request_id"], json.loads(line)["kind"]) for line in device.lines]
     assert kinds == [("other", "request"), ("other", "response")]
     assert broker._open == {}
+
+
+def _plain_event(number: int) -> AuditEvent:
+    return AuditEvent(kind="request", time=dt.datetime.now(dt.UTC), request_id=f"r{number}")
+
+
+def test_a_lane_without_writer_thread_writes_when_flushed() -> None:
+    device = ScriptedDevice()
+    written: list[tuple[int, bool]] = []
+    quiet = Lane(
+        device,
+        node="n1",
+        keys=keys,
+        writer_thread=False,
+        on_written=lambda events, waiters, ok: written.append((len(events), ok)),
+    )
+    quiet.start()
+    waiters = [Waiter(1) for _ in range(3)]
+    for number, waiter in enumerate(waiters):
+        quiet.append(_plain_event(number), waiter)  # notify: no thread to wake
+    assert quiet.pending == 3 and device.lines == []
+    assert all(waiter.result is None for waiter in waiters)
+    assert quiet.flush() is True  # one batch, on this thread
+    assert device.batches == 1 and len(device.lines) == 3
+    assert [waiter.result for waiter in waiters] == [True, True, True]
+    assert written == [(3, True)]
+    assert quiet.flush() is None  # nothing queued
+    quiet.append(_plain_event(3))
+    device.fail = True
+    assert quiet.flush() is False
+    device.fail = False
+    quiet.append(_plain_event(4))
+    quiet.stop()  # writes what is queued
+    assert device.batches == 2
+    check_chain(device.lines)  # the failed batch left the chain, the rest continues it
+
+
+def test_flush_is_only_for_a_lane_without_writer_thread() -> None:
+    threaded = lane(ScriptedDevice())
+    threaded.start()
+    try:
+        with pytest.raises(RuntimeError, match="writer thread"):
+            threaded.flush()
+    finally:
+        threaded.stop()

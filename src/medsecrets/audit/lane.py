@@ -20,6 +20,11 @@ already being written while it renders the rest: the fsync overlaps the CPU
 work instead of following it (with every connection waiting on one fsync, a
 server would otherwise alternate between rendering and waiting).
 
+With ``writer_thread=False`` there is no writer thread: the owner calls
+``flush()`` to write what is queued on its own thread (the audit process,
+``audit.sidecar``, which has nothing else to do meanwhile: what arrives during
+the write waits in its pipe and becomes the next batch).
+
 A write that takes longer than ``timeout`` makes the lane *hung*
 (``Lane.check_hung``, called by the broker's watchdog): its pending waiters are
 answered no at once, and so is every waiter appended until the write returns.
@@ -171,6 +176,7 @@ class Lane:
         eager_batch: int = 32,
         clock: Callable[[], float] = time.monotonic,
         on_written: Written | None = None,
+        writer_thread: bool = True,
     ) -> None:
         self.device = device
         self.name = device.name
@@ -185,6 +191,7 @@ class Lane:
         self._eager = eager_batch
         self._clock = clock
         self._on_written = on_written
+        self._writer_thread = writer_thread
         self._lock = threading.Lock()  # entered directly on the hot path (a C-level lock)
         self._cond = threading.Condition(self._lock)
         self._queue: list[_Item] = []
@@ -233,10 +240,12 @@ class Lane:
         return len(self._queue)
 
     def start(self) -> None:
-        """Open the device (resuming its chain) and start the writer thread."""
+        """Open the device (resuming its chain) and start the writer thread, if any."""
         if self._export is not None:
             self._export.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._head = self._tail = self.device.open()
+        if not self._writer_thread:
+            return
         self._thread = threading.Thread(target=self._run, name=f"audit-{self.name}", daemon=True)
         self._thread.start()
 
@@ -245,6 +254,8 @@ class Lane:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, stop the writer and close the device."""
+        if not self._writer_thread:
+            self.flush()
         with self._cond:
             self._stopping = True
             self._cond.notify()
@@ -389,6 +400,17 @@ class Lane:
                     return
                 batch = self._take()
             self._write_batch(batch)
+
+    def flush(self) -> bool | None:
+        """Write what is queued on this thread, as one batch (only without a writer
+        thread); whether the write succeeded, ``None`` if nothing was queued."""
+        if self._writer_thread:
+            raise RuntimeError("this lane has a writer thread: wake() it instead")
+        with self._cond:
+            if not self._queue:
+                return None
+            batch = self._take()
+        return self._write_batch(batch)
 
     def _take(self) -> list[_Item]:
         """Everything queued, its waiters now in flight (lock held)."""

@@ -4,7 +4,8 @@ A server that audits to a file device in a separate process (``RemoteLane``,
 ``audit.remote``) starts ``python -m medsecrets.audit.sidecar`` and talks to it
 over its standard input and output in ``audit.channel`` frames. Here the events
 are rendered (HMACs, the chain, signed checkpoints), written and fsync'd by an
-ordinary ``Lane`` over a ``FileAuditDevice``, exactly as in process; the
+ordinary ``Lane`` over a ``FileAuditDevice`` (without a writer thread: this
+process's one thread writes each batch itself, see ``run``); the
 server keeps only the cheap part of auditing (a tuple per event) and its
 threads never wait for the GIL on this process's behalf.
 
@@ -24,8 +25,8 @@ Messages from the server:
 - end of input: write what is queued, close the device, exit 0.
 
 Messages to the server: ``("refused", numbers)`` for items the lane refused at
-once (its queue full: the writer is stuck), and one ``("acks", answers, stats)``
-per batch written (only the writer's progress sends these):
+once (its queue full), and one ``("acks", answers, stats)`` per batch written
+(only writes send these):
 ``answers`` is a list of ``(number, ok)`` for every item of the batch that asked
 to ``wait``, in order (ok: durably written; not ok: the write failed), ``stats``
 the lane's ``(up, hung, records, failures, dropped, pending, last_error, seq)``.
@@ -36,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -305,6 +307,7 @@ def _lane(config: LaneConfig, keys: _Keys, on_written: Written) -> Lane:
         checkpoint_interval=config.checkpoint_interval,
         checkpoint_export=export,
         on_written=on_written,
+        writer_thread=False,
     )
 
 
@@ -318,21 +321,30 @@ class _Ack(Waiter):
         self.number = number
 
 
-SWITCH_INTERVAL = 0.0005
-"""The audit process's GIL switch interval (s): the writer thread, back from an fsync,
-gets the GIL within this time even while the reading thread renders a large frame."""
+FLUSH_AT: Final = 256
+"""Records rendered after which a batch is written even while more is arriving (a server
+that never pauses must still get answers)."""
+
+
+def _waiting(fd: int) -> bool:
+    """Whether something can be read from ``fd`` now."""
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def run(inp: int, out: int, observer: Observer | None = None) -> int:
     """Serve one server over ``inp``/``out`` (see module docstring); the exit status.
 
-    Two threads, so that the fsync of one batch overlaps the rendering of the
-    next: this one reads what arrived and renders it into the lane (HMACs, the
-    chain); the lane's writer thread writes and fsyncs everything rendered so far
-    as one batch, then sends its answers and runs the observer over it. A write
-    that hangs holds everything behind it (what arrives meanwhile is rendered and
-    queued, up to the lane's limit), and the server fails the waiters once their
-    answers are late (``RemoteLane.check_hung``).
+    One thread does everything, in a loop: read what arrived and render it into
+    the lane (HMACs, the chain); when nothing more is waiting in the pipe, write
+    and fsync everything rendered as one batch (``Lane.flush``), answer it, run
+    the observer over it; read again (also once ``FLUSH_AT`` records are
+    rendered, however much more is waiting). What the server sends during a write
+    waits in the pipe and becomes the next batch (group commit), and no second
+    thread means no GIL hand-off between rendering and writing (measured:
+    +5% reads and a lower p99 together with ``RemoteLane`` sending each record
+    at once, ``docs/benchmarks.md``, session 8). A write that hangs holds
+    everything behind it in the pipe, and the server fails the waiters once
+    their answers are late (``RemoteLane.check_hung``).
     """
     reader = FrameReader(inp)
     sending = threading.Lock()
@@ -370,7 +382,6 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     except Exception as exc:
         send(("error", type(exc).__name__, str(exc)))
         return 1
-    sys.setswitchinterval(SWITCH_INTERVAL)
     send(("ready", lane.head.seq))
     messages = first[1:]
     try:
@@ -378,9 +389,10 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
             refused: list[int] = []
             for message in messages:
                 _handle(message, lane, keys, refused)
-            if refused:  # the lane's queue is full (its writer is stuck): answered no at once
+            if refused:  # the lane's queue is full: answered no at once
                 send(("refused", refused))
-            lane.wake()
+            if lane.pending >= FLUSH_AT or not _waiting(inp):  # nothing more sent: write
+                lane.flush()
             messages = reader.read()
     except EOFError:
         pass
