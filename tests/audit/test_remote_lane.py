@@ -390,18 +390,22 @@ def test_refusals_fail_their_waiters_but_are_not_progress(lane: RemoteLane) -> N
     lane's hung state (only written batches do), or a stuck process would never be
     restarted."""
     waiter = Waiter(1)
-    lane.append(_event(1), waiter, notify=False)  # item 1, held here (not sent)
-    read_end, write_end = os.pipe()
-    os.write(write_end, encode(("refused", [1])))
-    lane._hung_since = 12.5  # as if its answers were overdue
     process = lane._process
     assert process is not None
-    assert lane._answer(process, FrameReader(read_end))
-    os.close(read_end)
-    os.close(write_end)
-    with pytest.raises(AuditFailure):
-        waiter.wait()
-    assert lane._hung_since == 12.5 and lane.hung
+    os.kill(process.pid, signal.SIGSTOP)  # item 1 is sent at once but stays unanswered
+    try:
+        lane.append(_event(1), waiter)
+        read_end, write_end = os.pipe()
+        os.write(write_end, encode(("refused", [1])))
+        lane._hung_since = 12.5  # as if its answers were overdue
+        assert lane._answer(process, FrameReader(read_end))
+        os.close(read_end)
+        os.close(write_end)
+        with pytest.raises(AuditFailure):
+            waiter.wait()
+        assert lane._hung_since == 12.5 and lane.hung
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
     lane._hung_since = None
 
 
@@ -494,3 +498,52 @@ def test_an_audit_process_that_cannot_be_placed_still_serves(
     finally:
         lane.stop()
     assert "cannot place the audit process on CPUs [100000]" in caplog.text
+
+
+def test_records_are_answered_while_the_rest_of_a_frame_is_still_on_its_way(
+    tmp_path: Path,
+) -> None:
+    """The server sends the rest of a frame the pipe did not take only when it appends
+    again or reads answers: an audit process that waited for it before writing what it
+    had rendered would stall both until the audit timeout."""
+    import threading
+
+    from medsecrets.audit.sidecar import run
+
+    into, child_in = os.pipe()
+    child_out, out = os.pipe()
+    done = Completion(dt.datetime.now(dt.UTC), 200, None)
+    many = [(True, pack_event(_event(n)), pack_completion(done)) for n in range(1, 121)]
+    whole = encode(("events", 1, many))  # a few ms of rendering, under FLUSH_AT records
+    torn = encode(("events", 121, [(True, pack_event(_event(121)), pack_completion(done))]))
+    os.write(child_in, encode(_config(tmp_path / "audit.jsonl").to_message()))
+    os.write(child_in, encode(("keys", *MATERIAL)))
+    codes: list[int] = []
+    serving = threading.Thread(target=lambda: codes.append(run(into, out)), daemon=True)
+    serving.start()
+    answers = FrameReader(child_out)
+    assert answers.read()[0][0] == "ready"
+    os.set_blocking(child_out, False)
+    os.write(child_in, whole)
+    time.sleep(0.001)  # (read by now, and being rendered)
+    os.write(child_in, torn[:20])  # frame 121 only begun
+
+    def acked(number: int) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for message in answers.read_ready():
+                if message[0] == "acks" and (number, True) in message[1]:  # type: ignore[operator]
+                    return
+            time.sleep(0.01)
+        pytest.fail(f"item {number} was not answered")
+
+    try:
+        acked(120)  # answered although frame 121 is incomplete
+        os.write(child_in, torn[20:])
+        acked(121)
+    finally:
+        os.close(child_in)
+        serving.join(10)
+        for fd in (into, child_out, out):
+            os.close(fd)
+    assert codes == [0]

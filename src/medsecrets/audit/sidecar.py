@@ -326,17 +326,15 @@ FLUSH_AT: Final = 256
 that never pauses must still get answers)."""
 
 
-def _waiting(fd: int) -> bool:
-    """Whether something can be read from ``fd`` now."""
-    return bool(select.select([fd], [], [], 0)[0])
-
-
 def run(inp: int, out: int, observer: Observer | None = None) -> int:
     """Serve one server over ``inp``/``out`` (see module docstring); the exit status.
 
     One thread does everything, in a loop: read what arrived and render it into
-    the lane (HMACs, the chain); when nothing more is waiting in the pipe, write
-    and fsync everything rendered as one batch (``Lane.flush``), answer it, run
+    the lane (HMACs, the chain); when no whole message waits in the pipe (nothing,
+    or only part of a frame: the server sends the rest only when it appends again
+    or reads answers, so waiting for it with records unwritten could stall both
+    until the audit timeout), write and fsync everything rendered as one batch
+    (``Lane.flush``), answer it, run
     the observer over it; read again (also once ``FLUSH_AT`` records are
     rendered, however much more is waiting). What the server sends during a write
     waits in the pipe and becomes the next batch (group commit), and no second
@@ -384,6 +382,7 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
         return 1
     send(("ready", lane.head.seq))
     messages = first[1:]
+    os.set_blocking(inp, False)
     try:
         while True:
             refused: list[int] = []
@@ -391,9 +390,12 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
                 _handle(message, lane, keys, refused)
             if refused:  # the lane's queue is full: answered no at once
                 send(("refused", refused))
-            if lane.pending >= FLUSH_AT or not _waiting(inp):  # nothing more sent: write
+            messages = reader.read_ready()
+            if not messages or lane.pending >= FLUSH_AT:  # no whole message waits: write
                 lane.flush()
-            messages = reader.read()
+            while not messages:  # (never wait for the rest of a frame with records unwritten)
+                select.select([inp], [], [])
+                messages = reader.read_ready()
     except EOFError:
         pass
     except (FrameError, OSError) as exc:  # a torn stream or a closed pipe: the server restarts us
