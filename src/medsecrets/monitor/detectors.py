@@ -260,6 +260,8 @@ class _Quiet:
         self._limit = limit
 
     def ready(self, key: str, ts: float) -> bool:
+        """Whether ``key`` may alert at ``ts`` (callers check it before they build an
+        alert's text: a principal over a limit stays over it for every event)."""
         until = self._until.get(key)
         return until is None or ts >= until
 
@@ -469,6 +471,8 @@ class RateDetector(_Batched):
         self, event: AccessEvent, key: str, count: int, limit: int, category: str
     ) -> Alert | None:
         """The alert for ``key``'s ``count`` over ``limit``, unless in its quiet period."""
+        if not self._quiet.ready(key, event.ts):  # (every read over the limit gets here)
+            return None
         window = self._config.rate_window
         what = f"{category} secrets" if category else "secrets"
         return self._quiet.once(
@@ -507,7 +511,7 @@ class BulkDetector(_Batched):
             if not principal:
                 continue
             count = add(principal, event.ts, event.path)
-            if count < threshold:
+            if count < threshold or not self._quiet.ready(principal, event.ts):
                 continue
             window = self._config.bulk_window
             alert = self._quiet.once(
@@ -547,7 +551,7 @@ class EnumerationDetector(_Batched):
                 continue
             principal = event.principal
             count = add(principal, event.ts, cap)
-            if count < threshold:
+            if count < threshold or not self._quiet.ready(principal, event.ts):
                 continue
             window = config.enumeration_window
             alert = self._quiet.once(
@@ -595,7 +599,7 @@ class FailedBurstDetector(_Batched):
         config = self._config
         cap = 2 * config.failed_denials
         count = self._counts.add(key, event.ts, cap)
-        if count < config.failed_denials:
+        if count < config.failed_denials or not self._quiet.ready(key, event.ts):
             return None
         window = config.failed_window
         return self._quiet.once(
