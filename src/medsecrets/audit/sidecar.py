@@ -339,7 +339,7 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     rendered, however much more is waiting). What the server sends during a write
     waits in the pipe and becomes the next batch (group commit), and no second
     thread means no GIL hand-off between rendering and writing (measured:
-    +5% reads and a lower p99 together with ``RemoteLane`` sending each record
+    +7% reads and a lower p99 together with ``RemoteLane`` sending each record
     at once, ``docs/benchmarks.md``, session 8). A write that hangs holds
     everything behind it in the pipe, and the server fails the waiters once
     their answers are late (``RemoteLane.check_hung``).
