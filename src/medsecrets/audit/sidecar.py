@@ -40,7 +40,6 @@ import os
 import select
 import signal
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,28 +329,28 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     """Serve one server over ``inp``/``out`` (see module docstring); the exit status.
 
     One thread does everything, in a loop: read what arrived and render it into
-    the lane (HMACs, the chain); when no whole message waits in the pipe (nothing,
-    or only part of a frame: the server sends the rest only when it appends again
-    or reads answers, so waiting for it with records unwritten could stall both
-    until the audit timeout), write and fsync everything rendered as one batch
-    (``Lane.flush``), answer it, run
-    the observer over it; read again (also once ``FLUSH_AT`` records are
-    rendered, however much more is waiting). What the server sends during a write
-    waits in the pipe and becomes the next batch (group commit), and no second
-    thread means no GIL hand-off between rendering and writing (measured:
-    +7% reads and a lower p99 together with ``RemoteLane`` sending each record
-    at once, ``docs/benchmarks.md``, session 8). A write that hangs holds
-    everything behind it in the pipe, and the server fails the waiters once
-    their answers are late (``RemoteLane.check_hung``).
+    the lane (HMACs, the chain); when no whole message waits in the pipe, write
+    and fsync everything rendered as one batch (``Lane.flush``), answer it and run
+    the observer over it; read again. Also write once ``FLUSH_AT`` records are
+    rendered, however much more is waiting, and never wait for the rest of a
+    frame the pipe took only in part with records unwritten: the server sends
+    that rest only when it appends again or reads answers, so both would wait
+    until the audit timeout.
+
+    What the server sends during a write waits in the pipe and becomes the next
+    batch (group commit), and no second thread means no GIL hand-off between
+    rendering and writing (measured: +7% reads and a lower p99 together with
+    ``RemoteLane`` sending each record at once, ``docs/benchmarks.md``, session
+    8). A write that hangs holds everything behind it in the pipe, and the
+    server fails the waiters once their answers are late
+    (``RemoteLane.check_hung``).
     """
     reader = FrameReader(inp)
-    sending = threading.Lock()
 
-    def send(message: Message) -> None:
+    def send(message: Message) -> None:  # (one thread: frames never interleave)
         view = memoryview(encode(message))
-        with sending:
-            while view:
-                view = view[os.write(out, view) :]
+        while view:
+            view = view[os.write(out, view) :]
 
     try:
         first = reader.read()
