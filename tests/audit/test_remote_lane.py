@@ -137,6 +137,26 @@ def test_frames_round_trip_and_bad_frames_are_refused() -> None:
     os.close(write)
 
 
+def test_frames_larger_than_the_read_buffer_arrive_whole() -> None:
+    """The reader reuses one buffer for every read: frames spanning many reads, and
+    several frames in one read, come out whole and in order."""
+    messages = [("events", n, [(True, ("x" * n, n, None))]) for n in range(0, 400, 37)]
+    data = b"".join(encode(m) for m in messages)
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    reader = FrameReader(read, chunk=7)
+    got: list[object] = []
+    for at in range(0, len(data), 50):  # frames torn at every 50 bytes
+        os.write(write, data[at : at + 50])
+        for _ in range(8):  # 50 bytes take 8 reads of 7
+            got.extend(reader.read_ready())
+    assert got == messages
+    os.close(write)
+    with pytest.raises(EOFError):
+        reader.read_ready()
+    os.close(read)
+
+
 def test_an_event_survives_packing() -> None:
     event = _event(7, "response")
     event.extra = {"alert": {"detector": "rate"}}
