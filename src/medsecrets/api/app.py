@@ -73,6 +73,7 @@ from medsecrets.errors import (
     StorageError,
     TooLargeError,
 )
+from medsecrets.loops import running_loop
 from medsecrets.schema.tokens import TokenInfo
 from medsecrets.storage.base import DefersDurability, WriteLockBusy
 
@@ -364,7 +365,7 @@ class _ApiHandler:
             request_id = self._new_request_id()
         route = ["-"]
         deadlines = self._deadlines
-        task = asyncio.current_task() if deadlines is not None else None
+        task = asyncio.current_task(running_loop()) if deadlines is not None else None
         if task is not None and deadlines is not None:
             deadlines.enter(task)
         try:
@@ -464,12 +465,12 @@ class _ApiHandler:
             if spec.loop_write and self._deferrable is not None:
                 response = await self._write_on_loop(admitted, self._deferrable)
             else:
-                loop = asyncio.get_running_loop()
+                loop = running_loop()
                 response = await loop.run_in_executor(self._threads, admitted.run_deferred)
             if response.audit is not None:
                 await response.audit.wait_async()
         else:
-            loop = asyncio.get_running_loop()
+            loop = running_loop()
             response = await loop.run_in_executor(self._threads, self._core.handle, request)
         return _Answer(response.status, orjson.dumps(response.body), request_id)
 
@@ -487,7 +488,7 @@ class _ApiHandler:
         with storage.deferring():
             routed = admitted.route()
         if isinstance(routed.error, WriteLockBusy):  # as any change, recorded in the thread
-            loop = asyncio.get_running_loop()
+            loop = running_loop()
             return await loop.run_in_executor(self._threads, admitted.run_deferred)
         try:
             routed = await _durable(routed, storage)

@@ -39,6 +39,7 @@ from medsecrets.audit.record import AuditEvent, Completion, split_path
 from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure, NotFoundError, SealedError
+from medsecrets.loops import running_loop_or_none
 from medsecrets.schema.tokens import TokenInfo
 
 __all__ = ["EXEMPT_ROUTES", "AuditBroker"]
@@ -49,13 +50,6 @@ EXEMPT_ROUTES = frozenset({"sys.health", "sys.seal_status"})
 """Routes served (and still audited when devices exist) with no audit device at all."""
 
 _SECRET_ROUTES = ("secrets.", "metadata.", "stages.")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _utcnow() -> dt.datetime:
@@ -175,7 +169,7 @@ class AuditBroker:
         """Queue ``event`` on every lane (with ``completion``: the request event and its
         response, as one exchange); the ticket of the required lanes if ``wait``."""
         waiter = Waiter(self._required, timeout=self._timeout + 1.0) if wait else None
-        loop = _running_loop()
+        loop = running_loop_or_none()
         if loop is not None and loop is not self._attached:
             self._attach(loop)
         notify = loop is None

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 
 from medsecrets.errors import AuditFailure
+from medsecrets.loops import running_loop, running_loop_or_none
 
 __all__ = ["Waiter", "answer_all"]
 
@@ -76,7 +77,7 @@ class Waiter:
         rest of the wait): the broker's watchdog answers every waiter of a hung
         device, or of a dead writer, within the audit timeout.
         """
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         with _LOCK:
             if self.result is None:
                 self._future = loop.create_future()
@@ -103,10 +104,7 @@ def answer_all(waiters: Iterable[Waiter], *, ok: bool) -> None:
             by_loop.setdefault(future.get_loop(), []).append(future)
     if not by_loop:
         return
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
+    running = running_loop_or_none()
     for loop, futures in by_loop.items():
         if loop is running:
             _resolve(futures)  # answered on the waiters' own loop: no hand-off

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Final
 
 from medsecrets.errors import StorageError
+from medsecrets.loops import running_loop
 
 __all__ = ["WalSync"]
 
@@ -162,7 +163,7 @@ class WalSync:
 
     def wait_async(self, seq: int) -> asyncio.Future[None]:
         """A future of the running loop, done when commit ``seq`` is durable (or failed)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._cond:
             if self._synced >= seq:
