@@ -7,13 +7,25 @@ threads and their audit process may run (on this machine's CPUs, skipped with fe
 from __future__ import annotations
 
 import os
+import platform
+import selectors
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from medsecrets.server.config import Settings, load_settings
-from medsecrets.server.placement import Placement, plan, split_cpus
+from medsecrets.server.placement import (
+    Placement,
+    io_threads,
+    place_threads,
+    plan,
+    split_cpus,
+    thread_ids,
+)
 from medsecrets.testing.serverproc import ServerProcess
 
 TWO_CPUS = pytest.mark.skipif(
@@ -88,6 +100,28 @@ def test_a_server_keeps_its_audit_process_off_its_serving_cpus(tmp_path: Path) -
         (audit,) = _children(server.pid)
         assert set(os.sched_getaffinity(audit)) == {allowed[-1]}
         assert '"msg":"cpu placement"' in server.log_text()
+        # granian's I/O thread joined the audit process; every other thread stayed
+        assert _wait_for(lambda: "cpu placement: transport I/O" in server.log_text())
+        with_audit = [tid for tid in _threads(server.pid) if _cpus(tid) == {allowed[-1]}]
+        assert len(with_audit) == 1
+        assert with_audit[0] != server.pid
+
+
+def _threads(pid: int) -> list[int]:
+    return [int(entry.name) for entry in Path(f"/proc/{pid}/task").iterdir()]
+
+
+def _cpus(tid: int) -> set[int]:
+    return set(os.sched_getaffinity(tid))
+
+
+def _wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
 
 
 @TWO_CPUS
@@ -101,3 +135,63 @@ def test_own_cpu_false_leaves_placement_to_the_kernel(tmp_path: Path) -> None:
         (audit,) = _children(server.pid)
         assert set(os.sched_getaffinity(audit)) == allowed
         assert "cpu placement" not in server.log_text()
+        assert all(_cpus(tid) == allowed for tid in _threads(server.pid))
+
+
+KNOWN_MACHINE = pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "aarch64") or not Path("/proc/self/task").is_dir(),
+    reason="needs Linux /proc and a machine whose epoll system calls are known",
+)
+
+
+@KNOWN_MACHINE
+def test_io_threads_are_the_threads_waiting_in_epoll() -> None:
+    """A thread parked in ``epoll`` is found; one waiting on a lock, and this one, are not."""
+    stop = threading.Event()
+    ids: dict[str, int] = {}
+
+    def in_epoll() -> None:
+        ids["epoll"] = threading.get_native_id()
+        with selectors.EpollSelector() as selector:
+            while not stop.is_set():
+                selector.select(0.05)
+
+    def on_lock() -> None:
+        ids["lock"] = threading.get_native_id()
+        stop.wait()
+
+    threads = [threading.Thread(target=in_epoll), threading.Thread(target=on_lock)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert _wait_for(lambda: len(ids) == 2)
+        candidates = thread_ids()
+        assert {ids["epoll"], ids["lock"], threading.get_native_id()} <= candidates
+        assert _wait_for(lambda: io_threads(candidates) == [ids["epoll"]])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+@TWO_CPUS
+def test_place_threads_restricts_each_thread_and_says_when_it_cannot() -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    stop = threading.Event()
+    ids: list[int] = []
+
+    def idle() -> None:
+        ids.append(threading.get_native_id())
+        stop.wait()
+
+    thread = threading.Thread(target=idle)
+    thread.start()
+    try:
+        assert _wait_for(lambda: bool(ids))
+        assert place_threads(ids, frozenset(allowed[-1:]))
+        assert set(os.sched_getaffinity(ids[0])) == {allowed[-1]}
+        assert set(os.sched_getaffinity(0)) == set(allowed)  # only that thread
+        assert not place_threads([ids[0]], frozenset({max(allowed) + 4096}))  # no such CPU
+    finally:
+        stop.set()
+        thread.join()

@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from medsecrets.core.audit import AuditAdmin, AuditHook
     from medsecrets.server.auditsetup import AuditStack
     from medsecrets.server.bootstrap import DevInfo
+    from medsecrets.server.placement import Placement
     from medsecrets.server.sweeper import Sweeper
     from medsecrets.store import SecretStore
 
@@ -188,7 +190,7 @@ def serve(settings: Settings) -> None:
         if settings.backend == "uvicorn":
             _serve_uvicorn(built.app, settings, built.dev)
         else:
-            asyncio.run(_serve_granian_embedded(built.app, settings, built.dev))
+            asyncio.run(_serve_granian_embedded(built.app, settings, built.dev, placement))
     finally:
         built.sweeper.stop(timeout=settings.shutdown_grace_period + 1)
         built.close()
@@ -241,7 +243,9 @@ def _granian_kwargs(settings: Settings) -> dict[str, object]:
     return kwargs
 
 
-async def _serve_granian_embedded(app: ApiApp, settings: Settings, dev: DevInfo | None) -> None:
+async def _serve_granian_embedded(
+    app: ApiApp, settings: Settings, dev: DevInfo | None, placement: Placement | None = None
+) -> None:
     from granian.server.embed import Server
 
     server = Server(app, **_granian_kwargs(settings))  # type: ignore[arg-type]
@@ -260,7 +264,11 @@ async def _serve_granian_embedded(app: ApiApp, settings: Settings, dev: DevInfo 
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    from medsecrets.server.placement import thread_ids
+
+    before = thread_ids()
     task = asyncio.ensure_future(server.serve())
+    placing = asyncio.ensure_future(_place_io(before, placement)) if placement else None
     try:
         await _bound(task, settings)
         await stopping.wait()
@@ -275,8 +283,34 @@ async def _serve_granian_embedded(app: ApiApp, settings: Settings, dev: DevInfo 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     finally:
+        if placing is not None:
+            placing.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+async def _place_io(before: frozenset[int], placement: Placement) -> None:
+    """Put granian's I/O thread with the audit processes once it runs (``placement``).
+
+    It is the thread granian started (not there ``before``, not a Python thread) that
+    waits in ``epoll``; looked for every 50 ms for 2 s, then given up with a warning.
+    """
+    from medsecrets.server.placement import io_threads, place_threads, thread_ids
+
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        python = {thread.native_id for thread in threading.enumerate()}
+        found = io_threads(thread_ids() - before - python)
+        if found:
+            if place_threads(found, placement.audit):
+                log.info(
+                    "cpu placement: transport I/O",
+                    extra={"threads": len(found), "cpus": sorted(placement.audit)},
+                )
+            else:
+                log.warning("cannot place the transport's I/O thread: left on the server CPUs")
+            return
+    log.warning("transport I/O thread not found: left on the server CPUs")
 
 
 async def _bound(task: asyncio.Future[None], settings: Settings) -> None:
