@@ -14,9 +14,9 @@ The transport's I/O thread (granian's Rust runtime: socket reads and writes, ~19
 mostly kernel time a read on 2 cores) joins the audit processes once the server runs
 (``io_threads``, ``place_threads``): it needs no GIL, so the loop's thread gets its CPU for
 Python alone. Measured (``docs/benchmarks.md``, session 9): audited reads +9% holding 10,000
-secrets and +13-17% holding 200, with a
-lower p99. granian's blocking thread, which takes the GIL to hand each request to the loop,
-stays with the loop's thread: moved as well, reads fell below the unmoved figure.
+secrets and +13-17% holding 200, with a lower p99. granian's blocking thread, which takes the
+GIL to hand each request to the loop, stays with the loop's thread: moved as well, reads fell
+below the unmoved figure.
 
 Only the calling thread is pinned (``pin_serving``, called before the server starts its
 threads, which inherit it); each audit process is placed by ``RemoteLane`` when it starts.
