@@ -307,6 +307,25 @@ def test_a_device_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:
         lane.start()
 
 
+def test_records_in_flight_to_a_dead_audit_process_count_as_dropped(lane: RemoteLane) -> None:
+    """Records the process was sent but never wrote are lost with it: counted, not hidden
+    (before, only records still queued in the server were)."""
+    _write(lane, 0)  # written and acknowledged: not lost
+    process = lane._process
+    assert process is not None
+    assert lane.dropped == 0
+    os.kill(process.pid, signal.SIGSTOP)  # it reads nothing more
+    for number in range(1, 11):  # nobody waits for these: they go out at once
+        lane.append(_event(number))
+    os.kill(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while lane.up and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not lane.up
+    assert lane.dropped == 10
+    assert lane.records == 1
+
+
 def test_a_full_backlog_fails_everything_and_starts_a_new_stream(tmp_path: Path) -> None:
     lane = RemoteLane(
         _config(tmp_path / "audit.jsonl"), key_material=lambda name: MATERIAL, max_backlog=4096

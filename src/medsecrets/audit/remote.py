@@ -23,7 +23,9 @@ Fail closed, as a ``Lane``:
   waiter fails and the lane is *down*; a new process is started after a
   back-off (1 s, doubling to 30 s) and continues the chain from the file's
   durable head. Events queued or appended while down are dropped and counted
-  (``dropped``), their waiters refused;
+  (``dropped``), their waiters refused; so are the records the dead process was sent
+  but never reported done with (written or dropped), however far they got (a batch it
+  wrote but died before acknowledging counts as lost: the count errs on the safe side);
 - sends never block: what the pipe does not take waits in a backlog of at most
   ``max_backlog`` bytes; a fuller backlog means the audit process does not keep
   up, and it is treated as dead (no frame is ever cut: the new process starts
@@ -109,6 +111,8 @@ class _Stats(NamedTuple):
     pending: int = 0
     last_error: str | None = None
     seq: int = 0
+    taken: int = 0
+    """The records this process is done with (written or dropped) of those it was sent."""
 
 
 _PIPE_SIZE = 1 << 20
@@ -157,6 +161,7 @@ class RemoteLane:
         self._first = 1  # the number of the first queued event
         self._waiting: dict[int, tuple[Waiter, float]] = {}  # in number order
         self._backlog = bytearray()
+        self._framed = 0  # records framed for the current process (sent, or in the backlog)
         self._sent: object = _UNKNOWN  # the key material the process has (identity)
         self._process: subprocess.Popen[bytes] | None = None
         self._frames: FrameReader | None = None
@@ -240,6 +245,7 @@ class RemoteLane:
                 return
             self._process, self._frames = process, frames
             self._stats = _Stats(up=True, seq=seq)
+            self._framed = 0
             self._sent = _UNKNOWN
             self._hung_since = None
             self._down = False
@@ -433,6 +439,7 @@ class RemoteLane:
                 self._sent = material
             try:
                 frames.append(encode(("events", first, items)))
+                self._framed += _records(items)
             except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
                 _log.error("audit device %s: %s", self.name, exc)
                 self._dropped += _records(items)
@@ -566,7 +573,9 @@ class RemoteLane:
                 return  # already lost (a second report), or a stale process
             self._down = True
             self.last_error = reason
-            self._dropped += _records(self._items) + self._stats.dropped
+            # Queued here, dropped by it, and framed for it but never done with: all lost.
+            in_flight = max(0, self._framed - self._stats.taken)
+            self._dropped += _records(self._items) + self._stats.dropped + in_flight
             before, gone = self._before, self._stats
             self._before = before._replace(
                 records=before.records + gone.records, failures=before.failures + gone.failures

@@ -29,7 +29,10 @@ once (its queue full), and one ``("acks", answers, stats)`` per batch written
 (only writes send these):
 ``answers`` is a list of ``(number, ok)`` for every item of the batch that asked
 to ``wait``, in order (ok: durably written; not ok: the write failed), ``stats``
-the lane's ``(up, hung, records, failures, dropped, pending, last_error, seq)``.
+the lane's ``(up, hung, records, failures, dropped, pending, last_error, seq, taken)``,
+where ``taken`` counts the server's records this process is done with (written or
+dropped; its own checkpoints not included): whatever the server sent beyond it is lost
+if the process dies.
 """
 
 from __future__ import annotations
@@ -237,7 +240,7 @@ class LaneConfig:
         return cls(**message[1])
 
 
-PROTOCOL: Final = 2
+PROTOCOL: Final = 3
 """The version of the messages between a server and its audit process (``RemoteLane``
 sends it with the config; the audit process refuses any other). Bump it with any change
 to a message's shape."""
@@ -270,7 +273,9 @@ class _Keys:
         self.current = DeviceKeys(salter=Salter(hmac_key), sign=sign)
 
 
-def _stats(lane: Lane) -> tuple[object, ...]:
+def _stats(lane: Lane, own: int) -> tuple[object, ...]:
+    """The ``stats`` of an ``acks`` message; ``own``: the checkpoint records the lane has
+    written or dropped (not the server's)."""
     return (
         lane.up,
         lane.hung,
@@ -280,6 +285,7 @@ def _stats(lane: Lane) -> tuple[object, ...]:
         lane.pending,
         lane.last_error,
         lane.head.seq,
+        lane.records + lane.dropped - own,
     )
 
 
@@ -364,9 +370,13 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     keys = _Keys()
     observe = observer(config.monitor, send) if observer and config.monitor is not None else None
 
+    own = 0  # checkpoint records written or dropped: the lane's, not the server's
+
     def written(events: list[AuditEvent], waiters: list[Waiter], ok: bool) -> None:
+        nonlocal own
+        own += sum(1 for event in events if event.kind == "checkpoint")
         answers = [(cast(_Ack, waiter).number, ok) for waiter in waiters]
-        send(("acks", answers, _stats(lane)))
+        send(("acks", answers, _stats(lane, own)))
         if observe is not None:  # failed batches too: the accesses happened all the same
             try:
                 observe(events)
