@@ -237,6 +237,20 @@ def test_checkpoints_run_on_the_sync_thread_every_n_commits(
     assert "trouble" not in caplog.text  # the type only, never a message
 
 
+def test_checkpoints_count_the_writes_a_commit_holds(make: Callable[..., WalSync]) -> None:
+    ran: list[int] = []
+    sync = make(checkpoint=lambda: ran.append(1), checkpoint_every=10)
+    seq = sync.begin(writes=6)  # a group commit of six writes
+    sync.done(seq)
+    sync.wait(seq)
+    assert ran == []
+    seq = sync.begin(writes=4)  # the tenth write: one checkpoint, as ten commits of one
+    sync.done(seq)
+    sync.wait(seq)
+    sync.close()
+    assert ran == [1]
+
+
 def test_close_makes_pending_commits_durable(
     make: Callable[..., WalSync], gate: GatedFsync
 ) -> None:

@@ -174,8 +174,13 @@ class DefersDurability(Protocol):
     write is committed and visible, without waiting for the disk. The caller
     must then await ``settled_async()`` before telling anyone the write
     happened. ``settled_async()`` is ``None`` when every write committed so
-    far, in this process, is durable, else a future of the running loop that
-    is done when they are (or raises the ``StorageError`` that made them fail).
+    far, in this process, is durable and the calling task waits on no write
+    not yet committed, else a future of the running loop that is done when
+    they are (or raises the ``StorageError`` that made them fail). A backend
+    may hold a task's deferred writes in a transaction it commits later (one
+    shared by the writes of a loop iteration): such a write's failure, or a
+    failure of a commit whose rows the task read, comes from
+    ``settled_async()``.
     Outside ``deferring()`` every write is durable when it returns, as the
     ``StorageBackend`` contract says.
     """

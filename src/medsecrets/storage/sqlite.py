@@ -14,14 +14,24 @@ example a ``:memory:`` path or a file system that cannot do WAL. After a
 failed fsync every later write fails (the dirty pages may be gone); reopen.
 
 Deferred durability (``DefersDurability``): inside ``deferring()`` a write
-commits on the calling thread (an event loop's) and returns at once; the
-caller awaits ``settled_async()`` before it reports the write. Until then the
-write is visible to readers in any process, though not yet durable: a reader
-that reports what it read must await ``settled_async()`` too (the server does,
-for every response); another process cannot, so with several worker
-processes a read elsewhere may report a write up to one fsync (about a
-millisecond) before it is durable, which only an operating-system crash in
-that window could undo.
+runs on the calling thread (an event loop's) and returns at once; the caller
+awaits ``settled_async()`` before it reports the write. On a running loop the
+deferred writes of one loop iteration share one transaction (``_LoopTxn``):
+the first opens it on the thread's own connection, each applies inside it as
+one atomic member (a savepoint), and a callback commits it at the loop's next
+iteration, so they share one ``COMMIT`` and the pages it writes (group commit
+on the loop; a blocking write, a lease or ``close()`` on that thread commits
+it first). Until the commit only that thread's own connection sees the
+members: a task that wrote or read there meanwhile is tied to the
+transaction, and its ``settled_async()`` is done once the commit is durable,
+or raises when the commit failed (then every member failed, and a read of
+one reported nothing). Committed writes are visible to readers in any
+process though not yet durable: a reader that reports what it read must
+await ``settled_async()`` too (the server does, for every response); another
+process cannot, so with several worker processes a read elsewhere may report
+a write up to one fsync (about a millisecond) before it is durable, which
+only an operating-system crash in that window could undo. Without a running
+loop a deferred write commits alone at once.
 
 Concurrency: connections come from a small pool (one per concurrently active
 thread, reused); every write runs in ``BEGIN IMMEDIATE`` with a busy timeout,
@@ -63,6 +73,7 @@ import builtins
 import collections
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import os
 import secrets
@@ -74,6 +85,7 @@ from typing import Any, TypeVar
 
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import ConflictError, LeaseLostError, StorageError
+from medsecrets.loops import running_loop, running_loop_or_none
 from medsecrets.storage.base import (
     Delete,
     Expect,
@@ -134,6 +146,35 @@ _NO_OWN = object()  # ``_get_own``: this thread has no connection of its own to 
 #: Set inside ``SqliteStorage.deferring()``: the storage whose writes return at commit.
 _DEFERRING: contextvars.ContextVar[SqliteStorage | None] = contextvars.ContextVar(
     "medsecrets_sqlite_deferring", default=None
+)
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _LoopTxn:
+    """The deferred writes of one event loop iteration: one open transaction on
+    the loop thread's own connection (module docstring), holding ``_txn_lock``
+    until ``SqliteStorage._end_loop_txn`` commits it.
+
+    ``waiters`` are the futures handed out by ``settled_async`` (one per call:
+    a cancelled waiter cancels no other), settled once the commit is durable;
+    ``seq`` is the commit's ``WalSync`` number and ``error`` what made it
+    fail, once ``ended``.
+    """
+
+    conn: sqlite3.Connection
+    loop: asyncio.AbstractEventLoop
+    thread: int
+    members: int = 0
+    ended: bool = False
+    seq: int = 0
+    error: StorageError | None = None
+    waiters: builtins.list[asyncio.Future[None]] = dataclasses.field(default_factory=list)
+
+
+#: The loop transaction the current task wrote or read uncommitted rows in (its
+#: ``settled_async()`` waits for that commit).
+_TIED: contextvars.ContextVar[_LoopTxn | None] = contextvars.ContextVar(
+    "medsecrets_sqlite_loop_txn", default=None
 )
 
 
@@ -283,6 +324,10 @@ class SqliteStorage:
         # re-reads every page the write changed: 45 against 8 µs a read).
         self._own = threading.local()
         self._owned: builtins.list[sqlite3.Connection] = []
+        # The event loop's open transaction (``_LoopTxn``); the lock guards its use
+        # against ``close()`` from another thread.
+        self._loop_txn: _LoopTxn | None = None
+        self._loop_lock = threading.Lock()
         # SQLite keeps the log next to the file a symlinked path resolves to.
         self._sync = WalSync(
             os.path.realpath(self._path) + "-wal", checkpoint=self._checkpoint, fsync=_fsync
@@ -370,7 +415,7 @@ class SqliteStorage:
         log lets the next write restart the log from its start (SQLite restarts it only
         then), so the log stays small and its flushes overwrite blocks instead of
         growing the file. The second holds this process's writers across its two disk
-        flushes (under 1 ms here), once per ``CHECKPOINT_EVERY`` commits."""
+        flushes (under 1 ms here), once per ``CHECKPOINT_EVERY`` writes."""
         with self._conn() as conn:
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -383,6 +428,7 @@ class SqliteStorage:
     def _transaction(self, op: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``body(conn)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rollback on
         error); returns once the commit is durable."""
+        self._end_own_loop_txn()
         self._sync.check()
         with self._conn() as conn, self._txn_lock:
             result, seq = self._commit_locked(conn, op, body)
@@ -390,7 +436,11 @@ class SqliteStorage:
         return result
 
     def _commit_locked(
-        self, conn: sqlite3.Connection, op: str, body: Callable[[sqlite3.Connection], _T]
+        self,
+        conn: sqlite3.Connection,
+        op: str,
+        body: Callable[[sqlite3.Connection], _T],
+        writes: int = 1,
     ) -> tuple[_T, int]:
         """``body`` in one transaction on ``conn`` (``_txn_lock`` held); its result and
         the commit's ``WalSync`` number. SQLite errors become ``StorageError`` (an
@@ -404,24 +454,38 @@ class SqliteStorage:
                 raise
             try:
                 result = body(conn)
-                seq = self._sync.begin()  # from here the commit may be visible
-                try:
-                    conn.execute("COMMIT")
-                finally:
-                    self._sync.done(seq)  # its frames are written (or it failed)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            seq = self._commit_open(conn, writes)
         except sqlite3.Error as exc:
             raise _wrap(op, exc) from None
         return result, seq
+
+    def _commit_open(self, conn: sqlite3.Connection, writes: int) -> int:
+        """``COMMIT`` the transaction of ``writes`` writes open on ``conn`` (rolled
+        back if that fails); the commit's ``WalSync`` number."""
+        try:
+            seq = self._sync.begin(writes)  # from here the commit may be visible
+            try:
+                conn.execute("COMMIT")
+            finally:
+                self._sync.done(seq)  # its frames are written (or it failed)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return seq
 
     # -- key/value -----------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
         """The value at ``key`` or ``None``."""
         check_storage_key(key)
+        txn = self._loop_txn
+        if txn is not None and txn.thread == threading.get_ident():
+            return self._get_in_loop_txn(txn, key)
         cache = self._cache
         stamp = 0
         if cache is not None:
@@ -445,6 +509,22 @@ class SqliteStorage:
         if cache is not None:
             cache.offer(key, value, stamp)
         return value
+
+    def _get_in_loop_txn(self, txn: _LoopTxn, key: str) -> bytes | None:
+        """Read ``key`` inside this thread's open loop transaction, which ties the
+        calling task to its commit; never from or into the read cache (the value
+        may not be committed yet)."""
+        with self._loop_lock:
+            ended = self._loop_txn is not txn  # committed meanwhile (by close())
+            if not ended:
+                try:
+                    row = txn.conn.execute(_GET, (key,)).fetchone()
+                except sqlite3.Error as exc:
+                    raise _wrap("get", exc) from None
+                _TIED.set(txn)
+        if ended:
+            return self.get(key)
+        return None if row is None else bytes(row[0])
 
     def _get_own(self, key: str) -> object:
         """The row of ``key`` read on this thread's deferred-write connection, if it has
@@ -504,7 +584,18 @@ class SqliteStorage:
         return _deferring(self)
 
     def settled_async(self) -> asyncio.Future[None] | None:
-        """``None`` if every commit so far is durable, else a future (``DefersDurability``)."""
+        """``None`` if every commit so far is durable and the calling task is tied to
+        no loop transaction still open or failed, else a future (``DefersDurability``)."""
+        txn = _TIED.get()
+        if txn is not None and (not txn.ended or txn.error is not None):
+            with self._loop_lock:
+                future: asyncio.Future[None] = running_loop().create_future()
+                if txn.error is not None:
+                    future.set_exception(StorageError(str(txn.error)))
+                    return future
+                if not txn.ended:
+                    txn.waiters.append(future)
+                    return future
         pending = self._sync.pending
         return self._sync.wait_async(pending) if pending else None
 
@@ -526,6 +617,7 @@ class SqliteStorage:
         if _DEFERRING.get() is self:
             self._write_now(pending)
             return
+        self._end_own_loop_txn()
         with self._queue_lock:
             self._queue.append(pending)
             if not self._leading:
@@ -538,22 +630,48 @@ class SqliteStorage:
             raise pending.error
 
     def _write_now(self, pending: _Pending) -> None:
-        """The deferred write: committed on this thread, on a connection that never waits."""
+        """The deferred write, on a connection of this thread's own that never waits:
+        a member of the loop's open transaction (opening it if need be), or on no
+        running loop committed alone."""
+        loop = running_loop_or_none()
+        if loop is None:
+            self._commit_alone(pending)
+            return
+        with self._loop_lock:
+            txn = self._loop_txn
+            if txn is None or txn.thread != threading.get_ident():
+                txn = self._begin_loop_txn(loop)
+            try:
+                self._apply_member(txn, pending)
+            finally:
+                _TIED.set(txn)
+                if self._stamp is not None:  # readers' caches: this key may have changed
+                    self._stamp.bump()
+        if pending.error is not None:
+            raise pending.error
+
+    def _own_conn(self) -> sqlite3.Connection:
+        """This thread's own connection (``_txn_lock`` held), made on first use."""
+        conn: sqlite3.Connection | None = getattr(self._own, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA busy_timeout=0").fetchall()  # never waits for a lock
+            except sqlite3.Error as exc:
+                conn.close()
+                raise _wrap("open", exc) from None
+            self._own.conn = conn
+            self._owned.append(conn)
+        return conn
+
+    def _commit_alone(self, pending: _Pending) -> None:
+        """A deferred write outside a running loop: committed at once, alone."""
         if not self._txn_lock.acquire(blocking=False):
             raise WriteLockBusy("a write transaction of this process is under way")
         try:
             if self._closed:
                 raise StorageError("storage is closed")
-            conn: sqlite3.Connection | None = getattr(self._own, "conn", None)
-            if conn is None:
-                conn = self._connect()
-                try:
-                    conn.execute("PRAGMA busy_timeout=0").fetchall()  # never waits for a lock
-                except sqlite3.Error as exc:
-                    conn.close()
-                    raise _wrap("open", exc) from None
-                self._own.conn = conn
-                self._owned.append(conn)
+            conn = self._own_conn()
             try:
                 self._commit_locked(
                     conn, "batch", functools.partial(_apply_group, group=(pending,))
@@ -565,6 +683,121 @@ class SqliteStorage:
             self._txn_lock.release()
         if pending.error is not None:
             raise pending.error
+
+    def _begin_loop_txn(self, loop: asyncio.AbstractEventLoop) -> _LoopTxn:
+        """Open the loop's transaction (``_loop_lock`` held) and schedule its commit;
+        ``WriteLockBusy`` if this process or another holds the write lock."""
+        if not self._txn_lock.acquire(blocking=False):
+            raise WriteLockBusy("a write transaction of this process is under way")
+        try:
+            if self._closed:
+                raise StorageError("storage is closed")
+            conn = self._own_conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
+                    raise WriteLockBusy("sqlite write lock busy") from None
+                raise _wrap("batch", exc) from None
+            except sqlite3.Error as exc:
+                raise _wrap("batch", exc) from None
+        except BaseException:
+            self._txn_lock.release()
+            raise
+        txn = _LoopTxn(conn, loop, threading.get_ident())
+        self._loop_txn = txn
+        loop.call_soon(self._commit_loop_txn, txn)
+        return txn
+
+    def _apply_member(self, txn: _LoopTxn, pending: _Pending) -> None:
+        """Apply ``pending`` inside ``txn`` atomically (a savepoint). A failure that
+        leaves the transaction open undoes this member only; one that ended it
+        (SQLite rolls back the whole transaction on some errors) ends ``txn`` as
+        failed, every member with it."""
+        conn = txn.conn
+        txn.members += 1
+        try:
+            conn.execute("SAVEPOINT member")
+            try:
+                _apply_group(conn, group=(pending,))
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO member")
+                raise
+            finally:
+                if conn.in_transaction:
+                    conn.execute("RELEASE member")
+        except sqlite3.Error as exc:
+            error = _wrap("batch", exc)
+            if not conn.in_transaction:
+                self._end_loop_txn(txn, error)
+            raise error from None
+        except BaseException as exc:
+            if not conn.in_transaction:
+                self._end_loop_txn(txn, StorageError(f"sqlite batch failed: {type(exc).__name__}"))
+            raise
+
+    def _commit_loop_txn(self, txn: _LoopTxn) -> None:
+        """The loop callback that commits ``txn`` (unless something committed it first)."""
+        with self._loop_lock:
+            if self._loop_txn is txn:
+                self._end_loop_txn(txn)
+
+    def _end_own_loop_txn(self) -> None:
+        """Commit this thread's open loop transaction now, before a write that waits
+        for ``_txn_lock`` (which that transaction holds)."""
+        txn = self._loop_txn
+        if txn is not None and txn.thread == threading.get_ident():
+            self._commit_loop_txn(txn)
+
+    def _end_loop_txn(self, txn: _LoopTxn, error: StorageError | None = None) -> None:
+        """Commit ``txn`` (or, given ``error``, roll it back), release the write lock
+        and settle its waiters (``_loop_lock`` held; any thread)."""
+        self._loop_txn = None
+        raised: BaseException | None = None
+        try:
+            if error is None:
+                try:
+                    txn.seq = self._commit_open(txn.conn, txn.members)
+                except sqlite3.Error as exc:
+                    error = _wrap("batch", exc)
+                except StorageError as exc:  # closed, or durability failed before
+                    error = StorageError(str(exc))
+                except BaseException as exc:  # an interrupt: re-raised once settled
+                    error = StorageError("sqlite batch interrupted: outcome unknown")
+                    raised = exc
+            elif txn.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    txn.conn.execute("ROLLBACK")
+        finally:
+            txn.ended = True
+            txn.error = error
+            if self._stamp is not None:  # also after a failure: the outcome may be unknown
+                self._stamp.bump()
+            self._txn_lock.release()
+        self._settle_loop_txn(txn)
+        if raised is not None:
+            raise raised
+
+    def _settle_loop_txn(self, txn: _LoopTxn) -> None:
+        """Have ``txn``'s waiters settled on its loop (``txn`` ended)."""
+        if txn.waiters:
+            if txn.thread == threading.get_ident():
+                self._resolve_loop_txn(txn)
+            else:
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                    txn.loop.call_soon_threadsafe(self._resolve_loop_txn, txn)
+
+    def _resolve_loop_txn(self, txn: _LoopTxn) -> None:
+        """On ``txn``'s loop: settle its waiters with its commit's durability."""
+        waiters, txn.waiters = txn.waiters, []
+        if txn.error is not None:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StorageError(str(txn.error)))
+            return
+        durable = self._sync.wait_async(txn.seq)
+        durable.add_done_callback(functools.partial(_copy_outcome, waiters))
 
     def _lead(self) -> None:
         with self._queue_lock:
@@ -604,7 +837,7 @@ class SqliteStorage:
         try:
             with self._conn() as conn, self._txn_lock:
                 _, seq = self._commit_locked(
-                    conn, "batch", functools.partial(_apply_group, group=group)
+                    conn, "batch", functools.partial(_apply_group, group=group), len(group)
                 )
         except BaseException as exc:
             for pending in group:
@@ -669,6 +902,10 @@ class SqliteStorage:
         before the connections close (the last close checkpoints and removes
         the log); a write after this raises ``StorageError``.
         """
+        with self._loop_lock:  # an open loop transaction is committed first
+            txn = self._loop_txn
+            if txn is not None:
+                self._end_loop_txn(txn)
         with self._txn_lock:
             self._closed = True
         self._sync.close()  # not under the lock: its checkpoint takes it
@@ -690,6 +927,20 @@ def _deferring(storage: SqliteStorage) -> Iterator[None]:
         yield
     finally:
         _DEFERRING.reset(token)
+
+
+def _copy_outcome(targets: Sequence[asyncio.Future[None]], source: asyncio.Future[None]) -> None:
+    """Give each of ``targets`` still waiting the outcome of ``source`` (a done callback)."""
+    error = None if source.cancelled() else source.exception()
+    for target in targets:
+        if target.done():
+            continue
+        if source.cancelled():
+            target.cancel()
+        elif error is None:
+            target.set_result(None)
+        else:
+            target.set_exception(StorageError(str(error)))
 
 
 def _create_private_file(path: str) -> None:
