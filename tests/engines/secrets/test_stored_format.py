@@ -8,6 +8,8 @@ both are the same JSON documents, so either reader reads either.
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
 from medsecrets.keys.envelope import SealedValue
 from medsecrets.store import SecretStore
@@ -61,3 +63,17 @@ def test_records_written_by_the_old_encoder_are_read_and_updated(store: SecretSt
     assert info.number == 2
     assert store.secrets.get(AUTH).fields == second
     assert store.secrets.get(AUTH, stage="previous").fields == first  # from the old data record
+
+
+def test_data_records_of_secrets_created_in_turn_sort_in_turn(store: SecretStore) -> None:
+    value = _value(store)
+    paths = [f"{AUTH}/svc-{i}" for i in range(3)]
+    for path in paths:
+        store.secrets.put(path, value)
+        time.sleep(0.002)  # a later millisecond
+    ids = [store.secrets.describe(path).id for path in paths]
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    keys = [f"secrets/data/{i}/{1:010d}" for i in ids]
+    assert sorted(keys) == keys  # side by side in the store's key order, by creation
+    listed = [k for k in store.barrier.list("secrets/data/").keys if k in keys]
+    assert listed == keys

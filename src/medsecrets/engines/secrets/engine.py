@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +48,7 @@ from medsecrets.errors import (
     ScheduledForDeletion,
     TooLargeError,
 )
+from medsecrets.ids import new_id
 from medsecrets.keys.envelope import Envelope, Opener, SealedValue
 from medsecrets.schema.keys import RewrapReport
 from medsecrets.schema.secrets import (
@@ -235,7 +235,7 @@ class SecretsEngine:
         clock: Clock | None = None,
         max_versions: int = 100,
         access_granularity: dt.timedelta = dt.timedelta(hours=1),
-        id_factory: Callable[[], str] = lambda: str(uuid.uuid4()),
+        id_factory: Callable[[], str] = new_id,
         cache_values: bool = True,
     ) -> None:
         """``cache_values``: keep the decrypted current version of a secret read (until
