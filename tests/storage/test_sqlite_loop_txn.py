@@ -308,3 +308,28 @@ def test_close_commits_an_open_loop_transaction(path: Path) -> None:
         assert reopened.get("a") == b"1"
     finally:
         reopened.close()
+
+
+def test_a_transaction_left_open_by_a_stopped_loop_is_committed_by_the_next(
+    store: SqliteStorage, path: Path
+) -> None:
+    loop = asyncio.new_event_loop()
+
+    def write_and_stop() -> None:
+        with store.deferring():
+            store.put("a", b"1")
+        loop.stop()  # the loop ends before its commit's callback runs
+
+    loop.call_soon(write_and_stop)
+    loop.run_forever()
+    loop.close()
+    assert store._loop_txn is not None  # left open
+
+    async def next_loop() -> None:
+        # the stale transaction is committed first, not joined (its loop would never
+        # commit it: the write's settled_async() would never be done)
+        assert await _member(store, lambda: store.put("b", b"2")) is None
+        assert store.get("a") == b"1"
+
+    _run(next_loop)
+    assert _committed(path, "a") == b"1" and _committed(path, "b") == b"2"

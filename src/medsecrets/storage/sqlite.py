@@ -485,7 +485,9 @@ class SqliteStorage:
         check_storage_key(key)
         txn = self._loop_txn
         if txn is not None and txn.thread == threading.get_ident():
-            return self._get_in_loop_txn(txn, key)
+            txn = self._own_loop_txn()
+            if txn is not None:
+                return self._get_in_loop_txn(txn, key)
         cache = self._cache
         stamp = 0
         if cache is not None:
@@ -637,6 +639,7 @@ class SqliteStorage:
         if loop is None:
             self._commit_alone(pending)
             return
+        self._own_loop_txn()  # one a stopped loop left open here is committed first
         with self._loop_lock:
             txn = self._loop_txn
             if txn is None or txn.thread != threading.get_ident():
@@ -742,6 +745,18 @@ class SqliteStorage:
         with self._loop_lock:
             if self._loop_txn is txn:
                 self._end_loop_txn(txn)
+
+    def _own_loop_txn(self) -> _LoopTxn | None:
+        """This thread's open loop transaction of the running loop, if any. One that a
+        loop no longer running here left open (it stopped before the commit's
+        callback) is committed now."""
+        txn = self._loop_txn
+        if txn is None or txn.thread != threading.get_ident():
+            return None
+        if txn.loop is not running_loop_or_none():
+            self._commit_loop_txn(txn)
+            return None
+        return txn
 
     def _end_own_loop_txn(self) -> None:
         """Commit this thread's open loop transaction now, before a write that waits
