@@ -333,3 +333,77 @@ def test_a_transaction_left_open_by_a_stopped_loop_is_committed_by_the_next(
 
     _run(next_loop)
     assert _committed(path, "a") == b"1" and _committed(path, "b") == b"2"
+
+
+def test_a_task_keeps_the_failure_of_an_earlier_transaction(
+    store: SqliteStorage, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    begin = store._sync.begin
+
+    def refuse_once(writes: int = 1) -> int:
+        monkeypatch.setattr(store._sync, "begin", begin)
+        raise StorageError("storage is closed")
+
+    async def scenario() -> None:
+        monkeypatch.setattr(store._sync, "begin", refuse_once)
+        with store.deferring():
+            store.put("a", b"1")
+        await asyncio.sleep(0.01)  # its commit fails
+        with store.deferring():
+            store.put("b", b"2")  # a later transaction, committed
+        settled = store.settled_async()
+        assert settled is not None
+        with pytest.raises(StorageError):
+            await settled  # "a" failed: never covered up by "b"
+
+    _run(scenario)
+    assert _committed(path, "a") is None and _committed(path, "b") == b"2"
+
+
+def _leave_open(
+    store: SqliteStorage, key: str, *, wait: bool = False
+) -> tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]:
+    """A deferred write in a loop that stops in the same iteration (its transaction
+    stays open); with ``wait``, a task is awaiting its ``settled_async()`` then (the
+    loop and that task are returned, the loop still open)."""
+    loop = asyncio.new_event_loop()
+
+    async def write_and_stop() -> None:
+        with store.deferring():
+            store.put(key, b"1")
+        settled = store.settled_async()
+        loop.stop()
+        if wait and settled is not None:
+            await settled
+
+    task = loop.create_task(write_and_stop())
+    loop.run_forever()
+    assert store._loop_txn is not None  # left open
+    if not wait:
+        loop.close()
+    return loop, task
+
+
+def test_a_stopped_loops_transaction_does_not_hold_the_lock_for_other_threads(
+    store: SqliteStorage, path: Path
+) -> None:
+    _leave_open(store, "a")
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (store.put("b", b"2"), done.set()))
+    other.start()
+    assert done.wait(5), "the blocking write waited for the stopped loop's transaction"
+    other.join()
+    assert _committed(path, "a") == b"1" and _committed(path, "b") == b"2"
+
+
+def test_close_after_a_loop_stopped_with_a_waiter(path: Path) -> None:
+    store = SqliteStorage(path)
+    loop, waiter = _leave_open(store, "a", wait=True)
+    store.close()  # commits it; the waiter's loop is not running: nothing raises
+    loop.run_until_complete(asyncio.wait_for(waiter, 5))  # answered once the loop runs
+    loop.close()
+    reopened = SqliteStorage(path)
+    try:
+        assert reopened.get("a") == b"1"
+    finally:
+        reopened.close()

@@ -21,11 +21,16 @@ the first opens it on the thread's own connection, each applies inside it as
 one atomic member (a savepoint), and a callback commits it at the loop's next
 iteration, so they share one ``COMMIT`` and the pages it writes (group commit
 on the loop; a blocking write, a lease or ``close()`` on that thread commits
-it first). Until the commit only that thread's own connection sees the
-members: a task that wrote or read there meanwhile is tied to the
-transaction, and its ``settled_async()`` is done once the commit is durable,
-or raises when the commit failed (then every member failed, and a read of
-one reported nothing). Committed writes are visible to readers in any
+it first, and one a stopped loop left open is committed by the next deferred
+write or read on its thread, or by any thread waiting for the write lock).
+Until the commit only that thread's own connection sees the members: a task
+that wrote or read there meanwhile is tied to the transaction, and its
+``settled_async()`` is done once the commit is durable, or raises when the
+commit failed (then every member failed, and a read of one reported
+nothing); a task tied to a failed transaction stays tied to it, so its later
+``settled_async()`` calls raise too. The tie is the task's own (a context
+variable): a task that awaits another task's deferred writes relies on that
+task's ``settled_async()``. Committed writes are visible to readers in any
 process though not yet durable: a reader that reports what it read must
 await ``settled_async()`` too (the server does, for every response); another
 process cannot, so with several worker processes a read elsewhere may report
@@ -171,11 +176,24 @@ class _LoopTxn:
     waiters: builtins.list[asyncio.Future[None]] = dataclasses.field(default_factory=list)
 
 
-#: The loop transaction the current task wrote or read uncommitted rows in (its
-#: ``settled_async()`` waits for that commit).
+#: The loop transaction the current task last wrote or read uncommitted rows in (its
+#: ``settled_async()`` waits for that commit), or one of them that failed (``_tie``).
 _TIED: contextvars.ContextVar[_LoopTxn | None] = contextvars.ContextVar(
     "medsecrets_sqlite_loop_txn", default=None
 )
+
+#: Seconds between two looks for a stopped loop's transaction while waiting for
+#: the write lock (``SqliteStorage._write_lock``).
+_STALE_CHECK = 0.1
+
+
+def _tie(txn: _LoopTxn) -> None:
+    """Tie the current task to ``txn`` (``_loop_lock`` held). A failed transaction it is
+    tied to stays its tie: every later ``settled_async()`` of the task raises, so a
+    failure is never covered up by a later transaction's success."""
+    current = _TIED.get()
+    if current is not txn and (current is None or current.error is None):
+        _TIED.set(txn)
 
 
 class _Pending:
@@ -328,6 +346,8 @@ class SqliteStorage:
         # against ``close()`` from another thread.
         self._loop_txn: _LoopTxn | None = None
         self._loop_lock = threading.Lock()
+        self._closing = False  # set under ``_loop_lock``: no loop transaction opens after
+        self._retired: set[sqlite3.Connection] = set()  # own connections left unusable
         # SQLite keeps the log next to the file a symlinked path resolves to.
         self._sync = WalSync(
             os.path.realpath(self._path) + "-wal", checkpoint=self._checkpoint, fsync=_fsync
@@ -388,6 +408,9 @@ class SqliteStorage:
             return self._connect()
 
     def _checkin(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # a rollback that failed: closing it rolls back
+            conn.close()
+            return
         self._idle.append(conn)
         if self._closed:
             self._drain()
@@ -419,7 +442,7 @@ class SqliteStorage:
         with self._conn() as conn:
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                with self._txn_lock:  # (nothing left to copy: no flush either)
+                with self._write_lock():  # (nothing left to copy: no flush either)
                     if not self._closed:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
@@ -430,7 +453,7 @@ class SqliteStorage:
         error); returns once the commit is durable."""
         self._end_own_loop_txn()
         self._sync.check()
-        with self._conn() as conn, self._txn_lock:
+        with self._conn() as conn, self._write_lock():
             result, seq = self._commit_locked(conn, op, body)
         self._sync.wait(seq)
         return result
@@ -523,7 +546,7 @@ class SqliteStorage:
                     row = txn.conn.execute(_GET, (key,)).fetchone()
                 except sqlite3.Error as exc:
                     raise _wrap("get", exc) from None
-                _TIED.set(txn)
+                _tie(txn)
         if ended:
             return self.get(key)
         return None if row is None else bytes(row[0])
@@ -532,7 +555,7 @@ class SqliteStorage:
         """The row of ``key`` read on this thread's deferred-write connection, if it has
         one (``_NO_OWN`` if not, or if that read would wait: it never waits)."""
         conn: sqlite3.Connection | None = getattr(self._own, "conn", None)
-        if conn is None or self._closed:
+        if conn is None or self._closed or conn in self._retired:
             return _NO_OWN
         try:
             return conn.execute(_GET, (key,)).fetchone()
@@ -589,14 +612,14 @@ class SqliteStorage:
         """``None`` if every commit so far is durable and the calling task is tied to
         no loop transaction still open or failed, else a future (``DefersDurability``)."""
         txn = _TIED.get()
-        if txn is not None and (not txn.ended or txn.error is not None):
-            with self._loop_lock:
-                future: asyncio.Future[None] = running_loop().create_future()
-                if txn.error is not None:
-                    future.set_exception(StorageError(str(txn.error)))
-                    return future
-                if not txn.ended:
-                    txn.waiters.append(future)
+        if txn is not None:
+            with self._loop_lock:  # ``ended`` and ``error`` change under it
+                if txn.error is not None or not txn.ended:
+                    future: asyncio.Future[None] = running_loop().create_future()
+                    if txn.error is not None:
+                        future.set_exception(StorageError(str(txn.error)))
+                    else:
+                        txn.waiters.append(future)
                     return future
         pending = self._sync.pending
         return self._sync.wait_async(pending) if pending else None
@@ -647,7 +670,7 @@ class SqliteStorage:
             try:
                 self._apply_member(txn, pending)
             finally:
-                _TIED.set(txn)
+                _tie(txn)
                 if self._stamp is not None:  # readers' caches: this key may have changed
                     self._stamp.bump()
         if pending.error is not None:
@@ -656,7 +679,7 @@ class SqliteStorage:
     def _own_conn(self) -> sqlite3.Connection:
         """This thread's own connection (``_txn_lock`` held), made on first use."""
         conn: sqlite3.Connection | None = getattr(self._own, "conn", None)
-        if conn is None:
+        if conn is None or conn in self._retired:
             conn = self._connect()
             try:
                 conn.execute("PRAGMA busy_timeout=0").fetchall()  # never waits for a lock
@@ -680,6 +703,8 @@ class SqliteStorage:
                     conn, "batch", functools.partial(_apply_group, group=(pending,))
                 )
             finally:
+                if conn.in_transaction:  # a rollback that failed
+                    self._retire(conn)
                 if self._stamp is not None:  # also after a failure: the outcome may be unknown
                     self._stamp.bump()
         finally:
@@ -693,7 +718,7 @@ class SqliteStorage:
         if not self._txn_lock.acquire(blocking=False):
             raise WriteLockBusy("a write transaction of this process is under way")
         try:
-            if self._closed:
+            if self._closed or self._closing:
                 raise StorageError("storage is closed")
             conn = self._own_conn()
             try:
@@ -715,36 +740,72 @@ class SqliteStorage:
     def _apply_member(self, txn: _LoopTxn, pending: _Pending) -> None:
         """Apply ``pending`` inside ``txn`` atomically (a savepoint). A failure that
         leaves the transaction open undoes this member only; one that ended it
-        (SQLite rolls back the whole transaction on some errors) ends ``txn`` as
-        failed, every member with it."""
+        (SQLite rolls back the whole transaction on some errors), or a savepoint
+        that cannot be undone or released, ends ``txn`` as failed, every member
+        with it."""
         conn = txn.conn
         txn.members += 1
         try:
             conn.execute("SAVEPOINT member")
+        except sqlite3.Error as exc:
+            raise self._lose_loop_txn(txn, _wrap("batch", exc)) from None
+        try:
+            _apply_group(conn, group=(pending,))
+        except BaseException as exc:
+            error = _wrap("batch", exc) if isinstance(exc, sqlite3.Error) else None
             try:
-                _apply_group(conn, group=(pending,))
-            except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK TO member")
-                raise
-            finally:
-                if conn.in_transaction:
                     conn.execute("RELEASE member")
-        except sqlite3.Error as exc:
-            error = _wrap("batch", exc)
+            except sqlite3.Error as undo:
+                error = error or _wrap("batch", undo)
+                raise self._lose_loop_txn(txn, error) from None
             if not conn.in_transaction:
-                self._end_loop_txn(txn, error)
-            raise error from None
-        except BaseException as exc:
-            if not conn.in_transaction:
-                self._end_loop_txn(txn, StorageError(f"sqlite batch failed: {type(exc).__name__}"))
+                self._lose_loop_txn(txn, error or StorageError("sqlite batch failed"))
+            if error is not None:
+                raise error from None
             raise
+        try:
+            conn.execute("RELEASE member")
+        except sqlite3.Error as exc:
+            raise self._lose_loop_txn(txn, _wrap("batch", exc)) from None
+
+    def _lose_loop_txn(self, txn: _LoopTxn, error: StorageError) -> StorageError:
+        """End ``txn`` as failed (rolled back, every member failed); ``error``, to raise."""
+        if self._loop_txn is txn:
+            self._end_loop_txn(txn, error)
+        return error
 
     def _commit_loop_txn(self, txn: _LoopTxn) -> None:
         """The loop callback that commits ``txn`` (unless something committed it first)."""
         with self._loop_lock:
             if self._loop_txn is txn:
                 self._end_loop_txn(txn)
+
+    def _retire(self, conn: sqlite3.Connection) -> None:
+        """Close a thread's own connection that a failed rollback left inside a
+        transaction (closing rolls it back); its thread gets a new one."""
+        self._retired.add(conn)
+        with contextlib.suppress(ValueError):
+            self._owned.remove(conn)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """``_txn_lock`` for a caller that waits for it: meanwhile a loop transaction
+        whose loop no longer runs (stopped before the commit's callback) is
+        committed here, so it cannot hold the lock for ever."""
+        while not self._txn_lock.acquire(timeout=_STALE_CHECK):
+            txn = self._loop_txn
+            if txn is not None and not txn.loop.is_running():
+                with self._loop_lock:
+                    if self._loop_txn is txn and not txn.loop.is_running():
+                        self._end_loop_txn(txn)
+        try:
+            yield
+        finally:
+            self._txn_lock.release()
 
     def _own_loop_txn(self) -> _LoopTxn | None:
         """This thread's open loop transaction of the running loop, if any. One that a
@@ -768,7 +829,6 @@ class SqliteStorage:
     def _end_loop_txn(self, txn: _LoopTxn, error: StorageError | None = None) -> None:
         """Commit ``txn`` (or, given ``error``, roll it back), release the write lock
         and settle its waiters (``_loop_lock`` held; any thread)."""
-        self._loop_txn = None
         raised: BaseException | None = None
         try:
             if error is None:
@@ -785,8 +845,11 @@ class SqliteStorage:
                 with contextlib.suppress(sqlite3.Error):
                     txn.conn.execute("ROLLBACK")
         finally:
+            txn.error = error  # before ``ended``: an ended transaction's outcome is final
             txn.ended = True
-            txn.error = error
+            if txn.conn.in_transaction:  # a rollback that failed: closing rolls back
+                self._retire(txn.conn)
+            self._loop_txn = None
             if self._stamp is not None:  # also after a failure: the outcome may be unknown
                 self._stamp.bump()
             self._txn_lock.release()
@@ -797,7 +860,7 @@ class SqliteStorage:
     def _settle_loop_txn(self, txn: _LoopTxn) -> None:
         """Have ``txn``'s waiters settled on its loop (``txn`` ended)."""
         if txn.waiters:
-            if txn.thread == threading.get_ident():
+            if txn.loop is running_loop_or_none():
                 self._resolve_loop_txn(txn)
             else:
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
@@ -850,7 +913,7 @@ class SqliteStorage:
         """
         seq = 0
         try:
-            with self._conn() as conn, self._txn_lock:
+            with self._conn() as conn, self._write_lock():
                 _, seq = self._commit_locked(
                     conn, "batch", functools.partial(_apply_group, group=group), len(group)
                 )
@@ -917,7 +980,8 @@ class SqliteStorage:
         before the connections close (the last close checkpoints and removes
         the log); a write after this raises ``StorageError``.
         """
-        with self._loop_lock:  # an open loop transaction is committed first
+        with self._loop_lock:  # an open loop transaction is committed first; none opens after
+            self._closing = True
             txn = self._loop_txn
             if txn is not None:
                 self._end_loop_txn(txn)
