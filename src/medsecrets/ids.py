@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 __all__ = ["new_id"]
 
@@ -45,4 +44,5 @@ def new_id(*, now_ns: int | None = None, random: bytes | None = None) -> str:
     value = (
         (millis & ((1 << 48) - 1)) << 80 | _VERSION << 76 | rand_a << 64 | _VARIANT << 62 | rand_b
     )
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"  # uuid.UUID(int=value) and str() of it: 4x the time
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
