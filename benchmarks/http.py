@@ -101,6 +101,14 @@ end
 """
 
 
+def _write_script(token: str, run_no: int, value: dict[str, str]) -> str:
+    """The wrk script of one write run: new secrets named by thread, counter and run."""
+    return (
+        f"TOKEN = {json.dumps(token)}\nRUN = {run_no}\n"
+        f"BODY = {json.dumps(json.dumps({'fields': value}))}\n" + _WRITE_LUA
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class WrkResult:
     """One wrk run."""
@@ -280,6 +288,7 @@ def figures(quick: bool = False) -> list[Figure]:
     rss: list[float] = []
     helper_rss: list[float] = []
     writes: list[WrkResult] = []
+    writes_unaudited: list[WrkResult] = []
     raw_rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="medsecrets-http-bench-") as tmp:
         workdir = Path(tmp)
@@ -302,10 +311,7 @@ def figures(quick: bool = False) -> list[Figure]:
                     bare_rsgi.append(wrk(rsgi_url, seconds=seconds))
                     moto.append(wrk(moto_url, seconds=seconds, script=_MOTO_LUA))
             for run_no in range(3):
-                script = (
-                    f"TOKEN = {json.dumps(token)}\nRUN = {run_no}\n"
-                    f"BODY = {json.dumps(json.dumps({'fields': value}))}\n" + _WRITE_LUA
-                )
+                script = _write_script(token, run_no, value)
                 writes.append(wrk(f"{server.addr}/", seconds=seconds, script=script))
                 raw_rates.append(_raw_commit_rate(workdir, 300 if quick else 1_000))
         off = {"MEDSECRETS_AUDIT_ENABLED": "false"}  # dev mode only: the cost of audit
@@ -316,7 +322,10 @@ def figures(quick: bool = False) -> list[Figure]:
             read_url = f"{server.addr}/v1/secrets/{READ_PATH}"
             for _ in range(3):
                 unaudited.append(wrk(read_url, seconds=seconds, token=token))
-    for result in (*ours, *unaudited, *writes):
+            for run_no in range(3):  # the same writes without the audit's records
+                script = _write_script(token, run_no, value)
+                writes_unaudited.append(wrk(f"{server.addr}/", seconds=seconds, script=script))
+    for result in (*ours, *unaudited, *writes, *writes_unaudited):
         if result.errors:
             raise RuntimeError(f"wrk saw {result.errors} failed requests against medsecrets")
     read = _median(
@@ -336,6 +345,11 @@ def figures(quick: bool = False) -> list[Figure]:
     moto_fig = _median("moto GetSecretValue (same wrk load)", [r.rps for r in moto], "req/s")
     write = _median(
         "durable secret write over HTTP, SQLite (wrk -c32)", [r.rps for r in writes], "req/s"
+    )
+    write_off = _median(
+        "durable secret write over HTTP, audit off (dev mode only)",
+        [r.rps for r in writes_unaudited],
+        "req/s",
     )
     raw = _median("raw single-row durable commit, same disk (one writer)", raw_rates, "commits/s")
     return [
@@ -359,6 +373,9 @@ def figures(quick: bool = False) -> list[Figure]:
         Figure("secret read / moto GetSecretValue", read.value / moto_fig.value, "x"),
         write,
         _median("secret write p99 latency", [r.p99_ms for r in writes], "ms"),
+        write_off,
+        _median("secret write p99 latency, audit off", [r.p99_ms for r in writes_unaudited], "ms"),
+        Figure("cost of durable audit on writes", 100 * (1 - write.value / write_off.value), "%"),
         raw,
         Figure(
             f"server RSS holding {secrets:,} secrets, after each read run",
