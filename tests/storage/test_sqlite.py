@@ -28,6 +28,7 @@ from medsecrets.storage.testing import (
     list_all,
     run_processes,
 )
+from tests.support.fsync import SlowFsync
 
 
 class TestSqliteConformance(StorageConformance):
@@ -175,32 +176,13 @@ def test_processes_create_a_new_file_at_once(tmp_path: Path) -> None:
 # -- durability through WalSync ------------------------------------------------
 
 
-class _SlowFsync:
-    """An fsync seam that records the file it flushed, and holds each flush until ``open``."""
-
-    def __init__(self) -> None:
-        self.files: list[str] = []
-        self.finished = 0
-        self.open = threading.Event()
-        self.open.set()
-        self.error: OSError | None = None
-
-    def __call__(self, fd: int) -> None:
-        self.files.append(os.readlink(f"/proc/self/fd/{fd}"))
-        assert self.open.wait(10)
-        if self.error is not None:
-            raise self.error
-        os.fsync(fd)
-        self.finished += 1
+@pytest.fixture
+def seam() -> SlowFsync:
+    return SlowFsync()
 
 
 @pytest.fixture
-def seam() -> _SlowFsync:
-    return _SlowFsync()
-
-
-@pytest.fixture
-def seamed(path: Path, seam: _SlowFsync) -> Iterator[SqliteStorage]:
+def seamed(path: Path, seam: SlowFsync) -> Iterator[SqliteStorage]:
     """A storage on ``path`` whose log flushes go through ``seam`` (released at the end)."""
     s = SqliteStorage(path, _fsync=seam)
     yield s
@@ -210,7 +192,7 @@ def seamed(path: Path, seam: _SlowFsync) -> Iterator[SqliteStorage]:
 
 
 def test_a_write_returns_only_after_the_log_is_fsynced(
-    seamed: SqliteStorage, seam: _SlowFsync
+    seamed: SqliteStorage, seam: SlowFsync
 ) -> None:
     seamed.put("k", b"v")
     assert seam.finished >= 1
@@ -219,7 +201,7 @@ def test_a_write_returns_only_after_the_log_is_fsynced(
     assert seam.finished >= 2
 
 
-def test_concurrent_writes_share_fsyncs(seamed: SqliteStorage, seam: _SlowFsync) -> None:
+def test_concurrent_writes_share_fsyncs(seamed: SqliteStorage, seam: SlowFsync) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: seamed.put(f"k{i}", b"v"), range(200)))
     assert all(seamed.get(f"k{i}") == b"v" for i in range(200))
@@ -227,7 +209,7 @@ def test_concurrent_writes_share_fsyncs(seamed: SqliteStorage, seam: _SlowFsync)
 
 
 def test_deferred_writes_are_visible_at_once_and_settle_after_the_fsync(
-    path: Path, seam: _SlowFsync
+    path: Path, seam: SlowFsync
 ) -> None:
     s = SqliteStorage(path, _fsync=seam)
 
@@ -259,7 +241,7 @@ def test_deferred_writes_are_visible_at_once_and_settle_after_the_fsync(
 
 
 def test_deferring_applies_to_its_own_storage_and_context_only(
-    seamed: SqliteStorage, seam: _SlowFsync, tmp_path: Path
+    seamed: SqliteStorage, seam: SlowFsync, tmp_path: Path
 ) -> None:
     other = SqliteStorage(tmp_path / "other.db")
     try:
@@ -280,7 +262,7 @@ def test_a_deferred_conflict_raises_and_writes_nothing(store: SqliteStorage) -> 
 
 
 def test_a_failed_log_fsync_fails_the_write_and_every_later_one(
-    seamed: SqliteStorage, seam: _SlowFsync
+    seamed: SqliteStorage, seam: SlowFsync
 ) -> None:
     seamed.put("ok", b"1")
     seam.error = OSError(errno.EIO, "CANARY-io")
@@ -324,7 +306,7 @@ def test_a_symlinked_database_path_fsyncs_the_real_log(tmp_path: Path) -> None:
     link = tmp_path / "link.db"
     SqliteStorage(real).close()
     link.symlink_to(real)
-    seam = _SlowFsync()
+    seam = SlowFsync()
     s = SqliteStorage(link, _fsync=seam)
     try:
         s.put("k", b"v")
@@ -335,7 +317,7 @@ def test_a_symlinked_database_path_fsyncs_the_real_log(tmp_path: Path) -> None:
 
 
 def test_close_lets_a_write_under_way_finish_durably_then_refuses_writes(path: Path) -> None:
-    seam = _SlowFsync()
+    seam = SlowFsync()
     s = SqliteStorage(path, _fsync=seam)
     s.put("first", b"1")
     seam.open.clear()  # the next flush is held

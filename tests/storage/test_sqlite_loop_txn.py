@@ -4,7 +4,6 @@ one transaction (``_LoopTxn``), each member atomic, settled by ``settled_async``
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -15,20 +14,7 @@ import pytest
 from medsecrets.errors import ConflictError, StorageError
 from medsecrets.storage.base import Delete, Expect, Put
 from medsecrets.storage.sqlite import SqliteStorage
-
-
-class _HeldFsync:
-    """An fsync seam that holds each flush until ``open`` is set, and counts them."""
-
-    def __init__(self) -> None:
-        self.open = threading.Event()
-        self.open.set()
-        self.flushes = 0
-
-    def __call__(self, fd: int) -> None:
-        assert self.open.wait(10)
-        os.fsync(fd)
-        self.flushes += 1
+from tests.support.fsync import SlowFsync
 
 
 @pytest.fixture
@@ -37,12 +23,12 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def held() -> _HeldFsync:
-    return _HeldFsync()
+def held() -> SlowFsync:
+    return SlowFsync()
 
 
 @pytest.fixture
-def store(path: Path, held: _HeldFsync) -> Iterator[SqliteStorage]:
+def store(path: Path, held: SlowFsync) -> Iterator[SqliteStorage]:
     s = SqliteStorage(path, _fsync=held)
     yield s
     held.open.set()
@@ -88,19 +74,19 @@ def _trace_commits(store: SqliteStorage) -> list[str]:
 
 
 def test_writes_of_one_iteration_share_one_commit_and_one_fsync(
-    store: SqliteStorage, path: Path, held: _HeldFsync
+    store: SqliteStorage, path: Path, held: SlowFsync
 ) -> None:
     async def scenario() -> None:
         assert await _member(store, lambda: store.put("warm", b"0")) is None
         statements = _trace_commits(store)
-        flushes = held.flushes
+        flushes = held.finished
         errors = await asyncio.gather(
             *(_member(store, lambda i=i: store.put(f"k{i}", b"v%d" % i)) for i in range(8))
         )
         assert errors == [None] * 8
         assert sum(s == "COMMIT" for s in statements) == 1
         assert sum(s == "BEGIN IMMEDIATE" for s in statements) == 1
-        assert held.flushes == flushes + 1
+        assert held.finished == flushes + 1
 
     _run(scenario)
     assert [_committed(path, f"k{i}") for i in range(8)] == [b"v%d" % i for i in range(8)]
@@ -209,7 +195,7 @@ def test_a_commit_that_fails_fails_every_member_and_writes_nothing(
 
 
 def test_a_task_that_read_an_uncommitted_member_waits_for_its_durability(
-    store: SqliteStorage, path: Path, held: _HeldFsync
+    store: SqliteStorage, path: Path, held: SlowFsync
 ) -> None:
     store.put("k", b"old")
     store.get("k")  # in the read cache
@@ -231,7 +217,7 @@ def test_a_task_that_read_an_uncommitted_member_waits_for_its_durability(
 
 
 async def _late(
-    reader: Callable[[], Awaitable[asyncio.Future[None] | None]], held: _HeldFsync
+    reader: Callable[[], Awaitable[asyncio.Future[None] | None]], held: SlowFsync
 ) -> asyncio.Future[None] | None:
     """Run ``reader`` in the same iteration as the writer before it; check its
     future waits for the held fsync, then release the fsync and await it."""
@@ -263,7 +249,7 @@ def test_other_connections_see_members_only_once_committed(
     _run(scenario)
 
 
-def test_a_cancelled_waiter_cancels_no_other(store: SqliteStorage, held: _HeldFsync) -> None:
+def test_a_cancelled_waiter_cancels_no_other(store: SqliteStorage, held: SlowFsync) -> None:
     async def scenario() -> None:
         held.open.clear()
         first = asyncio.ensure_future(_member(store, lambda: store.put("a", b"1")))
