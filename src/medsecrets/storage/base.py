@@ -186,7 +186,7 @@ class DefersDurability(Protocol):
     """
 
     def deferring(self) -> AbstractContextManager[None]:
-        """Writes inside return at commit; one that would wait for a lock raises
+        """Writes inside return before they are durable; one that would wait for a lock raises
         ``WriteLockBusy`` instead, having written nothing."""
         ...
 

@@ -148,7 +148,7 @@ _LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND token = ?"
 _MEMORY_PATHS = frozenset({"", ":memory:"})
 _NO_OWN = object()  # ``_get_own``: this thread has no connection of its own to read on
 
-#: Set inside ``SqliteStorage.deferring()``: the storage whose writes return at commit.
+#: Set inside ``SqliteStorage.deferring()``: the storage whose writes return before they are durable.
 _DEFERRING: contextvars.ContextVar[SqliteStorage | None] = contextvars.ContextVar(
     "medsecrets_sqlite_deferring", default=None
 )
@@ -605,7 +605,7 @@ class SqliteStorage:
         self._write(ops)
 
     def deferring(self) -> contextlib.AbstractContextManager[None]:
-        """Writes of this thread or task return at commit, not yet durable (module docstring)."""
+        """Writes of this thread or task return at once, not yet durable (module docstring)."""
         return _deferring(self)
 
     def settled_async(self) -> asyncio.Future[None] | None:
