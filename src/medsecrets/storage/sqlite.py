@@ -148,7 +148,7 @@ _LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND token = ?"
 _MEMORY_PATHS = frozenset({"", ":memory:"})
 _NO_OWN = object()  # ``_get_own``: this thread has no connection of its own to read on
 
-#: Set inside ``SqliteStorage.deferring()``: the storage whose writes return before they are durable.
+#: Set inside ``SqliteStorage.deferring()``: the storage whose writes return before durable.
 _DEFERRING: contextvars.ContextVar[SqliteStorage | None] = contextvars.ContextVar(
     "medsecrets_sqlite_deferring", default=None
 )
