@@ -9,12 +9,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 pytest.register_assert_rewrite("medsecrets.storage.testing")
 
+from medsecrets.storage.sqlite import SqliteStorage  # noqa: E402
 from medsecrets.testing.pgcluster import PostgresCluster, find_pg_bin  # noqa: E402
+from tests.support.fsync import SlowFsync  # noqa: E402
 
 _databases = itertools.count()
 
@@ -71,3 +74,27 @@ def pg_dsn(pg_shared_database: str) -> str:
         )
         conn.execute("DROP TABLE IF EXISTS medsecrets_kv, medsecrets_leases")
     return pg_shared_database
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """A SQLite store's path (not created)."""
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def seam() -> SlowFsync:
+    return SlowFsync()
+
+
+@pytest.fixture
+def seamed(path: Path, seam: SlowFsync) -> Iterator[SqliteStorage]:
+    """A storage on ``path`` whose log flushes go through ``seam`` (released at the end)."""
+    s = SqliteStorage(path, _fsync=seam)
+    yield s
+    seam.open.set()
+    seam.error = None
+    s.close()

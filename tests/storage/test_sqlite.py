@@ -45,11 +45,6 @@ class TestSqliteConformance(StorageConformance):
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
-
-
-@pytest.fixture
 def store(path: Path) -> Iterator[SqliteStorage]:
     s = SqliteStorage(path)
     yield s
@@ -174,21 +169,6 @@ def test_processes_create_a_new_file_at_once(tmp_path: Path) -> None:
 
 
 # -- durability through WalSync ------------------------------------------------
-
-
-@pytest.fixture
-def seam() -> SlowFsync:
-    return SlowFsync()
-
-
-@pytest.fixture
-def seamed(path: Path, seam: SlowFsync) -> Iterator[SqliteStorage]:
-    """A storage on ``path`` whose log flushes go through ``seam`` (released at the end)."""
-    s = SqliteStorage(path, _fsync=seam)
-    yield s
-    seam.open.set()
-    seam.error = None
-    s.close()
 
 
 def test_a_write_returns_only_after_the_log_is_fsynced(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,21 +18,9 @@ from tests.support.fsync import SlowFsync
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
-
-
-@pytest.fixture
-def held() -> SlowFsync:
-    return SlowFsync()
-
-
-@pytest.fixture
-def store(path: Path, held: SlowFsync) -> Iterator[SqliteStorage]:
-    s = SqliteStorage(path, _fsync=held)
-    yield s
-    held.open.set()
-    s.close()
+def store(seamed: SqliteStorage) -> SqliteStorage:
+    """The store of these tests: its log flushes go through ``seam``."""
+    return seamed
 
 
 def _committed(path: Path, key: str) -> bytes | None:
@@ -74,19 +62,19 @@ def _trace_commits(store: SqliteStorage) -> list[str]:
 
 
 def test_writes_of_one_iteration_share_one_commit_and_one_fsync(
-    store: SqliteStorage, path: Path, held: SlowFsync
+    store: SqliteStorage, path: Path, seam: SlowFsync
 ) -> None:
     async def scenario() -> None:
         assert await _member(store, lambda: store.put("warm", b"0")) is None
         statements = _trace_commits(store)
-        flushes = held.finished
+        flushes = seam.finished
         errors = await asyncio.gather(
             *(_member(store, lambda i=i: store.put(f"k{i}", b"v%d" % i)) for i in range(8))
         )
         assert errors == [None] * 8
         assert sum(s == "COMMIT" for s in statements) == 1
         assert sum(s == "BEGIN IMMEDIATE" for s in statements) == 1
-        assert held.finished == flushes + 1
+        assert seam.finished == flushes + 1
 
     _run(scenario)
     assert [_committed(path, f"k{i}") for i in range(8)] == [b"v%d" % i for i in range(8)]
@@ -195,7 +183,7 @@ def test_a_commit_that_fails_fails_every_member_and_writes_nothing(
 
 
 def test_a_task_that_read_an_uncommitted_member_waits_for_its_durability(
-    store: SqliteStorage, path: Path, held: SlowFsync
+    store: SqliteStorage, path: Path, seam: SlowFsync
 ) -> None:
     store.put("k", b"old")
     store.get("k")  # in the read cache
@@ -205,9 +193,9 @@ def test_a_task_that_read_an_uncommitted_member_waits_for_its_durability(
             assert store.get("k") == b"new"  # the open transaction, not the cache
             return store.settled_async()
 
-        held.open.clear()
+        seam.open.clear()
         writer_error, settled = await asyncio.gather(
-            _member(store, lambda: store.put("k", b"new")), _late(reader, held)
+            _member(store, lambda: store.put("k", b"new")), _late(reader, seam)
         )
         assert writer_error is None
         assert settled is not None and settled.done() and settled.exception() is None
@@ -217,15 +205,15 @@ def test_a_task_that_read_an_uncommitted_member_waits_for_its_durability(
 
 
 async def _late(
-    reader: Callable[[], Awaitable[asyncio.Future[None] | None]], held: SlowFsync
+    reader: Callable[[], Awaitable[asyncio.Future[None] | None]], seam: SlowFsync
 ) -> asyncio.Future[None] | None:
     """Run ``reader`` in the same iteration as the writer before it; check its
-    future waits for the held fsync, then release the fsync and await it."""
+    future waits for the seam fsync, then release the fsync and await it."""
     settled = await reader()
     assert settled is not None
     await asyncio.sleep(0.1)
     assert not settled.done()  # committed now, but not durable
-    held.open.set()
+    seam.open.set()
     await asyncio.wait_for(asyncio.shield(settled), 5)
     return settled
 
@@ -249,14 +237,14 @@ def test_other_connections_see_members_only_once_committed(
     _run(scenario)
 
 
-def test_a_cancelled_waiter_cancels_no_other(store: SqliteStorage, held: SlowFsync) -> None:
+def test_a_cancelled_waiter_cancels_no_other(store: SqliteStorage, seam: SlowFsync) -> None:
     async def scenario() -> None:
-        held.open.clear()
+        seam.open.clear()
         first = asyncio.ensure_future(_member(store, lambda: store.put("a", b"1")))
         second = asyncio.ensure_future(_member(store, lambda: store.put("b", b"2")))
         await asyncio.sleep(0.1)
         first.cancel()
-        held.open.set()
+        seam.open.set()
         assert await second is None
         with pytest.raises(asyncio.CancelledError):
             await first
