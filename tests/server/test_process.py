@@ -61,7 +61,10 @@ def test_second_start_reuses_data_and_token(tmp_path: Path) -> None:
         assert after["fields"] == before["fields"]
         assert after["number"] == before["number"] == 1
         assert len(EXPORT_LINE.findall(server.stdout_text())) == 2
-    for name in ("dev-root-token", "unseal.key", "medsecrets.db"):
+        log = server.log_text()
+    assert "monitor state" not in log  # the second start restored the first one's, silently
+    # (the audit process saved the detectors' state when each server stopped)
+    for name in ("dev-root-token", "unseal.key", "medsecrets.db", "monitor/detectors.state"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
 import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "ALERT_FIELDS",
@@ -216,6 +218,13 @@ class Salter:
         """``hmac-sha256:<hex>`` of ``value`` (UTF-8 for ``str``)."""
         raw = value.encode() if isinstance(value, str) else value
         return HMAC_PREFIX + hmac.new(self._key, raw, hashlib.sha256).hexdigest()
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for another use, named by ``label``: HKDF-SHA256 of the key
+        (RFC 5869), whose steps key HMAC with a digest *of* this key, so no
+        ``hash`` of any value gives it."""
+        kdf = HKDF(hashes.SHA256(), 32, salt=b"medsecrets", info=label.encode())
+        return kdf.derive(self._key)
 
     def accessor(self, token: str) -> str:
         """``hash(token)``, memoised for the (few) live tokens of a server."""

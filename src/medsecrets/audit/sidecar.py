@@ -46,7 +46,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.lane import DeviceKeys, Lane, Written
@@ -101,14 +101,29 @@ PackedCompletion = tuple[int, int, int, str | None]
 Item = tuple[bool, PackedEvent, PackedCompletion | None]
 """One item of an ``events`` message: ``(wait, event, completion)`` (see module docstring)."""
 
+
+class Watcher(Protocol):
+    """What an ``Observer`` returns."""
+
+    def __call__(self, events: list[AuditEvent]) -> None:
+        """See the events of a batch (see ``Observer``)."""
+        ...
+
+    def close(self) -> None:
+        """The audit process ends (after its last batch)."""
+        ...
+
+
 Observer = Callable[
-    [Mapping[str, object], Callable[[Message], None]], Callable[[list[AuditEvent]], None]
+    [Mapping[str, object], Callable[[Message], None], Callable[[], Salter | None]], Watcher
 ]
-"""``(LaneConfig.monitor, send) -> observe``: what an entry point above this layer plugs in
-(the detectors): ``observe(events)`` sees the events of each batch, written or failed,
-in chain order (requests and checkpoints too: the detectors look at responses), after its
-answers went out, and may ``send`` messages of its own to the server (their first item
-neither ``acks`` nor ``refused``)."""
+"""``(LaneConfig.monitor, send, salter) -> watcher``: what an entry point above this layer
+plugs in (the detectors): ``watcher(events)`` sees the events of each batch, written or
+failed, in chain order (requests and checkpoints too: the detectors look at responses),
+after its answers went out, and may ``send`` messages of its own to the server (their
+first item neither ``acks`` nor ``refused``); ``salter()`` is the device's ``Salter``
+(``None`` while sealed), for keys of its own (``Salter.derive``); ``watcher.close()`` is
+called once the lane has stopped."""
 
 
 def pack_event(event: AuditEvent) -> PackedEvent:
@@ -262,6 +277,11 @@ class _Keys:
     def __call__(self, device: str) -> DeviceKeys | None:
         return self.current
 
+    def salter(self) -> Salter | None:
+        """The current keys' ``Salter`` (``None`` while sealed)."""
+        current = self.current
+        return current.salter if current is not None else None
+
     def set(self, hmac_key: bytes, signing_key: bytes) -> None:
         from medsecrets.audit.checkpoint import CheckpointSigner
 
@@ -368,7 +388,11 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
         send(("error", "config", f"bad config message ({type(exc).__name__})"))
         return 2
     keys = _Keys()
-    observe = observer(config.monitor, send) if observer and config.monitor is not None else None
+    observe = (
+        observer(config.monitor, send, keys.salter)
+        if observer and config.monitor is not None
+        else None
+    )
 
     own = 0  # checkpoint records written or dropped: the lane's, not the server's
 
@@ -412,6 +436,11 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
         return 3
     finally:
         lane.stop(config.timeout)
+        if observe is not None:
+            try:
+                observe.close()
+            except Exception as exc:  # ending never fails on the detectors' account
+                _log.error("audit process: observer failed to close (%s)", type(exc).__name__)
     return 0
 
 

@@ -56,6 +56,13 @@ passed since its first one. The baselines learn only during warm-up: after it,
 what was not seen stays unusual (an operator, not repetition, makes a new
 habit normal), so a burst of anomalies never teaches itself in.
 
+State survives a restart: ``DetectorSet.state()`` is every detector's
+windows, quiet periods and baselines as JSON values, and ``restore(state)``
+takes it back (``monitor.state`` keeps it in a signed file). A state saved
+under other thresholds (``DetectorConfig``) is refused (``StateMismatch``), and
+a malformed one changes nothing (``ValueError``): every part is read before
+any is installed.
+
 Every alert carries the triggering event's ``request_id`` in
 ``details["request_id"]`` and a dedup ``key`` (principal, principal and
 category/network/hour, source, path). A detector raises an alert for a key at
@@ -66,11 +73,13 @@ names, paths, addresses and counts, never a secret value or a token.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import operator
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
 from medsecrets.errors import ConfigError
@@ -92,6 +101,7 @@ __all__ = [
     "IndexedAlerts",
     "NewSourceDetector",
     "RateDetector",
+    "StateMismatch",
     "UnusualTimeDetector",
     "hour_of_week",
 ]
@@ -125,6 +135,8 @@ class Detector(Protocol):
         ...
 
 
+_V = TypeVar("_V")
+
 IndexedAlerts = list[tuple[int, Alert]]
 """Alerts with the index (in the observed sequence) of the event that raised each."""
 
@@ -138,10 +150,44 @@ class BatchDetector(Detector, Protocol):
         ...
 
 
+Install = Callable[[], None]
+"""Puts a part's state, read beforehand, in place (see ``_Part.load``)."""
+
+
+class _Part(Protocol):
+    """A piece of a detector's state: a window, quiet periods, a baseline."""
+
+    def state(self) -> object:
+        """The part as JSON values."""
+        ...
+
+    def load(self, data: object) -> Install:
+        """Read ``state()``'s output (``ValueError``, ``TypeError`` or ``KeyError`` when
+        malformed); the returned call installs it, replacing what the part holds."""
+        ...
+
+
+class StateMismatch(ValueError):
+    """A detector state saved under other thresholds (``DetectorConfig``)."""
+
+
+def config_fingerprint(config: DetectorConfig) -> str:
+    """A digest of every threshold of ``config`` (equal configs, equal digests)."""
+    values = {
+        f.name: dict(value) if isinstance(value := getattr(config, f.name), Mapping) else value
+        for f in fields(config)
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:32]
+
+
 class _Batched:
-    """Base of the detectors: ``observe`` is ``observe_many`` of one event."""
+    """Base of the detectors: ``observe`` is ``observe_many`` of one event; ``state`` and
+    ``load`` over the parts a detector names in ``_parts`` (see module docstring)."""
 
     __slots__ = ()
+
+    _config: DetectorConfig
+    name: str
 
     def observe(self, event: AccessEvent) -> list[Alert]:
         """Update the state with ``event``; the alerts it raises (usually none)."""
@@ -150,6 +196,74 @@ class _Batched:
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         """``observe`` each event in order; ``(index, alert)`` for every alert, in order."""
         raise NotImplementedError
+
+    def _parts(self) -> dict[str, _Part]:
+        """The parts of this detector's state, by name."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, object]:
+        """This detector's state as JSON values, with its thresholds' fingerprint."""
+        parts = {name: part.state() for name, part in self._parts().items()}
+        return {"config": config_fingerprint(self._config), "parts": parts}
+
+    def load(self, state: object) -> Install:
+        """Read ``state()``'s output; the returned call installs it. ``StateMismatch``
+        when it was saved under other thresholds, ``ValueError``, ``TypeError`` or
+        ``KeyError`` when malformed (nothing changes either way)."""
+        document = _mapping(state)
+        if document["config"] != config_fingerprint(self._config):
+            raise StateMismatch(f"detector {self.name}: saved under other thresholds")
+        parts = _mapping(document["parts"])
+        return _all([part.load(parts[name]) for name, part in self._parts().items()])
+
+
+def _mapping(data: object) -> Mapping[str, object]:
+    """``data`` if it is a JSON object (``TypeError`` otherwise)."""
+    if not isinstance(data, dict):
+        raise TypeError("a JSON object was expected")
+    return data
+
+
+def _listed(data: object) -> list[object]:
+    """``data`` if it is a JSON array (``TypeError`` otherwise)."""
+    if not isinstance(data, list):
+        raise TypeError("a JSON array was expected")
+    return data
+
+
+def _number(data: object) -> float:
+    """``data`` as a float if it is a JSON number (``TypeError`` otherwise)."""
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        raise TypeError("a JSON number was expected")
+    return float(data)
+
+
+def _whole(data: object) -> int:
+    """``data`` if it is a JSON integer (``TypeError`` otherwise)."""
+    if isinstance(data, bool) or not isinstance(data, int):
+        raise TypeError("a JSON integer was expected")
+    return data
+
+
+def _all(installs: list[Install]) -> Install:
+    """One call that makes every call of ``installs``, in order."""
+
+    def install() -> None:
+        for each in installs:
+            each()
+
+    return install
+
+
+def _replacing(table: dict[str, _V], found: dict[str, _V]) -> Install:
+    """The call that replaces ``table``'s content by ``found`` (in place: bound methods
+    and locals holding ``table`` stay valid)."""
+
+    def install() -> None:
+        table.clear()
+        table.update(found)
+
+    return install
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,9 +354,6 @@ def _alert(
     )
 
 
-_V = TypeVar("_V")
-
-
 def _trim(table: dict[str, _V], limit: int) -> None:
     """Keep a per-key table under ``limit`` keys by dropping the oldest half."""
     if len(table) >= limit:
@@ -258,6 +369,15 @@ class _Quiet:
     def __init__(self, limit: int) -> None:
         self._until: dict[str, float] = {}
         self._limit = limit
+
+    def state(self) -> dict[str, float]:
+        """Each key's end of quiet."""
+        return dict(self._until)
+
+    def load(self, data: object) -> Install:
+        """See ``_Part.load``."""
+        found = {str(key): _number(until) for key, until in _mapping(data).items()}
+        return _replacing(self._until, found)
 
     def ready(self, key: str, ts: float) -> bool:
         """Whether ``key`` may alert at ``ts`` (callers check it before they build an
@@ -311,6 +431,18 @@ class _Counts:
         self._window = window
         self._limit = limit
 
+    def state(self) -> dict[str, list[object]]:
+        """Each key's cap and times, oldest first."""
+        return {key: [times.maxlen, list(times)] for key, times in self._times.items()}
+
+    def load(self, data: object) -> Install:
+        """See ``_Part.load``."""
+        found: dict[str, deque[float]] = {}
+        for key, entry in _mapping(data).items():
+            cap, times = _listed(entry)
+            found[str(key)] = deque(map(_number, _listed(times)), maxlen=_whole(cap))
+        return _replacing(self._times, found)
+
     def add(self, key: str, ts: float, cap: int) -> int:
         """Record an event for ``key`` at ``ts``; the count within the window ending at
         ``ts`` (at most ``cap``)."""
@@ -340,6 +472,20 @@ class _Distinct:
         self._window = window
         self._limit = limit
         self._cap = cap
+
+    def state(self) -> dict[str, list[list[object]]]:
+        """Each key's items with their latest times, oldest first."""
+        return {key: [[item, ts] for item, ts in seen.items()] for key, seen in self._state.items()}
+
+    def load(self, data: object) -> Install:
+        """See ``_Part.load``."""
+        found: dict[str, dict[str, float]] = {}
+        for key, pairs in _mapping(data).items():
+            seen = found[str(key)] = {}
+            for pair in _listed(pairs):
+                item, ts = _listed(pair)
+                seen[str(item)] = _number(ts)
+        return _replacing(self._state, found)
 
     def add(self, key: str, ts: float, item: str) -> int:
         """Record ``item`` for ``key`` at ``ts``; the distinct items within the window."""
@@ -404,6 +550,25 @@ class _Learned:
         self._warmup = _Warmup(config)
         self._limit = config.max_keys
 
+    def state(self) -> dict[str, list[object]]:
+        """Each principal's first time, count, items, last item and warm-up end."""
+        return {
+            principal: [p.first, p.count, sorted(p.items), p.last, p.ready]
+            for principal, p in self._profiles.items()
+        }
+
+    def load(self, data: object) -> Install:
+        """See ``_Part.load``."""
+        found: dict[str, _Profile] = {}
+        for principal, entry in _mapping(data).items():
+            first, count, items, last, ready = _listed(entry)
+            profile = found[str(principal)] = _Profile(_number(first))
+            profile.count = _whole(count)
+            profile.items = {str(item) for item in _listed(items)}
+            profile.last = str(last)
+            profile.ready = ready is True
+        return _replacing(self._profiles, found)
+
     def novel(self, principal: str, ts: float, item: str) -> bool:
         """True when ``item`` is new for ``principal`` after its warm-up (learns during it)."""
         profile = self._profiles.get(principal)
@@ -436,6 +601,9 @@ class RateDetector(_Batched):
         self._limit = config.rate_limit
         self._principal_limits = dict(config.rate_principal_limits)
         self._category_limits = dict(config.rate_category_limits)
+
+    def _parts(self) -> dict[str, _Part]:
+        return {"counts": self._counts, "quiet": self._quiet}
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
@@ -500,6 +668,9 @@ class BulkDetector(_Batched):
         self._add = self._distinct.add
         self._threshold = config.bulk_distinct
 
+    def _parts(self) -> dict[str, _Part]:
+        return {"distinct": self._distinct, "quiet": self._quiet}
+
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
         add = self._add
@@ -540,6 +711,9 @@ class EnumerationDetector(_Batched):
         self._counts = _Counts(config.enumeration_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
 
+    def _parts(self) -> dict[str, _Part]:
+        return {"counts": self._counts, "quiet": self._quiet}
+
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
         add = self._counts.add
@@ -578,6 +752,9 @@ class FailedBurstDetector(_Batched):
         self._config = config
         self._counts = _Counts(config.failed_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
+
+    def _parts(self) -> dict[str, _Part]:
+        return {"counts": self._counts, "quiet": self._quiet}
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
@@ -635,6 +812,35 @@ class _Hours:
         self.usual = 0  # bit b set: hour-of-week b is usual
 
 
+class _HoursTable:
+    """``UnusualTimeDetector``'s profiles as a state part (the usual-hours mask as hex)."""
+
+    __slots__ = ("_profiles",)
+
+    def __init__(self, profiles: dict[str, _Hours]) -> None:
+        self._profiles = profiles
+
+    def state(self) -> dict[str, list[object]]:
+        """Each principal's first time, count, hours, last hour, warm-up end and mask."""
+        return {
+            principal: [h.first, h.count, sorted(h.hours), h.last, h.ready, f"{h.usual:x}"]
+            for principal, h in self._profiles.items()
+        }
+
+    def load(self, data: object) -> Install:
+        """See ``_Part.load``."""
+        found: dict[str, _Hours] = {}
+        for principal, entry in _mapping(data).items():
+            first, count, hours, last, ready, usual = _listed(entry)
+            profile = found[str(principal)] = _Hours(_number(first))
+            profile.count = _whole(count)
+            profile.hours = {_whole(hour) for hour in _listed(hours)}
+            profile.last = _whole(last)
+            profile.ready = ready is True
+            profile.usual = int(str(usual), 16)
+        return _replacing(self._profiles, found)
+
+
 def _usual_hours(hours: set[int], min_days: int) -> int:
     """The usual-hours bit mask of the absolute hours (POSIX hours) a principal was active."""
     days = [0] * 168
@@ -662,6 +868,9 @@ class UnusualTimeDetector(_Batched):
         self._warmup = _Warmup(config)
         self._profiles: dict[str, _Hours] = {}
         self._quiet = _Quiet(config.max_keys)
+
+    def _parts(self) -> dict[str, _Part]:
+        return {"hours": _HoursTable(self._profiles), "quiet": self._quiet}
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
@@ -733,6 +942,9 @@ class NewSourceDetector(_Batched):
         self._quiet = _Quiet(config.max_keys)
         self._networks: dict[str, str] = {}
 
+    def _parts(self) -> dict[str, _Part]:
+        return {"learned": self._learned, "quiet": self._quiet}
+
     def network(self, source: str) -> str:
         """The network (or address, by ``new_source_scope``) ``source`` belongs to."""
         found = self._networks.get(source)
@@ -791,6 +1003,9 @@ class FirstCategoryDetector(_Batched):
         self._novel = self._learned.novel
         self._quiet = _Quiet(config.max_keys)
 
+    def _parts(self) -> dict[str, _Part]:
+        return {"learned": self._learned, "quiet": self._quiet}
+
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
         novel = self._novel
@@ -826,6 +1041,9 @@ class EmergencyDetector(_Batched):
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._quiet = _Quiet(config.max_keys)
+
+    def _parts(self) -> dict[str, _Part]:
+        return {"quiet": self._quiet}
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
@@ -864,6 +1082,9 @@ class HoneytokenDetector(_Batched):
         self._is_honeytoken = is_honeytoken
         self._quiet = _Quiet(config.max_keys)
         self._decoys: dict[str, bool] = {}
+
+    def _parts(self) -> dict[str, _Part]:
+        return {"quiet": self._quiet}
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
@@ -962,6 +1183,29 @@ class DetectorSet(_Batched):
                 HoneytokenDetector(config, is_honeytoken or _never),
             ]
         )
+
+    def state(self) -> dict[str, object]:
+        """The state of every detector that has one (``_Batched``), by name (JSON values)."""
+        return {d.name: d.state() for d in self.detectors if isinstance(d, _Batched)}
+
+    def load(self, state: object) -> Install:
+        """Read ``state()``'s output; the returned call installs it (see ``restore``)."""
+        try:
+            saved = _mapping(state)
+            installs = [d.load(saved[d.name]) for d in self.detectors if isinstance(d, _Batched)]
+        except StateMismatch:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed detector state ({type(exc).__name__})") from None
+        return _all(installs)
+
+    def restore(self, state: object) -> None:
+        """Take back ``state()``'s output: all of it, or nothing (see module docstring).
+
+        ``StateMismatch`` when a detector's thresholds differ from the saved ones,
+        ``ValueError`` when ``state`` is malformed or lacks one of these detectors.
+        """
+        self.load(state)()
 
     def observe_many(
         self,

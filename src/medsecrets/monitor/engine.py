@@ -25,6 +25,10 @@ updated by the worker only).
 ``start`` starts the worker (once); ``drain`` waits until everything submitted
 so far has been processed (tests, shutdown); ``stop(timeout)`` drains and ends
 the worker. After ``stop``, ``submit`` drops (and counts) everything.
+
+With a ``keeper`` (``monitor.state.StateKeeper`` over the same detectors) the
+worker restores the detectors' saved state before the first batch it observes
+with a key, saves it periodically after batches, and once more when it ends.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import BatchDetector, Detector, DetectorSet, IndexedAlerts
 from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent
 from medsecrets.monitor.sources import event_from_record
+from medsecrets.monitor.state import StateKeeper
 
 __all__ = ["MonitorEngine", "access_event"]
 
@@ -90,6 +95,7 @@ class MonitorEngine:
         on_alert: Callable[[Alert], None],
         *,
         queue_size: int = 100_000,
+        keeper: StateKeeper | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -103,6 +109,7 @@ class MonitorEngine:
             else cast(BatchDetector, detectors).observe_many
         )
         self._on_alert = on_alert
+        self._keeper = keeper
         self._size = queue_size
         # A deque (appends and pops are atomic) and one wake-up per batch: a submit costs
         # well under a microsecond on the request path, unlike queue.Queue's two locks.
@@ -182,6 +189,8 @@ class MonitorEngine:
                     with self._idle:
                         self._idle.notify_all()
             if self._stopped and not queue:
+                if self._keeper is not None:
+                    self._keeper.close()
                 with self._idle:
                     self._idle.notify_all()
                 return
@@ -208,12 +217,17 @@ class MonitorEngine:
         if not events:
             return
         self.events += len(events)
+        keeper = self._keeper
+        if keeper is not None:
+            keeper.before()
         try:
             alerts = self._observe_many(events)
         except Exception:  # a detector bug must not stop the monitor
             self.errors += 1
             _log.exception("monitor: a detector failed")
             return
+        if keeper is not None:
+            keeper.after()
         for _, alert in alerts:
             self.alerts += 1
             try:

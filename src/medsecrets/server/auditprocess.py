@@ -8,42 +8,54 @@ on: the audit process then also runs the detectors over every batch it wrote
 raised so far by detector. ``monitor_settings`` builds the (builtin-values)
 settings it needs; ``AlertReceiver`` takes the alerts in the server and hands
 them to the dispatcher, which delivers them and writes them to the audit trail.
+With ``state_path`` in its settings the audit process keeps the detectors' state
+there across restarts (``monitor.state``), signed with a key derived from the
+device's HMAC key.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import cast
 
 from medsecrets.audit.channel import Message
-from medsecrets.audit.record import AuditEvent
+from medsecrets.audit.record import AuditEvent, Salter
+from medsecrets.audit.sidecar import Watcher
 from medsecrets.audit.sidecar import main as sidecar_main
 from medsecrets.catalog.model import Catalog, is_honeytoken_path
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.monitor.engine import access_event
 from medsecrets.monitor.events import AccessEvent
+from medsecrets.monitor.state import StateKeeper, state_key
 
 __all__ = ["AlertReceiver", "main", "monitor_settings", "observer"]
 
 _log = logging.getLogger("medsecrets.monitor")
 
 
-def monitor_settings(catalog: Catalog, *, rate_limit: int, rate_window: float) -> dict[str, object]:
-    """What the audit process needs to run the detectors as the server would."""
+def monitor_settings(
+    catalog: Catalog, *, rate_limit: int, rate_window: float, state_path: str | None = None
+) -> dict[str, object]:
+    """What the audit process needs to run the detectors as the server would (with
+    ``state_path``, it keeps their state there across restarts: ``monitor.state``)."""
     return {
         "rate_limit": rate_limit,
         "rate_window": rate_window,
         "prefix": catalog.prefix,
         "honeytokens": sorted(catalog.honeytokens),
         "honeytoken_categories": sorted(catalog.honeytoken_categories),
+        "state_path": state_path,
     }
 
 
 def observer(
-    settings: Mapping[str, object], send: Callable[[Message], None]
-) -> Callable[[list[AuditEvent]], None]:
+    settings: Mapping[str, object],
+    send: Callable[[Message], None],
+    salter: Callable[[], Salter | None],
+) -> Watcher:
     """The audit process's ``Observer``: the detectors over each written batch."""
     prefix = str(settings["prefix"])
     honeytokens = frozenset(cast("list[str]", settings["honeytokens"]))
@@ -61,16 +73,43 @@ def observer(
         ),
         is_honeytoken,
     )
+    state_path = settings.get("state_path")
+    keeper = (
+        StateKeeper(detectors, Path(str(state_path)), state_key(salter)) if state_path else None
+    )
+    return _Watcher(detectors, send, keeper)
 
-    def observe(events: list[AuditEvent]) -> None:
+
+class _Watcher:
+    """The detectors over each batch, their alerts sent to the server, their state kept."""
+
+    def __init__(
+        self,
+        detectors: DetectorSet,
+        send: Callable[[Message], None],
+        keeper: StateKeeper | None,
+    ) -> None:
+        self._detectors = detectors
+        self._send = send
+        self._keeper = keeper
+
+    def __call__(self, events: list[AuditEvent]) -> None:
         seen = [found for event in events if (found := access_event(event)) is not None]
         if not seen:
             return
+        keeper = self._keeper
+        if keeper is not None:
+            keeper.before()
+        detectors = self._detectors
         alerts = _alerts(detectors, seen)
         if alerts:
-            send(("alerts", [alert.to_dict() for alert in alerts], dict(detectors.counts)))
+            self._send(("alerts", [alert.to_dict() for alert in alerts], dict(detectors.counts)))
+        if keeper is not None:
+            keeper.after()
 
-    return observe
+    def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
 
 
 def _alerts(detectors: DetectorSet, events: list[AccessEvent]) -> list[Alert]:

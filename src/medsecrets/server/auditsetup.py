@@ -29,7 +29,7 @@ from medsecrets.audit.broker import AuditBroker
 from medsecrets.audit.device import AuditDevice
 from medsecrets.audit.keys import BarrierKeySource
 from medsecrets.audit.lane import AuditLane, Lane
-from medsecrets.audit.record import AuditEvent, format_time
+from medsecrets.audit.record import AuditEvent, Salter, format_time
 from medsecrets.errors import (
     ConfigError,
     InvalidRequest,
@@ -48,6 +48,7 @@ from medsecrets.monitor.channels import (
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.monitor.dispatcher import AlertDispatcher
 from medsecrets.monitor.engine import MonitorEngine
+from medsecrets.monitor.state import StateKeeper, state_key
 from medsecrets.schema.audit import (
     AlertList,
     AuditDeviceHealth,
@@ -366,6 +367,11 @@ def device_settings(settings: Settings) -> tuple[AuditDeviceSettings, ...]:
     return tuple(devices)
 
 
+def _state_path(settings: Settings, worker: bool) -> Path:
+    """Where the detectors' state is kept across restarts (``monitor.state``)."""
+    return _per_worker(os.path.join(settings.data_dir, "monitor", "detectors.state"), worker)
+
+
 def _checkpoint_export(settings: Settings) -> Path | None:
     if settings.audit.checkpoint_export:
         return Path(settings.audit.checkpoint_export)
@@ -486,6 +492,7 @@ def _lane(
                     store.catalog,
                     rate_limit=settings.monitor.rate_threshold,
                     rate_window=settings.monitor.rate_window,
+                    state_path=str(_state_path(settings, worker)),
                 )
                 if alerts is not None
                 else None
@@ -550,7 +557,19 @@ def build_audit(
                 DetectorConfig(rate_limit=monitor.rate_threshold, rate_window=monitor.rate_window),
                 store.catalog.is_honeytoken,
             )
-            stack.monitor = MonitorEngine(stack.detectors, stack.dispatcher.raise_)
+            first = specs[0].name if specs else None
+
+            def salter() -> Salter | None:
+                found = keys(first) if first is not None else None
+                return found.salter if found is not None else None
+
+            stack.monitor = MonitorEngine(
+                stack.detectors,
+                stack.dispatcher.raise_,
+                keeper=StateKeeper(
+                    stack.detectors, _state_path(settings, worker), state_key(salter)
+                ),
+            )
     if not monitor.enabled and monitor.channels:
         log.warning("monitor.enabled is false: the configured alert channels are not used")
     export = _checkpoint_export(settings)

@@ -1,0 +1,272 @@
+"""The detectors' state across restarts (``DetectorSet.state``/``restore``, ``monitor.state``).
+
+The labelled synthetic data set is observed with a "restart" at several points: the state
+is saved to a signed file, a new ``DetectorSet`` restores it and observes the rest. The
+alerts must be exactly those of one uninterrupted run (and differ without the restore,
+so the check can fail), under the default and a tight configuration (tables trimmed
+mid-run). An edited, unsigned, wrongly keyed, malformed or partly malformed file, or one
+saved under other thresholds, restores nothing and is reported in the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import itertools
+import logging
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from medsecrets.audit.record import Salter
+from medsecrets.catalog import default_catalog
+from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.detectors import DetectorConfig, DetectorSet, StateMismatch
+from medsecrets.monitor.engine import MonitorEngine
+from medsecrets.monitor.events import AccessEvent
+from medsecrets.monitor.sources import event_from_record
+from medsecrets.monitor.state import KEY_LABEL, StateKeeper, load_state, save_state, state_key
+from medsecrets.testing.anomalies import HONEYTOKENS, generate
+
+KEY = b"k" * 32
+TIGHT = DetectorConfig(
+    rate_limit=20,
+    rate_principal_limits={"alice": 6},
+    rate_category_limits={"database": 8},
+    bulk_distinct=6,
+    enumeration_lists=4,
+    failed_denials=2,
+    warmup_events=10,
+    warmup_days=1.0,
+    new_source_scope="address",
+    repeat_after=600.0,
+    max_keys=12,
+)
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict[str, object]]:
+    return generate(20261205, normal=3000, per_kind=10)[0]
+
+
+@pytest.fixture(scope="module")
+def events(records: list[dict[str, object]]) -> list[AccessEvent]:
+    found = [event_from_record(record) for record in records]
+    return [event for event in found if event is not None]
+
+
+@pytest.fixture(scope="module")
+def is_honeytoken() -> Callable[[str], bool]:
+    catalog = dataclasses.replace(default_catalog(), honeytokens=frozenset(HONEYTOKENS))
+    return catalog.is_honeytoken
+
+
+def _alerts(found: list[tuple[int, Alert]]) -> list[dict[str, object]]:
+    return [alert.to_dict() for _, alert in found]
+
+
+@pytest.mark.parametrize("config", [DetectorConfig(), TIGHT], ids=["default", "tight"])
+def test_a_restart_with_the_saved_state_raises_the_alerts_of_an_uninterrupted_run(
+    tmp_path: Path,
+    events: list[AccessEvent],
+    is_honeytoken: Callable[[str], bool],
+    config: DetectorConfig,
+) -> None:
+    whole = _alerts(DetectorSet.default(config, is_honeytoken).observe_many(events))
+    cuts = [0, len(events) // 5, len(events) // 2, len(events) - 7, len(events)]
+    path = tmp_path / "detectors.state"
+    got: list[dict[str, object]] = []
+    forgetful: list[dict[str, object]] = []
+    for start, end in itertools.pairwise(cuts):
+        detectors = DetectorSet.default(config, is_honeytoken)
+        assert load_state(path, detectors, KEY) is (start > 0)
+        got += _alerts(detectors.observe_many(events[start:end]))
+        save_state(path, detectors, KEY)
+        fresh = DetectorSet.default(config, is_honeytoken)
+        forgetful += _alerts(fresh.observe_many(events[start:end]))
+    assert got == whole
+    assert forgetful != whole  # the state matters: without it the alerts differ
+
+
+def test_the_file_is_private_and_replaced_whole(tmp_path: Path, events: list[AccessEvent]) -> None:
+    detectors = DetectorSet.default()
+    detectors.observe_many(events[:500])
+    path = tmp_path / "monitor" / "detectors.state"
+    save_state(path, detectors, KEY)
+    save_state(path, detectors, KEY)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert sorted(os.listdir(path.parent)) == ["detectors.state"]  # no temporary file left
+
+
+def _saved(tmp_path: Path, events: list[AccessEvent]) -> tuple[Path, dict[str, object]]:
+    detectors = DetectorSet.default()
+    detectors.observe_many(events[:1500])
+    path = tmp_path / "detectors.state"
+    save_state(path, detectors, KEY)
+    return path, detectors.state()
+
+
+def _sign(body: bytes) -> bytes:
+    mac = hmac.new(KEY, body, hashlib.sha256).hexdigest()
+    return orjson.dumps({"format": 1, "mac": mac}) + b"\n" + body
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: data[:-20], "bad signature"),
+        (lambda data: data.replace(b"false", b"true ", 1), "bad signature"),
+        (lambda data: data.partition(b"\n")[2], "not a state file"),
+        (lambda data: b"", "not a state file"),
+        (lambda data: data.replace(b'"format":1', b'"format":9'), "not a state file"),
+        (lambda data: _sign(b"[1, 2"), "malformed"),
+        (lambda data: _sign(b'{"rate": {}}'), "malformed"),
+    ],
+    ids=["cut", "edited", "unsigned", "empty", "format", "not-json", "incomplete"],
+)
+def test_a_damaged_file_restores_nothing_and_says_why(
+    tmp_path: Path,
+    events: list[AccessEvent],
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[bytes], bytes],
+    message: str,
+) -> None:
+    path, _ = _saved(tmp_path, events)
+    path.write_bytes(damage(path.read_bytes()))
+    detectors = DetectorSet.default()
+    untouched = detectors.state()
+    with caplog.at_level(logging.WARNING, logger="medsecrets.monitor"):
+        assert load_state(path, detectors, KEY) is False
+    assert detectors.state() == untouched
+    assert message in caplog.text
+
+
+def test_another_key_or_other_thresholds_restore_nothing(
+    tmp_path: Path, events: list[AccessEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    path, _ = _saved(tmp_path, events)
+    detectors = DetectorSet.default()
+    with caplog.at_level(logging.WARNING, logger="medsecrets.monitor"):
+        assert load_state(path, detectors, b"x" * 32) is False
+        assert "bad signature" in caplog.text
+        other = DetectorSet.default(DetectorConfig(rate_limit=51))
+        assert load_state(path, other, KEY) is False
+        assert "other thresholds" in caplog.text
+    assert load_state(tmp_path / "missing.state", detectors, KEY) is False
+    assert detectors.state() == DetectorSet.default().state()
+
+
+def test_a_partly_malformed_state_changes_nothing(
+    tmp_path: Path, events: list[AccessEvent]
+) -> None:
+    _, saved = _saved(tmp_path, events)
+    broken = orjson.loads(orjson.dumps(saved))
+    broken["honeytoken"]["parts"]["quiet"] = {"k": "not a time"}  # the last detector read
+    detectors = DetectorSet.default()
+    untouched = detectors.state()
+    with pytest.raises(ValueError, match="malformed"):
+        detectors.restore(broken)
+    assert detectors.state() == untouched
+    broken["rate"]["config"] = "0" * 32
+    with pytest.raises(StateMismatch):
+        detectors.restore(broken)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_keeper_restores_once_with_a_key_and_saves_when_due(
+    tmp_path: Path, events: list[AccessEvent]
+) -> None:
+    path, saved = _saved(tmp_path, events)
+    detectors = DetectorSet.default()
+    key: list[bytes | None] = [None]
+    clock = _Clock()
+    keeper = StateKeeper(detectors, path, lambda: key[0], every=60.0, clock=clock)
+    keeper.before()  # sealed: nothing read
+    assert not keeper.restored
+    assert detectors.state() == DetectorSet.default().state()
+    key[0] = KEY
+    keeper.before()
+    assert keeper.restored
+    assert detectors.state() == saved
+    detectors.observe_many(events[1500:1600])
+    keeper.before()  # once only: the batch just observed is not undone
+    assert detectors.state() != saved
+    clock.now = 59.0
+    keeper.after()
+    assert keeper.saves == 0
+    clock.now = 60.0
+    keeper.after()
+    assert keeper.saves == 1
+    again = DetectorSet.default()
+    assert load_state(path, again, KEY)
+    assert again.state() == detectors.state()
+    key[0] = None  # sealed again: nothing written
+    keeper.close()
+    assert keeper.saves == 1
+
+
+def test_a_keeper_that_cannot_write_logs_and_goes_on(
+    tmp_path: Path, events: list[AccessEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    keeper = StateKeeper(DetectorSet.default(), blocker / "detectors.state", lambda: KEY)
+    keeper.before()
+    with caplog.at_level(logging.ERROR, logger="medsecrets.monitor"):
+        keeper.close()
+    assert keeper.saves == 0
+    assert "not saved" in caplog.text
+
+
+def test_the_monitor_engine_keeps_its_state_across_a_restart(
+    tmp_path: Path, records: list[dict[str, object]], is_honeytoken: Callable[[str], bool]
+) -> None:
+    """Two engines one after the other, the second restoring what the first saved on stop,
+    raise the alerts of one engine over all the records (and forgetful ones do not)."""
+    path = tmp_path / "detectors.state"
+    half = len(records) // 2
+
+    def run(part: list[dict[str, object]], keeper: bool) -> list[Alert]:
+        raised: list[Alert] = []
+        detectors = DetectorSet.default(None, is_honeytoken)
+        engine = MonitorEngine(
+            detectors,
+            raised.append,
+            keeper=StateKeeper(detectors, path, lambda: KEY) if keeper else None,
+        )
+        engine.start()
+        for record in part:
+            engine.submit(record)
+        engine.drain()
+        assert engine.stop(10)
+        return raised
+
+    whole = [a.to_dict() for a in run(records, keeper=False)]
+    forgetful = run(records[:half], keeper=False) + run(records[half:], keeper=False)
+    restarted = run(records[:half], keeper=True) + run(records[half:], keeper=True)
+    assert [a.to_dict() for a in restarted] == whole
+    assert [a.to_dict() for a in forgetful] != whole
+
+
+def test_the_signing_key_is_derived_from_the_device_key_and_never_a_logged_hash() -> None:
+    salter = Salter(b"d" * 32)
+    key = state_key(lambda: salter)()
+    assert key == salter.derive(KEY_LABEL)
+    assert key is not None and len(key) == 32
+    assert key != Salter(b"e" * 32).derive(KEY_LABEL)
+    assert salter.derive("another use") != key
+    assert key.hex() not in salter.hash(KEY_LABEL)
+    assert key.hex() not in salter.hash("medsecrets-derive:" + KEY_LABEL)
+    assert state_key(lambda: None)() is None
