@@ -342,6 +342,29 @@ def test_analyze_shows_alerts_on_a_generated_data_set(run: Run, generated: Path)
     assert quiet["counts"]["rate"] == 0 and quiet["counts"]["honeytoken"] == 0
 
 
+def test_analyze_takes_the_thresholds_of_a_server_config_file(
+    run: Run, generated: Path, tmp_path: Path
+) -> None:
+    """``--config``: the server's ``monitor.*`` thresholds offline; flags still win; a bad
+    file is one line and exit code 2."""
+    default = run("audit", "analyze", str(generated), "-o", "json").ok().json()["counts"]
+    config = tmp_path / "server.toml"
+    config.write_text("[monitor]\nrate_threshold = 100000\nfailed_denials = 1000\n")
+    quiet = run("audit", "analyze", str(generated), "--config", str(config), "-o", "json")
+    counts = quiet.ok().json()["counts"]
+    assert default["rate"] > 0 and default["failed_burst"] > 0
+    assert counts["rate"] == 0 and counts["failed_burst"] == 0
+    assert counts["bulk"] == default["bulk"]
+    flagged = run(
+        "audit", "analyze", str(generated), "--config", str(config), "--rate-threshold", "50",
+        "-o", "json",
+    ).ok().json()["counts"]  # fmt: skip
+    assert flagged["rate"] == default["rate"] and flagged["failed_burst"] == 0
+    config.write_text("[monitor]\nbulk_distinct = 0\n")
+    error = run("audit", "analyze", str(generated), "--config", str(config)).error(2)
+    assert "monitor.bulk_distinct" in error and len(error.strip().splitlines()) == 1
+
+
 # -- encrypted files -------------------------------------------------------------------------
 def test_read_and_verify_an_encrypted_log(
     run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from medsecrets.audit.remote import RemoteLane
 from medsecrets.catalog.loader import default_catalog
 from medsecrets.errors import AuditFailure, ConfigError
+from medsecrets.monitor.detectors import DetectorConfig, config_fingerprint
 from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.server.auditsetup import build_audit, device_settings
 from medsecrets.server.config import load_settings
@@ -158,3 +160,31 @@ def test_dev_mode_writes_a_file_device_in_the_data_dir(tmp_path: Path) -> None:
     s = settings_from(tmp_path, "", dev=True)
     (device,) = device_settings(s)
     assert device.path == str(tmp_path / "data" / "audit" / "audit.jsonl")
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["audit-process", "in-process"])
+def test_the_detectors_get_the_configured_thresholds(
+    tmp_path: Path, store: SecretStore, process: bool
+) -> None:
+    """Both places the detectors run (the audit process's settings, the server's monitor
+    thread) get every ``monitor.*`` threshold."""
+    text = f"""
+[audit]
+process = {str(process).lower()}
+file = "{tmp_path / "audit.jsonl"}"
+[monitor]
+rate_threshold = 7
+rate_category_limits = {{ database = 3 }}
+warmup_events = 12
+"""
+    expected = DetectorConfig(rate_limit=7, rate_category_limits={"database": 3}, warmup_events=12)
+    stack = build_audit(settings_from(tmp_path, text), store)
+    assert stack.broker is not None
+    if process:
+        (lane,) = stack.broker.lanes
+        assert isinstance(lane, RemoteLane) and lane.config.monitor is not None
+        assert DetectorConfig(**lane.config.monitor["detectors"]) == expected  # type: ignore[arg-type]
+    else:
+        assert stack.detectors is not None
+        state = stack.detectors.state()
+        assert state["rate"]["config"] == config_fingerprint(expected)  # type: ignore[index]

@@ -22,6 +22,7 @@ from medsecrets.audit.sidecar import LaneConfig
 from medsecrets.audit.waiter import Waiter
 from medsecrets.catalog.loader import default_catalog
 from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.detectors import DetectorConfig
 from medsecrets.server.auditprocess import AlertReceiver, monitor_settings
 
 DECOY = "production/database/decoy-admin"
@@ -54,7 +55,7 @@ def test_alerts_raised_in_the_audit_process_reach_the_server(tmp_path: Path) -> 
         path=str(tmp_path / "audit.jsonl"),
         node="n1",
         max_bytes=0,
-        monitor=monitor_settings(catalog, rate_limit=3, rate_window=300.0),
+        monitor=monitor_settings(catalog, detectors=DetectorConfig(rate_limit=3)),
     )
     lane = RemoteLane(
         config,
@@ -117,8 +118,7 @@ def _run_reads(tmp_path: Path, paths: list[str], decoy: str, state: Path | None)
         max_bytes=0,
         monitor=monitor_settings(
             catalog,
-            rate_limit=4,
-            rate_window=300.0,
+            detectors=DetectorConfig(rate_limit=4),
             state_path=None if state is None else str(state),
         ),
     )

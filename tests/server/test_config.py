@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from medsecrets.errors import ConfigError
+from medsecrets.monitor.detectors import DetectorConfig
 from medsecrets.server.config import SETTING_NAMES, Settings, env_var, load_settings
 
 
@@ -113,6 +114,17 @@ def test_unknown_env_warns_client_env_is_silent(tmp_path: Path) -> None:
         ("colour = true", {}, "colour"),
         ("[storage]\nflavour = 1", {}, "storage.flavour"),
         ('storage = "sqlite"', {}, "storage"),
+        ("[monitor]\nrate_principal_limits = { alice = 0 }", {}, "monitor.rate_principal_limits"),
+        ('[monitor]\nrate_category_limits = ["db"]', {}, "monitor.rate_category_limits"),
+        (
+            "",
+            {"MEDSECRETS_MONITOR_RATE_CATEGORY_LIMITS": "database"},
+            "monitor.rate_category_limits",
+        ),
+        ("", {"MEDSECRETS_MONITOR_RATE_PRINCIPAL_LIMITS": "=4"}, "monitor.rate_principal_limits"),
+        ("[monitor]\nwarmup_days = -1", {}, "monitor.warmup_days"),
+        ("[monitor]\nbulk_distinct = 0", {}, "monitor.bulk_distinct"),
+        ('[monitor]\nnew_source_scope = "planet"', {}, "monitor.new_source_scope"),
     ],
 )
 def test_bad_setting_names_it(tmp_path: Path, toml: str, env: dict[str, str], setting: str) -> None:
@@ -122,6 +134,42 @@ def test_bad_setting_names_it(tmp_path: Path, toml: str, env: dict[str, str], se
     message = caught.value.message
     assert f"'{setting}'" in message
     assert "\n" not in message
+
+
+def test_detector_thresholds_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    toml = """dev = true
+[monitor]
+rate_threshold = 20
+rate_window = 600
+rate_principal_limits = { "svc-backup" = 500, alice = 5 }
+rate_category_limits = { database = 8 }
+bulk_distinct = 30
+failed_denials = 4
+warmup_days = 2.5
+new_source_scope = "address"
+repeat_after = 0
+"""
+    assert _load(tmp_path, toml).monitor.detectors == DetectorConfig(
+        rate_limit=20,
+        rate_window=600.0,
+        rate_principal_limits={"svc-backup": 500, "alice": 5},
+        rate_category_limits={"database": 8},
+        bulk_distinct=30,
+        failed_denials=4,
+        warmup_days=2.5,
+        new_source_scope="address",
+        repeat_after=0.0,
+    )
+    env = {
+        "MEDSECRETS_MONITOR_RATE_PRINCIPAL_LIMITS": "svc-a=7, svc-b = 9,",
+        "MEDSECRETS_MONITOR_FAILED_DENIALS": "3",
+        "MEDSECRETS_MONITOR_ENUMERATION_WINDOW": "30",
+    }
+    overridden = _load(tmp_path, toml, env=env).monitor.detectors
+    assert overridden.rate_principal_limits == {"svc-a": 7, "svc-b": 9}
+    assert (overridden.failed_denials, overridden.enumeration_window) == (3, 30.0)
+    assert overridden.rate_category_limits == {"database": 8}  # the file's, kept
+    assert _load(tmp_path, dev=True).monitor.detectors == DetectorConfig()
 
 
 def test_source_is_named(tmp_path: Path) -> None:

@@ -103,6 +103,7 @@ __all__ = [
     "RateDetector",
     "StateMismatch",
     "UnusualTimeDetector",
+    "config_fingerprint",
     "hour_of_week",
 ]
 
@@ -173,11 +174,8 @@ class StateMismatch(ValueError):
 
 def config_fingerprint(config: DetectorConfig) -> str:
     """A digest of every threshold of ``config`` (equal configs, equal digests)."""
-    values = {
-        f.name: dict(value) if isinstance(value := getattr(config, f.name), Mapping) else value
-        for f in fields(config)
-    }
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:32]
+    text = json.dumps(config.values(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class _Batched:
@@ -320,6 +318,14 @@ class DetectorConfig:
             raise ConfigError("monitor: new_source_scope must be network or address")
         if not 0 <= self.ipv4_prefix <= 32 or not 0 <= self.ipv6_prefix <= 128:
             raise ConfigError("monitor: ipv4_prefix is 0..32 and ipv6_prefix 0..128")
+
+    def values(self) -> dict[str, object]:
+        """Every threshold as builtin values (the mappings as dicts):
+        ``DetectorConfig(**config.values()) == config``."""
+        return {
+            f.name: dict(value) if isinstance(value := getattr(self, f.name), Mapping) else value
+            for f in fields(self)
+        }
 
 
 def hour_of_week(ts: float) -> int:

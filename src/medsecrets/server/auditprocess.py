@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from medsecrets.audit.channel import Message
 from medsecrets.audit.record import AuditEvent, Salter
@@ -37,13 +37,13 @@ _log = logging.getLogger("medsecrets.monitor")
 
 
 def monitor_settings(
-    catalog: Catalog, *, rate_limit: int, rate_window: float, state_path: str | None = None
+    catalog: Catalog, *, detectors: DetectorConfig, state_path: str | None = None
 ) -> dict[str, object]:
-    """What the audit process needs to run the detectors as the server would (with
-    ``state_path``, it keeps their state there across restarts: ``monitor.state``)."""
+    """What the audit process needs to run the detectors as the server would, with the
+    thresholds ``detectors`` (with ``state_path``, it keeps their state there across
+    restarts: ``monitor.state``)."""
     return {
-        "rate_limit": rate_limit,
-        "rate_window": rate_window,
+        "detectors": detectors.values(),
         "prefix": catalog.prefix,
         "honeytokens": sorted(catalog.honeytokens),
         "honeytoken_categories": sorted(catalog.honeytoken_categories),
@@ -67,11 +67,7 @@ def observer(
         )
 
     detectors = DetectorSet.default(
-        DetectorConfig(
-            rate_limit=cast(int, settings["rate_limit"]),
-            rate_window=cast(float, settings["rate_window"]),
-        ),
-        is_honeytoken,
+        DetectorConfig(**cast("dict[str, Any]", settings["detectors"])), is_honeytoken
     )
     state_path = settings.get("state_path")
     keeper = (

@@ -45,7 +45,7 @@ from medsecrets.monitor.channels import (
     SmtpChannel,
     WebhookChannel,
 )
-from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
+from medsecrets.monitor.detectors import DetectorSet
 from medsecrets.monitor.dispatcher import AlertDispatcher
 from medsecrets.monitor.engine import MonitorEngine
 from medsecrets.monitor.state import StateKeeper, state_key
@@ -490,8 +490,7 @@ def _lane(
             monitor=(
                 monitor_settings(
                     store.catalog,
-                    rate_limit=settings.monitor.rate_threshold,
-                    rate_window=settings.monitor.rate_window,
+                    detectors=settings.monitor.detectors,
                     state_path=str(_state_path(settings, worker)),
                 )
                 if alerts is not None
@@ -554,7 +553,7 @@ def build_audit(
             stack.alerts_in = AlertReceiver(stack.dispatcher.raise_)
         else:
             stack.detectors = DetectorSet.default(
-                DetectorConfig(rate_limit=monitor.rate_threshold, rate_window=monitor.rate_window),
+                monitor.detectors,
                 store.catalog.is_honeytoken,
             )
             first = specs[0].name if specs else None

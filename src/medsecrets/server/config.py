@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
 
 from medsecrets.errors import ConfigError
+from medsecrets.monitor.detectors import DetectorConfig
 from medsecrets.server.auditconfig import (
     AlertChannelSettings,
     AuditDeviceSettings,
@@ -186,11 +187,12 @@ class AuditSettings:
 
 @dataclass(frozen=True, slots=True)
 class MonitorSettings:
-    """Anomaly detection on the audit stream and alert delivery."""
+    """Anomaly detection on the audit stream (``detectors``: every threshold, from the
+    ``monitor.*`` settings named as its fields, but ``rate_threshold`` for ``rate_limit``)
+    and alert delivery."""
 
     enabled: bool = True
-    rate_threshold: int = 50
-    rate_window: float = 300.0
+    detectors: DetectorConfig = field(default_factory=DetectorConfig)
     dedup_window: float = 300.0
     channels: tuple[AlertChannelSettings, ...] = ()
 
@@ -310,7 +312,7 @@ def _int(low: int, high: int) -> _Parser:
     return parse
 
 
-def _float(low: float, high: float) -> _Parser:
+def _float(low: float, high: float, unit: str = "seconds") -> _Parser:
     def parse(raw: object, from_text: bool) -> object:
         value: object = raw
         if from_text and isinstance(raw, str):
@@ -323,10 +325,31 @@ def _float(low: float, high: float) -> _Parser:
             or isinstance(value, bool)
             or not low <= value <= high
         ):
-            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}")
+            raise ValueError(f"must be a number of {unit} from {low:g} to {high:g}")
         return float(value)
 
     return parse
+
+
+def _limits(raw: object, from_text: bool) -> object:
+    """Names to positive integers: a TOML table, or ``name=N,name=N`` in a variable."""
+    if from_text and isinstance(raw, str):
+        pairs: list[tuple[str, object]] = []
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            name, equals, number = item.partition("=")
+            if not equals:
+                raise ValueError("must be name=N pairs separated by commas")
+            pairs.append((name.strip(), number.strip()))
+        raw = dict(pairs)
+    if not isinstance(raw, dict):
+        raise ValueError("must be a table of names to positive integers")
+    found: dict[str, int] = {}
+    for name, number in raw.items():
+        value = _int(1, 1_000_000)(number, from_text)
+        if not isinstance(name, str) or not name:
+            raise ValueError("must name each principal or category")
+        found[name] = cast(int, value)
+    return found
 
 
 def _choice(*choices: str, optional: bool = False) -> _Parser:
@@ -387,9 +410,22 @@ _SETTINGS: dict[str, tuple[_Parser, bool]] = {
     "monitor.enabled": (_bool, False),
     "monitor.rate_threshold": (_int(1, 1_000_000), False),
     "monitor.rate_window": (_float(1.0, 86400.0), False),
+    "monitor.rate_principal_limits": (_limits, False),
+    "monitor.rate_category_limits": (_limits, False),
+    "monitor.bulk_distinct": (_int(1, 1_000_000), False),
+    "monitor.bulk_window": (_float(1.0, 86400.0), False),
+    "monitor.enumeration_lists": (_int(1, 1_000_000), False),
+    "monitor.enumeration_window": (_float(1.0, 86400.0), False),
+    "monitor.failed_denials": (_int(1, 1_000_000), False),
+    "monitor.failed_window": (_float(1.0, 86400.0), False),
+    "monitor.warmup_events": (_int(1, 1_000_000), False),
+    "monitor.warmup_days": (_float(0.0, 365.0, "days"), False),
+    "monitor.new_source_scope": (_choice("network", "address"), False),
+    "monitor.repeat_after": (_float(0.0, 7 * 86400.0), False),
     "monitor.dedup_window": (_float(0.0, 86400.0), False),
 }
 SETTING_NAMES: tuple[str, ...] = tuple(_SETTINGS)
+_DETECTOR_FIELDS = frozenset(f.name for f in dataclasses.fields(DetectorConfig))
 _TABLES = frozenset(name.split(".")[0] for name in _SETTINGS if "." in name) | {"alerts"}
 #: Arrays of tables (file only): dotted name -> parser of the raw entries.
 _ARRAYS: dict[str, Callable[[object, str], tuple[object, ...]]] = {
@@ -556,7 +592,15 @@ def _assemble(values: dict[str, object], sources: dict[str, str], warnings: list
     )
     monitor_values = sub["monitor"]
     monitor_values["channels"] = sub["alerts"].pop("channel", ())
-    monitor = MonitorSettings(**monitor_values)  # type: ignore[arg-type]
+    thresholds = {
+        ("rate_limit" if name == "rate_threshold" else name): monitor_values.pop(name)
+        for name in list(monitor_values)
+        if name == "rate_threshold" or name in _DETECTOR_FIELDS
+    }
+    monitor = MonitorSettings(
+        detectors=DetectorConfig(**thresholds),  # type: ignore[arg-type]
+        **monitor_values,  # type: ignore[arg-type]
+    )
 
     tls = TlsSettings(**sub["tls"])  # type: ignore[arg-type]
     tls = TlsSettings(

@@ -16,6 +16,7 @@ line naming the first bad record; ``analyze`` exits 0 whatever it finds
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import io
 import json
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from medsecrets.audit.crypt import RecordCipher
     from medsecrets.audit.verify import Decoder, VerifyReport
     from medsecrets.monitor.analyze import AnalysisReport
+    from medsecrets.monitor.detectors import DetectorConfig
 
 __all__ = [
     "EXIT_VERIFY_FAILED",
@@ -556,12 +558,22 @@ def analyze(
             show_default=False,
         ),
     ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A server configuration file whose monitor.* thresholds to use "
+            "(default: the built-in thresholds).",
+            show_default=False,
+        ),
+    ] = None,
     rate_threshold: Annotated[
         int | None,
         typer.Option(
             "--rate-threshold",
             min=1,
-            help="Reads by one principal in the rate window that raise a rate alert (default 50).",
+            help="Reads by one principal in the rate window that raise a rate alert "
+            "(default 50, or --config's).",
             show_default=False,
         ),
     ] = None,
@@ -570,7 +582,7 @@ def analyze(
         typer.Option(
             "--rate-window",
             min=1.0,
-            help="Seconds of the rate window (default 300).",
+            help="Seconds of the rate window (default 300, or --config's).",
             show_default=False,
         ),
     ] = None,
@@ -603,7 +615,6 @@ def analyze(
     """
     from medsecrets.catalog.loader import default_catalog, load_catalog
     from medsecrets.monitor.analyze import analyze as run
-    from medsecrets.monitor.detectors import DetectorConfig
 
     model = load_catalog(catalog) if catalog is not None else default_catalog()
     decoys = frozenset(h.strip("/") for h in honeytoken or ())
@@ -611,10 +622,11 @@ def analyze(
     def is_honeytoken(path: str) -> bool:
         return path.strip("/") in decoys or model.is_honeytoken(path)
 
-    default = DetectorConfig()
-    config = DetectorConfig(
-        rate_limit=rate_threshold or default.rate_limit,
-        rate_window=rate_window or default.rate_window,
+    config = _thresholds(config_file)
+    config = dataclasses.replace(
+        config,
+        rate_limit=rate_threshold or config.rate_limit,
+        rate_window=rate_window or config.rate_window,
     )
     with reading(), _byte_progress(files, "analyzing") as advance:
         report = run(
@@ -629,6 +641,21 @@ def analyze(
         warn("no access events found (an encrypted log must be decrypted first: audit read)")
     data = _analysis_data(report)
     emit(data, output, lambda: _print_analysis(data, limit))
+
+
+def _thresholds(config_file: Path | None) -> DetectorConfig:
+    """The detector thresholds of a server configuration file (the defaults without one);
+    its other settings are checked as a server would, but not used."""
+    from medsecrets.monitor.detectors import DetectorConfig
+    from medsecrets.server.config import load_settings
+
+    if config_file is None:
+        return DetectorConfig()
+    try:
+        settings = load_settings(str(config_file), env={}, overrides={"tls_disable": True})
+    except ConfigError as exc:  # the file given is at fault: a usage error
+        raise CliError(f"--config: {exc.message}", ExitCode.USAGE) from None
+    return settings.monitor.detectors
 
 
 def _analysis_data(report: AnalysisReport) -> dict[str, JSON]:
