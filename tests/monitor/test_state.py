@@ -11,8 +11,6 @@ saved under other thresholds, restores nothing and is reported in the log.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import itertools
 import logging
 import os
@@ -22,15 +20,25 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medsecrets.audit.record import Salter
 from medsecrets.catalog import default_catalog
+from medsecrets.monitor import detectors as detectors_module
+from medsecrets.monitor import state as state_module
 from medsecrets.monitor.alert import Alert
-from medsecrets.monitor.detectors import DetectorConfig, DetectorSet, StateMismatch
+from medsecrets.monitor.detectors import DetectorConfig, DetectorSet, config_fingerprint
 from medsecrets.monitor.engine import MonitorEngine
 from medsecrets.monitor.events import AccessEvent
 from medsecrets.monitor.sources import event_from_record
-from medsecrets.monitor.state import KEY_LABEL, StateKeeper, load_state, save_state, state_key
+from medsecrets.monitor.state import (
+    KEY_LABEL,
+    MAGIC,
+    StateKeeper,
+    load_state,
+    save_state,
+    state_key,
+)
 from medsecrets.testing.anomalies import HONEYTOKENS, generate
 
 KEY = b"k" * 32
@@ -93,14 +101,39 @@ def test_a_restart_with_the_saved_state_raises_the_alerts_of_an_uninterrupted_ru
     assert forgetful != whole  # the state matters: without it the alerts differ
 
 
-def test_the_file_is_private_and_replaced_whole(tmp_path: Path, events: list[AccessEvent]) -> None:
+def test_the_file_is_private_sealed_and_replaced_whole(
+    tmp_path: Path, events: list[AccessEvent]
+) -> None:
     detectors = DetectorSet.default()
     detectors.observe_many(events[:500])
     path = tmp_path / "monitor" / "detectors.state"
+    path.parent.mkdir()
+    path.write_text("an older, world-readable file")
+    path.chmod(0o644)
     save_state(path, detectors, KEY)
     save_state(path, detectors, KEY)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert sorted(os.listdir(path.parent)) == ["detectors.state"]  # no temporary file left
+    data = path.read_bytes()
+    assert data.startswith(MAGIC)
+    principal = next(e.principal for e in events[:500] if e.principal)
+    assert principal.encode() not in data  # sealed: no principal, address or path in clear
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, events: list[AccessEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = _saved(tmp_path, events)
+    before = path.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        save_state(path, DetectorSet.default(), KEY)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["detectors.state"]
 
 
 def _saved(tmp_path: Path, events: list[AccessEvent]) -> tuple[Path, dict[str, object]]:
@@ -111,24 +144,34 @@ def _saved(tmp_path: Path, events: list[AccessEvent]) -> tuple[Path, dict[str, o
     return path, detectors.state()
 
 
-def _sign(body: bytes) -> bytes:
-    mac = hmac.new(KEY, body, hashlib.sha256).hexdigest()
-    return orjson.dumps({"format": 1, "mac": mac}) + b"\n" + body
+def _seal(body: bytes, key: bytes = KEY) -> bytes:
+    nonce = os.urandom(12)
+    return MAGIC + nonce + AESGCM(key).encrypt(nonce, body, MAGIC)
+
+
+def _flip(data: bytes) -> bytes:
+    at = len(MAGIC) + 40
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda data: data[:-20], "bad signature"),
-        (lambda data: data.replace(b"false", b"true ", 1), "bad signature"),
-        (lambda data: data.partition(b"\n")[2], "not a state file"),
-        (lambda data: b"", "not a state file"),
-        (lambda data: data.replace(b'"format":1', b'"format":9'), "not a state file"),
-        (lambda data: _sign(b"[1, 2"), "malformed"),
-        (lambda data: _sign(b'{"rate": {}}'), "malformed"),
+        (lambda data: data[:-20], "cannot be authenticated"),
+        (_flip, "cannot be authenticated"),
+        (lambda data: data[len(MAGIC) :], "not a detector state file"),
+        (lambda data: b"", "not a detector state file"),
+        (lambda data: data.replace(b"state/1", b"state/9", 1), "not a detector state file"),
+        (lambda data: "\u00e9t\u00e9\n{}".encode(), "not a detector state file"),
+        (lambda data: _seal(b"[1, 2"), "malformed"),
+        (lambda data: _seal(b'{"rate": {}}'), "malformed"),
+        (lambda data: _seal(b"{}", b"x" * 32), "cannot be authenticated"),
     ],
-    ids=["cut", "edited", "unsigned", "empty", "format", "not-json", "incomplete"],
-)
+    ids=[
+        "cut", "edited", "no-magic", "empty", "format", "junk", "not-json", "incomplete",
+        "another-key",
+    ],
+)  # fmt: skip
 def test_a_damaged_file_restores_nothing_and_says_why(
     tmp_path: Path,
     events: list[AccessEvent],
@@ -146,19 +189,51 @@ def test_a_damaged_file_restores_nothing_and_says_why(
     assert message in caplog.text
 
 
-def test_another_key_or_other_thresholds_restore_nothing(
-    tmp_path: Path, events: list[AccessEvent], caplog: pytest.LogCaptureFixture
+def test_what_is_not_a_regular_file_is_refused_unread(
+    tmp_path: Path,
+    events: list[AccessEvent],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, _ = _saved(tmp_path, events)
+    saved, _ = _saved(tmp_path, events)
+    link = tmp_path / "link.state"
+    link.symlink_to(saved)
+    fifo = tmp_path / "fifo.state"
+    os.mkfifo(fifo)  # a reader of a FIFO would wait for a writer for ever
     detectors = DetectorSet.default()
-    with caplog.at_level(logging.WARNING, logger="medsecrets.monitor"):
-        assert load_state(path, detectors, b"x" * 32) is False
-        assert "bad signature" in caplog.text
-        other = DetectorSet.default(DetectorConfig(rate_limit=51))
-        assert load_state(path, other, KEY) is False
-        assert "other thresholds" in caplog.text
+    with caplog.at_level(logging.ERROR, logger="medsecrets.monitor"):
+        assert load_state(link, detectors, KEY) is False
+        assert "cannot open it" in caplog.text
+        assert load_state(fifo, detectors, KEY) is False
+        assert "not a regular file" in caplog.text
+        monkeypatch.setattr(state_module, "MAX_BYTES", saved.stat().st_size - 1)
+        assert load_state(saved, detectors, KEY) is False
+        assert "over" in caplog.text
     assert load_state(tmp_path / "missing.state", detectors, KEY) is False
     assert detectors.state() == DetectorSet.default().state()
+
+
+def test_changed_thresholds_restart_only_the_detectors_that_use_them(
+    tmp_path: Path, events: list[AccessEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    path, saved = _saved(tmp_path, events)
+    other = DetectorSet.default(DetectorConfig(rate_limit=60, bulk_window=90))
+    with caplog.at_level(logging.WARNING, logger="medsecrets.monitor"):
+        assert load_state(path, other, KEY) is True
+    assert "rate, bulk start afresh" in caplog.text
+    fresh = DetectorSet.default(DetectorConfig(rate_limit=60, bulk_window=90)).state()
+    state = other.state()
+    for name in ("rate", "bulk"):
+        assert state[name] == fresh[name]
+    for name in ("unusual_time", "new_source", "first_category", "failed_burst"):
+        assert state[name] == saved[name], name  # baselines and other windows kept
+
+
+def test_equal_thresholds_written_differently_are_equal() -> None:
+    assert DetectorConfig(rate_window=300, warmup_days=7) == DetectorConfig()
+    assert config_fingerprint(DetectorConfig(repeat_after=3600)) == config_fingerprint(
+        DetectorConfig()
+    )
 
 
 def test_a_partly_malformed_state_changes_nothing(
@@ -172,9 +247,30 @@ def test_a_partly_malformed_state_changes_nothing(
     with pytest.raises(ValueError, match="malformed"):
         detectors.restore(broken)
     assert detectors.state() == untouched
+    broken = orjson.loads(orjson.dumps(saved))
     broken["rate"]["config"] = "0" * 32
-    with pytest.raises(StateMismatch):
-        detectors.restore(broken)
+    del broken["emergency"]
+    assert detectors.restore(broken) == ["rate", "emergency"]
+    assert detectors.state()["new_source"] == saved["new_source"]
+
+
+def test_tables_are_saved_up_to_their_newest_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attack from many addresses fills the per-address window; a save keeps its newest
+    ``STATE_KEYS`` keys, so its size and time stay bounded."""
+    monkeypatch.setattr(detectors_module, "STATE_KEYS", 100)
+    burst = [
+        AccessEvent(
+            float(n), "", f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", "read",
+            "secrets.read", "medessence/production/auth/x", "production", "auth", "denied",
+            False, f"r{n}",
+        )
+        for n in range(1000)
+    ]  # fmt: skip
+    detectors = DetectorSet.default()
+    detectors.observe_many(burst)
+    counts = detectors.state()["failed_burst"]["parts"]["counts"]  # type: ignore[index]
+    assert len(counts) == 100
+    assert "source:10.0.3.231" in counts and "source:10.0.0.1" not in counts
 
 
 class _Clock:
@@ -267,6 +363,41 @@ def test_the_signing_key_is_derived_from_the_device_key_and_never_a_logged_hash(
     assert key is not None and len(key) == 32
     assert key != Salter(b"e" * 32).derive(KEY_LABEL)
     assert salter.derive("another use") != key
-    assert key.hex() not in salter.hash(KEY_LABEL)
-    assert key.hex() not in salter.hash("medsecrets-derive:" + KEY_LABEL)
+    assert key.hex() not in salter.hash(KEY_LABEL)  # HKDF, not a hash of the label
     assert state_key(lambda: None)() is None
+
+
+def test_a_failing_keeper_never_stops_the_detectors(
+    tmp_path: Path,
+    records: list[dict[str, object]],
+    is_honeytoken: Callable[[str], bool],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key source that raises, and a state JSON cannot hold: logged, and the monitor
+    thread goes on raising alerts."""
+
+    def broken() -> bytes:
+        raise RuntimeError("barrier trouble")
+
+    raised: list[Alert] = []
+    detectors = DetectorSet.default(None, is_honeytoken)
+    keeper = StateKeeper(detectors, tmp_path / "detectors.state", broken, every=0.0)
+    engine = MonitorEngine(detectors, raised.append, keeper=keeper)
+    with caplog.at_level(logging.ERROR, logger="medsecrets.monitor"):
+        engine.start()
+        for record in records:
+            engine.submit(record)
+        engine.drain()
+        assert engine.stop(10)
+    assert raised and engine.events > 3000
+    assert "restore failed (RuntimeError)" in caplog.text
+
+    huge = DetectorSet.default()
+    huge.observe_many(
+        [AccessEvent(1e23, "p", "10.0.0.1", "read", "secrets.read", "x", None, None, "success")]
+    )
+    keeper = StateKeeper(huge, tmp_path / "huge.state", lambda: KEY)
+    keeper.before()
+    keeper.save()  # an hour of 1e23 s is over 64 bits: orjson refuses it
+    assert keeper.saves == 0
+    assert "not saved (TypeError)" in caplog.text

@@ -10,7 +10,7 @@ import pytest
 from medsecrets.audit.remote import RemoteLane
 from medsecrets.catalog.loader import default_catalog
 from medsecrets.errors import AuditFailure, ConfigError
-from medsecrets.monitor.detectors import DetectorConfig, config_fingerprint
+from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.server.auditsetup import build_audit, device_settings
 from medsecrets.server.config import load_settings
@@ -186,5 +186,22 @@ warmup_events = 12
         assert DetectorConfig(**lane.config.monitor["detectors"]) == expected  # type: ignore[arg-type]
     else:
         assert stack.detectors is not None
-        state = stack.detectors.state()
-        assert state["rate"]["config"] == config_fingerprint(expected)  # type: ignore[index]
+
+        def fingerprints(detectors: DetectorSet) -> dict[str, object]:
+            return {name: doc["config"] for name, doc in detectors.state().items()}  # type: ignore[index]
+
+        assert fingerprints(stack.detectors) == fingerprints(DetectorSet.default(expected))
+        assert fingerprints(stack.detectors) != fingerprints(DetectorSet.default())
+
+
+def test_workers_keep_no_detector_state(tmp_path: Path, store: SecretStore) -> None:
+    """With ``workers > 1`` a worker's state could never be found again (its pid names
+    it): none is kept, and no file piles up."""
+    text = f'[audit]\nfile = "{tmp_path / "audit.jsonl"}"\n'
+    kept = str(tmp_path / "data" / "monitor" / "detectors.state")
+    for worker, where in ((True, None), (False, kept)):
+        broker = build_audit(settings_from(tmp_path, text), store, worker=worker).broker
+        assert broker is not None
+        (lane,) = broker.lanes
+        assert isinstance(lane, RemoteLane) and lane.config.monitor is not None
+        assert lane.config.monitor["state_path"] == where

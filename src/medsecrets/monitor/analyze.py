@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import gc
 import heapq
 import itertools
 import os
@@ -42,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from medsecrets.collector import paused
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.monitor.events import AccessEvent
@@ -135,7 +135,7 @@ def analyze(
     count = 0
     started = time.perf_counter()
     formats = {os.fspath(path): fmt or detect_format(path) for path in files}
-    with _pool(formats, workers) as pool, _collector_paused():
+    with _pool(formats, workers) as pool, paused():
         batches = _batches(formats, prefix, pool, progress or _ignore)
         if "cloudtrail" in formats.values():
             ordered = in_time_order(itertools.chain.from_iterable(batches), reorder_seconds)
@@ -226,29 +226,12 @@ def _parse_range(
 
 def _parse_block(block: bytes, name: str, fmt: Format, prefix: str) -> _Range:
     """``_Range`` of ``block`` (its first line numbered 1)."""
-    with _collector_paused():
+    with paused():
         try:
             rows = rows_in_block(fmt, block, file=name, line=1, prefix=prefix)
         except LogFormatError as exc:
             return _Range([], block.count(b"\n"), exc.problem, exc.line or 1)
     return _Range(rows, block.count(b"\n"))
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for the block (back on after it, if it was on).
-
-    Parsing and observing build millions of small objects, none of them part of
-    a cycle (events, rows, the detectors' per-key state): with the collector
-    on, its passes over them cost a fifth of the time and free nothing.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:

@@ -57,11 +57,13 @@ what was not seen stays unusual (an operator, not repetition, makes a new
 habit normal), so a burst of anomalies never teaches itself in.
 
 State survives a restart: ``DetectorSet.state()`` is every detector's
-windows, quiet periods and baselines as JSON values, and ``restore(state)``
-takes it back (``monitor.state`` keeps it in a signed file). A state saved
-under other thresholds (``DetectorConfig``) is refused (``StateMismatch``), and
-a malformed one changes nothing (``ValueError``): every part is read before
-any is installed.
+windows, quiet periods and baselines as JSON values (each table's newest
+``STATE_KEYS`` keys), and ``restore(state)`` takes it back (``monitor.state``
+keeps it in an encrypted file). Each detector's state carries a fingerprint
+of the thresholds it depends on (``_USES``): a detector whose thresholds
+changed since, or that the state lacks, starts afresh (``restore`` names
+them) while the others are restored. A malformed state changes nothing
+(``ValueError``): every part is read before any is installed.
 
 Every alert carries the triggering event's ``request_id`` in
 ``details["request_id"]`` and a dedup ``key`` (principal, principal and
@@ -75,10 +77,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import json
 import operator
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -155,11 +158,17 @@ Install = Callable[[], None]
 """Puts a part's state, read beforehand, in place (see ``_Part.load``)."""
 
 
+STATE_KEYS: Final = 20_000
+"""Keys kept per table in a saved state (the newest): a state's size, and the time to
+save and restore it, stay bounded when an attack fills a table (a key per source
+address)."""
+
+
 class _Part(Protocol):
     """A piece of a detector's state: a window, quiet periods, a baseline."""
 
     def state(self) -> object:
-        """The part as JSON values."""
+        """The part as JSON values (at most its newest ``STATE_KEYS`` keys)."""
         ...
 
     def load(self, data: object) -> Install:
@@ -172,10 +181,18 @@ class StateMismatch(ValueError):
     """A detector state saved under other thresholds (``DetectorConfig``)."""
 
 
-def config_fingerprint(config: DetectorConfig) -> str:
-    """A digest of every threshold of ``config`` (equal configs, equal digests)."""
-    text = json.dumps(config.values(), sort_keys=True)
+def config_fingerprint(config: DetectorConfig, uses: Sequence[str] | None = None) -> str:
+    """A digest of the thresholds ``uses`` (every one by default) of ``config``: equal
+    thresholds, equal digests."""
+    values = config.values()
+    chosen = values if uses is None else {name: values[name] for name in uses}
+    text = json.dumps(chosen, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _newest(table: Mapping[str, _V]) -> Iterator[tuple[str, _V]]:
+    """The newest ``STATE_KEYS`` items of ``table`` (tables keep keys in insertion order)."""
+    return itertools.islice(table.items(), max(0, len(table) - STATE_KEYS), None)
 
 
 class _Batched:
@@ -186,6 +203,8 @@ class _Batched:
 
     _config: DetectorConfig
     name: str
+    _USES: tuple[str, ...] = ()
+    """The thresholds this detector's state depends on (see module docstring)."""
 
     def observe(self, event: AccessEvent) -> list[Alert]:
         """Update the state with ``event``; the alerts it raises (usually none)."""
@@ -202,14 +221,14 @@ class _Batched:
     def state(self) -> dict[str, object]:
         """This detector's state as JSON values, with its thresholds' fingerprint."""
         parts = {name: part.state() for name, part in self._parts().items()}
-        return {"config": config_fingerprint(self._config), "parts": parts}
+        return {"config": config_fingerprint(self._config, self._USES), "parts": parts}
 
     def load(self, state: object) -> Install:
         """Read ``state()``'s output; the returned call installs it. ``StateMismatch``
-        when it was saved under other thresholds, ``ValueError``, ``TypeError`` or
-        ``KeyError`` when malformed (nothing changes either way)."""
+        when it was saved under other thresholds (of those in ``_USES``), ``ValueError``,
+        ``TypeError`` or ``KeyError`` when malformed (nothing changes either way)."""
         document = _mapping(state)
-        if document["config"] != config_fingerprint(self._config):
+        if document["config"] != config_fingerprint(self._config, self._USES):
             raise StateMismatch(f"detector {self.name}: saved under other thresholds")
         parts = _mapping(document["parts"])
         return _all([part.load(parts[name]) for name, part in self._parts().items()])
@@ -234,6 +253,15 @@ def _number(data: object) -> float:
     if isinstance(data, bool) or not isinstance(data, int | float):
         raise TypeError("a JSON number was expected")
     return float(data)
+
+
+def _numbers(data: object) -> list[float]:
+    """``data`` as floats if it is a JSON array of numbers (``TypeError`` otherwise); an
+    array of floats, as saved, is checked without a call per item."""
+    values = _listed(data)
+    if all(type(value) is float for value in values):
+        return values  # type: ignore[return-value]
+    return [_number(value) for value in values]
 
 
 def _whole(data: object) -> int:
@@ -291,6 +319,10 @@ class DetectorConfig:
     max_keys: int = 100_000
 
     def __post_init__(self) -> None:
+        for name in _SECONDS:  # 300 and 300.0 are one threshold (and one fingerprint)
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
         counts = {
             "rate_limit": self.rate_limit,
             "bulk_distinct": self.bulk_distinct,
@@ -326,6 +358,17 @@ class DetectorConfig:
             f.name: dict(value) if isinstance(value := getattr(self, f.name), Mapping) else value
             for f in fields(self)
         }
+
+
+_SECONDS: Final = (
+    "rate_window",
+    "bulk_window",
+    "enumeration_window",
+    "failed_window",
+    "warmup_days",
+    "repeat_after",
+)
+"""The ``DetectorConfig`` fields that are numbers of seconds or days (floats)."""
 
 
 def hour_of_week(ts: float) -> int:
@@ -378,7 +421,7 @@ class _Quiet:
 
     def state(self) -> dict[str, float]:
         """Each key's end of quiet."""
-        return dict(self._until)
+        return dict(_newest(self._until))
 
     def load(self, data: object) -> Install:
         """See ``_Part.load``."""
@@ -439,14 +482,14 @@ class _Counts:
 
     def state(self) -> dict[str, list[object]]:
         """Each key's cap and times, oldest first."""
-        return {key: [times.maxlen, list(times)] for key, times in self._times.items()}
+        return {key: [times.maxlen, list(times)] for key, times in _newest(self._times)}
 
     def load(self, data: object) -> Install:
         """See ``_Part.load``."""
         found: dict[str, deque[float]] = {}
         for key, entry in _mapping(data).items():
             cap, times = _listed(entry)
-            found[str(key)] = deque(map(_number, _listed(times)), maxlen=_whole(cap))
+            found[str(key)] = deque(_numbers(times), maxlen=_whole(cap))
         return _replacing(self._times, found)
 
     def add(self, key: str, ts: float, cap: int) -> int:
@@ -481,7 +524,9 @@ class _Distinct:
 
     def state(self) -> dict[str, list[list[object]]]:
         """Each key's items with their latest times, oldest first."""
-        return {key: [[item, ts] for item, ts in seen.items()] for key, seen in self._state.items()}
+        return {
+            key: [[item, ts] for item, ts in seen.items()] for key, seen in _newest(self._state)
+        }
 
     def load(self, data: object) -> Install:
         """See ``_Part.load``."""
@@ -560,7 +605,7 @@ class _Learned:
         """Each principal's first time, count, items, last item and warm-up end."""
         return {
             principal: [p.first, p.count, sorted(p.items), p.last, p.ready]
-            for principal, p in self._profiles.items()
+            for principal, p in _newest(self._profiles)
         }
 
     def load(self, data: object) -> Install:
@@ -598,6 +643,7 @@ class RateDetector(_Batched):
     """``rate``: too many secret reads by one principal (see module docstring)."""
 
     name = "rate"
+    _USES = ("rate_limit", "rate_window", "rate_principal_limits", "rate_category_limits")
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
@@ -666,6 +712,7 @@ class BulkDetector(_Batched):
     """``bulk``: many distinct secrets read by one principal in a short window."""
 
     name = "bulk"
+    _USES = ("bulk_distinct", "bulk_window")
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
@@ -711,6 +758,7 @@ class EnumerationDetector(_Batched):
     """``enumeration``: many list operations by one principal in a short window."""
 
     name = "enumeration"
+    _USES = ("enumeration_lists", "enumeration_window")
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
@@ -753,6 +801,7 @@ class FailedBurstDetector(_Batched):
     """``failed_burst``: denied accesses piling up per principal and per source address."""
 
     name = "failed_burst"
+    _USES = ("failed_denials", "failed_window")
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
@@ -830,7 +879,7 @@ class _HoursTable:
         """Each principal's first time, count, hours, last hour, warm-up end and mask."""
         return {
             principal: [h.first, h.count, sorted(h.hours), h.last, h.ready, f"{h.usual:x}"]
-            for principal, h in self._profiles.items()
+            for principal, h in _newest(self._profiles)
         }
 
     def load(self, data: object) -> Install:
@@ -866,6 +915,7 @@ class UnusualTimeDetector(_Batched):
     """``unusual_time``: an access at an hour-of-week unusual for the principal."""
 
     name = "unusual_time"
+    _USES = ("warmup_events", "warmup_days", "unusual_min_days")
 
     _HOURS_KEPT = 8192
 
@@ -940,6 +990,7 @@ class NewSourceDetector(_Batched):
     """``new_source``: a principal's access from a network (or address) it never used."""
 
     name = "new_source"
+    _USES = ("warmup_events", "warmup_days", "new_source_scope", "ipv4_prefix", "ipv6_prefix")
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
@@ -1002,6 +1053,7 @@ class FirstCategoryDetector(_Batched):
     """``first_category``: a principal's first access to a secret category."""
 
     name = "first_category"
+    _USES = ("warmup_events", "warmup_days")
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
@@ -1196,22 +1248,37 @@ class DetectorSet(_Batched):
 
     def load(self, state: object) -> Install:
         """Read ``state()``'s output; the returned call installs it (see ``restore``)."""
+        install, _ = self._read(state)
+        return install
+
+    def restore(self, state: object) -> list[str]:
+        """Take back ``state()``'s output (see module docstring); the names of the
+        detectors that start afresh instead (thresholds changed, or not in ``state``).
+
+        ``ValueError`` (and nothing changed) when ``state`` is malformed.
+        """
+        install, afresh = self._read(state)
+        install()
+        return afresh
+
+    def _read(self, state: object) -> tuple[Install, list[str]]:
+        installs: list[Install] = []
+        afresh: list[str] = []
         try:
             saved = _mapping(state)
-            installs = [d.load(saved[d.name]) for d in self.detectors if isinstance(d, _Batched)]
-        except StateMismatch:
-            raise
+            for detector in self.detectors:
+                if not isinstance(detector, _Batched):
+                    continue
+                if detector.name not in saved:
+                    afresh.append(detector.name)
+                    continue
+                try:
+                    installs.append(detector.load(saved[detector.name]))
+                except StateMismatch:
+                    afresh.append(detector.name)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed detector state ({type(exc).__name__})") from None
-        return _all(installs)
-
-    def restore(self, state: object) -> None:
-        """Take back ``state()``'s output: all of it, or nothing (see module docstring).
-
-        ``StateMismatch`` when a detector's thresholds differ from the saved ones,
-        ``ValueError`` when ``state`` is malformed or lacks one of these detectors.
-        """
-        self.load(state)()
+        return _all(installs), afresh
 
     def observe_many(
         self,

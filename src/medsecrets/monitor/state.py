@@ -1,4 +1,4 @@
-"""``StateKeeper``: the detectors' state kept across restarts in one signed file.
+"""``StateKeeper``: the detectors' state kept across restarts in one encrypted file.
 
 The detectors learn their baselines over days (a principal's warm-up lasts
 7 days by default) and hold windows and quiet periods; a restart that forgot
@@ -9,53 +9,75 @@ process, or the server's monitor thread) keeps their state
 (``DetectorSet.state``) in a file:
 
 - ``before()``, called before each batch is observed, restores the saved state
-  once: at the first batch seen with a key, before that batch changes anything;
+  once: at the first batch seen with a key, before that batch changes anything
+  (what the detectors saw before it, while sealed, is replaced);
 - ``after()``, called after each batch, saves it when ``every`` seconds have
   passed since the last save;
 - ``close()`` saves it (a clean stop loses nothing; a crash loses at most
   ``every`` seconds of learning).
 
-The file (mode 0600, replaced atomically: a temporary file, fsync, rename,
-fsync of the directory) is one line ``{"format":1,"mac":"<hex>"}`` followed by
-the state as JSON; ``mac`` is HMAC-SHA256 of those JSON bytes under a key
-derived from the audit device's HMAC key (``Salter.derive``). An edited state
-(a principal's warm-up marked done with every network learned, to hide it) is
-refused, as are a file of another format, an unreadable or malformed one and
-a state saved under other thresholds: each is logged (the signature and
-thresholds cases as warnings) and the detectors start afresh, as with no file;
-the next save replaces it. Without a key (the server is sealed) nothing is
-read or written. The file holds principals, addresses, paths and times (no
-secret value, no token), as the audit log does.
+The file (mode 0600, written to a new temporary file, fsync'd, renamed over
+the old one, the directory fsync'd) is ``MAGIC``, a 12-byte nonce and the
+state as JSON sealed with AES-256-GCM (``MAGIC`` as associated data) under a
+key derived from the audit device's HMAC key (``Salter.derive``): it holds
+principals, addresses and paths, as the audit log does, and is unreadable
+without the barrier's keys, as an encrypted audit log is. An edited file (a
+principal's warm-up marked done with every network learned, to hide it)
+fails authentication and is refused, as are a file that is not a regular
+file (a symlink, a FIFO), one over ``MAX_BYTES``, one of another format and a
+malformed state: each is logged and the detectors start afresh, as with no
+file; the next save replaces it. A detector whose thresholds changed since
+the save starts afresh alone (logged), the others are restored. Without a
+key (sealed) nothing is read or written.
+
+Cost: a state's tables are capped (``detectors.STATE_KEYS`` keys each), and
+the collector is paused while it is built or read. A typical state (hundreds
+of principals) is kilobytes; the largest a save of ``STATE_KEYS`` keys a table
+takes is measured in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
+import stat
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medsecrets.audit.record import Salter
-from medsecrets.monitor.detectors import DetectorSet, StateMismatch
+from medsecrets.collector import paused
+from medsecrets.monitor.detectors import DetectorSet
 
-__all__ = ["FORMAT", "KEY_LABEL", "StateKeeper", "load_state", "save_state", "state_key"]
+__all__ = [
+    "KEY_LABEL",
+    "MAGIC",
+    "MAX_BYTES",
+    "StateKeeper",
+    "load_state",
+    "save_state",
+    "state_key",
+]
 
 _log = logging.getLogger("medsecrets.monitor")
 
-FORMAT: Final = 1
+MAGIC: Final = b"medsecrets-detector-state/1\n"
 KEY_LABEL: Final = "monitor-state"
-"""The ``Salter.derive`` label of the key that signs the state."""
+"""The ``Salter.derive`` label of the key that seals the state."""
+MAX_BYTES: Final = 256 << 20
+"""A state file larger than this is refused unread."""
+_NONCE: Final = 12
 
 
 def state_key(salter: Callable[[], Salter | None]) -> Callable[[], bytes | None]:
-    """The state's signing key from the device's current ``Salter`` (``None``: sealed)."""
+    """The state's key from the device's current ``Salter`` (``None``: sealed)."""
 
     def key() -> bytes | None:
         current = salter()
@@ -65,22 +87,30 @@ def state_key(salter: Callable[[], Salter | None]) -> Callable[[], bytes | None]
 
 
 def save_state(path: Path, detectors: DetectorSet, key: bytes) -> None:
-    """Write ``detectors``' state to ``path``, signed with ``key`` (see module docstring);
-    raises ``OSError`` (the old file is then untouched)."""
-    body = orjson.dumps(detectors.state())
-    mac = hmac.new(key, body, hashlib.sha256).hexdigest()
-    data = orjson.dumps({"format": FORMAT, "mac": mac}) + b"\n" + body
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Write ``detectors``' state to ``path``, sealed with ``key`` (see module docstring).
+
+    Raises ``OSError`` (the old file is then untouched, the temporary one gone)
+    or, for a state JSON cannot hold, ``TypeError``.
+    """
+    with paused():
+        body = orjson.dumps(detectors.state())
+    nonce = os.urandom(_NONCE)
+    data = MAGIC + nonce + AESGCM(key).encrypt(nonce, body, MAGIC)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -88,58 +118,81 @@ def save_state(path: Path, detectors: DetectorSet, key: bytes) -> None:
         os.close(directory)
 
 
-def load_state(path: Path, detectors: DetectorSet, key: bytes) -> bool:
-    """Restore ``detectors`` from ``path`` if it holds a state signed with ``key``.
-
-    False (the detectors unchanged, the reason logged) for a missing,
-    unreadable, malformed, unsigned or wrongly signed file, or one saved
-    under other thresholds.
-    """
+def _read(path: Path) -> bytes | None:
+    """The bytes of the regular file at ``path`` (``None``, logged, for anything else:
+    missing, a symlink, a FIFO, too large, unreadable)."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
-        return False
+        return None
+    except OSError as exc:
+        _log.error("monitor state %s: cannot open it (%s); detectors start afresh", path, exc)
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            _log.error("monitor state %s: not a regular file; detectors start afresh", path)
+            return None
+        chunks: list[bytes] = []
+        size = info.st_size
+        while size <= MAX_BYTES and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size = sum(map(len, chunks))
+        if size > MAX_BYTES:  # (also a file that grew while read)
+            _log.error("monitor state %s: over %d bytes; detectors start afresh", path, MAX_BYTES)
+            return None
+        return b"".join(chunks)
     except OSError as exc:
         _log.error("monitor state %s: unreadable (%s); detectors start afresh", path, exc.strerror)
+        return None
+    finally:
+        os.close(fd)
+
+
+def load_state(path: Path, detectors: DetectorSet, key: bytes) -> bool:
+    """Restore ``detectors`` from ``path`` if it holds a state sealed with ``key``.
+
+    False (the detectors unchanged, the reason logged) for a missing, unusable,
+    unauthentic or malformed file. True when restored, even if some detectors
+    start afresh because their thresholds changed (logged).
+    """
+    data = _read(path)
+    if data is None:
         return False
-    head, newline, body = data.partition(b"\n")
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _NONCE + 16:
+        _log.error("monitor state %s: not a detector state file; detectors start afresh", path)
+        return False
+    nonce = data[len(MAGIC) : len(MAGIC) + _NONCE]
     try:
-        header = orjson.loads(head)
-        valid = (
-            newline
-            and isinstance(header, dict)
-            and header.get("format") == FORMAT
-            and isinstance(header.get("mac"), str)
-        )
-    except orjson.JSONDecodeError:
-        valid = False
-    if not valid:
-        _log.error("monitor state %s: not a state file; detectors start afresh", path)
-        return False
-    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, header["mac"]):
+        body = AESGCM(key).decrypt(nonce, data[len(MAGIC) + _NONCE :], MAGIC)
+    except InvalidTag:
         _log.warning(
-            "monitor state %s: bad signature (edited, or saved with another key);"
+            "monitor state %s: cannot be authenticated (edited, or saved with another key);"
             " detectors start afresh",
             path,
         )
         return False
     try:
-        detectors.restore(orjson.loads(body))
-    except StateMismatch:
-        _log.warning("monitor state %s: saved under other thresholds; detectors start afresh", path)
-        return False
+        with paused():
+            afresh = detectors.restore(orjson.loads(body))
     except (orjson.JSONDecodeError, ValueError):
         _log.error("monitor state %s: malformed; detectors start afresh", path)
         return False
+    if afresh:
+        _log.warning(
+            "monitor state %s: thresholds changed since it was saved; %s start afresh",
+            path,
+            ", ".join(afresh),
+        )
     return True
 
 
 class StateKeeper:
     """Restores and saves one ``DetectorSet``'s state at ``path`` (see module docstring).
 
-    ``key()`` is the signing key, or ``None`` while sealed. Not thread-safe:
-    the thread that observes calls every method.
+    ``key()`` is the sealing key, or ``None`` while sealed. Not thread-safe:
+    the thread that observes calls every method. No method raises: a failure
+    is logged, and the detectors go on.
     """
 
     def __init__(
@@ -173,12 +226,15 @@ class StateKeeper:
         """Restore the saved state, once (a no-op without a key or after the first time)."""
         if self._restored:
             return
-        key = self._key()
-        if key is None:
-            return
-        self._restored = True
-        if load_state(self.path, self.detectors, key):
-            _log.info("monitor state restored from %s", self.path)
+        try:
+            key = self._key()
+            if key is None:
+                return
+            self._restored = True
+            if load_state(self.path, self.detectors, key):
+                _log.info("monitor state restored from %s", self.path)
+        except Exception as exc:  # the detectors go on, afresh
+            _log.error("monitor state %s: restore failed (%s)", self.path, type(exc).__name__)
 
     def after(self) -> None:
         """Save the state if ``every`` seconds have passed since the last save."""
@@ -191,16 +247,17 @@ class StateKeeper:
         self.save()
 
     def save(self) -> None:
-        """Write the state now (never raises: a failure is logged and retried later)."""
+        """Write the state now (a failure is logged; the next save tries again)."""
         self._saved_at = self._clock()
-        key = self._key() if self._restored else None
-        if key is None:
-            return
         try:
+            key = self._key() if self._restored else None
+            if key is None:
+                return
             save_state(self.path, self.detectors, key)
-        except OSError as exc:
-            _log.error("monitor state %s: not saved (%s)", self.path, exc.strerror or exc)
-            with contextlib.suppress(OSError):
-                self.path.with_name(f".{self.path.name}.tmp").unlink()
+        except Exception as exc:
+            reason = (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            )
+            _log.error("monitor state %s: not saved (%s)", self.path, reason)
             return
         self.saves += 1

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -367,9 +367,34 @@ def device_settings(settings: Settings) -> tuple[AuditDeviceSettings, ...]:
     return tuple(devices)
 
 
-def _state_path(settings: Settings, worker: bool) -> Path:
-    """Where the detectors' state is kept across restarts (``monitor.state``)."""
-    return _per_worker(os.path.join(settings.data_dir, "monitor", "detectors.state"), worker)
+def _state_path(settings: Settings, worker: bool) -> Path | None:
+    """Where the detectors' state is kept across restarts (``monitor.state``); ``None``
+    with ``workers > 1``: a worker has no identity that outlives it (its pid names its
+    audit file), so its state could never be found again."""
+    return None if worker else Path(settings.data_dir, "monitor", "detectors.state")
+
+
+def _keeper(
+    detectors: DetectorSet,
+    settings: Settings,
+    specs: Sequence[AuditDeviceSettings],
+    keys: BarrierKeySource,
+    *,
+    worker: bool,
+) -> StateKeeper | None:
+    """The in-process detectors' ``StateKeeper``: the state sealed with the key the
+    audit process would use (the first file device's, else the first device's)."""
+    path = _state_path(settings, worker)
+    device = next((s.name for s in specs if s.type == "file"), specs[0].name if specs else None)
+    if path is None or device is None:
+        return None
+    name: str = device
+
+    def salter() -> Salter | None:
+        found = keys(name)
+        return found.salter if found is not None else None
+
+    return StateKeeper(detectors, path, state_key(salter))
 
 
 def _checkpoint_export(settings: Settings) -> Path | None:
@@ -491,7 +516,7 @@ def _lane(
                 monitor_settings(
                     store.catalog,
                     detectors=settings.monitor.detectors,
-                    state_path=str(_state_path(settings, worker)),
+                    state_path=(str(state) if (state := _state_path(settings, worker)) else None),
                 )
                 if alerts is not None
                 else None
@@ -556,18 +581,10 @@ def build_audit(
                 monitor.detectors,
                 store.catalog.is_honeytoken,
             )
-            first = specs[0].name if specs else None
-
-            def salter() -> Salter | None:
-                found = keys(first) if first is not None else None
-                return found.salter if found is not None else None
-
             stack.monitor = MonitorEngine(
                 stack.detectors,
                 stack.dispatcher.raise_,
-                keeper=StateKeeper(
-                    stack.detectors, _state_path(settings, worker), state_key(salter)
-                ),
+                keeper=_keeper(stack.detectors, settings, specs, keys, worker=worker),
             )
     if not monitor.enabled and monitor.channels:
         log.warning("monitor.enabled is false: the configured alert channels are not used")
