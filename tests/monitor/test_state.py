@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from medsecrets.audit.record import Salter
 from medsecrets.catalog import default_catalog
 from medsecrets.monitor import detectors as detectors_module
-from medsecrets.monitor import state as state_module
+from medsecrets.monitor import sealed as sealed_module
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet, config_fingerprint
 from medsecrets.monitor.engine import MonitorEngine
@@ -159,10 +159,10 @@ def _flip(data: bytes) -> bytes:
     [
         (lambda data: data[:-20], "cannot be authenticated"),
         (_flip, "cannot be authenticated"),
-        (lambda data: data[len(MAGIC) :], "not a detector state file"),
-        (lambda data: b"", "not a detector state file"),
-        (lambda data: data.replace(b"state/1", b"state/9", 1), "not a detector state file"),
-        (lambda data: "\u00e9t\u00e9\n{}".encode(), "not a detector state file"),
+        (lambda data: data[len(MAGIC) :], "not a file of this kind"),
+        (lambda data: b"", "not a file of this kind"),
+        (lambda data: data.replace(b"state/1", b"state/9", 1), "not a file of this kind"),
+        (lambda data: "\u00e9t\u00e9\n{}".encode(), "not a file of this kind"),
         (lambda data: _seal(b"[1, 2"), "malformed"),
         (lambda data: _seal(b'{"rate": {}}'), "malformed"),
         (lambda data: _seal(b"{}", b"x" * 32), "cannot be authenticated"),
@@ -206,7 +206,7 @@ def test_what_is_not_a_regular_file_is_refused_unread(
         assert "cannot open it" in caplog.text
         assert load_state(fifo, detectors, KEY) is False
         assert "not a regular file" in caplog.text
-        monkeypatch.setattr(state_module, "MAX_BYTES", saved.stat().st_size - 1)
+        monkeypatch.setattr(sealed_module, "MAX_BYTES", saved.stat().st_size - 1)
         assert load_state(saved, detectors, KEY) is False
         assert "over" in caplog.text
     assert load_state(tmp_path / "missing.state", detectors, KEY) is False

@@ -69,6 +69,35 @@ def test_second_start_reuses_data_and_token(tmp_path: Path) -> None:
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
 
 
+def test_the_recent_alerts_outlive_a_restart(tmp_path: Path) -> None:
+    """A failed-access burst raises an alert; after a restart ``GET /v1/sys/alerts`` still
+    lists it (``monitor.history``), and the detectors' state file is beside it."""
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "logs") as server:
+        url = f"{server.addr}/v1/secrets/{DEV_SECRET}"
+        for _ in range(6):
+            assert httpx.get(url, headers=_headers("ms.bogus")).status_code == 401
+        alerts = f"{server.addr}/v1/sys/alerts"
+        deadline = time.monotonic() + 20
+        while True:
+            before = httpx.get(alerts, headers=_headers(server.token)).json()["alerts"]
+            if any(a["detector"] == "failed_burst" for a in before):
+                break
+            assert time.monotonic() < deadline, before
+            time.sleep(0.2)
+        server.restart()
+        after = httpx.get(alerts, headers=_headers(server.token)).json()["alerts"]
+        assert "alert history" not in server.log_text()
+
+    def burst(found: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        return [
+            (a["id"], a["summary"], a["time"]) for a in found if a["detector"] == "failed_burst"
+        ]
+
+    assert burst(after) == burst(before) != []
+    assert stat.S_IMODE((data / "monitor" / "alerts.state").stat().st_mode) == 0o600
+
+
 def _tls_version(port: int, context: ssl.SSLContext) -> str | None:
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,

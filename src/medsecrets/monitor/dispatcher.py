@@ -43,9 +43,9 @@ import random
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from medsecrets.errors import ConfigError, MedsecretsError
 from medsecrets.monitor.alert import Alert
@@ -202,6 +202,7 @@ class AlertDispatcher:
         self._hook_failures = 0
         self._pending = 0
         self._next_id = 1
+        self._history: list[dict[str, object]] = []
         self._lanes: dict[str, _Lane] = {
             name: _Lane(name, queue_size, self._deliver_to(channel))
             for name, channel in self._channels.items()
@@ -407,6 +408,11 @@ class AlertDispatcher:
 
     # ----------------------------------------------------------------- queries
 
+    @property
+    def ring_size(self) -> int:
+        """How many alerts ``recent`` can show."""
+        return self._ring_size
+
     def recent(self, limit: int = 50) -> list[dict[str, object]]:
         """Up to ``limit`` kept alerts, newest first, as JSON-ready dicts.
 
@@ -417,7 +423,21 @@ class AlertDispatcher:
         """
         with self._lock:
             entries = list(self._ring)[::-1][: max(0, limit)]
-            return [entry.to_dict() for entry in entries]
+            found = [entry.to_dict() for entry in entries]
+            return (found + self._history)[: max(0, limit)]
+
+    def restore(self, history: Sequence[Mapping[str, object]]) -> None:
+        """Show ``history`` (``recent()`` of an earlier run: its alerts, newest first, as
+        they were last seen, deliveries included) after this run's alerts in ``recent()``,
+        up to the ring's size; this run's ids continue after theirs. Entries that are not
+        JSON objects with an integer ``id`` are left out."""
+        kept = [
+            dict(doc) for doc in history if isinstance(doc, Mapping) and type(doc.get("id")) is int
+        ][: self._ring_size]
+        with self._lock:
+            self._history = kept
+            if kept:
+                self._next_id = max(self._next_id, *(cast(int, doc["id"]) + 1 for doc in kept))
 
     def stats(self) -> dict[str, object]:
         """Counters: ``raised`` (calls), ``alerts`` (kept), ``duplicates``,

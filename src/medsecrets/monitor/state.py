@@ -16,15 +16,12 @@ process, or the server's monitor thread) keeps their state
 - ``close()`` saves it (a clean stop loses nothing; a crash loses at most
   ``every`` seconds of learning).
 
-The file (mode 0600, written to a new temporary file, fsync'd, renamed over
-the old one, the directory fsync'd) is ``MAGIC``, a 12-byte nonce and the
-state as JSON sealed with AES-256-GCM (``MAGIC`` as associated data) under a
-key derived from the audit device's HMAC key (``Salter.derive``): it holds
-principals, addresses and paths, as the audit log does, and is unreadable
-without the barrier's keys, as an encrypted audit log is. An edited file (a
-principal's warm-up marked done with every network learned, to hide it)
-fails authentication and is refused, as are a file that is not a regular
-file (a symlink, a FIFO), one over ``MAX_BYTES``, one of another format and a
+The file is sealed (``monitor.sealed``: AES-256-GCM under a key derived from
+the audit device's HMAC key, 0600, replaced atomically): it holds principals,
+addresses and paths, as the audit log does, and is unreadable without the
+barrier's keys. An edited file (a principal's warm-up marked done with every
+network learned, to hide it) fails authentication and is refused, as are a
+file that is not a regular file, one too large, one of another kind and a
 malformed state: each is logged and the detectors start afresh, as with no
 file; the next save replaces it. A detector whose thresholds changed since
 the save starts afresh alone (logged), the others are restored. Without a
@@ -38,28 +35,22 @@ takes is measured in ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import stat
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medsecrets.audit.record import Salter
 from medsecrets.collector import paused
 from medsecrets.monitor.detectors import DetectorSet
+from medsecrets.monitor.sealed import derived_key, read_sealed, write_sealed
 
 __all__ = [
     "KEY_LABEL",
     "MAGIC",
-    "MAX_BYTES",
     "StateKeeper",
     "load_state",
     "save_state",
@@ -71,82 +62,22 @@ _log = logging.getLogger("medsecrets.monitor")
 MAGIC: Final = b"medsecrets-detector-state/1\n"
 KEY_LABEL: Final = "monitor-state"
 """The ``Salter.derive`` label of the key that seals the state."""
-MAX_BYTES: Final = 256 << 20
-"""A state file larger than this is refused unread."""
-_NONCE: Final = 12
 
 
 def state_key(salter: Callable[[], Salter | None]) -> Callable[[], bytes | None]:
     """The state's key from the device's current ``Salter`` (``None``: sealed)."""
-
-    def key() -> bytes | None:
-        current = salter()
-        return current.derive(KEY_LABEL) if current is not None else None
-
-    return key
+    return derived_key(salter, KEY_LABEL)
 
 
 def save_state(path: Path, detectors: DetectorSet, key: bytes) -> None:
     """Write ``detectors``' state to ``path``, sealed with ``key`` (see module docstring).
 
-    Raises ``OSError`` (the old file is then untouched, the temporary one gone)
-    or, for a state JSON cannot hold, ``TypeError``.
+    Raises ``OSError`` (the old file is then untouched) or, for a state JSON
+    cannot hold, ``TypeError``.
     """
     with paused():
         body = orjson.dumps(detectors.state())
-    nonce = os.urandom(_NONCE)
-    data = MAGIC + nonce + AESGCM(key).encrypt(nonce, body, MAGIC)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def _read(path: Path) -> bytes | None:
-    """The bytes of the regular file at ``path`` (``None``, logged, for anything else:
-    missing, a symlink, a FIFO, too large, unreadable)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        _log.error("monitor state %s: cannot open it (%s); detectors start afresh", path, exc)
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            _log.error("monitor state %s: not a regular file; detectors start afresh", path)
-            return None
-        chunks: list[bytes] = []
-        size = info.st_size
-        while size <= MAX_BYTES and (chunk := os.read(fd, 1 << 20)):
-            chunks.append(chunk)
-            size = sum(map(len, chunks))
-        if size > MAX_BYTES:  # (also a file that grew while read)
-            _log.error("monitor state %s: over %d bytes; detectors start afresh", path, MAX_BYTES)
-            return None
-        return b"".join(chunks)
-    except OSError as exc:
-        _log.error("monitor state %s: unreadable (%s); detectors start afresh", path, exc.strerror)
-        return None
-    finally:
-        os.close(fd)
+    write_sealed(path, MAGIC, body, key)
 
 
 def load_state(path: Path, detectors: DetectorSet, key: bytes) -> bool:
@@ -156,21 +87,8 @@ def load_state(path: Path, detectors: DetectorSet, key: bytes) -> bool:
     unauthentic or malformed file. True when restored, even if some detectors
     start afresh because their thresholds changed (logged).
     """
-    data = _read(path)
-    if data is None:
-        return False
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _NONCE + 16:
-        _log.error("monitor state %s: not a detector state file; detectors start afresh", path)
-        return False
-    nonce = data[len(MAGIC) : len(MAGIC) + _NONCE]
-    try:
-        body = AESGCM(key).decrypt(nonce, data[len(MAGIC) + _NONCE :], MAGIC)
-    except InvalidTag:
-        _log.warning(
-            "monitor state %s: cannot be authenticated (edited, or saved with another key);"
-            " detectors start afresh",
-            path,
-        )
+    body = read_sealed(path, MAGIC, key, what="monitor state")
+    if body is None:
         return False
     try:
         with paused():

@@ -48,6 +48,9 @@ from medsecrets.monitor.channels import (
 from medsecrets.monitor.detectors import DetectorSet
 from medsecrets.monitor.dispatcher import AlertDispatcher
 from medsecrets.monitor.engine import MonitorEngine
+from medsecrets.monitor.history import KEY_LABEL as HISTORY_KEY
+from medsecrets.monitor.history import AlertHistory
+from medsecrets.monitor.sealed import derived_key
 from medsecrets.monitor.state import StateKeeper, state_key
 from medsecrets.schema.audit import (
     AlertList,
@@ -83,6 +86,8 @@ class AuditStack:
     dispatcher: AlertDispatcher | None = None
     alerts_in: AlertReceiver | None = None
     """With the detectors in an audit process: where their alerts arrive."""
+    history: AlertHistory | None = None
+    """The dispatcher's recent alerts across restarts (``None``: not kept)."""
 
     def start(self) -> None:
         """Open the devices, start writers, the monitor and the dispatcher."""
@@ -103,6 +108,8 @@ class AuditStack:
                 part.stop(2.0)
             except Exception as exc:  # shutting down: report, keep closing the rest
                 log.warning("stopping %s failed (%s)", type(part).__name__, type(exc).__name__)
+        if self.history is not None:
+            self.history.save(force=True)
         if self.broker is not None:
             self.broker.stop()
 
@@ -297,6 +304,8 @@ class AuditStack:
         dispatcher = self.dispatcher
         if dispatcher is None:
             return AlertList(alerts=())
+        if self.history is not None:
+            self.history.restore()
         return AlertList(alerts=tuple(dispatcher.recent(limit)))
 
     def alarm(self, device: str, message: str) -> None:
@@ -319,6 +328,8 @@ class AuditStack:
             self.broker.record(
                 AuditEvent(kind="alert", time=alert.time, extra={"alert": alert.to_dict()})
             )
+        if self.history is not None:
+            self.history.save()
 
 
 def _file_lines(lane: AuditLane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:
@@ -385,8 +396,20 @@ def _keeper(
     """The in-process detectors' ``StateKeeper``: the state sealed with the key the
     audit process would use (the first file device's, else the first device's)."""
     path = _state_path(settings, worker)
+    salter = _salter(specs, keys)
+    if path is None or salter is None:
+        return None
+    return StateKeeper(detectors, path, state_key(salter))
+
+
+def _salter(
+    specs: Sequence[AuditDeviceSettings], keys: BarrierKeySource
+) -> Callable[[], Salter | None] | None:
+    """The ``Salter`` of the device whose key seals the monitor's files: the first file
+    device's (the one whose audit process runs the detectors), else the first device's;
+    ``None`` without a device."""
     device = next((s.name for s in specs if s.type == "file"), specs[0].name if specs else None)
-    if path is None or device is None:
+    if device is None:
         return None
     name: str = device
 
@@ -394,7 +417,7 @@ def _keeper(
         found = keys(name)
         return found.salter if found is not None else None
 
-    return StateKeeper(detectors, path, state_key(salter))
+    return salter
 
 
 def _checkpoint_export(settings: Settings) -> Path | None:
@@ -574,6 +597,13 @@ def build_audit(
             dedup_window=monitor.dedup_window,
             on_alert=stack.record_alert,
         )
+        salter = _salter(specs, keys)
+        if not worker and salter is not None:
+            stack.history = AlertHistory(
+                stack.dispatcher,
+                Path(settings.data_dir, "monitor", "alerts.state"),
+                derived_key(salter, HISTORY_KEY),
+            )
         if watcher is not None:
             stack.alerts_in = AlertReceiver(stack.dispatcher.raise_)
         else:

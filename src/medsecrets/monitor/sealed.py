@@ -1,0 +1,133 @@
+"""Small files of monitor state, sealed with AES-256-GCM and replaced atomically.
+
+The monitor keeps what it learned (the detectors' state, ``monitor.state``)
+and what it raised (the recent alerts, ``monitor.history``) across restarts
+in files that hold principals, addresses and paths: as sensitive as the audit
+log, so unreadable and unforgeable without the barrier's keys.
+
+- ``write_sealed(path, magic, body, key)``: ``magic``, a 12-byte random nonce
+  and ``body`` sealed with AES-256-GCM (``magic`` as associated data), written
+  to a new ``mkstemp`` file (0600, created exclusively), fsync'd, renamed over
+  ``path``, the directory fsync'd. On failure the old file is untouched and
+  the temporary one removed.
+- ``read_sealed(path, magic, key, what=...)``: the body, or ``None`` for a
+  missing file (silently) and, logged with ``what`` naming the file's role,
+  for one that is not a regular file (a symlink, a FIFO: opened
+  ``O_NOFOLLOW|O_NONBLOCK``), over ``MAX_BYTES``, unreadable, of another
+  format, or that fails authentication (edited, or sealed with another key).
+
+Keys come from the audit device's HMAC key (``derived_key``: HKDF, one label
+per use), so nothing is read or written while the server is sealed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from medsecrets.audit.record import Salter
+
+__all__ = ["MAX_BYTES", "derived_key", "read_sealed", "write_sealed"]
+
+_log = logging.getLogger("medsecrets.monitor")
+
+MAX_BYTES: Final = 256 << 20
+"""A sealed file larger than this is refused unread."""
+_NONCE: Final = 12
+_TAG: Final = 16
+
+
+def derived_key(salter: Callable[[], Salter | None], label: str) -> Callable[[], bytes | None]:
+    """The key for ``label`` from the device's current ``Salter`` (``None``: sealed)."""
+
+    def key() -> bytes | None:
+        current = salter()
+        return current.derive(label) if current is not None else None
+
+    return key
+
+
+def write_sealed(path: Path, magic: bytes, body: bytes, key: bytes) -> None:
+    """Seal ``body`` into ``path`` (see module docstring); raises ``OSError``."""
+    nonce = os.urandom(_NONCE)
+    data = magic + nonce + AESGCM(key).encrypt(nonce, body, magic)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def read_sealed(path: Path, magic: bytes, key: bytes, *, what: str) -> bytes | None:
+    """The body sealed in ``path`` (see module docstring), or ``None``."""
+    data = _read(path, what)
+    if data is None:
+        return None
+    if not data.startswith(magic) or len(data) < len(magic) + _NONCE + _TAG:
+        _log.error("%s %s: not a file of this kind; starting afresh", what, path)
+        return None
+    nonce = data[len(magic) : len(magic) + _NONCE]
+    try:
+        return AESGCM(key).decrypt(nonce, data[len(magic) + _NONCE :], magic)
+    except InvalidTag:
+        _log.warning(
+            "%s %s: cannot be authenticated (edited, or saved with another key); starting afresh",
+            what,
+            path,
+        )
+        return None
+
+
+def _read(path: Path, what: str) -> bytes | None:
+    """The bytes of the regular file at ``path`` (``None``, logged, for anything else:
+    missing, a symlink, a FIFO, too large, unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _log.error("%s %s: cannot open it (%s); starting afresh", what, path, exc)
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            _log.error("%s %s: not a regular file; starting afresh", what, path)
+            return None
+        chunks: list[bytes] = []
+        size = info.st_size
+        while size <= MAX_BYTES and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size = sum(map(len, chunks))
+        if size > MAX_BYTES:  # (also a file that grew while read)
+            _log.error("%s %s: over %d bytes; starting afresh", what, path, MAX_BYTES)
+            return None
+        return b"".join(chunks)
+    except OSError as exc:
+        _log.error("%s %s: unreadable (%s); starting afresh", what, path, exc.strerror)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,128 @@
+"""The dispatcher's recent alerts across restarts (``AlertDispatcher.restore``,
+``monitor.history.AlertHistory``).
+
+A dispatcher raises alerts and its history is saved; a new dispatcher (the next run)
+restores it: ``recent()`` shows this run's alerts first, then the earlier ones as they
+were last seen, and ids go on after theirs. Nothing is read or written while sealed; an
+edited file is refused and the list starts empty; the file is sealed (no principal in
+clear).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from tests.monitor.test_channels import make_alert
+from tests.monitor.test_dispatcher import RecordingChannel
+
+from medsecrets.monitor.dispatcher import AlertDispatcher
+from medsecrets.monitor.history import MAGIC, AlertHistory
+
+KEY = b"h" * 32
+
+
+def _run(path: Path, keys: list[bytes | None], *alerts: str) -> AlertDispatcher:
+    """One server run: a dispatcher, its history restored, ``alerts`` raised (each its own
+    key, so none is a duplicate) and saved as the server does after each one."""
+    dispatcher = AlertDispatcher([RecordingChannel("log")])
+    history = AlertHistory(dispatcher, path, lambda: keys[0])
+    history.restore()
+    dispatcher.start()
+    for key in alerts:
+        dispatcher.raise_(make_alert(key=key, summary=f"alert {key}"))
+        history.save()
+    assert dispatcher.stop(5.0)
+    history.save(force=True)
+    return dispatcher
+
+
+def test_the_recent_alerts_outlive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "monitor" / "alerts.state"
+    first = _run(path, [KEY], "a", "b")
+    before = first.recent(10)
+    assert [a["summary"] for a in before] == ["alert b", "alert a"]
+    assert b"alice" not in path.read_bytes() and path.read_bytes().startswith(MAGIC)
+
+    second = _run(path, [KEY], "c")
+    after = second.recent(10)
+    assert [a["summary"] for a in after] == ["alert c", "alert b", "alert a"]
+    assert after[1:] == before  # as last seen: counts and deliveries too
+    assert after[0]["id"] > max(a["id"] for a in before)  # type: ignore[operator]
+    assert second.recent(2) == after[:2]
+
+    third = _run(path, [KEY])
+    assert third.recent(10) == after  # a run that raised nothing keeps the list
+
+
+def test_nothing_is_read_or_written_while_sealed(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.state"
+    _run(path, [None], "a")
+    assert not path.exists()
+    _run(path, [KEY], "b")
+    keys: list[bytes | None] = [None]
+    dispatcher = AlertDispatcher([RecordingChannel("log")])
+    history = AlertHistory(dispatcher, path, lambda: keys[0])
+    history.restore()
+    assert dispatcher.recent(10) == []
+    keys[0] = KEY  # unsealed: the next call restores
+    history.restore()
+    assert [a["summary"] for a in dispatcher.recent(10)] == ["alert b"]
+
+
+def test_an_edited_history_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "alerts.state"
+    _run(path, [KEY], "a")
+    data = path.read_bytes()
+    at = len(MAGIC) + 30
+    path.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
+    with caplog.at_level(logging.WARNING, logger="medsecrets.monitor"):
+        dispatcher = _run(path, [KEY], "b")
+    assert "alert history" in caplog.text and "cannot be authenticated" in caplog.text
+    assert [a["summary"] for a in dispatcher.recent(10)] == ["alert b"]
+
+
+def test_restore_keeps_what_it_can_show(tmp_path: Path) -> None:
+    dispatcher = AlertDispatcher([RecordingChannel("log")], ring_size=3)
+    dispatcher.restore(
+        [{"id": 9, "summary": "x"}, "junk", {"id": "7"}, {"id": 5}, {"id": 4}, {"id": 3}]  # type: ignore[list-item]
+    )
+    assert [a["id"] for a in dispatcher.recent(10)] == [9, 5, 4]
+    dispatcher.start()
+    dispatcher.raise_(make_alert())
+    assert dispatcher.stop(5.0)
+    assert [a["id"] for a in dispatcher.recent(10)][:2] == [10, 9]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_saves_are_at_most_one_a_second_and_forced_at_stop(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.state"
+    clock = _Clock()
+    dispatcher = AlertDispatcher([RecordingChannel("log")])
+    history = AlertHistory(dispatcher, path, lambda: KEY, every=1.0, clock=clock)
+
+    def saved() -> list[object]:
+        again = AlertDispatcher([RecordingChannel("log")])
+        AlertHistory(again, path, lambda: KEY).restore()
+        return [a["summary"] for a in again.recent(10)]
+
+    dispatcher.raise_(make_alert(key="a", summary="a"))
+    history.save()
+    dispatcher.raise_(make_alert(key="b", summary="b"))
+    clock.now = 0.5
+    history.save()  # within a second of the last: skipped
+    assert saved() == ["a"]
+    clock.now = 1.0
+    history.save()
+    assert saved() == ["b", "a"]
+    dispatcher.raise_(make_alert(key="c", summary="c"))
+    history.save(force=True)
+    assert saved() == ["c", "b", "a"]
