@@ -19,22 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from medsecrets.catalog import default_catalog
 from medsecrets.monitor import analyze as analyze_module
 from medsecrets.monitor import sources
 from medsecrets.monitor.analyze import AnalysisReport, analyze
 from medsecrets.monitor.sources import LogFormatError, read_events, rows_in_block
-from medsecrets.testing.anomalies import HONEYTOKENS, generate, write
+from medsecrets.testing.anomalies import generate, write
 
 SMALL = 48 << 10
 """``BLOCK_BYTES`` for these tests: a log of a few MB becomes dozens of ranges."""
 FORMATS = ("ours", "vault")
-
-
-@pytest.fixture(scope="module")
-def is_honeytoken() -> Callable[[str], bool]:
-    catalog = dataclasses.replace(default_catalog(), honeytokens=frozenset(HONEYTOKENS))
-    return catalog.is_honeytoken
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from medsecrets.catalog import default_catalog
 from medsecrets.errors import ConfigError
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import (
@@ -36,7 +35,7 @@ from medsecrets.monitor.detectors import (
 )
 from medsecrets.monitor.events import AccessEvent
 from medsecrets.monitor.sources import event_from_record
-from medsecrets.testing.anomalies import HONEYTOKENS, generate
+from medsecrets.testing.anomalies import generate
 
 SEEDS = (1, 2, 3, 4)
 """Seeds of the random slicings."""
@@ -66,12 +65,6 @@ def events() -> list[AccessEvent]:
     found = [event_from_record(record) for record in records]
     assert all(event is not None for event in found)
     return [event for event in found if event is not None]
-
-
-@pytest.fixture(scope="module")
-def is_honeytoken() -> Callable[[str], bool]:
-    catalog = dataclasses.replace(default_catalog(), honeytokens=frozenset(HONEYTOKENS))
-    return catalog.is_honeytoken
 
 
 def make(name: str, config: DetectorConfig, is_honeytoken: Callable[[str], bool]) -> Detector:

@@ -27,7 +27,6 @@ an over-eager baseline exceeds the false-positive budget.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -35,12 +34,11 @@ from pathlib import Path
 
 import pytest
 
-from medsecrets.catalog import default_catalog
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.analyze import analyze
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.monitor.sources import event_from_record
-from medsecrets.testing.anomalies import HONEYTOKENS, KINDS, generate, write
+from medsecrets.testing.anomalies import KINDS, generate, write
 
 SEED = 20260401
 NORMAL = 10_000
@@ -53,12 +51,6 @@ Labels = dict[str, object]
 @pytest.fixture(scope="module")
 def dataset() -> tuple[Records, Labels]:
     return generate(SEED, NORMAL, PER_KIND)
-
-
-@pytest.fixture(scope="module")
-def is_honeytoken() -> Callable[[str], bool]:
-    catalog = dataclasses.replace(default_catalog(), honeytokens=frozenset(HONEYTOKENS))
-    return catalog.is_honeytoken
 
 
 def episodes(labels: Labels) -> list[dict[str, object]]:

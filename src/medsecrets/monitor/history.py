@@ -22,8 +22,6 @@ the complete history. Thread-safe.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,19 +30,20 @@ from typing import Final
 import orjson
 
 from medsecrets.monitor.dispatcher import AlertDispatcher
-from medsecrets.monitor.sealed import read_sealed, write_sealed
+from medsecrets.monitor.sealed import SealedKeeper, read_sealed, write_sealed
 
 __all__ = ["KEY_LABEL", "MAGIC", "AlertHistory"]
 
-_log = logging.getLogger("medsecrets.monitor")
 
 MAGIC: Final = b"medsecrets-alert-history/1\n"
 KEY_LABEL: Final = "alert-history"
 """The ``Salter.derive`` label of the key that seals the history."""
 
 
-class AlertHistory:
+class AlertHistory(SealedKeeper):
     """Keeps ``dispatcher``'s recent alerts at ``path`` (see module docstring)."""
+
+    what = "alert history"
 
     def __init__(
         self,
@@ -55,57 +54,19 @@ class AlertHistory:
         every: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(path, key, every=every, clock=clock)
         self.dispatcher = dispatcher
-        self.path = path
-        self._key = key
-        self._every = every
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._restored = False
-        self._saved_at: float | None = None
 
-    def __repr__(self) -> str:
-        return f"AlertHistory(path={str(self.path)!r}, restored={self._restored})"
+    def _load(self, key: bytes) -> None:
+        body = read_sealed(self.path, MAGIC, key, what=self.what)
+        if body is None:
+            return
+        history = orjson.loads(body)
+        if not isinstance(history, list):
+            raise TypeError("an alert history is a list")
+        self.dispatcher.restore(history)
 
-    def restore(self) -> None:
-        """Hand the saved alerts to the dispatcher, once (a no-op while sealed); never
-        raises."""
-        with self._lock:
-            if self._restored:
-                return
-            try:
-                key = self._key()
-                if key is None:
-                    return
-                self._restored = True
-                body = read_sealed(self.path, MAGIC, key, what="alert history")
-                if body is None:
-                    return
-                history = orjson.loads(body)
-                if not isinstance(history, list):
-                    raise ValueError("not a list")
-                self.dispatcher.restore(history)
-            except Exception as exc:
-                _log.error("alert history %s: not restored (%s)", self.path, type(exc).__name__)
-
-    def save(self, *, force: bool = False) -> None:
-        """Write the dispatcher's recent alerts, unless the last write was less than
-        ``every`` seconds ago (``force``: now); after ``restore``, so never over a history
-        not yet read. Never raises."""
-        self.restore()
-        with self._lock:
-            now = self._clock()
-            if not force and self._saved_at is not None and now - self._saved_at < self._every:
-                return
-            try:
-                key = self._key() if self._restored else None
-                if key is None:
-                    return
-                self._saved_at = now
-                body = orjson.dumps(self.dispatcher.recent(self.dispatcher.ring_size))
-                write_sealed(self.path, MAGIC, body, key)
-            except Exception as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else None
-                _log.error(
-                    "alert history %s: not saved (%s)", self.path, reason or type(exc).__name__
-                )
+    def _store(self, key: bytes) -> None:
+        write_sealed(
+            self.path, MAGIC, orjson.dumps(self.dispatcher.recent(self.dispatcher.ring_size)), key
+        )

@@ -18,6 +18,10 @@ log, so unreadable and unforgeable without the barrier's keys.
 
 Keys come from the audit device's HMAC key (``derived_key``: HKDF, one label
 per use), so nothing is read or written while the server is sealed.
+
+``SealedKeeper`` is what keeps such a file for a live object: it restores the
+object from the file once a key is known, and saves it at most once every
+``every`` seconds (or when forced), never raising.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import logging
 import os
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -36,7 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medsecrets.audit.record import Salter
 
-__all__ = ["MAX_BYTES", "derived_key", "read_sealed", "write_sealed"]
+__all__ = ["MAX_BYTES", "SealedKeeper", "derived_key", "read_sealed", "write_sealed"]
 
 _log = logging.getLogger("medsecrets.monitor")
 
@@ -131,3 +137,86 @@ def _read(path: Path, what: str) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+class SealedKeeper:
+    """Keeps a live object in a sealed file at ``path`` (see module docstring).
+
+    A subclass reads the file into the object (``_load(key)``) and writes the
+    object to it (``_store(key)``); ``what`` names the file in the log.
+    ``key()`` is the sealing key, ``None`` while sealed. Thread-safe (one lock
+    around loading and storing); no method raises: a failure is logged and
+    the object goes on.
+    """
+
+    what = "monitor file"
+
+    def __init__(
+        self,
+        path: Path,
+        key: Callable[[], bytes | None],
+        *,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self._key = key
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._restored = False
+        self._saved_at: float | None = None
+        self.saves = 0
+        """Files written so far."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(path={str(self.path)!r}, restored={self._restored})"
+
+    @property
+    def restored(self) -> bool:
+        """Whether the restore was tried (the first time a key was known)."""
+        return self._restored
+
+    def restore(self) -> None:
+        """Load the file into the object, once: the first call with a key."""
+        with self._lock:
+            if self._restored:
+                return
+            try:
+                key = self._key()
+                if key is None:
+                    return
+                self._restored = True
+                self._load(key)
+            except Exception as exc:
+                _log.error("%s %s: not restored (%s)", self.what, self.path, type(exc).__name__)
+
+    def save(self, *, force: bool = False) -> None:
+        """Write the object, unless the last write was less than ``every`` seconds ago
+        (``force``: now); only once restored, so never over a file not yet read."""
+        self.restore()
+        with self._lock:
+            now = self._clock()
+            if not force and self._saved_at is not None and now - self._saved_at < self._every:
+                return
+            self._saved_at = now
+            try:
+                key = self._key() if self._restored else None
+                if key is None:
+                    return
+                self._store(key)
+            except Exception as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else None
+                _log.error(
+                    "%s %s: not saved (%s)", self.what, self.path, reason or type(exc).__name__
+                )
+                return
+            self.saves += 1
+
+    def _load(self, key: bytes) -> None:
+        """Read the file (if any) into the object."""
+        raise NotImplementedError
+
+    def _store(self, key: bytes) -> None:
+        """Write the object to the file; raises on failure."""
+        raise NotImplementedError

@@ -11,8 +11,8 @@ process, or the server's monitor thread) keeps their state
 - ``before()``, called before each batch is observed, restores the saved state
   once: at the first batch seen with a key, before that batch changes anything
   (what the detectors saw before it, while sealed, is replaced);
-- ``after()``, called after each batch, saves it when ``every`` seconds have
-  passed since the last save;
+- ``after()``, called after each batch, saves it (the first time, and then
+  when ``every`` seconds have passed since the last save);
 - ``close()`` saves it (a clean stop loses nothing; a crash loses at most
   ``every`` seconds of learning).
 
@@ -46,7 +46,7 @@ import orjson
 from medsecrets.audit.record import Salter
 from medsecrets.collector import paused
 from medsecrets.monitor.detectors import DetectorSet
-from medsecrets.monitor.sealed import derived_key, read_sealed, write_sealed
+from medsecrets.monitor.sealed import SealedKeeper, derived_key, read_sealed, write_sealed
 
 __all__ = [
     "KEY_LABEL",
@@ -105,13 +105,12 @@ def load_state(path: Path, detectors: DetectorSet, key: bytes) -> bool:
     return True
 
 
-class StateKeeper:
-    """Restores and saves one ``DetectorSet``'s state at ``path`` (see module docstring).
+class StateKeeper(SealedKeeper):
+    """Restores and saves one ``DetectorSet``'s state at ``path`` (see module docstring):
+    ``before()`` restores (once), ``after()`` saves when due, ``close()`` saves.
+    Never raises."""
 
-    ``key()`` is the sealing key, or ``None`` while sealed. Not thread-safe:
-    the thread that observes calls every method. No method raises: a failure
-    is logged, and the detectors go on.
-    """
+    what = "monitor state"
 
     def __init__(
         self,
@@ -122,60 +121,24 @@ class StateKeeper:
         every: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(path, key, every=every, clock=clock)
         self.detectors = detectors
-        self.path = path
-        self._key = key
-        self._every = every
-        self._clock = clock
-        self._restored = False
-        self._saved_at = clock()
-        self.saves = 0
-        """States written so far."""
-
-    def __repr__(self) -> str:
-        return f"StateKeeper(path={str(self.path)!r}, restored={self._restored})"
-
-    @property
-    def restored(self) -> bool:
-        """Whether the restore was tried (at the first batch seen with a key)."""
-        return self._restored
 
     def before(self) -> None:
         """Restore the saved state, once (a no-op without a key or after the first time)."""
-        if self._restored:
-            return
-        try:
-            key = self._key()
-            if key is None:
-                return
-            self._restored = True
-            if load_state(self.path, self.detectors, key):
-                _log.info("monitor state restored from %s", self.path)
-        except Exception as exc:  # the detectors go on, afresh
-            _log.error("monitor state %s: restore failed (%s)", self.path, type(exc).__name__)
+        self.restore()
 
     def after(self) -> None:
         """Save the state if ``every`` seconds have passed since the last save."""
-        if self._clock() - self._saved_at >= self._every:
-            self.save()
-
-    def close(self) -> None:
-        """Save the state (if the restore was tried: a state never restored is not
-        written over the saved one)."""
         self.save()
 
-    def save(self) -> None:
-        """Write the state now (a failure is logged; the next save tries again)."""
-        self._saved_at = self._clock()
-        try:
-            key = self._key() if self._restored else None
-            if key is None:
-                return
-            save_state(self.path, self.detectors, key)
-        except Exception as exc:
-            reason = (
-                exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            )
-            _log.error("monitor state %s: not saved (%s)", self.path, reason)
-            return
-        self.saves += 1
+    def close(self) -> None:
+        """Save the state now."""
+        self.save(force=True)
+
+    def _load(self, key: bytes) -> None:
+        if load_state(self.path, self.detectors, key):
+            _log.info("monitor state restored from %s", self.path)
+
+    def _store(self, key: bytes) -> None:
+        save_state(self.path, self.detectors, key)
