@@ -11,6 +11,8 @@ clear).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,71 @@ def test_saves_are_at_most_one_a_second_and_forced_at_stop(tmp_path: Path) -> No
     dispatcher.raise_(make_alert(key="c", summary="c"))
     history.save(force=True)
     assert saved() == ["c", "b", "a"]
+
+
+def test_alerts_raised_before_the_restore_are_numbered_after_it(tmp_path: Path) -> None:
+    """The server restores lazily (at the first save or list once unsealed): an alert
+    raised before that is renumbered after the restored ids, in order."""
+    path = tmp_path / "alerts.state"
+    _run(path, [KEY], "a", "b")
+    dispatcher = AlertDispatcher([RecordingChannel("log")])
+    dispatcher.raise_(make_alert(key="c", summary="alert c"))
+    dispatcher.raise_(make_alert(key="d", summary="alert d"))
+    history = AlertHistory(dispatcher, path, lambda: KEY)
+    history.save(force=True)  # restores first: never writes over a history not yet read
+    listed = dispatcher.recent(10)
+    assert [a["summary"] for a in listed] == ["alert d", "alert c", "alert b", "alert a"]
+    ids = [a["id"] for a in listed]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 4  # type: ignore[type-var]
+    again = AlertDispatcher([RecordingChannel("log")])
+    AlertHistory(again, path, lambda: KEY).restore()
+    assert [(a["id"], a["summary"]) for a in again.recent(10)] == [
+        (a["id"], a["summary"]) for a in listed
+    ]
+
+
+def test_a_delivery_cut_short_shows_as_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.state"
+    gate = threading.Event()
+    dispatcher = AlertDispatcher([RecordingChannel("slack", gate=gate)])
+    history = AlertHistory(dispatcher, path, lambda: KEY)
+    dispatcher.start()
+    dispatcher.raise_(make_alert())
+    history.save(force=True)  # the send is still waiting at the gate: pending
+    gate.set()
+    assert dispatcher.stop(5.0)
+    again = AlertDispatcher([RecordingChannel("slack")])
+    AlertHistory(again, path, lambda: KEY).restore()
+    (alert,) = again.recent(10)
+    assert alert["delivery"]["slack"]["status"] == "interrupted"  # type: ignore[index]
+
+
+def test_the_saver_thread_coalesces_and_never_drops_the_last_change(tmp_path: Path) -> None:
+    """``changed()`` returns at once; a change that comes while the thread waits out its
+    period is saved at the end of it (no later call needed), and ``stop`` saves."""
+    path = tmp_path / "alerts.state"
+    (tmp_path / ".alerts.state.left-by-a-crash").write_text("x")
+    dispatcher = AlertDispatcher([RecordingChannel("log")])
+    history = AlertHistory(dispatcher, path, lambda: KEY, every=0.3)
+    history.start()
+
+    def saved() -> list[object]:
+        again = AlertDispatcher([RecordingChannel("log")])
+        AlertHistory(again, path, lambda: KEY).restore()
+        return [a["summary"] for a in again.recent(10)]
+
+    dispatcher.raise_(make_alert(key="a", summary="a"))
+    history.changed()
+    deadline = time.monotonic() + 5
+    while saved() != ["a"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    dispatcher.raise_(make_alert(key="b", summary="b"))
+    history.changed()  # within the period: saved when it ends
+    while saved() != ["b", "a"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    dispatcher.raise_(make_alert(key="c", summary="c"))
+    history.stop()
+    assert saved() == ["c", "b", "a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.state"]  # stale temp gone

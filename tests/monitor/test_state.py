@@ -384,3 +384,29 @@ def test_a_failing_keeper_never_stops_the_detectors(
     keeper.save()  # an hour of 1e23 s is over 64 bits: orjson refuses it
     assert keeper.saves == 0
     assert "not saved (TypeError)" in caplog.text
+
+
+def test_a_changed_repeat_after_restarts_only_the_quiet_periods(
+    tmp_path: Path, events: list[AccessEvent]
+) -> None:
+    """Break-glass used at t=0 under ``repeat_after`` 3600 s, again at t=60 after a restart:
+    quiet under the same setting; alerted under ``repeat_after`` 0 (as a fresh run would),
+    the baselines kept either way."""
+
+    def emergency(ts: float) -> AccessEvent:
+        return AccessEvent(
+            ts, "ops", "10.0.0.9", "read", "secrets.read", "medessence/production/auth/x",
+            "production", "auth", "success", True, f"r{ts}",
+        )  # fmt: skip
+
+    path = tmp_path / "detectors.state"
+    before = DetectorSet.default(DetectorConfig(repeat_after=3600))
+    before.observe_many(events[:1500])
+    assert [a.detector for _, a in before.observe_many([emergency(0.0)])] == ["emergency"]
+    save_state(path, before, KEY)
+    for repeat_after, raised in ((3600.0, []), (0.0, ["emergency"])):
+        after = DetectorSet.default(DetectorConfig(repeat_after=repeat_after))
+        assert after.restore(orjson.loads(orjson.dumps(before.state()))) == []
+        learned = [d.state()["new_source"]["parts"]["learned"] for d in (after, before)]  # type: ignore[index]
+        assert learned[0] == learned[1]
+        assert [a.detector for _, a in after.observe_many([emergency(60.0)])] == raised

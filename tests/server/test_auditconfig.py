@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from medsecrets.server.auditsetup import build_audit, device_settings
 from medsecrets.server.config import load_settings
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
+from tests.monitor.test_channels import make_alert
 
 
 def settings_from(tmp_path: Path, text: str, **overrides: object):  # type: ignore[no-untyped-def]
@@ -205,3 +207,26 @@ def test_workers_keep_no_detector_state(tmp_path: Path, store: SecretStore) -> N
         (lane,) = broker.lanes
         assert isinstance(lane, RemoteLane) and lane.config.monitor is not None
         assert lane.config.monitor["state_path"] == where
+
+
+def test_the_alert_list_is_saved_when_the_stack_stops(tmp_path: Path, store: SecretStore) -> None:
+    """``AuditStack.stop`` saves the dispatcher's alerts (``monitor.history``); the next
+    stack over the same data directory lists them."""
+    text = f'[audit]\nprocess = false\nfile = "{tmp_path / "audit.jsonl"}"\n'
+    first = build_audit(settings_from(tmp_path, text), store)
+    assert first.dispatcher is not None and first.history is not None
+    first.start()
+    first.dispatcher.raise_(make_alert(key="a", summary="saved by the saver thread"))
+    deadline = time.monotonic() + 10
+    while first.history.saves == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first.dispatcher.raise_(make_alert(key="b", summary="saved at stop"))  # within its second
+    first.stop()
+    second = build_audit(settings_from(tmp_path, text), store)
+    second.start()
+    try:
+        listed = second.alerts(10).alerts
+    finally:
+        second.stop()
+    assert [a["summary"] for a in listed] == ["saved at stop", "saved by the saver thread"]

@@ -62,7 +62,9 @@ windows, quiet periods and baselines as JSON values (each table's newest
 keeps it in an encrypted file). Each detector's state carries a fingerprint
 of the thresholds it depends on (``_USES``): a detector whose thresholds
 changed since, or that the state lacks, starts afresh (``restore`` names
-them) while the others are restored. A malformed state changes nothing
+them) while the others are restored; when only ``repeat_after`` changed, the
+quiet periods of the detectors that use it start afresh (``_QUIET_USES``), their
+baselines are kept. A malformed state changes nothing
 (``ValueError``): every part is read before any is installed.
 
 Every alert carries the triggering event's ``request_id`` in
@@ -205,6 +207,9 @@ class _Batched:
     name: str
     _USES: tuple[str, ...] = ()
     """The thresholds this detector's state depends on (see module docstring)."""
+    _QUIET_USES: tuple[str, ...] = ()
+    """Those its quiet periods also depend on (``repeat_after``): when only these changed,
+    the quiet periods start afresh and the rest of the state is kept."""
 
     def observe(self, event: AccessEvent) -> list[Alert]:
         """Update the state with ``event``; the alerts it raises (usually none)."""
@@ -221,7 +226,11 @@ class _Batched:
     def state(self) -> dict[str, object]:
         """This detector's state as JSON values, with its thresholds' fingerprint."""
         parts = {name: part.state() for name, part in self._parts().items()}
-        return {"config": config_fingerprint(self._config, self._USES), "parts": parts}
+        return {
+            "config": config_fingerprint(self._config, self._USES),
+            "quiet_config": config_fingerprint(self._config, self._QUIET_USES),
+            "parts": parts,
+        }
 
     def load(self, state: object) -> Install:
         """Read ``state()``'s output; the returned call installs it. ``StateMismatch``
@@ -231,7 +240,14 @@ class _Batched:
         if document["config"] != config_fingerprint(self._config, self._USES):
             raise StateMismatch(f"detector {self.name}: saved under other thresholds")
         parts = _mapping(document["parts"])
-        return _all([part.load(parts[name]) for name, part in self._parts().items()])
+        quiet = document["quiet_config"] == config_fingerprint(self._config, self._QUIET_USES)
+        return _all(
+            [
+                part.load(parts[name])
+                for name, part in self._parts().items()
+                if quiet or name != "quiet"
+            ]
+        )
 
 
 def _mapping(data: object) -> Mapping[str, object]:
@@ -915,6 +931,7 @@ class UnusualTimeDetector(_Batched):
     """``unusual_time``: an access at an hour-of-week unusual for the principal."""
 
     name = "unusual_time"
+    _QUIET_USES = ("repeat_after",)
     _USES = ("warmup_events", "warmup_days", "unusual_min_days")
 
     _HOURS_KEPT = 8192
@@ -990,6 +1007,7 @@ class NewSourceDetector(_Batched):
     """``new_source``: a principal's access from a network (or address) it never used."""
 
     name = "new_source"
+    _QUIET_USES = ("repeat_after",)
     _USES = ("warmup_events", "warmup_days", "new_source_scope", "ipv4_prefix", "ipv6_prefix")
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -1053,6 +1071,7 @@ class FirstCategoryDetector(_Batched):
     """``first_category``: a principal's first access to a secret category."""
 
     name = "first_category"
+    _QUIET_USES = ("repeat_after",)
     _USES = ("warmup_events", "warmup_days")
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -1095,6 +1114,7 @@ class EmergencyDetector(_Batched):
     """``emergency``: any access made with an emergency (break-glass) credential."""
 
     name = "emergency"
+    _QUIET_USES = ("repeat_after",)
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
@@ -1132,6 +1152,7 @@ class HoneytokenDetector(_Batched):
     """
 
     name = "honeytoken"
+    _QUIET_USES = ("repeat_after",)
 
     _PATHS_KEPT = 65536
 

@@ -55,7 +55,11 @@ __all__ = ["AlertDispatcher", "DeliveryStatus"]
 
 _log = logging.getLogger("medsecrets.monitor.dispatcher")
 
-DeliveryStatus = Literal["pending", "retrying", "sent", "failed", "rate_limited", "dropped"]
+DeliveryStatus = Literal[
+    "pending", "retrying", "sent", "failed", "rate_limited", "dropped", "interrupted"
+]
+"""``interrupted``: the server stopped before the delivery ended (an alert restored from
+an earlier run whose delivery was ``pending`` or ``retrying`` when it was last saved)."""
 """Where an alert stands on one channel."""
 
 _RATE_WINDOW: Final = 60.0
@@ -97,6 +101,22 @@ class _Entry:
         out["last_time"] = self.last_time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         out["delivery"] = {name: d.to_dict() for name, d in self.deliveries.items()}
         return out
+
+
+def _interrupted(doc: Mapping[str, object]) -> dict[str, object]:
+    """``doc`` (a restored alert) with its unfinished deliveries ``interrupted``."""
+    found = dict(doc)
+    delivery = found.get("delivery")
+    if isinstance(delivery, Mapping):
+        found["delivery"] = {
+            name: (
+                {**state, "status": "interrupted"}
+                if isinstance(state, Mapping) and state.get("status") in ("pending", "retrying")
+                else state
+            )
+            for name, state in delivery.items()
+        }
+    return found
 
 
 @dataclass(slots=True)
@@ -424,20 +444,30 @@ class AlertDispatcher:
         with self._lock:
             entries = list(self._ring)[::-1][: max(0, limit)]
             found = [entry.to_dict() for entry in entries]
-            return (found + self._history)[: max(0, limit)]
+            earlier = [dict(doc) for doc in self._history[: max(0, limit - len(found))]]
+            return found + earlier
 
     def restore(self, history: Sequence[Mapping[str, object]]) -> None:
         """Show ``history`` (``recent()`` of an earlier run: its alerts, newest first, as
-        they were last seen, deliveries included) after this run's alerts in ``recent()``,
-        up to the ring's size; this run's ids continue after theirs. Entries that are not
-        JSON objects with an integer ``id`` are left out."""
+        they were last seen) after this run's alerts in ``recent()``, up to the ring's
+        size. This run's alerts, those raised already included, are numbered after the
+        restored ids; a delivery still ``pending`` or ``retrying`` when the history was
+        saved is ``interrupted``. Entries that are not JSON objects with an integer ``id``
+        are left out."""
         kept = [
-            dict(doc) for doc in history if isinstance(doc, Mapping) and type(doc.get("id")) is int
+            _interrupted(doc)
+            for doc in history
+            if isinstance(doc, Mapping) and type(doc.get("id")) is int
         ][: self._ring_size]
         with self._lock:
             self._history = kept
-            if kept:
-                self._next_id = max(self._next_id, *(cast(int, doc["id"]) + 1 for doc in kept))
+            if not kept:
+                return
+            next_id = max(cast(int, doc["id"]) for doc in kept) + 1
+            for entry in self._ring:  # oldest first: the order of ids is kept
+                entry.id = next_id
+                next_id += 1
+            self._next_id = next_id
 
     def stats(self) -> dict[str, object]:
         """Counters: ``raised`` (calls), ``alerts`` (kept), ``duplicates``,

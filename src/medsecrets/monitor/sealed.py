@@ -9,7 +9,8 @@ log, so unreadable and unforgeable without the barrier's keys.
   and ``body`` sealed with AES-256-GCM (``magic`` as associated data), written
   to a new ``mkstemp`` file (0600, created exclusively), fsync'd, renamed over
   ``path``, the directory fsync'd. On failure the old file is untouched and
-  the temporary one removed.
+  the temporary one removed; one left by a writer that died is removed by the
+  next write. One writer per file.
 - ``read_sealed(path, magic, key, what=...)``: the body, or ``None`` for a
   missing file (silently) and, logged with ``what`` naming the file's role,
   for one that is not a regular file (a symlink, a FIFO: opened
@@ -67,6 +68,9 @@ def write_sealed(path: Path, magic: bytes, body: bytes, key: bytes) -> None:
     nonce = os.urandom(_NONCE)
     data = magic + nonce + AESGCM(key).encrypt(nonce, body, magic)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*"):  # left by a writer that died
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL
     try:
         try:

@@ -95,6 +95,8 @@ class AuditStack:
             self.broker.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
+        if self.history is not None:
+            self.history.start()
         if self.monitor is not None:
             self.monitor.start()
 
@@ -109,7 +111,7 @@ class AuditStack:
             except Exception as exc:  # shutting down: report, keep closing the rest
                 log.warning("stopping %s failed (%s)", type(part).__name__, type(exc).__name__)
         if self.history is not None:
-            self.history.save(force=True)
+            self.history.stop()
         if self.broker is not None:
             self.broker.stop()
 
@@ -329,7 +331,7 @@ class AuditStack:
                 AuditEvent(kind="alert", time=alert.time, extra={"alert": alert.to_dict()})
             )
         if self.history is not None:
-            self.history.save()
+            self.history.changed()
 
 
 def _file_lines(lane: AuditLane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:
