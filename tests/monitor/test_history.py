@@ -40,6 +40,13 @@ def _run(path: Path, keys: list[bytes | None], *alerts: str) -> AlertDispatcher:
     return dispatcher
 
 
+def _saved(path: Path) -> list[object]:
+    """The summaries of the alerts saved at ``path``, as the next run lists them."""
+    again = AlertDispatcher([RecordingChannel("log")])
+    AlertHistory(again, path, lambda: KEY).restore()
+    return [a["summary"] for a in again.recent(10)]
+
+
 def test_the_recent_alerts_outlive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "monitor" / "alerts.state"
     first = _run(path, [KEY], "a", "b")
@@ -111,23 +118,18 @@ def test_saves_are_at_most_one_a_second_and_forced_at_stop(tmp_path: Path) -> No
     dispatcher = AlertDispatcher([RecordingChannel("log")])
     history = AlertHistory(dispatcher, path, lambda: KEY, every=1.0, clock=clock)
 
-    def saved() -> list[object]:
-        again = AlertDispatcher([RecordingChannel("log")])
-        AlertHistory(again, path, lambda: KEY).restore()
-        return [a["summary"] for a in again.recent(10)]
-
     dispatcher.raise_(make_alert(key="a", summary="a"))
     history.save()
     dispatcher.raise_(make_alert(key="b", summary="b"))
     clock.now = 0.5
     history.save()  # within a second of the last: skipped
-    assert saved() == ["a"]
+    assert _saved(path) == ["a"]
     clock.now = 1.0
     history.save()
-    assert saved() == ["b", "a"]
+    assert _saved(path) == ["b", "a"]
     dispatcher.raise_(make_alert(key="c", summary="c"))
     history.save(force=True)
-    assert saved() == ["c", "b", "a"]
+    assert _saved(path) == ["c", "b", "a"]
 
 
 def test_alerts_raised_before_the_restore_are_numbered_after_it(tmp_path: Path) -> None:
@@ -176,23 +178,18 @@ def test_the_saver_thread_coalesces_and_never_drops_the_last_change(tmp_path: Pa
     history = AlertHistory(dispatcher, path, lambda: KEY, every=0.3)
     history.start()
 
-    def saved() -> list[object]:
-        again = AlertDispatcher([RecordingChannel("log")])
-        AlertHistory(again, path, lambda: KEY).restore()
-        return [a["summary"] for a in again.recent(10)]
-
     dispatcher.raise_(make_alert(key="a", summary="a"))
     history.changed()
     deadline = time.monotonic() + 5
-    while saved() != ["a"]:
+    while _saved(path) != ["a"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     dispatcher.raise_(make_alert(key="b", summary="b"))
     history.changed()  # within the period: saved when it ends
-    while saved() != ["b", "a"]:
+    while _saved(path) != ["b", "a"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     dispatcher.raise_(make_alert(key="c", summary="c"))
     history.stop()
-    assert saved() == ["c", "b", "a"]
+    assert _saved(path) == ["c", "b", "a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.state"]  # stale temp gone

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from medsecrets.audit.record import LineError
 from medsecrets.errors import InvalidRequest
+from medsecrets.fdio import write_all
 from medsecrets.sensitive import MASK
 
 __all__ = [
@@ -209,9 +210,7 @@ def export_checkpoint(line: bytes, path: Path) -> None:
         line += b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)

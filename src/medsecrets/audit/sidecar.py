@@ -52,6 +52,7 @@ from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.lane import DeviceKeys, Lane, Written
 from medsecrets.audit.record import AuditEvent, Completion, Kind, Salter
 from medsecrets.audit.waiter import Waiter
+from medsecrets.fdio import write_all
 
 __all__ = [
     "PROTOCOL",
@@ -374,9 +375,7 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     reader = FrameReader(inp)
 
     def send(message: Message) -> None:  # (one thread: frames never interleave)
-        view = memoryview(encode(message))
-        while view:
-            view = view[os.write(out, view) :]
+        write_all(out, encode(message))
 
     try:
         first = reader.read()

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Final
 
 from medsecrets.errors import AuditFailure
+from medsecrets.fdio import write_all
 
 __all__ = ["DurableSpool", "SpoolError", "SpoolFullError"]
 
@@ -352,9 +353,7 @@ class DurableSpool:
         except OSError as exc:
             raise self._failure("append failed", exc) from None
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         except OSError as exc:
             try:

@@ -42,6 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medsecrets.audit.record import Salter
+from medsecrets.fdio import write_all
 
 __all__ = ["MAX_BYTES", "SealedKeeper", "derived_key", "read_sealed", "write_sealed"]
 
@@ -74,9 +75,7 @@ def write_sealed(path: Path, magic: bytes, body: bytes, key: bytes) -> None:
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, O_EXCL
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
