@@ -29,6 +29,7 @@ from medsecrets.storage.testing import (
     run_processes,
 )
 from tests.support.fsync import SlowFsync
+from tests.support.storage import read_back
 
 
 class TestSqliteConformance(StorageConformance):
@@ -213,11 +214,7 @@ def test_deferred_writes_are_visible_at_once_and_settle_after_the_fsync(
     finally:
         seam.open.set()
         s.close()
-    reopened = SqliteStorage(path)
-    try:
-        assert reopened.get("k") == b"v"
-    finally:
-        reopened.close()
+    assert read_back(path, "k") == b"v"
 
 
 def test_deferring_applies_to_its_own_storage_and_context_only(
@@ -313,11 +310,7 @@ def test_close_lets_a_write_under_way_finish_durably_then_refuses_writes(path: P
     assert not writer.is_alive() and not closer.is_alive()
     with pytest.raises(StorageError, match="closed"):
         s.put("after", b"x")
-    reopened = SqliteStorage(path)
-    try:
-        assert reopened.get("k") == b"v"
-    finally:
-        reopened.close()
+    assert read_back(path, "k") == b"v"
 
 
 def test_a_deferred_write_never_waits_for_a_lock(path: Path, tmp_path: Path) -> None:

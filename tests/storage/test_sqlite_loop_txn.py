@@ -15,6 +15,7 @@ from medsecrets.errors import ConflictError, StorageError
 from medsecrets.storage.base import Delete, Expect, Put
 from medsecrets.storage.sqlite import SqliteStorage
 from tests.support.fsync import SlowFsync
+from tests.support.storage import read_back
 
 
 @pytest.fixture
@@ -277,11 +278,7 @@ def test_close_commits_an_open_loop_transaction(path: Path) -> None:
         store.close()
 
     _run(scenario)
-    reopened = SqliteStorage(path)
-    try:
-        assert reopened.get("a") == b"1"
-    finally:
-        reopened.close()
+    assert read_back(path, "a") == b"1"
 
 
 def test_a_transaction_left_open_by_a_stopped_loop_is_committed_by_the_next(
@@ -376,8 +373,4 @@ def test_close_after_a_loop_stopped_with_a_waiter(path: Path) -> None:
     store.close()  # commits it; the waiter's loop is not running: nothing raises
     loop.run_until_complete(asyncio.wait_for(waiter, 5))  # answered once the loop runs
     loop.close()
-    reopened = SqliteStorage(path)
-    try:
-        assert reopened.get("a") == b"1"
-    finally:
-        reopened.close()
+    assert read_back(path, "a") == b"1"
