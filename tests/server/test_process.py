@@ -288,6 +288,9 @@ def test_two_workers(tmp_path: Path) -> None:
                     f"{server.addr}/v1/secrets/{DEV_SECRET}", headers={"Connection": "close"}
                 )
                 assert read.status_code == 200
+        warned = [e for e in _log_lines(server) if e.get("workers") == 2]
+        assert [e["level"] for e in warned] == ["warning"]
+        assert "thresholds count per worker" in str(warned[0]["msg"])
         # SIGKILL of the server process takes its workers with it (PR_SET_PDEATHSIG)
         server.kill(signal.SIGKILL)
         deadline = time.monotonic() + 60

@@ -157,12 +157,24 @@ def _warn_tls(settings: Settings) -> None:
         log.warning("dev mode without TLS: plain HTTP; never use dev mode for real secrets")
 
 
+def _warn_split_monitor(settings: Settings) -> None:
+    """With several workers, say that each one's detectors see only its own requests."""
+    if settings.workers > 1 and settings.monitor.enabled and settings.audit.enabled:
+        log.warning(
+            "monitor: with workers > 1 each worker's detectors see only the requests it"
+            " serves, so thresholds count per worker and no detector state is kept across"
+            " restarts; run one worker to have one set of detectors watch every request",
+            extra={"workers": settings.workers},
+        )
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM/SIGINT (see the module docstring)."""
     configure_logging(settings.log_level, file=settings.log_file)
     for warning in settings.warnings:
         log.warning(warning)
     _warn_tls(settings)
+    _warn_split_monitor(settings)
     if settings.tls.enabled:
         from medsecrets.server.tls import check_pkcs8_key, server_context
 
