@@ -408,8 +408,13 @@ def test_errors_are_one_line_with_the_documented_exit_code(run: Run, tmp_path: P
     assert "--since: expected an ISO 8601" in run("audit", "search", "--since", "soon").error(2)
     assert "--until" in run("audit", "export", "--until", "2025-13-45").error(2)
     junk = tmp_path / "junk.jsonl"
-    junk.write_text('{"prev": "x"}\nnot json\n', encoding="utf-8")
+    junk.write_text('{"seq": 1, "kind": "request", "hash": "x"}\nnot json\n', encoding="utf-8")
     assert f"{junk}:2: not a JSON record" in run("audit", "search", "--file", str(junk)).error(2)
+    junk.write_text('{"a": 1}\n', encoding="utf-8")  # JSON, but no audit record
+    for command in (("search",), ("who-read", "medessence/x/auth"), ("export",)):
+        assert f"{junk}:1: not an audit record" in run(
+            "audit", *command, "--file", str(junk)
+        ).error(2)
     text = tmp_path / "notes.txt"
     text.write_text("hello\n", encoding="utf-8")
     assert "cannot tell the log format" in run("audit", "analyze", str(text)).error(2)

@@ -67,7 +67,7 @@ def test_put_input_errors_never_echo_values(ms, secret_path, canary):
     assert canary not in line.error(2)
     line = ms("secrets", "put", secret_path, "-", input=f"not json {canary}").error(2)
     assert canary not in line
-    missing = ms("secrets", "put", secret_path, "smtp_password=@/nonexistent/file").error(1)
+    missing = ms("secrets", "put", secret_path, "smtp_password=@/nonexistent/file").error(2)
     assert "smtp_password" in missing
     # the server rejects the value (a validator): 2, and the value is not echoed
     short = ms("secrets", "put", secret_path, "smtp_password=shrt").error(2)

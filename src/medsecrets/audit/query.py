@@ -159,7 +159,8 @@ def read_records(
     ``decode`` maps each stored line to its record line (an encrypted
     device's ``RecordCipher.open``). Raises ``LineError`` naming the file and
     the line number for a line that is not a JSON object (a blank line
-    included) and ``OSError`` for a file that cannot be read.
+    included) or not an audit record (``kind``, ``seq``, ``hash``), and ``OSError``
+    for a file that cannot be read.
     """
     for path in paths:
         with path.open("rb") as handle:
@@ -176,7 +177,21 @@ def read_records(
                     raise LineError(f"{path}:{number}: not a JSON record") from None
                 if not isinstance(record, dict):
                     raise LineError(f"{path}:{number}: not a JSON object")
+                if not _is_record(record):
+                    raise LineError(f"{path}:{number}: not an audit record")
                 yield record
+
+
+def _is_record(record: Mapping[str, object]) -> bool:
+    """Whether a JSON object has what every line of an audit file has (a sealed one
+    included): ``kind`` and ``hash`` strings and an integer ``seq``."""
+    seq = record.get("seq")
+    return (
+        isinstance(record.get("kind"), str)
+        and isinstance(record.get("hash"), str)
+        and isinstance(seq, int)
+        and not isinstance(seq, bool)
+    )
 
 
 @dataclass(frozen=True, slots=True)

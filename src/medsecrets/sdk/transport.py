@@ -169,7 +169,25 @@ def _split_addresses(addr: str | Sequence[str]) -> tuple[str, ...]:
     for a in out:
         if not a.startswith(("http://", "https://")):
             raise ValueError(f"server address {a!r} must start with http:// or https://")
+        try:
+            url = httpx.URL(a)
+            port = url.port
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"server address {a!r} is not a valid URL ({exc})") from None
+        if not url.host or (port is not None and not 0 < port < 65536):
+            raise ValueError(f"server address {a!r} is not a valid URL (host or port)")
     return out
+
+
+def _checked_token(token: str | Sensitive[str] | None) -> Sensitive[str] | None:
+    """``token`` as ``Sensitive``; ``ValueError`` (naming no part of it) unless it is printable
+    ASCII without spaces, as every token is (it travels in an HTTP header)."""
+    found = as_sensitive(token)
+    if found is not None:
+        text = found.reveal()
+        if not (text.isascii() and text.isprintable()) or " " in text:
+            raise ValueError("the token is not printable ASCII (is MEDSECRETS_TOKEN right?)")
+    return found
 
 
 def resolve_settings(
@@ -193,7 +211,7 @@ def resolve_settings(
         tls = ssl.create_default_context(cafile=ca)
     return ClientSettings(
         addresses=addresses or (DEFAULT_ADDR,),
-        token=as_sensitive(raw_token),
+        token=_checked_token(raw_token),
         verify=tls,
         timeout=timeout,
         policy=policy,

@@ -17,7 +17,9 @@ import enum
 import itertools
 import os
 import re
+import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
@@ -41,6 +43,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.inputs import read_text
 from medsecrets.cli.output import (
     OutputFormat,
     emit,
@@ -178,10 +181,10 @@ def parse_time(
     if text is None:
         return None
     age = _AGE.fullmatch(text.strip())
-    if age is not None:
-        seconds = float(age.group(1)) * _AGE_UNITS[age.group(2)]
-        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=seconds)
     try:
+        if age is not None:
+            seconds = float(age.group(1)) * _AGE_UNITS[age.group(2)]
+            return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=seconds)
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise CliError(
@@ -189,7 +192,14 @@ def parse_time(
             "or an age such as 30m, 12h or 7d",
             ExitCode.USAGE,
         ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        raise CliError(f"{option}: the age is out of range", ExitCode.USAGE) from None
+    value = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    try:
+        value.astimezone(dt.UTC).timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise CliError(f"{option}: the time is out of range", ExitCode.USAGE) from None
+    return value
 
 
 def _query(
@@ -221,17 +231,60 @@ def _query(
 
 
 def _export(records: Iterable[Mapping[str, object]], fmt: ExportFormat, out: Path | None) -> int:
-    """Write ``records`` in ``fmt`` to ``out`` (a new file is created 0600) or stdout; the count."""
+    """Write ``records`` in ``fmt`` to ``out`` or stdout; the count.
+
+    ``out`` is created 0600 and appears only once every record is in it: the
+    records go to a new hidden file beside it, which is then linked as ``out``
+    (so an existing file is never replaced: that is an error, and so is a
+    failure halfway, which leaves nothing behind). A FIFO or a character
+    device (``/dev/stdout``) is written to as it is.
+    """
     from medsecrets.audit.export import export
 
     if out is None:
         return export(records, fmt.value, sys.stdout)
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        status = out.stat()
+    except FileNotFoundError:
+        status = None
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror}", ExitCode.USAGE) from None
-    with open(fd, "w", encoding="utf-8", newline="") as handle:
-        return export(records, fmt.value, handle)
+    if status is not None:
+        if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode):
+            return _export_to(records, fmt, out, out)
+        raise CliError(f"cannot write {out}: it exists already (give a new file)", ExitCode.USAGE)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror}", ExitCode.USAGE) from None
+    os.close(fd)
+    partial = Path(name)
+    try:
+        count = _export_to(records, fmt, partial, out)
+        try:
+            os.link(partial, out)
+        except OSError as exc:
+            raise CliError(f"cannot write {out}: {exc.strerror}", ExitCode.USAGE) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
+
+
+def _export_to(
+    records: Iterable[Mapping[str, object]], fmt: ExportFormat, target: Path, out: Path
+) -> int:
+    """``export`` into ``target`` (named ``out`` in errors), flushed to disk."""
+    from medsecrets.audit.export import export
+
+    try:
+        with target.open("w", encoding="utf-8", newline="") as handle:
+            count = export(records, fmt.value, handle)
+            handle.flush()
+            if target.is_file():
+                os.fsync(handle.fileno())
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror}", ExitCode.OTHER) from None
+    return count
 
 
 def _server_search(client: Client, query: AuditQuery, limit: int) -> AuditRecords:
@@ -279,7 +332,7 @@ def _server_side(key_file: Path | None) -> None:
 # -- server commands -------------------------------------------------------------------------
 def _stdin_value() -> str:
     """The value on stdin, one trailing line break dropped."""
-    text = sys.stdin.read()
+    text = read_text("-", what="audit hash")
     text = text[:-1] if text.endswith("\n") else text
     text = text[:-1] if text.endswith("\r") else text
     if not text:

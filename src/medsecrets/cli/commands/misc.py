@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,6 +24,7 @@ from medsecrets.cli.commands.connection import (
     read_catalog,
 )
 from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.inputs import read_text
 from medsecrets.cli.output import (
     OutputFormat,
     emit_json,
@@ -152,11 +152,7 @@ def _read_provided(source: str | None) -> dict[str, dict[str, str]]:
     if source is None:
         return {}
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot read {source}: {exc.strerror}", ExitCode.USAGE) from None
-    try:
-        data = json.loads(text)
+        data = json.loads(read_text(source, what="--provided"))
     except ValueError:
         raise CliError("--provided: not valid JSON", ExitCode.USAGE) from None
     if not isinstance(data, dict) or not all(

@@ -23,6 +23,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.inputs import read_line
 from medsecrets.cli.output import (
     OutputFormat,
     emit,
@@ -130,7 +131,7 @@ def _read_secret_line(prompt: str) -> str:
     if sys.stdin.isatty():
         value = str(typer.prompt(prompt, hide_input=True))
     else:
-        value = sys.stdin.readline()
+        value = read_line(what="stdin")
     value = value.strip()
     if not value:
         raise CliError("no share given", ExitCode.USAGE)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 
@@ -25,6 +24,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.inputs import read_text
 from medsecrets.cli.output import (
     GetFormat,
     OutputFormat,
@@ -53,6 +53,8 @@ PathArg = Annotated[
     ),
 ]
 
+MAX_FIELD_BYTES: Final = 64 * 1024
+"""Largest ``FIELD=@FILE`` read: the server refuses a value over 64 KiB serialized anyway."""
 _META_KEYS = (
     "path",
     "id",
@@ -84,7 +86,7 @@ def _dict(value: object) -> dict[str, JSON]:
 
 def _read_stdin_object() -> dict[str, str]:
     try:
-        data = json.loads(sys.stdin.read())
+        data = json.loads(read_text("-", what="stdin"))
     except ValueError:
         raise CliError("stdin: expected a JSON object of strings", ExitCode.USAGE) from None
     if not isinstance(data, dict) or not all(
@@ -112,12 +114,7 @@ def parse_fields(args: list[str]) -> tuple[dict[str, str], bool]:
                 ExitCode.USAGE,
             )
         if value.startswith("@"):
-            source = value[1:]
-            try:
-                fields[name] = Path(source).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                raise CliError(f"field {name!r}: cannot read {source}: {reason}") from None
+            fields[name] = read_text(value[1:], what=f"field {name!r}", limit=MAX_FIELD_BYTES)
         else:
             fields[name] = value
             inline = True

@@ -22,6 +22,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.inputs import read_line
 from medsecrets.cli.output import (
     OutputFormat,
     emit,
@@ -72,7 +73,7 @@ def _dict(value: object) -> dict[str, JSON]:
 
 
 def _stdin_token() -> str:
-    value = sys.stdin.readline().strip()
+    value = read_line(what="--token-stdin").strip()
     if not value:
         raise CliError("no token on stdin", ExitCode.USAGE)
     return value
