@@ -283,8 +283,16 @@ def test_sealed_records_chain_without_the_key_and_verify_fully_with_it(
     cipher = RecordCipher(b"\x42" * 32)
     path = write_log(tmp_path / "audit.log", [cipher.seal(line) for line in log.lines])
     options = {"public_key": SIGNER.public_key, "checkpoints": log.exported, "start": ChainHead()}
-    blind = verify_files([path], **options)  # type: ignore[arg-type]
+    blind_options = {"checkpoints": log.exported, "start": ChainHead()}
+    blind = verify_files([path], **blind_options)  # type: ignore[arg-type]
     assert (blind.ok, blind.sealed, blind.checkpoints_verified) == (True, 120, 0)
+    # Signatures inside sealed lines cannot be checked without the key: not "ok".
+    unkeyed = verify_files([path], **options)  # type: ignore[arg-type]
+    assert (unkeyed.ok, unkeyed.first_bad_index, unkeyed.problem) == (
+        False,
+        0,
+        "encrypted record: its checkpoint signatures need the key",
+    )
     full = verify_files([path], decode=cipher.open, **options)  # type: ignore[arg-type]
     assert (full.ok, full.sealed, full.checkpoints_verified) == (True, 0, 6)
     assert full.head == blind.head == log.head
@@ -294,7 +302,7 @@ def test_sealed_records_chain_without_the_key_and_verify_fully_with_it(
     flipped[50] = flipped[50].replace(b'"enc":"', b'"enc":"A', 1)
     report = verify(flipped, decode=cipher.open, **options)  # type: ignore[arg-type]
     assert (report.first_bad_index, report.problem) == (50, "malformed line")
-    report = verify(sealed[:30] + sealed[31:], **options)  # type: ignore[arg-type]
+    report = verify(sealed[:30] + sealed[31:], **blind_options)  # type: ignore[arg-type]
     assert (report.first_bad_index, report.problem) == (30, "sequence gap")
-    report = verify(sealed[:90], **options)  # type: ignore[arg-type]
+    report = verify(sealed[:90], **blind_options)  # type: ignore[arg-type]
     assert (report.first_bad_index, report.problem[:9]) == (90, "truncated")  # type: ignore[index]

@@ -220,6 +220,14 @@ def test_config_file_problems(tmp_path: Path) -> None:
     bad.write_text("dev = = true")
     with pytest.raises(ConfigError, match=r"invalid TOML"):
         load_settings(str(bad), env={}, overrides={})
+    for content, problem in (
+        (b"\xff\xfe", "not UTF-8 text"),
+        (b"x = " + b"[" * 100_000, "invalid TOML"),
+        (b"# " + b"x" * (1 << 20) + b"\n", "larger than 1 MiB"),
+    ):
+        bad.write_bytes(content)
+        with pytest.raises(ConfigError, match=problem):
+            load_settings(str(bad), env={}, overrides={})
 
 
 def test_dev_mode_rules(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ from medsecrets.sensitive import MASK
 
 __all__ = [
     "CHECKPOINT_DOMAIN",
+    "CHECKPOINT_EVERY",
     "CheckpointSigner",
     "checkpoint_message",
     "export_checkpoint",
@@ -61,6 +62,8 @@ __all__ = [
 
 CHECKPOINT_DOMAIN: Final = b"medsecrets-audit-checkpoint/v1"
 """First line of every signed message (domain separation)."""
+CHECKPOINT_EVERY: Final = 1000
+"""Default records between checkpoints (``audit.checkpoint_every``)."""
 
 
 def checkpoint_message(*, node: str, device: str, covers: int, covers_hash: str) -> bytes:
@@ -231,7 +234,7 @@ def read_checkpoints(
         for number, line in enumerate(handle, 1):
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 raise LineError(f"{path}:{number}: not JSON") from None
             if not (
                 isinstance(record, dict)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice, ChainHead
 from medsecrets.audit.record import AuditEvent, Completion, Salter, render_line
 from medsecrets.audit.waiter import Waiter, answer_all
@@ -169,7 +170,7 @@ class Lane:
         keys: KeySource,
         required: bool = True,
         timeout: float = 5.0,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_interval: float = 60.0,
         checkpoint_export: Path | None = None,
         max_pending: int = 100_000,

@@ -47,15 +47,18 @@ def _utc_text(value: dt.datetime) -> str:
 
 
 def record_time(record: Mapping[str, object]) -> dt.datetime | None:
-    """The record's ``time`` as an aware datetime, ``None`` if absent or unreadable."""
+    """The record's ``time`` as an aware UTC datetime, ``None`` if absent or unreadable (a
+    time whose offset takes it out of the years 1 to 9999 included)."""
     text = record.get("time")
     if not isinstance(text, str):
         return None
     try:
         value = dt.datetime.fromisoformat(text)
-    except ValueError:
+        return (
+            value.astimezone(dt.UTC) if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        )
+    except (ValueError, OverflowError):
         return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def record_field(record: Mapping[str, object], name: str) -> object:
@@ -173,7 +176,7 @@ def read_records(
                         raise LineError(f"{path}:{number}: cannot be decoded") from None
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested too deep
                     raise LineError(f"{path}:{number}: not a JSON record") from None
                 if not isinstance(record, dict):
                     raise LineError(f"{path}:{number}: not a JSON object")

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Final, Protocol, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
+from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.lane import DeviceKeys, Lane, Written
 from medsecrets.audit.record import AuditEvent, Completion, Kind, Salter
 from medsecrets.audit.waiter import Waiter
@@ -229,7 +230,7 @@ class LaneConfig:
     keep: int = 0
     cipher_key: bytes | None = None
     timeout: float = 5.0
-    checkpoint_every: int = 1000
+    checkpoint_every: int = CHECKPOINT_EVERY
     checkpoint_interval: float = 60.0
     checkpoint_export: str | None = None
     monitor: dict[str, object] | None = None

@@ -21,7 +21,23 @@ A chain verifies when, line after line:
    export destination, see ``checkpoint.read_checkpoints``) is in the log:
    the log reaches its seq (else ``truncated: ...``) and holds that very
    record (its hash; else ``log diverges from exported checkpoint``). With
-   ``public_key``, exported checkpoints must carry valid signatures too.
+   ``public_key``, exported checkpoints must carry valid signatures too;
+7. with ``public_key``, at most ``unsigned_tail`` records follow the last
+   signed checkpoint (``unsigned tail``): the server signs a checkpoint every
+   ``audit.checkpoint_every`` records (``CHECKPOINT_EVERY``), and a signed
+   checkpoint vouches for every record before it (its ``covers_hash`` is a
+   chain head), so whoever rewrites a record and recomputes the hashes after
+   it must drop every checkpoint from there on, leaving a long unsigned tail.
+   Gaps between checkpoints earlier in the log (a server sealed for a while
+   writes none: its signing key is behind the barrier) are covered by the
+   next signed checkpoint and are not limited. ``unsigned_tail=0`` turns the
+   rule off (a log copied while its server had long been sealed);
+8. a log is encrypted or not throughout: without ``decode``, a sealed line
+   among plain ones, or a plain line among sealed ones, is ``mixed
+   encryption`` (a record replaced by a "sealed" line that no key could
+   open would otherwise be checked for its place only); with
+   ``public_key`` and no ``decode``, a sealed line is ``encrypted record``
+   (its checkpoints' signatures cannot be checked without the key).
 
 Verification stops at the first bad record: after it nothing chains.
 
@@ -75,13 +91,20 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from medsecrets.audit.checkpoint import verify_checkpoint
+from medsecrets.audit.checkpoint import CHECKPOINT_EVERY, verify_checkpoint
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import GENESIS, LineError
 from medsecrets.errors import DecryptionError
 from medsecrets.workers import PARALLEL_MIN_BYTES, process_pool, read_range, worker_count
 
-__all__ = ["PARALLEL_MIN_BYTES", "Decoder", "VerifyReport", "verify", "verify_files"]
+__all__ = [
+    "PARALLEL_MIN_BYTES",
+    "UNSIGNED_TAIL",
+    "Decoder",
+    "VerifyReport",
+    "verify",
+    "verify_files",
+]
 
 Decoder = Callable[[bytes], bytes]
 """Maps a stored line to its record line (decryption of an encrypted device)."""
@@ -106,6 +129,12 @@ PROBLEM_INSERTED: Final = "inserted record"
 PROBLEM_SIGNATURE: Final = "bad checkpoint signature"
 PROBLEM_COVERS: Final = "checkpoint does not cover the record before it"
 PROBLEM_DIVERGES: Final = "log diverges from exported checkpoint"
+PROBLEM_MIXED: Final = "mixed encryption (a sealed record among plain ones, or the reverse)"
+PROBLEM_ENCRYPTED: Final = "encrypted record: its checkpoint signatures need the key"
+
+UNSIGNED_TAIL: Final = CHECKPOINT_EVERY + 1
+"""Default ``unsigned_tail``: the server's default checkpoint period, and one more (a
+request's record and its response's are never split by a checkpoint)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +195,13 @@ class _Chain:
         checkpoints: Sequence[Mapping[str, object]],
         start: ChainHead | None,
         decode: Decoder | None,
+        unsigned_tail: int = UNSIGNED_TAIL,
     ) -> None:
         self.public_key = public_key
         self.decode = decode
+        self.unsigned_tail = unsigned_tail if public_key is not None else 0
+        self.sealed_mode: bool | None = None
+        """Without ``decode``: whether this log's lines are sealed (its first line decides)."""
         self.index = 0
         self.signed = 0
         self.sealed = 0
@@ -178,6 +211,8 @@ class _Chain:
         self.last_seq = start.seq if start is not None else 0
         self.last_hash = (start.hash if start is not None else GENESIS).encode()
         self.before_last: bytes | None = None
+        self.last_signed = self.last_seq
+        """The seq of the last signed checkpoint (or of the record the chain starts after)."""
         self.failure: _Failure | None = None
         self.exported: dict[int, bytes] = {}
         self.seen: dict[int, bytes] = {}
@@ -217,6 +252,7 @@ class _Chain:
         self.seq_known = True
         self.first_seq = seq
         self.last_seq = seq - 1
+        self.last_signed = seq - 1
         self.last_hash = _GENESIS if seq == 1 else line[9:73]
 
     def feed(self, lines: Iterable[bytes]) -> bool:
@@ -246,7 +282,10 @@ class _Chain:
             cut, tail = -_TAIL - 1, b',"hash":"%b"}\n'
         else:
             cut, tail = -_TAIL, b',"hash":"%b"}'
-        head = b'{"prev":"%b","seq":%d,"kind":"r'
+        if decode is None and self.sealed_mode is None:
+            self.sealed_mode = _is_sealed(first)
+        # A sealed log has no plain request/response lines: every line takes _slow.
+        head = b"\0%b%d" if self.sealed_mode else b'{"prev":"%b","seq":%d,"kind":"r'
         index = self.index
         last_seq = self.last_seq
         last_hash = self.last_hash
@@ -306,6 +345,13 @@ class _Chain:
             return _Failure(index, last_seq + 1, PROBLEM_MALFORMED)
         digest = line[n - 66 : n - 2]
         sealed = line.startswith(_SEALED_KIND, comma + 1)
+        if self.decode is None:
+            if self.sealed_mode is None:
+                self.sealed_mode = sealed
+            elif sealed != self.sealed_mode:
+                return _Failure(index, last_seq + 1, PROBLEM_MIXED)
+            if sealed and self.public_key is not None:
+                return _Failure(index, last_seq + 1, PROBLEM_ENCRYPTED)
         if not sealed and hashlib.sha256(line[: n - _TAIL] + b"}").hexdigest().encode() != digest:
             return _Failure(index, last_seq + 1, PROBLEM_HASH)
         seq = int(line[81:comma])
@@ -334,7 +380,7 @@ class _Chain:
         """The problem with the checkpoint record ``line`` at ``seq``, or ``None``."""
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return PROBLEM_MALFORMED
         if not isinstance(record, dict):
             return PROBLEM_MALFORMED
@@ -344,6 +390,7 @@ class _Chain:
             if not verify_checkpoint(record, self.public_key):
                 return PROBLEM_SIGNATURE
             self.signed += 1
+            self.last_signed = seq
         return None
 
     def finish(self) -> _Failure | None:
@@ -351,8 +398,26 @@ class _Chain:
 
         An exported checkpoint inside the verified range must be a record the
         log holds (else the log diverges there, which comes before any later
-        failure); one past its end means a truncated tail.
+        failure); one past its end means a truncated tail. Then the unsigned
+        tail of the verified records (rule 7), if it comes before the failure.
         """
+        self._check_exported()
+        limit = self.unsigned_tail
+        over = self.last_signed + limit + 1
+        if limit and over <= self.last_seq:
+            failure = self.failure
+            if failure is None or failure.seq is None or over < failure.seq:
+                self.failure = _Failure(
+                    self.index - 1 - (self.last_seq - over),
+                    over,
+                    f"unsigned tail: no signed checkpoint after seq {self.last_signed} "
+                    f"(more than {limit} records: rewritten, checkpoints removed, or written "
+                    "while the server was sealed)",
+                )
+        return self.failure
+
+    def _check_exported(self) -> None:
+        """``finish``'s check of the exported checkpoints."""
         for seq in sorted(self.exported):
             if seq < self.first_seq:
                 continue  # before the (trusted) start: not checkable in this log
@@ -369,7 +434,6 @@ class _Chain:
                     f"exported checkpoint covers seq {max(self.exported)}",
                 )
                 break
-        return self.failure
 
     def report(self, failure: _Failure | None, file: Path | None = None) -> VerifyReport:
         """The ``VerifyReport`` for the state reached."""
@@ -388,6 +452,12 @@ class _Chain:
             file=file,
             sealed=self.sealed,
         )
+
+
+def _is_sealed(line: bytes) -> bool:
+    """Whether a stored line is a sealed record (``kind`` right after ``seq``)."""
+    comma = line.find(b",", 81, 104)
+    return comma >= 0 and line.startswith(_SEALED_KIND, comma + 1)
 
 
 def _sample(line: bytes, decode: Decoder | None) -> bytes:
@@ -434,6 +504,7 @@ def verify(
     checkpoints: Sequence[Mapping[str, object]] = (),
     start: ChainHead | None = None,
     decode: Decoder | None = None,
+    unsigned_tail: int = UNSIGNED_TAIL,
 ) -> VerifyReport:
     """Verify one chain given as record lines, in order (see module docstring).
 
@@ -441,7 +512,13 @@ def verify(
     ``LineError`` only for an exported checkpoint that is not a checkpoint
     record (no ``kind`` "checkpoint", ``seq`` or ``hash``).
     """
-    chain = _Chain(public_key=public_key, checkpoints=checkpoints, start=start, decode=decode)
+    chain = _Chain(
+        public_key=public_key,
+        checkpoints=checkpoints,
+        start=start,
+        decode=decode,
+        unsigned_tail=unsigned_tail,
+    )
     chain.feed(lines)
     return chain.report(chain.finish())
 
@@ -454,6 +531,7 @@ def verify_files(
     start: ChainHead | None = None,
     decode: Decoder | None = None,
     workers: int | None = None,
+    unsigned_tail: int = UNSIGNED_TAIL,
 ) -> VerifyReport:
     """Verify rotated files, oldest first, as one chain (see module docstring).
 
@@ -463,7 +541,13 @@ def verify_files(
     or more (else none), ``0`` or ``1`` checks in this process; the report is
     the same either way. Raises ``OSError`` for a file that cannot be read.
     """
-    chain = _Chain(public_key=public_key, checkpoints=checkpoints, start=start, decode=decode)
+    chain = _Chain(
+        public_key=public_key,
+        checkpoints=checkpoints,
+        start=start,
+        decode=decode,
+        unsigned_tail=unsigned_tail,
+    )
     starts: list[int] = []
     with _pool(paths, workers, decode) as (pool, window):
         for path in paths:
@@ -523,6 +607,9 @@ class _Block:
     before_last: bytes | None
     sealed: int
     signed: int
+    last_signed: int
+    """The seq of the block's last signed checkpoint (when ``signed``)."""
+    sealed_mode: bool | None
     seen: dict[int, bytes]
 
 
@@ -558,6 +645,8 @@ def _check_block(
         before_last=chain.before_last,
         sealed=chain.sealed,
         signed=chain.signed,
+        last_signed=chain.last_signed,
+        sealed_mode=chain.sealed_mode,
         seen=chain.seen,
     )
 
@@ -569,8 +658,13 @@ def _merge(chain: _Chain, found: _Block | None) -> bool:
         or not found.ok
         or found.first_seq != chain.last_seq + 1
         or found.first_prev != chain.last_hash
+        or (chain.sealed_mode is not None and found.sealed_mode not in (None, chain.sealed_mode))
     ):
         return False
+    if chain.sealed_mode is None:
+        chain.sealed_mode = found.sealed_mode
+    if found.signed:
+        chain.last_signed = found.last_signed
     chain.index += found.lines
     chain.last_seq = found.last_seq
     chain.last_hash = found.last_hash

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medsecrets.audit.broker import AuditBroker
+from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice
 from medsecrets.audit.keys import BarrierKeySource
 from medsecrets.audit.lane import AuditLane, Lane
@@ -88,6 +89,8 @@ class AuditStack:
     """With the detectors in an audit process: where their alerts arrive."""
     history: AlertHistory | None = None
     """The dispatcher's recent alerts across restarts (``None``: not kept)."""
+    checkpoint_every: int = CHECKPOINT_EVERY
+    """``audit.checkpoint_every``: ``verify`` allows one more unsigned records at a tail."""
 
     def start(self) -> None:
         """Open the devices, start writers, the monitor and the dispatcher."""
@@ -247,7 +250,11 @@ class AuditStack:
         found = lane.device
         if isinstance(found, DatabaseAuditDevice):
             report = verify(
-                found.records(), public_key=key, checkpoints=checkpoints, start=ChainHead()
+                found.records(),
+                public_key=key,
+                checkpoints=checkpoints,
+                start=ChainHead(),
+                unsigned_tail=self.checkpoint_every + 1,
             )
         else:
             assert isinstance(found, FileAuditDevice)
@@ -258,6 +265,7 @@ class AuditStack:
                 checkpoints=checkpoints,
                 start=ChainHead() if found.keeps_everything else None,
                 decode=decode,
+                unsigned_tail=self.checkpoint_every + 1,
             )
         return AuditVerification(
             device=lane.name,
@@ -583,7 +591,7 @@ def build_audit(
     if worker:
         node = f"{node}-{os.getpid()}"
     keys = BarrierKeySource(store.barrier)
-    stack = AuditStack(broker=None, keys=keys, node=node)
+    stack = AuditStack(broker=None, keys=keys, node=node, checkpoint_every=audit.checkpoint_every)
     monitor = settings.monitor
     specs = device_settings(settings)
     # With audit.process the first file device's audit process runs the detectors too.

@@ -56,8 +56,9 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
+from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.errors import ConfigError
 from medsecrets.monitor.detectors import DetectorConfig
 from medsecrets.server.auditconfig import (
@@ -177,7 +178,7 @@ class AuditSettings:
     file: str | None = None
     database: bool = False
     stdout: bool = False
-    checkpoint_every: int = 1000
+    checkpoint_every: int = CHECKPOINT_EVERY
     checkpoint_interval: float = 60.0
     checkpoint_export: str | None = None
     process: bool = True
@@ -451,16 +452,27 @@ def _fail(name: str, source: str, rule: str, raw: object = None) -> ConfigError:
     return ConfigError(f"setting {name!r} ({source}): {rule}{shown}")
 
 
+_MAX_CONFIG_BYTES: Final = 1 << 20
+
+
 def _read_file(path: str) -> dict[str, tuple[object, str]]:
     try:
         with open(path, "rb") as handle:
-            document = tomllib.load(handle)
+            data = handle.read(_MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r}: not found") from None
     except OSError as exc:
         raise ConfigError(f"config file {path!r}: cannot read it ({exc.strerror})") from None
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path!r}: larger than 1 MiB")
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path!r}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path!r}: invalid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path!r}: invalid TOML (nested too deep)") from None
     source = f"config file {os.path.basename(path)}"
     found: dict[str, tuple[object, str]] = {}
     for key, value in document.items():

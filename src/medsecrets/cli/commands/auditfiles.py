@@ -353,7 +353,8 @@ def _print_verified(data: Mapping[str, JSON], key_id: str | None, from_start: bo
     )
     if key_id is not None:
         write_line(
-            f"Checkpoint signatures: {data['checkpoints_verified']} verified (key {key_id})."
+            f"Checkpoint signatures: {data['checkpoints_verified']} verified (key {key_id}); "
+            "every record but the last few is vouched for by one."
         )
     else:
         write_line("Checkpoint signatures: not checked (give --public-key).")
@@ -420,6 +421,16 @@ def verify(
     from_start: Annotated[
         bool, typer.Option("--from-start", help="The first file must start the chain (seq 1).")
     ] = False,
+    unsigned_tail: Annotated[
+        int | None,
+        typer.Option(
+            "--unsigned-tail",
+            min=0,
+            help="With --public-key: most records allowed after the last signed checkpoint "
+            "(default 1001: the server's default audit.checkpoint_every + 1; 0: no limit).",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.table,
     addr: AddrOption = None,
     token: TokenOption = None,
@@ -430,7 +441,7 @@ def verify(
     Exits 7 naming the first bad record.
     """
     from medsecrets.audit.device import ChainHead
-    from medsecrets.audit.verify import verify_files
+    from medsecrets.audit.verify import UNSIGNED_TAIL, verify_files
 
     if not files:
         if device is None:
@@ -449,6 +460,7 @@ def verify(
             checkpoints=exported,
             start=ChainHead() if from_start else None,
             decode=decode,
+            unsigned_tail=UNSIGNED_TAIL if unsigned_tail is None else unsigned_tail,
         )
     data = _verify_data(report, files, len(exported))
     if report.ok:

@@ -153,7 +153,7 @@ def _read_provided(source: str | None) -> dict[str, dict[str, str]]:
         return {}
     try:
         data = json.loads(read_text(source, what="--provided"))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CliError("--provided: not valid JSON", ExitCode.USAGE) from None
     if not isinstance(data, dict) or not all(
         isinstance(fields, dict) and all(isinstance(v, str) for v in fields.values())

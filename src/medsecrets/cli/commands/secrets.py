@@ -87,7 +87,7 @@ def _dict(value: object) -> dict[str, JSON]:
 def _read_stdin_object() -> dict[str, str]:
     try:
         data = json.loads(read_text("-", what="stdin"))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CliError("stdin: expected a JSON object of strings", ExitCode.USAGE) from None
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
