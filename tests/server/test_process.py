@@ -326,3 +326,25 @@ def test_uvicorn_backend_tls13(tmp_path: Path, certs: TestCertificates) -> None:
             _tls_version(server.port, old)
         assert any(line.get("backend") == "uvicorn" for line in _log_lines(server))
     assert server.returncode == 0
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="abstract Unix sockets: Linux")
+def test_a_listen_address_claimed_by_another_server_is_refused(tmp_path: Path, port: int) -> None:
+    """granian binds with SO_REUSEPORT: without the claim, two servers started together
+    could share one port. Holding the claim (as a server starting a moment earlier does)
+    makes the next start fail, before it binds anything, with one line."""
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    claim.bind(f"\0medsecrets/listen/127.0.0.1:{port}")
+    try:
+        args = ["--dev", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}"]
+        done = run_server(args, cwd=tmp_path)
+    finally:
+        claim.close()
+    assert done.code == 2
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("{")]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"medsecrets server: config error: setting 'listen': cannot listen on 127.0.0.1:{port} "
+        "(another medsecrets server on this host has claimed it"
+    )
+    assert not (tmp_path / "data").exists()  # refused before any set-up

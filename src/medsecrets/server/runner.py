@@ -181,6 +181,7 @@ def serve(settings: Settings) -> None:
         server_context(settings.tls)
         if settings.backend == "granian" and settings.tls.key_file is not None:
             check_pkcs8_key(settings.tls.key_file)
+    claim_listen(settings)
     _check_listen(settings)
     if settings.backend == "granian" and settings.workers > 1:
         _serve_granian_workers(settings)
@@ -208,6 +209,36 @@ def serve(settings: Settings) -> None:
         built.close()
         flush_logging()
         log.info("stopped")
+
+
+_CLAIMS: list[object] = []
+"""The sockets that hold this process's claims on its listen addresses (``claim_listen``)."""
+
+
+def claim_listen(settings: Settings) -> None:
+    """Claim ``listen`` for this process, host-wide, until it exits (Linux).
+
+    granian binds its listener with ``SO_REUSEPORT``, so two servers started at
+    the same moment on one address could both bind it and split the requests
+    between their stores. The claim is an abstract Unix socket named after the
+    address (``medsecrets/listen/<host>:<port>``): binding it is atomic, the
+    kernel drops it when the process dies, and a second server's claim fails.
+    Raises ``ConfigError`` naming ``listen`` when another process holds it.
+    """
+    import socket
+
+    if not sys.platform.startswith("linux"):
+        return
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(f"\0medsecrets/listen/{settings.host}:{settings.port}")
+    except OSError as exc:
+        claim.close()
+        raise ConfigError(
+            f"setting 'listen': cannot listen on {settings.listen} (another medsecrets server "
+            f"on this host has claimed it: {exc.strerror or exc})"
+        ) from None
+    _CLAIMS.append(claim)
 
 
 def _check_listen(settings: Settings) -> None:
