@@ -147,3 +147,9 @@ def test_export_to_a_full_device_is_one_line(tmp_path: Path) -> None:
     good = _records(tmp_path, *[GOOD] * 2000)
     line = run_cli("audit", "export", "--file", str(good), "--out", "/dev/full").error(1)
     assert line == "error: cannot write /dev/full: No space left on device"
+
+
+@pytest.mark.parametrize("path", ["bad path/é", "medessence/../x", "medessence/x"])
+def test_offline_who_read_checks_the_path_as_the_server_does(tmp_path: Path, path: str) -> None:
+    records = _records(tmp_path, GOOD)
+    run_cli("audit", "who-read", path, "--file", str(records)).error(2)

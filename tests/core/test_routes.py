@@ -8,6 +8,7 @@ import pytest
 
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.core import Core, Request
+from medsecrets.core.routes.base import QueryParam, parse_query
 from medsecrets.errors import (
     CasConflictError,
     ConflictError,
@@ -95,6 +96,56 @@ def test_queries_are_strict(call: Call, root: str) -> None:
     for query in [{"limit": ("0",)}, {"tag": ("nocolon",)}, {"include_deleted": ("1",)}]:
         with pytest.raises(InvalidRequest):
             call("metadata.list", root, query=query)
+
+
+@pytest.mark.parametrize(
+    ("minimum", "maximum", "value", "message"),
+    [
+        (1, None, "0", "query parameter 'n' must be 1 or more"),
+        (None, 5, "6", "query parameter 'n' must be 5 or less"),
+        (1, 5, "9", "query parameter 'n' must be from 1 to 5"),
+    ],
+)
+def test_integer_query_ranges_name_only_the_bounds_there_are(
+    minimum: int | None, maximum: int | None, value: str, message: str
+) -> None:
+    param = QueryParam("n", int, minimum=minimum, maximum=maximum)
+    with pytest.raises(InvalidRequest) as caught:
+        parse_query((param,), {"n": (value,)})
+    assert caught.value.message == message
+    assert "None" not in caught.value.message
+
+
+def test_who_read_checks_its_path_as_the_secret_routes_do(
+    store: SecretStore, tokens: TokenStore, root: str
+) -> None:
+    from medsecrets.core.routes.audit import who_read
+    from medsecrets.core.routes.base import Call as RouteCall
+    from medsecrets.core.routes.base import Context
+
+    class Admin:
+        asked: list[str] = []
+
+        def who_read(self, path: str, since: object) -> object:
+            self.asked.append(path)
+            return path
+
+    admin = Admin()
+    ctx = Context(store=store, tokens=tokens, clock=store.clock, version="t", audit=admin)  # type: ignore[arg-type]
+
+    def run(path: str) -> object:
+        request = Request(method="GET", route="sys.audit.who_read", token=root)
+        return who_read(ctx, RouteCall(request, "", None, {"path": path}, None))
+
+    for bad in ("bad path/é", "medessence/../x", "medessence/development", "other/dev/auth"):
+        with pytest.raises(InvalidRequest):
+            run(bad)
+    assert admin.asked == []
+    assert run("/" + P + "/") == P  # the canonical path is what the trail is searched for
+    # a category no longer in the catalog: its past reads are still asked for
+    assert run("medessence/development/retired-category/x") == (
+        "medessence/development/retired-category/x"
+    )
 
 
 def test_secret_lifecycle(call: Call, root: str) -> None:

@@ -45,7 +45,7 @@ import re
 import secrets
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote
 
@@ -64,7 +64,7 @@ from medsecrets.api.metrics import Metrics
 from medsecrets.api.openapi import DOCS_URL, OPENAPI_URL, build_openapi, docs_page
 from medsecrets.core.handler import Admitted, Core, Routed
 from medsecrets.core.request import Request, Response
-from medsecrets.core.routes.base import RouteSpec
+from medsecrets.core.routes.base import RouteSpec, parse_query
 from medsecrets.errors import (
     AuthenticationError,
     InvalidRequest,
@@ -426,21 +426,13 @@ class _ApiHandler:
         methods, param = matched
         spec = methods.get(method)
         if spec is None:
-            allow = ", ".join(sorted(methods))
             route[0] = next(iter(methods.values())).name
-            status, _, error = error_body(MethodNotAllowedError(), request_id)
-            return _Answer(status, error, request_id, extra=(("allow", allow),))
+            return _not_allowed(request_id, sorted(methods))
         route[0] = spec.name
         parsed: object = None
         if method in _BODY_METHODS:
             parsed = await self._read_json(body(), head.content_type, head.content_length)
-        query: dict[str, tuple[str, ...]] = {}
-        if head.query:
-            try:
-                pairs = parse_qs(head.query, keep_blank_values=True, max_num_fields=64)
-            except ValueError:
-                raise InvalidRequest("malformed query string (or over 64 fields)") from None
-            query = {k: tuple(v) for k, v in pairs.items()}
+        query = _query(head.query)
         request = Request(
             method=method,
             route=spec.name,
@@ -500,31 +492,36 @@ class _ApiHandler:
         return admitted.finish(routed, defer_audit=True)
 
     async def _unrouted(self, head: _Head, request_id: str, route: list[str]) -> _Answer:
-        """Metrics, the OpenAPI document and the docs page (not core routes)."""
+        """Metrics, the OpenAPI document and the docs page (not core routes).
+
+        As strict as the core routes: another method is 405 with ``Allow: GET``;
+        any query parameter is unknown (400 ``invalid_request``).
+        """
         method, path = head.method, head.path
         if path == METRICS_URL and self._metrics is not None:
             route[0] = "metrics"
             if method != "GET":
-                raise MethodNotAllowedError
+                return _not_allowed(request_id, ("GET",))
             text = await self._serve_metrics(
                 Request(
                     method=method,
                     route="sys.metrics",
                     token=head.token,
+                    query=_query(head.query),
                     remote=head.remote,
                     user_agent=head.user_agent,
                     request_id=request_id,
                 )
             )
             return _Answer(200, text, request_id, content_type=METRICS_CONTENT_TYPE)
-        if method == "GET" and path == OPENAPI_URL:
-            route[0] = "openapi"
-            return _Answer(200, self._openapi, request_id)
-        if method == "GET" and path == DOCS_URL:
-            route[0] = "docs"
-            return _Answer(200, self._docs, request_id, content_type="text/html; charset=utf-8")
         if path in (OPENAPI_URL, DOCS_URL):
-            raise MethodNotAllowedError
+            route[0] = "openapi" if path == OPENAPI_URL else "docs"
+            if method != "GET":
+                return _not_allowed(request_id, ("GET",))
+            parse_query((), _query(head.query))  # takes none: any one is unknown (400)
+            if path == OPENAPI_URL:
+                return _Answer(200, self._openapi, request_id)
+            return _Answer(200, self._docs, request_id, content_type="text/html; charset=utf-8")
         raise NotFoundError("no such route")
 
     async def _serve_metrics(self, request: Request) -> bytes:
@@ -536,12 +533,14 @@ class _ApiHandler:
         assert self._metrics is not None
 
         def check() -> TokenInfo | None:
-            if self._metrics_open:
-                return None
-            if request.token is None:
-                raise AuthenticationError
-            info = self._core.tokens.authenticate(request.token)
-            if not info.allows("read", METRICS_PATH):
+            # The core's order: authenticate, parse (no query parameters), authorize.
+            info: TokenInfo | None = None
+            if not self._metrics_open:
+                if request.token is None:
+                    raise AuthenticationError
+                info = self._core.tokens.authenticate(request.token)
+            parse_query((), request.query)
+            if info is not None and not info.allows("read", METRICS_PATH):
                 raise PermissionDenied("this token may not read sys/metrics")
             return info
 
@@ -590,6 +589,23 @@ class _ApiHandler:
             return orjson.loads(b"".join(parts))
         except (ValueError, RecursionError):
             raise InvalidJsonError from None
+
+
+def _query(text: str) -> dict[str, tuple[str, ...]]:
+    """Every query parameter of ``text`` with all its values (400 if malformed)."""
+    if not text:
+        return {}
+    try:
+        pairs = parse_qs(text, keep_blank_values=True, max_num_fields=64)
+    except ValueError:
+        raise InvalidRequest("malformed query string (or over 64 fields)") from None
+    return {k: tuple(v) for k, v in pairs.items()}
+
+
+def _not_allowed(request_id: str, methods: Iterable[str]) -> _Answer:
+    """405 ``method_not_allowed`` with the ``Allow`` header listing ``methods``."""
+    status, _, error = error_body(MethodNotAllowedError(), request_id)
+    return _Answer(status, error, request_id, extra=(("allow", ", ".join(methods)),))
 
 
 def _headers(answer: _Answer) -> list[tuple[str, str]]:

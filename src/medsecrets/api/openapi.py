@@ -234,7 +234,7 @@ def build_openapi(routes: Iterable[RouteSpec]) -> dict[str, object]:
             "security": [],
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
-                **_error_responses((405,)),
+                **_error_responses((400, 405)),  # 400: any query parameter
             },
         }
     }
@@ -249,7 +249,7 @@ def build_openapi(routes: Iterable[RouteSpec]) -> dict[str, object]:
                     "description": "OK",
                     "content": {"text/html": {"schema": {"type": "string"}}},
                 },
-                **_error_responses((405,)),
+                **_error_responses((400, 405)),  # 400: any query parameter
             },
         }
     }

@@ -548,7 +548,19 @@ def who_read(
     from medsecrets.audit.record import format_time
 
     when = parse_time("--since", since)
-    if files:
+    if files:  # offline: the naming rules, but any prefix and category (no catalog here)
+        from medsecrets.engines.secrets.paths import check_segments
+        from medsecrets.errors import InvalidRequest
+
+        try:
+            segments = check_segments(path)
+        except InvalidRequest as exc:
+            raise CliError(str(exc), ExitCode.USAGE) from None
+        if len(segments) < 3:
+            raise CliError(
+                "PATH must look like <prefix>/<environment>/<category>[/<name>]", ExitCode.USAGE
+            )
+        path = "/".join(segments)
         rows = reads_of(file_records(files, key_file), path, when)
         found = AuditReads(
             device=source_name(files),

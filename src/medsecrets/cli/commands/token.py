@@ -8,6 +8,7 @@ from an argument.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Annotated
 
@@ -34,7 +35,7 @@ from medsecrets.cli.output import (
 )
 from medsecrets.wire import JSON
 
-__all__ = ["app", "parse_ttl"]
+__all__ = ["MAX_TTL", "MIN_TTL", "app", "parse_ttl"]
 
 app = typer.Typer(help="Create, look up and revoke tokens.", no_args_is_help=True)
 
@@ -51,18 +52,27 @@ _INFO_KEYS = (
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MIN_TTL = 1.0
+"""Shortest TTL in seconds the server accepts (``medsecrets.auth.tokens.MIN_TTL``)."""
+MAX_TTL = 31 * 86400.0
+"""Longest TTL in seconds the server accepts (``medsecrets.auth.tokens.MAX_TTL``)."""
+
+
 def parse_ttl(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``; ``CliError`` if malformed."""
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``: ``CliError`` (usage) if
+    malformed, not a finite number, or outside the server's range (1 s to 31 days)."""
     number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
     try:
-        value = float(number)
+        value = float(number) * _UNITS[unit]
     except ValueError:
-        raise CliError(
-            "--ttl expects seconds or a number with s, m, h or d", ExitCode.USAGE
-        ) from None
+        value = math.nan
+    if not math.isfinite(value):  # also nan, inf, 1e400 (never sent: JSON has no such numbers)
+        raise CliError("--ttl expects seconds or a number with s, m, h or d", ExitCode.USAGE)
     if value <= 0:
         raise CliError("--ttl must be positive", ExitCode.USAGE)
-    return value * _UNITS[unit]
+    if not MIN_TTL <= value <= MAX_TTL:
+        raise CliError("--ttl must be from 1s to 31d", ExitCode.USAGE)
+    return value
 
 
 def _dict(value: object) -> dict[str, JSON]:
@@ -115,12 +125,13 @@ def create(
     """Create a token (child of the one in use); prints it ONCE."""
     if not path or not capability:
         raise CliError("give at least one --path and one --capability", ExitCode.USAGE)
+    seconds = parse_ttl(ttl)
     with open_client(connection(addr, token, cacert)) as client:
         created = _dict(
             client.token_create(
                 paths=list(path),
                 capabilities=list(capability),
-                ttl=parse_ttl(ttl),
+                ttl=seconds,
                 display_name=display_name,
             )
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from medsecrets.core.audit import AuditAdmin
 from medsecrets.core.routes.base import Call, Context, QueryParam, RouteSpec
+from medsecrets.engines.secrets.paths import parse_path
 from medsecrets.errors import InvalidRequest, NotFoundError
 from medsecrets.schema.audit import (
     AlertList,
@@ -77,7 +78,12 @@ def who_read(ctx: Context, call: Call) -> AuditReads:
     path = call.query.get("path")
     if not isinstance(path, str) or not path:
         raise InvalidRequest("query parameter 'path' is required")
-    return _admin(ctx).who_read(path, _time("since", call.query.get("since")))
+    # The secret routes' naming rules: a path no secret can have is a 400, not an empty
+    # answer. Any category, though: the reads of one since removed from the catalog must
+    # stay answerable (compromise response looks back).
+    admin = _admin(ctx)
+    secret = str(parse_path(path, prefix=ctx.store.catalog.prefix, categories=None))
+    return admin.who_read(secret, _time("since", call.query.get("since")))
 
 
 def verify(ctx: Context, call: Call) -> AuditVerification:

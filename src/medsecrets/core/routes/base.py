@@ -227,12 +227,19 @@ def _query_value(spec: QueryParam, value: str) -> object:
         if (spec.minimum is not None and number < spec.minimum) or (
             spec.maximum is not None and number > spec.maximum
         ):
-            raise InvalidRequest(
-                f"query parameter {spec.name!r} must be from {spec.minimum} to {spec.maximum}"
-            )
+            raise InvalidRequest(f"query parameter {spec.name!r} must be {_range_text(spec)}")
         return number
     if len(value) > 1024 or "\x00" in value:
         raise InvalidRequest(f"query parameter {spec.name!r} is too long or contains NUL")
     if spec.enum is not None and value not in spec.enum:
         raise InvalidRequest(f"query parameter {spec.name!r} must be one of {', '.join(spec.enum)}")
     return value
+
+
+def _range_text(spec: QueryParam) -> str:
+    """``from 1 to 10``, ``1 or more`` or ``10 or less``: the bounds ``spec`` declares."""
+    if spec.minimum is not None and spec.maximum is not None:
+        return f"from {spec.minimum} to {spec.maximum}"
+    if spec.minimum is not None:
+        return f"{spec.minimum} or more"
+    return f"{spec.maximum} or less"

@@ -83,8 +83,12 @@ def check_segments(path: str, *, what: str = "path") -> list[str]:
     return segments
 
 
-def parse_path(path: str, *, prefix: str, categories: Collection[str]) -> SecretPath:
-    """Validate ``path`` and split it into its parts; ``InvalidRequest`` names the rule."""
+def parse_path(path: str, *, prefix: str, categories: Collection[str] | None) -> SecretPath:
+    """Validate ``path`` and split it into its parts; ``InvalidRequest`` names the rule.
+
+    ``categories=None`` takes any category name (a query about the past: the
+    category may have left the catalog since).
+    """
     segments = check_segments(path)
     if len(segments) < 3:
         raise InvalidRequest(
@@ -98,7 +102,7 @@ def parse_path(path: str, *, prefix: str, categories: Collection[str]) -> Secret
             f"environment {_quote(environment)} must be lower case letters, digits and '-' "
             "(at most 64 characters)"
         )
-    if category not in categories:
+    if categories is not None and category not in categories:
         known = ", ".join(sorted(categories))
         raise InvalidRequest(f"category {_quote(category)} is not in the catalog (known: {known})")
     return SecretPath(prefix=prefix, environment=environment, category=category, name=tuple(name))
