@@ -135,10 +135,20 @@ def read_catalog(client: Client, category: str | None = None) -> dict[str, JSON]
     Read through ``Client.call`` rather than ``Client.catalog()``: the CLI only
     displays the wire form, and rebuilding ``catalog.model.Category`` on the
     client re-runs catalog checks that need data the API does not send (dummies).
+    An answer without the shape of the API's catalog (or ``Category``) is a
+    ``CliError`` (exit 1), as any other answer the server should not give.
     """
     from urllib.parse import quote
 
+    from medsecrets.errors import InvalidRequest
+    from medsecrets.schema.catalog import CatalogInfo, CategoryInfo
     from medsecrets.sdk.transport import Call
+    from medsecrets.wire import from_wire
 
     path = "/v1/catalog" if category is None else f"/v1/catalog/{quote(category, safe='')}"
-    return client.call(Call("GET", path, _json_object))
+    data = client.call(Call("GET", path, _json_object))
+    try:
+        from_wire(CatalogInfo if category is None else CategoryInfo, data)
+    except InvalidRequest:
+        raise CliError("unexpected answer from the server") from None
+    return data
