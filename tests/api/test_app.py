@@ -201,6 +201,9 @@ def test_sealed_server_answers_503_without_data_except_open_routes(
         if route in ("sys.health", "sys.seal_status", "sys.unseal"):
             assert r.status_code == 200
             assert r.json()["sealed"] is True
+        elif route == "sys.init":  # initialised already: 409, sealed or not (api.md)
+            assert r.status_code == 409, r.text
+            assert r.json()["error"]["code"] == "already_initialized"
         else:
             assert r.status_code == 503, r.text
             assert r.json()["error"]["code"] == "sealed"

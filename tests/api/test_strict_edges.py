@@ -20,6 +20,7 @@ from medsecrets.clock import ManualClock
 from medsecrets.core import Core, Request
 from medsecrets.errors import InvalidRequest
 from medsecrets.schema.tokens import TokenInfo
+from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
 from .conftest import P, SyncClient
@@ -188,3 +189,33 @@ def test_the_document_lists_400_for_itself_and_the_docs_page(client: SyncClient)
     paths = client.get("/v1/openapi.json").json()["paths"]
     for url in ("/v1/openapi.json", "/v1/docs"):
         assert {"200", "400", "405"} <= set(paths[url]["get"]["responses"]), url
+
+
+def test_metrics_of_a_sealed_or_uninitialised_server_say_so_before_asking_for_a_token(
+    metrics_client: SyncClient,
+    auth: dict[str, str],
+    store: SecretStore,
+    clock: ManualClock,
+    tmp_path: Path,
+) -> None:
+    """As on every core route: 503 ``sealed`` / ``not_initialized``, not 401 (no token can
+    be checked then). Open metrics stay served (a scraper sees ``medsecrets_sealed``)."""
+    store.seal()
+    for headers in (auth, {}):
+        _check_error(metrics_client.get("/v1/sys/metrics", headers=headers), 503, "sealed")
+    fresh_store = SecretStore(SqliteStorage(tmp_path / "fresh.db"), clock=clock)
+    try:
+        fresh = create_app(
+            Core(fresh_store, TokenStore(fresh_store.barrier, clock=clock)), metrics=Metrics()
+        )
+        for client in _client(fresh):
+            _check_error(client.get("/v1/sys/metrics"), 503, "not_initialized")
+    finally:
+        fresh_store.close()
+    opened = create_app(
+        Core(store, TokenStore(store.barrier, clock=clock)),
+        metrics=Metrics(),
+        metrics_unauthenticated=True,
+    )
+    for client in _client(opened):
+        assert client.get("/v1/sys/metrics").status_code == 200

@@ -173,6 +173,40 @@ def test_revoke_revokes_descendants(tokens: TokenStore) -> None:
     assert not [k for k in tokens._secure.list("auth/children/").keys if a.accessor in k]
 
 
+def test_a_child_created_while_its_parent_is_revoked_is_revoked_too(
+    tokens: TokenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a reviewer found: a child committed after revoke listed its parent's
+    children, before revoke's batch. It is found by the next pass and revoked."""
+    _, root = tokens.create_root()
+    _, parent = make(tokens, parent=root, capabilities=["read", "token"])
+    _, kid = make(tokens, parent=parent, capabilities=["read", "token"])
+    late: list[str] = []
+    listed = TokenStore._children
+
+    def children_then_create(self: TokenStore, accessor: str) -> list[str]:
+        found = listed(self, accessor)
+        if not late and accessor in (parent.accessor, kid.accessor):
+            # another request creates a child right after the listing
+            token, info = make(self, parent=kid if accessor == kid.accessor else parent)
+            late.append(token)
+            late.append(info.accessor)
+        return found
+
+    monkeypatch.setattr(TokenStore, "_children", children_then_create)
+    tokens.revoke(parent.accessor)
+    token, accessor = late
+    with pytest.raises(AuthenticationError):
+        tokens.authenticate(token)
+    with pytest.raises(NotFoundError):
+        tokens.lookup(accessor)
+    assert not [
+        k
+        for k in tokens._secure.list("auth/children/").keys
+        if parent.accessor in k or kid.accessor in k or accessor in k
+    ]
+
+
 def test_lookup_by_accessor_and_by_token(tokens: TokenStore, clock: ManualClock) -> None:
     token, info = make(tokens, ttl=5)
     assert tokens.lookup(info.accessor) == info

@@ -10,6 +10,7 @@ from medsecrets.auth.tokens import CAPABILITIES, TokenStore
 from medsecrets.clock import ManualClock
 from medsecrets.core import Core, Request
 from medsecrets.errors import (
+    AlreadyInitializedError,
     AuthenticationError,
     MedsecretsError,
     NotFoundError,
@@ -94,6 +95,9 @@ def test_sealed_refuses_every_route_but_the_open_ones(
         request = sample(core, route, token)
         if route in OPEN_WHILE_SEALED:
             core.handle(request)
+        elif route == "sys.init":  # initialised already, sealed or not: 409 as api.md says
+            with pytest.raises(AlreadyInitializedError):
+                core.handle(request)
         else:
             with pytest.raises(SealedError):
                 core.handle(request)

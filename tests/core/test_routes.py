@@ -313,6 +313,11 @@ def test_token_lookup_and_revoke_rules(call: Call, tokens: TokenStore, root: str
     # others: needs the token capability, and the target must descend from the caller
     with pytest.raises(PermissionDenied):
         call("tokens.lookup", child_token, body={"accessor": _d(parent["info"])["accessor"]})
+    # ... refused alike whether the accessor exists or not (no existence oracle)
+    for route in ("tokens.lookup", "tokens.revoke"):
+        for accessor in (stranger_accessor, "0" * 32):
+            with pytest.raises(PermissionDenied):
+                call(route, child_token, body={"accessor": accessor})
     call("tokens.lookup", parent_token, body={"accessor": child_accessor})
     with pytest.raises(NotFoundError):
         call("tokens.lookup", parent_token, body={"accessor": stranger_accessor})

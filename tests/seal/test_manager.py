@@ -367,6 +367,16 @@ def test_keyfile_refuses_an_existing_file(
     assert storage.get(SEAL_CONFIG_KEY) is None and not manager.status().initialized
 
 
+def test_keyfile_in_a_missing_directory_is_a_bad_request(
+    manager: SealManager, storage: SqliteStorage, tmp_path: Path
+) -> None:
+    """The path comes with ``sys/init``: a 400 naming it, not a 500, and nothing written."""
+    with pytest.raises(InvalidRequest, match="cannot create key file"):
+        manager.initialize(KeyFileSealConfig(str(tmp_path / "missing" / "unseal.key")))
+    assert storage.get(SEAL_CONFIG_KEY) is None and not manager.status().initialized
+    assert manager.initialize(KeyFileSealConfig(str(tmp_path / "unseal.key"))).shares == ()
+
+
 def test_keyfile_wrong_or_malformed_key(
     manager: SealManager, barrier: AesGcmBarrier, tmp_path: Path
 ) -> None:

@@ -69,7 +69,9 @@ from medsecrets.errors import (
     AuthenticationError,
     InvalidRequest,
     NotFoundError,
+    NotInitializedError,
     PermissionDenied,
+    SealedError,
     StorageError,
     TooLargeError,
 )
@@ -533,9 +535,12 @@ class _ApiHandler:
         assert self._metrics is not None
 
         def check() -> TokenInfo | None:
-            # The core's order: authenticate, parse (no query parameters), authorize.
+            # The core's order: the seal, authenticate, parse (no query parameters), authorize.
             info: TokenInfo | None = None
             if not self._metrics_open:
+                barrier = self._core.store.barrier
+                if barrier.sealed:  # no token can be checked: say why, as the core routes do
+                    raise SealedError if barrier.initialized() else NotInitializedError
                 if request.token is None:
                     raise AuthenticationError
                 info = self._core.tokens.authenticate(request.token)

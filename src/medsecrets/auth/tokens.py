@@ -473,15 +473,42 @@ class TokenStore:
         return True
 
     def revoke(self, accessor: str) -> None:
-        """Revoke the token with ``accessor`` and every descendant (atomically).
+        """Revoke the token with ``accessor`` and every descendant.
 
-        ``NotFoundError`` if no such token exists.
+        One batch deletes the token and the descendants found; a child created
+        meanwhile (its creation committed after the children were listed) is
+        found by listing again once that batch is done, and revoked in turn:
+        a creation is conditioned on its parent's record, so once a token is
+        deleted no child of it can appear, and the passes end. ``NotFoundError``
+        if no such token exists.
         """
         root = self.lookup(accessor)
-        ops: list[Operation] = []
-        digests: list[str] = []
-        queue = [accessor]
         seen: set[str] = set()
+        ops: list[Operation] = []
+        if root.parent is not None:
+            ops.append(Delete(f"{CHILDREN}{root.parent}/{accessor}"))
+        pending = [accessor]
+        while pending:
+            digests = self._revoke_pass(pending, seen, ops)
+            self._secure.batch(ops)
+            for text in digests:
+                self._cache.pop(text, None)
+            # A child whose creation committed before that batch but after its parent's
+            # children were listed: its link is still under the deleted parent.
+            late = [
+                (current, child)
+                for current in seen
+                for child in self._children(current)
+                if child not in seen
+            ]
+            ops = [Delete(f"{CHILDREN}{parent}/{child}") for parent, child in late]
+            pending = [child for _, child in late]
+
+    def _revoke_pass(self, start: list[str], seen: set[str], ops: list[Operation]) -> list[str]:
+        """Add to ``ops`` the deletions of the tokens ``start`` and of their descendants not
+        ``seen`` yet (then adds them to ``seen``); the digests to drop from the cache."""
+        digests: list[str] = []
+        queue = list(start)
         while queue:
             current = queue.pop()
             if current in seen:
@@ -495,8 +522,4 @@ class TokenStore:
             for child in self._children(current):
                 ops.append(Delete(f"{CHILDREN}{current}/{child}"))
                 queue.append(child)
-        if root.parent is not None:
-            ops.append(Delete(f"{CHILDREN}{root.parent}/{accessor}"))
-        self._secure.batch(ops)
-        for text in digests:
-            self._cache.pop(text, None)
+        return digests

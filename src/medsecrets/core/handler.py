@@ -37,6 +37,7 @@ from medsecrets.core.routes import route_table
 from medsecrets.core.routes.base import Call, Context, RouteSpec, parse_query
 from medsecrets.core.status import status_for
 from medsecrets.errors import (
+    AlreadyInitializedError,
     AuditFailure,
     AuthenticationError,
     NotFoundError,
@@ -165,8 +166,10 @@ class Core:
             return
         self.tokens.forget()
         initialized = store.barrier.initialized()
-        if spec.name == _INIT and not initialized:
-            return
+        if spec.name == _INIT:
+            if not initialized:
+                return
+            raise AlreadyInitializedError  # sealed or not, the answer api.md gives (409)
         if not initialized:
             raise NotInitializedError
         raise SealedError

@@ -281,7 +281,10 @@ class SealManager:
             return doc, _wrap_root(unseal_key, root_key, self._nonce()), shares, None
         if isinstance(config, KeyFileSealConfig):
             unseal_key = self._new_key()
-            _write_key_file(config.path, unseal_key, self._random(8).hex())
+            try:
+                _write_key_file(config.path, unseal_key, self._random(8).hex())
+            except ConfigError as exc:  # the path came with the request: a bad request
+                raise InvalidRequest(str(exc)) from None
             return doc, _wrap_root(unseal_key, root_key, self._nonce()), (), config.path
         record = self._kms_factory(config).encrypt(config.key_id, root_key, KMS_CONTEXT)
         return doc, record, (), None

@@ -61,16 +61,19 @@ def _target(ctx: Context, call: Call) -> TokenInfo:
     assert isinstance(body, TargetBody) and principal is not None
     if (body.accessor is None) == (body.token is None):
         raise InvalidRequest("body: give exactly one of accessor and token")
-    if body.token is not None:
+    may_touch_others = "token" in principal.capabilities
+    if body.token is not None:  # the caller holds that token: its existence is no secret
         target = ctx.tokens.lookup_token(body.token.reveal())
     else:
         assert body.accessor is not None
         if body.accessor == principal.accessor:
             return principal
+        if not may_touch_others:  # refused before the lookup: 403 whether it exists or not
+            raise PermissionDenied("this token may not look up or revoke other tokens")
         target = ctx.tokens.lookup(body.accessor)
     if target.accessor == principal.accessor:
         return target
-    if "token" not in principal.capabilities:
+    if not may_touch_others:
         raise PermissionDenied("this token may not look up or revoke other tokens")
     if not principal.root and not ctx.tokens.is_descendant(target, principal.accessor):
         # Do not reveal whether tokens outside the caller's tree exist.
