@@ -26,6 +26,7 @@ from medsecrets.catalog.loader import default_catalog
 from medsecrets.catalog.model import Catalog
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.engines.secrets.engine import SecretsEngine
+from medsecrets.errors import PermissionDenied
 from medsecrets.keys.envelope import Envelope
 from medsecrets.keys.manager import KeyManager
 from medsecrets.provision import provision
@@ -72,6 +73,7 @@ class SecretStore:
         self.seal_manager = SealManager(
             storage, self.barrier, clock=self.clock, kms_factory=seal_kms_factory, random=random
         )
+        self._operator_sealed = False
         self.keys = KeyManager(
             self.barrier,
             self.catalog,
@@ -113,14 +115,32 @@ class SecretStore:
 
     def unseal(self, share: str | Sensitive[str]) -> SealStatus:
         """Submit one Shamir share; unseals when the threshold is reached."""
-        return self.seal_manager.submit_share(share)
+        status = self.seal_manager.submit_share(share)
+        self._operator_sealed = self._operator_sealed and status.sealed
+        return status
 
-    def auto_unseal(self) -> SealStatus:
-        """Unseal with the key file or AWS KMS seal."""
-        return self.seal_manager.auto_unseal()
+    def auto_unseal(self, *, requested: bool = False) -> SealStatus:
+        """Unseal with the key file or AWS KMS seal.
 
-    def seal(self) -> SealStatus:
-        """Drop every key from memory; every secret operation then raises ``SealedError``."""
+        ``requested``: asked over the API, where no token can be checked while
+        sealed. After an operator sealed the store (``seal(by_operator=True)``)
+        that is refused with ``PermissionDenied`` until the process restarts, as
+        Vault's auto-unseal does: an emergency seal must hold against anyone
+        who can reach the port. Unsealing with Shamir shares is not affected.
+        """
+        if requested and self._operator_sealed and self.barrier.sealed:
+            raise PermissionDenied(
+                "sealed by an operator: an auto-unseal seal unseals when the server restarts"
+            )
+        status = self.seal_manager.auto_unseal()
+        self._operator_sealed = self._operator_sealed and status.sealed
+        return status
+
+    def seal(self, *, by_operator: bool = False) -> SealStatus:
+        """Drop every key from memory; every secret operation then raises ``SealedError``.
+
+        ``by_operator``: an operator asked for it (see ``auto_unseal``)."""
+        self._operator_sealed = self._operator_sealed or by_operator
         status = self.seal_manager.seal()
         self.keys.forget()
         self.envelope.forget()

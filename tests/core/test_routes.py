@@ -343,3 +343,17 @@ def test_fast_read_path_matches_the_generic_codec(
     assert call("secrets.read", root, path=P, query={"version": ("1",)}) == to_wire(
         store.secrets.get(P, version=1)
     )
+
+
+def test_an_operator_seal_holds_against_an_unauthenticated_auto_unseal(
+    call: Call, root: str, store: SecretStore
+) -> None:
+    """Anyone who reaches the port may ask for an auto-unseal (no token can be checked
+    while sealed); after an operator's seal that is refused until the server restarts."""
+    assert _d(call("sys.unseal", None, body={}))["sealed"] is False  # unsealed: a no-op
+    assert _d(call("sys.seal", root))["sealed"] is True
+    with pytest.raises(PermissionDenied, match="sealed by an operator"):
+        call("sys.unseal", None, body={})
+    assert store.barrier.sealed
+    # the server's own start-up path (a restart) still auto-unseals
+    assert store.auto_unseal().sealed is False

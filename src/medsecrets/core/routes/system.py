@@ -164,12 +164,12 @@ def unseal(ctx: Context, call: Call) -> SealStatus:
             raise InvalidRequest("body: give either share or reset, not both")
         return ctx.store.seal_manager.reset_unseal()
     if body.share is None:
-        return ctx.store.auto_unseal()
+        return ctx.store.auto_unseal(requested=True)
     return ctx.store.unseal(body.share)
 
 
 def seal(ctx: Context, call: Call) -> SealStatus:
-    status = ctx.store.seal()
+    status = ctx.store.seal(by_operator=True)
     ctx.tokens.forget()
     return status
 
