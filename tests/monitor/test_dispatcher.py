@@ -33,6 +33,7 @@ from medsecrets.monitor.channels import (
     TIMESTAMP_HEADER,
     AlertChannel,
     AlertDeliveryError,
+    LogChannel,
     SmtpChannel,
     WebhookChannel,
     verify_webhook_signature,
@@ -203,6 +204,22 @@ def test_the_rate_limit_is_per_channel(clock: ManualClock) -> None:
     assert [a.key for a in loud.sent] == ["a"]
     stats = d.stats()["channels"]
     assert stats["quiet"]["rate_limited"] == stats["loud"]["rate_limited"] == 1  # type: ignore[index]
+
+
+def test_the_log_channel_takes_every_alert(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """audit.md: alerts go to the log always; only the other channels are rate-limited."""
+    loud = RecordingChannel("loud")
+    d = AlertDispatcher([LogChannel(), loud], rate_per_minute=2, clock=clock.monotonic)
+    with caplog.at_level(logging.INFO, logger="medsecrets.alerts"), d:
+        for key in "abcde":
+            d.raise_(make_alert(key=key))
+        settle(d)
+    assert len([r for r in caplog.records if r.name == "medsecrets.alerts"]) == 5
+    assert [a.key for a in loud.sent] == ["a", "b"]
+    stats = d.stats()["channels"]
+    assert stats["log"]["rate_limited"] == 0 and stats["loud"]["rate_limited"] == 3  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------- retries

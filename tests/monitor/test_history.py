@@ -193,3 +193,44 @@ def test_the_saver_thread_coalesces_and_never_drops_the_last_change(tmp_path: Pa
     history.stop()
     assert _saved(path) == ["c", "b", "a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.state"]  # stale temp gone
+
+
+def test_deliveries_that_end_during_a_save_are_saved_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer's crash test: deliveries that finished while a save was being written
+    showed as ``interrupted`` after a SIGKILL. The saver asks whether any is pending
+    before it snapshots, so such a save is followed by another."""
+    path = tmp_path / "alerts.state"
+    gate = threading.Event()
+    dispatcher = AlertDispatcher([RecordingChannel("slack", gate=gate)])
+    history = AlertHistory(dispatcher, path, lambda: KEY, every=0.05)
+    store = history._store
+
+    def store_then_deliver(key: bytes) -> None:
+        store(key)  # the snapshot shows the delivery pending...
+        if not gate.is_set():
+            gate.set()  # ... and it ends before the saver looks again
+            deadline = time.monotonic() + 5
+            while dispatcher.stats()["pending"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+    monkeypatch.setattr(history, "_store", store_then_deliver)
+    dispatcher.start()
+    history.start()
+    dispatcher.raise_(make_alert())
+    history.changed()
+
+    def status() -> object:
+        again = AlertDispatcher([RecordingChannel("slack")])
+        AlertHistory(again, path, lambda: KEY).restore()
+        found = again.recent(10)
+        return found[0]["delivery"]["slack"]["status"] if found else None  # type: ignore[index]
+
+    deadline = time.monotonic() + 5
+    while status() != "sent":  # saved again by the thread, not by stop()
+        assert time.monotonic() < deadline, status()
+        time.sleep(0.05)
+    history.stop()
+    assert dispatcher.stop(5.0)

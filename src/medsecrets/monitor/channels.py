@@ -537,6 +537,9 @@ class LogChannel:
     of ``medsecrets.logs`` writes it as a field). Never fails.
     """
 
+    rate_limited: Final = False
+    """Alerts go to the log always: the dispatcher's per-channel limit does not apply."""
+
     def __init__(self, logger_name: str = "medsecrets.alerts", *, name: str = "log") -> None:
         self._name = name
         self._logger = logging.getLogger(logger_name)

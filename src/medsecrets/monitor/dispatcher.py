@@ -17,7 +17,9 @@ Contract:
 * Rate limiting: each channel sends at most ``rate_per_minute`` alerts in any
   60 s (sliding window by ``clock``); an alert over the limit is not sent to
   that channel, is kept in the ring with the channel's status
-  ``rate_limited`` and counted in ``stats()``.
+  ``rate_limited`` and counted in ``stats()``. A channel whose
+  ``rate_limited`` attribute is ``False`` (the log: alerts go to the log
+  always) takes every alert.
 * ``on_alert(alert)`` is called once per non-duplicate alert (rate-limited
   ones included), off the caller's thread; the server uses it to write an
   ``alert`` audit record. Its failures are logged, never raised.
@@ -215,6 +217,11 @@ class AlertDispatcher:
         self._ring: deque[_Entry] = deque(maxlen=ring_size)
         self._open: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._sent_at: dict[str, deque[float]] = {name: deque() for name in self._channels}
+        self._unlimited = frozenset(
+            name
+            for name, channel in self._channels.items()
+            if getattr(channel, "rate_limited", True) is False
+        )
         self._stats: dict[str, _ChannelStats] = {name: _ChannelStats() for name in self._channels}
         self._raised = 0
         self._alerts = 0
@@ -332,6 +339,9 @@ class AlertDispatcher:
 
     def _admit(self, name: str, now: float, entry: _Entry) -> bool:
         """Apply the channel's rate limit; record the entry's status for it."""
+        if name in self._unlimited:
+            entry.deliveries[name] = _Delivery()
+            return True
         sent_at = self._sent_at[name]
         while sent_at and now - sent_at[0] >= _RATE_WINDOW:
             sent_at.popleft()

@@ -95,9 +95,12 @@ class AlertHistory(SealedKeeper):
             if self._stopping.is_set():
                 return
             self._wanted.clear()
+            # Asked before the snapshot: a delivery that ends while the save is written
+            # is pending in it, so it must be saved again (asking after would miss it).
+            pending = self.dispatcher.stats()["pending"]
             self.save(force=True)
-            if self.dispatcher.stats()["pending"]:
-                self._wanted.set()  # deliveries still running: save how they end
+            if pending or self.dispatcher.stats()["pending"]:
+                self._wanted.set()  # deliveries running: save how they end
             self._stopping.wait(self._every)  # at most one save per period
 
     def _load(self, key: bytes) -> None:
