@@ -78,8 +78,9 @@ def process_pool(workers: int) -> Iterator[concurrent.futures.ProcessPoolExecuto
 def read_range(name: str, offset: int, length: int, identity: tuple[int, int]) -> bytes | None:
     """``length`` bytes at ``offset`` of the file at ``name`` (read in a worker, cheaper than
     sending them); ``None`` when that name no longer holds the file whose
-    ``(device, inode)`` is ``identity`` (rotated, replaced) or the file is shorter."""
-    descriptor = os.open(name, os.O_RDONLY)
+    ``(device, inode)`` is ``identity`` (rotated, replaced) or the file is shorter. Opened
+    with ``O_NONBLOCK``: a FIFO put at the name does not block (and is not the file)."""
+    descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         status = os.fstat(descriptor)
         if (status.st_dev, status.st_ino) != identity:

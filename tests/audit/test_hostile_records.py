@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from medsecrets.audit.device import ChainHead
 from medsecrets.audit.export import cef_line, export
 from medsecrets.audit.query import AuditQuery, read_records, record_time, search
 from medsecrets.audit.record import LineError
-from medsecrets.audit.verify import verify
+from medsecrets.audit.verify import verify, verify_files
+from medsecrets.fdio import NotRegularFileError
 from tests.audit.chainmaker import make_log, parse
 
 DEEP = b"[" * 100_000
@@ -66,3 +68,12 @@ def test_search_and_export_of_a_file_with_such_a_time(tmp_path: Path) -> None:
     out = io.StringIO()
     assert export(records, "cef", out) == 1
     assert "rt=" not in out.getvalue()
+
+
+def test_verify_refuses_a_fifo_instead_of_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(NotRegularFileError, match="not a regular file"):
+        verify_files([fifo], workers=0)
+    with pytest.raises(NotRegularFileError):
+        verify_files([tmp_path], workers=0)  # a directory

@@ -95,6 +95,7 @@ from medsecrets.audit.checkpoint import CHECKPOINT_EVERY, verify_checkpoint
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import GENESIS, LineError
 from medsecrets.errors import DecryptionError
+from medsecrets.fdio import open_regular
 from medsecrets.workers import PARALLEL_MIN_BYTES, process_pool, read_range, worker_count
 
 __all__ = [
@@ -572,7 +573,7 @@ def _feed_file(chain: _Chain, path: Path) -> bool:
     A last line without ``\\n`` (a torn write) is fed too, so it is checked
     (and found malformed) rather than ignored. ``False`` once a line is bad.
     """
-    with path.open("rb", buffering=0) as handle:
+    with open_regular(path, buffered=False) as handle:
         rest = b""
         while chunk := handle.read(_CHUNK):
             lines = (rest + chunk if rest else chunk).split(b"\n")
@@ -681,7 +682,7 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes, bytes]]:
     ``rest`` (a torn last line) is ``b""`` for every triple but the last,
     whose block may be empty.
     """
-    with path.open("rb", buffering=0) as handle:
+    with open_regular(path, buffered=False) as handle:
         rest = b""
         offset = 0
         while chunk := handle.read(_CHUNK):

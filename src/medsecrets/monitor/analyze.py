@@ -36,6 +36,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from medsecrets.monitor.sources import (
     BLOCK_BYTES,
     DEFAULT_PREFIX,
     LINE_FORMATS,
+    MAX_LINE_BYTES,
     Format,
     LogFormatError,
     Row,
@@ -126,7 +128,9 @@ def analyze(
     with the bytes (of the files as stored) just done: block by block for a
     plain line log, at its end for a compressed log or a CloudTrail file; the
     calls add up to the files' sizes. Raises ``sources.LogFormatError`` for an
-    unreadable or malformed file.
+    unreadable or malformed file, one that is not a regular file (a FIFO or a
+    pipe: refused, never waited for) and a truncated or corrupt gzip (the
+    bounds of ``monitor.sources`` apply: the same error with or without workers).
     """
     files = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     detectors = DetectorSet.default(config, is_honeytoken)
@@ -193,6 +197,10 @@ def _batches(
 # range itself (cheaper than sending it) and returns its events and line count, or the
 # problem of the first malformed line and where it is in the range. Results are taken in
 # file order, so the line number is the lines of the ranges before plus the line in the range.
+# No ``\n`` within ``MAX_LINE_BYTES`` after the multiple means a line too long: the range is
+# cut there, inside it (so no range is longer than ``BLOCK_BYTES + MAX_LINE_BYTES + 1``),
+# and its worker finds the first line too long (``rows_in_block``: the error the range
+# gives, as reading here gives it); the ranges after it are never used.
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +244,13 @@ def _parse_block(block: bytes, name: str, fmt: Format, prefix: str) -> _Range:
 
 def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
     """``(offset, length)`` of the ranges of whole lines of the open file (the last may lack
-    ``\n``)."""
+    ``\n``), or of a range cut inside a line too long (see the comment above)."""
     start = 0
     while start < size:
         probe = start + BLOCK_BYTES
-        end = size
-        while probe < size:
-            found = os.pread(descriptor, 1 << 16, probe)
+        end = limit = min(size, probe + MAX_LINE_BYTES + 1)
+        while probe < limit:
+            found = os.pread(descriptor, min(1 << 16, limit - probe), probe)
             if not found:
                 break
             newline = found.find(b"\n")
@@ -267,8 +275,11 @@ def _parallel(
     not parse (a dead pool, or the name now naming another file: rotation),
     are read from the file that was opened, never from the name again.
     """
-    descriptor = os.open(name, os.O_RDONLY)
+    descriptor = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO: no wait
     status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):  # replaced since it was sniffed
+        os.close(descriptor)
+        raise LogFormatError("not a regular file", file=name)
     identity = (status.st_dev, status.st_ino)
     window = 2 * max(1, getattr(pool, "_max_workers", 2)) + 2
     pending: collections.deque[tuple[int, int, concurrent.futures.Future[_Range | None]]] = (

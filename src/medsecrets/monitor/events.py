@@ -72,34 +72,46 @@ def parse_time(text: str) -> float:
     """POSIX seconds of an ISO 8601 / RFC 3339 time (``Z`` or an offset; naive means UTC).
 
     The common shape ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (our records,
-    CloudTrail, Vault's nanoseconds) takes a fast path: the minute
-    (``YYYY-MM-DDTHH:MM``) is looked up in a bounded cache and the seconds are
-    added, which gives exactly the float of ``hour + minutes * 60 + seconds``
-    (seconds from 0 to under 61: never ``nan`` or ``inf``). Raises
-    ``ValueError`` for text that is not a time.
+    CloudTrail, Vault's nanoseconds) takes a fast path: the seconds must be
+    ``SS`` or ``SS.`` and any number of digits, in ASCII (below 61); the minute
+    (``YYYY-MM-DDTHH:MM``, checked by ``datetime.fromisoformat`` once, when it
+    enters a bounded cache: ASCII digits, a real date, hour and minute) is
+    looked up and the seconds are added, which gives exactly the float of
+    ``hour + minutes * 60 + seconds``. Any other text (a sign, an exponent,
+    blanks or ``_`` in the seconds, a comma fraction, an offset...) goes to
+    ``datetime.fromisoformat``. Raises ``ValueError`` for text that is not a
+    time.
     """
-    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[13] == ":":
-        minute = text[:16]
-        base = _MINUTES.get(minute)
-        if base is None:
-            base = _minute(minute)
-        seconds = float(text[17:-1])
-        if not 0.0 <= seconds < 61.0 or text[16] != ":":  # also refuses nan and inf
-            raise ValueError("not a time")
-        return base + seconds
-    value = dt.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return (value - _EPOCH).total_seconds()
+    if len(text) >= 20 and text[-1] == "Z" and text[16] == ":":
+        seconds = text[17:-1]
+        if (
+            # SS.fraction (the one "." at 2: removing the first leaves digits), or SS
+            seconds.replace(".", "", 1).isdigit()
+            if text[19] == "."
+            else len(text) == 20 and seconds.isdigit()
+        ) and seconds.isascii():  # isdigit() takes other scripts' digits, as float() does
+            minute = text[:16]
+            base = _MINUTES.get(minute)
+            if base is None:
+                base = _minute(minute)
+            value = float(seconds)
+            if value >= 61.0:
+                raise ValueError("not a time")
+            return base + value
+    value_time = dt.datetime.fromisoformat(text)
+    if value_time.tzinfo is None:
+        value_time = value_time.replace(tzinfo=dt.UTC)
+    return (value_time - _EPOCH).total_seconds()
 
 
 def _minute(minute: str) -> float:
     """POSIX seconds of ``YYYY-MM-DDTHH:MM`` (UTC), remembered in ``_MINUTES``.
 
-    Raises ``ValueError`` for text that is not such a minute.
+    Raises ``ValueError`` for text that is not such a minute (``fromisoformat``
+    reads every field, in ASCII digits; the forms ISO 8601 also allows, such as
+    a week date, give the minute they name).
     """
-    hour = (dt.datetime.fromisoformat(minute[:13] + ":00:00+00:00") - _EPOCH).total_seconds()
-    found = hour + int(minute[14:16]) * 60
+    found = (dt.datetime.fromisoformat(minute + ":00+00:00") - _EPOCH).total_seconds()
     if len(_MINUTES) >= 65536:
         _MINUTES.clear()
     _MINUTES[minute] = found

@@ -6,11 +6,20 @@ and yields events in file order:
 - ``read_ours``: our JSON-lines audit records. Only ``kind: response``
   records become events (a request record says what was asked, its response
   what happened); request, checkpoint and alert records are skipped without
-  being parsed. ``event_from_record`` converts one record (a mapping) and is
-  shared with the online ``MonitorEngine``.
+  being parsed. A line must be one of our records: a JSON object with a
+  ``kind``, or without one (then a response) but with ``seq`` and ``hash``;
+  anything else (a Vault or CloudTrail entry) is refused.
+  ``event_from_record`` converts one record (a mapping) and is shared with the
+  online ``MonitorEngine`` (where a record without ``kind`` is a response).
 - ``read_cloudtrail``: CloudTrail log files: ``{"Records": [...]}`` documents
   (one per file, as CloudTrail delivers them), and also one event per line or
-  EventBridge envelopes (``{"detail": {...}}``). Only Secrets Manager events
+  EventBridge envelopes (``{"detail": {...}}``). Every JSON value of the file
+  must be one of these: ``Records`` a list of objects, an event an object
+  with ``eventVersion`` or ``eventSource``, an envelope's ``detail`` an event
+  (or another EventBridge event, with a ``detail-type``: skipped); anything
+  else (a list, a scalar, one of our records, a Vault entry) is refused.
+  A file is read whole, up to ``MAX_DOCUMENT_BYTES`` (64 MiB) decompressed.
+  Only Secrets Manager events
   (``eventSource`` ``secretsmanager.amazonaws.com``) become events;
   ``BatchGetSecretValue`` with a ``secretIdList`` becomes one read per secret.
   The principal is ``userIdentity.arn`` (else ``principalId``, else the
@@ -20,9 +29,12 @@ and yields events in file order:
   ``EMERGENCY_PATTERN`` (``break-glass``, ``breakglass``, ``emergency``) is an
   emergency credential.
 - ``read_vault``: Vault file audit device JSON lines; ``response`` entries
-  become events. The mount (``request.mount_point``, else the first path
-  segment) is stripped, and so is the KV v2 segment: ``secret/data/<path>``
-  reads are ``read``, ``secret/metadata/<path>`` lists are ``list``. An
+  become events. Every line must be a JSON object with a ``type`` (text:
+  Vault writes ``request`` and ``response``; any other type is skipped);
+  anything else (one of our records) is refused. The mount
+  (``request.mount_point``, else the first path segment) is stripped, and so
+  is the KV v2 segment: ``secret/data/<path>`` reads are ``read``,
+  ``secret/metadata/<path>`` lists are ``list``. An
   ``error`` containing ``permission denied`` (or a missing/invalid token) is
   ``denied``. The principal is ``auth.display_name`` (with
   ``auth.metadata.role_name`` added for AppRole, whose display name is just
@@ -31,9 +43,22 @@ and yields events in file order:
 
 Files are read in 4 MiB blocks; lines that hold one JSON object are parsed by
 orjson, anything else by the standard library (so both accept the same
-lines). ``detect_format`` sniffs a file's first bytes. Malformed input raises
-``LogFormatError`` naming the file and line; no parser echoes a field value
-into an error (logs can hold HMACs, never secrets, but we keep the habit).
+lines, up to ``MAX_NESTING`` levels of nesting). ``detect_format`` sniffs a
+file's first bytes. Malformed input raises ``LogFormatError`` naming the file
+and line; no parser echoes a field value into an error (logs can hold HMACs,
+never secrets, but we keep the habit). Bounds, so that no input crashes,
+hangs or takes unbounded memory:
+
+- only a regular file is read (``LogFormatError`` "not a regular file" for a
+  FIFO, a pipe such as ``<(cat log)``, a device or a directory, before it is
+  opened for reading; it is then opened without blocking): a file is opened
+  several times (sniffed, then read), which a pipe cannot be;
+- a line longer than ``MAX_LINE_BYTES`` (1 MiB) is refused, naming it;
+- nesting deeper than the parsers go (orjson: 1024, the standard library
+  here: ``MAX_NESTING``) is malformed JSON;
+- a truncated or corrupt gzip is ``LogFormatError`` "truncated or corrupt
+  gzip", naming the file;
+- times must be ISO 8601 (``events.parse_time``: strict digits).
 """
 
 from __future__ import annotations
@@ -46,14 +71,15 @@ import json
 import os
 import re
 import typing
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, BinaryIO, Final, Literal
 
 import orjson
 
 from medsecrets.audit.record import FIELDS, Outcome, outcome_for, split_path
 from medsecrets.errors import InvalidRequest
+from medsecrets.fdio import NOT_REGULAR, NotRegularFileError, open_regular
 from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, Operation, parse_time
 
 __all__ = [
@@ -63,7 +89,11 @@ __all__ = [
     "EMERGENCY_PATTERN",
     "EMERGENCY_POLICIES",
     "FORMATS",
+    "GZIP_MAGIC",
     "LINE_FORMATS",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_NESTING",
     "EventFields",
     "Format",
     "LogFormatError",
@@ -79,6 +109,7 @@ __all__ = [
     "read_batches",
     "read_cloudtrail",
     "read_events",
+    "read_log",
     "read_ours",
     "read_vault",
     "rows_in_block",
@@ -145,7 +176,8 @@ _VAULT_WRITES: Final = frozenset({"create", "update", "patch"})
 _VAULT_DENIED = ("permission denied", "invalid token", "missing client token", "bad token")
 
 _decode = json.JSONDecoder().raw_decode
-_SPACE: Final = " \t\r\n"
+_SPACE: Final = re.compile(rb"[ \t\r\n]*")
+"""JSON's blanks (before the document of a CloudTrail file)."""
 
 
 EventFields = tuple[str, str, Operation, str, str, str | None, str | None, Outcome, bool]
@@ -168,17 +200,82 @@ class LogFormatError(InvalidRequest):
         super().__init__(f"{where}{problem}")
 
 
+MAX_LINE_BYTES: Final = 1 << 20
+"""The longest line (without its ``\\n``) of a line log: 1 MiB. A record is a few hundred
+bytes (a Vault entry a few KiB); a longer line is refused (``LogFormatError`` naming it), so
+reading a log never holds more than a block and one line (think of a gzip bomb)."""
+MAX_DOCUMENT_BYTES: Final = 64 << 20
+"""The largest CloudTrail file, decompressed: 64 MiB (CloudTrail delivers files of a few
+MiB at most); a larger one is refused, as it is read whole."""
+MAX_NESTING: Final = 512
+"""The deepest nesting of arrays and objects in a line that orjson does not read whole (the
+standard library reads it; a deeper one is refused, the same way in every process)."""
+_BAD_GZIP: Final = "truncated or corrupt gzip"
+_TOO_LONG: Final = f"a line longer than {MAX_LINE_BYTES} bytes"
+GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+def _open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """``fdio.open_regular``, its refusal of anything but a regular file as
+    ``LogFormatError`` (raises ``OSError`` for a file that cannot be opened)."""
+    try:
+        return open_regular(path)
+    except NotRegularFileError:
+        raise LogFormatError(NOT_REGULAR, file=os.fspath(path)) from None
+
+
 def is_compressed(path: str | os.PathLike[str]) -> bool:
-    """True when the file at ``path`` is gzip (its magic bytes). Raises ``OSError``."""
-    with Path(path).open("rb") as probe:
-        return probe.read(2) == b"\x1f\x8b"
+    """True when the file at ``path`` is gzip (its magic bytes).
+
+    Raises ``LogFormatError`` when it is not a regular file, and ``OSError``.
+    """
+    with _open_regular(path) as probe:
+        return probe.read(2) == GZIP_MAGIC
+
+
+class _GzipLog(gzip.GzipFile):
+    """A gzip stream over a file it closes with itself (``GzipFile`` leaves a given file open)."""
+
+    def __init__(self, raw: BinaryIO, name: str) -> None:
+        self._raw = raw
+        super().__init__(filename=name, mode="rb", fileobj=raw)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def open_log(path: str | os.PathLike[str]) -> IO[bytes]:
-    """Open a log for binary reading, decompressing gzip (recognised by its magic bytes)."""
-    if is_compressed(path):
-        return typing.cast(IO[bytes], gzip.open(path, "rb"))
-    return Path(path).open("rb")
+    """Open a log for binary reading, decompressing gzip (recognised by its magic bytes).
+
+    The file is opened once. Raises ``LogFormatError`` when it is not a regular
+    file (see ``_open_regular``), and ``OSError``. Read it with ``read_log``
+    (a truncated or corrupt gzip raises ``LogFormatError``).
+    """
+    raw = _open_regular(path)
+    try:
+        compressed = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        if compressed:
+            return typing.cast(IO[bytes], _GzipLog(raw, os.fspath(path)))
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+def read_log(stream: IO[bytes], size: int, name: str) -> bytes:
+    """Up to ``size`` bytes of a stream of ``open_log`` (fewer only at its end).
+
+    Raises ``LogFormatError`` naming the file ``name`` for a truncated or
+    corrupt gzip (``EOFError``, ``zlib.error``, ``BadGzipFile``), and ``OSError``.
+    """
+    try:
+        return stream.read(size)
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        raise LogFormatError(_BAD_GZIP, file=name) from None
 
 
 BLOCK_BYTES: Final = 1 << 22
@@ -189,21 +286,56 @@ def line_blocks(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
     """``(number of its first line, block)``: a line log read as blocks of whole lines.
 
     Every block but the last ends with ``\\n``; the last holds what follows the
-    last ``\\n`` (a line without one), if anything.
+    last ``\\n`` (a line without one), if anything. A block is at most
+    ``BLOCK_BYTES + MAX_LINE_BYTES`` long: when the bytes after the last ``\\n``
+    read grow longer than ``MAX_LINE_BYTES``, the blocks before are yielded and
+    then ``LogFormatError`` names that line (``rows_in_block`` refuses a long
+    line within a block). Raises ``LogFormatError`` (see ``open_log`` and
+    ``read_log``) and ``OSError``.
     """
+    name = os.fspath(path)
     with open_log(path) as stream:
         rest = b""
         number = 1
-        while chunk := stream.read(BLOCK_BYTES):
-            data = rest + chunk if rest else chunk
+        while chunk := read_log(stream, BLOCK_BYTES, name):
+            data = rest + chunk if rest else chunk  # rest: at most MAX_LINE_BYTES
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
             if cut:
                 block = data[:cut] if rest else data
                 yield number, block
                 number += block.count(b"\n")
+            if len(rest) > MAX_LINE_BYTES:
+                raise LogFormatError(_TOO_LONG, file=name, line=number)
         if rest:
             yield number, rest
+
+
+def _long_line(block: bytes) -> int:
+    """Offset of the first line of ``block`` longer than ``MAX_LINE_BYTES`` (not counting
+    its ``\\n``; the last line may lack one), or -1. Costs one ``rfind`` per
+    ``MAX_LINE_BYTES`` or so, not one per line."""
+    size = len(block)
+    start = 0
+    while size - start > MAX_LINE_BYTES:
+        newline = block.rfind(b"\n", start, start + MAX_LINE_BYTES + 1)
+        if newline < 0:
+            return start
+        start = newline + 1  # every line from start to newline is short enough
+    return -1
+
+
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS: Final = bytes(range(256)).translate(None, b"[]{}")
+"""Every byte but brackets (``bytes.translate`` deletes them)."""
+_STEP: Final = tuple(1 if byte in b"[{" else -1 for byte in range(256))
+
+
+def _nesting(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``data`` (brackets in strings not counted;
+    an unterminated string's are): no deeper than its count of ``[`` and ``{``."""
+    brackets = _STRING.sub(b"", data).translate(None, _BRACKETS)
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def _object(line: bytes) -> object:
@@ -211,14 +343,21 @@ def _object(line: bytes) -> object:
 
     Raises ``ValueError`` (``UnicodeDecodeError`` is one) when there is none.
     The common case, a line holding one object, is parsed by orjson; any
-    other line by the standard library, so both accept exactly the same lines.
+    other line by the standard library, so both accept the same lines, but
+    for nesting: orjson reads up to 1024 levels, the standard library here
+    up to ``MAX_NESTING`` (a fixed limit: its own depends on the stack).
     """
     if line[:1] == b"{":
         try:
             return orjson.loads(line)
         except orjson.JSONDecodeError:
             pass
-    return _decode(line.decode())[0]
+    if line.count(b"[") + line.count(b"{") > MAX_NESTING and _nesting(line) > MAX_NESTING:
+        raise ValueError("nested too deeply")
+    try:
+        return _decode(line.decode())[0]
+    except RecursionError:  # not below MAX_NESTING, unless called from deep in the stack
+        raise ValueError("nested too deeply") from None
 
 
 def _text(value: object) -> str:
@@ -294,8 +433,11 @@ def _ours_line(line: bytes) -> Row | None:
 
     The rule: a line whose first ``"kind":"`` (within its first 160 bytes) is
     not followed by ``response"`` is skipped unparsed; so is a blank line;
-    any other line must be a JSON object (a record without ``kind`` is a
-    response). Raises ``LogFormatError`` (without file and line).
+    any other line must be a JSON object, and one of our records: a record
+    without ``kind`` is a response if it has ``seq`` and ``hash`` (every line
+    ``render_line`` writes has ``prev``, ``seq``, ``kind`` and ``hash``; a Vault
+    or CloudTrail entry has none of them), else it is refused. Raises
+    ``LogFormatError`` (without file and line).
     """
     kind = line.find(_KIND, 0, 160)
     if kind >= 0 and not line.startswith(_RESPONSE, kind):
@@ -308,6 +450,8 @@ def _ours_line(line: bytes) -> Row | None:
         raise LogFormatError("not a JSON audit record") from None
     if not isinstance(record, dict):
         raise LogFormatError("not a JSON audit record")
+    if "kind" not in record and ("seq" not in record or "hash" not in record):
+        raise LogFormatError("not one of our audit records (no kind, seq and hash)")
     return _record_row(record)
 
 
@@ -455,7 +599,7 @@ def read_ours(path: str | os.PathLike[str]) -> Iterator[AccessEvent]:
     """Events of our audit log at ``path`` (see module docstring)."""
     name = os.fspath(path)
     for number, block in line_blocks(path):
-        yield from events_of(_ours_rows(block, name, number))
+        yield from events_of(rows_in_block("ours", block, file=name, line=number))
 
 
 # --- CloudTrail ----------------------------------------------------------------------------------
@@ -551,37 +695,85 @@ def events_from_cloudtrail(
     return events
 
 
-def _json_values(path: str | os.PathLike[str]) -> Iterator[object]:
-    """Every JSON value in a file: one document, or several (one per line or concatenated)."""
+def _json_values(path: str | os.PathLike[str]) -> Iterator[tuple[int, object]]:
+    """``(line, value)`` of every JSON value in a file: one document, or several (one per line
+    or concatenated), with the line each starts on.
+
+    The file is read whole: one larger than ``MAX_DOCUMENT_BYTES`` (decompressed)
+    is refused. Raises ``LogFormatError`` naming the file (and the line of a
+    malformed value) and ``OSError``.
+    """
     name = os.fspath(path)
     with open_log(path) as stream:
-        data = stream.read()
+        data = read_log(stream, MAX_DOCUMENT_BYTES + 1, name)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise LogFormatError(
+            f"larger than {MAX_DOCUMENT_BYTES} bytes (not a CloudTrail log file)", file=name
+        )
     try:
-        yield orjson.loads(data)  # the common case: one document (CloudTrail's own files)
-        return
+        value = orjson.loads(data)  # the common case: one document (CloudTrail's own files)
     except orjson.JSONDecodeError:
         pass  # several documents, or an error to locate: the exact path below
+    else:
+        lead = _SPACE.match(data)
+        yield data.count(b"\n", 0, lead.end() if lead else 0) + 1, value
+        return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise LogFormatError("not UTF-8 text", file=name, line=line) from None
+    del data
     size = len(text)
+    line, counted = 1, 0  # the line of position ``counted``
     position = _skip_space(text, 0)
     while position < size:
+        line += text.count("\n", counted, position)
+        counted = position
         try:
             value, end = _decode(text, position)
         except ValueError:
-            line = text.count("\n", 0, position) + 1
             raise LogFormatError("not a JSON document", file=name, line=line) from None
-        yield value
+        except RecursionError:
+            problem = "not a JSON document (nested too deeply)"
+            raise LogFormatError(problem, file=name, line=line) from None
+        yield line, value
         position = _skip_space(text, end)
 
 
+_SPACE_TEXT: Final = re.compile(r"[ \t\r\n]*")
+
+
 def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position] in _SPACE:
-        position += 1
-    return position
+    """The position of the first character at or after ``position`` that is not a JSON blank."""
+    found = _SPACE_TEXT.match(text, position)
+    return found.end() if found else position
+
+
+def _is_event(value: Mapping[str, object]) -> bool:
+    """True for what looks like a CloudTrail event (it has ``eventVersion`` or ``eventSource``)."""
+    return "eventVersion" in value or "eventSource" in value
+
+
+def _cloudtrail_records(value: object) -> tuple[list[object], bool] | str:
+    """``(records, whether they are a Records list)`` of one JSON value of a CloudTrail file,
+    or the problem that makes it none of the shapes ``read_cloudtrail`` takes."""
+    if not isinstance(value, dict):
+        return "not a CloudTrail log (a JSON object was expected)"
+    if "Records" in value:
+        records = value["Records"]
+        if not isinstance(records, list):
+            return "not a CloudTrail log (Records is not a list)"
+        return records, True
+    if _is_event(value):
+        return [value], False
+    detail = value.get("detail")
+    if isinstance(detail, dict):  # an EventBridge envelope
+        if _is_event(detail):
+            return [detail], False
+        if "detail-type" in value:
+            return [], False  # another EventBridge event: none of CloudTrail's
+    return "not a CloudTrail log (no Records, CloudTrail event or EventBridge envelope)"
 
 
 def read_cloudtrail(
@@ -589,24 +781,29 @@ def read_cloudtrail(
 ) -> Iterator[AccessEvent]:
     """Secrets Manager events of a CloudTrail log file (see module docstring).
 
-    CloudTrail does not promise time order inside or across files; the
-    analyzer reorders (``monitor.analyze``).
+    Every JSON value of the file must be an object: a ``{"Records": [...]}``
+    document (a list of objects), a CloudTrail event (it has ``eventVersion``
+    or ``eventSource``) or an EventBridge envelope (a ``detail`` object: a
+    CloudTrail event, or skipped when it is another event with a
+    ``detail-type``). Anything else raises ``LogFormatError`` naming the file
+    and the line the value starts on (for a bad record of a ``Records`` list,
+    its number in the list). CloudTrail does not promise time order inside
+    or across files; the analyzer reorders (``monitor.analyze``).
     """
     name = os.fspath(path)
-    for value in _json_values(path):
-        if not isinstance(value, Mapping):
-            continue
-        records = value.get("Records")
-        if not isinstance(records, list):
-            detail = value.get("detail")
-            records = [detail if isinstance(detail, Mapping) else value]
-        for record in records:
-            if not isinstance(record, Mapping):
-                continue
+    for line, value in _json_values(path):
+        found = _cloudtrail_records(value)
+        if isinstance(found, str):
+            raise LogFormatError(found, file=name, line=line)
+        records, listed = found
+        for number, record in enumerate(records, 1):
             try:
+                if not isinstance(record, dict):
+                    raise LogFormatError("not a CloudTrail event")
                 yield from events_from_cloudtrail(record, prefix=prefix)
             except LogFormatError as exc:
-                raise LogFormatError(exc.problem, file=name) from None
+                where = f" (record {number} of Records)" if listed else ""
+                raise LogFormatError(f"{exc.problem}{where}", file=name, line=line) from None
 
 
 # --- Vault ---------------------------------------------------------------------------------------
@@ -726,7 +923,10 @@ def _vault_row(entry: Mapping[str, object], prefix: str) -> Row | None:
 def _vault_rows(block: bytes, name: str, number: int, prefix: str) -> list[Row]:
     """The rows of a block of whole lines of a Vault log whose first line is ``number``.
 
-    Raises ``LogFormatError`` naming the file and line.
+    A line with ``"type":"request"`` in its first 80 bytes is skipped
+    unparsed, and so is a blank line; any other line must be a JSON object
+    with a ``type`` (text: Vault writes ``request`` and ``response``). Raises
+    ``LogFormatError`` naming the file and line.
     """
     rows: list[Row] = []
     for at, line in enumerate(block.split(b"\n"), number):
@@ -738,6 +938,8 @@ def _vault_rows(block: bytes, name: str, number: int, prefix: str) -> list[Row]:
             raise LogFormatError("not a JSON audit entry", file=name, line=at) from None
         if not isinstance(entry, dict):
             raise LogFormatError("not a JSON audit entry", file=name, line=at)
+        if type(entry.get("type")) is not str:
+            raise LogFormatError("not a Vault audit entry (no type)", file=name, line=at)
         try:
             row = _vault_row(entry, prefix)
         except LogFormatError as exc:
@@ -753,7 +955,7 @@ def read_vault(
     """Events of a Vault file audit log (see module docstring)."""
     name = os.fspath(path)
     for number, block in line_blocks(path):
-        yield from events_of(_vault_rows(block, name, number, prefix))
+        yield from events_of(rows_in_block("vault", block, file=name, line=number, prefix=prefix))
 
 
 # --- dispatch ------------------------------------------------------------------------------------
@@ -762,13 +964,14 @@ def read_vault(
 def detect_format(path: str | os.PathLike[str]) -> Format:
     """``ours``, ``cloudtrail`` or ``vault``, by sniffing the first bytes of ``path``.
 
-    Raises ``LogFormatError`` when the file is unreadable or none matches.
+    Raises ``LogFormatError`` when the file is unreadable, not a regular file,
+    a truncated or corrupt gzip, or none matches.
     """
     name = os.fspath(path)
     try:
         with open_log(path) as stream:
-            head = stream.read(8192).lstrip()
-    except (OSError, EOFError) as exc:
+            head = read_log(stream, 8192, name).lstrip()
+    except OSError as exc:
         problem = getattr(exc, "strerror", None) or "unreadable"
         raise LogFormatError(f"cannot read the log ({problem})", file=name) from None
     if head.startswith(b'{"prev":"') or (b'"kind":"' in head and b'"request_id"' in head):
@@ -795,9 +998,16 @@ def rows_in_block(
     """The events of ``block``, whole lines of a line log (``LINE_FORMATS``), as rows.
 
     ``file`` and ``line`` (the number of the block's first line) locate a
-    malformed line in the ``LogFormatError`` raised for it. The events of a
-    file's blocks, one after the other, are exactly those of ``read_events``.
+    malformed line in the ``LogFormatError`` raised for it: the first one, a
+    line longer than ``MAX_LINE_BYTES`` included (the lines before it are
+    parsed first). The events of a file's blocks, one after the other, are
+    exactly those of ``read_events``.
     """
+    if len(block) > MAX_LINE_BYTES:
+        long = _long_line(block)
+        if long >= 0:
+            rows_in_block(fmt, block[:long], file=file, line=line, prefix=prefix)
+            raise LogFormatError(_TOO_LONG, file=file, line=line + block.count(b"\n", 0, long))
     if fmt == "ours":
         return _ours_rows(block, file, line)
     if fmt == "vault":
