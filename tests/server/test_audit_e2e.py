@@ -158,6 +158,11 @@ def test_metrics_count_requests_and_report_the_device(server: ServerProcess) -> 
     assert 'medsecrets_audit_device_up{device="file"} 1.0' in text
     assert "medsecrets_sealed 0.0" in text
     assert server.token not in text
+    # the detectors' series in both modes (in the audit process or in the server process),
+    # every detector from the start
+    for detector in ("rate", "honeytoken", "failed_burst"):
+        assert f'medsecrets_anomalies_total{{detector="{detector}"}}' in text
+    assert "medsecrets_monitor_dropped_events_total" in text
 
     def scrapes_audited() -> bool:  # scrapes serve no secret: their records are not awaited
         records = [json.loads(x) for x in audit_file(server).read_text().splitlines() if x]

@@ -46,7 +46,7 @@ from medsecrets.monitor.channels import (
     SmtpChannel,
     WebhookChannel,
 )
-from medsecrets.monitor.detectors import DetectorSet
+from medsecrets.monitor.detectors import DETECTOR_NAMES, DetectorSet
 from medsecrets.monitor.dispatcher import AlertDispatcher
 from medsecrets.monitor.engine import MonitorEngine
 from medsecrets.monitor.history import KEY_LABEL as HISTORY_KEY
@@ -120,13 +120,15 @@ class AuditStack:
 
     # -- counters for metrics ----------------------------------------------------------
     def anomaly_counts(self) -> dict[str, int]:
-        """Alerts raised so far, by detector."""
+        """Alerts raised so far, by detector (every detector of ``DETECTOR_NAMES``, zero
+        included: in the audit process's mode, counts arrive with its alerts)."""
         if self.alerts_in is not None:
-            return dict(self.alerts_in.counts)
+            return dict.fromkeys(DETECTOR_NAMES, 0) | self.alerts_in.counts
         return dict(self.detectors.counts) if self.detectors is not None else {}
 
     def dropped_events(self) -> int:
-        """Audit events the monitor dropped (queue full)."""
+        """Audit events the monitor dropped (queue full; the audit process's detectors run
+        on every batch it writes and drop none)."""
         return self.monitor.dropped if self.monitor is not None else 0
 
     def alert_counts(self) -> dict[tuple[str, str], int]:

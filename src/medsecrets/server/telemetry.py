@@ -51,8 +51,7 @@ def build_metrics(core: Core, stack: AuditStack) -> Metrics:
                 if "spool_pending" in h
             ],
         )
-    monitor = stack.monitor
-    if monitor is not None:
+    if stack.monitor is not None or stack.alerts_in is not None:  # in process or not
         metrics.provide(
             ANOMALIES,
             lambda: [((name,), float(n)) for name, n in stack.anomaly_counts().items()],
