@@ -54,6 +54,12 @@ recipients = ["b@example.test"]
     assert s.monitor.channels[0].recipients == ("b@example.test",)
 
 
+SMTP = (
+    '[[alerts.channel]]\ntype = "smtp"\nhost = "smtp.example"\nsender = "a@b.c"\n'
+    'recipients = ["x@y.z"]\n'
+)
+
+
 @pytest.mark.parametrize(
     ("text", "names"),
     [
@@ -71,6 +77,15 @@ recipients = ["b@example.test"]
         ('[[alerts.channel]]\ntype = "smtp"\nhost = "h"\n', "alerts.channel[0]"),
         ("[audit]\ndevice = 3\n", "audit.device"),
         ("[audit]\ntimeout = 9.0\n", "audit.timeout"),
+        # what the device and channel classes refuse is refused here, naming the entry
+        ('[[audit.device]]\ntype = "http"\nurl = "http://s/x"\nbatch_size = 0\n', "batch_size"),
+        ('[[audit.device]]\ntype = "http"\nurl = "http://s"\nspool_max_bytes = 0\n', "spool_max"),
+        ('[[audit.device]]\ntype = "http"\nurl = "http://[::1/x"\n', "audit.device[0].url"),
+        ('[[alerts.channel]]\ntype = "slack"\nurl = "http://u:PW@[::1/x"\n', "channel[0].url"),
+        ('[[alerts.channel]]\ntype = "slack"\nurl = "http://h:99999/x"\n', "channel[0].url"),
+        (SMTP + "port = 70000\n", "alerts.channel[0].port"),
+        (SMTP + 'username = "u"\n', "alerts.channel[0]"),
+        (SMTP + 'username = "u"\npassword = "p"\n', "alerts.channel[0].starttls"),
     ],
 )
 def test_bad_entries_name_the_setting(tmp_path: Path, text: str, names: str) -> None:

@@ -58,6 +58,8 @@ __all__ = [
     "SlackChannel",
     "SmtpChannel",
     "WebhookChannel",
+    "check_http_url",
+    "is_loopback",
     "redact_url",
     "sign_webhook",
     "verify_webhook_signature",
@@ -120,9 +122,17 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{'/***' if hidden else ''}"
 
 
-def _check_http_url(setting: str, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def check_http_url(setting: str, url: str) -> None:
+    """``ConfigError`` naming ``setting`` unless ``url`` is an http(s) URL with a host (and a
+    valid port) that both the standard library and httpx read; never echoes the URL (it may
+    hold credentials)."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise ConfigError(f"{setting}: not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise ConfigError(f"{setting}: must be an http(s) URL with a host")
 
 
@@ -196,7 +206,7 @@ class _HttpChannel:
     """Shared HTTP POST plumbing of the webhook channels (one sync httpx client each)."""
 
     def __init__(self, name: str, url: str, *, setting: str, timeout: float) -> None:
-        _check_http_url(setting, url)
+        check_http_url(setting, url)
         _check_timeout(timeout)
         self._name = name
         self._url = Sensitive(str(httpx.URL(url)))
@@ -395,7 +405,8 @@ class WebhookChannel(_HttpChannel):
 # --------------------------------------------------------------------------- email
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
     if host == "localhost":
         return True
     try:
@@ -440,7 +451,7 @@ class SmtpChannel:
             raise ConfigError("smtp recipients: at least one email address is required")
         if (username is None) != (password is None):
             raise ConfigError("smtp username/password: give both or neither")
-        if username is not None and not starttls and not _is_loopback(host):
+        if username is not None and not starttls and not is_loopback(host):
             raise ConfigError("smtp starttls: required to send a password to a remote server")
         _check_timeout(timeout)
         self._name = name

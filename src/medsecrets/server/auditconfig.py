@@ -46,6 +46,7 @@ from typing import Literal
 
 from medsecrets.audit.syslog import FACILITIES
 from medsecrets.errors import ConfigError
+from medsecrets.monitor.channels import check_http_url, is_loopback
 
 __all__ = [
     "AlertChannelSettings",
@@ -194,14 +195,19 @@ def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, 
             url = values.get("url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ConfigError(f"setting '{where}.url' ({source}): an http(s) URL is required")
+            check_http_url(f"setting '{where}.url' ({source})", url)
         if kind == "syslog" and values.get("facility", "auth") not in _FACILITIES:
             raise ConfigError(
                 f"setting '{where}.facility' ({source}): must be a syslog facility name"
             )
-        for key in ("max_bytes", "keep", "spool_max_bytes", "batch_size", "rotate_interval"):
+        for key in ("max_bytes", "keep", "rotate_interval"):
             number = values.get(key)
             if isinstance(number, int | float) and number < 0:
                 raise ConfigError(f"setting '{where}.{key}' ({source}): must not be negative")
+        for key in ("spool_max_bytes", "batch_size"):
+            number = values.get(key)
+            if isinstance(number, int) and number <= 0:
+                raise ConfigError(f"setting '{where}.{key}' ({source}): must be positive")
         encrypt = values.get("encrypt")
         if isinstance(encrypt, str) and encrypt and "#" not in encrypt:
             raise ConfigError(f"setting '{where}.encrypt' ({source}): must be SECRET_PATH#FIELD")
@@ -209,6 +215,23 @@ def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, 
         values.setdefault("required", kind not in ("syslog", "stdout"))
         found.append(AuditDeviceSettings(**values))  # type: ignore[arg-type]
     return tuple(found)
+
+
+def _check_smtp(values: Mapping[str, object], where: str, source: str) -> None:
+    """The rules ``SmtpChannel`` enforces, named after the entry."""
+    port = values.get("port", 25)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"setting '{where}.port' ({source}): must be from 1 to 65535")
+    if "@" not in str(values.get("sender")):
+        raise ConfigError(f"setting '{where}.sender' ({source}): must be an e-mail address")
+    username, password = values.get("username"), values.get("password")
+    if bool(username) != bool(password):
+        raise ConfigError(f"setting '{where}' ({source}): give both username and password")
+    if password and not values.get("starttls") and not is_loopback(str(values.get("host"))):
+        raise ConfigError(
+            f"setting '{where}.starttls' ({source}): required to send a password to a remote "
+            "server"
+        )
 
 
 def parse_alert_channels(raw: object, source: str) -> tuple[AlertChannelSettings, ...]:
@@ -224,6 +247,7 @@ def parse_alert_channels(raw: object, source: str) -> tuple[AlertChannelSettings
             url = values.get("url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ConfigError(f"setting '{where}.url' ({source}): an http(s) URL is required")
+            check_http_url(f"setting '{where}.url' ({source})", url)
         if kind == "webhook" and len(str(values.get("secret", ""))) < 16:
             raise ConfigError(
                 f"setting '{where}.secret' ({source}): a signing secret of 16+ characters"
@@ -239,6 +263,7 @@ def parse_alert_channels(raw: object, source: str) -> tuple[AlertChannelSettings
                 raise ConfigError(
                     f"setting '{where}.recipients' ({source}): must be e-mail addresses"
                 )
+            _check_smtp(values, where, source)
             values["recipients"] = tuple(recipients)
         found.append(AlertChannelSettings(**values))  # type: ignore[arg-type]
     return tuple(found)
