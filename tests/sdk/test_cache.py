@@ -200,6 +200,10 @@ def test_refresh_now_and_invalidate(
 
 
 def test_bad_settings_are_refused(source: Counting) -> None:
-    for bad in ({"ttl": 0}, {"refresh_ahead": 1.5}, {"jitter": 1.0}, {"max_stale": -1}):
+    nan, inf = float("nan"), float("inf")
+    for bad in (
+        {"ttl": 0}, {"refresh_ahead": 1.5}, {"jitter": 1.0}, {"max_stale": -1},
+        {"ttl": nan}, {"ttl": inf}, {"max_stale": nan}, {"refresh_ahead": nan}, {"jitter": nan},
+    ):  # fmt: skip
         with pytest.raises(ValueError):
             SecretCache(source, **bad)  # type: ignore[arg-type]

@@ -13,8 +13,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from medsecrets.errors import AuthenticationError, SealedError
+from medsecrets.errors import AuthenticationError, InvalidRequest, SealedError
 from medsecrets.sdk import AsyncClient, Client, ServerUnavailableError, UnexpectedResponseError
+from medsecrets.sdk.errors import RequestTimedOut
 from medsecrets.sdk.transport import RetryPolicy
 
 SECRET = {
@@ -193,7 +194,7 @@ def test_settings_come_from_the_environment() -> None:
     assert Client(env={}).addresses == ("http://127.0.0.1:8200",)
     with pytest.raises(ValueError):
         Client("ftp://x", env={})
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="cannot use the CA file"):
         Client(A, env={"MEDSECRETS_CACERT": "/nonexistent/ca.pem"})
 
 
@@ -264,3 +265,68 @@ def test_transport_errors_are_not_chained_to_the_request_and_its_token() -> None
     with pytest.raises(ServerUnavailableError) as info:
         client.get("medessence/development/database")
     assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+# -- review findings: what is never sent, never retried, never leaked -------------------
+def test_dot_segments_are_refused_before_anything_is_sent() -> None:
+    """httpx resolves ``..``: ``restore("../sys/seal")`` reached ``/v1/sys/seal``."""
+    script = Script([200] * 10)
+    client, _ = make(script)
+    for call in (
+        lambda: client.restore("../sys/seal"),
+        lambda: client.key_versions("../../secrets/x"),
+        lambda: client.describe("medessence/./development/database"),
+        lambda: client.get("medessence/development/database/.."),
+    ):
+        with pytest.raises(InvalidRequest, match=r"'\.' or '\.\.' segment"):
+            call()
+    assert script.requests == []
+
+
+def test_a_write_whose_answer_was_lost_is_not_written_again() -> None:
+    """A retried PUT added a second version; a retried DELETE reported its own deletion."""
+
+    def lost(request: httpx.Request) -> Exception:
+        return httpx.ReadError("connection reset after the request", request=request)
+
+    for write in (
+        lambda c: c.put("medessence/development/database", {"password": "x" * 20}),
+        lambda c: c.delete("medessence/development/database"),
+    ):
+        script = Script([lost, 200, 200])
+        client, sleeps = make(script)
+        with pytest.raises(ServerUnavailableError):
+            write(client)
+        assert len(script.requests) == 1 and sleeps == []
+        script = Script([refuse, lost])  # never sent: retried; then lost: not again
+        client, _ = make(script, retries=3)
+        with pytest.raises(ServerUnavailableError):
+            write(client)
+        assert len(script.requests) == 2
+
+
+def test_a_server_timeout_is_its_own_error_and_a_write_is_not_retried() -> None:
+    timeout = {"error": {"code": "timeout", "message": "the request timed out; outcome unknown"}}
+    script = Script([httpx.Response(503, json=timeout)] * 5)
+    client, _ = make(script)
+    with pytest.raises(RequestTimedOut):
+        client.put("medessence/development/database", {"password": "x" * 20})
+    assert len(script.requests) == 1
+    assert not issubclass(RequestTimedOut, SealedError)
+
+
+def test_bad_settings_and_bodies_fail_before_sending_and_name_no_value() -> None:
+    script = Script([200] * 10)
+    for timeout in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="timeout"):
+            make(script, timeout=timeout)
+    with pytest.raises(ValueError, match="cannot use the CA file"):
+        Client(A, "t", cacert="/nonexistent/ca.pem", env={})
+    client, _ = make(script)
+    canary = "canary-value-\ud800-lone-surrogate"
+    with pytest.raises(InvalidRequest) as caught:
+        client.put("medessence/development/database", {"password": canary})
+    assert "canary" not in str(caught.value) and caught.value.__context__ is None
+    with pytest.raises(InvalidRequest, match="NaN or infinity"):
+        client.token_create(paths=["medessence/"], capabilities=["read"], ttl=float("nan"))
+    assert script.requests == []

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from medsecrets.sdk.cache import SecretCache
     from medsecrets.sdk.client import Client
     from medsecrets.sdk.errors import (
+        RequestTimedOut,
         ServerError,
         ServerUnavailableError,
         UnexpectedResponseError,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncClient",
     "Client",
+    "RequestTimedOut",
     "Secret",
     "SecretCache",
     "ServerError",
@@ -46,6 +48,7 @@ Secret = SecretVersion
 _EXPORTS = {
     "AsyncClient": "medsecrets.sdk.aclient",
     "Client": "medsecrets.sdk.client",
+    "RequestTimedOut": "medsecrets.sdk.errors",
     "SecretCache": "medsecrets.sdk.cache",
     "ServerError": "medsecrets.sdk.errors",
     "ServerUnavailableError": "medsecrets.sdk.errors",

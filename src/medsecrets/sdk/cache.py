@@ -34,6 +34,7 @@ Contract:
 
 from __future__ import annotations
 
+import math
 import random as _random
 import threading
 import time
@@ -118,8 +119,8 @@ class SecretCache:
         background: bool = True,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        if ttl <= 0 or max_stale < 0:
-            raise ValueError("ttl must be positive and max_stale not negative")
+        if not (math.isfinite(ttl) and ttl > 0 and math.isfinite(max_stale) and max_stale >= 0):
+            raise ValueError("ttl must be a positive and max_stale a non-negative finite number")
         if not 0 < refresh_ahead <= 1 or not 0 <= jitter < 1:
             raise ValueError("refresh_ahead must be in (0, 1] and jitter in [0, 1)")
         self._client = client

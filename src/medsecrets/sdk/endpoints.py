@@ -9,10 +9,15 @@ that may have been applied leaves the same state: ``sys/seal``,
 ``generate`` (no state), ``sys/audit/hash`` (no state), ``token/lookup`` and
 ``token/revoke``. Never
 retried after they may have been applied: ``init``, ``unseal``,
-``sys/rotate``, ``rekey``, key rotation, ``restore`` and ``token/create``.
-``PUT /v1/secrets`` is retried (the contract treats PUT as idempotent); a
-repeat after a lost answer can add a second version with the same fields,
-unless ``cas`` is given, in which case the repeat reports ``CasConflictError``.
+``sys/rotate``, ``rekey``, key rotation, ``restore``, ``token/create``, and
+the secret writes ``PUT`` and ``DELETE`` (a repeat after a lost answer would add
+a second version, or report the deletion it made as ``ScheduledForDeletion``):
+those are retried only when the request never left (no connection), and a
+lost answer surfaces as an error, to be checked by a read.
+
+Every path goes into the URL as it is: a ``.`` or ``..`` segment is refused
+here (``InvalidRequest``) before anything is sent, since HTTP clients resolve
+them and the request would reach another route.
 """
 
 from __future__ import annotations
@@ -116,7 +121,13 @@ def _member(cls: type[T], key: str) -> Callable[[object], T]:
 
 
 def _seg(path: str) -> str:
-    """``path`` for the URL: ``/``-separated, every other reserved character escaped."""
+    """``path`` for the URL: ``/``-separated, every other reserved character escaped;
+    ``InvalidRequest`` for a ``.`` or ``..`` segment (it would be resolved away, and the
+    request would reach another route)."""
+    if not isinstance(path, str):
+        raise InvalidRequest("a path must be a string")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise InvalidRequest("a path must not have a '.' or '..' segment")
     return quote(path, safe="/")
 
 
@@ -221,7 +232,7 @@ def put(
         body["tags"] = dict(tags)
     return Call(
         "PUT", f"/v1/secrets/{_seg(path)}", _member(VersionInfo, "version"), body=body,
-        subject=path,
+        subject=path, retry_safe=False,
     )  # fmt: skip
 
 
@@ -319,7 +330,7 @@ def delete(path: str, *, recovery_days: int | None, force: bool) -> Call[SecretM
         params.append(("force", "true"))
     return Call(
         "DELETE", f"/v1/secrets/{_seg(path)}", _reader(SecretMetadata), params=tuple(params),
-        subject=path,
+        subject=path, retry_safe=False,
     )  # fmt: skip
 
 

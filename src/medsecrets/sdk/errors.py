@@ -44,6 +44,7 @@ from medsecrets.errors import (
 
 __all__ = [
     "ERROR_TABLE",
+    "RequestTimedOut",
     "ServerError",
     "ServerUnavailableError",
     "UnexpectedResponseError",
@@ -61,6 +62,13 @@ class ServerError(MedsecretsError):
     """The server reported an internal failure (HTTP 500) or an unknown 5xx status."""
 
     code = "internal"
+
+
+class RequestTimedOut(MedsecretsError):
+    """The server gave up on the request after its ``request_timeout`` (503 ``timeout``):
+    the outcome of a write is unknown, so read before retrying it."""
+
+    code = "timeout"
 
 
 class UnexpectedResponseError(MedsecretsError):
@@ -90,6 +98,7 @@ ERROR_TABLE: tuple[tuple[int, str, type[MedsecretsError]], ...] = (
     (503, "sealed", SealedError),
     (503, "not_initialized", NotInitializedError),
     (503, "audit_failure", AuditFailure),
+    (503, "timeout", RequestTimedOut),
 )
 """``(status, code, class)``: the one table. The first row of each status is its fallback."""
 

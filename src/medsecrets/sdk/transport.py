@@ -26,6 +26,7 @@ The address that worked is kept (sticky) for later calls of the same client.
 from __future__ import annotations
 
 import json
+import math
 import os
 import ssl
 import threading
@@ -35,7 +36,7 @@ from typing import Generic, Literal, TypeVar
 
 import httpx
 
-from medsecrets.errors import MedsecretsError
+from medsecrets.errors import InvalidRequest, MedsecretsError
 from medsecrets.sdk.errors import (
     ServerUnavailableError,
     UnexpectedResponseError,
@@ -203,12 +204,18 @@ def resolve_settings(
     """Settings from arguments, falling back to ``MEDSECRETS_ADDR`` (comma-separated),
     ``MEDSECRETS_TOKEN`` and ``MEDSECRETS_CACERT``, then to ``DEFAULT_ADDR``."""
     environ = os.environ if env is None else env
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError("timeout must be a positive number of seconds")
     addresses = _split_addresses(addr if addr is not None else environ.get(ENV_ADDR, ""))
     raw_token = token if token is not None else environ.get(ENV_TOKEN) or None
     ca = cacert if cacert is not None else environ.get(ENV_CACERT) or None
     tls: ssl.SSLContext | bool = verify
     if verify and ca is not None:
-        tls = ssl.create_default_context(cafile=ca)
+        try:
+            tls = ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ValueError(f"cannot use the CA file {ca!r}: {reason}") from None
     return ClientSettings(
         addresses=addresses or (DEFAULT_ADDR,),
         token=_checked_token(raw_token),
@@ -322,8 +329,21 @@ class Attempts:
 
 
 def encode(body: object) -> bytes:
-    """The JSON bytes of a request body."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """The JSON bytes of a request body.
+
+    ``InvalidRequest`` for text that is not Unicode (a lone surrogate) and for
+    numbers JSON cannot hold (NaN, infinities), before anything is sent. It
+    names nothing of the body and is raised outside the failed encoding's
+    handler, so no exception context keeps the body (it may hold secret values).
+    """
+    try:
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode()
+    except UnicodeEncodeError:
+        problem = "the request holds text that is not valid Unicode"
+    except ValueError:
+        problem = "the request holds a number JSON cannot hold (NaN or infinity)"
+    raise InvalidRequest(problem)
 
 
 def decode(call: Call[T], content: bytes) -> T:
