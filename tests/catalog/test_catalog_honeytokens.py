@@ -87,6 +87,11 @@ BAD = {
         "honeytokens:\n  - production/database/x\n  - production/database/x  #<\n",
         "duplicate 'production/database/x' (first on line",
     ),
+    # paths no secret can have (the store's naming rules): such a decoy could never fire
+    "dot-dot": ("honeytokens:\n  - production/database/../x  #<\n", "segment '..'"),
+    "space": ("honeytokens:\n  - production/database/x y  #<\n", "segment 'x y'"),
+    "wildcard": ("honeytokens:\n  - '*/database'  #<\n", "segment '*'"),
+    "bad-environment": ("honeytokens:\n  - Prod/database/x  #<\n", "environment 'Prod'"),
 }
 
 

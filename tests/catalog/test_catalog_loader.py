@@ -355,6 +355,29 @@ BAD: dict[str, tuple[str, str]] = {
         "merge keys",
     ),
     "empty-file": ("# nothing here  #<\n", "empty"),
+    # values a generator makes must pass the field's own validators
+    "generator-versus-hex-length": (
+        BASE.replace("generator: aes-256-key", "generator: {kind: hex, bytes: 16}  #<"),
+        "a value of the generator fails a validator: must be exactly 64 hexadecimal",
+    ),
+    "generator-versus-classes": (
+        BASE.replace(
+            "generator: aes-256-key", "generator: {kind: password, length: 24, symbols: false}  #<"
+        ).replace("{kind: hex, length: 64}", "{kind: password-classes}"),
+        "a value of the generator fails a validator: must contain at least a symbol",
+    ),
+    "contradictory-lengths": (
+        BASE.replace("generator: aes-256-key", "generator: {kind: password, length: 8}  #<")
+        .replace(
+            "{kind: hex, length: 64}",
+            "{kind: min-length, length: 50}\n          - {kind: max-length, length: 10}",
+        ),
+        "a value of the generator fails a validator",
+    ),
+    "nan-parameter": (
+        BASE.replace("{kind: hex, length: 64}", "{kind: entropy, bits_per_char: .nan}  #<"),
+        "must be a finite number",
+    ),
     "dev-environments-not-a-list": (
         BASE.replace("version: 1", "version: 1\ndevelopment_environments: dev  #<"),
         "must be a list",

@@ -60,7 +60,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from medsecrets.catalog.generators import GENERATORS
+from medsecrets.catalog.generators import GENERATORS, generate
 from medsecrets.catalog.model import (
     CATEGORY_NAME,
     DUMMY_MARKER,
@@ -93,6 +93,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 DEFAULT_DEVELOPMENT_ENVIRONMENTS = ("development", "dev", "local", "test")
 
+_GENERATED_SAMPLES = 3
+"""Values drawn from each generated field's generator when a catalog is loaded, to check them
+against its validators."""
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -402,6 +405,16 @@ class _Parser:
             )
         except CatalogError as exc:  # pragma: no cover - shape rules are checked above
             self.fail(key, exc.problem)
+        if generator is not None and validators:
+            # Values the generator makes must pass the field's own validators (else every
+            # write and rotation of the field fails): a few samples, one bad is enough.
+            for _ in range(_GENERATED_SAMPLES):
+                rule = spec.check(generate(generator.kind, **generator.params).reveal())
+                if rule is not None:
+                    self.fail(
+                        entries["generator"][1],
+                        f"{what}: a value of the generator fails a validator: {rule}",
+                    )
         if source == "provided":
             sample = dummy if dummy is not None else f"{DUMMY_MARKER}-{name}-0123456789abcdef"
             rule = spec.check(sample)

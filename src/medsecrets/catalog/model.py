@@ -468,12 +468,18 @@ def honeytoken_problem(path: str, categories: Mapping[str, Category]) -> str | N
     no empty segment, no surrounding slash, and its category is declared (the decoy must
     look like, and be stored as, a real secret of that category).
     """
+    from medsecrets.engines.secrets.paths import parse_path  # the store's own naming rules
+
     segments = path.split("/")
     if len(segments) < 2 or any(not s.strip() or s != s.strip() for s in segments):
         return "expected <environment>/<category>[/<name>] relative to the prefix"
     if segments[1] not in categories:
         known = ", ".join(categories)
         return f"unknown category {segments[1]!r} (known: {known})"
+    try:  # a path no secret can have could never be read: the decoy would never fire
+        parse_path(f"p/{path}", prefix="p", categories=categories)
+    except InvalidRequest as exc:
+        return exc.message
     return None
 
 

@@ -77,7 +77,7 @@ __all__ = [
 
 _TYPE_NAMES: Mapping[type, str] = {
     int: "an integer",
-    float: "a number",
+    float: "a finite number",
     str: "a string",
     bool: "a boolean",
 }
@@ -109,8 +109,10 @@ def _coerce(spec: Parameter, value: object) -> ParamValue | None:
         return None
     if spec.type is int:
         return value if isinstance(value, int) else None
-    if spec.type is float:
-        return float(value) if isinstance(value, int | float) else None
+    if spec.type is float:  # a finite number: NaN compares false with every bound
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return None
+        return float(value)
     return value if isinstance(value, str) else None
 
 
