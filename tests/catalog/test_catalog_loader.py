@@ -367,8 +367,9 @@ BAD: dict[str, tuple[str, str]] = {
         "a value of the generator fails a validator: must contain at least a symbol",
     ),
     "contradictory-lengths": (
-        BASE.replace("generator: aes-256-key", "generator: {kind: password, length: 8}  #<")
-        .replace(
+        BASE.replace(
+            "generator: aes-256-key", "generator: {kind: password, length: 8}  #<"
+        ).replace(
             "{kind: hex, length: 64}",
             "{kind: min-length, length: 50}\n          - {kind: max-length, length: 10}",
         ),

@@ -229,8 +229,7 @@ def _check_smtp(values: Mapping[str, object], where: str, source: str) -> None:
         raise ConfigError(f"setting '{where}' ({source}): give both username and password")
     if password and not values.get("starttls") and not is_loopback(str(values.get("host"))):
         raise ConfigError(
-            f"setting '{where}.starttls' ({source}): required to send a password to a remote "
-            "server"
+            f"setting '{where}.starttls' ({source}): required to send a password to a remote server"
         )
 
 
