@@ -330,3 +330,13 @@ def test_bad_settings_and_bodies_fail_before_sending_and_name_no_value() -> None
     with pytest.raises(InvalidRequest, match="NaN or infinity"):
         client.token_create(paths=["medessence/"], capabilities=["read"], ttl=float("nan"))
     assert script.requests == []
+
+
+@pytest.mark.parametrize(
+    "addr",
+    ["http://user:canary-pw@127.0.0.1:8200", "https://canary-pw@[::1", "http://u:canary-pw@h/x"],
+)
+def test_an_address_with_credentials_is_refused_without_echoing_them(addr: str) -> None:
+    with pytest.raises(ValueError, match="must not hold a user name or password") as caught:
+        Client(addr, "t", env={})
+    assert "canary" not in str(caught.value)
