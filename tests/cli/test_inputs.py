@@ -17,6 +17,7 @@ from tests.cli.conftest import CLI, CliResult, _base_env, run_cli
 
 from medsecrets.cli.commands.audit import parse_time
 from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.output import cell
 
 OFFLINE = {"MEDSECRETS_ADDR": "http://127.0.0.1:9", "MEDSECRETS_TOKEN": "ms.offline"}
 NOT_UTF8 = b"ms.\xe9\xff\n"
@@ -153,3 +154,21 @@ def test_export_to_a_full_device_is_one_line(tmp_path: Path) -> None:
 def test_offline_who_read_checks_the_path_as_the_server_does(tmp_path: Path, path: str) -> None:
     records = _records(tmp_path, GOOD)
     run_cli("audit", "who-read", path, "--file", str(records)).error(2)
+
+
+@pytest.mark.parametrize("prefix", ["A;", "A;>X;", "1", "a b ", "é"])
+def test_an_env_prefix_that_is_no_shell_name_is_refused_before_the_read(prefix: str) -> None:
+    """``eval "$(secrets get -o env --env-prefix 'A;')"`` would have run ``A``."""
+    line = run_cli(
+        "secrets", "get", "medessence/development/auth", "-o", "env", "--env-prefix", prefix,
+        env=OFFLINE,
+    ).error(2)  # fmt: skip
+    assert line.startswith("error: --env-prefix: ") and "shell variable name" in line
+
+
+def test_table_cells_show_control_characters_instead_of_sending_them() -> None:
+    shown = str(cell("a\x1b[2J\x1b]0;PWN\x07b\x9b\nline two\ttab"))
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert shown == "a\\x1b[2J\\x1b]0;PWN\\x07b\\x9b\nline two\ttab"
+    assert "\x1b" not in str(cell({"owner\x1b[31m": "v\x1b[5m"}))
+    assert "[bold]" in str(cell("[bold]x[/bold]"))  # markup stays text

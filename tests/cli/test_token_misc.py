@@ -128,6 +128,25 @@ def test_provision_with_provided_values(ms, tmp_path, canary):
     assert canary not in bad.error(2)
 
 
+def test_provision_that_fails_partway_says_what_it_did(ms, tmp_path, canary):
+    """auth is provisioned, then ai-providers is refused: the table shows auth, and the
+    one error line names the category and what stays provisioned."""
+    env = "local"  # a development environment (dummies allowed) no other test provisions
+    bad = {"ai-providers": {"openai_api_key": canary}}  # not an OpenAI key: refused (422)
+    (tmp_path / "p.json").write_text(json.dumps(bad), encoding="utf-8")
+    args = ("provision", "--env", env, "-c", "auth", "-c", "ai-providers")
+    result = ms(*args, "--provided", str(tmp_path / "p.json"))
+    line = result.error(2)
+    assert line.startswith("error: category 'ai-providers': field 'openai_api_key'")
+    assert "1 category before it provisioned" in line and canary not in line
+    assert f"medessence/{env}/auth" in result.stdout and canary not in result.stdout
+    data = ms(*args, "--provided", str(tmp_path / "p.json"), "-o", "json")
+    data.error(2)
+    report = json.loads(data.stdout)
+    assert report["failed_category"] == "ai-providers"
+    assert [i["status"] for i in report["items"]] == ["exists"]
+
+
 def test_catalog_show_remote(ms):
     data = ms("catalog", "show", "--remote", "-o", "json").ok().json()
     assert data["prefix"] == "medessence"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -84,7 +85,9 @@ def write_line(text: str) -> None:
 
 
 def cell(value: JSON) -> Text:
-    """One table cell: ``-`` for null/empty, lists joined, objects as ``k=v``; never markup."""
+    """One table cell: ``-`` for null/empty, lists joined, objects as ``k=v``; never markup,
+    and never a terminal control sequence (control characters but line breaks and tabs are
+    shown as ``\\xNN``: a value or description must not clear the screen or retitle it)."""
     if value is None or value in ("", [], {}):
         return Text("-", style="dim")
     if isinstance(value, bool):
@@ -92,8 +95,17 @@ def cell(value: JSON) -> Text:
     if isinstance(value, list):
         return Text(", ".join(str(cell(v)) for v in value))
     if isinstance(value, dict):
-        return Text(", ".join(f"{k}={cell(v)}" for k, v in value.items()))
-    return Text(str(value))
+        return Text(", ".join(f"{visible(str(k))}={cell(v)}" for k, v in value.items()))
+    return Text(visible(str(value)))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def visible(text: str) -> str:
+    """``text`` with every C0/C1 control character but ``\\n`` and ``\\t`` as ``\\xNN``."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def kv_table(title: str | None, data: Mapping[str, JSON], *, keys: Sequence[str] = ()) -> Table:
@@ -130,11 +142,29 @@ def print_table(*tables: Table | Text | str) -> None:
         console.print(Text(item) if isinstance(item, str) else item)
 
 
+def check_env_prefix(prefix: str) -> None:
+    """``ValueError`` unless ``prefix`` can start a shell variable name (see ``env_lines``)."""
+    if prefix and (not prefix.isascii() or not _SHELL_NAME.fullmatch(prefix)):
+        raise ValueError(
+            f"{prefix!r} cannot start a shell variable name (ASCII letters, digits and _, "
+            "not starting with a digit)"
+        )
+
+
 def env_lines(fields: Mapping[str, str], *, prefix: str = "") -> list[str]:
-    """``KEY=value`` lines (shell-quoted values; keys upper-cased, ``-``/``.`` → ``_``)."""
+    """``KEY=value`` lines (shell-quoted values; keys upper-cased, ``-``/``.`` → ``_``).
+
+    Raises ``ValueError`` (naming the key, never a value) when a key is not a shell
+    variable name (a ``--env-prefix`` such as ``A;`` would make the line a command).
+    """
     lines = []
     for name, value in fields.items():
         key = (prefix + name).upper().replace("-", "_").replace(".", "_")
+        if not key.isascii() or not _SHELL_NAME.fullmatch(key):
+            raise ValueError(
+                f"{key!r} is not a shell variable name (ASCII letters, digits and _, "
+                "not starting with a digit)"
+            )
         lines.append(f"{key}={shlex.quote(value)}")
     return lines
 

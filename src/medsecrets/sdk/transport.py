@@ -170,8 +170,7 @@ def _split_addresses(addr: str | Sequence[str]) -> tuple[str, ...]:
     for a in out:
         if "@" in a.partition("://")[2].partition("/")[0]:  # checked first: never echoed
             raise ValueError(
-                "a server address must not hold a user name or password (the token "
-                "authenticates)"
+                "a server address must not hold a user name or password (the token authenticates)"
             )
         if not a.startswith(("http://", "https://")):
             raise ValueError(f"server address {a!r} must start with http:// or https://")

@@ -23,7 +23,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
     read_catalog,
 )
-from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.errors import CliError, ExitCode, exit_code_for
 from medsecrets.cli.inputs import read_text
 from medsecrets.cli.output import (
     OutputFormat,
@@ -34,6 +34,7 @@ from medsecrets.cli.output import (
     wire,
     write_line,
 )
+from medsecrets.errors import MedsecretsError
 from medsecrets.wire import JSON
 
 __all__ = ["register"]
@@ -231,6 +232,7 @@ def provision(
 
     values = _read_provided(provided)
     items: list[JSON] = []
+    failed: tuple[str, MedsecretsError] | None = None
     development: JSON = None
     with open_client(connection(addr, token, cacert)) as client:
         catalog: JSON = read_catalog(client)
@@ -247,31 +249,46 @@ def provision(
             task = progress.add_task(env, total=len(names))
             for name in names:
                 progress.update(task, description=f"{env}/{name}")
-                report = wire(
-                    client.provision(
+                try:
+                    answer = client.provision(
                         env,
                         provided={name: values[name]} if name in values else None,
                         categories=[name],
                     )
-                )
+                except MedsecretsError as refused:
+                    failed = (name, refused)
+                    break
+                report = wire(answer)
                 if isinstance(report, dict):
                     development = report.get("development")
                     got = report.get("items")
                     items.extend(got if isinstance(got, list) else [])
                 progress.advance(task)
     result: dict[str, JSON] = {"environment": env, "development": development, "items": items}
+    if failed is not None:
+        result["failed_category"] = failed[0]
     if output is OutputFormat.json:
         emit_json(result)
-        return
-    rows = [i for i in items if isinstance(i, dict)]
-    print_table(
-        rows_table(
-            f"environment {env}",
-            rows,
-            ("path", "status", "version", "dummy_fields"),
-            headers=("path", "status", "version", "dummy fields"),
+    else:
+        rows = [i for i in items if isinstance(i, dict)]
+        print_table(
+            rows_table(
+                f"environment {env}",
+                rows,
+                ("path", "status", "version", "dummy_fields"),
+                headers=("path", "status", "version", "dummy fields"),
+            )
         )
-    )
+    if failed is not None:  # the categories before it stay provisioned: say so, then fail
+        name, error = failed
+        done = names.index(name)
+        raise CliError(
+            f"category {name!r}: {error} ({done} categor{'y' if done == 1 else 'ies'} before it "
+            "provisioned, listed above; run again once fixed: existing secrets are left alone)",
+            exit_code_for(error),
+        )
+    if output is OutputFormat.json:
+        return
     created = sum(1 for r in rows if r.get("status") == "created")
     write_line(f"{created} created, {len(rows) - created} existed already")
 

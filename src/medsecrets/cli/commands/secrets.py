@@ -28,6 +28,7 @@ from medsecrets.cli.inputs import read_text
 from medsecrets.cli.output import (
     GetFormat,
     OutputFormat,
+    check_env_prefix,
     emit,
     emit_json,
     env_lines,
@@ -239,6 +240,10 @@ def get(
         raise CliError("use only one of --stage, --version, --version-id", ExitCode.USAGE)
     if stage is not None and stage not in ("current", "pending", "previous"):
         raise CliError("--stage must be current, pending or previous", ExitCode.USAGE)
+    try:  # before the read: a bad prefix costs no secret read
+        check_env_prefix(env_prefix)
+    except ValueError as exc:
+        raise CliError(f"--env-prefix: {exc}", ExitCode.USAGE) from None
     with open_client(connection(addr, token, cacert)) as client:
         secret = client.get(
             path,
@@ -254,7 +259,11 @@ def get(
         sys.stdout.flush()
         return
     if output is GetFormat.env:
-        for line in env_lines(values, prefix=env_prefix):
+        try:
+            lines = env_lines(values, prefix=env_prefix)
+        except ValueError as exc:
+            raise CliError(f"--output env: {exc}", ExitCode.USAGE) from None
+        for line in lines:
             write_line(line)
         return
     data = _dict(secret)
