@@ -35,6 +35,7 @@ from medsecrets.schema.provision import ProvisionReport
 from medsecrets.schema.seal import AwsKmsSealConfig, InitResult, SealConfig, SealStatus
 from medsecrets.schema.system import KeyringInfo
 from medsecrets.seal.kms import KmsClient
+from medsecrets.seal.latch import LocalLatch, SealLatch
 from medsecrets.seal.manager import SealManager
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import StorageBackend
@@ -60,10 +61,12 @@ class SecretStore:
         seal_kms_factory: Callable[[AwsKmsSealConfig], KmsClient] | None = None,
         random: Callable[[int], bytes] = os.urandom,
         cache_values: bool = True,
+        latch: SealLatch | None = None,
     ) -> None:
         """Assemble the layers; ``kms_client_factory`` serves ``aws-kms`` KEKs,
         ``seal_kms_factory`` the AWS KMS seal (both default to boto3);
-        ``cache_values=False`` decrypts every read (``SecretsEngine``)."""
+        ``cache_values=False`` decrypts every read (``SecretsEngine``); ``latch``
+        is shared with the server's other processes (default: this process's own)."""
         self.clock: Clock = clock or SystemClock()
         self.catalog = catalog or default_catalog()
         self.storage = storage
@@ -73,7 +76,7 @@ class SecretStore:
         self.seal_manager = SealManager(
             storage, self.barrier, clock=self.clock, kms_factory=seal_kms_factory, random=random
         )
-        self._operator_sealed = False
+        self.latch: SealLatch = latch if latch is not None else LocalLatch()
         self.keys = KeyManager(
             self.barrier,
             self.catalog,
@@ -116,31 +119,41 @@ class SecretStore:
     def unseal(self, share: str | Sensitive[str]) -> SealStatus:
         """Submit one Shamir share; unseals when the threshold is reached."""
         status = self.seal_manager.submit_share(share)
-        self._operator_sealed = self._operator_sealed and status.sealed
+        if not status.sealed:
+            self.latch.clear()
         return status
 
-    def auto_unseal(self, *, requested: bool = False) -> SealStatus:
+    def auto_unseal(self) -> SealStatus:
         """Unseal with the key file or AWS KMS seal.
 
-        ``requested``: asked over the API, where no token can be checked while
-        sealed. After an operator sealed the store (``seal(by_operator=True)``)
-        that is refused with ``PermissionDenied`` until the process restarts, as
-        Vault's auto-unseal does: an emergency seal must hold against anyone
-        who can reach the port. Unsealing with Shamir shares is not affected.
+        After an operator sealed the store (``seal(by_operator=True)``, the
+        latch) that is refused with ``PermissionDenied`` until the server
+        restarts, as Vault's auto-unseal does: no token can be checked while
+        sealed, and an emergency seal must hold against anyone who can reach
+        the port. Unsealing with Shamir shares lifts the latch.
         """
-        if requested and self._operator_sealed and self.barrier.sealed:
+        if self.latch.is_set() and self.barrier.sealed:
             raise PermissionDenied(
                 "sealed by an operator: an auto-unseal seal unseals when the server restarts"
             )
-        status = self.seal_manager.auto_unseal()
-        self._operator_sealed = self._operator_sealed and status.sealed
-        return status
+        return self.seal_manager.auto_unseal()
+
+    def follow_latch(self) -> bool:
+        """Seal this process's store if an operator sealed another process of the server
+        (the shared latch); whether the latch is set. Cheap: call it on every request."""
+        if not self.latch.is_set():
+            return False
+        if not self.barrier.sealed:
+            self.seal()
+        return True
 
     def seal(self, *, by_operator: bool = False) -> SealStatus:
         """Drop every key from memory; every secret operation then raises ``SealedError``.
 
-        ``by_operator``: an operator asked for it (see ``auto_unseal``)."""
-        self._operator_sealed = self._operator_sealed or by_operator
+        ``by_operator``: an operator asked for it; the latch is set first, so the
+        server's other processes refuse from their next request (see ``auto_unseal``)."""
+        if by_operator:
+            self.latch.set()
         status = self.seal_manager.seal()
         self.keys.forget()
         self.envelope.forget()

@@ -18,6 +18,7 @@ from medsecrets.errors import (
     ScheduledForDeletion,
     ValidationError,
 )
+from medsecrets.seal.latch import LocalLatch
 from medsecrets.store import SecretStore
 
 from .conftest import P
@@ -355,5 +356,7 @@ def test_an_operator_seal_holds_against_an_unauthenticated_auto_unseal(
     with pytest.raises(PermissionDenied, match="sealed by an operator"):
         call("sys.unseal", None, body={})
     assert store.barrier.sealed
-    # the server's own start-up path (a restart) still auto-unseals
+    assert store.latch.is_set()
+    # a restart starts with a latch of its own, and its start-up path auto-unseals
+    store.latch = LocalLatch()
     assert store.auto_unseal().sealed is False

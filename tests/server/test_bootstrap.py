@@ -11,7 +11,8 @@ from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import ManualClock
 from medsecrets.errors import AuthenticationError, ConfigError, NotFoundError
 from medsecrets.schema.seal import KeyFileSealConfig, ShamirSealConfig
-from medsecrets.server.bootstrap import DEV_TOKEN_FILE, build_core, build_store
+from medsecrets.seal.latch import SharedLatch
+from medsecrets.server.bootstrap import DEV_TOKEN_FILE, build_core, build_store, create_latch
 from medsecrets.server.config import Settings, load_settings
 from medsecrets.server.sweeper import Sweeper
 from medsecrets.store import SecretStore
@@ -167,3 +168,36 @@ def test_a_failing_token_purge_leaves_the_secret_purge_standing(
     clock.advance(days=8)
     sweeper = Sweeper(store, interval=3600, tokens=BrokenTokens(store.barrier, clock=clock))
     assert sweeper.sweep_once() == (path,)
+
+
+def test_a_worker_started_after_an_operator_seal_stays_sealed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(tmp_path / "d", tls_disable=True)
+    store = build_store(settings)
+    store.initialize(KeyFileSealConfig(str(tmp_path / "unseal.key")))
+    store.close()
+    latch = create_latch(settings)
+    latch.set()
+    core, _ = build_core(settings, worker=True, latch=SharedLatch.open(latch.path))
+    try:
+        assert core.store.barrier.sealed
+        assert "an operator sealed the server" in caplog.text
+    finally:
+        core.store.close()
+    latch.clear()
+    core, _ = build_core(settings, worker=True, latch=SharedLatch.open(latch.path))
+    try:
+        assert not core.store.barrier.sealed
+    finally:
+        core.store.close()
+
+
+def test_create_latch_names_the_data_dir_setting(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="'data_dir'"):
+        create_latch(_settings(blocker / "d", tls_disable=True))
+    made = create_latch(_settings(tmp_path / "new", tls_disable=True))
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert Path(made.path).parent == tmp_path / "new"

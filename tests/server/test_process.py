@@ -305,6 +305,35 @@ def test_two_workers(tmp_path: Path) -> None:
             time.sleep(0.05)
 
 
+def test_an_operator_seal_seals_every_worker(tmp_path: Path) -> None:
+    """One worker serves the seal; the others refuse from their next request, and their
+    latch watchers drop the keys within a tick even when no request comes."""
+    data = tmp_path / "data"
+    env = {"MEDSECRETS_WORKERS": "2", "MEDSECRETS_METRICS_UNAUTHENTICATED": "true"}
+    with ServerProcess(data, env=env, log_dir=tmp_path / "l") as server:
+        close = {"Connection": "close"}  # new connections: both workers serve
+        url = f"{server.addr}/v1/secrets/{DEV_SECRET}"
+        with httpx.Client(headers=_headers(server.token)) as client:
+            reads = [client.get(url, headers=close) for _ in range(8)]
+            assert {read.status_code for read in reads} == {200}
+            value = str(reads[0].json()["fields"]["password"])
+            latches = [p for p in os.listdir(data) if p.startswith(".seal-latch-")]
+            assert len(latches) == 1
+            assert client.post(f"{server.addr}/v1/sys/seal", headers=close).status_code == 200
+            time.sleep(1.0)  # the watchers' tick is 0.1 s; open metrics do not look at the latch
+            gauges = [client.get(f"{server.addr}/v1/sys/metrics", headers=close) for _ in range(12)]
+            assert all("\nmedsecrets_sealed 1" in gauge.text for gauge in gauges)
+            after = [client.get(url, headers=close) for _ in range(30)]
+            assert [read.status_code for read in after] == [503] * 30
+            assert not any(value in read.text for read in after)
+            unseals = [
+                client.post(f"{server.addr}/v1/sys/unseal", json={}, headers=close)
+                for _ in range(8)
+            ]
+            assert [unseal.status_code for unseal in unseals] == [403] * 8
+    assert not [p for p in os.listdir(data) if p.startswith(".seal-latch-")]
+
+
 def test_uvicorn_backend_tls13(tmp_path: Path, certs: TestCertificates) -> None:
     with ServerProcess(
         tmp_path / "data",

@@ -538,6 +538,7 @@ class _ApiHandler:
             # The core's order: the seal, authenticate, parse (no query parameters), authorize.
             info: TokenInfo | None = None
             if not self._metrics_open:
+                self._core.store.follow_latch()
                 barrier = self._core.store.barrier
                 if barrier.sealed:  # no token can be checked: say why, as the core routes do
                     raise SealedError if barrier.initialized() else NotInitializedError

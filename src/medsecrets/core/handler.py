@@ -162,6 +162,7 @@ class Core:
 
     def _check_seal(self, spec: RouteSpec) -> None:
         store = self.store
+        store.follow_latch()  # an operator sealed another process of this server
         if not store.barrier.sealed or spec.sealed_ok:
             return
         self.tokens.forget()

@@ -35,6 +35,7 @@ from medsecrets.core.audit import AuditAdmin, AuditHook
 from medsecrets.core.handler import Core
 from medsecrets.errors import AuthenticationError, ConfigError, MedsecretsError
 from medsecrets.schema.seal import KeyFileSealConfig
+from medsecrets.seal.latch import LatchError, SealLatch, SharedLatch
 from medsecrets.sensitive import Sensitive
 from medsecrets.server.config import Settings
 from medsecrets.storage.base import StorageBackend
@@ -48,6 +49,7 @@ __all__ = [
     "DevInfo",
     "build_core",
     "build_store",
+    "create_latch",
     "open_storage",
 ]
 
@@ -83,6 +85,16 @@ def _ensure_private_dir(path: str) -> None:
         raise ConfigError(f"setting 'data_dir': {path!r} is not a directory")
 
 
+def create_latch(settings: Settings) -> SharedLatch:
+    """The operator-seal latch a multi-worker server shares with its workers, in its data
+    directory (created 0700 if missing); ``ConfigError`` when it cannot be made."""
+    _ensure_private_dir(settings.data_dir)
+    try:
+        return SharedLatch.create(settings.data_dir)
+    except LatchError as exc:
+        raise ConfigError(f"setting 'data_dir': {exc}") from None
+
+
 def open_storage(settings: Settings) -> StorageBackend:
     """Open the configured storage backend (creating the data directory for SQLite)."""
     if settings.storage.type == "postgres":
@@ -104,12 +116,13 @@ def _load_catalog(settings: Settings) -> Catalog | None:
         raise ConfigError(f"setting 'catalog_file': {exc.message}") from None
 
 
-def build_store(settings: Settings) -> SecretStore:
-    """The ``SecretStore`` over the configured storage and catalog (sealed)."""
+def build_store(settings: Settings, *, latch: SealLatch | None = None) -> SecretStore:
+    """The ``SecretStore`` over the configured storage and catalog (sealed); ``latch``:
+    the operator-seal latch shared with the server's other processes (``seal.latch``)."""
     catalog = _load_catalog(settings)
     storage = open_storage(settings)
     try:
-        return SecretStore(storage, catalog=catalog)
+        return SecretStore(storage, catalog=catalog, latch=latch)
     except BaseException:
         storage.close()
         raise
@@ -120,18 +133,21 @@ def build_core(
     *,
     worker: bool = False,
     audit: Callable[[SecretStore], tuple[AuditHook, AuditAdmin | None]] | None = None,
+    latch: SealLatch | None = None,
 ) -> tuple[Core, DevInfo | None]:
     """Assemble the core and bring the seal to its start state (see module docstring).
 
     ``worker=True`` (an extra worker process of a multi-worker server) only
-    opens and auto-unseals: the first process did the dev-mode set-up.
+    opens and auto-unseals: the first process did the dev-mode set-up. A
+    worker given the server's ``latch`` stays sealed when it is set (a worker
+    started again after an operator sealed the server).
     ``audit`` builds the core's audit hook and the operator's view of the
     audit trail from the started store (the server's audit stack); without it
     nothing is audited (tools and tests).
     """
     if settings.dev:
         _ensure_private_dir(settings.data_dir)
-    store = build_store(settings)
+    store = build_store(settings, latch=latch)
     try:
         # SQLite reads are cached coherently across processes (the change stamp): a token
         # can be checked against its record on every use, so a revocation anywhere is
@@ -168,6 +184,9 @@ def _start(settings: Settings, store: SecretStore) -> None:
             "the store is sealed: submit unseal shares with `medsecrets operator unseal`",
             extra={"threshold": status.threshold},
         )
+        return
+    if store.latch.is_set():
+        log.warning("the store stays sealed: an operator sealed the server")
         return
     store.auto_unseal()
     log.info("store unsealed", extra={"seal_type": status.seal_type})

@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from medsecrets.server.logsetup import configure_logging, flush_logging, route_s
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from medsecrets.api.app import ApiApp
     from medsecrets.core.audit import AuditAdmin, AuditHook
+    from medsecrets.seal.latch import SealLatch
     from medsecrets.server.auditsetup import AuditStack
     from medsecrets.server.bootstrap import DevInfo
     from medsecrets.server.placement import Placement
@@ -63,6 +65,12 @@ log = logging.getLogger("medsecrets.server")
 
 #: Environment variable handing the validated settings to granian worker processes.
 WORKER_SETTINGS_ENV = "_MEDSECRETS_WORKER_SETTINGS"
+
+#: Environment variable handing the path of the shared seal latch to the workers.
+LATCH_ENV = "_MEDSECRETS_SEAL_LATCH"
+
+#: Seconds between a worker's looks at the seal latch when no request comes.
+LATCH_TICK = 0.1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,11 +93,16 @@ class _Built:
     app: ApiApp
     dev: DevInfo | None
     sweeper: Sweeper
+    store: SecretStore
     close: Callable[[], None]
 
 
 def _create_app(
-    settings: Settings, *, worker: bool, audit_cpus: frozenset[int] | None = None
+    settings: Settings,
+    *,
+    worker: bool,
+    audit_cpus: frozenset[int] | None = None,
+    latch: SealLatch | None = None,
 ) -> _Built:
     from medsecrets.api.app import create_app
     from medsecrets.core.audit import NullAuditHook
@@ -105,7 +118,7 @@ def _create_app(
         stacks.append(stack)
         return (stack.broker if stack.broker is not None else NullAuditHook()), stack
 
-    core, dev = build_core(settings, worker=worker, audit=audit_hook)
+    core, dev = build_core(settings, worker=worker, audit=audit_hook, latch=latch)
     stack = stacks[0]
 
     def close() -> None:
@@ -126,7 +139,7 @@ def _create_app(
     except BaseException:
         close()
         raise
-    return _Built(app=app, dev=dev, sweeper=sweeper, close=close)
+    return _Built(app=app, dev=dev, sweeper=sweeper, store=core.store, close=close)
 
 
 def _announce(settings: Settings, dev: DevInfo | None) -> None:
@@ -421,39 +434,60 @@ def _serve_granian_workers(settings: Settings) -> None:
     """``workers`` granian worker processes, each built by the factory ``worker_app``."""
     from granian.server import MPServer
 
-    from medsecrets.server.bootstrap import build_core
+    from medsecrets.server.bootstrap import build_core, create_latch
     from medsecrets.wire import to_wire
 
     core, dev = build_core(settings)  # dev set-up once, in the parent
     core.store.close()
+    latch = create_latch(settings)  # one operator seal seals every worker
     os.environ[WORKER_SETTINGS_ENV] = json.dumps(to_wire(settings))
-    kwargs = _granian_kwargs(settings)
-    server = MPServer(
-        "medsecrets.server.runner:worker_app",
-        factory=True,
-        workers=settings.workers,
-        workers_kill_timeout=max(1, int(settings.shutdown_grace_period)) or None,
-        **kwargs,  # type: ignore[arg-type]
-    )
-    route_server_loggers()
-    server.on_startup(lambda: _announce(settings, dev))
-    server.serve()
+    os.environ[LATCH_ENV] = latch.path
+    try:
+        kwargs = _granian_kwargs(settings)
+        server = MPServer(
+            "medsecrets.server.runner:worker_app",
+            factory=True,
+            workers=settings.workers,
+            workers_kill_timeout=max(1, int(settings.shutdown_grace_period)) or None,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        route_server_loggers()
+        server.on_startup(lambda: _announce(settings, dev))
+        server.serve()
+    finally:
+        latch.remove()
 
 
 def worker_app() -> ApiApp:
     """Factory run in each granian worker process: its own core over the shared storage."""
+    from medsecrets.seal.latch import SharedLatch
     from medsecrets.wire import from_wire
 
     _die_with_parent()
     settings = from_wire(Settings, json.loads(os.environ[WORKER_SETTINGS_ENV]))
     configure_logging(settings.log_level, file=settings.log_file)
-    built = _create_app(settings, worker=True)
+    latch = SharedLatch.open(os.environ[LATCH_ENV])
+    built = _create_app(settings, worker=True, latch=latch)
     built.sweeper.start()
+    threading.Thread(
+        target=_follow_latch, args=(built.store,), name="seal-latch", daemon=True
+    ).start()
     settle_heap()
     # granian does not tell an embedded factory's app that the worker stops: flush the audit
     # devices (records nobody waits for: alerts, errors) and close them at exit.
     atexit.register(built.close)
     return built.app
+
+
+def _follow_latch(store: SecretStore) -> None:
+    """A worker's thread: drop the keys within ``LATCH_TICK`` s of an operator's seal
+    served by another worker, even when no request comes (requests check it themselves)."""
+    while True:
+        time.sleep(LATCH_TICK)
+        try:
+            store.follow_latch()
+        except Exception as exc:  # the next request checks again and refuses
+            log.warning("following the seal latch failed (%s)", type(exc).__name__)
 
 
 def _die_with_parent() -> None:

@@ -164,7 +164,7 @@ def unseal(ctx: Context, call: Call) -> SealStatus:
             raise InvalidRequest("body: give either share or reset, not both")
         return ctx.store.seal_manager.reset_unseal()
     if body.share is None:
-        return ctx.store.auto_unseal(requested=True)
+        return ctx.store.auto_unseal()
     return ctx.store.unseal(body.share)
 
 
