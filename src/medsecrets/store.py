@@ -19,20 +19,26 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from medsecrets.barrier.aes_gcm import AesGcmBarrier
 from medsecrets.catalog.loader import default_catalog
 from medsecrets.catalog.model import Catalog
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.engines.secrets.engine import SecretsEngine
-from medsecrets.errors import PermissionDenied
+from medsecrets.errors import InvalidRequest, MedsecretsError, PermissionDenied
 from medsecrets.keys.envelope import Envelope
 from medsecrets.keys.manager import KeyManager
 from medsecrets.provision import provision
 from medsecrets.schema.keys import KekVersion, RewrapReport
 from medsecrets.schema.provision import ProvisionReport
-from medsecrets.schema.seal import AwsKmsSealConfig, InitResult, SealConfig, SealStatus
+from medsecrets.schema.seal import (
+    AwsKmsSealConfig,
+    InitResult,
+    SealConfig,
+    SealStatus,
+    ShamirSealConfig,
+)
 from medsecrets.schema.system import KeyringInfo
 from medsecrets.seal.kms import KmsClient
 from medsecrets.seal.latch import LocalLatch, SealLatch
@@ -44,6 +50,9 @@ if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
 __all__ = ["SecretStore"]
+
+_AUTO_UNSEAL: Final = frozenset({"keyfile", "awskms"})
+"""Seal types a process unseals by itself (no operator holds a share)."""
 
 
 class SecretStore:
@@ -77,6 +86,7 @@ class SecretStore:
             storage, self.barrier, clock=self.clock, kms_factory=seal_kms_factory, random=random
         )
         self.latch: SealLatch = latch if latch is not None else LocalLatch()
+        self._retry_unseal_at = 0.0
         self.keys = KeyManager(
             self.barrier,
             self.catalog,
@@ -113,7 +123,16 @@ class SecretStore:
         return self.seal_manager.status()
 
     def initialize(self, config: SealConfig) -> InitResult:
-        """Create the root key and keyring; returns the shares once. Leaves the store unsealed."""
+        """Create the root key and keyring; returns the shares once. Leaves the store unsealed.
+
+        A store shared by several processes (``latch.shared``) refuses a Shamir
+        seal (``InvalidRequest``): each process would need the shares.
+        """
+        if self.latch.shared and isinstance(config, ShamirSealConfig):
+            raise InvalidRequest(
+                "seal: a server with several worker processes needs an auto-unseal seal "
+                "(keyfile or awskms); each worker would need the unseal shares"
+            )
         return self.seal_manager.initialize(config)
 
     def unseal(self, share: str | Sensitive[str]) -> SealStatus:
@@ -139,13 +158,34 @@ class SecretStore:
         return self.seal_manager.auto_unseal()
 
     def follow_latch(self) -> bool:
-        """Seal this process's store if an operator sealed another process of the server
-        (the shared latch); whether the latch is set. Cheap: call it on every request."""
-        if not self.latch.is_set():
-            return False
-        if not self.barrier.sealed:
-            self.seal()
-        return True
+        """Bring this process's seal to the server's; whether an operator sealed it.
+
+        Latched (an operator sealed another process of the server): seal here
+        too. Not latched, with a shared latch, sealed here while the store is
+        initialised with an auto-unseal seal (another process initialised it
+        after this one started): auto-unseal (after a failure, which leaves it
+        sealed, not again for a second). Cheap when unsealed: call it on every
+        request.
+        """
+        if self.latch.is_set():
+            if not self.barrier.sealed:
+                self.seal()
+            return True
+        if self.latch.shared and self.barrier.sealed:
+            self._catch_up()
+        return False
+
+    def _catch_up(self) -> None:
+        status = self.seal_manager.status()
+        if not status.initialized or status.seal_type not in _AUTO_UNSEAL:
+            return
+        now = self.clock.monotonic()
+        if now < self._retry_unseal_at:
+            return
+        try:
+            self.auto_unseal()
+        except MedsecretsError:  # say, KMS unreachable: not more than once a second
+            self._retry_unseal_at = now + 1.0
 
     def seal(self, *, by_operator: bool = False) -> SealStatus:
         """Drop every key from memory; every secret operation then raises ``SealedError``.

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from medsecrets.errors import PermissionDenied
+from medsecrets.clock import ManualClock
+from medsecrets.errors import InvalidRequest, PermissionDenied
 from medsecrets.schema.seal import KeyFileSealConfig, ShamirSealConfig
 from medsecrets.seal.latch import LATCH_PREFIX, LatchError, LocalLatch, SharedLatch
 from medsecrets.storage.sqlite import SqliteStorage
@@ -130,5 +131,51 @@ def test_unsealing_with_shares_lifts_the_latch(tmp_path: Path) -> None:
         assert store.latch.is_set()
         assert store.unseal(shares[0]).sealed is False
         assert not store.latch.is_set()
+    finally:
+        store.close()
+
+
+def test_a_process_follows_an_initialisation_made_by_another(tmp_path: Path) -> None:
+    clock = ManualClock()
+    first = SecretStore(SqliteStorage(tmp_path / "s.db"), latch=SharedLatch.create(str(tmp_path)))
+    assert isinstance(first.latch, SharedLatch)
+    second = SecretStore(
+        SqliteStorage(tmp_path / "s.db"), latch=SharedLatch.open(first.latch.path), clock=clock
+    )
+    key = tmp_path / "unseal.key"
+    try:
+        assert second.follow_latch() is False  # not initialised: nothing to follow
+        assert second.barrier.sealed
+        with pytest.raises(InvalidRequest, match="several worker processes"):
+            first.initialize(ShamirSealConfig(shares=1, threshold=1))
+        assert not first.status().initialized  # nothing written
+        first.initialize(KeyFileSealConfig(str(key)))
+        assert second.follow_latch() is False
+        assert not second.barrier.sealed  # unsealed with the key file, as at a start
+        # a failing auto-unseal is not tried again for a second
+        second.seal()
+        kept = key.read_bytes()
+        key.unlink()
+        second.follow_latch()
+        assert second.barrier.sealed
+        key.write_bytes(kept)
+        key.chmod(0o600)
+        second.follow_latch()
+        assert second.barrier.sealed
+        clock.advance(1.1)
+        second.follow_latch()
+        assert not second.barrier.sealed
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_process_of_its_own_does_not_unseal_by_itself(tmp_path: Path) -> None:
+    store = SecretStore(SqliteStorage(tmp_path / "s.db"))
+    try:
+        store.initialize(KeyFileSealConfig(str(tmp_path / "unseal.key")))
+        store.seal()
+        assert store.follow_latch() is False
+        assert store.barrier.sealed
     finally:
         store.close()

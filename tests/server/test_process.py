@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from medsecrets.schema.seal import ShamirSealConfig
+from medsecrets.storage.sqlite import SqliteStorage
+from medsecrets.store import SecretStore
 from medsecrets.testing.serverproc import EXPORT_LINE, ServerProcess, TestCertificates
 from tests.server.conftest import run_server
 
@@ -332,6 +335,55 @@ def test_an_operator_seal_seals_every_worker(tmp_path: Path) -> None:
             ]
             assert [unseal.status_code for unseal in unseals] == [403] * 8
     assert not [p for p in os.listdir(data) if p.startswith(".seal-latch-")]
+
+
+def test_two_workers_initialised_through_one(tmp_path: Path, port: int) -> None:
+    """The worker that did not serve ``sys/init`` follows it (auto-unseal); a Shamir seal,
+    whose shares each worker would need, is refused, and so is a Shamir store at start."""
+    data = tmp_path / "data"
+    config = tmp_path / "server.toml"
+    config.write_text("tls_disable = true\nworkers = 2\n")
+    close = {"Connection": "close"}  # new connections: both workers serve
+    with ServerProcess(
+        data, dev=False, extra_args=["--config", str(config)], log_dir=tmp_path / "l"
+    ) as server:
+        shamir = httpx.post(
+            f"{server.addr}/v1/sys/init",
+            json={"seal": {"type": "shamir", "shares": 1, "threshold": 1}},
+            headers=close,
+        )
+        assert shamir.status_code == 400
+        assert "needs an auto-unseal seal" in shamir.json()["error"]["message"]
+        statuses = [
+            httpx.get(f"{server.addr}/v1/sys/seal-status", headers=close).json() for _ in range(6)
+        ]
+        assert [status["initialized"] for status in statuses] == [False] * 6
+        init = httpx.post(
+            f"{server.addr}/v1/sys/init",
+            json={"seal": {"type": "keyfile", "path": str(tmp_path / "unseal.key")}},
+            headers=close,
+        )
+        assert init.status_code == 200
+        token = init.json()["root_token"]
+        listed = [
+            httpx.get(f"{server.addr}/v1/metadata", headers={**_headers(token), **close})
+            for _ in range(12)
+        ]
+        assert [answer.status_code for answer in listed] == [200] * 12
+    # a store sealed with Shamir shares cannot be served by several workers
+    (tmp_path / "shamir").mkdir(mode=0o700)
+    store = SecretStore(SqliteStorage(tmp_path / "shamir" / "medsecrets.db"))
+    store.initialize(ShamirSealConfig(shares=1, threshold=1))
+    store.close()
+    done = run_server(
+        ["--data-dir", str(tmp_path / "shamir"), "--listen", f"127.0.0.1:{port}"],
+        env={"MEDSECRETS_WORKERS": "2", "MEDSECRETS_TLS_DISABLE": "true"},
+    )
+    assert done.code == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "medsecrets server: config error: setting 'workers': more than one worker needs an "
+        "auto-unseal seal (keyfile or awskms), and the store has a shamir seal"
+    )
 
 
 def test_uvicorn_backend_tls13(tmp_path: Path, certs: TestCertificates) -> None:

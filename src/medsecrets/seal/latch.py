@@ -38,7 +38,13 @@ class LatchError(Exception):
 
 
 class SealLatch(Protocol):
-    """Whether an operator sealed the server (see module docstring)."""
+    """Whether an operator sealed the server (see module docstring).
+
+    ``shared``: the latch of several processes, each with its own copy of the keys
+    (then only auto-unseal seals work, and a process follows the others' unseal).
+    """
+
+    shared: bool
 
     def is_set(self) -> bool:
         """True once an operator sealed (until ``clear``)."""
@@ -57,6 +63,8 @@ class LocalLatch:
     """The latch of a one-process server: a flag in memory."""
 
     __slots__ = ("_set",)
+
+    shared = False
 
     def __init__(self) -> None:
         self._set = False
@@ -78,6 +86,8 @@ class SharedLatch:
     """One byte of a file mapped by every process of a server (see module docstring)."""
 
     __slots__ = ("_map", "path")
+
+    shared = True
 
     def __init__(self, path: str, fd: int) -> None:
         """Map the open latch file ``fd`` (use ``create`` or ``open``); ``fd`` is closed."""

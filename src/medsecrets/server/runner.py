@@ -438,7 +438,13 @@ def _serve_granian_workers(settings: Settings) -> None:
     from medsecrets.wire import to_wire
 
     core, dev = build_core(settings)  # dev set-up once, in the parent
+    seal_type = core.store.status().seal_type
     core.store.close()
+    if seal_type == "shamir":  # each worker would need the shares
+        raise ConfigError(
+            "setting 'workers': more than one worker needs an auto-unseal seal "
+            "(keyfile or awskms), and the store has a shamir seal"
+        )
     latch = create_latch(settings)  # one operator seal seals every worker
     os.environ[WORKER_SETTINGS_ENV] = json.dumps(to_wire(settings))
     os.environ[LATCH_ENV] = latch.path
