@@ -203,7 +203,7 @@ def test_rotation_by_time_keeps_one_chain_and_prunes(path: Path) -> None:
     clock.advance(60)
     device.write(lines[3:4])
     (first,) = device.rotated_files()
-    assert first.name == "audit-20260101T000100Z-1.jsonl"
+    assert first.name == "audit-20260101T000100Z-000000000001.jsonl"
     assert first.read_bytes() == b"".join(lines[:3])
     for line in lines[4:]:
         clock.advance(61)
@@ -226,8 +226,25 @@ def test_rotation_names_are_unique(path: Path) -> None:
     device.write(lines[:1])
     device.write(lines[1:])  # same second, same first seq
     names = sorted(f.name for f in device.rotated_files())
-    assert names == ["audit-20260101T000000Z-1-1.jsonl", "audit-20260101T000000Z-1.jsonl"]
+    assert names == [
+        "audit-20260101T000000Z-000000000001-1.jsonl",
+        "audit-20260101T000000Z-000000000001.jsonl",
+    ]
     device.close()
+
+
+def test_rotated_names_sort_in_chain_order(path: Path) -> None:
+    """Rotations within one second (the stamp's resolution): the zero-padded seq keeps a
+    shell glob (``audit-*.jsonl``) in chain order, 9 before 10."""
+    lines = make_log(12).lines
+    device = FileAuditDevice("file", path, max_bytes=1, clock=ManualClock())
+    device.open()
+    for line in lines:
+        device.write([line])  # every write rotates the file before it
+    device.close()
+    by_name = sorted(path.parent.glob("audit-*.jsonl"))
+    assert [split_line(f.read_bytes())[1] for f in by_name] == list(range(1, 12))
+    assert by_name == device.rotated_files()
 
 
 def test_open_resumes_the_head(device: FileAuditDevice, path: Path) -> None:

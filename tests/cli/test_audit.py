@@ -165,6 +165,29 @@ def test_who_read_lists_the_read(run: Run, written: tuple[str, str], audit_file:
     assert "dev-root" in table.stdout and "1 read(s)" in table.stdout
 
 
+def test_a_quoted_pattern_reads_a_device_s_files_in_chain_order(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    lines = snapshot(audit_file, tmp_path / "all.jsonl")
+    half = len(lines) // 2
+    (tmp_path / "audit-20260101T000000Z-000000000001.jsonl").write_bytes(b"".join(lines[:half]))
+    (tmp_path / "audit.jsonl").write_bytes(b"".join(lines[half:]))
+    pattern = str(tmp_path / "audit*.jsonl")
+    found = run("audit", "search", "--file", pattern, "--limit", "10000", "-o", "json").ok()
+    seqs = [record["seq"] for record in found.json()["records"]]
+    assert seqs == [json.loads(line)["seq"] for line in lines]
+    assert seqs == sorted(seqs)
+    nothing = str(tmp_path / "nothing-*.jsonl")
+    assert f"--file {nothing}: no file matches" in run("audit", "search", "--file", nothing).error(
+        2
+    )
+    wide = tmp_path / "wide.jsonl"
+    wide.write_bytes(lines[0] + b"x" * (2 << 20) + b"\n")
+    assert f"{wide}:2: a line over 1048576 bytes" in run(
+        "audit", "search", "--file", str(wide)
+    ).error(2)
+
+
 def test_hash_of_the_written_value_is_in_the_written_record(
     run: Run, written: tuple[str, str]
 ) -> None:

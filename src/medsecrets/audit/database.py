@@ -69,6 +69,11 @@ class DatabaseAuditDevice:
         """The storage key prefix of this device's records."""
         return self._prefix
 
+    @property
+    def storage(self) -> StorageBackend:
+        """The storage the records are kept in (the store's own)."""
+        return self._storage
+
     def key(self, seq: int) -> str:
         """The storage key of the record ``seq``."""
         return f"{self._prefix}{seq:0{_WIDTH}d}"

@@ -339,7 +339,7 @@ class FileAuditDevice:
         except LineError:
             raise ConfigError(f"audit file {self._path}: its first line is not a record") from None
         stamp = self._clock.now().astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        base = f"{self._path.stem}-{stamp}-{seq}"
+        base = f"{self._path.stem}-{stamp}-{seq:012d}"  # name order is chain order
         target = self._path.with_name(base + _ROTATED_SUFFIX)
         unique = 0
         while target.exists():

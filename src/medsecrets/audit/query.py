@@ -21,8 +21,10 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from medsecrets.audit.readback import MAX_LINE_BYTES
 from medsecrets.audit.record import LineError, format_time
 from medsecrets.errors import DecryptionError
 
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 _ALERT_KEYS = {"remote": "source"}
+_LINE_LIMIT = MAX_LINE_BYTES + 1
 
 
 def _utc_text(value: dt.datetime) -> str:
@@ -162,12 +165,14 @@ def read_records(
     ``decode`` maps each stored line to its record line (an encrypted
     device's ``RecordCipher.open``). Raises ``LineError`` naming the file and
     the line number for a line that is not a JSON object (a blank line
-    included) or not an audit record (``kind``, ``seq``, ``hash``), and ``OSError``
-    for a file that cannot be read.
+    included), not an audit record (``kind``, ``seq``, ``hash``) or over
+    ``MAX_LINE_BYTES`` (read no further), and ``OSError`` for a file that cannot be read.
     """
     for path in paths:
         with path.open("rb") as handle:
-            for number, stored in enumerate(handle, 1):
+            for number, stored in enumerate(iter(partial(handle.readline, _LINE_LIMIT), b""), 1):
+                if len(stored) == _LINE_LIMIT and not stored.endswith(b"\n"):
+                    raise LineError(f"{path}:{number}: a line over {MAX_LINE_BYTES} bytes")
                 line = stored
                 if decode is not None:
                     try:

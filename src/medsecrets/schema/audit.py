@@ -60,6 +60,8 @@ class AuditRecords:
     device: str
     records: tuple[Mapping[str, object], ...]
     truncated: bool
+    unreadable: int = 0
+    """Lines of the log that could not be read and were left out (``audit verify`` says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class AuditReads:
     device: str
     path: str
     reads: tuple[AuditRead, ...]
+    unreadable: int = 0
+    """Lines of the log that could not be read and were left out (``audit verify`` says why)."""
 
 
 @dataclass(frozen=True, slots=True)

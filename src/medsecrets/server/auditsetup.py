@@ -17,12 +17,11 @@ built here too; every alert is itself written to the audit trail.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsecrets.audit.broker import AuditBroker
@@ -30,6 +29,7 @@ from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice
 from medsecrets.audit.keys import BarrierKeySource
 from medsecrets.audit.lane import AuditLane, Lane
+from medsecrets.audit.readback import Unreadable
 from medsecrets.audit.record import AuditEvent, Salter, format_time
 from medsecrets.errors import (
     ConfigError,
@@ -73,6 +73,9 @@ __all__ = ["AuditStack", "build_audit", "device_settings"]
 
 log = logging.getLogger("medsecrets.server")
 
+_READ_NEEDLE = b'"operation":"secrets.read"'
+"""Every record ``who-read`` counts holds this text (``render_line``'s JSON)."""
+
 
 @dataclass
 class AuditStack:
@@ -91,6 +94,9 @@ class AuditStack:
     """The dispatcher's recent alerts across restarts (``None``: not kept)."""
     checkpoint_every: int = CHECKPOINT_EVERY
     """``audit.checkpoint_every``: ``verify`` allows one more unsigned records at a tail."""
+    file_paths: dict[str, Path] = field(default_factory=dict)
+    """Each file device's configured path (a worker writes ``<stem>-<pid>``): its chains'
+    files are found from it (``audit.readback.file_chains``)."""
 
     def start(self) -> None:
         """Open the devices, start writers, the monitor and the dispatcher."""
@@ -173,25 +179,51 @@ class AuditStack:
             )
         )
 
-    def _readable(self) -> tuple[str, Iterator[Mapping[str, object]]]:
-        """The first device that can be read back, and its records (oldest first)."""
+    def _readable(
+        self, *, since: dt.datetime | None = None, needle: bytes | None = None
+    ) -> tuple[str, Iterator[Mapping[str, object]], Unreadable]:
+        """The first device that can be read back, the records of every chain it holds
+        merged by time (``audit.readback``: every worker's and node's), and the count of
+        lines that could not be read. ``since`` and ``needle`` only let files and lines be
+        skipped unread: the caller still filters."""
         from medsecrets.audit.database import DatabaseAuditDevice
+        from medsecrets.audit.file import FileAuditDevice
+        from medsecrets.audit.readback import (
+            database_nodes,
+            database_records,
+            file_chains,
+            file_records,
+            line_decoder,
+            merged,
+        )
 
         lane = self._readable_lane(None)
         device = lane.device
+        unreadable = Unreadable()
+        chains: list[Iterator[Mapping[str, object]]]
         if isinstance(device, DatabaseAuditDevice):
-            return lane.name, (json.loads(line) for line in device.records())
-        lines, decode = _file_lines(lane)
-        return lane.name, (
-            json.loads(decode(line.rstrip(b"\n")) if decode is not None else line) for line in lines
-        )
+            storage = device.storage
+            chains = [
+                database_records(storage, lane.name, node, unreadable=unreadable)
+                for node in database_nodes(storage, lane.name)
+            ]
+        else:
+            assert isinstance(device, FileAuditDevice)
+            decode = line_decoder(device.cipher)
+            chains = [
+                file_records(
+                    chain, decode=decode, unreadable=unreadable, since=since, needle=needle
+                )
+                for chain in file_chains(self.file_paths.get(lane.name, device.path))
+            ]
+        return lane.name, merged(chains), unreadable
 
     def search(self, filters: Mapping[str, object], limit: int) -> AuditRecords:
         """Matching records, oldest first, at most ``limit``."""
         from medsecrets.audit.query import AuditQuery, search
 
-        name, records = self._readable()
         query = AuditQuery(**filters)  # type: ignore[arg-type]
+        name, records, unreadable = self._readable(since=query.since)
         found: list[Mapping[str, object]] = []
         truncated = False
         for record in search(records, query):
@@ -199,13 +231,15 @@ class AuditStack:
                 truncated = True
                 break
             found.append(record)
-        return AuditRecords(device=name, records=tuple(found), truncated=truncated)
+        return AuditRecords(
+            device=name, records=tuple(found), truncated=truncated, unreadable=unreadable.lines
+        )
 
     def who_read(self, path: str, since: dt.datetime | None) -> AuditReads:
         """Every successful read of ``path`` since ``since``."""
         from medsecrets.audit.query import who_read
 
-        name, records = self._readable()
+        name, records, unreadable = self._readable(since=since, needle=_READ_NEEDLE)
         rows = who_read(records, path, since)
         return AuditReads(
             device=name,
@@ -223,6 +257,7 @@ class AuditStack:
                 )
                 for row in rows
             ),
+            unreadable=unreadable.lines,
         )
 
     def verify(self, device: str | None) -> AuditVerification:
@@ -345,27 +380,33 @@ class AuditStack:
 
 
 def _file_lines(lane: AuditLane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:
-    """The complete lines of a live file device (oldest file first) and their decoder.
+    """The complete lines of a live file device's own chain (oldest file first), streamed,
+    and their decoder (sealed lines opened, plain ones as they are: a device switched to
+    encryption holds both).
 
     The device may be appending or rotating meanwhile: a torn last line is left
     out and a file renamed away between listing and reading is skipped.
     """
     from medsecrets.audit.file import FileAuditDevice
+    from medsecrets.audit.readback import line_decoder
 
     device = lane.device
     assert isinstance(device, FileAuditDevice)
-    cipher = device.cipher
     paths = device.files()
 
     def lines() -> Iterator[bytes]:
         for path in paths:
             try:
-                data = path.read_bytes()
+                handle = path.open("rb")
             except FileNotFoundError:
                 continue
-            yield from data[: data.rfind(b"\n") + 1].splitlines(keepends=True)
+            with handle:
+                for line in handle:
+                    if not line.endswith(b"\n"):
+                        break  # a torn last line: being written
+                    yield line
 
-    return lines(), cipher.open if cipher is not None else None
+    return lines(), line_decoder(device.cipher)
 
 
 def device_settings(settings: Settings) -> tuple[AuditDeviceSettings, ...]:
@@ -596,6 +637,7 @@ def build_audit(
     stack = AuditStack(broker=None, keys=keys, node=node, checkpoint_every=audit.checkpoint_every)
     monitor = settings.monitor
     specs = device_settings(settings)
+    stack.file_paths = {spec.name: Path(spec.path) for spec in specs if spec.type == "file"}
     # With audit.process the first file device's audit process runs the detectors too.
     watcher = next(
         (spec.name for spec in specs if spec.type == "file" and audit.process and audit.enabled),

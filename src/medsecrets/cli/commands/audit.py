@@ -323,6 +323,15 @@ def _find(
         return _server_search(client, query, limit)
 
 
+def _warn_unreadable(count: int) -> None:
+    """Say that the server left lines of its log out of an answer (``unreadable``)."""
+    if count:
+        warn(
+            f"{count} line(s) of the server's audit log could not be read and were left out "
+            "(`medsecrets audit verify` says where)"
+        )
+
+
 def _server_side(key_file: Path | None) -> None:
     """Refuse ``--key-file`` when the server is asked (it reads its own devices)."""
     if key_file is not None:
@@ -453,6 +462,7 @@ def search(
         since=since, until=until,
     )  # fmt: skip
     found = _find(files, key_file, query, limit, (addr, token, cacert))
+    _warn_unreadable(found.unreadable)
     if found.truncated:
         warn(f"more records match: showing the first {limit} (raise --limit)")
     if fmt is not None:
@@ -515,6 +525,7 @@ def export(
             records = itertools.islice(records, limit)
     else:
         found = _find(None, key_file, query, limit or MAX_SERVER_LIMIT, (addr, token, cacert))
+        _warn_unreadable(found.unreadable)
         if found.truncated:
             warn(
                 f"more records match: exported the first {len(found.records)} (use --file "
@@ -526,7 +537,9 @@ def export(
         write_line(f"Exported {count} record(s) to {out} ({fmt.value}).")
 
 
-_READ_COLUMNS: Final = ("time", "principal", "remote", "user_agent", "version", "request_id")
+_READ_COLUMNS: Final = (
+    "time", "principal", "accessor", "remote", "user_agent", "version", "request_id",
+)  # fmt: skip
 
 
 @app.command("who-read")
@@ -574,13 +587,15 @@ def who_read(
         _server_side(key_file)
         with open_client(connection(addr, token, cacert)) as client:
             found = client.audit_who_read(path, since=when)
+        _warn_unreadable(found.unreadable)
 
     def show() -> None:
         data = wire(found.reads)
         rows = [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
         print_table(
             rows_table(f"reads of {path}", rows, _READ_COLUMNS,
-                       headers=("time", "principal", "from", "user agent", "version", "request")),
+                       headers=("time", "principal", "token accessor", "from", "user agent",
+                                "version", "request")),
             f"{len(rows)} read(s)",
         )  # fmt: skip
 

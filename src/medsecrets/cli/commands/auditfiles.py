@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from medsecrets.audit.crypt import RecordCipher
-    from medsecrets.audit.verify import Decoder, VerifyReport
+    from medsecrets.audit.verify import VerifyReport
     from medsecrets.monitor.analyze import AnalysisReport
     from medsecrets.monitor.detectors import DetectorConfig
 
@@ -98,7 +98,8 @@ FileOption = Annotated[
     typer.Option(
         "--file",
         "-f",
-        help="Read this audit file instead of asking the server (repeatable, oldest first).",
+        help="Read this audit file instead of asking the server (repeatable, oldest first; "
+        "a quoted pattern such as 'audit*.jsonl' reads every match in chain order).",
         show_default=False,
         rich_help_panel=_OFFLINE,
     ),
@@ -149,26 +150,34 @@ def _cipher(key_file: Path | None) -> RecordCipher | None:
         ) from None
 
 
-def _decoder(cipher: RecordCipher | None) -> Decoder | None:
-    """Opens sealed lines with ``cipher``; other lines pass as they are (with ``\\n``)."""
-    if cipher is None:
-        return None
-    from medsecrets.audit.crypt import is_sealed
+def expand_patterns(files: Sequence[Path]) -> list[Path]:
+    """``files`` with each pattern (``*``, ``?``, ``[``: quoted, so the shell left it)
+    replaced by the files it matches in name order, which is chain order for one device's
+    files (rotated ``<stem>-<stamp>-<seq>`` before the live ``<stem>.jsonl``)."""
+    import glob
 
-    def decode(line: bytes) -> bytes:
-        return cipher.open(line) if is_sealed(line) else line + b"\n"
-
-    return decode
+    found: list[Path] = []
+    for given in files:
+        text = str(given)
+        if given.exists() or not glob.has_magic(text):
+            found.append(given)
+            continue
+        matches = sorted(glob.glob(text))
+        if not matches:
+            raise CliError(f"--file {text}: no file matches", ExitCode.USAGE)
+        found.extend(Path(match) for match in matches)
+    return found
 
 
 def file_records(files: Sequence[Path], key_file: Path | None) -> Iterator[dict[str, object]]:
     """Every record of ``files``; a sealed record without ``--key-file`` is a usage error."""
     from medsecrets.audit.crypt import SEALED_KIND
     from medsecrets.audit.query import read_records
+    from medsecrets.audit.readback import line_decoder
 
-    decode = _decoder(_cipher(key_file))
+    decode = line_decoder(_cipher(key_file))
     with reading():
-        for record in read_records(files, decode=decode):
+        for record in read_records(expand_patterns(files), decode=decode):
             if record.get("kind") == SEALED_KIND:
                 raise CliError("the audit file is encrypted: give --key-file", ExitCode.USAGE)
             yield record
@@ -441,6 +450,7 @@ def verify(
     Exits 7 naming the first bad record.
     """
     from medsecrets.audit.device import ChainHead
+    from medsecrets.audit.readback import line_decoder
     from medsecrets.audit.verify import UNSIGNED_TAIL, verify_files
 
     if not files:
@@ -452,7 +462,7 @@ def verify(
         return
     loaded = _load_public_key(public_key, (addr, token, cacert))
     exported = _exported(checkpoints, node, device)
-    decode = _decoder(_cipher(key_file))
+    decode = line_decoder(_cipher(key_file))
     with reading(), _progress(files) as paths:
         report = verify_files(
             paths,

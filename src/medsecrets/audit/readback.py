@@ -1,0 +1,231 @@
+"""Reading a device's records back for queries: every chain it holds, merged by time.
+
+One device can hold several chains, and a query (``search``, ``who-read``: the
+blast-radius answer) must see them all:
+
+- a file device configured at ``<dir>/<stem><suffix>`` holds the chain of a
+  one-process server (``<stem><suffix>`` and its rotated files
+  ``<stem>-<stamp>-<seq>.jsonl``) and, with ``workers > 1``, one chain per
+  worker process (``<stem>-<pid><suffix>``, ``<stem>-<pid>-<stamp>-<seq>.jsonl``),
+  those of earlier runs included: ``file_chains``;
+- a database device holds one chain per node id (``audit/<node>/<name>/``; the
+  node id defaults to the host name, which a container changes at each start):
+  ``database_nodes``.
+
+``merged(chains)`` interleaves the records of the chains by their ``time``
+(each chain is in time order already, so the merge streams). Files are read a
+line at a time, never whole; ``Unreadable`` counts the lines left out (over
+``MAX_LINE_BYTES``, not decodable, not a JSON object): a query answers with
+what it could read and says how much it could not. A torn last line (the
+device appending meanwhile) is not read. A rotated file whose name's stamp
+(its rotation time, after its last record) is more than a second before
+``since`` is skipped unread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import heapq
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from medsecrets.audit.crypt import RecordCipher, is_sealed
+from medsecrets.audit.database import DatabaseAuditDevice
+from medsecrets.errors import DecryptionError
+from medsecrets.storage.base import StorageBackend
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "Unreadable",
+    "database_nodes",
+    "database_records",
+    "file_chains",
+    "file_records",
+    "line_decoder",
+    "merged",
+]
+
+MAX_LINE_BYTES: Final = 1 << 20
+"""The longest line (bytes, ``\\n`` included) a query reads; longer ones are unreadable."""
+
+_ROTATED: Final = r"(\d{8}T\d{6}Z)-(\d+)(?:-(\d+))?\.jsonl"
+_STAMP: Final = "%Y%m%dT%H%M%SZ"
+_RECORD_HEAD: Final = b'{"prev":"'
+"""How every record line starts (``record.render_line``; a sealed line too)."""
+
+Decoder = Callable[[bytes], bytes]
+
+
+class Unreadable:
+    """Counts the lines a query could not read (see module docstring)."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def __repr__(self) -> str:
+        return f"Unreadable(lines={self.lines})"
+
+
+def line_decoder(cipher: RecordCipher | None) -> Decoder | None:
+    """Opens sealed lines with ``cipher``; other lines pass as they are (with ``\\n``): a
+    device switched to encryption holds both. ``None`` without a cipher."""
+    if cipher is None:
+        return None
+
+    def decode(line: bytes) -> bytes:
+        return cipher.open(line) if is_sealed(line) else line + b"\n"
+
+    return decode
+
+
+def file_chains(base: Path) -> list[list[Path]]:
+    """Every chain of the file device configured at ``base``: its files, oldest first
+    (rotated files by their first record's seq, then the live file); the base chain first,
+    then the workers' chains by pid."""
+    stem, suffix = re.escape(base.stem), re.escape(base.suffix)
+    live = re.compile(rf"{stem}(?:-(\d+))?{suffix}")
+    rotated = re.compile(rf"{stem}(?:-(\d+))?-{_ROTATED}")
+    chains: dict[int, tuple[list[tuple[int, str, int, Path]], list[Path]]] = {}
+    try:
+        entries = list(base.parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        name = entry.name
+        found = live.fullmatch(name)
+        if found is not None:
+            chains.setdefault(int(found.group(1) or 0), ([], []))[1].append(entry)
+            continue
+        found = rotated.fullmatch(name)
+        if found is not None:
+            pid, stamp, seq, unique = found.groups()
+            olds = chains.setdefault(int(pid or 0), ([], []))[0]
+            olds.append((int(seq), stamp, int(unique or 0), entry))
+    return [
+        [*(entry for *_, entry in sorted(olds)), *lives]
+        for _, (olds, lives) in sorted(chains.items())
+    ]
+
+
+def file_records(
+    chain: Iterable[Path],
+    *,
+    decode: Decoder | None,
+    unreadable: Unreadable,
+    since: dt.datetime | None = None,
+    needle: bytes | None = None,
+) -> Iterator[dict[str, object]]:
+    """The records of one chain's files, oldest first (see module docstring).
+
+    ``needle``: record lines whose text does not contain it are skipped before
+    they are parsed (a prefilter; the caller still checks what it needs); a
+    line that does not even start as a record does is unreadable.
+    """
+    floor = None
+    if since is not None:  # naive: UTC, as the queries take it
+        aware = since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
+        with contextlib.suppress(OverflowError):  # near year 1: read every file
+            floor = aware.astimezone(dt.UTC) - dt.timedelta(seconds=1)
+    for path in chain:
+        if floor is not None and _rotated_before(path, floor):
+            continue
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:  # rotated away or pruned since it was listed
+            continue
+        with handle:
+            while True:
+                line = handle.readline(MAX_LINE_BYTES + 1)
+                if not line.endswith(b"\n"):
+                    if len(line) > MAX_LINE_BYTES:  # skip the rest of the long line
+                        unreadable.lines += 1
+                        _skip_line(handle)
+                        continue
+                    break  # the end, or a torn last line
+                if decode is not None:
+                    try:
+                        line = decode(line.rstrip(b"\n"))
+                    except (ValueError, DecryptionError):
+                        unreadable.lines += 1
+                        continue
+                if needle is not None and needle not in line:
+                    if not line.startswith(_RECORD_HEAD):  # not skipped: not a record at all
+                        unreadable.lines += 1
+                    continue
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):  # RecursionError: nested too deep
+                    record = None
+                if isinstance(record, dict):
+                    yield record
+                else:
+                    unreadable.lines += 1
+
+
+def _skip_line(handle: BinaryIO) -> None:
+    """Read past the rest of an over-long line."""
+    while True:
+        chunk = handle.readline(MAX_LINE_BYTES)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _rotated_before(path: Path, floor: dt.datetime) -> bool:
+    found = re.search(rf"-{_ROTATED}$", path.name)
+    if found is None:
+        return False
+    try:
+        stamp = dt.datetime.strptime(found.group(1), _STAMP).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return False
+    return stamp < floor
+
+
+def database_nodes(storage: StorageBackend, name: str) -> list[str]:
+    """The node ids holding a chain of the database device ``name``, in key order.
+
+    One ``list`` call per node id (it jumps past each node's keys), not a scan.
+    """
+    nodes: list[str] = []
+    after = ""
+    while True:
+        page = storage.list("audit/", after=after, limit=1)
+        if not page.keys:
+            return nodes
+        node = page.keys[0][len("audit/") :].partition("/")[0]
+        prefix = f"audit/{node}/"
+        # "0" follows "/": the least key after every key under the node's prefix
+        after = f"audit/{node}0"
+        if storage.list(f"{prefix}{name}/", limit=1).keys:
+            nodes.append(node)
+
+
+def database_records(
+    storage: StorageBackend, name: str, node: str, *, unreadable: Unreadable
+) -> Iterator[dict[str, object]]:
+    """The records of the database device ``name``'s chain of ``node``, in chain order."""
+    for line in DatabaseAuditDevice(name, storage, node=node).records():
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            yield record
+        else:
+            unreadable.lines += 1
+
+
+def merged(chains: Iterable[Iterator[Mapping[str, object]]]) -> Iterator[Mapping[str, object]]:
+    """The records of every chain, interleaved by ``time`` (see module docstring)."""
+    return heapq.merge(*chains, key=_time_key)
+
+
+def _time_key(record: Mapping[str, object]) -> str:
+    time = record.get("time")
+    return time if isinstance(time, str) else ""

@@ -1,0 +1,148 @@
+"""Server-side audit queries read every chain of the device: workers, earlier runs, node ids,
+and a file device switched to encryption (a real server process each time)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from medsecrets.testing.serverproc import ServerProcess
+
+SECRET = "medessence/development/database"
+CLOSE = {"Connection": "close"}  # a new connection per request: every worker serves
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **CLOSE}
+
+
+def _read(server: ServerProcess, times: int) -> None:
+    for _ in range(times):
+        answer = httpx.get(f"{server.addr}/v1/secrets/{SECRET}", headers=_headers(server.token))
+        assert answer.status_code == 200
+
+
+def _who_read(server: ServerProcess) -> dict[str, object]:
+    answer = httpx.get(
+        f"{server.addr}/v1/sys/audit/who-read",
+        params={"path": SECRET},
+        headers=_headers(server.token),
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, object] = answer.json()
+    return body
+
+
+def _search_reads(server: ServerProcess) -> dict[str, object]:
+    answer = httpx.get(
+        f"{server.addr}/v1/sys/audit/search",
+        params={"operation": "secrets.read", "kind": "response", "limit": "1000"},
+        headers=_headers(server.token),
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, object] = answer.json()
+    return body
+
+
+def _reads(body: dict[str, object]) -> list[dict[str, object]]:
+    reads = body["reads"]
+    assert isinstance(reads, list)
+    return reads
+
+
+def test_who_read_and_search_see_every_worker_and_earlier_runs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"MEDSECRETS_WORKERS": "2"}
+    with ServerProcess(data, env=env, log_dir=tmp_path / "l1") as server:
+        _read(server, 10)
+        for _ in range(4):  # whichever worker answers
+            reads = _reads(_who_read(server))
+            assert len(reads) == 10
+            times = [str(read["time"]) for read in reads]
+            assert times == sorted(times)
+    with ServerProcess(data, env=env, log_dir=tmp_path / "l2") as server:  # new pids
+        _read(server, 5)
+        for _ in range(4):
+            assert len(_reads(_who_read(server))) == 15
+            found = _search_reads(server)
+            records = found["records"]
+            assert isinstance(records, list)
+            assert len([r for r in records if r["path"] == SECRET]) == 15
+            assert found["unreadable"] == 0
+    files = sorted(p.name for p in (data / "audit").glob("audit-*.jsonl"))
+    assert len(files) == 4  # two workers, two runs: four chains
+
+
+def test_who_read_sees_the_chains_of_earlier_node_ids(tmp_path: Path) -> None:
+    """A database device keeps one chain per node id, which defaults to the host name (a
+    container's changes at every start)."""
+    data = tmp_path / "data"
+    first = {"MEDSECRETS_AUDIT_DATABASE": "true", "MEDSECRETS_AUDIT_NODE": "pod-aaaa"}
+    with ServerProcess(data, env=first, log_dir=tmp_path / "l1") as server:
+        _read(server, 3)
+        assert _who_read(server)["device"] == "database"
+        assert len(_reads(_who_read(server))) == 3
+    second = {**first, "MEDSECRETS_AUDIT_NODE": "pod-bbbb"}
+    with ServerProcess(data, env=second, log_dir=tmp_path / "l2") as server:
+        _read(server, 2)
+        assert len(_reads(_who_read(server))) == 5
+
+
+def test_queries_and_verify_after_a_switch_to_encryption(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "l1") as server:
+        _read(server, 3)
+    config = tmp_path / "server.toml"
+    config.write_text(
+        "[[audit.device]]\n"
+        'type = "file"\n'
+        f'path = "{data / "audit" / "audit.jsonl"}"\n'
+        'encrypt = "medessence/development/medical-encryption#audit_log_encryption_key"\n'
+    )
+    with ServerProcess(
+        data, extra_args=["--config", str(config)], log_dir=tmp_path / "l2"
+    ) as server:
+        _read(server, 2)
+        who = _who_read(server)
+        assert len(_reads(who)) == 5
+        assert who["unreadable"] == 0
+        assert len(_search_reads(server)["records"]) == 5  # type: ignore[arg-type]
+        verified = httpx.get(
+            f"{server.addr}/v1/sys/audit/verify", headers=_headers(server.token)
+        ).json()
+        assert verified["ok"] is True, verified
+    lines = (data / "audit" / "audit.jsonl").read_bytes().splitlines()
+    assert b'"kind":"sealed"' in lines[-1]
+    assert b'"kind":"sealed"' not in lines[0]
+
+
+def test_an_unreadable_line_is_left_out_and_said(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "l") as server:
+        _read(server, 2)
+        with (data / "audit" / "audit.jsonl").open("ab") as log:
+            log.write(b"this is not a record\n")
+        _read(server, 1)
+        who = _who_read(server)
+        assert len(_reads(who)) == 3
+        assert who["unreadable"] == 1
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MEDSECRETS_")},
+            "MEDSECRETS_ADDR": server.addr,
+            "MEDSECRETS_TOKEN": server.token,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "medsecrets.cli", "audit", "who-read", SECRET],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "1 line(s) of the server's audit log could not be read" in done.stderr
+        assert "3 read(s)" in done.stdout
