@@ -19,6 +19,9 @@ from medsecrets.audit.file import FileAuditDevice
 from medsecrets.audit.lane import DeviceKeys, Lane
 from medsecrets.audit.record import (
     GENESIS,
+    LARGE_DATA,
+    MAX_DATA_DEPTH,
+    MAX_DATA_VALUES,
     SEALED_DATA,
     AuditEvent,
     Salter,
@@ -136,6 +139,37 @@ def test_request_body_values_are_hmacd(started: list[AuditBroker]) -> None:
     record = json.loads(device.lines[0])
     assert record["data"] == {"fields": {"password": Salter(KEY).hash("canary-Zq81-value")}}
     assert b"canary-Zq81-value" not in b"".join(device.lines)
+
+
+def test_a_body_s_record_is_bounded(started: list[AuditBroker]) -> None:
+    """Anyone who reaches the port sends a body, and a refused request is recorded too: a
+    long key is hashed, and a body of many values (each a 77-character HMAC once recorded)
+    or deeply nested is recorded as LARGE_DATA, so a record stays a few KiB."""
+    salter = Salter(KEY)
+    long_key = "k" * 200
+    assert salter.salt({long_key: "v", "short": "w"}) == {
+        salter.hash(long_key): salter.hash("v"),
+        "short": salter.hash("w"),
+    }
+    assert salter.salt({"paths": [f"p{i}" for i in range(MAX_DATA_VALUES - 2)]}) != LARGE_DATA
+    assert salter.salt({"paths": [f"p{i}" for i in range(MAX_DATA_VALUES)]}) == LARGE_DATA
+    deep: object = "x"
+    for _ in range(MAX_DATA_DEPTH + 1):
+        deep = [deep]
+    assert salter.salt(deep) == LARGE_DATA
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    bodies = [{"x" * (1 << 20): 1}, {f"k{i}": i for i in range(50_000)}]
+    for body in bodies:
+        request = read(method="PUT", route="secrets.write", body=body)
+        broker.on_request(request, None)  # refused unauthenticated: recorded, no wait
+        broker.on_response(request, None, 401, "unauthenticated")
+    deadline = time.monotonic() + 5
+    while len(device.lines) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert max(len(line) for line in device.lines) < 4096
+    requests = [json.loads(line) for line in device.lines if b'"kind":"request"' in line]
+    assert [r["data"] for r in requests][1] == LARGE_DATA
 
 
 def test_errors_need_no_wait_but_are_recorded(started: list[AuditBroker]) -> None:

@@ -43,6 +43,10 @@ __all__ = [
     "FIELDS",
     "GENESIS",
     "HMAC_PREFIX",
+    "LARGE_DATA",
+    "MAX_DATA_DEPTH",
+    "MAX_DATA_KEY",
+    "MAX_DATA_VALUES",
     "SEALED_DATA",
     "AuditEvent",
     "Completion",
@@ -236,18 +240,61 @@ class Salter:
         return found
 
     def salt(self, data: object) -> object:
-        """``data`` with every leaf value replaced by its HMAC (see class docstring)."""
+        """``data`` with every leaf value replaced by its HMAC (see class docstring).
+
+        Bounded, since a body is sent by anyone who reaches the port (a failed
+        request is recorded too): a key over ``MAX_DATA_KEY`` characters is
+        replaced by its HMAC, and a body of more than ``MAX_DATA_VALUES`` leaves
+        and containers, or nested deeper than ``MAX_DATA_DEPTH``, is recorded as
+        ``LARGE_DATA`` only. A record's ``data`` is then a few KiB at most.
+        """
         if data is None:
             return None
+        if not _within_bounds(data):
+            return LARGE_DATA
+        return self._salt(data)
+
+    def _salt(self, data: object) -> object:
         if isinstance(data, Mapping):
-            return {str(k): self.salt(v) for k, v in data.items()}
+            return {self._salt_key(k): self._salt(v) for k, v in data.items()}
         if isinstance(data, list | tuple):
-            return [self.salt(v) for v in data]
+            return [self._salt(v) for v in data]
         if isinstance(data, bool):
             return self.hash("true" if data else "false")
         if isinstance(data, str | int | float):
             return self.hash(str(data))
         return self.hash(repr(type(data)))
+
+    def _salt_key(self, key: object) -> str:
+        text = str(key)
+        return text if len(text) <= MAX_DATA_KEY else self.hash(text)
+
+
+MAX_DATA_KEY: Final = 128
+"""The longest ``data`` key recorded as it is (a field name has at most 128 characters)."""
+MAX_DATA_VALUES: Final = 64
+"""The most leaves and containers a recorded ``data`` holds."""
+MAX_DATA_DEPTH: Final = 8
+"""The deepest nesting a recorded ``data`` holds."""
+LARGE_DATA: Final = "[not recorded: too large]"
+"""A record's ``data`` for a body over the bounds of ``Salter.salt``."""
+
+
+def _within_bounds(data: object) -> bool:
+    """Whether ``data`` has at most ``MAX_DATA_VALUES`` nodes, none deeper than
+    ``MAX_DATA_DEPTH`` (walked without recursion, stopping at the first excess)."""
+    pending: list[tuple[object, int]] = [(data, 0)]
+    count = 0
+    while pending:
+        node, depth = pending.pop()
+        count += 1
+        if count > MAX_DATA_VALUES or depth > MAX_DATA_DEPTH:
+            return False
+        if isinstance(node, Mapping):
+            pending.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list | tuple):
+            pending.extend((value, depth + 1) for value in node)
+    return True
 
 
 _SECOND: list[tuple[tuple[int, ...], str]] = [((), "")]
