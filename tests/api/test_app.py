@@ -517,9 +517,11 @@ def test_a_failed_log_fsync_fails_the_loop_write_and_its_record_says_so(
     statuses: list[int] = []
     real = core._on_response
 
-    def on_response(request: object, principal: object, status: int, code: object) -> object:
+    def on_response(
+        request: object, principal: object, status: int, code: object, version: object = None
+    ) -> object:
         statuses.append(status)
-        return real(request, principal, status, code)  # type: ignore[arg-type]
+        return real(request, principal, status, code, version)  # type: ignore[arg-type]
 
     core._on_response = on_response  # type: ignore[method-assign]
     root = tokens.create_root()[0].reveal()

@@ -88,10 +88,12 @@ def test_a_loop_write_waiting_for_its_fsync_times_out_and_is_still_recorded(
     statuses: list[int] = []
     real = core._on_response
 
-    def on_response(request: Any, principal: Any, status: int, code: Any) -> Any:
+    def on_response(
+        request: Any, principal: Any, status: int, code: Any, version: Any = None
+    ) -> Any:
         statuses.append(status)
         events.append("recorded")
-        return real(request, principal, status, code)
+        return real(request, principal, status, code, version)
 
     core._on_response = on_response  # type: ignore[method-assign]
     app = create_app(core, request_timeout=0.1)

@@ -40,7 +40,12 @@ class Recorder:
         return None
 
     def on_response(
-        self, request: Request, principal: TokenInfo | None, status: int, code: str | None
+        self,
+        request: Request,
+        principal: TokenInfo | None,
+        status: int,
+        code: str | None,
+        version: int | None = None,
     ) -> None:
         self.responses.append((request.route, status, code))
 

@@ -276,7 +276,8 @@ def test_open_truncates_a_torn_last_line(path: Path) -> None:
 def test_open_of_a_long_last_line(path: Path) -> None:
     path.parent.mkdir()
     maker = make_log(1)
-    big = maker.append(AuditEvent(kind="request", time=BASE_TIME, data={"blob": ["x"] * 3000}))
+    summary = {"alert": {"summary": "x" * 250_000}}  # a body's data is bounded; an alert's not
+    big = maker.append(AuditEvent(kind="alert", time=BASE_TIME, extra=summary))
     assert len(big) > 200_000
     path.write_bytes(b"".join(maker.lines))
     path.chmod(0o600)

@@ -28,7 +28,12 @@ class Recorder:
             raise OSError("disk full")
 
     def on_response(
-        self, request: Request, principal: TokenInfo | None, status: int, code: str | None
+        self,
+        request: Request,
+        principal: TokenInfo | None,
+        status: int,
+        code: str | None,
+        version: int | None = None,
     ) -> None:
         self.events.append(("response", request.route, status, code))
         if self.fail_on == "response":
@@ -128,7 +133,12 @@ class TicketRecorder(Recorder):
         return _Ticket(self.durable)
 
     def on_response(  # type: ignore[override]
-        self, request: Request, principal: TokenInfo | None, status: int, code: str | None
+        self,
+        request: Request,
+        principal: TokenInfo | None,
+        status: int,
+        code: str | None,
+        version: int | None = None,
     ) -> _Ticket:
         super().on_response(request, principal, status, code)
         return _Ticket(True)

@@ -146,3 +146,28 @@ def test_an_unreadable_line_is_left_out_and_said(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "1 line(s) of the server's audit log could not be read" in done.stderr
         assert "3 read(s)" in done.stdout
+
+
+def test_who_read_names_the_version_each_read_served(tmp_path: Path) -> None:
+    """Not only the version asked for: a read of the current version, of a stage or by
+    version id records the number it served (the compromised-version question)."""
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "l") as server:
+        url = f"{server.addr}/v1/secrets/{SECRET}"
+        headers = _headers(server.token)
+        first = httpx.get(url, headers=headers).json()
+        fields = dict(first["fields"])
+        written = httpx.put(url, json={"fields": fields}, headers=headers)
+        assert written.status_code == 200, written.text
+        assert written.json()["version"]["number"] == 2
+        for params in ({}, {"stage": "previous"}, {"version_id": first["id"]}, {"version": "1"}):
+            assert httpx.get(url, params=params, headers=headers).status_code == 200
+        reads = _reads(_who_read(server))
+        assert [read["version"] for read in reads] == [1, 2, 1, 1, 1]
+        found = _search_reads(server)
+        writes = httpx.get(
+            f"{server.addr}/v1/sys/audit/search",
+            params={"operation": "secrets.write", "kind": "response"},
+            headers=headers,
+        ).json()["records"]
+        assert [record["version"] for record in writes] == [2]
+        assert len(found["records"]) == 5  # type: ignore[arg-type]

@@ -141,20 +141,24 @@ class AuditBroker:
         principal: TokenInfo | None,
         response_status: int,
         error_code: str | None,
+        version: int | None = None,
     ) -> Waiter | None:
         """Queue the response record (with a GET's request record); a ticket to wait on
-        for a success."""
+        for a success. ``version``: the secret version the response carries (the version a
+        read served), recorded instead of the one asked for."""
         if not self.lanes:
             return None
         held = self._open.pop(id(request), None)
         opened = held[1] if held is not None and held[0] is request else None
         wait = response_status < 400
         if opened is None:
-            event = self._event("response", request, principal, response_status, error_code)
+            event = self._event(
+                "response", request, principal, response_status, error_code, served=version
+            )
             if self._on_event is not None:
                 self._publish(event)
             return self._append(event, wait=wait)
-        completion = Completion(self._now(), response_status, error_code)
+        completion = Completion(self._now(), response_status, error_code, version)
         if self._on_event is not None:
             self._publish(opened.responded(completion))
         return self._append(opened, wait=wait, completion=completion)
@@ -207,6 +211,8 @@ class AuditBroker:
         principal: TokenInfo | None,
         status: int | None,
         code: str | None,
+        *,
+        served: int | None = None,
     ) -> AuditEvent:
         route = request.route
         path = request.path
@@ -216,9 +222,9 @@ class AuditBroker:
             environment, category = split_path(path, self._prefix)
         elif route == "catalog.category":
             category = path or None
-        version: int | None = None
+        version = served
         found = request.query.get("version")
-        if found and found[0].isdigit() and len(found[0]) < 12:
+        if version is None and found and found[0].isdigit() and len(found[0]) < 12:
             version = int(found[0])
         return AuditEvent(
             kind="request" if kind == "request" else "response",

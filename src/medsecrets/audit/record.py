@@ -169,7 +169,8 @@ class AuditEvent:
 
     def responded(self, completion: Completion) -> AuditEvent:
         """The response event of this request event: the same request, ``completion``'s
-        time, status and error, and no ``data`` (a response record carries no body)."""
+        time, status, error and served version (if any), and no ``data`` (a response
+        record carries no body)."""
         return AuditEvent(
             kind="response",
             time=completion.time,
@@ -183,7 +184,7 @@ class AuditEvent:
             path=self.path,
             environment=self.environment,
             category=self.category,
-            version=self.version,
+            version=self.version if completion.version is None else completion.version,
             status=completion.status,
             error=completion.error,
             emergency=self.emergency,
@@ -196,6 +197,8 @@ class Completion(NamedTuple):
     time: dt.datetime
     status: int
     error: str | None
+    version: int | None = None
+    """The secret version the response carried (``None``: the request's, if it named one)."""
 
 
 class Salter:

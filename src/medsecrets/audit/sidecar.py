@@ -97,8 +97,8 @@ PackedEvent = tuple[
 ]
 """An ``AuditEvent`` as builtin values (``pack_event``)."""
 
-PackedCompletion = tuple[int, int, int, str | None]
-"""A ``Completion`` as builtin values: POSIX seconds, microseconds, status, error."""
+PackedCompletion = tuple[int, int, int, str | None, int | None]
+"""A ``Completion`` as builtin values: POSIX seconds, microseconds, status, error, version."""
 
 Item = tuple[bool, PackedEvent, PackedCompletion | None]
 """One item of an ``events`` message: ``(wait, event, completion)`` (see module docstring)."""
@@ -157,7 +157,13 @@ def pack_event(event: AuditEvent) -> PackedEvent:
 def pack_completion(completion: Completion) -> PackedCompletion:
     """``completion`` as a tuple of builtin values (its time to the microsecond)."""
     time = completion.time
-    return (int(time.timestamp()), time.microsecond, completion.status, completion.error)
+    return (
+        int(time.timestamp()),
+        time.microsecond,
+        completion.status,
+        completion.error,
+        completion.version,
+    )
 
 
 def _time(seconds: int, micro: int) -> dt.datetime:
@@ -211,8 +217,8 @@ def unpack_event(packed: PackedEvent) -> AuditEvent:
 
 def unpack_completion(packed: PackedCompletion) -> Completion:
     """The ``Completion`` of ``pack_completion(completion)``."""
-    seconds, micro, status, error = packed
-    return Completion(_time(seconds, micro), status, error)
+    seconds, micro, status, error, version = packed
+    return Completion(_time(seconds, micro), status, error, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +263,7 @@ class LaneConfig:
         return cls(**message[1])
 
 
-PROTOCOL: Final = 3
+PROTOCOL: Final = 4
 """The version of the messages between a server and its audit process (``RemoteLane``
 sends it with the config; the audit process refuses any other). Bump it with any change
 to a message's shape."""

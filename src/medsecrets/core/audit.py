@@ -66,8 +66,10 @@ class AuditHook(Protocol):
         principal: TokenInfo | None,
         response_status: int,
         error_code: str | None,
+        version: int | None = None,
     ) -> AuditTicket | None:
-        """Called after the request ran, before its response leaves."""
+        """Called after the request ran, before its response leaves; ``version``: the
+        secret version a successful response carries (the one a read served)."""
         ...
 
 
@@ -83,6 +85,7 @@ class NullAuditHook:
         principal: TokenInfo | None,
         response_status: int,
         error_code: str | None,
+        version: int | None = None,
     ) -> AuditTicket | None:
         return None
 

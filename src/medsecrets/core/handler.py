@@ -182,10 +182,15 @@ class Core:
             raise AuditFailure from None
 
     def _on_response(
-        self, request: Request, principal: TokenInfo | None, status: int, code: str | None
+        self,
+        request: Request,
+        principal: TokenInfo | None,
+        status: int,
+        code: str | None,
+        version: int | None = None,
     ) -> AuditTicket | None:
         try:
-            return self._audit.on_response(request, principal, status, code)
+            return self._audit.on_response(request, principal, status, code, version)
         except Exception:
             raise AuditFailure from None
 
@@ -193,6 +198,18 @@ class Core:
         """Record (best effort) that the request was refused: its record was not durable."""
         with contextlib.suppress(Exception):
             self._audit.on_response(request, principal, 503, AuditFailure.code)
+
+
+def _served_version(body: object) -> int | None:
+    """The secret version a successful answer carries, for its response record: a read's
+    ``number``, a write's ``version.number``; ``None`` for other answers."""
+    if type(body) is not dict:
+        return None
+    number = body.get("number")
+    if number is None:
+        inner = body.get("version")
+        number = inner.get("number") if type(inner) is dict else None
+    return number if type(number) is int else None
 
 
 class Routed(NamedTuple):
@@ -276,7 +293,7 @@ class Admitted:
             else:  # every request gets its response record
                 core._refused(request, principal)
             raise error
-        ticket = core._on_response(request, principal, 200, None)
+        ticket = core._on_response(request, principal, 200, None, _served_version(routed.body))
         if ticket is not None and not defer_audit:
             ticket.wait()
             ticket = None
