@@ -641,3 +641,33 @@ def test_flush_is_only_for_a_lane_without_writer_thread() -> None:
             threaded.flush()
     finally:
         threaded.stop()
+
+
+def test_a_list_is_recorded_with_its_scope(started: list[AuditBroker]) -> None:
+    """``metadata.list`` (enumeration) records its prefix as ``path`` and the environment
+    and category it is limited to, so `audit search --path-prefix/--environment` finds it."""
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    asked = (
+        {"prefix": ("medessence/production/database",)},
+        {"prefix": ("medessence/prod",), "category": ("auth",)},
+        {"environment": ("staging",), "category": ("database",)},
+        {"prefix": ("x" * 5000,)},
+    )
+    for query in asked:
+        request = Request(
+            method="GET", route="metadata.list", path="", query=query, token=None,
+            body=None, remote="127.0.0.1", user_agent="t", request_id="r",
+        )  # fmt: skip
+        broker.on_request(request, None)
+        ticket = broker.on_response(request, None, 200, None)
+        assert ticket is not None
+        ticket.wait()
+    responses = [json.loads(line) for line in device.lines if b'"kind":"response"' in line]
+    scopes = [(r["path"], r["environment"], r["category"]) for r in responses]
+    assert scopes == [
+        ("medessence/production/database", "production", None),
+        ("medessence/prod", None, "auth"),  # "prod" may be the start of "production"
+        ("", "staging", "database"),
+        ("x" * 512, None, None),
+    ]

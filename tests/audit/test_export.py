@@ -20,6 +20,8 @@ from medsecrets.errors import InvalidRequest
 from medsecrets.monitor.alert import Alert
 from tests.audit.chainmaker import BASE_TIME, ChainMaker, parse
 
+ALERT_COLUMNS = ("detector", "severity", "summary", "count")
+
 NASTY_AGENT = "=cmd|' /C calc'!A0 a=b \\ back\nslash\r\nend"
 CEF = re.compile(
     r"^CEF:0\|MedEssenceAI\|medsecrets\|(?P<version>(?:[^|\\]|\\.)*)"
@@ -106,7 +108,7 @@ def test_csv_parses_back_with_the_csv_module(records: list[dict[str, object]]) -
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert count == len(rows) == len(records)
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert set(CSV_COLUMNS) == {"seq", "kind", *FIELDS} - {"data"}
+    assert set(CSV_COLUMNS) == {"seq", "kind", *FIELDS, *ALERT_COLUMNS, "covers"} - {"data"}
     for row, record in zip(rows, records, strict=True):
         assert row["seq"] == str(record["seq"])
         assert row["kind"] == record["kind"]
@@ -126,6 +128,17 @@ def test_csv_parses_back_with_the_csv_module(records: list[dict[str, object]]) -
     assert rows[-3]["emergency"] == "true"
     assert rows[-1]["kind"] == "checkpoint"
     assert rows[-1]["principal"] == ""
+    assert rows[-1]["covers"] == str(records[-1]["covers"])
+    alert = rows[-2]  # its row carries the alert, not only seq, kind and time
+    assert alert["kind"] == "alert"
+    assert (alert["detector"], alert["severity"], alert["count"]) == ("honeytoken", "critical", "2")
+    assert alert["summary"] == "read of decoy a=b|c"
+    assert (alert["principal"], alert["remote"], alert["path"]) == (
+        "mallory",
+        "10.9.9.9",
+        "medessence/production/decoy",
+    )
+    assert alert["category"] == "decoy"
 
 
 def test_cef_lines_match_the_format_and_escape(records: list[dict[str, object]]) -> None:

@@ -149,6 +149,9 @@ def test_search_limit_warns_when_more_records_match(run: Run, written: tuple[str
     result = run("audit", "search", "--path-prefix", written[0], "--limit", "1", "-o", "json").ok()
     assert len(result.json()["records"]) == 1 and result.json()["truncated"] is True
     assert "raise --limit" in result.stderr
+    # more than the server sends: capped at its 10,000, not refused
+    for command in ("search", "export"):
+        run("audit", command, "--path-prefix", written[0], "--limit", "20000").ok()
 
 
 def test_who_read_lists_the_read(run: Run, written: tuple[str, str], audit_file: Path) -> None:
@@ -298,7 +301,8 @@ def test_export_cef_from_the_server_to_a_private_file(
         "audit", "export", "--format", "cef", "--operation", "secrets.read",
         "--path-prefix", written[0], "--out", str(out),
     ).ok()  # fmt: skip
-    assert done.stdout.strip() == f"Exported 2 record(s) to {out} (cef)."
+    assert done.stderr.strip() == f"Exported 2 record(s) to {out} (cef)."
+    assert done.stdout == ""  # --out /dev/stdout carries the records alone
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2

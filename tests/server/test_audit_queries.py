@@ -171,3 +171,32 @@ def test_who_read_names_the_version_each_read_served(tmp_path: Path) -> None:
         ).json()["records"]
         assert [record["version"] for record in writes] == [2]
         assert len(found["records"]) == 5  # type: ignore[arg-type]
+
+
+def test_times_at_the_edges_of_the_calendar(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "l") as server:
+        _read(server, 1)
+        headers = _headers(server.token)
+        for route, params in (
+            ("search", {"since": "0001-01-01T00:00:00+01:00"}),
+            ("search", {"until": "9999-12-31T23:59:59-01:00"}),
+            ("who-read", {"path": SECRET, "since": "0001-01-01T00:00:00+01:00"}),
+        ):
+            answer = httpx.get(
+                f"{server.addr}/v1/sys/audit/{route}", params=params, headers=headers
+            )
+            assert answer.status_code == 400, answer.text
+            assert "out of range once in UTC" in answer.json()["error"]["message"]
+        # a year before 1000 compares as a year, not as text ("999" > "2026")
+        early = httpx.get(
+            f"{server.addr}/v1/sys/audit/who-read",
+            params={"path": SECRET, "since": "0999-01-01T00:00:00Z"},
+            headers=headers,
+        ).json()
+        assert len(_reads(early)) == 1
+        none = httpx.get(
+            f"{server.addr}/v1/sys/audit/search",
+            params={"until": "0999-01-01T00:00:00Z"},
+            headers=headers,
+        ).json()
+        assert none["records"] == []

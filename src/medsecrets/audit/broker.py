@@ -50,6 +50,13 @@ EXEMPT_ROUTES = frozenset({"sys.health", "sys.seal_status"})
 """Routes served (and still audited when devices exist) with no audit device at all."""
 
 _SECRET_ROUTES = ("secrets.", "metadata.", "stages.")
+_LIST = "metadata.list"
+_MAX_PATH = 512  # the longest valid secret path: longer query values are cut in records
+
+
+def _first(values: Sequence[str] | None) -> str:
+    """The first value of a query parameter, ``""`` if absent."""
+    return values[0] if values else ""
 
 
 def _utcnow() -> dt.datetime:
@@ -218,7 +225,14 @@ class AuditBroker:
         path = request.path
         environment: str | None = None
         category: str | None = None
-        if route.startswith(_SECRET_ROUTES):
+        if route == _LIST:  # the enumeration's scope: its prefix, environment and category
+            query = request.query
+            path = _first(query.get("prefix"))[:_MAX_PATH]
+            # the prefix is a string prefix: only its complete segments name a scope
+            environment, category = split_path(path[: path.rfind("/")], self._prefix)
+            environment = _first(query.get("environment"))[:_MAX_PATH] or environment
+            category = _first(query.get("category"))[:_MAX_PATH] or category
+        elif route.startswith(_SECRET_ROUTES):
             environment, category = split_path(path, self._prefix)
         elif route == "catalog.category":
             category = path or None

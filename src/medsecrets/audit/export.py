@@ -1,8 +1,11 @@
 """Export audit records for a SIEM: JSON lines, CSV or CEF, one record per line.
 
 - ``jsonl``: each record as compact JSON (ASCII), exactly the fields it has.
-- ``csv``: a fixed header, ``CSV_COLUMNS`` (``seq``, ``kind`` and the record
-  ``FIELDS`` but ``data``); a record without a column leaves it empty;
+- ``csv``: a fixed header, ``CSV_COLUMNS`` (``seq``, ``kind``, the record
+  ``FIELDS`` but ``data``, then an alert's ``detector``, ``severity``,
+  ``summary`` and ``count`` and a checkpoint's ``covers``); an alert's row
+  takes principal, remote (its source), path, category and environment from
+  the alert; a record without a column leaves it empty;
   ``None`` is empty, booleans are ``true``/``false``. A text cell starting
   with ``=``, ``+``, ``-``, ``@``, tab or carriage return is prefixed with
   ``'`` so a spreadsheet never evaluates it (user agents and principals come
@@ -59,7 +62,14 @@ __all__ = ["CSV_COLUMNS", "ExportFormat", "cef_line", "export"]
 
 ExportFormat = Literal["jsonl", "csv", "cef"]
 
-CSV_COLUMNS: Final = ("seq", "kind", *(name for name in FIELDS if name != "data"))
+_ALERT_COLUMNS: Final = ("detector", "severity", "summary", "count")
+CSV_COLUMNS: Final = (
+    "seq",
+    "kind",
+    *(name for name in FIELDS if name != "data"),
+    *_ALERT_COLUMNS,
+    "covers",
+)
 
 _VENDOR: Final = "MedEssenceAI"
 _PRODUCT: Final = "medsecrets"
@@ -92,7 +102,7 @@ def export(records: Iterable[Mapping[str, object]], fmt: ExportFormat, out: Text
         writer.writerow(CSV_COLUMNS)
         count = 0
         for record in records:
-            writer.writerow([_csv_cell(record.get(column)) for column in CSV_COLUMNS])
+            writer.writerow([_csv_cell(_csv_value(record, column)) for column in CSV_COLUMNS])
             count += 1
         return count
     raise InvalidRequest(f"unknown export format {fmt!r}: use jsonl, csv or cef")
@@ -109,6 +119,14 @@ def _write_lines(lines: Iterable[str], out: TextIO) -> int:
 
 def _json_line(record: Mapping[str, object]) -> str:
     return json.dumps(dict(record), ensure_ascii=True, separators=(",", ":"))
+
+
+def _csv_value(record: Mapping[str, object], column: str) -> object:
+    """A record's value for a CSV column: an alert's own fields fill its row."""
+    if column in _ALERT_COLUMNS:
+        alert = record.get("alert")
+        return alert.get(column) if isinstance(alert, Mapping) else None
+    return record_field(record, column)
 
 
 def _csv_cell(value: object) -> str:

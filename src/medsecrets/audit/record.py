@@ -310,7 +310,12 @@ def format_time(value: dt.datetime) -> str:
     key = (value.second, value.minute, value.hour, value.day, value.month, value.year)
     cached = _SECOND[0]  # one tuple, swapped whole: safe across threads
     if cached[0] != key:  # one strftime per second, not per record
-        cached = _SECOND[0] = (key, value.strftime("%Y-%m-%dT%H:%M:%S."))
+        # not strftime("%Y"): it gives "999" for the year 999, and the text must sort
+        cached = _SECOND[0] = (
+            key,
+            f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.",
+        )
     return f"{cached[1]}{value.microsecond:06d}Z"
 
 

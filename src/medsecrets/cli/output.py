@@ -169,6 +169,13 @@ def env_lines(fields: Mapping[str, str], *, prefix: str = "") -> list[str]:
     return lines
 
 
+def note(message: str) -> None:
+    """One status line on stderr, for a command whose result went elsewhere (a file that
+    may be ``/dev/stdout``: stdout carries only the result)."""
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
+
+
 def warn(message: str) -> None:
     """One ``warning: ...`` line on stderr (never a secret value)."""
     sys.stderr.write(f"warning: {message}\n")

@@ -47,6 +47,7 @@ from medsecrets.cli.inputs import read_text
 from medsecrets.cli.output import (
     OutputFormat,
     emit,
+    note,
     print_table,
     rows_table,
     warn,
@@ -319,8 +320,8 @@ def _find(
             device=source_name(files), records=found[:limit], truncated=len(found) > limit
         )
     _server_side(key_file)
-    with open_client(connection(*conn)) as client:
-        return _server_search(client, query, limit)
+    with open_client(connection(*conn)) as client:  # the server sends 10,000 at most
+        return _server_search(client, query, min(limit, MAX_SERVER_LIMIT))
 
 
 def _warn_unreadable(count: int) -> None:
@@ -464,7 +465,9 @@ def search(
     found = _find(files, key_file, query, limit, (addr, token, cacert))
     _warn_unreadable(found.unreadable)
     if found.truncated:
-        warn(f"more records match: showing the first {limit} (raise --limit)")
+        shown = len(found.records)
+        more = "raise --limit" if shown == limit else "use --file or narrower filters"
+        warn(f"more records match: showing the first {shown} ({more})")
     if fmt is not None:
         _export(found.records, fmt, None)
         return
@@ -534,7 +537,7 @@ def export(
         records = found.records
     count = _export(records, fmt, out)
     if out is not None:
-        write_line(f"Exported {count} record(s) to {out} ({fmt.value}).")
+        note(f"Exported {count} record(s) to {out} ({fmt.value}).")
 
 
 _READ_COLUMNS: Final = (

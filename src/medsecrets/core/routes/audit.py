@@ -52,7 +52,14 @@ def _time(name: str, value: object) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidRequest(f"query parameter {name!r}: an ISO 8601 date or time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # its offset takes it out of the years 1 to 9999
+        raise InvalidRequest(
+            f"query parameter {name!r}: out of range once in UTC (years 1 to 9999)"
+        ) from None
 
 
 def audit_hash(ctx: Context, call: Call) -> AuditHash:
