@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
 from medsecrets.errors import DecryptionError
 from medsecrets.keys.envelope import SealedValue
+from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
 
@@ -154,3 +156,26 @@ def test_rotation_and_rewrap_while_four_threads_read_and_write(store: SecretStor
         for v in store.secrets.versions(p):
             assert store.secrets.get(p, version=v.number).number == v.number
             assert v.kek_version == 4
+
+
+def test_a_rotation_made_by_another_process_is_used_at_once(
+    store: SecretStore, tmp_path: Path
+) -> None:
+    """Two stores over one database, as two workers or two nodes: after one rotates a
+    category's KEK, the other wraps new data keys under the new KEK and its rewrap moves
+    the old ones (it used to report them current from its cached version list)."""
+    path = "medessence/production/auth"
+    other = SecretStore(SqliteStorage(tmp_path / "store.db"))
+    try:
+        other.auto_unseal()
+        value = other.catalog.category("auth").build({}, development=False)
+        other.secrets.put(path, value)  # its version list is now cached: KEK 1
+        other.secrets.put(path + "/b", value)
+        assert store.rotate_key("auth") == 2
+        report = other.rewrap()
+        assert report.rewrapped == 2
+        other.secrets.put(path + "/c", value)
+        for meta in store.secrets.list(prefix=path).items:
+            assert {v.kek_version for v in meta.versions} == {2}, meta.path
+    finally:
+        other.close()

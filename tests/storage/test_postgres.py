@@ -6,6 +6,7 @@ import functools
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -104,6 +105,27 @@ def test_open_is_idempotent(pg_dsn: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_reads_survive_connections_the_server_ended(pg_dsn: str) -> None:
+    """A server restart ends every pooled connection: each would fail one request. A read
+    is tried again on a fresh connection; a write is not (its outcome is unknown)."""
+    store = PostgresStorage(pg_dsn, min_size=4, max_size=4)
+    try:
+        store.put("k", b"v")
+        with ThreadPoolExecutor(4) as pool:  # four connections in use, then idle
+            assert list(pool.map(lambda _: store.get("k"), range(16))) == [b"v"] * 16
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert ended is not None and ended[0] >= 2
+        for _ in range(8):
+            assert store.get("k") == b"v"
+            assert store.list("").keys == ("k",)
+    finally:
+        store.close()
 
 
 @pytest.mark.slow

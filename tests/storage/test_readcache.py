@@ -103,6 +103,23 @@ def test_a_write_through_another_storage_is_seen_at_once(tmp_path: Path) -> None
         writer.close()
 
 
+def test_a_write_through_a_symlinked_path_is_seen_at_once(tmp_path: Path) -> None:
+    """Both processes must share one change stamp, whatever path they opened the file by."""
+    reader = SqliteStorage(tmp_path / "s.db")
+    (tmp_path / "link.db").symlink_to(tmp_path / "s.db")
+    writer = SqliteStorage(tmp_path / "link.db")
+    try:
+        writer.put("k", b"v1")
+        assert reader.get("k") == b"v1"
+        assert reader.get("k") == b"v1"  # now cached
+        writer.put("k", b"v2")
+        assert reader.get("k") == b"v2"
+        assert not (tmp_path / "link.db-stamp").exists()
+    finally:
+        reader.close()
+        writer.close()
+
+
 def test_a_cached_read_runs_no_query(tmp_path: Path) -> None:
     storage = SqliteStorage(tmp_path / "s.db")
     try:

@@ -365,3 +365,42 @@ def test_the_log_restarts_after_checkpoints_instead_of_growing(path: Path) -> No
         assert sizes[-1] <= sizes[2] * 1.5  # a plateau, not a climb
     finally:
         s.close()
+
+
+def test_a_file_of_another_application_or_a_newer_format_is_refused(tmp_path: Path) -> None:
+    """Not taken for an uninitialised store (which an init would then write into)."""
+    mine = tmp_path / "mine.db"
+    SqliteStorage(mine).close()
+    with sqlite3.connect(mine) as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x4D534543
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    newer = tmp_path / "newer.db"
+    SqliteStorage(newer).close()
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(StorageError, match="format 99, newer than this medsecrets reads"):
+        SqliteStorage(newer)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("PRAGMA application_id = 42")
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(StorageError, match="not a medsecrets database"):
+        SqliteStorage(other)
+    odd = tmp_path / "odd.db"
+    with sqlite3.connect(odd) as conn:
+        conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB, extra INT)")
+    with pytest.raises(StorageError, match="kv table is not a medsecrets one"):
+        SqliteStorage(odd)
+    with sqlite3.connect(odd) as conn:  # refused: nothing was stamped
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0
+    legacy = tmp_path / "legacy.db"  # made before files were stamped: stamped now
+    with sqlite3.connect(legacy) as conn:
+        conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+        conn.execute("INSERT INTO kv VALUES ('k', x'76')")
+    old = SqliteStorage(legacy)
+    try:
+        assert old.get("k") == b"v"
+    finally:
+        old.close()
+    with sqlite3.connect(legacy) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1

@@ -3,8 +3,9 @@
 Both KEK providers keep one record per category at ``<prefix><category>``: a
 JSON list of version entries (``version``, ``created_at`` and the provider's own
 fields). Versions are appended atomically with check-and-set, so two processes
-rotating at once never lose a version; entries are cached and re-read when a
-version newer than the cache is asked for.
+rotating at once never lose a version. Entries are cached for unwrapping (re-read
+when a version newer than the cache is asked for); the newest version, which
+wrapping and rewrapping go by, is read afresh each time.
 """
 
 from __future__ import annotations
@@ -94,8 +95,10 @@ class VersionTable:
         return entries
 
     def newest(self, category: str) -> Entry:
-        """The newest version entry."""
-        return self.entries(category)[-1]
+        """The newest version entry, read afresh: another process (a worker, a node) may
+        have rotated, and wrapping (or judging a rewrap) under a cached older version
+        would keep data keys under the KEK being retired."""
+        return self.entries(category, refresh=True)[-1]
 
     def find(self, category: str, number: int) -> Entry:
         """Version ``number``; re-reads once if newer than the cache; else ``DecryptionError``."""

@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import ConflictError, LeaseLostError, MedsecretsError, StorageError
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 __all__ = ["PostgresStorage"]
+
+_T = TypeVar("_T")
 
 # Table names are literals in every statement below (no SQL is built from input).
 _KV = "medsecrets_kv"
@@ -183,6 +185,7 @@ class PostgresStorage:
 
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._errors: type[Exception] = psycopg.Error
+        self._lost: type[Exception] = psycopg.OperationalError
         psycopg_logger = logging.getLogger("psycopg")
         if not any(isinstance(f, _ExpectedPipelineAbort) for f in psycopg_logger.filters):
             psycopg_logger.addFilter(_ExpectedPipelineAbort())
@@ -227,15 +230,31 @@ class PostgresStorage:
 
     # -- key/value -----------------------------------------------------------
 
+    def _read(self, op: str, run: Callable[[Connection[TupleRow]], _T]) -> _T:
+        """``run(connection)`` for a read; tried again on another connection while the
+        pooled one turns out dead (the server restarted, or ended it, since it was
+        pooled: every idle connection of the pool fails that way once, so at most the
+        pool's size plus one tries). A write is not tried again: whether it committed
+        is unknown."""
+        tries = self._pool.max_size + 1
+        for attempt in range(1, tries + 1):
+            try:
+                with self._pool.connection() as conn:
+                    try:
+                        return run(conn)
+                    except self._lost:
+                        if attempt == tries or not conn.broken:
+                            raise
+                # the pool discards a broken connection: try the next one
+            except self._errors as exc:
+                raise _wrap(op, exc) from None
+        raise AssertionError("unreachable")
+
     def get(self, key: str) -> bytes | None:
         """The value at ``key`` or ``None``."""
         check_storage_key(key)
         self._check_open()
-        try:
-            with self._pool.connection() as conn:
-                row = conn.execute(_GET, (_digest(key),)).fetchone()
-        except self._errors as exc:
-            raise _wrap("get", exc) from None
+        row = self._read("get", lambda conn: conn.execute(_GET, (_digest(key),)).fetchone())
         return None if row is None else bytes(row[0])
 
     def put(self, key: str, value: bytes) -> None:
@@ -266,14 +285,10 @@ class PostgresStorage:
         check_limit(limit)
         self._check_open()
         upper = prefix_upper_bound(prefix)
-        try:
-            with self._pool.connection() as conn:
-                params = {"prefix": prefix, "after": after, "upper": upper, "limit": limit + 1}
-                query = _LIST_UNBOUNDED if upper is None else _LIST_BOUNDED
-                cur = conn.execute(query, params)
-                keys = tuple(str(row[0]) for row in cur.fetchall())
-        except self._errors as exc:
-            raise _wrap("list", exc) from None
+        params = {"prefix": prefix, "after": after, "upper": upper, "limit": limit + 1}
+        query = _LIST_UNBOUNDED if upper is None else _LIST_BOUNDED
+        rows = self._read("list", lambda conn: conn.execute(query, params).fetchall())
+        keys = tuple(str(row[0]) for row in rows)
         if len(keys) > limit:
             return ListPage(keys=keys[:limit], next_after=keys[limit - 1])
         return ListPage(keys=keys, next_after=None)

@@ -133,6 +133,11 @@ _SCHEMA = (
     " expires_at REAL NOT NULL)",
 )
 
+_APPLICATION_ID = 0x4D534543
+"""``PRAGMA application_id`` of a medsecrets database ("MSEC")."""
+_FORMAT = 1
+"""``PRAGMA user_version``: the layout this code reads and writes."""
+
 _GET = "SELECT value FROM kv WHERE key = ?"
 _LIST_BOUNDED = "SELECT key FROM kv WHERE key >= ? AND key < ? AND key > ? ORDER BY key LIMIT ?"
 _LIST_UNBOUNDED = "SELECT key FROM kv WHERE key >= ? AND key > ? ORDER BY key LIMIT ?"
@@ -358,7 +363,8 @@ class SqliteStorage:
         try:
             self._transaction("open", _create_schema)
             if self._path not in _MEMORY_PATHS:
-                self._stamp = _open_stamp(self._path + "-stamp")
+                # the real path: processes opening the file through a symlink share one stamp
+                self._stamp = _open_stamp(os.path.realpath(self._path) + "-stamp")
                 if read_cache:
                     self._cache = ReadCache(self._stamp.read)
         except BaseException:
@@ -1054,5 +1060,22 @@ def _verify_settings(conn: sqlite3.Connection) -> None:
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables of a new file, or check an existing one is ours and of a format
+    this code reads (``StorageError`` naming what is wrong, nothing changed)."""
+    application = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if application not in (0, _APPLICATION_ID):
+        raise StorageError(f"the sqlite file is not a medsecrets database (id {application:#x})")
+    if version > _FORMAT:
+        raise StorageError(
+            f"the sqlite file has format {version}, newer than this medsecrets reads "
+            f"({_FORMAT}): run the medsecrets that wrote it, or a newer one"
+        )
     for statement in _SCHEMA:
         conn.execute(statement)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(kv)").fetchall()]
+    if columns != ["key", "value"]:
+        raise StorageError("the sqlite file's kv table is not a medsecrets one")
+    if application == 0 or version != _FORMAT:  # new, or made before files were stamped
+        conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {_FORMAT}")

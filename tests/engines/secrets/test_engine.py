@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from medsecrets.errors import (
     NotFoundError,
     ScheduledForDeletion,
     SealedError,
+    StorageError,
     TooLargeError,
     ValidationError,
 )
@@ -95,6 +98,37 @@ def test_check_and_set(store: SecretStore) -> None:
     assert len(store.secrets.versions(AUTH)) == 2
 
 
+def test_check_and_set_survives_a_concurrent_metadata_change(
+    store: SecretStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cas=n`` asks that the newest version is n: another process changing only the
+    metadata (or writing an access time) between the read and the write is no conflict,
+    a version added meanwhile is."""
+    other = SecretStore(SqliteStorage(tmp_path / "store.db"))
+    other.auto_unseal()
+    other.secrets.put(AUTH, auth_value(other))  # this store's write starts from a read
+    secure = store.secrets._secure
+    real = secure.batch
+    meddle: list[Callable[[], object]] = [
+        lambda: other.secrets.update_metadata(AUTH, description="changed meanwhile")
+    ]
+
+    def batch(ops: Any) -> Any:  # the other process acts just before this write lands
+        if meddle:
+            meddle.pop()()
+        return real(ops)
+
+    monkeypatch.setattr(secure, "batch", batch)
+    try:
+        assert store.secrets.put(AUTH, auth_value(store), cas=1).number == 2
+        assert store.secrets.describe(AUTH).description == "changed meanwhile"
+        meddle.append(lambda: other.secrets.put(AUTH, auth_value(other)))
+        with pytest.raises(CasConflictError, match="at version 3, not 2"):
+            store.secrets.put(AUTH, auth_value(store), cas=2)
+    finally:
+        other.close()
+
+
 def test_max_versions_prunes_oldest_unstaged(tmp_path: Path, clock: ManualClock) -> None:
     store = SecretStore(SqliteStorage(tmp_path / "s.db"), clock=clock, max_versions=3)
     store.initialize(KeyFileSealConfig(str(tmp_path / "k")))
@@ -153,6 +187,25 @@ def test_soft_delete_restore_and_sweeper(store: SecretStore, clock: ManualClock)
     with pytest.raises(NotFoundError):
         store.secrets.describe(AUTH)
     assert store.storage.list("secrets/").keys == ()  # every version's material is gone
+
+
+def test_the_sweeper_never_purges_a_secret_restored_after_it_looked(
+    store: SecretStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = auth_value(store)
+    store.secrets.put(AUTH, value)
+    store.secrets.delete(AUTH, recovery_days=7)
+    clock.advance(days=8)
+    listed = store.secrets._records
+
+    def records(prefix: str, *, after: str = "") -> Any:
+        for record in listed(prefix, after=after):
+            store.secrets.restore(record.path)  # an operator, just after the sweeper listed
+            yield record
+
+    monkeypatch.setattr(store.secrets, "_records", records)
+    assert store.secrets.purge_expired() == []
+    assert store.secrets.get(AUTH).fields == value
 
 
 def test_recovery_window_bounds_and_force(store: SecretStore) -> None:
@@ -222,6 +275,29 @@ def test_last_accessed_is_coarse(store: SecretStore, clock: ManualClock) -> None
     clock.advance(3600)
     store.secrets.get(AUTH)
     assert store.secrets.describe(AUTH).last_accessed_at == clock.now()
+
+
+def test_a_read_never_fails_on_its_access_time_write(
+    store: SecretStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The access time is bookkeeping: a storage refusing the write (its lock held
+    elsewhere, a failed fsync, read-only) must not fail the read, nor be retried by each."""
+    value = auth_value(store)
+    store.secrets.put(AUTH, value)
+    attempts: list[int] = []
+
+    def refuse(ops: object) -> None:  # an injected storage failure
+        attempts.append(1)
+        raise StorageError("injected: the database is read-only")
+
+    monkeypatch.setattr(store.storage, "batch", refuse)
+    for _ in range(3):
+        assert store.secrets.get(AUTH).fields == value
+    assert len(attempts) == 1  # claimed once, not retried by every read
+    clock.advance(61)
+    assert store.secrets.get(AUTH).fields == value
+    assert len(attempts) == 2
+    assert store.secrets.describe(AUTH).last_accessed_at is None
 
 
 def test_rotation_periods_per_category(store: SecretStore) -> None:

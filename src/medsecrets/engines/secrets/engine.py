@@ -46,6 +46,7 @@ from medsecrets.errors import (
     InvalidRequest,
     NotFoundError,
     ScheduledForDeletion,
+    StorageError,
     TooLargeError,
 )
 from medsecrets.ids import new_id
@@ -71,6 +72,7 @@ DATA = "secrets/data/"
 _RETRIES = 50
 _MAX_TAGS = 50
 _CACHE_SIZE = 8192
+_TOUCH_RETRY = 60.0  # seconds before a failed (or concurrent) access-time write is tried again
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -534,10 +536,9 @@ class SecretsEngine:
             try:
                 etags = self._secure.batch(ops)
             except ConflictError:
-                if cas is not None and fresh:
-                    raise CasConflictError(
-                        f"secret {key!r} changed while writing (check-and-set)"
-                    ) from None
+                # The record changed since it was read: decide again on a fresh read. With
+                # ``cas`` that read fails it only if a version was added meanwhile (a
+                # metadata change, an access-time write, is no reason to refuse it).
                 continue
             self._remember(key, body, etags[META + key])
             return self._version_info(record, record.versions[-1])
@@ -676,19 +677,28 @@ class SecretsEngine:
 
         return self._metadata(self._mutate(path, change, allow_deleted=True))
 
-    def purge(self, path: str) -> None:
-        """Remove a secret and all its versions now (no recovery)."""
+    def purge(self, path: str, *, expired_by: dt.datetime | None = None) -> bool:
+        """Remove a secret and all its versions now (no recovery); whether it was removed.
+
+        ``expired_by`` (the sweeper): only if its recovery window had ended by then,
+        judged on the record the removal is conditioned on, so a restore (or a new
+        write) that won the race keeps the secret.
+        """
         for _ in range(_RETRIES):
             record, etag = self._load(path)
             if record is None:
-                return
+                return False
+            if expired_by is not None:
+                purge_at = _dt(record.purge_at)
+                if purge_at is None or purge_at > expired_by:
+                    return False
             ops: list[Operation] = [Expect(META + path, etag), Delete(META + path)]
             ops += [Delete(self._data_key(record, v.number)) for v in record.versions]
             try:
                 self._secure.batch(ops)
             except ConflictError:
                 continue
-            return
+            return True
         raise ConflictError(f"secret {path!r} is changing too fast; try again")
 
     def purge_expired(self) -> list[str]:
@@ -697,8 +707,7 @@ class SecretsEngine:
         purged = []
         for record in self._records(""):
             purge_at = _dt(record.purge_at)
-            if purge_at is not None and purge_at <= now:
-                self.purge(record.path)
+            if purge_at is not None and purge_at <= now and self.purge(record.path, expired_by=now):
                 purged.append(record.path)
         return purged
 
@@ -770,17 +779,24 @@ class SecretsEngine:
         )
 
     def _touch(self, view: _View) -> None:
-        """Record a coarse last-access time (at most one write per ``access_granularity``)."""
-        if self._clock.monotonic() < view.touch_at:
+        """Record a coarse last-access time (at most one write per ``access_granularity``).
+
+        Best effort, never the read's failure: a concurrent change wins, and a write
+        the storage refuses (its write lock held elsewhere, a failed fsync, a read-only
+        database) is skipped. The view is claimed first, so concurrent reads do not
+        all try, and a failed attempt is not made again for ``_TOUCH_RETRY`` seconds.
+        """
+        mono = self._clock.monotonic()
+        if mono < view.touch_at:
             return
+        view.touch_at = mono + _TOUCH_RETRY
         now = self._clock.now()
 
         def change(rec: _Record) -> list[Operation]:
             rec.last_accessed_at = now.isoformat()
             return []
 
-        # Best effort: a concurrent change wins.
-        with contextlib.suppress(ConflictError, NotFoundError, ScheduledForDeletion):
+        with contextlib.suppress(ConflictError, NotFoundError, ScheduledForDeletion, StorageError):
             self._mutate(view.record.path, change)
 
     def describe(self, path: str) -> SecretMetadata:
