@@ -1,16 +1,19 @@
 """Provisioning: create every catalog secret of an environment in one step.
 
-Every category's value is built (and validated) before anything is written,
-so a missing ``provided`` field in a production-like environment stops the
-run with nothing written. Secrets that exist already are left untouched, so a
-run can be repeated. In development environments, ``provided`` fields that
-were not given are filled with values clearly marked as dummies. The report
-(``ProvisionReport``) is an API value type: ``medsecrets.schema.provision``.
+Every category's value is built (and validated), and its report entry computed,
+before anything is written, so a missing ``provided`` field in a production-like
+environment, or any other bad input, stops the run with nothing written. Secrets
+that exist already are left untouched, so a run can be repeated. In development
+environments, ``provided`` fields that were not given are filled with values
+clearly marked as dummies; the report names exactly those fields (``dummy_fields``,
+always empty elsewhere). The report (``ProvisionReport``) is an API value type:
+``medsecrets.schema.provision``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from medsecrets.catalog.model import Catalog
 from medsecrets.engines.secrets.engine import SecretsEngine
@@ -19,6 +22,16 @@ from medsecrets.errors import AlreadyExistsError, CasConflictError, InvalidReque
 from medsecrets.schema.provision import ProvisionItem, ProvisionReport
 
 __all__ = ["provision"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One category's secret: its path, and the value to create (None: it exists)."""
+
+    path: str
+    category: str
+    value: dict[str, str] | None
+    dummy_fields: tuple[str, ...]
 
 
 def provision(
@@ -32,40 +45,84 @@ def provision(
 ) -> ProvisionReport:
     """Create ``<prefix>/<environment>/<category>`` for every catalog category.
 
-    ``provided`` maps category → fields a person supplies. ``on_progress(done,
-    total, path)`` is called after each secret.
+    ``provided`` maps category → fields a person supplies. ``categories`` limits
+    the run to those categories (None: every one); an empty tuple or a repeated
+    name is ``InvalidRequest``, as is an unknown category. ``on_progress(done,
+    total, path)`` is called after each secret. Every value is built and validated
+    before the first write, so an error leaves the environment as it was; a secret
+    created meanwhile by someone else is reported ``exists``.
     """
     provided = provided or {}
-    names = categories or catalog.names()
-    unknown = [name for name in (*provided, *names) if name not in catalog.names()]
+    names = _category_names(catalog, provided, categories)
+    development = catalog.is_development(environment)
+    plans = [
+        _plan(
+            engine,
+            catalog,
+            environment,
+            name,
+            given=provided.get(name, {}),
+            development=development,
+        )
+        for name in names
+    ]
+    items: list[ProvisionItem] = []
+    for done, plan in enumerate(plans, start=1):
+        items.append(_write(engine, plan))
+        if on_progress is not None:
+            on_progress(done, len(plans), plan.path)
+    return ProvisionReport(environment=environment, development=development, items=tuple(items))
+
+
+def _category_names(
+    catalog: Catalog,
+    provided: Mapping[str, Mapping[str, str]],
+    categories: tuple[str, ...] | None,
+) -> tuple[str, ...]:
+    """The categories to provision; ``InvalidRequest`` for an empty selection, a repeated
+    name, or a name (selected or in ``provided``) the catalog does not declare."""
+    if categories is not None and not categories:
+        raise InvalidRequest("categories: name at least one category (omit it for every one)")
+    names = catalog.names() if categories is None else categories
+    unknown = [name for name in (*provided, *names) if name not in catalog.categories]
     if unknown:
         raise InvalidRequest(f"category {unknown[0]!r} is not in the catalog")
-    development = catalog.is_development(environment)
-    plans: list[tuple[str, str, dict[str, str] | None]] = []
-    for name in names:
-        path = str(SecretPath(prefix=catalog.prefix, environment=environment, category=name))
-        engine.parse(path)
-        built = None
-        if not _exists(engine, path):
-            built = catalog.category(name).build(provided.get(name, {}), development=development)
-        plans.append((path, name, built))
-    items: list[ProvisionItem] = []
-    for done, (path, name, value) in enumerate(plans, start=1):
-        if value is None:
-            items.append(ProvisionItem(path, name, "exists", None, ()))
-        else:
-            dummies = tuple(
-                sorted(f for f, v in value.items() if catalog.category(name).is_dummy(v))
-            )
-            try:
-                info = engine.put(path, value, cas=0, description=f"provisioned {name} secrets")
-            except (CasConflictError, AlreadyExistsError):
-                items.append(ProvisionItem(path, name, "exists", None, ()))
-            else:
-                items.append(ProvisionItem(path, name, "created", info.number, dummies))
-        if on_progress is not None:
-            on_progress(done, len(plans), path)
-    return ProvisionReport(environment=environment, development=development, items=tuple(items))
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:
+        raise InvalidRequest(f"categories: {repeated!r} is listed more than once")
+    return names
+
+
+def _plan(
+    engine: SecretsEngine,
+    catalog: Catalog,
+    environment: str,
+    name: str,
+    *,
+    given: Mapping[str, str],
+    development: bool,
+) -> _Plan:
+    """Everything about one category that can fail, computed without writing."""
+    path = str(SecretPath(prefix=catalog.prefix, environment=environment, category=name))
+    engine.parse(path)
+    if _exists(engine, path):
+        return _Plan(path, name, None, ())
+    category = catalog.category(name)
+    value = category.build(given, development=development)
+    return _Plan(path, name, value, category.dummy_fields(given, development=development))
+
+
+def _write(engine: SecretsEngine, plan: _Plan) -> ProvisionItem:
+    """Create the planned secret (``cas=0``); one that exists meanwhile is ``exists``."""
+    exists = ProvisionItem(plan.path, plan.category, "exists", None, ())
+    if plan.value is None:
+        return exists
+    description = f"provisioned {plan.category} secrets"
+    try:
+        info = engine.put(plan.path, plan.value, cas=0, description=description)
+    except (CasConflictError, AlreadyExistsError):
+        return exists
+    return ProvisionItem(plan.path, plan.category, "created", info.number, plan.dummy_fields)
 
 
 def _exists(engine: SecretsEngine, path: str) -> bool:

@@ -295,3 +295,46 @@ def test_weak_encryption_key_is_refused(catalog: Catalog) -> None:
         medical.build({"phi_encryption_key": "0" * 64}, development=True)
     assert info.value.field == "phi_encryption_key"
     assert "entropy" in info.value.rule
+
+
+FREE_FORM = [
+    ("database", "database"),
+    ("external-services", "smtp_password"),
+    ("external-services", "monitoring_tokens"),
+    ("external-services", "backup_credentials"),
+]
+
+
+@pytest.mark.parametrize(("category", "field"), FREE_FORM)
+@pytest.mark.parametrize(
+    "value",
+    ["", "        ", "medessence\x00x", "medessence-tok\n", "a\tlong-enough", "zero\u200bwidth"],
+)
+def test_free_form_fields_refuse_blank_and_control_characters(
+    catalog: Catalog, category: str, field: str, value: str
+) -> None:
+    rule = catalog.category(category).field(field).check(value)
+    assert rule is not None and "printable" in rule
+
+
+@pytest.mark.parametrize(("category", "field"), FREE_FORM)
+def test_free_form_fields_accept_printable_text(
+    catalog: Catalog, category: str, field: str
+) -> None:
+    assert catalog.category(category).field(field).check("Pässwörter_2026") is None
+
+
+@pytest.mark.parametrize("host", ["[:::::]", "[1.2.3.4]", "[fe80::1%25eth0]", "db..example"])
+def test_database_host_refuses_what_the_connection_string_cannot_hold(
+    catalog: Catalog, host: str
+) -> None:
+    given = {"username": "u", "host": host, "port": "5432", "database": "d"}
+    with pytest.raises(ValidationError) as info:
+        catalog.category("database").build(given, development=False)
+    assert info.value.field == "host"
+
+
+def test_database_host_accepts_a_bracketed_ipv6_address(catalog: Catalog) -> None:
+    given = {"username": "u", "host": "[2001:db8::5]", "port": "5432", "database": "d"}
+    values = catalog.category("database").build(given, development=False)
+    assert "@[2001:db8::5]:5432/" in values["connection_string"]

@@ -16,6 +16,7 @@ from medsecrets.catalog import (
     ValidatorSpec,
     is_dummy,
 )
+from medsecrets.catalog.model import GENERATION_ATTEMPTS
 from medsecrets.errors import CatalogError, NotFoundError, ValidationError
 
 from .conftest import CANARY, SeededRandomSource
@@ -119,6 +120,23 @@ def test_validate_reports_the_first_failure_in_declaration_order() -> None:
     assert info.value.field == "token"
 
 
+def test_problems_checks_each_derived_field_on_its_own() -> None:
+    svc = _svc()
+    values = svc.build({"user": "u", "token": "t" * 8, "host": "h"}, development=False)
+    stale = {**values, "token": "short", "host_port": "h:8443", "extra": "x"}
+    assert list(svc.problems(stale)) == [
+        ("extra", "not declared by category 'svc'"),
+        ("token", "must be at least 8 characters long"),
+        ("dsn", "derived: must equal its template's rendering"),
+        ("host_port", "derived: must equal its template's rendering"),
+    ]
+    with pytest.raises(ValidationError) as info:
+        svc.validate(stale)
+    assert info.value.field == "extra"
+    partial = {"dsn": "svc://nothing-to-compare"}  # the fields it reads are absent
+    assert list(svc.problems(partial, complete=False)) == []
+
+
 def test_dummies() -> None:
     svc = _svc()
     values = svc.build({}, development=True, source=SeededRandomSource(3))
@@ -132,6 +150,56 @@ def test_dummies() -> None:
     assert not svc.is_dummy(values["key"])
     with pytest.raises(NotFoundError):
         svc.is_dummy("x", field="nope")
+
+
+def test_is_dummy_compares_non_ascii_values() -> None:
+    svc = _svc()
+    assert not svc.is_dummy("Pässwörter")
+    assert not svc.is_dummy("Pässwörter", field="user")
+    accented = _category(FieldSpec("name", source="provided", dummy="médical"), strategy="manual")
+    assert accented.is_dummy("médical", field="name")
+
+
+def test_dummy_fields_are_the_provided_fields_build_fills() -> None:
+    svc = _svc()
+    given = {"user": "localhost"}  # another field's declared dummy: still a real value
+    assert svc.dummy_fields(given, development=True) == ("host", "token")
+    assert svc.dummy_fields({}, development=False) == ()
+
+
+class _ZerosFirst(SeededRandomSource):
+    """Bytes of zeros for the first ``zeros`` draws (they fail an entropy floor), then random."""
+
+    def __init__(self, zeros: int) -> None:
+        super().__init__(7)
+        self.zeros = zeros
+
+    def token_bytes(self, n: int) -> bytes:
+        if self.zeros > 0:
+            self.zeros -= 1
+            return bytes(n)
+        return super().token_bytes(n)
+
+
+def _keyed() -> Category:
+    validators = (*HEX64, ValidatorSpec("entropy", {"bits_per_char": 2.5}))
+    key = FieldSpec(
+        "key", source="generated", generator=GeneratorSpec("aes-256-key"), validators=validators
+    )
+    return _category(key)
+
+
+def test_build_draws_a_generated_value_again_when_it_fails_the_validators() -> None:
+    values = _keyed().build({}, development=False, source=_ZerosFirst(3))
+    assert values["key"] != "0" * 64
+
+
+def test_build_gives_up_on_a_generator_that_keeps_failing() -> None:
+    with pytest.raises(ValidationError) as info:
+        _keyed().build({}, development=False, source=_ZerosFirst(GENERATION_ATTEMPTS))
+    assert info.value.field == "key"
+    assert f"no value in {GENERATION_ATTEMPTS} draws" in info.value.rule
+    assert "character entropy" in info.value.rule
 
 
 def test_seeded_builds_are_reproducible() -> None:

@@ -12,7 +12,12 @@ from medsecrets.catalog import (
     RotationPolicy,
     ValidatorSpec,
 )
-from medsecrets.catalog.validators import ParamValue, build_validator, shannon_entropy
+from medsecrets.catalog.validators import (
+    MAX_REGEX_VALUE,
+    ParamValue,
+    build_validator,
+    shannon_entropy,
+)
 from medsecrets.errors import InvalidRequest, ValidationError
 
 from .conftest import CANARY
@@ -119,7 +124,19 @@ CASES: list[tuple[str, Params, list[str], list[str]]] = [
             "javascript:alert(1)",
             "https://" + CANARY + " x",
             "",
+            "https://hooks.sl\u0430ck.com/services/T/B/X",  # Cyrillic a
+            "https://hooks.slack.com\uff0eevil.io/x",  # full-width full stop
+            "https://b\u00fccher.example/x",  # an IDN not in its xn-- form
+            "https://hooks.slack.com:0/x",
+            "https://[1.2.3.4]/x",
+            "https://-bad-.example/x",
         ],
+    ),
+    (
+        "url",
+        {},
+        ["https://xn--bcher-kva.example/x", "https://[2001:db8::1]:8443/x", "https://10.0.0.1/"],
+        ["https://999.1.1.1/"],
     ),
     (
         "url",
@@ -132,6 +149,65 @@ CASES: list[tuple[str, Params, list[str], list[str]]] = [
         {"pattern": "[a-z]+_[0-9]{2}"},
         ["abc_12"],
         ["abc_123", "xabc_12!", "ABC_12", CANARY],
+    ),
+    (
+        "regex",
+        {"pattern": "[a-z]*"},
+        ["a" * MAX_REGEX_VALUE],
+        ["a" * (MAX_REGEX_VALUE + 1)],
+    ),
+    (
+        "host",
+        {},
+        [
+            "localhost",
+            "postgres-service",
+            "db.example.com",
+            "db.example.com.",
+            "xn--bcher-kva.example",
+            "10.0.0.1",
+            "[::1]",
+            "[2001:db8::5]",
+            "[::ffff:10.0.0.1]",
+        ],
+        [
+            "[:::::]",
+            "[1.2.3.4]",
+            "[fe80::1%25eth0]",
+            "[]",
+            "db..example",
+            "-db",
+            "db-",
+            "db_1",
+            "999.1.1.1",
+            "1.2.3",
+            "sl\u0430ck.com",
+            "b\u00fccher.example",
+            "db.example.com\n",
+            "x" * 64,
+            ".".join(["a" * 63] * 4 + ["b"]),  # 257 characters
+            "",
+            CANARY + "_",
+        ],
+    ),
+    (
+        "text",
+        {},
+        ["medessence", "Pässwörter für SMTP", "a b", "x"],
+        [
+            "",
+            "   ",
+            "\t",
+            "medessence\x00",
+            "a\nb",
+            "value\n",
+            "value\r",
+            "a\x7fb",
+            "in\u200bvisible",
+            "soft\u00adhyphen",
+            "line\u2028break",
+            CANARY + "\x00",
+        ],
     ),
     (
         "port",
@@ -210,6 +286,10 @@ def test_shannon_entropy() -> None:
         ("url", {"schemes": "HTTPS"}, "schemes"),
         ("url", {"schemes": "https,"}, "schemes"),
         ("regex", {"pattern": "(unclosed"}, "pattern"),
+        ("regex", {"pattern": "(a+)+b?"}, "backtrack"),
+        ("regex", {"pattern": "(a|ab)*c"}, "backtrack"),
+        ("regex", {"pattern": "([a-z]+\\.)+com"}, "backtrack"),
+        ("regex", {"pattern": "(?:x(?:a*)?)+"}, "backtrack"),
         ("regex", {}, "pattern"),
         ("port", {"max": 10}, "max"),
         (

@@ -41,10 +41,14 @@ def test_env_output_is_shell_quoted(ms, secret_path):
 def test_put_from_file_and_stdin_does_not_warn(ms, secret_path, tmp_path: Path, canary):
     value_file = tmp_path / "pw"
     value_file.write_text(canary + "-file\n", encoding="utf-8")
+    # the file's exact content: the trailing line break too, which a text field refuses
+    refused = ms("secrets", "put", secret_path, f"smtp_password=@{value_file}").error(2)
+    assert "smtp_password" in refused and canary not in refused
+    value_file.write_text(canary + "-file", encoding="utf-8")
     result = ms("secrets", "put", secret_path, f"smtp_password=@{value_file}").ok()
     assert WARNING not in result.stderr
     got = ms("secrets", "get", secret_path, "-f", "smtp_password").ok().stdout
-    assert got == canary + "-file\n\n"  # the file's exact content, then the CLI's newline
+    assert got == canary + "-file\n"  # the file's exact content, then the CLI's newline
 
     result = ms("secrets", "put", secret_path, "-", input=json.dumps({"smtp_password": canary}))
     assert WARNING not in result.ok().stderr
@@ -58,7 +62,7 @@ def test_put_from_file_and_stdin_does_not_warn(ms, secret_path, tmp_path: Path, 
         input=json.dumps({"smtp_password": canary, "monitoring_tokens": "x"}),
     ).ok()
     fields = ms("secrets", "get", secret_path, "-o", "json").ok().json()["fields"]
-    assert fields == {"smtp_password": canary, "monitoring_tokens": canary + "-file\n"}
+    assert fields == {"smtp_password": canary, "monitoring_tokens": canary + "-file"}
 
 
 def test_put_input_errors_never_echo_values(ms, secret_path, canary):

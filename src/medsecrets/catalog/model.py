@@ -10,7 +10,7 @@ Values (all frozen, slotted):
   template over the other fields, see ``templates``);
 - ``RotationPolicy``, ``KekSpec``;
 - ``Category``: the fields, rotation and key-encryption key of one secret category,
-  with ``build`` (complete a field set) and ``validate``;
+  with ``build`` (complete a field set), ``validate`` and ``problems`` (every failure);
 - ``Catalog``: every category, the path prefix, the development environments and the
   honeytokens (decoy secret paths: ``is_honeytoken``).
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import hmac
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
@@ -74,6 +74,11 @@ ROTATION_STRATEGIES = frozenset({"regenerate", "regenerate-keep-previous", "manu
 backward compatibility); ``manual``: a person provides the new values (reminder only)."""
 
 MAX_INTERVAL_DAYS = 3650
+
+GENERATION_ATTEMPTS = 32
+"""Draws ``FieldSpec.generate`` makes before giving up on a generator whose values fail the
+field's validators. The loader refuses a generator that fails often (see
+``loader.GENERATED_SAMPLES``), so an accepted one exhausts them with negligible probability."""
 
 KekProvider = Literal["local", "aws-kms"]
 
@@ -150,6 +155,26 @@ class FieldSpec:
             if rule is not None:
                 return rule
         return None
+
+    def generate(self, source: RandomSource | None = None) -> str:
+        """A fresh value from the field's generator that passes the field's validators.
+
+        A value that fails them is drawn again, at most ``GENERATION_ATTEMPTS`` times in all;
+        then ``ValidationError(field, ...)`` names the last rule broken (never the value).
+        ``source`` injects randomness (default: OS CSPRNG).
+        """
+        assert self.generator is not None, "only generated fields have a generator"
+        kind = GENERATORS[self.generator.kind]
+        rule: str | None = None
+        for _ in range(GENERATION_ATTEMPTS):
+            value = kind.generate(self.generator.params, source=source).reveal()
+            rule = self.check(value)
+            if rule is None:
+                return value
+        raise ValidationError(
+            self.name,
+            f"generator: no value in {GENERATION_ATTEMPTS} draws passed the validators ({rule})",
+        )
 
     def generic_dummy(self, source: RandomSource | None = None) -> str:
         """``DUMMY-DEV-ONLY-<field>-<16 random hex chars>``."""
@@ -337,7 +362,21 @@ class Category:
         if is_dummy(value):
             return True
         candidates = [self.field(field)] if field is not None else self.fields
-        return any(f.dummy is not None and hmac.compare_digest(f.dummy, value) for f in candidates)
+        encoded = value.encode()  # compare_digest refuses non-ASCII str: compare bytes
+        return any(
+            f.dummy is not None and hmac.compare_digest(f.dummy.encode(), encoded)
+            for f in candidates
+        )
+
+    def dummy_fields(self, given: Mapping[str, str], *, development: bool) -> tuple[str, ...]:
+        """The fields ``build(given, development=development)`` fills with a development dummy:
+        the ``provided`` fields missing from ``given``, in a development environment (none in
+        any other, where they are required). Sorted by name."""
+        if not development:
+            return ()
+        return tuple(
+            sorted(f.name for f in self.fields if f.source == "provided" and f.name not in given)
+        )
 
     # --- building and validating ----------------------------------------------------------
 
@@ -353,8 +392,9 @@ class Category:
 
         - ``given`` values are kept (every one must be declared, else
           ``ValidationError(field, "not declared by category ...")``);
-        - missing ``generated`` fields are generated (``generate_missing=False``
-          makes them an error instead);
+        - missing ``generated`` fields are generated (``FieldSpec.generate``: a value failing
+          the field's validators is drawn again; ``generate_missing=False`` makes them an
+          error instead);
         - missing ``provided`` fields get their dummy when ``development`` is true,
           else ``ValidationError(field, "required: provided by a person")``;
         - ``derived`` fields are rendered last; a given derived value must equal
@@ -378,9 +418,7 @@ class Category:
             elif f.source == "generated":
                 if not generate_missing:
                     raise ValidationError(f.name, "required: missing and generation is disabled")
-                assert f.generator is not None
-                kind = GENERATORS[f.generator.kind]
-                values[f.name] = kind.generate(f.generator.params, source=rng).reveal()
+                values[f.name] = f.generate(rng)
             elif development:
                 values[f.name] = f.dummy_value(rng)
             else:
@@ -402,35 +440,50 @@ class Category:
         return parse_template(template).render(values)
 
     def validate(self, fields: Mapping[str, str], *, complete: bool = True) -> None:
-        """Raise ``ValidationError(field, rule)`` for the first failure, in declaration order.
+        """Raise ``ValidationError(field, rule)`` for the first of ``problems(fields)``:
+        undeclared names first, then in declaration order. Messages never contain a value."""
+        problem = next(self.problems(fields, complete=complete), None)
+        if problem is not None:
+            raise ValidationError(*problem)
 
-        Checks: every name is declared; every declared field is present (unless
-        ``complete`` is false); values are strings; every validator passes;
-        a derived field equals its template's rendering of the other fields.
-        Messages never contain a value.
+    def problems(
+        self, fields: Mapping[str, str], *, complete: bool = True
+    ) -> Iterator[tuple[str, str]]:
+        """Every ``(field, rule)`` failure of ``fields`` (rules never contain a value).
+
+        First each undeclared name; then, in declaration order, at most one per declared
+        field: missing (only when ``complete``), not a string, the first validator it breaks,
+        or, for a derived field, differing from its template's rendering. A derived field is
+        checked against its template on its own, whenever every field it reads is present,
+        whatever the other fields' problems.
         """
         for name in fields:
             if name not in self._by_name:
-                raise ValidationError(name, f"not declared by category {self.name!r}")
+                yield name, f"not declared by category {self.name!r}"
         for f in self.fields:
             if f.name not in fields:
                 if complete:
-                    raise ValidationError(f.name, "required: missing")
+                    yield f.name, "required: missing"
                 continue
             value = fields[f.name]
             if not isinstance(value, str):
-                raise ValidationError(f.name, "must be a string")
+                yield f.name, "must be a string"
+                continue
             rule = f.check(value)
+            if rule is None and f.source == "derived" and not self._renders_to(f, fields):
+                rule = "derived: must equal its template's rendering"
             if rule is not None:
-                raise ValidationError(f.name, rule)
-            if f.source == "derived" and f.template is not None:
-                template = parse_template(f.template)
-                if all(dep in fields for dep in template.fields):
-                    rendered = template.render(fields)
-                    if not hmac.compare_digest(value.encode(), rendered.encode()):
-                        raise ValidationError(
-                            f.name, "derived: must equal its template's rendering"
-                        )
+                yield f.name, rule
+
+    def _renders_to(self, spec: FieldSpec, fields: Mapping[str, str]) -> bool:
+        """Whether derived field ``spec``'s value in ``fields`` equals its template's rendering
+        (true when a field the template reads is missing or not a string: nothing to compare)."""
+        assert spec.template is not None
+        template = parse_template(spec.template)
+        if not all(isinstance(fields.get(dep), str) for dep in template.fields):
+            return True
+        rendered = template.render(fields)
+        return hmac.compare_digest(fields[spec.name].encode(), rendered.encode())
 
 
 def check_field_kinds(f: FieldSpec) -> None:

@@ -28,11 +28,20 @@ kind                parameters                                  accepts
 ``google-api-key``  —                                           ``AIza`` + exactly 35 of
                                                                 [0-9A-Za-z_-]
 ``url``             ``schemes`` (comma-separated, default       absolute URL, scheme allowed,
-                    ``https``)                                  host present, valid port, no
-                                                                whitespace or control characters
-``regex``           ``pattern*`` (str), ``description`` (str)   ``re.fullmatch(pattern, value)``
+                    ``https``)                                  a ``host`` (below), port 1-65535
+                                                                if given, no whitespace or
+                                                                control characters
+``regex``           ``pattern*`` (str), ``description`` (str)   ``re.fullmatch(pattern, value)``,
+                                                                at most ``MAX_REGEX_VALUE``
+                                                                characters (see below)
 ``port``            —                                           decimal 1-65535, no sign, no
                                                                 leading zero
+``host``            —                                           an ASCII DNS name (IDNs in their
+                                                                ``xn--`` form), an IPv4 address
+                                                                or a bracketed IPv6 address
+``text``            —                                           non-blank, ``str.isprintable``:
+                                                                no control, format or line-break
+                                                                characters
 ``password-classes`` ``lower``, ``upper``, ``digits``,          at least one character of each
                     ``symbols`` (bool, default true each)       class set to true
 ==================  ==========================================  ===============================
@@ -44,26 +53,41 @@ It measures character diversity, not true randomness (a long English sentence
 scores well): it catches ``0000…``, ``abab…`` and short keys, the mistakes a
 person pasting a value makes. A uniformly random 64-hex-char key scores about
 3.8 bits per char; a random 25-char password about 4.4.
+
+``regex`` patterns come from catalog files, and Python's ``re`` backtracks: a pattern is
+refused when a repeat that may match more than once (``*``, ``+``, ``{m,n}`` with n > 1)
+contains a variable repeat (``?``, ``*``, ``+``, ``{m,n}`` with m < n) or an alternation
+(``(a+)+``, ``(a|ab)*``, ``([a-z]+\\.)+``: exponential time); possessive repeats and atomic
+groups are allowed. Values over ``MAX_REGEX_VALUE`` characters are refused unmatched, which
+bounds the polynomial backtracking the rule lets through (``a*a*b``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import re
 import string
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # typeshed describes the parser under its deprecated public names
+    import sre_constants as _constants
+    import sre_parse as _parser
+else:  # the same modules, without the sre_* deprecation warning
+    from re import _constants, _parser
 
 from medsecrets.errors import InvalidRequest
 from medsecrets.schema.catalog import ParamValue
 
 __all__ = [
+    "MAX_REGEX_VALUE",
     "VALIDATORS",
     "ParamValue",
     "Parameter",
@@ -404,6 +428,53 @@ def _check_schemes(value: ParamValue) -> str | None:
     return None
 
 
+_HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"  # explicit ASCII classes, no IGNORECASE
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_DOTTED_NUMBERS = re.compile(r"[0-9.]+")
+_MAX_HOST_NAME = 253
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` is not a host (None: it is).
+
+    A host is a DNS name of ASCII letters, digits and hyphens (labels of 1-63 characters,
+    no hyphen at either end, at most 253 characters, an optional final dot; an
+    internationalised name must be in its IDNA ``xn--`` form, so look-alike letters and
+    full-width dots are refused), an IPv4 address (a name of digits and dots must be one), or
+    an IPv6 address in brackets (``[::1]``; no zone index).
+    """
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            if "%" not in inner and ipaddress.IPv6Address(inner):
+                return None
+        except ValueError:
+            pass
+        return "a bracketed host must be an IPv6 address"
+    if not host.isascii():
+        return "the host must be ASCII (an internationalised name in its IDNA xn-- form)"
+    if len(host.rstrip(".")) > _MAX_HOST_NAME:
+        return f"the host must be at most {_MAX_HOST_NAME} characters long"
+    if not _HOST_NAME.fullmatch(host):
+        return "the host must be labels of letters, digits and hyphens separated by dots"
+    if _DOTTED_NUMBERS.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "a host of digits and dots must be an IPv4 address"
+    return None
+
+
+def _host(_: Mapping[str, ParamValue]) -> Callable[[str], str | None]:
+    rule = "must be a host name, an IPv4 address or a bracketed IPv6 address"
+
+    def check(v: str) -> str | None:
+        problem = _host_problem(v)
+        return None if problem is None else f"{rule} ({problem})"
+
+    return check
+
+
 def _url(params: Mapping[str, ParamValue]) -> Callable[[str], str | None]:
     schemes = tuple(s.strip() for s in _str(params, "schemes").split(","))
     listed = ", ".join(schemes)
@@ -414,22 +485,70 @@ def _url(params: Mapping[str, ParamValue]) -> Callable[[str], str | None]:
             return bad
         try:
             parts = urllib.parse.urlsplit(v)
-            _ = parts.port  # raises ValueError on a bad port
+            port = parts.port  # raises ValueError on a bad port
         except ValueError:
             return bad
         if parts.scheme not in schemes or not parts.hostname:
             return bad
-        return None
+        if port == 0:
+            return f"{bad} (port 0 is not a port)"
+        host = parts.hostname  # a bracketed IPv6 address loses its brackets
+        problem = _host_problem(f"[{host}]" if ":" in host else host)
+        return None if problem is None else f"{bad} ({problem})"
 
     return check
+
+
+MAX_REGEX_VALUE = 1024
+"""A ``regex`` validator refuses longer values without matching them: it bounds the time a
+pattern that backtracks polynomially (``a*a*a*b``) can take."""
+
+_REPEATS = (_constants.MAX_REPEAT, _constants.MIN_REPEAT)
+
+
+def _backtracks(pattern: _parser.SubPattern, repeated: bool = False) -> bool:
+    """Whether ``pattern`` has a variable repeat (``?``, ``*``, ``+``, ``{m,n}`` with m < n)
+    or an alternation inside a repeat that may match more than once (``repeated``): the
+    shapes that backtrack exponentially (``(a+)+``, ``(a|a)*``). Possessive repeats and
+    atomic groups never backtrack into themselves and are not inspected."""
+    for op, av in pattern.data:
+        if op in (_constants.POSSESSIVE_REPEAT, _constants.ATOMIC_GROUP):
+            continue
+        inner = repeated
+        if op in _REPEATS:
+            assert isinstance(av, tuple)
+            low, high = av[0], av[1]
+            assert isinstance(low, int) and isinstance(high, int)
+            if repeated and low != high:
+                return True
+            inner = repeated or high > 1
+        elif op is _constants.BRANCH and repeated:
+            return True
+        if any(_backtracks(sub, inner) for sub in _subpatterns(av)):
+            return True
+    return False
+
+
+def _subpatterns(av: object) -> Iterator[_parser.SubPattern]:
+    """The sub-patterns in a parsed operation's argument (nested in tuples and lists)."""
+    if isinstance(av, _parser.SubPattern):
+        yield av
+    elif isinstance(av, tuple | list):
+        for item in av:
+            yield from _subpatterns(item)
 
 
 def _check_pattern(value: ParamValue) -> str | None:
     assert isinstance(value, str)
     try:
-        re.compile(value)
+        parsed = _parser.parse(value)
     except re.error as exc:
         return f"is not a valid regular expression ({exc.msg})"
+    if _backtracks(parsed):
+        return (
+            "could backtrack catastrophically: a repeated group may not contain a variable "
+            "repeat or an alternation (use a possessive repeat or an atomic group)"
+        )
     return None
 
 
@@ -437,7 +556,17 @@ def _regex(params: Mapping[str, ParamValue]) -> Callable[[str], str | None]:
     pattern = _str(params, "pattern")
     description = params.get("description")
     rule = f"must be {description}" if isinstance(description, str) else f"must match /{pattern}/"
-    return _regex_rule(pattern, rule)
+    matches = _regex_rule(pattern, rule)
+    too_long = f"{rule} (at most {MAX_REGEX_VALUE} characters)"
+    return lambda v: too_long if len(v) > MAX_REGEX_VALUE else matches(v)
+
+
+def _text(_: Mapping[str, ParamValue]) -> Callable[[str], str | None]:
+    rule = (
+        "must be non-blank printable text (no control characters, line breaks or "
+        "invisible format characters)"
+    )
+    return lambda v: None if v.isprintable() and v.strip() else rule
 
 
 def _port(_: Mapping[str, ParamValue]) -> Callable[[str], str | None]:
@@ -556,6 +685,15 @@ VALIDATORS: Mapping[str, ValidatorKind] = {
             _regex,
         ),
         ValidatorKind("port", "a TCP port number", (), _port),
+        ValidatorKind(
+            "host", "a host name, an IPv4 address or a bracketed IPv6 address", (), _host
+        ),
+        ValidatorKind(
+            "text",
+            "non-blank printable text: no control characters, line breaks or format characters",
+            (),
+            _text,
+        ),
         ValidatorKind(
             "password-classes",
             "contains a character of each enabled class",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from medsecrets.core.routes.base import Call, Context, QueryParam, RouteSpec
-from medsecrets.errors import InvalidRequest, ValidationError
+from medsecrets.errors import InvalidRequest
 from medsecrets.schema.secrets import (
     STAGES,
     PutResponse,
@@ -199,27 +199,14 @@ def destroy(ctx: Context, call: Call) -> SecretMetadata:
 
 
 def validate(ctx: Context, call: Call) -> ValidationReport:
-    """Check the stored current value against the catalog, collecting every problem."""
+    """Check the stored current value against the catalog, collecting every problem
+    (``Category.problems``: at most one per field, each derived field checked on its own)."""
     secret = ctx.store.secrets.get(call.path)
     category = ctx.store.catalog.category(ctx.store.secrets.parse(call.path).category)
-    problems: list[ValidationProblem] = []
-    seen: set[str] = set()
-    for name, value in secret.fields.items():
-        try:
-            category.validate({name: value}, complete=False)
-        except ValidationError as exc:
-            problems.append(ValidationProblem(field=exc.field, rule=exc.rule))
-            seen.add(exc.field)
-    for spec in category.fields:
-        if spec.name not in secret.fields:
-            problems.append(ValidationProblem(field=spec.name, rule="required: missing"))
-            seen.add(spec.name)
-    try:
-        category.validate(secret.fields, complete=True)
-    except ValidationError as exc:
-        if exc.field not in seen:
-            problems.append(ValidationProblem(field=exc.field, rule=exc.rule))
-    return ValidationReport(path=secret.path, valid=not problems, problems=tuple(problems))
+    problems = tuple(
+        ValidationProblem(field=name, rule=rule) for name, rule in category.problems(secret.fields)
+    )
+    return ValidationReport(path=secret.path, valid=not problems, problems=problems)
 
 
 def _path(call: Call) -> str:
