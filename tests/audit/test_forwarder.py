@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,15 +19,15 @@ import pytest
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.forwarder import HttpForwarderDevice
 from medsecrets.audit.record import GENESIS, AuditEvent, Salter, render_line
-from medsecrets.audit.spool import SpoolFullError
+from medsecrets.audit.spool import DurableSpool, SpoolFullError
 from medsecrets.errors import AuditFailure, ConfigError
 
 WAIT = 15.0  # a safety net for a broken implementation, not a timing threshold
 TOKEN = "tok-canary-7f3a9c1e"
 
 
-def record_lines(count: int, start: int = 0) -> list[bytes]:
-    """``count`` chained audit record lines (as the broker renders them)."""
+def record_lines(count: int, start: int = 0, device: str = "siem") -> list[bytes]:
+    """``count`` chained audit record lines (as the broker renders them for ``device``)."""
     salter = Salter(b"k" * 32)
     prev = GENESIS
     out = []
@@ -37,7 +41,7 @@ def record_lines(count: int, start: int = 0) -> list[bytes]:
             operation="secrets.read",
             path="medessence/prod/db/main",
         )
-        line, prev = render_line(event, seq=seq, prev=prev, node="n1", device="siem", salter=salter)
+        line, prev = render_line(event, seq=seq, prev=prev, node="n1", device=device, salter=salter)
         out.append(line)
     return out
 
@@ -52,6 +56,8 @@ class Receiver:
         self.failing_status = 500
         self.refusing = False
         self.rejected = 0
+        self.max_body: int | None = None  # larger bodies are refused with 413
+        self.too_large = 0
         self.condition = threading.Condition()
         receiver = self
 
@@ -59,7 +65,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver.condition:
-                    if receiver.refusing or receiver.failures_left > 0:
+                    if receiver.max_body is not None and len(body) > receiver.max_body:
+                        receiver.too_large += 1
+                        status = 413
+                    elif receiver.refusing or receiver.failures_left > 0:
                         receiver.failures_left = max(0, receiver.failures_left - 1)
                         receiver.rejected += 1
                         status = receiver.failing_status
@@ -305,3 +314,222 @@ def test_bad_settings_are_named(
     settings: dict[str, object] = {"spool_dir": tmp_path, "spool_max_bytes": 1024, **options}
     with pytest.raises(ConfigError, match=setting):
         HttpForwarderDevice("siem", url=url, **settings)  # type: ignore[arg-type]
+
+
+class EndlessAnswer:
+    """A SIEM that reads a POST, answers ``200`` and then sends its body without end.
+
+    ``drip``: one byte every 20 ms (each read of the client gets data, so no per-read
+    timeout fires); else 64 KiB every 10 ms (an unbounded body).
+    """
+
+    def __init__(self, *, drip: bool) -> None:
+        self.drip = drip
+        self.posts = 0
+        self.posted = threading.Event()
+        self.stopping = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/ingest"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        chunk = b"x" if self.drip else b"x" * 65536
+        frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        with conn, contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            self.posts += 1
+            self.posted.set()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not self.stopping.wait(0.02 if self.drip else 0.01):
+                conn.sendall(frame)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def endless() -> Iterator[EndlessAnswer]:
+    server = EndlessAnswer(drip=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def drip() -> Iterator[EndlessAnswer]:
+    server = EndlessAnswer(drip=True)
+    yield server
+    server.stop()
+
+
+def test_an_endless_answer_is_read_only_in_part(
+    endless: EndlessAnswer, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    device = make_device(endless.url)
+    device.open()
+    device.write(record_lines(3))
+    eventually(lambda: device.health()["delivered"] == 3)  # 2xx: delivered, the rest unread
+    assert device.health()["pending"] == 0
+
+
+def test_a_dripping_answer_fails_at_the_deadline(
+    drip: EndlessAnswer, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    device = make_device(drip.url, timeout=0.3)
+    device.open()
+    device.write(record_lines(3))
+    eventually(lambda: device.health()["consecutive_failures"] >= 2)
+    health = device.health()
+    assert health["last_error"] == "Timeout"
+    assert health["pending"] == 3
+    assert drip.posts >= 2  # retried, not stalled on the first answer
+
+
+def test_close_cuts_a_post_in_flight(
+    drip: EndlessAnswer, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    device = make_device(drip.url, timeout=3.0)
+    device.open()
+    device.write(record_lines(2))
+    assert drip.posted.wait(WAIT)
+    device.close()
+    assert not [t for t in threading.enumerate() if t.name == "audit-forwarder-siem"]
+
+
+def test_batches_are_capped_in_bytes(
+    receiver: Receiver, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    sent = record_lines(30)
+    cap = len(sent[0]) * 3 + 10
+    device = make_device(receiver.url, flush_interval=3600.0, batch_max_bytes=cap)
+    device.open()
+    device.write(sent)
+    device.close()
+    assert receiver.lines() == sent
+    assert all(len(batch) <= cap for batch in receiver.batches)
+
+
+def test_413_halves_the_batch_until_it_fits(
+    receiver: Receiver, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    sent = record_lines(40)
+    receiver.refusing = True
+    receiver.failing_status = 503
+    device = make_device(receiver.url, batch_size=40)
+    device.open()
+    device.write(sent)  # one batch of 40 waits for the SIEM
+    receiver.wait_for(lambda: receiver.rejected >= 1)
+    with receiver.condition:
+        receiver.max_body = len(sent[0]) * 6
+        receiver.refusing = False
+    receiver.wait_lines(40)
+    assert receiver.lines() == sent
+    assert receiver.too_large >= 1
+    assert all(len(batch) <= len(sent[0]) * 6 for batch in receiver.batches)
+    eventually(lambda: device.health()["pending"] == 0)
+
+
+def test_a_record_refused_alone_with_413_is_dropped_with_an_alarm(
+    receiver: Receiver, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    small = record_lines(3)
+    big = small[1][:-2] + b',"pad":"' + b"p" * 4096 + b'"}\n'
+    receiver.max_body = 2048
+    alarms: list[str] = []
+    device = make_device(receiver.url, on_overflow=alarms.append)
+    device.open()
+    device.write([small[0], big, small[2]])
+    receiver.wait_lines(2)
+    eventually(lambda: device.health()["delivered"] == 2)
+    assert receiver.lines() == [small[0], small[2]]
+    health = device.health()
+    assert health["dropped"] == 1
+    assert health["pending"] == 0
+    assert len(alarms) == 1
+    assert "413" in alarms[0]
+    assert "dropped" in alarms[0]
+    assert b"req-" not in alarms[0].encode()
+    device.write(record_lines(1, start=3))  # shipping goes on
+    receiver.wait_lines(3)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def spool_with(directory: Path, lines: list[bytes]) -> None:
+    spool = DurableSpool(directory, max_bytes=1 << 20)
+    spool.append(lines)
+    spool.close()
+
+
+def test_spools_left_by_earlier_workers_are_shipped_then_removed(
+    tmp_path: Path, receiver: Receiver, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    base = tmp_path / "spool"
+    gone, held, other = dead_pid(), dead_pid(), dead_pid()
+    left = record_lines(6)
+    spool_with(base, left[:3])  # a single-process run before
+    spool_with(tmp_path / f"spool-{gone}", left[3:])  # a worker of a run before
+    spool_with(tmp_path / f"spool-{held}", record_lines(2, start=100))
+    holder = DurableSpool(tmp_path / f"spool-{held}", max_bytes=1 << 20)  # in use
+    spool_with(tmp_path / f"spool-{other}", record_lines(2, start=200, device="other"))
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        spool_with(tmp_path / f"spool-{sibling.pid}", record_lines(2, start=300))  # live worker
+        (tmp_path / "spool-x1").mkdir()  # not a sibling's name
+        device = make_device(receiver.url, spool_dir=tmp_path / f"spool-{os.getpid()}")
+        device.open()
+        mine = record_lines(2, start=400)
+        device.write(mine)
+        receiver.wait_lines(8)
+        eventually(lambda: device.health()["pending"] == 0)
+        assert receiver.lines() == left + mine
+        assert not base.exists()
+        assert not (tmp_path / f"spool-{gone}").exists()
+        assert holder.pending() == 2
+        for untouched in (other, sibling.pid):
+            again = DurableSpool(tmp_path / f"spool-{untouched}", max_bytes=1 << 20)
+            assert again.pending() == 2
+            again.close()
+    finally:
+        sibling.kill()
+        sibling.wait()
+        holder.close()
+
+
+def test_a_delivered_batch_that_cannot_be_acknowledged_is_not_sent_again(
+    tmp_path: Path, receiver: Receiver, make_device: Callable[..., HttpForwarderDevice]
+) -> None:
+    spool_with(tmp_path / "spool", [])
+    blocker = tmp_path / "spool" / "cursor.tmp"
+    blocker.mkdir()  # the cursor cannot be replaced: every acknowledgement fails
+    device = make_device(receiver.url)
+    device.open()
+    sent = record_lines(4)
+    device.write(sent)
+    receiver.wait_lines(4)
+    eventually(lambda: device.health()["consecutive_failures"] >= 3)
+    health = device.health()
+    assert health["last_error"] == "SpoolError"
+    assert health["pending"] == 4
+    assert health["delivered"] == 0
+    assert receiver.lines() == sent  # once: only the acknowledgement is retried
+    blocker.rmdir()
+    eventually(lambda: device.health()["delivered"] == 4)
+    assert device.health()["consecutive_failures"] == 0
+    assert device.health()["pending"] == 0
+    assert receiver.lines() == sent

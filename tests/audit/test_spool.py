@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medsecrets.audit.spool import DurableSpool, SpoolError, SpoolFullError
+from medsecrets.audit.spool import DurableSpool, SpoolBusyError, SpoolError, SpoolFullError
 from medsecrets.errors import AuditFailure
 
 
@@ -212,3 +212,90 @@ def test_sigkill_during_appends_loses_no_acknowledged_line(tmp_path: Path) -> No
         assert numbers[0] <= (numbers[-1] + 1) // 30
         spool.ack(len(found))
         spool.close()
+
+
+def test_peek_is_capped_in_bytes_but_returns_a_long_line(tmp_path: Path) -> None:
+    spool = DurableSpool(tmp_path, max_bytes=1 << 20, segment_bytes=64)
+    long = b'{"n":"' + b"x" * 200 + b'"}\n'
+    spool.append([*lines(0, 6), long, *lines(6, 8)])
+    one = len(lines(0, 1)[0])
+    assert spool.peek(100, max_bytes=one * 4 + 1) == lines(0, 4)
+    assert spool.peek(100, max_bytes=one * 6 + 10) == lines(0, 6)
+    spool.ack(6)
+    assert spool.peek(100, max_bytes=10) == [long]  # alone, never nothing
+    spool.ack(1)
+    assert spool.peek(100, max_bytes=1 << 20) == lines(6, 8)
+    spool.close()
+
+
+def test_a_segment_replaced_by_a_symlink_is_refused_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.key"
+    victim.write_bytes(b"line one\nSECRET-KEY-MATERIAL")  # no final newline: "torn"
+    directory = tmp_path / "spool"
+    spool = DurableSpool(directory, max_bytes=1 << 20)
+    spool.append(lines(0, 2))
+    spool.close()
+    segment = segments(directory)[0]
+    segment.unlink()
+    segment.symlink_to(victim)
+    with pytest.raises(SpoolError, match=rf"{segment.name} is not a regular file"):
+        DurableSpool(directory, max_bytes=1 << 20)
+    assert victim.read_bytes() == b"line one\nSECRET-KEY-MATERIAL"
+    segment.unlink()
+    segment.mkdir()
+    with pytest.raises(SpoolError, match="not a regular file"):
+        DurableSpool(directory, max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("name", ["cursor", "00000000000000000001.seg"])
+def test_a_fifo_in_the_spool_is_refused_without_blocking(tmp_path: Path, name: str) -> None:
+    directory = tmp_path / "spool"
+    spool = DurableSpool(directory, max_bytes=1 << 20)
+    spool.append(lines(0, 2))
+    spool.ack(1)
+    spool.close()
+    (directory / name).unlink()
+    os.mkfifo(directory / name)
+    outcome: list[BaseException | DurableSpool] = []
+
+    def open_it() -> None:
+        try:
+            outcome.append(DurableSpool(directory, max_bytes=1 << 20))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    opener = threading.Thread(target=open_it, daemon=True)
+    opener.start()
+    opener.join(10.0)  # a safety net: an open that blocks never returns
+    assert not opener.is_alive(), "opening the spool blocked on a FIFO"
+    assert isinstance(outcome[0], SpoolError)
+    assert f"{name} is not a regular file" in str(outcome[0])
+
+
+def test_a_foreign_directory_is_refused_and_left_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    (shared / "other.txt").write_text("x")
+    with pytest.raises(SpoolError, match="not an audit spool"):
+        DurableSpool(shared, max_bytes=1 << 20)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert sorted(p.name for p in shared.iterdir()) == ["other.txt"]
+    with pytest.raises(SpoolError, match="not an audit spool"):
+        DurableSpool(tmp_path / "absent", max_bytes=1 << 20, create=False)
+    assert not (tmp_path / "absent").exists()
+
+
+def test_an_empty_spool_is_removed_a_busy_one_is_not(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    spool = DurableSpool(directory, max_bytes=1 << 20, segment_bytes=40)
+    spool.append(lines(0, 10))
+    spool.close()
+    holder = DurableSpool(directory, max_bytes=1 << 20, create=False)
+    with pytest.raises(SpoolBusyError):
+        DurableSpool(directory, max_bytes=1 << 20, create=False)
+    with pytest.raises(SpoolError, match="pending"):
+        holder.remove()
+    holder.ack(10)
+    holder.remove()
+    assert not directory.exists()

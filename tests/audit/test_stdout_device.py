@@ -84,3 +84,32 @@ def test_closed_stream_and_unopened_device_raise(tmp_path: Path) -> None:
     with pytest.raises(AuditFailure, match="closed"):
         device.write(LINES)
     device.close()
+
+
+def test_a_closed_stdout_opens_and_fails_each_write() -> None:
+    program = textwrap.dedent(
+        """
+        import sys
+        from medsecrets.audit.stdout import StdoutAuditDevice
+        from medsecrets.errors import AuditFailure
+        device = StdoutAuditDevice("out")
+        device.open()
+        try:
+            device.write([b'{"seq":1}\\n'])
+        except AuditFailure as exc:
+            sys.stderr.write(f"refused: {exc}")
+        device.close()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        check=False,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        preexec_fn=lambda: os.close(1),  # the child starts with fd 1 closed (`>&-`)
+    )
+    assert done.returncode == 0, done.stderr.decode()[-500:]
+    assert (
+        done.stderr.decode()
+        == "refused: audit device 'out': write failed: standard output is closed"
+    )

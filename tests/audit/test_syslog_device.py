@@ -266,6 +266,26 @@ def test_oversized_datagram_fails_rather_than_truncating(
     device.close()
 
 
+@pytest.mark.parametrize("kind", ["udp", "unix"])
+def test_a_batch_with_an_oversized_record_sends_none_of_it(
+    tmp_path: Path, clock: ManualClock, kind: str
+) -> None:
+    collector = Collector(kind, tmp_path / "log.sock")
+    try:
+        device = SyslogAuditDevice("sys", address=collector.address, clock=clock)
+        device.open()
+        first, _, last = record_lines()
+        huge = b'{"big":"' + b"x" * 300_000 + b'"}\n'  # past any datagram
+        with pytest.raises(AuditFailure, match="none of the batch was sent"):
+            device.write([first, huge, last])
+        device.write([last])
+        sent = collector.take(1)[0]  # datagrams arrive in order: nothing came before
+        assert sent.endswith(last[:-1])
+        device.close()
+    finally:
+        collector.close()
+
+
 def test_write_before_open_is_refused(udp: Collector) -> None:
     with pytest.raises(AuditFailure, match="not open"):
         SyslogAuditDevice("sys", address=udp.address).write(record_lines())
@@ -279,6 +299,8 @@ def test_write_before_open_is_refused(udp: Collector) -> None:
         ({"tag": ""}, "tag"),
         ({"address": "http://collector:514"}, "address"),
         ({"address": "udp://collector:notaport"}, "address"),
+        ({"address": "udp://collector:0"}, "address"),
+        ({"address": "tcp://collector:70000"}, "address"),
         ({"address": "relative/log"}, "address"),
         ({"timeout": 0}, "timeout"),
     ],

@@ -83,6 +83,20 @@ SMTP = (
         ('[[audit.device]]\ntype = "http"\nurl = "http://[::1/x"\n', "audit.device[0].url"),
         ('[[alerts.channel]]\ntype = "slack"\nurl = "http://u:PW@[::1/x"\n', "channel[0].url"),
         ('[[alerts.channel]]\ntype = "slack"\nurl = "http://h:99999/x"\n', "channel[0].url"),
+        # settings that make no sense are refused, naming the setting
+        (
+            '[[audit.device]]\ntype = "syslog"\naddress = "udp://127.0.0.1:514"\nrequired = true\n',
+            "audit.device[0].required",
+        ),
+        ('[[audit.device]]\ntype = "syslog"\naddress = "udp://127.0.0.1:0"\n', "[0].address"),
+        ('[[audit.device]]\ntype = "syslog"\naddress = "log"\n', "audit.device[0].address"),
+        ('[[audit.device]]\ntype = "http"\nurl = "http://s"\nspool_max_bytes = 100\n', "spool_max"),
+        ('[[audit.device]]\ntype = "http"\nurl = "http://s"\nbatch_max_bytes = 10\n', "batch_max"),
+        (
+            '[[audit.device]]\ntype = "http"\nname = "a"\nurl = "http://s"\nspool_dir = "/x/s"\n'
+            '[[audit.device]]\ntype = "http"\nname = "b"\nurl = "http://t"\nspool_dir = "/x/s/"\n',
+            "audit.device[1].spool_dir",
+        ),
         (SMTP + "port = 70000\n", "alerts.channel[0].port"),
         (SMTP + 'username = "u"\n', "alerts.channel[0]"),
         (SMTP + 'username = "u"\npassword = "p"\n', "alerts.channel[0].starttls"),
@@ -91,6 +105,31 @@ SMTP = (
 def test_bad_entries_name_the_setting(tmp_path: Path, text: str, names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace("[", r"\[").replace("]", r"\]")):
         settings_from(tmp_path, text)
+
+
+def test_a_spool_dir_that_is_not_a_spool_is_refused_and_left_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    (shared / "other.txt").write_text("x")
+    text = f'[[audit.device]]\ntype = "http"\nurl = "http://s/x"\nspool_dir = "{shared}"\n'
+    with pytest.raises(ConfigError, match=r"audit\.device\[0\]\.spool_dir.*not an audit spool"):
+        settings_from(tmp_path, text)
+    assert shared.stat().st_mode & 0o777 == 0o755
+    (shared / "other.txt").unlink()  # an empty directory, or a spool, is fine
+    assert settings_from(tmp_path, text).audit.devices[0].spool_dir == str(shared)
+
+
+def test_sensible_settings_are_accepted(tmp_path: Path) -> None:
+    s = settings_from(
+        tmp_path,
+        '[[audit.device]]\ntype = "syslog"\naddress = "tcp://127.0.0.1:514"\nrequired = true\n'
+        '[[audit.device]]\ntype = "http"\nurl = "http://s/x"\nspool_max_bytes = 1048576\n'
+        "batch_max_bytes = 65536\n",
+    )
+    syslog, http = s.audit.devices
+    assert syslog.required is True
+    assert (http.spool_max_bytes, http.batch_max_bytes) == (1 << 20, 1 << 16)
 
 
 def test_secret_settings_are_never_echoed(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ The HTTP forwarder's "durable accept": ``append`` returns only after its lines
 are fsync'd, and a consumer ships them later with ``peek`` / ``ack``. One
 producer thread and one consumer thread may use a spool at once (every method
 is thread-safe); one process at a time holds a spool directory (an exclusive
-``flock`` on ``LOCK``; a second opener gets ``SpoolError``).
+``flock`` on ``LOCK``; a second opener gets ``SpoolBusyError``).
 
 Layout of ``directory`` (0700, files 0600)::
 
@@ -12,6 +12,12 @@ Layout of ``directory`` (0700, files 0600)::
     cursor                    "<segment> <offset>\\n": the first unacknowledged byte
     00000000000000000001.seg  segments: whole lines, appended in order
     00000000000000000002.seg
+
+The directory must be new, empty or a spool (it holds ``LOCK``): any other
+directory is refused (``SpoolError``), never taken over or chmod'ed. Every
+file is opened with ``O_NOFOLLOW | O_NONBLOCK`` and must be a regular file:
+a symlink, FIFO or directory put in a file's place is refused with a
+``SpoolError`` naming it (never followed, read or truncated).
 
 Contract:
 
@@ -28,6 +34,9 @@ Contract:
   (atomic rename of ``cursor``, then fsync of the directory) and deletes
   fully consumed segments. An acknowledged line is never returned again, also
   after a restart; an unacknowledged one always is (delivery is at least once).
+- ``peek(max_lines, max_bytes)`` stops before the line that would take the
+  batch past ``max_bytes``, but always returns at least one line when any is
+  pending (a line longer than ``max_bytes`` comes alone).
 - Reopening a spool continues at the acknowledged position. A torn last line
   (the process died during ``append``: the caller was never told it was
   accepted) is discarded.
@@ -36,8 +45,10 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,13 +58,15 @@ from typing import Final
 from medsecrets.errors import AuditFailure
 from medsecrets.fdio import write_all
 
-__all__ = ["DurableSpool", "SpoolError", "SpoolFullError"]
+__all__ = ["DurableSpool", "SpoolBusyError", "SpoolError", "SpoolFullError", "unusable_reason"]
 
 _SUFFIX: Final = ".seg"
 _CURSOR: Final = "cursor"
 _LOCK: Final = "LOCK"
 _CHUNK: Final = 1 << 16
 _MAX_SEGMENT: Final = 8 << 20
+_MAX_CURSOR: Final = 64
+_NOT_SPOOL_OK: Final = frozenset({"lost+found"})  # a spool on its own file system
 
 
 class SpoolError(AuditFailure):
@@ -71,6 +84,13 @@ class SpoolFullError(SpoolError):
     code = "audit_spool_full"
 
     def __init__(self, message: str = "audit spool is full") -> None:
+        super().__init__(message)
+
+
+class SpoolBusyError(SpoolError):
+    """Another process holds the spool directory (its ``LOCK``)."""
+
+    def __init__(self, message: str = "audit spool is in use by another process") -> None:
         super().__init__(message)
 
 
@@ -94,12 +114,20 @@ class DurableSpool:
     """A durable queue of lines in ``directory`` (see module docstring)."""
 
     def __init__(
-        self, directory: Path, *, max_bytes: int, segment_bytes: int | None = None
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int | None = None,
+        create: bool = True,
     ) -> None:
         """Open (or create) the spool in ``directory``; repairs a torn tail.
 
         ``segment_bytes`` (default: an eighth of ``max_bytes``, at most 8 MiB)
-        is the size after which appends start a new segment file.
+        is the size after which appends start a new segment file. With
+        ``create=False`` only an existing spool is opened (one that holds
+        ``LOCK``; ``SpoolError`` otherwise). ``SpoolBusyError`` when another
+        process holds it.
         """
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
@@ -110,7 +138,7 @@ class DurableSpool:
         self._closed = False
         self._broken = False
         self._peeked: _Peeked | None = None
-        self._lock_fd = self._acquire_directory()
+        self._lock_fd = self._acquire_directory(create)
         try:
             self._sizes: dict[int, int] = {}
             for segment in self._list_segments():
@@ -173,15 +201,19 @@ class DurableSpool:
             self._total += len(data)
             self._pending += len(lines)
 
-    def peek(self, max_lines: int) -> list[bytes]:
-        """Up to ``max_lines`` unacknowledged lines, oldest first (each ends in ``\\n``)."""
+    def peek(self, max_lines: int, max_bytes: int | None = None) -> list[bytes]:
+        """Up to ``max_lines`` unacknowledged lines, oldest first (each ends in ``\\n``).
+
+        With ``max_bytes``, at most that many bytes, but at least one line (see
+        module docstring).
+        """
         if max_lines <= 0:
             return []
         with self._lock:
             self._check_open()
             start = self._cursor
             sizes = dict(self._sizes)
-        lines, ends = self._read(start, sizes, max_lines)
+        lines, ends = self._read(start, sizes, max_lines, max_bytes)
         with self._lock:
             if self._cursor == start:
                 self._peeked = _Peeked(start, tuple(ends))
@@ -222,6 +254,30 @@ class DurableSpool:
             self._closed = True
             os.close(self._lock_fd)
 
+    def remove(self) -> None:
+        """Delete the spool (its files, then its directory if nothing else is left) and close it.
+
+        Only an empty spool is removed: ``SpoolError`` while lines are pending
+        (and the spool stays open). The files go while the lock is still held,
+        so no other process can be using them.
+        """
+        with self._lock:
+            self._check_open()
+            if self._pending:
+                raise SpoolError(f"audit spool {self._dir}: {self._pending} lines still pending")
+            try:
+                for segment in self._sizes:
+                    self._path(segment).unlink(missing_ok=True)
+                for name in (_CURSOR, _CURSOR + ".tmp", _LOCK):
+                    (self._dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise self._failure("remove failed", exc) from None
+            finally:
+                self._closed = True
+                os.close(self._lock_fd)
+        with contextlib.suppress(OSError):  # something else in it: left in place
+            self._dir.rmdir()
+
     # -- internals ----------------------------------------------------------------------------
 
     def _failure(self, what: str, exc: OSError) -> SpoolError:
@@ -235,18 +291,27 @@ class DurableSpool:
     def _path(self, segment: int) -> Path:
         return self._dir / f"{segment:020d}{_SUFFIX}"
 
-    def _acquire_directory(self) -> int:
+    def _acquire_directory(self, create: bool) -> int:
+        """The locked ``LOCK`` descriptor; refuses a directory that is not a spool."""
         try:
-            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if create:
+                self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                reason = unusable_reason(self._dir)
+            elif not os.path.lexists(self._dir / _LOCK):
+                reason = f"is not an audit spool (no {_LOCK} file)"
+            else:
+                reason = None
+            if reason is not None:
+                raise SpoolError(f"audit spool {self._dir} {reason}: refusing to use it")
             os.chmod(self._dir, 0o700)
-            fd = os.open(self._dir / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = _open_file(self._dir / _LOCK, os.O_RDWR | (os.O_CREAT if create else 0))
         except OSError as exc:
             raise self._failure("open failed", exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise SpoolError(f"audit spool {self._dir} is in use by another process") from None
+            raise SpoolBusyError(f"audit spool {self._dir} is in use by another process") from None
         return fd
 
     def _list_segments(self) -> list[int]:
@@ -259,8 +324,7 @@ class DurableSpool:
 
     def _repair(self, segment: int) -> int:
         """Cut a torn last line off ``segment``; its size of whole lines."""
-        path = self._path(segment)
-        with open(path, "rb+") as handle:
+        with open(_open_file(self._path(segment), os.O_RDWR), "rb+") as handle:
             size = handle.seek(0, os.SEEK_END)
             if size == 0:
                 return 0
@@ -284,9 +348,14 @@ class DurableSpool:
 
     def _load_cursor(self) -> _Position:
         try:
-            text = (self._dir / _CURSOR).read_text("ascii")
+            fd = _open_file(self._dir / _CURSOR, os.O_RDONLY)
         except FileNotFoundError:
-            text = ""
+            text = b""
+        else:
+            try:
+                text = os.read(fd, _MAX_CURSOR)
+            finally:
+                os.close(fd)
         parts = text.split()
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
             cursor = _Position(int(parts[0]), int(parts[1]))
@@ -326,7 +395,7 @@ class DurableSpool:
             if segment < self._cursor.segment:
                 continue
             offset = self._cursor.offset if segment == self._cursor.segment else 0
-            with open(self._path(segment), "rb") as handle:
+            with open(_open_file(self._path(segment), os.O_RDONLY), "rb") as handle:
                 handle.seek(offset)
                 while chunk := handle.read(_CHUNK):
                     count += chunk.count(b"\n")
@@ -349,7 +418,7 @@ class DurableSpool:
     def _write_durably(self, segment: int, data: bytes) -> None:
         size = self._sizes[segment]
         try:
-            fd = os.open(self._path(segment), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            fd = _open_file(self._path(segment), os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise self._failure("append failed", exc) from None
         try:
@@ -366,16 +435,24 @@ class DurableSpool:
             os.close(fd)
 
     def _read(
-        self, start: _Position, sizes: dict[int, int], max_lines: int
+        self,
+        start: _Position,
+        sizes: dict[int, int],
+        max_lines: int,
+        max_bytes: int | None = None,
     ) -> tuple[list[bytes], list[_Position]]:
-        """Up to ``max_lines`` whole lines from ``start`` within ``sizes``, and their ends."""
+        """Up to ``max_lines`` whole lines from ``start`` within ``sizes``, and their ends.
+
+        With ``max_bytes``, stops before the line that would pass it (but takes one).
+        """
         lines: list[bytes] = []
         ends: list[_Position] = []
+        budget = max_bytes
         try:
             for segment in sorted(s for s in sizes if s >= start.segment):
                 offset = start.offset if segment == start.segment else 0
                 limit = sizes[segment]
-                with open(self._path(segment), "rb") as handle:
+                with open(_open_file(self._path(segment), os.O_RDONLY), "rb") as handle:
                     handle.seek(offset)
                     carry = b""
                     while offset < limit and len(lines) < max_lines:
@@ -386,6 +463,10 @@ class DurableSpool:
                         offset += len(data)
                         found, carry = self._split(carry + data, max_lines - len(lines))
                         for line in found:
+                            if budget is not None:
+                                if lines and len(line) > budget:
+                                    return lines, ends
+                                budget = max(0, budget - len(line))
                             base += len(line)
                             lines.append(line)
                             ends.append(_Position(segment, base))
@@ -410,7 +491,8 @@ class DurableSpool:
 
     def _store_cursor(self, position: _Position) -> None:
         temporary = self._dir / (_CURSOR + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        temporary.unlink(missing_ok=True)  # never written through: a new file each time
+        fd = _open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             os.write(fd, f"{position.segment} {position.offset}\n".encode())
             os.fsync(fd)
@@ -425,3 +507,44 @@ class DurableSpool:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def unusable_reason(directory: Path) -> str | None:
+    """Why ``directory`` cannot be a spool's, or ``None`` (absent, empty or a spool).
+
+    A directory holding anything but ``LOCK`` (a spool) or ``lost+found`` (a
+    file system of its own) is someone else's: it is never taken over. Raises
+    ``OSError`` when the directory cannot be listed.
+    """
+    try:
+        names = set(os.listdir(directory))
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return "is not a directory"
+    if _LOCK in names or not names - _NOT_SPOOL_OK:
+        return None
+    return f"is not empty and not an audit spool (no {_LOCK} file)"
+
+
+def _open_file(path: Path, flags: int) -> int:
+    """A descriptor of the regular file ``path`` (created 0600 with ``O_CREAT``).
+
+    Opened with ``O_NOFOLLOW | O_NONBLOCK``: a symlink is never followed and a
+    FIFO never blocks; anything but a regular file raises ``SpoolError``
+    naming it. Other failures raise their ``OSError``.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        fd = -1
+    if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    if fd >= 0:
+        os.close(fd)
+    raise SpoolError(
+        f"audit spool {path.parent}: {path.name} is not a regular file "
+        "(a symlink, FIFO or directory is in its place): refusing to use it"
+    )

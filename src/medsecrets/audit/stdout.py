@@ -6,6 +6,11 @@ where the container runtime collects it. A failed write or flush (a closed
 stream, ``EPIPE``, ``ENOSPC``) raises ``AuditFailure``. The stream is only
 borrowed: ``close`` flushes it but never closes it.
 
+A process started with its standard output closed (``server >&-``) has no
+``sys.stdout``: ``open`` still succeeds and every ``write`` raises
+``AuditFailure`` ("standard output is closed"), so an optional device is
+just down (and a required one fails closed), never a crash at start.
+
 This device cannot read records back: ``open`` returns ``ChainHead()``.
 """
 
@@ -30,6 +35,7 @@ class StdoutAuditDevice:
         self._name = name
         self._given = stream
         self._stream: BinaryIO | None = None
+        self._open = False
 
     def __repr__(self) -> str:
         return f"StdoutAuditDevice({self._name!r})"
@@ -40,8 +46,12 @@ class StdoutAuditDevice:
         return self._name
 
     def open(self) -> ChainHead:
-        """Bind the stream; a new chain: ``ChainHead()``."""
-        self._stream = self._given if self._given is not None else sys.stdout.buffer
+        """Bind the stream (none if standard output is closed); a new chain: ``ChainHead()``."""
+        if self._given is not None:
+            self._stream = self._given
+        else:  # ``None`` with fd 1 closed at start; no ``buffer`` if replaced by a text stream
+            self._stream = getattr(sys.stdout, "buffer", None)
+        self._open = True
         return ChainHead()
 
     def write(self, lines: Sequence[bytes]) -> None:
@@ -51,8 +61,12 @@ class StdoutAuditDevice:
         non-blocking stream that cannot take more).
         """
         stream = self._stream
-        if stream is None:
+        if not self._open:
             raise AuditFailure(f"audit device {self._name!r} is not open")
+        if stream is None:
+            raise AuditFailure(
+                f"audit device {self._name!r}: write failed: standard output is closed"
+            )
         data = memoryview(b"".join(lines))
         try:
             while data:
@@ -70,7 +84,7 @@ class StdoutAuditDevice:
 
     def close(self) -> None:
         """Flush and release the stream without closing it (idempotent)."""
-        stream, self._stream = self._stream, None
+        stream, self._stream, self._open = self._stream, None, False
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):  # ``write`` flushed already
                 stream.flush()

@@ -11,11 +11,14 @@ newline, so a collector receives the exact, verifiable line::
   any absolute path or ``"unix:///path"``, as served by journald, rsyslog and
   syslog-ng), ``"udp://host:port"`` (RFC 5426) or ``"tcp://host:port"``
   (RFC 6587 octet-counting framing: ``"<length> <message>"``). The port
-  defaults to 514; IPv6 hosts are written in brackets.
+  defaults to 514 (port 0 is refused); IPv6 hosts are written in brackets.
 - Durable accept means "handed to the kernel": ``write`` returns once every
   message was sent and raises ``AuditFailure`` on any socket error or after
-  ``timeout`` seconds (a message larger than a datagram can carry fails;
-  records are never truncated, which would break the chain).
+  ``timeout`` seconds. Records are never truncated, which would break the
+  chain: a batch with a message larger than a datagram can carry (UDP:
+  65507 bytes, 65527 over IPv6; a local socket: its send buffer less 32)
+  fails before any of its messages is sent, so the collector never holds
+  part of a batch that is then chained again.
 - Connecting is lazy (first ``write``), so a collector that is down at start
   only fails writes until it is back. A datagram that fails is retried once
   on a fresh socket (a restarted local daemon); a TCP connection that the
@@ -39,7 +42,7 @@ from medsecrets.audit.device import ChainHead
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import AuditFailure, ConfigError
 
-__all__ = ["FACILITIES", "SyslogAuditDevice"]
+__all__ = ["ADDRESS_FORMS", "FACILITIES", "SyslogAuditDevice", "transport_of"]
 
 FACILITIES: Final = {
     "kern": 0,
@@ -65,9 +68,14 @@ FACILITIES: Final = {
 _WARNING: Final = 4
 _INFO: Final = 6
 _DEFAULT_PORT: Final = 514
+_UDP_PAYLOAD: Final = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+_UNIX_OVERHEAD: Final = 32  # Linux refuses a local datagram longer than SO_SNDBUF - 32
 _KIND_MARK: Final = b',"kind":"'
 
 Transport = Literal["unix", "udp", "tcp"]
+ADDRESS_FORMS: Final = (
+    "an absolute socket path, unix:///path, udp://host:port or tcp://host:port (port 1-65535)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +90,8 @@ def _printable(value: str, limit: int) -> bool:
     return 0 < len(value) <= limit and all(33 <= ord(c) <= 126 for c in value)
 
 
-def _parse_address(name: str, address: str) -> _Address:
+def _parse(address: str) -> _Address | None:
+    """What ``address`` names (see module docstring); ``None`` if it is no address."""
     if address.startswith("/"):
         return _Address("unix", address)
     parts = urlsplit(address)
@@ -90,16 +99,26 @@ def _parse_address(name: str, address: str) -> _Address:
         return _Address("unix", parts.path)
     if parts.scheme in ("udp", "tcp") and parts.hostname and parts.path in ("", "/"):
         try:
-            port = parts.port or _DEFAULT_PORT
-        except ValueError:
-            port = 0
-        if port:
+            port = _DEFAULT_PORT if parts.port is None else parts.port
+        except ValueError:  # not a number, or past 65535
+            return None
+        if port > 0:
             transport: Transport = "udp" if parts.scheme == "udp" else "tcp"
             return _Address(transport, parts.hostname, port)
-    raise ConfigError(
-        f"audit device {name!r}: address must be an absolute socket path, "
-        "unix:///path, udp://host:port or tcp://host:port"
-    )
+    return None
+
+
+def transport_of(address: str) -> Transport | None:
+    """``"unix"``, ``"udp"`` or ``"tcp"``: how ``address`` is reached; ``None`` if invalid."""
+    parsed = _parse(address)
+    return parsed.transport if parsed is not None else None
+
+
+def _parse_address(name: str, address: str) -> _Address:
+    parsed = _parse(address)
+    if parsed is None:
+        raise ConfigError(f"audit device {name!r}: address must be {ADDRESS_FORMS}")
+    return parsed
 
 
 class SyslogAuditDevice:
@@ -199,6 +218,13 @@ class SyslogAuditDevice:
 
     def _send_datagrams(self, messages: list[bytes]) -> None:
         sock = self._socket or self._connect()
+        limit = _datagram_limit(sock)
+        longest = max(map(len, messages), default=0)
+        if longest > limit:
+            raise AuditFailure(
+                f"audit device {self._name!r}: a {longest}-byte syslog message does not fit in "
+                f"a datagram (at most {limit} bytes); none of the batch was sent"
+            )
         retried = False
         index = 0
         while index < len(messages):
@@ -250,6 +276,13 @@ def _kind(line: bytes) -> bytes:
     end = line.find(b'"', start, start + 33)
     kind = line[start:end] if end > start else b""
     return kind if kind.isalpha() else b"-"
+
+
+def _datagram_limit(sock: socket.socket) -> int:
+    """The longest datagram ``sock`` can send (see module docstring)."""
+    if sock.family == socket.AF_UNIX:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - _UNIX_OVERHEAD
+    return _UDP_PAYLOAD.get(sock.family, _UDP_PAYLOAD[socket.AF_INET])
 
 
 def _still_connected(sock: socket.socket) -> bool:

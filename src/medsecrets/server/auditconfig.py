@@ -9,18 +9,20 @@ the arrays of tables, which only a config file can hold::
     name = "primary"               # default: the type; unique
     required = true                # a request needs one required device to accept it
                                    # (default true; false for syslog and stdout, which are
-                                   # not durable)
+                                   # not durable; never true for udp syslog: unconfirmed)
     path = "/var/log/medsecrets/audit.jsonl"   # file
     max_bytes = 104857600          # file: rotate at this size (0: never)
     rotate_interval = 86400.0      # file: rotate after this many seconds (0: never)
     keep = 0                       # file: rotated files to keep (0: all)
     encrypt = "medessence/production/medical-encryption#audit_log_encryption_key"
-    address = "udp://127.0.0.1:514"  # syslog (or /dev/log, tcp://host:port)
+    address = "udp://127.0.0.1:514"  # syslog (or /dev/log, tcp://host:port; port 1-65535)
     facility = "auth"              # syslog
     url = "https://siem.example/ingest"   # http
-    spool_dir = ""                 # http: default <data_dir>/audit-spool/<name>
-    spool_max_bytes = 268435456    # http
-    batch_size = 500               # http
+    spool_dir = ""                 # http: default <data_dir>/audit-spool/<name>; new, empty
+                                   # or a spool, and one device's only
+    spool_max_bytes = 268435456    # http: at least 1 MiB
+    batch_size = 500               # http: lines per POST
+    batch_max_bytes = 1048576      # http: bytes per POST (4 KiB to 64 MiB)
 
     [[alerts.channel]]
     type = "webhook"               # slack | webhook | smtp | log
@@ -40,11 +42,15 @@ and the rule, never a secret value.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Final, Literal
 
-from medsecrets.audit.syslog import FACILITIES
+from medsecrets.audit.spool import unusable_reason
+from medsecrets.audit.syslog import ADDRESS_FORMS, FACILITIES, transport_of
 from medsecrets.errors import ConfigError
 from medsecrets.monitor.channels import check_http_url, is_loopback
 
@@ -77,6 +83,7 @@ class AuditDeviceSettings:
     spool_dir: str = ""
     spool_max_bytes: int = 256 * 1024 * 1024
     batch_size: int = 500
+    batch_max_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,7 @@ _DEVICE_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "spool_dir": (str, ("http",)),
     "spool_max_bytes": (int, ("http",)),
     "batch_size": (int, ("http",)),
+    "batch_max_bytes": (int, ("http",)),
 }
 _CHANNEL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "type": (str, ()),
@@ -127,6 +135,8 @@ _CHANNEL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 _SECRET_KEYS = frozenset({"url", "secret", "password"})
 _FACILITIES = frozenset(FACILITIES)
+_MIN_SPOOL_BYTES: Final = 1 << 20
+_BATCH_BYTES: Final = (4 << 10, 64 << 20)
 
 
 def _entries(raw: object, where: str, source: str) -> list[Mapping[str, object]]:
@@ -183,6 +193,7 @@ def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, 
     """The ``[[audit.device]]`` entries, checked (see module docstring)."""
     found: list[AuditDeviceSettings] = []
     seen: set[str] = set()
+    spools: dict[str, str] = {}  # explicit spool_dir -> the device using it
     for index, entry in enumerate(_entries(raw, "audit.device", source)):
         where = f"audit.device[{index}]"
         values = _typed(entry, _DEVICE_KEYS, ("file", "database", "syslog", "http", "stdout"),
@@ -192,22 +203,13 @@ def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, 
         if kind == "file" and not values.get("path"):
             raise ConfigError(f"setting '{where}.path' ({source}): required for file devices")
         if kind == "http":
-            url = values.get("url")
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ConfigError(f"setting '{where}.url' ({source}): an http(s) URL is required")
-            check_http_url(f"setting '{where}.url' ({source})", url)
-        if kind == "syslog" and values.get("facility", "auth") not in _FACILITIES:
-            raise ConfigError(
-                f"setting '{where}.facility' ({source}): must be a syslog facility name"
-            )
+            _check_http(values, spools, where, source)
+        if kind == "syslog":
+            _check_syslog(values, where, source)
         for key in ("max_bytes", "keep", "rotate_interval"):
             number = values.get(key)
             if isinstance(number, int | float) and number < 0:
                 raise ConfigError(f"setting '{where}.{key}' ({source}): must not be negative")
-        for key in ("spool_max_bytes", "batch_size"):
-            number = values.get(key)
-            if isinstance(number, int) and number <= 0:
-                raise ConfigError(f"setting '{where}.{key}' ({source}): must be positive")
         encrypt = values.get("encrypt")
         if isinstance(encrypt, str) and encrypt and "#" not in encrypt:
             raise ConfigError(f"setting '{where}.encrypt' ({source}): must be SECRET_PATH#FIELD")
@@ -215,6 +217,60 @@ def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, 
         values.setdefault("required", kind not in ("syslog", "stdout"))
         found.append(AuditDeviceSettings(**values))  # type: ignore[arg-type]
     return tuple(found)
+
+
+def _check_http(
+    values: Mapping[str, object], spools: dict[str, str], where: str, source: str
+) -> None:
+    """An http device's URL, bounds and spool directory (one device's, never a foreign one)."""
+    url = values.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"setting '{where}.url' ({source}): an http(s) URL is required")
+    check_http_url(f"setting '{where}.url' ({source})", url)
+    batch_size = values.get("batch_size", 1)
+    if isinstance(batch_size, int) and batch_size <= 0:
+        raise ConfigError(f"setting '{where}.batch_size' ({source}): must be positive")
+    spool_max = values.get("spool_max_bytes", _MIN_SPOOL_BYTES)
+    if isinstance(spool_max, int) and spool_max < _MIN_SPOOL_BYTES:
+        raise ConfigError(
+            f"setting '{where}.spool_max_bytes' ({source}): must be at least "
+            f"{_MIN_SPOOL_BYTES} (1 MiB)"
+        )
+    batch_bytes = values.get("batch_max_bytes", _BATCH_BYTES[0])
+    if isinstance(batch_bytes, int) and not _BATCH_BYTES[0] <= batch_bytes <= _BATCH_BYTES[1]:
+        raise ConfigError(
+            f"setting '{where}.batch_max_bytes' ({source}): must be from "
+            f"{_BATCH_BYTES[0]} (4 KiB) to {_BATCH_BYTES[1]} (64 MiB)"
+        )
+    spool_dir = values.get("spool_dir")
+    if not isinstance(spool_dir, str) or not spool_dir:
+        return
+    key = os.path.normpath(os.path.abspath(spool_dir))
+    if key in spools:
+        raise ConfigError(
+            f"setting '{where}.spool_dir' ({source}): already the spool of device {spools[key]!r}"
+        )
+    spools[key] = str(values["name"])
+    reason = None
+    with contextlib.suppress(OSError):  # unreadable: the spool says why when it opens
+        reason = unusable_reason(Path(key))
+    if reason is not None:
+        raise ConfigError(f"setting '{where}.spool_dir' ({source}): {spool_dir!r} {reason}")
+
+
+def _check_syslog(values: Mapping[str, object], where: str, source: str) -> None:
+    """A syslog device's facility and address; a UDP device is never required."""
+    if values.get("facility", "auth") not in _FACILITIES:
+        raise ConfigError(f"setting '{where}.facility' ({source}): must be a syslog facility name")
+    address = values.get("address", "/dev/log")
+    transport = transport_of(address) if isinstance(address, str) else None
+    if transport is None:
+        raise ConfigError(f"setting '{where}.address' ({source}): must be {ADDRESS_FORMS}")
+    if transport == "udp" and values.get("required") is True:
+        raise ConfigError(
+            f"setting '{where}.required' ({source}): a udp syslog device cannot be required "
+            "(UDP delivery is never confirmed)"
+        )
 
 
 def _check_smtp(values: Mapping[str, object], where: str, source: str) -> None:

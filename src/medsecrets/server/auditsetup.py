@@ -548,6 +548,7 @@ def _device(
             spool_dir=_per_worker(spool, worker),
             spool_max_bytes=spec.spool_max_bytes,
             batch_size=spec.batch_size,
+            batch_max_bytes=spec.batch_max_bytes,
             on_overflow=lambda message: alarm(spec.name, message),
         )
     from medsecrets.audit.stdout import StdoutAuditDevice
