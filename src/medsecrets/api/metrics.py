@@ -56,6 +56,7 @@ from medsecrets.errors import InvalidRequest
 __all__ = [
     "ALERTS",
     "ANOMALIES",
+    "AUDIT_DELIVERY_FAILURES",
     "AUDIT_DEVICE_FAILURES",
     "AUDIT_DEVICE_UP",
     "AUDIT_RECORDS",
@@ -160,6 +161,12 @@ AUDIT_SPOOL_PENDING: Final = MetricSpec(
     "medsecrets_audit_spool_pending",
     "gauge",
     "Audit records spooled locally, waiting to be forwarded.",
+    ("device",),
+)
+AUDIT_DELIVERY_FAILURES: Final = MetricSpec(
+    "medsecrets_audit_delivery_failures",
+    "gauge",
+    "Failed deliveries in a row of a forwarding audit device (0 once one succeeds).",
     ("device",),
 )
 ANOMALIES: Final = MetricSpec(

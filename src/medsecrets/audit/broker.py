@@ -294,7 +294,8 @@ class AuditBroker:
         """Per device: name, required, up, hung, records, failures, dropped, pending, seq, error.
 
         A device with its own ``health()`` (the SIEM forwarder) adds
-        ``spool_pending``, ``spool_bytes`` and its delivery ``delivery_error``.
+        ``spool_pending``, ``spool_bytes`` and its delivery state: ``delivery_error``,
+        ``delivery_failures`` (in a row), ``delivery_dropped``, ``last_delivered_at``.
         """
         found: list[dict[str, object]] = []
         for lane in self.lanes:
@@ -317,6 +318,9 @@ class AuditBroker:
                     entry["spool_pending"] = extra.get("pending", 0)
                     entry["spool_bytes"] = extra.get("spool_bytes", 0)
                     entry["delivery_error"] = extra.get("last_error")
+                    entry["delivery_failures"] = extra.get("consecutive_failures", 0)
+                    entry["delivery_dropped"] = extra.get("dropped", 0)
+                    entry["last_delivered_at"] = extra.get("last_success_at")
                 except Exception as exc:  # health must never fail a scrape
                     entry["delivery_error"] = type(exc).__name__
             found.append(entry)

@@ -44,6 +44,14 @@ class AuditDeviceHealth:
     pending: int
     seq: int
     last_error: str | None
+    spool_pending: int | None = None
+    """A forwarding device (http): records spooled locally, not yet delivered."""
+    delivery_error: str | None = None
+    """A forwarding device: the kind of its last failed delivery (``None``: it delivers)."""
+    delivery_failures: int | None = None
+    """A forwarding device: failed deliveries in a row (0 once one succeeds)."""
+    last_delivered_at: str | None = None
+    """A forwarding device: when a batch was last delivered (ISO 8601)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,7 +173,11 @@ class AuditStack:
                     dropped=int(h["dropped"]),  # type: ignore[call-overload]
                     pending=int(h["pending"]),  # type: ignore[call-overload]
                     seq=int(h["seq"]),  # type: ignore[call-overload]
-                    last_error=None if h["last_error"] is None else str(h["last_error"]),
+                    last_error=_text(h["last_error"]),
+                    spool_pending=_count(h.get("spool_pending")),
+                    delivery_error=_text(h.get("delivery_error")),
+                    delivery_failures=_count(h.get("delivery_failures")),
+                    last_delivered_at=_text(h.get("last_delivered_at")),
                 )
                 for h in self._broker().health()
             )
@@ -377,6 +381,14 @@ class AuditStack:
             )
         if self.history is not None:
             self.history.changed()
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _file_lines(lane: AuditLane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:

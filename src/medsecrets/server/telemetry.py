@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from medsecrets.api.metrics import (
     ALERTS,
     ANOMALIES,
+    AUDIT_DELIVERY_FAILURES,
     AUDIT_DEVICE_FAILURES,
     AUDIT_DEVICE_UP,
     AUDIT_RECORDS,
@@ -43,14 +44,16 @@ def build_metrics(core: Core, stack: AuditStack) -> Metrics:
         metrics.provide(AUDIT_DEVICE_UP, lambda: device("up"))
         metrics.provide(AUDIT_DEVICE_FAILURES, lambda: device("failures"))
         metrics.provide(AUDIT_RECORDS, lambda: device("records"))
-        metrics.provide(
-            AUDIT_SPOOL_PENDING,
-            lambda: [
-                ((str(h["name"]),), float(h["spool_pending"]))  # type: ignore[arg-type]
+
+        def forwarding(key: str) -> Iterable[Sample]:
+            return [
+                ((str(h["name"]),), float(h[key]))  # type: ignore[arg-type]
                 for h in broker.health()
-                if "spool_pending" in h
-            ],
-        )
+                if isinstance(h.get(key), int)
+            ]
+
+        metrics.provide(AUDIT_SPOOL_PENDING, lambda: forwarding("spool_pending"))
+        metrics.provide(AUDIT_DELIVERY_FAILURES, lambda: forwarding("delivery_failures"))
     if stack.monitor is not None or stack.alerts_in is not None:  # in process or not
         metrics.provide(
             ANOMALIES,

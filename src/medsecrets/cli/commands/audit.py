@@ -391,6 +391,7 @@ def hash_(
 
 _DEVICE_COLUMNS: Final = (
     "name", "required", "up", "records", "failures", "dropped", "pending", "seq", "last_error",
+    "spool_pending", "delivery_error", "delivery_failures",
 )  # fmt: skip
 
 
