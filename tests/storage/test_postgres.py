@@ -200,3 +200,19 @@ def test_password_never_shown(pg_cluster: PostgresCluster, pg_dsn: str) -> None:
         PostgresStorage(f"host=127.0.0.1 port={port + 1} user=x password={secret}", timeout=2)
     assert secret not in str(info.value)
     assert info.value.__cause__ is None
+
+
+def test_a_table_of_a_newer_format_is_refused(pg_dsn: str) -> None:
+    PostgresStorage(pg_dsn).close()
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        row = admin.execute("SELECT obj_description('medsecrets_kv'::regclass, 'pg_class')")
+        assert row.fetchone() == ("medsecrets format 1",)
+        admin.execute("COMMENT ON TABLE medsecrets_kv IS 'medsecrets format 7'")
+    with pytest.raises(StorageError, match="format 7, newer than this medsecrets reads"):
+        PostgresStorage(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # as before tables were marked
+        admin.execute("COMMENT ON TABLE medsecrets_kv IS NULL")
+    PostgresStorage(pg_dsn).close()
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        row = admin.execute("SELECT obj_description('medsecrets_kv'::regclass, 'pg_class')")
+        assert row.fetchone() == ("medsecrets format 1",)

@@ -22,6 +22,7 @@ one side fail: serialization failures, deadlocks and unique violations become
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -54,6 +55,9 @@ _T = TypeVar("_T")
 # Table names are literals in every statement below (no SQL is built from input).
 _KV = "medsecrets_kv"
 _LEASES = "medsecrets_leases"
+#: The layout this code reads and writes, kept as the kv table's comment.
+_FORMAT = 1
+_FORMAT_MARK = "medsecrets format "
 #: Advisory lock key serialising schema creation (arbitrary, fixed).
 _SCHEMA_LOCK = 0x6D65_6473_6563_0001
 
@@ -424,12 +428,35 @@ def _show(conn: Connection[TupleRow], setting: str) -> str:
     return str(row[0])
 
 
+def _format_of(comment: object) -> int:
+    """The format a kv table's comment names (0: none, as before tables were marked)."""
+    if not isinstance(comment, str) or not comment.startswith(_FORMAT_MARK):
+        return 0
+    number = comment[len(_FORMAT_MARK) :]
+    return int(number) if number.isdigit() and len(number) < 6 else 0
+
+
 def _ensure_schema(conn: Connection[TupleRow]) -> None:
-    """Create the tables if missing (serialised by an advisory lock); check key collation."""
+    """Create the tables if missing (serialised by an advisory lock), mark their format
+    (the kv table's comment), refuse a format newer than this code reads; check the key
+    collation."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         for statement in _SCHEMA:
             conn.execute(statement.encode())
+        row = conn.execute(f"SELECT obj_description('{_KV}'::regclass, 'pg_class')").fetchone()
+        found = _format_of(row[0] if row is not None else None)
+        if found > _FORMAT:
+            raise StorageError(
+                f"postgres table {_KV} has format {found}, newer than this medsecrets reads "
+                f"({_FORMAT}): run the medsecrets that wrote it, or a newer one"
+            )
+        if found < _FORMAT:  # new, or made before tables were marked
+            from psycopg.errors import InsufficientPrivilege
+
+            # a role that does not own the table (made by a DBA) may not mark it: use it
+            with contextlib.suppress(InsufficientPrivilege), conn.transaction():
+                conn.execute(f"COMMENT ON TABLE {_KV} IS '{_FORMAT_MARK}{_FORMAT}'")
     for table, column in ((_KV, "key"), (_LEASES, "name")):
         row = conn.execute(_KEY_COLLATION, (table, column)).fetchone()
         if row is None or row[0] != "C":
