@@ -83,6 +83,7 @@ from medsecrets.audit.device import ChainHead
 from medsecrets.audit.spool import DurableSpool, SpoolBusyError, SpoolError, SpoolFullError
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import AuditFailure, ConfigError
+from medsecrets.processes import alive
 
 __all__ = ["HttpForwarderDevice"]
 
@@ -589,22 +590,9 @@ def _leftover_dirs(spool_dir: Path, pid: int) -> list[Path]:
         with contextlib.suppress(OSError):
             if not entry.is_dir(follow_symlinks=False):
                 continue
-            if match[1] is None or not _alive(int(match[1])):
+            if match[1] is None or not alive(int(match[1])):
                 found.append(Path(entry.path))
     return sorted(found)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (``False`` for a number that is no pid)."""
-    if not 0 < pid < 1 << 22:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _retry_after(value: str | None) -> float:

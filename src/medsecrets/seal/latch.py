@@ -24,6 +24,8 @@ import stat
 import tempfile
 from typing import Final, Protocol
 
+from medsecrets.processes import alive
+
 __all__ = ["LATCH_PREFIX", "LatchError", "LocalLatch", "SealLatch", "SharedLatch"]
 
 LATCH_PREFIX: Final = ".seal-latch-"
@@ -160,17 +162,7 @@ def _remove_stale(directory: str) -> None:
         if not name.startswith(LATCH_PREFIX):
             continue
         pid_text = name[len(LATCH_PREFIX) :].partition("-")[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or alive(int(pid_text)):
             continue
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(directory, name))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
