@@ -152,6 +152,24 @@ def test_children_never_exceed_their_parent(tokens: TokenStore, clock: ManualClo
     assert child.expires_at == parent.expires_at  # capped at the parent's
 
 
+def test_a_delegated_token_cannot_pass_for_another(tokens: TokenStore) -> None:
+    """The display name is the principal of audit records: a child of a token that is not
+    root carries its parent's name, so a CI token cannot name its child ``dev-root``."""
+    _, root = tokens.create_root("dev-root")
+    _, ci = tokens.create(
+        paths=["*"], capabilities=["read", "token"], ttl=600, display_name="ci", parent=root
+    )
+    assert ci.display_name == "ci"  # named by root: as given
+    _, child = tokens.create(
+        paths=["*"], capabilities=["read"], ttl=600, display_name="dev-root", parent=ci
+    )
+    assert child.display_name == "ci/dev-root"
+    with pytest.raises(InvalidRequest, match="display_name"):
+        tokens.create(
+            paths=["*"], capabilities=["read"], ttl=600, display_name="x" * 250, parent=ci
+        )
+
+
 def test_revoke_revokes_descendants(tokens: TokenStore) -> None:
     root_token, root = tokens.create_root()
     a_token, a = make(tokens, parent=root, capabilities=["read", "token"])

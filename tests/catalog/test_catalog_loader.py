@@ -120,6 +120,16 @@ categories:
 
 # Each case: a catalog with one mistake; "#<" marks the line the error must name.
 BAD: dict[str, tuple[str, str]] = {
+    "reserved-prefix": (
+        """\
+        version: 1
+        prefix: sys  #<
+        categories:
+          app:
+            fields: {x: {source: provided}}
+        """,
+        "'sys' is reserved",
+    ),
     "yaml-syntax": (
         """\
         version: 1

@@ -12,6 +12,7 @@ from medsecrets.core import Core, Request
 from medsecrets.errors import (
     AlreadyInitializedError,
     AuthenticationError,
+    InvalidRequest,
     MedsecretsError,
     NotFoundError,
     NotInitializedError,
@@ -159,8 +160,17 @@ def test_paths_restrict_where_a_capability_applies(
     call("secrets.read", dev, path=P)
     with pytest.raises(PermissionDenied):
         call("secrets.read", dev, path=staging)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(InvalidRequest, match="no leading or trailing '/'"):
         call("secrets.read", dev, path="/" + P)
+    # a token scoped to a prefix ending in '/' does not reach the secret that prefix names
+    below, _ = _token(tokens, ["read", "write", "delete", "destroy"], [P + "/"])
+    for shape in (P + "/", P + "//", "/" + P, P.replace("/", "//", 1)):
+        with pytest.raises(InvalidRequest):
+            call("secrets.read", below, path=shape)
+        with pytest.raises(InvalidRequest):
+            call("secrets.write", below, path=shape, body={"fields": {"username": "x"}})
+    with pytest.raises(PermissionDenied):
+        call("secrets.read", below, path=P)
     page = call("metadata.list", dev, query={"prefix": ("medessence/development/",)})
     assert isinstance(page, dict) and [i["path"] for i in page["items"]] == [P]
     for prefix in ({}, {"prefix": ("medessence/",)}, {"prefix": ("medessence/development",)}):
@@ -219,3 +229,21 @@ def test_child_token_cannot_escalate(
         call("tokens.create", child, body={"paths": ["*"], "capabilities": ["read"], "ttl": 1})
     info = call("tokens.self", child)
     assert isinstance(info, dict) and info["parent"] == created["info"]["parent"]
+
+
+def test_an_erase_without_recovery_needs_destroy(
+    core: Core, tokens: TokenStore, root: str, call: Callable[..., object]
+) -> None:
+    """``DELETE ?force=true`` erases every version at once: ``delete`` alone may only
+    schedule a deletion that can be undone."""
+    call("secrets.write", root, path=P, body={"fields": {"username": "a_user"}})
+    deleter, _ = _token(tokens, ["delete"], [P])
+    with pytest.raises(PermissionDenied, match="'destroy'"):
+        call("secrets.delete", deleter, path=P, query={"force": ("true",)})
+    assert call("metadata.read", root, path=P)  # still there
+    call("secrets.delete", deleter, path=P)  # a recoverable deletion is its to make
+    call("secrets.restore", root, path=P)
+    eraser, _ = _token(tokens, ["delete", "destroy"], [P])
+    call("secrets.delete", eraser, path=P, query={"force": ("true",)})
+    with pytest.raises(NotFoundError):
+        call("metadata.read", root, path=P)

@@ -64,9 +64,14 @@ __all__ = [
     "DEFAULT_TTL",
     "MAX_TTL",
     "MIN_TTL",
+    "NO_SUCH_ACCESSOR",
     "TOKEN_PREFIX",
     "TokenStore",
 ]
+
+NO_SUCH_ACCESSOR = "no token with this accessor"
+"""The answer for an accessor that names no token the caller may see (an unknown one, or
+one outside its tree: the same words, so its existence is not revealed)."""
 
 CAPABILITIES: tuple[str, ...] = (
     "read",
@@ -286,11 +291,16 @@ class TokenStore:
 
         ``InvalidRequest`` for bad input; ``PermissionDenied`` if it would exceed
         ``parent`` (capabilities, paths). Its expiry is capped at the parent's.
+        A child of a token that is not root is named ``<parent's name>/<display_name>``:
+        the name is the principal of audit records, and a delegated token must not
+        pass for another (a CI token naming its child ``dev-root``).
         """
         clean_paths = _check_paths(paths)
         clean_caps = _check_capabilities(capabilities)
         seconds = _check_ttl(ttl)
         name = _check_display_name(display_name)
+        if parent is not None and not parent.root:
+            name = _check_display_name(f"{parent.display_name}/{name}")
         now = self._clock.now()
         expires = now + dt.timedelta(seconds=seconds)
         if parent is not None:
@@ -387,13 +397,13 @@ class TokenStore:
     def lookup(self, accessor: str) -> TokenInfo:
         """The info of the token with ``accessor``; ``NotFoundError`` if unknown or revoked."""
         if not isinstance(accessor, str) or not _ACCESSOR.fullmatch(accessor):
-            raise NotFoundError("no token with this accessor")
+            raise NotFoundError(NO_SUCH_ACCESSOR)
         digest = self._secure.get(ACCESSORS + accessor)
         if digest is None:
-            raise NotFoundError("no token with this accessor")
+            raise NotFoundError(NO_SUCH_ACCESSOR)
         raw = self._secure.get(TOKENS + digest.decode("ascii"))
         if raw is None:
-            raise NotFoundError("no token with this accessor")
+            raise NotFoundError(NO_SUCH_ACCESSOR)
         return _loads(raw)
 
     def is_descendant(self, info: TokenInfo, ancestor: str) -> bool:

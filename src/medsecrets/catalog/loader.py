@@ -88,6 +88,7 @@ __all__ = [
     "DEFAULT_DEVELOPMENT_ENVIRONMENTS",
     "GENERATED_FAILURES_ALLOWED",
     "GENERATED_SAMPLES",
+    "RESERVED_PREFIXES",
     "SCHEMA_VERSION",
     "default_catalog",
     "load_catalog",
@@ -95,6 +96,10 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+RESERVED_PREFIXES = frozenset({"sys", "auth"})
+"""Path prefixes a catalog may not use: tokens are granted ``sys/...`` paths for system
+routes (``sys/audit``, ``sys/metrics``), and secret paths must never share them."""
 DEFAULT_DEVELOPMENT_ENVIRONMENTS = ("development", "dev", "local", "test")
 
 GENERATED_SAMPLES = 64
@@ -225,6 +230,12 @@ class _Parser:
             prefix = self.string(prefix_node, "prefix")
             if not CATEGORY_NAME.match(prefix):
                 self.fail(prefix_node, "prefix: expected [a-z][a-z0-9-]*")
+            if prefix in RESERVED_PREFIXES:
+                self.fail(
+                    prefix_node,
+                    f"prefix: {prefix!r} is reserved (system routes are authorised on "
+                    f"'{prefix}/...' paths, which secret paths would share)",
+                )
         environments: frozenset[str] = frozenset(DEFAULT_DEVELOPMENT_ENVIRONMENTS)
         if "development_environments" in top:
             environments = self.environments(top["development_environments"][1])

@@ -40,6 +40,7 @@ from medsecrets.errors import (
     AlreadyInitializedError,
     AuditFailure,
     AuthenticationError,
+    InvalidRequest,
     NotFoundError,
     NotInitializedError,
     SealedError,
@@ -116,6 +117,7 @@ class Core:
         try:
             if spec is None:
                 raise NotFoundError("no such route")
+            _check_canonical(request.path)
             self._check_seal(spec)
             if not spec.open:
                 if request.token is None:
@@ -198,6 +200,14 @@ class Core:
         """Record (best effort) that the request was refused: its record was not durable."""
         with contextlib.suppress(Exception):
             self._audit.on_response(request, principal, 503, AuditFailure.code)
+
+
+def _check_canonical(path: str) -> None:
+    """Refuse a path that names its resource in a non-canonical form: authorization, the
+    engine, the audit record and the monitor must all see the one path (a token scoped to
+    ``a/b/`` reached the secret ``a/b`` as ``a/b/``, and ``/a/b`` slipped past honeytokens)."""
+    if path and (path[0] == "/" or path[-1] == "/" or "//" in path):
+        raise InvalidRequest("path: no leading or trailing '/', and no empty segment ('//')")
 
 
 def _served_version(body: object) -> int | None:

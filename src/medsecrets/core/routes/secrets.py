@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from medsecrets.core.routes.base import Call, Context, QueryParam, RouteSpec
-from medsecrets.errors import InvalidRequest
+from medsecrets.errors import InvalidRequest, PermissionDenied
 from medsecrets.schema.secrets import (
     STAGES,
     PutResponse,
@@ -183,6 +183,10 @@ def delete(ctx: Context, call: Call) -> SecretMetadata:
     days = q.get("recovery_days")
     if force and days is not None:
         raise InvalidRequest("give either recovery_days or force, not both")
+    principal = call.principal
+    if force and principal is not None and not principal.allows("destroy", call.path):
+        # an erase with no recovery is what ``destroy`` gates, not ``delete``
+        raise PermissionDenied("permission denied: force=true needs the 'destroy' capability")
     return ctx.store.secrets.delete(
         call.path, recovery_days=days if isinstance(days, int) else 30, force=force
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medsecrets.auth.tokens import NO_SUCH_ACCESSOR
 from medsecrets.core.routes.base import Call, Context, RouteSpec
 from medsecrets.errors import InvalidRequest, NotFoundError, PermissionDenied
 from medsecrets.schema.tokens import CreatedToken, Revoked, TokenInfo
@@ -76,8 +77,9 @@ def _target(ctx: Context, call: Call) -> TokenInfo:
     if not may_touch_others:
         raise PermissionDenied("this token may not look up or revoke other tokens")
     if not principal.root and not ctx.tokens.is_descendant(target, principal.accessor):
-        # Do not reveal whether tokens outside the caller's tree exist.
-        raise NotFoundError("no such token")
+        # Do not reveal whether tokens outside the caller's tree exist: the answer of an
+        # unknown accessor, word for word.
+        raise NotFoundError(NO_SUCH_ACCESSOR)
     return target
 
 
