@@ -16,12 +16,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 import traceback
 from types import TracebackType
 
 from medsecrets.errors import MedsecretsError
 
-__all__ = ["JsonFormatter", "safe_exception"]
+__all__ = ["LEVELS", "JsonFormatter", "log_json", "safe_exception"]
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+"""The log levels a setting may name."""
 
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
@@ -76,3 +85,26 @@ class JsonFormatter(logging.Formatter):
             if exc is not None:
                 line["exception"] = safe_exception((exc_type, exc, tb))
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+def log_json(level: str = "info", *, file: str | None = None) -> logging.Handler:
+    """Send every log record at ``level`` or above as JSON lines to ``file`` (appended) or
+    stderr, through one root handler that replaces the JSON handlers of a previous call;
+    ``httpx``/``httpcore`` are kept at WARNING (they log request URLs, which may carry a
+    token). Returns the handler."""
+    handler: logging.Handler
+    if file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(file, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old.formatter, JsonFormatter):
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(LEVELS.get(level, logging.INFO))
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler

@@ -220,6 +220,7 @@ def test_a_hung_device_times_out_and_recovers(started: list[AuditBroker]) -> Non
     with pytest.raises(AuditFailure):
         later.wait()
     assert broker.health()[0]["up"] is False
+    assert broker.health()[0]["failures"] == 1  # the hang counts
     device.gate.set()
     deadline = time.monotonic() + 5
     while not broker.health()[0]["up"] and time.monotonic() < deadline:
@@ -228,6 +229,35 @@ def test_a_hung_device_times_out_and_recovers(started: list[AuditBroker]) -> Non
     assert after is not None
     after.wait()
     check_chain(device.lines)
+
+
+def test_a_read_refused_while_its_device_hangs_is_recorded_as_refused(
+    started: list[AuditBroker],
+) -> None:
+    """The client got 503 and no secret: the record must not say the read succeeded
+    (who-read and the detectors would count a read nobody received)."""
+    device = ScriptedDevice()
+    broker = make(started, lane(device))
+    device.gate.clear()
+    first = broker.on_response(read(), None, 200, None)
+    assert first is not None
+    with pytest.raises(AuditFailure):
+        first.wait()  # the device now hangs
+    request = read(request_id="r-refused")
+    broker.on_request(request, None)
+    ticket = broker.on_response(request, None, 200, None)
+    assert ticket is not None
+    with pytest.raises(AuditFailure):
+        ticket.wait()
+    device.gate.set()
+    deadline = time.monotonic() + 5
+    while len(device.lines) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    records = [json.loads(line) for line in device.lines]
+    refused = [r for r in records if r["request_id"] == "r-refused" and r["kind"] == "response"]
+    assert [(r["status"], r["error"], r["outcome"]) for r in refused] == [
+        (503, "audit_failure", "failure")
+    ]
 
 
 def test_async_wait_does_not_block_the_loop(started: list[AuditBroker]) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from medsecrets.audit.crypt import RecordCipher
 from medsecrets.audit.device import AuditDevice, ChainHead
-from medsecrets.audit.file import FileAuditDevice
+from medsecrets.audit.file import AuditFileBusy, FileAuditDevice
 from medsecrets.audit.record import GENESIS, AuditEvent, split_line
 from medsecrets.clock import ManualClock
 from medsecrets.errors import AuditFailure, ConfigError
@@ -342,3 +342,23 @@ def test_closed_device_refuses_writes(device: FileAuditDevice, path: Path) -> No
     with pytest.raises(AuditFailure, match="not open"):
         device.write(make_log(1).lines)
     assert path.read_bytes() == b""
+
+
+def test_one_writer_at_a_time(path: Path) -> None:
+    """Two writers appending to one chain fork it for good (a second server on the data
+    directory, an earlier audit process still draining): the second is refused."""
+    first = FileAuditDevice("file", path)
+    first.open()
+    lock = path.with_name(path.name + ".lock")
+    assert lock.exists() and stat.S_IMODE(lock.stat().st_mode) == 0o600
+    second = FileAuditDevice("file", path)
+    with pytest.raises(AuditFileBusy, match="written by another process"):
+        second.open()
+    lines = make_log(2).lines
+    first.write(lines[:1])
+    first.close()
+    assert not lock.exists()
+    second.open()  # the first let go
+    second.write(lines[1:])
+    second.close()
+    assert path.read_bytes() == b"".join(lines)

@@ -254,6 +254,7 @@ def test_a_dead_audit_process_fails_closed_then_comes_back(lane: RemoteLane) -> 
     while lane.up and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not lane.up and lane.last_error == "audit-process-exited"
+    assert lane.failures == 1  # the loss is a failure the metrics show
     refused = Waiter(1)
     lane.append(_event(1), refused)
     assert _wait_all([refused]) == [False]
@@ -285,9 +286,15 @@ def test_an_audit_process_that_stops_answering_fails_its_waiters(lane: RemoteLan
         lane.check_hung(time.monotonic() + 3.0)
         assert _wait_all([late]) == [False]
         assert lane.hung and not lane.up
+        assert lane.failures == 1  # the hang is a failure the metrics show
+        lane.check_hung(time.monotonic() + 3.5)
+        assert lane.failures == 1  # once per hang
         refused = Waiter(1)
         lane.append(_event(2), refused)
         assert _wait_all([refused]) == [False]  # refused at once while hung
+        read = Waiter(1)  # a read refused at once: its record must not say it was served
+        lane.append_exchange(_event(4), Completion(dt.datetime.now(dt.UTC), 200, None), read)
+        assert _wait_all([read]) == [False]
     finally:
         os.kill(process.pid, signal.SIGCONT)
     deadline = time.monotonic() + 5  # its answers for the late events clear "hung"
@@ -297,6 +304,13 @@ def test_an_audit_process_that_stops_answering_fails_its_waiters(lane: RemoteLan
     lane.append(_event(3), answered)
     assert _wait_all([answered]) == [True]
     assert not lane.hung
+    lane.stop()
+    responses = [
+        (r["status"], r["error"], r["outcome"])
+        for r in _records(Path(lane.config.path))
+        if r["kind"] == "response" and r["request_id"] == "req-4"
+    ]
+    assert responses == [(503, "audit_failure", "failure")]
 
 
 def test_a_device_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:

@@ -386,6 +386,64 @@ def test_two_workers_initialised_through_one(tmp_path: Path, port: int) -> None:
     )
 
 
+def test_sighup_is_ignored(tmp_path: Path) -> None:
+    """It used to kill the process with no graceful stop (a closed terminal sends it)."""
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "l") as server:
+        os.kill(server.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not any("SIGHUP ignored" in str(e.get("msg")) for e in _log_lines(server)):
+            assert time.monotonic() < deadline, "no SIGHUP warning"
+            time.sleep(0.05)
+        read = httpx.get(f"{server.addr}/v1/secrets/{DEV_SECRET}", headers=_headers(server.token))
+        assert read.status_code == 200
+
+
+def test_a_dead_worker_is_replaced_and_stays_sealed(tmp_path: Path) -> None:
+    """A worker killed (the OOM killer, a crash) is respawned instead of the whole server
+    stopping, and the new one keeps an operator's seal (the latch)."""
+    with ServerProcess(
+        tmp_path / "data", env={"MEDSECRETS_WORKERS": "2"}, log_dir=tmp_path / "l"
+    ) as server:
+        close = {**_headers(server.token), "Connection": "close"}
+        url = f"{server.addr}/v1/secrets/{DEV_SECRET}"
+        assert httpx.post(f"{server.addr}/v1/sys/seal", headers=close).status_code == 200
+        workers = _children(server.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60  # a safety net while granian respawns it
+        while len(set(_children(server.pid)) - {workers[0]}) < 2:
+            assert time.monotonic() < deadline, "the worker was not replaced"
+            time.sleep(0.1)
+        codes = [httpx.get(url, headers=close).status_code for _ in range(12)]
+        assert codes == [503] * 12
+        assert httpx.get(f"{server.addr}/v1/sys/health").json()["sealed"] is True
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its granian workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path, port: int) -> None:
+    """Two servers appending to one audit file would fork its chain for good."""
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "l") as server:
+        done = run_server(["--dev", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}"])
+        assert done.code == 2
+        last = done.stderr.strip().splitlines()[-1]
+        assert "is written by another process (another server on this data directory?)" in last
+        assert httpx.get(f"{server.addr}/v1/sys/health").status_code == 200
+
+
 def test_uvicorn_backend_tls13(tmp_path: Path, certs: TestCertificates) -> None:
     with ServerProcess(
         tmp_path / "data",
@@ -429,3 +487,25 @@ def test_a_listen_address_claimed_by_another_server_is_refused(tmp_path: Path, p
         "(another medsecrets server on this host has claimed it"
     )
     assert not (tmp_path / "data").exists()  # refused before any set-up
+
+
+def test_the_audit_process_logs_to_the_server_s_log_file(tmp_path: Path) -> None:
+    """Its lines went to stderr as plain text, missing from a configured log file."""
+    data = tmp_path / "data"
+    (data / "monitor").mkdir(parents=True, mode=0o700)
+    os.mkfifo(data / "monitor" / "detectors.state")  # the audit process warns about it
+    log_file = tmp_path / "server.log"
+    env = {"MEDSECRETS_LOG_FILE": str(log_file)}
+    with ServerProcess(data, env=env, log_dir=tmp_path / "l") as server:
+        read = httpx.get(f"{server.addr}/v1/secrets/{DEV_SECRET}", headers=_headers(server.token))
+        assert read.status_code == 200
+        deadline = time.monotonic() + 30
+        while True:
+            lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+            state = [e for e in lines if "monitor state" in str(e.get("msg"))]
+            if state:
+                break
+            assert time.monotonic() < deadline, "the audit process's warning never came"
+            time.sleep(0.1)
+        assert state[0]["level"] in ("warning", "error")  # a JSON line of the server's log
+        assert "monitor state" not in server.log_text()  # not on stderr as plain text

@@ -59,6 +59,7 @@ __all__ = [
     "AUDIT_DELIVERY_FAILURES",
     "AUDIT_DEVICE_FAILURES",
     "AUDIT_DEVICE_UP",
+    "AUDIT_DROPPED",
     "AUDIT_RECORDS",
     "AUDIT_SPOOL_PENDING",
     "CONTENT_TYPE",
@@ -148,7 +149,13 @@ AUDIT_DEVICE_UP: Final = MetricSpec(
 AUDIT_DEVICE_FAILURES: Final = MetricSpec(
     "medsecrets_audit_device_failures_total",
     "counter",
-    "Writes the audit device failed or timed out.",
+    "Writes the audit device failed or timed out (and hangs or losses of its audit process).",
+    ("device",),
+)
+AUDIT_DROPPED: Final = MetricSpec(
+    "medsecrets_audit_dropped_total",
+    "counter",
+    "Audit records the device never wrote (queued while it was down, lost with its process).",
     ("device",),
 )
 AUDIT_RECORDS: Final = MetricSpec(

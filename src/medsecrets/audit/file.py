@@ -33,6 +33,11 @@ Contract:
   the current file, or of the newest rotated file if the current one is
   empty; a last line that is not a record raises ``ConfigError`` naming the
   file.
+- **One writer.** ``open`` takes an exclusive lock on ``<path>.lock`` (0600)
+  and holds it until ``close``: a second process opening the same file (a
+  second server on the data directory, an earlier audit process still
+  draining) gets ``AuditFileBusy`` (a ``ConfigError``), since two writers
+  appending to one chain fork it for good.
 - **Encryption at rest.** With ``cipher``, each line is stored sealed
   (``RecordCipher.seal``); sealed lines keep ``prev``/``seq``/``hash`` in
   place, so ``open`` and verification without the key read them the same way.
@@ -42,8 +47,10 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -58,7 +65,7 @@ from medsecrets.audit.record import LineError, split_line
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import AuditFailure, ConfigError
 
-__all__ = ["DEFAULT_MAX_BYTES", "FileAuditDevice"]
+__all__ = ["DEFAULT_MAX_BYTES", "AuditFileBusy", "FileAuditDevice"]
 
 DEFAULT_MAX_BYTES: Final = 100 * 1024 * 1024
 """Default size at which the file is rotated (100 MiB)."""
@@ -66,6 +73,48 @@ DEFAULT_MAX_BYTES: Final = 100 * 1024 * 1024
 _CHUNK = 64 * 1024
 _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROTATED_SUFFIX = ".jsonl"
+_LOCK_SUFFIX = ".lock"
+
+
+class AuditFileBusy(ConfigError):
+    """Another process writes the audit file (its lock is held)."""
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on the file at ``path`` (created 0600), held by the returned
+    descriptor; ``AuditFileBusy`` when another process holds it. The file named by the
+    path after locking is the one locked (a lock file removed meanwhile is made anew)."""
+    for _ in range(8):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AuditFileBusy(
+                f"audit file {path.with_suffix('')} is written by another process "
+                "(another server on this data directory?)"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        held = os.fstat(fd)
+        try:
+            named = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            named = None
+        if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)  # removed by the holder that just closed: lock the new one
+    raise AuditFileBusy(f"audit file {path.with_suffix('')}: its lock keeps changing")
+
+
+def _unlock(path: Path, fd: int) -> None:
+    """Remove the lock file, then release it (whoever opens it meanwhile sees it removed
+    once it holds the lock, and locks a new one)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os.close(fd)
+
 
 _log = logging.getLogger(__name__)
 
@@ -166,6 +215,7 @@ class FileAuditDevice:
         self._os_fsync = _fsync
         self._open = False
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._identity = (0, 0)
         self._size = 0  # the file's size after the last successful fsync
         self._dirty = False  # a failed write may have left bytes after _size
@@ -204,12 +254,16 @@ class FileAuditDevice:
         return [*self.rotated_files(), self._path]
 
     def open(self) -> ChainHead:
-        """Open (creating if needed) the file; the head of the chain it holds."""
+        """Open (creating if needed) the file; the head of the chain it holds.
+
+        ``AuditFileBusy`` when another process holds the file (see module docstring).
+        """
         self.close()
         directory = self._path.parent
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
             os.chmod(directory, 0o700)  # whatever the umask
+        self._lock_fd = _lock(self._path.with_name(self._path.name + _LOCK_SUFFIX))
         last = self._reopen()
         self._open = True
         if last is not None:
@@ -258,6 +312,9 @@ class FileAuditDevice:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+        if self._lock_fd is not None:
+            lock, self._lock_fd = self._lock_fd, None
+            _unlock(self._path.with_name(self._path.name + _LOCK_SUFFIX), lock)
 
     def rotated_files(self) -> list[Path]:
         """The rotated files of this device, in chain order (first record's seq)."""

@@ -47,7 +47,7 @@ from typing import NamedTuple, Protocol
 
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice, ChainHead
-from medsecrets.audit.record import AuditEvent, Completion, Salter, render_line
+from medsecrets.audit.record import AuditEvent, Completion, Salter, refused, render_line
 from medsecrets.audit.waiter import Waiter, answer_all
 
 __all__ = ["AuditLane", "DeviceKeys", "KeySource", "Lane", "Written"]
@@ -305,16 +305,16 @@ class Lane:
                 refuse = True
             else:
                 queued = len(self._queue)
+                refuse = waiter is not None and self._hung
+                if completion is not None and refuse:  # the read is refused: say so
+                    completion = refused(completion)
                 if completion is None:
                     self._render(event)
                 else:  # a due checkpoint follows the pair: the two records stay adjacent
                     self._render(event, checkpoint=False)
                     self._render(event.responded(completion))
-                if waiter is not None:
-                    if self._hung:
-                        refuse = True
-                    else:
-                        self._waiters.append(waiter)
+                if waiter is not None and not refuse:
+                    self._waiters.append(waiter)
                 # A thread-side append always wakes the writer: records deferred by the
                 # event loop must not wait for the loop's next iteration behind it.
                 if notify or queued < self._eager <= len(self._queue):
@@ -355,6 +355,7 @@ class Lane:
             if since is None or self._hung or now - since <= self._timeout:
                 return
             self._hung = True
+            self.failures += 1  # a write that hangs is a failure (metrics count it)
             waiters = self._flight + self._waiters
             self._flight = []
             self._waiters = []

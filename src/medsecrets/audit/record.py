@@ -47,6 +47,7 @@ __all__ = [
     "MAX_DATA_DEPTH",
     "MAX_DATA_KEY",
     "MAX_DATA_VALUES",
+    "REFUSED_CODE",
     "SEALED_DATA",
     "AuditEvent",
     "Completion",
@@ -57,6 +58,7 @@ __all__ = [
     "body_digest",
     "format_time",
     "outcome_for",
+    "refused",
     "render_line",
     "split_line",
     "split_path",
@@ -199,6 +201,17 @@ class Completion(NamedTuple):
     error: str | None
     version: int | None = None
     """The secret version the response carried (``None``: the request's, if it named one)."""
+
+
+def refused(completion: Completion) -> Completion:
+    """``completion`` of a request refused because its record could not be made durable
+    in time (503 ``audit_failure``): an exchange queued while its device hangs is
+    recorded with this, not with the answer the request never got."""
+    return Completion(completion.time, 503, REFUSED_CODE, None)
+
+
+REFUSED_CODE: Final = "audit_failure"
+"""The error code of a request refused for want of a durable record (``AuditFailure``)."""
 
 
 class Salter:

@@ -63,8 +63,14 @@ from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.crypt import RecordCipher
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.file import FileAuditDevice
-from medsecrets.audit.record import AuditEvent, Completion
-from medsecrets.audit.sidecar import Item, LaneConfig, pack_completion, pack_event
+from medsecrets.audit.record import AuditEvent, Completion, refused
+from medsecrets.audit.sidecar import (
+    Item,
+    LaneConfig,
+    pack_completion,
+    pack_event,
+    unpack_completion,
+)
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.errors import ConfigError
 
@@ -173,6 +179,7 @@ class RemoteLane:
         self._hung_since: float | None = None
         self._stats = _Stats()
         self._dropped = 0  # records dropped here, and by audit processes gone since
+        self._outages = 0  # hangs and losses of the audit process
         self._before = _Stats()  # the counts of the audit processes gone before this one
         self.last_error: str | None = None
 
@@ -207,8 +214,9 @@ class RemoteLane:
 
     @property
     def failures(self) -> int:
-        """Failed writes, by every audit process this lane ran."""
-        return self._before.failures + self._stats.failures
+        """Failed writes, by every audit process this lane ran, plus the times an audit
+        process hung (answers over the timeout) or was lost."""
+        return self._before.failures + self._stats.failures + self._outages
 
     @property
     def pending(self) -> int:
@@ -397,15 +405,15 @@ class RemoteLane:
                 self._dropped += 1 if item[2] is None else 2
                 refuse = True
             else:
+                refuse = waiter is not None and self._hung_since is not None
+                if refuse and item[2] is not None:  # the read is refused: say so
+                    item = (item[0], item[1], pack_completion(refused(unpack_completion(item[2]))))
                 if not self._items:
                     self._first = self._number + 1
                 self._number += 1
                 self._items.append(item)
-                if waiter is not None:
-                    if self._hung_since is not None:
-                        refuse = True
-                    else:
-                        self._waiting[self._number] = (waiter, time.monotonic())
+                if waiter is not None and not refuse:
+                    self._waiting[self._number] = (waiter, time.monotonic())
         if refuse and waiter is not None:
             answer_all([waiter], ok=False)
         self._flush()
@@ -572,6 +580,7 @@ class RemoteLane:
             if process is not self._process or self._down:
                 return  # already lost (a second report), or a stale process
             self._down = True
+            self._outages += 1  # a lost audit process is a failure (metrics count it)
             self.last_error = reason
             # Queued here, dropped by it, and framed for it but never done with: all lost.
             in_flight = max(0, self._framed - self._stats.taken)
@@ -663,6 +672,7 @@ class RemoteLane:
             if oldest is not None and now - oldest[1] > limit:
                 if since is None:
                     self._hung_since = now
+                    self._outages += 1  # a hang is a failure (metrics count it)
                 self.last_error = "timeout"
                 waiting = [waiter for waiter, _ in self._waiting.values()]
                 self._waiting.clear()

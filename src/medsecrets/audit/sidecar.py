@@ -54,6 +54,7 @@ from medsecrets.audit.lane import DeviceKeys, Lane, Written
 from medsecrets.audit.record import AuditEvent, Completion, Kind, Salter
 from medsecrets.audit.waiter import Waiter
 from medsecrets.fdio import write_all
+from medsecrets.logs import log_json
 
 __all__ = [
     "PROTOCOL",
@@ -241,6 +242,9 @@ class LaneConfig:
     checkpoint_export: str | None = None
     monitor: dict[str, object] | None = None
     """Settings for the audit process's ``Observer`` (opaque here; ``None``: no observer)."""
+    log_level: str = "warning"
+    log_file: str | None = None
+    """Where this process logs: the server's own log (JSON lines), stderr without a file."""
 
     def __repr__(self) -> str:
         return f"LaneConfig(name={self.name!r}, path={self.path!r}, node={self.node!r})"
@@ -263,7 +267,7 @@ class LaneConfig:
         return cls(**message[1])
 
 
-PROTOCOL: Final = 4
+PROTOCOL: Final = 5
 """The version of the messages between a server and its audit process (``RemoteLane``
 sends it with the config; the audit process refuses any other). Bump it with any change
 to a message's shape."""
@@ -393,6 +397,11 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     except (EOFError, FrameError, ValueError, TypeError) as exc:
         send(("error", "config", f"bad config message ({type(exc).__name__})"))
         return 2
+    try:
+        log_json(config.log_level, file=config.log_file)
+    except OSError as exc:  # the server could open it: logged to stderr then
+        log_json(config.log_level)
+        _log.warning("audit process: cannot open the log file (%s)", type(exc).__name__)
     keys = _Keys()
     observe = (
         observer(config.monitor, send, keys.salter)
@@ -476,7 +485,7 @@ def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[int]) -> No
 def main(observer: Observer | None = None) -> None:
     """``python -m medsecrets.audit.sidecar``: serve the parent over stdin/stdout (an entry
     point of a higher layer passes its ``observer``)."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    log_json("warning")  # until the config names the server's log
     # The server ends this process by closing the pipe, after its last events: a Ctrl-C
     # or a TERM sent to the whole process group must not cut the queue short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

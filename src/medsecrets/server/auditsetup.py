@@ -610,6 +610,8 @@ def _lane(
                 if alerts is not None
                 else None
             ),
+            log_level=settings.log_level,
+            log_file=settings.log_file,
         )
         return RemoteLane(
             config,

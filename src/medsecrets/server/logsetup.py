@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import atexit
 import logging
-import sys
 import threading
 from typing import TextIO
 
 from medsecrets.api.logging import set_access_sink
-from medsecrets.logs import JsonFormatter
+from medsecrets.logs import log_json
 
 __all__ = ["configure_logging", "flush_logging"]
 
@@ -96,12 +95,6 @@ def flush_logging() -> None:
 
 atexit.register(flush_logging)
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
 _SERVER_LOGGERS = (
     "_granian",
     "granian",
@@ -113,28 +106,13 @@ _SERVER_LOGGERS = (
 
 
 def configure_logging(level: str = "info", *, file: str | None = None) -> logging.Handler:
-    """Send every log record at ``level`` or above as JSON lines to ``file`` or stderr.
+    """Send every log record at ``level`` or above as JSON lines to ``file`` or stderr
+    (``logs.log_json``), access lines batched, the ASGI servers' loggers routed to it.
 
     Idempotent: replaces the handlers installed by a previous call. Returns the handler.
     """
-    stream: TextIO
-    handler: logging.StreamHandler[TextIO] | logging.FileHandler
-    if file is None:
-        stream = sys.stderr
-        handler = logging.StreamHandler(stream)
-    else:
-        handler = logging.FileHandler(file, encoding="utf-8")
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        if isinstance(old.formatter, JsonFormatter):
-            root.removeHandler(old)
-            old.close()
-    root.addHandler(handler)
-    root.setLevel(_LEVELS.get(level, logging.INFO))
-    # httpx logs every request URL at INFO: a SIEM or webhook URL may carry a token.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    handler = log_json(level, file=file)
+    assert isinstance(handler, logging.StreamHandler)  # a FileHandler is one too
     _defer_access_lines(handler)
     route_server_loggers()
     return handler

@@ -16,7 +16,8 @@
    the socket is bound;
 5. on SIGTERM or SIGINT stops accepting connections, lets in-flight requests
    finish for up to ``shutdown_grace_period`` seconds, stops the sweeper and
-   closes (seals) the store. A second signal stops at once.
+   closes (seals) the store. A second signal stops at once. SIGHUP is logged
+   and ignored (settings are read at start only).
 
 Backends (chosen by measurement, see docs/configuration.md): ``granian``
 (default, through its native RSGI interface) runs one worker embedded in this
@@ -175,8 +176,10 @@ def _warn_split_monitor(settings: Settings) -> None:
     if settings.workers > 1 and settings.monitor.enabled and settings.audit.enabled:
         log.warning(
             "monitor: with workers > 1 each worker's detectors see only the requests it"
-            " serves, so thresholds count per worker and no detector state is kept across"
-            " restarts; run one worker to have one set of detectors watch every request",
+            " serves, so thresholds count per worker, `alerts list` shows the alerts of"
+            " the worker that answers, and neither detector state nor alert history is"
+            " kept across restarts (every alert is still in the audit trail); run one"
+            " worker to have one set of detectors watch every request",
             extra={"workers": settings.workers},
         )
 
@@ -320,6 +323,9 @@ async def _serve_granian_embedded(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    # SIGHUP (a closed terminal, a habit from servers that reload) would kill the process
+    # with no graceful stop; settings are read at start only, so it is logged and ignored
+    loop.add_signal_handler(signal.SIGHUP, _ignore_hangup)
     from medsecrets.server.placement import thread_ids
 
     before = thread_ids()
@@ -341,8 +347,12 @@ async def _serve_granian_embedded(
     finally:
         if placing is not None:
             placing.cancel()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+
+
+def _ignore_hangup() -> None:
+    log.warning("SIGHUP ignored: settings are read at start (restart to apply them)")
 
 
 async def _place_io(before: frozenset[int], placement: Placement) -> None:
@@ -418,6 +428,7 @@ def _serve_uvicorn(app: ApiApp, settings: Settings, dev: DevInfo | None) -> None
     server = Server(config)
 
     async def run() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _ignore_hangup)
         sockets = [config.bind_socket()]
         _announce(settings, dev)
         await server.serve(sockets=sockets)
@@ -455,6 +466,9 @@ def _serve_granian_workers(settings: Settings) -> None:
             factory=True,
             workers=settings.workers,
             workers_kill_timeout=max(1, int(settings.shutdown_grace_period)) or None,
+            # a worker that dies (the OOM killer, a crash) is replaced, not the server
+            # stopped; the new one finds the seal latch as the others left it
+            respawn_failed_workers=True,
             **kwargs,  # type: ignore[arg-type]
         )
         route_server_loggers()

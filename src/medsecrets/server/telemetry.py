@@ -16,6 +16,7 @@ from medsecrets.api.metrics import (
     AUDIT_DELIVERY_FAILURES,
     AUDIT_DEVICE_FAILURES,
     AUDIT_DEVICE_UP,
+    AUDIT_DROPPED,
     AUDIT_RECORDS,
     AUDIT_SPOOL_PENDING,
     MONITOR_DROPPED_EVENTS,
@@ -44,6 +45,7 @@ def build_metrics(core: Core, stack: AuditStack) -> Metrics:
         metrics.provide(AUDIT_DEVICE_UP, lambda: device("up"))
         metrics.provide(AUDIT_DEVICE_FAILURES, lambda: device("failures"))
         metrics.provide(AUDIT_RECORDS, lambda: device("records"))
+        metrics.provide(AUDIT_DROPPED, lambda: device("dropped"))
 
         def forwarding(key: str) -> Iterable[Sample]:
             return [
