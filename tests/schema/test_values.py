@@ -145,7 +145,7 @@ SAMPLES: list[tuple[object, list[str]]] = [
      ["environment", "development", "items"]),
     (TOKEN,
      ["accessor", "display_name", "paths", "capabilities", "created_at", "expires_at", "parent",
-      "root"]),
+      "root", "emergency"]),
     (CreatedToken(token=Sensitive("ms.CANARY"), info=TOKEN), ["token", "info"]),
     (Revoked(revoked=True), ["revoked"]),
     (AuditHash(device="file", hash="hmac-sha256:00"), ["device", "hash"]),

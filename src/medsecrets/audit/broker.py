@@ -256,7 +256,7 @@ class AuditBroker:
             version=version,
             status=status,
             error=code,
-            emergency=bool(getattr(principal, "emergency", False)),
+            emergency=principal.emergency if principal is not None else False,
             data=request.body if kind == "request" else None,
         )
 

@@ -116,6 +116,7 @@ def _dumps(info: TokenInfo) -> bytes:
         "expires_at": info.expires_at.isoformat() if info.expires_at else None,
         "parent": info.parent,
         "root": info.root,
+        "emergency": info.emergency,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -133,6 +134,7 @@ def _loads(raw: bytes) -> TokenInfo:
             expires_at=dt.datetime.fromisoformat(expires) if expires else None,
             parent=doc["parent"],
             root=bool(doc["root"]),
+            emergency=doc.get("emergency") is True,
         )
     except (ValueError, KeyError, TypeError):
         raise StorageError("token record is malformed") from None
@@ -286,6 +288,7 @@ class TokenStore:
         ttl: float | None,
         display_name: str,
         parent: TokenInfo | None,
+        emergency: bool = False,
     ) -> tuple[Sensitive[str], TokenInfo]:
         """Issue a token; returns it (shown once) and its info.
 
@@ -293,7 +296,8 @@ class TokenStore:
         ``parent`` (capabilities, paths). Its expiry is capped at the parent's.
         A child of a token that is not root is named ``<parent's name>/<display_name>``:
         the name is the principal of audit records, and a delegated token must not
-        pass for another (a CI token naming its child ``dev-root``).
+        pass for another (a CI token naming its child ``dev-root``). ``emergency``
+        makes a break-glass token; a child of one is one too.
         """
         clean_paths = _check_paths(paths)
         clean_caps = _check_capabilities(capabilities)
@@ -327,6 +331,7 @@ class TokenStore:
             expires_at=expires,
             parent=parent.accessor if parent is not None else None,
             root=False,
+            emergency=emergency or (parent is not None and parent.emergency),
         )
         token = self._new_token()
         self._store(token, info)

@@ -45,7 +45,7 @@ from medsecrets.audit.record import AuditEvent, outcome_for
 from medsecrets.errors import MedsecretsError
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import BatchDetector, Detector, DetectorSet, IndexedAlerts
-from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent
+from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, lineage
 from medsecrets.monitor.sources import event_from_record
 from medsecrets.monitor.state import StateKeeper
 
@@ -73,7 +73,7 @@ def access_event(event: AuditEvent) -> AccessEvent | None:
     status = event.status if event.status is not None else 0
     return AccessEvent(
         event.time.timestamp(),
-        event.principal or "",
+        lineage(event.principal or ""),
         event.remote,
         ROUTE_OPERATIONS.get(event.operation, "other"),
         event.operation,

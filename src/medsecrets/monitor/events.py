@@ -30,6 +30,7 @@ __all__ = [
     "ROUTE_OPERATIONS",
     "AccessEvent",
     "Operation",
+    "lineage",
     "operation_of_route",
     "parse_time",
 ]
@@ -203,3 +204,15 @@ class AccessEvent:
             emergency,
             request_id,
         )
+
+
+def lineage(principal: str) -> str:
+    """The principal our detectors count a token under: the token it descends from.
+
+    A child of a token that is not root is named ``<parent's name>/<its name>``
+    (``TokenStore.create``), so a stolen token that mints children is still one
+    principal to the rate, bulk and failure counts and keeps its baselines (each
+    child would otherwise start afresh, and split the counts). Only for our own
+    records: other logs name principals their own way.
+    """
+    return principal.partition("/")[0]

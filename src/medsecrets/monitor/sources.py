@@ -80,7 +80,13 @@ import orjson
 from medsecrets.audit.record import FIELDS, Outcome, outcome_for, split_path
 from medsecrets.errors import InvalidRequest
 from medsecrets.fdio import NOT_REGULAR, NotRegularFileError, open_regular
-from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, Operation, parse_time
+from medsecrets.monitor.events import (
+    ROUTE_OPERATIONS,
+    AccessEvent,
+    Operation,
+    lineage,
+    parse_time,
+)
 
 __all__ = [
     "BLOCK_BYTES",
@@ -394,7 +400,7 @@ def _response_fields(record: Mapping[str, object]) -> EventFields:
         status = get("status")
         outcome = outcome_for(status) if type(status) is int else "success"
     return (
-        principal if type(principal) is str else "",
+        lineage(principal) if type(principal) is str else "",
         remote if type(remote) is str else "",
         ROUTE_OPERATIONS.get(route, "other"),
         route,

@@ -20,7 +20,8 @@ class TokenInfo:
 
     ``paths`` are path prefixes (``*`` matches every path); ``parent`` is the
     accessor of the token that created this one; ``expires_at`` is ``None`` only
-    for root tokens.
+    for root tokens. ``emergency`` marks a break-glass token (and its children):
+    every use is recorded with the emergency flag and raises a critical alert.
     """
 
     accessor: str
@@ -31,6 +32,7 @@ class TokenInfo:
     expires_at: dt.datetime | None
     parent: str | None
     root: bool
+    emergency: bool = False
 
     def allows(self, capability: str, path: str | None) -> bool:
         """Whether this token holds ``capability`` on ``path`` (``None``: no path involved)."""

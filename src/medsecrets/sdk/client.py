@@ -375,14 +375,17 @@ class Client(ClientBase):
         capabilities: Sequence[str],
         ttl: float | None = None,
         display_name: str = "",
+        emergency: bool = False,
     ) -> CreatedToken:
-        """Issue a child token (shown once, masked in ``repr``)."""
+        """Issue a child token (shown once, masked in ``repr``); ``emergency``: a
+        break-glass token, whose every use is flagged in the audit trail and alerted."""
         return self.call(
             ep.token_create(
                 paths=tuple(paths),
                 capabilities=tuple(capabilities),
                 ttl=ttl,
                 display_name=display_name,
+                emergency=emergency,
             )
         )
 

@@ -394,12 +394,15 @@ def token_create(
     capabilities: tuple[str, ...],
     ttl: float | None,
     display_name: str,
+    emergency: bool = False,
 ) -> Call[CreatedToken]:
     body: dict[str, object] = {
         "paths": list(paths),
         "capabilities": list(capabilities),
         "display_name": display_name,
     }
+    if emergency:
+        body["emergency"] = True
     if ttl is not None:
         body["ttl"] = ttl
     return Call("POST", "/v1/auth/token/create", _reader(CreatedToken), body=body, retry_safe=False)

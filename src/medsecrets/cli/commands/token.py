@@ -48,6 +48,7 @@ _INFO_KEYS = (
     "expires_at",
     "parent",
     "root",
+    "emergency",
 )
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -117,6 +118,13 @@ def create(
     display_name: Annotated[
         str, typer.Option("--display-name", "-n", help="A name for people and logs.")
     ] = "",
+    emergency: Annotated[
+        bool,
+        typer.Option(
+            "--emergency",
+            help="A break-glass token: its every use is flagged in the audit trail and alerted.",
+        ),
+    ] = False,
     output: OutputOption = OutputFormat.table,
     addr: AddrOption = None,
     token: TokenOption = None,
@@ -133,6 +141,7 @@ def create(
                 capabilities=list(capability),
                 ttl=seconds,
                 display_name=display_name,
+                emergency=emergency,
             )
         )
     if output is OutputFormat.json:

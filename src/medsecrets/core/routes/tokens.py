@@ -27,6 +27,8 @@ class CreateBody:
     capabilities: tuple[str, ...]
     ttl: float | None = None
     display_name: str = ""
+    emergency: bool = False
+    """A break-glass token: its every use is flagged in the audit trail and alerted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ def create(ctx: Context, call: Call) -> CreatedToken:
         ttl=body.ttl,
         display_name=body.display_name,
         parent=call.principal,
+        emergency=body.emergency,
     )
     return CreatedToken(token=token, info=info)
 
