@@ -42,12 +42,14 @@ def event(
     source: str = "10.0.0.1",
     outcome: str = "success",
     emergency: bool = False,
+    raw: str = "",
 ) -> AccessEvent:
     parts = path.split("/")
     return AccessEvent.at(
         at,
         principal=principal,
         operation=operation,
+        raw_operation=raw,
         source=source,
         path=path,
         environment=parts[1] if len(parts) > 1 else None,
@@ -264,6 +266,19 @@ def test_new_source_network_and_address_scopes() -> None:
     assert [e for e, _ in feed(strict, [same_network])] == [same_network]
 
 
+def test_new_source_sees_ipv4_clients_of_a_dual_stack_listener_as_ipv4() -> None:
+    """On a listener bound to ``[::]`` IPv4 clients arrive as ``::ffff:a.b.c.d``: they all
+    fell into ``::/64``, one network, so no IPv4 client was ever new."""
+    detector = NewSourceDetector(DetectorConfig())
+    assert feed(detector, office_week(source="::ffff:10.1.0.7")) == []
+    later = MONDAY + dt.timedelta(days=8, hours=10)
+    same_network = event(later, principal="alice", source="10.1.0.99")
+    outside = event(later + seconds(60), principal="alice", source="::ffff:198.51.100.4")
+    found = feed(detector, [same_network, outside])
+    assert [e for e, _ in found] == [outside]
+    assert found[0][1].details["network"] == "198.51.100.0/24"
+
+
 def test_new_source_ipv6_networks_and_non_ip_sources() -> None:
     detector = NewSourceDetector(DetectorConfig())
     assert detector.network("2001:db8:1:2::5") == "2001:db8:1:2::/64"
@@ -318,10 +333,15 @@ def test_honeytoken_reads_alert_whatever_their_outcome() -> None:
     refused = event(MONDAY + seconds(1), principal="mallory", path=decoy, outcome="denied")
     listing = event(MONDAY + seconds(2), principal="eve", path=decoy, operation="list")
     real = event(MONDAY + seconds(3), principal="eve")
-    found = feed(detector, [allowed, refused, listing, real])
-    assert [e for e, _ in found] == [allowed, refused]
+    metadata = event(
+        MONDAY + seconds(4), principal="insider", path=decoy, operation="other", raw="metadata.read"
+    )
+    found = feed(detector, [allowed, refused, listing, real, metadata])
+    assert [e for e, _ in found] == [allowed, refused, listing, metadata]
     assert found[1][1].path == decoy
-    assert found[1][1].severity == "critical"
+    # reading the decoy is critical; touching it otherwise (its metadata, a list under it) high
+    assert [a.severity for _, a in found] == ["critical", "critical", "high", "high"]
+    assert "touched (metadata.read)" in found[3][1].summary
 
 
 # --- the set and the configuration -----------------------------------------------------------

@@ -1034,6 +1034,8 @@ class NewSourceDetector(_Batched):
             address = ipaddress.ip_address(source)
         except ValueError:
             return source
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 client of a dual-stack listener
         if self._config.new_source_scope == "address":
             return str(address)
         bits = self._config.ipv4_prefix if address.version == 4 else self._config.ipv6_prefix
@@ -1145,7 +1147,8 @@ class EmergencyDetector(_Batched):
 
 
 class HoneytokenDetector(_Batched):
-    """``honeytoken``: any read of a decoy secret (``is_honeytoken(path)``).
+    """``honeytoken``: any access to a decoy secret (``is_honeytoken(path)``): a read is
+    critical, anything else (its metadata, a validation, a change) high.
 
     ``is_honeytoken`` must be a pure function of the path: its answers are
     cached (a bounded table), since the same paths are read over and over.
@@ -1169,7 +1172,7 @@ class HoneytokenDetector(_Batched):
         found: IndexedAlerts = []
         decoys = self._decoys
         for index, event in enumerate(events):
-            if event.operation != "read" or not event.path:
+            if not event.path:
                 continue
             decoy = decoys.get(event.path)
             if decoy is None:
@@ -1181,12 +1184,14 @@ class HoneytokenDetector(_Batched):
                 continue
             self._quiet.hold(key, event.ts + self._config.repeat_after)
             who = event.principal or "an unknown principal"
+            read = event.operation == "read"
+            what = "read" if read else f"touched ({event.raw_operation or event.operation})"
             alert = _alert(
                 self.name,
-                "critical",
+                "critical" if read else "high",
                 event,
                 key,
-                f"honeytoken {event.path} read by {who} ({event.outcome})",
+                f"honeytoken {event.path} {what} by {who} ({event.outcome})",
             )
             found.append((index, alert))
         return found

@@ -21,7 +21,9 @@ and yields events in file order:
   A file is read whole, up to ``MAX_DOCUMENT_BYTES`` (64 MiB) decompressed.
   Only Secrets Manager events
   (``eventSource`` ``secretsmanager.amazonaws.com``) become events;
-  ``BatchGetSecretValue`` with a ``secretIdList`` becomes one read per secret.
+  ``BatchGetSecretValue`` is ``other``: AWS logs a ``GetSecretValue`` entry
+  for each secret the batch returns, and those are the reads (counting the
+  batch's ``secretIdList`` too counted every secret twice).
   The principal is ``userIdentity.arn`` (else ``principalId``, else the
   invoking service); a secret ARN's 6-character random suffix is stripped, so
   ``arn:...:secret:medessence/production/database-AbCdEf`` is the path
@@ -135,7 +137,7 @@ EMERGENCY_POLICIES: Final = frozenset({"break-glass", "breakglass", "emergency"}
 
 CLOUDTRAIL_OPERATIONS: Final[Mapping[str, Operation]] = {
     "GetSecretValue": "read",
-    "BatchGetSecretValue": "read",
+    "BatchGetSecretValue": "other",  # its secrets come as GetSecretValue entries
     "ListSecrets": "list",
     "ListSecretVersionIds": "list",
     "CreateSecret": "write",
@@ -634,10 +636,6 @@ def _cloudtrail_paths(name: str, params: object) -> list[str]:
     secret_id = params.get("secretId")
     if isinstance(secret_id, str):
         return [_secret_name(secret_id)]
-    if name == "BatchGetSecretValue":
-        ids = params.get("secretIdList")
-        if isinstance(ids, list) and ids:
-            return [_secret_name(i) for i in ids if isinstance(i, str)] or [""]
     filters = params.get("filters")
     if isinstance(filters, list):
         for item in filters:
