@@ -174,6 +174,19 @@ def test_failed_burst_per_principal_and_per_source() -> None:
         for i in range(5)
     ]
     assert [a.key for _, a in feed(detector, sprayed)] == ["source:203.0.113.9"]
+    # one IPv6 host picks a new address in its /64 for every attempt; an IPv4 one may be
+    # written as ::ffff:a.b.c.d (a dual-stack listener)
+    rotating = [
+        event(MONDAY + seconds(1000 + i), principal="", source=f"2001:db8:1:2::{i + 1:x}",
+              outcome="denied")
+        for i in range(5)
+    ]  # fmt: skip
+    assert [a.key for _, a in feed(detector, rotating)] == ["source:2001:db8:1:2::/64"]
+    mixed = [
+        event(MONDAY + seconds(2000 + i), principal="", source=source, outcome="denied")
+        for i, source in enumerate(["198.51.100.7", "::ffff:198.51.100.7"] * 3)
+    ]
+    assert [a.key for _, a in feed(detector, mixed)] == ["source:198.51.100.7"]
 
 
 def test_four_denials_or_slow_denials_are_no_burst() -> None:

@@ -814,7 +814,8 @@ class EnumerationDetector(_Batched):
 
 
 class FailedBurstDetector(_Batched):
-    """``failed_burst``: denied accesses piling up per principal and per source address."""
+    """``failed_burst``: denied accesses piling up per principal and per source (an IPv4
+    address, an IPv6 ``/64``)."""
 
     name = "failed_burst"
     _USES = ("failed_denials", "failed_window")
@@ -823,6 +824,7 @@ class FailedBurstDetector(_Batched):
         self._config = config
         self._counts = _Counts(config.failed_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys)
+        self._origins: dict[str, str] = {}
 
     def _parts(self) -> dict[str, _Part]:
         return {"counts": self._counts, "quiet": self._quiet}
@@ -838,10 +840,31 @@ class FailedBurstDetector(_Batched):
                 if alert is not None:
                     found.append((index, alert))
             if event.source:
-                alert = check(event, f"source:{event.source}", event.source)
+                origin = self._origins.get(event.source) or self._origin(event.source)
+                alert = check(event, f"source:{origin}", origin)
                 if alert is not None:
                     found.append((index, alert))
         return found
+
+    def _origin(self, source: str) -> str:
+        """Where failures from ``source`` are counted: an IPv4 address (also written as
+        ``::ffff:a.b.c.d``), an IPv6 ``/64`` (one host picks any address in it), or the
+        source as it is; remembered in a bounded table."""
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            origin = source
+        else:
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                origin = str(address.ipv4_mapped)
+            elif address.version == 6:
+                origin = str(ipaddress.ip_network((address, 64), strict=False))
+            else:
+                origin = str(address)
+        if len(self._origins) >= 65536:
+            self._origins.clear()
+        self._origins[source] = origin
+        return origin
 
     def _check(self, event: AccessEvent, key: str, who: str) -> Alert | None:
         config = self._config
