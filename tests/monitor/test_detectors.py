@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import json
 
 import pytest
 
 from medsecrets.catalog import default_catalog
 from medsecrets.errors import ConfigError
+from medsecrets.monitor import detectors as detectors_module
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import (
     DETECTOR_NAMES,
@@ -290,6 +292,30 @@ def test_new_source_sees_ipv4_clients_of_a_dual_stack_listener_as_ipv4() -> None
     found = feed(detector, [same_network, outside])
     assert [e for e, _ in found] == [outside]
     assert found[0][1].details["network"] == "198.51.100.0/24"
+
+
+def test_a_flood_of_new_principals_does_not_push_baselines_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Minted tokens are new principals: their warm-ups go first when a table is full, and
+    a saved state keeps finished baselines first."""
+    config = DetectorConfig(max_keys=100)
+    sources = NewSourceDetector(config)
+    hours = UnusualTimeDetector(config)
+    warm = office_week(source="10.1.0.7")
+    feed(sources, warm)
+    feed(hours, warm)
+    later = MONDAY + dt.timedelta(days=8, hours=9)
+    flood = [event(later + seconds(i), principal=f"minted-{i}") for i in range(1000)]
+    feed(sources, flood)
+    feed(hours, flood)
+    night = event(later + dt.timedelta(hours=14), principal="alice", source="198.51.100.4")
+    assert [a.detector for _, a in feed(sources, [night])] == ["new_source"]
+    assert [a.detector for _, a in feed(hours, [night])] == ["unusual_time"]
+    monkeypatch.setattr(detectors_module, "STATE_KEYS", 10)
+    for detector in (sources, hours):
+        kept = json.dumps(detector.state())
+        assert '"alice"' in kept, type(detector).__name__
 
 
 def test_new_source_ipv6_networks_and_non_ip_sources() -> None:

@@ -426,6 +426,38 @@ def _trim(table: dict[str, _V], limit: int) -> None:
             del table[key]
 
 
+class _Readied(Protocol):
+    ready: bool
+
+
+_P = TypeVar("_P", bound=_Readied)
+
+
+def _trim_baselines(profiles: dict[str, _P], limit: int) -> None:
+    """``_trim`` for baselines: profiles still warming up go first (oldest first), finished
+    ones only when they alone fill the table, so a flood of new principals (minted
+    tokens) cannot push established baselines out."""
+    if len(profiles) < limit:
+        return
+    drop = max(1, len(profiles) // 2)
+    warming = [key for key, profile in profiles.items() if not profile.ready][:drop]
+    for key in warming:
+        del profiles[key]
+    if len(warming) < drop:
+        for key in list(profiles)[: drop - len(warming)]:
+            del profiles[key]
+
+
+def _kept_baselines(profiles: Mapping[str, _P]) -> Iterator[tuple[str, _P]]:
+    """The ``STATE_KEYS`` profiles a state keeps: finished ones first (newest of them),
+    then the newest still warming up."""
+    ready = [(key, p) for key, p in profiles.items() if p.ready]
+    warming = [(key, p) for key, p in profiles.items() if not p.ready]
+    kept = ready[max(0, len(ready) - STATE_KEYS) :]
+    room = STATE_KEYS - len(kept)
+    return iter(kept + (warming[len(warming) - room :] if room > 0 else []))
+
+
 class _Quiet:
     """Per-key quiet periods after an alert (bounded)."""
 
@@ -621,7 +653,7 @@ class _Learned:
         """Each principal's first time, count, items, last item and warm-up end."""
         return {
             principal: [p.first, p.count, sorted(p.items), p.last, p.ready]
-            for principal, p in _newest(self._profiles)
+            for principal, p in _kept_baselines(self._profiles)
         }
 
     def load(self, data: object) -> Install:
@@ -640,7 +672,7 @@ class _Learned:
         """True when ``item`` is new for ``principal`` after its warm-up (learns during it)."""
         profile = self._profiles.get(principal)
         if profile is None:
-            _trim(self._profiles, self._limit)
+            _trim_baselines(self._profiles, self._limit)
             profile = self._profiles[principal] = _Profile(ts)
         if profile.ready:
             return item != profile.last and item not in profile.items
@@ -918,7 +950,7 @@ class _HoursTable:
         """Each principal's first time, count, hours, last hour, warm-up end and mask."""
         return {
             principal: [h.first, h.count, sorted(h.hours), h.last, h.ready, f"{h.usual:x}"]
-            for principal, h in _newest(self._profiles)
+            for principal, h in _kept_baselines(self._profiles)
         }
 
     def load(self, data: object) -> Install:
@@ -978,7 +1010,7 @@ class UnusualTimeDetector(_Batched):
             ts = event.ts
             profile = profiles.get(principal)
             if profile is None:
-                _trim(profiles, self._config.max_keys)
+                _trim_baselines(profiles, self._config.max_keys)
                 profile = profiles[principal] = _Hours(ts)
             hour = int(ts // 3600)
             if profile.ready:
