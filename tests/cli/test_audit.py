@@ -303,6 +303,13 @@ def test_export_cef_from_the_server_to_a_private_file(
     ).ok()  # fmt: skip
     assert done.stderr.strip() == f"Exported 2 record(s) to {out} (cef)."
     assert done.stdout == ""  # --out /dev/stdout carries the records alone
+    for name in ("-", "/dev/stdout"):  # stdout, wherever the shell sent it
+        to_stdout = run(
+            "audit", "export", "--format", "cef", "--operation", "secrets.read",
+            "--path-prefix", written[0], "--out", name,
+        ).ok()  # fmt: skip
+        assert to_stdout.stdout.count("CEF:0|") == 2
+        assert to_stdout.stderr.strip() == f"Exported 2 record(s) to {name} (cef)."
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2

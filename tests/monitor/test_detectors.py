@@ -381,6 +381,9 @@ def test_honeytoken_reads_alert_whatever_their_outcome() -> None:
     # reading the decoy is critical; touching it otherwise (its metadata, a list under it) high
     assert [a.severity for _, a in found] == ["critical", "critical", "high", "high"]
     assert "touched (metadata.read)" in found[3][1].summary
+    # having touched it first does not silence the critical alert of a read
+    insider_read = event(MONDAY + seconds(5), principal="insider", path=decoy)
+    assert [a.severity for _, a in feed(detector, [insider_read])] == ["critical"]
 
 
 # --- the set and the configuration -----------------------------------------------------------

@@ -79,7 +79,12 @@ def test_env_values_are_typed(tmp_path: Path) -> None:
 
 
 def test_unknown_env_warns_client_env_is_silent(tmp_path: Path) -> None:
-    env = {"MEDSECRETS_ADDR": "http://x", "MEDSECRETS_TOKEN": "t", "MEDSECRETS_WROKERS": "2"}
+    env = {
+        "MEDSECRETS_ADDR": "http://x",
+        "MEDSECRETS_TOKEN": "t",
+        "MEDSECRETS_DEBUG": "1",
+        "MEDSECRETS_WROKERS": "2",
+    }
     settings = _load(tmp_path, env=env, dev=True)
     assert settings.warnings == (
         "ignoring environment variable MEDSECRETS_WROKERS: no such server setting",

@@ -1234,12 +1234,14 @@ class HoneytokenDetector(_Batched):
                 decoy = self._decoy(event.path)
             if not decoy:
                 continue
-            key = f"{event.principal}|{event.path}"
+            read = event.operation == "read"
+            # reads and other accesses keep quiet apart: touching a decoy first (its
+            # metadata, planting it) must not silence the critical alert of a read
+            key = f"{event.principal}|{event.path}" + ("" if read else "|touch")
             if not self._quiet.ready(key, event.ts):
                 continue
             self._quiet.hold(key, event.ts + self._config.repeat_after)
             who = event.principal or "an unknown principal"
-            read = event.operation == "read"
             what = "read" if read else f"touched ({event.raw_operation or event.operation})"
             alert = _alert(
                 self.name,

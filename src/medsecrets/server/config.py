@@ -105,6 +105,7 @@ CLIENT_ENV_VARS = frozenset(
         "MEDSECRETS_CLIENT_KEY",
         "MEDSECRETS_TLS_SERVER_NAME",
         "MEDSECRETS_SKIP_VERIFY",
+        "MEDSECRETS_DEBUG",
     }
 )
 

@@ -231,6 +231,9 @@ def _query(
     )
 
 
+_STDOUT_NAMES: Final = frozenset({"-", "/dev/stdout"})
+
+
 def _export(records: Iterable[Mapping[str, object]], fmt: ExportFormat, out: Path | None) -> int:
     """Write ``records`` in ``fmt`` to ``out`` or stdout; the count.
 
@@ -238,11 +241,12 @@ def _export(records: Iterable[Mapping[str, object]], fmt: ExportFormat, out: Pat
     records go to a new hidden file beside it, which is then linked as ``out``
     (so an existing file is never replaced: that is an error, and so is a
     failure halfway, which leaves nothing behind). A FIFO or a character
-    device (``/dev/stdout``) is written to as it is.
+    device is written to as it is; ``-`` and ``/dev/stdout`` are stdout, wherever
+    the shell sent it (a file included).
     """
     from medsecrets.audit.export import export
 
-    if out is None:
+    if out is None or str(out) in _STDOUT_NAMES:
         return export(records, fmt.value, sys.stdout)
     try:
         status = out.stat()
