@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from openapi_spec_validator import validate
 
 from medsecrets.core import Core
@@ -68,3 +70,19 @@ def test_docs_page_renders_the_document_without_external_assets(client: SyncClie
     for url in ("/v1/secrets/{path}", "/v1/sys/health", "/v1/auth/token/create"):
         assert url in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_the_metrics_route_and_required_parameters_are_documented(core: Core) -> None:
+    from medsecrets.api.app import METRICS_URL, create_app
+    from medsecrets.api.metrics import Metrics
+
+    for open_metrics in (False, True):
+        app = create_app(core, metrics=Metrics(), metrics_unauthenticated=open_metrics)
+        doc = json.loads(app._openapi)
+        validate(doc)
+        operation = doc["paths"][METRICS_URL]["get"]
+        assert "text/plain" in operation["responses"]["200"]["content"]
+        assert ({"401", "403"} <= set(operation["responses"])) is not open_metrics
+        assert (operation.get("security") == []) is open_metrics
+    who_read = doc["paths"]["/v1/sys/audit/who-read"]["get"]["parameters"]
+    assert {p["name"]: p["required"] for p in who_read} == {"path": True, "since": False}

@@ -383,7 +383,12 @@ def test_analyze_takes_the_thresholds_of_a_server_config_file(
     file is one line and exit code 2."""
     default = run("audit", "analyze", str(generated), "-o", "json").ok().json()["counts"]
     config = tmp_path / "server.toml"
-    config.write_text("[monitor]\nrate_threshold = 100000\nfailed_denials = 1000\n")
+    config.write_text(  # a production server's file: its TLS files and database are not here
+        '[tls]\ncert_file = "/etc/medsecrets/tls/server.pem"\n'
+        'key_file = "/etc/medsecrets/tls/server.key"\n'
+        '[storage]\ntype = "postgres"\ndsn = "postgresql://medsecrets@db/medsecrets"\n'
+        "[monitor]\nrate_threshold = 100000\nfailed_denials = 1000\n"
+    )
     quiet = run("audit", "analyze", str(generated), "--config", str(config), "-o", "json")
     counts = quiet.ok().json()["counts"]
     assert default["rate"] > 0 and default["failed_burst"] > 0

@@ -253,7 +253,11 @@ class _ApiHandler:
             max_workers=_WORKER_THREADS, thread_name_prefix="medsecrets-api"
         )
         self._router = _Router(list(core.routes.values()))
-        document = build_openapi(core.routes.values())
+        document = build_openapi(
+            core.routes.values(),
+            metrics_url=METRICS_URL if metrics is not None else None,
+            metrics_open=metrics_unauthenticated,
+        )
         self._openapi = json.dumps(document, separators=(",", ":")).encode()
         self._docs = docs_page(document).encode()
         self._id_prefix = secrets.token_hex(4)

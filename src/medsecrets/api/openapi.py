@@ -161,7 +161,7 @@ def _query_param(param: QueryParam) -> Schema:
     out: Schema = {
         "name": param.name,
         "in": "query",
-        "required": False,
+        "required": param.required,
         "description": param.description,
         "schema": schema,
     }
@@ -219,13 +219,34 @@ def _operation(spec: RouteSpec, schemas: _Schemas) -> Schema:
     return op
 
 
-def build_openapi(routes: Iterable[RouteSpec]) -> dict[str, object]:
-    """The OpenAPI 3.1 document of ``routes`` plus the document and docs page themselves."""
+def build_openapi(
+    routes: Iterable[RouteSpec], *, metrics_url: str | None = None, metrics_open: bool = False
+) -> dict[str, object]:
+    """The OpenAPI 3.1 document of ``routes`` plus the document and docs page themselves,
+    and the Prometheus ``metrics_url`` the transport serves (if any; ``metrics_open``:
+    without a token)."""
     schemas = _Schemas()
     schemas.components["Error"] = ERROR_SCHEMA
     paths: dict[str, dict[str, object]] = {}
     for spec in routes:
         paths.setdefault(spec.url, {})[spec.method.lower()] = _operation(spec, schemas)
+    if metrics_url is not None:
+        refused = (400, 404, 405, 500, 503) + (() if metrics_open else (401, 403))
+        paths[metrics_url] = {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text format; a token allowed to read sys/metrics)",
+                "tags": ["sys"],
+                **({"security": []} if metrics_open else {}),
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_error_responses(refused),  # 400: any query parameter
+                },
+            }
+        }
     paths[OPENAPI_URL] = {
         "get": {
             "operationId": "openapi",

@@ -500,8 +500,13 @@ def load_settings(
     *,
     env: Mapping[str, str],
     overrides: Mapping[str, object],
+    only: tuple[str, ...] = (),
 ) -> Settings:
     """Merge defaults, ``config_file`` (TOML), ``env`` and ``overrides`` into ``Settings``.
+
+    ``only``: take just the file's settings whose names start with one of these
+    (``("monitor.",)`` for a tool that needs the thresholds alone, on a host
+    without the server's TLS files or database).
 
     ``overrides`` maps dotted setting names to typed values (``None`` values are
     skipped: "flag not given"). Raises ``ConfigError`` naming the first bad
@@ -513,6 +518,8 @@ def load_settings(
     raw: dict[str, tuple[object, str]] = {}
     if config_file:
         raw.update(_read_file(config_file))
+        if only:
+            raw = {name: value for name, value in raw.items() if name.startswith(only)}
     warnings: list[str] = []
     for var in sorted(env):
         if not var.startswith(ENV_PREFIX):

@@ -674,7 +674,9 @@ def _thresholds(config_file: Path | None) -> DetectorConfig:
     if config_file is None:
         return DetectorConfig()
     try:
-        settings = load_settings(str(config_file), env={}, overrides={"tls_disable": True})
+        settings = load_settings(
+            str(config_file), env={}, overrides={"tls_disable": True}, only=("monitor.",)
+        )
     except ConfigError as exc:  # the file given is at fault: a usage error
         raise CliError(f"--config: {exc.message}", ExitCode.USAGE) from None
     return settings.monitor.detectors

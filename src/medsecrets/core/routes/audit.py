@@ -173,7 +173,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="sudo",
             authz_path=lambda call: "sys/audit",
             query=(
-                QueryParam("path", str, description="secret path"),
+                QueryParam("path", str, description="secret path", required=True),
                 QueryParam("since", str, description="ISO 8601 time"),
             ),
             response=AuditReads,

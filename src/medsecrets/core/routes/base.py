@@ -94,6 +94,8 @@ class QueryParam:
     minimum: int | None = None
     maximum: int | None = None
     enum: tuple[str, ...] | None = None
+    required: bool = False
+    """Documented as required (the route refuses a call without it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
