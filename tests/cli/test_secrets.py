@@ -185,3 +185,22 @@ def test_unauthenticated_and_denied_exit_4(ms, secret_path, canary):
 def test_token_option_warns(ms, dev_server, secret_path):
     result = ms("secrets", "list", "--token", dev_server.token, env={"MEDSECRETS_TOKEN": ""})
     assert "--token" in result.ok().stderr and dev_server.token not in result.stderr
+
+
+def test_put_merge_keeps_the_other_fields(ms, secret_path, canary):
+    first = json.dumps({"smtp_password": "first-pass", "monitoring_tokens": "kept"})
+    ms("secrets", "put", secret_path, "-", input=first).ok()
+    ms("secrets", "put", "--merge", secret_path, "-",
+       input=json.dumps({"smtp_password": canary})).ok()  # fmt: skip
+    fields = ms("secrets", "get", secret_path, "-o", "json").ok().json()["fields"]
+    assert fields == {"smtp_password": canary, "monitoring_tokens": "kept"}
+    assert "--merge or --cas" in ms(
+        "secrets", "put", "--merge", "--cas", "1", secret_path, "-", input="{}"
+    ).error(2)
+    missing = secret_path + "-missing"
+    assert (
+        ms(
+            "secrets", "put", "--merge", missing, "-", input=json.dumps({"smtp_password": "x" * 9})
+        ).code
+        != 0
+    )

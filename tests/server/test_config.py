@@ -254,9 +254,10 @@ def test_seal_defaults(tmp_path: Path) -> None:
         '[seal]\ntype = "awskms"\nkms_key_id = "alias/x"\nkms_endpoint_url = ""',
         tls_disable=True,
     )
-    config = kms.seal.seal_config()
-    assert config is not None
+    assert kms.seal.kms_key_id == "alias/x"
     assert kms.seal.kms_endpoint_url is None
+    relative = _load(tmp_path, '[seal]\nkey_file = "rel.key"', dev=True)
+    assert relative.seal.key_file == os.path.abspath("rel.key")  # dev mode records it
 
 
 def test_listen_ipv6(tmp_path: Path) -> None:

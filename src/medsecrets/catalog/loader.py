@@ -24,11 +24,13 @@ Schema (version 1). Unknown keys are rejected everywhere; ``*`` marks required k
             generator: {kind: password, length: 25}   # * for generated; or just `password`
             validators:                 # every value (generated, provided, derived) must pass
               - {kind: min-length, length: 16}        # a mapping: kind + parameters
-              - port                                  # or just the kind (no parameters)
+              - text                                  # or just the kind (no parameters)
           username:
             source: provided
             dummy: medessence_dev       # development stand-in (must pass the validators);
                                         #   default DUMMY-DEV-ONLY-<field>-<random hex>
+          host: {source: provided, dummy: localhost, validators: [host]}
+          database: {source: provided, dummy: medessence}
           connection_string:
             source: derived
             template: "postgresql://{username|urlquote}:{password|urlquote}@{host}/{database}"

@@ -69,7 +69,7 @@ from medsecrets.server.auditconfig import (
 )
 
 if TYPE_CHECKING:  # medsecrets.seal pulls in the crypto stack: keep `--help` and errors fast
-    from medsecrets.schema.seal import SealConfig
+    pass
 
 __all__ = [
     "CLIENT_ENV_VARS",
@@ -136,18 +136,6 @@ class SealSettings:
     kms_key_id: str = ""
     kms_region: str = "us-east-1"
     kms_endpoint_url: str | None = None
-
-    def seal_config(self) -> SealConfig | None:
-        """The ``SealConfig`` to initialise an auto-unseal store with (``None``: shamir, unset)."""
-        from medsecrets.schema.seal import AwsKmsSealConfig, KeyFileSealConfig
-
-        if self.type == "keyfile":
-            return KeyFileSealConfig(path=self.key_file)
-        if self.type == "awskms":
-            return AwsKmsSealConfig(
-                key_id=self.kms_key_id, region=self.kms_region, endpoint_url=self.kms_endpoint_url
-            )
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,6 +574,8 @@ def _assemble(values: dict[str, object], sources: dict[str, str], warnings: list
     if seal.type == "keyfile":
         key_file = seal.key_file or os.path.join(data_dir, "unseal.key")
         seal = dataclasses.replace(seal, key_file=os.path.abspath(key_file))
+    elif seal.key_file:  # dev mode records it at its first start: never relative to a cwd
+        seal = dataclasses.replace(seal, key_file=os.path.abspath(seal.key_file))
     if seal.type == "awskms" and not seal.kms_key_id:
         raise _fail(
             "seal.kms_key_id", _source(sources, "seal.kms_key_id"), "required for awskms seals"

@@ -666,8 +666,9 @@ def analyze(
 
 
 def _thresholds(config_file: Path | None) -> DetectorConfig:
-    """The detector thresholds of a server configuration file (the defaults without one);
-    its other settings are checked as a server would, but not used."""
+    """The detector thresholds of a server configuration file (the defaults without one):
+    only its ``monitor.*`` settings are read (and checked), so the server's TLS files or
+    database need not exist where the logs are analysed."""
     from medsecrets.monitor.detectors import DetectorConfig
     from medsecrets.server.config import load_settings
 

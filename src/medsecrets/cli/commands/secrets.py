@@ -160,14 +160,25 @@ def put(
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="KEY=VALUE tag (repeatable).")
     ] = None,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge",
+            help="Keep the current version's other fields: the fields given replace only "
+            "those of the same name (written only if no version was added meanwhile).",
+        ),
+    ] = False,
     output: OutputOption = OutputFormat.table,
     addr: AddrOption = None,
     token: TokenOption = None,
     cacert: CacertOption = None,
 ) -> None:
-    """Write a new version of a secret."""
+    """Write a new version of a secret (its fields are the ones given, unless --merge)."""
     if stage not in ("current", "pending"):
         raise CliError("--stage must be current or pending", ExitCode.USAGE)
+    if merge and cas is not None:
+        raise CliError("give either --merge or --cas (--merge checks the version itself)",
+                       ExitCode.USAGE)  # fmt: skip
     fields, inline = parse_fields(values or [])
     if not fields:
         raise CliError("no fields given: FIELD=VALUE, FIELD=@FILE or -", ExitCode.USAGE)
@@ -177,6 +188,10 @@ def put(
             "history); prefer FIELD=@FILE or - (JSON on stdin)"
         )
     with open_client(connection(addr, token, cacert)) as client:
+        if merge:  # the newest version read is the one the write must follow (check-and-set)
+            newest = max((v.number for v in client.versions(path)), default=0)
+            fields = {**client.get(path).fields.to_dict(), **fields}
+            cas = newest
         info = _dict(
             client.put(
                 path,
