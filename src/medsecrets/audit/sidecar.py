@@ -363,8 +363,13 @@ FLUSH_AT: Final = 256
 that never pauses must still get answers)."""
 
 
-def run(inp: int, out: int, observer: Observer | None = None) -> int:
+def run(
+    inp: int, out: int, observer: Observer | None = None, *, own_logging: bool = False
+) -> int:
     """Serve one server over ``inp``/``out`` (see module docstring); the exit status.
+
+    ``own_logging``: this is the audit process itself (``main``), so it logs as the
+    config says (the server's level and file); otherwise logging is left alone.
 
     One thread does everything, in a loop: read what arrived and render it into
     the lane (HMACs, the chain); when no whole message waits in the pipe, write
@@ -397,11 +402,12 @@ def run(inp: int, out: int, observer: Observer | None = None) -> int:
     except (EOFError, FrameError, ValueError, TypeError) as exc:
         send(("error", "config", f"bad config message ({type(exc).__name__})"))
         return 2
-    try:
-        log_json(config.log_level, file=config.log_file)
-    except OSError as exc:  # the server could open it: logged to stderr then
-        log_json(config.log_level)
-        _log.warning("audit process: cannot open the log file (%s)", type(exc).__name__)
+    if own_logging:
+        try:
+            log_json(config.log_level, file=config.log_file)
+        except OSError as exc:  # the server could open it: logged to stderr then
+            log_json(config.log_level)
+            _log.warning("audit process: cannot open the log file (%s)", type(exc).__name__)
     keys = _Keys()
     observe = (
         observer(config.monitor, send, keys.salter)
@@ -492,7 +498,7 @@ def main(observer: Observer | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inp, out = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt frames
-    sys.exit(run(inp, out, observer))
+    sys.exit(run(inp, out, observer, own_logging=True))
 
 
 if __name__ == "__main__":
