@@ -363,9 +363,7 @@ FLUSH_AT: Final = 256
 that never pauses must still get answers)."""
 
 
-def run(
-    inp: int, out: int, observer: Observer | None = None, *, own_logging: bool = False
-) -> int:
+def run(inp: int, out: int, observer: Observer | None = None, *, own_logging: bool = False) -> int:
     """Serve one server over ``inp``/``out`` (see module docstring); the exit status.
 
     ``own_logging``: this is the audit process itself (``main``), so it logs as the
