@@ -65,7 +65,7 @@ from medsecrets.audit.record import LineError, split_line
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import AuditFailure, ConfigError
 
-__all__ = ["DEFAULT_MAX_BYTES", "AuditFileBusy", "FileAuditDevice"]
+__all__ = ["DEFAULT_MAX_BYTES", "ROTATED_NAME", "AuditFileBusy", "FileAuditDevice"]
 
 DEFAULT_MAX_BYTES: Final = 100 * 1024 * 1024
 """Default size at which the file is rotated (100 MiB)."""
@@ -73,6 +73,8 @@ DEFAULT_MAX_BYTES: Final = 100 * 1024 * 1024
 _CHUNK = 64 * 1024
 _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROTATED_SUFFIX = ".jsonl"
+ROTATED_NAME: Final = r"(\d{8}T\d{6}Z)-(\d+)(?:-(\d+))?" + re.escape(_ROTATED_SUFFIX)
+"""What follows ``<stem>-`` in a rotated file's name: its stamp, first seq, unique suffix."""
 _LOCK_SUFFIX = ".lock"
 
 
@@ -220,11 +222,7 @@ class FileAuditDevice:
         self._size = 0  # the file's size after the last successful fsync
         self._dirty = False  # a failed write may have left bytes after _size
         self._opened_at = 0.0
-        self._rotated = re.compile(
-            re.escape(self._path.stem)
-            + r"-(\d{8}T\d{6}Z)-(\d+)(?:-(\d+))?"
-            + re.escape(_ROTATED_SUFFIX)
-        )
+        self._rotated = re.compile(re.escape(self._path.stem) + "-" + ROTATED_NAME)
 
     def __repr__(self) -> str:
         return f"FileAuditDevice(name={self._name!r}, path={str(self._path)!r})"

@@ -35,6 +35,7 @@ from typing import BinaryIO, Final
 
 from medsecrets.audit.crypt import RecordCipher, is_sealed
 from medsecrets.audit.database import DatabaseAuditDevice
+from medsecrets.audit.file import ROTATED_NAME
 from medsecrets.errors import DecryptionError
 from medsecrets.storage.base import StorageBackend
 
@@ -52,7 +53,7 @@ __all__ = [
 MAX_LINE_BYTES: Final = 1 << 20
 """The longest line (bytes, ``\\n`` included) a query reads; longer ones are unreadable."""
 
-_ROTATED: Final = r"(\d{8}T\d{6}Z)-(\d+)(?:-(\d+))?\.jsonl"
+_ROTATED_TAIL: Final = re.compile(rf"-{ROTATED_NAME}$")
 _STAMP: Final = "%Y%m%dT%H%M%SZ"
 _RECORD_HEAD: Final = b'{"prev":"'
 """How every record line starts (``record.render_line``; a sealed line too)."""
@@ -90,7 +91,7 @@ def file_chains(base: Path) -> list[list[Path]]:
     then the workers' chains by pid."""
     stem, suffix = re.escape(base.stem), re.escape(base.suffix)
     live = re.compile(rf"{stem}(?:-(\d+))?{suffix}")
-    rotated = re.compile(rf"{stem}(?:-(\d+))?-{_ROTATED}")
+    rotated = re.compile(rf"{stem}(?:-(\d+))?-{ROTATED_NAME}")
     chains: dict[int, tuple[list[tuple[int, str, int, Path]], list[Path]]] = {}
     try:
         entries = list(base.parent.iterdir())
@@ -177,7 +178,7 @@ def _skip_line(handle: BinaryIO) -> None:
 
 
 def _rotated_before(path: Path, floor: dt.datetime) -> bool:
-    found = re.search(rf"-{_ROTATED}$", path.name)
+    found = _ROTATED_TAIL.search(path.name)
     if found is None:
         return False
     try:
