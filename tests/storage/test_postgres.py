@@ -216,3 +216,30 @@ def test_a_table_of_a_newer_format_is_refused(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         row = admin.execute("SELECT obj_description('medsecrets_kv'::regclass, 'pg_class')")
         assert row.fetchone() == ("medsecrets format 1",)
+
+
+def test_writes_survive_connections_the_server_ended(pg_dsn: str) -> None:
+    """A connection the server ended while it sat in the pool is found out before it is
+    used (it turns readable: the server's notice, then its end of the socket), so no
+    write fails on it, and none is sent twice."""
+    store = PostgresStorage(pg_dsn, min_size=4, max_size=4)
+    try:
+        with ThreadPoolExecutor(4) as pool:  # four connections in use, then idle
+            list(pool.map(lambda n: store.put(f"warm-{n}", b"v"), range(16)))
+        # Ended and gone (the timeout waits for each): no write races the ending.
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert ended is not None and ended[0] >= 2
+        for n in range(8):
+            store.put(f"k{n}", b"v")
+            store.batch([Expect(f"k{n}", b"v"), Put(f"k{n}", b"w")])
+            store.delete(f"warm-{n}")
+        assert [store.get(f"k{n}") for n in range(8)] == [b"w"] * 8
+        lease = store.acquire_lease("leader", "me", 30)
+        assert lease is not None
+        store.release_lease(lease)
+    finally:
+        store.close()

@@ -26,7 +26,8 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+import select
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from medsecrets.clock import Clock, SystemClock
@@ -234,16 +235,35 @@ class PostgresStorage:
 
     # -- key/value -----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection[TupleRow]]:
+        """A pooled connection that the server has not ended while it sat in the pool.
+
+        A server that restarts, or ends a backend, first sends its notice and then
+        closes its end, so an idle connection it ended is readable before any query
+        is sent: such a connection is closed (the pool replaces it) and the next one
+        taken, at most the pool's size of them. The check costs one ``poll`` and no
+        round trip, and it keeps a write from being sent on a dead connection (where
+        it would fail, and could not be tried again: its outcome would be unknown).
+        """
+        for _ in range(self._pool.max_size):
+            with self._pool.connection() as conn:
+                if not _ended_by_server(conn):
+                    yield conn
+                    return
+                conn.close()
+        with self._pool.connection() as conn:  # a pool of fresh connections by now
+            yield conn
+
     def _read(self, op: str, run: Callable[[Connection[TupleRow]], _T]) -> _T:
         """``run(connection)`` for a read; tried again on another connection while the
-        pooled one turns out dead (the server restarted, or ended it, since it was
-        pooled: every idle connection of the pool fails that way once, so at most the
-        pool's size plus one tries). A write is not tried again: whether it committed
-        is unknown."""
+        one taken turns out dead (ended between ``_connection``'s check and the query:
+        at most the pool's size plus one tries). A write is not tried again: whether it
+        committed is unknown."""
         tries = self._pool.max_size + 1
         for attempt in range(1, tries + 1):
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     try:
                         return run(conn)
                     except self._lost:
@@ -267,7 +287,7 @@ class PostgresStorage:
         check_value(value)
         self._check_open()
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 conn.execute(_PUT, (_digest(key), key, value))
         except self._errors as exc:
             raise _wrap("put", exc) from None
@@ -277,7 +297,7 @@ class PostgresStorage:
         check_storage_key(key)
         self._check_open()
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 conn.execute(_DELETE, (_digest(key),))
         except self._errors as exc:
             raise _wrap("delete", exc) from None
@@ -305,7 +325,7 @@ class PostgresStorage:
             return
         expects = [op for op in ops if isinstance(op, Expect)]
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 try:
                     self._run_batch(conn, ops, expects)
                 finally:
@@ -350,7 +370,7 @@ class PostgresStorage:
         now = self._clock.now().timestamp()
         token = secrets.token_hex(16)
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 row = conn.execute(
                     _LEASE_ACQUIRE, (_digest(name), name, holder, token, now + ttl, now)
                 ).fetchone()
@@ -366,7 +386,7 @@ class PostgresStorage:
         self._check_open()
         now = self._clock.now().timestamp()
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 row = conn.execute(
                     _LEASE_RENEW, (now + ttl, _digest(lease.name), lease.token, now)
                 ).fetchone()
@@ -380,7 +400,7 @@ class PostgresStorage:
         """Free ``lease`` if this token still holds it (no error otherwise)."""
         self._check_open()
         try:
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 conn.execute(_LEASE_RELEASE, (_digest(lease.name), lease.token))
         except self._errors as exc:
             raise _wrap("release_lease", exc) from None
@@ -393,6 +413,24 @@ class PostgresStorage:
             return
         self._closed = True
         self._pool.close()
+
+
+def _ended_by_server(conn: Connection[TupleRow]) -> bool:
+    """Whether idle ``conn`` is closed, broken, or readable: with no query outstanding, the
+    server sends nothing unprompted but the notice it ends a connection with, then its
+    end of the socket (a rare unprompted message makes a sound connection look ended:
+    it is replaced, which costs a connect)."""
+    if conn.closed or conn.broken:
+        return True
+    from psycopg import OperationalError
+
+    try:
+        fd = conn.pgconn.socket
+    except OperationalError:  # no socket any more
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 def _describe(dsn: str) -> str:
