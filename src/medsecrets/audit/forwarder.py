@@ -19,7 +19,8 @@ Delivery:
 - A POST has ``timeout`` seconds in all (connecting, sending, the answer):
   past that deadline its connection is cut and it counts as a failure
   (``"Timeout"``), so a SIEM that answers at a drip cannot stall shipping.
-  At most ``_MAX_ANSWER`` bytes of an answer are read, never decompressed.
+  At most ``boundedpost.MAX_ANSWER`` bytes of an answer are read, never
+  decompressed (``medsecrets.boundedpost.BoundedPoster``).
 - ``413`` (payload too large): the batch is halved and sent again, down to
   one line. A single line the SIEM still refuses with 413 is *dropped* from
   the spool: ``on_overflow`` is called with a message saying so, ``health()``
@@ -67,20 +68,19 @@ import math
 import os
 import random
 import re
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
-import httpcore
 import httpx
 
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.spool import DurableSpool, SpoolBusyError, SpoolError, SpoolFullError
+from medsecrets.boundedpost import BoundedPoster, DeadlineExceeded
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import AuditFailure, ConfigError
 from medsecrets.processes import alive
@@ -90,8 +90,6 @@ __all__ = ["HttpForwarderDevice"]
 log = logging.getLogger("medsecrets.audit.forwarder")
 
 _CONTENT_TYPE: Final = "application/x-ndjson"
-_MAX_ANSWER: Final = 4096
-"""Bytes of a SIEM's answer that are read; the rest is left unread (the connection is closed)."""
 _CLOSE_BUDGET: Final = 2.0
 """Seconds ``close`` gives its last delivery attempt (at most ``timeout``)."""
 _JOIN_SLACK: Final = 1.0
@@ -181,6 +179,7 @@ class HttpForwarderDevice:
         self._spool: DurableSpool | None = None
         self._leftovers: tuple[DurableSpool, ...] = ()
         self._client: httpx.Client | None = None
+        self._poster: BoundedPoster | None = None
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -193,10 +192,6 @@ class HttpForwarderDevice:
         self._failures = 0
         self._delivered = 0
         self._dropped = 0
-        # the POST in flight (its watchdog's token) and its connection's stream
-        self._connection = threading.Lock()
-        self._inflight: threading.Event | None = None
-        self._stream: httpcore.NetworkStream | None = None
 
     def __repr__(self) -> str:
         return f"HttpForwarderDevice({self._name!r}, to={self._where!r})"
@@ -226,6 +221,7 @@ class HttpForwarderDevice:
         except BaseException:
             spool.close()
             raise
+        self._poster = BoundedPoster(self._client)
         self._spool = spool
         self._leftovers = self._claim_leftovers()
         self._stop.clear()
@@ -264,12 +260,10 @@ class HttpForwarderDevice:
             self._stop.set()
             self._wake.set()
             thread.join(budget)
-            if thread.is_alive():
-                with self._connection:
-                    token = self._inflight
-                if token is not None:
-                    self._expire(token)
+            if thread.is_alive() and self._poster is not None:
+                self._poster.cut()
                 thread.join(_JOIN_SLACK)
+        self._poster = None
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -377,11 +371,11 @@ class HttpForwarderDevice:
 
     def _drain(self, *, retry: bool) -> None:
         """Ship the leftover spools (removing each once empty), then ours (see ``_ship``)."""
-        spool, client = self._spool, self._client
-        if spool is None or client is None:
+        spool, poster = self._spool, self._poster
+        if spool is None or poster is None:
             return
         for leftover in self._leftovers:
-            if not self._ship(leftover, client, retry=retry):
+            if not self._ship(leftover, poster, retry=retry):
                 return
             self._leftovers = tuple(s for s in self._leftovers if s is not leftover)
             try:
@@ -392,7 +386,7 @@ class HttpForwarderDevice:
                     "shipped audit spool left by an earlier run not removed",
                     extra={"device": self._name, "error": exc.message},
                 )
-        self._ship(spool, client, retry=retry)
+        self._ship(spool, poster, retry=retry)
 
     def _may_send(self, retry: bool) -> bool:
         """Whether to send (on): until ``close`` (``retry``), or until its budget is spent."""
@@ -400,7 +394,7 @@ class HttpForwarderDevice:
             return not self._stop.is_set()
         return self._clock.monotonic() < self._close_by
 
-    def _ship(self, spool: DurableSpool, client: httpx.Client, *, retry: bool) -> bool:
+    def _ship(self, spool: DurableSpool, poster: BoundedPoster, *, retry: bool) -> bool:
         """Ship every pending line of ``spool``, batch by batch; whether it is empty now.
 
         Failed POSTs are retried after a backoff (``retry``) or end the attempt
@@ -420,7 +414,7 @@ class HttpForwarderDevice:
             else:
                 if not batch:
                     return True
-                outcome = self._post(client, b"".join(batch))
+                outcome = self._post(poster, b"".join(batch))
             if outcome.delivered:
                 if not self._acknowledge(spool, len(batch), retry=retry):
                     return False
@@ -465,62 +459,26 @@ class HttpForwarderDevice:
         delay = max(delay * self._rng.uniform(0.5, 1.0), min(retry_after, self._backoff_max))
         return not self._stop.wait(delay)
 
-    def _post(self, client: httpx.Client, body: bytes) -> _Outcome:
+    def _post(self, poster: BoundedPoster, body: bytes) -> _Outcome:
         """POST ``body`` within its deadline (see module docstring); what came of it.
 
-        Reads at most ``_MAX_ANSWER`` bytes of the answer. A failure is
-        reported (``_failed``); a success only once acknowledged.
+        A failure is reported (``_failed``); a success only once acknowledged.
         """
-        token = threading.Event()
         budget = max(0.0, min(self._timeout, self._close_by - self._clock.monotonic()))
-        watchdog = threading.Timer(budget, self._expire, args=(token,))
-        watchdog.daemon = True
-        with self._connection:
-            self._inflight = token
-        watchdog.start()
         try:
-            with client.stream(
-                "POST", self._url, content=body, extensions={"trace": self._trace}
-            ) as response:
-                _read_answer(response)
-        except httpx.HTTPError as exc:
-            self._failed("Timeout" if token.is_set() else type(exc).__name__)
+            response = poster.post(self._url, content=body, deadline=budget)
+        except DeadlineExceeded:
+            self._failed("Timeout")
             return _FAILED
-        finally:
-            watchdog.cancel()
-            with self._connection:
-                self._inflight = None
+        except httpx.HTTPError as exc:
+            self._failed(type(exc).__name__)
+            return _FAILED
         if response.is_success:
             return _DELIVERED
         self._failed(f"HTTP {response.status_code}")
         if response.status_code == _TOO_LARGE:
             return _REFUSED_TOO_LARGE
         return _Outcome(retry_after=_retry_after(response.headers.get("Retry-After")))
-
-    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore's trace hook: remember the stream of the connection being used."""
-        if event == "connection.connect_tcp.started":
-            stream = None
-        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            stream = info.get("return_value")
-        else:
-            return
-        with self._connection:
-            self._stream = stream if isinstance(stream, httpcore.NetworkStream) else None
-
-    def _expire(self, token: threading.Event) -> None:
-        """The POST ``token`` is past its deadline: cut its connection (if still in flight).
-
-        A shut-down socket ends any read or write on it at once, so the POST fails.
-        """
-        with self._connection:
-            if self._inflight is not token:
-                return
-            token.set()
-            sock = self._stream.get_extra_info("socket") if self._stream is not None else None
-            if isinstance(sock, socket.socket):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
     def _succeeded(self, lines: int) -> None:
         with self._state:
@@ -556,15 +514,6 @@ class HttpForwarderDevice:
                 extra={"device": self._name, "error": kind},
             )
         return first
-
-
-def _read_answer(response: httpx.Response) -> None:
-    """Read (and discard) at most ``_MAX_ANSWER`` bytes of ``response``'s body, undecoded."""
-    read = 0
-    for chunk in response.iter_raw():
-        read += len(chunk)
-        if read >= _MAX_ANSWER:
-            return
 
 
 def _leftover_dirs(spool_dir: Path, pid: int) -> list[Path]:
