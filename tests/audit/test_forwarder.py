@@ -388,7 +388,7 @@ def test_a_dripping_answer_fails_at_the_deadline(
     device = make_device(drip.url, timeout=0.3)
     device.open()
     device.write(record_lines(3))
-    eventually(lambda: device.health()["consecutive_failures"] >= 2)
+    eventually(lambda: device.health()["consecutive_failures"] >= 2)  # type: ignore[operator]
     health = device.health()
     assert health["last_error"] == "Timeout"
     assert health["pending"] == 3
@@ -522,7 +522,7 @@ def test_a_delivered_batch_that_cannot_be_acknowledged_is_not_sent_again(
     sent = record_lines(4)
     device.write(sent)
     receiver.wait_lines(4)
-    eventually(lambda: device.health()["consecutive_failures"] >= 3)
+    eventually(lambda: device.health()["consecutive_failures"] >= 3)  # type: ignore[operator]
     health = device.health()
     assert health["last_error"] == "SpoolError"
     assert health["pending"] == 4

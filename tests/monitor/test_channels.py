@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from tests.audit.test_forwarder import EndlessAnswer
 
 from medsecrets.clock import ManualClock
 from medsecrets.errors import ConfigError
@@ -93,6 +97,74 @@ def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
         yield sink, port
     finally:
         controller.stop()
+
+
+class DripServer:
+    """A raw TCP peer that sends ``payload`` one byte every ``every`` seconds, without end
+    (each read of the client gets data in time, so no per-read timeout fires): an HTTP
+    receiver dripping its status line (``read_first``: after reading the request) or an
+    SMTP server dripping a multi-line banner."""
+
+    def __init__(self, payload: bytes, *, read_first: bool, every: float = 0.05) -> None:
+        self.payload = payload
+        self.read_first = read_first
+        self.every = every
+        self.stopping = threading.Event()
+        self.closed = threading.Event()  # the client hung up (or the drip failed)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            if self.read_first:
+                conn.recv(65536)
+            at = 0
+            while not self.stopping.wait(self.every):
+                conn.sendall(self.payload[at % len(self.payload) :][:1])
+                at += 1
+        self.closed.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+
+
+@contextlib.contextmanager
+def drip_server(payload: bytes, *, read_first: bool) -> Iterator[DripServer]:
+    server = DripServer(payload, read_first=read_first)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def outcome_within(send: Callable[[], None], seconds: float = 10.0) -> BaseException | None:
+    """What ``send()`` raised (``None``: it returned), asserting it ended within ``seconds``
+    (a safety net for a stalled send, not a timing threshold)."""
+    found: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            send()
+        except BaseException as exc:
+            found.append(exc)
+        else:
+            found.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the send never ended"
+    return found[0]
 
 
 def assert_clean(text: str) -> None:
@@ -179,6 +251,32 @@ def test_closed_port_raises_a_retryable_error_without_the_url_path() -> None:
     assert "ConnectError" in str(info.value)
     assert_clean(str(info.value))
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_an_endless_answer_is_read_only_in_part() -> None:
+    """A receiver answering 200 with an endless body: the status counts, the body is not
+    read beyond a few KiB (it used to be read into memory for as long as it came)."""
+    endless = EndlessAnswer(drip=False)
+    try:
+        channel = WebhookChannel(f"{endless.url}/{SLACK_TOKEN}", secret=WEBHOOK_SECRET, timeout=5)
+        assert outcome_within(lambda: channel.send(make_alert())) is None
+        channel.close()
+    finally:
+        endless.stop()
+    assert endless.posts == 1
+
+
+def test_a_dripping_receiver_fails_the_attempt_at_its_deadline() -> None:
+    """A receiver dripping its status line a byte at a time (each read in time): the attempt
+    ends after ``timeout`` seconds in all, as a retryable timeout."""
+    with drip_server(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 10_000, read_first=True) as peer:
+        channel = SlackChannel(f"http://127.0.0.1:{peer.port}/services/{SLACK_TOKEN}", timeout=0.5)
+        error = outcome_within(lambda: channel.send(make_alert()))
+        channel.close()
+        assert peer.closed.wait(5)  # the connection was cut, not left open
+    assert isinstance(error, AlertDeliveryError)
+    assert "timed out" in str(error) and error.retryable
+    assert_clean(str(error))
 
 
 def test_a_closed_channel_refuses_to_send(receiver: HttpReceiver) -> None:

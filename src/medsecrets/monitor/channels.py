@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from medsecrets.boundedpost import BoundedPoster
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import ConfigError, ProviderError
 from medsecrets.monitor.alert import Alert, Severity
@@ -203,7 +204,14 @@ logging.getLogger("httpx").addFilter(_HTTPX_FILTER)
 
 
 class _HttpChannel:
-    """Shared HTTP POST plumbing of the webhook channels (one sync httpx client each)."""
+    """Shared HTTP POST plumbing of the webhook channels (one sync httpx client each).
+
+    A POST has ``timeout`` seconds in all (connecting, TLS, sending, the
+    answer) and reads at most ``boundedpost.MAX_ANSWER`` bytes of the answer
+    (``BoundedPoster``): a receiver answering at a drip or without end fails
+    the attempt (``timed out``) instead of holding the channel or the
+    server's memory. Only the status counts.
+    """
 
     def __init__(self, name: str, url: str, *, setting: str, timeout: float) -> None:
         check_http_url(setting, url)
@@ -211,11 +219,14 @@ class _HttpChannel:
         self._name = name
         self._url = Sensitive(str(httpx.URL(url)))
         self._target = redact_url(url)
+        self._timeout = timeout
         self._client = httpx.Client(
             timeout=timeout,
             follow_redirects=False,
             headers={"User-Agent": _USER_AGENT},
+            limits=httpx.Limits(max_connections=1),
         )
+        self._poster = BoundedPoster(self._client)
         _HTTPX_FILTER.register(self._url.reveal())
         self._closed = False
 
@@ -225,17 +236,19 @@ class _HttpChannel:
         return self._name
 
     def _post(self, body: bytes, headers: dict[str, str]) -> None:
-        """POST ``body``; raise ``AlertDeliveryError`` unless the answer is 2xx."""
+        """POST ``body`` within ``timeout`` seconds in all; raise ``AlertDeliveryError``
+        unless the answer is 2xx."""
         if self._closed:
             raise AlertDeliveryError(f"alert channel {self._name!r} is closed", retryable=False)
         where = f"alert channel {self._name!r} ({self._target})"
         try:
-            response = self._client.post(
+            response = self._poster.post(
                 self._url.reveal(),
                 content=body,
+                deadline=self._timeout,
                 headers={"Content-Type": "application/json", **headers},
             )
-        except httpx.TimeoutException:
+        except httpx.TimeoutException:  # a per-operation timeout, or the deadline (cut)
             raise AlertDeliveryError(f"{where}: timed out") from None
         except httpx.HTTPError as exc:
             raise AlertDeliveryError(f"{where}: {type(exc).__name__}") from None
