@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -467,8 +468,6 @@ def test_smtp_closed_port_is_a_retryable_failure() -> None:
 
 
 def test_smtp_starttls_verifies_the_server_and_then_logs_in(tmp_path: Path) -> None:
-    import ssl
-
     certs = write_test_certificates(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(certs.cert_file, certs.key_file)
@@ -508,6 +507,79 @@ def test_smtp_starttls_verifies_the_server_and_then_logs_in(tmp_path: Path) -> N
         controller.stop()
     (message,) = sink.messages
     assert message["Subject"] == "[medsecrets] critical honeytoken: decoy read"
+
+
+def test_a_dripping_smtp_server_fails_the_attempt_at_its_deadline() -> None:
+    """A server dripping a multi-line ``220-`` banner (each read in time): the session ends
+    after ``timeout`` seconds in all, as a retryable timeout."""
+    with drip_server(b"220-" + b"a" * 10_000, read_first=False) as peer:
+        channel = SmtpChannel(
+            "127.0.0.1", peer.port, sender="a@example.org", recipients=["b@example.org"],
+            starttls=False, timeout=0.5,
+        )  # fmt: skip
+        error = outcome_within(lambda: channel.send(make_alert()))
+        assert peer.closed.wait(5)
+    assert isinstance(error, AlertDeliveryError)
+    assert "timed out" in str(error) and error.retryable
+
+
+class DripsOverTls:
+    """An SMTP server that offers STARTTLS, upgrades the session, then drips its EHLO
+    answer over TLS a byte at a time: the drip comes after smtplib wrapped (and detached)
+    the session's socket."""
+
+    def __init__(self, tls: ssl.SSLContext) -> None:
+        self.tls = tls
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.upgraded = threading.Event()
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn:
+                reader = conn.makefile("rb")
+                conn.sendall(b"220 mx.example.org ESMTP\r\n")
+                reader.readline()  # EHLO
+                conn.sendall(b"250-mx.example.org\r\n250 STARTTLS\r\n")
+                reader.readline()  # STARTTLS
+                conn.sendall(b"220 go ahead\r\n")
+                with self.tls.wrap_socket(conn, server_side=True) as tls:
+                    self.upgraded.set()
+                    tls.recv(1024)  # EHLO again
+                    answer = b"250-" + b"a" * 10_000
+                    for at in range(len(answer)):
+                        if self.stopping.wait(0.05):
+                            break
+                        tls.sendall(answer[at : at + 1])
+        self.closed.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+
+
+def test_a_drip_after_starttls_is_cut_at_the_deadline(tmp_path: Path) -> None:
+    certs = write_test_certificates(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certs.cert_file, certs.key_file)
+    client_tls = ssl.create_default_context(cafile=certs.ca_file)
+    peer = DripsOverTls(server_tls)
+    try:
+        channel = SmtpChannel(
+            "127.0.0.1", peer.port, sender="a@example.org", recipients=["b@example.org"],
+            starttls=True, timeout=1.0, ssl_context=client_tls,
+        )  # fmt: skip
+        error = outcome_within(lambda: channel.send(make_alert()))
+        assert peer.upgraded.is_set()
+        assert peer.closed.wait(5)
+    finally:
+        peer.stop()
+    assert isinstance(error, AlertDeliveryError)
+    assert "timed out" in str(error) and error.retryable
 
 
 def test_smtp_subject_is_one_line_even_if_the_summary_is_not(

@@ -11,8 +11,8 @@ deduplication and rate limiting belong to ``medsecrets.monitor.dispatcher``.
 * ``WebhookChannel``: ``Alert.to_dict()`` as JSON, signed with HMAC-SHA256 (see
   ``sign_webhook`` for the scheme and ``verify_webhook_signature`` for the
   receiver's side).
-* ``SmtpChannel``: a plain-text email via ``smtplib`` (optionally STARTTLS and
-  login).
+* ``SmtpChannel``: a plain-text email via ``smtplib`` (STARTTLS by default,
+  optionally login).
 * ``LogChannel``: one structured line on the ``medsecrets.alerts`` logger.
 
 Secrets never leave through a channel's own surface: webhook secrets and SMTP
@@ -27,12 +27,14 @@ server reply.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -428,16 +430,98 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _SocketDeadline:
+    """Shuts a connection down once ``seconds`` have passed (a context manager).
+
+    smtplib's ``timeout`` bounds each socket operation, not a session: a
+    server answering at a drip holds it for ever. ``watch(sock)`` keeps a
+    duplicate of the session's socket (it outlives a TLS wrap, which detaches
+    the original); at the deadline the watchdog shuts it down, which ends any
+    read or write of the session at once. A socket watched after the
+    deadline is shut down at once. Leaving closes the duplicate.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._expired = False
+        self._sock: socket.socket | None = None
+        self._watchdog = threading.Timer(seconds, self._expire)
+        self._watchdog.daemon = True
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed (the connection was cut)."""
+        return self._expired
+
+    def watch(self, sock: socket.socket) -> None:
+        """Cut ``sock``'s connection at the deadline (now, if it passed)."""
+        with self._lock:
+            self._close()
+            self._sock = sock.dup()
+            if self._expired:
+                self._shutdown()
+
+    def __enter__(self) -> _SocketDeadline:
+        self._watchdog.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._watchdog.cancel()
+        with self._lock:
+            self._close()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class _Smtp(smtplib.SMTP):
+    """``smtplib.SMTP`` whose connection ``deadline`` watches (see ``_SocketDeadline``)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, deadline: _SocketDeadline) -> None:
+        self._deadline = deadline  # before connecting: __init__ connects
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib's hook for the connection (SMTP_SSL overrides it too); not in typeshed
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        self._deadline.watch(sock)
+        return sock
+
+
+def _smtp_failure(where: str, exc: Exception) -> AlertDeliveryError:
+    """The delivery error for ``exc`` (an SMTP code or the exception's type: no reply)."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return AlertDeliveryError(f"{where}: login refused (SMTP {exc.smtp_code})", retryable=False)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return AlertDeliveryError(f"{where}: SMTP {exc.smtp_code}", retryable=exc.smtp_code < 500)
+    return AlertDeliveryError(f"{where}: {type(exc).__name__}")
+
+
 class SmtpChannel:
     """Sends each alert as a plain-text email through an SMTP server.
 
     Subject: ``[medsecrets] <severity> <detector>: <summary>`` (one line).
-    With ``starttls`` the session is upgraded (certificate verified with
-    ``ssl_context``, default ``ssl.create_default_context()``) before any
-    login. ``username``/``password`` log in; sending a password over an
-    unencrypted session is refused unless the host is loopback. One SMTP
-    session per alert (alerts are rare, sessions short-lived). The password
-    is held as ``Sensitive`` and never appears in ``repr``, errors or logs.
+    With ``starttls`` (the default) the session is upgraded (certificate
+    verified with ``ssl_context``, default ``ssl.create_default_context()``)
+    before any login. ``username``/``password`` log in; sending a password
+    over an unencrypted session is refused unless the host is loopback.
+    One SMTP session per alert (alerts are rare, sessions short-lived), with
+    ``timeout`` seconds in all (``timeout`` also bounds each socket
+    operation): past it the connection is cut and the attempt fails as
+    ``timed out``. The password is held as ``Sensitive`` and never appears in
+    ``repr``, errors or logs; errors name no address.
     """
 
     def __init__(
@@ -507,26 +591,25 @@ class SmtpChannel:
         return msg
 
     def send(self, alert: Alert) -> None:
-        """Send the email; raise ``AlertDeliveryError`` if the server does not accept it."""
+        """Send the email within ``timeout`` seconds; raise ``AlertDeliveryError`` if the
+        server does not accept it."""
         where = f"alert channel {self._name!r} (smtp {self._host}:{self._port})"
         msg = self.message(alert)
+        deadline = _SocketDeadline(self._timeout)
         try:
-            with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
+            with (
+                deadline,
+                _Smtp(self._host, self._port, timeout=self._timeout, deadline=deadline) as smtp,
+            ):
                 if self._starttls:
                     smtp.starttls(context=self._ssl_context or ssl.create_default_context())
                 if self._username is not None and self._password is not None:
                     smtp.login(self._username, self._password.reveal())
                 smtp.send_message(msg, from_addr=self._sender, to_addrs=list(self._recipients))
-        except smtplib.SMTPAuthenticationError as exc:
-            raise AlertDeliveryError(
-                f"{where}: login refused (SMTP {exc.smtp_code})", retryable=False
-            ) from None
-        except smtplib.SMTPResponseException as exc:
-            raise AlertDeliveryError(
-                f"{where}: SMTP {exc.smtp_code}", retryable=exc.smtp_code < 500
-            ) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise AlertDeliveryError(f"{where}: {type(exc).__name__}") from None
+            if deadline.expired:
+                raise AlertDeliveryError(f"{where}: timed out") from None
+            raise _smtp_failure(where, exc) from None
 
     def close(self) -> None:
         """Nothing to release (one session per alert)."""
