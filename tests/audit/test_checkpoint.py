@@ -146,5 +146,5 @@ def test_read_checkpoints_names_the_bad_line(tmp_path: Path) -> None:
     with pytest.raises(LineError, match=r"checkpoints.jsonl:2: not a checkpoint"):
         read_checkpoints(target)
     target.write_bytes(b"{not json\n")
-    with pytest.raises(LineError, match=r":1: not JSON"):
+    with pytest.raises(LineError, match=r":1: not a JSON record"):
         read_checkpoints(target)

@@ -469,6 +469,71 @@ def test_errors_are_one_line_with_the_documented_exit_code(run: Run, tmp_path: P
     assert "ms.bogus" not in denied
 
 
+# What the standard library's json reads and the writer (orjson) never writes: a lone
+# surrogate escape, NaN. Every reader must treat such a line as a malformed one.
+UNWRITABLE = (
+    (b'"principal":"dev-root"', b'"principal":"ev\\ud800il"'),
+    (b'"status":200', b'"status":NaN'),
+)
+
+
+def test_a_record_the_writer_cannot_make_is_a_usage_error_offline(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    lines = snapshot(audit_file, tmp_path / "log.jsonl")
+    index = next(i for i, line in enumerate(lines) if all(old in line for old, _ in UNWRITABLE))
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(os.urandom(32).hex(), encoding="ascii")
+    for old, new in UNWRITABLE:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_bytes(b"".join([*lines[:index], lines[index].replace(old, new)]))
+        where = f"{bad}:{index + 1}: not a JSON record"
+        for args in (
+            ("export", "--file", str(bad)),
+            ("export", "--file", str(bad), "--format", "csv"),
+            ("export", "--file", str(bad), "--format", "cef"),
+            ("search", "--file", str(bad)),
+            ("search", "--file", str(bad), "-o", "json"),
+            ("who-read", written[0], "--file", str(bad)),
+            ("read", str(bad), "--key-file", str(key_file)),
+            ("read", str(bad), "--key-file", str(key_file), "-o", "json"),
+        ):
+            assert where in run("audit", *args).error(2), args
+        out = tmp_path / "out.jsonl"
+        run("audit", "export", "--file", str(bad), "--out", str(out)).error(2)
+        assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name[0] == "."] == []
+
+
+def test_the_server_leaves_out_and_counts_a_record_the_writer_cannot_make(
+    tmp_path: Path, run: Run
+) -> None:
+    with ServerProcess(tmp_path / "data", dev=True, log_dir=tmp_path / "logs") as other:
+        env = {"MEDSECRETS_ADDR": other.addr, "MEDSECRETS_TOKEN": other.token or ""}
+        path = fresh_path()
+        run("secrets", "put", path, "-", input='{"smtp_password": "long-enough-1"}', env=env).ok()
+        run("secrets", "get", path, env=env).ok()
+        live = other.data_dir / "audit" / "audit.jsonl"
+        deadline = time.monotonic() + 10
+        while not (read := [x for x in live.read_bytes().splitlines(keepends=True)
+                            if b'"secrets.read"' in x and b'"status":200' in x]):  # fmt: skip
+            assert time.monotonic() < deadline, "the read was not recorded"
+            time.sleep(0.05)
+        with live.open("ab") as handle:  # copies of the read, as a tamperer could append them
+            handle.write(b"".join(read[0].replace(old, new) for old, new in UNWRITABLE))
+        headers = {"X-Medsecrets-Token": other.token or ""}
+        for route, params in (("search", {"path_prefix": path}), ("who-read", {"path": path})):
+            answer = httpx.get(f"{other.addr}/v1/sys/audit/{route}", params=params, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["unreadable"] == len(UNWRITABLE)
+        found = run("audit", "search", "--path-prefix", path, "-o", "json", env=env).ok()
+        operations = [r["operation"] for r in found.json()["records"]]
+        assert operations == ["secrets.write", "secrets.write", "secrets.read", "secrets.read"]
+        warning = f"{len(UNWRITABLE)} line(s) of the server's audit log could not be read"
+        assert warning in found.stderr
+        reads = run("audit", "who-read", path, "-o", "json", env=env).ok().json()["reads"]
+        assert [r["principal"] for r in reads] == ["dev-root"]
+
+
 def test_verify_a_device_on_the_server(
     run: Run, written: tuple[str, str], audit_file: Path
 ) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from medsecrets.audit.record import LineError
+from medsecrets.audit.record import LineError, parse_line
 from medsecrets.errors import InvalidRequest
 from medsecrets.fdio import write_all
 from medsecrets.sensitive import MASK
@@ -233,12 +232,11 @@ def read_checkpoints(
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):  # RecursionError: nested too deep
-                raise LineError(f"{path}:{number}: not JSON") from None
+                record = parse_line(line)
+            except LineError as exc:
+                raise LineError(f"{path}:{number}: {exc}") from None
             if not (
-                isinstance(record, dict)
-                and record.get("kind") == "checkpoint"
+                record.get("kind") == "checkpoint"
                 and isinstance(record.get("seq"), int)
                 and isinstance(record.get("hash"), str)
             ):

@@ -1,8 +1,9 @@
 """Audit queries: read our record files, filter records, and answer "who read this secret?".
 
-``read_records`` parses the JSON lines of audit files (oldest file first) and
-refuses to skip anything: a line that is not a JSON object raises
-``LineError`` naming the file and line number. ``search`` filters records
+``read_records`` parses the JSON lines of audit files (oldest file first,
+``record.parse_line``: as strictly as they are written) and refuses to skip
+anything: a line that is not a JSON object raises ``LineError`` naming the
+file and line number. ``search`` filters records
 with an ``AuditQuery``; ``who_read`` lists every successful read of one
 secret (every version): by whom, from where, when: the blast-radius answer
 for compromise response.
@@ -18,14 +19,12 @@ Checkpoint records match only queries without record filters (or
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-from medsecrets.audit.readback import MAX_LINE_BYTES
-from medsecrets.audit.record import LineError, format_time
+from medsecrets.audit.readback import numbered_lines
+from medsecrets.audit.record import LineError, format_time, is_record, parse_line
 from medsecrets.errors import DecryptionError
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
 ]
 
 _ALERT_KEYS = {"remote": "source"}
-_LINE_LIMIT = MAX_LINE_BYTES + 1
 
 
 def _utc_text(value: dt.datetime) -> str:
@@ -165,14 +163,13 @@ def read_records(
     ``decode`` maps each stored line to its record line (an encrypted
     device's ``RecordCipher.open``). Raises ``LineError`` naming the file and
     the line number for a line that is not a JSON object (a blank line
-    included), not an audit record (``kind``, ``seq``, ``hash``) or over
-    ``MAX_LINE_BYTES`` (read no further), and ``OSError`` for a file that cannot be read.
+    included; ``record.parse_line``), not an audit record (``kind``, ``seq``,
+    ``hash``) or over ``MAX_LINE_BYTES`` (read no further), and ``OSError`` for
+    a file that cannot be read.
     """
     for path in paths:
         with path.open("rb") as handle:
-            for number, stored in enumerate(iter(partial(handle.readline, _LINE_LIMIT), b""), 1):
-                if len(stored) == _LINE_LIMIT and not stored.endswith(b"\n"):
-                    raise LineError(f"{path}:{number}: a line over {MAX_LINE_BYTES} bytes")
+            for number, stored in numbered_lines(handle, path):
                 line = stored
                 if decode is not None:
                     try:
@@ -180,26 +177,12 @@ def read_records(
                     except (ValueError, DecryptionError):
                         raise LineError(f"{path}:{number}: cannot be decoded") from None
                 try:
-                    record = json.loads(line)
-                except (ValueError, RecursionError):  # RecursionError: nested too deep
-                    raise LineError(f"{path}:{number}: not a JSON record") from None
-                if not isinstance(record, dict):
-                    raise LineError(f"{path}:{number}: not a JSON object")
-                if not _is_record(record):
+                    record = parse_line(line)
+                except LineError as exc:
+                    raise LineError(f"{path}:{number}: {exc}") from None
+                if not is_record(record):
                     raise LineError(f"{path}:{number}: not an audit record")
                 yield record
-
-
-def _is_record(record: Mapping[str, object]) -> bool:
-    """Whether a JSON object has what every line of an audit file has (a sealed one
-    included): ``kind`` and ``hash`` strings and an integer ``seq``."""
-    seq = record.get("seq")
-    return (
-        isinstance(record.get("kind"), str)
-        and isinstance(record.get("hash"), str)
-        and isinstance(seq, int)
-        and not isinstance(seq, bool)
-    )
 
 
 @dataclass(frozen=True, slots=True)

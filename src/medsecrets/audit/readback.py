@@ -15,9 +15,10 @@ blast-radius answer) must see them all:
 ``merged(chains)`` interleaves the records of the chains by their ``time``
 (each chain is in time order already, so the merge streams). Files are read a
 line at a time, never whole; ``Unreadable`` counts the lines left out (over
-``MAX_LINE_BYTES``, not decodable, not a JSON object): a query answers with
-what it could read and says how much it could not. A torn last line (the
-device appending meanwhile) is not read. A rotated file whose name's stamp
+``MAX_LINE_BYTES``, not decodable, not a JSON object as ``record.parse_line``
+reads it, so nothing the writer could not have made reaches an answer): a
+query answers with what it could read and says how much it could not. A torn
+last line (the device appending meanwhile) is not read. A rotated file whose name's stamp
 (its rotation time, after its last record) is more than a second before
 ``since`` is skipped unread.
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import heapq
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -36,6 +36,7 @@ from typing import BinaryIO, Final
 from medsecrets.audit.crypt import RecordCipher, is_sealed
 from medsecrets.audit.database import DatabaseAuditDevice
 from medsecrets.audit.file import ROTATED_NAME
+from medsecrets.audit.record import LineError, parse_line
 from medsecrets.errors import DecryptionError
 from medsecrets.storage.base import StorageBackend
 
@@ -48,6 +49,7 @@ __all__ = [
     "file_records",
     "line_decoder",
     "merged",
+    "numbered_lines",
 ]
 
 MAX_LINE_BYTES: Final = 1 << 20
@@ -160,13 +162,24 @@ def file_records(
                         unreadable.lines += 1
                     continue
                 try:
-                    record = json.loads(line)
-                except (ValueError, RecursionError):  # RecursionError: nested too deep
-                    record = None
-                if isinstance(record, dict):
-                    yield record
-                else:
+                    record = parse_line(line)
+                except LineError:
                     unreadable.lines += 1
+                    continue
+                yield record
+
+
+def numbered_lines(handle: BinaryIO, path: Path) -> Iterator[tuple[int, bytes]]:
+    """Each line of ``handle`` (with its ``\\n``, if any) and its number from 1, for readers
+    that skip nothing: a line over ``MAX_LINE_BYTES`` raises ``LineError`` naming ``path``
+    and the line (read no further: at most ``MAX_LINE_BYTES`` + 1 bytes are held)."""
+    limit = MAX_LINE_BYTES + 1
+    number = 0
+    while line := handle.readline(limit):
+        number += 1
+        if len(line) == limit and not line.endswith(b"\n"):
+            raise LineError(f"{path}:{number}: a line over {MAX_LINE_BYTES} bytes")
+        yield number, line
 
 
 def _skip_line(handle: BinaryIO) -> None:
@@ -213,13 +226,11 @@ def database_records(
     """The records of the database device ``name``'s chain of ``node``, in chain order."""
     for line in DatabaseAuditDevice(name, storage, node=node).records():
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            record = None
-        if isinstance(record, dict):
-            yield record
-        else:
+            record = parse_line(line)
+        except LineError:
             unreadable.lines += 1
+            continue
+        yield record
 
 
 def merged(chains: Iterable[Iterator[Mapping[str, object]]]) -> Iterator[Mapping[str, object]]:

@@ -22,6 +22,9 @@ is fixed so that verification needs no JSON parsing::
 relies on. Field order after ``kind`` is the ``FIELDS`` order for requests and
 responses; checkpoint and alert records carry their own fields (see
 ``CHECKPOINT_FIELDS`` and ``ALERT_FIELDS``).
+
+Readers parse a stored line with ``parse_line`` (exactly as strictly as
+``render_line`` writes it) and check it with ``is_record``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ __all__ = [
     "Salter",
     "body_digest",
     "format_time",
+    "is_record",
     "outcome_for",
+    "parse_line",
     "refused",
     "render_line",
     "split_line",
@@ -410,3 +415,35 @@ def body_digest(line: bytes) -> str:
     if line.endswith(b"\n"):
         line = line[:-1]
     return hashlib.sha256(line[:-_TAIL_LEN] + b"}").hexdigest()
+
+
+def parse_line(line: bytes) -> dict[str, object]:
+    """The JSON object a stored line holds, parsed exactly as strictly as ``render_line``
+    writes it (orjson, both ways).
+
+    So whatever a reader gets can be written out again as JSON and as UTF-8: a line the
+    writer cannot have made (invalid UTF-8, a lone surrogate escape such as
+    ``"\\ud800"``, ``NaN`` or ``Infinity``, a number too large for a double, nesting
+    deeper than 1024) is refused, where the standard library's ``json`` accepts most of
+    these. Raises ``LineError`` (``not a JSON record``, ``not a JSON object``); the
+    caller adds the file and line.
+    """
+    try:
+        found = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise LineError("not a JSON record") from None
+    if not isinstance(found, dict):
+        raise LineError("not a JSON object")
+    return found
+
+
+def is_record(record: Mapping[str, object]) -> bool:
+    """Whether a parsed line has what every audit record has (a sealed one included):
+    ``kind`` and ``hash`` strings and an integer ``seq`` (not a boolean)."""
+    seq = record.get("seq")
+    return (
+        isinstance(record.get("kind"), str)
+        and isinstance(record.get("hash"), str)
+        and isinstance(seq, int)
+        and not isinstance(seq, bool)
+    )
