@@ -582,6 +582,69 @@ def test_a_drip_after_starttls_is_cut_at_the_deadline(tmp_path: Path) -> None:
     assert "timed out" in str(error) and error.retryable
 
 
+class RefusingSink(SmtpSink):
+    """Refuses recipients by their local part: ``nobody`` for good (550), ``busy`` for now
+    (450)."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address.startswith("nobody@"):
+            return "550 5.1.1 no such user"
+        if address.startswith("busy@"):
+            return "450 4.2.1 mailbox busy"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.fixture
+def refusing() -> Iterator[tuple[RefusingSink, int]]:
+    sink = RefusingSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("recipients", "message", "retryable"),
+    [
+        # the others got it: a retry would send it to them again
+        (
+            ["oncall@example.org", "nobody@example.org"],
+            "1 of 2 recipients refused (SMTP 550)",
+            False,
+        ),
+        (["oncall@example.org", "busy@example.org"], "1 of 2 recipients refused (SMTP 450)", False),
+        (["nobody@example.org"], "every recipient refused (SMTP 550)", False),
+        (["busy@example.org"], "every recipient refused (SMTP 450)", True),
+        (
+            ["busy@example.org", "nobody@example.org"],
+            "every recipient refused (SMTP 450, 550)",
+            True,
+        ),
+    ],
+)  # fmt: skip
+def test_refused_recipients_fail_the_delivery_without_naming_them(
+    refusing: tuple[RefusingSink, int], recipients: list[str], message: str, retryable: bool
+) -> None:
+    """A partial refusal used to count as sent; a permanent one was retried as transient."""
+    sink, port = refusing
+    channel = SmtpChannel(
+        "127.0.0.1", port, sender="a@example.org", recipients=recipients, starttls=False
+    )
+    with pytest.raises(AlertDeliveryError) as info:
+        channel.send(make_alert())
+    assert message in str(info.value)
+    assert info.value.retryable is retryable
+    assert "nobody" not in str(info.value) and "busy@" not in str(info.value)
+    delivered = [r for r in recipients if r.startswith("oncall@")]
+    assert [rcpts for _, rcpts in sink.envelopes] == ([delivered] if delivered else [])
+
+
 def test_smtp_subject_is_one_line_even_if_the_summary_is_not(
     smtp_server: tuple[SmtpSink, int],
 ) -> None:

@@ -38,7 +38,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Final, Protocol, runtime_checkable
@@ -500,13 +500,33 @@ class _Smtp(smtplib.SMTP):
         return sock
 
 
-def _smtp_failure(where: str, exc: Exception) -> AlertDeliveryError:
-    """The delivery error for ``exc`` (an SMTP code or the exception's type: no reply)."""
+def _smtp_failure(where: str, exc: Exception, recipients: int) -> AlertDeliveryError:
+    """The delivery error for ``exc`` (SMTP codes and counts only: no address, no reply)."""
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return AlertDeliveryError(f"{where}: login refused (SMTP {exc.smtp_code})", retryable=False)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return _refused(where, exc.recipients, recipients)
     if isinstance(exc, smtplib.SMTPResponseException):
         return AlertDeliveryError(f"{where}: SMTP {exc.smtp_code}", retryable=exc.smtp_code < 500)
     return AlertDeliveryError(f"{where}: {type(exc).__name__}")
+
+
+def _refused(
+    where: str, refused: Mapping[str, tuple[int, bytes]], recipients: int
+) -> AlertDeliveryError:
+    """Recipients the server refused: final when it took the message for the others (a
+    retry would send it to them again) or refused all for good (5xx); else retryable."""
+    codes = sorted({code for code, _ in refused.values()})
+    shown = ", ".join(map(str, codes))
+    if len(refused) < recipients:
+        return AlertDeliveryError(
+            f"{where}: {len(refused)} of {recipients} recipients refused (SMTP {shown})",
+            retryable=False,
+        )
+    return AlertDeliveryError(
+        f"{where}: every recipient refused (SMTP {shown})",
+        retryable=any(code < 500 for code in codes),
+    )
 
 
 class SmtpChannel:
@@ -520,7 +540,8 @@ class SmtpChannel:
     One SMTP session per alert (alerts are rare, sessions short-lived), with
     ``timeout`` seconds in all (``timeout`` also bounds each socket
     operation): past it the connection is cut and the attempt fails as
-    ``timed out``. The password is held as ``Sensitive`` and never appears in
+    ``timed out``. A recipient the server refuses fails the delivery (see
+    ``_refused``). The password is held as ``Sensitive`` and never appears in
     ``repr``, errors or logs; errors name no address.
     """
 
@@ -591,8 +612,8 @@ class SmtpChannel:
         return msg
 
     def send(self, alert: Alert) -> None:
-        """Send the email within ``timeout`` seconds; raise ``AlertDeliveryError`` if the
-        server does not accept it."""
+        """Send the email within ``timeout`` seconds; raise ``AlertDeliveryError`` unless the
+        server accepts it for every recipient."""
         where = f"alert channel {self._name!r} (smtp {self._host}:{self._port})"
         msg = self.message(alert)
         deadline = _SocketDeadline(self._timeout)
@@ -605,11 +626,15 @@ class SmtpChannel:
                     smtp.starttls(context=self._ssl_context or ssl.create_default_context())
                 if self._username is not None and self._password is not None:
                     smtp.login(self._username, self._password.reveal())
-                smtp.send_message(msg, from_addr=self._sender, to_addrs=list(self._recipients))
+                refused = smtp.send_message(
+                    msg, from_addr=self._sender, to_addrs=list(self._recipients)
+                )
         except (smtplib.SMTPException, OSError) as exc:
             if deadline.expired:
                 raise AlertDeliveryError(f"{where}: timed out") from None
-            raise _smtp_failure(where, exc) from None
+            raise _smtp_failure(where, exc, len(self._recipients)) from None
+        if refused:
+            raise _refused(where, refused, len(self._recipients))
 
     def close(self) -> None:
         """Nothing to release (one session per alert)."""
