@@ -148,3 +148,16 @@ def test_read_checkpoints_names_the_bad_line(tmp_path: Path) -> None:
     target.write_bytes(b"{not json\n")
     with pytest.raises(LineError, match=r":1: not a JSON record"):
         read_checkpoints(target)
+
+
+@pytest.mark.parametrize("seq", ["true", "false", "1.0", '"5"', "null"])
+def test_an_exported_checkpoint_whose_seq_is_no_integer_is_refused(
+    tmp_path: Path, seq: str
+) -> None:
+    maker = ChainMaker(seed=1, signer=CheckpointSigner.generate())
+    maker.add_traffic(4)
+    line = maker.checkpoint()
+    target = tmp_path / "checkpoints.jsonl"
+    target.write_bytes(line + line.replace(b'"seq":5,', b'"seq":%s,' % seq.encode()))
+    with pytest.raises(LineError, match=r"checkpoints.jsonl:2: not a checkpoint record$"):
+        read_checkpoints(target)

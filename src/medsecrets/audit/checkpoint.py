@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from medsecrets.audit.record import LineError, parse_line
+from medsecrets.audit.record import LineError, is_record, parse_line
 from medsecrets.errors import InvalidRequest
 from medsecrets.fdio import write_all
 from medsecrets.sensitive import MASK
@@ -235,11 +235,7 @@ def read_checkpoints(
                 record = parse_line(line)
             except LineError as exc:
                 raise LineError(f"{path}:{number}: {exc}") from None
-            if not (
-                record.get("kind") == "checkpoint"
-                and isinstance(record.get("seq"), int)
-                and isinstance(record.get("hash"), str)
-            ):
+            if not (is_record(record) and record["kind"] == "checkpoint"):
                 raise LineError(f"{path}:{number}: not a checkpoint record")
             if (node is None or record.get("node") == node) and (
                 device is None or record.get("device") == device
