@@ -645,6 +645,30 @@ def test_refused_recipients_fail_the_delivery_without_naming_them(
     assert [rcpts for _, rcpts in sink.envelopes] == ([delivered] if delivered else [])
 
 
+@pytest.mark.parametrize(
+    ("sender", "recipients", "setting"),
+    [
+        ("medsecrets@example.org\r\nBcc: attacker@evil.example", ["b@example.org"], "sender"),
+        ("medsecrets@example.org", ["b@example.org", "a@b\nX-Injected: 1"], "recipients"),
+        ("medsecrets@example.org", ["not an address @ all"], "recipients"),
+        ("medsecrets@example.org", ["a@b@c"], "recipients"),
+        ("@example.org", ["b@example.org"], "sender"),
+        ("medsecrets@", ["b@example.org"], "sender"),
+        ("medsecrets@example.org", ["a.@example.org"], "recipients"),
+        ("medsecrets@example.org", ["<b@example.org>"], "recipients"),
+        ("medsecrets@example.org", ["b@example.org\u2028"], "recipients"),
+        ("medsecrets@example.org", [""], "recipients"),
+    ],
+)
+def test_smtp_addresses_must_be_plain(sender: str, recipients: list[str], setting: str) -> None:
+    """Such addresses passed, then every alert failed with a bare ``ValueError``."""
+    with pytest.raises(ConfigError) as info:
+        SmtpChannel("127.0.0.1", 25, sender=sender, recipients=recipients, starttls=False)
+    assert f"smtp {setting}: must be an e-mail address" in str(info.value)
+    for text in (sender, *recipients):
+        assert not text or text not in str(info.value)
+
+
 def test_smtp_subject_is_one_line_even_if_the_summary_is_not(
     smtp_server: tuple[SmtpSink, int],
 ) -> None:

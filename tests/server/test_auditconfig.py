@@ -107,6 +107,31 @@ def test_bad_entries_name_the_setting(tmp_path: Path, text: str, names: str) -> 
         settings_from(tmp_path, text)
 
 
+@pytest.mark.parametrize(
+    ("entry", "setting"),
+    [
+        ('sender = "medsecrets@example.test\\r\\nBcc: attacker@evil.test"\nrecipients = ["b@x.y"]',
+         "sender"),
+        ('sender = "a@b.c"\nrecipients = ["secops@example.test", "a@b\\nX-Injected: 1"]',
+         "recipients"),
+        ('sender = "a@b.c"\nrecipients = ["not an address @ all"]', "recipients"),
+        ('sender = "Med Secrets <a@b.c>"\nrecipients = ["b@x.y"]', "sender"),
+        ('sender = "a@b.c"\nrecipients = ["b@x.y", 3]', "recipients"),
+    ],
+)  # fmt: skip
+def test_smtp_addresses_must_be_plain_and_are_never_echoed(
+    tmp_path: Path, entry: str, setting: str
+) -> None:
+    """Such addresses passed and the server started; every alert then failed on the channel
+    with a bare ``ValueError``."""
+    text = f'[[alerts.channel]]\ntype = "smtp"\nhost = "127.0.0.1"\n{entry}\n'
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, text)
+    assert f"alerts.channel[0].{setting}" in str(caught.value)
+    for value in ("attacker", "Injected", "not an address", "Med Secrets"):
+        assert value not in str(caught.value)
+
+
 def test_a_spool_dir_that_is_not_a_spool_is_refused_and_left_alone(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -39,6 +39,8 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from email.errors import MessageError
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Final, Protocol, runtime_checkable
@@ -61,6 +63,7 @@ __all__ = [
     "SlackChannel",
     "SmtpChannel",
     "WebhookChannel",
+    "check_email_address",
     "check_http_url",
     "is_loopback",
     "redact_url",
@@ -430,6 +433,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_email_address(setting: str, address: object) -> None:
+    """``ConfigError`` naming ``setting`` unless ``address`` is one plain address.
+
+    Plain: a string without whitespace or control (any non-printable)
+    character, with exactly one ``@`` between a non-empty local part and
+    domain, that ``email.headerregistry.Address(addr_spec=...)`` reads back
+    unchanged. Never echoes the address.
+    """
+    error = ConfigError(f"{setting}: must be an e-mail address (local@domain, nothing else)")
+    if not isinstance(address, str) or not address:
+        raise error
+    if any(ch.isspace() or not ch.isprintable() for ch in address):
+        raise error
+    local, at, domain = address.partition("@")
+    if not at or not local or not domain or "@" in domain:
+        raise error
+    try:
+        parsed = Address(addr_spec=address).addr_spec
+    except (ValueError, IndexError, MessageError):
+        raise error from None
+    if parsed != address:
+        raise error
+
+
 class _SocketDeadline:
     """Shuts a connection down once ``seconds`` have passed (a context manager).
 
@@ -536,7 +563,8 @@ class SmtpChannel:
     With ``starttls`` (the default) the session is upgraded (certificate
     verified with ``ssl_context``, default ``ssl.create_default_context()``)
     before any login. ``username``/``password`` log in; sending a password
-    over an unencrypted session is refused unless the host is loopback.
+    over an unencrypted session is refused unless the host is loopback. The
+    sender and recipients must be plain addresses (``check_email_address``).
     One SMTP session per alert (alerts are rare, sessions short-lived), with
     ``timeout`` seconds in all (``timeout`` also bounds each socket
     operation): past it the connection is cut and the attempt fails as
@@ -563,10 +591,11 @@ class SmtpChannel:
             raise ConfigError("smtp host: required")
         if not 0 < port < 65536:
             raise ConfigError("smtp port: must be 1-65535")
-        if not sender or "@" not in sender:
-            raise ConfigError("smtp sender: must be an email address")
-        if not recipients or any("@" not in r for r in recipients):
+        check_email_address("smtp sender", sender)
+        if not recipients:
             raise ConfigError("smtp recipients: at least one email address is required")
+        for recipient in recipients:
+            check_email_address("smtp recipients", recipient)
         if (username is None) != (password is None):
             raise ConfigError("smtp username/password: give both or neither")
         if username is not None and not starttls and not is_loopback(host):

@@ -30,7 +30,7 @@ the arrays of tables, which only a config file can hold::
     secret = "..."                 # webhook: HMAC signing secret (never echoed)
     host = "smtp.example"          # smtp
     port = 587
-    sender = "medsecrets@example"
+    sender = "medsecrets@example"  # smtp: plain addresses (local@domain, no name, no spaces)
     recipients = ["secops@example"]
     starttls = true
     username = ""
@@ -52,7 +52,7 @@ from typing import Final, Literal
 from medsecrets.audit.spool import unusable_reason
 from medsecrets.audit.syslog import ADDRESS_FORMS, FACILITIES, transport_of
 from medsecrets.errors import ConfigError
-from medsecrets.monitor.channels import check_http_url, is_loopback
+from medsecrets.monitor.channels import check_email_address, check_http_url, is_loopback
 
 __all__ = [
     "AlertChannelSettings",
@@ -274,12 +274,15 @@ def _check_syslog(values: Mapping[str, object], where: str, source: str) -> None
 
 
 def _check_smtp(values: Mapping[str, object], where: str, source: str) -> None:
-    """The rules ``SmtpChannel`` enforces, named after the entry."""
+    """The rules ``SmtpChannel`` enforces, named after the entry (never echoing a value)."""
     port = values.get("port", 25)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"setting '{where}.port' ({source}): must be from 1 to 65535")
-    if "@" not in str(values.get("sender")):
-        raise ConfigError(f"setting '{where}.sender' ({source}): must be an e-mail address")
+    check_email_address(f"setting '{where}.sender' ({source})", values.get("sender"))
+    recipients = values.get("recipients")
+    assert isinstance(recipients, list)
+    for recipient in recipients:
+        check_email_address(f"setting '{where}.recipients' ({source})", recipient)
     username, password = values.get("username"), values.get("password")
     if bool(username) != bool(password):
         raise ConfigError(f"setting '{where}' ({source}): give both username and password")
@@ -313,10 +316,6 @@ def parse_alert_channels(raw: object, source: str) -> tuple[AlertChannelSettings
             if not values.get("host") or not values.get("sender") or not recipients:
                 raise ConfigError(
                     f"setting '{where}' ({source}): smtp needs host, sender and recipients"
-                )
-            if not all(isinstance(r, str) and "@" in r for r in recipients):
-                raise ConfigError(
-                    f"setting '{where}.recipients' ({source}): must be e-mail addresses"
                 )
             _check_smtp(values, where, source)
             values["recipients"] = tuple(recipients)
