@@ -335,6 +335,35 @@ def test_webhook_body_is_the_alert_dict_and_the_signature_verifies(
     )
 
 
+def test_a_signature_verifies_under_one_spelling_of_its_headers_only() -> None:
+    """A receiver's (timestamp, signature) replay cache used to miss a captured delivery
+    sent again with another spelling of the same timestamp or signature."""
+    body = b'{"detector":"honeytoken"}'
+    now = 1_796_473_711
+    timestamp = str(now)
+    signature = sign_webhook(WEBHOOK_SECRET, timestamp, body)
+    assert verify_webhook_signature(WEBHOOK_SECRET, timestamp, body, signature, now=now)
+    assert verify_webhook_signature(WEBHOOK_SECRET, now, body, signature, now=now)
+    arabic_indic = "".join(chr(0x660 + int(c)) for c in timestamp)
+    for other in (
+        f"+{timestamp}",
+        f"0{timestamp}",
+        f" {timestamp}",
+        f"{timestamp}\n",
+        f"{timestamp[:4]}_{timestamp[4:]}",
+        arabic_indic,
+        f"{timestamp}.0",
+        "",
+    ):
+        assert not verify_webhook_signature(WEBHOOK_SECRET, other, body, signature, now=now)
+        # not even when signed over that spelling: only canonical timestamps verify
+        resigned = sign_webhook(WEBHOOK_SECRET, other, body)
+        assert not verify_webhook_signature(WEBHOOK_SECRET, other, body, resigned, now=now)
+    for other in (f" {signature}", f"{signature}\t", signature.upper(), signature[:-1]):
+        assert not verify_webhook_signature(WEBHOOK_SECRET, timestamp, body, other, now=now)
+    assert not verify_webhook_signature(WEBHOOK_SECRET, -now, body, signature, now=now)
+
+
 def test_webhook_never_shows_its_secret_or_url_path(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with HttpReceiver([503]) as failing:

@@ -33,6 +33,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import smtplib
 import socket
 import ssl
@@ -74,6 +75,8 @@ __all__ = [
 TIMESTAMP_HEADER: Final = "X-Medsecrets-Timestamp"
 SIGNATURE_HEADER: Final = "X-Medsecrets-Signature"
 _SIGNATURE_PREFIX: Final = "sha256="
+_TIMESTAMP: Final = re.compile(r"0|[1-9][0-9]{0,11}")
+"""A canonical ``X-Medsecrets-Timestamp``: ASCII digits, no sign, space or leading zero."""
 _USER_AGENT: Final = "medsecrets-alerts/1"
 _DEFAULT_TIMEOUT: Final = 5.0
 
@@ -350,27 +353,33 @@ def verify_webhook_signature(
     """Whether a received webhook delivery is authentic and fresh.
 
     A receiver verifies with the *raw* request body (before any JSON parsing)
-    and the two headers::
+    and the two headers as received::
 
         ok = verify_webhook_signature(
             secret, headers["X-Medsecrets-Timestamp"], raw_body,
             headers["X-Medsecrets-Signature"])
 
-    ``True`` only if the timestamp is an integer within ``tolerance`` seconds
-    of ``now`` (default: the current unix time) and the signature equals
-    ``sign_webhook(secret, timestamp, body)`` (compared in constant time with
-    ``hmac.compare_digest``). Receivers should also drop deliveries whose
-    (timestamp, signature) they have already seen within the tolerance.
+    ``True`` only if the timestamp is canonical decimal unix seconds (ASCII
+    digits, no sign, space or leading zero, at most 12 digits; an ``int`` is
+    taken as its decimal string) within ``tolerance`` seconds of ``now``
+    (default: the current unix time) and the signature is exactly
+    ``sign_webhook(secret, timestamp, body)`` over that string (no space
+    around it; compared in constant time with ``hmac.compare_digest``). So a
+    delivery verifies under one spelling of its headers only, and a receiver
+    that drops deliveries whose (timestamp, signature), or signature alone
+    (it covers the timestamp), it has seen within the tolerance stops every
+    replay.
     """
-    try:
-        sent = int(str(timestamp).strip())
-    except ValueError:
+    sent = str(timestamp) if isinstance(timestamp, int) else timestamp
+    if not isinstance(sent, str) or not _TIMESTAMP.fullmatch(sent):
         return False
     current = time.time() if now is None else now
-    if abs(current - sent) > tolerance:
+    if abs(current - int(sent)) > tolerance:
+        return False
+    if not isinstance(signature, str):
         return False
     expected = sign_webhook(secret, sent, body)
-    return hmac.compare_digest(expected.encode(), signature.strip().encode())
+    return hmac.compare_digest(expected.encode(), signature.encode())
 
 
 class WebhookChannel(_HttpChannel):
