@@ -383,6 +383,13 @@ def test_webhook_never_shows_its_secret_or_url_path(caplog: pytest.LogCaptureFix
         (lambda: WebhookChannel("ftp://h/x", secret=WEBHOOK_SECRET), "webhook url"),
         (lambda: SlackChannel("hooks.slack.com/services/x"), "slack webhook_url"),
         (lambda: SlackChannel("https://hooks.slack.com/x", timeout=0), "timeout"),
+        # plain http only to a loopback host: a Slack URL's path is its token
+        (
+            lambda: SlackChannel(f"http://hooks.slack.com/services/{SLACK_TOKEN}"),
+            "slack webhook_url",
+        ),
+        (lambda: WebhookChannel("http://soc.example/in", secret=WEBHOOK_SECRET), "webhook url"),
+        (lambda: WebhookChannel("http://10.0.0.7/in", secret=WEBHOOK_SECRET), "webhook url"),
         (
             lambda: SmtpChannel(
                 "smtp.example.org",

@@ -73,7 +73,7 @@ SMTP = (
             '[[audit.device]]\ntype = "stdout"\n[[audit.device]]\ntype = "stdout"\n',
             "audit.device[1].name",
         ),
-        ('[[alerts.channel]]\ntype = "webhook"\nurl = "http://x"\nsecret = "short"\n', "secret"),
+        ('[[alerts.channel]]\ntype = "webhook"\nurl = "https://x"\nsecret = "short"\n', "secret"),
         ('[[alerts.channel]]\ntype = "smtp"\nhost = "h"\n', "alerts.channel[0]"),
         ("[audit]\ndevice = 3\n", "audit.device"),
         ("[audit]\ntimeout = 9.0\n", "audit.timeout"),
@@ -96,6 +96,16 @@ SMTP = (
             '[[audit.device]]\ntype = "http"\nname = "a"\nurl = "http://s"\nspool_dir = "/x/s"\n'
             '[[audit.device]]\ntype = "http"\nname = "b"\nurl = "http://t"\nspool_dir = "/x/s/"\n',
             "audit.device[1].spool_dir",
+        ),
+        # alerts cross a network only over https (a Slack URL's path is its token)
+        (
+            '[[alerts.channel]]\ntype = "slack"\nurl = "http://hooks.slack.com/s/T/B/x"\n',
+            "alerts.channel[0].url",
+        ),
+        (
+            '[[alerts.channel]]\ntype = "webhook"\nurl = "http://soc.example/m"\n'
+            'secret = "0123456789abcdef"\n',
+            "alerts.channel[0].url",
         ),
         (SMTP + "port = 70000\n", "alerts.channel[0].port"),
         (SMTP + 'username = "u"\n', "alerts.channel[0]"),
@@ -155,6 +165,19 @@ def test_sensible_settings_are_accepted(tmp_path: Path) -> None:
     syslog, http = s.audit.devices
     assert syslog.required is True
     assert (http.spool_max_bytes, http.batch_max_bytes) == (1 << 20, 1 << 16)
+
+
+def test_plain_http_alert_urls_are_accepted_only_to_loopback(tmp_path: Path) -> None:
+    hosts = ("127.0.0.1:8080", "localhost", "[::1]:9000")
+    text = "".join(
+        f'[[alerts.channel]]\ntype = "slack"\nname = "s{i}"\nurl = "http://{host}/hook"\n'
+        for i, host in enumerate(hosts)
+    )
+    text += '[[alerts.channel]]\ntype = "slack"\nname = "remote"\nurl = "https://hooks.example/x"\n'
+    assert len(settings_from(tmp_path, text).monitor.channels) == 4
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, '[[alerts.channel]]\ntype = "slack"\nurl = "http://h/T0K3N"\n')
+    assert "https" in str(caught.value) and "T0K3N" not in str(caught.value)
 
 
 def test_secret_settings_are_never_echoed(tmp_path: Path) -> None:

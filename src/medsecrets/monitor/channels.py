@@ -64,6 +64,7 @@ __all__ = [
     "SlackChannel",
     "SmtpChannel",
     "WebhookChannel",
+    "check_alert_url",
     "check_email_address",
     "check_http_url",
     "is_loopback",
@@ -145,6 +146,26 @@ def check_http_url(setting: str, url: str) -> None:
         raise ConfigError(f"{setting}: must be an http(s) URL with a host")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_alert_url(setting: str, url: str) -> None:
+    """``check_http_url``, and ``https`` unless the host is loopback (``is_loopback``): a
+    webhook URL often is its token (Slack's path) and every alert names principals, paths
+    and addresses, so neither crosses a network in clear (the rule of SMTP passwords)."""
+    check_http_url(setting, url)
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+        raise ConfigError(f"{setting}: must be an https URL (http only to a loopback host)")
+
+
 def _check_timeout(timeout: float) -> None:
     if not timeout > 0:
         raise ConfigError("timeout: must be a positive number of seconds")
@@ -214,6 +235,7 @@ logging.getLogger("httpx").addFilter(_HTTPX_FILTER)
 class _HttpChannel:
     """Shared HTTP POST plumbing of the webhook channels (one sync httpx client each).
 
+    The URL must be ``https`` unless its host is loopback (``check_alert_url``).
     A POST has ``timeout`` seconds in all (connecting, TLS, sending, the
     answer) and reads at most ``boundedpost.MAX_ANSWER`` bytes of the answer
     (``BoundedPoster``): a receiver answering at a drip or without end fails
@@ -222,7 +244,7 @@ class _HttpChannel:
     """
 
     def __init__(self, name: str, url: str, *, setting: str, timeout: float) -> None:
-        check_http_url(setting, url)
+        check_alert_url(setting, url)
         _check_timeout(timeout)
         self._name = name
         self._url = Sensitive(str(httpx.URL(url)))
@@ -430,16 +452,6 @@ class WebhookChannel(_HttpChannel):
 
 
 # --------------------------------------------------------------------------- email
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_email_address(setting: str, address: object) -> None:

@@ -26,7 +26,7 @@ the arrays of tables, which only a config file can hold::
 
     [[alerts.channel]]
     type = "webhook"               # slack | webhook | smtp | log
-    url = "https://hooks.example/alerts"   # slack, webhook
+    url = "https://hooks.example/alerts"   # slack, webhook: https (http only to loopback)
     secret = "..."                 # webhook: HMAC signing secret (never echoed)
     host = "smtp.example"          # smtp
     port = 587
@@ -52,7 +52,12 @@ from typing import Final, Literal
 from medsecrets.audit.spool import unusable_reason
 from medsecrets.audit.syslog import ADDRESS_FORMS, FACILITIES, transport_of
 from medsecrets.errors import ConfigError
-from medsecrets.monitor.channels import check_email_address, check_http_url, is_loopback
+from medsecrets.monitor.channels import (
+    check_alert_url,
+    check_email_address,
+    check_http_url,
+    is_loopback,
+)
 
 __all__ = [
     "AlertChannelSettings",
@@ -304,8 +309,8 @@ def parse_alert_channels(raw: object, source: str) -> tuple[AlertChannelSettings
         if kind in ("slack", "webhook"):
             url = values.get("url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ConfigError(f"setting '{where}.url' ({source}): an http(s) URL is required")
-            check_http_url(f"setting '{where}.url' ({source})", url)
+                raise ConfigError(f"setting '{where}.url' ({source}): an https URL is required")
+            check_alert_url(f"setting '{where}.url' ({source})", url)
         if kind == "webhook" and len(str(values.get("secret", ""))) < 16:
             raise ConfigError(
                 f"setting '{where}.secret' ({source}): a signing secret of 16+ characters"
