@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from medsecrets.audit.remote import RemoteLane
 from medsecrets.catalog.loader import default_catalog
@@ -17,6 +19,8 @@ from medsecrets.server.auditsetup import build_audit, device_settings
 from medsecrets.server.config import load_settings
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
+from medsecrets.testing.receivers import SmtpSink
+from medsecrets.testing.serverproc import free_port, write_test_certificates
 from tests.monitor.test_channels import make_alert
 
 
@@ -109,7 +113,7 @@ SMTP = (
         ),
         (SMTP + "port = 70000\n", "alerts.channel[0].port"),
         (SMTP + 'username = "u"\n', "alerts.channel[0]"),
-        (SMTP + 'username = "u"\npassword = "p"\n', "alerts.channel[0].starttls"),
+        (SMTP + 'username = "u"\npassword = "p"\nstarttls = false\n', "alerts.channel[0].starttls"),
     ],
 )
 def test_bad_entries_name_the_setting(tmp_path: Path, text: str, names: str) -> None:
@@ -309,6 +313,53 @@ def test_workers_keep_no_detector_state(tmp_path: Path, store: SecretStore) -> N
         (lane,) = broker.lanes
         assert isinstance(lane, RemoteLane) and lane.config.monitor is not None
         assert lane.config.monitor["state_path"] == where
+
+
+def test_smtp_channels_use_starttls_unless_told_not_to(
+    tmp_path: Path, store: SecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An smtp entry without ``starttls`` sent every alert in clear, even to a server that
+    offers STARTTLS. Here the server requires it: the alert arrives only over TLS."""
+    certs = write_test_certificates(tmp_path / "certs")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_file))  # the default context trusts it
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certs.cert_file, certs.key_file)
+    sink, port = SmtpSink(), free_port()
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=port, tls_context=server_tls, require_starttls=True
+    )
+    controller.start()
+    text = f"""
+[audit]
+process = false
+file = "{tmp_path / "audit.jsonl"}"
+[[alerts.channel]]
+type = "smtp"
+host = "127.0.0.1"
+port = {port}
+sender = "medsecrets@example.test"
+recipients = ["secops@example.test"]
+"""
+    try:
+        settings = settings_from(tmp_path, text)
+        assert settings.monitor.channels[0].starttls is True
+        stack = build_audit(settings, store)
+        assert stack.dispatcher is not None
+        stack.start()
+        try:
+            stack.dispatcher.raise_(make_alert(summary="sent over TLS"))
+            assert stack.dispatcher.flush(10)
+        finally:
+            stack.stop()
+    finally:
+        controller.stop()
+    assert [m["Subject"] for m in sink.messages] == ["[medsecrets] high rate: sent over TLS"]
+    assert (
+        settings_from(tmp_path, SMTP + "starttls = false\n").monitor.channels[0].starttls is False
+    )
+    # a password to a remote server needs no starttls line now: it is the default
+    remote = settings_from(tmp_path, SMTP + 'username = "u"\npassword = "p"\n')
+    assert remote.monitor.channels[0].starttls is True
 
 
 def test_the_alert_list_is_saved_when_the_stack_stops(tmp_path: Path, store: SecretStore) -> None:

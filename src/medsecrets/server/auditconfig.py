@@ -32,7 +32,7 @@ the arrays of tables, which only a config file can hold::
     port = 587
     sender = "medsecrets@example"  # smtp: plain addresses (local@domain, no name, no spaces)
     recipients = ["secops@example"]
-    starttls = true
+    starttls = true                # smtp: the default; false sends alerts in clear
     username = ""
     password = ""                  # never echoed
 
@@ -103,7 +103,7 @@ class AlertChannelSettings:
     port: int = 25
     sender: str = ""
     recipients: tuple[str, ...] = ()
-    starttls: bool = False
+    starttls: bool = True
     username: str = ""
     password: str = field(default="", repr=False)
 
@@ -291,7 +291,8 @@ def _check_smtp(values: Mapping[str, object], where: str, source: str) -> None:
     username, password = values.get("username"), values.get("password")
     if bool(username) != bool(password):
         raise ConfigError(f"setting '{where}' ({source}): give both username and password")
-    if password and not values.get("starttls") and not is_loopback(str(values.get("host"))):
+    starttls = values.get("starttls", True)  # the default: never in clear unless asked
+    if password and not starttls and not is_loopback(str(values.get("host"))):
         raise ConfigError(
             f"setting '{where}.starttls' ({source}): required to send a password to a remote server"
         )
