@@ -20,6 +20,9 @@ An *exported checkpoint* is the checkpoint record line itself, appended to a
 separate JSON-lines file (``export_checkpoint``) at another destination. The
 last exported checkpoint is how ``verify`` detects a truncated tail: a log
 must reach the seq of every exported checkpoint and hold that very record.
+The export file must be a regular file: exporting never blocks the audit
+writer on a FIFO or a device (it fails at once, which the lane logs), and
+reading it back (``read_checkpoints``) never waits on one either.
 
 The private key is kept by the caller through the barrier
 (``private_bytes``/``from_private_bytes``); it never appears in a ``repr``.
@@ -29,8 +32,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -44,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from medsecrets.audit.record import LineError, is_record, parse_line
 from medsecrets.errors import InvalidRequest
-from medsecrets.fdio import write_all
+from medsecrets.fdio import NotRegularFileError, open_regular, write_all
 from medsecrets.sensitive import MASK
 
 __all__ = [
@@ -63,6 +68,14 @@ CHECKPOINT_DOMAIN: Final = b"medsecrets-audit-checkpoint/v1"
 """First line of every signed message (domain separation)."""
 CHECKPOINT_EVERY: Final = 1000
 """Default records between checkpoints (``audit.checkpoint_every``)."""
+
+_EXPORT_FLAGS: Final = (
+    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+)
+_NOT_REGULAR_EXPORT: Final = (
+    "not a regular file (checkpoints are exported to a regular file only: a FIFO or a device "
+    "could block the audit writer)"
+)
 
 
 def checkpoint_message(*, node: str, device: str, covers: int, covers_hash: str) -> bytes:
@@ -206,12 +219,19 @@ def export_checkpoint(line: bytes, path: Path) -> None:
 
     The file is created 0600; the line is written whole (a ``\\n`` is added if
     missing) and fsync'd before this returns. Raises ``OSError`` when the
-    write fails (the caller decides whether that is an alarm).
+    write fails (the caller decides whether that is an alarm), at once for
+    anything but a regular file, never waiting: a symlink (``ELOOP``), a FIFO
+    without a reader (``ENXIO``), a directory, or a FIFO or device that could be
+    opened (``NotRegularFileError``: a FIFO whose reader stops reading would
+    block the write).
     """
     if not line.endswith(b"\n"):
         line += b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(path, _EXPORT_FLAGS, 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(errno.EINVAL, _NOT_REGULAR_EXPORT, str(path))
+        os.set_blocking(fd, True)
         write_all(fd, line)
         os.fsync(fd)
     finally:
@@ -226,10 +246,12 @@ def read_checkpoints(
     Only those of ``node``/``device`` when given (an export file may collect
     the checkpoints of several chains; ``verify`` treats every checkpoint it
     is given as belonging to the chain it checks). Raises ``LineError``
-    naming the line number for a line that is not a checkpoint record.
+    naming the line number for a line that is not a checkpoint record,
+    ``NotRegularFileError`` for anything but a regular file (never waiting on a
+    FIFO) and ``OSError`` for a file that cannot be read.
     """
     found: list[dict[str, object]] = []
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         for number, line in enumerate(handle, 1):
             try:
                 record = parse_line(line)
