@@ -1,15 +1,21 @@
-"""The exported-checkpoints file: only a regular file, never a wait on a FIFO.
+"""The exported-checkpoints file: only a regular file, never a wait on a FIFO, never torn.
 
 A checkpoint is exported from the audit writer's own thread (``Lane._write``):
 an export that blocked (a FIFO whose reader is gone or stopped reading) held
 every request waiting on the device, over and over (the audit process was
 declared stuck, restarted, and blocked again at the next checkpoint). Reading
 the file back (``verify``, on the server too) must not wait on one either.
+
+An export cut short (a full disk: part of the line written, then ``ENOSPC``,
+injected through the ``_write``/``_fsync`` seams as for the file device; or a
+crash mid-write) left a torn line that the next checkpoint was glued onto:
+the file could not be read by ``verify`` any more.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 import time
@@ -19,10 +25,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from medsecrets.audit import checkpoint
 from medsecrets.audit.checkpoint import CheckpointSigner, export_checkpoint, read_checkpoints
+from medsecrets.audit.device import ChainHead
+from medsecrets.audit.verify import verify_files
 from medsecrets.fdio import NotRegularFileError
 from medsecrets.testing.serverproc import ServerProcess
-from tests.audit.chainmaker import ChainMaker
+from tests.audit.chainmaker import ChainMaker, write_log
 
 WAIT = 5.0
 """Seconds a call that must not block is given (it takes milliseconds)."""
@@ -140,3 +149,79 @@ def test_a_server_exporting_to_a_fifo_keeps_serving(tmp_path: Path) -> None:
     finally:
         if reader is not None:
             os.close(reader)
+
+
+def checkpoints_of(count: int) -> tuple[ChainMaker, list[bytes]]:
+    """A chain with a checkpoint every 4 records, ``count`` of them; their lines."""
+    maker = ChainMaker(seed=5, signer=CheckpointSigner.generate())
+    lines = []
+    for _ in range(count):
+        maker.add_traffic(4)
+        lines.append(maker.checkpoint())
+    return maker, lines
+
+
+def full_disk(fd: int, data: bytes) -> None:
+    """A full disk: half the line reaches the file, then ``ENOSPC``."""
+    os.write(fd, data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def failing_fsync(fd: int) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_a_failed_export_leaves_no_torn_line(tmp_path: Path, where: str) -> None:
+    maker, lines = checkpoints_of(3)
+    target = tmp_path / "checkpoints.jsonl"
+    export_checkpoint(lines[0], target)
+    with pytest.raises(OSError) as caught:
+        if where == "write":
+            export_checkpoint(lines[1], target, _write=full_disk)
+        else:
+            export_checkpoint(lines[1], target, _fsync=failing_fsync)
+    assert caught.value.errno == errno.ENOSPC
+    assert target.read_bytes() == lines[0]  # the partial line was taken back out
+    export_checkpoint(lines[2], target)  # space again: the next checkpoint is exported
+    assert target.read_bytes() == lines[0] + lines[2]
+    log = write_log(tmp_path / "audit.jsonl", maker.lines[:-1])  # its tail cut off
+    report = verify_files([log], checkpoints=read_checkpoints(target), start=ChainHead())
+    assert not report.ok and report.problem is not None and "truncated" in report.problem
+    whole = write_log(tmp_path / "whole.jsonl", maker.lines)
+    assert verify_files([whole], checkpoints=read_checkpoints(target), start=ChainHead()).ok
+
+
+def test_the_next_export_cuts_off_a_line_torn_by_a_crash(tmp_path: Path) -> None:
+    _, lines = checkpoints_of(3)
+    target = tmp_path / "checkpoints.jsonl"
+    target.write_bytes(lines[0] + lines[1][:40])  # killed mid-write
+    target.chmod(0o600)
+    export_checkpoint(lines[2], target)
+    assert target.read_bytes() == lines[0] + lines[2]
+    target.write_bytes(lines[0][:-1])  # the only line, all but its \n
+    export_checkpoint(lines[2], target)
+    assert target.read_bytes() == lines[2]
+    assert [r["seq"] for r in read_checkpoints(target)] == [15]
+
+
+def test_an_export_in_progress_elsewhere_is_not_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker processes export to one file: an export waits for another's lock (briefly)
+    and never takes that one's unfinished line for a torn one."""
+    monkeypatch.setattr(checkpoint, "EXPORT_LOCK_WAIT", 0.2)
+    _, lines = checkpoints_of(2)
+    target = tmp_path / "checkpoints.jsonl"
+    other = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        os.write(other, lines[0][:40])  # another process, halfway through its line
+        with pytest.raises(BlockingIOError):
+            export_checkpoint(lines[1], target)
+        assert target.read_bytes() == lines[0][:40]
+        os.write(other, lines[0][40:])
+    finally:
+        os.close(other)  # its lock with it
+    export_checkpoint(lines[1], target)
+    assert target.read_bytes() == lines[0] + lines[1]

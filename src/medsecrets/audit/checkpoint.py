@@ -22,7 +22,12 @@ last exported checkpoint is how ``verify`` detects a truncated tail: a log
 must reach the seq of every exported checkpoint and hold that very record.
 The export file must be a regular file: exporting never blocks the audit
 writer on a FIFO or a device (it fails at once, which the lane logs), and
-reading it back (``read_checkpoints``) never waits on one either.
+reading it back (``read_checkpoints``) never waits on one either. An export
+is never torn: one that fails (a full disk) takes its partial line back out,
+and a torn last line left by a crash mid-export is cut off by the next
+export. Several processes may export to one file (one chain per worker
+process): each export holds the file's ``flock`` while it repairs and
+appends.
 
 The private key is kept by the caller through the barrier
 (``private_bytes``/``from_private_bytes``); it never appears in a ``repr``.
@@ -32,11 +37,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
+import fcntl
 import hashlib
+import logging
 import os
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -47,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from medsecrets.audit.file import _last_line
 from medsecrets.audit.record import LineError, is_record, parse_line
 from medsecrets.errors import InvalidRequest
 from medsecrets.fdio import NotRegularFileError, open_regular, write_all
@@ -55,6 +65,7 @@ from medsecrets.sensitive import MASK
 __all__ = [
     "CHECKPOINT_DOMAIN",
     "CHECKPOINT_EVERY",
+    "EXPORT_LOCK_WAIT",
     "CheckpointSigner",
     "checkpoint_message",
     "export_checkpoint",
@@ -70,12 +81,16 @@ CHECKPOINT_EVERY: Final = 1000
 """Default records between checkpoints (``audit.checkpoint_every``)."""
 
 _EXPORT_FLAGS: Final = (
-    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 )
 _NOT_REGULAR_EXPORT: Final = (
     "not a regular file (checkpoints are exported to a regular file only: a FIFO or a device "
     "could block the audit writer)"
 )
+EXPORT_LOCK_WAIT: Final = 1.0
+"""Seconds an export waits for another process's export to the same file to finish."""
+
+_LOG = logging.getLogger(__name__)
 
 
 def checkpoint_message(*, node: str, device: str, covers: int, covers_hash: str) -> bytes:
@@ -214,7 +229,13 @@ def load_public_key(pem_or_hex: bytes | str) -> Ed25519PublicKey:
     raise InvalidRequest("not an Ed25519 public key (PEM or 64 hex characters)")
 
 
-def export_checkpoint(line: bytes, path: Path) -> None:
+def export_checkpoint(
+    line: bytes,
+    path: Path,
+    *,
+    _write: Callable[[int, bytes], None] = write_all,
+    _fsync: Callable[[int], None] = os.fsync,
+) -> None:
     """Append the checkpoint record ``line`` to the JSON-lines file ``path``, durably.
 
     The file is created 0600; the line is written whole (a ``\\n`` is added if
@@ -224,6 +245,12 @@ def export_checkpoint(line: bytes, path: Path) -> None:
     without a reader (``ENXIO``), a directory, or a FIFO or device that could be
     opened (``NotRegularFileError``: a FIFO whose reader stops reading would
     block the write).
+
+    Never torn (see module docstring): under the file's exclusive ``flock``
+    (``BlockingIOError`` if another export holds it for more than
+    ``EXPORT_LOCK_WAIT`` seconds), a last line without ``\\n`` is truncated away
+    first, and a failed write or fsync truncates the file back to its size
+    before it. ``_write`` and ``_fsync`` are seams for tests (to inject ``ENOSPC``).
     """
     if not line.endswith(b"\n"):
         line += b"\n"
@@ -232,10 +259,43 @@ def export_checkpoint(line: bytes, path: Path) -> None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegularFileError(errno.EINVAL, _NOT_REGULAR_EXPORT, str(path))
         os.set_blocking(fd, True)
-        write_all(fd, line)
-        os.fsync(fd)
+        _lock_export(fd, path)
+        size = _whole_lines(fd, path)
+        try:
+            _write(fd, line)
+            _fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # the write's own error is the one to report
+                os.ftruncate(fd, size)
+            raise
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
+
+
+def _lock_export(fd: int, path: Path) -> None:
+    """Take the export file's exclusive lock, waiting ``EXPORT_LOCK_WAIT`` seconds at most."""
+    deadline = time.monotonic() + EXPORT_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise BlockingIOError(
+                    errno.EWOULDBLOCK, "another process is exporting to the file", str(path)
+                ) from None
+            time.sleep(0.005)
+
+
+def _whole_lines(fd: int, path: Path) -> int:
+    """The size of the (locked) export file once a torn last line is truncated away: a line
+    without ``\\n`` is what an export cut short by a crash left (only exports write here)."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        _, size = _last_line(fd, size)
+        _LOG.warning("exported checkpoints %s: truncating a torn last line", path)
+        os.ftruncate(fd, size)
+    return size
 
 
 def read_checkpoints(
