@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +19,6 @@ from aiosmtpd.controller import Controller
 from tests.monitor.test_channels import (
     SMTP_PASSWORD,
     WEBHOOK_SECRET,
-    HttpReceiver,
-    SmtpSink,
     assert_clean,
     make_alert,
     password_check,
@@ -38,7 +37,8 @@ from medsecrets.monitor.channels import (
     WebhookChannel,
     verify_webhook_signature,
 )
-from medsecrets.monitor.dispatcher import AlertDispatcher
+from medsecrets.monitor.dispatcher import SUMMARY_DETECTOR, AlertDispatcher
+from medsecrets.testing.receivers import HttpReceiver, SmtpSink
 from medsecrets.testing.serverproc import free_port
 
 FAST: dict[str, Any] = {"backoff": 0.001, "backoff_cap": 0.01}
@@ -186,11 +186,13 @@ def test_over_the_rate_limit_alerts_are_kept_but_not_sent(
         "rec": {"sent": 3, "failed": 0, "retries": 0, "rate_limited": 2, "dropped": 0}
     }
 
-    clock.advance(55)  # 60 s after p0 was sent: one slot is free again
+    clock.advance(55)  # 60 s after p0 was sent: one place is free again, for the summary
     dispatcher.raise_(make_alert(key="p5"))
     dispatcher.raise_(make_alert(key="p6"))
     settle(dispatcher)
-    assert [a.key for a in channel.sent] == ["p0", "p1", "p2", "p5"]
+    assert [a.key for a in channel.sent] == ["p0", "p1", "p2", "rec"]
+    assert channel.sent[-1].detector == SUMMARY_DETECTOR
+    assert channel.sent[-1].count == 2  # p3 and p4 (p5 and p6 wait for the next one)
 
 
 def test_the_rate_limit_is_per_channel(clock: ManualClock) -> None:
@@ -220,6 +222,93 @@ def test_the_log_channel_takes_every_alert(
     assert [a.key for a in loud.sent] == ["a", "b"]
     stats = d.stats()["channels"]
     assert stats["log"]["rate_limited"] == 0 and stats["loud"]["rate_limited"] == 3  # type: ignore[index]
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``check`` until true (``seconds`` is a safety net, not a timing threshold)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.02)
+
+
+def test_critical_alerts_are_never_rate_limited(clock: ManualClock) -> None:
+    """A flood of lesser alerts used to use up a channel's limit and keep a honeytoken
+    read from it."""
+    channel = RecordingChannel("rec")
+    with AlertDispatcher([channel], rate_per_minute=1, clock=clock.monotonic) as d:
+        d.raise_(make_alert(key="a", severity="low"))
+        d.raise_(make_alert(key="b", severity="high"))  # over the limit
+        d.raise_(make_alert(key="decoy", detector="honeytoken", severity="critical"))
+        d.raise_(make_alert(key="break-glass", detector="emergency", severity="critical"))
+        d.raise_(make_alert(key="c", severity="medium"))  # criticals took no place
+        settle(d)
+    assert [a.key for a in channel.sent] == ["a", "decoy", "break-glass"]
+    assert d.stats()["channels"]["rec"]["rate_limited"] == 2  # type: ignore[index]
+
+
+def test_rate_limited_alerts_are_summarized_once_the_window_reopens(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rate-limited alerts no longer vanish: when the channel may send again (no further
+    alert needed), it gets one summary, audited like every alert; the log, which takes
+    every alert, gets none."""
+    limited = RecordingChannel("rec")
+    hooked: list[Alert] = []
+    d = AlertDispatcher(
+        [LogChannel(), limited], rate_per_minute=2, on_alert=hooked.append, clock=clock.monotonic
+    )
+    with caplog.at_level(logging.INFO, logger="medsecrets.alerts"), d:
+        for i in range(4):
+            d.raise_(make_alert(key=f"k{i}", detector="failed_burst", severity="medium"))
+        d.raise_(make_alert(key="alice", detector="rate", severity="high"))
+        settle(d)
+        assert [a.key for a in limited.sent] == ["k0", "k1"]
+        clock.advance(60)  # the window has room again
+        wait_until(lambda: len(limited.sent) == 3)
+        settle(d)
+        d.raise_(make_alert(key="later"))  # the summary took one place, this the other
+        settle(d)
+    summary = limited.sent[2]
+    assert [a.key for a in limited.sent] == ["k0", "k1", "rec", "later"]
+    assert (summary.detector, summary.severity, summary.count) == (SUMMARY_DETECTOR, "high", 3)
+    assert summary.summary == (
+        "3 alerts not sent to rec (rate limit) since 2026-03-01T12:30:00Z: "
+        "2 failed_burst/medium, 1 rate/high; see `medsecrets alerts list`"
+    )
+    assert summary.details["counts"] == {"failed_burst": {"medium": 2}, "rate": {"high": 1}}
+    assert summary in hooked  # audited
+    listed = [a for a in d.recent() if a["detector"] == SUMMARY_DETECTOR]
+    assert [a["delivery"] for a in listed] == [
+        {"rec": {"status": "sent", "attempts": 1, "error": None}}
+    ]
+    logged = [r.getMessage() for r in caplog.records if r.name == "medsecrets.alerts"]
+    assert len(logged) == 6 and not any("rate limit" in line for line in logged)
+
+
+def test_a_critical_alert_after_a_flood_reaches_a_real_webhook(clock: ManualClock) -> None:
+    """The reviewer's flood: low-value alerts use up the webhook's limit; the critical
+    honeytoken read still goes out, then the summary of what was held back."""
+    with HttpReceiver() as receiver:
+        hook = WebhookChannel(f"{receiver.base}/alerts", secret=WEBHOOK_SECRET, name="hook")
+        with AlertDispatcher([hook], rate_per_minute=3, clock=clock.monotonic, **FAST) as d:
+            for i in range(10):
+                d.raise_(make_alert(key=f"10.0.{i}.1", detector="failed_burst", severity="medium"))
+            d.raise_(make_alert(key="decoy", detector="honeytoken", severity="critical"))
+            settle(d)
+            clock.advance(60)
+            wait_until(lambda: len(receiver.requests) == 5)
+            settle(d)
+        bodies = [json.loads(r.body) for r in receiver.requests]
+        for request in receiver.requests:
+            assert verify_webhook_signature(
+                WEBHOOK_SECRET,
+                request.headers[TIMESTAMP_HEADER],
+                request.body,
+                request.headers[SIGNATURE_HEADER],
+            )
+    assert [b["detector"] for b in bodies] == [*["failed_burst"] * 3, "honeytoken", "rate_limited"]
+    assert bodies[-1]["count"] == 7 and "7 alerts not sent to hook" in bodies[-1]["summary"]
 
 
 # --------------------------------------------------------------------------- retries

@@ -14,12 +14,22 @@ Contract:
   ``recent()``). The window is fixed from the first alert, so an ongoing
   condition is re-notified once per window. Only the ``ring_size`` newest
   alerts are remembered for deduplication (memory stays bounded).
-* Rate limiting: each channel sends at most ``rate_per_minute`` alerts in any
-  60 s (sliding window by ``clock``); an alert over the limit is not sent to
-  that channel, is kept in the ring with the channel's status
-  ``rate_limited`` and counted in ``stats()``. A channel whose
-  ``rate_limited`` attribute is ``False`` (the log: alerts go to the log
-  always) takes every alert.
+* Rate limiting: each channel sends at most ``rate_per_minute`` alerts that
+  are not ``critical`` in any 60 s (sliding window by ``clock``); an alert
+  over the limit is not sent to that channel, is kept in the ring with the
+  channel's status ``rate_limited`` and counted in ``stats()``. ``critical``
+  alerts (rare: a honeytoken read, an emergency token, an audit device's
+  alarm) are never limited nor counted, so a flood of lesser alerts cannot
+  hide them. A channel whose ``rate_limited`` attribute is ``False`` (the
+  log: alerts go to the log always) takes every alert.
+* Nothing is limited away silently: once a channel's window has room again
+  (checked at the next alert, and about every ``_TICK`` seconds by the
+  channel's thread) it is sent one summary alert, detector
+  ``rate_limited`` and key the channel's name, taking one of the window's
+  places: how many alerts it missed since when, by detector and severity,
+  pointing to ``medsecrets alerts list``. The summary goes to that channel
+  only, is kept in the ring and passed to ``on_alert`` (audited) like any
+  alert, and is never a duplicate.
 * ``on_alert(alert)`` is called once per non-duplicate alert (rate-limited
   ones included), off the caller's thread; the server uses it to write an
   ``alert`` audit record. Its failures are logged, never raised.
@@ -47,13 +57,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, cast
+from typing import Final, Literal, cast, get_args
 
 from medsecrets.errors import ConfigError, MedsecretsError
-from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.alert import Alert, Severity
 from medsecrets.monitor.channels import AlertChannel, AlertDeliveryError
 
-__all__ = ["AlertDispatcher", "DeliveryStatus"]
+__all__ = ["SUMMARY_DETECTOR", "AlertDispatcher", "DeliveryStatus"]
 
 _log = logging.getLogger("medsecrets.monitor.dispatcher")
 
@@ -66,6 +76,11 @@ an earlier run whose delivery was ``pending`` or ``retrying`` when it was last s
 
 _RATE_WINDOW: Final = 60.0
 _HOOK: Final = "on_alert"
+_TICK: Final = 1.0
+"""Seconds between a limited channel's checks for a summary to send (``_Lane``)."""
+SUMMARY_DETECTOR: Final = "rate_limited"
+"""The ``detector`` of the summary of a channel's rate-limited alerts."""
+_SEVERITIES: Final[tuple[Severity, ...]] = get_args(Severity)
 
 
 def _describe(exc: BaseException) -> str:
@@ -122,6 +137,45 @@ def _interrupted(doc: Mapping[str, object]) -> dict[str, object]:
 
 
 @dataclass(slots=True)
+class _Suppressed:
+    """A channel's rate-limited alerts since its last summary."""
+
+    since: dt.datetime
+    """The (event) time of the first one."""
+    counts: dict[tuple[str, Severity], int] = field(default_factory=dict)
+    """By (detector, severity)."""
+
+    def add(self, alert: Alert) -> None:
+        key = (alert.detector, alert.severity)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def summary(self, channel: str) -> Alert:
+        """The summary alert for ``channel`` (see the module docstring)."""
+        total = sum(self.counts.values())
+        since = self.since.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        by = ", ".join(
+            f"{count} {detector}/{severity}"
+            for (detector, severity), count in sorted(self.counts.items())
+        )
+        worst = max((severity for _, severity in self.counts), key=_SEVERITIES.index)
+        counts: dict[str, dict[str, int]] = {}
+        for (detector, severity), count in sorted(self.counts.items()):
+            counts.setdefault(detector, {})[severity] = count
+        return Alert(
+            detector=SUMMARY_DETECTOR,
+            severity=worst,
+            time=dt.datetime.now(dt.UTC),
+            summary=(
+                f"{total} alert{'s' if total != 1 else ''} not sent to {channel} "
+                f"(rate limit) since {since}: {by}; see `medsecrets alerts list`"
+            ),
+            key=channel,
+            count=total,
+            details={"channel": channel, "since": since, "suppressed": total, "counts": counts},
+        )
+
+
+@dataclass(slots=True)
 class _ChannelStats:
     sent: int = 0
     failed: int = 0
@@ -140,13 +194,21 @@ class _ChannelStats:
 
 
 class _Lane:
-    """A queue and the daemon thread that drains it into one callable."""
+    """A queue and the daemon thread that drains it into one callable; ``idle`` (if any)
+    is called whenever the queue stayed empty for ``_TICK`` seconds."""
 
-    def __init__(self, name: str, size: int, work: Callable[[_Entry], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        work: Callable[[_Entry], None],
+        idle: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.size = size
         self.queue: queue.Queue[_Entry | None] = queue.Queue()  # None: stop
         self._work = work
+        self._idle = idle
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -158,7 +220,12 @@ class _Lane:
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=_TICK if self._idle is not None else None)
+            except queue.Empty:
+                assert self._idle is not None
+                self._idle()
+                continue
             if item is None:
                 return
             self._work(item)
@@ -217,6 +284,7 @@ class AlertDispatcher:
         self._ring: deque[_Entry] = deque(maxlen=ring_size)
         self._open: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._sent_at: dict[str, deque[float]] = {name: deque() for name in self._channels}
+        self._suppressed: dict[str, _Suppressed] = {}
         self._unlimited = frozenset(
             name
             for name, channel in self._channels.items()
@@ -231,7 +299,12 @@ class AlertDispatcher:
         self._next_id = 1
         self._history: list[dict[str, object]] = []
         self._lanes: dict[str, _Lane] = {
-            name: _Lane(name, queue_size, self._deliver_to(channel))
+            name: _Lane(
+                name,
+                queue_size,
+                self._deliver_to(channel),
+                None if name in self._unlimited else self._summarize_to(name),
+            )
             for name, channel in self._channels.items()
         }
         self._hook_lane = _Lane(_HOOK, queue_size, self._call_hook)
@@ -308,19 +381,10 @@ class AlertDispatcher:
                     kept.last_time = alert.time
                 self._duplicates += 1
                 return
-            entry = _Entry(
-                id=self._next_id,
-                alert=alert,
-                first_seen=now,
-                count=alert.count,
-                last_time=alert.time,
-            )
-            self._next_id += 1
-            self._alerts += 1
+            entry = self._keep(alert, now)
             self._open[dedup_key] = entry
             if len(self._open) > self._ring_size:  # bounded: only ring entries dedup
                 self._open.popitem(last=False)
-            self._ring.append(entry)
             if self._stopping.is_set():
                 return
             targets = [name for name in self._channels if self._admit(name, now, entry)]
@@ -328,6 +392,20 @@ class AlertDispatcher:
                 self._enqueue(self._lanes[name], entry, name)
             if self._on_alert is not None:
                 self._enqueue(self._hook_lane, entry, None)
+
+    def _keep(self, alert: Alert, now: float) -> _Entry:
+        """A new entry for ``alert`` in the ring (the caller holds ``_lock``)."""
+        entry = _Entry(
+            id=self._next_id,
+            alert=alert,
+            first_seen=now,
+            count=alert.count,
+            last_time=alert.time,
+        )
+        self._next_id += 1
+        self._alerts += 1
+        self._ring.append(entry)
+        return entry
 
     def _expire(self, now: float) -> None:
         """Forget dedup keys whose window ended (insertion order is first-seen order)."""
@@ -338,20 +416,60 @@ class AlertDispatcher:
             self._open.popitem(last=False)
 
     def _admit(self, name: str, now: float, entry: _Entry) -> bool:
-        """Apply the channel's rate limit; record the entry's status for it."""
-        if name in self._unlimited:
+        """Apply the channel's rate limit (a summary due goes first); record the entry's
+        status for it (the caller holds ``_lock``)."""
+        if name in self._unlimited or entry.alert.severity == "critical":
             entry.deliveries[name] = _Delivery()
             return True
-        sent_at = self._sent_at[name]
-        while sent_at and now - sent_at[0] >= _RATE_WINDOW:
-            sent_at.popleft()
+        self._summarize(name, now)
+        sent_at = self._window(name, now)
         if len(sent_at) >= self._rate:
             entry.deliveries[name] = _Delivery(status="rate_limited")
             self._stats[name].rate_limited += 1
+            suppressed = self._suppressed.get(name)
+            if suppressed is None:
+                suppressed = self._suppressed[name] = _Suppressed(since=entry.alert.time)
+            suppressed.add(entry.alert)
             return False
         sent_at.append(now)
         entry.deliveries[name] = _Delivery()
         return True
+
+    def _window(self, name: str, now: float) -> deque[float]:
+        """When ``name`` sent its alerts of the last 60 s (older ones forgotten)."""
+        sent_at = self._sent_at[name]
+        while sent_at and now - sent_at[0] >= _RATE_WINDOW:
+            sent_at.popleft()
+        return sent_at
+
+    def _summarize(self, name: str, now: float) -> None:
+        """Queue the summary of ``name``'s rate-limited alerts, if any and if its window
+        has room (the caller holds ``_lock``; see the module docstring)."""
+        suppressed = self._suppressed.get(name)
+        if suppressed is None or self._stopping.is_set():
+            return
+        sent_at = self._window(name, now)
+        if len(sent_at) >= self._rate:
+            return
+        del self._suppressed[name]
+        sent_at.append(now)
+        entry = self._keep(suppressed.summary(name), now)
+        entry.deliveries[name] = _Delivery()
+        self._enqueue(self._lanes[name], entry, name)
+        if self._on_alert is not None:
+            self._enqueue(self._hook_lane, entry, None)
+
+    def _summarize_to(self, name: str) -> Callable[[], None]:
+        """The idle check of ``name``'s lane: its summary, once its window has room."""
+
+        def summarize() -> None:
+            try:
+                with self._lock:
+                    self._summarize(name, self._clock())
+            except Exception as exc:  # never end the channel's thread
+                _log.error("alert summary failed", extra={"channel": name, "error": _describe(exc)})
+
+        return summarize
 
     def _enqueue(self, lane: _Lane, entry: _Entry, channel: str | None) -> None:
         if lane.queue.qsize() >= lane.size:
