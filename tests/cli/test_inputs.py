@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import resource
 import stat
 import subprocess
 from pathlib import Path
@@ -141,6 +142,42 @@ def test_export_out_never_replaces_a_file_and_leaves_nothing_on_failure(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "audit.jsonl", "bad.jsonl", "out.jsonl", "precious.txt",
     ]  # fmt: skip
+
+
+def _run_capped(*args: str) -> CliResult:
+    """The console script with 768 MiB of address space: an unbounded read ends in a
+    ``MemoryError`` (exit 1) there, not in the OOM killer."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))
+
+    done = subprocess.run(
+        [*CLI, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=_base_env() | OFFLINE,
+        timeout=60,
+        preexec_fn=cap,
+    )
+    return CliResult(tuple(args), done.returncode, done.stdout, done.stderr)
+
+
+def test_audit_keys_and_exported_checkpoints_are_read_with_a_bound(tmp_path: Path) -> None:
+    """``--key-file``, ``--public-key`` (4 KiB) and ``--checkpoints`` (a line at a time,
+    1 MiB each): ``/dev/zero`` or a huge file given by mistake is one usage error."""
+    log = _records(tmp_path, GOOD)
+    huge = tmp_path / "huge.bin"  # sparse: 2 GiB of zeros, no line break
+    with huge.open("wb") as handle:
+        handle.truncate(2 << 30)
+    for option, command in (("--key-file", "read"), ("--public-key", "verify")):
+        for source in ("/dev/zero", str(huge)):
+            line = _run_capped("audit", command, str(log), option, source).error(2)
+            assert line == f"error: {option}: {source} is larger than 4 KiB"
+    line = _run_capped("audit", "verify", str(log), "--checkpoints", str(huge)).error(2)
+    assert line == f"error: {huge}:1: a line over 1048576 bytes"
+    line = _run_capped("audit", "verify", str(log), "--checkpoints", "/dev/zero").error(2)
+    assert line.startswith("error: cannot read /dev/zero: not a regular file")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")

@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from medsecrets.audit.file import _last_line
+from medsecrets.audit.readback import numbered_lines
 from medsecrets.audit.record import LineError, is_record, parse_line
 from medsecrets.errors import InvalidRequest
 from medsecrets.fdio import NotRegularFileError, open_regular, write_all
@@ -306,13 +307,14 @@ def read_checkpoints(
     Only those of ``node``/``device`` when given (an export file may collect
     the checkpoints of several chains; ``verify`` treats every checkpoint it
     is given as belonging to the chain it checks). Raises ``LineError``
-    naming the line number for a line that is not a checkpoint record,
-    ``NotRegularFileError`` for anything but a regular file (never waiting on a
-    FIFO) and ``OSError`` for a file that cannot be read.
+    naming the line number for a line that is not a checkpoint record or is
+    over ``readback.MAX_LINE_BYTES`` (read no further), ``NotRegularFileError``
+    for anything but a regular file (never waiting on a FIFO) and ``OSError``
+    for a file that cannot be read.
     """
     found: list[dict[str, object]] = []
     with open_regular(path) as handle:
-        for number, line in enumerate(handle, 1):
+        for number, line in numbered_lines(handle, path):
             try:
                 record = parse_line(line)
             except LineError as exc:

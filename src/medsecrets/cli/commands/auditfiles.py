@@ -6,6 +6,9 @@ which fetches the checkpoint key from the server). Files are given oldest
 first. ``--key-file`` (the audit log encryption key, 64 hex digits) opens the
 sealed lines of an encrypted file device; other lines are taken as they are
 (``crypt.is_sealed``), and a sealed record met without the key is an error.
+Key files (``--key-file``, ``--public-key``) are read with ``cli.inputs`` up to
+``KEY_FILE_LIMIT`` bytes; audit and checkpoint files a line at a time, each up
+to ``readback.MAX_LINE_BYTES``.
 
 Errors: an input file that cannot be read or is not what it should be (not
 an audit record, not a key) is a usage error (exit 2) naming the file and
@@ -39,6 +42,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.inputs import read_text
 from medsecrets.cli.output import (
     OutputFormat,
     emit,
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_VERIFY_FAILED",
+    "KEY_FILE_LIMIT",
     "FileOption",
     "KeyFileOption",
     "file_records",
@@ -73,6 +78,8 @@ __all__ = [
 
 EXIT_VERIFY_FAILED: Final = int(ExitCode.VERIFY_FAILED)
 """``audit verify`` found a modified, missing, reordered or inserted record."""
+KEY_FILE_LIMIT: Final = 4096
+"""The most bytes read of ``--key-file`` and ``--public-key`` (a key or a PEM is far less)."""
 
 
 class LogFormat(enum.StrEnum):
@@ -140,8 +147,7 @@ def _cipher(key_file: Path | None) -> RecordCipher | None:
         return None
     from medsecrets.audit.crypt import RecordCipher
 
-    with reading():
-        text = key_file.read_text(encoding="ascii", errors="replace")
+    text = read_text(str(key_file), what="--key-file", limit=KEY_FILE_LIMIT)
     try:
         return RecordCipher.from_hex(text)
     except ConfigError:
@@ -298,8 +304,7 @@ def _load_public_key(
         with open_client(connection(*conn)) as client:
             pem = client.audit_public_key().public_key_pem.encode()
     else:
-        with reading():
-            pem = Path(source).read_bytes()
+        pem = read_text(source, what="--public-key", limit=KEY_FILE_LIMIT).encode()
     try:
         key = load_public_key(pem)
     except InvalidRequest:
