@@ -10,17 +10,27 @@ clear).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from pathlib import Path
 
+import anyio.from_thread
+import httpx
 import pytest
-from tests.monitor.test_channels import make_alert
+from tests.monitor.test_channels import make_alert, outcome_within
 from tests.monitor.test_dispatcher import RecordingChannel
 
+from medsecrets.api import create_app
+from medsecrets.audit.keys import BarrierKeySource
+from medsecrets.auth.tokens import TokenStore
+from medsecrets.clock import ManualClock
+from medsecrets.core import Core
 from medsecrets.monitor.dispatcher import AlertDispatcher
 from medsecrets.monitor.history import MAGIC, AlertHistory
+from medsecrets.server.auditsetup import AuditStack
+from medsecrets.store import SecretStore
 
 KEY = b"h" * 32
 
@@ -58,7 +68,7 @@ def test_the_recent_alerts_outlive_a_restart(tmp_path: Path) -> None:
     after = second.recent(10)
     assert [a["summary"] for a in after] == ["alert c", "alert b", "alert a"]
     assert after[1:] == before  # as last seen: counts and deliveries too
-    assert after[0]["id"] > max(a["id"] for a in before)  # type: ignore[operator]
+    assert after[0]["id"] > max(a["id"] for a in before)  # type: ignore[operator, type-var]
     assert second.recent(2) == after[:2]
 
     third = _run(path, [KEY])
@@ -234,3 +244,105 @@ def test_deliveries_that_end_during_a_save_are_saved_again(
         time.sleep(0.05)
     history.stop()
     assert dispatcher.stop(5.0)
+
+
+def test_a_save_being_written_never_holds_up_the_alert_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer's slow disk: ``alerts list`` (``restore`` then ``recent``) waited for the
+    keeper's lock, held through a save's write and fsync. Now it takes no lock once
+    restored, a save that is not due returns at once, and writes stay one at a time."""
+    dispatcher = AlertDispatcher([RecordingChannel("log")])
+    dispatcher.raise_(make_alert(summary="listed"))
+    history = AlertHistory(dispatcher, tmp_path / "alerts.state", lambda: KEY, every=60)
+    history.restore()
+    disk = threading.Event()  # the slow disk lets the write through
+    writing = threading.Event()
+    active: list[int] = [0, 0]  # writes in progress, most at once
+    lock = threading.Lock()
+    store = history._store
+
+    def slow_store(key: bytes) -> None:
+        with lock:
+            active[0] += 1
+            active[1] = max(active)
+        writing.set()
+        disk.wait(10)
+        store(key)
+        with lock:
+            active[0] -= 1
+
+    monkeypatch.setattr(history, "_store", slow_store)
+    savers = [threading.Thread(target=history.save, kwargs={"force": True}) for _ in range(2)]
+    savers[0].start()
+    try:
+        assert writing.wait(10)
+        listed: list[dict[str, object]] = []
+
+        def list_alerts() -> None:  # what ``alerts list`` does
+            history.restore()
+            listed.extend(dispatcher.recent(5))
+
+        assert outcome_within(list_alerts, 5) is None
+        assert [a["summary"] for a in listed] == ["listed"]
+        assert outcome_within(history.save, 5) is None  # not due: no wait for the disk
+        savers[1].start()  # forced: written after the first, never at the same time
+    finally:
+        disk.set()
+        for saver in savers:
+            if saver.is_alive() or saver.ident is not None:
+                saver.join(10)
+    assert history.saves == 2 and active == [0, 1]
+
+
+def test_the_alerts_route_runs_off_the_event_loop(
+    tmp_path: Path, store: SecretStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /v1/sys/alerts`` ran on the event loop: its first restore (a file read and
+    decrypted), or a wait for the history, held every other request. It runs in the
+    thread pool now: a health check is answered while it is held."""
+    dispatcher = AlertDispatcher([RecordingChannel("log")])
+    history = AlertHistory(dispatcher, tmp_path / "alerts.state", lambda: KEY)
+    disk, reading = threading.Event(), threading.Event()
+
+    def slow_load(key: bytes) -> None:
+        reading.set()
+        disk.wait(10)
+
+    monkeypatch.setattr(history, "_load", slow_load)
+    stack = AuditStack(
+        broker=None,
+        keys=BarrierKeySource(store.barrier),
+        node="n1",
+        dispatcher=dispatcher,
+        history=history,
+    )
+    tokens = TokenStore(store.barrier, clock=clock)
+    root = tokens.create_root()[0].reveal()
+    app = create_app(Core(store, tokens, admin=stack))
+    with anyio.from_thread.start_blocking_portal() as portal:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4242))
+        client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+        def get(url: str, **kw: object) -> httpx.Response:
+            return portal.call(functools.partial(client.get, url, **kw))  # type: ignore[arg-type, call-arg]
+
+        answers: dict[str, int] = {}
+
+        def list_alerts() -> None:
+            auth = {"Authorization": f"Bearer {root}"}
+            answers["alerts"] = get("/v1/sys/alerts", headers=auth).status_code
+
+        def check_health() -> None:
+            answers["health"] = get("/v1/sys/health").status_code
+
+        listing = threading.Thread(target=list_alerts)
+        listing.start()
+        try:
+            assert reading.wait(10)
+            assert outcome_within(check_health, 5) is None
+        finally:
+            disk.set()
+            listing.join(10)
+        portal.call(client.aclose)
+    assert answers == {"health": 200, "alerts": 200}

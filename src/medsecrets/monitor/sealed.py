@@ -22,7 +22,10 @@ per use), so nothing is read or written while the server is sealed.
 
 ``SealedKeeper`` is what keeps such a file for a live object: it restores the
 object from the file once a key is known, and saves it at most once every
-``every`` seconds (or when forced), never raising.
+``every`` seconds (or when forced), never raising. Once restored, ``restore``
+takes no lock, and a save holds the keeper's lock only to decide whether it
+is due: the writing (snapshot, seal, write, fsync) is serialized by a lock
+of its own, so a slow disk holds up other saves, never a reader.
 """
 
 from __future__ import annotations
@@ -146,10 +149,13 @@ class SealedKeeper:
     """Keeps a live object in a sealed file at ``path`` (see module docstring).
 
     A subclass reads the file into the object (``_load(key)``) and writes the
-    object to it (``_store(key)``); ``what`` names the file in the log.
-    ``key()`` is the sealing key, ``None`` while sealed. Thread-safe (one lock
-    around loading and storing); no method raises: a failure is logged and
-    the object goes on.
+    object to it (``_store(key)``: its snapshot, then ``write_sealed``);
+    ``what`` names the file in the log. ``key()`` is the sealing key, ``None``
+    while sealed. Thread-safe: ``_lock`` guards the restore and the save
+    timing, ``_writing`` makes ``_store`` calls one at a time (``write_sealed``
+    has one writer per file; a later save snapshots and writes after an
+    earlier one), and no ``_store`` runs before the restore is done. No method
+    raises: a failure is logged and the object goes on.
     """
 
     what = "monitor file"
@@ -167,6 +173,7 @@ class SealedKeeper:
         self._every = every
         self._clock = clock
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._restored = False
         self._saved_at: float | None = None
         self.saves = 0
@@ -177,11 +184,14 @@ class SealedKeeper:
 
     @property
     def restored(self) -> bool:
-        """Whether the restore was tried (the first time a key was known)."""
+        """Whether the restore is done (tried the first time a key was known)."""
         return self._restored
 
     def restore(self) -> None:
-        """Load the file into the object, once: the first call with a key."""
+        """Load the file into the object, once: the first call with a key. Once done,
+        returns at once without a lock (never waits for a save being written)."""
+        if self._restored:
+            return
         with self._lock:
             if self._restored:
                 return
@@ -189,14 +199,17 @@ class SealedKeeper:
                 key = self._key()
                 if key is None:
                     return
-                self._restored = True
-                self._load(key)
+                try:
+                    self._load(key)
+                finally:
+                    self._restored = True  # tried: a failed load is not tried again
             except Exception as exc:
                 _log.error("%s %s: not restored (%s)", self.what, self.path, type(exc).__name__)
 
     def save(self, *, force: bool = False) -> None:
         """Write the object, unless the last write was less than ``every`` seconds ago
-        (``force``: now); only once restored, so never over a file not yet read."""
+        (``force``: now); only once restored, so never over a file not yet read. The
+        keeper's lock is held only to decide; the writing holds ``_writing``."""
         self.restore()
         with self._lock:
             now = self._clock()
@@ -205,8 +218,13 @@ class SealedKeeper:
             self._saved_at = now
             try:
                 key = self._key() if self._restored else None
-                if key is None:
-                    return
+            except Exception as exc:
+                _log.error("%s %s: not saved (%s)", self.what, self.path, type(exc).__name__)
+                return
+        if key is None:
+            return
+        with self._writing:
+            try:
                 self._store(key)
             except Exception as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else None

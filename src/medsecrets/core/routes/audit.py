@@ -203,6 +203,7 @@ def routes() -> tuple[RouteSpec, ...]:
         RouteSpec(
             name="sys.alerts",
             method="GET",
+            slow=True,
             url="/v1/sys/alerts",
             handler=alerts,
             summary="Recent anomaly alerts and their delivery",
