@@ -141,6 +141,42 @@ def test_csv_parses_back_with_the_csv_module(records: list[dict[str, object]]) -
     assert alert["category"] == "decoy"
 
 
+# Client-controlled text with a formula after a separator: in many locales (de, fr, es,
+# it, nl, ...) a spreadsheet opens a .csv by splitting it on ";" and loses track of the
+# quotes, so each ";" starts a cell (and each line break a row).
+SEPARATED = {
+    "a;=cmd|' /C calc'!A0;b": "a;'=cmd|' /C calc'!A0;b",
+    'x;"=1+1";y': 'x;\'"=1+1";y',
+    "curl/8;+1;-2;@SUM(A1)": "curl/8;'+1;'-2;'@SUM(A1)",
+    "tab\t=1+1": "tab\t'=1+1",
+    "line\n=1+1\r=2+2": "line\n'=1+1\r'=2+2",
+    ";=first": ";'=first",
+    "Mozilla/5.0 (X11; Linux x86_64)": "Mozilla/5.0 (X11; Linux x86_64)",
+}
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_csv_quotes_every_cell_and_no_separator_starts_a_formula(
+    records: list[dict[str, object]],
+) -> None:
+    rows = [
+        {"seq": n, "kind": "request", "time": BASE_TIME.isoformat(), "user_agent": agent,
+         "principal": agent, "operation": "sys.health"}
+        for n, agent in enumerate(SEPARATED, 1)
+    ]  # fmt: skip
+    _, text = run([*records, *rows], "csv")
+    assert re.fullmatch(r'(?:"(?:[^"]|"")*"(?:,|\r\n))+', text), "a cell is not quoted"
+    parsed = list(csv.DictReader(io.StringIO(text, newline="")))[len(records) :]
+    assert [row["user_agent"] for row in parsed] == list(SEPARATED.values())
+    assert [row["principal"] for row in parsed] == list(SEPARATED.values())
+    for separator in (";", "\t"):  # the cells a spreadsheet splitting on it would see
+        for line in re.split(r"\r\n|\r|\n", text):
+            for cell in line.split(separator):
+                assert not cell.lstrip('"').startswith(FORMULA), (separator, cell)
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=separator):
+            assert not any(cell.startswith(FORMULA) for cell in row), row
+
+
 def test_cef_lines_match_the_format_and_escape(records: list[dict[str, object]]) -> None:
     count, text = run(records, "cef")
     lines = text.split("\n")

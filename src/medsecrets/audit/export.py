@@ -6,10 +6,14 @@
   ``summary`` and ``count`` and a checkpoint's ``covers``); an alert's row
   takes principal, remote (its source), path, category and environment from
   the alert; a record without a column leaves it empty;
-  ``None`` is empty, booleans are ``true``/``false``. A text cell starting
-  with ``=``, ``+``, ``-``, ``@``, tab or carriage return is prefixed with
-  ``'`` so a spreadsheet never evaluates it (user agents and principals come
-  from clients). Open ``out`` with ``newline=""``.
+  ``None`` is empty, booleans are ``true``/``false``. Every cell is quoted
+  (``csv.QUOTE_ALL``). A text cell starting with ``=``, ``+``, ``-``, ``@``,
+  tab or carriage return is prefixed with ``'``, and so is any such character
+  (or a ``"``) that follows a ``;``, tab or line break inside a text cell, so a
+  spreadsheet never evaluates it (user agents and principals come from
+  clients), not even one that splits the file on ``;`` (the list separator of
+  many locales, which loses track of the quotes: each ``;`` then starts a cell,
+  each line break a row). Open ``out`` with ``newline=""``.
 - ``cef``: ArcSight Common Event Format,
   ``CEF:0|MedEssenceAI|medsecrets|<version>|<signature id>|<name>|<severity>|<extension>``.
   Header values escape ``\\`` and ``|`` (line breaks become spaces); extension
@@ -50,6 +54,7 @@ import csv
 import datetime as dt
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Final, Literal, TextIO
 
@@ -76,6 +81,8 @@ _PRODUCT: Final = "medsecrets"
 _OUTCOME_SEVERITY: Final = {"success": 3, "error": 4, "failure": 5, "denied": 7}
 _ALERT_SEVERITY: Final = {"info": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_SEPARATED_FORMULA: Final = re.compile(r"([;\t\r\n])(?=[=+\-@\t\r\"])")
+"""A ``;``, tab or line break before a formula's first character (or a quote)."""
 _LABELLED: Final = (
     ("cs1", "requestId", "request_id"),
     ("cs2", "accessor", "accessor"),
@@ -98,7 +105,7 @@ def export(records: Iterable[Mapping[str, object]], fmt: ExportFormat, out: Text
     if fmt == "cef":
         return _write_lines((cef_line(record) for record in records), out)
     if fmt == "csv":
-        writer = csv.writer(out)
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL)
         writer.writerow(CSV_COLUMNS)
         count = 0
         for record in records:
@@ -135,7 +142,8 @@ def _csv_cell(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return "'" + value if value.startswith(_FORMULA_START) else value
+        text = _SEPARATED_FORMULA.sub(r"\1'", value)
+        return "'" + text if text.startswith(_FORMULA_START) else text
     if isinstance(value, int | float):
         return str(value)
     return _csv_cell(json.dumps(value, ensure_ascii=True, separators=(",", ":")))
