@@ -270,6 +270,37 @@ def test_verify_detects_a_truncated_tail_against_exported_checkpoints(
     assert "line index 2" in line and "truncated" in line
 
 
+def test_verify_refuses_a_checkpoint_filter_that_leaves_none(
+    run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
+) -> None:
+    """--checkpoints with a --node or --device that matches none of them (a typo, a
+    worker's <node>-<pid>) would skip the tail check: a usage error naming what is held."""
+    checkpoints = audit_file.with_name("checkpoints.jsonl")
+    wait_for_checkpoint(checkpoints)
+    node = json.loads(checkpoints.read_bytes().splitlines()[0])["node"]
+    lines = snapshot(audit_file, tmp_path / "log.jsonl")
+    short = tmp_path / "short.jsonl"
+    short.write_bytes(b"".join(lines[:2]))  # its tail cut off
+    given = ("audit", "verify", str(short), "--checkpoints", str(checkpoints))
+    for args, wanted in (
+        (("--node", "nope"), "node 'nope'"),
+        (("--device", "db"), "device 'db'"),
+        (("--node", node, "--device", "db"), f"node {node!r} and device 'db'"),
+    ):
+        line = run(*given, *args).error(2)
+        assert f"--checkpoints {checkpoints}: none of its" in line, line
+        assert f"is of {wanted}, so the tail could not be checked" in line, line
+        assert f"(it holds node {node!r} device 'file')" in line, line
+        assert run(*given, *args, "-o", "json").code == 2
+    line = run(*given, "--node", node, "--device", "file").error(VERIFY_FAILED)
+    assert "truncated" in line
+    assert "give --checkpoints too" in run("audit", "verify", str(short), "--node", node).error(2)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    out = run("audit", "verify", str(short), "--checkpoints", str(empty)).ok().stdout
+    assert f"Exported checkpoints: {empty} holds none: the tail was not checked." in out
+
+
 # -- export ----------------------------------------------------------------------------------
 def test_export_csv_from_a_file_parses(
     run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path

@@ -316,13 +316,47 @@ def _load_public_key(
 
 
 def _exported(path: Path | None, node: str | None, device: str | None) -> list[dict[str, object]]:
-    """``--checkpoints``: the exported checkpoint records (of ``node``/``device`` if given)."""
+    """``--checkpoints``: the exported checkpoint records (of ``node``/``device`` if given).
+
+    A filter that leaves none of the file's checkpoints is a usage error naming what the
+    file holds: the tail check the user asked for would be skipped (a mistyped node, a
+    worker's ``<node>-<pid>``). ``--node``/``--device`` without ``--checkpoints`` too.
+    """
     if path is None:
+        if node is not None or device is not None:
+            raise CliError(
+                "--node and --device (with FILES) choose among exported checkpoints: "
+                "give --checkpoints too",
+                ExitCode.USAGE,
+            )
         return []
     from medsecrets.audit.checkpoint import read_checkpoints
 
     with reading():
-        return read_checkpoints(path, node=node, device=device)
+        every = read_checkpoints(path)
+    chosen = [
+        record
+        for record in every
+        if (node is None or record.get("node") == node)
+        and (device is None or record.get("device") == device)
+    ]
+    if every and not chosen:
+        wanted = " and ".join(
+            f"{name} {value!r}" for name, value in (("node", node), ("device", device)) if value
+        )
+        held = sorted({(repr(r.get("node")), repr(r.get("device"))) for r in every})
+        shown = ", ".join(f"node {n} device {d}" for n, d in held[:_HELD_SHOWN])
+        more = f" and {len(held) - _HELD_SHOWN} more" if len(held) > _HELD_SHOWN else ""
+        raise CliError(
+            f"--checkpoints {path}: none of its {len(every)} checkpoint(s) is of {wanted}, so "
+            f"the tail could not be checked (it holds {shown}{more})",
+            ExitCode.USAGE,
+        )
+    return chosen
+
+
+_HELD_SHOWN: Final = 5
+"""The chains a ``--checkpoints`` error lists at most."""
 
 
 def _verify_data(report: VerifyReport, files: Sequence[Path], exported: int) -> dict[str, JSON]:
@@ -357,7 +391,9 @@ def _bad_record(report: VerifyReport, checkpoints: Path | None) -> str:
     )
 
 
-def _print_verified(data: Mapping[str, JSON], key_id: str | None, from_start: bool) -> None:
+def _print_verified(
+    data: Mapping[str, JSON], key_id: str | None, from_start: bool, checkpoints: Path | None
+) -> None:
     """The summary of a clean ``verify``: what was checked, and what was not."""
     files = data["files"]
     count = len(files) if isinstance(files, list) else 0
@@ -377,6 +413,8 @@ def _print_verified(data: Mapping[str, JSON], key_id: str | None, from_start: bo
             f"Exported checkpoints: {data['exported_checkpoints']} given, all consistent with "
             "the log."
         )
+    elif checkpoints is not None:
+        write_line(f"Exported checkpoints: {checkpoints} holds none: the tail was not checked.")
     else:
         write_line("Exported checkpoints: none given (--checkpoints detects a truncated tail).")
     if not from_start and data["first_seq"] not in (None, 1):
@@ -480,7 +518,7 @@ def verify(
     data = _verify_data(report, files, len(exported))
     if report.ok:
         key_id = None if loaded is None else loaded[1]
-        emit(data, output, lambda: _print_verified(data, key_id, from_start))
+        emit(data, output, lambda: _print_verified(data, key_id, from_start, checkpoints))
         return
     if output is OutputFormat.json:
         emit_json(data)
