@@ -200,3 +200,39 @@ def test_times_at_the_edges_of_the_calendar(tmp_path: Path) -> None:
             headers=headers,
         ).json()
         assert none["records"] == []
+
+
+def test_verify_reports_an_unreadable_checkpoint_export_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    """A tampered export file is what verify is for: the answer is ``ok: false`` naming the
+    line (the CLI then exits 7), not a 500."""
+    data = tmp_path / "data"
+    env = {"MEDSECRETS_AUDIT_CHECKPOINT_EVERY": "3"}
+    with ServerProcess(data, env=env, log_dir=tmp_path / "l") as server:
+        _read(server, 3)
+        export = data / "audit" / "checkpoints.jsonl"
+        assert export.read_bytes().count(b"\n") >= 1
+        with export.open("ab") as planted:
+            planted.write(b'{"kind": "checkpoint", "seq": \n')
+        answer = httpx.get(f"{server.addr}/v1/sys/audit/verify", headers=_headers(server.token))
+        assert answer.status_code == 200, answer.text
+        verified = answer.json()
+        assert verified["ok"] is False
+        assert "exported checkpoints unreadable" in verified["problem"]
+        assert "checkpoints.jsonl:" in verified["problem"]
+        env_cli = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MEDSECRETS_")},
+            "MEDSECRETS_ADDR": server.addr,
+            "MEDSECRETS_TOKEN": server.token,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "medsecrets.cli", "audit", "verify", "--device", "file"],
+            env=env_cli,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 7, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr

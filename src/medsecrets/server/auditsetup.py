@@ -277,17 +277,31 @@ class AuditStack:
         from medsecrets.audit.database import DatabaseAuditDevice
         from medsecrets.audit.device import ChainHead
         from medsecrets.audit.file import FileAuditDevice
+        from medsecrets.audit.record import LineError
         from medsecrets.audit.verify import verify
 
         lane = self._readable_lane(device)
         pem = self.keys.public_key_pem()
         key = load_public_key(pem) if pem is not None else None
         export = lane.checkpoint_export
-        checkpoints = (
-            read_checkpoints(export, node=self.node, device=lane.name)
-            if export is not None and export.exists()
-            else []
-        )
+        try:
+            checkpoints = (
+                read_checkpoints(export, node=self.node, device=lane.name)
+                if export is not None and export.exists()
+                else []
+            )
+        except (LineError, OSError) as exc:  # torn, tampered, replaced or unreadable
+            problem = exc if isinstance(exc, LineError) else type(exc).__name__
+            return AuditVerification(
+                device=lane.name,
+                ok=False,
+                records=0,
+                checkpoints_verified=0,
+                first_bad_index=None,
+                first_bad_seq=None,
+                problem=f"exported checkpoints unreadable: {problem}",
+                last_seq=0,
+            )
         found = lane.device
         if isinstance(found, DatabaseAuditDevice):
             report = verify(
