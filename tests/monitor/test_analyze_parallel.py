@@ -49,7 +49,7 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> int:
     return SMALL
 
 
-def ranges(path: Path) -> list[tuple[int, int]]:
+def ranges(path: Path) -> list[tuple[int, int, int]]:
     """The ranges ``analyze`` hands to workers, checked to tile the file in whole lines."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -58,9 +58,10 @@ def ranges(path: Path) -> list[tuple[int, int]]:
         os.close(descriptor)
     data = path.read_bytes()
     position = 0
-    for offset, length in found:
+    for offset, length, dropped in found:
         assert offset == position
         assert length >= SMALL or offset + length == len(data)
+        assert dropped == 0  # no line too long here
         position = offset + length
         if position < len(data):
             assert data[position - 1 : position] == b"\n"
@@ -153,7 +154,7 @@ def test_a_last_line_without_newline_is_read(
     data = path.read_bytes()
     assert data.endswith(b"}\n")
     cut = copy(path, tmp_path / "cut.log", data[:-1])
-    offset, length = ranges(cut)[-1]
+    offset, length, _ = ranges(cut)[-1]
     assert offset + length == len(data) - 1  # the last range ends without "\n"
     reference = analyze(path, workers=0, is_honeytoken=is_honeytoken)
     serial = analyze(cut, workers=0, is_honeytoken=is_honeytoken)
@@ -167,7 +168,7 @@ def break_line_in_range(path: Path, target: Path, which: int) -> int:
     by garbage of the same length (so the ranges stay the same); that line's number."""
     data = path.read_bytes()
     before = ranges(path)
-    offset, length = before[which]
+    offset, length, _ = before[which]
     starts = [offset] + [
         offset + i + 1 for i, byte in enumerate(data[offset : offset + length - 1]) if byte == 10
     ]
@@ -233,7 +234,7 @@ def test_a_worker_process_parses_its_range_itself(
             pool.submit(
                 analyze_module._parse_range, (name, offset, length, identity), "ours", "medessence"
             )
-            for offset, length in cuts
+            for offset, length, _ in cuts
         ]
         other = pool.submit(
             analyze_module._parse_range,
@@ -243,7 +244,7 @@ def test_a_worker_process_parses_its_range_itself(
         )
         results = [task.result(timeout=60) for task in tasks]
         assert other.result(timeout=60) is None
-    for (offset, length), result in zip(cuts, results, strict=True):
+    for (offset, length, _), result in zip(cuts, results, strict=True):
         assert result is not None
         block = data[offset : offset + length]
         assert result.problem is None
@@ -293,7 +294,7 @@ def test_a_log_rotated_during_the_analysis_is_read_from_the_file_that_was_opened
     other = copy(logs["vault"][0], tmp_path / "other.log")  # a different log takes the name
     real_cuts = analyze_module._cuts
 
-    def rotating_cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
+    def rotating_cuts(descriptor: int, size: int) -> Iterator[tuple[int, int, int]]:
         for number, cut in enumerate(real_cuts(descriptor, size)):
             if number == 1:
                 os.replace(other, path)  # workers now find another file at the name

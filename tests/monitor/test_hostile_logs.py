@@ -262,14 +262,32 @@ def test_damaged_gzip_through_the_cli_is_one_usage_error(
 # --- 3. lines too long, documents too large -----------------------------------------------------
 
 
-def test_a_gzip_bomb_of_one_line_stops_at_the_line_limit(
+def skips_of(path: Path, fmt: str) -> list[tuple[int, int, list[tuple[str, int]]]]:
+    """``(events, skipped lines, where)`` of each way of reading ``path``: the reader, and
+    ``analyze`` here and in workers."""
+    found = []
+    skipped = sources.Skipped()
+    events = list(read_events(path, fmt, skipped=skipped))  # type: ignore[arg-type]
+    found.append((len(events), skipped.lines, skipped.where))
+    for workers in (0, 2):
+        report = analyze([path], fmt, workers=workers)  # type: ignore[arg-type]
+        found.append((report.events, report.skipped_lines, list(report.skipped_at)))
+    return found
+
+
+def test_a_gzip_bomb_of_one_line_is_skipped_reading_a_block_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One line of 64 MiB (64 KiB compressed): refused after reading a little over 1 MiB."""
+    """One line of 64 MiB (64 KiB compressed), then a record: the line is dropped as it is
+    read (never held: no read longer than a block), noted, and the record after it read."""
     path = tmp_path / "bomb.log.gz"
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     chunk = b"x" * (1 << 20)
-    path.write_bytes(b"".join(compressor.compress(chunk) for _ in range(64)) + compressor.flush())
+    path.write_bytes(
+        b"".join(compressor.compress(chunk) for _ in range(64))
+        + compressor.compress(b"\n" + record_line(1))
+        + compressor.flush()
+    )
     assert path.stat().st_size < 1 << 20
     sizes: list[int] = []
     real = sources.read_log
@@ -281,48 +299,56 @@ def test_a_gzip_bomb_of_one_line_stops_at_the_line_limit(
 
     monkeypatch.setattr(sources, "read_log", counting)
     monkeypatch.setattr(sources, "BLOCK_BYTES", 256 << 10)
-    found = error_of(lambda: list(read_events(path, "ours")))
-    assert found == (str(path), 1, f"a line longer than {MAX_LINE_BYTES} bytes")
-    assert sum(sizes) <= MAX_LINE_BYTES + (256 << 10)
+    skipped = sources.Skipped()
+    events = list(read_events(path, "ours", skipped=skipped))
+    assert [event.request_id for event in events] == ["r1"]
+    assert (skipped.lines, skipped.where) == (1, [(str(path), 1)])
+    assert max(sizes) <= 256 << 10
 
 
-def test_line_blocks_are_bounded_and_name_the_long_line(
+def test_line_blocks_are_bounded_and_skip_the_long_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sources, "BLOCK_BYTES", 64 << 10)
     lines = good_lines("ours", 30)
     lines.insert(20, b"y" * (3 * MAX_LINE_BYTES) + b"\n")
     path = write(tmp_path / "long.log", lines)
+    skipped = sources.Skipped()
     seen = []
-    with pytest.raises(LogFormatError) as caught:
-        for number, block in line_blocks(path):
-            assert len(block) <= sources.BLOCK_BYTES + MAX_LINE_BYTES
-            seen.append((number, block.count(b"\n")))
-    assert (caught.value.line, sum(count for _, count in seen)) == (21, 20)
+    for number, block in line_blocks(path, skipped):
+        assert len(block) <= sources.BLOCK_BYTES + MAX_LINE_BYTES
+        assert b"y" * 1000 not in block  # the long line is dropped, not handed on
+        seen.append((number, block.count(b"\n")))
+    assert sum(count for _, count in seen) == 30
+    assert (skipped.lines, skipped.where) == (1, [(str(path), 21)])
+    assert seen[-1][0] + seen[-1][1] - 1 == 31  # the lines after it keep their numbers
 
 
 @pytest.mark.parametrize("fmt", ["ours", "vault"])
 @pytest.mark.parametrize("newline", [True, False], ids=["ended", "at the end of the file"])
-def test_a_long_line_is_named_the_same_by_workers_and_here(
+def test_a_long_line_is_skipped_and_named_the_same_by_workers_and_here(
     tmp_path: Path, small_ranges: int, fmt: str, newline: bool
 ) -> None:
     lines = good_lines(fmt, 300)
     long = b'{"kind":"response","pad":"' + b"z" * (MAX_LINE_BYTES + 10) + b'"}'
     if newline:
         lines.insert(250, long + b"\n")
+        lines.append(b"not json\n")  # the lines after it are read, and numbered, as before
         expected = 251
     else:
         lines.append(long)
         expected = 301
     path = write(tmp_path / "long.log", lines)
-    problem = f"a line longer than {MAX_LINE_BYTES} bytes"
-    assert every_reader(path, fmt) == [(str(path), expected, problem)] * 3
+    if newline:
+        assert [found[:2] for found in every_reader(path, fmt)] == [(str(path), 302)] * 3
+        lines.pop()
+        write(path, lines)
+    assert skips_of(path, fmt) == [(300, 1, [(str(path), expected)])] * 3
     # a line of exactly MAX_LINE_BYTES is read (here as a malformed line, named as such)
     lines[expected - 1] = b"#" * MAX_LINE_BYTES + (b"\n" if newline else b"")
     write(path, lines)
     found = every_reader(path, fmt)
     assert found == [(str(path), expected, found[0][2])] * 3
-    assert found[0][2] != problem
 
 
 @pytest.mark.parametrize("fmt", ["ours", "vault"])
@@ -338,20 +364,68 @@ def test_an_earlier_malformed_line_in_the_same_range_wins_over_a_long_line(
     assert "longer" not in found[0][2]
 
 
+@pytest.mark.parametrize("fmt", ["ours", "vault"])
+def test_several_long_lines_are_each_skipped_and_counted(
+    tmp_path: Path, small_ranges: int, fmt: str
+) -> None:
+    lines = good_lines(fmt, 400)
+    for at in (350, 300, 120, 119, 5):
+        lines.insert(at, b"L" * (MAX_LINE_BYTES + 1 + at) + b"\n")
+    path = write(tmp_path / "many.log", lines)
+    where = [(str(path), n) for n, line in enumerate(lines, 1) if line[:1] == b"L"]
+    assert len(where) == 5
+    assert skips_of(path, fmt) == [(400, 5, where)] * 3
+
+
 def test_ranges_cut_inside_a_long_line_stay_bounded(tmp_path: Path, small_ranges: int) -> None:
     path = tmp_path / "one-line.log"
-    path.write_bytes(b"v" * (4 * MAX_LINE_BYTES))  # not even a newline
+    path.write_bytes(b"v" * (4 * MAX_LINE_BYTES) + b"\n" + record_line(1))
     descriptor = os.open(path, os.O_RDONLY)
     try:
         cuts = list(analyze_module._cuts(descriptor, path.stat().st_size))
     finally:
         os.close(descriptor)
-    assert max(length for _, length in cuts) <= SMALL + MAX_LINE_BYTES + 1
-    assert sum(length for _, length in cuts) == path.stat().st_size
-    assert (
-        every_reader(path, "ours")
-        == [(str(path), 1, f"a line longer than {MAX_LINE_BYTES} bytes")] * 3
-    )
+    assert max(length for _, length, _ in cuts) <= SMALL + MAX_LINE_BYTES + 1
+    assert sum(length + dropped for _, length, dropped in cuts) == path.stat().st_size
+    assert skips_of(path, "ours") == [(1, 1, [(str(path), 1)])] * 3
+
+
+def test_a_long_vault_login_does_not_blind_the_analysis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unauthenticated login with a large (HMAC'd) body makes a Vault line over 1 MiB: it
+    is skipped and reported (a warning, ``skipped_lines``), and the reads after it alert."""
+    hashed = "hmac-sha256:" + "ab" * 32
+    body = {f"k{i:06d}": hashed for i in range(16_000)}
+    login = vault_line(
+        0,
+        auth={},
+        request={"id": "big", "operation": "update", "path": "auth/userpass/login/x",
+                 "mount_point": "auth/userpass/", "data": body, "remote_address": "203.0.113.9"},
+        error="invalid username or password",
+    )  # fmt: skip
+    assert len(login) > MAX_LINE_BYTES
+    reads = [
+        vault_line(
+            60 + n,
+            request={
+                "id": f"m{n}",
+                "operation": "read",
+                "mount_point": "secret/",
+                "path": f"secret/data/medessence/production/database/s{n}",
+                "remote_address": "203.0.113.9",
+            },
+        )
+        for n in range(60)
+    ]
+    path = write(tmp_path / "vault.log", [vault_line(1), login, *reads])
+    capsys.readouterr()
+    assert main(["audit", "analyze", "--format", "vault", str(path), "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert (data["events"], data["skipped_lines"]) == (61, 1)
+    assert data["counts"]["rate"] >= 1 and data["counts"]["bulk"] >= 1
+    assert f"{path}:2" in err and "skipped" in err
 
 
 def test_a_cloudtrail_file_larger_than_the_limit_is_refused(

@@ -54,6 +54,7 @@ from medsecrets.monitor.sources import (
     Format,
     LogFormatError,
     Row,
+    Skipped,
     detect_format,
     events_of,
     is_compressed,
@@ -84,6 +85,10 @@ class AnalysisReport:
     """Seconds spent reading and detecting."""
     formats: Mapping[str, Format]
     """The format of each file read."""
+    skipped_lines: int = 0
+    """Lines longer than ``sources.MAX_LINE_BYTES``, skipped unparsed (``skipped_at``)."""
+    skipped_at: tuple[tuple[str, int], ...] = ()
+    """``(file, line)`` of the first ``sources.SKIPPED_NAMED`` skipped lines."""
 
     @property
     def events_per_second(self) -> float:
@@ -139,8 +144,9 @@ def analyze(
     count = 0
     started = time.perf_counter()
     formats = {os.fspath(path): fmt or detect_format(path) for path in files}
+    skipped = Skipped()
     with _pool(formats, workers) as pool, paused():
-        batches = _batches(formats, prefix, pool, progress or _ignore)
+        batches = _batches(formats, prefix, pool, progress or _ignore, skipped)
         if "cloudtrail" in formats.values():
             ordered = in_time_order(itertools.chain.from_iterable(batches), reorder_seconds)
             batches = _chunked(ordered, _BATCH)
@@ -156,6 +162,8 @@ def analyze(
         counts=dict(detectors.counts),
         elapsed=elapsed,
         formats=formats,
+        skipped_lines=skipped.lines,
+        skipped_at=tuple(skipped.where),
     )
 
 
@@ -175,18 +183,28 @@ def _batches(
     prefix: str,
     pool: concurrent.futures.Executor | None,
     progress: Callable[[int], None],
+    skipped: Skipped,
 ) -> Iterator[list[AccessEvent]]:
-    """The events of every file, in order, as lists (a block's worth each)."""
+    """The events of every file, in order, as lists (a block's worth each); what was passed
+    over is noted in ``skipped``."""
     for name, kind in formats.items():
         plain = kind in LINE_FORMATS and _plain(name)
         if plain and pool is not None:
-            yield from _parallel(pool, name, kind, prefix, progress)
+            yield from _parallel(pool, name, kind, prefix, progress, skipped=skipped)
         elif plain:
-            for number, block in line_blocks(name):
-                yield events_of(rows_in_block(kind, block, file=name, line=number, prefix=prefix))
+            done = 0
+            for number, block in line_blocks(name, skipped):
+                yield events_of(
+                    rows_in_block(
+                        kind, block, file=name, line=number, prefix=prefix, skipped=skipped
+                    )
+                )
                 progress(len(block))
+                done += len(block)
+            if done < (size := file_size(name)):
+                progress(size - done)  # the bytes of lines too long, dropped
         else:
-            yield from read_batches(name, kind, prefix=prefix)
+            yield from read_batches(name, kind, prefix=prefix, skipped=skipped)
             progress(file_size(name))
 
 
@@ -199,8 +217,10 @@ def _batches(
 # file order, so the line number is the lines of the ranges before plus the line in the range.
 # No ``\n`` within ``MAX_LINE_BYTES`` after the multiple means a line too long: the range is
 # cut there, inside it (so no range is longer than ``BLOCK_BYTES + MAX_LINE_BYTES + 1``),
-# and its worker finds the first line too long (``rows_in_block``: the error the range
-# gives, as reading here gives it); the ranges after it are never used.
+# its worker skips and notes that line (``rows_in_block``: its last line, cut, is longer than
+# ``MAX_LINE_BYTES``), and the rest of the line, up to its ``\n``, is read by no one (this
+# process looks for that ``\n`` a little at a time): the next range starts after it, and the
+# line count goes on from there.
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +234,8 @@ class _Range:
     """The first malformed line's problem (then ``rows`` is empty)."""
     line: int = 0
     """That line's number within the range (1 for its first line)."""
+    skipped: Skipped | None = None
+    """The lines too long the range skipped (numbered within it), if any."""
 
 
 def _parse_range(
@@ -234,32 +256,52 @@ def _parse_range(
 
 def _parse_block(block: bytes, name: str, fmt: Format, prefix: str) -> _Range:
     """``_Range`` of ``block`` (its first line numbered 1)."""
+    skipped = Skipped()
     with paused():
         try:
-            rows = rows_in_block(fmt, block, file=name, line=1, prefix=prefix)
+            rows = rows_in_block(fmt, block, file=name, line=1, prefix=prefix, skipped=skipped)
         except LogFormatError as exc:
             return _Range([], block.count(b"\n"), exc.problem, exc.line or 1)
-    return _Range(rows, block.count(b"\n"))
+    return _Range(rows, block.count(b"\n"), skipped=skipped if skipped.lines else None)
 
 
-def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
-    """``(offset, length)`` of the ranges of whole lines of the open file (the last may lack
-    ``\n``), or of a range cut inside a line too long (see the comment above)."""
+def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int, int]]:
+    """``(offset, length, dropped)`` of the ranges of whole lines of the open file (the last
+    may lack ``\n``), or of a range cut inside a line too long; ``dropped``: the bytes after
+    the range that no range holds (the rest of that line, its ``\n`` included), see the
+    comment above."""
     start = 0
     while start < size:
         probe = start + BLOCK_BYTES
         end = limit = min(size, probe + MAX_LINE_BYTES + 1)
+        after = end
         while probe < limit:
             found = os.pread(descriptor, min(1 << 16, limit - probe), probe)
             if not found:
                 break
             newline = found.find(b"\n")
             if newline >= 0:
-                end = probe + newline + 1
+                end = after = probe + newline + 1
                 break
             probe += len(found)
-        yield start, end - start
-        start = end
+        else:
+            if end < size:  # cut inside a line too long: its rest is dropped
+                after = _line_end(descriptor, end, size)
+        yield start, end - start, after - end
+        start = after
+
+
+def _line_end(descriptor: int, position: int, size: int) -> int:
+    """The offset after the first ``\n`` at or after ``position`` (``size`` if none)."""
+    while position < size:
+        found = os.pread(descriptor, min(1 << 16, size - position), position)
+        if not found:
+            return size
+        newline = found.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(found)
+    return size
 
 
 def _parallel(
@@ -268,6 +310,8 @@ def _parallel(
     fmt: Format,
     prefix: str,
     progress: Callable[[int], None],
+    *,
+    skipped: Skipped,
 ) -> Iterator[list[AccessEvent]]:
     """The events of a plain line log, parsed in ``pool`` (see the comment above).
 
@@ -282,45 +326,51 @@ def _parallel(
         raise LogFormatError("not a regular file", file=name)
     identity = (status.st_dev, status.st_ino)
     window = 2 * max(1, getattr(pool, "_max_workers", 2)) + 2
-    pending: collections.deque[tuple[int, int, concurrent.futures.Future[_Range | None]]] = (
-        collections.deque()
-    )
+    pending: collections.deque[_Pending] = collections.deque()
     lines = 0
     try:
-        for offset, length in _cuts(descriptor, status.st_size):
+        for offset, length, dropped in _cuts(descriptor, status.st_size):
             task = pool.submit(_parse_range, (name, offset, length, identity), fmt, prefix)
-            pending.append((offset, length, task))
+            pending.append((offset, length, dropped, task))
             if len(pending) >= window:
                 item = pending.popleft()
-                found, lines = _take(item, descriptor, name, fmt, prefix, lines=lines)
+                found, lines = _take(
+                    item, descriptor, name, fmt, prefix, skipped=skipped, lines=lines
+                )
                 yield found
-                progress(item[1])
+                progress(item[1] + item[2])
         while pending:
             item = pending.popleft()
-            found, lines = _take(item, descriptor, name, fmt, prefix, lines=lines)
+            found, lines = _take(item, descriptor, name, fmt, prefix, skipped=skipped, lines=lines)
             yield found
-            progress(item[1])
+            progress(item[1] + item[2])
     finally:
-        for _, _, task in pending:
+        for *_, task in pending:
             task.cancel()
         os.close(descriptor)
 
 
+_Pending = tuple[int, int, int, "concurrent.futures.Future[_Range | None]"]
+"""A range in flight: ``(offset, length, dropped, its worker's answer)``."""
+
+
 def _take(
-    item: tuple[int, int, concurrent.futures.Future[_Range | None]],
+    item: _Pending,
     descriptor: int,
     name: str,
     fmt: Format,
     prefix: str,
     *,
+    skipped: Skipped,
     lines: int,
 ) -> tuple[list[AccessEvent], int]:
-    """The events of a range and the lines up to its end; raises its ``LogFormatError``.
+    """The events of a range and the lines up to its end (and the line dropped after it);
+    raises its ``LogFormatError``, notes its skipped lines in ``skipped``.
 
     A range the worker did not parse is read from ``descriptor`` (the file
     ``_parallel`` opened) and parsed here.
     """
-    offset, length, task = item
+    offset, length, dropped, task = item
     try:
         found = task.result()
     except Exception:  # a dead pool or an unreadable file: parse the range here
@@ -329,7 +379,9 @@ def _take(
         found = _parse_block(os.pread(descriptor, length, offset), name, fmt, prefix)
     if found.problem is not None:
         raise LogFormatError(found.problem, file=name, line=lines + found.line)
-    return events_of(found.rows), lines + found.lines
+    if found.skipped is not None:
+        skipped.merge(found.skipped, lines)
+    return events_of(found.rows), lines + found.lines + (1 if dropped else 0)
 
 
 @contextlib.contextmanager

@@ -55,7 +55,11 @@ hangs or takes unbounded memory:
   FIFO, a pipe such as ``<(cat log)``, a device or a directory, before it is
   opened for reading; it is then opened without blocking): a file is opened
   several times (sniffed, then read), which a pipe cannot be;
-- a line longer than ``MAX_LINE_BYTES`` (1 MiB) is refused, naming it;
+- a line longer than ``MAX_LINE_BYTES`` (1 MiB) is skipped unparsed, its bytes dropped as
+  they are read (never held whole), and noted in a ``Skipped`` given to the reader (a count
+  and the first ``SKIPPED_NAMED`` places): anyone can make Vault write such a line (an
+  unauthenticated login with a large body is logged with its keys), and refusing it refused
+  the whole log;
 - nesting deeper than the parsers go (orjson: 1024, the standard library
   here: ``MAX_NESTING``) is malformed JSON;
 - a truncated or corrupt gzip is ``LogFormatError`` "truncated or corrupt
@@ -102,10 +106,12 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "MAX_LINE_BYTES",
     "MAX_NESTING",
+    "SKIPPED_NAMED",
     "EventFields",
     "Format",
     "LogFormatError",
     "Row",
+    "Skipped",
     "detect_format",
     "event_from_record",
     "event_from_vault",
@@ -210,8 +216,11 @@ class LogFormatError(InvalidRequest):
 
 MAX_LINE_BYTES: Final = 1 << 20
 """The longest line (without its ``\\n``) of a line log: 1 MiB. A record is a few hundred
-bytes (a Vault entry a few KiB); a longer line is refused (``LogFormatError`` naming it), so
-reading a log never holds more than a block and one line (think of a gzip bomb)."""
+bytes (a Vault entry a few KiB); a longer line is skipped and noted (``Skipped``), its bytes
+dropped as they are read, so reading a log never holds more than a block and one line (think
+of a gzip bomb)."""
+SKIPPED_NAMED: Final = 10
+"""How many skipped lines a ``Skipped`` names (it counts them all)."""
 MAX_DOCUMENT_BYTES: Final = 64 << 20
 """The largest CloudTrail file, decompressed: 64 MiB (CloudTrail delivers files of a few
 MiB at most); a larger one is refused, as it is read whole."""
@@ -219,8 +228,39 @@ MAX_NESTING: Final = 512
 """The deepest nesting of arrays and objects in a line that orjson does not read whole (the
 standard library reads it; a deeper one is refused, the same way in every process)."""
 _BAD_GZIP: Final = "truncated or corrupt gzip"
-_TOO_LONG: Final = f"a line longer than {MAX_LINE_BYTES} bytes"
 GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+class Skipped:
+    """What a read passed over: lines longer than ``MAX_LINE_BYTES`` (``lines``, and the first
+    ``SKIPPED_NAMED`` of them as ``(file, line)`` in ``where``) and CloudTrail digest files
+    (``digests``, their names). Give one to the readers to learn about them."""
+
+    __slots__ = ("digests", "lines", "where")
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.where: list[tuple[str, int]] = []
+        self.digests: list[str] = []
+
+    def line(self, file: str, number: int) -> None:
+        """Note the skipped line ``number`` of ``file``."""
+        self.lines += 1
+        if len(self.where) < SKIPPED_NAMED:
+            self.where.append((file, number))
+
+    def merge(self, other: Skipped, offset: int = 0) -> None:
+        """Add ``other``'s notes, its line numbers moved by ``offset``."""
+        for file, number in other.where:
+            if len(self.where) < SKIPPED_NAMED:
+                self.where.append((file, number + offset))
+        self.lines += other.lines
+        self.digests.extend(other.digests)
+
+
+def _skip_line(skipped: Skipped | None, file: str, number: int) -> None:
+    if skipped is not None:
+        skipped.line(file, number)
 
 
 def _open_regular(path: str | os.PathLike[str]) -> BinaryIO:
@@ -290,22 +330,35 @@ BLOCK_BYTES: Final = 1 << 22
 """Size of the reads of a line log (and of the blocks ``analyze`` hands to worker processes)."""
 
 
-def line_blocks(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+def line_blocks(
+    path: str | os.PathLike[str], skipped: Skipped | None = None
+) -> Iterator[tuple[int, bytes]]:
     """``(number of its first line, block)``: a line log read as blocks of whole lines.
 
     Every block but the last ends with ``\\n``; the last holds what follows the
     last ``\\n`` (a line without one), if anything. A block is at most
     ``BLOCK_BYTES + MAX_LINE_BYTES`` long: when the bytes after the last ``\\n``
-    read grow longer than ``MAX_LINE_BYTES``, the blocks before are yielded and
-    then ``LogFormatError`` names that line (``rows_in_block`` refuses a long
-    line within a block). Raises ``LogFormatError`` (see ``open_log`` and
-    ``read_log``) and ``OSError``.
+    read grow longer than ``MAX_LINE_BYTES``, that line is noted in ``skipped``
+    and its bytes are dropped up to its ``\\n`` (the numbers of the lines after
+    it count it). A block may still hold a line a little longer than
+    ``MAX_LINE_BYTES``: ``rows_in_block`` skips it. Raises ``LogFormatError``
+    (see ``open_log`` and ``read_log``) and ``OSError``.
     """
     name = os.fspath(path)
     with open_log(path) as stream:
         rest = b""
         number = 1
+        dropping = False  # inside a line too long, up to its \n
         while chunk := read_log(stream, BLOCK_BYTES, name):
+            if dropping:
+                newline = chunk.find(b"\n")
+                if newline < 0:
+                    continue
+                dropping = False
+                number += 1
+                chunk = chunk[newline + 1 :]
+                if not chunk:
+                    continue
             data = rest + chunk if rest else chunk  # rest: at most MAX_LINE_BYTES
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
@@ -314,7 +367,9 @@ def line_blocks(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
                 yield number, block
                 number += block.count(b"\n")
             if len(rest) > MAX_LINE_BYTES:
-                raise LogFormatError(_TOO_LONG, file=name, line=number)
+                _skip_line(skipped, name, number)
+                rest = b""
+                dropping = True
         if rest:
             yield number, rest
 
@@ -781,7 +836,7 @@ def _cloudtrail_records(value: object) -> tuple[list[object], bool] | str:
 
 
 def read_cloudtrail(
-    path: str | os.PathLike[str], *, prefix: str = DEFAULT_PREFIX
+    path: str | os.PathLike[str], *, prefix: str = DEFAULT_PREFIX, skipped: Skipped | None = None
 ) -> Iterator[AccessEvent]:
     """Secrets Manager events of a CloudTrail log file (see module docstring).
 
@@ -990,28 +1045,51 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
 
 
 def read_events(
-    path: str | os.PathLike[str], fmt: Format | None = None, *, prefix: str = DEFAULT_PREFIX
+    path: str | os.PathLike[str],
+    fmt: Format | None = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    skipped: Skipped | None = None,
 ) -> Iterator[AccessEvent]:
-    """Events of the log at ``path`` in format ``fmt`` (sniffed when ``None``)."""
-    return itertools.chain.from_iterable(read_batches(path, fmt, prefix=prefix))
+    """Events of the log at ``path`` in format ``fmt`` (sniffed when ``None``); what was
+    passed over (lines too long, digest files) is noted in ``skipped``."""
+    return itertools.chain.from_iterable(read_batches(path, fmt, prefix=prefix, skipped=skipped))
 
 
 def rows_in_block(
-    fmt: Format, block: bytes, *, file: str, line: int = 1, prefix: str = DEFAULT_PREFIX
+    fmt: Format,
+    block: bytes,
+    *,
+    file: str,
+    line: int = 1,
+    prefix: str = DEFAULT_PREFIX,
+    skipped: Skipped | None = None,
 ) -> list[Row]:
     """The events of ``block``, whole lines of a line log (``LINE_FORMATS``), as rows.
 
     ``file`` and ``line`` (the number of the block's first line) locate a
-    malformed line in the ``LogFormatError`` raised for it: the first one, a
-    line longer than ``MAX_LINE_BYTES`` included (the lines before it are
-    parsed first). The events of a file's blocks, one after the other, are
-    exactly those of ``read_events``.
+    malformed line in the ``LogFormatError`` raised for it (the first one). A
+    line longer than ``MAX_LINE_BYTES`` is skipped and noted in ``skipped``
+    (the last line of the block may be the start of one, cut: it is noted the
+    same way). The events of a file's blocks, one after the other, are exactly
+    those of ``read_events``.
     """
     if len(block) > MAX_LINE_BYTES:
         long = _long_line(block)
         if long >= 0:
-            rows_in_block(fmt, block[:long], file=file, line=line, prefix=prefix)
-            raise LogFormatError(_TOO_LONG, file=file, line=line + block.count(b"\n", 0, long))
+            rows = (
+                rows_in_block(fmt, block[:long], file=file, line=line, prefix=prefix)
+                if long
+                else []
+            )
+            at = line + block.count(b"\n", 0, long)
+            _skip_line(skipped, file, at)
+            end = block.find(b"\n", long)
+            if end >= 0 and end + 1 < len(block):
+                rows += rows_in_block(
+                    fmt, block[end + 1 :], file=file, line=at + 1, prefix=prefix, skipped=skipped
+                )
+            return rows
     if fmt == "ours":
         return _ours_rows(block, file, line)
     if fmt == "vault":
@@ -1025,17 +1103,22 @@ def events_of(rows: Iterable[Row]) -> list[AccessEvent]:
 
 
 def read_batches(
-    path: str | os.PathLike[str], fmt: Format | None = None, *, prefix: str = DEFAULT_PREFIX
+    path: str | os.PathLike[str],
+    fmt: Format | None = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    skipped: Skipped | None = None,
 ) -> Iterator[list[AccessEvent]]:
     """``read_events`` as lists of events (a block of a line log, or a CloudTrail document)."""
     fmt = fmt or detect_format(path)
     name = os.fspath(path)
     if fmt in LINE_FORMATS:
-        for number, block in line_blocks(path):
-            yield events_of(rows_in_block(fmt, block, file=name, line=number, prefix=prefix))
+        for number, block in line_blocks(path, skipped):
+            rows = rows_in_block(fmt, block, file=name, line=number, prefix=prefix, skipped=skipped)
+            yield events_of(rows)
     elif fmt == "cloudtrail":
         batch: list[AccessEvent] = []
-        for event in read_cloudtrail(path, prefix=prefix):
+        for event in read_cloudtrail(path, prefix=prefix, skipped=skipped):
             batch.append(event)
             if len(batch) >= 8192:
                 yield batch

@@ -702,8 +702,7 @@ def analyze(
             prefix=model.prefix,
             progress=advance,
         )
-    if report.events == 0:
-        warn("no access events found (an encrypted log must be decrypted first: audit read)")
+    _warn_analysis(report)
     data = _analysis_data(report)
     emit(data, output, lambda: _print_analysis(data, limit))
 
@@ -726,10 +725,30 @@ def _thresholds(config_file: Path | None) -> DetectorConfig:
     return settings.monitor.detectors
 
 
+def _places(places: Sequence[tuple[str, int]], count: int) -> str:
+    """``file:line, …`` of the first places of ``count``."""
+    named = ", ".join(f"{file}:{line}" for file, line in places)
+    return named + (", …" if count > len(places) else "")
+
+
+def _warn_analysis(report: AnalysisReport) -> None:
+    """Warn (stderr) about what the analysis passed over or could not trust."""
+    from medsecrets.monitor.sources import MAX_LINE_BYTES
+
+    if report.skipped_lines:
+        warn(
+            f"skipped {report.skipped_lines} line(s) longer than {MAX_LINE_BYTES} bytes, "
+            f"not analysed: {_places(report.skipped_at, report.skipped_lines)}"
+        )
+    if report.events == 0:
+        warn("no access events found (an encrypted log must be decrypted first: audit read)")
+
+
 def _analysis_data(report: AnalysisReport) -> dict[str, JSON]:
     """The JSON result of ``analyze``."""
     return {
         "events": report.events,
+        "skipped_lines": report.skipped_lines,
         "elapsed_seconds": round(report.elapsed, 3),
         "events_per_second": round(report.events_per_second),
         "formats": dict(report.formats),
