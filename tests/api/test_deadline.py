@@ -63,6 +63,31 @@ def test_a_request_blocked_in_a_worker_thread_times_out(
     assert done.wait(5)  # which finishes on its own: "outcome unknown"
 
 
+def test_the_timeout_answer_has_the_error_shape_with_the_request_id(
+    core: Core, root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503 ``timeout`` is an error like any other: ``{"error": {...}, "request_id"}`` (the
+    OpenAPI ``Error`` schema), the id the one of the ``X-Request-Id`` header."""
+    import jsonschema
+
+    from medsecrets.api.openapi import ERROR_SCHEMA
+
+    real_create = core.tokens.create
+
+    def slow_create(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(core.tokens, "create", slow_create)
+    body = {"paths": ["*"], "capabilities": ["read"], "ttl": 60}
+    response = _call(core, root, 0.05, "POST", "/v1/auth/token/create", body)
+    assert response.status_code == 503
+    answer = response.json()
+    jsonschema.validate(answer, ERROR_SCHEMA)
+    assert answer["error"]["code"] == "timeout"
+    assert answer["request_id"] == response.headers["x-request-id"]
+
+
 def test_a_loop_write_waiting_for_its_fsync_times_out_and_is_still_recorded(
     tmp_path: Path, clock: ManualClock
 ) -> None:

@@ -143,9 +143,7 @@ class ApiApp(Protocol):
 _WORKER_THREADS = 40
 """Threads running requests off the event loop (writes, slow routes): anyio's default."""
 _JSON = "application/json"
-_TIMEOUT_BODY = orjson.dumps(
-    {"error": {"code": "timeout", "message": "the request timed out; outcome unknown"}}
-)
+_TIMEOUT_ERROR = {"code": "timeout", "message": "the request timed out; outcome unknown"}
 
 
 class _BodyTooLargeError(Exception):
@@ -374,13 +372,17 @@ class _ApiHandler:
         task = asyncio.current_task(running_loop()) if deadlines is not None else None
         if task is not None and deadlines is not None:
             deadlines.enter(task)
+        timed_out = False
         try:
             answer = await self._answer(head, body, request_id, route)
         except asyncio.CancelledError:
             if task is None or deadlines is None or not deadlines.leave(task):
                 raise
             task.uncancel()
-            answer = _Answer(503, _TIMEOUT_BODY, request_id)
+            timed_out = True
+            # the documented error shape, as every error: the request id in the body too
+            timeout_body = orjson.dumps({"error": _TIMEOUT_ERROR, "request_id": request_id})
+            answer = _Answer(503, timeout_body, request_id)
             ERROR_LOGGER.warning(
                 "request timed out", extra={"request_id": request_id, "route": route[0]}
             )
@@ -391,7 +393,7 @@ class _ApiHandler:
                 deadlines.leave(task)
         settled = (
             self._deferrable.settled_async()
-            if self._deferrable is not None and answer.body is not _TIMEOUT_BODY
+            if self._deferrable is not None and not timed_out
             else None
         )
         if settled is not None:  # the route may have read a commit not yet durable

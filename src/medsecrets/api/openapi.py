@@ -55,7 +55,7 @@ _DESCRIPTIONS = {
     422: "A field failed a catalog validator",
     500: "Internal error (generic message)",
     502: "A KMS or cloud provider call failed",
-    503: "Sealed, not initialised, or audit unavailable",
+    503: "Sealed, not initialised, audit unavailable, or timed out (outcome unknown)",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _BODY_STATUSES = (400, 413, 415)
