@@ -25,7 +25,10 @@ from medsecrets.schema.secrets import (
 )
 from medsecrets.sensitive import SecretFields
 
-__all__ = ["DestroyBody", "MetadataBody", "PutBody", "StageBody", "routes"]
+__all__ = ["MAX_CAS", "DestroyBody", "MetadataBody", "PutBody", "StageBody", "routes"]
+
+MAX_CAS = 2**63 - 1
+"""Largest ``cas`` a write accepts (a signed 64-bit integer: any client's integer type)."""
 
 
 # -- bodies ------------------------------------------------------------------------------
@@ -39,6 +42,12 @@ class PutBody:
     description: str | None = None
     owner: str | None = None
     tags: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # No version is negative: a malformed value, not a lost check-and-set (409 would
+        # tell a client to read and retry, forever).
+        if self.cas is not None and not 0 <= self.cas <= MAX_CAS:
+            raise InvalidRequest(f"body.cas: must be from 0 to {MAX_CAS}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,89 @@
+"""The HTTP surface through a real server: what a client sends as raw bytes and gets back.
+
+Bodies a strict reader must refuse, the error shape of every answer (the
+request timeout's too) and the statuses the OpenAPI document lists.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from medsecrets.testing.serverproc import ServerProcess
+
+SECRET = "/v1/secrets/medessence/development/database"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("surface")
+    with ServerProcess(base / "data", log_dir=base / "logs") as running:
+        yield running
+
+
+def _token(server: ServerProcess) -> str:
+    assert server.token is not None
+    return server.token
+
+
+def _raw(
+    server: ServerProcess, data: bytes, timeout: float = 10.0
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as is on a new connection; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def _request(
+    server: ServerProcess, method: str, target: str, body: bytes = b"", *, token: bool = True
+) -> tuple[int, dict[str, str], bytes]:
+    head = [f"{method} {target} HTTP/1.1", "Host: x", "Connection: close"]
+    if token:
+        head.append(f"X-Medsecrets-Token: {_token(server)}")
+    if body:
+        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return _raw(server, ("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
+def _error(status: int, headers: dict[str, str], body: bytes) -> str:
+    """The code of an error answer, checking the documented shape."""
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert set(answer) == {"error", "request_id"}, answer
+    assert set(answer["error"]) == {"code", "message"}
+    assert answer["request_id"] == headers["x-request-id"]
+    code: str = answer["error"]["code"]
+    return code
+
+
+# -- cas ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("cas", [-1, -5, 2**63, 2**64 - 1])
+def test_a_cas_out_of_range_is_invalid_not_a_conflict(server: ServerProcess, cas: int) -> None:
+    path = f"{SECRET}/cas-range"
+    ok = _request(server, "PUT", path, b'{"fields":{"username":"a"}}')
+    assert ok[0] == 200, ok
+    body = json.dumps({"fields": {"username": "b"}, "cas": cas}).encode()
+    status, headers, payload = _request(server, "PUT", path, body)
+    assert status == 400, payload
+    assert _error(status, headers, payload) == "invalid_request"
+    assert b"body.cas" in payload
+
+
+def test_cas_zero_and_the_current_version_still_work(server: ServerProcess) -> None:
+    path = f"{SECRET}/cas-ok"
+    first = _request(server, "PUT", path, b'{"fields":{"username":"a"},"cas":0}')
+    assert first[0] == 200, first
+    again = _request(server, "PUT", path, b'{"fields":{"username":"b"},"cas":0}')
+    assert again[0] == 409 and _error(*again) == "cas_conflict"
+    second = _request(server, "PUT", path, b'{"fields":{"username":"b"},"cas":1}')
+    assert second[0] == 200, second
