@@ -100,3 +100,13 @@ def test_status_rotate_keys_rewrap_and_seal(fresh_dev_server, cli):
     line = cli("secrets", "get", "medessence/development/database", env=env).error(5)
     assert "sealed" in line
     assert cli("operator", "status", "-o", "json", env=env).ok().json()["sealed"] is True
+
+
+def test_init_refuses_a_relative_key_file_before_asking_the_server(cli):
+    """The key file is on the server: a path relative to the CLI's directory means nothing
+    there. A usage error naming --key-file; the server (none listens here) is not asked."""
+    for path in ("unseal.key", "./keys/unseal.key"):
+        line = cli(
+            "operator", "init", "--key-file", path, env={"MEDSECRETS_ADDR": "http://127.0.0.1:9"}
+        ).error(2)
+        assert "--key-file" in line and "absolute" in line

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,31 @@ def test_cas_zero_and_the_current_version_still_work(server: ServerProcess) -> N
     assert again[0] == 409 and _error(*again) == "cas_conflict"
     second = _request(server, "PUT", path, b'{"fields":{"username":"b"},"cas":1}')
     assert second[0] == 200, second
+
+
+# -- init --------------------------------------------------------------------------------
+def test_init_refuses_a_relative_key_file_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store records the path as given: a relative one would name another file once the
+    server starts from another working directory. 400 naming the field, nothing written."""
+    cwd = tmp_path / "cwd"  # the server's working directory: a scratch one
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    config = tmp_path / "server.toml"
+    config.write_text("tls_disable = true\n", encoding="utf-8")
+    with ServerProcess(
+        tmp_path / "data", dev=False, extra_args=("--config", str(config)), log_dir=tmp_path / "l"
+    ) as server:
+        for path in ("unseal.key", "keys/unseal.key", "./unseal.key", ""):
+            body = json.dumps({"seal": {"type": "keyfile", "path": path}}).encode()
+            status, headers, payload = _request(server, "POST", "/v1/sys/init", body, token=False)
+            assert status == 400, payload
+            assert _error(status, headers, payload) == "invalid_request"
+            assert b"body.seal.path" in payload
+        assert list(cwd.iterdir()) == []
+        key = tmp_path / "unseal.key"
+        body = json.dumps({"seal": {"type": "keyfile", "path": str(key)}}).encode()
+        status, _, payload = _request(server, "POST", "/v1/sys/init", body, token=False)
+        assert status == 200, payload
+        assert key.is_file()

@@ -9,6 +9,7 @@ other users — from its argument, and shows the progress ``k of n``.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -116,6 +117,11 @@ def init(
     if key_file is not None and kms_key_id is not None:
         raise CliError("use either --key-file or --kms-key-id, not both", ExitCode.USAGE)
     if key_file is not None:
+        if not os.path.isabs(key_file):  # a path on the server: this cwd is not the server's
+            raise CliError(
+                "--key-file must be an absolute path (the key file is on the server)",
+                ExitCode.USAGE,
+            )
         seal = KeyFileSealConfig(key_file)
     elif kms_key_id is not None:
         seal = AwsKmsSealConfig(kms_key_id, kms_region, kms_endpoint)

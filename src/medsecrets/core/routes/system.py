@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,7 +50,7 @@ class ShamirSealBody:
 
 @dataclass(frozen=True, slots=True)
 class KeyFileSealBody:
-    """Keep the unseal key in a 0600 file on the server (auto-unseal)."""
+    """Keep the unseal key in a 0600 file on the server (auto-unseal); ``path`` is absolute."""
 
     type: Literal["keyfile"]
     path: str
@@ -92,7 +93,12 @@ def _parse_init(data: object) -> InitBody:
     cls = _SEAL_BODIES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise InvalidRequest("body.seal.type: expected 'shamir', 'keyfile' or 'awskms'")
-    return InitBody(seal=parse_body(cls, seal, where="body.seal"))
+    body = InitBody(seal=parse_body(cls, seal, where="body.seal"))
+    if isinstance(body.seal, KeyFileSealBody) and not os.path.isabs(body.seal.path):
+        # recorded in the store as given: a relative path would name another file once the
+        # server starts from another working directory (and the caller cannot know this one)
+        raise InvalidRequest("body.seal.path: must be an absolute path on the server")
+    return body
 
 
 @dataclass(frozen=True, slots=True)
