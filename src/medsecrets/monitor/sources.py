@@ -40,8 +40,14 @@ and yields events in file order:
   ``error`` containing ``permission denied`` (or a missing/invalid token) is
   ``denied``. The principal is ``auth.display_name`` (with
   ``auth.metadata.role_name`` added for AppRole, whose display name is just
-  ``approle``); ``auth.metadata.emergency: "true"`` or a ``break-glass`` /
-  ``emergency`` policy marks an emergency token.
+  ``approle``), keyed by a prefix of ``auth.entity_id`` when there is one
+  (``name#entity``), else, for the names many tokens share (``token``,
+  ``root``, none), by a prefix of the ``auth.accessor`` HMAC;
+  ``auth.metadata.emergency: "true"`` or a ``break-glass`` /
+  ``emergency`` policy marks an emergency token. Request entries are skipped
+  unparsed (``type`` last, as Vault writes it now, or second, as it did); a
+  line may have syslog framing or a file device ``prefix`` before its JSON
+  (``_unframed``).
 
 Files are read in 4 MiB blocks; lines that hold one JSON object are parsed by
 orjson, anything else by the standard library (so both accept the same
@@ -913,8 +919,21 @@ def _vault_operation(operation: str, path: str, mount: str) -> tuple[Operation, 
     return "other", secret
 
 
+_GENERIC_NAMES: Final = frozenset({"", "token", "root"})
+"""Vault display names shared by unrelated tokens: ``token`` (any token created without a
+display name), ``root`` (every root token), none."""
+
+
 def _vault_identity(auth: object) -> tuple[str, bool]:
-    """``(principal, emergency)`` of a Vault ``auth`` object."""
+    """``(principal, emergency)`` of a Vault ``auth`` object.
+
+    The principal is the display name (plus ``role_name`` for AppRole), kept
+    for display, keyed by the first 8 characters of ``entity_id`` when there is
+    one (``<name>#<entity>``: every token of the identity under that name is one
+    principal, and two identities' tokens of the same name are two), else a
+    generic name (``token``, ``root``, none) gets the first 12 hex digits of the
+    token's ``accessor`` HMAC (``token#a1b2…``): each such token is its own.
+    """
     if not isinstance(auth, Mapping):
         return "", False
     principal = _text(auth.get("display_name"))
@@ -928,6 +947,13 @@ def _vault_identity(auth: object) -> tuple[str, bool]:
     policies = auth.get("policies")
     if isinstance(policies, list) and not emergency:
         emergency = any(p in EMERGENCY_POLICIES for p in policies if isinstance(p, str))
+    entity = _text(auth.get("entity_id"))
+    if entity:
+        return f"{principal or 'token'}#{entity[:8]}", emergency
+    if principal in _GENERIC_NAMES:
+        accessor = _text(auth.get("accessor"))
+        if accessor:
+            return f"{principal or 'token'}#{accessor.rpartition(':')[2][:12]}", emergency
     return principal, emergency
 
 
@@ -979,18 +1005,66 @@ def _vault_row(entry: Mapping[str, object], prefix: str) -> Row | None:
     return ts, fields, _text(request.get("id"))
 
 
+_REQUEST_LAST: Final = b',"type":"request"}'
+_REQUEST_SECOND: Final = b',"type":"request",'
+_RESPONSE_TYPE: Final = b'"type":"response"'
+FRAMING_BYTES: Final = 256
+"""The longest text a Vault line may have before its JSON object (syslog, a ``prefix``)."""
+
+
+def _vault_request(line: bytes) -> bool:
+    """True for a line that is certainly a Vault request entry (skipped unparsed).
+
+    Modern Vault writes ``type`` last: a line ending ``,"type":"request"}`` is a
+    request (in valid JSON those quotes delimit strings, so that ``type`` is a
+    member of the outer object, and the last one wins over any other). Older
+    Vault writes ``time`` then ``type`` first: ``{"time":"<text>","type":"request",``
+    is a request unless ``"type":"response"`` is anywhere in the line (a
+    duplicate member would win: such a line is parsed). A response is never
+    skipped; any other line is parsed.
+    """
+    if line.endswith(_REQUEST_LAST):
+        return True
+    if line.startswith(b'{"time":"'):
+        close = line.find(b'"', 9, 64)
+        return (
+            close > 0
+            and line.startswith(_REQUEST_SECOND, close + 1)
+            and 92 not in line[9:close]  # no escaped quote in the time
+            and _RESPONSE_TYPE not in line
+        )
+    return False
+
+
+def _unframed(line: bytes) -> bytes:
+    """``line`` from its JSON object on: syslog (``Mar  3 09:00:00 host vault[812]: ``) or a
+    file device ``prefix`` (``@cee: ``) before it is dropped. The framing is at most
+    ``FRAMING_BYTES`` of text without ``{`` or ``"`` that does not start a JSON array; a line
+    without such a frame is returned as it is (and parsed as it is)."""
+    start = line.find(b"{", 0, FRAMING_BYTES + 1)
+    if start <= 0 or 34 in line[:start] or line[:start].lstrip()[:1] in (b"", b"["):
+        return line
+    return line[start:]
+
+
 def _vault_rows(block: bytes, name: str, number: int, prefix: str) -> list[Row]:
     """The rows of a block of whole lines of a Vault log whose first line is ``number``.
 
-    A line with ``"type":"request"`` in its first 80 bytes is skipped
-    unparsed, and so is a blank line; any other line must be a JSON object
-    with a ``type`` (text: Vault writes ``request`` and ``response``). Raises
-    ``LogFormatError`` naming the file and line.
+    A request entry (``_vault_request``: ``type`` last or second) is skipped
+    unparsed, and so is a blank line; a line framed by syslog or a ``prefix``
+    is read from its ``{`` (``_unframed``); any other line must be a JSON
+    object with a ``type`` (text: Vault writes ``request`` and ``response``).
+    Raises ``LogFormatError`` naming the file and line.
     """
     rows: list[Row] = []
-    for at, line in enumerate(block.split(b"\n"), number):
-        if line.find(b'"type":"request"', 0, 80) >= 0 or not line or line.isspace():
-            continue  # a request entry (when ``time`` and ``type`` lead): not parsed
+    for at, raw in enumerate(block.split(b"\n"), number):
+        line = raw if raw[:1] == b"{" else _unframed(raw)
+        if line[-1:] != b"}":
+            line = line.rstrip()
+            if not line:
+                continue
+        if _vault_request(line):
+            continue  # a request entry: not parsed
         try:
             entry = _object(line)
         except ValueError:
