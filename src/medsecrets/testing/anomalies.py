@@ -717,13 +717,22 @@ def _short(seed: int, text: str, size: int) -> str:
     return hashlib.sha256(f"{seed}/{text}".encode()).hexdigest()[:size]
 
 
-@functools.lru_cache(maxsize=256)
-def _aws_identity(principal: str, seed: int) -> dict[str, object]:
-    """A CloudTrail ``userIdentity`` for one of the generator's principals."""
+def _session_epoch(principal: str, time: str, seed: int) -> int:
+    """When a service's current credentials were made: the AWS SDK assumes its role again
+    every hour (at an offset of its own) and names each session ``botocore-session-<epoch>``."""
+    ts = dt.datetime.fromisoformat(time.replace("Z", "+00:00")).timestamp()
+    offset = int(_short(seed, "refresh/" + principal, 4), 16) % 3600
+    return int((ts - offset) // 3600 * 3600 + offset)
+
+
+@functools.lru_cache(maxsize=4096)
+def _aws_identity(principal: str, seed: int, epoch: int = 0) -> dict[str, object]:
+    """A CloudTrail ``userIdentity`` for one of the generator's principals (a service's session
+    made at ``epoch``)."""
     if not principal:
         return {"type": "AWSAccount", "accountId": "444455556666"}
     if principal.startswith("svc-"):
-        role, session = f"{principal[4:]}-task", principal[4:]
+        role, session = f"{principal[4:]}-task", f"botocore-session-{epoch}"
     elif principal.startswith("break-glass-"):
         role, session = "BreakGlassAdmin", principal
     else:
@@ -770,9 +779,10 @@ def _cloudtrail_records(record: dict[str, object], seed: int) -> list[dict[str, 
         params = {"secretId": _secret_arn(path, seed) if principal.startswith("svc-") else path}
     time = _str(record, "time")[:19] + "Z"
     request_id = _str(record, "request_id")
+    epoch = _session_epoch(principal, time, seed) if principal.startswith("svc-") else 0
     event: dict[str, object] = {
         "eventVersion": "1.09",
-        "userIdentity": _aws_identity(principal, seed),
+        "userIdentity": _aws_identity(principal, seed, epoch),
         "eventTime": time,
         "eventSource": "secretsmanager.amazonaws.com",
         "eventName": name,
@@ -866,16 +876,24 @@ def _vault_request(route: str, path: str) -> tuple[str, str, str, str]:
     return "read", "sys/" + route.replace(".", "/"), "sys/", "system"
 
 
-def _vault_auth(principal: str, emergency: bool, token: str) -> dict[str, object]:
+_UNNAMED_TOKENS: Final = frozenset({"svc-backup-agent", "svc-monitoring"})
+"""Jobs given a token made with ``vault token create`` and no ``-display-name``: Vault names
+every such token ``token`` (and gives it no entity)."""
+
+
+def _vault_auth(principal: str, emergency: bool, token: str, seed: int) -> dict[str, object]:
     if not principal:
         return {}
     auth: dict[str, object] = {
-        "client_token": token,
         "accessor": token.replace("hmac-sha256:", "hmac-sha256:0"),
+        "client_token": token,
         "token_type": "service",
         "token_ttl": 3600,
     }
-    if principal.startswith("svc-"):
+    if principal in _UNNAMED_TOKENS:
+        policies = ["default", principal[4:]]
+        auth.update(display_name="token")
+    elif principal.startswith("svc-"):
         policies = ["default", principal[4:]]
         auth.update(display_name="approle", metadata={"role_name": principal[4:]})
     elif emergency:
@@ -884,12 +902,20 @@ def _vault_auth(principal: str, emergency: bool, token: str) -> dict[str, object
     else:
         policies = ["default", "engineer"]
         auth.update(display_name=f"oidc-{principal}", metadata={"username": principal})
+    if principal not in _UNNAMED_TOKENS and not emergency:  # logins make an entity
+        auth["entity_id"] = str(uuid.UUID(_short(seed, "entity/" + principal, 32)))
     auth["policies"] = auth["token_policies"] = policies
+    auth["policy_results"] = {
+        "allowed": True,
+        "granting_policies": [{"name": policies[-1], "namespace_id": "root", "type": "acl"}],
+    }
     return auth
 
 
 def _write_vault(path: Path, records: Iterable[dict[str, object]], seed: int) -> None:
-    """A Vault file audit log: a request and a response entry per access."""
+    """A Vault file audit log: a request and a response entry per access, members in the
+    order Vault writes them (``audit/types.go``: ``time``, ``auth``, ``error``, ``request``,
+    ``response``, and ``type`` last)."""
     key = _key(seed, "vault-hmac")
 
     def hashed(text: str) -> str:
@@ -903,38 +929,37 @@ def _write_vault(path: Path, records: Iterable[dict[str, object]], seed: int) ->
                 _str(record, "operation"), _str(record, "path")
             )
             token = hashed(f"token-{principal}")
+            auth = _vault_auth(principal, record.get("emergency") is True, token, seed)
             request = {
                 "id": _str(record, "request_id"),
+                "client_id": _short(seed, "client/" + principal, 16) if principal else "",
                 "operation": operation,
                 "mount_point": mount,
                 "mount_type": mount_type,
                 "client_token": token if principal else "",
+                "client_token_accessor": auth.get("accessor", ""),
                 "namespace": {"id": "root"},
                 "path": vault_path,
                 "remote_address": _str(record, "remote"),
                 "remote_port": 40000 + int(_str(record, "request_id")[:3], 16) % 20000,
             }
-            auth = _vault_auth(principal, record.get("emergency") is True, token)
             time = _str(record, "time")[:-1] + "123Z"  # RFC 3339 with nanoseconds
-            out.write(dumps({"time": time, "type": "request", "auth": auth, "request": request}))
+            out.write(dumps({"time": time, "auth": auth, "request": request, "type": "request"}))
             out.write("\n")
-            response: dict[str, object] = {
-                "time": time,
-                "type": "response",
-                "auth": auth,
-                "request": request,
-                "response": {"mount_point": mount, "mount_type": mount_type},
-            }
+            response: dict[str, object] = {"time": time, "auth": auth}
             status = _status(record)
+            error = _VAULT_ERRORS.get(status)
+            if error is not None:
+                response["error"] = error
+            response["request"] = request
+            response["response"] = {"mount_point": mount, "mount_type": mount_type}
             if status < 400 and operation == "read" and mount_type == "kv":
                 response["response"] = {
                     "mount_point": mount,
                     "mount_type": mount_type,
                     "data": {"data": {"value": hashed(vault_path)}},
                 }
-            error = _VAULT_ERRORS.get(status)
-            if error is not None:
-                response["error"] = error
+            response["type"] = "response"
             out.write(dumps(response))
             out.write("\n")
 
