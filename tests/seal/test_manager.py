@@ -93,23 +93,49 @@ def test_initialize_twice_is_refused(manager: SealManager) -> None:
 
 
 def test_interrupted_initialize_can_be_run_again(
-    manager: SealManager, barrier: AesGcmBarrier, monkeypatch: pytest.MonkeyPatch
+    manager: SealManager, storage: SqliteStorage, tmp_path: Path
 ) -> None:
-    """A crash between the seal config and the keyring leaves a store that init can finish."""
-
-    def crash(root_key: Sensitive[bytes]) -> None:
-        raise KeyboardInterrupt("simulated crash before the keyring is written")
-
-    monkeypatch.setattr(barrier, "initialize", crash)
-    with pytest.raises(KeyboardInterrupt):
-        manager.initialize(ShamirSealConfig(shares=1, threshold=1))
-    monkeypatch.undo()
+    """A store an older version left half-initialised (a seal config and a root key, no
+    keyring: init used to take two transactions) is initialised again, in one batch."""
+    other = SqliteStorage(tmp_path / "other.db")
+    try:
+        SealManager(other, AesGcmBarrier(other)).initialize(ShamirSealConfig(1, 1))
+        storage.batch([Put(k, other.get(k) or b"") for k in (SEAL_CONFIG_KEY, ROOT_KEY_KEY)])
+    finally:
+        other.close()
     assert not manager.status().initialized
     result = manager.initialize(ShamirSealConfig(shares=3, threshold=2))
     assert len(result.shares) == 3
     assert manager.status().initialized and not manager.status().sealed
     with pytest.raises(AlreadyInitializedError):
         manager.initialize(ShamirSealConfig())
+
+
+def test_initialize_writes_everything_in_one_batch(
+    manager: SealManager, storage: SqliteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash at any write of init leaves the store uninitialised, never half-written."""
+    batches: list[list[str]] = []
+    real = storage.batch
+
+    def batch(ops: list[Any]) -> None:
+        batches.append(sorted(f"{type(op).__name__}:{op.key}" for op in ops))
+        real(ops)
+
+    monkeypatch.setattr(storage, "batch", batch)
+    manager.initialize(ShamirSealConfig(shares=1, threshold=1))
+    assert batches == [
+        sorted(
+            [
+                "Expect:core/seal-config",
+                "Expect:core/keyring",
+                "Put:core/seal-config",
+                "Put:core/root-key",
+                "Put:core/keyring",
+                "Put:core/keyring-usage",
+            ]
+        )
+    ]
 
 
 def test_seal_config_and_root_key_written_together(
