@@ -90,6 +90,66 @@ def test_cas_zero_and_the_current_version_still_work(server: ServerProcess) -> N
     assert second[0] == 200, second
 
 
+# -- repeated keys -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"fields":{"username":"first"},"fields":{"username":"second"}}',
+        b'{"fields":{"username":"first","username":"second"}}',
+        b'{"fields":{"username":"a","\\u0075sername":"b"}}',  # the same key, escaped
+        b'{"fields":{"username":"a"},"tags":{"t":"1","t":"2"}}',
+        b'{"fields":{"url":"postgres://h:5432/db","url":"https://x:1/"}}',  # ':' in values too
+        b'{"fields":{"username":"a"},"cas":0 , "cas":1}',
+    ],
+)
+def test_a_key_repeated_within_an_object_is_invalid_json(
+    server: ServerProcess, body: bytes
+) -> None:
+    """orjson keeps the last of repeated keys; a proxy or policy layer that keeps the first
+    would see another request than the one run. 400, nothing written, no value echoed."""
+    path = f"{SECRET}/dup-{abs(hash(body))}"
+    status, headers, payload = _request(server, "PUT", path, body)
+    assert status == 400, payload
+    assert _error(status, headers, payload) == "invalid_json"
+    assert b"repeats the key" in payload
+    for value in (b"first", b"second", b"postgres", b"https"):
+        assert value not in payload
+    assert _request(server, "GET", path)[0] == 404
+
+
+def test_a_repeated_key_deep_in_a_body_is_found(server: ServerProcess) -> None:
+    tokens = b'{"paths":["medessence/development/"],"capabilities":["read"],"ttl":60,"paths":["*"]}'
+    status, headers, payload = _request(server, "POST", "/v1/auth/token/create", tokens)
+    assert status == 400 and _error(status, headers, payload) == "invalid_json", payload
+    assert b"'paths'" in payload
+    provision = (
+        b'{"environment":"development","provided":{"database":{"host":"a","host":"b"}},'
+        b'"categories":["database"]}'
+    )
+    status, headers, payload = _request(server, "POST", "/v1/provision", provision)
+    assert status == 400 and _error(status, headers, payload) == "invalid_json", payload
+    nested = b'{"x":[[{"a":1}],[{"b":{"c":[{"d":1,"d":2}]}}]]}'
+    status, headers, payload = _request(server, "PUT", f"{SECRET}/dup-nested", nested)
+    assert status == 400 and _error(status, headers, payload) == "invalid_json", payload
+
+
+def test_bodies_with_colons_in_values_and_equal_keys_apart_are_fine(
+    server: ServerProcess,
+) -> None:
+    """A ':' inside strings, and the same key in different objects, repeat nothing."""
+    body = (
+        b'{"fields":{"slack_webhook_url":"https://hooks.slack.invalid:443/services/T0:x",'
+        b'"smtp_password":"pass:word:with:colons","monitoring_tokens":"a:b"},'
+        rb'"tags":{"host":"a:b"},"description":"a \"quoted\": colon \u003a"}'
+    )
+    path = "/v1/secrets/medessence/development/external-services/colons"
+    status, _, payload = _request(server, "PUT", path, body)
+    assert status == 200, payload
+    status, _, payload = _request(server, "GET", path)
+    assert status == 200, payload
+    assert json.loads(payload)["fields"]["smtp_password"] == "pass:word:with:colons"
+
+
 # -- init --------------------------------------------------------------------------------
 def test_init_refuses_a_relative_key_file_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -14,7 +14,7 @@ read the request head into one ``_Head`` and share everything else. The handler:
 - reads the body only for POST/PUT/PATCH/DELETE, never more than
   ``max_body_bytes`` (413, checked against Content-Length first and while
   reading), requires ``application/json`` for a non-empty body (415) and
-  parses it (400 ``invalid_json``);
+  parses it (400 ``invalid_json``, also for a key repeated within an object);
 - takes the token from ``Authorization: Bearer`` or ``X-Medsecrets-Token``;
 - runs ``core.handle`` (GETs inline, as reads are fast; ``loop_write`` routes
   inline too when the storage ``DefersDurability``: their commits return at
@@ -46,7 +46,7 @@ import secrets
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 from urllib.parse import parse_qs, unquote
 
 import orjson
@@ -64,7 +64,7 @@ from medsecrets.api.metrics import Metrics
 from medsecrets.api.openapi import DOCS_URL, OPENAPI_URL, build_openapi, docs_page
 from medsecrets.core.handler import Admitted, Core, Routed
 from medsecrets.core.request import Request, Response
-from medsecrets.core.routes.base import RouteSpec, parse_query
+from medsecrets.core.routes.base import RouteSpec, parse_query, quote
 from medsecrets.errors import (
     AuthenticationError,
     InvalidRequest,
@@ -597,10 +597,63 @@ class _ApiHandler:
         media = content_type.split(";", 1)[0].strip().lower()
         if media != _JSON:
             raise UnsupportedMediaTypeError
+        raw = b"".join(parts)
         try:  # orjson refuses NaN/Infinity, invalid UTF-8 and nesting over 1024 levels
-            return orjson.loads(b"".join(parts))
+            value = orjson.loads(raw)
         except (ValueError, RecursionError):
             raise InvalidJsonError from None
+        kind = type(value)
+        if (kind is dict or kind is list) and raw.count(b":") != _key_count(value):
+            _refuse_repeated_keys(raw)  # a ':' in a string, or a key given twice
+        return value
+
+
+def _key_count(value: object) -> int:
+    """How many keys the objects in ``value`` (parsed JSON) have, all levels together."""
+    count = 0
+    stack = [value]
+    while stack:  # a loop, not recursion: a body may nest 1024 levels deep
+        item = stack.pop()
+        members: Iterable[object]
+        if isinstance(item, dict):
+            count += len(item)
+            members = item.values()
+        else:
+            members = cast(list[object], item)
+        for member in members:
+            if type(member) is dict or type(member) is list:
+                stack.append(member)
+    return count
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidJsonError(
+                    f"the request body repeats the key {quote(key)} in an object"
+                )
+            seen.add(key)
+    return found
+
+
+def _refuse_repeated_keys(raw: bytes) -> None:
+    """``InvalidJsonError`` naming the first key ``raw`` repeats within one object.
+
+    orjson keeps the last of repeated keys, silently, and a proxy, a WAF or an
+    approval step that keeps the first would see another request than the one
+    run. Every member of an object has one ':' outside strings, so a body with
+    no more ':' than its parsed objects have keys repeats none (``_read_json``
+    counts: the usual case, at the cost of a count and a walk over the
+    containers); only a body with more (a ':' in a string, or a repeated key)
+    is read again here, by ``json`` with a hook that sees every key.
+    """
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except RecursionError:  # orjson took it: deeper than json's recursion limit
+        raise InvalidJsonError("the request body nests too deep") from None
 
 
 def _query(text: str) -> dict[str, tuple[str, ...]]:
