@@ -37,7 +37,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int]
     found = {}
     for fmt in FORMATS:
         (path,) = write(tmp_path_factory.mktemp(fmt), fmt, records, labels)
-        assert path.stat().st_size < 4 << 20
+        assert path.stat().st_size < 6 << 20  # Vault entries as Vault writes them: ~1.5 KB
         found[fmt] = (path, len(records))
     return found
 

@@ -10,6 +10,7 @@ under ``AWSLogs/<account>/CloudTrail/<region>/Y/M/D/`` with the canonical file n
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Iterable
@@ -223,3 +224,290 @@ def test_what_is_no_frame_is_still_refused(
     assert main(["audit", "analyze", "--format", "vault", str(path)]) == 2
     err = [text for text in capsys.readouterr().err.splitlines() if text.strip()]
     assert err == [f"error: {path}:5: not a JSON audit entry"]
+
+
+# --- CloudTrail ----------------------------------------------------------------------------------
+
+
+def assumed_role(role: str, session: str, **context: object) -> dict[str, object]:
+    """An AssumedRole ``userIdentity`` (a role ``path/Name`` is written as given)."""
+    name = role.rpartition("/")[2]
+    return {
+        "type": "AssumedRole",
+        "principalId": f"AROAEXAMPLEROLEID1234:{session}",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}/{session}",
+        "accountId": ACCOUNT,
+        "accessKeyId": "ASIAEXAMPLE" + hashlib.sha256(session.encode()).hexdigest()[:8].upper(),
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": "AROAEXAMPLEROLEID1234",
+                "arn": f"arn:aws:iam::{ACCOUNT}:role/{role}",
+                "accountId": ACCOUNT,
+                "userName": name,
+            },
+            "attributes": {"creationDate": "2025-03-03T08:00:00Z", "mfaAuthenticated": "false"},
+            **context,
+        },
+    }
+
+
+def trail_event(
+    time: str,
+    identity: dict[str, object],
+    secret_id: str,
+    *,
+    source: str = "198.51.100.7",
+    region: str = "eu-central-1",
+    event_id: str = "",
+) -> dict[str, object]:
+    return {
+        "eventVersion": "1.09",
+        "userIdentity": identity,
+        "eventTime": time,
+        "eventSource": "secretsmanager.amazonaws.com",
+        "eventName": "GetSecretValue",
+        "awsRegion": region,
+        "sourceIPAddress": source,
+        "userAgent": "aws-sdk-java/2.25.0",
+        "requestParameters": {"secretId": secret_id, "versionStage": "AWSCURRENT"},
+        "responseElements": None,
+        "requestID": event_id or hashlib.sha256(time.encode()).hexdigest()[:32],
+        "eventID": event_id or hashlib.sha256((time + secret_id).encode()).hexdigest()[:32],
+        "readOnly": True,
+        "eventType": "AwsApiCall",
+        "managementEvent": True,
+        "recipientAccountId": ACCOUNT,
+        "eventCategory": "Management",
+    }
+
+
+def secret_arn(name: str, suffix: str = "AbCdEf", region: str = "eu-central-1") -> str:
+    return f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:{name}" + (
+        f"-{suffix}" if suffix else ""
+    )
+
+
+def trail_file(path: Path, records: list[dict[str, object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(json.dumps({"Records": records}).encode()))
+    return path
+
+
+def test_an_assumed_role_is_its_role_whatever_the_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """60 reads in 2 minutes by one task role, the SDK making a new session for each: one
+    principal (the role), so rate and bulk alert."""
+    records = [
+        trail_event(
+            f"2025-03-03T10:{i // 30:02d}:{i % 30 * 2:02d}Z",
+            assumed_role("billing-task", f"botocore-session-{1740990000 + i}"),
+            secret_arn(f"medessence/production/database/s{i}"),
+        )
+        for i in range(60)
+    ]
+    path = trail_file(
+        tmp_path / f"{ACCOUNT}_CloudTrail_eu-central-1_20250303T1005Z_a1.json.gz", records
+    )
+    principals = {event.principal for event in read_events(path, "cloudtrail")}
+    assert principals == {f"arn:aws:iam::{ACCOUNT}:role/billing-task"}
+    data, _ = cli_json(capsys, "--format", "cloudtrail", str(path))
+    assert data["counts"]["rate"] == 1 and data["counts"]["bulk"] >= 1  # type: ignore[index]
+
+
+def test_source_identity_identity_center_and_break_glass_roles(tmp_path: Path) -> None:
+    role = f"arn:aws:iam::{ACCOUNT}:role/deploy"
+    records = [
+        trail_event(
+            "2025-03-03T10:00:00Z", assumed_role("deploy", "s1", sourceIdentity="alice"), "x"
+        ),
+        trail_event(
+            "2025-03-03T10:00:01Z", assumed_role("deploy", "s2", sourceIdentity="bob"), "x"
+        ),
+        trail_event("2025-03-03T10:00:02Z", assumed_role("deploy", "s3"), "x"),
+        trail_event(
+            "2025-03-03T10:00:03Z",
+            assumed_role(
+                "aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_5f2c1d9e0a7b3c4d",
+                "carol@medessence.example",
+            ),
+            "x",
+        ),
+        trail_event("2025-03-03T10:00:04Z", assumed_role("ops/BreakGlassAdmin", "dan"), "x"),
+        trail_event("2025-03-03T10:00:05Z", assumed_role("BreakGlass-ish-app/x", "e"), "x"),
+    ]
+    path = trail_file(tmp_path / "trail.json.gz", records)
+    events = list(read_events(path, "cloudtrail"))
+    assert [e.principal for e in events[:4]] == [
+        f"{role}/alice",
+        f"{role}/bob",
+        role,
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Admin_5f2c1d9e0a7b3c4d/"
+        "carol@medessence.example",
+    ]
+    # a break-glass role is assumed by hand: its session names the person, as for SSO
+    assert events[4].principal == f"arn:aws:sts::{ACCOUNT}:assumed-role/BreakGlassAdmin/dan"
+    assert [e.emergency for e in events] == [False, False, False, False, True, False]
+
+
+def test_a_partial_arn_read_of_a_honeytoken_is_caught(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    decoy = "medessence/staging/external-services/old-backup"
+    mallory = {
+        "type": "IAMUser",
+        "principalId": "AIDAEXAMPLEMALLORY",
+        "arn": f"arn:aws:iam::{ACCOUNT}:user/mallory",
+        "accountId": ACCOUNT,
+        "userName": "mallory",
+    }
+    partial = trail_event("2025-03-03T11:00:00Z", mallory, secret_arn(decoy, suffix=""))
+    path = trail_file(tmp_path / "partial.json.gz", [partial])
+    data, _ = cli_json(capsys, "--format", "cloudtrail", str(path), "--honeytoken", decoy)
+    assert data["counts"]["honeytoken"] == 1  # type: ignore[index]
+    (alert,) = data["alerts"]  # type: ignore[misc]
+    assert alert["path"] == decoy
+    # a full ARN still loses its suffix; a partial ARN of another secret is read as before
+    full = trail_event("2025-03-03T11:00:01Z", mallory, secret_arn(decoy))
+    other = trail_event("2025-03-03T11:00:02Z", mallory, secret_arn("medessence/x/db-backup", ""))
+    both = trail_file(tmp_path / "both.json.gz", [full, other])
+    found = [e.path for e in read_events(both, "cloudtrail", decoy=lambda p: p == decoy)]
+    assert found == [decoy, "medessence/x/db"]
+
+
+def test_a_document_of_empty_objects_is_refused_before_it_is_parsed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bomb.json.gz"
+    count = (8 << 20) // 3
+    path.write_bytes(gzip.compress(b'{"Records":[' + b"{}," * (count - 1) + b"{}]}", 9))
+    assert path.stat().st_size < 64 << 10
+    parsed: list[int] = []
+    real = sources.orjson.loads
+
+    def counting(data: bytes) -> object:
+        parsed.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(sources.orjson, "loads", counting)
+    capsys.readouterr()
+    assert main(["audit", "analyze", "--format", "cloudtrail", str(path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [
+        f"error: {path}: more than one JSON object or array per 64 bytes "
+        "(not a CloudTrail log file)"
+    ]
+    assert parsed == []
+    # real records, however many, are read
+    records = [
+        trail_event(f"2025-03-03T10:00:{i % 60:02d}Z", assumed_role("app", "s"), f"x{i}")
+        for i in range(3000)
+    ]
+    real_file = trail_file(tmp_path / "real.json.gz", records)
+    assert len(gzip.decompress(real_file.read_bytes())) > 1 << 20
+    assert len(list(read_events(real_file, "cloudtrail"))) == 3000
+
+
+def test_a_digest_file_among_the_logs_is_skipped_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "AWSLogs" / ACCOUNT
+    day = "eu-central-1/2025/03/03"
+    log = trail_file(
+        logs / "CloudTrail" / day / f"{ACCOUNT}_CloudTrail_eu-central-1_20250303T1005Z_a1.json.gz",
+        [trail_event("2025-03-03T10:00:00Z", assumed_role("app", "s"), "medessence/x/y")],
+    )
+    digest = (
+        logs
+        / "CloudTrail-Digest"
+        / day
+        / (f"{ACCOUNT}_CloudTrail-Digest_eu-central-1_trail_eu-central-1_20250303T100131Z.json.gz")
+    )
+    digest.parent.mkdir(parents=True)
+    digest.write_bytes(
+        gzip.compress(
+            json.dumps(
+                {
+                    "awsAccountId": ACCOUNT,
+                    "digestStartTime": "2025-03-03T09:01:31Z",
+                    "digestEndTime": "2025-03-03T10:01:31Z",
+                    "digestS3Bucket": "trail-bucket",
+                    "digestS3Object": "AWSLogs/…/digest.json.gz",
+                    "digestPublicKeyFingerprint": "0" * 32,
+                    "digestSignatureAlgorithm": "SHA256withRSA",
+                    "newestEventTime": "2025-03-03T10:00:27Z",
+                    "oldestEventTime": "2025-03-03T09:02:27Z",
+                    "previousDigestS3Bucket": "trail-bucket",
+                    "previousDigestS3Object": "AWSLogs/…/previous.json.gz",
+                    "previousDigestHashValue": "a" * 64,
+                    "previousDigestHashAlgorithm": "SHA-256",
+                    "previousDigestSignature": "b" * 512,
+                    "logFiles": [
+                        {
+                            "s3Bucket": "trail-bucket",
+                            "s3Object": "AWSLogs/…/a1.json.gz",
+                            "hashValue": "c" * 64,
+                            "hashAlgorithm": "SHA-256",
+                            "newestEventTime": "2025-03-03T10:00:27Z",
+                            "oldestEventTime": "2025-03-03T09:02:27Z",
+                        }
+                    ],
+                }
+            ).encode()
+        )
+    )
+    data, err = cli_json(capsys, "--format", "cloudtrail", str(digest), str(log))
+    assert data["events"] == 1 and data["digest_files"] == [str(digest)]
+    assert "digest" in err and str(digest) in err
+
+
+def region_major_trail(root: Path) -> list[Path]:
+    """A multi-region trail's files for 2 days, listed region first (as a glob sorts them):
+    one app reads its secret every 5 minutes in two regions; a file every 10 minutes, with
+    the events of the 10 minutes before its delivery stamp."""
+    files = []
+    identity = assumed_role("orders-app", "orders-app")
+    for region, source, second in (("eu-central-1", "10.0.1.5", 7), ("us-east-1", "10.9.1.5", 9)):
+        for day in range(1, 3):
+            folder = root / "AWSLogs" / ACCOUNT / "CloudTrail" / region / f"2025/03/{day:02d}"
+            for minute in range(0, 24 * 60, 10):
+                stamp = f"202503{day:02d}T{minute // 60:02d}{minute % 60:02d}Z"
+                records = [
+                    trail_event(
+                        f"2025-03-{day:02d}T{(minute + m) // 60:02d}:{(minute + m) % 60:02d}:"
+                        f"{second:02d}Z",
+                        identity,
+                        secret_arn("medessence/production/database/orders", region=region),
+                        source=source,
+                        region=region,
+                    )
+                    for m in (0, 5)
+                ]
+                name = f"{ACCOUNT}_CloudTrail_{region}_{stamp}_{region[:2]}{day}{minute}.json.gz"
+                files.append(trail_file(folder / name, records))
+    return files
+
+
+def test_cloudtrail_files_are_read_in_delivery_order_whatever_the_order_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = region_major_trail(tmp_path)
+    data, err = cli_json(capsys, "--format", "cloudtrail", *map(str, files))
+    assert data["events"] == 2 * 2 * 24 * 12
+    assert {k: v for k, v in data["counts"].items() if v} == {}  # type: ignore[union-attr]
+    assert data["late_events"] == 0 and "out of time order" not in err
+
+
+def test_events_later_than_the_reorder_horizon_are_counted_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = region_major_trail(tmp_path)
+    for number, path in enumerate(files):  # names without a stamp keep the order given
+        files[number] = path.rename(path.with_name(f"f{number:04d}.json.gz"))
+    data, err = cli_json(capsys, "--format", "cloudtrail", *map(str, files))
+    late = data["late_events"]  # us-east-1's, but those within 15 min of eu-central-1's last
+    assert isinstance(late, int) and 2 * 24 * 12 - 4 <= late < 2 * 24 * 12
+    assert f"{late} event(s) came more than 15 min out of time order" in err
+    # a straggler does not fill the rate window of the times after it
+    assert data["counts"]["rate"] == 0  # type: ignore[index]

@@ -150,6 +150,8 @@ def test_parse_time_fast_path_agrees_with_fromisoformat() -> None:
 
 ACCOUNT = "111122223333"
 ROLE_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/billing-task/billing"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/billing-task"
+"""The principal of the role's sessions (its ``sessionIssuer``)."""
 SECRET_ARN = (
     f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:medessence/production/database-AbC9eF"
 )
@@ -200,7 +202,7 @@ def test_cloudtrail_get_secret_value() -> None:
     (event,) = events_from_cloudtrail(trail_record())
     assert event == AccessEvent(
         dt.datetime(2025, 3, 4, 10, 15, 30, tzinfo=dt.UTC).timestamp(),
-        ROLE_ARN,
+        ROLE,
         "10.30.4.17",
         "read",
         "GetSecretValue",

@@ -5,10 +5,14 @@
 order and returns an ``AnalysisReport``: how many events, every alert, alerts
 per detector and the time it took. Our log and Vault's are written in time
 order and are streamed as they are; CloudTrail promises no order inside or
-across its files, so its events pass through a bounded reorder buffer that
-holds ``reorder_seconds`` (15 min) of events (CloudTrail delivers a file about
-every 5 minutes); when any file is CloudTrail, the whole stream is reordered.
-Pass files in time order.
+across its files, so its files are read in the order of the delivery stamp in
+their names (``delivery_order``: whatever the order given, e.g. a glob that
+sorts by region first) and its events pass through a bounded reorder buffer
+that holds ``reorder_seconds`` (15 min) of events (CloudTrail delivers a file
+about every 5 minutes); when any file is CloudTrail, the whole stream is
+reordered. An event that comes later than that (older than one already passed
+on) is counted (``late_events``): it is passed on out of order. Other files are
+read in the order given: pass them in time order.
 
 The same thresholds as online apply (``DetectorConfig``); ``is_honeytoken`` is
 typically ``Catalog.is_honeytoken``.
@@ -36,6 +40,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -64,7 +69,7 @@ from medsecrets.monitor.sources import (
 )
 from medsecrets.workers import PARALLEL_MIN_BYTES, file_size, process_pool, read_range, worker_count
 
-__all__ = ["PARALLEL_MIN_BYTES", "AnalysisReport", "analyze", "in_time_order"]
+__all__ = ["PARALLEL_MIN_BYTES", "AnalysisReport", "analyze", "delivery_order", "in_time_order"]
 
 PathLike = str | os.PathLike[str]
 
@@ -89,6 +94,11 @@ class AnalysisReport:
     """Lines longer than ``sources.MAX_LINE_BYTES``, skipped unparsed (``skipped_at``)."""
     skipped_at: tuple[tuple[str, int], ...] = ()
     """``(file, line)`` of the first ``sources.SKIPPED_NAMED`` skipped lines."""
+    digests: tuple[str, ...] = ()
+    """CloudTrail digest files among the files: skipped (they hold no event)."""
+    late_events: int = 0
+    """CloudTrail events that came later than ``reorder_seconds`` after newer ones: passed
+    on out of time order (their windows and baselines may be wrong)."""
 
     @property
     def events_per_second(self) -> float:
@@ -96,22 +106,57 @@ class AnalysisReport:
         return self.events / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def in_time_order(events: Iterable[AccessEvent], lateness: float) -> Iterator[AccessEvent]:
+def in_time_order(
+    events: Iterable[AccessEvent],
+    lateness: float,
+    late: Callable[[AccessEvent], None] | None = None,
+) -> Iterator[AccessEvent]:
     """``events`` sorted by time, provided none is more than ``lateness`` seconds late.
 
     Holds only the events of the last ``lateness`` seconds (a heap); a later
-    straggler is passed on as soon as it arrives.
+    straggler is passed on as soon as it arrives, and given to ``late`` (it is
+    older than an event already passed on).
     """
     heap: list[tuple[float, int, AccessEvent]] = []
     newest = float("-inf")
+    passed = float("-inf")  # the time of the last event passed on
     for number, event in enumerate(events):
+        if event.ts < passed and late is not None:
+            late(event)
         heapq.heappush(heap, (event.ts, number, event))
         newest = max(newest, event.ts)
         horizon = newest - lateness
         while heap[0][0] <= horizon:
-            yield heapq.heappop(heap)[2]
+            found = heapq.heappop(heap)[2]
+            passed = max(passed, found.ts)
+            yield found
     while heap:
         yield heapq.heappop(heap)[2]
+
+
+_DELIVERY: Final = re.compile(r"_CloudTrail_[A-Za-z0-9-]+_(\d{8}T\d{4}Z)_[^/\\]*\Z")
+"""CloudTrail's file name, ``<account>_CloudTrail_<region>_<YYYYMMDDTHHmmZ>_<unique>.json.gz``:
+the stamp is when the file was delivered."""
+
+
+def delivery_order(formats: Mapping[str, Format]) -> dict[str, Format]:
+    """``formats`` with its CloudTrail files named as CloudTrail names them in the order of
+    their delivery stamps (the same stamp: as given); every other file keeps its place.
+
+    A glob over a trail's bucket (``AWSLogs/<account>/CloudTrail/*/…``) sorts by
+    region first, so every region's month came before the next region's first
+    day; as delivered, every file is within minutes of the files around it.
+    """
+    stamps = {
+        name: found.group(1)
+        for name, kind in formats.items()
+        if kind == "cloudtrail" and (found := _DELIVERY.search(os.path.basename(name)))
+    }
+    if len(stamps) < 2:
+        return dict(formats)
+    ordered = iter(sorted(stamps, key=stamps.__getitem__))  # sorted() is stable
+    names = [next(ordered) if name in stamps else name for name in formats]
+    return {name: formats[name] for name in names}
 
 
 def analyze(
@@ -143,12 +188,17 @@ def analyze(
     alerts: list[Alert] = []
     count = 0
     started = time.perf_counter()
-    formats = {os.fspath(path): fmt or detect_format(path) for path in files}
+    formats = delivery_order({os.fspath(path): fmt or detect_format(path) for path in files})
     skipped = Skipped()
+    late: list[AccessEvent] = []
     with _pool(formats, workers) as pool, paused():
-        batches = _batches(formats, prefix, pool, progress or _ignore, skipped)
+        batches = _batches(
+            formats, prefix, pool, progress or _ignore, skipped=skipped, decoy=is_honeytoken
+        )
         if "cloudtrail" in formats.values():
-            ordered = in_time_order(itertools.chain.from_iterable(batches), reorder_seconds)
+            ordered = in_time_order(
+                itertools.chain.from_iterable(batches), reorder_seconds, late.append
+            )
             batches = _chunked(ordered, _BATCH)
         for batch in batches:
             count += len(batch)
@@ -164,6 +214,8 @@ def analyze(
         formats=formats,
         skipped_lines=skipped.lines,
         skipped_at=tuple(skipped.where),
+        digests=tuple(skipped.digests),
+        late_events=len(late),
     )
 
 
@@ -183,10 +235,12 @@ def _batches(
     prefix: str,
     pool: concurrent.futures.Executor | None,
     progress: Callable[[int], None],
+    *,
     skipped: Skipped,
+    decoy: Callable[[str], bool] | None,
 ) -> Iterator[list[AccessEvent]]:
     """The events of every file, in order, as lists (a block's worth each); what was passed
-    over is noted in ``skipped``."""
+    over is noted in ``skipped``; ``decoy``: the honeytoken test (for CloudTrail ARNs)."""
     for name, kind in formats.items():
         plain = kind in LINE_FORMATS and _plain(name)
         if plain and pool is not None:
@@ -204,7 +258,7 @@ def _batches(
             if done < (size := file_size(name)):
                 progress(size - done)  # the bytes of lines too long, dropped
         else:
-            yield from read_batches(name, kind, prefix=prefix, skipped=skipped)
+            yield from read_batches(name, kind, prefix=prefix, skipped=skipped, decoy=decoy)
             progress(file_size(name))
 
 

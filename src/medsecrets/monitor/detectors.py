@@ -77,6 +77,7 @@ names, paths, addresses and counts, never a secret value or a token.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import ipaddress
 import itertools
@@ -547,11 +548,22 @@ class _Counts:
         if times is None:
             _trim(self._times, self._limit)
             times = self._times[key] = deque(maxlen=cap)
+        elif times and ts < times[-1]:
+            return self._late(times, ts)
         times.append(ts)
         horizon = ts - self._window
         while times and times[0] <= horizon:
             times.popleft()
         return len(times)
+
+    def _late(self, times: deque[float], ts: float) -> int:
+        """``add`` for a straggler, older than the newest time kept: it takes its place in
+        time order (the newest ``cap`` are kept), and the count is of the window ending at
+        ``ts`` (the later times kept do not count)."""
+        ordered = sorted([*times, ts])
+        times.clear()
+        times.extend(ordered)  # maxlen: the newest cap
+        return bisect.bisect_right(times, ts) - bisect.bisect_right(times, ts - self._window)
 
 
 class _Distinct:

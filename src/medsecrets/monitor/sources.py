@@ -18,15 +18,22 @@ and yields events in file order:
   with ``eventVersion`` or ``eventSource``, an envelope's ``detail`` an event
   (or another EventBridge event, with a ``detail-type``: skipped); anything
   else (a list, a scalar, one of our records, a Vault entry) is refused.
-  A file is read whole, up to ``MAX_DOCUMENT_BYTES`` (64 MiB) decompressed.
+  A file is read whole, up to ``MAX_DOCUMENT_BYTES`` (64 MiB) decompressed,
+  and refused unparsed when it holds more JSON objects and arrays than
+  records can (``BYTES_PER_OBJECT``). A digest file (``digestStartTime``,
+  ``logFiles``) holds no event: it is skipped and noted.
   Only Secrets Manager events
   (``eventSource`` ``secretsmanager.amazonaws.com``) become events;
   ``BatchGetSecretValue`` is ``other``: AWS logs a ``GetSecretValue`` entry
   for each secret the batch returns, and those are the reads (counting the
   batch's ``secretIdList`` too counted every secret twice).
   The principal is ``userIdentity.arn`` (else ``principalId``, else the
-  invoking service); a secret ARN's 6-character random suffix is stripped, so
-  ``arn:...:secret:medessence/production/database-AbCdEf`` is the path
+  invoking service), but an assumed role is its role
+  (``sessionContext.sessionIssuer.arn``, plus ``/<sourceIdentity>`` when set;
+  the session name only for IAM Identity Center roles, ``AWSReservedSSO_*``,
+  and emergency roles, where it names the person); a secret ARN's
+  6-character random suffix is stripped (but a partial ARN of a honeytoken is
+  kept whole), so ``arn:...:secret:medessence/production/database-AbCdEf`` is the path
   ``medessence/production/database``. A role whose name matches
   ``EMERGENCY_PATTERN`` (``break-glass``, ``breakglass``, ``emergency``) is an
   emergency credential.
@@ -84,7 +91,7 @@ import os
 import re
 import typing
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, BinaryIO, Final, Literal
 
 import orjson
@@ -102,6 +109,7 @@ from medsecrets.monitor.events import (
 
 __all__ = [
     "BLOCK_BYTES",
+    "BYTES_PER_OBJECT",
     "CLOUDTRAIL_OPERATIONS",
     "DEFAULT_PREFIX",
     "EMERGENCY_PATTERN",
@@ -230,6 +238,10 @@ SKIPPED_NAMED: Final = 10
 MAX_DOCUMENT_BYTES: Final = 64 << 20
 """The largest CloudTrail file, decompressed: 64 MiB (CloudTrail delivers files of a few
 MiB at most); a larger one is refused, as it is read whole."""
+BYTES_PER_OBJECT: Final = 64
+"""A CloudTrail file over 1 MiB with more than one ``{`` or ``[`` per 64 bytes is refused
+before it is parsed: a record is hundreds of bytes (about 170 per bracket), while
+``{"Records":[{},{},…]}`` (22 million objects in 64 MiB, 65 KB gzipped) took 2 GB to parse."""
 MAX_NESTING: Final = 512
 """The deepest nesting of arrays and objects in a line that orjson does not read whole (the
 standard library reads it; a deeper one is refused, the same way in every process)."""
@@ -674,10 +686,21 @@ def read_ours(path: str | os.PathLike[str]) -> Iterator[AccessEvent]:
 # --- CloudTrail ----------------------------------------------------------------------------------
 
 
-def _secret_name(secret_id: str) -> str:
-    """The secret name of a name or ARN (an ARN's ``-XXXXXX`` suffix removed)."""
+def _secret_name(secret_id: str, decoy: Callable[[str], bool] | None = None) -> str:
+    """The secret name of a name or ARN (an ARN's ``-XXXXXX`` suffix removed).
+
+    A partial ARN (without the random suffix) is valid too, and nothing tells
+    the suffix from a name ending in ``-`` and six letters or digits
+    (``…/old-backup``): a name kept whole is a decoy (``decoy``) is kept whole,
+    so such a read of a honeytoken is caught (a full ARN of it still loses its
+    suffix: the stripped name is the decoy).
+    """
     if secret_id.startswith("arn:") and ":secret:" in secret_id:
-        return _ARN_SUFFIX.sub("", secret_id.split(":secret:", 1)[1])
+        whole = secret_id.split(":secret:", 1)[1]
+        stripped = _ARN_SUFFIX.sub("", whole)
+        if stripped != whole and decoy is not None and decoy(whole.rstrip("/")):
+            return whole
+        return stripped
     return secret_id
 
 
@@ -691,12 +714,14 @@ def _cloudtrail_outcome(error_code: object) -> Outcome:
     return "error"
 
 
-def _cloudtrail_paths(name: str, params: object) -> list[str]:
+def _cloudtrail_paths(
+    name: str, params: object, decoy: Callable[[str], bool] | None = None
+) -> list[str]:
     if not isinstance(params, Mapping):
         return [""]
     secret_id = params.get("secretId")
     if isinstance(secret_id, str):
-        return [_secret_name(secret_id)]
+        return [_secret_name(secret_id, decoy)]
     filters = params.get("filters")
     if isinstance(filters, list):
         for item in filters:
@@ -707,14 +732,48 @@ def _cloudtrail_paths(name: str, params: object) -> list[str]:
     return [""]
 
 
-def _cloudtrail_principal(identity: object) -> str:
+_SSO_ROLE: Final = "AWSReservedSSO_"
+"""IAM Identity Center roles: one per permission set, and their session name is the user."""
+
+
+def _cloudtrail_principal(
+    identity: object, emergency: re.Pattern[str] = EMERGENCY_PATTERN
+) -> tuple[str, str]:
+    """``(principal, role name)`` of a ``userIdentity`` (the role name ``""`` but for a role).
+
+    An assumed role is its role, ``sessionContext.sessionIssuer.arn``: the
+    session name is whatever the caller chose (the AWS SDKs name a session
+    ``botocore-session-<epoch>`` and make a new one at every credential
+    refresh, ECS a task id), so counting sessions split one workload into
+    many principals, each starting afresh. ``/<sourceIdentity>`` is added when
+    the session carries one (set by the one who assumed the role, and kept
+    through role chaining). For an IAM Identity Center role
+    (``AWSReservedSSO_…``) the session name is the person, and so it is for an
+    emergency role (``emergency``: a break-glass role is assumed by hand, and
+    each person's use must raise its own alert): the session's ``arn`` is
+    kept. Anything else: ``arn``, else ``principalId``, else the
+    invoking service.
+    """
     if not isinstance(identity, Mapping):
-        return ""
+        return "", ""
+    arn = _text(identity.get("arn"))
+    if identity.get("type") == "AssumedRole":
+        context = identity.get("sessionContext")
+        issuer = context.get("sessionIssuer") if isinstance(context, Mapping) else None
+        role_arn = _text(issuer.get("arn")) if isinstance(issuer, Mapping) else ""
+        if role_arn:
+            role = role_arn.rpartition("/")[2]
+            if arn and (role.startswith(_SSO_ROLE) or emergency.search(role) is not None):
+                return arn, role
+            source = _text(context.get("sourceIdentity")) if isinstance(context, Mapping) else ""
+            return (f"{role_arn}/{source}" if source else role_arn), role
+    if ":assumed-role/" in arn:  # no session issuer: the session's ARN
+        return arn, arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
     for key in ("arn", "principalId", "invokedBy"):
         value = identity.get(key)
         if isinstance(value, str) and value:
-            return value
-    return ""
+            return value, ""
+    return "", ""
 
 
 def events_from_cloudtrail(
@@ -722,24 +781,25 @@ def events_from_cloudtrail(
     *,
     prefix: str = DEFAULT_PREFIX,
     emergency: re.Pattern[str] = EMERGENCY_PATTERN,
+    decoy: Callable[[str], bool] | None = None,
 ) -> list[AccessEvent]:
     """The events of one CloudTrail record: none unless it is a Secrets Manager call.
 
+    ``decoy``: the honeytoken test, for a partial secret ARN (``_secret_name``).
     Raises ``LogFormatError`` when ``eventTime`` is missing or bad.
     """
     if record.get("eventSource") != SECRETS_MANAGER:
         return []
     name = _text(record.get("eventName"))
     operation = CLOUDTRAIL_OPERATIONS.get(name, "other")
-    principal = _cloudtrail_principal(record.get("userIdentity"))
-    role = principal.split(":assumed-role/", 1)[-1] if ":assumed-role/" in principal else ""
-    is_emergency = bool(role) and emergency.search(role.split("/", 1)[0]) is not None
+    principal, role = _cloudtrail_principal(record.get("userIdentity"), emergency)
+    is_emergency = bool(role) and emergency.search(role) is not None
     ts = _ts(record.get("eventTime"))
     source = _text(record.get("sourceIPAddress"))
     outcome = _cloudtrail_outcome(record.get("errorCode"))
     request_id = _text(record.get("eventID")) or _text(record.get("requestID"))
     events = []
-    for found in _cloudtrail_paths(name, record.get("requestParameters")):
+    for found in _cloudtrail_paths(name, record.get("requestParameters"), decoy):
         path = found.rstrip("/")
         environment, category = split_path(path, prefix)
         events.append(
@@ -774,6 +834,12 @@ def _json_values(path: str | os.PathLike[str]) -> Iterator[tuple[int, object]]:
     if len(data) > MAX_DOCUMENT_BYTES:
         raise LogFormatError(
             f"larger than {MAX_DOCUMENT_BYTES} bytes (not a CloudTrail log file)", file=name
+        )
+    if len(data) > 1 << 20 and data.count(b"{") + data.count(b"[") > len(data) // BYTES_PER_OBJECT:
+        raise LogFormatError(
+            f"more than one JSON object or array per {BYTES_PER_OBJECT} bytes "
+            "(not a CloudTrail log file)",
+            file=name,
         )
     try:
         value = orjson.loads(data)  # the common case: one document (CloudTrail's own files)
@@ -820,11 +886,15 @@ def _is_event(value: Mapping[str, object]) -> bool:
     return "eventVersion" in value or "eventSource" in value
 
 
-def _cloudtrail_records(value: object) -> tuple[list[object], bool] | str:
+def _cloudtrail_records(value: object) -> tuple[list[object], bool] | str | None:
     """``(records, whether they are a Records list)`` of one JSON value of a CloudTrail file,
-    or the problem that makes it none of the shapes ``read_cloudtrail`` takes."""
+    ``None`` for a digest file (``digestStartTime`` and ``logFiles``: delivered next to the
+    logs when log file validation is on), or the problem that makes it none of the shapes
+    ``read_cloudtrail`` takes."""
     if not isinstance(value, dict):
         return "not a CloudTrail log (a JSON object was expected)"
+    if "digestStartTime" in value and "logFiles" in value:
+        return None
     if "Records" in value:
         records = value["Records"]
         if not isinstance(records, list):
@@ -842,7 +912,11 @@ def _cloudtrail_records(value: object) -> tuple[list[object], bool] | str:
 
 
 def read_cloudtrail(
-    path: str | os.PathLike[str], *, prefix: str = DEFAULT_PREFIX, skipped: Skipped | None = None
+    path: str | os.PathLike[str],
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    skipped: Skipped | None = None,
+    decoy: Callable[[str], bool] | None = None,
 ) -> Iterator[AccessEvent]:
     """Secrets Manager events of a CloudTrail log file (see module docstring).
 
@@ -850,7 +924,8 @@ def read_cloudtrail(
     document (a list of objects), a CloudTrail event (it has ``eventVersion``
     or ``eventSource``) or an EventBridge envelope (a ``detail`` object: a
     CloudTrail event, or skipped when it is another event with a
-    ``detail-type``). Anything else raises ``LogFormatError`` naming the file
+    ``detail-type``); a digest file is skipped (its name noted in
+    ``skipped.digests``). Anything else raises ``LogFormatError`` naming the file
     and the line the value starts on (for a bad record of a ``Records`` list,
     its number in the list). CloudTrail does not promise time order inside
     or across files; the analyzer reorders (``monitor.analyze``).
@@ -858,6 +933,10 @@ def read_cloudtrail(
     name = os.fspath(path)
     for line, value in _json_values(path):
         found = _cloudtrail_records(value)
+        if found is None:  # a digest file: no event in it
+            if skipped is not None:
+                skipped.digests.append(name)
+            continue
         if isinstance(found, str):
             raise LogFormatError(found, file=name, line=line)
         records, listed = found
@@ -865,7 +944,7 @@ def read_cloudtrail(
             try:
                 if not isinstance(record, dict):
                     raise LogFormatError("not a CloudTrail event")
-                yield from events_from_cloudtrail(record, prefix=prefix)
+                yield from events_from_cloudtrail(record, prefix=prefix, decoy=decoy)
             except LogFormatError as exc:
                 where = f" (record {number} of Records)" if listed else ""
                 raise LogFormatError(f"{exc.problem}{where}", file=name, line=line) from None
@@ -1124,10 +1203,13 @@ def read_events(
     *,
     prefix: str = DEFAULT_PREFIX,
     skipped: Skipped | None = None,
+    decoy: Callable[[str], bool] | None = None,
 ) -> Iterator[AccessEvent]:
     """Events of the log at ``path`` in format ``fmt`` (sniffed when ``None``); what was
-    passed over (lines too long, digest files) is noted in ``skipped``."""
-    return itertools.chain.from_iterable(read_batches(path, fmt, prefix=prefix, skipped=skipped))
+    passed over (lines too long, digest files) is noted in ``skipped``; ``decoy``: the
+    honeytoken test (a partial secret ARN of a decoy is kept whole, ``_secret_name``)."""
+    batches = read_batches(path, fmt, prefix=prefix, skipped=skipped, decoy=decoy)
+    return itertools.chain.from_iterable(batches)
 
 
 def rows_in_block(
@@ -1182,6 +1264,7 @@ def read_batches(
     *,
     prefix: str = DEFAULT_PREFIX,
     skipped: Skipped | None = None,
+    decoy: Callable[[str], bool] | None = None,
 ) -> Iterator[list[AccessEvent]]:
     """``read_events`` as lists of events (a block of a line log, or a CloudTrail document)."""
     fmt = fmt or detect_format(path)
@@ -1192,7 +1275,7 @@ def read_batches(
             yield events_of(rows)
     elif fmt == "cloudtrail":
         batch: list[AccessEvent] = []
-        for event in read_cloudtrail(path, prefix=prefix, skipped=skipped):
+        for event in read_cloudtrail(path, prefix=prefix, skipped=skipped, decoy=decoy):
             batch.append(event)
             if len(batch) >= 8192:
                 yield batch

@@ -740,6 +740,15 @@ def _warn_analysis(report: AnalysisReport) -> None:
             f"skipped {report.skipped_lines} line(s) longer than {MAX_LINE_BYTES} bytes, "
             f"not analysed: {_places(report.skipped_at, report.skipped_lines)}"
         )
+    if report.digests:
+        names = ", ".join(report.digests[:3]) + (", …" if len(report.digests) > 3 else "")
+        warn(f"skipped {len(report.digests)} CloudTrail digest file(s), not logs: {names}")
+    if report.late_events:
+        warn(
+            f"{report.late_events} event(s) came more than 15 min out of time order: their "
+            "windows and baselines may be off (give the files in time order; CloudTrail "
+            "files named as CloudTrail names them are put in delivery order)"
+        )
     if report.events == 0:
         warn("no access events found (an encrypted log must be decrypted first: audit read)")
 
@@ -749,6 +758,8 @@ def _analysis_data(report: AnalysisReport) -> dict[str, JSON]:
     return {
         "events": report.events,
         "skipped_lines": report.skipped_lines,
+        "late_events": report.late_events,
+        "digest_files": list(report.digests),
         "elapsed_seconds": round(report.elapsed, 3),
         "events_per_second": round(report.events_per_second),
         "formats": dict(report.formats),
