@@ -9,19 +9,28 @@ second), so a request pays neither a system call nor a thread switch for its
 line; every other record is written at once. ``flush_logging`` (called at
 shutdown and at exit) writes what is still buffered. Lines are
 rendered by ``medsecrets.logs.JsonFormatter``, which never writes a value.
+
+granian configures logging when its server is constructed (``dictConfig``,
+which closes every handler there is: the batcher's flushing thread too). Its
+servers get ``GRANIAN_LOG_CONFIG`` (``log_dictconfig``), an incremental
+configuration that closes nothing; and a batcher closed anyway (a
+``logging.shutdown`` elsewhere) writes each later line at once instead of
+gathering them unseen.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import sys
 import threading
 from typing import TextIO
 
 from medsecrets.api.logging import set_access_sink
 from medsecrets.logs import log_json
 
-__all__ = ["configure_logging", "flush_logging"]
+__all__ = ["configure_logging", "flush_logging", "granian_log_config", "route_server_loggers"]
 
 _ACCESS_LOGGER = "medsecrets.access"
 
@@ -30,7 +39,10 @@ class _BatchedLines(logging.Handler):
     """Buffers formatted lines and writes them through ``target`` in batches.
 
     A daemon thread flushes at least every ``interval`` seconds, so a quiet
-    server's last lines appear promptly; ``close`` flushes and stops it.
+    server's last lines appear promptly; ``close`` flushes and stops it, and
+    every line written after that is written at once (a closed batcher has no
+    thread left to flush it). A ``FileHandler`` target closed meanwhile is
+    opened again, as its own ``emit`` would.
     """
 
     def __init__(
@@ -43,6 +55,7 @@ class _BatchedLines(logging.Handler):
         self._lines: list[str] = []
         self._size = 0
         self._buffer_lock = threading.Lock()
+        self._closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
         self._thread.start()
@@ -55,27 +68,38 @@ class _BatchedLines(logging.Handler):
         with self._buffer_lock:
             self._lines.append(line)
             self._size += len(line) + 1
-            full = self._size >= self._limit
-        if full:
+            now = self._closed or self._size >= self._limit
+        if now:
             self.flush()
 
     def flush(self) -> None:
         with self._buffer_lock:
             lines, self._lines, self._size = self._lines, [], 0
-        stream = self._target.stream
-        if lines and stream is not None and not stream.closed:
-            self._target.acquire()
-            try:
+        if not lines:
+            return
+        target = self._target
+        target.acquire()
+        try:
+            stream = target.stream
+            if stream is None and isinstance(target, logging.FileHandler) and target.mode != "w":
+                stream = target.stream = target._open()  # closed by a shutdown: as emit does
+            if stream is not None and not stream.closed:
                 stream.write("\n".join(lines) + "\n")
-                self._target.flush()
-            finally:
-                self._target.release()
+                stream.flush()
+        finally:
+            target.release()
 
     def _run(self, interval: float = 0.5) -> None:
         while not self._stop.wait(interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # a failed write (a full disk): say so, carry on
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"medsecrets: access log lines lost ({type(exc).__name__})\n")
 
     def close(self) -> None:
+        with self._buffer_lock:
+            self._closed = True  # from now on each line is written at once
         self._stop.set()
         self.flush()
         super().close()
@@ -111,6 +135,7 @@ def configure_logging(level: str = "info", *, file: str | None = None) -> loggin
 
     Idempotent: replaces the handlers installed by a previous call. Returns the handler.
     """
+    flush_logging()  # into the previous handler, before log_json closes it
     handler = log_json(level, file=file)
     assert isinstance(handler, logging.StreamHandler)  # a FileHandler is one too
     _defer_access_lines(handler)
@@ -126,6 +151,20 @@ def _defer_access_lines(handler: logging.StreamHandler[TextIO] | logging.FileHan
     access.propagate = False
     _batchers.append(batcher)
     set_access_sink(batcher.write_line if access.isEnabledFor(logging.INFO) else None)
+
+
+def granian_log_config() -> dict[str, object]:
+    """granian's ``log_dictconfig``: an incremental ``dictConfig`` that only sets the level
+    of granian's logger (granian adds that), closing no handler (a full one closes them all,
+    the access-line batcher's thread too: lines then waited for 64 KiB to gather)."""
+    return {
+        "version": 1,
+        "incremental": True,
+        "disable_existing_loggers": False,
+        "formatters": {},
+        "handlers": {},
+        "loggers": {},
+    }
 
 
 def route_server_loggers() -> None:

@@ -48,7 +48,12 @@ from typing import TYPE_CHECKING
 from medsecrets.errors import ConfigError, MedsecretsError
 from medsecrets.server.config import Settings, load_settings
 from medsecrets.server.heap import settle_heap
-from medsecrets.server.logsetup import configure_logging, flush_logging, route_server_loggers
+from medsecrets.server.logsetup import (
+    configure_logging,
+    flush_logging,
+    granian_log_config,
+    route_server_loggers,
+)
 
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from medsecrets.api.app import ApiApp
@@ -284,6 +289,9 @@ def _granian_kwargs(settings: Settings) -> dict[str, object]:
         "port": settings.port,
         "interface": Interfaces.RSGI,
         "log_enabled": True,
+        # incremental: granian's dictConfig would close every handler there is (the
+        # access-line batcher's flushing thread too)
+        "log_dictconfig": granian_log_config(),
         # granian's own info lines cost every request a trip through logging: warnings up only.
         "log_level": LogLevels(settings.log_level if settings.log_level != "info" else "warning"),
         "log_access": False,
