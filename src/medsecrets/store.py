@@ -16,7 +16,9 @@ and closes it in ``close``.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -26,7 +28,7 @@ from medsecrets.catalog.loader import default_catalog
 from medsecrets.catalog.model import Catalog
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.engines.secrets.engine import SecretsEngine
-from medsecrets.errors import InvalidRequest, MedsecretsError, PermissionDenied
+from medsecrets.errors import InvalidRequest, PermissionDenied
 from medsecrets.keys.envelope import Envelope
 from medsecrets.keys.manager import KeyManager
 from medsecrets.provision import provision
@@ -50,6 +52,10 @@ if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
 __all__ = ["SecretStore"]
+
+log = logging.getLogger(__name__)
+
+_LATCHED: Final = "sealed by an operator: an auto-unseal seal unseals when the server restarts"
 
 _AUTO_UNSEAL: Final = frozenset({"keyfile", "awskms"})
 """Seal types a process unseals by itself (no operator holds a share)."""
@@ -87,6 +93,8 @@ class SecretStore:
         )
         self.latch: SealLatch = latch if latch is not None else LocalLatch()
         self._retry_unseal_at = 0.0
+        self._catch_up_lock = threading.Lock()
+        self._catching_up: threading.Thread | None = None  # the auto-unseal follow_latch started
         self.keys = KeyManager(
             self.barrier,
             self.catalog,
@@ -152,10 +160,13 @@ class SecretStore:
         the port. Unsealing with Shamir shares lifts the latch.
         """
         if self.latch.is_set() and self.barrier.sealed:
-            raise PermissionDenied(
-                "sealed by an operator: an auto-unseal seal unseals when the server restarts"
-            )
-        return self.seal_manager.auto_unseal()
+            raise PermissionDenied(_LATCHED)
+        try:
+            # the latch is checked again before the keys are installed: an operator's seal
+            # served by another process while KMS answered wins
+            return self.seal_manager.auto_unseal(allowed=lambda: not self.latch.is_set())
+        except PermissionDenied:
+            raise PermissionDenied(_LATCHED) from None
 
     def follow_latch(self) -> bool:
         """Bring this process's seal to the server's; whether an operator sealed it.
@@ -163,8 +174,11 @@ class SecretStore:
         Latched (an operator sealed another process of the server): seal here
         too. Not latched, with a shared latch, sealed here while the store is
         initialised with an auto-unseal seal (another process initialised it
-        after this one started): auto-unseal (after a failure, which leaves it
-        sealed, not again for a second). Cheap when unsealed: call it on every
+        after this one started): start an auto-unseal in a thread of its own
+        (``seal-catch-up``, one at a time; after a failure, which leaves it
+        sealed, not again for a second) and return at once: this process stays
+        sealed (requests get ``SealedError``) until it has unsealed. Never waits
+        on KMS or a key file, so it may run on an event loop: call it on every
         request.
         """
         if self.latch.is_set():
@@ -176,16 +190,35 @@ class SecretStore:
         return False
 
     def _catch_up(self) -> None:
+        if self._catching_up is not None or self.clock.monotonic() < self._retry_unseal_at:
+            return
         status = self.seal_manager.status()
         if not status.initialized or status.seal_type not in _AUTO_UNSEAL:
             return
-        now = self.clock.monotonic()
-        if now < self._retry_unseal_at:
-            return
+        with self._catch_up_lock:
+            if self._catching_up is not None:
+                return
+            thread = threading.Thread(target=self._run_catch_up, name="seal-catch-up", daemon=True)
+            self._catching_up = thread
+        thread.start()
+
+    def _run_catch_up(self) -> None:
         try:
             self.auto_unseal()
-        except MedsecretsError:  # say, KMS unreachable: not more than once a second
-            self._retry_unseal_at = now + 1.0
+        except Exception as exc:  # say, KMS unreachable: not more than once a second
+            self._retry_unseal_at = self.clock.monotonic() + 1.0
+            if not isinstance(exc, PermissionDenied):
+                log.warning("catching up with the seal failed (%s)", type(exc).__name__)
+        finally:
+            with self._catch_up_lock:
+                self._catching_up = None
+
+    def wait_catch_up(self, timeout: float | None = None) -> bool:
+        """Wait for the auto-unseal ``follow_latch`` started, if any; whether none runs now."""
+        thread = self._catching_up
+        if thread is not None:
+            thread.join(timeout)
+        return self._catching_up is None
 
     def seal(self, *, by_operator: bool = False) -> SealStatus:
         """Drop every key from memory; every secret operation then raises ``SealedError``.

@@ -151,19 +151,23 @@ def test_a_process_follows_an_initialisation_made_by_another(tmp_path: Path) -> 
         assert not first.status().initialized  # nothing written
         first.initialize(KeyFileSealConfig(str(key)))
         assert second.follow_latch() is False
+        assert second.wait_catch_up(30)  # an auto-unseal in a thread of its own
         assert not second.barrier.sealed  # unsealed with the key file, as at a start
         # a failing auto-unseal is not tried again for a second
         second.seal()
         kept = key.read_bytes()
         key.unlink()
         second.follow_latch()
+        assert second.wait_catch_up(30)
         assert second.barrier.sealed
         key.write_bytes(kept)
         key.chmod(0o600)
         second.follow_latch()
+        assert second.wait_catch_up(30)
         assert second.barrier.sealed
         clock.advance(1.1)
         second.follow_latch()
+        assert second.wait_catch_up(30)
         assert not second.barrier.sealed
     finally:
         first.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from medsecrets.errors import ProviderError
 from medsecrets.sensitive import Sensitive
@@ -18,7 +18,13 @@ from medsecrets.sensitive import Sensitive
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
-__all__ = ["AwsCredentials", "AwsKmsClient", "KmsClient"]
+__all__ = ["SEAL_KMS_ATTEMPTS", "SEAL_KMS_TIMEOUT", "AwsCredentials", "AwsKmsClient", "KmsClient"]
+
+SEAL_KMS_TIMEOUT: Final = 3.0
+"""Seconds the seal's KMS client waits to connect, and for each read of an answer."""
+SEAL_KMS_ATTEMPTS: Final = 2
+"""Attempts of one seal KMS call (a retry after a timeout or a throttle): about 13 s at most
+in all, in the thread that unseals (a worker answers ``sealed`` meanwhile)."""
 
 
 class KmsClient(Protocol):
@@ -58,7 +64,11 @@ def _error_code(exc: Exception) -> str:
 
 
 class AwsKmsClient:
-    """``KmsClient`` over boto3. Credentials: ``credentials`` or boto3's default chain."""
+    """``KmsClient`` over boto3. Credentials: ``credentials`` or boto3's default chain.
+
+    ``timeout``: seconds to connect and for each read of an answer; ``max_attempts``:
+    attempts of a call in all, the first one included.
+    """
 
     def __init__(
         self,
@@ -77,7 +87,8 @@ class AwsKmsClient:
         config = Config(
             connect_timeout=timeout,
             read_timeout=timeout,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            # total_max_attempts counts the first attempt (botocore's max_attempts does not)
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
         )
         self._region = region
         self._endpoint_url = endpoint_url

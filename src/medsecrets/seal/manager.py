@@ -19,7 +19,8 @@ yet), so concurrent inits cannot mix their keys; rekey replaces the first two
 in one batch. The root key opens the barrier's keyring; rekeying changes how
 the root key is protected, never the root key or the keyring.
 
-Contract: thread-safe (one lock); every share refusal is an
+Contract: thread-safe (one lock, never held while a key file is read or
+written or AWS KMS is called: ``status`` answers at once); every share refusal is an
 ``InvalidShareError`` with a clear message and leaves progress unchanged,
 except a failed combination at the threshold, which resets progress; no
 message, repr or log ever contains a share, a key or the root key.
@@ -53,6 +54,7 @@ from medsecrets.errors import (
     InvalidRequest,
     InvalidShareError,
     NotInitializedError,
+    PermissionDenied,
     SealedError,
     StorageError,
 )
@@ -66,7 +68,7 @@ from medsecrets.schema.seal import (
     seal_type,
 )
 from medsecrets.seal.config import config_from_document, config_to_document
-from medsecrets.seal.kms import AwsKmsClient, KmsClient
+from medsecrets.seal.kms import SEAL_KMS_ATTEMPTS, SEAL_KMS_TIMEOUT, AwsKmsClient, KmsClient
 from medsecrets.seal.shamir import ShareInfo, combine_shares, parse_share, split_secret
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import Expect, Lease, ListPage, Operation, Put, StorageBackend
@@ -175,7 +177,14 @@ def _read_key_file(path: str) -> Sensitive[bytes]:
 
 
 def _default_kms(config: AwsKmsSealConfig) -> KmsClient:
-    return AwsKmsClient(region=config.region, endpoint_url=config.endpoint_url)
+    """The seal's KMS client: a short deadline (``SEAL_KMS_TIMEOUT``, ``SEAL_KMS_ATTEMPTS``),
+    so a stalled KMS leaves a worker sealed for seconds, not minutes."""
+    return AwsKmsClient(
+        region=config.region,
+        endpoint_url=config.endpoint_url,
+        timeout=SEAL_KMS_TIMEOUT,
+        max_attempts=SEAL_KMS_ATTEMPTS,
+    )
 
 
 class SealManager:
@@ -202,6 +211,7 @@ class SealManager:
         self._kms_factory = kms_factory if kms_factory is not None else _default_kms
         self._random = random
         self._lock = threading.RLock()
+        self._generation = 0  # seals so far: an auto-unseal that saw a seal come does not install
         self._progress: list[tuple[int, Sensitive[str]]] = []
 
     def __repr__(self) -> str:
@@ -388,18 +398,29 @@ class SealManager:
             self._progress.clear()
             return self.status()
 
-    def auto_unseal(self) -> SealStatus:
+    def auto_unseal(self, *, allowed: Callable[[], bool] | None = None) -> SealStatus:
         """Unseal with the key file or AWS KMS (not for shamir).
 
         The key file must not be readable by group or others (``ConfigError``);
-        a key that does not open the store raises ``DecryptionError``.
+        a key that does not open the store raises ``DecryptionError``. The key
+        file is read and KMS is called without the lock (``status`` and ``seal``
+        never wait on them); the lock is taken only to install the root key, and
+        not if a ``seal`` came meanwhile (the seal wins: the answer is sealed) or
+        ``allowed()`` (checked under the lock) is false (``PermissionDenied``).
         """
         with self._lock:
-            loaded = self._require_loaded()
-            if isinstance(loaded.config, ShamirSealConfig):
-                raise InvalidRequest("the shamir seal cannot auto-unseal: submit shares")
-            if self._barrier.sealed:
-                self._barrier.unseal(self._recover_root(loaded))
+            generation = self._generation
+        loaded = self._require_loaded()
+        if isinstance(loaded.config, ShamirSealConfig):
+            raise InvalidRequest("the shamir seal cannot auto-unseal: submit shares")
+        if not self._barrier.sealed:
+            return self.status()
+        root_key = self._recover_root(loaded)
+        with self._lock:
+            if self._barrier.sealed and self._generation == generation:
+                if allowed is not None and not allowed():
+                    raise PermissionDenied("sealed by an operator")
+                self._barrier.unseal(root_key)
             return self.status()
 
     def _recover_root(self, loaded: _Loaded) -> Sensitive[bytes]:
@@ -415,8 +436,10 @@ class SealManager:
         raise InvalidRequest("the shamir seal needs shares")
 
     def seal(self) -> SealStatus:
-        """Seal the barrier (drop key material) and forget unseal progress."""
+        """Seal the barrier (drop its references to key material) and forget unseal progress;
+        an auto-unseal still reading its key (KMS, key file) then leaves it sealed."""
         with self._lock:
+            self._generation += 1
             self._barrier.seal()
             self._progress.clear()
             return self.status()
@@ -467,52 +490,51 @@ class SealManager:
         longer opens the store afterwards; deleting it is left to the operator.
         """
         new_config = KeyFileSealConfig(new_path)
-        with self._lock:
-            loaded = self._require_loaded()
-            if not isinstance(loaded.config, KeyFileSealConfig):
-                raise InvalidRequest(f"the {seal_type(loaded.config)} seal has no key file")
-            root_key = self._recover_root(loaded)
-            doc, record, _, created = self._protect(new_config, root_key)
-            try:
-                self._replace(loaded, doc, record)
-            except ConflictError:
-                _remove_key_file(created)
-                raise
-            return InitResult(shares=(), threshold=0, seal_type="keyfile")
+        loaded = self._require_loaded()
+        if not isinstance(loaded.config, KeyFileSealConfig):
+            raise InvalidRequest(f"the {seal_type(loaded.config)} seal has no key file")
+        root_key = self._recover_root(loaded)  # file I/O outside the lock, as auto_unseal
+        doc, record, _, created = self._protect(new_config, root_key)
+        try:
+            self._replace(loaded, doc, record)  # conditioned on what was loaded
+        except ConflictError:
+            _remove_key_file(created)
+            raise
+        return InitResult(shares=(), threshold=0, seal_type="keyfile")
 
     def rekey_awskms(
         self, key_id: str, *, region: str | None = None, endpoint_url: str | None = None
     ) -> InitResult:
         """AWS KMS: re-encrypt the root key under ``key_id`` (region/endpoint default
         to the current ones). Needs decrypt access to the current key."""
-        with self._lock:
-            loaded = self._require_loaded()
-            current = loaded.config
-            if not isinstance(current, AwsKmsSealConfig):
-                raise InvalidRequest(f"the {seal_type(current)} seal does not use AWS KMS")
-            new_config = AwsKmsSealConfig(
-                key_id=key_id,
-                region=region if region is not None else current.region,
-                endpoint_url=endpoint_url if endpoint_url is not None else current.endpoint_url,
-            )
-            root_key = self._recover_root(loaded)
-            doc, record, _, _ = self._protect(new_config, root_key)
-            self._replace(loaded, doc, record)
-            return InitResult(shares=(), threshold=0, seal_type="awskms")
+        loaded = self._require_loaded()
+        current = loaded.config
+        if not isinstance(current, AwsKmsSealConfig):
+            raise InvalidRequest(f"the {seal_type(current)} seal does not use AWS KMS")
+        new_config = AwsKmsSealConfig(
+            key_id=key_id,
+            region=region if region is not None else current.region,
+            endpoint_url=endpoint_url if endpoint_url is not None else current.endpoint_url,
+        )
+        root_key = self._recover_root(loaded)  # KMS calls outside the lock, as auto_unseal
+        doc, record, _, _ = self._protect(new_config, root_key)
+        self._replace(loaded, doc, record)  # conditioned on what was loaded
+        return InitResult(shares=(), threshold=0, seal_type="awskms")
 
     def _replace(self, loaded: _Loaded, doc: dict[str, str | int | None], record: bytes) -> None:
-        try:
-            self._storage.batch(
-                [
-                    Expect(SEAL_CONFIG_KEY, loaded.config_raw),
-                    Expect(ROOT_KEY_KEY, loaded.root_record),
-                    Put(SEAL_CONFIG_KEY, _dump(doc)),
-                    Put(ROOT_KEY_KEY, record),
-                ]
-            )
-        except ConflictError:
-            raise ConflictError("the seal changed concurrently: retry") from None
-        self._progress.clear()
+        with self._lock:
+            try:
+                self._storage.batch(
+                    [
+                        Expect(SEAL_CONFIG_KEY, loaded.config_raw),
+                        Expect(ROOT_KEY_KEY, loaded.root_record),
+                        Put(SEAL_CONFIG_KEY, _dump(doc)),
+                        Put(ROOT_KEY_KEY, record),
+                    ]
+                )
+            except ConflictError:
+                raise ConflictError("the seal changed concurrently: retry") from None
+            self._progress.clear()
 
     # ------------------------------------------------------------------ internals
 
