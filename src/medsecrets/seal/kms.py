@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
-from medsecrets.errors import ProviderError
+from medsecrets.errors import InvalidRequest, ProviderError
 from medsecrets.sensitive import Sensitive
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class AwsKmsClient:
         try:
             import boto3
             from botocore.config import Config
+            from botocore.exceptions import BotoCoreError
         except ImportError:
             raise ProviderError("AWS KMS needs boto3: install medsecrets[aws]") from None
         config = Config(
@@ -92,19 +93,24 @@ class AwsKmsClient:
         )
         self._region = region
         self._endpoint_url = endpoint_url
-        self._client: KMSClient = boto3.session.Session().client(
-            "kms",
-            region_name=region,
-            endpoint_url=endpoint_url,
-            aws_access_key_id=credentials.access_key_id if credentials else None,
-            aws_secret_access_key=(credentials.secret_access_key.reveal() if credentials else None),
-            aws_session_token=(
-                credentials.session_token.reveal()
-                if credentials and credentials.session_token
-                else None
-            ),
-            config=config,
-        )
+        secret = credentials.secret_access_key.reveal() if credentials else None
+        try:
+            self._client: KMSClient = boto3.session.Session().client(
+                "kms",
+                region_name=region,
+                endpoint_url=endpoint_url,
+                aws_access_key_id=credentials.access_key_id if credentials else None,
+                aws_secret_access_key=secret,
+                aws_session_token=(
+                    credentials.session_token.reveal()
+                    if credentials and credentials.session_token
+                    else None
+                ),
+                config=config,
+            )
+        except (ValueError, BotoCoreError):  # a region or endpoint botocore refuses
+            # (AwsKmsSealConfig checks them first); the exception text could echo them
+            raise InvalidRequest("AWS KMS: the region or endpoint_url is not valid") from None
 
     def __repr__(self) -> str:
         return f"AwsKmsClient(region={self._region!r}, endpoint_url={self._endpoint_url!r})"

@@ -118,8 +118,9 @@ def _write_key_file(path: str, key: Sensitive[bytes], suffix: str) -> None:
     content = (_KEY_FILE_PREFIX + base64.b64encode(key.reveal()).decode("ascii") + "\n").encode()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot create key file in {directory!r}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path the OS cannot take (NUL)
+        reason = exc.strerror if isinstance(exc, OSError) else "invalid path"
+        raise ConfigError(f"cannot create key file in {directory!r}: {reason}") from None
     try:
         try:
             os.fchmod(fd, 0o600)
