@@ -221,7 +221,9 @@ class SecretStore:
         return self._catching_up is None
 
     def seal(self, *, by_operator: bool = False) -> SealStatus:
-        """Drop every key from memory; every secret operation then raises ``SealedError``.
+        """Drop every reference to key material (barrier, KEK and data-key caches); every
+        secret operation then raises ``SealedError``. Python cannot overwrite freed memory:
+        key bytes may remain in the process until reused (restart it for a clean image).
 
         ``by_operator``: an operator asked for it; the latch is set first, so the
         server's other processes refuse from their next request (see ``auto_unseal``)."""

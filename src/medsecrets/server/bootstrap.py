@@ -38,6 +38,7 @@ from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.seal.latch import LatchError, SealLatch, SharedLatch
 from medsecrets.sensitive import Sensitive
 from medsecrets.server.config import Settings
+from medsecrets.server.coredumps import disable_core_dumps
 from medsecrets.storage.base import StorageBackend
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
@@ -145,6 +146,7 @@ def build_core(
     audit trail from the started store (the server's audit stack); without it
     nothing is audited (tools and tests).
     """
+    disable_core_dumps()  # before any key is in memory: a core file would hold it
     if settings.dev:
         _ensure_private_dir(settings.data_dir)
     store = build_store(settings, latch=latch)
