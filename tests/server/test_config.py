@@ -38,6 +38,9 @@ def test_dev_defaults(tmp_path: Path) -> None:
     assert settings.workers == 1
     assert settings.max_body_bytes == 1_048_576
     assert settings.seal.type is None
+    assert settings.header_read_timeout == 5.0
+    assert settings.max_connections == 1024
+    assert settings.listen_backlog == 1024
 
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -68,12 +71,18 @@ def test_env_values_are_typed(tmp_path: Path) -> None:
         "MEDSECRETS_DEV": "yes",
         "MEDSECRETS_WORKERS": "1",
         "MEDSECRETS_REQUEST_TIMEOUT": "2.5",
+        "MEDSECRETS_HEADER_READ_TIMEOUT": "0.5",
+        "MEDSECRETS_MAX_CONNECTIONS": "64",
+        "MEDSECRETS_LISTEN_BACKLOG": "4096",
         "MEDSECRETS_TLS_DISABLE": "off",
         "MEDSECRETS_CATALOG_FILE": "",  # empty counts as unset
     }
     settings = _load(tmp_path, env=env)
     assert settings.dev is True
     assert settings.request_timeout == 2.5
+    assert settings.header_read_timeout == 0.5
+    assert settings.max_connections == 64
+    assert settings.listen_backlog == 4096
     assert settings.tls_disable is False
     assert settings.catalog_file is None
 
@@ -104,6 +113,12 @@ def test_unknown_env_warns_client_env_is_silent(tmp_path: Path) -> None:
         ("max_body_bytes = 10", {}, "max_body_bytes"),
         ("request_timeout = -1", {}, "request_timeout"),
         ('request_timeout = "soon"', {}, "request_timeout"),
+        ("header_read_timeout = 0", {}, "header_read_timeout"),
+        ("", {"MEDSECRETS_HEADER_READ_TIMEOUT": "forever"}, "header_read_timeout"),
+        ("max_connections = 8", {}, "max_connections"),
+        ("max_connections = 1e6", {}, "max_connections"),
+        ("", {"MEDSECRETS_LISTEN_BACKLOG": "64"}, "listen_backlog"),
+        ("listen_backlog = 100000", {}, "listen_backlog"),
         ("shutdown_grace_period = 99999", {}, "shutdown_grace_period"),
         ('backend = "nginx"', {}, "backend"),
         ("", {"MEDSECRETS_DEV": "maybe"}, "dev"),

@@ -18,6 +18,9 @@ TOML layout (every key optional; unknown keys and tables are rejected)::
     max_body_bytes = 1048576
     workers = 1
     request_timeout = 30.0
+    header_read_timeout = 5.0     # a request head (and an idle keep-alive connection)
+    max_connections = 1024        # per worker (granian)
+    listen_backlog = 1024
     shutdown_grace_period = 10.0
     sweep_interval = 3600.0
     backend = "granian"           # granian | uvicorn
@@ -201,6 +204,9 @@ class Settings:
     max_body_bytes: int = 1_048_576
     workers: int = 1
     request_timeout: float = 30.0
+    header_read_timeout: float = 5.0
+    max_connections: int = 1024
+    listen_backlog: int = 1024
     shutdown_grace_period: float = 10.0
     sweep_interval: float = 3600.0
     backend: Backend = "granian"
@@ -371,6 +377,9 @@ _SETTINGS: dict[str, tuple[_Parser, bool]] = {
     "max_body_bytes": (_int(1024, _MAX_BODY_LIMIT), False),
     "workers": (_int(1, _MAX_WORKERS), False),
     "request_timeout": (_float(0.1, 3600.0), False),
+    "header_read_timeout": (_float(0.1, 300.0), False),
+    "max_connections": (_int(16, 65536), False),
+    "listen_backlog": (_int(128, 65535), False),
     "shutdown_grace_period": (_float(0.0, 3600.0), False),
     "sweep_interval": (_float(1.0, 7 * 86400.0), False),
     "backend": (_choice("granian", "uvicorn"), False),

@@ -34,6 +34,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -280,7 +281,18 @@ def _check_listen(settings: Settings) -> None:
 
 
 def _granian_kwargs(settings: Settings) -> dict[str, object]:
-    from granian.constants import Interfaces
+    """granian's settings, the same for the embedded server and the worker processes.
+
+    Connection limits are set on purpose (granian's embedded default was 128
+    connections held up to 30 s each: 128 idle or half-open sockets from one
+    client starved every other): ``max_connections`` connections served at once
+    per worker (``backpressure``; more wait in the ``listen_backlog``), and a
+    connection that has not sent a whole request head within
+    ``header_read_timeout`` is closed, which also bounds an idle keep-alive
+    connection and one that sends nothing at all. HTTP/1.1 only: granian's
+    HTTP/2 detection reads a new connection's first bytes with no timeout.
+    """
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
@@ -288,6 +300,9 @@ def _granian_kwargs(settings: Settings) -> dict[str, object]:
         "address": settings.host,
         "port": settings.port,
         "interface": Interfaces.RSGI,
+        "http": HTTPModes.http1,
+        "backlog": settings.listen_backlog,
+        "backpressure": settings.max_connections,
         "log_enabled": True,
         # incremental: granian's dictConfig would close every handler there is (the
         # access-line batcher's flushing thread too)
@@ -296,7 +311,9 @@ def _granian_kwargs(settings: Settings) -> dict[str, object]:
         "log_level": LogLevels(settings.log_level if settings.log_level != "info" else "warning"),
         "log_access": False,
         "websockets": False,
-        "http1_settings": HTTP1Settings(header_read_timeout=30_000),
+        "http1_settings": HTTP1Settings(
+            header_read_timeout=max(1, round(settings.header_read_timeout * 1000))
+        ),
     }
     if settings.tls.enabled:
         from granian.constants import SSLProtocols
@@ -411,6 +428,10 @@ def _serve_uvicorn(app: ApiApp, settings: Settings, dev: DevInfo | None) -> None
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_period) or None,
+        # as with granian: the listen backlog, and idle keep-alive connections closed after
+        # header_read_timeout (uvicorn caps no connection count: max_connections is granian's)
+        backlog=settings.listen_backlog,
+        timeout_keep_alive=max(1, math.ceil(settings.header_read_timeout)),
         lifespan="auto",
         ssl_certfile=settings.tls.cert_file,
         ssl_keyfile=settings.tls.key_file,
