@@ -176,3 +176,19 @@ def test_init_refuses_a_relative_key_file_path(
         status, _, payload = _request(server, "POST", "/v1/sys/init", body, token=False)
         assert status == 200, payload
         assert key.is_file()
+
+
+# -- OpenAPI -------------------------------------------------------------------------------
+def test_the_openapi_document_lists_403_for_unseal_after_an_operator_seal(
+    tmp_path: Path,
+) -> None:
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "l") as fresh:
+        status, headers, payload = _request(fresh, "GET", "/v1/openapi.json", token=False)
+        assert status == 200
+        unseal = json.loads(payload)["paths"]["/v1/sys/unseal"]["post"]["responses"]
+        assert _request(fresh, "POST", "/v1/sys/seal")[0] == 200
+        status, headers, payload = _request(fresh, "POST", "/v1/sys/unseal", b"{}", token=False)
+        assert status == 403 and _error(status, headers, payload) == "permission_denied"
+        assert "403" in unseal
+        status, headers, payload = _request(fresh, "POST", "/v1/sys/unseal", b"{", token=False)
+        assert status == 400 and "400" in unseal

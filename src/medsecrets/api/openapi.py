@@ -20,7 +20,7 @@ import medsecrets
 from medsecrets.core.routes.base import QueryParam, RouteSpec
 from medsecrets.sensitive import SecretFields, Sensitive
 
-__all__ = ["DOCS_URL", "OPENAPI_URL", "build_openapi", "docs_page", "schema_of"]
+__all__ = ["DOCS_URL", "OPENAPI_URL", "build_openapi", "docs_page", "error_statuses", "schema_of"]
 
 OPENAPI_URL = "/v1/openapi.json"
 DOCS_URL = "/v1/docs"
@@ -58,8 +58,29 @@ _DESCRIPTIONS = {
     503: "Sealed, not initialised, audit unavailable, or timed out (outcome unknown)",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
-_BODY_STATUSES = (400, 413, 415)
-_COMMON_STATUSES = (400, 404, 405, 409, 410, 422, 500, 502, 503)
+_ANY_ROUTE = frozenset({400, 405, 500, 503})
+"""What every route may answer: a bad query parameter (all take none or declared ones), a
+wrong method, a bug, and 503 (the request timeout, the audit devices down; sealed or not
+initialised for the routes not served then)."""
+_UNDECLARED = frozenset({404, 409, 410, 422, 502})
+"""The errors of a route's own work when its spec declares none (``RouteSpec.statuses``)."""
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def error_statuses(spec: RouteSpec) -> frozenset[int]:
+    """The error statuses ``spec`` answers: ``_ANY_ROUTE``, 401 and 403 unless it is open
+    (the token), 413 and 415 for a method with a body (whose body is read), 404 with a URL
+    parameter (the secret or category it names), and those of its own work
+    (``spec.statuses``: declared per route, ``_UNDECLARED`` when not)."""
+    found = set(_ANY_ROUTE)
+    if not spec.open:
+        found |= {401, 403}
+    if spec.method in _BODY_METHODS:
+        found |= {413, 415}
+    if "{" in spec.url:
+        found.add(404)
+    found |= _UNDECLARED if spec.statuses is None else set(spec.statuses)
+    return frozenset(found)
 
 
 class _Schemas:
@@ -195,26 +216,20 @@ def _operation(spec: RouteSpec, schemas: _Schemas) -> Schema:
     params += [_query_param(q) for q in spec.query]
     if params:
         op["parameters"] = params
-    statuses = set(spec.statuses or _COMMON_STATUSES)
     if spec.body is not None:
         op["requestBody"] = {
             "required": spec.body_required,
             "content": {"application/json": {"schema": schemas.of(spec.body, request=True)}},
         }
-        statuses |= set(_BODY_STATUSES)
-    elif spec.method in ("POST", "PUT", "PATCH", "DELETE"):
-        statuses |= set(_BODY_STATUSES)
     if spec.open:
         op["security"] = []
-    else:
-        statuses |= {401, 403}
     responses: dict[str, object] = {
         "200": {
             "description": "OK",
             "content": {"application/json": {"schema": schemas.of(spec.response, request=False)}},
         }
     }
-    responses.update(_error_responses(statuses))
+    responses.update(_error_responses(error_statuses(spec)))
     op["responses"] = responses
     return op
 

@@ -105,7 +105,11 @@ class RouteSpec:
     ``capability`` is what the token must hold (``None``: any valid token, or
     none at all when ``open``); ``authz_path`` gives the path it must hold it
     on (``None`` from it: the capability alone decides). ``sealed_ok`` routes
-    are served while sealed. ``statuses`` are the documented error statuses.
+    are served while sealed. ``statuses`` are the error statuses of the route's
+    own work (a conflict, a KMS failure, 403 from an open route...); the
+    OpenAPI document adds those that follow from the declaration
+    (``api.openapi.error_statuses``). ``None``: not declared, documented with
+    every status a route's work may answer.
     """
 
     name: str
@@ -121,7 +125,7 @@ class RouteSpec:
     query: tuple[QueryParam, ...] = ()
     authz_path: Callable[[Call], str | None] | None = None
     response: object = None
-    statuses: tuple[int, ...] = ()
+    statuses: tuple[int, ...] | None = None
     parser: Callable[[object], object] | None = None
     returns_secret: bool = False
     slow: bool = False

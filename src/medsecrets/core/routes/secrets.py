@@ -254,6 +254,12 @@ def routes() -> tuple[RouteSpec, ...]:
             body_required=True,
             response=PutResponse,
             loop_write=True,
+            statuses=(
+                409,
+                410,
+                422,
+                502,
+            ),  # cas or a race; scheduled for deletion; a validator; KMS
         ),
         RouteSpec(
             name="secrets.read",
@@ -270,6 +276,7 @@ def routes() -> tuple[RouteSpec, ...]:
             ),
             response=SecretVersion,
             returns_secret=True,
+            statuses=(410, 502),  # scheduled for deletion; a KMS key
         ),
         RouteSpec(
             name="secrets.delete",
@@ -291,6 +298,7 @@ def routes() -> tuple[RouteSpec, ...]:
             ),
             response=SecretMetadata,
             loop_write=True,
+            statuses=(409, 410),  # a race; scheduled already (force purges it)
         ),
         RouteSpec(
             name="metadata.read",
@@ -301,6 +309,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="list",
             authz_path=_path,
             response=SecretMetadata,
+            statuses=(),
         ),
         RouteSpec(
             name="metadata.update",
@@ -314,6 +323,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body_required=True,
             response=SecretMetadata,
             loop_write=True,
+            statuses=(409, 410),  # a race; scheduled for deletion
         ),
         RouteSpec(
             name="metadata.list",
@@ -333,6 +343,7 @@ def routes() -> tuple[RouteSpec, ...]:
                 QueryParam("limit", int, description="page size", minimum=1, maximum=1000),
             ),
             response=SecretPage,
+            statuses=(),
         ),
         RouteSpec(
             name="stages.update",
@@ -346,6 +357,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body_required=True,
             response=SecretMetadata,
             loop_write=True,
+            statuses=(409, 410),  # a destroyed or the current version, a race; scheduled
         ),
         RouteSpec(
             name="secrets.restore",
@@ -357,6 +369,7 @@ def routes() -> tuple[RouteSpec, ...]:
             authz_path=_path,
             response=SecretMetadata,
             loop_write=True,
+            statuses=(409,),  # not scheduled for deletion, a race
         ),
         RouteSpec(
             name="secrets.destroy",
@@ -370,6 +383,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body_required=True,
             response=SecretMetadata,
             loop_write=True,
+            statuses=(409,),  # the current version, a race
         ),
         RouteSpec(
             name="secrets.validate",
@@ -380,5 +394,6 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="read",
             authz_path=_path,
             response=ValidationReport,
+            statuses=(410, 502),  # scheduled for deletion; a KMS key
         ),
     )

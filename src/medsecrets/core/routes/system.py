@@ -223,6 +223,7 @@ def routes() -> tuple[RouteSpec, ...]:
             open=True,
             sealed_ok=True,
             response=Health,
+            statuses=(),
         ),
         RouteSpec(
             name="sys.seal_status",
@@ -233,6 +234,7 @@ def routes() -> tuple[RouteSpec, ...]:
             open=True,
             sealed_ok=True,
             response=SealStatus,
+            statuses=(),
         ),
         RouteSpec(
             name="sys.init",
@@ -246,6 +248,7 @@ def routes() -> tuple[RouteSpec, ...]:
             parser=_parse_init,
             response=InitResponse,
             returns_secret=True,
+            statuses=(409, 502),  # initialised already; a KMS seal's key unreachable
         ),
         RouteSpec(
             name="sys.unseal",
@@ -257,6 +260,7 @@ def routes() -> tuple[RouteSpec, ...]:
             sealed_ok=True,
             body=UnsealBody,
             response=SealStatus,
+            statuses=(403, 502),  # auto-unseal after an operator's seal; KMS unreachable
         ),
         RouteSpec(
             name="sys.seal",
@@ -267,6 +271,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="sudo",
             authz_path=lambda call: _sys("seal"),
             response=SealStatus,
+            statuses=(),
         ),
         RouteSpec(
             name="sys.rotate",
@@ -277,6 +282,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="sudo",
             authz_path=lambda call: _sys("rotate"),
             response=KeyringInfo,
+            statuses=(409,),  # the keyring changed concurrently
         ),
         RouteSpec(
             name="sys.rekey",
@@ -290,6 +296,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body_required=True,
             response=InitResult,
             returns_secret=True,
+            statuses=(409,),  # the keyring changed concurrently
         ),
         RouteSpec(
             name="sys.keys.read",
@@ -300,6 +307,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="sudo",
             authz_path=lambda call: _sys(f"keys/{call.path}"),
             response=KeyVersions,
+            statuses=(502,),  # an aws-kms category without a KMS client
         ),
         RouteSpec(
             name="sys.keys.rotate",
@@ -310,6 +318,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="sudo",
             authz_path=lambda call: _sys(f"keys/{call.path}"),
             response=KeyRotation,
+            statuses=(409, 502),
         ),
         RouteSpec(
             name="sys.rewrap",
@@ -321,5 +330,6 @@ def routes() -> tuple[RouteSpec, ...]:
             authz_path=lambda call: _sys("rewrap"),
             body=RewrapBody,
             response=RewrapReport,
+            statuses=(409, 502),  # a secret changing too fast; KMS
         ),
     )
