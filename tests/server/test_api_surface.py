@@ -67,6 +67,23 @@ def _error(status: int, headers: dict[str, str], body: bytes) -> str:
     return code
 
 
+# -- request timeout -----------------------------------------------------------------------
+def test_the_timeout_answer_carries_the_request_id_like_every_error(tmp_path: Path) -> None:
+    """A body that never finishes: 503 ``timeout`` after ``request_timeout``, in the
+    documented error shape (the request id in the body too, not only in the header)."""
+    env = {"MEDSECRETS_REQUEST_TIMEOUT": "0.5"}
+    with ServerProcess(tmp_path / "data", env=env, log_dir=tmp_path / "l") as slow:
+        head = (
+            f"PUT {SECRET}/never-finished HTTP/1.1\r\nHost: x\r\n"
+            f"X-Medsecrets-Token: {_token(slow)}\r\nX-Request-Id: timed-out-1\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
+        )
+        status, headers, payload = _raw(slow, head.encode() + b'{"fields":')
+        assert status == 503, payload
+        assert _error(status, headers, payload) == "timeout"
+        assert json.loads(payload)["request_id"] == "timed-out-1"
+
+
 # -- cas ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("cas", [-1, -5, 2**63, 2**64 - 1])
 def test_a_cas_out_of_range_is_invalid_not_a_conflict(server: ServerProcess, cas: int) -> None:
