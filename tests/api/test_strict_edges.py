@@ -224,3 +224,19 @@ def test_metrics_of_a_sealed_or_uninitialised_server_say_so_before_asking_for_a_
     )
     for client in _client(opened):
         assert client.get("/v1/sys/metrics").status_code == 200
+
+
+def test_a_repeated_key_deeper_than_json_reads_is_still_a_400(
+    client: SyncClient, auth: dict[str, str]
+) -> None:
+    """orjson reads 1024 levels, the ``json`` module that looks for the repeated key fewer:
+    such a body is refused as invalid JSON, never a 500."""
+    depth = 1020
+    body = b"[" * depth + b'{"a":1,"a":2}' + b"]" * depth
+    r = client.put(
+        f"/v1/secrets/{P}",
+        content=body,
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_json"
