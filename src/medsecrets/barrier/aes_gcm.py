@@ -183,10 +183,13 @@ class AesGcmBarrier:
         """Whether ``core/keyring`` exists (works while sealed)."""
         return self._storage.get(KEYRING_KEY) is not None
 
-    def initialize(self, root_key: Sensitive[bytes]) -> None:
+    def initialize(self, root_key: Sensitive[bytes], also: Sequence[Operation] = ()) -> None:
         """Create keyring term 1 under ``root_key``; leaves the barrier unsealed.
 
-        ``AlreadyInitializedError`` if a keyring exists (checked atomically).
+        ``also`` (the seal's records and conditions) is applied in the same atomic
+        batch, before the keyring's records, so an init is all or nothing.
+        ``AlreadyInitializedError`` if a keyring exists or a condition in ``also``
+        fails (checked atomically: nothing is written then).
         """
         root = self._root_aead(root_key)
         keyring = Keyring.new(self._new_key(), self._clock.now())
@@ -196,6 +199,7 @@ class AesGcmBarrier:
             self._storage.batch(
                 [
                     Expect(KEYRING_KEY, None),
+                    *also,
                     Put(KEYRING_KEY, keyring_raw),
                     Put(KEYRING_USAGE_KEY, self._usage_record(root, usage)),
                 ]

@@ -66,8 +66,10 @@ class Barrier(SecureStorage, Protocol):
         """Whether a keyring exists in storage (works while sealed)."""
         ...
 
-    def initialize(self, root_key: Sensitive[bytes]) -> None:
-        """Create keyring term 1, store it under ``root_key``; leaves the barrier unsealed."""
+    def initialize(self, root_key: Sensitive[bytes], also: Sequence[Operation] = ()) -> None:
+        """Create keyring term 1, store it under ``root_key`` in one atomic batch with
+        ``also`` (the seal's records and conditions); leaves the barrier unsealed.
+        ``AlreadyInitializedError`` if a keyring exists or a condition of ``also`` fails."""
         ...
 
     def unseal(self, root_key: Sensitive[bytes]) -> None:

@@ -35,14 +35,13 @@ import json
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medsecrets.barrier.aes_gcm import KEYRING_KEY, ROOT_KEY_KEY, SEAL_CONFIG_KEY, AesGcmBarrier
+from medsecrets.barrier.aes_gcm import ROOT_KEY_KEY, SEAL_CONFIG_KEY
 from medsecrets.barrier.base import Barrier
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import (
@@ -71,7 +70,7 @@ from medsecrets.seal.config import config_from_document, config_to_document
 from medsecrets.seal.kms import SEAL_KMS_ATTEMPTS, SEAL_KMS_TIMEOUT, AwsKmsClient, KmsClient
 from medsecrets.seal.shamir import ShareInfo, combine_shares, parse_share, split_secret
 from medsecrets.sensitive import Sensitive
-from medsecrets.storage.base import Expect, Lease, ListPage, Operation, Put, StorageBackend
+from medsecrets.storage.base import Expect, Operation, Put, StorageBackend
 
 __all__ = ["KMS_CONTEXT", "SealManager"]
 
@@ -254,15 +253,15 @@ class SealManager:
     def initialize(self, config: SealConfig) -> InitResult:
         """Create the root key and keyring, protect the root key with ``config``.
 
-        Everything init stores is written by one batch (``_init_ops``): the seal
-        config, the root-key record, the keyring and its usage record, on the
-        conditions that no keyring exists and that the seal config is still what
-        was read. So exactly one of several concurrent inits (workers sharing a
-        store) wins; the others get ``AlreadyInitializedError``, change nothing
-        and remove the key file they created. A seal config without a keyring
-        (an init interrupted before this was one batch) is replaced. Shamir
-        shares are returned here once and never stored. Leaves the barrier
-        unsealed.
+        Everything init stores is written by one batch (the barrier's
+        ``initialize`` with the seal's records ``also``): the seal config, the
+        root-key record, the keyring and its usage record, on the conditions that
+        no keyring exists and that the seal config is still what was read. So
+        exactly one of several concurrent inits (workers sharing a store) wins;
+        the others get ``AlreadyInitializedError``, change nothing and remove the
+        key file they created. A seal config without a keyring (an init
+        interrupted before this was one batch) is replaced. Shamir shares are
+        returned here once and never stored. Leaves the barrier unsealed.
         """
         if self._barrier.initialized():
             raise AlreadyInitializedError
@@ -270,53 +269,24 @@ class SealManager:
         root_key = self._new_key()
         # the key file or KMS call happens outside the lock: status() never waits on it
         doc, record, shares, created = self._protect(config, root_key)
-        ops = self._init_ops(interrupted, doc, record, root_key)
+        seal_ops: list[Operation] = [
+            Expect(SEAL_CONFIG_KEY, interrupted),
+            Put(SEAL_CONFIG_KEY, _dump(doc)),
+            Put(ROOT_KEY_KEY, record),
+        ]
         with self._lock:
             try:
-                self._storage.batch(ops)
-            except ConflictError:  # another init won: nothing of this one was written
+                self._barrier.initialize(root_key, also=seal_ops)
+            except AlreadyInitializedError:  # another init won: nothing of this one written
                 _remove_key_file(created)
-                raise AlreadyInitializedError from None
+                raise
             except BaseException:
                 if not self._committed(doc):  # an outcome we cannot know keeps the file
                     _remove_key_file(created)
                 raise
-            self._unseal_new(root_key)
             self._progress.clear()
         threshold = config.threshold if isinstance(config, ShamirSealConfig) else 0
         return InitResult(shares=shares, threshold=threshold, seal_type=seal_type(config))
-
-    def _init_ops(
-        self,
-        interrupted: bytes | None,
-        doc: dict[str, str | int | None],
-        record: bytes,
-        root_key: Sensitive[bytes],
-    ) -> list[Operation]:
-        """The one batch of an init: the barrier's new keyring (``Expect`` no keyring, its
-        records, made by an ``AesGcmBarrier`` over ``_BatchRecorder``), then the seal's."""
-        recorder = _BatchRecorder()
-        AesGcmBarrier(recorder, clock=self._clock, random=self._random).initialize(root_key)
-        if not any(isinstance(op, Expect) and op.key == KEYRING_KEY for op in recorder.ops):
-            raise AssertionError("the barrier's init batch must expect no keyring")
-        return [
-            Expect(SEAL_CONFIG_KEY, interrupted),
-            *recorder.ops,
-            Put(SEAL_CONFIG_KEY, _dump(doc)),
-            Put(ROOT_KEY_KEY, record),
-        ]
-
-    def _unseal_new(self, root_key: Sensitive[bytes]) -> None:
-        """Open the keyring just stored (a failed read is tried again: the store is
-        initialised now, and Shamir shares are shown only by this call)."""
-        for attempt in range(3):
-            try:
-                self._barrier.unseal(root_key)
-                return
-            except StorageError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
 
     def _committed(self, doc: dict[str, str | int | None]) -> bool:
         """Whether the store holds this init's seal config, or it cannot be read (unknown)."""
@@ -584,44 +554,3 @@ def _remove_key_file(path: str | None) -> None:
     if path is not None:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-class _BatchRecorder:
-    """A ``StorageBackend`` that keeps the batches it is given instead of applying them.
-
-    ``SealManager._init_ops`` runs ``AesGcmBarrier.initialize`` over it to get the
-    keyring's records, and writes them in the same batch as the seal's. Anything
-    but ``batch`` (and the no-op ``close``) is refused with ``StorageError``.
-    """
-
-    __slots__ = ("ops",)
-
-    def __init__(self) -> None:
-        self.ops: list[Operation] = []
-
-    def batch(self, ops: Sequence[Operation]) -> None:
-        self.ops.extend(ops)
-
-    def get(self, key: str) -> bytes | None:
-        raise StorageError("init batch recorder: only batch")
-
-    def put(self, key: str, value: bytes) -> None:
-        raise StorageError("init batch recorder: only batch")
-
-    def delete(self, key: str) -> None:
-        raise StorageError("init batch recorder: only batch")
-
-    def list(self, prefix: str = "", *, after: str = "", limit: int = 1000) -> ListPage:
-        raise StorageError("init batch recorder: only batch")
-
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
-        raise StorageError("init batch recorder: only batch")
-
-    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
-        raise StorageError("init batch recorder: only batch")
-
-    def release_lease(self, lease: Lease) -> None:
-        raise StorageError("init batch recorder: only batch")
-
-    def close(self) -> None:
-        pass
