@@ -196,7 +196,8 @@ def seal(
     token: TokenOption = None,
     cacert: CacertOption = None,
 ) -> None:
-    """Seal the server: every key leaves its memory until it is unsealed again."""
+    """Seal the server: it drops its keys and refuses secret operations until unsealed
+    (freed memory is not overwritten: restart it for a clean memory image)."""
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.seal())
     emit(data, output, lambda: write_line("Sealed."))

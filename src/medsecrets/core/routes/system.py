@@ -267,7 +267,7 @@ def routes() -> tuple[RouteSpec, ...]:
             method="POST",
             url="/v1/sys/seal",
             handler=seal,
-            summary="Seal the store (drop every key from memory)",
+            summary="Seal the store (drop every reference to key material)",
             capability="sudo",
             authz_path=lambda call: _sys("seal"),
             response=SealStatus,
