@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import os
 import socket
@@ -21,6 +20,7 @@ from medsecrets.audit.forwarder import HttpForwarderDevice
 from medsecrets.audit.record import GENESIS, AuditEvent, Salter, render_line
 from medsecrets.audit.spool import DurableSpool, SpoolFullError
 from medsecrets.errors import AuditFailure, ConfigError
+from tests.support.peers import EndlessAnswer
 
 WAIT = 15.0  # a safety net for a broken implementation, not a timing threshold
 TOKEN = "tok-canary-7f3a9c1e"
@@ -314,48 +314,6 @@ def test_bad_settings_are_named(
     settings: dict[str, object] = {"spool_dir": tmp_path, "spool_max_bytes": 1024, **options}
     with pytest.raises(ConfigError, match=setting):
         HttpForwarderDevice("siem", url=url, **settings)  # type: ignore[arg-type]
-
-
-class EndlessAnswer:
-    """A SIEM that reads a POST, answers ``200`` and then sends its body without end.
-
-    ``drip``: one byte every 20 ms (each read of the client gets data, so no per-read
-    timeout fires); else 64 KiB every 10 ms (an unbounded body).
-    """
-
-    def __init__(self, *, drip: bool) -> None:
-        self.drip = drip
-        self.posts = 0
-        self.posted = threading.Event()
-        self.stopping = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/ingest"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        chunk = b"x" if self.drip else b"x" * 65536
-        frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
-        with conn, contextlib.suppress(OSError):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            self.posts += 1
-            self.posted.set()
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            while not self.stopping.wait(0.02 if self.drip else 0.01):
-                conn.sendall(frame)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.listener.close()
 
 
 @pytest.fixture

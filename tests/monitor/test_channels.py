@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from tests.audit.test_forwarder import EndlessAnswer
+from tests.support.peers import EndlessAnswer, RawPeer
 
 from medsecrets.clock import ManualClock
 from medsecrets.errors import ConfigError
@@ -100,7 +100,7 @@ def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
         controller.stop()
 
 
-class DripServer:
+class DripServer(RawPeer):
     """A raw TCP peer that sends ``payload`` one byte every ``every`` seconds, without end
     (each read of the client gets data in time, so no per-read timeout fires): an HTTP
     receiver dripping its status line (``read_first``: after reading the request) or an
@@ -110,22 +110,11 @@ class DripServer:
         self.payload = payload
         self.read_first = read_first
         self.every = every
-        self.stopping = threading.Event()
         self.closed = threading.Event()  # the client hung up (or the drip failed)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
-
-    def _drip(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
             if self.read_first:
                 conn.recv(65536)
             at = 0
@@ -133,10 +122,6 @@ class DripServer:
                 conn.sendall(self.payload[at % len(self.payload) :][:1])
                 at += 1
         self.closed.set()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.listener.close()
 
 
 @contextlib.contextmanager
@@ -559,43 +544,34 @@ def test_a_dripping_smtp_server_fails_the_attempt_at_its_deadline() -> None:
     assert "timed out" in str(error) and error.retryable
 
 
-class DripsOverTls:
+class DripsOverTls(RawPeer):
     """An SMTP server that offers STARTTLS, upgrades the session, then drips its EHLO
     answer over TLS a byte at a time: the drip comes after smtplib wrapped (and detached)
     the session's socket."""
 
     def __init__(self, tls: ssl.SSLContext) -> None:
         self.tls = tls
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.stopping = threading.Event()
         self.upgraded = threading.Event()
         self.closed = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            conn, _ = self.listener.accept()
-            with conn:
-                reader = conn.makefile("rb")
-                conn.sendall(b"220 mx.example.org ESMTP\r\n")
-                reader.readline()  # EHLO
-                conn.sendall(b"250-mx.example.org\r\n250 STARTTLS\r\n")
-                reader.readline()  # STARTTLS
-                conn.sendall(b"220 go ahead\r\n")
-                with self.tls.wrap_socket(conn, server_side=True) as tls:
-                    self.upgraded.set()
-                    tls.recv(1024)  # EHLO again
-                    answer = b"250-" + b"a" * 10_000
-                    for at in range(len(answer)):
-                        if self.stopping.wait(0.05):
-                            break
-                        tls.sendall(answer[at : at + 1])
+            reader = conn.makefile("rb")
+            conn.sendall(b"220 mx.example.org ESMTP\r\n")
+            reader.readline()  # EHLO
+            conn.sendall(b"250-mx.example.org\r\n250 STARTTLS\r\n")
+            reader.readline()  # STARTTLS
+            conn.sendall(b"220 go ahead\r\n")
+            with self.tls.wrap_socket(conn, server_side=True) as tls:
+                self.upgraded.set()
+                tls.recv(1024)  # EHLO again
+                answer = b"250-" + b"a" * 10_000
+                for at in range(len(answer)):
+                    if self.stopping.wait(0.05):
+                        break
+                    tls.sendall(answer[at : at + 1])
         self.closed.set()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.listener.close()
 
 
 def test_a_drip_after_starttls_is_cut_at_the_deadline(tmp_path: Path) -> None:
