@@ -277,6 +277,22 @@ def test_last_accessed_is_coarse(store: SecretStore, clock: ManualClock) -> None
     assert store.secrets.describe(AUTH).last_accessed_at == clock.now()
 
 
+def test_a_read_leaves_updated_at_alone(store: SecretStore, clock: ManualClock) -> None:
+    """The access-time write is bookkeeping: ``updated_at`` reports the last change only."""
+    store.secrets.put(AUTH, auth_value(store))
+    written = store.secrets.describe(AUTH).updated_at
+    clock.advance(600)
+    store.secrets.get(AUTH)  # the first read: it writes the access time
+    meta = store.secrets.describe(AUTH)
+    assert meta.last_accessed_at == clock.now()
+    assert meta.updated_at == written
+    clock.advance(7200)
+    store.secrets.get(AUTH)  # a later hour: written again, still no change
+    assert store.secrets.describe(AUTH).updated_at == written
+    store.secrets.update_metadata(AUTH, owner="team-auth")  # a real change moves it
+    assert store.secrets.describe(AUTH).updated_at == clock.now()
+
+
 def test_a_read_never_fails_on_its_access_time_write(
     store: SecretStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

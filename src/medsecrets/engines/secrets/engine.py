@@ -335,12 +335,18 @@ class SecretsEngine:
         change: Callable[[_Record], list[Operation]],
         *,
         allow_deleted: bool = False,
+        touch_updated: bool = True,
     ) -> _Record:
-        """Apply ``change`` (edits the record, returns extra ops) atomically; retry races."""
+        """Apply ``change`` (edits the record, returns extra ops) atomically; retry races.
+
+        ``touch_updated=False``: bookkeeping (the access time), not a change of the
+        secret, so ``updated_at`` stays as it was.
+        """
         for _ in range(_RETRIES):
             record, etag = self._require(path, allow_deleted=allow_deleted)
             extra = change(record)
-            record.updated_at = self._now()
+            if touch_updated:
+                record.updated_at = self._now()
             body = record.dumps()
             try:
                 etags = self._secure.batch(
@@ -797,7 +803,7 @@ class SecretsEngine:
             return []
 
         with contextlib.suppress(ConflictError, NotFoundError, ScheduledForDeletion, StorageError):
-            self._mutate(view.record.path, change)
+            self._mutate(view.record.path, change, touch_updated=False)
 
     def describe(self, path: str) -> SecretMetadata:
         """Metadata (never values), also for secrets scheduled for deletion."""
