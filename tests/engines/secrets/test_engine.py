@@ -70,6 +70,29 @@ def test_versions_and_stages_follow_aws_labels(store: SecretStore) -> None:
     assert store.secrets.get(AUTH).fields == v2
 
 
+def test_promoting_a_pending_version_is_a_rotation(store: SecretStore, clock: ManualClock) -> None:
+    """The AWS rotation flow (write pending, test, promote) moves the rotation schedule
+    as a write as current does; a rollback to an older version does not."""
+    store.secrets.put(DB, store.catalog.category("database").build({}, development=True))
+    meta = store.secrets.describe(DB)
+    assert meta.last_rotated_at is None
+    first_due = meta.next_rotation_due
+    clock.advance(days=10)
+    store.secrets.put(DB, store.catalog.category("database").build({}, development=True),
+                      stage="pending")  # fmt: skip
+    assert store.secrets.describe(DB).last_rotated_at is None  # pending: not yet
+    clock.advance(days=1)
+    meta = store.secrets.move_stage(DB, "current", 2)
+    assert meta.last_rotated_at == clock.now()
+    assert meta.next_rotation_due == clock.now() + dt.timedelta(days=90) != first_due
+    assert store.secrets.describe(DB).last_rotated_at == clock.now()
+    promoted = clock.now()
+    clock.advance(days=1)
+    meta = store.secrets.move_stage(DB, "current", 1)  # a rollback: no rotation
+    assert meta.last_rotated_at == promoted
+    assert meta.next_rotation_due == promoted + dt.timedelta(days=90)
+
+
 def test_read_errors_name_what_is_missing(store: SecretStore) -> None:
     with pytest.raises(NotFoundError, match="not found"):
         store.secrets.get(AUTH)

@@ -574,7 +574,12 @@ class SecretsEngine:
         return ops
 
     def move_stage(self, path: str, stage: Stage, version: int) -> SecretMetadata:
-        """Attach ``stage`` to ``version`` (AWS semantics for ``current``)."""
+        """Attach ``stage`` to ``version`` (AWS semantics for ``current``).
+
+        Moving ``current`` to a version newer than the current one (promoting a
+        pending version) is a rotation, as a write as ``current`` is; a rollback
+        to an older version is not (it brings back a value already rotated out).
+        """
         if stage not in STAGES:
             raise InvalidRequest(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
 
@@ -586,6 +591,9 @@ class SecretsEngine:
                 raw = self._secure.get(self._data_key(record, version))
                 if raw is None:
                     raise NotFoundError(f"secret {record.path!r} has no version {version}")
+                old = record.stages.get("current")
+                if old is not None and version > old:  # a promotion (a newer value): a rotation
+                    record.last_rotated_at = self._now()
                 self._move_current(record, version, SealedValue.loads(raw).to_json())
             else:
                 if record.stages.get("current") == version:
