@@ -170,6 +170,24 @@ def test_a_failing_token_purge_leaves_the_secret_purge_standing(
     assert sweeper.sweep_once() == (path,)
 
 
+def test_a_failing_secret_purge_leaves_the_token_purge_running(
+    store: SecretStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = TokenStore(store.barrier, clock=clock)
+    _, info = tokens.create(
+        paths=["medessence/"], capabilities=["read"], ttl=60, display_name="ci", parent=None
+    )
+
+    def broken() -> list[str]:  # an injected failure of the secrets' purge
+        raise OSError("disk trouble")
+
+    monkeypatch.setattr(store.secrets, "purge_expired", broken)
+    clock.advance(61)
+    assert Sweeper(store, interval=3600, tokens=tokens).sweep_once() == ()
+    with pytest.raises(NotFoundError):
+        tokens.lookup(info.accessor)
+
+
 def test_a_worker_started_after_an_operator_seal_stays_sealed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,7 +4,8 @@ Every ``interval`` seconds it calls ``store.secrets.purge_expired()`` (soft-dele
 secrets past their recovery window) and, given a ``TokenStore``, its
 ``purge_expired()`` (the records of expired tokens). A sealed
 or uninitialised store is skipped quietly; any other error is logged (type
-and stack only) and the next round tries again. ``stop()`` wakes the thread
+and stack only) and the next round tries again; a failure of one purge does
+not skip the other. ``stop()`` wakes the thread
 and waits for it; a round in progress finishes first.
 """
 
@@ -49,6 +50,9 @@ class Sweeper:
             purged = tuple(self._store.secrets.purge_expired())
         except (SealedError, NotInitializedError):
             return ()
+        except Exception:  # the tokens' purge below still runs; the next round tries again
+            log.exception("purging expired secrets failed")
+            purged = ()
         if purged:
             log.info("purged expired secrets", extra={"count": len(purged), "paths": purged})
         if self._tokens is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ from medsecrets.errors import (
     ConflictError,
     InvalidRequest,
     NotFoundError,
+    NotInitializedError,
     ScheduledForDeletion,
+    SealedError,
     StorageError,
     TooLargeError,
 )
@@ -65,6 +68,8 @@ from medsecrets.sensitive import SecretFields
 from medsecrets.storage.base import Delete, Expect, Operation, Put
 
 __all__ = ["MAX_VALUE_BYTES", "SecretsEngine"]
+
+log = logging.getLogger("medsecrets.engines.secrets")
 
 MAX_VALUE_BYTES = 64 * 1024
 META = "secrets/meta/"
@@ -253,7 +258,8 @@ class SecretsEngine:
         self._access_granularity = access_granularity
         self._new_id = id_factory
         self._cache_values = cache_values
-        self._paths: dict[str, tuple[SecretPath, str]] = {}
+        self._paths: dict[str, tuple[SecretPath, str]] = {}  # valid for the current catalog
+        self._stored_paths: dict[str, tuple[SecretPath, str]] = {}  # a category it lacks
         self._views: dict[str, tuple[bytes, _View]] = {}  # storage key -> (record, view)
         self._written: dict[str, tuple[bytes, bytes]] = {}  # path -> (record, etag) we wrote
 
@@ -265,27 +271,46 @@ class SecretsEngine:
         """Validate ``path`` against the naming rules and the catalog (valid paths are cached)."""
         return self._parse_keyed(path)[0]
 
-    def _parse_keyed(self, path: str) -> tuple[SecretPath, str]:
-        """``parse`` plus the metadata storage key (both cached for valid paths)."""
+    def _parse_keyed(self, path: str, *, stored: bool = False) -> tuple[SecretPath, str]:
+        """``parse`` plus the metadata storage key (both cached for valid paths).
+
+        ``stored``: the path of a secret that may already exist, so any category is
+        taken (one the catalog has dropped since the secret was written); the
+        caller refuses it with the strict rule when nothing is stored there. New
+        writes always parse strictly.
+        """
         entry = self._paths.get(path)
+        if entry is None and stored:
+            entry = self._stored_paths.get(path)
         if entry is None:
-            parsed = parse_path(path, prefix=self._catalog.prefix, categories=self._catalog.names())
-            if len(self._paths) >= _CACHE_SIZE:
-                self._paths.clear()
-            entry = self._paths[path] = (parsed, META + str(parsed))
+            categories = self._catalog.categories
+            parsed = parse_path(
+                path, prefix=self._catalog.prefix, categories=None if stored else categories
+            )
+            cache = self._paths if parsed.category in categories else self._stored_paths
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            entry = cache[path] = (parsed, META + str(parsed))
         return entry
 
-    def _view(self, path: str) -> _View:
+    def _missing(self, path: str) -> NotFoundError:
+        """The error for a secret that is not stored: a path that is not valid for the
+        catalog (an unknown category) is refused with its rule (``InvalidRequest``)."""
+        self._parse_keyed(path)
+        return NotFoundError(f"secret {path!r} not found")
+
+    def _view(self, path: str, *, listed: bool = False) -> _View:
         """The read view of an existing secret, cached by storage key with its sealed record.
 
         A cached view serves only the very record it was parsed from (compared
         byte for byte), so it can never serve stale or foreign data. Views are
-        shared: never mutate.
+        shared: never mutate. ``listed``: a path just listed from storage (gone
+        since: ``NotFoundError``, whatever its category).
         """
-        key = self._parse_keyed(path)[1]
+        key = self._parse_keyed(path, stored=True)[1]
         raw = self._secure.get_record(key)
         if raw is None:
-            raise NotFoundError(f"secret {path!r} not found")
+            raise NotFoundError(f"secret {path!r} not found") if listed else self._missing(path)
         known = self._views.get(key)
         if known is not None and (known[0] is raw or known[0] == raw):
             return known[1]
@@ -321,9 +346,9 @@ class SecretsEngine:
 
     def _require(self, path: str, *, allow_deleted: bool = False) -> tuple[_Record, bytes]:
         """Load an existing record (a private copy) and its etag."""
-        raw, etag = self._secure.get_with_etag(META + str(self.parse(path)))
+        raw, etag = self._secure.get_with_etag(self._parse_keyed(path, stored=True)[1])
         if raw is None or etag is None:
-            raise NotFoundError(f"secret {path!r} not found")
+            raise self._missing(path)
         record = _Record.loads(raw)
         if not allow_deleted:
             _check_not_deleted(record)
@@ -378,8 +403,12 @@ class SecretsEngine:
         return plaintext
 
     def _metadata(self, record: _Record) -> SecretMetadata:
-        policy = self._catalog.category(record.category).rotation
-        days = record.rotation_days if record.rotation_days is not None else policy.interval_days
+        category = self._catalog.categories.get(record.category)
+        if category is not None:
+            policy_days, strategy = category.rotation.interval_days, category.rotation.strategy
+        else:  # a category the catalog has dropped since: no policy (only an override)
+            policy_days, strategy = 0, "manual"
+        days = record.rotation_days if record.rotation_days is not None else policy_days
         last_rotated = _dt(record.last_rotated_at)
         created = _dt(record.created_at)
         assert created is not None
@@ -396,7 +425,7 @@ class SecretsEngine:
             tags=dict(record.tags),
             rotation=RotationInfo(
                 interval_days=days,
-                strategy=policy.strategy,
+                strategy=strategy,
                 overridden=record.rotation_days is not None,
             ),
             created_at=created,
@@ -716,13 +745,27 @@ class SecretsEngine:
         raise ConflictError(f"secret {path!r} is changing too fast; try again")
 
     def purge_expired(self) -> list[str]:
-        """The sweeper: purge every secret whose recovery window has ended; returns their paths."""
+        """The sweeper: purge every secret whose recovery window has ended; returns their paths.
+
+        One secret failing to purge is logged (path and error type) and skipped, so it
+        never keeps the others; a sealed store stops the pass.
+        """
         now = self._clock.now()
         purged = []
         for record in self._records(""):
             purge_at = _dt(record.purge_at)
-            if purge_at is not None and purge_at <= now and self.purge(record.path, expired_by=now):
-                purged.append(record.path)
+            if purge_at is None or purge_at > now:
+                continue
+            try:
+                if self.purge(record.path, expired_by=now):
+                    purged.append(record.path)
+            except (SealedError, NotInitializedError):
+                raise
+            except Exception as exc:  # the next pass tries it again
+                log.error(
+                    "purging an expired secret failed",
+                    extra={"path": record.path, "error": type(exc).__name__},
+                )
         return purged
 
     # -- reads ---------------------------------------------------------------
@@ -827,7 +870,7 @@ class SecretsEngine:
             page = self._secure.list(META + prefix, after=cursor, limit=500)
             for key in page.keys:
                 with contextlib.suppress(NotFoundError):  # deleted since listed
-                    yield self._view(key[len(META) :]).record
+                    yield self._view(key[len(META) :], listed=True).record
             if page.next_after is None:
                 return
             cursor = page.next_after
@@ -884,6 +927,9 @@ class SecretsEngine:
         ``on_progress(done, total, path)`` is called after each secret;
         ``total`` counts the secrets after ``after``. A secret already on the
         newest KEK is skipped.
+
+        A secret whose category the catalog no longer has is passed over (logged,
+        counted in ``total`` only): its KEK provider is found through the catalog.
         """
         if limit is not None and not (isinstance(limit, int) and limit >= 1):
             raise InvalidRequest("limit must be a positive whole number")
@@ -893,6 +939,12 @@ class SecretsEngine:
         for record in self._records("", after=META + after if after else ""):
             if limit is not None and done == limit:
                 return RewrapReport(done, rewrapped, done - rewrapped, total, last)
+            if record.category not in self._catalog.categories:
+                log.warning(
+                    "rewrap passes over a secret whose category is not in the catalog",
+                    extra={"path": record.path, "category": record.category},
+                )
+                continue
             rewrapped += self._rewrap_one(record.path)
             done += 1
             last = record.path
