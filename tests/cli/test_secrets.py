@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import uuid
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,49 @@ def test_put_merge_keeps_the_other_fields(ms, secret_path, canary):
         ).code
         != 0
     )
+
+
+def test_put_merge_renders_derived_fields_again(ms, canary):
+    """Changing a field a derived field reads (the database password) re-renders it from the
+    merged fields, as a complete write would; a derived field given explicitly is checked."""
+    from medsecrets.catalog.loader import default_catalog
+
+    database = default_catalog().category("database")
+    path = f"medessence/cli/database/t{uuid.uuid4().hex[:12]}"
+    first = database.build({"username": "app_user", "host": "db.internal"}, development=True)
+    ms("secrets", "put", path, "-", input=json.dumps(first)).ok()
+    new_password = f"{canary}:/@?#"  # URL-reserved characters: the template quotes them
+    merged = ms("secrets", "put", "--merge", path, "-",
+                input=json.dumps({"password": new_password}))  # fmt: skip
+    assert canary not in merged.ok().stdout + merged.stderr
+    fields = ms("secrets", "get", path, "-o", "json").ok().json()["fields"]
+    inputs = {k: v for k, v in first.items() if k != "connection_string"}
+    expected = database.build({**inputs, "password": new_password}, development=True)
+    assert fields == expected
+    assert fields["encryption_key"] == first["encryption_key"]  # the other fields are kept
+    stale = json.dumps({"host": "db2.internal", "connection_string": first["connection_string"]})
+    line = ms("secrets", "put", "--merge", path, "-", input=stale).error(2)
+    assert "connection_string" in line and canary not in line
+    assert ms("secrets", "get", path, "-o", "json").ok().json()["number"] == 2  # nothing written
+
+
+def test_put_merge_needs_only_read_and_write(ms, secret_path, canary):
+    """--merge takes its check-and-set version from the read, not from a listing (no 'list'
+    capability); a newer pending version makes it refuse (exit 6) rather than write past it."""
+    first = json.dumps({"smtp_password": "first-pass", "monitoring_tokens": "kept"})
+    ms("secrets", "put", secret_path, "-", input=first).ok()
+    created = ms("token", "create", "--path", secret_path, "--capability", "read",
+                 "--capability", "write", "-o", "json").ok().json()  # fmt: skip
+    narrow = {"MEDSECRETS_TOKEN": created["token"]}
+    ms("secrets", "put", "--merge", secret_path, "-", env=narrow,
+       input=json.dumps({"smtp_password": canary})).ok()  # fmt: skip
+    got = ms("secrets", "get", secret_path, "-o", "json", env=narrow).ok().json()
+    assert got["fields"] == {"smtp_password": canary, "monitoring_tokens": "kept"}
+    assert got["number"] == 2
+    ms("secrets", "put", secret_path, "--stage", "pending", "-", env=narrow,
+       input=json.dumps({"smtp_password": "pending-pass"})).ok()  # fmt: skip
+    line = ms("secrets", "put", "--merge", secret_path, "-", env=narrow,
+              input=json.dumps({"monitoring_tokens": "changed"})).error(6)  # fmt: skip
+    assert "check-and-set" in line
+    versions = ms("secrets", "versions", secret_path, "-o", "json").ok().json()
+    assert [v["number"] for v in versions] == [1, 2, 3]  # nothing written past the pending one

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Final
 
 import typer
@@ -40,6 +41,7 @@ from medsecrets.cli.output import (
     write_line,
 )
 from medsecrets.errors import NotFoundError
+from medsecrets.schema.catalog import CategoryInfo
 from medsecrets.wire import JSON
 
 __all__ = ["app", "parse_fields"]
@@ -165,7 +167,9 @@ def put(
         typer.Option(
             "--merge",
             help="Keep the current version's other fields: the fields given replace only "
-            "those of the same name (written only if no version was added meanwhile).",
+            "those of the same name, and derived fields not given are rendered again from the "
+            "result; written only if the current version is still the newest (needs read and "
+            "write).",
         ),
     ] = False,
     output: OutputOption = OutputFormat.table,
@@ -188,10 +192,16 @@ def put(
             "history); prefer FIELD=@FILE or - (JSON on stdin)"
         )
     with open_client(connection(addr, token, cacert)) as client:
-        if merge:  # the newest version read is the one the write must follow (check-and-set)
-            newest = max((v.number for v in client.versions(path)), default=0)
-            fields = {**client.get(path).fields.to_dict(), **fields}
-            cas = newest
+        if merge:  # the version read is the one the write must follow (check-and-set)
+            current = client.get(path)
+            merged = {**current.fields.to_dict(), **fields}
+            try:  # any valid token may read the catalog
+                category = client.category(path.strip("/").split("/")[2])
+            except NotFoundError:  # dropped from the catalog: the write is refused anyway
+                fields = merged
+            else:
+                fields = _rederive(category, merged, fields)
+            cas = current.number
         info = _dict(
             client.put(
                 path,
@@ -208,6 +218,32 @@ def put(
         output,
         lambda: write_line(f"Wrote {path} version {info.get('number')} ({_stages(info)})."),
     )
+
+
+def _rederive(
+    category: CategoryInfo, merged: dict[str, str], given: Mapping[str, str]
+) -> dict[str, str]:
+    """``merged`` with every derived field that was not ``given`` rendered again from its
+    template, as a complete write derives it (dependencies first); a derived field whose
+    inputs are not all present is left as it is (the server checks it)."""
+    from medsecrets.catalog.templates import parse_template  # only --merge needs it
+
+    templates = {
+        f.name: parse_template(f.template)
+        for f in category.fields
+        if f.source == "derived" and f.template is not None and f.name not in given
+    }
+    result = dict(merged)
+    todo = dict(templates)
+    while todo:
+        ready = [n for n, t in todo.items() if not (t.fields & todo.keys())]
+        if not ready:  # a cycle: the catalog refuses those; leave the values alone
+            break
+        for name in ready:
+            template = todo.pop(name)
+            if name in result and all(dep in result for dep in template.fields):
+                result[name] = template.render(result)
+    return result
 
 
 def _stages(info: dict[str, JSON]) -> str:
