@@ -101,7 +101,7 @@ class SecretStore:
             clock=self.clock,
             kms_client_factory=kms_client_factory or _boto3_kms,
         )
-        self.envelope = Envelope(self.keys.provider, random=random)
+        self.envelope = Envelope(self.keys.provider, provider_named=self.keys.named, random=random)
         self.secrets = SecretsEngine(
             self.barrier,
             catalog=self.catalog,

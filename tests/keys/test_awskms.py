@@ -102,3 +102,35 @@ def test_kms_context_binding(kms_store: SecretStore) -> None:
     assert sealed.wrapped.provider == "aws-kms"
     with pytest.raises(DecryptionError):
         kms_store.envelope.open(sealed, path="p", version=2, category="database")
+
+
+def test_a_category_moved_from_local_to_kms_keeps_its_values(
+    tmp_path: Path, moto: MotoServer
+) -> None:
+    """Values written under a local KEK stay readable once the catalog moves their category
+    to AWS KMS (the provider that wrapped a data key unwraps it); new versions are wrapped
+    by KMS, and a rewrap moves the old ones there."""
+    path = "medessence/production/medical-encryption"
+    first = SecretStore(SqliteStorage(tmp_path / "s.db"), clock=ManualClock())
+    first.initialize(KeyFileSealConfig(str(tmp_path / "k")))
+    old = first.catalog.category("medical-encryption").build({}, development=False)
+    first.secrets.put(path, old)
+    first.close()
+    moved = SecretStore(
+        SqliteStorage(tmp_path / "s.db"),
+        catalog=kms_catalog(f"moved{abs(hash(str(tmp_path))) % 10**8}"),
+        clock=ManualClock(),
+        kms_client_factory=lambda: kms_client(moto),
+    )
+    try:
+        moved.auto_unseal()
+        assert moved.secrets.get(path).fields == old
+        new = moved.catalog.category("medical-encryption").build({}, development=False)
+        moved.secrets.put(path, new)
+        assert moved.secrets.get(path).fields == new
+        report = moved.secrets.rewrap()
+        assert report.rewrapped == 1  # the local version, now wrapped by KMS
+        assert moved.secrets.get(path, version=1).fields == old
+        assert moved.secrets.rewrap().rewrapped == 0
+    finally:
+        moved.close()

@@ -133,11 +133,17 @@ class Envelope:
         self,
         provider_for: Callable[[str], KekProvider],
         *,
+        provider_named: Callable[[str], KekProvider] | None = None,
         random: Callable[[int], bytes] = os.urandom,
         cache_size: int = 4096,
     ) -> None:
-        """``provider_for(category)`` returns the KEK provider that category uses."""
+        """``provider_for(category)`` returns the KEK provider that category uses now (it
+        wraps new data keys); ``provider_named(name)`` the provider of that name, which
+        unwraps the data keys it wrapped, so values stay readable (and rewrappable) after
+        their category moved to another provider or left the catalog. Without it, a data
+        key opens only with its category's current provider."""
         self._provider_for = provider_for
+        self._provider_named = provider_named
         self._random = random
         self._cache_size = cache_size
         self._cache: OrderedDict[bytes, AESGCM] = OrderedDict()
@@ -192,7 +198,10 @@ class Envelope:
     def _unwrap(
         self, wrapped: WrappedKey, category: str, context: Mapping[str, str]
     ) -> Sensitive[bytes]:
-        provider = self._provider_for(category)
+        if self._provider_named is not None:
+            provider = self._provider_named(wrapped.provider)
+        else:
+            provider = self._provider_for(category)
         if wrapped.provider != provider.name:
             raise DecryptionError()
         dek = provider.unwrap(category, wrapped, context)

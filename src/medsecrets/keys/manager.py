@@ -1,4 +1,5 @@
-"""``KeyManager``: which KEK provider serves each category, as the catalog declares.
+"""``KeyManager``: which KEK provider serves each category, as the catalog declares, and
+the provider of each name (the one that wrapped a stored data key unwraps it).
 
 The ``local`` provider is always available; ``aws-kms`` is built on first use
 from an injected KMS client factory (boto3 is an optional extra), with each
@@ -53,17 +54,23 @@ class KeyManager:
         return self._catalog.kek_key_id(category) or default_alias(category)
 
     def provider(self, category: str) -> KekProvider:
-        """The provider the catalog names for ``category``."""
+        """The provider the catalog names for ``category`` (it wraps new data keys)."""
         kind = self._catalog.category(category).kek.provider
+        try:
+            return self.named(kind)
+        except ProviderError as exc:
+            raise ProviderError(f"category {category!r}: {exc}") from None
+
+    def named(self, kind: str) -> KekProvider:
+        """The provider called ``kind`` (``local``, ``aws-kms``): the one that wrapped a
+        stored data key unwraps it, whatever the catalog says now."""
         if kind == "local":
             return self._local
         if kind == "aws-kms":
             with self._lock:
                 if self._aws is None:
                     if self._kms_client_factory is None:
-                        raise ProviderError(
-                            f"category {category!r} uses aws-kms but no KMS client is configured"
-                        )
+                        raise ProviderError("aws-kms is used but no KMS client is configured")
                     self._aws = AwsKmsKekProvider(
                         self._secure,
                         self._kms_client_factory(),
@@ -71,7 +78,7 @@ class KeyManager:
                         clock=self._clock,
                     )
                 return self._aws
-        raise ProviderError(f"unknown KEK provider {kind!r} for category {category!r}")
+        raise ProviderError(f"unknown KEK provider {kind!r}")
 
     def rotate(self, category: str) -> int:
         """Add a KEK version for ``category``; older versions keep decrypting."""

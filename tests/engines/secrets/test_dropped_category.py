@@ -135,3 +135,10 @@ def test_one_failing_purge_never_keeps_the_others(
     assert secrets.purge_expired() == [LATER]
     monkeypatch.undo()
     assert secrets.purge_expired() == [ORPHAN]  # the next pass tries it again
+
+
+def test_its_secrets_stay_readable(reopened: SecretStore) -> None:
+    """A data key is unwrapped by the provider that wrapped it, so reading needs no
+    category in the catalog (reads stay under authorization like any other)."""
+    assert reopened.secrets.get(ORPHAN).fields == {"smtp_password": "relay-pass-2"}
+    assert reopened.secrets.get(ORPHAN, version=1).fields == {"smtp_password": "relay-pass-1"}
