@@ -107,6 +107,19 @@ def test_open_is_idempotent(pg_dsn: str) -> None:
         second.close()
 
 
+def _end_other_connections(dsn: str, *, wait_ms: int = 0) -> int:
+    """``pg_terminate_backend`` every other connection to the database (with ``wait_ms``,
+    waiting for each to be gone, as after a restart); how many were ended."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid, %s)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            (wait_ms,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_reads_survive_connections_the_server_ended(pg_dsn: str) -> None:
     """A server restart ends every pooled connection: each would fail one request. A read
     is tried again on a fresh connection; a write is not (its outcome is unknown)."""
@@ -115,12 +128,7 @@ def test_reads_survive_connections_the_server_ended(pg_dsn: str) -> None:
         store.put("k", b"v")
         with ThreadPoolExecutor(4) as pool:  # four connections in use, then idle
             assert list(pool.map(lambda _: store.get("k"), range(16))) == [b"v"] * 16
-        with psycopg.connect(pg_dsn, autocommit=True) as admin:
-            ended = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchone()
-        assert ended is not None and ended[0] >= 2
+        assert _end_other_connections(pg_dsn) >= 2
         for _ in range(8):
             assert store.get("k") == b"v"
             assert store.list("").keys == ("k",)
@@ -226,13 +234,8 @@ def test_writes_survive_connections_the_server_ended(pg_dsn: str) -> None:
     try:
         with ThreadPoolExecutor(4) as pool:  # four connections in use, then idle
             list(pool.map(lambda n: store.put(f"warm-{n}", b"v"), range(16)))
-        # Ended and gone (the timeout waits for each): no write races the ending.
-        with psycopg.connect(pg_dsn, autocommit=True) as admin:
-            ended = admin.execute(
-                "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchone()
-        assert ended is not None and ended[0] >= 2
+        # Ended and gone (waited for): no write races the ending.
+        assert _end_other_connections(pg_dsn, wait_ms=10_000) >= 2
         for n in range(8):
             store.put(f"k{n}", b"v")
             store.batch([Expect(f"k{n}", b"v"), Put(f"k{n}", b"w")])
