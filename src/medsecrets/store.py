@@ -174,12 +174,15 @@ class SecretStore:
         Latched (an operator sealed another process of the server): seal here
         too. Not latched, with a shared latch, sealed here while the store is
         initialised with an auto-unseal seal (another process initialised it
-        after this one started): start an auto-unseal in a thread of its own
-        (``seal-catch-up``, one at a time; after a failure, which leaves it
-        sealed, not again for a second) and return at once: this process stays
-        sealed (requests get ``SealedError``) until it has unsealed. Never waits
-        on KMS or a key file, so it may run on an event loop: call it on every
-        request.
+        after this one started): unseal. With a key file (local, quick) that is
+        done here and now, so the request that found it goes on unsealed (the
+        first request after an init by another worker is served). With KMS
+        (remote, possibly slow) it runs in a thread of its own
+        (``seal-catch-up``, one at a time) and this returns at once: this
+        process stays sealed (requests get ``SealedError``) until it has
+        unsealed. After a failure, which leaves it sealed, not again for a
+        second. Never waits on KMS, so it may run on an event loop: call it on
+        every request.
         """
         if self.latch.is_set():
             if not self.barrier.sealed:
@@ -194,6 +197,9 @@ class SecretStore:
             return
         status = self.seal_manager.status()
         if not status.initialized or status.seal_type not in _AUTO_UNSEAL:
+            return
+        if status.seal_type == "keyfile":  # a local file read: at once, in this request
+            self._run_catch_up()
             return
         with self._catch_up_lock:
             if self._catching_up is not None:
