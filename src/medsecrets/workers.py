@@ -24,6 +24,7 @@ __all__ = [
     "PARALLEL_MIN_BYTES",
     "cores",
     "file_size",
+    "line_end",
     "process_pool",
     "read_range",
     "worker_count",
@@ -89,3 +90,17 @@ def read_range(name: str, offset: int, length: int, identity: tuple[int, int]) -
     finally:
         os.close(descriptor)
     return block if len(block) == length else None
+
+
+def line_end(descriptor: int, position: int, size: int) -> int:
+    """The offset after the first ``\\n`` at or after ``position`` in the open file (``size``
+    if there is none before ``size``); reads 64 KiB at a time, only as far as that ``\\n``."""
+    while position < size:
+        found = os.pread(descriptor, min(1 << 16, size - position), position)
+        if not found:
+            return size
+        newline = found.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(found)
+    return size

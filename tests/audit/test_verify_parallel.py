@@ -9,6 +9,7 @@ that does not follow) is exercised. Each case is verified twice, sequentially
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -126,7 +127,9 @@ def test_a_rechained_tail_that_starts_a_block_is_caught_at_the_seam(
 ) -> None:
     """A consistent forged tail whose only bad link (prev or seq) is the first line of a block."""
     files = write(tmp_path, BASE.lines, parts=1)
-    offsets = [offset for offset, block, _ in verify_module._blocks(files[0]) if block]
+    with files[0].open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        offsets = [offset for offset, _ in verify_module._cuts(handle.fileno(), size)]
     sizes = [0]
     for line in BASE.lines:
         sizes.append(sizes[-1] + len(line))
@@ -145,4 +148,20 @@ def test_a_forged_exported_checkpoint_fails_before_any_block(tmp_path: Path) -> 
     files = write(tmp_path, BASE.lines, parts=1)
     sequential, parallel = both(files, public_key=SIGNER.public_key, checkpoints=forged)
     assert not sequential.ok
+    assert parallel == sequential
+
+
+def test_blocks_smaller_than_a_line_still_cut_at_line_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every block reaches the end of the line its nominal end falls in: nothing is split."""
+    monkeypatch.setattr(verify_module, "_CHUNK", 64)
+    lines = list(BASE.lines[:40])
+    files = write(tmp_path, lines, parts=1)
+    with files[0].open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        cuts = list(verify_module._cuts(handle.fileno(), size))
+    assert [length for _, length in cuts] == [len(line) for line in lines]
+    sequential, parallel = both(files, start=ChainHead())
+    assert sequential.ok and sequential.records == 40
     assert parallel == sequential

@@ -57,7 +57,8 @@ binary chunks. In one process this is about 250,000-300,000 records/s on a
 2-core x86_64 box (a quarter of hashing every line alone: the rest is Python
 per line). For logs of ``PARALLEL_MIN_BYTES`` and more, ``verify_files``
 checks blocks of whole lines in worker processes (one per core; each reads
-its block itself) and stitches them here: a block that verified on its own
+its block itself, and this process reads only the few bytes around each cut)
+and stitches them here: a block that verified on its own
 and whose first line links to the chain so far is taken whole; any other
 block is checked again here line by line, so the report (first bad index,
 problem, counts) is exactly the sequential one. ``docs/benchmarks.md`` has
@@ -96,7 +97,13 @@ from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import GENESIS, LineError
 from medsecrets.errors import DecryptionError
 from medsecrets.fdio import open_regular
-from medsecrets.workers import PARALLEL_MIN_BYTES, process_pool, read_range, worker_count
+from medsecrets.workers import (
+    PARALLEL_MIN_BYTES,
+    line_end,
+    process_pool,
+    read_range,
+    worker_count,
+)
 
 __all__ = [
     "PARALLEL_MIN_BYTES",
@@ -628,8 +635,7 @@ def _check_block(
     block = read_range(*where)
     if block is None:
         return None
-    lines = block.split(b"\n")
-    lines.pop()
+    lines = _lines(block)
     key = None if public_key is None else Ed25519PublicKey.from_public_bytes(public_key)
     chain = _Chain(public_key=key, checkpoints=(), start=None, decode=None)
     chain.exported = dict.fromkeys(exported, b"")
@@ -676,56 +682,79 @@ def _merge(chain: _Chain, found: _Block | None) -> bool:
     return True
 
 
-def _blocks(path: Path) -> Iterator[tuple[int, bytes, bytes]]:
-    """``(offset, block, rest)``: blocks of whole lines of ``path`` and where they start.
+def _lines(block: bytes) -> list[bytes]:
+    """The lines of a block (without ``\\n``; the last one may have had none)."""
+    lines = block.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines
 
-    ``rest`` (a torn last line) is ``b""`` for every triple but the last,
-    whose block may be empty.
+
+def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of blocks of whole lines of the open file, about ``_CHUNK`` bytes
+    each (a block ends at the first ``\\n`` from there; the last one may lack it).
+
+    Only a few bytes at each cut are read here: the workers read the blocks.
     """
-    with open_regular(path, buffered=False) as handle:
-        rest = b""
-        offset = 0
-        while chunk := handle.read(_CHUNK):
-            data = rest + chunk if rest else chunk
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut:
-                yield offset, data[:cut], b""
-                offset += cut
-        yield offset, b"", rest
+    start = 0
+    while start < size:
+        end = line_end(descriptor, min(start + _CHUNK, size) - 1, size)
+        yield start, end - start
+        start = end
 
 
 def _feed_blocks(chain: _Chain, path: Path, pool: concurrent.futures.Executor, window: int) -> bool:
     """``_feed_file`` with the blocks of ``path`` checked in ``pool`` (same outcome).
 
-    At most ``window`` blocks are in flight (read, and not yet merged).
+    The file is verified as long as it was when opened. This process opens it
+    once and reads only around the cuts (and any block a worker did not check,
+    from the file it opened, never from the name again). At most ``window``
+    blocks are in flight (submitted, and not yet merged).
     """
     if chain.failure is not None:
         return False
     key = None if chain.public_key is None else chain.public_key.public_bytes_raw()
     exported = frozenset(chain.exported)
     name = os.fspath(path)
-    status = os.stat(name)
-    identity = (status.st_dev, status.st_ino)
-    pending: collections.deque[tuple[bytes, concurrent.futures.Future[_Block | None]]] = (
+    pending: collections.deque[tuple[int, int, concurrent.futures.Future[_Block | None]]] = (
         collections.deque()
     )
-    rest = b""
-    try:
-        for offset, block, rest in _blocks(path):  # noqa: B007 - the last rest is used below
-            if block:
+    with open_regular(path, buffered=False) as handle:
+        descriptor = handle.fileno()
+        status = os.fstat(descriptor)
+        identity = (status.st_dev, status.st_ino)
+        try:
+            for offset, length in _cuts(descriptor, status.st_size):
                 if not chain.started:
-                    chain._start_at(block[: block.index(b"\n")])
-                where = (name, offset, len(block), identity)
-                pending.append((block, pool.submit(_check_block, where, key, exported)))
-            while pending and (len(pending) >= window or not block):
-                done, future = pending.popleft()
-                if not _merge(chain, _result(future)) and not chain.feed(done.split(b"\n")[:-1]):
+                    chain._start_at(
+                        _lines(os.pread(descriptor, line_end(descriptor, 0, length), 0))[0]
+                    )
+                where = (name, offset, length, identity)
+                pending.append((offset, length, pool.submit(_check_block, where, key, exported)))
+                while len(pending) >= window:
+                    if not _take(chain, descriptor, *pending.popleft()):
+                        return False
+            while pending:
+                if not _take(chain, descriptor, *pending.popleft()):
                     return False
-    finally:
-        for _, future in pending:
-            future.cancel()
-    return chain.feed([rest]) if rest else True
+        finally:
+            for *_, future in pending:
+                future.cancel()
+    return True
+
+
+def _take(
+    chain: _Chain,
+    descriptor: int,
+    offset: int,
+    length: int,
+    future: concurrent.futures.Future[_Block | None],
+) -> bool:
+    """Advance ``chain`` over a block: merged as its worker found it, else checked here,
+    line by line, from the open file (``False`` once a line is bad)."""
+    if _merge(chain, _result(future)):
+        return True
+    return chain.feed(_lines(os.pread(descriptor, length, offset)))
 
 
 def _result(future: concurrent.futures.Future[_Block | None]) -> _Block | None:

@@ -67,7 +67,14 @@ from medsecrets.monitor.sources import (
     read_batches,
     rows_in_block,
 )
-from medsecrets.workers import PARALLEL_MIN_BYTES, file_size, process_pool, read_range, worker_count
+from medsecrets.workers import (
+    PARALLEL_MIN_BYTES,
+    file_size,
+    line_end,
+    process_pool,
+    read_range,
+    worker_count,
+)
 
 __all__ = ["PARALLEL_MIN_BYTES", "AnalysisReport", "analyze", "delivery_order", "in_time_order"]
 
@@ -340,22 +347,9 @@ def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int, int]]:
             probe += len(found)
         else:
             if end < size:  # cut inside a line too long: its rest is dropped
-                after = _line_end(descriptor, end, size)
+                after = line_end(descriptor, end, size)
         yield start, end - start, after - end
         start = after
-
-
-def _line_end(descriptor: int, position: int, size: int) -> int:
-    """The offset after the first ``\n`` at or after ``position`` (``size`` if none)."""
-    while position < size:
-        found = os.pread(descriptor, min(1 << 16, size - position), position)
-        if not found:
-            return size
-        newline = found.find(b"\n")
-        if newline >= 0:
-            return position + newline + 1
-        position += len(found)
-    return size
 
 
 def _parallel(
