@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from medsecrets.api.metrics import (
     ALERTS,
+    ALERTS_PENDING,
     ANOMALIES,
     AUDIT_DEVICE_FAILURES,
     AUDIT_DEVICE_UP,
@@ -234,8 +235,11 @@ def test_every_standard_family_renders_and_parses() -> None:
     metrics.provide(ANOMALIES, lambda: [(("rate",), 4.0), (("honeytoken",), 1.0)])
     metrics.provide(MONITOR_DROPPED_EVENTS, scalar(lambda: 0))
     metrics.provide(ALERTS, lambda: [(("slack", "sent"), 5.0)])
+    metrics.provide(ALERTS_PENDING, lambda: [(("slack",), 2.0)])
 
     families = scrape(metrics)
+    assert families["medsecrets_alert_deliveries_pending"].type == "gauge"
+    assert series(families["medsecrets_alert_deliveries_pending"]) == {(("channel", "slack"),): 2.0}
     assert series(families["medsecrets_sealed"]) == {(): 1.0}
     assert families["medsecrets_audit_device_failures"].type == "counter"
     assert series(families["medsecrets_audit_spool_pending"]) == {(("device", "siem"),): 7.0}

@@ -183,7 +183,14 @@ def test_over_the_rate_limit_alerts_are_kept_but_not_sent(
     statuses = [r["delivery"]["rec"]["status"] for r in recent]  # type: ignore[index]
     assert statuses == ["rate_limited", "rate_limited", "sent", "sent", "sent"]
     assert dispatcher.stats()["channels"] == {
-        "rec": {"sent": 3, "failed": 0, "retries": 0, "rate_limited": 2, "dropped": 0}
+        "rec": {
+            "sent": 3,
+            "failed": 0,
+            "retries": 0,
+            "rate_limited": 2,
+            "dropped": 0,
+            "pending": 0,
+        }
     }
 
     clock.advance(55)  # 60 s after p0 was sent: one place is free again, for the summary
@@ -363,11 +370,15 @@ def test_a_hanging_channel_blocks_neither_raise_nor_the_other_channels(
         statuses = {r["key"]: r["delivery"] for r in d.recent()}
         assert statuses["a"]["stuck"]["status"] == "pending"  # type: ignore[index]
         assert statuses["a"]["fine"]["status"] == "sent"  # type: ignore[index]
+        channels = d.stats()["channels"]
+        assert channels["stuck"]["pending"] == 2  # type: ignore[index]  # one held, one queued
+        assert channels["fine"]["pending"] == 0  # type: ignore[index]
     finally:
         gate.set()
         settle(d)
         assert d.stop(timeout=10)
     assert [a.key for a in stuck.sent] == ["a", "b"]
+    assert d.stats()["channels"]["stuck"]["pending"] == 0  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------- hook

@@ -163,6 +163,8 @@ def test_metrics_count_requests_and_report_the_device(server: ServerProcess) -> 
     for detector in ("rate", "honeytoken", "failed_burst"):
         assert f'medsecrets_anomalies_total{{detector="{detector}"}}' in text
     assert "medsecrets_monitor_dropped_events_total" in text
+    for channel in ("webhook", "smtp"):  # nothing stuck: every delivery sent or given up
+        assert f'medsecrets_alert_deliveries_pending{{channel="{channel}"}} 0.0' in text
 
     def scrapes_audited() -> bool:  # scrapes serve no secret: their records are not awaited
         records = [json.loads(x) for x in audit_file(server).read_text().splitlines() if x]

@@ -193,6 +193,12 @@ ALERTS: Final = MetricSpec(
     "Alert deliveries, by channel and status.",
     ("channel", "status"),
 )
+ALERTS_PENDING: Final = MetricSpec(
+    "medsecrets_alert_deliveries_pending",
+    "gauge",
+    "Alert deliveries queued, being sent or waiting for a retry, by channel.",
+    ("channel",),
+)
 SECRETS_DUE_FOR_ROTATION: Final = MetricSpec(
     "medsecrets_secrets_due_for_rotation",
     "gauge",

@@ -182,6 +182,8 @@ class _ChannelStats:
     retries: int = 0
     rate_limited: int = 0
     dropped: int = 0
+    pending: int = 0
+    """Deliveries queued, being sent or waiting for a retry (not yet sent or given up)."""
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -190,6 +192,7 @@ class _ChannelStats:
             "retries": self.retries,
             "rate_limited": self.rate_limited,
             "dropped": self.dropped,
+            "pending": self.pending,
         }
 
 
@@ -482,10 +485,14 @@ class AlertDispatcher:
             return
         lane.queue.put_nowait(entry)
         self._pending += 1
+        if channel is not None:
+            self._stats[channel].pending += 1
 
-    def _done(self) -> None:
+    def _done(self, channel: str | None = None) -> None:
         with self._idle:
             self._pending -= 1
+            if channel is not None:
+                self._stats[channel].pending -= 1
             if not self._pending:
                 self._idle.notify_all()
 
@@ -496,7 +503,7 @@ class AlertDispatcher:
             try:
                 self._deliver(channel, entry)
             finally:
-                self._done()
+                self._done(channel.name)
 
         return deliver
 
@@ -600,7 +607,8 @@ class AlertDispatcher:
     def stats(self) -> dict[str, object]:
         """Counters: ``raised`` (calls), ``alerts`` (kept), ``duplicates``,
         ``hook_failures``, ``pending`` (queued deliveries and hook calls) and
-        per channel ``sent``, ``failed``, ``retries``, ``rate_limited``, ``dropped``."""
+        per channel ``sent``, ``failed``, ``retries``, ``rate_limited``, ``dropped`` and
+        ``pending`` (deliveries queued, being sent or waiting for a retry)."""
         with self._lock:
             return {
                 "raised": self._raised,

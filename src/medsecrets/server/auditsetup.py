@@ -149,6 +149,14 @@ class AuditStack:
                 found[(str(channel), status)] = int(counts.get(status, 0))
         return found
 
+    def alert_pending(self) -> dict[str, int]:
+        """Alert deliveries not yet sent or given up, by channel."""
+        if self.dispatcher is None:
+            return {}
+        channels = self.dispatcher.stats()["channels"]
+        assert isinstance(channels, dict)
+        return {str(channel): int(counts.get("pending", 0)) for channel, counts in channels.items()}
+
     # -- the operator's view (core.audit.AuditAdmin) -------------------------------
     def _broker(self) -> AuditBroker:
         if self.broker is None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from medsecrets.api.metrics import (
     ALERTS,
+    ALERTS_PENDING,
     ANOMALIES,
     AUDIT_DELIVERY_FAILURES,
     AUDIT_DEVICE_FAILURES,
@@ -69,5 +70,9 @@ def build_metrics(core: Core, stack: AuditStack) -> Metrics:
                 ((channel, status), float(n))
                 for (channel, status), n in stack.alert_counts().items()
             ],
+        )
+        metrics.provide(
+            ALERTS_PENDING,
+            lambda: [((channel,), float(n)) for channel, n in stack.alert_pending().items()],
         )
     return metrics
