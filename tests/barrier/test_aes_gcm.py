@@ -415,3 +415,21 @@ def test_canary_never_leaks(db_path: Path, storage: SqliteStorage, clock: Manual
             assert needle.decode("latin-1") not in text
             assert needle.hex() not in text
             assert base64.b64encode(needle).decode() not in text
+
+
+def test_on_seal_runs_after_every_seal_and_holds_methods_weakly(barrier: AesGcmBarrier) -> None:
+    calls: list[bool] = []
+
+    class Cache:
+        def forget(self) -> None:
+            calls.append(barrier.sealed)  # the keys are gone by then
+
+    kept, dropped = Cache(), Cache()
+    barrier.on_seal(kept.forget)
+    barrier.on_seal(dropped.forget)
+    del dropped  # a cache that went away is not kept alive by the barrier
+    barrier.seal()
+    assert calls == [True]
+    barrier.unseal(ROOT_KEY)
+    barrier.seal()
+    assert calls == [True, True]

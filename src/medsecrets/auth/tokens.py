@@ -24,7 +24,10 @@ Contract:
 - ``revoke`` removes the token and all its descendants in one atomic batch;
 - ``purge_expired`` deletes the records of expired tokens (the server's
   sweeper calls it every ``sweep_interval``);
-- ``forget`` drops the HMAC key and the cache (call it when the store seals).
+- ``forget`` drops the HMAC key and the cache; it runs by itself whenever the
+  barrier it was given seals (``Barrier.on_seal``), also a seal that follows
+  another worker's (the latch). A lookup that was under way when it ran keeps
+  nothing it read (a generation count, checked after every cache fill).
 
 Nothing here logs, and no repr or message contains a token.
 """
@@ -42,7 +45,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 
-from medsecrets.barrier.base import SecureStorage
+from medsecrets.barrier.base import Barrier, SecureStorage
 from medsecrets.barrier.stored_key import get_or_create
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import (
@@ -222,6 +225,9 @@ class TokenStore:
         self._mac: hmac.HMAC | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[TokenInfo, float, bytes]] = {}  # info, when, record
+        self._generation = 0  # forgets so far: a fill that saw one come undoes itself
+        if isinstance(secure, Barrier):
+            secure.on_seal(self.forget)
 
     def __repr__(self) -> str:
         return f"TokenStore(cached={len(self._cache)})"
@@ -241,7 +247,10 @@ class TokenStore:
         # the GIL (hmac.digest() releases and re-acquires it, a costly hand-off under load).
         mac = self._mac
         if mac is None:
+            generation = self._generation
             mac = self._mac = hmac.new(self._hmac_key(), digestmod=hashlib.sha256)
+            if self._generation != generation:  # sealed meanwhile: keep no key
+                self._mac = None
         copy = mac.copy()
         copy.update(token.encode("utf-8"))
         return copy.hexdigest()
@@ -249,6 +258,7 @@ class TokenStore:
     def forget(self) -> None:
         """Drop the HMAC key and every cached token from memory (on seal)."""
         with self._lock:
+            self._generation += 1  # first: a fill under way sees it and undoes itself
             self._key = None
             self._mac = None
             self._cache.clear()
@@ -361,6 +371,7 @@ class TokenStore:
             or not token.startswith(TOKEN_PREFIX)
         ):
             return None
+        generation = self._generation  # before the barrier's seal check, below
         digest = self._hash(token)
         key = TOKENS + digest
         cached = self._cache.get(digest)
@@ -383,6 +394,8 @@ class TokenStore:
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
         self._cache[digest] = (info, mono, record)
+        if self._generation != generation:  # sealed since the record was read: keep nothing
+            self._cache.pop(digest, None)
         return digest, info
 
     def authenticate(self, token: str) -> TokenInfo:

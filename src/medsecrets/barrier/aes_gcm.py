@@ -29,10 +29,13 @@ for reservation and rotation happen under that lock.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -87,6 +90,10 @@ KEYRING_USAGE_KEY = "core/keyring-usage"
 SEAL_CONFIG_KEY = "core/seal-config"
 ROOT_KEY_KEY = "core/root-key"
 RESERVED_KEYS = frozenset({KEYRING_KEY, KEYRING_USAGE_KEY, SEAL_CONFIG_KEY, ROOT_KEY_KEY})
+
+
+def _same(forget: Callable[[], None]) -> Callable[[], None]:
+    return forget
 
 
 def _seal_record(aead: AESGCM, term: int, nonce: bytes, key: str, plaintext: bytes) -> bytes:
@@ -163,6 +170,7 @@ class AesGcmBarrier:
         self._random = random
         self._lock = threading.RLock()
         self._state: _Unsealed | None = None
+        self._on_seal: list[Callable[[], Callable[[], None] | None]] = []
         # Encryptions of the active term: the next index to use and the end of
         # the block this node has reserved in storage (guarded by ``_lock``).
         self._count = 0
@@ -217,10 +225,27 @@ class AesGcmBarrier:
             self._install(root, keyring, keyring_raw, self._load_usage(root))
 
     def seal(self) -> None:
-        """Drop every reference to key material. Idempotent."""
+        """Drop every reference to key material, then run the ``on_seal`` callbacks
+        (outside the lock: they take their own). Idempotent."""
         with self._lock:
             self._state = None
             self._count = self._limit = 0
+            listeners = tuple(self._on_seal)
+        for listener in listeners:
+            forget = listener()
+            if forget is not None:
+                forget()
+
+    def on_seal(self, forget: Callable[[], None]) -> None:
+        """Run ``forget`` after every ``seal`` (a bound method is held weakly)."""
+        ref: Callable[[], Callable[[], None] | None]
+        if inspect.ismethod(forget):
+            ref = weakref.WeakMethod(forget)
+        else:
+            ref = functools.partial(_same, forget)
+        with self._lock:
+            self._on_seal = [r for r in self._on_seal if r() is not None]
+            self._on_seal.append(ref)
 
     def rotate(self) -> int:
         """Add a keyring term; it encrypts from now on, every term decrypts. Returns it."""

@@ -8,7 +8,7 @@ operations, with values in plaintext. ``Barrier.keyring_info`` answers with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from medsecrets.schema.system import KeyringInfo
@@ -77,7 +77,15 @@ class Barrier(SecureStorage, Protocol):
         ...
 
     def seal(self) -> None:
-        """Drop all key material from memory. Idempotent."""
+        """Drop all key material from memory, then run every ``on_seal`` callback. Idempotent."""
+        ...
+
+    def on_seal(self, forget: Callable[[], None]) -> None:
+        """Have ``forget`` run after every ``seal``, so a cache of what was read through
+        the barrier is dropped with its keys, whoever seals it (an operator's request, the
+        latch of another worker, a stop). Run without the barrier's lock held, so it may
+        take its own locks; it must not raise. A bound method is held weakly (its object
+        may go away first); any other callable strongly."""
         ...
 
     def rotate(self) -> int:
