@@ -18,12 +18,22 @@ import pytest
 
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.barrier.aes_gcm import AesGcmBarrier
+from medsecrets.engines.secrets.engine import SecretsEngine
 from medsecrets.errors import SealedError
 from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.seal.latch import SharedLatch
 from medsecrets.storage.base import Operation
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
+
+PATH = "medessence/production/database/primary"
+FIELDS = {
+    "host": "db.internal",
+    "port": "5432",
+    "username": "app",
+    "password": "S3cure!Passw0rd#2026xyz",
+    "database": "medessence",
+}
 
 
 class Paused:
@@ -85,6 +95,38 @@ def _sealed_while_under_way(
     thread.join(30)
     assert not thread.is_alive()
     assert not errors
+
+
+def test_a_read_under_way_at_a_seal_caches_nothing(store: SecretStore) -> None:
+    store.secrets.put(PATH, FIELDS)
+    paused = Paused(store.barrier, "secrets/meta/")
+    engine = SecretsEngine(
+        paused, catalog=store.catalog, envelope=store.envelope, clock=store.clock
+    )
+
+    def seal() -> None:
+        store.seal(by_operator=True)
+        engine.forget()
+
+    _sealed_while_under_way(paused, lambda: engine.get(PATH), seal)
+    assert not engine._views  # no decrypted record kept through the seal
+    with pytest.raises(SealedError):
+        engine.get(PATH)
+
+
+def test_a_write_under_way_at_a_seal_remembers_nothing(store: SecretStore) -> None:
+    store.secrets.put(PATH, FIELDS)
+    paused = Paused(store.barrier, None)
+    engine = SecretsEngine(
+        paused, catalog=store.catalog, envelope=store.envelope, clock=store.clock
+    )
+
+    def seal() -> None:
+        store.seal(by_operator=True)
+        engine.forget()
+
+    _sealed_while_under_way(paused, lambda: engine.update_metadata(PATH, owner="ops"), seal)
+    assert not engine._written  # no decrypted record kept through the seal
 
 
 def test_a_token_check_under_way_at_a_seal_caches_nothing(store: SecretStore) -> None:

@@ -262,6 +262,7 @@ class SecretsEngine:
         self._stored_paths: dict[str, tuple[SecretPath, str]] = {}  # a category it lacks
         self._views: dict[str, tuple[bytes, _View]] = {}  # storage key -> (record, view)
         self._written: dict[str, tuple[bytes, bytes]] = {}  # path -> (record, etag) we wrote
+        self._generation = 0  # forgets so far: a fill that saw one come undoes itself
 
     def __repr__(self) -> str:
         return f"SecretsEngine(prefix={self._catalog.prefix!r}, max_versions={self._max_versions})"
@@ -308,6 +309,7 @@ class SecretsEngine:
         since: ``NotFoundError``, whatever its category).
         """
         key = self._parse_keyed(path, stored=True)[1]
+        generation = self._generation  # before the barrier's seal check
         raw = self._secure.get_record(key)
         if raw is None:
             raise NotFoundError(f"secret {path!r} not found") if listed else self._missing(path)
@@ -322,16 +324,28 @@ class SecretsEngine:
         if len(self._views) >= _CACHE_SIZE:
             self._views.clear()
         self._views[key] = (raw, view)
+        if self._generation != generation:  # sealed since the record was read: keep nothing
+            self._views.pop(key, None)
         return view
 
-    def _remember(self, path: str, body: bytes, etag: bytes) -> None:
-        """Keep the metadata record this engine just wrote, for its next write."""
+    def _remember(self, path: str, body: bytes, etag: bytes, generation: int) -> None:
+        """Keep the metadata record this engine just wrote, for its next write, unless
+        ``forget`` ran since ``generation`` was read (before the write's seal check)."""
         if len(self._written) >= _CACHE_SIZE:
             self._written.clear()
         self._written[path] = (body, etag)
+        if self._generation != generation:  # sealed since the write: keep nothing
+            self._written.pop(path, None)
 
     def forget(self) -> None:
-        """Drop cached views and decrypted values (called when the store seals)."""
+        """Drop cached views and decrypted values (called when the store seals).
+
+        A read or write under way keeps nothing it decrypted before: each fill
+        of a cache checks afterwards that no ``forget`` came since its seal
+        check (a generation count, raised here before the caches are cleared).
+        Views handed out before stay with their callers only.
+        """
+        self._generation += 1
         self._views.clear()
         self._written.clear()
 
@@ -368,6 +382,7 @@ class SecretsEngine:
         secret, so ``updated_at`` stays as it was.
         """
         for _ in range(_RETRIES):
+            generation = self._generation
             record, etag = self._require(path, allow_deleted=allow_deleted)
             extra = change(record)
             if touch_updated:
@@ -379,7 +394,7 @@ class SecretsEngine:
                 )
             except ConflictError:
                 continue
-            self._remember(record.path, body, etags[META + record.path])
+            self._remember(record.path, body, etags[META + record.path], generation)
             return record
         raise ConflictError(f"secret {path!r} is changing too fast; try again")
 
@@ -498,6 +513,7 @@ class SecretsEngine:
         clean_tags = self._check_tags(tags) if tags is not None else None
         # The record this engine wrote last is tried first, saving a read; the
         # Expect in the batch catches a stale one, and only a fresh read may fail.
+        generation = self._generation
         known = self._written.pop(key, None)
         for _ in range(_RETRIES):
             fresh = known is None
@@ -575,7 +591,7 @@ class SecretsEngine:
                 # ``cas`` that read fails it only if a version was added meanwhile (a
                 # metadata change, an access-time write, is no reason to refuse it).
                 continue
-            self._remember(key, body, etags[META + key])
+            self._remember(key, body, etags[META + key], generation)
             return self._version_info(record, record.versions[-1])
         raise ConflictError(f"secret {key!r} is changing too fast; try again")
 
