@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import http.server
+import threading
 from typing import Any
 
 import pytest
@@ -75,3 +77,48 @@ def test_moto_server_lifecycle() -> None:
         assert server.endpoint_url.startswith("http://127.0.0.1:")
     with pytest.raises(RuntimeError):
         _ = server.endpoint_url
+
+
+class _Garbage(http.server.BaseHTTPRequestHandler):
+    """A local HTTP peer answering every KMS call ``200`` with the server's ``body``."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body: bytes = self.server.body  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{}", b"not json", b'{"Plaintext": 5, "CiphertextBlob": 5}', b'{"Plaintext": "!!!"}'],
+)
+def test_a_kms_answering_garbage_is_a_provider_error(body: bytes) -> None:
+    """A KMS (or something in its place) that answers 200 without a usable value: the
+    caller gets ``ProviderError`` (502), not a ``KeyError`` or ``TypeError`` (a 500, a
+    traceback at start)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    server.body = body  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = AwsKmsClient(
+            region=REGION,
+            endpoint_url=f"http://127.0.0.1:{server.server_port}",
+            credentials=AwsCredentials("x", Sensitive("y")),
+            timeout=5,
+            max_attempts=1,
+        )
+        with pytest.raises(ProviderError, match="KMS Decrypt failed: malformed answer"):
+            client.decrypt(b"blob", {"medsecrets": "root-key"}, key_id="k")
+        with pytest.raises(ProviderError, match="KMS Encrypt failed: malformed answer"):
+            client.encrypt("k", Sensitive(PLAINTEXT), {"medsecrets": "root-key"})
+    finally:
+        server.shutdown()
+        server.server_close()

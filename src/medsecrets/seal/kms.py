@@ -3,7 +3,8 @@
 ``KmsClient`` is the seam (tests and other providers implement it);
 ``AwsKmsClient`` is the boto3 implementation. Every AWS failure becomes
 ``ProviderError`` naming the operation and the AWS error code only: never
-plaintext, ciphertext or the request.
+plaintext, ciphertext or the request; so does an answer without a usable value
+(a peer answering garbage: "malformed answer").
 """
 
 from __future__ import annotations
@@ -125,9 +126,12 @@ class AwsKmsClient:
             response = self._client.encrypt(
                 KeyId=key_id, Plaintext=plaintext.reveal(), EncryptionContext=dict(context)
             )
+            blob = response.get("CiphertextBlob")
         except (ClientError, BotoCoreError) as exc:
             raise ProviderError(f"KMS Encrypt failed: {_error_code(exc)}") from None
-        return bytes(response["CiphertextBlob"])
+        except (KeyError, TypeError, ValueError):  # an answer botocore could not read
+            raise ProviderError("KMS Encrypt failed: malformed answer") from None
+        return _blob(blob, "Encrypt")
 
     def decrypt(
         self, blob: bytes, context: Mapping[str, str], *, key_id: str | None = None
@@ -144,6 +148,16 @@ class AwsKmsClient:
                 response = self._client.decrypt(
                     CiphertextBlob=blob, EncryptionContext=dict(context), KeyId=key_id
                 )
+            plain = response.get("Plaintext")
         except (ClientError, BotoCoreError) as exc:
             raise ProviderError(f"KMS Decrypt failed: {_error_code(exc)}") from None
-        return Sensitive(bytes(response["Plaintext"]))
+        except (KeyError, TypeError, ValueError):  # an answer botocore could not read
+            raise ProviderError("KMS Decrypt failed: malformed answer") from None
+        return Sensitive(_blob(plain, "Decrypt"))
+
+
+def _blob(value: object, operation: str) -> bytes:
+    """The non-empty bytes of a KMS answer's blob field; ``ProviderError`` for anything else."""
+    if not isinstance(value, bytes | bytearray) or not value:
+        raise ProviderError(f"KMS {operation} failed: malformed answer")
+    return bytes(value)
