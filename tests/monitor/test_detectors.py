@@ -160,6 +160,57 @@ def test_enumeration_fires_on_20_lists_in_60_seconds_only() -> None:
     assert feed(calm, [event(MONDAY + seconds(i * 4), operation="list") for i in range(100)]) == []
 
 
+def test_metadata_reads_of_distinct_secrets_count_as_enumeration() -> None:
+    """Reading the metadata of 20 secrets one by one maps the store as 20 lists do."""
+    paths = [f"medessence/production/database/s{i}" for i in range(20)]
+    described = [
+        event(MONDAY + seconds(i * 2), operation="describe", path=path, raw="metadata.read")
+        for i, path in enumerate(paths)
+    ]
+    found = feed(EnumerationDetector(DetectorConfig()), described)
+    assert [e for e, _ in found] == [described[19]]
+    assert found[0][1].detector == "enumeration"
+    assert "read their metadata 20 times" in found[0][1].summary
+    # lists and metadata reads add up; a metadata read of a missing secret (a probe) counts
+    mixed = [event(MONDAY + seconds(i), operation="list") for i in range(10)] + [
+        event(MONDAY + seconds(10 + i), operation="describe", path=p, outcome="error")
+        for i, p in enumerate(paths[:10])
+    ]
+    assert len(feed(EnumerationDetector(DetectorConfig()), mixed)) == 1
+
+
+def test_repeated_or_refused_metadata_reads_are_no_enumeration() -> None:
+    """One secret's metadata read again and again (the SDK cache checking for a new version)
+    counts once; refused reads are the failed-burst detector's."""
+    detector = EnumerationDetector(DetectorConfig())
+    paths = [f"medessence/production/database/s{i}" for i in range(3)]
+    cache = [
+        event(MONDAY + seconds(i), operation="describe", path=paths[i % 3]) for i in range(100)
+    ]
+    refused = [
+        event(MONDAY + seconds(100 + i), operation="describe", path=f"x/{i}", outcome="denied")
+        for i in range(30)
+    ]
+    assert feed(detector, cache + refused) == []
+    # once out of the window, the same secret counts again
+    later = [
+        event(MONDAY + seconds(200 + i * 61), operation="describe", path=paths[0]) for i in range(3)
+    ]
+    assert feed(detector, later) == []
+    assert len(detector._counts._times["svc-a"]) == 1
+
+
+def test_a_state_saved_without_a_part_restarts_that_detector_only() -> None:
+    """A state saved before the enumeration detector counted metadata reads (no
+    ``described`` part) restarts enumeration alone; the other detectors are restored."""
+    detectors = DetectorSet.default()
+    detectors.observe_many([event(MONDAY + seconds(i), operation="list") for i in range(5)])
+    state = detectors.state()
+    parts = state["enumeration"]["parts"]  # type: ignore[index]
+    del parts["described"]
+    assert DetectorSet.default().restore(state) == ["enumeration"]
+
+
 # --- failed bursts -----------------------------------------------------------------------------
 
 

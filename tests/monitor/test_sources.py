@@ -397,6 +397,23 @@ def test_vault_kv1_people_and_emergency_tokens() -> None:
     assert event_from_vault(vault_entry("request", "read", "secret/data/x")) is None
 
 
+def test_a_metadata_read_is_describe_in_every_format() -> None:
+    """Our ``metadata.read``, CloudTrail's ``DescribeSecret`` and a Vault KV v2 metadata read
+    are one operation, ``describe`` (the enumeration detector counts them)."""
+    from medsecrets.monitor.sources import event_from_vault
+
+    ours = event_from_record(
+        {"time": T0, "operation": "metadata.read", "status": 200, "principal": "ci"}
+    )
+    (trail,) = events_from_cloudtrail(trail_record(eventName="DescribeSecret"))
+    vault = event_from_vault(
+        vault_entry("response", "read", "secret/metadata/medessence/production/database")
+    )
+    assert ours is not None and vault is not None
+    assert [e.operation for e in (ours, trail, vault)] == ["describe"] * 3
+    assert (trail.path, vault.path) == ("medessence/production/database",) * 2
+
+
 # --- dispatch and ordering ---------------------------------------------------------------------
 
 

@@ -30,7 +30,13 @@ The detectors and their rules (every threshold is a ``DetectorConfig`` field):
 - ``bulk``: reads of ``bulk_distinct`` (20) or more *distinct* secret paths by
   one principal within ``bulk_window`` (60 s).
 - ``enumeration``: ``enumeration_lists`` (20) or more list operations by one
-  principal within ``enumeration_window`` (60 s).
+  principal within ``enumeration_window`` (60 s), a metadata read of a secret
+  (``describe``) counting as one list when no other metadata read of that
+  path by the principal is in the window: reading the metadata of many
+  secrets one by one maps the store as a list does (repeated reads of one
+  secret's metadata, as the SDK cache makes, count once). Lists count when
+  they succeed, metadata reads also when they fail for a missing secret
+  (``error``: probing names); refused ones are ``failed_burst``'s.
 - ``failed_burst``: ``failed_denials`` (5) or more denied accesses within
   ``failed_window`` (60 s), counted per principal and per source address
   (two alerts, two keys).
@@ -241,6 +247,8 @@ class _Batched:
         if document["config"] != config_fingerprint(self._config, self._USES):
             raise StateMismatch(f"detector {self.name}: saved under other thresholds")
         parts = _mapping(document["parts"])
+        if any(name not in parts for name in self._parts()):  # saved by an older rule
+            raise StateMismatch(f"detector {self.name}: saved without some of its parts")
         quiet = document["quiet_config"] == config_fingerprint(self._config, self._QUIET_USES)
         return _all(
             [
@@ -598,6 +606,14 @@ class _Distinct:
                 seen[str(item)] = _number(ts)
         return _replacing(self._state, found)
 
+    def fresh(self, key: str, ts: float, item: str) -> bool:
+        """``add``; whether ``item`` was not seen for ``key`` within the window ending at
+        ``ts`` before (an item dropped by the cap is new again)."""
+        seen = self._state.get(key)
+        last = None if seen is None else seen.get(item)
+        self.add(key, ts, item)
+        return last is None or last <= ts - self._window
+
     def add(self, key: str, ts: float, item: str) -> int:
         """Record ``item`` for ``key`` at ``ts``; the distinct items within the window."""
         seen = self._state.get(key)
@@ -814,8 +830,13 @@ class BulkDetector(_Batched):
         return found
 
 
+_PROBED: Final = frozenset({"success", "error"})
+"""The outcomes of a metadata read that count for ``enumeration`` (``error``: not found)."""
+
+
 class EnumerationDetector(_Batched):
-    """``enumeration``: many list operations by one principal in a short window."""
+    """``enumeration``: many list operations (or metadata reads of distinct secrets) by one
+    principal in a short window (see module docstring)."""
 
     name = "enumeration"
     _USES = ("enumeration_lists", "enumeration_window")
@@ -823,19 +844,34 @@ class EnumerationDetector(_Batched):
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._counts = _Counts(config.enumeration_window, config.max_keys)
+        self._described = _Distinct(
+            config.enumeration_window, config.max_keys, 2 * config.enumeration_lists
+        )
         self._quiet = _Quiet(config.max_keys)
 
     def _parts(self) -> dict[str, _Part]:
-        return {"counts": self._counts, "quiet": self._quiet}
+        return {"counts": self._counts, "described": self._described, "quiet": self._quiet}
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
         add = self._counts.add
+        fresh = self._described.fresh
         config = self._config
         threshold = config.enumeration_lists
         cap = 2 * threshold
         for index, event in enumerate(events):
-            if event.operation != "list" or event.outcome != "success" or not event.principal:
+            operation = event.operation
+            if operation == "list":
+                if event.outcome != "success" or not event.principal:
+                    continue
+            elif operation == "describe":
+                if (
+                    event.outcome not in _PROBED
+                    or not event.principal
+                    or not fresh(event.principal, event.ts, event.path)
+                ):
+                    continue
+            else:
                 continue
             principal = event.principal
             count = add(principal, event.ts, cap)
@@ -847,7 +883,8 @@ class EnumerationDetector(_Batched):
                 "medium",
                 event,
                 principal,
-                f"{principal} listed secrets {_count_text(count, cap)} times in {window:g} s",
+                f"{principal} listed secrets or read their metadata {_count_text(count, cap)}"
+                f" times in {window:g} s",
                 count=count,
                 limit=threshold,
                 window=window,

@@ -35,16 +35,20 @@ __all__ = [
     "parse_time",
 ]
 
-Operation = Literal["read", "list", "write", "delete", "auth", "other"]
+Operation = Literal["read", "list", "describe", "write", "delete", "auth", "other"]
 """``read``: a secret value left the store; ``list``: names were enumerated;
+``describe``: one secret's metadata was read (its name, versions, owner: never a value);
 ``write``/``delete``: a secret changed; ``auth``: a credential was issued,
-inspected or revoked (logins); ``other``: metadata, system and catalog calls."""
+inspected or revoked (logins); ``other``: system, catalog and other calls."""
 
-OPERATIONS: Final[frozenset[str]] = frozenset({"read", "list", "write", "delete", "auth", "other"})
+OPERATIONS: Final[frozenset[str]] = frozenset(
+    {"read", "list", "describe", "write", "delete", "auth", "other"}
+)
 
 ROUTE_OPERATIONS: Final[Mapping[str, Operation]] = {
     "secrets.read": "read",
     "metadata.list": "list",
+    "metadata.read": "describe",
     "secrets.write": "write",
     "secrets.restore": "write",
     "metadata.update": "write",

@@ -23,7 +23,8 @@ and yields events in file order:
   records can (``BYTES_PER_OBJECT``). A digest file (``digestStartTime``,
   ``logFiles``) holds no event: it is skipped and noted.
   Only Secrets Manager events
-  (``eventSource`` ``secretsmanager.amazonaws.com``) become events;
+  (``eventSource`` ``secretsmanager.amazonaws.com``) become events
+  (``DescribeSecret`` is ``describe``);
   ``BatchGetSecretValue`` is ``other``: AWS logs a ``GetSecretValue`` entry
   for each secret the batch returns, and those are the reads (counting the
   batch's ``secretIdList`` too counted every secret twice).
@@ -43,7 +44,7 @@ and yields events in file order:
   anything else (one of our records) is refused. The mount
   (``request.mount_point``, else the first path segment) is stripped, and so
   is the KV v2 segment: ``secret/data/<path>`` reads are ``read``,
-  ``secret/metadata/<path>`` lists are ``list``. An
+  ``secret/metadata/<path>`` lists are ``list`` and its reads ``describe``. An
   ``error`` containing ``permission denied`` (or a missing/invalid token) is
   ``denied``. The principal is ``auth.display_name`` (with
   ``auth.metadata.role_name`` added for AppRole, whose display name is just
@@ -160,6 +161,7 @@ CLOUDTRAIL_OPERATIONS: Final[Mapping[str, Operation]] = {
     "BatchGetSecretValue": "other",  # its secrets come as GetSecretValue entries
     "ListSecrets": "list",
     "ListSecretVersionIds": "list",
+    "DescribeSecret": "describe",
     "CreateSecret": "write",
     "PutSecretValue": "write",
     "UpdateSecret": "write",
@@ -976,6 +978,8 @@ def _vault_operation(operation: str, path: str, mount: str) -> tuple[Operation, 
         if segment == "metadata":
             if operation == "list":
                 return "list", secret
+            if operation == "read":
+                return "describe", secret
             if operation == "delete":
                 return "delete", secret
             if operation in _VAULT_WRITES:

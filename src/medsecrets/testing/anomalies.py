@@ -41,7 +41,8 @@ own. Services misbehave at any hour, people inside their working hours
 
 - ``rate``: 52-62 reads of the principal's own secrets within 100-280 s;
 - ``bulk``: 21-30 distinct secrets read within 15-50 s;
-- ``enumeration``: 21-30 list calls within 15-50 s;
+- ``enumeration``: 21-30 list calls, or metadata reads of 21-30 distinct
+  secrets one by one (half the episodes each), within 15-50 s;
 - ``failed_burst``: 6-10 refused calls within 10-45 s, by a known principal
   from its own address or, unauthenticated, from an outside address;
 - ``unusual_time``: a person's read at least two hours outside any hour they
@@ -499,6 +500,10 @@ class _Builder:
         return self.burst(self.actor(), "bulk", "secrets.read", paths, duration)
 
     def enumeration(self) -> tuple[str, list[str]]:
+        if self.rng.random() < 0.5:  # the metadata of distinct secrets, one by one
+            paths = self.rng.sample(self._paths, self.rng.randint(21, 30))
+            duration = self.rng.uniform(15.0, 50.0)
+            return self.burst(self.actor(), "enumeration", "metadata.read", paths, duration)
         listings = [f"{PREFIX}/{env}/{cat}" for env in ENVIRONMENTS for cat in SECRETS]
         paths = [self.rng.choice(listings) for _ in range(self.rng.randint(21, 30))]
         duration = self.rng.uniform(15.0, 50.0)
