@@ -254,6 +254,47 @@ def test_cloudtrail_names_errors_lists_batches_and_break_glass() -> None:
     assert events_from_cloudtrail(anonymous)[0].principal == ""
 
 
+def test_cloudtrail_root_user_and_break_glass_iam_users_are_emergency_credentials() -> None:
+    """The root user's use of a secret is a break-glass use; so is an IAM user named like an
+    emergency role. Other IAM users are not."""
+    root = trail_record(
+        userIdentity={
+            "type": "Root",
+            "principalId": ACCOUNT,
+            "arn": f"arn:aws:iam::{ACCOUNT}:root",
+            "accountId": ACCOUNT,
+            "accessKeyId": "ASIAEXAMPLEKEYID",
+        }
+    )
+    (event,) = events_from_cloudtrail(root)
+    assert (event.principal, event.emergency) == (f"arn:aws:iam::{ACCOUNT}:root", True)
+
+    def user(name: str) -> dict[str, object]:
+        return {
+            "type": "IAMUser",
+            "principalId": "AIDAEXAMPLEID",
+            "arn": f"arn:aws:iam::{ACCOUNT}:user/ops/{name}",
+            "accountId": ACCOUNT,
+            "userName": name,
+        }
+
+    (glass,) = events_from_cloudtrail(trail_record(userIdentity=user("BreakGlass-alice")))
+    assert (glass.principal, glass.emergency) == (
+        f"arn:aws:iam::{ACCOUNT}:user/ops/BreakGlass-alice",
+        True,
+    )
+    no_name = user("emergency-bob")
+    del no_name["userName"]  # the name is then taken from the ARN
+    assert events_from_cloudtrail(trail_record(userIdentity=no_name))[0].emergency is True
+    (plain,) = events_from_cloudtrail(trail_record(userIdentity=user("deploy")))
+    assert plain.emergency is False
+    # through the detectors: the root user's read raises the critical emergency alert
+    from medsecrets.monitor.detectors import DetectorSet
+
+    alerts = DetectorSet.default().observe(event)
+    assert [(a.detector, a.severity) for a in alerts] == [("emergency", "critical")]
+
+
 def test_cloudtrail_files_documents_lines_gzip_and_eventbridge(tmp_path: Path) -> None:
     document = tmp_path / f"{ACCOUNT}_CloudTrail_us-east-1_20250304T1015Z_x.json.gz"
     records = [trail_record(eventID=f"e-{i}") for i in range(3)]

@@ -35,9 +35,9 @@ and yields events in file order:
   and emergency roles, where it names the person); a secret ARN's
   6-character random suffix is stripped (but a partial ARN of a honeytoken is
   kept whole), so ``arn:...:secret:medessence/production/database-AbCdEf`` is the path
-  ``medessence/production/database``. A role whose name matches
+  ``medessence/production/database``. A role or IAM user whose name matches
   ``EMERGENCY_PATTERN`` (``break-glass``, ``breakglass``, ``emergency``) is an
-  emergency credential.
+  emergency credential, and so is the account's root user (``Root``).
 - ``read_vault``: Vault file audit device JSON lines; ``response`` entries
   become events. Every line must be a JSON object with a ``type`` (text:
   Vault writes ``request`` and ``response``; any other type is skipped);
@@ -152,7 +152,7 @@ DEFAULT_PREFIX: Final = "medessence"
 SECRETS_MANAGER: Final = "secretsmanager.amazonaws.com"
 
 EMERGENCY_PATTERN: Final = re.compile(r"break-?glass|emergency", re.IGNORECASE)
-"""An IAM role (CloudTrail) whose name matches is an emergency credential."""
+"""An IAM role or IAM user (CloudTrail) whose name matches is an emergency credential."""
 EMERGENCY_POLICIES: Final = frozenset({"break-glass", "breakglass", "emergency"})
 """A Vault token with one of these policies is an emergency token."""
 
@@ -740,8 +740,8 @@ _SSO_ROLE: Final = "AWSReservedSSO_"
 
 def _cloudtrail_principal(
     identity: object, emergency: re.Pattern[str] = EMERGENCY_PATTERN
-) -> tuple[str, str]:
-    """``(principal, role name)`` of a ``userIdentity`` (the role name ``""`` but for a role).
+) -> tuple[str, bool]:
+    """``(principal, emergency)`` of a ``userIdentity``.
 
     An assumed role is its role, ``sessionContext.sessionIssuer.arn``: the
     session name is whatever the caller chose (the AWS SDKs name a session
@@ -755,27 +755,39 @@ def _cloudtrail_principal(
     each person's use must raise its own alert): the session's ``arn`` is
     kept. Anything else: ``arn``, else ``principalId``, else the
     invoking service.
+
+    An emergency credential: a role or an IAM user whose name ``emergency``
+    matches, and the account's root user (``type`` ``Root``: AWS asks that it
+    be used for nothing but the few tasks only it can do, so its use of a
+    secret is a break-glass use whatever its name).
     """
     if not isinstance(identity, Mapping):
-        return "", ""
+        return "", False
     arn = _text(identity.get("arn"))
-    if identity.get("type") == "AssumedRole":
+    kind = identity.get("type")
+    if kind == "AssumedRole":
         context = identity.get("sessionContext")
         issuer = context.get("sessionIssuer") if isinstance(context, Mapping) else None
         role_arn = _text(issuer.get("arn")) if isinstance(issuer, Mapping) else ""
         if role_arn:
             role = role_arn.rpartition("/")[2]
-            if arn and (role.startswith(_SSO_ROLE) or emergency.search(role) is not None):
-                return arn, role
+            glass = emergency.search(role) is not None
+            if arn and (glass or role.startswith(_SSO_ROLE)):
+                return arn, glass
             source = _text(context.get("sourceIdentity")) if isinstance(context, Mapping) else ""
-            return (f"{role_arn}/{source}" if source else role_arn), role
+            return (f"{role_arn}/{source}" if source else role_arn), glass
     if ":assumed-role/" in arn:  # no session issuer: the session's ARN
-        return arn, arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
+        role = arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
+        return arn, emergency.search(role) is not None
+    glass = kind == "Root"
+    if kind == "IAMUser":
+        name = _text(identity.get("userName")) or arn.rpartition(":user/")[2]
+        glass = bool(name) and emergency.search(name.rpartition("/")[2]) is not None
     for key in ("arn", "principalId", "invokedBy"):
         value = identity.get(key)
         if isinstance(value, str) and value:
-            return value, ""
-    return "", ""
+            return value, glass
+    return "", glass
 
 
 def events_from_cloudtrail(
@@ -794,8 +806,7 @@ def events_from_cloudtrail(
         return []
     name = _text(record.get("eventName"))
     operation = CLOUDTRAIL_OPERATIONS.get(name, "other")
-    principal, role = _cloudtrail_principal(record.get("userIdentity"), emergency)
-    is_emergency = bool(role) and emergency.search(role) is not None
+    principal, is_emergency = _cloudtrail_principal(record.get("userIdentity"), emergency)
     ts = _ts(record.get("eventTime"))
     source = _text(record.get("sourceIPAddress"))
     outcome = _cloudtrail_outcome(record.get("errorCode"))
