@@ -364,7 +364,14 @@ class SealManager:
             )
 
     def reset_unseal(self) -> SealStatus:
-        """Forget the shares submitted so far."""
+        """Forget the shares submitted so far.
+
+        Open, as submitting shares is (``POST /v1/sys/unseal {"reset": true}``, as
+        Vault's ``sys/unseal`` reset): while sealed no token can be checked, so anyone
+        who reaches the port can reset an operator's progress (a nuisance, never a
+        disclosure: progress is a count, and shares are never echoed, logged or kept
+        past the threshold). Keep the port from untrusted networks while unsealing.
+        """
         with self._lock:
             self._progress.clear()
             return self.status()
