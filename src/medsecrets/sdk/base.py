@@ -37,6 +37,7 @@ class ClientBase:
         backoff: float,
         backoff_max: float,
         random: Callable[[], float],
+        max_response_bytes: int,
         env: Mapping[str, str] | None,
     ) -> None:
         self._settings: ClientSettings = resolve_settings(
@@ -46,6 +47,7 @@ class ClientBase:
             verify=verify,
             timeout=timeout,
             policy=RetryPolicy(retries=retries, backoff=backoff, backoff_max=backoff_max),
+            max_response_bytes=max_response_bytes,
             env=env,
         )
         self._token = self._settings.token

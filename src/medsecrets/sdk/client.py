@@ -53,7 +53,14 @@ from medsecrets.schema.system import Health, KeyringInfo
 from medsecrets.schema.tokens import CreatedToken, TokenInfo
 from medsecrets.sdk import endpoints as ep
 from medsecrets.sdk.base import ClientBase
-from medsecrets.sdk.transport import Attempts, Call, decode, encode
+from medsecrets.sdk.transport import (
+    MAX_RESPONSE_BYTES,
+    AnswerBody,
+    Attempts,
+    Call,
+    decode,
+    encode,
+)
 from medsecrets.sensitive import Sensitive
 
 __all__ = ["Client"]
@@ -78,9 +85,13 @@ class Client(ClientBase):
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``env`` replaces ``os.environ`` for the ``MEDSECRETS_*`` defaults (tests)."""
+        """``timeout``: seconds for each network step (connecting, each read and write)
+        and for an answer's whole body once its headers came; ``max_response_bytes``:
+        the largest success body read; ``env`` replaces ``os.environ`` for the
+        ``MEDSECRETS_*`` defaults (tests)."""
         super().__init__(
             addr,
             token,
@@ -91,6 +102,7 @@ class Client(ClientBase):
             backoff=backoff,
             backoff_max=backoff_max,
             random=random,
+            max_response_bytes=max_response_bytes,
             env=env,
         )
         self._sleep = sleep
@@ -126,22 +138,39 @@ class Client(ClientBase):
             url = attempts.address + call.path
             failure: httpx.TransportError | None = None
             try:
-                response = self._http.request(
-                    call.method, url, params=call.params, content=body, headers=headers
-                )
-                content = response.read()
+                status, content = self._exchange(call, url, body, headers)
             except httpx.TransportError as exc:
                 failure = exc  # handled below, outside this block: no chained context
             if failure is not None:
                 # the httpx error holds the request and its token header: never chain it
                 delay = attempts.after_transport_error(failure)
             else:
-                wait = attempts.after_response(response.status_code, content)
+                wait = attempts.after_response(status, content)
                 if wait is None:
                     return decode(call, content)
                 delay = wait
             if delay > 0:
                 self._sleep(delay)
+
+    def _exchange(
+        self, call: Call[T], url: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One attempt: the answer's status and body, read within bounds (``AnswerBody``)."""
+        with self._http.stream(
+            call.method, url, params=call.params, content=body, headers=headers
+        ) as response:
+            answer = AnswerBody(
+                response.status_code,
+                response.headers.get("content-encoding", ""),
+                limit=self._settings.max_response_bytes,
+                timeout=self._settings.timeout,
+            )
+            if answer.wanted:  # (bytes as sent: AnswerBody refuses any content coding)
+                for chunk in response.iter_bytes():
+                    answer.add(chunk)
+                    if not answer.wanted:
+                        break  # the rest stays unread; the connection is closed, not reused
+            return response.status_code, answer.content
 
     # -- system --------------------------------------------------------------------
     def health(self) -> Health:

@@ -20,6 +20,13 @@ Retry contract (see ``Call.retry_safe``):
 - a failed TLS handshake (untrusted certificate, protocol refused) is never
   retried: it raises ``ServerUnavailableError`` at once.
 
+Answers are read within bounds (``AnswerBody``), so a broken or hostile peer
+costs bounded memory and time: a success body holds at most
+``max_response_bytes`` (more: ``UnexpectedResponseError``), only the first
+``MAX_ERROR_BYTES`` of an error body are read, the body is read as sent (the
+client asks for no content coding), and it must be complete within
+``timeout`` seconds of its headers (else it counts as a read timeout).
+
 The address that worked is kept (sticky) for later calls of the same client.
 """
 
@@ -30,6 +37,7 @@ import math
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -49,7 +57,10 @@ __all__ = [
     "ENV_ADDR",
     "ENV_CACERT",
     "ENV_TOKEN",
+    "MAX_ERROR_BYTES",
+    "MAX_RESPONSE_BYTES",
     "AddressRing",
+    "AnswerBody",
     "Attempts",
     "Call",
     "ClientSettings",
@@ -67,6 +78,10 @@ ENV_ADDR = "MEDSECRETS_ADDR"
 ENV_TOKEN = "MEDSECRETS_TOKEN"  # noqa: S105 - the name of a variable, not a token
 ENV_CACERT = "MEDSECRETS_CACERT"
 USER_AGENT = "medsecrets-sdk/0.1"
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""Default bound on the body of a success answer (``max_response_bytes``)."""
+MAX_ERROR_BYTES = 64 * 1024
+"""Bytes of an error answer's body that are read (an ``{"error": ...}`` body is far smaller)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +168,15 @@ class ClientSettings:
     verify: ssl.SSLContext | bool = field(repr=False)
     timeout: float
     policy: RetryPolicy
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
     def headers(self, call: Call[object], token: Sensitive[str] | None) -> dict[str, str]:
         """Request headers for ``call`` (the token only where the route needs one)."""
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",  # bodies are read raw, with a bound on their size
+            "User-Agent": USER_AGENT,
+        }
         if call.body is not None:
             headers["Content-Type"] = "application/json"
         if call.auth and token is not None:
@@ -203,6 +223,7 @@ def resolve_settings(
     verify: bool,
     timeout: float,
     policy: RetryPolicy,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
     env: Mapping[str, str] | None = None,
 ) -> ClientSettings:
     """Settings from arguments, falling back to ``MEDSECRETS_ADDR`` (comma-separated),
@@ -210,6 +231,8 @@ def resolve_settings(
     environ = os.environ if env is None else env
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise ValueError("timeout must be a positive number of seconds")
+    if not (isinstance(max_response_bytes, int) and max_response_bytes > 0):
+        raise ValueError("max_response_bytes must be a positive number of bytes")
     addresses = _split_addresses(addr if addr is not None else environ.get(ENV_ADDR, ""))
     raw_token = token if token is not None else environ.get(ENV_TOKEN) or None
     ca = cacert if cacert is not None else environ.get(ENV_CACERT) or None
@@ -226,6 +249,7 @@ def resolve_settings(
         verify=tls,
         timeout=timeout,
         policy=policy,
+        max_response_bytes=max_response_bytes,
     )
 
 
@@ -330,6 +354,61 @@ class Attempts:
         if isinstance(exc, _SENT) and self._call.retry_safe:
             return self._backoff(error)
         raise error
+
+
+class AnswerBody:
+    """The body of one answer, read within bounds (sans-IO: drivers ``add`` each chunk
+    while ``wanted``).
+
+    A success answer (status below 400) may hold at most ``limit`` bytes: past
+    it ``add`` raises ``UnexpectedResponseError``. Of an error answer only the
+    first ``MAX_ERROR_BYTES`` are kept; then ``wanted`` turns false: stop
+    reading (the rest stays unread and the connection is closed, not reused).
+    The body must come as sent: a content coding (``encoding``, which the
+    client never asks for) is refused for a success (``UnexpectedResponseError``)
+    and not read for an error (it is mapped by its status), so no compressed
+    bomb is ever inflated. Each chunk must come before ``timeout`` seconds have
+    passed since the answer's headers: a later one raises ``httpx.ReadTimeout``,
+    so a body dripped byte by byte (each read in time) ends like a read that
+    timed out, under the same retry rules.
+    """
+
+    __slots__ = ("_chunks", "_deadline", "_error", "_limit", "_size")
+
+    def __init__(self, status: int, encoding: str, *, limit: int, timeout: float) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._error = status >= 400
+        self._limit = MAX_ERROR_BYTES if self._error else limit
+        self._deadline = time.monotonic() + timeout
+        if encoding.strip().lower() not in ("", "identity"):
+            if not self._error:
+                raise UnexpectedResponseError(
+                    "the server's answer has a content coding the client did not ask for"
+                )
+            self._limit = 0
+
+    @property
+    def wanted(self) -> bool:
+        """Whether more of the body is to be read."""
+        return self._size < self._limit or not self._error
+
+    def add(self, chunk: bytes) -> None:
+        """Take the next chunk of the body."""
+        if time.monotonic() > self._deadline:
+            raise httpx.ReadTimeout("the answer's body did not end within the timeout")
+        room = self._limit - self._size
+        if len(chunk) > room and not self._error:
+            raise UnexpectedResponseError(
+                f"the server's answer is over {self._limit} bytes (see max_response_bytes)"
+            )
+        self._chunks.append(chunk[:room])
+        self._size += min(len(chunk), room)
+
+    @property
+    def content(self) -> bytes:
+        """The bytes kept."""
+        return b"".join(self._chunks)
 
 
 def encode(body: object) -> bytes:

@@ -1,0 +1,146 @@
+"""Both clients against hostile or broken peers: real sockets on 127.0.0.1 (``RawPeer``).
+
+Each case runs with ``Client`` and ``AsyncClient`` (parity by construction is
+the design; these check it). ``pytest.mark.timeout`` only guards against a
+hang: without the bounds under test the calls never end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from tests.support.peers import EndlessAnswer, RawPeer
+
+from medsecrets.errors import MedsecretsError
+from medsecrets.sdk import (
+    AsyncClient,
+    Client,
+    ServerError,
+    ServerUnavailableError,
+    UnexpectedResponseError,
+)
+
+PATH = "medessence/development/database"
+TOKEN = "ms.canary-token-5e1f"
+
+
+class FixedAnswer(RawPeer):
+    """Answers every request with ``answer`` (raw bytes) and closes; records request heads.
+
+    ``endless``: after ``answer`` (a head with ``Transfer-Encoding: chunked``), send
+    64 KiB chunks until the client hangs up.
+    """
+
+    def __init__(self, answer: bytes, *, endless: bool = False) -> None:
+        self.answer = answer
+        self.endless = endless
+        self.heads: list[bytes] = []
+        super().__init__()
+        self.addr = f"http://127.0.0.1:{self.port}"
+
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                data += got
+            self.heads.append(data.partition(b"\r\n\r\n")[0])
+            conn.sendall(self.answer)
+            chunk = b"<p>" * 21845
+            while self.endless and not self.stopping.is_set():
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+
+def answer(status: str, body: bytes, *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture(params=["sync", "async"])
+def call(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``call(addr, method, *args, **client_kw)``: one call with a sync or async client."""
+
+    def run(addr: str, method: str, *args: object, **kw: Any) -> Any:
+        settings: dict[str, Any] = {"env": {}, "retries": 0, **kw}
+        if request.param == "sync":
+            with Client(addr, TOKEN, **settings) as client:
+                return getattr(client, method)(*args)
+
+        async def main() -> Any:
+            async with AsyncClient(addr, TOKEN, **settings) as client:
+                return await getattr(client, method)(*args)
+
+        return asyncio.run(main())
+
+    return run
+
+
+@pytest.fixture
+def endless() -> Iterator[EndlessAnswer]:
+    peer = EndlessAnswer(drip=False)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def drip() -> Iterator[EndlessAnswer]:
+    peer = EndlessAnswer(drip=True)
+    yield peer
+    peer.stop()
+
+
+@pytest.mark.timeout(60)
+def test_an_endless_body_is_cut_at_max_response_bytes(
+    call: Callable[..., Any], endless: EndlessAnswer
+) -> None:
+    """The whole body was read into memory: 6 MB/s of growth until the process died."""
+    addr = f"http://127.0.0.1:{endless.port}"
+    with pytest.raises(UnexpectedResponseError, match="over 1048576 bytes"):
+        call(addr, "get", PATH, max_response_bytes=1 << 20, timeout=30.0)
+
+
+@pytest.mark.timeout(60)
+def test_a_body_dripped_byte_by_byte_ends_within_the_timeout(
+    call: Callable[..., Any], drip: EndlessAnswer
+) -> None:
+    """Each read came in time, so httpx's per-read timeout never fired: no call ever ended."""
+    addr = f"http://127.0.0.1:{drip.port}"
+    with pytest.raises(ServerUnavailableError, match="ReadTimeout"):
+        call(addr, "get", PATH, timeout=0.5)
+
+
+@pytest.mark.timeout(60)
+def test_a_compressed_answer_is_never_inflated(call: Callable[..., Any]) -> None:
+    """A gzip bomb: 10 MB of zeros in a few kilobytes; the client asked for no coding."""
+    bomb = gzip.compress(b"0" * 10_000_000)
+    peer = FixedAnswer(answer("200 OK", bomb, "Content-Encoding: gzip"))
+    try:
+        with pytest.raises(UnexpectedResponseError, match="content coding"):
+            call(peer.addr, "get", PATH, max_response_bytes=1 << 20)
+        assert b"accept-encoding: identity" in peer.heads[0].lower()
+        peer.answer = answer("500 Internal Server Error", bomb, "Content-Encoding: gzip")
+        with pytest.raises(ServerError, match="HTTP 500"):
+            call(peer.addr, "get", PATH)
+    finally:
+        peer.stop()
+
+
+@pytest.mark.timeout(60)
+def test_an_endless_error_body_is_read_only_in_part_and_mapped_by_status(
+    call: Callable[..., Any],
+) -> None:
+    head = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\n"
+    peer = FixedAnswer(head + b"Transfer-Encoding: chunked\r\n\r\n", endless=True)
+    try:
+        with pytest.raises(MedsecretsError, match="HTTP 502"):
+            call(peer.addr, "get", PATH, timeout=30.0)
+    finally:
+        peer.stop()
