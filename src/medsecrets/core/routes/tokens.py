@@ -8,6 +8,7 @@ itself up and revoke itself.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from medsecrets.auth.tokens import NO_SUCH_ACCESSOR
@@ -16,7 +17,11 @@ from medsecrets.errors import InvalidRequest, NotFoundError, PermissionDenied
 from medsecrets.schema.tokens import CreatedToken, Revoked, TokenInfo
 from medsecrets.sensitive import Sensitive
 
-__all__ = ["CreateBody", "TargetBody", "routes"]
+__all__ = ["NO_SUCH_TOKEN", "CreateBody", "TargetBody", "routes"]
+
+NO_SUCH_TOKEN = "no such token"  # noqa: S105 - a message, not a credential
+"""The answer for a token value that names no token the caller may see (unknown, revoked,
+or outside the caller's tree: the same words)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,31 +64,52 @@ def self_info(ctx: Context, call: Call) -> TokenInfo:
 
 
 def _target(ctx: Context, call: Call) -> TokenInfo:
-    """The token a lookup or revoke is about, after checking the caller may touch it."""
+    """The token a lookup or revoke is about, after checking the caller may touch it.
+
+    Nothing is looked up for a caller without the ``token`` capability (403 for any
+    other token, live or not), and a token outside the caller's tree answers exactly as
+    an unknown one, by accessor and by value alike: the answer never says whether a
+    token the caller may not touch exists.
+    """
     body = call.body
     principal = call.principal
     assert isinstance(body, TargetBody) and principal is not None
     if (body.accessor is None) == (body.token is None):
         raise InvalidRequest("body: give exactly one of accessor and token")
-    may_touch_others = "token" in principal.capabilities
-    if body.token is not None:  # the caller holds that token: its existence is no secret
-        target = ctx.tokens.lookup_token(body.token.reveal())
+    value = ""
+    if body.token is not None:
+        value = body.token.reveal()
+        if _same_token(value, call.request.token):  # the caller's own: nothing to look up
+            return principal
+        unknown = NO_SUCH_TOKEN
     else:
         assert body.accessor is not None
         if body.accessor == principal.accessor:
             return principal
-        if not may_touch_others:  # refused before the lookup: 403 whether it exists or not
-            raise PermissionDenied("this token may not look up or revoke other tokens")
-        target = ctx.tokens.lookup(body.accessor)
+        unknown = NO_SUCH_ACCESSOR
+    if "token" not in principal.capabilities:  # before the lookup: 403, live or not
+        raise PermissionDenied("this token may not look up or revoke other tokens")
+    try:
+        if body.accessor is not None:
+            target = ctx.tokens.lookup(body.accessor)
+        else:
+            target = ctx.tokens.lookup_token(value)
+    except NotFoundError:
+        raise NotFoundError(unknown) from None
     if target.accessor == principal.accessor:
         return target
-    if not may_touch_others:
-        raise PermissionDenied("this token may not look up or revoke other tokens")
     if not principal.root and not ctx.tokens.is_descendant(target, principal.accessor):
         # Do not reveal whether tokens outside the caller's tree exist: the answer of an
-        # unknown accessor, word for word.
-        raise NotFoundError(NO_SUCH_ACCESSOR)
+        # unknown one, word for word.
+        raise NotFoundError(unknown)
     return target
+
+
+def _same_token(given: str, own: str | None) -> bool:
+    """Whether ``given`` is the caller's own token ``own`` (compared in constant time)."""
+    if own is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), own.encode("utf-8"))
 
 
 def lookup(ctx: Context, call: Call) -> TokenInfo:
