@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import gzip
 import socket
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from tests.support.peers import EndlessAnswer, RawPeer
 
@@ -144,3 +146,65 @@ def test_an_endless_error_body_is_read_only_in_part_and_mapped_by_status(
             call(peer.addr, "get", PATH, timeout=30.0)
     finally:
         peer.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_redirect_is_not_followed_and_says_so(call: Callable[..., Any]) -> None:
+    """Not followed before either, but reported as 'SecretVersion: expected an object'."""
+    elsewhere = FixedAnswer(answer("200 OK", b"{}"))
+    peer = FixedAnswer(answer("307 Temporary Redirect", b"", f"Location: {elsewhere.addr}/x"))
+    try:
+        with pytest.raises(UnexpectedResponseError, match=r"HTTP 307.*redirect") as caught:
+            call(peer.addr, "get", PATH)
+        assert elsewhere.heads == []
+        assert TOKEN not in str(caught.value)
+    finally:
+        peer.stop()
+        elsewhere.stop()
+
+
+def _mock_call(kind: str, response: httpx.Response) -> BaseException:
+    """The exception one ``get`` raises when the server answers ``response``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return response
+
+    try:
+        if kind == "sync":
+            transport: Any = httpx.MockTransport(handler)
+            Client("http://a.test", TOKEN, transport=transport, env={}, retries=0).get(PATH)
+        else:
+
+            async def main() -> None:
+                transport = httpx.MockTransport(handler)
+                async with AsyncClient(
+                    "http://a.test", TOKEN, transport=transport, env={}, retries=0
+                ) as client:
+                    await client.get(PATH)
+
+            asyncio.run(main())
+    except BaseException as exc:
+        return exc
+    raise AssertionError("no error raised")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("status", "expected"), [(200, UnexpectedResponseError), (500, ServerError)]
+)
+def test_json_nested_deeper_than_the_parser_goes_is_a_documented_error(
+    kind: str, status: int, expected: type[MedsecretsError]
+) -> None:
+    """``json.loads`` raises ``RecursionError`` (not a ``ValueError``): it escaped raw."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert isinstance(_mock_call(kind, httpx.Response(status, content=deep)), expected)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_unreadable_answer_keeps_no_part_of_the_body(kind: str) -> None:
+    """The ``JSONDecodeError`` kept as context holds the whole document (``doc``)."""
+    canary = b'{"fields": {"password": "canary-value-77"}, truncated'
+    error = _mock_call(kind, httpx.Response(200, content=canary))
+    assert isinstance(error, UnexpectedResponseError)
+    assert error.__context__ is None and error.__cause__ is None
+    assert "canary" not in "".join(traceback.format_exception(error))

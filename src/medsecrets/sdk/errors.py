@@ -145,7 +145,7 @@ def error_from_response(status: int, content: bytes, *, subject: str = "") -> Me
     message = f"the server answered HTTP {status}"
     try:
         body = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than it reads
         body = None
     error_obj = body.get("error") if isinstance(body, dict) else None
     if isinstance(error_obj, dict):

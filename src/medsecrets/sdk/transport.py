@@ -25,7 +25,9 @@ costs bounded memory and time: a success body holds at most
 ``max_response_bytes`` (more: ``UnexpectedResponseError``), only the first
 ``MAX_ERROR_BYTES`` of an error body are read, the body is read as sent (the
 client asks for no content coding), and it must be complete within
-``timeout`` seconds of its headers (else it counts as a read timeout).
+``timeout`` seconds of its headers (else it counts as a read timeout). A
+redirect is never followed (the token would go with it): it is an
+``UnexpectedResponseError`` naming the status.
 
 The address that worked is kept (sticky) for later calls of the same client.
 """
@@ -325,10 +327,16 @@ class Attempts:
         return delay
 
     def after_response(self, status: int, content: bytes) -> float | None:
-        """``None`` for a success (decode it); a delay to retry; else raises the mapped error."""
+        """``None`` for a success (decode it); a delay to retry; else raises the mapped error
+        (``UnexpectedResponseError`` for a redirect or another status below 400 but not 2xx)."""
         self._round_failures = 0
-        if status < 400:
+        if 200 <= status < 300:
             return None
+        if status < 400:
+            raise UnexpectedResponseError(
+                f"the server at {self.address} answered HTTP {status}, which the client does not"
+                " follow (a redirect would take the token along; is the address right?)"
+            )
         error = error_from_response(status, content, subject=self._call.subject)
         if status == 503 and self._call.retry_safe:
             return self._backoff(error)
@@ -430,12 +438,18 @@ def encode(body: object) -> bytes:
 
 
 def decode(call: Call[T], content: bytes) -> T:
-    """The value of a 2xx answer to ``call``; ``UnexpectedResponseError`` if it does not fit."""
+    """The value of a 2xx answer to ``call``; ``UnexpectedResponseError`` if it does not fit
+    (not JSON, nested deeper than the parser goes, or not the expected shape).
+
+    The error is raised outside the failed parse's handler, so its context
+    keeps neither the parser's error (a ``JSONDecodeError`` holds the whole
+    document, which may hold secret values) nor the body.
+    """
     try:
         data = json.loads(content) if content else None
         return call.parse(data)
-    except (ValueError, TypeError, MedsecretsError) as exc:
-        detail = exc.message if isinstance(exc, MedsecretsError) else "not valid JSON"
-        raise UnexpectedResponseError(
-            f"unexpected answer to {call.method} {call.path}: {detail}"
-        ) from None
+    except MedsecretsError as exc:
+        detail = exc.message
+    except (ValueError, TypeError, RecursionError):
+        detail = "not valid JSON"
+    raise UnexpectedResponseError(f"unexpected answer to {call.method} {call.path}: {detail}")
