@@ -295,6 +295,46 @@ def test_cloudtrail_root_user_and_break_glass_iam_users_are_emergency_credential
     assert [(a.detector, a.severity) for a in alerts] == [("emergency", "critical")]
 
 
+def test_a_cross_account_call_logged_in_both_accounts_counts_once(tmp_path: Path) -> None:
+    """CloudTrail delivers a cross-account call to the caller's account and to the secret
+    owner's, with one ``sharedEventID`` and two ``eventID``s: an organisation trail holds
+    both. 30 reads were 60 events (a false rate alert at 51); now 30, and the same events
+    from another trail (the same ``eventID``s) add nothing either."""
+    caller = "222233334444"
+
+    def copy(i: int, recipient: str) -> dict[str, object]:
+        return trail_record(
+            eventTime=f"2025-03-04T10:{i // 60:02d}:{i % 60:02d}Z",
+            eventID=f"{recipient}-{i}",
+            sharedEventID=f"shared-{i}",
+            recipientAccountId=recipient,
+            userIdentity={
+                "type": "AssumedRole",
+                "arn": f"arn:aws:sts::{caller}:assumed-role/app/s",
+                "accountId": caller,
+                "sessionContext": {
+                    "sessionIssuer": {"type": "Role", "arn": f"arn:aws:iam::{caller}:role/app"}
+                },
+            },
+        )
+
+    files = []
+    for account in (ACCOUNT, caller):
+        name = f"{account}_CloudTrail_us-east-1_20250304T1015Z_{account}.json"
+        path = tmp_path / name
+        path.write_text(json.dumps({"Records": [copy(i * 4, account) for i in range(30)]}))
+        files.append(path)
+    own = tmp_path / "own-trail"  # the owner's own trail beside the organisation's
+    own.mkdir()
+    again = own / files[0].name
+    again.write_bytes(files[0].read_bytes())
+    report = analyze([*files, again])
+    assert report.events == 30
+    assert report.alerts == ()
+    # a reader given no Skipped remembers nothing: every record of the file is read
+    assert len(list(read_cloudtrail(files[0]))) == 30
+
+
 def test_cloudtrail_files_documents_lines_gzip_and_eventbridge(tmp_path: Path) -> None:
     document = tmp_path / f"{ACCOUNT}_CloudTrail_us-east-1_20250304T1015Z_x.json.gz"
     records = [trail_record(eventID=f"e-{i}") for i in range(3)]

@@ -21,7 +21,10 @@ and yields events in file order:
   A file is read whole, up to ``MAX_DOCUMENT_BYTES`` (64 MiB) decompressed,
   and refused unparsed when it holds more JSON objects and arrays than
   records can (``BYTES_PER_OBJECT``). A digest file (``digestStartTime``,
-  ``logFiles``) holds no event: it is skipped and noted.
+  ``logFiles``) holds no event: it is skipped and noted. A second copy of an
+  event (a cross-account call is delivered to both accounts with one
+  ``sharedEventID``; the same ``eventID`` twice) is skipped and counted when
+  the readers of every file share one ``Skipped``.
   Only Secrets Manager events
   (``eventSource`` ``secretsmanager.amazonaws.com``) become events
   (``DescribeSecret`` is ``describe``);
@@ -112,6 +115,8 @@ __all__ = [
     "BLOCK_BYTES",
     "BYTES_PER_OBJECT",
     "CLOUDTRAIL_OPERATIONS",
+    "COPIES_KEPT",
+    "COPY_WINDOW",
     "DEFAULT_PREFIX",
     "EMERGENCY_PATTERN",
     "EMERGENCY_POLICIES",
@@ -251,23 +256,66 @@ _BAD_GZIP: Final = "truncated or corrupt gzip"
 GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
+COPY_WINDOW: Final = 3600.0
+"""Seconds of event time within which a second copy of a CloudTrail event is recognised."""
+COPIES_KEPT: Final = 200_000
+"""CloudTrail event ids remembered at most (the oldest half is dropped beyond)."""
+
+
 class Skipped:
     """What a read passed over: lines longer than ``MAX_LINE_BYTES`` (``lines``, and the first
-    ``SKIPPED_NAMED`` of them as ``(file, line)`` in ``where``) and CloudTrail digest files
-    (``digests``, their names). Give one to the readers to learn about them."""
+    ``SKIPPED_NAMED`` of them as ``(file, line)`` in ``where``), CloudTrail digest files
+    (``digests``, their names) and second copies of CloudTrail events (``copies``). Give one
+    to the readers to learn about them, the same one to the readers of every file of one
+    analysis: it remembers the CloudTrail events read (``copy``), so that a copy in another
+    file is passed over too.
 
-    __slots__ = ("digests", "lines", "where")
+    A cross-account call is delivered twice, to the caller's account and to the resource
+    owner's, with the same ``sharedEventID`` (and each its own ``eventID``), so an
+    organisation trail's bucket holds both; the same event may also come twice with the same
+    ``eventID`` (an account's own trail beside the organisation's, a file given twice). An
+    event is a copy when its ``sharedEventID``, else its ``eventID``, was read within
+    ``COPY_WINDOW`` seconds of event time (at most ``COPIES_KEPT`` ids are kept).
+    """
+
+    __slots__ = ("_newest", "_seen", "copies", "digests", "lines", "where")
 
     def __init__(self) -> None:
         self.lines = 0
         self.where: list[tuple[str, int]] = []
         self.digests: list[str] = []
+        self.copies = 0
+        self._seen: dict[str, float] = {}
+        self._newest = float("-inf")
 
     def line(self, file: str, number: int) -> None:
         """Note the skipped line ``number`` of ``file``."""
         self.lines += 1
         if len(self.where) < SKIPPED_NAMED:
             self.where.append((file, number))
+
+    def copy(self, event_id: str, ts: float) -> bool:
+        """Whether the CloudTrail event ``event_id`` (its ``sharedEventID``, else its
+        ``eventID``) at ``ts`` is a copy of one read before (then it is counted in
+        ``copies``); otherwise it is remembered."""
+        seen = self._seen
+        last = seen.get(event_id)
+        if last is not None and abs(ts - last) <= COPY_WINDOW:
+            self.copies += 1
+            return True
+        if ts > self._newest:
+            self._newest = ts
+            horizon = ts - COPY_WINDOW
+            while seen:  # (roughly in time order: CloudTrail files come in delivery order)
+                oldest = next(iter(seen))
+                if seen[oldest] >= horizon:
+                    break
+                del seen[oldest]
+        if len(seen) >= COPIES_KEPT:
+            for key in list(seen)[: len(seen) // 2]:
+                del seen[key]
+        seen[event_id] = ts
+        return False
 
     def merge(self, other: Skipped, offset: int = 0) -> None:
         """Add ``other``'s notes, its line numbers moved by ``offset``."""
@@ -276,6 +324,7 @@ class Skipped:
                 self.where.append((file, number + offset))
         self.lines += other.lines
         self.digests.extend(other.digests)
+        self.copies += other.copies
 
 
 def _skip_line(skipped: Skipped | None, file: str, number: int) -> None:
@@ -938,7 +987,9 @@ def read_cloudtrail(
     or ``eventSource``) or an EventBridge envelope (a ``detail`` object: a
     CloudTrail event, or skipped when it is another event with a
     ``detail-type``); a digest file is skipped (its name noted in
-    ``skipped.digests``). Anything else raises ``LogFormatError`` naming the file
+    ``skipped.digests``); with ``skipped``, a second copy of an event (the same
+    ``sharedEventID``, else ``eventID``, within ``COPY_WINDOW``: see ``Skipped``) is passed
+    over and counted in ``skipped.copies``. Anything else raises ``LogFormatError`` naming the file
     and the line the value starts on (for a bad record of a ``Records`` list,
     its number in the list). CloudTrail does not promise time order inside
     or across files; the analyzer reorders (``monitor.analyze``).
@@ -957,7 +1008,12 @@ def read_cloudtrail(
             try:
                 if not isinstance(record, dict):
                     raise LogFormatError("not a CloudTrail event")
-                yield from events_from_cloudtrail(record, prefix=prefix, decoy=decoy)
+                events = events_from_cloudtrail(record, prefix=prefix, decoy=decoy)
+                if events and skipped is not None:
+                    key = _text(record.get("sharedEventID")) or _text(record.get("eventID"))
+                    if key and skipped.copy(key, events[0].ts):
+                        continue
+                yield from events
             except LogFormatError as exc:
                 where = f" (record {number} of Records)" if listed else ""
                 raise LogFormatError(f"{exc.problem}{where}", file=name, line=line) from None
