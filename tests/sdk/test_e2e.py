@@ -259,6 +259,35 @@ def test_repr_never_shows_the_token_or_values(client: Client, server: ServerProc
     assert secret.fields["username"] == CANARY
 
 
+def test_a_percent_in_a_path_is_refused_not_decoded_into_another_secret(
+    client: Client, server: ServerProcess
+) -> None:
+    """The server decodes the path it is given once more: ``a%2Fb`` read ``a/b``."""
+    client.put(db("pct"), {"username": CANARY})
+    reader = AsyncClient(server.addr, server.token, env={})
+    for path in ("medessence/test/database%2Fpct", "medessence%2Ftest%2Fdatabase%2Fpct"):
+        with pytest.raises(InvalidRequest, match="'%'"):
+            client.get(path)
+        with pytest.raises(InvalidRequest, match="'%'"):
+            asyncio.run(reader.describe(path))
+    with pytest.raises(InvalidRequest, match="'%'"):
+        client.put("medessence/test/database%2Fpct", {"username": "overwritten"})
+    assert client.get(db("pct")).fields["username"] == CANARY
+
+
+def test_text_that_is_not_unicode_is_refused_in_paths_and_queries(client: Client) -> None:
+    """A lone surrogate escaped as a bare ``UnicodeEncodeError`` from ``quote``/httpx."""
+    for call in (
+        lambda: client.get("medessence/test/\udc80"),
+        lambda: client.category("\udc80"),
+        lambda: client.get(db("x"), version_id="\udc80"),
+        lambda: client.list("\udc80"),
+        lambda: client.audit_who_read("medessence/\udc80"),
+    ):
+        with pytest.raises(InvalidRequest, match="valid Unicode"):
+            call()
+
+
 # -- the cache over HTTP -------------------------------------------------------------
 def test_cache_sees_a_new_version_within_its_refresh_interval(client: Client) -> None:
     path = db("cached")

@@ -15,9 +15,11 @@ a second version, or report the deletion it made as ``ScheduledForDeletion``):
 those are retried only when the request never left (no connection), and a
 lost answer surfaces as an error, to be checked by a read.
 
-Every path goes into the URL as it is: a ``.`` or ``..`` segment is refused
-here (``InvalidRequest``) before anything is sent, since HTTP clients resolve
-them and the request would reach another route.
+Every path goes into the URL as it is: a ``.`` or ``..`` segment, a ``%`` and
+text that is not Unicode are refused here (``InvalidRequest``) before anything
+is sent (see ``_seg``): HTTP clients resolve dot segments, the server decodes
+an escaped ``%``, and either way the request would reach another route or
+secret.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from medsecrets.schema.secrets import (
 )
 from medsecrets.schema.system import Health, KeyringInfo
 from medsecrets.schema.tokens import CreatedToken, Revoked, TokenInfo
-from medsecrets.sdk.transport import Call
+from medsecrets.sdk.transport import Call, is_unicode
 from medsecrets.sensitive import SecretFields, Sensitive
 from medsecrets.wire import from_wire, to_wire
 
@@ -121,13 +123,22 @@ def _member(cls: type[T], key: str) -> Callable[[object], T]:
 
 
 def _seg(path: str) -> str:
-    """``path`` for the URL: ``/``-separated, every other reserved character escaped;
-    ``InvalidRequest`` for a ``.`` or ``..`` segment (it would be resolved away, and the
-    request would reach another route)."""
+    """``path`` for the URL: ``/``-separated, every other reserved character escaped.
+
+    ``InvalidRequest`` for a ``.`` or ``..`` segment (it would be resolved away,
+    and the request would reach another route), for a ``%`` (no secret path,
+    category or name holds one, and the server decodes the path it is given
+    once more: an escaped ``%2F`` arrived as ``/`` and read another secret) and
+    for text that is not Unicode (a lone surrogate), before anything is sent.
+    """
     if not isinstance(path, str):
         raise InvalidRequest("a path must be a string")
     if any(segment in (".", "..") for segment in path.split("/")):
         raise InvalidRequest("a path must not have a '.' or '..' segment")
+    if "%" in path:
+        raise InvalidRequest("a path must not hold '%' (no path or name has one)")
+    if not is_unicode(path):
+        raise InvalidRequest("a path must be valid Unicode text")
     return quote(path, safe="/")
 
 

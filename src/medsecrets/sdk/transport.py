@@ -69,6 +69,7 @@ __all__ = [
     "RetryPolicy",
     "decode",
     "encode",
+    "is_unicode",
     "resolve_settings",
 ]
 
@@ -103,6 +104,21 @@ class Call(Generic[T_co]):
     auth: bool = True
     retry_safe: bool = True
     subject: str = ""
+
+    def __post_init__(self) -> None:
+        """``InvalidRequest`` for a query parameter that is not Unicode text (a lone
+        surrogate): httpx raised a bare ``UnicodeEncodeError`` while sending."""
+        if not all(is_unicode(name) and is_unicode(value) for name, value in self.params):
+            raise InvalidRequest("a query parameter must be valid Unicode text")
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
