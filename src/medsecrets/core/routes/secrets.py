@@ -77,6 +77,9 @@ class DestroyBody:
     version: int
 
 
+_NO_CHANGE = MetadataBody()
+
+
 # -- handlers ------------------------------------------------------------------------------
 def put(ctx: Context, call: Call) -> PutResponse:
     body = call.body
@@ -132,6 +135,13 @@ def update_metadata(ctx: Context, call: Call) -> SecretMetadata:
     assert isinstance(body, MetadataBody)
     if body.clear_rotation_override and body.rotation_days is not None:
         raise InvalidRequest("give either rotation_days or clear_rotation_override, not both")
+    if body == _NO_CHANGE:
+        # An empty change would only move updated_at and hand the metadata to a token
+        # that may write but not list (GET /v1/metadata/{path} needs list).
+        raise InvalidRequest(
+            "body: give at least one of description, owner, tags, rotation_days and "
+            "clear_rotation_override"
+        )
     return ctx.store.secrets.update_metadata(
         call.path,
         description=body.description,
