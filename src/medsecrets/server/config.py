@@ -56,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -254,12 +255,15 @@ def parse_listen(value: str) -> tuple[str, int]:
         host, sep, port_text = value[1:].partition("]:")
         if not sep:
             raise ValueError("must be [IPv6]:PORT")
-        ipaddress.IPv6Address(host)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("must be [IPv6]:PORT with an IPv6 address in the brackets") from None
     else:
         host, _, port_text = value.rpartition(":")
         if not host or ":" in host:
             raise ValueError("must be HOST:PORT (IPv6 as [ADDR]:PORT)")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise ValueError("port must be an integer from 1 to 65535")
     return host, int(port_text)
 
@@ -455,12 +459,22 @@ _MAX_CONFIG_BYTES: Final = 1 << 20
 
 def _read_file(path: str) -> dict[str, tuple[object, str]]:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_CONFIG_BYTES + 1)
+        # O_NONBLOCK: opening a FIFO with no writer would otherwise wait for good
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r}: not found") from None
     except OSError as exc:
         raise ConfigError(f"config file {path!r}: cannot read it ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"config file {path!r}: not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(_MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {path!r}: cannot read it ({exc.strerror})") from None
+    finally:
+        os.close(fd)
     if len(data) > _MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path!r}: larger than 1 MiB")
     try:
