@@ -20,7 +20,7 @@ import pytest
 
 from medsecrets.cli.app import main
 from medsecrets.monitor import sources
-from medsecrets.monitor.analyze import AnalysisReport
+from medsecrets.monitor.analyze import AnalysisReport, analyze
 from medsecrets.monitor.sources import read_events
 
 ACCOUNT = "111122223333"
@@ -135,8 +135,29 @@ def test_vault_principals_are_keyed_by_entity_and_root_by_accessor(tmp_path: Pat
     for n, auth in enumerate((alice, alice_again, other, root_one, root_two)):
         lines += vault_pair(f"2025-03-03T09:00:0{n}Z", auth, f"r{n}", "medessence/production/x")
     found = [e.principal for e in read_events(vault_file(tmp_path / "a.log", lines), "vault")]
-    assert found[:3] == ["oidc-alice#7d3f0c1e", "oidc-alice#7d3f0c1e", "oidc-alice#9e21aa07"]
+    assert found[:3] == [
+        "entity#7d3f0c1e-aaaa-bbbb-cccc-000000000001",
+        "entity#7d3f0c1e-aaaa-bbbb-cccc-000000000001",
+        "entity#9e21aa07-aaaa-bbbb-cccc-000000000002",
+    ]
     assert found[3] != found[4] and all(p.startswith("root#") for p in found[3:])
+
+
+def test_one_vault_identity_through_two_auth_methods_is_one_principal(tmp_path: Path) -> None:
+    """Vault ties the logins of one person through OIDC and userpass to one entity, while the
+    display names differ: 30 reads through each method are 60 reads of one principal (a rate
+    alert at 51), not two principals of 30 whose counts never add up."""
+    entity = "7d3f0c1e-aaaa-bbbb-cccc-000000000001"
+    oidc = vault_auth("oidc-alice", "a1", entity=entity)
+    userpass = vault_auth("userpass-alice", "a2", entity=entity)
+    lines = []
+    for n in range(60):
+        auth = oidc if n % 2 else userpass
+        at = f"2025-03-03T09:{n // 30:02d}:{n * 2 % 60:02d}Z"
+        lines += vault_pair(at, auth, f"r{n}", "medessence/production/x")
+    report = analyze(vault_file(tmp_path / "a.log", lines), "vault")
+    assert report.counts["rate"] == 1
+    assert report.alerts[0].principal == f"entity#{entity}"
 
 
 def test_request_entries_are_skipped_unparsed_whatever_the_field_order(

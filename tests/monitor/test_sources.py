@@ -414,7 +414,7 @@ def test_vault_kv2_read_list_and_denial(tmp_path: Path) -> None:
     read, listing, denied, login = read_vault(path)
     assert read == AccessEvent(
         parse_time("2025-03-04T10:15:30.250000123Z"),
-        "approle:billing#5b1d",
+        "entity#5b1d",
         "10.30.4.17",
         "read",
         "read",

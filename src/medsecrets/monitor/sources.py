@@ -49,11 +49,11 @@ and yields events in file order:
   is the KV v2 segment: ``secret/data/<path>`` reads are ``read``,
   ``secret/metadata/<path>`` lists are ``list`` and its reads ``describe``. An
   ``error`` containing ``permission denied`` (or a missing/invalid token) is
-  ``denied``. The principal is ``auth.display_name`` (with
-  ``auth.metadata.role_name`` added for AppRole, whose display name is just
-  ``approle``), keyed by a prefix of ``auth.entity_id`` when there is one
-  (``name#entity``), else, for the names many tokens share (``token``,
-  ``root``, none), by a prefix of the ``auth.accessor`` HMAC;
+  ``denied``. The principal is the Vault identity, ``entity#<auth.entity_id>``,
+  when there is one (one principal across its auth methods), else
+  ``auth.display_name`` (with ``auth.metadata.role_name`` added for AppRole,
+  whose display name is just ``approle``), keyed, for the names many tokens
+  share (``token``, ``root``, none), by a prefix of the ``auth.accessor`` HMAC;
   ``auth.metadata.emergency: "true"`` or a ``break-glass`` /
   ``emergency`` policy marks an emergency token. Request entries are skipped
   unparsed (``type`` last, as Vault writes it now, or second, as it did); a
@@ -1077,12 +1077,18 @@ display name), ``root`` (every root token), none."""
 def _vault_identity(auth: object) -> tuple[str, bool]:
     """``(principal, emergency)`` of a Vault ``auth`` object.
 
-    The principal is the display name (plus ``role_name`` for AppRole), kept
-    for display, keyed by the first 8 characters of ``entity_id`` when there is
-    one (``<name>#<entity>``: every token of the identity under that name is one
-    principal, and two identities' tokens of the same name are two), else a
-    generic name (``token``, ``root``, none) gets the first 12 hex digits of the
-    token's ``accessor`` HMAC (``token#a1b2…``): each such token is its own.
+    A token of a Vault identity (``entity_id``) is that entity,
+    ``entity#<entity_id>``: Vault ties every login of one person or service to
+    its entity, whatever the auth method (an entity has an alias per method),
+    and a token created by such a token inherits it, while the display name
+    changes with the method (``oidc-alice``, ``userpass-alice``): named by it,
+    one identity was a principal per login method, whose counts never added up
+    (a rate limit read twice over through two methods) and whose baselines each
+    started afresh. The whole id is kept (look it up with ``vault read
+    identity/entity/id/<id>``). A token without an entity is its display name
+    (plus ``role_name`` for AppRole), and a generic name (``token``, ``root``,
+    none) gets the first 12 hex digits of the token's ``accessor`` HMAC
+    (``token#a1b2…``): each such token is its own.
     """
     if not isinstance(auth, Mapping):
         return "", False
@@ -1099,7 +1105,7 @@ def _vault_identity(auth: object) -> tuple[str, bool]:
         emergency = any(p in EMERGENCY_POLICIES for p in policies if isinstance(p, str))
     entity = _text(auth.get("entity_id"))
     if entity:
-        return f"{principal or 'token'}#{entity[:8]}", emergency
+        return f"entity#{entity}", emergency
     if principal in _GENERIC_NAMES:
         accessor = _text(auth.get("accessor"))
         if accessor:
