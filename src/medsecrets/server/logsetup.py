@@ -23,11 +23,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import sys
 import threading
 from typing import TextIO
 
 from medsecrets.api.logging import set_access_sink
+from medsecrets.errors import ConfigError
 from medsecrets.logs import log_json
 
 __all__ = ["configure_logging", "flush_logging", "granian_log_config", "route_server_loggers"]
@@ -132,15 +134,34 @@ _SERVER_LOGGERS = (
 def configure_logging(level: str = "info", *, file: str | None = None) -> logging.Handler:
     """Send every log record at ``level`` or above as JSON lines to ``file`` or stderr
     (``logs.log_json``), access lines batched, the ASGI servers' loggers routed to it.
+    A missing ``file`` is created 0600; one that cannot be opened for appending raises
+    ``ConfigError`` naming ``log_file`` (nothing is changed then).
 
     Idempotent: replaces the handlers installed by a previous call. Returns the handler.
     """
+    if file is not None:
+        _create_log_file(file)
     flush_logging()  # into the previous handler, before log_json closes it
     handler = log_json(level, file=file)
     assert isinstance(handler, logging.StreamHandler)  # a FileHandler is one too
     _defer_access_lines(handler)
     route_server_loggers()
     return handler
+
+
+def _create_log_file(path: str) -> None:
+    """Create ``path`` 0600 if it is missing (whatever the umask: the lines name principals,
+    paths and addresses), or check it can be appended to; ``ConfigError`` naming
+    ``log_file`` when it cannot (a missing or read-only directory, a directory)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        # O_NONBLOCK: a FIFO with no reader fails at once instead of holding the start
+        fd = os.open(path, flags | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"setting 'log_file': cannot open {path!r} for appending ({exc.strerror or exc})"
+        ) from None
+    os.close(fd)
 
 
 def _defer_access_lines(handler: logging.StreamHandler[TextIO] | logging.FileHandler) -> None:
