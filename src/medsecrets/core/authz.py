@@ -1,9 +1,12 @@
 """Authorization: may this principal make this call? Default deny.
 
 A call is allowed when the route is open, or the route needs only a valid
-token, or the token holds the route's capability on a prefix of the route's
-authorization path (``*`` covers every path). Routes whose ``authz_path``
-gives ``None`` are decided by the capability alone. Child tokens never exceed
+token, or the token holds the route's capability on one of its paths that
+covers the route's authorization path segment by segment (``covers``: the path
+itself or a path under it; ``*`` covers every path). For a listing (``lists``)
+the token's path must cover everything the listing's string prefix could name
+(``covers_listing``). Routes whose ``authz_path`` gives ``None`` are decided by
+the capability alone. Child tokens never exceed
 their parents (``TokenStore.create`` enforces it), so checking the token
 itself is enough.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from medsecrets.core.routes.base import Call, RouteSpec
 from medsecrets.errors import PermissionDenied
-from medsecrets.schema.tokens import TokenInfo, covers
+from medsecrets.schema.tokens import TokenInfo, covers, covers_listing
 
 __all__ = ["authorize"]
 
@@ -33,7 +36,13 @@ def authorize(spec: RouteSpec, call: Call, principal: TokenInfo | None) -> None:
     path = spec.authz_path(call)
     if path is None:
         return
+    check = covers_listing if spec.lists else covers
     for prefix in principal.paths:
-        if covers(prefix, path):
+        if check(prefix, path):
             return
+    if spec.lists:
+        raise PermissionDenied(
+            f"permission denied: {capability!r} is not granted on everything this prefix"
+            " lists (a token on a/b lists the prefix a/b/)"
+        )
     raise PermissionDenied(f"permission denied: {capability!r} is not granted on this path")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from medsecrets.sensitive import Sensitive
 
-__all__ = ["CreatedToken", "Revoked", "TokenInfo", "covers"]
+__all__ = ["CreatedToken", "Revoked", "TokenInfo", "covers", "covers_listing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +46,26 @@ class TokenInfo:
 
 
 def covers(prefix: str, path: str) -> bool:
-    """Whether the path prefix ``prefix`` (or ``*``) covers ``path``."""
-    return prefix == "*" or path.startswith(prefix)
+    """Whether the token path ``prefix`` (or ``*``) covers ``path``, segment by segment:
+    ``path`` is ``prefix`` itself or lies under it. ``medessence/production`` covers
+    ``medessence/production`` and ``medessence/production/database``, not
+    ``medessence/production-eu/database``; ``medessence/production/`` covers what lies under
+    it."""
+    if prefix == "*":
+        return True
+    if not path.startswith(prefix):
+        return False
+    return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
+
+
+def covers_listing(prefix: str, listed: str) -> bool:
+    """Whether the token path ``prefix`` (or ``*``) covers every path that starts with the
+    string ``listed`` (a listing's prefix): ``listed`` starts with ``prefix`` and a ``/``.
+    A listing of ``medessence/production`` could name ``medessence/production-eu/...``,
+    so a token on ``medessence/production`` lists ``medessence/production/``."""
+    if prefix == "*":
+        return True
+    return listed.startswith(prefix if prefix.endswith("/") else prefix + "/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,9 @@ class RouteSpec:
     body_required: bool = False
     query: tuple[QueryParam, ...] = ()
     authz_path: Callable[[Call], str | None] | None = None
+    lists: bool = False
+    """``authz_path`` gives a listing's string prefix: the token must cover every path that
+    starts with it (``schema.tokens.covers_listing``), not only the prefix itself."""
     response: object = None
     statuses: tuple[int, ...] | None = None
     parser: Callable[[object], object] | None = None

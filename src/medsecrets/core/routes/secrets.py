@@ -343,6 +343,7 @@ def routes() -> tuple[RouteSpec, ...]:
             summary="List and search secrets (metadata only), paginated",
             capability="list",
             authz_path=_list_path,
+            lists=True,
             query=(
                 QueryParam("prefix", str, description="path prefix"),
                 QueryParam("environment", str, description="only this environment"),
