@@ -6,6 +6,8 @@ real server process is exercised in ``test_e2e.py``.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from medsecrets.clock import ManualClock
@@ -207,3 +209,40 @@ def test_bad_settings_are_refused(source: Counting) -> None:
     ):  # fmt: skip
         with pytest.raises(ValueError):
             SecretCache(source, **bad)  # type: ignore[arg-type]
+
+
+class Gated(Counting):
+    """``Counting`` whose ``get`` reads, then waits for ``go`` before it answers."""
+
+    def __init__(self, store: SecretStore) -> None:
+        super().__init__(store)
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def get(self, path: str) -> SecretVersion:
+        secret = super().get(path)
+        self.entered.set()
+        self.go.wait(30)
+        return secret
+
+
+def test_invalidate_forgets_what_a_refresh_under_way_read(
+    store: SecretStore, clock: ManualClock
+) -> None:
+    """A refresh that had read before the change stored its value after the ``invalidate``
+    meant to drop it (the one that follows a write through the cache's own client)."""
+    store.secrets.put(PATH, {"username": "canary_v1"})
+    source = Gated(store)
+    cache = cache_for(source, clock)
+    reader = threading.Thread(target=cache.get, args=(PATH,))
+    reader.start()
+    assert source.entered.wait(30)  # it has read canary_v1 and not yet answered
+    store.secrets.put(PATH, {"username": "canary_v2"})
+    forget = threading.Thread(target=cache.invalidate, args=(PATH,))
+    forget.start()
+    forget.join(0.2)  # (waits for the refresh; passes whether or not it got this far)
+    source.go.set()
+    reader.join(30)
+    forget.join(30)
+    assert len(cache) == 0
+    assert cache.get(PATH, "username") == "canary_v2"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import inspect
+import weakref
 from pathlib import Path
 
 import pytest
@@ -289,19 +291,48 @@ def test_text_that_is_not_unicode_is_refused_in_paths_and_queries(client: Client
 
 
 # -- the cache over HTTP -------------------------------------------------------------
-def test_cache_sees_a_new_version_within_its_refresh_interval(client: Client) -> None:
+def test_cache_sees_a_new_version_within_its_refresh_interval(
+    client: Client, server: ServerProcess
+) -> None:
     path = db("cached")
     client.put(path, {"username": "cached_v1"})
     clock = ManualClock()
     cache = SecretCache(client, ttl=60.0, refresh_ahead=0.5, jitter=0.1, clock=clock)
     assert cache.get(path, "username") == "cached_v1"
-    client.put(path, {"username": "cached_v2"})
+    with Client(server.addr, server.token, env={}) as elsewhere:  # a write the cache cannot see
+        elsewhere.put(path, {"username": "cached_v2"})
     clock.advance(20)
     assert cache.get(path, "username") == "cached_v1"  # fresh: served from memory
     clock.advance(13.01)  # past the latest refresh point (30 * 1.1 = 33)
     cache.get(path)  # starts the background refresh
     cache.wait_for_refreshes(timeout=30)
     assert cache.get(path, "username") == "cached_v2"
+
+
+def test_cache_reads_its_own_clients_writes_at_once(client: Client) -> None:
+    """The cache served the value it held until its refresh point (4 minutes by default)
+    after a ``put``, ``delete`` or stage move through the very client it reads with."""
+    path = db("cached-own")
+    client.put(path, {"username": "own_v1"})
+    cache = SecretCache(client, ttl=300.0, clock=ManualClock())
+    assert cache.get(path, "username") == "own_v1"
+    client.put(path, {"username": "own_v2"})
+    assert cache.get(path, "username") == "own_v2"
+    client.promote(path, 1)
+    assert cache.get(path, "username") == "own_v1"
+    with pytest.raises(InvalidRequest):  # refused by the server: the entry is read again
+        client.delete(path, recovery_days=1)
+    assert cache.get(path, "username") == "own_v1"
+    client.delete(path)
+    with pytest.raises(ScheduledForDeletion):
+        cache.get(path)
+    client.restore(path)
+    assert cache.get(path, "username") == "own_v1"
+    dropped = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert dropped() is None  # the client does not keep its listeners alive
+    client.put(path, {"username": "own_v3"})
 
 
 def test_cache_with_a_read_only_token_falls_back_to_reading(
@@ -377,7 +408,7 @@ def test_async_client_has_the_same_methods_and_signatures() -> None:
     assert set(sync) == set(asynchronous)
     for name, signature in sync.items():
         assert list(signature.parameters) == list(asynchronous[name].parameters), name
-        if name not in ("call", "iter_list", "set_token"):
+        if name not in ("call", "iter_list", "set_token", "on_secret_change"):
             assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
 
 

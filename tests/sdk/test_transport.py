@@ -340,3 +340,33 @@ def test_an_address_with_credentials_is_refused_without_echoing_them(addr: str) 
     with pytest.raises(ValueError, match="must not hold a user name or password") as caught:
         Client(addr, "t", env={})
     assert "canary" not in str(caught.value)
+
+
+def test_both_clients_tell_their_listeners_of_every_call_that_may_change_a_secret() -> None:
+    """What lets ``SecretCache`` read its own client's writes: a write, also a failed one."""
+    path = "medessence/development/database"
+
+    def lost(request: httpx.Request) -> Exception:
+        return httpx.ReadError("connection reset after the request", request=request)
+
+    heard: list[str] = []
+    client, _ = make(Script([200, lost, 200]), retries=0)
+    client.on_secret_change(heard.append)
+    client.get(path)
+    with pytest.raises(ServerUnavailableError):
+        client.put(path, {"password": "x" * 20})
+    with pytest.raises(UnexpectedResponseError):  # the mock answers a secret, not metadata
+        client.destroy(path, 1)
+    assert heard == [path, path]
+
+    async def main() -> list[str]:
+        told: list[str] = []
+        transport = httpx.MockTransport(Script([200, lost]))
+        async with AsyncClient(A, "t", transport=transport, env={}, retries=0) as aclient:
+            aclient.on_secret_change(told.append)
+            await aclient.get(path)
+            with pytest.raises(ServerUnavailableError):
+                await aclient.delete(path)
+        return told
+
+    assert asyncio.run(main()) == [path]

@@ -129,27 +129,31 @@ class AsyncClient(ClientBase):
         await self._http.aclose()
 
     async def call(self, call: Call[T]) -> T:
-        """Send ``call`` with retries and failover; its decoded answer or the mapped error."""
+        """Send ``call`` with retries and failover; its decoded answer or the mapped error.
+        Then the ``on_secret_change`` listeners hear of a call that may have changed a secret."""
         attempts = Attempts(call, self._ring, self._settings.policy, self._random)
         headers = self._settings.headers(call, self._token)
         body = None if call.body is None else encode(call.body)
-        while True:
-            url = attempts.address + call.path
-            failure: httpx.TransportError | None = None
-            try:
-                status, content = await self._exchange(call, url, body, headers)
-            except httpx.TransportError as exc:
-                failure = exc  # handled below, outside this block: no chained context
-            if failure is not None:
-                # the httpx error holds the request and its token header: never chain it
-                delay = attempts.after_transport_error(failure)
-            else:
-                wait = attempts.after_response(status, content)
-                if wait is None:
-                    return decode(call, content)
-                delay = wait
-            if delay > 0:
-                await self._sleep(delay)
+        try:
+            while True:
+                url = attempts.address + call.path
+                failure: httpx.TransportError | None = None
+                try:
+                    status, content = await self._exchange(call, url, body, headers)
+                except httpx.TransportError as exc:
+                    failure = exc  # handled below, outside this block: no chained context
+                if failure is not None:
+                    # the httpx error holds the request and its token header: never chain it
+                    delay = attempts.after_transport_error(failure)
+                else:
+                    wait = attempts.after_response(status, content)
+                    if wait is None:
+                        return decode(call, content)
+                    delay = wait
+                if delay > 0:
+                    await self._sleep(delay)
+        finally:
+            self._changed(call)  # a write may have changed the secret, even if it failed
 
     async def _exchange(
         self, call: Call[T], url: str, body: bytes | None, headers: dict[str, str]

@@ -1,16 +1,21 @@
 """``ClientBase``: what ``Client`` and ``AsyncClient`` share besides the sans-IO layer.
 
-Settings resolution, the failover ring, the token (masked in ``repr``) and the
-retry seams (``random``); each subclass adds only its httpx client, its
-``call`` driver loop and its awaited or plain endpoint methods.
+Settings resolution, the failover ring, the token (masked in ``repr``), the
+retry seams (``random``) and the listeners told of secret changes
+(``on_secret_change``); each subclass adds only its httpx client, its ``call``
+driver loop and its awaited or plain endpoint methods.
 """
 
 from __future__ import annotations
 
+import inspect
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from medsecrets.sdk.transport import (
     AddressRing,
+    Call,
     ClientSettings,
     RetryPolicy,
     as_sensitive,
@@ -53,6 +58,8 @@ class ClientBase:
         self._token = self._settings.token
         self._ring = AddressRing(self._settings.addresses)
         self._random = random
+        self._listeners: list[Callable[[], Callable[[str], None] | None]] = []
+        self._listeners_lock = threading.Lock()
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -72,6 +79,38 @@ class ClientBase:
     def set_token(self, token: str | Sensitive[str] | None) -> None:
         """Use ``token`` from now on (``None``: send none)."""
         self._token = as_sensitive(token)
+
+    def on_secret_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(path)`` once a call of this client that may have changed the
+        secret at ``path`` has ended: every call about one secret except a ``GET``
+        (``put``, ``delete``, ``restore``, ``destroy``, stage moves, metadata
+        updates), whether it succeeded or not (a write whose answer was lost may
+        have been applied). ``SecretCache`` listens so that its client's own
+        writes are read back at once. The listener runs in the calling thread,
+        before the call returns, and must not raise. A bound method is held
+        weakly (an object that is dropped stops listening), another callable
+        for the client's life."""
+        ref: Callable[[], Callable[[str], None] | None]
+        if inspect.ismethod(listener):
+            ref = weakref.WeakMethod(listener)
+        else:
+
+            def ref() -> Callable[[str], None]:
+                return listener
+
+        with self._listeners_lock:
+            self._listeners.append(ref)
+
+    def _changed(self, call: Call[object]) -> None:
+        """Tell the listeners that ``call`` has ended, if it may have changed a secret."""
+        if call.method == "GET" or not call.subject or not self._listeners:
+            return
+        with self._listeners_lock:
+            self._listeners = [ref for ref in self._listeners if ref() is not None]
+            listeners = [ref() for ref in self._listeners]
+        for listener in listeners:
+            if listener is not None:
+                listener(call.subject)
 
     def __repr__(self) -> str:
         name = type(self).__name__

@@ -28,6 +28,14 @@ Contract:
   ``ERROR_RETRY`` seconds. Any other failure (not found, scheduled for
   deletion, permission denied, bad token) drops the entry and raises: the
   cache fails closed.
+- Writes through the cache's own client (``put``, ``delete``, ``restore``,
+  ``destroy``, stage moves, metadata updates; anything a client's
+  ``on_secret_change`` reports, succeeded or failed) drop the entry of their
+  path: the next ``get`` reads the server, so a process reads its own writes
+  at once. The drop waits for a refresh of that path under way, so no value
+  read before the write returned is kept after it. Changes made elsewhere
+  (another client, process or the CLI) are seen at the next refresh point, as
+  above; ``invalidate(path)`` forgets a path at once.
 - ``refresh_now(path)`` refreshes one cached path (or every one) at once.
 - Time comes from ``clock.monotonic()`` (``ManualClock`` in tests: no sleeping).
 """
@@ -74,7 +82,8 @@ _UNAVAILABLE = (
 
 
 class SecretSource(Protocol):
-    """What the cache reads from (``Client`` fits)."""
+    """What the cache reads from (``Client`` fits). A source with an
+    ``on_secret_change(listener)`` method (as ``Client`` has) is told of its writes."""
 
     def get(self, path: str) -> SecretVersion:
         """The current version of ``path`` with its values."""
@@ -139,6 +148,9 @@ class SecretCache:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._inflight: dict[str, threading.Thread] = {}
+        listen = getattr(client, "on_secret_change", None)
+        if callable(listen):
+            listen(self._forget)
 
     def __repr__(self) -> str:
         return f"SecretCache(entries={len(self._entries)}, ttl={self._ttl})"
@@ -198,10 +210,16 @@ class SecretCache:
             raise first
 
     def invalidate(self, path: str | None = None) -> None:
-        """Forget ``path`` (or everything); the next ``get`` reads from the server."""
-        if path is None:
-            self._entries.clear()
-        else:
+        """Forget ``path`` (or everything); the next ``get`` reads from the server.
+
+        Waits for a refresh of the path under way, so what it read is forgotten too.
+        """
+        paths = {*self._entries, *self._locks} if path is None else {path}
+        for p in paths:
+            self._forget(p)
+
+    def _forget(self, path: str) -> None:
+        with self._lock(path):
             self._entries.pop(path, None)
 
     def wait_for_refreshes(self, timeout: float | None = None) -> None:
