@@ -134,3 +134,11 @@ def test_a_category_moved_from_local_to_kms_keeps_its_values(
         assert moved.secrets.rewrap().rewrapped == 0
     finally:
         moved.close()
+
+
+def test_a_barrier_seal_alone_drops_the_kms_version_table(kms_store: SecretStore) -> None:
+    kms_store.envelope.seal(b"phi", path="p", version=1, category="database")
+    aws = kms_store.keys.named("aws-kms")
+    assert repr(aws) == "AwsKmsKekProvider(categories=['database'])"
+    kms_store.seal_manager.seal()  # the barrier seals, without SecretStore.seal
+    assert repr(aws) == "AwsKmsKekProvider(categories=[])"

@@ -1,8 +1,9 @@
 """A seal must leave nothing decrypted behind, also when a read or a token check was under way.
 
 The seam: ``Paused`` is the real barrier, except that one of its calls (``open_record``
-of a chosen key prefix, or ``batch``), once armed, stops when done (the record passed
-the seal check and is open, or the write is stored) until the test releases it. The
+of a chosen key prefix, also inside ``get`` and ``get_with_etag``, or ``batch``), once
+armed, stops when done (the record passed the seal check and is open, or the write is
+stored) until the test releases it. The
 test seals meanwhile, as ``POST /v1/sys/seal`` does, then lets the caller finish:
 whatever it would put in a cache after that must not stay there.
 """
@@ -20,6 +21,8 @@ from medsecrets.auth.tokens import TokenStore
 from medsecrets.barrier.aes_gcm import AesGcmBarrier
 from medsecrets.engines.secrets.engine import SecretsEngine
 from medsecrets.errors import SealedError
+from medsecrets.keys.envelope import Envelope
+from medsecrets.keys.manager import KeyManager
 from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.seal.latch import SharedLatch
 from medsecrets.storage.base import Operation
@@ -58,6 +61,13 @@ class Paused:
         if self._prefix is not None and key.startswith(self._prefix):
             self._wait()
         return plaintext
+
+    def get_with_etag(self, key: str) -> tuple[bytes | None, bytes | None]:
+        record = self._barrier.get_record(key)  # as the barrier's own, through the seam
+        return (None, None) if record is None else (self.open_record(key, record), record)
+
+    def get(self, key: str) -> bytes | None:
+        return self.get_with_etag(key)[0]
 
     def batch(self, ops: Sequence[Operation]) -> Mapping[str, bytes]:
         etags = self._barrier.batch(ops)
@@ -166,3 +176,28 @@ def test_a_seal_by_another_worker_drops_this_workers_tokens(tmp_path: Path) -> N
     finally:
         first.close()
         second.close()
+
+
+def test_an_unwrap_under_way_at_a_seal_keeps_no_key_material(store: SecretStore) -> None:
+    """The unwrap stops once the category's KEK record is open; after the seal it must not
+    put the KEK table (raw KEK bytes), the KEK cipher or the data key in a cache."""
+    paused = Paused(store.barrier, "keys/local/")
+    keys = KeyManager(paused, store.catalog, clock=store.clock)  # type: ignore[arg-type]
+    envelope = Envelope(keys.provider, provider_named=keys.named)
+    sealed = envelope.seal(b"phi", path="p", version=1, category="auth")
+    keys.forget()
+    envelope.forget()
+
+    def seal() -> None:
+        store.seal(by_operator=True)
+        keys.forget()  # what SecretStore.seal does for its own
+        envelope.forget()
+
+    opened = lambda: envelope.open(sealed, path="p", version=1, category="auth")  # noqa: E731
+    _sealed_while_under_way(paused, opened, seal)
+    local = keys.named("local")
+    assert repr(local) == "LocalKekProvider(categories=[])"  # no KEK table
+    assert not local._aead  # type: ignore[attr-defined]  # no KEK cipher
+    assert repr(envelope) == "Envelope(cached_keys=0)"  # no data key
+    with pytest.raises(SealedError):
+        opened()

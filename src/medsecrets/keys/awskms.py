@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from medsecrets.barrier.base import SecureStorage
+from medsecrets.barrier.base import Barrier, SecureStorage
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import DecryptionError, ProviderError
 from medsecrets.keys.base import WrappedKey
@@ -54,6 +54,8 @@ class AwsKmsKekProvider:
         self._table = VersionTable(
             secure, "keys/aws-kms/", clock=clock or SystemClock(), make_entry=self._make_entry
         )
+        if isinstance(secure, Barrier):
+            secure.on_seal(self.forget)
 
     @property
     def name(self) -> str:
@@ -63,7 +65,8 @@ class AwsKmsKekProvider:
         return f"AwsKmsKekProvider(categories={self._table.categories()!r})"
 
     def forget(self) -> None:
-        """Drop the cached version table (called when the store seals)."""
+        """Drop the cached version table (called when the store seals; runs by itself on
+        the barrier's seal)."""
         self._table.forget()
 
     def _make_entry(self, category: str, number: int) -> dict[str, str]:

@@ -10,7 +10,9 @@ value ciphertext. ``opener`` unwraps once and returns an ``Opener`` that
 decrypts the same value on every call (for a reader that keeps no plaintext).
 
 Unwrapped data keys are cached by their wrapped blob (content-addressed, so a
-cache entry can never serve a different key); ``forget`` drops the cache.
+cache entry can never serve a different key); ``forget`` drops the cache, and an
+unwrap under way at a ``forget`` caches nothing (a generation count, raised first
+by ``forget`` and checked by every fill against the one read before its unwrap).
 """
 
 from __future__ import annotations
@@ -148,13 +150,15 @@ class Envelope:
         self._cache_size = cache_size
         self._cache: OrderedDict[bytes, AESGCM] = OrderedDict()
         self._lock = threading.Lock()
+        self._generation = 0  # forgets so far: a fill that saw one come keeps nothing
 
     def __repr__(self) -> str:
         return f"Envelope(cached_keys={len(self._cache)})"
 
     def forget(self) -> None:
-        """Drop every cached data key."""
+        """Drop every cached data key (on seal); an unwrap under way keeps none."""
         with self._lock:
+            self._generation += 1
             self._cache.clear()
 
     def seal(self, plaintext: bytes, *, path: str, version: int, category: str) -> SealedValue:
@@ -219,8 +223,11 @@ class Envelope:
             if aead is not None:
                 self._cache.move_to_end(slot)
                 return aead
+            generation = self._generation  # before the KEK provider's seal check
         aead = AESGCM(self._unwrap(wrapped, category, context).reveal())
         with self._lock:
+            if self._generation != generation:  # sealed since: keep no data key
+                return aead
             self._cache[slot] = aead
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

@@ -6,6 +6,11 @@ fields). Versions are appended atomically with check-and-set, so two processes
 rotating at once never lose a version. Entries are cached for unwrapping (re-read
 when a version newer than the cache is asked for); the newest version, which
 wrapping and rewrapping go by, is read afresh each time.
+
+The cache holds key material (a local KEK's raw bytes): its provider's ``forget``
+drops it when the barrier seals. A read that was under way at a ``forget`` caches
+nothing: ``forget`` raises a generation count first, and a fill is made only if the
+count is the one read before its read (``generation``, for the provider's caches too).
 """
 
 from __future__ import annotations
@@ -43,11 +48,24 @@ class VersionTable:
         self._make_entry = make_entry
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[Entry, ...]] = {}
+        self._generation = 0  # forgets so far: a fill that saw one come keeps nothing
+
+    @property
+    def generation(self) -> int:
+        """How many ``forget`` calls so far: a cache built on these entries reads it before
+        asking for them and keeps what it built only while it is unchanged."""
+        return self._generation
 
     def forget(self) -> None:
-        """Drop the cache (the store sealed)."""
+        """Drop the cache (the store sealed). A read under way keeps nothing it read."""
         with self._lock:
+            self._generation += 1
             self._cache.clear()
+
+    def _fill(self, category: str, entries: tuple[Entry, ...], generation: int) -> None:
+        with self._lock:  # forget raises the count under the same lock
+            if self._generation == generation:
+                self._cache[category] = entries
 
     def categories(self) -> list[str]:
         """Categories with a cached table (for reprs)."""
@@ -63,6 +81,9 @@ class VersionTable:
 
     def add(self, category: str) -> tuple[Entry, ...]:
         """Append a new version atomically and return the whole list."""
+        return self._add(category, self._generation)  # read before the barrier's seal check
+
+    def _add(self, category: str, generation: int) -> tuple[Entry, ...]:
         key = self._prefix + category
         for _ in range(20):
             entries, etag = self._read(category)
@@ -76,8 +97,7 @@ class VersionTable:
             except ConflictError:
                 continue
             result = tuple(entries)
-            with self._lock:
-                self._cache[category] = result
+            self._fill(category, result, generation)
             return result
         raise ConflictError(f"could not add a KEK version for {category!r}: too much contention")
 
@@ -87,11 +107,11 @@ class VersionTable:
             cached = self._cache.get(category)
         if cached and not refresh:
             return cached
+        generation = self._generation  # before the barrier's seal check
         entries: tuple[Entry, ...] = tuple(self._read(category)[0])
         if not entries:
-            return self.add(category)
-        with self._lock:
-            self._cache[category] = entries
+            return self._add(category, generation)
+        self._fill(category, entries, generation)
         return entries
 
     def newest(self, category: str) -> Entry:
