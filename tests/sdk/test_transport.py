@@ -15,6 +15,7 @@ import pytest
 
 from medsecrets.errors import AuthenticationError, InvalidRequest, SealedError
 from medsecrets.sdk import AsyncClient, Client, ServerUnavailableError, UnexpectedResponseError
+from medsecrets.sdk import endpoints as ep
 from medsecrets.sdk.errors import RequestTimedOut
 from medsecrets.sdk.transport import RetryPolicy
 
@@ -370,3 +371,17 @@ def test_both_clients_tell_their_listeners_of_every_call_that_may_change_a_secre
         return told
 
     assert asyncio.run(main()) == [path]
+
+
+def test_a_call_never_shows_its_body() -> None:
+    """``repr(Call)`` showed secret values, shares and tokens (in tracebacks with locals)."""
+    canary = "canary-value-31b"
+    for call in (
+        ep.put("medessence/development/database", {"password": canary}, cas=None,
+               stage="current", description=None, owner=None, tags=None),
+        ep.unseal(canary),
+        ep.token_lookup(accessor=None, token=canary),
+        ep.audit_hash(canary, device=None),
+    ):  # fmt: skip
+        assert canary not in repr(call)
+        assert canary in json.dumps(call.body)

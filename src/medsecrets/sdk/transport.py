@@ -93,13 +93,14 @@ class Call(Generic[T_co]):
 
     ``retry_safe``: repeating the call after it may have reached the server
     cannot do harm (reads, idempotent writes). ``subject`` is the secret path
-    the call is about, used in errors. ``auth``: send the token.
+    the call is about, used in errors. ``auth``: send the token. The ``repr``
+    leaves out ``body`` (values, unseal shares, tokens).
     """
 
     method: Literal["GET", "PUT", "POST", "PATCH", "DELETE"]
     path: str
     parse: Callable[[object], T_co]
-    body: object = None
+    body: object = field(default=None, repr=False)  # may hold secret values, shares, tokens
     params: tuple[tuple[str, str], ...] = ()
     auth: bool = True
     retry_safe: bool = True
