@@ -385,3 +385,18 @@ def test_a_call_never_shows_its_body() -> None:
     ):  # fmt: skip
         assert canary not in repr(call)
         assert canary in json.dumps(call.body)
+
+
+@pytest.mark.parametrize(
+    "token", ["ms.canary\u00e9", "ms.canary\nX-Injected: 1", "ms.canary x", "ms.\udc80"]
+)
+def test_set_token_checks_the_token_as_the_constructor_does(token: str) -> None:
+    """``set_token`` took anything: a bare ``UnicodeEncodeError`` at the next call, or a
+    line break sent on into the request head."""
+    script = Script([200])
+    client, _ = make(script)
+    with pytest.raises(ValueError, match="not printable ASCII") as caught:
+        client.set_token(token)
+    assert "canary" not in str(caught.value)
+    client.get("medessence/development/database")  # the token before is kept
+    assert script.requests[0].headers["authorization"] == "Bearer ms.secret-token-xyz"

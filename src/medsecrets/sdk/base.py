@@ -18,7 +18,7 @@ from medsecrets.sdk.transport import (
     Call,
     ClientSettings,
     RetryPolicy,
-    as_sensitive,
+    checked_token,
     masked,
     resolve_settings,
 )
@@ -77,8 +77,9 @@ class ClientBase:
         return self._token
 
     def set_token(self, token: str | Sensitive[str] | None) -> None:
-        """Use ``token`` from now on (``None``: send none)."""
-        self._token = as_sensitive(token)
+        """Use ``token`` from now on (``None``: send none); ``ValueError`` (naming no part
+        of it) unless it is printable ASCII without spaces, as in the constructor."""
+        self._token = checked_token(token)
 
     def on_secret_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(path)`` once a call of this client that may have changed the

@@ -67,6 +67,7 @@ __all__ = [
     "Call",
     "ClientSettings",
     "RetryPolicy",
+    "checked_token",
     "decode",
     "encode",
     "is_unicode",
@@ -223,7 +224,7 @@ def _split_addresses(addr: str | Sequence[str]) -> tuple[str, ...]:
     return out
 
 
-def _checked_token(token: str | Sensitive[str] | None) -> Sensitive[str] | None:
+def checked_token(token: str | Sensitive[str] | None) -> Sensitive[str] | None:
     """``token`` as ``Sensitive``; ``ValueError`` (naming no part of it) unless it is printable
     ASCII without spaces, as every token is (it travels in an HTTP header)."""
     found = as_sensitive(token)
@@ -264,7 +265,7 @@ def resolve_settings(
             raise ValueError(f"cannot use the CA file {ca!r}: {reason}") from None
     return ClientSettings(
         addresses=addresses or (DEFAULT_ADDR,),
-        token=_checked_token(raw_token),
+        token=checked_token(raw_token),
         verify=tls,
         timeout=timeout,
         policy=policy,
