@@ -34,6 +34,7 @@ from medsecrets.cli.errors import (
     click_module,
     exit_code_for,
 )
+from medsecrets.cli.output import error
 from medsecrets.errors import MedsecretsError
 
 __all__ = ["app", "main"]
@@ -91,8 +92,7 @@ def _usage_message(error: Exception) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
+    error(message)
     return code
 
 

@@ -29,7 +29,10 @@ __all__ = [
     "cell",
     "emit_json",
     "env_lines",
+    "error",
     "kv_table",
+    "note",
+    "one_line",
     "out",
     "print_table",
     "rows_table",
@@ -100,12 +103,25 @@ def cell(value: JSON) -> Text:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BREAKS_AND_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def visible(text: str) -> str:
     """``text`` with every C0/C1 control character but ``\\n`` and ``\\t`` as ``\\xNN``."""
     return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character (line breaks and tabs included) and the Unicode
+    line and paragraph separators as ``\\xNN``/``\\uNNNN``: a status line stays one line,
+    and a file name or a server message cannot move the cursor or retitle the terminal."""
+
+    def escaped(found: re.Match[str]) -> str:
+        code = ord(found.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _BREAKS_AND_CONTROL.sub(escaped, text)
 
 
 def kv_table(title: str | None, data: Mapping[str, JSON], *, keys: Sequence[str] = ()) -> Table:
@@ -169,14 +185,26 @@ def env_lines(fields: Mapping[str, str], *, prefix: str = "") -> list[str]:
     return lines
 
 
+def _stderr_line(line: str) -> None:
+    """``line`` as ONE line on stderr (``one_line``); nothing when stderr is closed."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    stream.write(one_line(line) + "\n")
+    stream.flush()
+
+
 def note(message: str) -> None:
     """One status line on stderr, for a command whose result went elsewhere (a file that
     may be ``/dev/stdout``: stdout carries only the result)."""
-    sys.stderr.write(f"{message}\n")
-    sys.stderr.flush()
+    _stderr_line(message)
 
 
 def warn(message: str) -> None:
     """One ``warning: ...`` line on stderr (never a secret value)."""
-    sys.stderr.write(f"warning: {message}\n")
-    sys.stderr.flush()
+    _stderr_line(f"warning: {message}")
+
+
+def error(message: str) -> None:
+    """The one ``error: ...`` line of a failure on stderr (never a secret value)."""
+    _stderr_line(f"error: {message}")

@@ -47,6 +47,7 @@ from medsecrets.cli.output import (
     OutputFormat,
     emit,
     emit_json,
+    error,
     print_table,
     rows_table,
     warn,
@@ -522,8 +523,7 @@ def verify(
         return
     if output is OutputFormat.json:
         emit_json(data)
-    sys.stderr.write(f"error: {_bad_record(report, checkpoints)}\n")
-    sys.stderr.flush()
+    error(_bad_record(report, checkpoints))
     raise typer.Exit(EXIT_VERIFY_FAILED)
 
 
@@ -555,10 +555,7 @@ def _verify_on_server(
         else "exported checkpoints"
     )
     seq = f", seq {result.first_bad_seq}" if result.first_bad_seq is not None else ""
-    sys.stderr.write(
-        f"error: verification failed: device {result.device} {where}{seq}: {result.problem}\n"
-    )
-    sys.stderr.flush()
+    error(f"verification failed: device {result.device} {where}{seq}: {result.problem}")
     raise typer.Exit(EXIT_VERIFY_FAILED)
 
 

@@ -1,0 +1,83 @@
+"""The CLI against hostile or broken surroundings: peers that answer what a server never
+would, file names and arguments no one should type, closed standard streams.
+
+Every failure must still be ONE readable line on stderr (``CliResult.error``) with a
+documented exit code, and never a success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.cli.conftest import CliResult, run_cli
+from tests.support.peers import RawPeer
+
+
+class FixedAnswer(RawPeer):
+    """Answers every request with one fixed HTTP response."""
+
+    def __init__(self, status: str, body: bytes) -> None:
+        self.response = (
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+        super().__init__()
+        self.addr = f"http://127.0.0.1:{self.port}"
+
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                data += got
+            conn.sendall(self.response)
+
+
+@pytest.fixture
+def multiline_error_peer() -> Iterator[FixedAnswer]:
+    """A peer whose error message holds line breaks and terminal control sequences."""
+    message = "boom\nsecond line\r\x1b[2J\x1b]0;retitled\x07 \u2028 end"
+    body = json.dumps({"error": {"code": "internal", "message": message}}).encode()
+    peer = FixedAnswer("500 Internal Server Error", body)
+    yield peer
+    peer.stop()
+
+
+def _single_clean_line(result: CliResult, code: int) -> str:
+    line = result.error(code)
+    assert len(result.stderr.splitlines()) == len(result.stderr.split("\n")) - 1
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr and "\x07" not in result.stderr
+    return line
+
+
+def test_a_server_message_with_line_breaks_and_escapes_is_one_plain_line(
+    multiline_error_peer: FixedAnswer,
+) -> None:
+    result = run_cli(
+        "secrets", "get", "a/b/c", env={"MEDSECRETS_ADDR": multiline_error_peer.addr,
+                                        "MEDSECRETS_TOKEN": "ms.x"},
+    )  # fmt: skip
+    line = _single_clean_line(result, 1)
+    assert "boom\\x0asecond line" in line
+
+
+def test_a_file_name_with_line_breaks_and_escapes_is_one_plain_line(tmp_path: Path) -> None:
+    name = str(tmp_path / "no\nsuch\x1b[31m.log")
+    line = _single_clean_line(run_cli("audit", "verify", name), 2)
+    assert "no\\x0asuch\\x1b[31m.log" in line
+    line = _single_clean_line(run_cli("catalog", "check", name), 1)
+    assert "no\\x0asuch" in line
+
+
+def test_a_failed_verification_names_a_strange_file_on_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "bad\nname\x1b[2J.log"
+    log.write_bytes(b"not a record\n")
+    line = _single_clean_line(run_cli("audit", "verify", str(log)), 7)
+    assert "bad\\x0aname\\x1b[2J.log" in line
