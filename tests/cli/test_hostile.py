@@ -81,3 +81,26 @@ def test_a_failed_verification_names_a_strange_file_on_one_line(tmp_path: Path) 
     log.write_bytes(b"not a record\n")
     line = _single_clean_line(run_cli("audit", "verify", str(log)), 7)
     assert "bad\\x0aname\\x1b[2J.log" in line
+
+
+@pytest.fixture
+def not_unicode_peer() -> Iterator[FixedAnswer]:
+    """A peer whose answer holds lone surrogates (JSON escapes no server writes)."""
+    body = (
+        b'{"alerts": [{"time": "2026-01-01T00:00:00Z", "severity": "high", '
+        b'"detector": "x\\udcff", "summary": "s\\ud800", "count": 1, "deliveries": {}}]}'
+    )
+    peer = FixedAnswer("200 OK", body)
+    yield peer
+    peer.stop()
+
+
+def test_text_that_is_not_unicode_in_an_answer_is_shown_escaped(
+    not_unicode_peer: FixedAnswer,
+) -> None:
+    env = {"MEDSECRETS_ADDR": not_unicode_peer.addr, "MEDSECRETS_TOKEN": "ms.x"}
+    table = run_cli("alerts", "list", env=env).ok()
+    assert "x\\udcff" in table.stdout and "s\\ud800" in table.stdout
+    as_json = run_cli("alerts", "list", "-o", "json", env=env).ok().json()
+    assert isinstance(as_json, dict)
+    assert as_json["alerts"][0]["detector"] == "x\udcff"

@@ -68,8 +68,10 @@ def wire(value: object) -> JSON:
 
 
 def emit_json(value: object) -> None:
-    """Print ``value``'s wire form as indented JSON on stdout."""
-    sys.stdout.write(json.dumps(wire(value), indent=2, ensure_ascii=False) + "\n")
+    """Print ``value``'s wire form as indented JSON on stdout (a lone surrogate, which a
+    server must not send and UTF-8 cannot carry, as its ``\\uNNNN`` escape: the same JSON)."""
+    text = json.dumps(wire(value), indent=2, ensure_ascii=False)
+    sys.stdout.write(_LONE_SURROGATE.sub(_escaped, text) + "\n")
     sys.stdout.flush()
 
 
@@ -102,26 +104,29 @@ def cell(value: JSON) -> Text:
     return Text(visible(str(value)))
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_BREAKS_AND_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_BREAKS_AND_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def visible(text: str) -> str:
-    """``text`` with every C0/C1 control character but ``\\n`` and ``\\t`` as ``\\xNN``."""
-    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    """``text`` with every C0/C1 control character but ``\\n`` and ``\\t`` as ``\\xNN``,
+    and a lone surrogate (text that is not Unicode, which no terminal encoding can
+    carry: a server must not send it) as ``\\uNNNN``."""
+    return _CONTROL.sub(_escaped, text)
 
 
 def one_line(text: str) -> str:
-    """``text`` with every control character (line breaks and tabs included) and the Unicode
-    line and paragraph separators as ``\\xNN``/``\\uNNNN``: a status line stays one line,
-    and a file name or a server message cannot move the cursor or retitle the terminal."""
-
-    def escaped(found: re.Match[str]) -> str:
-        code = ord(found.group())
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _BREAKS_AND_CONTROL.sub(escaped, text)
+    """``visible(text)`` with line breaks, tabs and the Unicode line and paragraph separators
+    escaped too: a status line stays one line, and a file name or a server message cannot
+    move the cursor or retitle the terminal."""
+    return _BREAKS_AND_CONTROL.sub(_escaped, text)
 
 
 def kv_table(title: str | None, data: Mapping[str, JSON], *, keys: Sequence[str] = ()) -> Table:
