@@ -36,6 +36,7 @@ def test_mismatched_key_names_the_settings(certs: TestCertificates, tmp_path: Pa
             serialization.NoEncryption(),
         )
     )
+    key.chmod(0o600)
     with pytest.raises(ConfigError, match=r"'tls.cert_file'/'tls.key_file'"):
         server_context(TlsSettings(cert_file=certs.cert_file, key_file=str(key)))
     garbage = tmp_path / "garbage.pem"
