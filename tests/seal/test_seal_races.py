@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from medsecrets.audit.keys import BarrierKeySource
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.barrier.aes_gcm import AesGcmBarrier
 from medsecrets.engines.secrets.engine import SecretsEngine
@@ -201,3 +202,18 @@ def test_an_unwrap_under_way_at_a_seal_keeps_no_key_material(store: SecretStore)
     assert repr(envelope) == "Envelope(cached_keys=0)"  # no data key
     with pytest.raises(SealedError):
         opened()
+
+
+@pytest.mark.parametrize("read", ["keys", "material"])
+def test_an_audit_key_read_under_way_at_a_seal_keeps_nothing(store: SecretStore, read: str) -> None:
+    """The key source (``__call__`` for a lane here, ``material`` for an audit process)
+    stops once the checkpoint signing key is open (the device's HMAC key read before
+    it); after the seal it must keep no key."""
+    assert BarrierKeySource(store.barrier)("file") is not None  # both keys stored
+    paused = Paused(store.barrier, "sys/audit/signing-key")
+    source = BarrierKeySource(paused)  # type: ignore[arg-type]
+    call = source if read == "keys" else source.material
+    _sealed_while_under_way(paused, lambda: call("file"), lambda: store.seal(by_operator=True))
+    assert repr(source) == "BarrierKeySource(cached=0)"
+    assert source._signer is None and not source._material
+    assert call("file") is None

@@ -5,8 +5,12 @@
 - one Ed25519 checkpoint signing key per server at ``sys/audit/signing-key``.
 
 Keys are created on first use, cached while the barrier is unsealed and
-dropped from memory as soon as it is sealed (then the source answers ``None``
-and records are written without sensitive data, see ``record.render_line``).
+dropped from memory as soon as it is sealed: ``forget`` runs on every seal of the
+barrier (``Barrier.on_seal``, also a seal that follows another worker's), not at
+the next audit event. While sealed the source answers ``None`` and records are
+written without sensitive data (see ``record.render_line``). A key read under way
+at a seal keeps nothing: ``forget`` raises a generation count first, and every
+fill checks afterwards that it is the one read before its read, else undoes itself.
 """
 
 from __future__ import annotations
@@ -40,22 +44,26 @@ class BarrierKeySource:
         self._cache: dict[str, DeviceKeys] = {}
         self._material: dict[str, tuple[bytes, bytes]] = {}
         self._signer: _Signer | None = None
+        self._generation = 0  # forgets so far: a fill that saw one come undoes itself
+        secure.on_seal(self.forget)
 
     def __repr__(self) -> str:
         return f"BarrierKeySource(cached={len(self._cache)})"
 
     def __call__(self, device: str) -> DeviceKeys | None:
         if self._secure.sealed:
-            self._forget()
             return None
         found = self._cache.get(device)
         if found is not None:
             return found
-        with self._lock:
+        with self._lock:  # one filler at a time; forget takes no lock (a seal never waits)
+            generation = self._generation  # before the barrier's seal check
             key = get_or_create(self._secure, _hmac_path(device), lambda: self._random(32))
-            signer = self._checkpoint_signer()
+            signer = self._checkpoint_signer(generation)
             keys = DeviceKeys(salter=Salter(key), sign=signer.sign_fields)
             self._cache[device] = keys
+            if self._generation != generation:  # sealed since the key was read: keep nothing
+                self._cache.pop(device, None)
             return keys
 
     def material(self, device: str) -> tuple[bytes, bytes] | None:
@@ -63,38 +71,46 @@ class BarrierKeySource:
         process (``None`` while sealed). The same tuple object while unsealed, so a
         caller can tell a change by identity."""
         if self._secure.sealed:
-            self._forget()
             return None
         found = self._material.get(device)
         if found is not None:
             return found
         with self._lock:
+            generation = self._generation  # before the barrier's seal check
             key = get_or_create(self._secure, _hmac_path(device), lambda: self._random(32))
-            found = (key, self._checkpoint_signer().signer.private_bytes())
+            found = (key, self._checkpoint_signer(generation).signer.private_bytes())
             self._material[device] = found
+            if self._generation != generation:  # sealed since the key was read: keep nothing
+                self._material.pop(device, None)
             return found
 
-    def _forget(self) -> None:
-        if self._cache or self._material or self._signer is not None:
-            with self._lock:
-                self._cache.clear()
-                self._material.clear()
-                self._signer = None
+    def forget(self) -> None:
+        """Drop every key from memory (runs on every seal of the barrier). Takes no lock:
+        a fill under way sees the raised count and undoes itself."""
+        self._generation += 1  # first
+        self._cache.clear()
+        self._material.clear()
+        self._signer = None
 
-    def _checkpoint_signer(self) -> _Signer:
-        if self._signer is None:
+    def _checkpoint_signer(self, generation: int) -> _Signer:
+        """The signer, read (and kept unless ``forget`` ran since ``generation``) if not
+        held. Called with ``_lock`` held."""
+        signer = self._signer
+        if signer is None:
             raw = get_or_create(
                 self._secure, SIGNING_KEY, lambda: CheckpointSigner.generate().private_bytes()
             )
-            self._signer = _Signer(CheckpointSigner.from_private_bytes(raw))
-        return self._signer
+            signer = self._signer = _Signer(CheckpointSigner.from_private_bytes(raw))
+            if self._generation != generation:  # sealed since the key was read: keep none
+                self._signer = None
+        return signer
 
     def public_key_pem(self) -> bytes | None:
         """The checkpoint verification key (PEM), or ``None`` while sealed."""
         if self._secure.sealed:
             return None
         with self._lock:
-            return self._checkpoint_signer().signer.public_key_pem()
+            return self._checkpoint_signer(self._generation).signer.public_key_pem()
 
 
 class _Signer:
