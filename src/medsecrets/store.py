@@ -102,6 +102,7 @@ class SecretStore:
             kms_client_factory=kms_client_factory or _boto3_kms,
         )
         self.envelope = Envelope(self.keys.provider, provider_named=self.keys.named, random=random)
+        self.barrier.on_seal(self.envelope.forget)  # data keys go with any seal, whoever seals
         self.secrets = SecretsEngine(
             self.barrier,
             catalog=self.catalog,
