@@ -330,6 +330,7 @@ def test_a_cross_account_call_logged_in_both_accounts_counts_once(tmp_path: Path
     again.write_bytes(files[0].read_bytes())
     report = analyze([*files, again])
     assert report.events == 30
+    assert report.duplicate_events == 60  # the other account's 30, the own trail's 30
     assert report.alerts == ()
     # a reader given no Skipped remembers nothing: every record of the file is read
     assert len(list(read_cloudtrail(files[0]))) == 30

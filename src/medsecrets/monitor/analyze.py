@@ -11,7 +11,8 @@ sorts by region first) and its events pass through a bounded reorder buffer
 that holds ``reorder_seconds`` (15 min) of events (CloudTrail delivers a file
 about every 5 minutes); when any file is CloudTrail, the whole stream is
 reordered. An event that comes later than that (older than one already passed
-on) is counted (``late_events``): it is passed on out of order. Other files are
+on) is counted (``late_events``): it is passed on out of order. A second copy of
+a CloudTrail event is skipped and counted (``duplicate_events``). Other files are
 read in the order given: pass them in time order.
 
 The same thresholds as online apply (``DetectorConfig``); ``is_honeytoken`` is
@@ -106,6 +107,10 @@ class AnalysisReport:
     late_events: int = 0
     """CloudTrail events that came later than ``reorder_seconds`` after newer ones: passed
     on out of time order (their windows and baselines may be wrong)."""
+    duplicate_events: int = 0
+    """Second copies of CloudTrail events (a cross-account call delivered to both
+    accounts, a trail beside the organisation's, a file given twice): skipped, not counted
+    in ``events`` (``sources.Skipped``)."""
 
     @property
     def events_per_second(self) -> float:
@@ -223,6 +228,7 @@ def analyze(
         skipped_at=tuple(skipped.where),
         digests=tuple(skipped.digests),
         late_events=len(late),
+        duplicate_events=skipped.copies,
     )
 
 
