@@ -1,9 +1,9 @@
 """The RSGI face of the API, through a real server (granian speaks RSGI to it).
 
 The ASGI face is covered request by request in tests/api; these check what
-differs on the RSGI side: the raw URL path (percent-decoding before the dot
-segment check), header lookup, the client address, a streamed body without a
-Content-Length, and the request id.
+differs on the RSGI side: the URL path (percent-decoded once, by granian, before
+the dot segment check; never twice), header lookup, the client address, a
+streamed body without a Content-Length, and the request id.
 """
 
 from __future__ import annotations
@@ -67,6 +67,17 @@ def test_dot_segments_and_control_characters_are_refused(
     assert status == 400, payload
     assert json.loads(payload)["error"]["code"] == "invalid_request"
     assert headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("encoded", ["%252F", "%2562"])
+def test_a_path_is_percent_decoded_once(server: ServerProcess, encoded: str) -> None:
+    """``%252F`` is the text ``%2F``, not a ``/``: decoded twice, it read another secret."""
+    auth = f"Authorization: Bearer {_token(server)}"
+    status, _, payload = _raw(server, f"GET {BASE}{encoded}x HTTP/1.1\r\nHost: x\r\n{auth}")
+    assert status == 400, payload
+    assert "may only contain" in json.loads(payload)["error"]["message"]
+    status, _, payload = _raw(server, f"GET {BASE}%2Fx HTTP/1.1\r\nHost: x\r\n{auth}")
+    assert status == 404, payload  # decoded once: medessence/development/database/x
 
 
 def test_headers_request_id_and_both_token_headers(server: ServerProcess) -> None:

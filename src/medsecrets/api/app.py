@@ -47,7 +47,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, NamedTuple, Protocol, cast
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -331,13 +331,14 @@ class _ApiHandler:
         direct = get("x-medsecrets-token")
         if direct is not None:
             token = direct.strip()
-        raw_path = scope.path
-        path = unquote(raw_path) if "%" in raw_path else raw_path
+        # Percent-decoded by granian already (as ASGI servers do): never decode it again, or
+        # %252F would reach a secret as "/" (a path checked and used in another spelling).
+        path = scope.path
         client = scope.client
         head = _Head(
             method=scope.method,
             path=path,
-            raw_length=len(raw_path),
+            raw_length=len(path),
             query=scope.query_string,
             remote=client.rpartition(":")[0].strip("[]") if ":" in client else client,
             request_id=get("x-request-id", ""),
