@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from tests.cli.conftest import CliResult, run_cli
+from tests.cli.conftest import CLI, CliResult, _base_env, run_cli
 from tests.support.peers import RawPeer
+
+if TYPE_CHECKING:
+    from medsecrets.testing.serverproc import ServerProcess
 
 
 class FixedAnswer(RawPeer):
@@ -104,3 +110,51 @@ def test_text_that_is_not_unicode_in_an_answer_is_shown_escaped(
     as_json = run_cli("alerts", "list", "-o", "json", env=env).ok().json()
     assert isinstance(as_json, dict)
     assert as_json["alerts"][0]["detector"] == "x\udcff"
+
+
+def _closed_stdout(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """The CLI run with its standard output closed (``>&-``)."""
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *CLI, *args],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_base_env() | (env or {}),
+        timeout=60,
+        check=False,
+    )
+    return CliResult(tuple(args), done.returncode, "", done.stderr.decode())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("catalog", "show"), ("catalog", "show", "-o", "json"), ("generate", "password"),
+     ("--version",)],
+)  # fmt: skip
+def test_a_closed_stdout_is_a_failure_not_a_silent_success(args: tuple[str, ...]) -> None:
+    line = _closed_stdout(*args).error(1)
+    assert line == "error: cannot print the result: standard output is closed"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [("catalog", "show"), ("generate", "password", "-o", "json")])
+def test_a_failed_write_to_stdout_is_one_line(args: tuple[str, ...]) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [*CLI, *args], stdout=full, stderr=subprocess.PIPE, env=_base_env(), timeout=60,
+            check=False,
+        )  # fmt: skip
+    result = CliResult(args, done.returncode, "", done.stderr.decode())
+    assert result.error(1) == "error: cannot print the result: No space left on device"
+
+
+@pytest.mark.slow
+def test_init_with_stdout_closed_is_refused_before_the_server_is_initialised(
+    shamir_server: ServerProcess,
+) -> None:
+    """The shares and the root token are shown once: with nowhere to show them, the
+    store must stay uninitialised (it used to be initialised and its shares lost)."""
+    addr = {"MEDSECRETS_ADDR": shamir_server.addr}
+    init = _closed_stdout("operator", "init", "--shares", "3", "--threshold", "2", env=addr)
+    assert init.error(1) == "error: cannot print the result: standard output is closed"
+    status = run_cli("operator", "status", "-o", "json", env=addr).ok().json()
+    assert isinstance(status, dict) and status["initialized"] is False

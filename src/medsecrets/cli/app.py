@@ -34,7 +34,7 @@ from medsecrets.cli.errors import (
     click_module,
     exit_code_for,
 )
-from medsecrets.cli.output import error
+from medsecrets.cli.output import error, write_line
 from medsecrets.errors import MedsecretsError
 
 __all__ = ["app", "main"]
@@ -55,7 +55,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"medsecrets {__version__}\n")
+        write_line(f"medsecrets {__version__}")
         raise typer.Exit()
 
 

@@ -15,12 +15,15 @@ import json
 import re
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from medsecrets.cli.errors import CliError
 from medsecrets.wire import JSON, to_wire
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "one_line",
     "out",
     "print_table",
+    "result_stream",
     "rows_table",
     "warn",
     "wire",
@@ -57,9 +61,36 @@ class GetFormat(enum.StrEnum):
     env = "env"
 
 
-def out() -> Console:
-    """A console on stdout (width from ``COLUMNS`` when not a terminal)."""
-    return Console(highlight=False, soft_wrap=False)
+@contextmanager
+def result_stream() -> Iterator[TextIO]:
+    """Standard output, to print a result on; flushed at the end.
+
+    A result that cannot be printed is a failure, never a quiet success: a closed
+    stdout (``>&-``, where Python has none) or a failed write (``> /dev/full``) is a
+    ``CliError`` (exit 1). A closed pipe (``| head``) stays ``BrokenPipeError``.
+    """
+    stream = sys.stdout
+    if stream is None:
+        raise CliError("cannot print the result: standard output is closed")
+    try:
+        yield stream
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise CliError(f"cannot print the result: {exc.strerror or type(exc).__name__}") from None
+
+
+def require_result_stream() -> None:
+    """``CliError`` now when standard output is closed: for a command whose result is
+    shown once (unseal shares, a root token, a new token), before the server makes it."""
+    with result_stream():
+        pass
+
+
+def out(stream: TextIO) -> Console:
+    """A console on ``stream`` (width from ``COLUMNS`` when not a terminal)."""
+    return Console(file=stream, highlight=False, soft_wrap=False)
 
 
 def wire(value: object) -> JSON:
@@ -71,8 +102,8 @@ def emit_json(value: object) -> None:
     """Print ``value``'s wire form as indented JSON on stdout (a lone surrogate, which a
     server must not send and UTF-8 cannot carry, as its ``\\uNNNN`` escape: the same JSON)."""
     text = json.dumps(wire(value), indent=2, ensure_ascii=False)
-    sys.stdout.write(_LONE_SURROGATE.sub(_escaped, text) + "\n")
-    sys.stdout.flush()
+    with result_stream() as stream:
+        stream.write(_LONE_SURROGATE.sub(_escaped, text) + "\n")
 
 
 def emit(value: object, output: OutputFormat, show: Callable[[], None]) -> None:
@@ -85,8 +116,8 @@ def emit(value: object, output: OutputFormat, show: Callable[[], None]) -> None:
 
 def write_line(text: str) -> None:
     """Print ``text`` verbatim (no markup, no wrapping) and a newline on stdout."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    with result_stream() as stream:
+        stream.write(text + "\n")
 
 
 def cell(value: JSON) -> Text:
@@ -158,9 +189,10 @@ def rows_table(
 
 def print_table(*tables: Table | Text | str) -> None:
     """Render tables (and plain lines) on stdout."""
-    console = out()
-    for item in tables:
-        console.print(Text(item) if isinstance(item, str) else item)
+    with result_stream() as stream:
+        console = out(stream)
+        for item in tables:
+            console.print(Text(item) if isinstance(item, str) else item)
 
 
 def check_env_prefix(prefix: str) -> None:

@@ -18,7 +18,6 @@ import itertools
 import os
 import re
 import stat
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +48,7 @@ from medsecrets.cli.output import (
     emit,
     note,
     print_table,
+    result_stream,
     rows_table,
     warn,
     wire,
@@ -247,7 +247,8 @@ def _export(records: Iterable[Mapping[str, object]], fmt: ExportFormat, out: Pat
     from medsecrets.audit.export import export
 
     if out is None or str(out) in _STDOUT_NAMES:
-        return export(records, fmt.value, sys.stdout)
+        with result_stream() as stream:
+            return export(records, fmt.value, stream)
     try:
         status = out.stat()
     except FileNotFoundError:

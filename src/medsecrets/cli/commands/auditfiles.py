@@ -541,7 +541,7 @@ def _verify_on_server(
         emit(
             data,
             output,
-            lambda: print(
+            lambda: write_line(
                 f"ok: device {result.device}: {result.records} records up to seq "
                 f"{result.last_seq}, {result.checkpoints_verified} signed checkpoints verified"
             ),

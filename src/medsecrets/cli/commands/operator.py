@@ -31,6 +31,7 @@ from medsecrets.cli.output import (
     emit_json,
     kv_table,
     print_table,
+    require_result_stream,
     rows_table,
     warn,
     wire,
@@ -127,6 +128,7 @@ def init(
         seal = AwsKmsSealConfig(kms_key_id, kms_region, kms_endpoint)
     else:
         seal = ShamirSealConfig(shares, threshold)
+    require_result_stream()  # the shares and the root token are shown once: only here
     with open_client(connection(addr, token, cacert)) as client:
         data = _dict(client.init(seal))
     emit(data, output, lambda: _print_shares(data, what="the unseal shares and the root token are"))
@@ -247,6 +249,7 @@ def rekey(
 ) -> None:
     """Replace the unseal shares: reads the threshold of current shares (hidden prompts
     or one per line on stdin) and prints the new ones ONCE."""
+    require_result_stream()  # the new shares are shown once: only here
     with open_client(connection(addr, token, cacert)) as client:
         status_data = _dict(client.seal_status())
         needed = status_data.get("threshold")

@@ -306,8 +306,7 @@ def get(
     if field is not None:
         if field not in values:
             raise NotFoundError(f"secret {path!r} has no field {field!r}")
-        sys.stdout.write(values[field] + "\n")
-        sys.stdout.flush()
+        write_line(values[field])
         return
     if output is GetFormat.env:
         try:

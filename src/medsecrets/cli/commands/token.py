@@ -30,6 +30,7 @@ from medsecrets.cli.output import (
     emit_json,
     kv_table,
     print_table,
+    require_result_stream,
     wire,
     write_line,
 )
@@ -134,6 +135,7 @@ def create(
     if not path or not capability:
         raise CliError("give at least one --path and one --capability", ExitCode.USAGE)
     seconds = parse_ttl(ttl)
+    require_result_stream()  # the new token is shown once: only here
     with open_client(connection(addr, token, cacert)) as client:
         created = _dict(
             client.token_create(
