@@ -158,3 +158,22 @@ def test_init_with_stdout_closed_is_refused_before_the_server_is_initialised(
     assert init.error(1) == "error: cannot print the result: standard output is closed"
     status = run_cli("operator", "status", "-o", "json", env=addr).ok().json()
     assert isinstance(status, dict) and status["initialized"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("secrets", "put", "a/b/c", "-"), "error: stdin: stdin is closed"),
+        (("token", "lookup", "--token-stdin"), "error: --token-stdin: stdin is closed"),
+        (("secrets", "destroy", "a/b/c", "--version", "1"), "pass --yes to confirm"),
+        (("operator", "unseal", "-"), "error: stdin: stdin is closed"),
+    ],
+)
+def test_a_closed_stdin_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
+    offline = {"MEDSECRETS_ADDR": "http://127.0.0.1:9", "MEDSECRETS_TOKEN": "ms.offline"}
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *CLI, *args],
+        capture_output=True, env=_base_env() | offline, timeout=60, check=False,
+    )  # fmt: skip
+    result = CliResult(args, done.returncode, done.stdout.decode(), done.stderr.decode())
+    assert message in result.error(2)

@@ -16,7 +16,7 @@ from typing import BinaryIO, Final
 
 from medsecrets.cli.errors import CliError, ExitCode
 
-__all__ = ["MAX_INPUT_BYTES", "MAX_LINE_BYTES", "read_line", "read_text"]
+__all__ = ["MAX_INPUT_BYTES", "MAX_LINE_BYTES", "read_line", "read_text", "stdin_is_terminal"]
 
 MAX_INPUT_BYTES: Final = 1 << 20
 """Default limit: the server's request body limit (nothing larger could be sent)."""
@@ -31,7 +31,7 @@ def read_text(source: str, *, what: str, limit: int = MAX_INPUT_BYTES) -> str:
     """
     name = "stdin" if source == "-" else source
     if source == "-":
-        data = _read_up_to(_stdin(), limit + 1)
+        data = _read_up_to(_stdin(what), limit + 1)
     else:
         try:
             with open(source, "rb") as handle:
@@ -46,15 +46,23 @@ def read_text(source: str, *, what: str, limit: int = MAX_INPUT_BYTES) -> str:
 
 def read_line(*, what: str, limit: int = MAX_LINE_BYTES) -> str:
     """One line of stdin without its line break (``""`` at end of input)."""
-    data = _stdin().readline(limit + 1)
+    data = _stdin(what).readline(limit + 1)
     if len(data) > limit and not data.endswith(b"\n"):
         raise CliError(f"{what}: the line on stdin is longer than {limit} bytes", ExitCode.USAGE)
     return _decoded(data, what=what, name="stdin", limit=limit).rstrip("\r\n")
 
 
-def _stdin() -> BinaryIO:
+def stdin_is_terminal() -> bool:
+    """Whether standard input is a terminal (a closed one, ``<&-``, is not)."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _stdin(what: str) -> BinaryIO:
     """Standard input as bytes (a text stream without a buffer, as test runners give,
-    is encoded back: ``surrogateescape`` restores bytes that were not UTF-8)."""
+    is encoded back: ``surrogateescape`` restores bytes that were not UTF-8); a closed
+    one (``<&-``, where Python has none) is a usage error naming ``what``."""
+    if sys.stdin is None:
+        raise CliError(f"{what}: stdin is closed", ExitCode.USAGE)
     buffer = getattr(sys.stdin, "buffer", None)
     if buffer is not None:
         return typing.cast(BinaryIO, buffer)

@@ -24,7 +24,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
-from medsecrets.cli.inputs import read_line
+from medsecrets.cli.inputs import read_line, stdin_is_terminal
 from medsecrets.cli.output import (
     OutputFormat,
     emit,
@@ -136,7 +136,7 @@ def init(
 
 def _read_secret_line(prompt: str) -> str:
     """One line from stdin when piped, else from a hidden prompt."""
-    if sys.stdin.isatty():
+    if stdin_is_terminal():
         value = str(typer.prompt(prompt, hide_input=True))
     else:
         value = read_line(what="stdin")

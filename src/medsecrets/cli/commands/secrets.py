@@ -10,7 +10,6 @@ position or field, never the value.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping
 from typing import Annotated, Final
 
@@ -25,7 +24,7 @@ from medsecrets.cli.commands.connection import (
     open_client,
 )
 from medsecrets.cli.errors import CliError, ExitCode
-from medsecrets.cli.inputs import read_text
+from medsecrets.cli.inputs import read_text, stdin_is_terminal
 from medsecrets.cli.output import (
     GetFormat,
     OutputFormat,
@@ -438,7 +437,7 @@ def _confirm(what: str, yes: bool) -> None:
     """Ask before an irreversible step; without a terminal, ``--yes`` is required."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not stdin_is_terminal():
         raise CliError(f"{what} cannot be undone: pass --yes to confirm", ExitCode.USAGE)
     if not typer.confirm(f"{what} cannot be undone. Continue?", default=False):
         raise CliError("aborted")
