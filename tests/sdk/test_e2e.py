@@ -264,7 +264,8 @@ def test_repr_never_shows_the_token_or_values(client: Client, server: ServerProc
 def test_a_percent_in_a_path_is_refused_not_decoded_into_another_secret(
     client: Client, server: ServerProcess
 ) -> None:
-    """The server decodes the path it is given once more: ``a%2Fb`` read ``a/b``."""
+    """A server decoding the path once more (before d2d5888) read ``a/b`` for ``a%2Fb``;
+    no path holds a ``%``, so the client refuses one whatever the server."""
     client.put(db("pct"), {"username": CANARY})
     reader = AsyncClient(server.addr, server.token, env={})
     for path in ("medessence/test/database%2Fpct", "medessence%2Ftest%2Fdatabase%2Fpct"):

@@ -17,9 +17,9 @@ lost answer surfaces as an error, to be checked by a read.
 
 Every path goes into the URL as it is: a ``.`` or ``..`` segment, a ``%`` and
 text that is not Unicode are refused here (``InvalidRequest``) before anything
-is sent (see ``_seg``): HTTP clients resolve dot segments, the server decodes
-an escaped ``%``, and either way the request would reach another route or
-secret.
+is sent (see ``_seg``): HTTP clients resolve dot segments, older servers
+decoded an escaped ``%`` again, and either way the request would reach another
+route or secret.
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def _seg(path: str) -> str:
 
     ``InvalidRequest`` for a ``.`` or ``..`` segment (it would be resolved away,
     and the request would reach another route), for a ``%`` (no secret path,
-    category or name holds one, and the server decodes the path it is given
-    once more: an escaped ``%2F`` arrived as ``/`` and read another secret) and
+    category or name holds one, and servers before commit d2d5888 decoded the
+    path once more: an escaped ``%2F`` arrived as ``/`` and read another secret) and
     for text that is not Unicode (a lone surrogate), before anything is sent.
     """
     if not isinstance(path, str):
