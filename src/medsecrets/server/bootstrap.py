@@ -22,9 +22,12 @@ nothing here prints or logs a token, share or key.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,12 +47,14 @@ from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 
 __all__ = [
+    "DATA_DIR_LOCK",
     "DEV_ENVIRONMENT",
     "DEV_KEY_FILE",
     "DEV_TOKEN_FILE",
     "DevInfo",
     "build_core",
     "build_store",
+    "claim_data_dir",
     "create_latch",
     "open_storage",
 ]
@@ -84,6 +89,57 @@ def _ensure_private_dir(path: str) -> None:
         raise ConfigError(f"setting 'data_dir': cannot create {path!r} ({exc.strerror})") from None
     if not os.path.isdir(path):
         raise ConfigError(f"setting 'data_dir': {path!r} is not a directory")
+
+
+DATA_DIR_LOCK = "server.lock"
+_HELD: list[int] = []  # the descriptors holding this process's data directory locks
+
+
+def claim_data_dir(settings: Settings) -> None:
+    """Make ``data_dir`` this process's until it exits, before anything is written in it.
+
+    Creates it 0700 if missing (a symbolic link is followed: the checks concern the
+    directory it names), refuses one owned by another user (root's is fine) or writable
+    by every user (another user could replace the store, the key file or the audit
+    trail in it), then takes an exclusive ``flock`` on ``<data_dir>/server.lock``
+    (0600), held until the process ends (the kernel drops it, also after a SIGKILL):
+    a second server started on the same directory is refused before it writes
+    anything. ``ConfigError`` naming ``data_dir`` for each refusal, and when the
+    directory cannot be written.
+    """
+    path = settings.data_dir
+    _ensure_private_dir(path)
+    info = os.stat(path)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(
+            f"setting 'data_dir': {path!r} belongs to another user (uid {info.st_uid}); "
+            "it must be this server's own"
+        )
+    if info.st_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"setting 'data_dir': {path!r} is writable by every user "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 700 it"
+        )
+    lock = os.path.join(path, DATA_DIR_LOCK)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"setting 'data_dir': cannot write in {path!r} ({exc.strerror or exc})"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ConfigError(
+                f"setting 'data_dir': {path!r} is written by another process "
+                "(another server on this data directory?)"
+            ) from None
+        raise ConfigError(
+            f"setting 'data_dir': cannot lock {lock!r} ({exc.strerror or exc})"
+        ) from None
+    _HELD.append(fd)
 
 
 def create_latch(settings: Settings) -> SharedLatch:

@@ -205,6 +205,9 @@ def serve(settings: Settings) -> None:
             check_pkcs8_key(settings.tls.key_file)
     claim_listen(settings)
     _check_listen(settings)
+    from medsecrets.server.bootstrap import claim_data_dir
+
+    claim_data_dir(settings)  # before anything is written there: one server per data directory
     if settings.backend == "granian" and settings.workers > 1:
         _serve_granian_workers(settings)
         return
