@@ -177,3 +177,54 @@ def test_a_closed_stdin_is_a_usage_error(args: tuple[str, ...], message: str) ->
     )  # fmt: skip
     result = CliResult(args, done.returncode, done.stdout.decode(), done.stderr.decode())
     assert message in result.error(2)
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal (stdout a pipe); its exit code and
+    everything written on the terminal."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*CLI, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+        env=_base_env(),
+    )  # fmt: skip
+    os.close(slave)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.stdout is not None
+    proc.stdout.read()
+    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_verify_in_worker_processes_shows_activity_not_a_bar_stuck_at_zero(
+    tmp_path: Path,
+) -> None:
+    """A log of PARALLEL_MIN_BYTES or more is verified by worker processes, whose reads
+    this process cannot count: it used to draw a byte bar that stayed at 0.0 MB."""
+    from tests.audit.chainmaker import make_log, write_log
+
+    from medsecrets.workers import PARALLEL_MIN_BYTES, cores
+
+    if cores() < 2:
+        pytest.skip("one core: verified in this process, with a byte bar")
+    maker = make_log(2, seed=3)
+    size = sum(map(len, maker.lines))
+    while size < PARALLEL_MIN_BYTES + (1 << 20):
+        before = len(maker.lines)
+        maker.request_pair()
+        size += sum(map(len, maker.lines[before:]))
+    log = write_log(tmp_path / "audit.jsonl", maker.lines)
+    code, terminal = _stderr_on_a_terminal("audit", "verify", str(log))
+    assert code == 0, terminal
+    assert "in worker processes" in terminal
+    assert "0.0/" not in terminal

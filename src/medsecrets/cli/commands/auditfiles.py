@@ -278,9 +278,42 @@ def _byte_progress(files: Sequence[Path], label: str) -> Iterator[Callable[[int]
         yield lambda done: progress.advance(task, done)
 
 
+def _megabytes(files: Sequence[Path]) -> str:
+    """The size of ``files`` together, as ``12.3 MB``."""
+    from medsecrets.workers import file_size
+
+    return f"{sum(file_size(f) for f in files) / 1e6:.1f} MB"
+
+
 @contextmanager
-def _progress(files: Sequence[Path]) -> Iterator[Sequence[Path]]:
-    """``files``, tracked by a byte progress bar (``_byte_progress``) as they are read."""
+def _activity(label: str) -> Iterator[None]:
+    """A spinner with the time elapsed on stderr when it is a terminal: for work this
+    process cannot count (it happens in worker processes), so no bar claims a count."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(label),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as progress:
+        progress.add_task(label, total=None)
+        yield
+
+
+@contextmanager
+def _progress(files: Sequence[Path], *, in_workers: bool) -> Iterator[Sequence[Path]]:
+    """``files``, tracked by a byte progress bar (``_byte_progress``) as this process reads
+    them; when ``in_workers`` (worker processes read them) a spinner (``_activity``)."""
+    if in_workers:
+        with _activity(f"verifying {_megabytes(files)} in worker processes"):
+            yield files
+        return
     with _byte_progress(files, "verifying") as advance:
         if advance is None:
             yield files
@@ -496,6 +529,7 @@ def verify(
     from medsecrets.audit.device import ChainHead
     from medsecrets.audit.readback import line_decoder
     from medsecrets.audit.verify import UNSIGNED_TAIL, verify_files
+    from medsecrets.workers import worker_count
 
     if not files:
         if device is None:
@@ -507,9 +541,11 @@ def verify(
     loaded = _load_public_key(public_key, (addr, token, cacert))
     exported = _exported(checkpoints, node, device)
     decode = line_decoder(_cipher(key_file))
-    with reading(), _progress(files) as paths:
+    workers = 0 if decode is not None else worker_count(None, files)  # a key stays here
+    with reading(), _progress(files, in_workers=workers >= 2) as paths:
         report = verify_files(
             paths,
+            workers=workers,
             public_key=None if loaded is None else loaded[0],
             checkpoints=exported,
             start=ChainHead() if from_start else None,
