@@ -17,7 +17,9 @@
 5. on SIGTERM or SIGINT stops accepting connections, lets in-flight requests
    finish for up to ``shutdown_grace_period`` seconds, stops the sweeper and
    closes (seals) the store. A second signal stops at once. SIGHUP is logged
-   and ignored (settings are read at start only).
+   and ignored (settings are read at start only). A SIGTERM or SIGINT that
+   comes during the start is acted on when the start is done: nothing is
+   served, and what was built is closed as after a stop (exit 0).
 
 Backends (chosen by measurement, see docs/configuration.md): ``granian``
 (default, through its native RSGI interface) runs one worker embedded in this
@@ -190,8 +192,32 @@ def _warn_split_monitor(settings: Settings) -> None:
         )
 
 
+_STOP_REQUESTED: list[int] = []
+"""Stop signals received before the serving loop's own handlers took over."""
+
+
+def _stop_after_start(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM/SIGINT during the start: remembered, and acted on once the start is done
+    (``serve`` then closes what it built instead of serving). Killed by the default action
+    instead, the server left its store open and its audit process orphaned, writing a
+    traceback. A second signal exits at once."""
+    if _STOP_REQUESTED:
+        os._exit(1)
+    _STOP_REQUESTED.append(signum)
+
+
+def _stopped_during_start() -> bool:
+    if _STOP_REQUESTED:
+        log.info(
+            "stop requested during the start: not serving", extra={"signal": _STOP_REQUESTED[0]}
+        )
+    return bool(_STOP_REQUESTED)
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM/SIGINT (see the module docstring)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_after_start)
     configure_logging(settings.log_level, file=settings.log_file)
     for warning in settings.warnings:
         log.warning(warning)
@@ -225,7 +251,9 @@ def serve(settings: Settings) -> None:
     built.sweeper.start()
     settle_heap()
     try:
-        if settings.backend == "uvicorn":
+        if _stopped_during_start():
+            pass
+        elif settings.backend == "uvicorn":
             _serve_uvicorn(built.app, settings, built.dev)
         else:
             asyncio.run(_serve_granian_embedded(built.app, settings, built.dev, placement))
@@ -351,6 +379,8 @@ async def _serve_granian_embedded(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if _STOP_REQUESTED:  # came between serve's last look and these handlers
+        on_signal(_STOP_REQUESTED[0])
     # SIGHUP (a closed terminal, a habit from servers that reload) would kill the process
     # with no graceful stop; settings are read at start only, so it is logged and ignored
     loop.add_signal_handler(signal.SIGHUP, _ignore_hangup)
@@ -483,6 +513,8 @@ def _serve_granian_workers(settings: Settings) -> None:
     core, dev = build_core(settings)  # dev set-up once, in the parent
     seal_type = core.store.status().seal_type
     core.store.close()
+    if _stopped_during_start():
+        return
     if seal_type == "shamir":  # each worker would need the shares
         raise ConfigError(
             "setting 'workers': more than one worker needs an auto-unseal seal "
