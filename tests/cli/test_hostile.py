@@ -228,3 +228,17 @@ def test_verify_in_worker_processes_shows_activity_not_a_bar_stuck_at_zero(
     assert code == 0, terminal
     assert "in worker processes" in terminal
     assert "0.0/" not in terminal
+
+
+def test_ctrl_c_while_the_cli_starts_prints_no_traceback() -> None:
+    """Importing the CLI takes about a second, before ``main`` can catch anything: a
+    Ctrl-C then printed a stack trace of the import; it ends quietly by SIGINT."""
+    import signal
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import medsecrets.cli.app\nraise KeyboardInterrupt"],
+        capture_output=True, env=_base_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert done.stderr == b""
+    assert done.returncode == -signal.SIGINT

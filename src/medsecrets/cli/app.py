@@ -39,6 +39,9 @@ from medsecrets.errors import MedsecretsError
 
 __all__ = ["app", "main"]
 
+INTERRUPTED = 130
+"""The exit code after Ctrl-C (128 + SIGINT, as shells report it)."""
+
 app = typer.Typer(
     name="medsecrets",
     help=(
@@ -102,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     aborts: tuple[type[BaseException], ...] = (typer.Abort,)
     if hasattr(click.exceptions, "Abort"):  # Click proper; vendored Click uses typer.Abort
         aborts += (click.exceptions.Abort,)
-    command = typer.main.get_command(app)
     try:
+        command = typer.main.get_command(app)
         result = command.main(
             args=list(argv) if argv is not None else None,
             prog_name="medsecrets",
@@ -120,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.format_message(), exc.exit_code)
     except (CliError, MedsecretsError) as exc:
         return _fail(exc.message, exit_code_for(exc))
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+    except KeyboardInterrupt:  # while the commands are built; later Typer returns 130 itself
+        return INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OTHER
     except Exception as exc:  # the last line of defence: one line, no values
