@@ -43,7 +43,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-_INT = re.compile(r"-?[0-9]{1,15}")
+_INT = re.compile(r"-?[0-9]{1,64}")
+_INT_BOUND = 2**63 - 1
+"""Query integers lie within a signed 64-bit integer (any client's integer type)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -237,6 +239,10 @@ def _query_value(spec: QueryParam, value: str) -> object:
             spec.maximum is not None and number > spec.maximum
         ):
             raise InvalidRequest(f"query parameter {spec.name!r} must be {_range_text(spec)}")
+        if not -_INT_BOUND - 1 <= number <= _INT_BOUND:  # a long number is out of range too
+            low = spec.minimum if spec.minimum is not None else -_INT_BOUND - 1
+            high = spec.maximum if spec.maximum is not None else _INT_BOUND
+            raise InvalidRequest(f"query parameter {spec.name!r} must be from {low} to {high}")
         return number
     if len(value) > 1024 or "\x00" in value:
         raise InvalidRequest(f"query parameter {spec.name!r} is too long or contains NUL")

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from medsecrets.core.routes.base import Call, Context, QueryParam, RouteSpec
+from medsecrets.core.routes.base import Call, Context, QueryParam, RouteSpec, quote
+from medsecrets.engines.secrets.paths import check_prefix
 from medsecrets.errors import InvalidRequest, PermissionDenied
 from medsecrets.schema.secrets import (
     STAGES,
@@ -32,6 +33,13 @@ MAX_CAS = 2**63 - 1
 
 
 # -- bodies ------------------------------------------------------------------------------
+def _check_version(version: int | None) -> None:
+    """Version numbers start at 1: 0 or below is a malformed request (400, as
+    ``?version=0`` is), not a version that happens to be missing (404)."""
+    if version is not None and version < 1:
+        raise InvalidRequest("body.version: must be 1 or more")
+
+
 @dataclass(frozen=True, slots=True)
 class PutBody:
     """``PUT /v1/secrets/{path}``: ``cas`` 0 creates only; n requires version n to be the newest."""
@@ -69,12 +77,18 @@ class StageBody:
     version: int | None = None
     remove: bool = False
 
+    def __post_init__(self) -> None:
+        _check_version(self.version)
+
 
 @dataclass(frozen=True, slots=True)
 class DestroyBody:
     """``POST /v1/destroy/{path}``."""
 
     version: int
+
+    def __post_init__(self) -> None:
+        _check_version(self.version)
 
 
 _NO_CHANGE = MetadataBody()
@@ -161,6 +175,8 @@ def _tags(values: object) -> dict[str, str]:
         key, sep, value = item.partition(":")
         if not sep or not key:
             raise InvalidRequest("query parameter 'tag' must look like key:value")
+        if key in tags:  # every tag must match: a key twice could mean neither
+            raise InvalidRequest(f"query parameter 'tag' names the key {quote(key)} twice")
         tags[key] = value
     return tags
 
@@ -237,8 +253,10 @@ def _path(call: Call) -> str:
 
 
 def _list_path(call: Call) -> str:
+    """The listing's prefix, checked before authorization (as a secret path is): a
+    malformed one is 400 for every token, not 403 for some and an empty page for others."""
     prefix = call.query.get("prefix", "")
-    return prefix if isinstance(prefix, str) else ""
+    return check_prefix(prefix) if isinstance(prefix, str) else ""
 
 
 _STAGE = QueryParam(

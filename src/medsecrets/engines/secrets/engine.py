@@ -38,6 +38,7 @@ from medsecrets.clock import Clock, SystemClock
 from medsecrets.engines.secrets.paths import (
     SecretPath,
     check_field_name,
+    check_prefix,
     check_segments,
     parse_path,
 )
@@ -905,8 +906,7 @@ class SecretsEngine:
         """Metadata of secrets under ``prefix`` matching the filters, sorted by path, paginated."""
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidRequest("limit must be from 1 to 1000")
-        if prefix:
-            check_segments(prefix.rstrip("/"), what="prefix")
+        check_prefix(prefix)
         if after is not None:
             check_segments(after, what="after")
         items: list[SecretMetadata] = []

@@ -25,6 +25,8 @@ __all__ = [
     "MAX_PATH_LENGTH",
     "SecretPath",
     "check_field_name",
+    "check_prefix",
+    "check_segments",
     "parse_path",
 ]
 
@@ -81,6 +83,25 @@ def check_segments(path: str, *, what: str = "path") -> list[str]:
                 "and '-', and must start with a letter or digit"
             )
     return segments
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate a listing's string ``prefix`` (the beginning of paths, its last segment
+    possibly cut short) and return it.
+
+    It may end with one ``/`` (a segment boundary) but not start with one, and has no
+    empty segment: such a prefix could name no secret, and a page that is silently
+    empty reads as "nothing there" (``InvalidRequest`` names the rule instead).
+    """
+    if not isinstance(prefix, str):
+        raise InvalidRequest("prefix must be a string")
+    body = prefix[:-1] if prefix.endswith("/") else prefix
+    if prefix and (not body or body.startswith("/") or "//" in prefix):
+        raise InvalidRequest(
+            "prefix: no leading '/' and no empty segment ('//'); it may end with one '/'"
+        )
+    check_segments(body, what="prefix")
+    return prefix
 
 
 def parse_path(path: str, *, prefix: str, categories: Collection[str] | None) -> SecretPath:
