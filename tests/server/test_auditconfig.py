@@ -383,3 +383,19 @@ def test_the_alert_list_is_saved_when_the_stack_stops(tmp_path: Path, store: Sec
     finally:
         second.stop()
     assert [a["summary"] for a in listed] == ["saved at stop", "saved by the saver thread"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-nan", "+inf"])
+def test_a_device_number_that_is_not_finite_is_refused(tmp_path: Path, value: str) -> None:
+    """TOML has nan and inf: rotate_interval = nan passed every check (nan < 0 is false) and
+    silently meant 'never rotate'."""
+    with pytest.raises(ConfigError) as caught:
+        settings_from(
+            tmp_path,
+            f'[[audit.device]]\ntype = "file"\npath = "{tmp_path / "a.jsonl"}"\n'
+            f"rotate_interval = {value}\n",
+        )
+    assert caught.value.message.startswith(
+        "setting 'audit.device[0].rotate_interval' (config file server.toml): "
+        "must be a finite number"
+    )

@@ -43,6 +43,7 @@ and the rule, never a secret value.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -173,6 +174,9 @@ def _typed(
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
+        if expected is float and isinstance(value, float) and not math.isfinite(value):
+            # TOML has nan and inf: nan compared false with every bound (a rotation never due)
+            raise ConfigError(f"setting {name!r} ({source}): must be a finite number, got {value}")
         if not ok:
             shown = "" if key in _SECRET_KEYS else f", got {value!r}"[:70]
             raise ConfigError(f"setting {name!r} ({source}): must be a {expected.__name__}{shown}")
