@@ -90,3 +90,29 @@ def test_a_data_dir_the_server_cannot_write_names_the_setting(tmp_path: Path, po
         "medsecrets server: config error: setting 'data_dir': "
         f"cannot write in {str(_READ_ONLY)!r} ("
     )
+
+
+def test_a_data_dir_that_is_a_file_or_a_dangling_link_says_so(tmp_path: Path, port: int) -> None:
+    """Both said "cannot create '…' (File exists)"."""
+    file = tmp_path / "file"
+    file.write_text("")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "missing")
+    for path, what in ((file, "not a directory"), (dangling, "a symbolic link to nothing")):
+        done = run_server(["--dev", "--data-dir", str(path), "--listen", f"127.0.0.1:{port}"])
+        assert done.code == 2
+        assert _refusal(done.stderr) == (
+            f"medsecrets server: config error: setting 'data_dir': {str(path)!r} is {what}"
+        )
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_data_dir_that_is_a_link_to_a_private_directory_is_used(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with ServerProcess(link, log_dir=tmp_path / "l") as server:
+        assert httpx.get(f"{server.addr}/v1/sys/health").status_code == 200
+        assert (real / "server.lock").is_file()
+        assert (real / "medsecrets.db").is_file()

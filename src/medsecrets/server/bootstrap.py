@@ -85,6 +85,9 @@ class DevInfo:
 def _ensure_private_dir(path: str) -> None:
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        what = "a symbolic link to nothing" if os.path.islink(path) else "not a directory"
+        raise ConfigError(f"setting 'data_dir': {path!r} is {what}") from None
     except OSError as exc:
         raise ConfigError(f"setting 'data_dir': cannot create {path!r} ({exc.strerror})") from None
     if not os.path.isdir(path):
