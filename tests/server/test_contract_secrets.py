@@ -304,3 +304,23 @@ def test_metadata_patch(api: httpx.Client) -> None:
     r = api.patch(url, json={"tags": {"a": "b"}})
     assert r.json()["tags"] == {"a": "b"}
     assert api.patch(url, json={"tags": {}}).json()["tags"] == {}  # replaces, so {} clears
+
+
+def test_a_stage_change_that_changes_nothing_leaves_updated_at(api: httpx.Client) -> None:
+    """'updated_at is the last change of the secret or its metadata': moving a stage where
+    it is, or removing one no version holds, is no change (it moved updated_at)."""
+    path = _secret("noop-stage")
+    _put(api, path)
+    url = f"/v1/stages/{path}"
+    before = api.get(f"/v1/metadata/{path}").json()
+    for body in (
+        {"stage": "pending", "remove": True},
+        {"stage": "previous", "remove": True},
+        {"stage": "current", "version": 1},
+    ):
+        r = api.post(url, json=body)
+        assert r.status_code == 200, r.text
+        assert r.json() == before
+    assert api.get(f"/v1/metadata/{path}").json() == before
+    r = api.patch(f"/v1/metadata/{path}", json={"owner": "ops"})  # a real change moves it
+    assert r.json()["updated_at"] > before["updated_at"]

@@ -380,12 +380,17 @@ class SecretsEngine:
         """Apply ``change`` (edits the record, returns extra ops) atomically; retry races.
 
         ``touch_updated=False``: bookkeeping (the access time), not a change of the
-        secret, so ``updated_at`` stays as it was.
+        secret, so ``updated_at`` stays as it was. A ``change`` that leaves the record
+        as it was and adds no operation (a stage moved where it is, a stage removed that
+        no version holds) writes nothing: ``updated_at`` moves only with a change.
         """
         for _ in range(_RETRIES):
             generation = self._generation
             record, etag = self._require(path, allow_deleted=allow_deleted)
+            before = record.dumps()
             extra = change(record)
+            if not extra and record.dumps() == before:
+                return record
             if touch_updated:
                 record.updated_at = self._now()
             body = record.dumps()
