@@ -40,3 +40,10 @@ def test_init_body_parses_on_the_server_as_the_same_config(config: SealConfig) -
     spec = route_table("medessence")[("POST", "sys.init")]
     parsed = spec.parse(body)
     assert to_wire(parsed) == {"seal": {"type": seal_type(config), **to_wire(config)}}
+
+
+def test_a_revoke_is_not_repeated_after_it_may_have_been_applied() -> None:
+    """A retried revoke that had reached the server answers 404 for the revocation it made."""
+    call = ep.token_revoke(accessor="a" * 32, token=None)
+    assert (call.method, call.path, call.retry_safe) == ("POST", "/v1/auth/token/revoke", False)
+    assert ep.token_lookup(accessor="a" * 32, token=None).retry_safe

@@ -6,12 +6,13 @@ endpoint; the POST routes marked safe are those where repeating a request
 that may have been applied leaves the same state: ``sys/seal``,
 ``sys/rewrap`` (resumable), ``stages`` with an explicit version or a removal,
 ``destroy`` of a version, ``provision`` (leaves existing secrets alone),
-``generate`` (no state), ``sys/audit/hash`` (no state), ``token/lookup`` and
-``token/revoke``. Never
-retried after they may have been applied: ``init``, ``unseal``,
-``sys/rotate``, ``rekey``, key rotation, ``restore``, ``token/create``, and
-the secret writes ``PUT`` and ``DELETE`` (a repeat after a lost answer would add
-a second version, or report the deletion it made as ``ScheduledForDeletion``):
+``generate`` (no state), ``sys/audit/hash`` (no state) and ``token/lookup``.
+Never retried after they may have been applied: ``init``, ``unseal``,
+``sys/rotate``, ``rekey``, key rotation, ``restore``, ``token/create``,
+``token/revoke`` (a repeat after a lost answer would report the revocation it made
+as ``NotFoundError``), and the secret writes ``PUT`` and ``DELETE`` (a repeat
+after a lost answer would add a second version, or report the deletion it made
+as ``ScheduledForDeletion``):
 those are retried only when the request never left (no connection), and a
 lost answer surfaces as an error, to be checked by a read.
 
@@ -439,7 +440,7 @@ def token_lookup(*, accessor: str | None, token: str | Sensitive[str] | None) ->
 
 def token_revoke(*, accessor: str | None, token: str | Sensitive[str] | None) -> Call[Revoked]:
     body = _token_ref(accessor, token)
-    return Call("POST", "/v1/auth/token/revoke", _reader(Revoked), body=body)
+    return Call("POST", "/v1/auth/token/revoke", _reader(Revoked), body=body, retry_safe=False)
 
 
 # -- audit and alerts --------------------------------------------------------------
