@@ -242,3 +242,29 @@ def test_ctrl_c_while_the_cli_starts_prints_no_traceback() -> None:
     )  # fmt: skip
     assert done.stderr == b""
     assert done.returncode == -signal.SIGINT
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("catalog", "check", "{fifo}"), ("catalog", "show", "--file", "{fifo}"),
+     ("audit", "analyze", "--catalog", "{fifo}", "{log}")],
+)  # fmt: skip
+def test_a_catalog_that_is_not_a_regular_file_is_refused_at_once(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """The loader reads a whole catalog file: a FIFO without a writer blocked it for ever
+    (and ``/dev/zero`` filled memory)."""
+    fifo = tmp_path / "catalog.yaml"
+    os.mkfifo(fifo)
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")
+    argv = [a.format(fifo=fifo, log=log) for a in args]
+    line = run_cli(*argv, timeout=30).error(1)
+    assert "not a regular file" in line
+
+
+def test_a_catalog_over_1_mib_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as handle:
+        handle.truncate((1 << 20) + 1)
+    assert "larger than 1 MiB" in run_cli("catalog", "check", str(big)).error(1)
