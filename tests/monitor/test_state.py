@@ -410,3 +410,13 @@ def test_a_changed_repeat_after_restarts_only_the_quiet_periods(
         learned = [d.state()["new_source"]["parts"]["learned"] for d in (after, before)]  # type: ignore[index]
         assert learned[0] == learned[1]
         assert [a.detector for _, a in after.observe_many([emergency(60.0)])] == raised
+
+
+def test_a_sealed_file_s_new_directory_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        sealed_module.write_sealed(tmp_path / "monitor" / "state", b"MSx1", b"{}", bytes(32))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "monitor").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "monitor" / "state").stat().st_mode) == 0o600

@@ -71,7 +71,7 @@ def write_sealed(path: Path, magic: bytes, body: bytes, key: bytes) -> None:
     """Seal ``body`` into ``path`` (see module docstring); raises ``OSError``."""
     nonce = os.urandom(_NONCE)
     data = magic + nonce + AESGCM(key).encrypt(nonce, body, magic)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # whatever the umask
     for stale in path.parent.glob(f".{path.name}.*"):  # left by a writer that died
         with contextlib.suppress(OSError):
             stale.unlink()
