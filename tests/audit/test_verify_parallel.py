@@ -165,3 +165,13 @@ def test_blocks_smaller_than_a_line_still_cut_at_line_ends(
     sequential, parallel = both(files, start=ChainHead())
     assert sequential.ok and sequential.records == 40
     assert parallel == sequential
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_progress_adds_up_to_the_files_sizes(tmp_path: Path, workers: int) -> None:
+    files = write(tmp_path, BASE.lines, parts=2)
+    done: list[int] = []
+    report = verify_files(files, start=ChainHead(), workers=workers, progress=done.append)
+    assert report.ok
+    assert len(done) > 2  # block by block, not once at the end
+    assert sum(done) == sum(f.stat().st_size for f in files)

@@ -540,6 +540,7 @@ def verify_files(
     decode: Decoder | None = None,
     workers: int | None = None,
     unsigned_tail: int = UNSIGNED_TAIL,
+    progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Verify rotated files, oldest first, as one chain (see module docstring).
 
@@ -547,7 +548,10 @@ def verify_files(
     0-based line in it. ``workers`` is the number of hashing processes:
     ``None`` picks one per available core for logs of ``PARALLEL_MIN_BYTES``
     or more (else none), ``0`` or ``1`` checks in this process; the report is
-    the same either way. Raises ``OSError`` for a file that cannot be read.
+    the same either way. ``progress(n)`` is called with the bytes just checked,
+    chunk by chunk (block by block with workers, as their blocks are taken): the
+    calls add up to the files' sizes when the chain verifies. Raises ``OSError``
+    for a file that cannot be read.
     """
     chain = _Chain(
         public_key=public_key,
@@ -561,9 +565,9 @@ def verify_files(
         for path in paths:
             starts.append(chain.index)
             if pool is None:
-                fed = _feed_file(chain, path)
+                fed = _feed_file(chain, path, progress or _ignore)
             else:
-                fed = _feed_blocks(chain, path, pool, window)
+                fed = _feed_blocks(chain, path, pool, window, progress or _ignore)
             if not fed:
                 break
     failure = chain.finish()
@@ -574,7 +578,11 @@ def verify_files(
     return chain.report(local, paths[which])
 
 
-def _feed_file(chain: _Chain, path: Path) -> bool:
+def _ignore(done: int) -> None:
+    """No progress report."""
+
+
+def _feed_file(chain: _Chain, path: Path, progress: Callable[[int], None]) -> bool:
     """Feed the lines of ``path`` (without ``\\n``), a large chunk at a time.
 
     A last line without ``\\n`` (a torn write) is fed too, so it is checked
@@ -587,6 +595,7 @@ def _feed_file(chain: _Chain, path: Path) -> bool:
             rest = lines.pop()
             if not chain.feed(lines):
                 return False
+            progress(len(chunk))
         return chain.feed([rest]) if rest else True
 
 
@@ -703,7 +712,13 @@ def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
-def _feed_blocks(chain: _Chain, path: Path, pool: concurrent.futures.Executor, window: int) -> bool:
+def _feed_blocks(
+    chain: _Chain,
+    path: Path,
+    pool: concurrent.futures.Executor,
+    window: int,
+    progress: Callable[[int], None],
+) -> bool:
     """``_feed_file`` with the blocks of ``path`` checked in ``pool`` (same outcome).
 
     The file is verified as long as it was when opened. This process opens it
@@ -732,10 +747,10 @@ def _feed_blocks(chain: _Chain, path: Path, pool: concurrent.futures.Executor, w
                 where = (name, offset, length, identity)
                 pending.append((offset, length, pool.submit(_check_block, where, key, exported)))
                 while len(pending) >= window:
-                    if not _take(chain, descriptor, *pending.popleft()):
+                    if not _take(chain, descriptor, pending.popleft(), progress):
                         return False
             while pending:
-                if not _take(chain, descriptor, *pending.popleft()):
+                if not _take(chain, descriptor, pending.popleft(), progress):
                     return False
         finally:
             for *_, future in pending:
@@ -746,15 +761,19 @@ def _feed_blocks(chain: _Chain, path: Path, pool: concurrent.futures.Executor, w
 def _take(
     chain: _Chain,
     descriptor: int,
-    offset: int,
-    length: int,
-    future: concurrent.futures.Future[_Block | None],
+    item: tuple[int, int, concurrent.futures.Future[_Block | None]],
+    progress: Callable[[int], None],
 ) -> bool:
-    """Advance ``chain`` over a block: merged as its worker found it, else checked here,
-    line by line, from the open file (``False`` once a line is bad)."""
-    if _merge(chain, _result(future)):
-        return True
-    return chain.feed(_lines(os.pread(descriptor, length, offset)))
+    """Advance ``chain`` over a block ``(offset, length, its worker's answer)``: merged as
+    its worker found it, else checked here, line by line, from the open file (``False``
+    once a line is bad)."""
+    offset, length, future = item
+    if not _merge(chain, _result(future)) and not chain.feed(
+        _lines(os.pread(descriptor, length, offset))
+    ):
+        return False
+    progress(length)
+    return True
 
 
 def _result(future: concurrent.futures.Future[_Block | None]) -> _Block | None:

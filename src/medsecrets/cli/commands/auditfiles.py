@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import io
 import json
 import os
-import pathlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -229,32 +227,6 @@ def print_records(title: str, records: Iterable[Mapping[str, object]]) -> None:
 
 
 # -- offline: verify, read, analyze ----------------------------------------------------------
-class _CountingFile(io.FileIO):
-    """A raw binary file that reports the size of every read (drives the progress bar)."""
-
-    def __init__(self, path: Path, advance: Callable[[int], None]) -> None:
-        super().__init__(path, "rb")
-        self._advance = advance
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        data = super().read(size) or b""
-        self._advance(len(data))
-        return data
-
-
-class _ProgressPath(pathlib.PosixPath):
-    """A path whose ``open`` counts the bytes read.
-
-    ``verify_files`` reads each path through ``Path.open``, so the bar follows
-    its own reads: no second pass over the files.
-    """
-
-    advance: Callable[[int], None]
-
-    def open(self, *args: object, **kwargs: object) -> _CountingFile:  # type: ignore[override]
-        return _CountingFile(self, self.advance)
-
-
 @contextmanager
 def _byte_progress(files: Sequence[Path], label: str) -> Iterator[Callable[[int], None] | None]:
     """A byte progress bar over ``files`` on stderr when it is a terminal (POSIX): yields
@@ -276,54 +248,6 @@ def _byte_progress(files: Sequence[Path], label: str) -> Iterator[Callable[[int]
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda done: progress.advance(task, done)
-
-
-def _megabytes(files: Sequence[Path]) -> str:
-    """The size of ``files`` together, as ``12.3 MB``."""
-    from medsecrets.workers import file_size
-
-    return f"{sum(file_size(f) for f in files) / 1e6:.1f} MB"
-
-
-@contextmanager
-def _activity(label: str) -> Iterator[None]:
-    """A spinner with the time elapsed on stderr when it is a terminal: for work this
-    process cannot count (it happens in worker processes), so no bar claims a count."""
-    if not sys.stderr.isatty():
-        yield
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn(label),
-        TimeElapsedColumn(),
-        transient=True,
-        console=Console(stderr=True),
-    ) as progress:
-        progress.add_task(label, total=None)
-        yield
-
-
-@contextmanager
-def _progress(files: Sequence[Path], *, in_workers: bool) -> Iterator[Sequence[Path]]:
-    """``files``, tracked by a byte progress bar (``_byte_progress``) as this process reads
-    them; when ``in_workers`` (worker processes read them) a spinner (``_activity``)."""
-    if in_workers:
-        with _activity(f"verifying {_megabytes(files)} in worker processes"):
-            yield files
-        return
-    with _byte_progress(files, "verifying") as advance:
-        if advance is None:
-            yield files
-            return
-        tracked: list[Path] = []
-        for file in files:
-            path = _ProgressPath(file)
-            path.advance = advance
-            tracked.append(path)
-        yield tracked
 
 
 def _load_public_key(
@@ -542,10 +466,11 @@ def verify(
     exported = _exported(checkpoints, node, device)
     decode = line_decoder(_cipher(key_file))
     workers = 0 if decode is not None else worker_count(None, files)  # a key stays here
-    with reading(), _progress(files, in_workers=workers >= 2) as paths:
+    with reading(), _byte_progress(files, "verifying") as advance:
         report = verify_files(
-            paths,
+            files,
             workers=workers,
+            progress=advance,
             public_key=None if loaded is None else loaded[0],
             checkpoints=exported,
             start=ChainHead() if from_start else None,
@@ -783,6 +708,12 @@ def _warn_analysis(report: AnalysisReport) -> None:
             "windows and baselines may be off (give the files in time order; CloudTrail "
             "files named as CloudTrail names them are put in delivery order)"
         )
+    if report.duplicate_events:
+        warn(
+            f"skipped {report.duplicate_events} second cop(ies) of CloudTrail events "
+            "(a cross-account call is delivered to both accounts; a trail may repeat "
+            "another's): each event counted once"
+        )
     if report.events == 0:
         warn("no access events found (an encrypted log must be decrypted first: audit read)")
 
@@ -793,6 +724,7 @@ def _analysis_data(report: AnalysisReport) -> dict[str, JSON]:
         "events": report.events,
         "skipped_lines": report.skipped_lines,
         "late_events": report.late_events,
+        "duplicate_events": report.duplicate_events,
         "digest_files": list(report.digests),
         "elapsed_seconds": round(report.elapsed, 3),
         "events_per_second": round(report.events_per_second),
