@@ -435,6 +435,28 @@ def test_analyze_takes_the_thresholds_of_a_server_config_file(
     assert "monitor.bulk_distinct" in error and len(error.strip().splitlines()) == 1
 
 
+def test_analyze_reports_the_cloudtrail_copies_it_skipped(run: Run, tmp_path: Path) -> None:
+    """The same trail file given twice (an account's own trail beside the organisation's):
+    every event counted once, the copies counted and warned about."""
+    from tests.monitor.test_sources import trail_record
+
+    records = [
+        trail_record(eventID=f"e-{i}", eventTime=f"2025-03-04T10:15:{i:02d}Z") for i in range(5)
+    ]
+    name = "111122223333_CloudTrail_us-east-1_20250304T1020Z_abc.json"
+    for trail in ("org", "own"):
+        (tmp_path / trail).mkdir()
+        (tmp_path / trail / name).write_text(json.dumps({"Records": records}))
+    done = run(
+        "audit", "analyze", str(tmp_path / "org" / name), str(tmp_path / "own" / name),
+        "-o", "json",
+    ).ok()  # fmt: skip
+    report = done.json()
+    assert isinstance(report, dict)
+    assert (report["events"], report["duplicate_events"]) == (5, 5)
+    assert "skipped 5 second cop(ies) of CloudTrail events" in done.stderr
+
+
 # -- encrypted files -------------------------------------------------------------------------
 def test_read_and_verify_an_encrypted_log(
     run: Run, written: tuple[str, str], audit_file: Path, tmp_path: Path
