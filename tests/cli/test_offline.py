@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
+
+from tests.cli.conftest import _base_env
 
 from medsecrets.catalog.generators import DEFAULT_SYMBOLS
 
@@ -163,3 +167,12 @@ def test_every_command_renders_help(capsys):
         assert main([*path, "--help"]) == 0, path
         captured = capsys.readouterr()
         assert "Usage" in captured.out and captured.err == "", path
+
+
+def test_python_dash_m_medsecrets_is_the_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "medsecrets", "--help"],
+        capture_output=True, text=True, env=_base_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "audit" in done.stdout and "secrets" in done.stdout
