@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -451,6 +452,22 @@ def test_missing_file(tmp_path: Path) -> None:
         load_catalog(path)
     assert info.value.file == str(path)
     assert "cannot read" in info.value.problem
+
+
+def test_only_a_regular_file_of_at_most_1_mib_is_read(tmp_path: Path) -> None:
+    """A FIFO without a writer blocked the loader for ever; ``/dev/zero`` filled memory."""
+    fifo = tmp_path / "catalog.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(CatalogError) as info:
+        load_catalog(fifo)
+    assert "not a regular file" in info.value.problem
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as handle:
+        handle.truncate((1 << 20) + 1)
+    with pytest.raises(CatalogError) as info:
+        load_catalog(big)
+    assert "larger than 1 MiB" in info.value.problem
+    assert info.value.file == str(big)
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:

@@ -57,8 +57,7 @@ import functools
 import importlib.resources
 import os
 import random
-from pathlib import Path
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -85,11 +84,13 @@ from medsecrets.catalog.model import (
 from medsecrets.catalog.templates import parse_template
 from medsecrets.catalog.validators import VALIDATORS, Parameter, ParamValue, check_param
 from medsecrets.errors import CatalogError, InvalidRequest
+from medsecrets.fdio import open_regular
 
 __all__ = [
     "DEFAULT_DEVELOPMENT_ENVIRONMENTS",
     "GENERATED_FAILURES_ALLOWED",
     "GENERATED_SAMPLES",
+    "MAX_CATALOG_BYTES",
     "RESERVED_PREFIXES",
     "SCHEMA_VERSION",
     "default_catalog",
@@ -121,13 +122,26 @@ _BOOL = "tag:yaml.org,2002:bool"
 Entries = dict[str, tuple[ScalarNode, Node]]
 
 
+MAX_CATALOG_BYTES: Final = 1 << 20
+"""Largest catalog file read (the packaged one is under 8 KiB)."""
+
+
 def load_catalog(path: str | os.PathLike[str]) -> Catalog:
-    """Read and parse the catalog file at ``path`` (UTF-8 YAML)."""
+    """Read and parse the catalog file at ``path`` (UTF-8 YAML).
+
+    Only a regular file of at most ``MAX_CATALOG_BYTES`` is read (a FIFO would block
+    the reader for ever, ``/dev/zero`` fill memory); any problem is ``CatalogError``
+    naming the file.
+    """
     source = os.fspath(path)
     try:
-        data = Path(source).read_bytes()
+        with open_regular(source) as handle:
+            data = handle.read(MAX_CATALOG_BYTES + 1)
     except OSError as exc:
-        raise CatalogError(f"cannot read the catalog ({exc.strerror})", file=source) from None
+        reason = exc.strerror or type(exc).__name__
+        raise CatalogError(f"cannot read the catalog ({reason})", file=source) from None
+    if len(data) > MAX_CATALOG_BYTES:
+        raise CatalogError("the catalog is larger than 1 MiB", file=source)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

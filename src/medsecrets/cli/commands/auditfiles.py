@@ -636,11 +636,10 @@ def analyze(
 
     Alerts are findings, not errors: the exit code is 0 whatever is found.
     """
-    from medsecrets.catalog.loader import default_catalog
-    from medsecrets.cli.commands.catalog import load_catalog_file
+    from medsecrets.catalog.loader import default_catalog, load_catalog
     from medsecrets.monitor.analyze import analyze as run
 
-    model = load_catalog_file(catalog) if catalog is not None else default_catalog()
+    model = load_catalog(catalog) if catalog is not None else default_catalog()
     decoys = frozenset(h.strip("/") for h in honeytoken or ())
 
     def is_honeytoken(path: str) -> bool:

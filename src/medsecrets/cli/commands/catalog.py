@@ -7,9 +7,8 @@ or asks the server with ``--remote``; ``check`` loads a catalog file and prints
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import Annotated
 
 import typer
 
@@ -34,32 +33,7 @@ from medsecrets.cli.output import (
 )
 from medsecrets.wire import JSON
 
-if TYPE_CHECKING:
-    from medsecrets.catalog.model import Catalog
-
-__all__ = ["MAX_CATALOG_BYTES", "app", "load_catalog_file"]
-
-MAX_CATALOG_BYTES: Final = 1 << 20
-"""Largest catalog file read (the packaged one is under 8 KiB)."""
-
-
-def load_catalog_file(path: Path) -> Catalog:
-    """``load_catalog(path)`` for a file named on the command line: only a regular file of
-    at most ``MAX_CATALOG_BYTES`` (the loader reads the whole file: a FIFO blocked it for
-    ever, ``/dev/zero`` filled memory). Problems are ``CatalogError`` naming the file."""
-    from medsecrets.catalog.loader import load_catalog
-    from medsecrets.errors import CatalogError
-    from medsecrets.fdio import open_regular
-
-    try:
-        with open_regular(path) as handle:
-            size = os.fstat(handle.fileno()).st_size
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise CatalogError(f"cannot read the catalog ({reason})", file=str(path)) from None
-    if size > MAX_CATALOG_BYTES:
-        raise CatalogError("the catalog is larger than 1 MiB", file=str(path))
-    return load_catalog(path)
+__all__ = ["app"]
 
 
 app = typer.Typer(help="Show and check the secrets catalog.", no_args_is_help=True)
@@ -157,9 +131,9 @@ def _show_catalog(data: dict[str, JSON]) -> None:
 
 def _offline(file: Path | None) -> dict[str, JSON]:
     """The catalog (default or ``file``) in the API's wire shape."""
-    from medsecrets.catalog.loader import default_catalog
+    from medsecrets.catalog.loader import default_catalog, load_catalog
 
-    catalog = load_catalog_file(file) if file is not None else default_catalog()
+    catalog = load_catalog(file) if file is not None else default_catalog()
     environments: list[JSON] = [str(e) for e in sorted(catalog.development_environments)]
     return {
         "prefix": catalog.prefix,
@@ -224,7 +198,9 @@ def check(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Load a catalog file offline: print OK, or the problem with its file and line."""
-    catalog = load_catalog_file(file)
+    from medsecrets.catalog.loader import load_catalog
+
+    catalog = load_catalog(file)
     if output is OutputFormat.json:
         emit_json(
             {
