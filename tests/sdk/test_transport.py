@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -197,6 +199,22 @@ def test_settings_come_from_the_environment() -> None:
         Client("ftp://x", env={})
     with pytest.raises(ValueError, match="cannot use the CA file"):
         Client(A, env={"MEDSECRETS_CACERT": "/nonexistent/ca.pem"})
+
+
+def test_a_ca_file_that_is_not_a_regular_pem_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO as ``MEDSECRETS_CACERT`` made the client wait for ever for a writer."""
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"cannot use the CA file .*not a regular file"):
+        Client(A, env={"MEDSECRETS_CACERT": str(fifo)})
+    binary = tmp_path / "ca.der"
+    binary.write_bytes(b"\x30\x82\xff\xfe")
+    with pytest.raises(ValueError, match="not PEM text"):
+        Client(A, cacert=str(binary), env={})
+    empty = tmp_path / "empty.pem"
+    empty.write_text("no certificate here\n")
+    with pytest.raises(ValueError, match="cannot use the CA file"):
+        Client(A, cacert=str(empty), env={})
 
 
 def test_request_body_and_query_shape() -> None:

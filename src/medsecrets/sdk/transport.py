@@ -42,11 +42,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 import httpx
 
 from medsecrets.errors import InvalidRequest, MedsecretsError
+from medsecrets.fdio import open_regular
 from medsecrets.sdk.errors import (
     ServerUnavailableError,
     UnexpectedResponseError,
@@ -204,6 +205,27 @@ class ClientSettings:
         return headers
 
 
+MAX_CA_FILE_BYTES: Final = 16 << 20
+"""Largest CA bundle read (a system bundle of every public root is ~0.3 MiB)."""
+
+
+def _ca_context(ca: str) -> ssl.SSLContext:
+    """A TLS context trusting the PEM certificates of the file ``ca``: a regular file of at
+    most ``MAX_CA_FILE_BYTES``, read here (``cafile=`` would wait for ever on a FIFO and
+    read a device without end); ``ValueError`` naming the file otherwise."""
+    try:
+        with open_regular(ca) as handle:
+            data = handle.read(MAX_CA_FILE_BYTES + 1)
+        if len(data) > MAX_CA_FILE_BYTES:
+            raise ValueError(f"cannot use the CA file {ca!r}: larger than 16 MiB")
+        return ssl.create_default_context(cadata=data.decode("ascii"))
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot use the CA file {ca!r}: not PEM text") from None
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ValueError(f"cannot use the CA file {ca!r}: {reason}") from None
+
+
 def _split_addresses(addr: str | Sequence[str]) -> tuple[str, ...]:
     items = addr.split(",") if isinstance(addr, str) else list(addr)
     out = tuple(a.strip().rstrip("/") for a in items if a.strip())
@@ -258,11 +280,7 @@ def resolve_settings(
     ca = cacert if cacert is not None else environ.get(ENV_CACERT) or None
     tls: ssl.SSLContext | bool = verify
     if verify and ca is not None:
-        try:
-            tls = ssl.create_default_context(cafile=ca)
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise ValueError(f"cannot use the CA file {ca!r}: {reason}") from None
+        tls = _ca_context(ca)
     return ClientSettings(
         addresses=addresses or (DEFAULT_ADDR,),
         token=checked_token(raw_token),
