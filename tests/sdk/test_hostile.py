@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import re
 import socket
 import traceback
 from collections.abc import Callable, Iterator
@@ -117,6 +118,40 @@ def test_a_body_dripped_byte_by_byte_ends_within_the_timeout(
     addr = f"http://127.0.0.1:{drip.port}"
     with pytest.raises(ServerUnavailableError, match="ReadTimeout"):
         call(addr, "get", PATH, timeout=0.5)
+
+
+class Silent(RawPeer):
+    """Reads a request and never answers; or, with ``hang_up``, closes without a word."""
+
+    def __init__(self, *, hang_up: bool) -> None:
+        self.hang_up = hang_up
+        super().__init__()
+        self.addr = f"http://127.0.0.1:{self.port}"
+
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(65536)
+            if not self.hang_up:
+                self.stopping.wait(30)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("hang_up", "said"),
+    [(False, "did not answer in time (ReadTimeout)"), (True, "connection to the server at")],
+)
+def test_a_lost_answer_says_what_happened_not_cannot_reach(
+    call: Callable[..., Any], hang_up: bool, said: str
+) -> None:
+    """The request reached the server: "cannot reach the server" sent operators looking for
+    a network fault when the server was slow or had dropped the connection."""
+    peer = Silent(hang_up=hang_up)
+    try:
+        with pytest.raises(ServerUnavailableError, match=re.escape(said)) as caught:
+            call(peer.addr, "get", PATH, timeout=0.5)
+        assert "cannot reach" not in str(caught.value)
+    finally:
+        peer.stop()
 
 
 @pytest.mark.timeout(60)

@@ -387,7 +387,13 @@ class Attempts:
                 f"TLS handshake with {address} failed (untrusted certificate or protocol;"
                 " see cacert / MEDSECRETS_CACERT)"
             ) from None
-        error = ServerUnavailableError(f"cannot reach the server at {address} ({reason})")
+        if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+            what = f"the server at {address} did not answer in time ({reason})"
+        elif isinstance(exc, _SENT):
+            what = f"the connection to the server at {address} broke ({reason})"
+        else:
+            what = f"cannot reach the server at {address} ({reason})"
+        error = ServerUnavailableError(what)
         if isinstance(exc, _UNSENT):
             self._index = self._ring.fail(self._index)
             self._round_failures += 1
