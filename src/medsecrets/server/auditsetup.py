@@ -69,7 +69,7 @@ from medsecrets.server.auditprocess import AlertReceiver, monitor_settings
 from medsecrets.server.config import Settings
 from medsecrets.store import SecretStore
 
-__all__ = ["AuditStack", "build_audit", "device_settings"]
+__all__ = ["AuditStack", "build_audit", "check_audit_paths", "device_settings"]
 
 log = logging.getLogger("medsecrets.server")
 
@@ -463,6 +463,34 @@ def device_settings(settings: Settings) -> tuple[AuditDeviceSettings, ...]:
         if names.count(name) > 1:
             raise ConfigError(f"setting 'audit.device': the name {name!r} is used twice")
     return tuple(devices)
+
+
+def check_audit_paths(settings: Settings) -> None:
+    """Make sure every file device's directory exists (created 0700 if missing) and can be
+    written, before the store is opened or dev mode sets anything up: ``ConfigError``
+    naming the setting (``audit.file``, or the ``audit.device`` by its name) otherwise.
+    The device still opens its file at start; this only moves the common mistakes (a
+    directory that cannot exist, or is not ours to write) ahead of any change."""
+    for device in device_settings(settings):
+        if device.type != "file":
+            continue
+        where = (
+            "setting 'audit.file'"
+            if device.path == settings.audit.file
+            else f"setting 'audit.device' {device.name!r}"
+        )
+        directory = os.path.dirname(device.path) or "."
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise ConfigError(f"{where}: {directory!r} is not a directory")
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: cannot create the directory {directory!r}"
+                f" ({exc.strerror or type(exc).__name__})"
+            ) from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"{where}: cannot write in {directory!r}")
 
 
 def _state_path(settings: Settings, worker: bool) -> Path | None:

@@ -234,6 +234,9 @@ def serve(settings: Settings) -> None:
     from medsecrets.server.bootstrap import claim_data_dir
 
     claim_data_dir(settings)  # before anything is written there: one server per data directory
+    from medsecrets.server.auditsetup import check_audit_paths
+
+    check_audit_paths(settings)  # before the store opens or dev mode sets anything up
     if settings.backend == "granian" and settings.workers > 1:
         _serve_granian_workers(settings)
         return
