@@ -600,3 +600,39 @@ def test_records_are_answered_while_the_rest_of_a_frame_is_still_on_its_way(
         for fd in (into, child_out, out):
             os.close(fd)
     assert codes == [0]
+
+
+def test_a_stop_as_soon_as_the_loss_shows_does_not_trip_over_the_restarter(
+    lane: RemoteLane,
+) -> None:
+    """The server may stop the lane the moment a lost audit process shows (the loss is
+    logged, the lane reads as down): the restarter it joins must already run. It was
+    published before it was started, so such a stop raised 'cannot join thread before
+    it is started' (the broker's stop then left the other lanes open; this test errored
+    now and then under load in its teardown)."""
+    import logging
+
+    process = lane._process
+    assert process is not None
+    problems: list[BaseException] = []
+
+    class StopOnLoss(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "audit process lost" in record.getMessage():
+                try:
+                    lane.stop(2.0)
+                except BaseException as exc:
+                    problems.append(exc)
+
+    handler = StopOnLoss()
+    logger = logging.getLogger("medsecrets.audit")
+    logger.addHandler(handler)
+    try:
+        lane._lose(process, "audit-process-exited")
+    finally:
+        logger.removeHandler(handler)
+    assert problems == []
+    restarter = lane._restarter
+    assert restarter is not None
+    restarter.join(10)
+    assert not restarter.is_alive() and lane._process is process  # stopped: no new process

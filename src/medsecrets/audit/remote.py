@@ -597,18 +597,20 @@ class RemoteLane:
             self._waiting.clear()
             restart = not self._stopping
             if restart:
-                self._restarter = threading.Thread(
+                # Started before it is published: a ``stop`` may join it the moment the
+                # loss shows (it waits for this lock, then for the dead process to end).
+                restarter = threading.Thread(
                     target=self._restart,
                     args=(process,),
                     name=f"audit-{self.name}-restart",
                     daemon=True,
                 )
+                restarter.start()
+                self._restarter = restarter
         _end(process)
         if restart:  # at stop the process ending is expected
             _log.error("audit device %s: audit process lost (%s)", self.name, reason)
         answer_all(waiting, ok=False)
-        if restart and self._restarter is not None:
-            self._restarter.start()
 
     def _restart(self, dead: subprocess.Popen[bytes]) -> None:
         with self._lock:
