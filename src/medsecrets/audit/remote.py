@@ -121,6 +121,34 @@ class _Stats(NamedTuple):
     """The records this process is done with (written or dropped) of those it was sent."""
 
 
+class _Broken(Exception):
+    """A message from the audit process that the protocol does not allow."""
+
+
+_STATS_TYPES: Final[tuple[type | tuple[type, ...], ...]] = (
+    bool,
+    bool,
+    int,
+    int,
+    int,
+    int,
+    (str, type(None)),
+    int,
+    int,
+)
+
+
+def _stats_of(value: object) -> _Stats:
+    """The ``stats`` of an ``acks`` message (``_Broken`` if malformed)."""
+    if (
+        type(value) is not tuple
+        or len(value) != len(_STATS_TYPES)
+        or not all(isinstance(item, kind) for item, kind in zip(value, _STATS_TYPES, strict=True))
+    ):
+        raise _Broken("malformed stats in an acks message")
+    return _Stats(*value)
+
+
 _PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
@@ -168,6 +196,9 @@ class RemoteLane:
         self._waiting: dict[int, tuple[Waiter, float]] = {}  # in number order
         self._backlog = bytearray()
         self._framed = 0  # records framed for the current process (sent, or in the backlog)
+        self._floor = 0  # numbers up to this one were never framed for the current process
+        self._last_framed = 0  # the last number framed for the current process
+        self._acked = 0  # the last number the current process answered
         self._sent: object = _UNKNOWN  # the key material the process has (identity)
         self._process: subprocess.Popen[bytes] | None = None
         self._frames: FrameReader | None = None
@@ -254,6 +285,7 @@ class RemoteLane:
             self._process, self._frames = process, frames
             self._stats = _Stats(up=True, seq=seq)
             self._framed = 0
+            self._floor = self._last_framed = self._acked = self._number
             self._sent = _UNKNOWN
             self._hung_since = None
             self._down = False
@@ -448,6 +480,7 @@ class RemoteLane:
             try:
                 frames.append(encode(("events", first, items)))
                 self._framed += _records(items)
+                self._last_framed = first + len(items) - 1
             except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
                 _log.error("audit device %s: %s", self.name, exc)
                 self._dropped += _records(items)
@@ -503,37 +536,54 @@ class RemoteLane:
         *,
         on_loop_fd: int | None = None,
     ) -> bool:
-        """Take what arrived and answer its waiters; ``False`` once the process is gone."""
+        """Take what arrived and answer its waiters; ``False`` once the process is gone.
+
+        A frame that is not a message, or an answer the protocol does not allow (a
+        malformed one, one for an item never sent to this process, answers out of
+        order), means the process is broken: it is given up as a dead one is (its
+        waiters fail, a new one starts), with a log line that says what it sent.
+        """
+        broken: str | None = None
         try:
             messages = frames.read_ready()
-        except (EOFError, FrameError, OSError, ValueError):
-            if on_loop_fd is not None and self._loop is not None:
-                self._loop.remove_reader(on_loop_fd)
-            self._lose(process, "audit-process-exited")
-            return False
-        if not messages:
-            return True
+        except (EOFError, OSError, ValueError):
+            messages, lost = [], "audit-process-exited"
+        except FrameError as exc:
+            messages, lost, broken = [], "protocol-error", str(exc)
+        else:
+            lost = ""
         yes: list[Waiter] = []
         no: list[Waiter] = []
         other: list[Message] = []
-        with self._lock:
-            current = process is self._process and not self._down
-            for message in messages:
-                if message[0] == "acks":
-                    if current:
-                        self._take(message, yes, no)
-                elif message[0] == "refused":
-                    if current:
-                        self._refuse(message, no)
-                else:
-                    other.append(message)
-            overflow = self._drain() if current else False
+        overflow = False
+        if messages:
+            with self._lock:
+                current = process is self._process and not self._down
+                for message in messages:
+                    try:
+                        if message[0] == "acks":
+                            if current:
+                                self._take(message, yes, no)
+                        elif message[0] == "refused":
+                            if current:
+                                self._refuse(message, no)
+                        else:
+                            other.append(message)
+                    except _Broken as exc:
+                        lost, broken = "protocol-error", str(exc)
+                        break
+                overflow = self._drain() if current and not lost else False
         if yes:
             answer_all(yes, ok=True)
         if no:
             answer_all(no, ok=False)
         for message in other:
             self._deliver(message)
+        if lost:
+            if on_loop_fd is not None and self._loop is not None:
+                self._loop.remove_reader(on_loop_fd)
+            self._lose(process, lost, broken)
+            return False
         if overflow:
             self._lose(process, "backlog-full")
         return True
@@ -552,12 +602,29 @@ class RemoteLane:
             )
 
     def _take(self, message: Message, yes: list[Waiter], no: list[Waiter]) -> None:
-        _, answers, stats = message
-        for number, ok in answers:  # type: ignore[attr-defined]
+        """An ``acks`` message (lock held): checked whole before any waiter is answered
+        (``_Broken`` if the protocol does not allow it)."""
+        if len(message) != 3 or type(message[1]) is not list:
+            raise _Broken("a malformed acks message")
+        answers: list[tuple[int, bool]] = message[1]
+        stats = _stats_of(message[2])
+        last = self._acked
+        for answer in answers:
+            if type(answer) is not tuple or len(answer) != 2 or type(answer[1]) is not bool:
+                raise _Broken("a malformed answer")
+            number = answer[0]
+            if type(number) is not int:
+                raise _Broken("a malformed answer")
+            if not last < number <= self._last_framed:
+                order = "out of order" if number <= last else "never sent"
+                raise _Broken(f"an answer for item {number} {order}")
+            last = number
+        self._acked = last
+        for number, ok in answers:
             found = self._waiting.pop(number, None)
             if found is not None:
                 (yes if ok else no).append(found[0])
-        self._stats = _Stats(*stats)  # type: ignore[misc]
+        self._stats = stats
         self._hung_since = None
         if not self._stats.up and self._stats.last_error:
             self.last_error = self._stats.last_error
@@ -565,13 +632,22 @@ class RemoteLane:
     def _refuse(self, message: Message, no: list[Waiter]) -> None:
         """Items the audit process refused at once (its queue full): their waiters fail.
         Not a sign of progress: the lane stays hung if it was."""
-        for number in message[1]:  # type: ignore[attr-defined]
+        numbers = message[1] if len(message) == 2 else None
+        if type(numbers) is not list:
+            raise _Broken("a malformed refused message")
+        for number in numbers:
+            if type(number) is not int or not self._floor < number <= self._last_framed:
+                raise _Broken("a refusal of an item never sent")
+        for number in numbers:
             found = self._waiting.pop(number, None)
             if found is not None:
                 no.append(found[0])
 
-    def _lose(self, process: subprocess.Popen[bytes], reason: str) -> None:
-        """``process`` is dead or given up (``reason``): fail everything, restart.
+    def _lose(
+        self, process: subprocess.Popen[bytes], reason: str, detail: str | None = None
+    ) -> None:
+        """``process`` is dead or given up (``reason``; ``detail`` for the log): fail
+        everything, restart.
 
         Nothing it was sent or will be sent counts: waiters fail, queued events are
         dropped, and a new process starts a new stream after the back-off.
@@ -609,7 +685,12 @@ class RemoteLane:
                 self._restarter = restarter
         _end(process)
         if restart:  # at stop the process ending is expected
-            _log.error("audit device %s: audit process lost (%s)", self.name, reason)
+            _log.error(
+                "audit device %s: audit process lost (%s%s)",
+                self.name,
+                reason,
+                f": {detail}" if detail else "",
+            )
         answer_all(waiting, ok=False)
 
     def _restart(self, dead: subprocess.Popen[bytes]) -> None:
