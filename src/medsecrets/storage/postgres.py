@@ -12,11 +12,18 @@ an advisory lock, so several processes may start at once.
 
 Keys are ``TEXT COLLATE "C"`` (byte order of UTF-8 = code point order);
 values are ``BYTEA``. Plain writes are single autocommit statements, durable
-when they return. A batch runs in one transaction; when it has ``Expect``
-conditions the transaction is ``SERIALIZABLE`` and the expected rows are read
-``FOR UPDATE``, so a concurrent writer of an expected (even absent) key makes
-one side fail: serialization failures, deadlocks and unique violations become
-``ConflictError``, never a crash. Leases are one atomic upsert
+when they return. A batch runs in one READ COMMITTED transaction, its rows taken in
+key-hash order (for each key its ``Expect`` conditions, then its net write): a
+row expected to hold a value is read ``FOR UPDATE``, a key expected absent is
+claimed by inserting it (``_batch_statements``), so a concurrent writer of an
+expected (even absent) key waits, and then the condition sees what it wrote.
+It used to run ``SERIALIZABLE`` when it expected a key absent, whose checks
+lock index pages, not keys: about a quarter of the batches creating distinct
+keys at once failed. A batch PostgreSQL aborts to break a deadlock (a rival
+that takes rows in another order) or a serialization cycle (it rolled back
+whole: nothing was written) is run again, up to ``_BATCH_TRIES`` times. Only
+a failed ``Expect`` is a ``ConflictError`` (as is a batch with conditions that
+lost every try; one without gets ``StorageError``). Leases are one atomic upsert
 (``INSERT … ON CONFLICT DO UPDATE … WHERE expires_at <= now RETURNING``).
 """
 
@@ -25,8 +32,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 import secrets
 import select
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -106,6 +115,8 @@ _LIST_BOUNDED = (
 )
 _LIST_UNBOUNDED = _LIST_WHERE + " ORDER BY substr(key, 1, 512), key LIMIT %(limit)s"
 _EXPECT = "SELECT medsecrets_expect(%s, %s)"
+#: An ``Expect`` of absence: fails (unique_violation, a ``ConflictError``) if the key exists.
+_CLAIM = "INSERT INTO medsecrets_kv (key_hash, key, value) VALUES (%s, %s, '')"
 _LEASE_ACQUIRE = (
     "INSERT INTO medsecrets_leases AS l (name_hash, name, holder, token, expires_at)"
     " VALUES (%s, %s, %s, %s, %s)"
@@ -120,6 +131,14 @@ _LEASE_RELEASE = "DELETE FROM medsecrets_leases WHERE name_hash = %s AND token =
 
 #: serialization_failure, deadlock_detected, unique_violation.
 _CONFLICT_STATES = frozenset({"40001", "40P01", "23505"})
+#: Aborts that roll a transaction back whole whatever it did: a batch is run again.
+_RETRY_STATES = frozenset({"40001", "40P01"})
+#: What ``medsecrets_expect`` raises (with SQLSTATE 40001) for a condition that fails.
+_EXPECT_FAILED = "medsecrets: batch expectation failed"
+#: Runs of a batch that PostgreSQL keeps aborting (``_RETRY_STATES``) before it fails.
+_BATCH_TRIES = 10
+#: Upper bound in seconds of the random pause before a batch's ``n``-th run, times ``n``.
+_RETRY_PAUSE = 0.002
 _UNSAFE_SETTINGS: tuple[tuple[str, frozenset[str]], ...] = (
     ("fsync", frozenset({"off"})),
     ("full_page_writes", frozenset({"off"})),
@@ -132,11 +151,66 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
-def _wrap(op: str, exc: Exception) -> MedsecretsError:
-    """``ConflictError`` for lost races, else ``StorageError``; error class and SQLSTATE only."""
+def _aborted_by_server(exc: Exception) -> bool:
+    """Whether ``exc`` is PostgreSQL aborting a transaction to break a deadlock or a
+    serialization cycle (rolled back whole: running it again is safe), not a failed
+    ``Expect`` (which raises the same serialization_failure, with its own message)."""
+    if getattr(exc, "sqlstate", None) not in _RETRY_STATES:
+        return False
+    diag = getattr(exc, "diag", None)
+    return getattr(diag, "message_primary", None) != _EXPECT_FAILED
+
+
+_Statement = tuple[str, tuple[object, ...]]
+
+
+def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
+    """The statements of a batch's transaction, key by key in key-hash order (two
+    batches take their rows in the same order: no deadlock between them). For each
+    key: its ``Expect`` conditions on a value (``medsecrets_expect``: the row locked
+    ``FOR UPDATE``); if it expects the key absent, a claim (a plain ``INSERT`` of an
+    empty value: it waits for a rival's uncommitted insert, fails with
+    unique_violation if the key exists, and else holds the new row against every
+    rival); then its net write (the last ``Put`` or ``Delete`` of it wins), or the
+    claim's removal. Same outcome as checking every condition, then ``ops`` in order.
+    """
+    values: dict[str, list[bytes]] = {}
+    absent: set[str] = set()
+    written: dict[str, bytes | None] = {}
+    for op in ops:
+        if isinstance(op, Expect):
+            if op.value is None:
+                absent.add(op.key)
+            else:
+                values.setdefault(op.key, []).append(op.value)
+        elif isinstance(op, Put):
+            written[op.key] = op.value
+        elif isinstance(op, Delete):
+            written[op.key] = None
+    statements: list[_Statement] = []
+    for digest, key in sorted((_digest(k), k) for k in {*values, *absent, *written}):
+        statements.extend((_EXPECT, (digest, value)) for value in values.get(key, ()))
+        if key in absent:
+            statements.append((_CLAIM, (digest, key)))
+        if key in written:
+            value = written[key]
+            if value is None:
+                statements.append((_DELETE, (digest,)))
+            else:
+                statements.append((_PUT, (digest, key, value)))
+        elif key in absent:
+            statements.append((_DELETE, (digest,)))
+    return statements
+
+
+def _wrap(op: str, exc: Exception, *, conflicts: bool = True) -> MedsecretsError:
+    """``ConflictError`` for lost races (unless not ``conflicts``: an operation without a
+    condition cannot conflict), else ``StorageError``; error class and SQLSTATE only."""
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in _CONFLICT_STATES:
-        return ConflictError(f"postgres {op} lost a race (SQLSTATE {sqlstate})")
+        if conflicts:
+            return ConflictError(f"postgres {op} lost a race (SQLSTATE {sqlstate})")
+        return StorageError(f"postgres {op} kept losing races (SQLSTATE {sqlstate})")
     detail = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
     return StorageError(f"postgres {op} failed ({detail})")
 
@@ -318,45 +392,38 @@ class PostgresStorage:
         return ListPage(keys=keys, next_after=None)
 
     def batch(self, ops: Sequence[Operation]) -> None:
-        """Check every ``Expect``, then apply ``Put``/``Delete`` in order, atomically."""
+        """Check every ``Expect``, then apply ``Put``/``Delete`` in order, atomically; run
+        again when PostgreSQL aborted it for a deadlock or serialization cycle (module)."""
         check_ops(ops)
         self._check_open()
         if not ops:
             return
-        expects = [op for op in ops if isinstance(op, Expect)]
-        try:
-            with self._connection() as conn:
-                try:
-                    self._run_batch(conn, ops, expects)
-                finally:
-                    if conn.info.transaction_status != self._idle:
-                        conn.execute("ROLLBACK")
-        except self._errors as exc:
-            raise _wrap("batch", exc) from None
+        statements = _batch_statements(ops)
+        conditional = any(isinstance(op, Expect) for op in ops)
+        for attempt in range(1, _BATCH_TRIES + 1):
+            try:
+                with self._connection() as conn:
+                    try:
+                        self._run_batch(conn, statements)
+                    finally:
+                        if conn.info.transaction_status != self._idle:
+                            conn.execute("ROLLBACK")
+                return
+            except self._errors as exc:
+                if attempt == _BATCH_TRIES or not _aborted_by_server(exc):
+                    raise _wrap("batch", exc, conflicts=conditional) from None
+            # desynchronise the batches that aborted each other
+            time.sleep(random.uniform(0, _RETRY_PAUSE * attempt))  # noqa: S311
 
     @staticmethod
-    def _run_batch(
-        conn: Connection[TupleRow], ops: Sequence[Operation], expects: Sequence[Expect]
-    ) -> None:
-        """The whole transaction in one pipelined round trip (the caller rolls back
-        whatever is left open).
-
-        Each ``Expect`` is checked by ``medsecrets_expect`` in the transaction,
-        in key-hash order (no deadlocks): a row expected to exist is locked
-        ``FOR UPDATE`` (a racing writer waits, then sees the new value); an
-        expected *absence* cannot be locked, so such a batch runs SERIALIZABLE,
-        where a racing insert fails one side. A failed check aborts it all.
-        """
-        absent = any(op.value is None for op in expects)
+    def _run_batch(conn: Connection[TupleRow], statements: Sequence[_Statement]) -> None:
+        """The whole transaction (``_batch_statements``) in one pipelined round trip, at
+        the default isolation, READ COMMITTED (the caller rolls back whatever is left
+        open). A failed condition aborts it all."""
         with conn.pipeline():
-            conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE" if absent else "BEGIN")
-            for digest, value in sorted((_digest(op.key), op.value) for op in expects):
-                conn.execute(_EXPECT, (digest, value))
-            for op in ops:
-                if isinstance(op, Put):
-                    conn.execute(_PUT, (_digest(op.key), op.key, op.value))
-                elif isinstance(op, Delete):
-                    conn.execute(_DELETE, (_digest(op.key),))
+            conn.execute("BEGIN")
+            for query, params in statements:
+                conn.execute(query, params)
             conn.execute("COMMIT")
 
     # -- leases --------------------------------------------------------------

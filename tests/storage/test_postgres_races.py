@@ -1,0 +1,145 @@
+"""PostgresStorage under contention: a batch fails with ``ConflictError`` only when one of
+its own ``Expect`` conditions does not hold, never because PostgreSQL aborted it to break a
+deadlock or a serialization cycle (those are rolled back whole, so the batch is run again)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from medsecrets.errors import ConflictError
+from medsecrets.storage.base import Expect, Put
+from medsecrets.storage.postgres import PostgresStorage
+
+pytestmark = pytest.mark.postgres
+
+
+def _in_thread(run: Callable[[], None]) -> tuple[threading.Thread, list[BaseException | None]]:
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_until_blocked(dsn: str, thread: threading.Thread) -> None:
+    """Return once some backend waits for a lock (or ``thread`` has finished)."""
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        while thread.is_alive():
+            row = watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+            if row is not None and row[0] > 0:
+                return
+
+
+def test_a_batch_chosen_as_deadlock_victim_is_run_again(pg_dsn: str) -> None:
+    """A rival holds one key and then asks for another that the batch holds: PostgreSQL
+    ends the deadlock by aborting the batch (its detector fires first), which had no
+    condition to fail: it is run again and succeeds once the rival is done."""
+    low, high = sorted(["a", "b"], key=lambda k: hashlib.sha256(k.encode()).digest())
+    store = PostgresStorage(pg_dsn)
+    try:
+        store.batch([Put(low, b"0"), Put(high, b"0")])
+        with psycopg.connect(pg_dsn) as rival:
+            rival.execute("SET deadlock_timeout = '60s'")  # the batch's detector fires first
+            rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = %s", (high,))
+            # in key-hash order, as a batch takes its rows: "low" taken, waits for "high"
+            thread, outcome = _in_thread(lambda: store.batch([Put(low, b"1"), Put(high, b"1")]))
+            _wait_until_blocked(pg_dsn, thread)
+            rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = %s", (low,))
+            rival.commit()
+            thread.join()
+        assert outcome == [None]
+        assert (store.get(low), store.get(high)) == (b"1", b"1")
+    finally:
+        store.close()
+
+
+def test_a_serialization_failure_on_a_key_not_expected_is_run_again(pg_dsn: str) -> None:
+    """A batch that expects a key absent runs SERIALIZABLE; when it also writes another
+    key that a rival updates meanwhile, PostgreSQL aborts it ("could not serialize
+    access due to concurrent update"): no condition of the batch failed, so it is run
+    again and succeeds."""
+    store = PostgresStorage(pg_dsn)
+    try:
+        store.put("y", b"0")
+        with psycopg.connect(pg_dsn) as rival:
+            rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = 'y'")
+            thread, outcome = _in_thread(
+                lambda: store.batch([Expect("new", None), Put("new", b"1"), Put("y", b"1")])
+            )
+            _wait_until_blocked(pg_dsn, thread)
+            rival.commit()
+            thread.join()
+        assert outcome == [None]
+        assert (store.get("new"), store.get("y")) == (b"1", b"1")
+    finally:
+        store.close()
+
+
+def test_batches_expecting_distinct_absent_keys_do_not_fail_each_other(pg_dsn: str) -> None:
+    """Creating distinct keys at once (each batch expects its own key absent): PostgreSQL's
+    serializable checks lock index pages, not keys, and aborted about a quarter of such
+    batches; none has a failed condition, so every one must succeed."""
+    store = PostgresStorage(pg_dsn, max_size=6)
+    failures: list[BaseException] = []
+
+    def create(worker: int) -> None:
+        for n in range(40):
+            key = f"w{worker}/{n}"
+            try:
+                store.batch([Expect(key, None), Put(key, b"v"), Put(f"i/{key}", b"x")])
+            except BaseException as exc:
+                failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=create, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert len(store.list("w", limit=1000).keys) == 240
+    finally:
+        store.close()
+
+
+def test_check_and_set_racers_on_one_key_exactly_one_wins(pg_dsn: str) -> None:
+    """Four threads check-and-set one key from the same value: exactly one wins, the others
+    get ``ConflictError`` (a failed condition is not run again)."""
+    store = PostgresStorage(pg_dsn, max_size=4)
+    try:
+        store.put("cas", b"0")
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def contend() -> None:
+            try:
+                mine = threading.current_thread().name.encode()
+                store.batch([Expect("cas", b"0"), Put("cas", mine)])
+            except ConflictError:
+                won = False
+            else:
+                won = True
+            with lock:
+                results.append(won)
+
+        threads = [threading.Thread(target=contend, name=f"t{n}") for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == [False, False, False, True]
+    finally:
+        store.close()
