@@ -11,7 +11,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from medsecrets.errors import ConflictError
+from medsecrets.errors import ConflictError, StorageError
 from medsecrets.storage.base import Expect, Put
 from medsecrets.storage.postgres import PostgresStorage
 
@@ -143,3 +143,39 @@ def test_check_and_set_racers_on_one_key_exactly_one_wins(pg_dsn: str) -> None:
         assert sorted(results) == [False, False, False, True]
     finally:
         store.close()
+
+
+def test_a_role_granted_only_the_tables_a_dba_made_can_use_them(pg_dsn: str) -> None:
+    """A DBA creates the tables (the owner's first open) and grants a role the rows only: the
+    role opens the store and uses it (it used to fail at open, on CREATE … IF NOT EXISTS and
+    CREATE OR REPLACE FUNCTION, which need rights on the schema and the function)."""
+    PostgresStorage(pg_dsn).close()
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS medsecrets_app")
+        admin.execute("CREATE ROLE medsecrets_app LOGIN")
+        admin.execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON medsecrets_kv, medsecrets_leases"
+            " TO medsecrets_app"
+        )
+    app = PostgresStorage(f"{pg_dsn} user=medsecrets_app")
+    try:
+        app.batch([Expect("k", None), Put("k", b"1")])
+        app.batch([Expect("k", b"1"), Put("k", b"2")])
+        with pytest.raises(ConflictError):
+            app.batch([Expect("k", b"1"), Put("k", b"3")])
+        assert app.get("k") == b"2"
+        lease = app.acquire_lease("leader", "me", 30)
+        assert lease is not None
+        app.release_lease(lease)
+    finally:
+        app.close()
+
+
+def test_a_role_without_rights_gets_a_clear_error_at_open(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS medsecrets_nobody")
+        admin.execute("CREATE ROLE medsecrets_nobody LOGIN")
+    with pytest.raises(StorageError, match="permission denied for schema public") as info:
+        PostgresStorage(f"{pg_dsn} user=medsecrets_nobody")
+    assert "may not create or use the medsecrets tables" in str(info.value)
+    assert info.value.__cause__ is None

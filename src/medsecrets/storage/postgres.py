@@ -76,21 +76,44 @@ _SCHEMA_LOCK = 0x6D65_6473_6563_0001
 #: first 512 characters (at most 2048 bytes). Truncation ``t`` keeps
 #: order: ``a <= b`` implies ``t(a) <= t(b)``, so ``ORDER BY t(key), key`` is
 #: ``ORDER BY key`` and ``t(key) >= t(bound)`` is a safe index condition.
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS medsecrets_kv ("
-    ' key_hash BYTEA PRIMARY KEY, key TEXT COLLATE "C" NOT NULL, value BYTEA NOT NULL)',
-    "CREATE INDEX IF NOT EXISTS medsecrets_kv_order ON medsecrets_kv ((substr(key, 1, 512)))",
-    "CREATE TABLE IF NOT EXISTS medsecrets_leases ("
-    ' name_hash BYTEA PRIMARY KEY, name TEXT COLLATE "C" NOT NULL, holder TEXT NOT NULL,'
-    " token TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
-    # A batch's Expect, checked inside its transaction: the row is locked, and a
-    # mismatch aborts the transaction with serialization_failure (a ConflictError).
-    "CREATE OR REPLACE FUNCTION medsecrets_expect(h BYTEA, v BYTEA) RETURNS VOID"
-    " LANGUAGE plpgsql AS $$ DECLARE cur BYTEA; BEGIN"
+_SCHEMA: tuple[tuple[str, str], ...] = (
+    (
+        "medsecrets_kv",
+        "CREATE TABLE IF NOT EXISTS medsecrets_kv ("
+        ' key_hash BYTEA PRIMARY KEY, key TEXT COLLATE "C" NOT NULL, value BYTEA NOT NULL)',
+    ),
+    (
+        "medsecrets_kv_order",
+        "CREATE INDEX IF NOT EXISTS medsecrets_kv_order ON medsecrets_kv ((substr(key, 1, 512)))",
+    ),
+    (
+        "medsecrets_leases",
+        "CREATE TABLE IF NOT EXISTS medsecrets_leases ("
+        ' name_hash BYTEA PRIMARY KEY, name TEXT COLLATE "C" NOT NULL, holder TEXT NOT NULL,'
+        " token TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+    ),
+)
+"""(relation, statement creating it): each run at open only when the relation is
+missing, so a role granted only the rows of tables a DBA made can open the store
+(``CREATE … IF NOT EXISTS`` needs the right to create in the schema even then)."""
+# A batch's Expect, checked inside its transaction: the row is locked, and a
+# mismatch aborts the transaction with serialization_failure (a ConflictError).
+_EXPECT_BODY = (
+    " DECLARE cur BYTEA; BEGIN"
     " SELECT value INTO cur FROM medsecrets_kv WHERE key_hash = h FOR UPDATE;"
     " IF cur IS DISTINCT FROM v THEN"
     " RAISE EXCEPTION 'medsecrets: batch expectation failed' USING ERRCODE = '40001';"
-    " END IF; END $$",
+    " END IF; END "
+)
+_EXPECT_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION medsecrets_expect(h BYTEA, v BYTEA) RETURNS VOID"
+    " LANGUAGE plpgsql AS $$" + _EXPECT_BODY + "$$"
+)
+"""Run at open only when the function is missing or has another body (replacing a
+function needs its ownership)."""
+_EXPECT_SOURCE = (
+    "SELECT prosrc FROM pg_catalog.pg_proc"
+    " WHERE oid = to_regprocedure('medsecrets_expect(bytea, bytea)')"
 )
 _KEY_COLLATION = (
     "SELECT collation_name FROM information_schema.columns"
@@ -280,6 +303,13 @@ class PostgresStorage:
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise StorageError(f"cannot connect to postgres: {reason}") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # the server's primary message names the right and the object, no value
+            reason = exc.diag.message_primary or "permission denied"
+            raise StorageError(
+                f"postgres role may not create or use the medsecrets tables ({reason}):"
+                " grant it the rights, or have the tables' owner open the store first"
+            ) from None
         except psycopg.Error as exc:
             raise _wrap("open", exc) from None
         self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
@@ -533,6 +563,12 @@ def _show(conn: Connection[TupleRow], setting: str) -> str:
     return str(row[0])
 
 
+def _missing(conn: Connection[TupleRow], relation: str) -> bool:
+    """Whether ``relation`` (a table or index name, found by the search path) is missing."""
+    row = conn.execute("SELECT to_regclass(%s)", (relation,)).fetchone()
+    return row is None or row[0] is None
+
+
 def _format_of(comment: object) -> int:
     """The format a kv table's comment names (0: none, as before tables were marked)."""
     if not isinstance(comment, str) or not comment.startswith(_FORMAT_MARK):
@@ -547,8 +583,12 @@ def _ensure_schema(conn: Connection[TupleRow]) -> None:
     collation."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        for statement in _SCHEMA:
-            conn.execute(statement.encode())
+        for relation, statement in _SCHEMA:
+            if _missing(conn, relation):
+                conn.execute(statement.encode())
+        source = conn.execute(_EXPECT_SOURCE.encode()).fetchone()
+        if source is None or source[0] != _EXPECT_BODY:
+            conn.execute(_EXPECT_FUNCTION.encode())
         row = conn.execute(f"SELECT obj_description('{_KV}'::regclass, 'pg_class')").fetchone()
         found = _format_of(row[0] if row is not None else None)
         if found > _FORMAT:
