@@ -636,3 +636,26 @@ def test_a_stop_as_soon_as_the_loss_shows_does_not_trip_over_the_restarter(
     assert restarter is not None
     restarter.join(10)
     assert not restarter.is_alive() and lane._process is process  # stopped: no new process
+
+
+def test_a_restart_refused_by_an_audit_process_of_another_version_is_logged_with_why(
+    lane: RemoteLane, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Code upgraded under a running server, then the audit process restarted: the new
+    one refuses the old protocol, and the server's log must say so (it said only
+    'restarting the audit process failed (ConfigError)')."""
+    import medsecrets.audit.sidecar as sidecar
+
+    _write(lane, 1)
+    monkeypatch.setattr(sidecar, "PROTOCOL", sidecar.PROTOCOL + 1)  # the server's side
+    process = lane._process
+    assert process is not None
+    process.kill()
+    deadline = time.monotonic() + 15
+    while "restarting the audit process failed" not in caplog.text:
+        assert time.monotonic() < deadline, "no restart was tried"
+        time.sleep(0.05)
+    lane.stop()
+    assert not lane.up  # stays down: fail closed
+    (line,) = [r.getMessage() for r in caplog.records if "restarting" in r.getMessage()][:1]
+    assert "audit protocol" in line and "restart it" in line

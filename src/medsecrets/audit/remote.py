@@ -716,11 +716,11 @@ class RemoteLane:
                     return
             try:
                 process, frames, seq = self._spawn()
-            except Exception as exc:
+            except Exception as exc:  # our own texts say why (another protocol version)
                 _log.error(
                     "audit device %s: restarting the audit process failed (%s)",
                     self.name,
-                    type(exc).__name__,
+                    exc if isinstance(exc, ConfigError | OSError) else type(exc).__name__,
                 )
                 delay = min(30.0, delay * 2)
                 continue
