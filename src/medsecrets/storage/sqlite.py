@@ -133,6 +133,11 @@ _SCHEMA = (
     " expires_at REAL NOT NULL)",
 )
 
+#: The columns of each table, checked at open (a leases table, or a view named kv, of
+#: another shape failed at the first write as SQLITE_ERROR).
+_COLUMNS = {"kv": ["key", "value"], "leases": ["name", "holder", "token", "expires_at"]}
+_SCHEMA_KINDS = "SELECT name, type FROM sqlite_schema WHERE name IN ('kv', 'leases')"
+
 _APPLICATION_ID = 0x4D534543
 """``PRAGMA application_id`` of a medsecrets database ("MSEC")."""
 _FORMAT = 1
@@ -151,6 +156,7 @@ _LEASE_RENEW = "UPDATE leases SET expires_at = ? WHERE name = ? AND token = ? AN
 _LEASE_RELEASE = "DELETE FROM leases WHERE name = ? AND token = ?"
 
 _MEMORY_PATHS = frozenset({"", ":memory:"})
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every database file
 _NO_OWN = object()  # ``_get_own``: this thread has no connection of its own to read on
 
 #: Set inside ``SqliteStorage.deferring()``: the storage whose writes return before durable.
@@ -1029,14 +1035,23 @@ def _copy_outcome(targets: Sequence[asyncio.Future[None]], source: asyncio.Futur
 
 
 def _create_private_file(path: str) -> None:
-    """Create the database file with mode 0600 unless it exists (or is in-memory)."""
+    """Create the database file with mode 0600 unless it exists (or is in-memory); refuse
+    a file that is not empty and does not start with SQLite's header (SQLite itself took
+    a one-byte file for an empty database and wrote a new one over it)."""
     if path in _MEMORY_PATHS:
         return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as exc:
         raise StorageError(f"cannot open sqlite file: {exc.strerror}") from None
-    os.close(fd)
+    try:
+        header = os.pread(fd, len(_SQLITE_HEADER), 0)
+    except OSError as exc:
+        raise StorageError(f"cannot read sqlite file: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if header and header != _SQLITE_HEADER:
+        raise StorageError("sqlite open failed: SQLITE_NOTADB (the file is not a SQLite database)")
 
 
 def _open_stamp(path: str) -> ChangeStamp:
@@ -1071,11 +1086,19 @@ def _create_schema(conn: sqlite3.Connection) -> None:
             f"the sqlite file has format {version}, newer than this medsecrets reads "
             f"({_FORMAT}): run the medsecrets that wrote it, or a newer one"
         )
+    kinds = dict(conn.execute(_SCHEMA_KINDS).fetchall())
+    if application == _APPLICATION_ID and "kv" not in kinds:
+        # never a new, empty table: the server would find an uninitialised store here
+        raise StorageError(
+            "the sqlite file is a medsecrets database that has no kv table (damaged):"
+            " restore it from a backup"
+        )
     for statement in _SCHEMA:
         conn.execute(statement)
-    columns = [row[1] for row in conn.execute("PRAGMA table_info(kv)").fetchall()]
-    if columns != ["key", "value"]:
-        raise StorageError("the sqlite file's kv table is not a medsecrets one")
+    for table, expected in _COLUMNS.items():
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+        if kinds.get(table, "table") != "table" or columns != expected:
+            raise StorageError(f"the sqlite file's {table} table is not a medsecrets one")
     if application == 0 or version != _FORMAT:  # new, or made before files were stamped
         conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {_FORMAT}")
