@@ -58,6 +58,34 @@ def test_a_value_fetched_across_a_write_is_not_kept() -> None:
     assert cache.lookup("k")[0] == b"new"
 
 
+def test_an_offer_preempted_by_a_write_and_a_lookup_is_not_served() -> None:
+    """Another thread can run between ``offer``'s stamp check and its insert: a write bumps
+    the stamp (and is acknowledged) and a lookup clears the cache for the new stamp; the
+    value the offer then inserts was fetched before that write and must not be served
+    under the new stamp (it was, until the entry expired)."""
+    stamp = _Stamp()
+    cache = ReadCache(stamp)
+    _, seen = cache.lookup("k")  # stamp 1; "old" is fetched now
+
+    class _Preempted:
+        """The stamp as ``offer`` reads it (still 1), then the other thread's turn."""
+
+        armed = True
+
+        def __call__(self) -> int:
+            value = stamp.value
+            if self.armed:
+                self.armed = False
+                stamp.value = 2  # a write commits, bumps, is acknowledged
+                cache.lookup("other")  # another reader: the cache now holds stamp 2
+            return value
+
+    cache._stamp = _Preempted()  # type: ignore[method-assign]
+    cache.offer("k", b"old", seen)
+    cache._stamp = stamp  # type: ignore[method-assign]
+    assert cache.lookup("k")[0] is None
+
+
 def test_entries_expire_and_size_is_bounded() -> None:
     stamp, clock = _Stamp(), _Clock()
     cache = ReadCache(stamp, max_bytes=10, max_age=2.0, clock=clock)

@@ -40,7 +40,7 @@ class ReadCache:
         self._max_bytes = max_bytes
         self._max_age = max_age
         self._clock = clock
-        self._entries: dict[str, tuple[bytes, float]] = {}
+        self._entries: dict[str, tuple[bytes, float, int]] = {}  # value, fetched at, stamp
         self._bytes = 0
         self._valid_for = -1
 
@@ -55,7 +55,7 @@ class ReadCache:
             self._valid_for = stamp
             return None, stamp
         entry = self._entries.get(key)
-        if entry is None:
+        if entry is None or entry[2] != stamp:
             return None, stamp
         if self._clock() - entry[1] > self._max_age:
             return None, stamp
@@ -74,7 +74,7 @@ class ReadCache:
         previous = self._entries.get(key)
         if previous is not None:
             self._bytes -= len(previous[0])
-        self._entries[key] = (value, self._clock())
+        self._entries[key] = (value, self._clock(), stamp)
         self._bytes += size
 
     def clear(self) -> None:
