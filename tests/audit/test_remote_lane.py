@@ -659,3 +659,40 @@ def test_a_restart_refused_by_an_audit_process_of_another_version_is_logged_with
     assert not lane.up  # stays down: fail closed
     (line,) = [r.getMessage() for r in caplog.records if "restarting" in r.getMessage()][:1]
     assert "audit protocol" in line and "restart it" in line
+
+
+def test_the_counts_read_while_a_loss_is_accounted_are_never_half_updated(
+    lane: RemoteLane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metrics (and the test above) read ``records``/``dropped`` from other threads:
+    read in the middle of ``_lose`` they counted the dead process's records twice (its
+    counts added to the lane's before its own were reset), or read it as down with its
+    losses not counted yet (``test_records_in_flight_...`` polls ``up``, then checks
+    ``dropped``). A reader in another thread, started from inside the accounting, must
+    see the lane either all before or all after."""
+    import threading
+
+    import medsecrets.audit.remote as remote
+
+    _write(lane, 0)
+    process = lane._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    for number in range(1, 4):
+        lane.append(_event(number))  # framed, never reported done: lost with it
+    seen: list[tuple[bool, int, int]] = []
+    records = remote._records
+
+    def during(items: list[object]) -> int:  # called by _lose with its lock held
+        probe = threading.Thread(target=lambda: seen.append((lane.up, lane.records, lane.dropped)))
+        probe.start()
+        probe.join(1.0)  # done at once if it reads without the lock (the defect)
+        return records(items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(remote, "_records", during)
+    lane._lose(process, "audit-process-exited")
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen in ([(True, 1, 0)], [(False, 1, 3)])  # down with its losses counted
+    assert (lane.records, lane.dropped) == (1, 3)

@@ -232,27 +232,34 @@ class RemoteLane:
     def ok(self) -> bool:
         return self.up
 
+    # The counts are read under the lock: ``_lose`` moves a dead process's counts into
+    # the lane's in several steps, and a reader between them counted them twice, or saw
+    # the lane down with its losses not counted yet.
     @property
     def records(self) -> int:
         """Records written, by every audit process this lane ran."""
-        return self._before.records + self._stats.records
+        with self._lock:
+            return self._before.records + self._stats.records
 
     @property
     def dropped(self) -> int:
         """Records dropped here (appended while down, over the frame limit, lost with a dead
         audit process's queue) and by the audit processes (their queue full)."""
-        return self._dropped + self._stats.dropped
+        with self._lock:
+            return self._dropped + self._stats.dropped
 
     @property
     def failures(self) -> int:
         """Failed writes, by every audit process this lane ran, plus the times an audit
         process hung (answers over the timeout) or was lost."""
-        return self._before.failures + self._stats.failures + self._outages
+        with self._lock:
+            return self._before.failures + self._stats.failures + self._outages
 
     @property
     def pending(self) -> int:
         """Records queued here or in the audit process and not yet written."""
-        return _records(self._items) + self._stats.pending
+        with self._lock:
+            return _records(self._items) + self._stats.pending
 
     @property
     def head(self) -> ChainHead:
