@@ -179,3 +179,40 @@ def test_a_role_without_rights_gets_a_clear_error_at_open(pg_dsn: str) -> None:
         PostgresStorage(f"{pg_dsn} user=medsecrets_nobody")
     assert "may not create or use the medsecrets tables" in str(info.value)
     assert info.value.__cause__ is None
+
+
+def test_a_write_whose_connection_is_lost_says_its_outcome_is_unknown(pg_dsn: str) -> None:
+    """A write under way when the server ends its connection may or may not have committed:
+    the error says so (it said 'postgres batch failed (OperationalError)'), and the
+    write is not run again."""
+    store = PostgresStorage(pg_dsn)
+    try:
+        store.put("k", b"0")
+        with psycopg.connect(pg_dsn) as rival:
+            rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = 'k'")
+            thread, outcome = _in_thread(lambda: store.batch([Put("k", b"1"), Put("j", b"1")]))
+            _wait_until_blocked(pg_dsn, thread)
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE NOT granted"
+                    " AND pid <> pg_backend_pid()"
+                )
+            thread.join()
+            rival.rollback()
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], StorageError)
+        assert "outcome is unknown" in str(outcome[0])
+        assert store.get("j") is None  # (here it did not commit)
+    finally:
+        store.close()
+
+
+def test_no_pooled_connection_in_time_says_nothing_was_sent(pg_dsn: str) -> None:
+    store = PostgresStorage(pg_dsn, max_size=1, timeout=0.5)
+    try:
+        taken = store._pool.connection()  # the only connection
+        with taken, pytest.raises(StorageError, match="nothing was sent"):
+            store.put("k", b"v")
+        assert store.get("k") is None
+    finally:
+        store.close()

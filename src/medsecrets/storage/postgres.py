@@ -154,6 +154,10 @@ _LEASE_RELEASE = "DELETE FROM medsecrets_leases WHERE name_hash = %s AND token =
 
 #: serialization_failure, deadlock_detected, unique_violation.
 _CONFLICT_STATES = frozenset({"40001", "40P01", "23505"})
+#: Operations that write nothing (their failure has no outcome to tell).
+_READS = frozenset({"open", "get", "list"})
+#: admin_shutdown, crash_shutdown, cannot_connect_now: the server ended the connection.
+_SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
 #: Aborts that roll a transaction back whole whatever it did: a batch is run again.
 _RETRY_STATES = frozenset({"40001", "40P01"})
 #: What ``medsecrets_expect`` raises (with SQLSTATE 40001) for a condition that fails.
@@ -228,14 +232,35 @@ def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
 
 def _wrap(op: str, exc: Exception, *, conflicts: bool = True) -> MedsecretsError:
     """``ConflictError`` for lost races (unless not ``conflicts``: an operation without a
-    condition cannot conflict), else ``StorageError``; error class and SQLSTATE only."""
+    condition cannot conflict), else ``StorageError``; error class and SQLSTATE only,
+    and for a write what is known of its outcome: none without a pooled connection in
+    time, unknown once the connection was lost while it ran."""
+    from psycopg import OperationalError
+    from psycopg_pool import PoolTimeout
+
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in _CONFLICT_STATES:
         if conflicts:
             return ConflictError(f"postgres {op} lost a race (SQLSTATE {sqlstate})")
         return StorageError(f"postgres {op} kept losing races (SQLSTATE {sqlstate})")
     detail = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
+    if isinstance(exc, PoolTimeout):
+        return StorageError(
+            f"postgres {op} failed: no connection in time, nothing was sent ({detail})"
+        )
+    if op not in _READS and isinstance(exc, OperationalError) and _connection_lost(sqlstate):
+        return StorageError(
+            f"postgres {op} failed: the connection was lost while it ran, so its outcome"
+            f" is unknown ({detail})"
+        )
     return StorageError(f"postgres {op} failed ({detail})")
+
+
+def _connection_lost(sqlstate: str | None) -> bool:
+    """Whether an ``OperationalError`` of ``sqlstate`` ended the connection (none: the
+    socket broke; class 08: connection exception; 57P01-57P03: the server shut it down),
+    rather than cancelling the statement (57014: rolled back, nothing written)."""
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SHUTDOWN_STATES
 
 
 class _ExpectedPipelineAbort(logging.Filter):
