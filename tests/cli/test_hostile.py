@@ -7,10 +7,8 @@ documented exit code, and never a success.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,32 +16,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 from tests.cli.conftest import CLI, CliResult, _base_env, run_cli
-from tests.support.peers import RawPeer
+from tests.support.peers import FixedAnswer, answer
 
 if TYPE_CHECKING:
     from medsecrets.testing.serverproc import ServerProcess
 
 
-class FixedAnswer(RawPeer):
-    """Answers every request with one fixed HTTP response."""
-
-    def __init__(self, status: str, body: bytes) -> None:
-        self.response = (
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode() + body
-        super().__init__()
-        self.addr = f"http://127.0.0.1:{self.port}"
-
-    def serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                data += got
-            conn.sendall(self.response)
+JSON_TYPE = "Content-Type: application/json"
 
 
 @pytest.fixture
@@ -51,7 +30,7 @@ def multiline_error_peer() -> Iterator[FixedAnswer]:
     """A peer whose error message holds line breaks and terminal control sequences."""
     message = "boom\nsecond line\r\x1b[2J\x1b]0;retitled\x07 \u2028 end"
     body = json.dumps({"error": {"code": "internal", "message": message}}).encode()
-    peer = FixedAnswer("500 Internal Server Error", body)
+    peer = FixedAnswer(answer("500 Internal Server Error", body, JSON_TYPE))
     yield peer
     peer.stop()
 
@@ -96,7 +75,7 @@ def not_unicode_peer() -> Iterator[FixedAnswer]:
         b'{"alerts": [{"time": "2026-01-01T00:00:00Z", "severity": "high", '
         b'"detector": "x\\udcff", "summary": "s\\ud800", "count": 1, "deliveries": {}}]}'
     )
-    peer = FixedAnswer("200 OK", body)
+    peer = FixedAnswer(answer("200 OK", body, JSON_TYPE))
     yield peer
     peer.stop()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.peers import EndlessAnswer, RawPeer
+from tests.support.peers import EndlessAnswer, FixedAnswer, RawPeer, answer
 
 from medsecrets.errors import MedsecretsError
 from medsecrets.sdk import (
@@ -31,40 +31,6 @@ from medsecrets.sdk import (
 
 PATH = "medessence/development/database"
 TOKEN = "ms.canary-token-5e1f"
-
-
-class FixedAnswer(RawPeer):
-    """Answers every request with ``answer`` (raw bytes) and closes; records request heads.
-
-    ``endless``: after ``answer`` (a head with ``Transfer-Encoding: chunked``), send
-    64 KiB chunks until the client hangs up.
-    """
-
-    def __init__(self, answer: bytes, *, endless: bool = False) -> None:
-        self.answer = answer
-        self.endless = endless
-        self.heads: list[bytes] = []
-        super().__init__()
-        self.addr = f"http://127.0.0.1:{self.port}"
-
-    def serve(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                data += got
-            self.heads.append(data.partition(b"\r\n\r\n")[0])
-            conn.sendall(self.answer)
-            chunk = b"<p>" * 21845
-            while self.endless and not self.stopping.is_set():
-                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-
-
-def answer(status: str, body: bytes, *headers: str) -> bytes:
-    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close", *headers]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 @pytest.fixture(params=["sync", "async"])

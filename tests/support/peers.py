@@ -1,4 +1,5 @@
-"""Hostile TCP peers on 127.0.0.1 for tests: ``RawPeer`` (the plumbing), ``EndlessAnswer``."""
+"""Hostile TCP peers on 127.0.0.1 for tests: ``RawPeer`` (the plumbing), ``EndlessAnswer``,
+``FixedAnswer`` (and ``answer``, the bytes of a whole HTTP response)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,37 @@ class EndlessAnswer(RawPeer):
             conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             while not self.stopping.wait(0.02 if self.drip else 0.01):
                 conn.sendall(frame)
+
+
+class FixedAnswer(RawPeer):
+    """Answers every request with ``answer`` (raw bytes) and closes; records request heads.
+
+    ``endless``: after ``answer`` (a head with ``Transfer-Encoding: chunked``), send
+    64 KiB chunks until the client hangs up.
+    """
+
+    def __init__(self, answer: bytes, *, endless: bool = False) -> None:
+        self.answer = answer
+        self.endless = endless
+        self.heads: list[bytes] = []
+        super().__init__()
+        self.addr = f"http://127.0.0.1:{self.port}"
+
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                data += got
+            self.heads.append(data.partition(b"\r\n\r\n")[0])
+            conn.sendall(self.answer)
+            chunk = b"<p>" * 21845
+            while self.endless and not self.stopping.is_set():
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+
+def answer(status: str, body: bytes, *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
