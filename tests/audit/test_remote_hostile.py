@@ -205,3 +205,38 @@ def test_a_process_that_exits_fails_closed_and_one_that_exits_at_once_stops_the_
         assert _answers([waiter]) == [False]
     finally:
         lane.stop()
+
+
+class _Sleeps:
+    """``time`` for ``audit.remote``, recording the restarter's waits (shortened)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        time.sleep(0.01)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def test_a_process_that_keeps_dying_at_once_is_restarted_ever_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The back-off doubled only for starts that failed: a process that started, then
+    died at once (or at its first batch), was restarted every second for ever."""
+    import medsecrets.audit.remote as remote
+
+    clock = _Sleeps()
+    monkeypatch.setattr(remote, "time", clock)
+    lane = _lane(tmp_path, "exit")
+    lane.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(clock.waits) < 7:
+            assert time.monotonic() < deadline, clock.waits
+            time.sleep(0.01)
+    finally:
+        lane.stop()
+    assert clock.waits[:7] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

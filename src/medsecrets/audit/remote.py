@@ -21,8 +21,10 @@ Fail closed, as a ``Lane``:
   process is killed and restarted;
 - if the audit process dies (or is killed: stuck, or its backlog full), every
   waiter fails and the lane is *down*; a new process is started after a
-  back-off (1 s, doubling to 30 s) and continues the chain from the file's
-  durable head. Events queued or appended while down are dropped and counted
+  back-off (1 s, doubling to 30 s with each failed start and each process lost
+  before it served ``MAX_BACKOFF`` s: one that crashes at once is not restarted
+  every second) and continues the chain from the file's durable head. Events
+  queued or appended while down are dropped and counted
   (``dropped``), their waiters refused; so are the records the dead process was sent
   but never reported done with (written or dropped), however far they got (a batch it
   wrote but died before acknowledging counts as lost: the count errs on the safe side);
@@ -84,6 +86,11 @@ KeyMaterial = Callable[[str], tuple[bytes, bytes] | None]
 
 STUCK_AFTER = 3
 """Hung periods (``timeout`` + 1 s each) after which the audit process is restarted."""
+
+MAX_BACKOFF: Final = 30.0
+"""The longest wait (s) before a restart. The wait starts at 1 s and doubles with each
+failed start and with each process lost before it served this long; one lost after
+serving longer is restarted after 1 s again."""
 
 _UNKNOWN: object = object()
 """``_sent`` when the audit process's keys are not known (a new process)."""
@@ -207,6 +214,8 @@ class RemoteLane:
         self._restarter: threading.Thread | None = None
         self._stopping = False
         self._down = True
+        self._adopted = 0.0  # when the current process was adopted (monotonic)
+        self._quick = 0  # audit processes lost in a row before they served MAX_BACKOFF s
         self._hung_since: float | None = None
         self._stats = _Stats()
         self._dropped = 0  # records dropped here, and by audit processes gone since
@@ -291,6 +300,7 @@ class RemoteLane:
                 return
             self._process, self._frames = process, frames
             self._stats = _Stats(up=True, seq=seq)
+            self._adopted = time.monotonic()
             self._framed = 0
             self._floor = self._last_framed = self._acked = self._number
             self._sent = _UNKNOWN
@@ -679,12 +689,18 @@ class RemoteLane:
             waiting = [waiter for waiter, _ in self._waiting.values()]
             self._waiting.clear()
             restart = not self._stopping
+            # Lost before it served a while (it crashes at once, or at its first
+            # batch): the back-off goes on doubling, as for a start that fails.
+            if time.monotonic() - self._adopted >= MAX_BACKOFF:
+                self._quick = 0
+            delay = min(MAX_BACKOFF, 2.0 ** min(self._quick, 8))
+            self._quick += 1
             if restart:
                 # Started before it is published: a ``stop`` may join it the moment the
                 # loss shows (it waits for this lock, then for the dead process to end).
                 restarter = threading.Thread(
                     target=self._restart,
-                    args=(process,),
+                    args=(process, delay),
                     name=f"audit-{self.name}-restart",
                     daemon=True,
                 )
@@ -700,7 +716,7 @@ class RemoteLane:
             )
         answer_all(waiting, ok=False)
 
-    def _restart(self, dead: subprocess.Popen[bytes]) -> None:
+    def _restart(self, dead: subprocess.Popen[bytes], delay: float) -> None:
         with self._lock:
             reader = self._reader if self._loop is None else None
             if reader is not None:
@@ -715,7 +731,6 @@ class RemoteLane:
         except RuntimeError:  # no loop, or closed: nothing reads the pipe any more
             _close_pipes(dead)
         dead.wait()
-        delay = 1.0
         while True:
             time.sleep(delay)
             with self._lock:
@@ -729,7 +744,7 @@ class RemoteLane:
                     self.name,
                     exc if isinstance(exc, ConfigError | OSError) else type(exc).__name__,
                 )
-                delay = min(30.0, delay * 2)
+                delay = min(MAX_BACKOFF, delay * 2)
                 continue
             self._adopt(process, frames, seq)
             _log.warning("audit device %s: audit process restarted", self.name)
