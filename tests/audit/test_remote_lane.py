@@ -102,6 +102,14 @@ class _Barrier:
         return MATERIAL if self.unsealed else None
 
 
+def _stopped(pid: int) -> None:
+    """Wait until ``pid`` (sent SIGSTOP) is stopped."""
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the process did not stop"
+        time.sleep(0.001)
+
+
 def _wait_all(waiters: list[Waiter]) -> list[bool]:
     found = []
     for waiter in waiters:
@@ -329,6 +337,7 @@ def test_records_in_flight_to_a_dead_audit_process_count_as_dropped(lane: Remote
     assert process is not None
     assert lane.dropped == 0
     os.kill(process.pid, signal.SIGSTOP)  # it reads nothing more
+    _stopped(process.pid)  # (kill returns before a process running elsewhere has stopped)
     for number in range(1, 11):  # nobody waits for these: they go out at once
         lane.append(_event(number))
     os.kill(process.pid, signal.SIGKILL)
