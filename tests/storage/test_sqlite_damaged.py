@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from medsecrets.errors import StorageError
-from medsecrets.storage.base import Put
+from medsecrets.storage.base import Put, WriteLockBusy
 from medsecrets.storage.sqlite import SqliteStorage
 
 
@@ -124,4 +124,35 @@ def test_corrupted_pages_fail_each_read_with_a_storage_error(tmp_path: Path) -> 
         with pytest.raises(StorageError, match="SQLITE_CORRUPT"):
             store.list("", limit=5000)
     finally:
+        store.close()
+
+
+def test_a_write_lock_held_outside_past_the_busy_timeout_is_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    """Another program holds the file's write lock: a blocking write waits ``timeout`` and
+    then fails saying so. It raised ``WriteLockBusy`` ('sqlite write lock busy'), whose
+    contract is a deferred write's: 'run it again outside deferring()'."""
+    path = tmp_path / "store.db"
+    store = SqliteStorage(path, timeout=0.2)
+    outsider = sqlite3.connect(path, isolation_level=None)
+    try:
+        outsider.execute("BEGIN IMMEDIATE")
+        for write in (
+            lambda: store.put("k", b"v"),
+            lambda: store.batch([Put("k", b"v"), Put("j", b"v")]),
+            lambda: store.acquire_lease("leader", "me", 30),
+        ):
+            with pytest.raises(StorageError) as info:
+                write()
+            assert not isinstance(info.value, WriteLockBusy)
+            assert str(info.value) == (
+                "sqlite write lock held by another connection for over 0.2 s (SQLITE_BUSY):"
+                " nothing was written"
+            )
+        outsider.execute("ROLLBACK")
+        assert store.get("k") is None
+        store.put("k", b"v")  # free again
+    finally:
+        outsider.close()
         store.close()

@@ -476,16 +476,25 @@ class SqliteStorage:
         op: str,
         body: Callable[[sqlite3.Connection], _T],
         writes: int = 1,
+        *,
+        deferred: bool = False,
     ) -> tuple[_T, int]:
         """``body`` in one transaction on ``conn`` (``_txn_lock`` held); its result and
         the commit's ``WalSync`` number. SQLite errors become ``StorageError`` (an
-        ``SQLITE_BUSY`` at ``BEGIN``: ``WriteLockBusy``, nothing written)."""
+        ``SQLITE_BUSY`` at ``BEGIN``, nothing written: ``WriteLockBusy`` for a
+        ``deferred`` write, which never waits; else one naming the busy timeout
+        waited, which another connection held the lock past)."""
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 if str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
-                    raise WriteLockBusy("sqlite write lock busy") from None
+                    if deferred:
+                        raise WriteLockBusy("sqlite write lock busy") from None
+                    raise StorageError(
+                        "sqlite write lock held by another connection for over"
+                        f" {self._timeout:g} s (SQLITE_BUSY): nothing was written"
+                    ) from None
                 raise
             try:
                 result = body(conn)
@@ -712,7 +721,10 @@ class SqliteStorage:
             conn = self._own_conn()
             try:
                 self._commit_locked(
-                    conn, "batch", functools.partial(_apply_group, group=(pending,))
+                    conn,
+                    "batch",
+                    functools.partial(_apply_group, group=(pending,)),
+                    deferred=True,
                 )
             finally:
                 if conn.in_transaction:  # a rollback that failed
