@@ -55,6 +55,7 @@ __all__ = [
     "ScheduledForDeletion",
     "SealedError",
     "StorageError",
+    "StorageUnavailable",
     "TooLargeError",
     "ValidationError",
 ]
@@ -202,6 +203,14 @@ class StorageError(MedsecretsError):
     """The storage backend failed or is configured unsafely."""
 
     code = "storage_error"
+
+
+class StorageUnavailable(StorageError):
+    """The storage backend could not be reached in time (no connection, the connection
+    lost, a lock held past the timeout): transient, answered 503. The message says what is
+    known of a write's outcome (nothing written, or unknown: read before retrying)."""
+
+    code = "storage_unavailable"
 
 
 class LeaseLostError(MedsecretsError):

@@ -22,7 +22,7 @@ from medsecrets.audit.lane import Lane
 from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import ManualClock
 from medsecrets.core import Core
-from medsecrets.errors import DecryptionError, StorageError
+from medsecrets.errors import DecryptionError, StorageError, StorageUnavailable
 from medsecrets.logs import JsonFormatter
 from medsecrets.server.auditsetup import AuditStack
 from medsecrets.storage import sqlite as sqlite_module
@@ -356,6 +356,16 @@ def test_unexpected_errors_are_generic_500s_logged_without_messages(
         assert r.status_code == 500 and r.json()["error"]["code"] == "internal"
         assert CANARY not in r.text
     assert CANARY not in _all_log_text(logs)
+    # a database out of reach for now is a 503 that says so (retry), not a bug's 500
+    busy = StorageUnavailable("postgres get failed: no connection in time, nothing was sent")
+
+    def unavailable(*args: object, **kw: object) -> object:
+        raise busy
+
+    monkeypatch.setattr(store.secrets, "get", unavailable)
+    r = client.get(f"/v1/secrets/{P}", headers=auth)
+    assert r.status_code == 503
+    assert r.json()["error"] == {"code": "storage_unavailable", "message": str(busy)}
 
 
 def test_failing_audit_hook_refuses_with_503_and_no_secret(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from medsecrets.errors import ConflictError, StorageError
+from medsecrets.errors import ConflictError, StorageError, StorageUnavailable
 from medsecrets.storage.base import Expect, Put
 from medsecrets.storage.postgres import PostgresStorage
 
@@ -200,7 +200,7 @@ def test_a_write_whose_connection_is_lost_says_its_outcome_is_unknown(pg_dsn: st
             thread.join()
             rival.rollback()
         assert len(outcome) == 1
-        assert isinstance(outcome[0], StorageError)
+        assert isinstance(outcome[0], StorageUnavailable)  # 503: read before retrying
         assert "outcome is unknown" in str(outcome[0])
         assert store.get("j") is None  # (here it did not commit)
     finally:
@@ -211,7 +211,7 @@ def test_no_pooled_connection_in_time_says_nothing_was_sent(pg_dsn: str) -> None
     store = PostgresStorage(pg_dsn, max_size=1, timeout=0.5)
     try:
         taken = store._pool.connection()  # the only connection
-        with taken, pytest.raises(StorageError, match="nothing was sent"):
+        with taken, pytest.raises(StorageUnavailable, match="nothing was sent"):
             store.put("k", b"v")
         assert store.get("k") is None
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medsecrets.errors import StorageError
+from medsecrets.errors import StorageError, StorageUnavailable
 from medsecrets.storage.base import Put, WriteLockBusy
 from medsecrets.storage.sqlite import SqliteStorage
 
@@ -143,7 +143,7 @@ def test_a_write_lock_held_outside_past_the_busy_timeout_is_a_clear_error(
             lambda: store.batch([Put("k", b"v"), Put("j", b"v")]),
             lambda: store.acquire_lease("leader", "me", 30),
         ):
-            with pytest.raises(StorageError) as info:
+            with pytest.raises(StorageUnavailable) as info:  # 503, not 500
                 write()
             assert not isinstance(info.value, WriteLockBusy)
             assert str(info.value) == (

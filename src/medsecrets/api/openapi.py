@@ -55,7 +55,7 @@ _DESCRIPTIONS = {
     422: "A field failed a catalog validator",
     500: "Internal error (generic message)",
     502: "A KMS or cloud provider call failed",
-    503: "Sealed, not initialised, audit unavailable, or timed out (outcome unknown)",
+    503: "Sealed, not initialised, audit or storage unavailable, or timed out (outcome unknown)",
 }
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _ANY_ROUTE = frozenset({400, 405, 500, 503})

@@ -32,6 +32,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "sealed": 503,
     "not_initialized": 503,
     "audit_failure": 503,
+    "storage_unavailable": 503,
 }
 
 GENERIC_CODES = frozenset(

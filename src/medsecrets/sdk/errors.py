@@ -38,6 +38,7 @@ from medsecrets.errors import (
     ProviderError,
     ScheduledForDeletion,
     SealedError,
+    StorageUnavailable,
     TooLargeError,
     ValidationError,
 )
@@ -99,6 +100,7 @@ ERROR_TABLE: tuple[tuple[int, str, type[MedsecretsError]], ...] = (
     (503, "not_initialized", NotInitializedError),
     (503, "audit_failure", AuditFailure),
     (503, "timeout", RequestTimedOut),
+    (503, "storage_unavailable", StorageUnavailable),
 )
 """``(status, code, class)``: the one table. The first row of each status is its fallback."""
 

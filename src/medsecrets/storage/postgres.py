@@ -40,7 +40,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from medsecrets.clock import Clock, SystemClock
-from medsecrets.errors import ConflictError, LeaseLostError, MedsecretsError, StorageError
+from medsecrets.errors import (
+    ConflictError,
+    LeaseLostError,
+    MedsecretsError,
+    StorageError,
+    StorageUnavailable,
+)
 from medsecrets.storage.base import Delete, Expect, Lease, ListPage, Operation, Put
 from medsecrets.storage.validation import (
     check_holder,
@@ -245,11 +251,13 @@ def _wrap(op: str, exc: Exception, *, conflicts: bool = True) -> MedsecretsError
         return StorageError(f"postgres {op} kept losing races (SQLSTATE {sqlstate})")
     detail = type(exc).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
     if isinstance(exc, PoolTimeout):
-        return StorageError(
+        return StorageUnavailable(
             f"postgres {op} failed: no connection in time, nothing was sent ({detail})"
         )
-    if op not in _READS and isinstance(exc, OperationalError) and _connection_lost(sqlstate):
-        return StorageError(
+    if isinstance(exc, OperationalError) and _connection_lost(sqlstate):
+        if op in _READS:
+            return StorageUnavailable(f"postgres {op} failed: the connection was lost ({detail})")
+        return StorageUnavailable(
             f"postgres {op} failed: the connection was lost while it ran, so its outcome"
             f" is unknown ({detail})"
         )

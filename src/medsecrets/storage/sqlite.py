@@ -89,7 +89,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from medsecrets.clock import Clock, SystemClock
-from medsecrets.errors import ConflictError, LeaseLostError, StorageError
+from medsecrets.errors import ConflictError, LeaseLostError, StorageError, StorageUnavailable
 from medsecrets.loops import running_loop, running_loop_or_none
 from medsecrets.storage.base import (
     Delete,
@@ -491,7 +491,7 @@ class SqliteStorage:
                 if str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
                     if deferred:
                         raise WriteLockBusy("sqlite write lock busy") from None
-                    raise StorageError(
+                    raise StorageUnavailable(
                         "sqlite write lock held by another connection for over"
                         f" {self._timeout:g} s (SQLITE_BUSY): nothing was written"
                     ) from None
