@@ -11,10 +11,11 @@ import threading
 import pytest
 
 from medsecrets.clock import ManualClock
-from medsecrets.errors import NotFoundError, ScheduledForDeletion, SealedError
+from medsecrets.errors import NotFoundError, ScheduledForDeletion, SealedError, StorageUnavailable
 from medsecrets.schema.secrets import SecretMetadata, SecretVersion
 from medsecrets.sdk import SecretCache
 from medsecrets.sdk.cache import ERROR_RETRY
+from medsecrets.sdk.errors import RequestTimedOut
 from medsecrets.sensitive import SecretFields
 from medsecrets.store import SecretStore
 
@@ -160,6 +161,33 @@ def test_stale_serving_is_bounded_by_max_stale(
         cache.get(PATH)
     store.auto_unseal()
     assert cache.get(PATH, "username") == "canary_v1"  # back once the server is
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        StorageUnavailable("postgres get failed: no connection in time, nothing was sent"),
+        RequestTimedOut("request timed out"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_passing_outage_serves_the_stale_value_when_asked_to(
+    source: Counting, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, outage: Exception
+) -> None:
+    """A database out of reach or a server too busy for now is an outage like a sealed
+    server: with ``serve_stale_on_error`` the cached value is served (it dropped the entry
+    and raised, as for a secret gone for good)."""
+    cache = cache_for(source, clock, serve_stale_on_error=True, max_stale=1000.0)
+    cache.get(PATH)
+
+    def down(path: str) -> SecretMetadata:
+        raise outage
+
+    monkeypatch.setattr(source, "describe", down)
+    monkeypatch.setattr(source, "get", down)
+    clock.advance(500)
+    assert cache.get(PATH, "username") == "canary_v1"
+    assert len(cache) == 1
 
 
 def test_fails_closed_when_the_secret_goes_away(

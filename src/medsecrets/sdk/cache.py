@@ -21,8 +21,9 @@ Contract:
   Otherwise, or when the token may not ``list``, the value is read with
   ``get``.
 - A refresh that fails because the server is unavailable (``SealedError``,
-  ``NotInitializedError``, ``AuditFailure``, ``ProviderError``,
-  ``ServerError``, ``ServerUnavailableError``) raises, unless
+  ``NotInitializedError``, ``AuditFailure``, ``StorageUnavailable``,
+  ``RequestTimedOut``, ``ProviderError``, ``ServerError``,
+  ``ServerUnavailableError``) raises, unless
   ``serve_stale_on_error=True``: then the cached value is served while its age
   is at most ``max_stale`` seconds, and the server is asked again at most every
   ``ERROR_RETRY`` seconds. Any other failure (not found, scheduled for
@@ -59,9 +60,10 @@ from medsecrets.errors import (
     PermissionDenied,
     ProviderError,
     SealedError,
+    StorageUnavailable,
 )
 from medsecrets.schema.secrets import SecretMetadata, SecretVersion
-from medsecrets.sdk.errors import ServerError, ServerUnavailableError
+from medsecrets.sdk.errors import RequestTimedOut, ServerError, ServerUnavailableError
 from medsecrets.sensitive import SecretFields
 
 __all__ = ["ERROR_RETRY", "SecretCache", "SecretSource"]
@@ -75,6 +77,8 @@ _UNAVAILABLE = (
     SealedError,
     NotInitializedError,
     AuditFailure,
+    StorageUnavailable,
+    RequestTimedOut,
     ProviderError,
     ServerError,
     ServerUnavailableError,
