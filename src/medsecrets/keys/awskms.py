@@ -33,6 +33,14 @@ _DECRYPT_FAILURES = {"InvalidCiphertextException", "IncorrectKeyException"}
 T = TypeVar("T")
 
 
+def _blob(value: object) -> bytes:
+    """The non-empty bytes of a KMS answer's blob field; ``ValueError`` for anything else
+    (``_call`` makes it a "malformed answer")."""
+    if not isinstance(value, bytes | bytearray) or not value:
+        raise ValueError("not a blob")
+    return bytes(value)
+
+
 def default_alias(category: str) -> str:
     """The strategy's naming: ``alias/medessence-<category>``."""
     return f"alias/medessence-{category}"
@@ -73,6 +81,9 @@ class AwsKmsKekProvider:
         return {"key_id": self._new_key(category, first=number == 1)}
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        """``fn()``, its failures as ``ProviderError`` naming ``operation`` and AWS's error
+        code only (``DecryptionError`` for a ciphertext KMS refuses); an answer ``fn`` finds
+        no usable value in (a peer answering garbage) is a "malformed answer"."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -84,6 +95,8 @@ class AwsKmsKekProvider:
             raise ProviderError(f"AWS KMS {operation} failed: {code}") from None
         except BotoCoreError as exc:
             raise ProviderError(f"AWS KMS {operation} failed: {type(exc).__name__}") from None
+        except (KeyError, TypeError, ValueError):
+            raise ProviderError(f"AWS KMS {operation} failed: malformed answer") from None
 
     def _alias_target(self, alias: str) -> str | None:
         from botocore.exceptions import ClientError
@@ -139,9 +152,11 @@ class AwsKmsKekProvider:
         newest = self._table.newest(category)
         blob = self._call(
             "Encrypt",
-            lambda: self._client.encrypt(
-                KeyId=newest["key_id"], Plaintext=dek.reveal(), EncryptionContext=dict(context)
-            )["CiphertextBlob"],
+            lambda: _blob(
+                self._client.encrypt(
+                    KeyId=newest["key_id"], Plaintext=dek.reveal(), EncryptionContext=dict(context)
+                )["CiphertextBlob"]
+            ),
         )
         return WrappedKey(provider=self.name, kek_version=int(newest["version"]), blob=blob)
 
@@ -153,9 +168,11 @@ class AwsKmsKekProvider:
         key_id = self._table.find(category, wrapped.kek_version)["key_id"]
         plaintext = self._call(
             "Decrypt",
-            lambda: self._client.decrypt(
-                CiphertextBlob=wrapped.blob, KeyId=key_id, EncryptionContext=dict(context)
-            )["Plaintext"],
+            lambda: _blob(
+                self._client.decrypt(
+                    CiphertextBlob=wrapped.blob, KeyId=key_id, EncryptionContext=dict(context)
+                )["Plaintext"]
+            ),
         )
         return Sensitive(plaintext)
 

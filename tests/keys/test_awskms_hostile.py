@@ -1,0 +1,142 @@
+"""The aws-kms KEK provider against hostile KMS peers (real sockets on 127.0.0.1): a peer
+answering garbage, refusing (disabled key, key pending deletion), throttling or never
+answering. Each is a ``ProviderError`` naming the operation and AWS's error code only, and
+no secret is written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from tests.support.peers import FixedAnswer, answer
+
+from medsecrets.errors import MedsecretsError, ProviderError
+from medsecrets.keys.awskms import AwsKmsKekProvider
+from medsecrets.keys.base import WrappedKey
+from medsecrets.schema.seal import KeyFileSealConfig
+from medsecrets.sensitive import Sensitive
+from medsecrets.storage.base import Put
+from medsecrets.storage.sqlite import SqliteStorage
+from medsecrets.store import SecretStore
+
+_JSON = "Content-Type: application/x-amz-json-1.1"
+_KEY_ARN = "arn:aws:kms:us-east-1:111122223333:key/0a1b2c3d-0000-0000-0000-000000000000"
+_CONTEXT = {"path": "medessence/production/database", "version": "1", "category": "database"}
+_DEK = b"\x07" * 32
+
+
+@pytest.fixture
+def plain_store(tmp_path: Path) -> Iterator[SecretStore]:
+    """A local-only store whose ``database`` category has a KMS KEK table already (version 1
+    names ``_KEY_ARN``), so the provider calls only ``Encrypt`` and ``Decrypt``."""
+    store = SecretStore(SqliteStorage(tmp_path / "s.db"))
+    store.initialize(KeyFileSealConfig(str(tmp_path / "k")))
+    entry = {"version": "1", "created_at": "2026-01-01T00:00:00+00:00", "key_id": _KEY_ARN}
+    store.barrier.batch([Put("keys/aws-kms/database", json.dumps({"versions": [entry]}).encode())])
+    yield store
+    store.close()
+
+
+def _client(peer: FixedAnswer):  # type: ignore[no-untyped-def]
+    """A boto3 KMS client of ``peer`` that tries each call once."""
+    return boto3.client(
+        "kms",
+        endpoint_url=peer.addr,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def _provider(store: SecretStore, peer: FixedAnswer) -> AwsKmsKekProvider:
+    return AwsKmsKekProvider(store.barrier, _client(peer))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{}",
+        b"<html>not KMS</html>",
+        b'{"CiphertextBlob": null, "Plaintext": null}',
+        b'{"CiphertextBlob": "", "Plaintext": ""}',
+        b'{"CiphertextBlob": 7, "Plaintext": 7}',
+    ],
+    ids=["empty", "html", "null", "empty-blob", "number"],
+)
+def test_a_peer_answering_garbage_is_a_provider_error(
+    plain_store: SecretStore, body: bytes
+) -> None:
+    """An answer without a usable blob is refused: it used to raise ``KeyError`` (a 500), or
+    (an empty blob) wrap the data key as nothing, a secret that could never be read again."""
+    peer = FixedAnswer(answer("200 OK", body, _JSON))
+    try:
+        provider = _provider(plain_store, peer)
+        with pytest.raises(ProviderError) as wrapping:
+            provider.wrap("database", Sensitive(_DEK), _CONTEXT)
+        assert str(wrapping.value) == "AWS KMS Encrypt failed: malformed answer"
+        with pytest.raises(ProviderError) as unwrapping:
+            provider.unwrap("database", WrappedKey("aws-kms", 1, b"blob"), _CONTEXT)
+        assert str(unwrapping.value) == "AWS KMS Decrypt failed: malformed answer"
+    finally:
+        peer.stop()
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("DisabledException", f"{_KEY_ARN} is disabled."),
+        ("KMSInvalidStateException", f"{_KEY_ARN} is pending deletion."),
+        ("ThrottlingException", "Rate exceeded"),
+    ],
+)
+def test_a_refusing_peer_is_a_provider_error_naming_only_the_code(
+    plain_store: SecretStore, code: str, message: str
+) -> None:
+    body = json.dumps({"__type": code, "message": message}).encode()
+    peer = FixedAnswer(answer("400 Bad Request", body, _JSON))
+    try:
+        provider = _provider(plain_store, peer)
+        for call in (
+            lambda: provider.wrap("database", Sensitive(_DEK), _CONTEXT),
+            lambda: provider.unwrap("database", WrappedKey("aws-kms", 1, b"blob"), _CONTEXT),
+        ):
+            with pytest.raises(ProviderError) as info:
+                call()
+            assert str(info.value).endswith(f" failed: {code}")
+            assert info.value.__cause__ is None and info.value.__suppress_context__
+    finally:
+        peer.stop()
+
+
+def test_a_put_whose_wrap_fails_writes_nothing(tmp_path: Path) -> None:
+    """A category on a KMS that answers garbage: the write fails as a ``ProviderError``, and
+    neither the secret nor any of its records exist afterwards."""
+    from tests.keys.test_awskms import kms_catalog
+
+    peer = FixedAnswer(answer("200 OK", b"{}", _JSON))
+    store = SecretStore(
+        SqliteStorage(tmp_path / "s.db"),
+        catalog=kms_catalog("garbage"),
+        kms_client_factory=lambda: _client(peer),
+    )
+    try:
+        store.initialize(KeyFileSealConfig(str(tmp_path / "k")))
+        entry = {"version": "1", "created_at": "2026-01-01T00:00:00+00:00", "key_id": _KEY_ARN}
+        store.barrier.batch(
+            [Put("keys/aws-kms/database", json.dumps({"versions": [entry]}).encode())]
+        )
+        before = set(store.storage.list("").keys)
+        path = "medessence/production/database"
+        value = store.catalog.category("database").build({}, development=True)
+        with pytest.raises(MedsecretsError) as info:
+            store.secrets.put(path, value)
+        assert isinstance(info.value, ProviderError), repr(info.value)
+        assert set(store.storage.list("").keys) == before
+    finally:
+        store.close()
+        peer.stop()
