@@ -5,18 +5,26 @@ no secret is written."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
-from tests.support.peers import FixedAnswer, answer
+from tests.support.peers import FixedAnswer, RawPeer, answer
 
 from medsecrets.errors import MedsecretsError, ProviderError
-from medsecrets.keys.awskms import AwsKmsKekProvider
+from medsecrets.keys.awskms import (
+    KEK_KMS_ATTEMPTS,
+    KEK_KMS_TIMEOUT,
+    AwsKmsKekProvider,
+    kek_kms_client,
+)
 from medsecrets.keys.base import WrappedKey
+from medsecrets.keys.manager import KeyManager
 from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import Put
@@ -140,3 +148,88 @@ def test_a_put_whose_wrap_fails_writes_nothing(tmp_path: Path) -> None:
     finally:
         store.close()
         peer.stop()
+
+
+class Silent(RawPeer):
+    """A KMS that reads each request and never answers; counts the requests."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        super().__init__()
+        self.addr = f"http://127.0.0.1:{self.port}"
+
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                got = conn.recv(65536)
+                if not got:
+                    return
+                data += got
+            self.requests += 1
+            self.stopping.wait()
+
+
+@pytest.fixture
+def kms_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's default chain finds a region and credentials (the endpoint is set by each test)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("kms_env")
+def test_the_default_kek_client_waits_a_bounded_time(plain_store: SecretStore) -> None:
+    """Without an injected factory the aws-kms provider gets ``kek_kms_client``: 3 s to
+    connect and per read, 2 attempts (boto3's defaults are 60 s each; a KMS that never
+    answered held a request for minutes). Before, it refused to build at all."""
+    keys = KeyManager(plain_store.barrier, plain_store.catalog)
+    provider = keys.named("aws-kms")
+    assert isinstance(provider, AwsKmsKekProvider)
+    config = provider._client.meta.config  # type: ignore[attr-defined]
+    assert config.connect_timeout == config.read_timeout == KEK_KMS_TIMEOUT == 3.0
+    assert config.retries["total_max_attempts"] == KEK_KMS_ATTEMPTS == 2
+
+
+@pytest.mark.usefixtures("kms_env")
+def test_a_kms_that_never_answers_fails_after_the_bounded_attempts(
+    plain_store: SecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = Silent()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", peer.addr)
+    try:
+        provider = AwsKmsKekProvider(plain_store.barrier, kek_kms_client(timeout=0.2))
+        with pytest.raises(ProviderError) as info:
+            provider.wrap("database", Sensitive(_DEK), _CONTEXT)
+        assert str(info.value) == "AWS KMS Encrypt failed: ReadTimeoutError"
+        assert peer.requests == KEK_KMS_ATTEMPTS
+    finally:
+        peer.stop()
+
+
+@pytest.mark.usefixtures("kms_env")
+def test_a_throttling_kms_fails_after_the_bounded_attempts(
+    plain_store: SecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+    peer = FixedAnswer(answer("400 Bad Request", body, _JSON))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", peer.addr)
+    try:
+        provider = AwsKmsKekProvider(plain_store.barrier, kek_kms_client())
+        with pytest.raises(ProviderError) as info:
+            provider.unwrap("database", WrappedKey("aws-kms", 1, b"blob"), _CONTEXT)
+        assert str(info.value) == "AWS KMS Decrypt failed: ThrottlingException"
+        assert len(peer.heads) == KEK_KMS_ATTEMPTS
+    finally:
+        peer.stop()
+
+
+def test_no_region_is_a_provider_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ProviderError) as info:
+        kek_kms_client()
+    assert str(info.value) == "AWS KMS client: NoRegionError"

@@ -8,13 +8,17 @@ context (path, version, category), which KMS binds cryptographically; a wrong
 context fails ``Decrypt`` and surfaces as ``DecryptionError``.
 
 boto3 is an optional extra (``medsecrets[aws]``); the client is injected.
+``kek_kms_client`` makes the default one, whose waits are bounded: a KMS that never
+answers or keeps throttling fails a wrap or unwrap (and the request making it) as a
+``ProviderError`` after ``KEK_KMS_ATTEMPTS`` attempts of at most ``KEK_KMS_TIMEOUT``
+seconds to connect and as long for each read (boto3's own defaults are 60 s each).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from medsecrets.barrier.base import Barrier, SecureStorage
 from medsecrets.clock import Clock, SystemClock
@@ -27,7 +31,19 @@ from medsecrets.sensitive import Sensitive
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
-__all__ = ["AwsKmsKekProvider", "default_alias"]
+__all__ = [
+    "KEK_KMS_ATTEMPTS",
+    "KEK_KMS_TIMEOUT",
+    "AwsKmsKekProvider",
+    "default_alias",
+    "kek_kms_client",
+]
+
+KEK_KMS_TIMEOUT: Final = 3.0
+"""Seconds the default KEK client waits to connect, and for each read of an answer."""
+KEK_KMS_ATTEMPTS: Final = 2
+"""Attempts of one KEK KMS call in all (a retry after a timeout or a throttle): about 13 s
+at most per wrap or unwrap."""
 
 _DECRYPT_FAILURES = {"InvalidCiphertextException", "IncorrectKeyException"}
 T = TypeVar("T")
@@ -39,6 +55,31 @@ def _blob(value: object) -> bytes:
     if not isinstance(value, bytes | bytearray) or not value:
         raise ValueError("not a blob")
     return bytes(value)
+
+
+def kek_kms_client(
+    *, timeout: float = KEK_KMS_TIMEOUT, max_attempts: int = KEK_KMS_ATTEMPTS
+) -> KMSClient:
+    """A KMS client from boto3's default chain (credentials, region, ``AWS_ENDPOINT_URL_KMS``)
+    that waits ``timeout`` seconds to connect and for each read, and makes ``max_attempts``
+    attempts of a call in all; ``ProviderError`` without boto3 or a usable region."""
+    try:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        raise ProviderError("the aws-kms KEK provider needs medsecrets[aws] (boto3)") from None
+    config = Config(
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        # total_max_attempts counts the first attempt (botocore's max_attempts does not)
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
+    )
+    try:
+        client: KMSClient = boto3.session.Session().client("kms", config=config)
+    except (ValueError, BotoCoreError) as exc:  # no region, a region botocore refuses
+        raise ProviderError(f"AWS KMS client: {type(exc).__name__}") from None
+    return client
 
 
 def default_alias(category: str) -> str:

@@ -2,7 +2,8 @@
 the provider of each name (the one that wrapped a stored data key unwraps it).
 
 The ``local`` provider is always available; ``aws-kms`` is built on first use
-from an injected KMS client factory (boto3 is an optional extra), with each
+from an injected KMS client factory (default ``kek_kms_client``: boto3's default
+chain with bounded waits; boto3 is an optional extra), with each
 category's alias taken from the catalog (``kek.key_id``) or the default
 ``alias/medessence-<category>``.
 """
@@ -17,7 +18,7 @@ from medsecrets.barrier.base import SecureStorage
 from medsecrets.catalog.model import Catalog
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import ProviderError
-from medsecrets.keys.awskms import AwsKmsKekProvider, default_alias
+from medsecrets.keys.awskms import AwsKmsKekProvider, default_alias, kek_kms_client
 from medsecrets.keys.base import KekProvider
 from medsecrets.keys.local import LocalKekProvider
 from medsecrets.schema.keys import KekVersion
@@ -42,7 +43,7 @@ class KeyManager:
         self._secure = secure
         self._catalog = catalog
         self._clock = clock or SystemClock()
-        self._kms_client_factory = kms_client_factory
+        self._kms_client_factory = kms_client_factory or kek_kms_client
         self._local = LocalKekProvider(secure, clock=self._clock)
         self._aws: AwsKmsKekProvider | None = None
         self._lock = threading.Lock()
@@ -69,8 +70,6 @@ class KeyManager:
         if kind == "aws-kms":
             with self._lock:
                 if self._aws is None:
-                    if self._kms_client_factory is None:
-                        raise ProviderError("aws-kms is used but no KMS client is configured")
                     self._aws = AwsKmsKekProvider(
                         self._secure,
                         self._kms_client_factory(),
