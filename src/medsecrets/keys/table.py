@@ -3,7 +3,8 @@
 Both KEK providers keep one record per category at ``<prefix><category>``: a
 JSON list of version entries (``version``, ``created_at`` and the provider's own
 fields). Versions are appended atomically with check-and-set, so two processes
-rotating at once never lose a version. Entries are cached for unwrapping (re-read
+rotating at once never lose a version, and two using a category first at once make
+one version 1 (the loser takes the winner's). Entries are cached for unwrapping (re-read
 when a version newer than the cache is asked for); the newest version, which
 wrapping and rewrapping go by, is read afresh each time.
 
@@ -83,10 +84,16 @@ class VersionTable:
         """Append a new version atomically and return the whole list."""
         return self._add(category, self._generation)  # read before the barrier's seal check
 
-    def _add(self, category: str, generation: int) -> tuple[Entry, ...]:
+    def _add(self, category: str, generation: int, *, first: bool = False) -> tuple[Entry, ...]:
+        """Append a version; ``first``: only version 1, so a first use that lost its race
+        to another process's first use takes that version 1 (it is not a rotation)."""
         key = self._prefix + category
         for _ in range(20):
             entries, etag = self._read(category)
+            if first and entries:
+                result = tuple(entries)
+                self._fill(category, result, generation)
+                return result
             number = len(entries) + 1
             entry = self._make_entry(category, number)
             entry.update(version=str(number), created_at=self._clock.now().isoformat())
@@ -110,7 +117,7 @@ class VersionTable:
         generation = self._generation  # before the barrier's seal check
         entries: tuple[Entry, ...] = tuple(self._read(category)[0])
         if not entries:
-            return self._add(category, generation)
+            return self._add(category, generation, first=True)
         self._fill(category, entries, generation)
         return entries
 

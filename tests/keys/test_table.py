@@ -1,0 +1,51 @@
+"""``VersionTable``: per-category KEK version lists kept through the barrier."""
+
+from __future__ import annotations
+
+from medsecrets.clock import ManualClock
+from medsecrets.keys.table import VersionTable
+from medsecrets.store import SecretStore
+
+
+def test_two_first_uses_at_once_make_one_version(store: SecretStore) -> None:
+    """Two processes using a category for the first time at once: the one whose version 1
+    lost the race takes the winner's, not a version 2 of its own (a rotation nobody asked
+    for; with aws-kms a second KMS key, and the alias moved to it)."""
+    made: list[str] = []
+
+    def other_entry(category: str, number: int) -> dict[str, str]:
+        made.append(f"other-{number}")
+        return {"key": f"other-{number}"}
+
+    other = VersionTable(store.barrier, "keys/t/", clock=ManualClock(), make_entry=other_entry)
+
+    def racing_entry(category: str, number: int) -> dict[str, str]:
+        made.append(f"mine-{number}")
+        if len(made) == 1:  # the other process writes its version 1 meanwhile
+            other.entries(category)
+        return {"key": f"mine-{number}"}
+
+    mine = VersionTable(store.barrier, "keys/t/", clock=ManualClock(), make_entry=racing_entry)
+    entries = mine.entries("auth")
+    assert [(e["version"], e["key"]) for e in entries] == [("1", "other-1")]
+    assert [e["key"] for e in other.entries("auth", refresh=True)] == ["other-1"]
+    assert made == ["mine-1", "other-1"]
+
+
+def test_rotations_at_once_both_count(store: SecretStore) -> None:
+    """Two rotations racing each add a version (check-and-set, retried)."""
+    other = VersionTable(
+        store.barrier, "keys/t/", clock=ManualClock(), make_entry=lambda c, n: {"key": "o"}
+    )
+    other.entries("auth")
+    raced = [False]
+
+    def racing_entry(category: str, number: int) -> dict[str, str]:
+        if not raced[0]:
+            raced[0] = True
+            other.add(category)
+        return {"key": "m"}
+
+    mine = VersionTable(store.barrier, "keys/t/", clock=ManualClock(), make_entry=racing_entry)
+    entries = mine.add("auth")
+    assert [(e["version"], e["key"]) for e in entries] == [("1", "o"), ("2", "o"), ("3", "m")]
