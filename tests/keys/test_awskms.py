@@ -13,7 +13,9 @@ from medsecrets.catalog.loader import default_catalog
 from medsecrets.catalog.model import Catalog, KekSpec
 from medsecrets.clock import ManualClock
 from medsecrets.errors import DecryptionError
+from medsecrets.keys.awskms import AwsKmsKekProvider
 from medsecrets.schema.seal import KeyFileSealConfig
+from medsecrets.sensitive import Sensitive
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 from medsecrets.testing.motoserver import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, MotoServer
@@ -142,3 +144,39 @@ def test_a_barrier_seal_alone_drops_the_kms_version_table(kms_store: SecretStore
     assert repr(aws) == "AwsKmsKekProvider(categories=['database'])"
     kms_store.seal_manager.seal()  # the barrier seals, without SecretStore.seal
     assert repr(aws) == "AwsKmsKekProvider(categories=[])"
+
+
+class _RacingClient:
+    """A real KMS client whose first ``create_key`` first lets ``before`` run (another
+    process's first use of the category, at the worst moment)."""
+
+    def __init__(self, client, before) -> None:  # type: ignore[no-untyped-def]
+        self._client = client
+        self._before = before
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._client, name)
+
+    def create_key(self, **kwargs):  # type: ignore[no-untyped-def]
+        before, self._before = self._before, None
+        if before is not None:
+            before()
+        return self._client.create_key(**kwargs)
+
+
+def test_two_first_uses_at_once_share_one_kms_key(kms_store: SecretStore, moto: MotoServer) -> None:
+    """Two processes use a KMS category first at once: the one whose ``CreateAlias`` finds
+    the alias made meanwhile takes the key it names (the other's version 1); it failed the
+    write with 'AWS KMS CreateAlias failed: AlreadyExistsException'."""
+    prefix = kms_store.kms_prefix  # type: ignore[attr-defined]
+    alias = f"alias/{prefix}-database"
+    other = AwsKmsKekProvider(kms_store.barrier, kms_client(moto), alias_for=lambda c: alias)
+    racing = _RacingClient(kms_client(moto), lambda: other.current_version("database"))
+    mine = AwsKmsKekProvider(kms_store.barrier, racing, alias_for=lambda c: alias)  # type: ignore[arg-type]
+    context = {"path": "p", "version": "1", "category": "database"}
+    wrapped = mine.wrap("database", Sensitive(b"k" * 32), context)
+    assert wrapped.kek_version == 1
+    assert other.unwrap("database", wrapped, context).reveal() == b"k" * 32
+    [version] = mine.versions("database")
+    target = kms_client(moto).describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    assert version.key_id == target

@@ -140,6 +140,8 @@ class AwsKmsKekProvider:
             raise ProviderError(f"AWS KMS {operation} failed: malformed answer") from None
 
     def _alias_target(self, alias: str) -> str | None:
+        """The ARN of the key ``alias`` names, ``None`` without that alias (run in ``_call``,
+        which names any other failure's code)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -147,8 +149,24 @@ class AwsKmsKekProvider:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NotFoundException":
                 return None
-            raise ProviderError("AWS KMS DescribeKey failed") from None
-        return meta["Arn"]
+            raise
+        return str(meta["Arn"])
+
+    def _create_alias(self, alias: str, arn: str) -> str:
+        """Point the new ``alias`` at ``arn`` and return ``arn``; if another process made the
+        alias meanwhile (its first use of the category), the key that alias names."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.create_alias(AliasName=alias, TargetKeyId=arn)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
+                raise
+            existing = self._alias_target(alias)
+            if existing is None:  # made and removed meanwhile: not ours to guess
+                raise
+            return existing
+        return arn
 
     def _new_key(self, category: str, *, first: bool) -> str:
         alias = self._alias_for(category)
@@ -165,13 +183,10 @@ class AwsKmsKekProvider:
             )["KeyMetadata"]["Arn"],
         )
         if first:
-            self._call(
-                "CreateAlias", lambda: self._client.create_alias(AliasName=alias, TargetKeyId=arn)
-            )
-        else:
-            self._call(
-                "UpdateAlias", lambda: self._client.update_alias(AliasName=alias, TargetKeyId=arn)
-            )
+            return self._call("CreateAlias", lambda: self._create_alias(alias, arn))
+        self._call(
+            "UpdateAlias", lambda: self._client.update_alias(AliasName=alias, TargetKeyId=arn)
+        )
         return arn
 
     # -- KekProvider -----------------------------------------------------------
