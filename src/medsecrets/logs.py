@@ -19,10 +19,11 @@ import logging
 import sys
 import traceback
 from types import TracebackType
+from typing import Final
 
 from medsecrets.errors import MedsecretsError
 
-__all__ = ["LEVELS", "JsonFormatter", "log_json", "safe_exception"]
+__all__ = ["LEVELS", "QUIET_LIBRARIES", "JsonFormatter", "log_json", "safe_exception"]
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -87,11 +88,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
+QUIET_LIBRARIES: Final = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer")
+"""Loggers kept at WARNING by ``log_json``: at DEBUG they write what they send and receive."""
+
+
 def log_json(level: str = "info", *, file: str | None = None) -> logging.Handler:
     """Send every log record at ``level`` or above as JSON lines to ``file`` (appended) or
-    stderr, through one root handler that replaces the JSON handlers of a previous call;
-    ``httpx``/``httpcore`` are kept at WARNING (they log request URLs, which may carry a
-    token). Returns the handler."""
+    stderr, through one root handler that replaces the JSON handlers of a previous call.
+    The HTTP and AWS client libraries are kept at WARNING whatever ``level`` says
+    (``QUIET_LIBRARIES``): at DEBUG ``httpx``/``httpcore`` log request URLs, which may carry
+    a token, and ``botocore`` logs KMS request and response bodies, which carry plaintext
+    data keys and the seal's root key. Returns the handler."""
     handler: logging.Handler
     if file is None:
         handler = logging.StreamHandler(sys.stderr)
@@ -105,6 +112,6 @@ def log_json(level: str = "info", *, file: str | None = None) -> logging.Handler
             old.close()
     root.addHandler(handler)
     root.setLevel(LEVELS.get(level, logging.INFO))
-    for noisy in ("httpx", "httpcore"):
+    for noisy in QUIET_LIBRARIES:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler

@@ -180,3 +180,27 @@ def test_two_first_uses_at_once_share_one_kms_key(kms_store: SecretStore, moto: 
     [version] = mine.versions("database")
     target = kms_client(moto).describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
     assert version.key_id == target
+
+
+def test_a_debug_log_holds_no_kms_plaintext(moto: MotoServer, tmp_path: Path) -> None:
+    """At DEBUG botocore logs request and response bodies: a data key's ``Plaintext`` (and,
+    through the seal, the root key) went into the server's log."""
+    import base64
+    import logging
+
+    from medsecrets.logs import log_json
+
+    log = tmp_path / "server.log"
+    handler = log_json("debug", file=str(log))
+    try:
+        client = kms_client(moto)
+        key = client.create_key()["KeyMetadata"]["KeyId"]
+        plaintext = client.generate_data_key(KeyId=key, KeySpec="AES_256")["Plaintext"]
+        logging.getLogger("medsecrets.test").debug("debug lines are written")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = log.read_text()
+    assert "debug lines are written" in text
+    for form in (base64.b64encode(plaintext).decode(), plaintext.hex()):
+        assert form not in text
