@@ -99,7 +99,7 @@ class SecretStore:
             self.barrier,
             self.catalog,
             clock=self.clock,
-            kms_client_factory=kms_client_factory or _boto3_kms,
+            kms_client_factory=kms_client_factory,  # None: keys.awskms.kek_kms_client
         )
         self.envelope = Envelope(self.keys.provider, provider_named=self.keys.named, random=random)
         self.barrier.on_seal(self.envelope.forget)  # data keys go with any seal, whoever seals
@@ -297,15 +297,3 @@ class SecretStore:
         """Seal and close the storage backend. Idempotent."""
         self.seal()
         self.storage.close()
-
-
-def _boto3_kms() -> KMSClient:
-    """A KMS client from boto3's default credential chain."""
-    try:
-        import boto3
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        from medsecrets.errors import ProviderError
-
-        raise ProviderError("the aws-kms KEK provider needs medsecrets[aws] (boto3)") from None
-    client: KMSClient = boto3.client("kms")
-    return client

@@ -204,3 +204,15 @@ def test_a_debug_log_holds_no_kms_plaintext(moto: MotoServer, tmp_path: Path) ->
     assert "debug lines are written" in text
     for form in (base64.b64encode(plaintext).decode(), plaintext.hex()):
         assert form not in text
+
+
+def test_the_store_s_default_kek_client_is_the_bounded_one(tmp_path: Path) -> None:
+    """The store passed boto3's defaults (60 s to connect, 60 s per read, 3 attempts)."""
+    from medsecrets.keys.awskms import kek_kms_client
+    from medsecrets.storage.sqlite import SqliteStorage
+
+    store = SecretStore(SqliteStorage(str(tmp_path / "s.db")))
+    try:
+        assert store.keys._kms_client_factory is kek_kms_client  # type: ignore[attr-defined]
+    finally:
+        store.close()
