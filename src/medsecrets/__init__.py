@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         ScheduledForDeletion,
         SealedError,
         StorageError,
+        StorageUnavailable,
         TooLargeError,
         ValidationError,
     )
@@ -95,6 +96,7 @@ __all__ = [
     "ServerUnavailableError",
     "ShamirSealConfig",
     "StorageError",
+    "StorageUnavailable",
     "TooLargeError",
     "UnexpectedResponseError",
     "ValidationError",
@@ -132,6 +134,7 @@ _EXPORTS = {
     "ServerUnavailableError": "medsecrets.sdk.errors",
     "ShamirSealConfig": "medsecrets.schema.seal",
     "StorageError": "medsecrets.errors",
+    "StorageUnavailable": "medsecrets.errors",
     "TooLargeError": "medsecrets.errors",
     "UnexpectedResponseError": "medsecrets.sdk.errors",
     "ValidationError": "medsecrets.errors",
