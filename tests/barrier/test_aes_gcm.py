@@ -382,6 +382,33 @@ def test_two_nodes_share_the_count_and_see_each_others_terms(db_path: Path) -> N
         store_b.close()
 
 
+def test_a_rotation_on_one_node_is_used_by_the_others_next_write(db_path: Path) -> None:
+    """``sys/rotate`` on one node (worker): every write committed after it, on any node,
+    uses the new term, even from a node holding a reserved block of the old term."""
+    store_a, store_b = SqliteStorage(db_path), SqliteStorage(db_path)
+    try:
+        node_a = AesGcmBarrier(store_a)  # default threshold: blocks of 65,536 encryptions
+        node_a.initialize(ROOT_KEY)
+        node_b = AesGcmBarrier(store_b)
+        node_b.unseal(ROOT_KEY)
+        node_b.put("before", b"1")  # node b now holds a block of term 1
+        node_b.batch([Put("before-batch", b"1")])
+        assert node_a.rotate() == 2
+        node_b.put("after", b"2")
+        node_b.batch([Put("after-batch", b"2"), Expect("before", store_b.get("before"))])
+        assert term_of(store_a.get("before") or b"") == 1
+        assert term_of(store_a.get("after") or b"") == 2
+        assert term_of(store_a.get("after-batch") or b"") == 2
+        assert node_b.keyring_info().term == 2
+        assert [node_b.get(k) for k in ("before", "before-batch", "after")] == [b"1", b"1", b"2"]
+        with pytest.raises(ConflictError):  # the caller's own condition still decides
+            node_b.batch([Expect("before", b"stale"), Put("never", b"x")])
+        assert store_a.get("never") is None
+    finally:
+        store_a.close()
+        store_b.close()
+
+
 # --------------------------------------------------------------------------- leaks
 
 CANARY = b"CANARY-4b1d7e0c-9f3a-plaintext"

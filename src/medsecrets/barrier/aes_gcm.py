@@ -17,6 +17,8 @@ reserves a block of ``usage_reservation`` encryptions (check-and-set on the
 record) before using them, so after a crash or a restart the count only goes
 up, and several nodes sharing one store count together. When the reserved
 count reaches ``rotation_threshold`` a new term is added automatically.
+Every write that encrypts also expects ``core/keyring`` unchanged (the same atomic
+batch), so after a rotation on any node no record commits under an older term.
 
 Reserved keys (``core/keyring``, ``core/keyring-usage``, ``core/seal-config``,
 ``core/root-key``) cannot be read, written or deleted through the
@@ -319,9 +321,8 @@ class AesGcmBarrier:
 
     def put(self, key: str, value: bytes) -> None:
         """Encrypt ``value`` bound to ``key`` and store it durably."""
-        self._require()
         self._check_user_key(key)
-        self._storage.put(key, self._encrypt(key, value))
+        self.batch([Put(key, value)])
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent)."""
@@ -346,24 +347,42 @@ class AesGcmBarrier:
         """Encrypt every ``Put``; pass ``Delete`` and ``Expect`` through; apply atomically.
 
         Returns the etag (sealed record) of every key written, for later ``Expect``s.
+
+        The batch also expects ``core/keyring`` to be the keyring this node encrypted
+        with: after another node's rotation it reloads the keyring, encrypts again
+        under the new term and retries, so no write commits under a term older than
+        the stored keyring's newest (a node holding a reserved block of the old term
+        included). A ``ConflictError`` with the keyring unchanged is the caller's.
         """
-        self._require()
-        out: list[Operation] = []
-        etags: dict[str, bytes] = {}
         for op in ops:
-            if isinstance(op, Put):
+            if isinstance(op, Put | Delete):
                 self._check_user_key(op.key)
-                sealed = etags[op.key] = self._encrypt(op.key, op.value)
-                out.append(Put(op.key, sealed))
-            elif isinstance(op, Delete):
-                self._check_user_key(op.key)
-                out.append(op)
-            elif isinstance(op, Expect):
-                out.append(op)
-            else:
+            elif not isinstance(op, Expect):
                 raise InvalidRequest("batch operations must be Put, Delete or Expect")
-        self._storage.batch(out)
-        return etags
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            self._require()
+            out: list[Operation] = []
+            etags: dict[str, bytes] = {}
+            for op in ops:
+                if isinstance(op, Put):
+                    sealed = etags[op.key] = self._encrypt(op.key, op.value)
+                    out.append(Put(op.key, sealed))
+                else:
+                    out.append(op)
+            state = self._require()  # the keyring the records were sealed under, unless
+            active = state.keyring.active.term  # a rotation came between two of them
+            if any(_record_term(record) != active for record in etags.values()):
+                continue
+            if etags:
+                out.insert(0, Expect(KEYRING_KEY, state.keyring_raw))
+            try:
+                self._storage.batch(out)
+            except ConflictError:
+                if not self._reload_if_rotated(state):
+                    raise
+                continue
+            return etags
+        raise ConflictError("the keyring changed too often during a write: retry")
 
     # ------------------------------------------------------------------ internals
 
@@ -444,6 +463,25 @@ class AesGcmBarrier:
         # Conservative: every reserved encryption counts as used; no block held yet.
         self._count = usage.reserved if usage.term == active else self._threshold
         self._limit = self._count
+
+    def _reload_if_rotated(self, seen: _Unsealed) -> bool:
+        """After a conflicting write under ``seen``: whether the keyring changed since
+        (another node rotated, or this one did meanwhile); a newer stored keyring is
+        installed. ``False``: the keyring is what ``seen`` held."""
+        with self._lock:
+            state = self._require()
+            if state.keyring_raw != seen.keyring_raw:
+                return True
+            raw = self._storage.get(KEYRING_KEY)
+            if raw == state.keyring_raw:
+                return False
+            try:
+                keyring, raw = self._load_keyring(state.root)
+            except (DecryptionError, NotInitializedError, StorageError):
+                raise DecryptionError from None
+            if keyring.active.term >= state.keyring.active.term:
+                self._install(state.root, keyring, raw, self._load_usage(state.root))
+            return True
 
     def _aead_for_unknown_term(self, term: int) -> AESGCM:
         """Another node may have rotated: reload the keyring once, else fail opaquely."""
