@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tests.cli.conftest import _base_env
 
 from medsecrets.catalog.generators import DEFAULT_SYMBOLS
@@ -176,3 +177,22 @@ def test_python_dash_m_medsecrets_is_the_cli() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "audit" in done.stdout and "secrets" in done.stdout
+
+
+def test_a_table_on_a_pipe_keeps_each_row_on_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Folded at 80 columns, ``secrets list | grep <path>`` missed long paths."""
+    import io
+
+    from medsecrets.cli.output import out, rows_table
+
+    path = "medessence/development/external-services/" + "a-rather-long-secret-name-" * 4
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = io.StringIO()
+    out(piped).print(rows_table("secrets", [{"path": path, "version": 3}], ["path", "version"]))
+    assert any(path in line for line in piped.getvalue().splitlines())
+    monkeypatch.setenv("COLUMNS", "60")  # asked for: honoured
+    narrow = io.StringIO()
+    out(narrow).print(rows_table("secrets", [{"path": path, "version": 3}], ["path", "version"]))
+    assert not any(path in line for line in narrow.getvalue().splitlines())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import re
 import shlex
 import sys
@@ -88,9 +89,25 @@ def require_result_stream() -> None:
         pass
 
 
+PIPE_WIDTH = 4096
+"""The width of a console on a pipe or file without ``COLUMNS``: a table keeps its natural
+width, each row on one line (folded at 80 columns, ``... | grep <path>`` missed paths)."""
+
+
 def out(stream: TextIO) -> Console:
-    """A console on ``stream`` (width from ``COLUMNS`` when not a terminal)."""
-    return Console(file=stream, highlight=False, soft_wrap=False)
+    """A console on ``stream``: a terminal's width; not a terminal, ``COLUMNS`` if set, else
+    ``PIPE_WIDTH`` (tables are never wider than their content)."""
+    width = None
+    if "COLUMNS" not in os.environ and not _isatty(stream):
+        width = PIPE_WIDTH
+    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed: whatever writes to it reports that
+        return False
 
 
 def wire(value: object) -> JSON:
