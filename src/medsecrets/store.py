@@ -16,6 +16,7 @@ and closes it in ``close``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -243,9 +244,12 @@ class SecretStore:
         return status
 
     def rotate(self) -> KeyringInfo:
-        """Add a keyring term (old data stays readable)."""
-        self.barrier.rotate()
-        return self.barrier.keyring_info()
+        """Add a keyring term (old data stays readable). ``term`` is the term THIS call
+        added, even when another rotation (another thread or node) came right after it;
+        the other facts are the keyring's as read just after."""
+        term = self.barrier.rotate()
+        info = self.barrier.keyring_info()
+        return info if info.term == term else dataclasses.replace(info, term=term)
 
     def rekey(
         self, current_shares: Sequence[str | Sensitive[str]], *, shares: int, threshold: int
