@@ -59,3 +59,43 @@ def test_a_token_path_stops_at_a_segment_boundary(tmp_path: Path) -> None:
         )
         assert child.status_code == 403, child.text
         token(["medessence/production/database"], production)  # under it: allowed
+
+
+def test_a_listing_filtered_to_a_token_s_environment_needs_no_prefix(tmp_path: Path) -> None:
+    """``secrets list --env production`` sends no prefix: it needed ``list`` on ``*``."""
+    replica = f"{OURS}/replica"
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "logs") as server:
+        root = {"Authorization": f"Bearer {server.token}"}
+        for path in (OURS, replica, SIBLING):
+            put = httpx.put(
+                f"{server.addr}/v1/secrets/{path}", json={"fields": {"host": "h"}}, headers=root
+            )
+            assert put.status_code == 200, put.text
+
+        def token(path: str) -> dict[str, str]:
+            made = httpx.post(
+                f"{server.addr}/v1/auth/token/create",
+                json={"paths": [path], "capabilities": ["list"], "ttl": 600},
+                headers=root,
+            )
+            assert made.status_code == 200, made.text
+            return {"Authorization": f"Bearer {made.json()['token']}"}
+
+        def listed(headers: dict[str, str], **query: str) -> int | list[str]:
+            r = httpx.get(f"{server.addr}/v1/metadata", params=query, headers=headers)
+            return [i["path"] for i in r.json()["items"]] if r.status_code == 200 else r.status_code
+
+        production = token("medessence/production")
+        assert listed(production, environment="production") == [OURS, replica]
+        assert listed(production, environment="production", category="database") == [
+            OURS,
+            replica,
+        ]
+        assert listed(production, environment="production-eu") == 403
+        assert listed(production) == 403  # everything: needs *
+        assert listed(production, category="database") == 403  # a category spans environments
+        narrow = token(replica)
+        assert listed(narrow, environment="production", category="database") == 403
+        database = token(OURS)
+        assert listed(database, environment="production", category="database") == [OURS, replica]
+        assert listed(database, environment="production") == 403

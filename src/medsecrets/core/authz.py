@@ -37,8 +37,9 @@ def authorize(spec: RouteSpec, call: Call, principal: TokenInfo | None) -> None:
     if path is None:
         return
     check = covers_listing if spec.lists else covers
+    scope = spec.list_scope(call) if spec.list_scope is not None else None
     for prefix in principal.paths:
-        if check(prefix, path):
+        if check(prefix, path) or (scope is not None and covers(prefix, scope)):
             return
     if spec.lists:
         raise PermissionDenied(

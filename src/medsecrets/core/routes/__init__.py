@@ -15,7 +15,7 @@ def route_table(prefix: str) -> dict[tuple[str, str], RouteSpec]:
     """Every route spec by ``(method, name)``; ``prefix`` is the catalog's path prefix."""
     specs = (
         *system.routes(),
-        *secrets.routes(),
+        *secrets.routes(prefix),
         *catalog.routes(prefix),
         *tokens.routes(),
         *audit.routes(),

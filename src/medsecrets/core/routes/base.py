@@ -129,6 +129,10 @@ class RouteSpec:
     lists: bool = False
     """``authz_path`` gives a listing's string prefix: the token must cover every path that
     starts with it (``schema.tokens.covers_listing``), not only the prefix itself."""
+    list_scope: Callable[[Call], str | None] | None = None
+    """For a listing: the subtree its filters confine it to (``<prefix>/<environment>``,
+    ``/<category>`` too), or ``None``; a token covering it may list too, whatever the
+    string prefix (everything listed lies in both)."""
     response: object = None
     statuses: tuple[int, ...] | None = None
     parser: Callable[[object], object] | None = None

@@ -7,7 +7,7 @@ Every route acts on a secret path and needs its capability on a prefix of it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -259,6 +259,27 @@ def _list_path(call: Call) -> str:
     return check_prefix(prefix) if isinstance(prefix, str) else ""
 
 
+def _list_scope(prefix: str) -> Callable[[Call], str | None]:
+    """A listing's scope by its filters: ``<prefix>/<environment>`` (and ``/<category>``),
+    every path it can list lying there; ``None`` without an environment (a category alone
+    spans environments) or for a value that is not one path segment."""
+
+    def scope(call: Call) -> str | None:
+        environment = call.query.get("environment")
+        if not isinstance(environment, str) or not _segment(environment):
+            return None
+        category = call.query.get("category")
+        if isinstance(category, str) and _segment(category):
+            return f"{prefix}/{environment}/{category}"
+        return f"{prefix}/{environment}"
+
+    return scope
+
+
+def _segment(value: str) -> bool:
+    return bool(value) and "/" not in value and value not in (".", "..")
+
+
 _STAGE = QueryParam(
     "stage",
     str,
@@ -267,8 +288,8 @@ _STAGE = QueryParam(
 )
 
 
-def routes() -> tuple[RouteSpec, ...]:
-    """The secret route specs."""
+def routes(prefix: str) -> tuple[RouteSpec, ...]:
+    """The secret route specs; ``prefix`` is the catalog's path prefix."""
     return (
         RouteSpec(
             name="secrets.write",
@@ -362,6 +383,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="list",
             authz_path=_list_path,
             lists=True,
+            list_scope=_list_scope(prefix),
             query=(
                 QueryParam("prefix", str, description="path prefix"),
                 QueryParam("environment", str, description="only this environment"),
