@@ -254,8 +254,17 @@ class SecretStore:
     def rekey(
         self, current_shares: Sequence[str | Sensitive[str]], *, shares: int, threshold: int
     ) -> InitResult:
-        """Issue new Shamir shares given a threshold of the current ones."""
+        """Issue new Shamir shares given a threshold of the current ones, pending until
+        ``rekey_verify`` (the current shares keep working until then)."""
         return self.seal_manager.rekey(current_shares, shares=shares, threshold=threshold)
+
+    def rekey_verify(self, new_shares: Sequence[str | Sensitive[str]]) -> SealStatus:
+        """Make a pending rekey take effect, given a threshold of its new shares."""
+        return self.seal_manager.rekey_verify(new_shares)
+
+    def rekey_cancel(self) -> bool:
+        """Drop a pending rekey; whether one was pending."""
+        return self.seal_manager.rekey_cancel()
 
     # -- keys ------------------------------------------------------------------
     def rotate_key(self, category: str) -> int:

@@ -154,10 +154,13 @@ def test_tour_of_every_route_matches_the_document(
             json={"shares": shares[:2], "new_shares": 2, "new_threshold": 2},
             headers=h,
         )
+        new_shares = rekey["shares"]
+        assert isinstance(new_shares, list) and rekey["verify"] is True
+        go("POST", "/v1/sys/rekey/verify", json={"shares": shares[:2]}, headers=h)  # 400
+        go("POST", "/v1/sys/rekey/verify", json={"shares": new_shares}, headers=h)
+        go("DELETE", "/v1/sys/rekey", headers=h)
         go("POST", "/v1/sys/seal", headers=h)
         go("GET", "/v1/secrets/{path}", P, headers=h)  # 503
-        new_shares = rekey["shares"]
-        assert isinstance(new_shares, list)
         go("POST", "/v1/sys/unseal", json={"share": "not a share"})  # 400
         go("POST", "/v1/sys/unseal", json={"share": new_shares[0]})
         assert go("POST", "/v1/sys/unseal", json={"share": new_shares[1]})["sealed"] is False

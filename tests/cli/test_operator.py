@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import pytest
+
+from .conftest import CLI, _base_env
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +62,7 @@ def test_init_unseal_seal_rekey_on_a_shamir_server(shamir_server, cli, canary):
     new_shares = [s for _, s in SHARE_LINE.findall(rekey.stdout)]
     assert len(new_shares) == 2 and not set(new_shares) & set(shares)
     assert "Root token" not in rekey.stdout
+    assert "Verified: the new shares now unseal the server" in rekey.stderr
 
     cli("operator", "seal", env=env).ok()
     old = cli("operator", "unseal", "-", input=shares[0] + "\n", env=addr)
@@ -67,6 +72,35 @@ def test_init_unseal_seal_rekey_on_a_shamir_server(shamir_server, cli, canary):
         assert out.strip() == ("Unsealed." if i == 2 else "Unseal progress: 1 of 2")
     got = cli("secrets", "get", path, "-f", "smtp_password", env=env).ok()
     assert got.stdout.strip() == canary
+
+    # shares that could not be printed are never verified: the current ones keep working
+    lost = _rekey_printing_to_dev_full(env, new_shares)
+    assert lost.returncode == 1, lost.stderr
+    lines = [line for line in lost.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in lost.stderr
+    assert "not verified: the old shares still work" in lines[0]
+    cli("operator", "seal", env=env).ok()
+    for share in new_shares:
+        cli("operator", "unseal", "-", input=share + "\n", env=addr).ok()
+    assert cli("secrets", "get", path, "-f", "smtp_password", env=env).ok().stdout.strip() == canary
+
+
+def _rekey_printing_to_dev_full(
+    env: dict[str, str], current: list[str]
+) -> subprocess.CompletedProcess[str]:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [*CLI, "operator", "rekey", "--new-shares", "2", "--new-threshold", "2"],
+            input="".join(share + "\n" for share in current),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**_base_env(), **env},
+            timeout=60,
+            check=False,
+        )
 
 
 def test_status_rotate_keys_rewrap_and_seal(fresh_dev_server, cli):

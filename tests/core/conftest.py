@@ -23,6 +23,8 @@ SAMPLES: dict[str, tuple[str, object, dict[str, tuple[str, ...]]]] = {
     "sys.seal": ("", None, {}),
     "sys.rotate": ("", None, {}),
     "sys.rekey": ("", {"shares": [], "new_shares": 1, "new_threshold": 1}, {}),
+    "sys.rekey.verify": ("", {"shares": []}, {}),
+    "sys.rekey.cancel": ("", None, {}),
     "sys.keys.read": ("database", None, {}),
     "sys.keys.rotate": ("database", None, {}),
     "sys.rewrap": ("", {"limit": 10}, {}),

@@ -281,6 +281,7 @@ def test_rotate_rekey_seal_unseal(fresh_store: SecretStore) -> None:
     new = run("sys.rekey", root, {"shares": shares[:2], "new_shares": 2, "new_threshold": 2})
     new_shares = new["shares"]
     assert isinstance(new_shares, list) and len(new_shares) == 2
+    assert run("sys.rekey.verify", root, {"shares": new_shares})["threshold"] == 2
     assert run("sys.seal", root)["sealed"] is True
     status = run("sys.unseal", body={"share": new_shares[0]})
     assert status["progress"] == 1

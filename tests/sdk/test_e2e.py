@@ -377,8 +377,16 @@ def test_init_unseal_seal_rekey_and_retry_on_503(shamir_server: ServerProcess) -
     root_token = result.root_token
     with Client(addr, root_token, env={}, retries=0) as root:
         root.put(db("sealed"), {"username": "sealed_user"})
+        dropped = root.rekey(shares[:2], new_shares=2, new_threshold=2)
+        assert dropped.verify is True and root.rekey_cancel() is True
+        assert root.rekey_cancel() is False
+        with pytest.raises(InvalidRequest, match="no rekey is pending"):
+            root.rekey_verify(dropped.shares)
         new = root.rekey(shares[:2], new_shares=2, new_threshold=2)
         assert len(new.shares) == 2
+        with pytest.raises(InvalidShareError):
+            root.rekey_verify(shares[:2])  # the current shares are not the new ones
+        assert root.rekey_verify(new.shares).threshold == 2
         assert root.seal().sealed
         with pytest.raises(SealedError):
             root.get(db("sealed"))

@@ -47,3 +47,20 @@ def test_a_revoke_is_not_repeated_after_it_may_have_been_applied() -> None:
     call = ep.token_revoke(accessor="a" * 32, token=None)
     assert (call.method, call.path, call.retry_safe) == ("POST", "/v1/auth/token/revoke", False)
     assert ep.token_lookup(accessor="a" * 32, token=None).retry_safe
+
+
+def test_rekey_verify_and_cancel_reach_their_routes() -> None:
+    """Verify is never repeated (a repeat after a lost answer finds nothing pending); the
+    cancel is idempotent; the verify body parses on the server."""
+    verify = ep.rekey_verify(("share one", "share two"))
+    assert (verify.method, verify.path, verify.retry_safe) == (
+        "POST",
+        "/v1/sys/rekey/verify",
+        False,
+    )
+    spec = route_table("medessence")[("POST", "sys.rekey.verify")]
+    parsed = spec.parse(json.loads(json.dumps(verify.body)))
+    assert [s.reveal() for s in parsed.shares] == ["share one", "share two"]
+    cancel = ep.rekey_cancel()
+    assert (cancel.method, cancel.path, cancel.retry_safe) == ("DELETE", "/v1/sys/rekey", True)
+    assert "share" not in repr(verify)

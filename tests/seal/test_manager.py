@@ -315,10 +315,13 @@ def test_rekey_replaces_the_shares_and_keeps_the_data(
     shamir: tuple[SealManager, InitResult], barrier: AesGcmBarrier
 ) -> None:
     manager, old = shamir
-    manager.submit_share(old.shares[0])  # progress is dropped by rekey
+    manager.submit_share(old.shares[0])  # progress is kept by rekey, dropped by verify
     new = manager.rekey(list(old.shares[2:5]), shares=3, threshold=2)
     assert new.seal_type == "shamir" and len(new.shares) == 3 and new.threshold == 2
-    status = manager.status()
+    assert new.verify is True
+    status = manager.status()  # pending: the current set is unchanged
+    assert (status.shares, status.threshold, status.progress, status.sealed) == (5, 3, 1, True)
+    status = manager.rekey_verify(list(new.shares[:2]))
     assert (status.shares, status.threshold, status.progress, status.sealed) == (3, 2, 0, True)
     with pytest.raises(InvalidShareError, match="different share set"):
         manager.submit_share(old.shares[0])

@@ -40,6 +40,11 @@ def test_rekey_refusals_new_shares_sudo_and_audit(tmp_path: Path) -> None:
         done = rekey({"shares": old[1:4], "new_shares": 4, "new_threshold": 2})
         assert done.status_code == 200, done.text
         new = done.json()["shares"]
+        assert done.json()["verify"] is True
+        verify = f"{a}/v1/sys/rekey/verify"
+        verified = httpx.post(verify, json={"shares": new[2:]}, headers=root)
+        assert verified.status_code == 200, verified.text
+        assert verified.json()["threshold"] == 2 and verified.json()["shares"] == 4
         assert rekey({"shares": old[:3]}).status_code == 400  # another share set now
         denied = httpx.post(
             f"{a}/v1/auth/token/create",
@@ -55,6 +60,9 @@ def test_rekey_refusals_new_shares_sudo_and_audit(tmp_path: Path) -> None:
             nosudo = {"X-Medsecrets-Token": denied}
             answer = httpx.post(f"{a}/v1/{route}", json=body, headers=nosudo)
             assert answer.status_code == 403, (route, answer.text)
+        nosudo = {"X-Medsecrets-Token": denied}
+        assert httpx.post(verify, json={"shares": new[:2]}, headers=nosudo).status_code == 403
+        assert httpx.delete(f"{a}/v1/sys/rekey", headers=nosudo).status_code == 403
         assert httpx.post(f"{a}/v1/sys/rotate", headers=root).json()["term"] == 2
         assert httpx.post(f"{a}/v1/sys/seal", headers=root).status_code == 200
         unseal = f"{a}/v1/sys/unseal"
@@ -63,7 +71,7 @@ def test_rekey_refusals_new_shares_sudo_and_audit(tmp_path: Path) -> None:
             status = httpx.post(unseal, json={"share": share}).json()
         assert status["sealed"] is False and status["term"] == 2
     audit = (tmp_path / "data" / "audit" / "audit.jsonl").read_text()
-    for operation in ("sys.rekey", "sys.rotate", "sys.keys.rotate", "sys.rewrap"):
+    for operation in ("sys.rekey", "sys.rekey.verify", "sys.rotate", "sys.keys.rotate"):
         assert f'"operation":"{operation}"' in audit
     pieces = [p for share in old + new for p in (share, " ".join(share.split()[3:9]))]
     for directory, _, files in os.walk(tmp_path):

@@ -72,6 +72,8 @@ __all__ = [
     "KEYRING_KEY",
     "KEYRING_USAGE_KEY",
     "NONCE_SIZE",
+    "PENDING_ROOT_KEY_KEY",
+    "PENDING_SEAL_CONFIG_KEY",
     "RESERVED_KEYS",
     "ROOT_KEY_KEY",
     "SEAL_CONFIG_KEY",
@@ -91,7 +93,18 @@ KEYRING_KEY = "core/keyring"
 KEYRING_USAGE_KEY = "core/keyring-usage"
 SEAL_CONFIG_KEY = "core/seal-config"
 ROOT_KEY_KEY = "core/root-key"
-RESERVED_KEYS = frozenset({KEYRING_KEY, KEYRING_USAGE_KEY, SEAL_CONFIG_KEY, ROOT_KEY_KEY})
+PENDING_SEAL_CONFIG_KEY = "core/seal-config-pending"
+PENDING_ROOT_KEY_KEY = "core/root-key-pending"
+RESERVED_KEYS = frozenset(
+    {
+        KEYRING_KEY,
+        KEYRING_USAGE_KEY,
+        SEAL_CONFIG_KEY,
+        ROOT_KEY_KEY,
+        PENDING_SEAL_CONFIG_KEY,
+        PENDING_ROOT_KEY_KEY,
+    }
+)
 
 
 def _same(forget: Callable[[], None]) -> Callable[[], None]:

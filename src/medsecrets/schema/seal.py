@@ -38,6 +38,7 @@ __all__ = [
     "InitResponse",
     "InitResult",
     "KeyFileSealConfig",
+    "RekeyCancel",
     "SealConfig",
     "SealStatus",
     "SealType",
@@ -177,12 +178,16 @@ class SealStatus:
 class InitResult:
     """What init and rekey hand out once: the unseal shares (empty unless shamir).
 
-    ``POST /v1/sys/rekey`` answers with it as it is.
+    ``POST /v1/sys/rekey`` answers with it as it is. ``verify`` is true when the
+    shares take effect only once a threshold of them is given back
+    (``POST /v1/sys/rekey/verify``): until then the current shares keep working.
+    It defaults to false, so an answer without it (an older server) still reads.
     """
 
     shares: tuple[Sensitive[str], ...]
     threshold: int
     seal_type: SealType
+    verify: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +198,10 @@ class InitResponse:
     threshold: int
     seal_type: SealType
     root_token: Sensitive[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyCancel:
+    """``DELETE /v1/sys/rekey``: whether a pending rekey was dropped (false: none was)."""
+
+    cancelled: bool

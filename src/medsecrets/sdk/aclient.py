@@ -211,10 +211,22 @@ class AsyncClient(ClientBase):
         new_shares: int = 5,
         new_threshold: int = 3,
     ) -> InitResult:
-        """New Shamir shares given a threshold of the current ones (``sudo``)."""
+        """New Shamir shares given a threshold of the current ones (``sudo``).
+
+        The new shares are pending (``verify`` true in the answer): the current ones
+        keep working until ``rekey_verify`` is given a threshold of the new ones."""
         return await self.call(
             ep.rekey(tuple(shares), new_shares=new_shares, new_threshold=new_threshold)
         )
+
+    async def rekey_verify(self, shares: Sequence[str | Sensitive[str]]) -> SealStatus:
+        """Make the pending rekey take effect with a threshold of its NEW shares (``sudo``);
+        from then on only the new shares unseal."""
+        return await self.call(ep.rekey_verify(tuple(shares)))
+
+    async def rekey_cancel(self) -> bool:
+        """Drop a pending rekey (``sudo``); whether one was pending."""
+        return (await self.call(ep.rekey_cancel())).cancelled
 
     async def key_versions(self, category: str) -> tuple[KekVersion, ...]:
         """Every KEK version of ``category`` (``sudo``)."""

@@ -212,10 +212,22 @@ class Client(ClientBase):
         new_shares: int = 5,
         new_threshold: int = 3,
     ) -> InitResult:
-        """New Shamir shares given a threshold of the current ones (``sudo``)."""
+        """New Shamir shares given a threshold of the current ones (``sudo``).
+
+        The new shares are pending (``verify`` true in the answer): the current ones
+        keep working until ``rekey_verify`` is given a threshold of the new ones."""
         return self.call(
             ep.rekey(tuple(shares), new_shares=new_shares, new_threshold=new_threshold)
         )
+
+    def rekey_verify(self, shares: Sequence[str | Sensitive[str]]) -> SealStatus:
+        """Make the pending rekey take effect with a threshold of its NEW shares (``sudo``);
+        from then on only the new shares unseal."""
+        return self.call(ep.rekey_verify(tuple(shares)))
+
+    def rekey_cancel(self) -> bool:
+        """Drop a pending rekey (``sudo``); whether one was pending."""
+        return (self.call(ep.rekey_cancel())).cancelled
 
     def key_versions(self, category: str) -> tuple[KekVersion, ...]:
         """Every KEK version of ``category`` (``sudo``)."""

@@ -6,9 +6,11 @@ endpoint; the POST routes marked safe are those where repeating a request
 that may have been applied leaves the same state: ``sys/seal``,
 ``sys/rewrap`` (resumable), ``stages`` with an explicit version or a removal,
 ``destroy`` of a version, ``provision`` (leaves existing secrets alone),
-``generate`` (no state), ``sys/audit/hash`` (no state) and ``token/lookup``.
+``generate`` (no state), ``sys/audit/hash`` (no state) and ``token/lookup``,
+and ``DELETE sys/rekey`` (idempotent).
 Never retried after they may have been applied: ``init``, ``unseal``,
-``sys/rotate``, ``rekey``, key rotation, ``restore``, ``token/create``,
+``sys/rotate``, ``rekey``, ``rekey/verify`` (a repeat after a lost answer would
+find nothing pending), key rotation, ``restore``, ``token/create``,
 ``token/revoke`` (a repeat after a lost answer would report the revocation it made
 as ``NotFoundError``), and the secret writes ``PUT`` and ``DELETE`` (a repeat
 after a lost answer would add a second version, or report the deletion it made
@@ -47,6 +49,7 @@ from medsecrets.schema.seal import (
     InitResponse,
     InitResult,
     KeyFileSealConfig,
+    RekeyCancel,
     SealConfig,
     SealStatus,
     ShamirSealConfig,
@@ -87,6 +90,8 @@ __all__ = [
     "provision",
     "put",
     "rekey",
+    "rekey_cancel",
+    "rekey_verify",
     "remove_stage",
     "restore",
     "rewrap_step",
@@ -205,6 +210,15 @@ def rekey(
         "new_threshold": new_threshold,
     }
     return Call("POST", "/v1/sys/rekey", _reader(InitResult), body=body, retry_safe=False)
+
+
+def rekey_verify(shares: tuple[str | Sensitive[str], ...]) -> Call[SealStatus]:
+    body = {"shares": [_reveal(s) for s in shares]}
+    return Call("POST", "/v1/sys/rekey/verify", _reader(SealStatus), body=body, retry_safe=False)
+
+
+def rekey_cancel() -> Call[RekeyCancel]:
+    return Call("DELETE", "/v1/sys/rekey", _reader(RekeyCancel))
 
 
 def key_versions(category: str) -> Call[KeyVersions]:

@@ -13,10 +13,19 @@ Storage layout (raw storage, outside the barrier, no plaintext secrets):
   * awskms: the KMS ``CiphertextBlob`` of the root key, encryption context
     ``{"medsecrets": "root-key"}``.
 
+- ``core/seal-config-pending`` / ``core/root-key-pending``: a Shamir rekey not
+  verified yet (the same forms as the two above, for the new shares).
+
 Init writes both, with the barrier's ``core/keyring`` and
 ``core/keyring-usage``, in one atomic batch (``Expect`` guarded: no keyring
-yet), so concurrent inits cannot mix their keys; rekey replaces the first two
-in one batch. The root key opens the barrier's keyring; rekeying changes how
+yet), so concurrent inits cannot mix their keys. A Shamir rekey is two steps,
+as Vault's rekey verification, so shares the operator never received can never
+be the only ones: ``rekey`` stores the new pair as *pending* (one batch,
+conditioned on the current pair) and hands out the new shares; the current
+shares keep working until ``rekey_verify``, given a threshold of the NEW
+shares, makes the pending pair current and deletes it (one batch, conditioned
+on both pairs as read). A key-file or KMS rekey replaces the pair at once (no
+shares to lose). The root key opens the barrier's keyring; rekeying changes how
 the root key is protected, never the root key or the keyring.
 
 Contract: thread-safe (one lock, never held while a key file is read or
@@ -41,7 +50,12 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medsecrets.barrier.aes_gcm import ROOT_KEY_KEY, SEAL_CONFIG_KEY
+from medsecrets.barrier.aes_gcm import (
+    PENDING_ROOT_KEY_KEY,
+    PENDING_SEAL_CONFIG_KEY,
+    ROOT_KEY_KEY,
+    SEAL_CONFIG_KEY,
+)
 from medsecrets.barrier.base import Barrier
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import (
@@ -70,9 +84,9 @@ from medsecrets.seal.config import config_from_document, config_to_document
 from medsecrets.seal.kms import SEAL_KMS_ATTEMPTS, SEAL_KMS_TIMEOUT, AwsKmsClient, KmsClient
 from medsecrets.seal.shamir import ShareInfo, combine_shares, parse_share, split_secret
 from medsecrets.sensitive import Sensitive
-from medsecrets.storage.base import Expect, Operation, Put, StorageBackend
+from medsecrets.storage.base import Delete, Expect, Operation, Put, StorageBackend
 
-__all__ = ["KMS_CONTEXT", "SealManager"]
+__all__ = ["KMS_CONTEXT", "PENDING_ROOT_KEY_KEY", "PENDING_SEAL_CONFIG_KEY", "SealManager"]
 
 KEY_SIZE = 32
 KMS_CONTEXT = {"medsecrets": "root-key"}
@@ -427,11 +441,15 @@ class SealManager:
     def rekey(
         self, current_shares: Sequence[str | Sensitive[str]], *, shares: int, threshold: int
     ) -> InitResult:
-        """Shamir: replace the unseal key and its shares; the root key stays.
+        """Shamir: make a new unseal key and its shares, pending until ``rekey_verify``.
 
-        Needs a threshold of the current shares (checked like ``submit_share``).
-        The old shares stop working; the keyring and data are untouched.
-        Resets unseal progress.
+        Needs a threshold of the current shares (checked like ``submit_share``:
+        ``InvalidShareError``, nothing stored). Stores the new seal config and
+        root-key record as pending (one batch, conditioned on the current pair
+        being what was read: else ``ConflictError``), replacing any pending
+        rekey, and returns the new shares (``verify`` true), never stored. The
+        current shares keep working (unseal, another rekey) until the new ones
+        are verified; the root key, keyring and data are untouched.
         """
         new_config = ShamirSealConfig(shares=shares, threshold=threshold)
         with self._lock:
@@ -439,27 +457,98 @@ class SealManager:
             config = loaded.config
             if not isinstance(config, ShamirSealConfig):
                 raise InvalidRequest(f"the {seal_type(config)} seal has no shares to rekey")
-            chosen: dict[int, str | Sensitive[str]] = {}
-            for share in current_shares:
-                info = parse_share(share)
-                self._check_share(info, config, loaded.share_set)
-                if info.index in chosen:
-                    raise InvalidShareError("duplicate share: the same share was given twice")
-                chosen[info.index] = share
-            if len(chosen) < config.threshold:
-                raise InvalidShareError(
-                    f"rekey needs {config.threshold} shares of the current set, got {len(chosen)}"
-                )
-            try:
-                root_key = _unwrap_root(
-                    combine_shares(list(chosen.values())[: config.threshold]),
-                    loaded.root_record,
-                )
-            except (InvalidShareError, DecryptionError):
-                raise InvalidShareError("rekey failed: the shares do not open this store") from None
+            root_key = self._open_with(loaded, current_shares, "rekey", "the current set")
             doc, record, new_shares, _ = self._protect(new_config, root_key)
-            self._replace(loaded, doc, record)
-            return InitResult(shares=new_shares, threshold=new_config.threshold, seal_type="shamir")
+            try:
+                self._storage.batch(
+                    [
+                        Expect(SEAL_CONFIG_KEY, loaded.config_raw),
+                        Expect(ROOT_KEY_KEY, loaded.root_record),
+                        Put(PENDING_SEAL_CONFIG_KEY, _dump(doc)),
+                        Put(PENDING_ROOT_KEY_KEY, record),
+                    ]
+                )
+            except ConflictError:
+                raise ConflictError("the seal changed concurrently: retry") from None
+            return InitResult(
+                shares=new_shares, threshold=new_config.threshold, seal_type="shamir", verify=True
+            )
+
+    def rekey_verify(self, new_shares: Sequence[str | Sensitive[str]]) -> SealStatus:
+        """Shamir: finish a pending rekey with a threshold of its NEW shares.
+
+        Refused, nothing changed: ``InvalidRequest`` when no rekey is pending;
+        ``InvalidShareError`` for a malformed share, a share of another set (the
+        current shares included), a duplicate, too few shares, or shares that do
+        not open the pending record. Then one batch, conditioned on the current
+        and pending pairs being what was read (else ``ConflictError``), makes the
+        pending pair current and deletes it: from then on only the new shares
+        work. Resets unseal progress; returns the status.
+        """
+        with self._lock:
+            loaded = self._require_loaded()
+            pending = self._load_pending()
+            if pending is None:
+                raise InvalidRequest("no rekey is pending: start one with POST /v1/sys/rekey")
+            self._open_with(pending, new_shares, "rekey verification", "the new set")
+            try:
+                self._storage.batch(
+                    [
+                        Expect(SEAL_CONFIG_KEY, loaded.config_raw),
+                        Expect(ROOT_KEY_KEY, loaded.root_record),
+                        Expect(PENDING_SEAL_CONFIG_KEY, pending.config_raw),
+                        Expect(PENDING_ROOT_KEY_KEY, pending.root_record),
+                        Put(SEAL_CONFIG_KEY, pending.config_raw),
+                        Put(ROOT_KEY_KEY, pending.root_record),
+                        Delete(PENDING_SEAL_CONFIG_KEY),
+                        Delete(PENDING_ROOT_KEY_KEY),
+                    ]
+                )
+            except ConflictError:
+                raise ConflictError("the seal changed concurrently: retry") from None
+            self._progress.clear()
+            return self.status()
+
+    def rekey_cancel(self) -> bool:
+        """Drop a pending rekey (its shares never work); ``True`` if one was pending.
+
+        Idempotent; the current shares are untouched."""
+        with self._lock:
+            keys = (PENDING_SEAL_CONFIG_KEY, PENDING_ROOT_KEY_KEY)
+            if all(self._storage.get(key) is None for key in keys):
+                return False
+            self._storage.batch([Delete(key) for key in keys])
+            return True
+
+    def rekey_pending(self) -> bool:
+        """Whether a Shamir rekey waits for verification."""
+        return self._storage.get(PENDING_SEAL_CONFIG_KEY) is not None
+
+    def _open_with(
+        self, loaded: _Loaded, shares: Sequence[str | Sensitive[str]], what: str, of: str
+    ) -> Sensitive[bytes]:
+        """The root key from a threshold of ``shares`` of ``loaded``'s (Shamir) share set;
+        ``InvalidShareError`` (naming ``what`` and ``of``) otherwise."""
+        config = loaded.config
+        if not isinstance(config, ShamirSealConfig):
+            raise InvalidRequest(f"the {seal_type(config)} seal has no shares")
+        chosen: dict[int, str | Sensitive[str]] = {}
+        for share in shares:
+            info = parse_share(share)
+            self._check_share(info, config, loaded.share_set)
+            if info.index in chosen:
+                raise InvalidShareError("duplicate share: the same share was given twice")
+            chosen[info.index] = share
+        if len(chosen) < config.threshold:
+            raise InvalidShareError(
+                f"{what} needs {config.threshold} shares of {of}, got {len(chosen)}"
+            )
+        try:
+            return _unwrap_root(
+                combine_shares(list(chosen.values())[: config.threshold]), loaded.root_record
+            )
+        except (InvalidShareError, DecryptionError):
+            raise InvalidShareError(f"{what} failed: the shares do not open this store") from None
 
     def rekey_keyfile(self, new_path: str) -> InitResult:
         """Keyfile: move the root key under a fresh unseal key in a new file ``new_path``.
@@ -529,20 +618,26 @@ class SealManager:
         return bytes(nonce)
 
     def _load(self) -> _Loaded | None:
-        raw = self._storage.get(SEAL_CONFIG_KEY)
+        return self._load_pair(SEAL_CONFIG_KEY, ROOT_KEY_KEY)
+
+    def _load_pending(self) -> _Loaded | None:
+        return self._load_pair(PENDING_SEAL_CONFIG_KEY, PENDING_ROOT_KEY_KEY)
+
+    def _load_pair(self, config_key: str, record_key: str) -> _Loaded | None:
+        raw = self._storage.get(config_key)
         if raw is None:
             return None
         try:
             doc = json.loads(raw)
         except ValueError:
-            raise StorageError("seal config: not JSON") from None
+            raise StorageError(f"{config_key}: not JSON") from None
         config = config_from_document(doc, extra=frozenset({"share_set"}))
         share_set = doc.get("share_set")
         if isinstance(config, ShamirSealConfig) and type(share_set) is not int:
-            raise StorageError("seal config: share_set missing")
-        record = self._storage.get(ROOT_KEY_KEY)
+            raise StorageError(f"{config_key}: share_set missing")
+        record = self._storage.get(record_key)
         if record is None:
-            raise StorageError("seal: core/root-key is missing")
+            raise StorageError(f"seal: {record_key} is missing")
         return _Loaded(config, raw, share_set if type(share_set) is int else None, record)
 
     def _require_loaded(self) -> _Loaded:

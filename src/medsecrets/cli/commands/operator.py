@@ -23,13 +23,14 @@ from medsecrets.cli.commands.connection import (
     connection,
     open_client,
 )
-from medsecrets.cli.errors import CliError, ExitCode
+from medsecrets.cli.errors import CliError, ExitCode, exit_code_for
 from medsecrets.cli.inputs import read_line, stdin_is_terminal
 from medsecrets.cli.output import (
     OutputFormat,
     emit,
     emit_json,
     kv_table,
+    one_line,
     print_table,
     require_result_stream,
     rows_table,
@@ -248,7 +249,12 @@ def rekey(
     cacert: CacertOption = None,
 ) -> None:
     """Replace the unseal shares: reads the threshold of current shares (hidden prompts
-    or one per line on stdin) and prints the new ones ONCE."""
+    or one per line on stdin), prints the new ones ONCE, then verifies them.
+
+    The server keeps the new shares pending until they are verified: only once they
+    are printed does this command give them back (``rekey_verify``), so shares it
+    could not print never replace the current ones. Either failure is one line
+    saying that the old shares still work."""
     require_result_stream()  # the new shares are shown once: only here
     with open_client(connection(addr, token, cacert)) as client:
         status_data = _dict(client.seal_status())
@@ -259,7 +265,26 @@ def rekey(
             _read_secret_line(f"Current share {i} of {needed}") for i in range(1, needed + 1)
         ]
         data = _dict(client.rekey(current, new_shares=new_shares, new_threshold=new_threshold))
-    emit(data, output, lambda: _print_shares(data, what="the new unseal shares are"))
+        try:
+            emit(data, output, lambda: _print_shares(data, what="the new unseal shares are"))
+        except CliError as exc:
+            raise CliError(
+                f"{exc.message}; the rekey was not verified: the old shares still work",
+                exc.exit_code,
+            ) from None
+        shares = data.get("shares")
+        if data.get("verify") is True and isinstance(shares, list):
+            try:
+                client.rekey_verify([str(s) for s in shares][:new_threshold])
+            except Exception as exc:
+                raise CliError(
+                    f"verifying the new shares failed ({one_line(str(exc))}): the old shares "
+                    "still work and the rekey is pending (run operator rekey again)",
+                    exit_code_for(exc),
+                ) from None
+            sys.stderr.write(
+                "Verified: the new shares now unseal the server; the old ones no longer do.\n"
+            )
 
 
 @app.command("rotate-key")

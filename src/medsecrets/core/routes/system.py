@@ -1,4 +1,5 @@
-"""System routes: health, seal status, init, unseal, seal, keyring and KEK rotation, rekey, rewrap.
+"""System routes: health, seal status, init, unseal, seal, keyring and KEK rotation, rekey
+(and its verification and cancel), rewrap.
 
 ``health``, ``seal-status`` and ``unseal`` are open and served while sealed;
 ``init`` is open while the store is uninitialised. The rest need ``sudo`` on
@@ -19,6 +20,7 @@ from medsecrets.schema.seal import (
     InitResponse,
     InitResult,
     KeyFileSealConfig,
+    RekeyCancel,
     SealConfig,
     SealStatus,
     ShamirSealConfig,
@@ -31,6 +33,7 @@ __all__ = [
     "InitBody",
     "KeyFileSealBody",
     "RekeyBody",
+    "RekeyVerifyBody",
     "RewrapBody",
     "ShamirSealBody",
     "UnsealBody",
@@ -120,6 +123,13 @@ class RekeyBody:
 
 
 @dataclass(frozen=True, slots=True)
+class RekeyVerifyBody:
+    """``POST /v1/sys/rekey/verify``: a threshold of the NEW shares of the pending rekey."""
+
+    shares: tuple[Sensitive[str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RewrapBody:
     """``POST /v1/sys/rewrap``: one page of at most ``limit`` secrets after ``after``."""
 
@@ -188,6 +198,16 @@ def rekey(ctx: Context, call: Call) -> InitResult:
     body = call.body
     assert isinstance(body, RekeyBody)
     return ctx.store.rekey(body.shares, shares=body.new_shares, threshold=body.new_threshold)
+
+
+def rekey_verify(ctx: Context, call: Call) -> SealStatus:
+    body = call.body
+    assert isinstance(body, RekeyVerifyBody)
+    return ctx.store.rekey_verify(body.shares)
+
+
+def rekey_cancel(ctx: Context, call: Call) -> RekeyCancel:
+    return RekeyCancel(cancelled=ctx.store.rekey_cancel())
 
 
 def keys(ctx: Context, call: Call) -> KeyVersions:
@@ -289,14 +309,40 @@ def routes() -> tuple[RouteSpec, ...]:
             method="POST",
             url="/v1/sys/rekey",
             handler=rekey,
-            summary="Replace the Shamir unseal shares",
+            summary="New Shamir unseal shares, pending until verified (the current ones "
+            "keep working)",
             capability="sudo",
             authz_path=lambda call: _sys("rekey"),
             body=RekeyBody,
             body_required=True,
             response=InitResult,
             returns_secret=True,
-            statuses=(409,),  # the keyring changed concurrently
+            statuses=(409,),  # the seal changed concurrently
+        ),
+        RouteSpec(
+            name="sys.rekey.verify",
+            method="POST",
+            url="/v1/sys/rekey/verify",
+            handler=rekey_verify,
+            summary="Make the pending rekey take effect, given a threshold of its new shares "
+            "(400 when none is pending)",
+            capability="sudo",
+            authz_path=lambda call: _sys("rekey"),
+            body=RekeyVerifyBody,
+            body_required=True,
+            response=SealStatus,
+            statuses=(409,),  # the seal changed concurrently
+        ),
+        RouteSpec(
+            name="sys.rekey.cancel",
+            method="DELETE",
+            url="/v1/sys/rekey",
+            handler=rekey_cancel,
+            summary="Drop a pending rekey (idempotent; the current shares are untouched)",
+            capability="sudo",
+            authz_path=lambda call: _sys("rekey"),
+            response=RekeyCancel,
+            statuses=(),
         ),
         RouteSpec(
             name="sys.keys.read",
