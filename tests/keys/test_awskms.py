@@ -188,9 +188,11 @@ def test_a_debug_log_holds_no_kms_plaintext(moto: MotoServer, tmp_path: Path) ->
     import base64
     import logging
 
-    from medsecrets.logs import log_json
+    from medsecrets.logs import QUIET_LIBRARIES, log_json
 
     log = tmp_path / "server.log"
+    touched = [logging.getLogger(), *(logging.getLogger(name) for name in QUIET_LIBRARIES)]
+    levels = [logger.level for logger in touched]  # restored: other tests read these loggers
     handler = log_json("debug", file=str(log))
     try:
         client = kms_client(moto)
@@ -200,6 +202,8 @@ def test_a_debug_log_holds_no_kms_plaintext(moto: MotoServer, tmp_path: Path) ->
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+        for logger, level in zip(touched, levels, strict=True):
+            logger.setLevel(level)
     text = log.read_text()
     assert "debug lines are written" in text
     for form in (base64.b64encode(plaintext).decode(), plaintext.hex()):

@@ -38,7 +38,13 @@ from medsecrets.schema.catalog import (
 )
 from medsecrets.schema.keys import KekVersion, KeyRotation, KeyVersions, RewrapReport
 from medsecrets.schema.provision import ProvisionItem, ProvisionReport
-from medsecrets.schema.seal import InitResponse, InitResult, SealStatus, ShamirSealConfig
+from medsecrets.schema.seal import (
+    InitResponse,
+    InitResult,
+    RekeyCancel,
+    SealStatus,
+    ShamirSealConfig,
+)
 from medsecrets.schema.secrets import (
     PutResponse,
     RotationInfo,
@@ -115,8 +121,10 @@ SAMPLES: list[tuple[object, list[str]]] = [
     (InitResponse(shares=(Sensitive("s1"),), threshold=1, seal_type="shamir",
                   root_token=Sensitive("ms.t")),
      ["shares", "threshold", "seal_type", "root_token"]),
-    (InitResult(shares=(Sensitive("s1"), Sensitive("s2")), threshold=2, seal_type="shamir"),
-     ["shares", "threshold", "seal_type"]),
+    (InitResult(shares=(Sensitive("s1"), Sensitive("s2")), threshold=2, seal_type="shamir",
+                verify=True),
+     ["shares", "threshold", "seal_type", "verify"]),
+    (RekeyCancel(cancelled=True), ["cancelled"]),
     (KeyringInfo(term=2, terms=2, installed_at=T0, encryptions=5, rotation_threshold=1000),
      ["term", "terms", "installed_at", "encryptions", "rotation_threshold"]),
     (KeyVersions(category="database", versions=(KekVersion("database", 1, T0, "k"),)),
