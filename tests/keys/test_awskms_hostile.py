@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from tests.support.peers import FixedAnswer, RawPeer, answer
+from tests.support.peers import FixedAnswer, RawPeer, answer, read_head
 
 from medsecrets.errors import MedsecretsError, ProviderError
 from medsecrets.keys.awskms import (
@@ -160,12 +160,8 @@ class Silent(RawPeer):
 
     def serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                data += got
+            if read_head(conn) is None:
+                return
             self.requests += 1
             self.stopping.wait()
 

@@ -8,6 +8,18 @@ import socket
 import threading
 
 
+def read_head(conn: socket.socket) -> bytes | None:
+    """The head of the HTTP request on ``conn`` (up to its blank line, which is left out);
+    ``None`` when the client closes first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        got = conn.recv(65536)
+        if not got:
+            return None
+        data += got
+    return data.partition(b"\r\n\r\n")[0]
+
+
 class RawPeer:
     """Listens on a free 127.0.0.1 port (``port``) and serves each connection with
     ``serve`` in a thread of its own until ``stop``, which sets ``stopping`` (for
@@ -88,13 +100,10 @@ class FixedAnswer(RawPeer):
 
     def serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            data = b""
-            while b"\r\n\r\n" not in data:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                data += got
-            self.heads.append(data.partition(b"\r\n\r\n")[0])
+            head = read_head(conn)
+            if head is None:
+                return
+            self.heads.append(head)
             conn.sendall(self.answer)
             chunk = b"<p>" * 21845
             while self.endless and not self.stopping.is_set():
