@@ -26,6 +26,7 @@ from medsecrets.audit.remote import RemoteLane
 from medsecrets.audit.sidecar import LaneConfig
 from medsecrets.audit.waiter import Waiter
 from medsecrets.errors import AuditFailure, ConfigError
+from tests.audit.test_remote_lane import _wait_all
 
 FAKE_AUDIT_PROCESS = r"""
 import os, struct, sys
@@ -100,18 +101,6 @@ def _event(number: int) -> AuditEvent:
     )
 
 
-def _answers(waiters: list[Waiter]) -> list[bool]:
-    found = []
-    for waiter in waiters:
-        try:
-            waiter.wait()
-        except AuditFailure:
-            found.append(False)
-        else:
-            found.append(True)
-    return found
-
-
 @pytest.mark.parametrize(
     ("mode", "said"),
     [
@@ -136,7 +125,7 @@ def test_a_protocol_breach_fails_every_waiter_at_once_and_says_what_it_was(
         waiters = [Waiter(1, timeout=10) for _ in range(2)]  # (a backstop: no watchdog here)
         for number, waiter in enumerate(waiters):
             lane.append(_event(number), waiter)
-        assert _answers(waiters) == [False, False]
+        assert _wait_all(waiters) == [False, False]
         assert lane.last_error == "protocol-error"
         assert not lane.up
         assert lane.dropped == 2  # sent to it, never reported written
@@ -176,10 +165,10 @@ def test_a_process_that_answers_nothing_is_refused_then_restarted(tmp_path: Path
         lane.append(_event(1), waiter)
         now = time.monotonic()
         lane.check_hung(now + 2.5)  # timeout 1 s + 1 s of grace
-        assert _answers([waiter]) == [False] and lane.hung
+        assert _wait_all([waiter]) == [False] and lane.hung
         refused = Waiter(1)
         lane.append(_event(2), refused)
-        assert _answers([refused]) == [False]  # refused at once while hung
+        assert _wait_all([refused]) == [False]  # refused at once while hung
         lane.check_hung(now + 2.5 + 3 * 2.0 + 0.1)  # still hung after three periods
         assert lane.last_error == "audit-process-stuck"
         assert first is not None and first.wait(10) is not None
@@ -202,7 +191,7 @@ def test_a_process_that_exits_fails_closed_and_one_that_exits_at_once_stops_the_
         assert lane.last_error == "audit-process-exited" and not lane.up
         waiter = Waiter(1)
         lane.append(_event(1), waiter)
-        assert _answers([waiter]) == [False]
+        assert _wait_all([waiter]) == [False]
     finally:
         lane.stop()
 
