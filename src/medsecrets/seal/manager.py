@@ -459,17 +459,7 @@ class SealManager:
                 raise InvalidRequest(f"the {seal_type(config)} seal has no shares to rekey")
             root_key = self._open_with(loaded, current_shares, "rekey", "the current set")
             doc, record, new_shares, _ = self._protect(new_config, root_key)
-            try:
-                self._storage.batch(
-                    [
-                        Expect(SEAL_CONFIG_KEY, loaded.config_raw),
-                        Expect(ROOT_KEY_KEY, loaded.root_record),
-                        Put(PENDING_SEAL_CONFIG_KEY, _dump(doc)),
-                        Put(PENDING_ROOT_KEY_KEY, record),
-                    ]
-                )
-            except ConflictError:
-                raise ConflictError("the seal changed concurrently: retry") from None
+            self._replace(loaded, doc, record, pending=True)
             return InitResult(
                 shares=new_shares, threshold=new_config.threshold, seal_type="shamir", verify=True
             )
@@ -588,20 +578,36 @@ class SealManager:
         self._replace(loaded, doc, record)  # conditioned on what was loaded
         return InitResult(shares=(), threshold=0, seal_type="awskms")
 
-    def _replace(self, loaded: _Loaded, doc: dict[str, str | int | None], record: bytes) -> None:
+    def _replace(
+        self,
+        loaded: _Loaded,
+        doc: dict[str, str | int | None],
+        record: bytes,
+        *,
+        pending: bool = False,
+    ) -> None:
+        """Write the seal config ``doc`` and root-key ``record`` in one batch, conditioned
+        on the current pair being ``loaded``'s (else ``ConflictError``): as the current pair
+        (unseal progress reset), or with ``pending`` beside it, for ``rekey_verify``."""
+        config_key, root_key = (
+            (PENDING_SEAL_CONFIG_KEY, PENDING_ROOT_KEY_KEY)
+            if pending
+            else (SEAL_CONFIG_KEY, ROOT_KEY_KEY)
+        )
         with self._lock:
             try:
                 self._storage.batch(
                     [
                         Expect(SEAL_CONFIG_KEY, loaded.config_raw),
                         Expect(ROOT_KEY_KEY, loaded.root_record),
-                        Put(SEAL_CONFIG_KEY, _dump(doc)),
-                        Put(ROOT_KEY_KEY, record),
+                        Put(config_key, _dump(doc)),
+                        Put(root_key, record),
                     ]
                 )
             except ConflictError:
                 raise ConflictError("the seal changed concurrently: retry") from None
-            self._progress.clear()
+            if not pending:
+                self._progress.clear()
 
     # ------------------------------------------------------------------ internals
 
