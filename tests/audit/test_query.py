@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from medsecrets.audit.crypt import RecordCipher
-from medsecrets.audit.query import AuditQuery, ReadRow, read_records, search, who_read
+from medsecrets.audit.query import (
+    AuditQuery,
+    ReadRow,
+    operations,
+    read_records,
+    search,
+    who_read,
+)
 from medsecrets.audit.record import AuditEvent, LineError, Salter
+from medsecrets.errors import InvalidRequest
 from medsecrets.monitor.alert import Alert
 from tests.audit.chainmaker import BASE_TIME, CANARY, SALT_KEY, ChainMaker, parse, write_log
 
@@ -226,3 +234,14 @@ def test_read_records_decodes_encrypted_files(tmp_path: Path, maker: ChainMaker)
     write_log(path, [*sealed[:2], sealed[2].replace(b'"enc":"', b'"enc":"AAAA')])
     with pytest.raises(LineError, match=r"audit.log:3: cannot be decoded"):
         list(read_records([path], decode=cipher.open))
+
+
+def test_a_filter_value_no_record_can_carry_is_refused(records: list[dict[str, object]]) -> None:
+    # secret.read for secrets.read used to answer "nobody read it": an empty result.
+    for name, value in (("operation", "secret.read"), ("outcome", "ok"), ("kind", "reply")):
+        with pytest.raises(InvalidRequest, match=rf"unknown {name} '{value}': one of "):
+            AuditQuery(**{name: value})  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match=r"one of .*secrets\.read.*sys\.metrics"):
+        AuditQuery(operation="secret.read")
+    assert {r["operation"] for r in records if r.get("operation")} <= operations()
+    assert query(records, operation="sys.metrics") == []  # audited, though not a core route

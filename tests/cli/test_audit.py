@@ -522,6 +522,23 @@ def test_errors_are_one_line_with_the_documented_exit_code(run: Run, tmp_path: P
     assert "ms.bogus" not in denied
 
 
+def test_an_unknown_operation_is_an_error_not_an_empty_answer(
+    run: Run, server: ServerProcess, written: tuple[str, str], audit_file: Path
+) -> None:
+    # secret.read for secrets.read used to answer "0 record(s)": nobody read anything.
+    for extra in ((), ("--file", str(audit_file))):
+        for command in ("search", "export"):
+            line = run("audit", command, "--operation", "secret.read", *extra).error(2)
+            assert "unknown operation 'secret.read': one of " in line and "secrets.read" in line
+    answer = httpx.get(
+        f"{server.addr}/v1/sys/audit/search",
+        params={"operation": "secret.read"},
+        headers={"X-Medsecrets-Token": server.token or ""},
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_request"
+    assert "unknown operation 'secret.read'" in answer.json()["error"]["message"]
+
+
 # What the standard library's json reads and the writer (orjson) never writes: a lone
 # surrogate escape, NaN. Every reader must treat such a line as a malformed one.
 UNWRITABLE = (

@@ -14,22 +14,29 @@ Records are the parsed lines (``record.py``): request/response records carry
 filters look at too, so a search for a principal shows the alerts about them.
 Checkpoint records match only queries without record filters (or
 ``kind="checkpoint"``).
+
+A query naming an operation, outcome or kind that no record can carry is
+refused (``InvalidRequest``), not answered with nothing: ``secret.read`` for
+``secrets.read`` would otherwise report that nobody read anything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, get_args
 
 from medsecrets.audit.readback import numbered_lines
-from medsecrets.audit.record import LineError, format_time, is_record, parse_line
-from medsecrets.errors import DecryptionError
+from medsecrets.audit.record import Kind, LineError, Outcome, format_time, is_record, parse_line
+from medsecrets.errors import DecryptionError, InvalidRequest
 
 __all__ = [
     "AuditQuery",
     "ReadRow",
+    "operations",
     "read_records",
     "record_field",
     "record_time",
@@ -38,6 +45,19 @@ __all__ = [
 ]
 
 _ALERT_KEYS = {"remote": "source"}
+_OUTCOMES: Final = frozenset(get_args(Outcome))
+_KINDS: Final = frozenset(get_args(Kind))
+_METRICS_OPERATION: Final = "sys.metrics"
+"""The one audited operation that is not a core route (the API serves ``/v1/sys/metrics``)."""
+
+
+@functools.cache
+def operations() -> frozenset[str]:
+    """Every operation a request or response record can name: the core's route names and
+    ``sys.metrics`` (imported on first use: the route table is not light)."""
+    from medsecrets.core.routes import route_table
+
+    return frozenset({name for _, name in route_table("medessence")} | {_METRICS_OPERATION})
 
 
 def _utc_text(value: dt.datetime) -> str:
@@ -81,7 +101,8 @@ class AuditQuery:
     - ``path_prefix``: the path itself or any path below it, by whole
       segments (``medessence/prod`` does not match ``medessence/production``);
     - ``category``, ``environment``, ``operation``, ``outcome``, ``kind``:
-      exact;
+      exact; an operation not in ``operations()``, an outcome or a kind no
+      record has raises ``InvalidRequest`` naming the ones there are;
     - ``since`` (inclusive) and ``until`` (exclusive): the record's time;
       naive datetimes are taken as UTC.
     """
@@ -98,6 +119,10 @@ class AuditQuery:
     _window: tuple[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        _check_one_of("outcome", self.outcome, _OUTCOMES)
+        _check_one_of("kind", self.kind, _KINDS)
+        if self.operation is not None:
+            _check_one_of("operation", self.operation, operations())
         since = _utc_text(self.since) if self.since is not None else ""
         until = _utc_text(self.until) if self.until is not None else "~"  # after any digit
         object.__setattr__(self, "_window", (since, until))
@@ -127,6 +152,11 @@ class AuditQuery:
             since, until = self._window
             return since <= _time_text(record) < until
         return True
+
+
+def _check_one_of(name: str, value: str | None, known: frozenset[str]) -> None:
+    if value is not None and value not in known:
+        raise InvalidRequest(f"unknown {name} {value!r}: one of {', '.join(sorted(known))}")
 
 
 def _under(path: object, prefix: str) -> bool:

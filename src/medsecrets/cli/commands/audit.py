@@ -215,20 +215,25 @@ def _query(
     since: str | None,
     until: str | None,
 ) -> AuditQuery:
-    """The ``AuditQuery`` of the filter options (times parsed)."""
+    """The ``AuditQuery`` of the filter options (times parsed); an operation no record can
+    name is a usage error listing the ones there are."""
     from medsecrets.audit.query import AuditQuery
+    from medsecrets.errors import InvalidRequest
 
-    return AuditQuery(
-        principal=principal,
-        path_prefix=path_prefix,
-        category=category,
-        environment=environment,
-        operation=operation,
-        outcome=None if outcome is None else outcome.value,
-        kind=None if kind is None else kind.value,
-        since=parse_time("--since", since),
-        until=parse_time("--until", until),
-    )
+    try:
+        return AuditQuery(
+            principal=principal,
+            path_prefix=path_prefix,
+            category=category,
+            environment=environment,
+            operation=operation,
+            outcome=None if outcome is None else outcome.value,
+            kind=None if kind is None else kind.value,
+            since=parse_time("--since", since),
+            until=parse_time("--until", until),
+        )
+    except InvalidRequest as exc:
+        raise CliError(exc.message, ExitCode.USAGE) from None
 
 
 _STDOUT_NAMES: Final = frozenset({"-", "/dev/stdout"})
