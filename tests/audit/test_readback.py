@@ -180,3 +180,32 @@ def test_database_nodes_jumps_over_each_node(tmp_path: Path) -> None:
         ]
     finally:
         storage.close()
+
+
+def test_a_json_object_that_is_no_record_is_counted_not_answered(tmp_path: Path) -> None:
+    # Offline (query.read_records) such a line is an error; the server used to answer it:
+    # who-read counted a bare object naming a read as a read.
+    forged = b'{"kind":"response","operation":"secrets.read","outcome":"success",'
+    forged += b'"path":"medessence/production/database","time":"2026-12-05T09:00:00.5Z"}\n'
+    path = _write(
+        tmp_path / "audit.jsonl",
+        _record(1, 0, "a"),
+        b"{}\n",
+        forged,
+        b'{"kind":"request","seq":true,"hash":"x"}\n',  # a boolean is no seq
+        _record(2, 1, "b"),
+    )
+    for needle in (None, b'"operation":"secrets.read"'):
+        unreadable = Unreadable()
+        found = file_records([path], decode=None, unreadable=unreadable, needle=needle)
+        assert [r["principal"] for r in found] == ["a", "b"]
+        assert unreadable.lines == 3
+    storage = SqliteStorage(tmp_path / "s.db")
+    try:
+        storage.put("audit/n/db/00000000000000000001", _record(1, 0, "a").rstrip(b"\n"))
+        storage.put("audit/n/db/00000000000000000002", b"{}")
+        unreadable = Unreadable()
+        found = database_records(storage, "db", "n", unreadable=unreadable)
+        assert [r["principal"] for r in found] == ["a"] and unreadable.lines == 1
+    finally:
+        storage.close()

@@ -16,7 +16,9 @@ blast-radius answer) must see them all:
 (each chain is in time order already, so the merge streams). Files are read a
 line at a time, never whole; ``Unreadable`` counts the lines left out (over
 ``MAX_LINE_BYTES``, not decodable, not a JSON object as ``record.parse_line``
-reads it, so nothing the writer could not have made reaches an answer): a
+reads it, or an object without what every record has, ``record.is_record``: so
+nothing the writer could not have made reaches an answer, as ``query.read_records``
+refuses it offline): a
 query answers with what it could read and says how much it could not. A torn
 last line (the device appending meanwhile) is not read. A rotated file whose name's stamp
 (its rotation time, after its last record) is more than a second before
@@ -36,7 +38,7 @@ from typing import BinaryIO, Final
 from medsecrets.audit.crypt import RecordCipher, is_sealed
 from medsecrets.audit.database import DatabaseAuditDevice
 from medsecrets.audit.file import ROTATED_NAME
-from medsecrets.audit.record import LineError, parse_line
+from medsecrets.audit.record import LineError, is_record, parse_line
 from medsecrets.errors import DecryptionError
 from medsecrets.storage.base import StorageBackend
 
@@ -161,12 +163,9 @@ def file_records(
                     if not line.startswith(_RECORD_HEAD):  # not skipped: not a record at all
                         unreadable.lines += 1
                     continue
-                try:
-                    record = parse_line(line)
-                except LineError:
-                    unreadable.lines += 1
-                    continue
-                yield record
+                record = _record(line, unreadable)
+                if record is not None:
+                    yield record
 
 
 def numbered_lines(handle: BinaryIO, path: Path) -> Iterator[tuple[int, bytes]]:
@@ -225,12 +224,21 @@ def database_records(
 ) -> Iterator[dict[str, object]]:
     """The records of the database device ``name``'s chain of ``node``, in chain order."""
     for line in DatabaseAuditDevice(name, storage, node=node).records():
-        try:
-            record = parse_line(line)
-        except LineError:
-            unreadable.lines += 1
-            continue
-        yield record
+        record = _record(line, unreadable)
+        if record is not None:
+            yield record
+
+
+def _record(line: bytes, unreadable: Unreadable) -> dict[str, object] | None:
+    """The record ``line`` holds; ``None`` (counted) for one the writer cannot have made."""
+    try:
+        record = parse_line(line)
+    except LineError:
+        record = None
+    if record is None or not is_record(record):
+        unreadable.lines += 1
+        return None
+    return record
 
 
 def merged(chains: Iterable[Iterator[Mapping[str, object]]]) -> Iterator[Mapping[str, object]]:
