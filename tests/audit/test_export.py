@@ -152,8 +152,12 @@ SEPARATED = {
     "line\n=1+1\r=2+2": "line\n'=1+1\r'=2+2",
     ";=first": ";'=first",
     "Mozilla/5.0 (X11; Linux x86_64)": "Mozilla/5.0 (X11; Linux x86_64)",
+    # LibreOffice Calc 7.4 drops a leading NUL and evaluates the rest (=1+1 became 2)
+    "\0=1+1": "'\0=1+1",
+    "curl;\0=1+1": "curl;'\0=1+1",
+    "line\n\0=1+1": "line\n'\0=1+1",
 }
-FORMULA = ("=", "+", "-", "@", "\t", "\r")
+FORMULA = ("=", "+", "-", "@", "\t", "\r", "\0")
 
 
 def test_csv_quotes_every_cell_and_no_separator_starts_a_formula(

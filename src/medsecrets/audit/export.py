@@ -8,7 +8,7 @@
   the alert; a record without a column leaves it empty;
   ``None`` is empty, booleans are ``true``/``false``. Every cell is quoted
   (``csv.QUOTE_ALL``). A text cell starting with ``=``, ``+``, ``-``, ``@``,
-  tab or carriage return is prefixed with ``'``, and so is any such character
+  tab, carriage return or NUL is prefixed with ``'``, and so is any such character
   (or a ``"``) that follows a ``;``, tab or line break inside a text cell, so a
   spreadsheet never evaluates it (user agents and principals come from
   clients), not even one that splits the file on ``;`` (the list separator of
@@ -80,8 +80,9 @@ _VENDOR: Final = "MedEssenceAI"
 _PRODUCT: Final = "medsecrets"
 _OUTCOME_SEVERITY: Final = {"success": 3, "error": 4, "failure": 5, "denied": 7}
 _ALERT_SEVERITY: Final = {"info": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
-_SEPARATED_FORMULA: Final = re.compile(r"([;\t\r\n])(?=[=+\-@\t\r\"])")
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r", "\0")
+"""OWASP's and ASVS 5.0 1.2.10's: LibreOffice Calc drops a leading NUL and evaluates the rest."""
+_SEPARATED_FORMULA: Final = re.compile(r"([;\t\r\n])(?=[=+\-@\t\r\0\"])")
 """A ``;``, tab or line break before a formula's first character (or a quote)."""
 _LABELLED: Final = (
     ("cs1", "requestId", "request_id"),
