@@ -60,6 +60,8 @@ while True:
             os.write(1, struct.pack("<I", 4) + b"\xff\xfe\xfd\xfc")
         elif MODE == "oversized":
             os.write(1, struct.pack("<I", 0xFFFFFFF0))
+        elif MODE == "big":  # under the channel's limit, over the one for answers
+            os.write(1, struct.pack("<I", 64 << 20) + b"\0" * 4096)
         elif MODE == "bad-stats":
             send(("acks", [(n, True) for n in numbers], ("x",) * 12))
         elif MODE == "never-sent":
@@ -106,6 +108,7 @@ def _event(number: int) -> AuditEvent:
     [
         ("garbage", "a frame that is not a message"),
         ("oversized", "frame of 4294967280 bytes is over the"),
+        ("big", "frame of 67108864 bytes is over the 16777216-byte limit"),
         ("bad-stats", "malformed stats"),
         ("never-sent", "an answer for item 1001 never sent"),
         ("bad-refused", "a malformed refused message"),

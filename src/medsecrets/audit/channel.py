@@ -6,7 +6,9 @@ dicts of them), encoded with ``marshal`` and framed by a 4-byte little-endian
 length. ``marshal`` is used because it is the fastest codec for these values;
 it is safe here because both ends are medsecrets processes of the same
 interpreter talking over a pipe nobody else holds (it must never read data
-from elsewhere). A frame larger than ``MAX_FRAME`` is refused on both sides.
+from elsewhere). A frame larger than ``MAX_FRAME`` is refused on both sides; a
+reader may set a lower limit of its own (``FrameReader(max_frame=)``), checked
+on a frame's length before any of its body is buffered.
 
 ``encode(message)`` gives the bytes of one frame; ``FrameReader`` reads frames
 from a file descriptor: ``read()`` (blocking descriptor) returns the next batch
@@ -56,8 +58,9 @@ def encode(message: Message) -> bytes:
 class FrameReader:
     """Reads whole messages from ``fd`` (see module docstring). Not thread-safe."""
 
-    def __init__(self, fd: int, *, chunk: int = 1 << 20) -> None:
+    def __init__(self, fd: int, *, chunk: int = 1 << 20, max_frame: int = MAX_FRAME) -> None:
         self._fd = fd
+        self._max_frame = min(max_frame, MAX_FRAME)
         # Read into one buffer kept for good: ``os.read(fd, 1 MiB)`` allocates (and maps,
         # then unmaps) a fresh MiB each call, ~15 µs against ~1 µs (measured).
         self._scratch = bytearray(chunk)
@@ -94,12 +97,13 @@ class FrameReader:
 
     def _split(self) -> list[Message]:
         buffer = self._buffer
+        limit = self._max_frame
         found: list[Message] = []
         at = 0
         while len(buffer) - at >= _LENGTH.size:
             (size,) = _LENGTH.unpack_from(buffer, at)
-            if size > MAX_FRAME:
-                raise FrameError(f"frame of {size} bytes is over the {MAX_FRAME}-byte limit")
+            if size > limit:
+                raise FrameError(f"frame of {size} bytes is over the {limit}-byte limit")
             end = at + _LENGTH.size + size
             if len(buffer) < end:
                 break

@@ -157,6 +157,13 @@ def _stats_of(value: object) -> _Stats:
 
 
 _PIPE_SIZE = 1 << 20
+
+ANSWER_MAX_FRAME: Final = 16 << 20
+"""The largest frame read from an audit process. What it sends is small: ``acks`` (a pair
+per item of one batch of at most ``sidecar.FLUSH_AT`` records, and the stats), ``refused``
+(the numbers of one read's items: a read takes at most 1 MiB of events), ``alerts`` (the
+detectors' alerts of one batch) and the handshake. A larger length is a protocol breach
+found before any of it is buffered, not a wait for up to ``channel.MAX_FRAME`` bytes."""
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -392,7 +399,7 @@ class RemoteLane:
         stdin = process.stdin.fileno()
         with contextlib.suppress(OSError):  # a smaller pipe only means an earlier backlog
             fcntl.fcntl(stdin, _F_SETPIPE_SZ, _PIPE_SIZE)
-        reader = FrameReader(process.stdout.fileno())
+        reader = FrameReader(process.stdout.fileno(), max_frame=ANSWER_MAX_FRAME)
         try:
             process.stdin.write(encode(self.config.to_message()))
             process.stdin.flush()
