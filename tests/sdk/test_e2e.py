@@ -471,6 +471,15 @@ def test_tls_with_a_test_ca(tmp_path: Path) -> None:
         with Client(server.addr, server.token, verify=False, env={}) as insecure:
             assert insecure.health().initialized
 
+        async def main() -> None:  # the async client's own transport speaks TLS too
+            async with AsyncClient(server.addr, server.token, cacert=certs.ca_file, env={}) as ac:
+                assert (await ac.token_lookup_self()).root
+            async with AsyncClient(server.addr, server.token, env={}) as untrusting:
+                with pytest.raises(ServerUnavailableError, match="TLS"):
+                    await untrusting.health()
+
+        asyncio.run(main())
+
 
 def test_cache_serves_stale_values_bounded_while_the_server_is_down(tmp_path: Path) -> None:
     clock = ManualClock()

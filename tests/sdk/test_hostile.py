@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import re
 import socket
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from tests.support.peers import EndlessAnswer, FixedAnswer, RawPeer, answer
+from tests.support.peers import EndlessAnswer, FixedAnswer, RawPeer, answer, read_head
 
 from medsecrets.errors import MedsecretsError
 from medsecrets.sdk import (
@@ -84,6 +86,106 @@ def test_a_body_dripped_byte_by_byte_ends_within_the_timeout(
     addr = f"http://127.0.0.1:{drip.port}"
     with pytest.raises(ServerUnavailableError, match="ReadTimeout"):
         call(addr, "get", PATH, timeout=0.5)
+
+
+class Trickle(RawPeer):
+    """Reads each request (counting them in ``requests``), then sends ``head`` and ``body``
+    in ``pieces`` pieces each (``None``: byte by byte), ``gap`` seconds before each."""
+
+    def __init__(self, head: bytes, body: bytes, *, gap: float, pieces: int | None) -> None:
+        self.parts = [*self._split(head, pieces), *self._split(body, pieces)]
+        self.gap = gap
+        self.requests = 0
+        super().__init__()
+        self.addr = f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _split(data: bytes, pieces: int | None) -> list[bytes]:
+        size = 1 if pieces is None else -(-len(data) // pieces)
+        return [data[i : i + size] for i in range(0, len(data), size)]
+
+    def serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            if read_head(conn) is None:
+                return
+            self.requests += 1
+            for part in self.parts:
+                if self.stopping.wait(self.gap):
+                    return
+                conn.sendall(part)
+
+
+DRIPPED_HEAD = b"HTTP/1.1 200 OK\r\nX-Leak: " + b"leak" * 25_000  # ~30 min at a byte a 20 ms
+CANARY = "canary-value-8c2d"
+
+
+@pytest.fixture
+def dripped_head() -> Iterator[Trickle]:
+    peer = Trickle(DRIPPED_HEAD, b"", gap=0.02, pieces=None)
+    yield peer
+    peer.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_head_dripped_byte_by_byte_ends_within_the_timeout(
+    call: Callable[..., Any], dripped_head: Trickle
+) -> None:
+    """httpx's read timeout is per read: a status line and headers sent a byte at a time
+    (each read in time) held a call for ever, as a dripped body did before."""
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError) as caught:
+        call(dripped_head.addr, "get", PATH, timeout=0.5)
+    assert time.monotonic() - started < 10 * 0.5  # generous: it only proves "no hang"
+    assert "did not answer in time (ReadTimeout)" in str(caught.value)
+    told = "".join(traceback.format_exception(caught.value))
+    assert TOKEN not in told and "leak" not in told.lower()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("method", "args", "attempts"),
+    [("get", (PATH,), 3), ("put", (PATH, {"password": CANARY}), 1)],
+    ids=["retry-safe", "not-retry-safe"],
+)
+def test_a_dripped_head_is_a_read_timeout_under_the_retry_rules(
+    call: Callable[..., Any],
+    dripped_head: Trickle,
+    method: str,
+    args: tuple[object, ...],
+    attempts: int,
+) -> None:
+    """The request reached the server: retried (with ``retries=2``) only for a call that
+    may be repeated; a write is not sent twice, and its error names none of its values."""
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match=re.escape("(ReadTimeout)")) as caught:
+        call(dripped_head.addr, method, *args, timeout=0.5, retries=2, backoff=0.0)
+    assert time.monotonic() - started < 10 * 0.5 * attempts
+    assert dripped_head.requests == attempts
+    told = "".join(traceback.format_exception(caught.value))
+    assert TOKEN not in told and CANARY not in told
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_but_honest_answer_is_read(call: Callable[..., Any]) -> None:
+    """The head and the body each take ~0.6 of the timeout (together more than it): each
+    is within its own budget, so the answer is read. (Timing: generous margins only.)"""
+    secret = {
+        "path": PATH,
+        "number": 1,
+        "id": "v1",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "stages": ["current"],
+        "fields": {"password": CANARY},
+    }
+    whole = answer("200 OK", json.dumps(secret).encode(), "Content-Type: application/json")
+    head, _, body = whole.partition(b"\r\n\r\n")
+    peer = Trickle(head + b"\r\n\r\n", body, gap=0.25, pieces=6)
+    try:
+        got = call(peer.addr, "get", PATH, timeout=2.5)
+        assert got.fields["password"] == CANARY
+        assert peer.requests == 1
+    finally:
+        peer.stop()
 
 
 class Silent(RawPeer):

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 
@@ -19,7 +20,7 @@ from medsecrets.errors import AuthenticationError, InvalidRequest, SealedError
 from medsecrets.sdk import AsyncClient, Client, ServerUnavailableError, UnexpectedResponseError
 from medsecrets.sdk import endpoints as ep
 from medsecrets.sdk.errors import RequestTimedOut
-from medsecrets.sdk.transport import RetryPolicy
+from medsecrets.sdk.transport import RetryPolicy, attempt_deadline, bounded
 
 SECRET = {
     "path": "medessence/development/database",
@@ -418,3 +419,17 @@ def test_set_token_checks_the_token_as_the_constructor_does(token: str) -> None:
     assert "canary" not in str(caught.value)
     client.get("medessence/development/database")  # the token before is kept
     assert script.requests[0].headers["authorization"] == "Bearer ms.secret-token-xyz"
+
+
+def test_an_attempt_cuts_its_network_steps_to_what_is_left_of_its_budget() -> None:
+    """``bounded``: what the clients' network streams ask before each connect, read and
+    write (httpcore passes each the same per-operation timeout)."""
+    assert bounded(7.0, httpcore.ReadTimeout) == 7.0  # no attempt under way: httpx's own
+    with attempt_deadline(600.0):
+        assert bounded(7.0, httpcore.ReadTimeout) == 7.0
+        left = bounded(None, httpcore.ReadTimeout)
+        assert left is not None and 0 < left <= 600.0
+    with attempt_deadline(0.0) as spent, pytest.raises(httpcore.WriteTimeout):
+        assert spent.expired
+        bounded(7.0, httpcore.WriteTimeout)
+    assert bounded(None, httpcore.ReadTimeout) is None  # the attempt's budget is gone with it

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random as _random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpcore
 import httpx
 
 from medsecrets.schema.audit import (
@@ -57,14 +59,79 @@ from medsecrets.sdk.transport import (
     AnswerBody,
     Attempts,
     Call,
+    attempt_deadline,
+    bounded,
     decode,
     encode,
+    pool_options,
 )
 from medsecrets.sensitive import Sensitive
 
 __all__ = ["AsyncClient"]
 
 T = TypeVar("T")
+
+
+class _BoundedStream(httpcore.AsyncNetworkStream):
+    """A connection whose reads and writes obey the attempt under way (``bounded``)."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, bounded(timeout, httpcore.ReadTimeout))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, bounded(timeout, httpcore.WriteTimeout))
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        timeout = bounded(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _BoundedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's anyio network backend, its connections ``_BoundedStream``s."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        timeout = bounded(timeout, httpcore.ConnectTimeout)
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _BoundedStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+class _BoundedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over a pool whose connections obey the attempt's budgets: as
+    ``medsecrets.sdk.client``'s (which says why the pool is replaced), awaited."""
+
+    def __init__(self, verify: ssl.SSLContext | bool) -> None:
+        options = pool_options(verify)  # (its TLS context made once: loading CAs is slow)
+        super().__init__(verify=options["ssl_context"], trust_env=False)
+        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
+            raise RuntimeError("this httpx keeps no httpcore pool in _pool; the SDK needs one")
+        self._pool = httpcore.AsyncConnectionPool(**options, network_backend=_BoundedBackend())
 
 
 class AsyncClient(ClientBase):
@@ -87,9 +154,12 @@ class AsyncClient(ClientBase):
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``timeout``: seconds for each network step (connecting, each read and write)
-        and for an answer's whole body once its headers came; ``max_response_bytes``:
-        the largest success body read; ``env`` replaces ``os.environ`` for the
+        """``timeout``: seconds for each network step (connecting, each read and write),
+        and in all for each attempt's request and answer head, then again for the
+        answer's body (``medsecrets.sdk.transport``); ``max_response_bytes``: the
+        largest success body read; ``transport`` replaces the default one (tests: it
+        is used as given, so its network steps are not cut to those budgets; the body's
+        is still checked per chunk); ``env`` replaces ``os.environ`` for the
         ``MEDSECRETS_*`` defaults (tests)."""
         super().__init__(
             addr,
@@ -106,8 +176,7 @@ class AsyncClient(ClientBase):
         )
         self._sleep = sleep
         self._http = httpx.AsyncClient(
-            transport=transport,
-            verify=self._settings.verify,
+            transport=transport or _BoundedTransport(self._settings.verify),
             timeout=self._settings.timeout,
             follow_redirects=False,
             trust_env=False,
@@ -158,22 +227,24 @@ class AsyncClient(ClientBase):
     async def _exchange(
         self, call: Call[T], url: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
-        """One attempt: the answer's status and body, read within bounds (``AnswerBody``)."""
-        async with self._http.stream(
-            call.method, url, params=call.params, content=body, headers=headers
-        ) as response:
-            answer = AnswerBody(
-                response.status_code,
-                response.headers.get("content-encoding", ""),
-                limit=self._settings.max_response_bytes,
-                timeout=self._settings.timeout,
-            )
-            if answer.wanted:  # (bytes as sent: AnswerBody refuses any content coding)
-                async for chunk in response.aiter_bytes():
-                    answer.add(chunk)
-                    if not answer.wanted:
-                        break  # the rest stays unread; the connection is closed, not reused
-            return response.status_code, answer.content
+        """One attempt: the answer's status and body, read within bounds (``AnswerBody``)
+        and budgets (``attempt_deadline``)."""
+        with attempt_deadline(self._settings.timeout) as deadline:
+            async with self._http.stream(
+                call.method, url, params=call.params, content=body, headers=headers
+            ) as response:
+                answer = AnswerBody(
+                    response.status_code,
+                    response.headers.get("content-encoding", ""),
+                    limit=self._settings.max_response_bytes,
+                    deadline=deadline,
+                )
+                if answer.wanted:  # (bytes as sent: AnswerBody refuses any content coding)
+                    async for chunk in response.aiter_bytes():
+                        answer.add(chunk)
+                        if not answer.wanted:
+                            break  # the rest stays unread; the connection is closed, not reused
+                return response.status_code, answer.content
 
     # -- system --------------------------------------------------------------------
     async def health(self) -> Health:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random as _random
+import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpcore
 import httpx
 
 from medsecrets.schema.audit import (
@@ -58,14 +60,85 @@ from medsecrets.sdk.transport import (
     AnswerBody,
     Attempts,
     Call,
+    attempt_deadline,
+    bounded,
     decode,
     encode,
+    pool_options,
 )
 from medsecrets.sensitive import Sensitive
 
 __all__ = ["Client"]
 
 T = TypeVar("T")
+
+
+class _BoundedStream(httpcore.NetworkStream):
+    """A connection whose reads and writes obey the attempt under way (``bounded``)."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = bounded(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _BoundedBackend(httpcore.NetworkBackend):
+    """httpcore's own network backend, its connections ``_BoundedStream``s."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = bounded(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _BoundedStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _BoundedTransport(httpx.HTTPTransport):
+    """httpx's transport over a pool whose connections obey the attempt's budgets (see
+    ``medsecrets.sdk.transport``). httpx bounds each network operation only (a total
+    timeout is an open request, encode/httpx#1450) and lets no network backend be
+    passed, so the pool httpx made is replaced by one with the same options and a
+    ``_BoundedBackend``: a private attribute, checked here so that an httpx that
+    renamed it fails at once instead of silently dropping the bound. A per-call
+    watchdog thread could not do this: it cannot tell which pooled connection an
+    attempt uses before the answer's head, which is when it is needed."""
+
+    def __init__(self, verify: ssl.SSLContext | bool) -> None:
+        options = pool_options(verify)  # (its TLS context made once: loading CAs is slow)
+        super().__init__(verify=options["ssl_context"], trust_env=False)
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
+            raise RuntimeError("this httpx keeps no httpcore pool in _pool; the SDK needs one")
+        self._pool = httpcore.ConnectionPool(**options, network_backend=_BoundedBackend())
 
 
 class Client(ClientBase):
@@ -88,9 +161,12 @@ class Client(ClientBase):
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``timeout``: seconds for each network step (connecting, each read and write)
-        and for an answer's whole body once its headers came; ``max_response_bytes``:
-        the largest success body read; ``env`` replaces ``os.environ`` for the
+        """``timeout``: seconds for each network step (connecting, each read and write),
+        and in all for each attempt's request and answer head, then again for the
+        answer's body (``medsecrets.sdk.transport``); ``max_response_bytes``: the
+        largest success body read; ``transport`` replaces the default one (tests: it
+        is used as given, so its network steps are not cut to those budgets; the body's
+        is still checked per chunk); ``env`` replaces ``os.environ`` for the
         ``MEDSECRETS_*`` defaults (tests)."""
         super().__init__(
             addr,
@@ -107,8 +183,7 @@ class Client(ClientBase):
         )
         self._sleep = sleep
         self._http = httpx.Client(
-            transport=transport,
-            verify=self._settings.verify,
+            transport=transport or _BoundedTransport(self._settings.verify),
             timeout=self._settings.timeout,
             follow_redirects=False,
             trust_env=False,
@@ -159,15 +234,19 @@ class Client(ClientBase):
     def _exchange(
         self, call: Call[T], url: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
-        """One attempt: the answer's status and body, read within bounds (``AnswerBody``)."""
-        with self._http.stream(
-            call.method, url, params=call.params, content=body, headers=headers
-        ) as response:
+        """One attempt: the answer's status and body, read within bounds (``AnswerBody``)
+        and budgets (``attempt_deadline``)."""
+        with (
+            attempt_deadline(self._settings.timeout) as deadline,
+            self._http.stream(
+                call.method, url, params=call.params, content=body, headers=headers
+            ) as response,
+        ):
             answer = AnswerBody(
                 response.status_code,
                 response.headers.get("content-encoding", ""),
                 limit=self._settings.max_response_bytes,
-                timeout=self._settings.timeout,
+                deadline=deadline,
             )
             if answer.wanted:  # (bytes as sent: AnswerBody refuses any content coding)
                 for chunk in response.iter_bytes():

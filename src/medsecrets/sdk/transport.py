@@ -20,13 +20,23 @@ Retry contract (see ``Call.retry_safe``):
 - a failed TLS handshake (untrusted certificate, protocol refused) is never
   retried: it raises ``ServerUnavailableError`` at once.
 
-Answers are read within bounds (``AnswerBody``), so a broken or hostile peer
-costs bounded memory and time: a success body holds at most
-``max_response_bytes`` (more: ``UnexpectedResponseError``), only the first
-``MAX_ERROR_BYTES`` of an error body are read, the body is read as sent (the
-client asks for no content coding), and it must be complete within
-``timeout`` seconds of its headers (else it counts as a read timeout). A
-redirect is never followed (the token would go with it): it is an
+Answers are read within bounds (``AnswerBody``, ``AttemptDeadline``), so a
+broken or hostile peer costs bounded memory and time: a success body holds at
+most ``max_response_bytes`` (more: ``UnexpectedResponseError``), only the
+first ``MAX_ERROR_BYTES`` of an error body are read, and the body is read as
+sent (the client asks for no content coding). Each attempt has two budgets of
+``timeout`` seconds: the answer's head (status line and headers) must be
+complete within ``timeout`` of the attempt's start (taking or opening a
+connection and sending the request included), and its body within
+``timeout`` of the head. httpx's own timeouts bound each network operation,
+not a sequence of them, so the clients' default transports cut every connect,
+read and write to what is left of the budget under way (``bounded``); one
+with nothing left fails as a connect, read or write timeout, so a peer that
+drips its head or body byte by byte (each byte in time) ends like one that
+stopped answering, under the same retry rules (a read timeout: retried only
+for ``retry_safe`` calls). An attempt thus lasts at most about twice
+``timeout`` (a wait for a free pooled connection counts in the head's
+budget). A redirect is never followed (the token would go with it): it is an
 ``UnexpectedResponseError`` naming the status.
 
 The address that worked is kept (sticky) for later calls of the same client.
@@ -34,15 +44,17 @@ The address that worked is kept (sticky) for later calls of the same client.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
 import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, TypedDict, TypeVar
 
 import httpx
 
@@ -64,14 +76,19 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "AddressRing",
     "AnswerBody",
+    "AttemptDeadline",
     "Attempts",
     "Call",
     "ClientSettings",
+    "PoolOptions",
     "RetryPolicy",
+    "attempt_deadline",
+    "bounded",
     "checked_token",
     "decode",
     "encode",
     "is_unicode",
+    "pool_options",
     "resolve_settings",
 ]
 
@@ -406,6 +423,82 @@ class Attempts:
         raise error
 
 
+class AttemptDeadline:
+    """The time budgets of one attempt (see the module docstring): ``timeout`` seconds
+    from its start for the request and the answer's head, then (``head_received``)
+    ``timeout`` seconds from the head for the body. Sans-IO: ``bound`` cuts the
+    timeout of each network operation to what is left of the budget under way."""
+
+    __slots__ = ("_end", "_timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._end = time.monotonic() + timeout
+
+    def head_received(self) -> None:
+        """The answer's head came: the body's budget starts now."""
+        self._end = time.monotonic() + self._timeout
+
+    @property
+    def expired(self) -> bool:
+        """Whether the budget under way is spent."""
+        return time.monotonic() >= self._end
+
+    def bound(self, timeout: float | None, late: type[Exception]) -> float:
+        """``timeout`` (httpx's per-operation timeout; ``None``: none) cut to what is left of
+        the budget; raises ``late`` (an httpcore timeout class) when nothing is left."""
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise late("the server did not answer within the timeout")
+        return left if timeout is None else min(timeout, left)
+
+
+_ATTEMPT: contextvars.ContextVar[AttemptDeadline | None] = contextvars.ContextVar(
+    "medsecrets_sdk_attempt", default=None
+)
+
+
+@contextlib.contextmanager
+def attempt_deadline(timeout: float) -> Iterator[AttemptDeadline]:
+    """Run one attempt within a new ``AttemptDeadline`` (of ``timeout`` seconds), which the
+    network operations made in this context (this thread, this task) obey (``bounded``)."""
+    deadline = AttemptDeadline(timeout)
+    token = _ATTEMPT.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _ATTEMPT.reset(token)
+
+
+def bounded(timeout: float | None, late: type[Exception]) -> float | None:
+    """The timeout for a network operation made in this context: ``timeout``, cut to what
+    is left of the budget of the attempt under way (``attempt_deadline``), if any; raises
+    ``late`` when nothing is left. Called by the clients' network streams before each
+    connect, read and write: httpcore passes each the same per-operation timeout."""
+    deadline = _ATTEMPT.get()
+    return timeout if deadline is None else deadline.bound(timeout, late)
+
+
+class PoolOptions(TypedDict):
+    """The options of the clients' httpcore connection pools (``pool_options``)."""
+
+    ssl_context: ssl.SSLContext
+    max_connections: int
+    max_keepalive_connections: int
+    keepalive_expiry: float
+
+
+def pool_options(verify: ssl.SSLContext | bool) -> PoolOptions:
+    """The connection pool options of httpx's default transport (its default limits), for
+    the clients' own transports (which add only a network backend: ``bounded``)."""
+    return PoolOptions(
+        ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+    )
+
+
 class AnswerBody:
     """The body of one answer, read within bounds (sans-IO: drivers ``add`` each chunk
     while ``wanted``).
@@ -417,20 +510,25 @@ class AnswerBody:
     The body must come as sent: a content coding (``encoding``, which the
     client never asks for) is refused for a success (``UnexpectedResponseError``)
     and not read for an error (it is mapped by its status), so no compressed
-    bomb is ever inflated. Each chunk must come before ``timeout`` seconds have
-    passed since the answer's headers: a later one raises ``httpx.ReadTimeout``,
-    so a body dripped byte by byte (each read in time) ends like a read that
-    timed out, under the same retry rules.
+    bomb is ever inflated. An ``AnswerBody`` is made when the answer's head came:
+    it starts the body's budget of ``deadline`` (``head_received``), and a chunk
+    that comes after that budget is spent raises ``httpx.ReadTimeout`` (the
+    default transports' reads are cut at the budget already: this check holds
+    for any transport), so a body dripped byte by byte (each read in time) ends
+    like a read that timed out, under the same retry rules.
     """
 
     __slots__ = ("_chunks", "_deadline", "_error", "_limit", "_size")
 
-    def __init__(self, status: int, encoding: str, *, limit: int, timeout: float) -> None:
+    def __init__(
+        self, status: int, encoding: str, *, limit: int, deadline: AttemptDeadline
+    ) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
         self._error = status >= 400
         self._limit = MAX_ERROR_BYTES if self._error else limit
-        self._deadline = time.monotonic() + timeout
+        self._deadline = deadline
+        deadline.head_received()
         if encoding.strip().lower() not in ("", "identity"):
             if not self._error:
                 raise UnexpectedResponseError(
@@ -445,7 +543,7 @@ class AnswerBody:
 
     def add(self, chunk: bytes) -> None:
         """Take the next chunk of the body."""
-        if time.monotonic() > self._deadline:
+        if self._deadline.expired:
             raise httpx.ReadTimeout("the answer's body did not end within the timeout")
         room = self._limit - self._size
         if len(chunk) > room and not self._error:
