@@ -2,7 +2,10 @@
 
 - secret read (token, authorization, storage, decrypt, JSON) vs a bare Starlette endpoint
   returning the same bytes, on the same server (granian, embedded, one worker; the issue's
-  ceiling, served through ASGI), and vs a bare RSGI callable (the interface our server uses);
+  ceiling, served through ASGI), vs a bare RSGI callable (the interface our server uses), and
+  vs the durable-audit floor (``floor_server.py``: that RSGI callable answering once a
+  minimal audit process has fsync'd the request's records: the least a durably audited read
+  can cost here);
 - the same read vs moto's Secrets Manager ``GetSecretValue`` (the Python peer implementation);
 - durable secret writes over HTTP on SQLite vs the disk's raw single-row durable commit rate;
 - resident memory of the server holding 10,000 secrets after the read benchmark, across runs.
@@ -22,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,13 +174,19 @@ def _children_rss_mib(pid: int) -> float:
     return total
 
 
+FLOOR_SERVER = Path(__file__).resolve().parent / "floor_server.py"
+
+
 @contextmanager
-def _bare_server(body: bytes, workdir: Path, script: str = _BARE_SERVER) -> Iterator[str]:
+def _bare_server(
+    body: bytes, workdir: Path, program: Sequence[str] = ("-c", _BARE_SERVER), *extra: str
+) -> Iterator[str]:
+    """A ceiling server (``python *program PORT BODY_FILE *extra``) answering ``body``."""
     body_file = workdir / "body.json"
     body_file.write_bytes(body)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(port), str(body_file)],
+        [sys.executable, *program, str(port), str(body_file), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -284,6 +293,7 @@ def figures(quick: bool = False) -> list[Figure]:
     unaudited: list[WrkResult] = []
     bare: list[WrkResult] = []
     bare_rsgi: list[WrkResult] = []
+    floor: list[WrkResult] = []
     moto: list[WrkResult] = []
     rss: list[float] = []
     helper_rss: list[float] = []
@@ -300,7 +310,10 @@ def figures(quick: bool = False) -> list[Figure]:
             body = httpx.get(read_url, headers={"Authorization": f"Bearer {token}"}).content
             with (
                 _bare_server(body, workdir) as bare_url,
-                _bare_server(body, workdir, _BARE_RSGI_SERVER) as rsgi_url,
+                _bare_server(body, workdir, ("-c", _BARE_RSGI_SERVER)) as rsgi_url,
+                _bare_server(
+                    body, workdir, (str(FLOOR_SERVER),), str(workdir / "floor-audit.log")
+                ) as floor_url,
                 _moto() as moto_url,
             ):
                 for _ in range(3):
@@ -309,6 +322,7 @@ def figures(quick: bool = False) -> list[Figure]:
                     helper_rss.append(_children_rss_mib(server.pid))
                     bare.append(wrk(bare_url, seconds=seconds))
                     bare_rsgi.append(wrk(rsgi_url, seconds=seconds))
+                    floor.append(wrk(floor_url, seconds=seconds, token=token))
                     moto.append(wrk(moto_url, seconds=seconds, script=_MOTO_LUA))
             for run_no in range(3):
                 script = _write_script(token, run_no, value)
@@ -342,6 +356,11 @@ def figures(quick: bool = False) -> list[Figure]:
         [r.rps for r in bare_rsgi],
         "req/s",
     )
+    floor_fig = _median(
+        "durable-audit floor: bare RSGI endpoint + minimal fsync'd audit process",
+        [r.rps for r in floor],
+        "req/s",
+    )
     moto_fig = _median("moto GetSecretValue (same wrk load)", [r.rps for r in moto], "req/s")
     write = _median(
         "durable secret write over HTTP, SQLite (wrk -c32)", [r.rps for r in writes], "req/s"
@@ -368,6 +387,11 @@ def figures(quick: bool = False) -> list[Figure]:
             "secret read (audit off) / bare RSGI endpoint",
             100 * read_off.value / rsgi_ceiling.value,
             "%",
+        ),
+        floor_fig,
+        Figure("durable-audit floor / bare Starlette", 100 * floor_fig.value / ceiling.value, "%"),
+        Figure(
+            "secret read (audit on) / durable-audit floor", 100 * read.value / floor_fig.value, "%"
         ),
         moto_fig,
         Figure("secret read / moto GetSecretValue", read.value / moto_fig.value, "x"),
