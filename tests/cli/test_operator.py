@@ -144,3 +144,53 @@ def test_init_refuses_a_relative_key_file_before_asking_the_server(cli):
             "operator", "init", "--key-file", path, env={"MEDSECRETS_ADDR": "http://127.0.0.1:9"}
         ).error(2)
         assert "--key-file" in line and "absolute" in line
+
+
+AUTO_SEAL = (
+    "error: the server uses an automatic seal (keyfile), which takes no shares: it unseals "
+    "itself when it starts, so restart the server to unseal it"
+)
+
+
+def test_unseal_of_a_key_file_server_after_an_operator_seal_says_to_restart_it(
+    fresh_dev_server, cli
+):
+    """A key-file seal takes no shares, and after ``operator seal`` the server refuses to
+    auto-unseal until it restarts: ``operator unseal`` says so in one line (exit 2),
+    with or without a share, and ``--reset`` too; it used to ask for a share and then
+    say "no share given", or answer "the keyfile seal takes no shares: auto-unseal"."""
+    env = {"MEDSECRETS_ADDR": fresh_dev_server.addr, "MEDSECRETS_TOKEN": fresh_dev_server.token}
+    cli("operator", "seal", env=env).ok()
+    for args, given in ((), ""), (("-",), "any share\n"), (("--reset",), ""):
+        assert cli("operator", "unseal", *args, input=given, env=env).error(2) == AUTO_SEAL
+    assert cli("operator", "status", "-o", "json", env=env).ok().json()["sealed"] is True
+    fresh_dev_server.stop()
+    fresh_dev_server.start()
+    assert cli("operator", "status", "-o", "json", env=env).ok().json()["sealed"] is False
+    unsealed = cli("operator", "unseal", env=env).ok()
+    assert unsealed.stdout == "Already unsealed: the keyfile seal takes no shares.\n"
+
+
+def test_unseal_of_an_unsealed_shamir_server_refuses_garbage_and_says_already_unsealed(
+    shamir_server, cli
+):
+    """A share given to an unsealed server used to be ignored with "Unsealed." and exit 0:
+    garbage is a usage error (checked before the share is sent, whatever the seal
+    state); a well-formed share is not used, and the answer says so."""
+    addr = {"MEDSECRETS_ADDR": shamir_server.addr}
+    init = cli("operator", "init", "--shares", "3", "--threshold", "2", env=addr).ok()
+    shares = [s for _, s in SHARE_LINE.findall(init.stdout)]
+    assert cli("operator", "status", "-o", "json", env=addr).ok().json()["sealed"] is False
+
+    garbage = cli("operator", "unseal", "-", input="garbage words here\n", env=addr)
+    line = garbage.error(2)
+    assert line.startswith("error: malformed share") and "garbage" not in garbage.stderr
+    words = shares[0].split()
+    words[0] = "acid" if words[0] == "academic" else "academic"  # the checksum fails
+    typo = " ".join(words)
+    assert cli("operator", "unseal", "-", input=typo + "\n", env=addr).error(2) == line
+
+    well_formed = cli("operator", "unseal", "-", input=shares[0] + "\n", env=addr).ok()
+    assert well_formed.stdout == "Already unsealed: the share was not used.\n"
+    as_json = cli("operator", "unseal", "-", "-o", "json", input=shares[1] + "\n", env=addr)
+    assert as_json.ok().json()["sealed"] is False

@@ -3,7 +3,10 @@
 ``init`` and ``rekey`` print unseal shares and (for init) the root token once,
 with a warning on stderr; ``unseal`` reads a share from a hidden prompt, from
 stdin (``-`` or a pipe) or — with a warning, since arguments are visible to
-other users — from its argument, and shows the progress ``k of n``.
+other users — from its argument, and shows the progress ``k of n``. It asks the
+seal status first: a malformed share is refused before it is sent, an unsealed
+server gets none (``Already unsealed``), and a sealed key-file or KMS seal, which
+takes no shares, is a usage error saying that a restart of the server unseals it.
 ``rewrap`` loops over the paged rewrap endpoint with a progress bar.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -39,6 +42,9 @@ from medsecrets.cli.output import (
     write_line,
 )
 from medsecrets.wire import JSON
+
+if TYPE_CHECKING:
+    from medsecrets.sdk import Client
 
 __all__ = ["app"]
 
@@ -147,6 +153,64 @@ def _read_secret_line(prompt: str) -> str:
     return value
 
 
+def _checked_share(value: str) -> str:
+    """``value`` stripped, if it is a well-formed share (SLIP-39 words and checksum);
+    else a usage error, before the share is sent. Whether it belongs to this store is
+    the server's to say."""
+    from medsecrets.errors import InvalidShareError
+    from medsecrets.seal.shamir import parse_share  # only a share to check needs it
+
+    value = value.strip()
+    if not value:
+        raise CliError("no share given", ExitCode.USAGE)
+    try:
+        parse_share(value)
+    except InvalidShareError as exc:  # our own message: it never quotes the share
+        raise CliError(f"{exc.message} (the share was not sent)", ExitCode.USAGE) from None
+    return value
+
+
+def _given_share(share: str | None) -> str | None:
+    """The share of the argument or of a piped stdin, as given (``_checked_share`` checks
+    it once the server's seal is known to take shares); None when it is to be asked for
+    at a hidden prompt (only then). A closed stdin is a usage error here, at once."""
+    if share is not None and share != "-":
+        warn(
+            "a share given as an argument is visible to other users (ps, shell history); "
+            "omit it for a hidden prompt"
+        )
+        return share
+    if stdin_is_terminal():
+        return None
+    return read_line(what="stdin")
+
+
+def _unseal_status(client: Client) -> dict[str, JSON]:
+    """The seal status, if shares can unseal the server or it is unsealed.
+
+    Not initialised: ``CliError`` (sealed). A key-file or KMS seal takes no shares: the
+    server unseals itself at start and, after an operator's seal, refuses to do so again
+    until it restarts (``sys/unseal`` with ``{}`` is refused, so as not to undo an
+    emergency seal through the port); sealed, that is a usage error saying so."""
+    status = _dict(client.seal_status())
+    if status.get("initialized") is not True:
+        raise CliError("the server is not initialised: run operator init", ExitCode.SEALED)
+    kind = status.get("seal_type")
+    if kind != "shamir" and status.get("sealed") is not False:
+        raise CliError(
+            f"the server uses an automatic seal ({one_line(str(kind))}), which takes no "
+            "shares: it unseals itself when it starts, so restart the server to unseal it",
+            ExitCode.USAGE,
+        )
+    return status
+
+
+def _progress_line(data: dict[str, JSON]) -> str:
+    if data.get("sealed") is False:
+        return "Unsealed."
+    return f"Unseal progress: {data.get('progress')} of {data.get('threshold')}"
+
+
 @app.command("unseal")
 def unseal(
     *,
@@ -165,30 +229,35 @@ def unseal(
     token: TokenOption = None,
     cacert: CacertOption = None,
 ) -> None:
-    """Submit one unseal share; shows the progress (k of n) until the server unseals."""
-    conn = connection(addr, token, cacert)
-    if reset:
-        if share is not None:
-            raise CliError("--reset takes no share", ExitCode.USAGE)
-        with open_client(conn) as client:
+    """Submit one unseal share; shows the progress (k of n) until the server unseals.
+
+    A share given (argument, - or a pipe) that is not well-formed is a usage error
+    before the server is asked. An unsealed server gets no share: "Already unsealed"
+    (exit 0). A key-file or KMS seal takes no shares: sealed, a usage error saying
+    that a restart of the server unseals it."""
+    if reset and share is not None:
+        raise CliError("--reset takes no share", ExitCode.USAGE)
+    given = None if reset else _given_share(share)
+    with open_client(connection(addr, token, cacert)) as client:
+        data = _unseal_status(client)
+        if data.get("sealed") is False:
+            if data.get("seal_type") != "shamir":
+                kind = one_line(str(data.get("seal_type")))
+                line = f"Already unsealed: the {kind} seal takes no shares."
+            elif given is not None:
+                _checked_share(given)  # garbage is refused whatever the seal state
+                line = "Already unsealed: the share was not used."
+            else:
+                line = "Already unsealed."  # no prompt for a share it would not use
+        elif reset:
             data = _dict(client.unseal_reset())
-    else:
-        if share is None or share == "-":
-            value = _read_secret_line("Unseal share")
+            line = _progress_line(data)
         else:
-            warn(
-                "a share given as an argument is visible to other users (ps, shell history); "
-                "omit it for a hidden prompt"
-            )
-            value = share
-        with open_client(conn) as client:
-            data = _dict(client.unseal(value))
-    if output is OutputFormat.json:
-        emit_json(data)
-    elif data.get("sealed") is False:
-        write_line("Unsealed.")
-    else:
-        write_line(f"Unseal progress: {data.get('progress')} of {data.get('threshold')}")
+            if given is None:
+                given = str(typer.prompt("Unseal share", hide_input=True))
+            data = _dict(client.unseal(_checked_share(given)))
+            line = _progress_line(data)
+    emit(data, output, lambda: write_line(line))
 
 
 @app.command("seal")
