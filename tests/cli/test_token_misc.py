@@ -9,11 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from medsecrets.testing.serverproc import EXPORT_LINE, free_port
+
+from .test_hostile import _closed_stdout
 
 
 @pytest.mark.slow
@@ -65,6 +69,53 @@ def test_token_create_lookup_revoke(ms, dev_server):
     other = ms("token", "create", "-p", "*", "-c", "read", "-o", "json").ok().json()["token"]
     ms("token", "revoke", "--self", env={"MEDSECRETS_TOKEN": other}).ok()
     ms("token", "lookup", env={"MEDSECRETS_TOKEN": other}).error(4)
+
+
+def _token_creations(ms) -> int:
+    """How many ``tokens.create`` requests the shared dev server's audit trail holds."""
+    found = ms(
+        "audit", "search", "--operation", "tokens.create", "--kind", "request",
+        "--limit", "10000", "-o", "json",
+    ).ok().json()  # fmt: skip
+    records = found["records"] if isinstance(found, dict) else found
+    assert isinstance(records, list)
+    return len(records)
+
+
+def _files_under(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        yield from (p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_token_create_field_token_prints_the_bare_token_for_scripts(ms, dev_server):
+    """``TOKEN=$(medsecrets token create ... --field token)``: the token alone on one line,
+    no warning (it used to take ``-o json`` and a JSON parser); ``--field`` overrides
+    ``-o``; no other field (the token is shown once); never in the server's files."""
+    name = f"script-{os.getpid()}-{time.monotonic_ns()}"
+    args = ("token", "create", "-p", "medessence/development/", "-c", "read", "-n", name)
+    created = ms(*args, "--field", "token").ok()
+    assert re.fullmatch(r"ms\.\S+\n", created.stdout) and created.stderr == ""
+    token = created.stdout.strip()
+    me = ms("token", "lookup", "-o", "json", env={"MEDSECRETS_TOKEN": token}).ok().json()
+    assert me["display_name"] == name
+    also = ms(*args, "-f", "token", "-o", "json").ok()
+    assert re.fullmatch(r"ms\.\S+\n", also.stdout) and also.stdout != created.stdout
+
+    assert "--field" in ms(*args, "--field", "accessor").error(2)
+    before = _token_creations(ms)
+    assert before >= 2  # the two above, at least
+    closed = _closed_stdout(
+        *args,
+        "--field",
+        "token",
+        env={"MEDSECRETS_ADDR": dev_server.addr, "MEDSECRETS_TOKEN": dev_server.token},
+    )
+    assert closed.error(1) == "error: cannot print the result: standard output is closed"
+    assert _token_creations(ms) == before  # refused before the server made a token
+
+    for path in _files_under(dev_server.data_dir, dev_server.log_path.parent):
+        assert token.encode() not in path.read_bytes(), path
 
 
 def test_token_usage_errors(ms):

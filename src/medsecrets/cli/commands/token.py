@@ -1,6 +1,7 @@
 """``medsecrets token``: create, look up and revoke tokens.
 
-``create`` prints the new token once (stdout; the warning on stderr). Lookup
+``create`` prints the new token once (stdout; the warning on stderr), or, with
+``--field token``, the bare token alone for a script (no warning). Lookup
 and revoke work by accessor (a non-secret id); ``--self`` acts on the token in
 use. A token to act on can also be read from stdin (``--token-stdin``), never
 from an argument.
@@ -8,6 +9,7 @@ from an argument.
 
 from __future__ import annotations
 
+import enum
 import math
 import sys
 from typing import Annotated
@@ -52,6 +54,13 @@ _INFO_KEYS = (
     "emergency",
 )
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CreatedField(enum.StrEnum):
+    """``token create --field``: the one field printed bare. Only the token: it is shown
+    once, so printing another field alone (its accessor, say) would lose it."""
+
+    token = "token"  # noqa: S105 (a field name, not a password)
 
 
 MIN_TTL = 1.0
@@ -126,12 +135,23 @@ def create(
             help="A break-glass token: its every use is flagged in the audit trail and alerted.",
         ),
     ] = False,
+    field: Annotated[
+        CreatedField | None,
+        typer.Option(
+            "--field",
+            "-f",
+            help="Print only this field's bare value, no warning (for scripts: "
+            "TOKEN=$(medsecrets token create ... --field token)); overrides --output.",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.table,
     addr: AddrOption = None,
     token: TokenOption = None,
     cacert: CacertOption = None,
 ) -> None:
-    """Create a token (child of the one in use); prints it ONCE."""
+    """Create a token (child of the one in use); prints it ONCE (with --field token: it
+    alone, on one line)."""
     if not path or not capability:
         raise CliError("give at least one --path and one --capability", ExitCode.USAGE)
     seconds = parse_ttl(ttl)
@@ -146,6 +166,12 @@ def create(
                 emergency=emergency,
             )
         )
+    if field is CreatedField.token:
+        value = created.get("token")
+        if not isinstance(value, str):
+            raise CliError("unexpected answer from the server")
+        write_line(value)
+        return
     if output is OutputFormat.json:
         emit_json(created)
         return
