@@ -553,3 +553,20 @@ def test_no_secret_in_files_reprs_or_errors(
     for share in result.shares:
         assert share.reveal().encode() not in blob
         assert " ".join(words(share)[4:8]).encode() not in blob
+
+
+def test_a_malformed_share_is_refused_when_unsealed_too(
+    shamir: tuple[SealManager, InitResult], barrier: AesGcmBarrier
+) -> None:
+    """Unsealed, a share used to be answered with the status unread: 200 for garbage, so
+    a script could not tell its share was wrong. A well-formed one is still not used."""
+    manager, result = shamir
+    for share in result.shares[:3]:
+        manager.submit_share(share)
+    assert not barrier.sealed
+    with pytest.raises(InvalidShareError):
+        manager.submit_share("garbage")
+    with pytest.raises(InvalidShareError):
+        manager.submit_share(corrupt(result.shares[0]))
+    status = manager.submit_share(result.shares[3])
+    assert (status.sealed, status.progress) == (False, 0)

@@ -335,7 +335,8 @@ class SealManager:
         """Add one unseal share; at the threshold, combine and unseal.
 
         Refused with ``InvalidShareError`` (progress unchanged): a malformed
-        share, a duplicate, a share of another share set. At the threshold, if
+        share (unsealed too: a well-formed share given then is not used), a
+        duplicate, a share of another share set. At the threshold, if
         the shares do not open the store, ``InvalidShareError`` and progress
         resets. Returns the status (``progress`` k of ``threshold``).
         """
@@ -344,9 +345,9 @@ class SealManager:
             config = loaded.config
             if not isinstance(config, ShamirSealConfig):
                 raise InvalidRequest(f"the {seal_type(config)} seal takes no shares: auto-unseal")
+            info = parse_share(share)  # malformed is refused even when unsealed (not ignored)
             if not self._barrier.sealed:
                 return self.status()
-            info = parse_share(share)
             self._check_share(info, config, loaded.share_set)
             if any(index == info.index for index, _ in self._progress):
                 raise InvalidShareError("duplicate share: this share was submitted already")
