@@ -268,3 +268,88 @@ def test_exports_leave_the_request_body_out(records: list[dict[str, object]]) ->
     for fmt in ("csv", "cef"):
         _, text = run(records, fmt)
         assert not any(str(value) in text for value in salted)
+
+
+# Every character str.splitlines() breaks at, and other C0/C1 controls CEF has no escape for.
+BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+CONTROLS = "\x00\x01\x07\x08\t\x1b\x7f\x80\x9b\x9f"
+ODD = "x" + BREAKS + CONTROLS + "\\u000b|=y"  # and a literal "\u000b" text: not confused
+
+
+def unescape_cef(value: str, *, header: bool = False) -> str:
+    """The text of a CEF value as ``export`` escapes it (``\\uXXXX`` included)."""
+    simple = "\\\\|" if header else "\\\\=nr"
+    return re.sub(
+        rf"\\(?:([{simple}])|u([0-9a-f]{{4}}))",
+        lambda m: chr(int(m[2], 16)) if m[2] else {"n": "\n", "r": "\r"}.get(m[1], m[1]),
+        value,
+    )
+
+
+def one_event(line: str) -> None:
+    """``line`` is one line however it is split, and holds no control character."""
+    assert line.splitlines() == [line]
+    assert line.encode().split(b"\n") == [line.encode()]
+    assert not any(char in line for char in BREAKS + CONTROLS), repr(line)
+
+
+def test_cef_escapes_every_line_break_and_control_in_every_field() -> None:
+    request = {
+        "kind": "response",
+        "seq": ODD,
+        "time": "2026-01-05T08:00:00.000000Z",
+        **{name: ODD for name in ("node", "device", "request_id", "principal", "accessor")},
+        **{name: ODD for name in ("auth", "remote", "user_agent", "operation", "path")},
+        **{name: ODD for name in ("environment", "category", "outcome", "error")},
+        "version": ODD,
+        "status": ODD,
+        "emergency": False,
+    }
+    alert = {
+        "kind": "alert",
+        "seq": 2,
+        "time": "2026-01-05T08:00:00.000000Z",
+        "node": ODD,
+        "device": ODD,
+        "alert": {
+            **{name: ODD for name in ("detector", "severity", "summary", "principal")},
+            **{name: ODD for name in ("source", "path", "category", "environment", "count")},
+        },
+    }
+    checkpoint = {"kind": "checkpoint", "seq": 3, "node": ODD, "device": ODD, "covers": ODD}
+    odd_kind = {"kind": ODD, "seq": 4, "node": "n", "device": "d"}
+    count, text = run([request, alert, checkpoint, odd_kind], "cef")  # type: ignore[list-item]
+    assert count == 4
+    lines = text.split("\n")
+    assert lines.pop() == ""
+    assert len(lines) == 4 and text.splitlines() == lines
+    extensions = []
+    for line in lines:
+        one_event(line)
+        match = CEF.match(line)
+        assert match, line
+        pairs = re.findall(
+            r"(?:^| )([A-Za-z0-9]+)=((?:[^\\=]|\\(?:[\\=nr]|u[0-9a-f]{4}))*?)(?= [A-Za-z0-9]+=|$)",
+            match["extension"],
+        )
+        assert " ".join(f"{k}={v}" for k, v in pairs) == match["extension"]
+        extensions.append({k: unescape_cef(v) for k, v in pairs})
+        header = {k: unescape_cef(v, header=True) for k, v in match.groupdict().items()}
+        extensions[-1].update({f"header.{k}": v for k, v in header.items()})
+    lossy = ODD.replace("\r", " ").replace("\n", " ")  # CR and LF are spaces in a header
+    ext = extensions[0]
+    for key in ("act", "outcome", "suser", "shost", "request", "requestClientApplication"):
+        assert ext[key] == ODD, key
+    for key in ("dvchost", "deviceFacility", "externalId", "cs1", "cs2", "cs3", "cs4"):
+        assert ext[key] == ODD, key
+    for key in ("cs5", "cs6", "cn1", "cn2"):
+        assert ext[key] == ODD, key
+    assert ext["header.signature"] == lossy
+    assert ext["header.name"] == f"response {lossy} {lossy}"
+    ext = extensions[1]
+    for key in ("suser", "shost", "request", "msg", "cnt", "cs3", "cs4", "dvchost"):
+        assert ext[key] == ODD, key
+    assert (ext["header.signature"], ext["header.name"]) == (f"alert.{lossy}", f"alert {lossy}")
+    assert extensions[2]["msg"] == f"covers seq {ODD}"
+    assert extensions[3]["cat"] == ODD
+    assert extensions[3]["header.name"] == f"{lossy} audit.{lossy}"

@@ -16,8 +16,14 @@
   each line break a row). Open ``out`` with ``newline=""``.
 - ``cef``: ArcSight Common Event Format,
   ``CEF:0|MedEssenceAI|medsecrets|<version>|<signature id>|<name>|<severity>|<extension>``.
-  Header values escape ``\\`` and ``|`` (line breaks become spaces); extension
-  values escape ``\\`` and ``=`` and encode LF as ``\\n`` and CR as ``\\r``.
+  Header values escape ``\\`` and ``|`` (CR and LF become spaces); extension
+  values escape ``\\`` and ``=`` and encode LF as ``\\n`` and CR as ``\\r``. CEF has
+  no escape for any other control character, so in both every other C0 and C1
+  control (tab, vertical tab, form feed, NEL U+0085, ...), the line and paragraph
+  separators U+2028/U+2029 and a lone surrogate are written as ``\\uXXXX`` (four
+  lower-case hex digits; a ``\\`` of the value is doubled, so the text stays
+  unambiguous): each event is exactly one line, whether it is split on LF
+  bytes or on every line break ``str.splitlines`` knows.
   Extension keys (standard CEF keys; empty values are left out):
 
   ======================  =========================================
@@ -84,6 +90,9 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r", "\0")
 """OWASP's and ASVS 5.0 1.2.10's: LibreOffice Calc drops a leading NUL and evaluates the rest."""
 _SEPARATED_FORMULA: Final = re.compile(r"([;\t\r\n])(?=[=+\-@\t\r\0\"])")
 """A ``;``, tab or line break before a formula's first character (or a quote)."""
+_UNESCAPED: Final = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+"""What CEF has no escape for and a reader may take for a line break or a terminal control:
+every C0/C1 control but CR and LF, U+2028, U+2029 and lone surrogates (not text)."""
 _LABELLED: Final = (
     ("cs1", "requestId", "request_id"),
     ("cs2", "accessor", "accessor"),
@@ -150,18 +159,26 @@ def _csv_cell(value: object) -> str:
     return _csv_cell(json.dumps(value, ensure_ascii=True, separators=(",", ":")))
 
 
+def _unicode_escape(found: re.Match[str]) -> str:
+    return f"\\u{ord(found.group()):04x}"
+
+
 def _header(value: object) -> str:
-    """A CEF header value: ``\\`` and ``|`` escaped, line breaks made spaces."""
+    """A CEF header value: ``\\`` and ``|`` escaped, CR and LF made spaces, every other
+    control or line break as ``\\uXXXX``."""
     text = str(value)
     text = text.replace("\\", "\\\\").replace("|", "\\|")
-    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return _UNESCAPED.sub(_unicode_escape, text)
 
 
 def _extension(value: object) -> str:
-    """A CEF extension value: ``\\`` and ``=`` escaped, line breaks as ``\\n``/``\\r``."""
+    """A CEF extension value: ``\\`` and ``=`` escaped, CR and LF as ``\\r``/``\\n``,
+    every other control or line break as ``\\uXXXX``."""
     text = str(value)
     text = text.replace("\\", "\\\\").replace("=", "\\=")
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return _UNESCAPED.sub(_unicode_escape, text)
 
 
 def _text(value: object) -> str | None:
