@@ -29,6 +29,11 @@ __all__ = ["routes"]
 
 MAX_LIMIT = 10_000
 
+_NO_TRAIL = (404,)
+"""The statuses of every audit route's own work: 404 when the server has no audit trail to
+serve (or none a query can read back, or no device of the name given); its other refusals
+(a malformed filter or path, a device that cannot be read back) are 400."""
+
 
 @dataclass(frozen=True, slots=True)
 class HashBody:
@@ -140,6 +145,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body=HashBody,
             body_required=True,
             response=AuditHash,
+            statuses=_NO_TRAIL,
         ),
         RouteSpec(
             name="sys.audit.devices",
@@ -150,6 +156,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="sudo",
             authz_path=lambda call: "sys/audit",
             response=AuditDevices,
+            statuses=_NO_TRAIL,
         ),
         RouteSpec(
             name="sys.audit.search",
@@ -162,6 +169,7 @@ def routes() -> tuple[RouteSpec, ...]:
             authz_path=lambda call: "sys/audit",
             query=_FILTERS,
             response=AuditRecords,
+            statuses=_NO_TRAIL,
         ),
         RouteSpec(
             name="sys.audit.who_read",
@@ -177,6 +185,7 @@ def routes() -> tuple[RouteSpec, ...]:
                 QueryParam("since", str, description="ISO 8601 time"),
             ),
             response=AuditReads,
+            statuses=_NO_TRAIL,
         ),
         RouteSpec(
             name="sys.audit.verify",
@@ -189,6 +198,7 @@ def routes() -> tuple[RouteSpec, ...]:
             authz_path=lambda call: "sys/audit",
             query=(QueryParam("device", str, description="device name (default: first readable)"),),
             response=AuditVerification,
+            statuses=_NO_TRAIL,
         ),
         RouteSpec(
             name="sys.audit.public_key",
@@ -199,6 +209,7 @@ def routes() -> tuple[RouteSpec, ...]:
             capability="sudo",
             authz_path=lambda call: "sys/audit",
             response=AuditPublicKey,
+            statuses=_NO_TRAIL,
         ),
         RouteSpec(
             name="sys.alerts",
@@ -211,5 +222,6 @@ def routes() -> tuple[RouteSpec, ...]:
             authz_path=lambda call: "sys/alerts",
             query=(QueryParam("limit", int, description="most alerts", minimum=1, maximum=1000),),
             response=AlertList,
+            statuses=_NO_TRAIL,
         ),
     )

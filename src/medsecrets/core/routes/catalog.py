@@ -124,6 +124,7 @@ def routes(prefix: str) -> tuple[RouteSpec, ...]:
             handler=show_catalog,
             summary="The secrets catalog (any valid token)",
             response=CatalogInfo,
+            statuses=(),
         ),
         RouteSpec(
             name="catalog.category",
@@ -132,6 +133,7 @@ def routes(prefix: str) -> tuple[RouteSpec, ...]:
             handler=show_category,
             summary="One catalog category (any valid token)",
             response=CategoryInfo,
+            statuses=(),  # an unknown category: 404, as for every URL parameter
         ),
         RouteSpec(
             name="generate",
@@ -144,6 +146,7 @@ def routes(prefix: str) -> tuple[RouteSpec, ...]:
             body_required=True,
             response=Generated,
             returns_secret=True,
+            statuses=(),  # an unknown kind or a bad parameter: 400
         ),
         RouteSpec(
             name="provision",
@@ -156,5 +159,9 @@ def routes(prefix: str) -> tuple[RouteSpec, ...]:
             body=ProvisionBody,
             body_required=True,
             response=ProvisionReport,
+            # races: a secret created and purged faster than the engine's retries (409),
+            # one deleted meanwhile (410); a provided field missing or failing a validator
+            # (422); a KMS (502)
+            statuses=(409, 410, 422, 502),
         ),
     )

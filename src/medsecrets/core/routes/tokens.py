@@ -135,6 +135,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body_required=True,
             response=CreatedToken,
             returns_secret=True,
+            statuses=(),  # beyond its parent: 403; its parent revoked meanwhile: 401
         ),
         RouteSpec(
             name="tokens.self",
@@ -143,6 +144,7 @@ def routes() -> tuple[RouteSpec, ...]:
             handler=self_info,
             summary="The calling token's info",
             response=TokenInfo,
+            statuses=(),
         ),
         RouteSpec(
             name="tokens.lookup",
@@ -153,6 +155,7 @@ def routes() -> tuple[RouteSpec, ...]:
             body=TargetBody,
             body_required=True,
             response=TokenInfo,
+            statuses=(404,),  # no such token (or outside the caller's tree)
         ),
         RouteSpec(
             name="tokens.revoke",
@@ -163,5 +166,6 @@ def routes() -> tuple[RouteSpec, ...]:
             body=TargetBody,
             body_required=True,
             response=Revoked,
+            statuses=(404,),  # no such token (or outside the caller's tree, or revoked)
         ),
     )
