@@ -1,8 +1,12 @@
 """Provisioning: create every catalog secret of an environment in one step.
 
-Every category's value is built (and validated), and its report entry computed,
-before anything is written, so a missing ``provided`` field in a production-like
-environment, or any other bad input, stops the run with nothing written. Secrets
+Every category's value is built (and validated), its report entry computed and its
+category's keys tried (a data key wrapped by its KEK provider and dropped:
+``SecretsEngine.check_keys``), before anything is written, so a missing ``provided``
+field in a production-like environment, any other bad input, or a KEK provider that
+cannot wrap (an AWS KMS key out of reach) stops the run with nothing written. A failure
+during the writes themselves (a provider lost meanwhile, a secret deleted between its
+check and its write) stops the run after the secrets already created: run it again. Secrets
 that exist already are left untouched, so a run can be repeated. In development
 environments, ``provided`` fields that were not given are filled with values
 clearly marked as dummies; the report names exactly those fields (``dummy_fields``,
@@ -48,9 +52,10 @@ def provision(
     ``provided`` maps category → fields a person supplies. ``categories`` limits
     the run to those categories (None: every one); an empty tuple or a repeated
     name is ``InvalidRequest``, as is an unknown category. ``on_progress(done,
-    total, path)`` is called after each secret. Every value is built and validated
-    before the first write, so an error leaves the environment as it was; a secret
-    created meanwhile by someone else is reported ``exists``.
+    total, path)`` is called after each secret. Every value is built and validated, and
+    its category's keys tried, before the first write, so such an error leaves the
+    environment as it was; a secret created meanwhile by someone else is reported
+    ``exists``.
     """
     provided = provided or {}
     names = _category_names(catalog, provided, categories)
@@ -66,6 +71,9 @@ def provision(
         )
         for name in names
     ]
+    for plan in plans:
+        if plan.value is not None:
+            engine.check_keys(plan.path)
     items: list[ProvisionItem] = []
     for done, plan in enumerate(plans, start=1):
         items.append(_write(engine, plan))

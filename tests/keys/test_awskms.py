@@ -12,7 +12,7 @@ import pytest
 from medsecrets.catalog.loader import default_catalog
 from medsecrets.catalog.model import Catalog, KekSpec
 from medsecrets.clock import ManualClock
-from medsecrets.errors import DecryptionError
+from medsecrets.errors import DecryptionError, NotFoundError, ProviderError
 from medsecrets.keys.awskms import AwsKmsKekProvider
 from medsecrets.schema.seal import KeyFileSealConfig
 from medsecrets.sensitive import Sensitive
@@ -63,6 +63,38 @@ def kms_store(
     store.kms_prefix = prefix  # type: ignore[attr-defined]
     yield store
     store.close()
+
+
+def test_provision_writes_nothing_when_a_later_category_cannot_be_wrapped(
+    tmp_path: Path,
+) -> None:
+    """``medical-encryption`` on AWS KMS with no client to be had: provision used to create
+    ``database`` and ``ai-providers`` (local KEKs, earlier in the catalog), then fail."""
+    base = default_catalog()
+    categories = dict(base.categories)
+    categories["medical-encryption"] = dataclasses.replace(
+        categories["medical-encryption"], kek=KekSpec(provider="aws-kms", key_id="alias/x")
+    )
+
+    def no_client() -> object:
+        raise ProviderError("AWS KMS client: NoRegionError")
+
+    store = SecretStore(
+        SqliteStorage(tmp_path / "s.db"),
+        catalog=dataclasses.replace(base, categories=categories),
+        clock=ManualClock(),
+        kms_client_factory=no_client,  # type: ignore[arg-type]
+    )
+    store.initialize(KeyFileSealConfig(str(tmp_path / "k")))
+    try:
+        assert list(base.categories).index("medical-encryption") > 0
+        with pytest.raises(ProviderError):
+            store.provision("development")
+        for name in base.categories:
+            with pytest.raises(NotFoundError):
+                store.secrets.describe(f"medessence/development/{name}")
+    finally:
+        store.close()
 
 
 def test_values_round_trip_through_kms(kms_store: SecretStore, moto: MotoServer) -> None:

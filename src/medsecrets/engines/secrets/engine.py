@@ -490,6 +490,14 @@ class SecretsEngine:
         return value
 
     # -- writes --------------------------------------------------------------
+    def check_keys(self, path: str) -> None:
+        """Raise what a write to ``path`` would raise for its category's keys now (a KEK
+        provider that cannot wrap: ``ProviderError``), writing nothing: a fresh data key is
+        wrapped for it and dropped. For runs of several writes that must fail before the
+        first (``provision``)."""
+        parsed = self.parse(path)
+        self._envelope.seal(b"", path=str(parsed), version=1, category=parsed.category)
+
     def put(
         self,
         path: str,
