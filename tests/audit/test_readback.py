@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medsecrets.audit.crypt import RecordCipher
@@ -11,12 +12,15 @@ from medsecrets.audit.database import DatabaseAuditDevice
 from medsecrets.audit.readback import (
     MAX_LINE_BYTES,
     Unreadable,
+    chain_start,
     database_nodes,
     database_records,
     file_chains,
     file_records,
+    given_chains,
     line_decoder,
     merged,
+    merged_in_turn,
 )
 from medsecrets.audit.record import AuditEvent, render_line
 from medsecrets.storage.sqlite import SqliteStorage
@@ -209,3 +213,79 @@ def test_a_json_object_that_is_no_record_is_counted_not_answered(tmp_path: Path)
         assert [r["principal"] for r in found] == ["a"] and unreadable.lines == 1
     finally:
         storage.close()
+
+
+def test_given_chains_groups_files_by_directory_and_stem_in_chain_order(tmp_path: Path) -> None:
+    node = tmp_path / "node-b"
+    names = [
+        "audit-4242.jsonl",
+        "audit.jsonl",
+        "audit-20261205T090500Z-000000000012.jsonl",
+        "audit-4242-20261205T090000Z-000000000001.jsonl",
+        "audit-20261205T090500Z-000000000007-1.jsonl",
+        "audit-20261205T090500Z-000000000007.jsonl",
+        "copy.jsonl",
+    ]
+    given = [tmp_path / name for name in names] + [node / "audit.jsonl", tmp_path / "audit.jsonl"]
+    chains = [[str(path.relative_to(tmp_path)) for path in chain] for chain in given_chains(given)]
+    assert chains == [
+        [
+            "audit-20261205T090500Z-000000000007.jsonl",
+            "audit-20261205T090500Z-000000000007-1.jsonl",
+            "audit-20261205T090500Z-000000000012.jsonl",
+            "audit.jsonl",  # given twice, read once
+        ],
+        ["audit-4242-20261205T090000Z-000000000001.jsonl", "audit-4242.jsonl"],
+        ["copy.jsonl"],
+        ["node-b/audit.jsonl"],  # another node's device: a chain of its own
+    ]
+
+
+def test_merged_in_turn_starts_a_chain_when_the_merge_reaches_it(tmp_path: Path) -> None:
+    started: list[str] = []
+
+    def chain(name: str, *seconds: float) -> tuple[str, Callable[[], Iterator[dict[str, object]]]]:
+        path = _write(
+            tmp_path / f"{name}.jsonl",
+            *(_record(n + 1, s, name) for n, s in enumerate(seconds)),
+        )
+
+        def open_() -> Iterator[dict[str, object]]:
+            started.append(name)
+            return file_records([path], decode=None, unreadable=Unreadable())
+
+        return chain_start([path]), open_
+
+    chains = [chain("late", 10, 11), chain("a", 0, 2, 4), chain("b", 1, 4, 5), chain("c", 4)]
+    records = merged_in_turn(chains)
+    order = []
+    for record in records:
+        order.append((record["principal"], record["seq"]))
+        if record["principal"] == "b" and record["seq"] == 1:
+            assert started == ["a", "b"]  # neither c (at 4 s) nor late opened yet
+    assert order == [
+        ("a", 1), ("b", 1), ("a", 2),
+        ("a", 3), ("b", 2), ("c", 1),  # equal times: in the order the chains are given
+        ("b", 3), ("late", 1), ("late", 2),
+    ]  # fmt: skip
+    assert started == ["a", "b", "c", "late"]
+    empty = _write(tmp_path / "empty.jsonl")
+    assert chain_start([empty, tmp_path / "b.jsonl"]) == chain_start([tmp_path / "b.jsonl"])
+    assert chain_start([_write(tmp_path / "bad.jsonl", b"not json\n")]) == ""  # at once
+    assert chain_start([empty]) == ""
+
+
+def test_merged_in_turn_closes_the_readers_it_started_when_closed_early(tmp_path: Path) -> None:
+    closed: list[int] = []
+
+    def reader(index: int) -> Iterator[dict[str, object]]:
+        try:
+            yield {"time": f"2026-01-01T00:00:0{index}.000000Z", "seq": index}
+            yield {"time": f"2026-01-01T00:00:0{index + 2}.000000Z", "seq": index}
+        finally:
+            closed.append(index)
+
+    merge = merged_in_turn([("", lambda: reader(1)), ("", lambda: reader(2))])
+    assert next(merge)["seq"] == 1
+    merge.close()
+    assert sorted(closed) == [1, 2]

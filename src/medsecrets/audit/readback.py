@@ -13,7 +13,13 @@ blast-radius answer) must see them all:
   ``database_nodes``.
 
 ``merged(chains)`` interleaves the records of the chains by their ``time``
-(each chain is in time order already, so the merge streams). Files are read a
+(each chain is in time order already, so the merge streams). ``merged_in_turn``
+does the same but starts a chain only when the merge reaches the time of its
+first record (``chain_start``) and lets it go at its end, so the files open at
+once are those of the chains whose records overlap in time (a worker's chains of
+earlier runs are read one after another, not all opened at once).
+``given_chains`` groups files given by name (``medsecrets audit search --file
+'audit*.jsonl'``) into their chains the way ``file_chains`` finds them. Files are read a
 line at a time, never whole; ``Unreadable`` counts the lines left out (over
 ``MAX_LINE_BYTES``, not decodable, not a JSON object as ``record.parse_line``
 reads it, or an object without what every record has, ``record.is_record``: so
@@ -33,7 +39,7 @@ import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 from medsecrets.audit.crypt import RecordCipher, is_sealed
 from medsecrets.audit.database import DatabaseAuditDevice
@@ -45,12 +51,15 @@ from medsecrets.storage.base import StorageBackend
 __all__ = [
     "MAX_LINE_BYTES",
     "Unreadable",
+    "chain_start",
     "database_nodes",
     "database_records",
     "file_chains",
     "file_records",
+    "given_chains",
     "line_decoder",
     "merged",
+    "merged_in_turn",
     "numbered_lines",
 ]
 
@@ -58,11 +67,13 @@ MAX_LINE_BYTES: Final = 1 << 20
 """The longest line (bytes, ``\\n`` included) a query reads; longer ones are unreadable."""
 
 _ROTATED_TAIL: Final = re.compile(rf"-{ROTATED_NAME}$")
+_ROTATED_FILE: Final = re.compile(rf"(.+)-{ROTATED_NAME}")
 _STAMP: Final = "%Y%m%dT%H%M%SZ"
 _RECORD_HEAD: Final = b'{"prev":"'
 """How every record line starts (``record.render_line``; a sealed line too)."""
 
 Decoder = Callable[[bytes], bytes]
+R = TypeVar("R", bound=Mapping[str, object])
 
 
 class Unreadable:
@@ -112,10 +123,34 @@ def file_chains(base: Path) -> list[list[Path]]:
             pid, stamp, seq, unique = found.groups()
             olds = chains.setdefault(int(pid or 0), ([], []))[0]
             olds.append((int(seq), stamp, int(unique or 0), entry))
-    return [
-        [*(entry for *_, entry in sorted(olds)), *lives]
-        for _, (olds, lives) in sorted(chains.items())
-    ]
+    return [_chain_order(olds, lives) for _, (olds, lives) in sorted(chains.items())]
+
+
+def _chain_order(olds: list[tuple[int, str, int, Path]], lives: list[Path]) -> list[Path]:
+    """A chain's files in chain order: rotated ones by (first seq, stamp, unique suffix),
+    then the live one(s)."""
+    return [*(entry for *_, entry in sorted(olds)), *sorted(lives)]
+
+
+def given_chains(paths: Iterable[Path]) -> list[list[Path]]:
+    """``paths`` (given by a user: a pattern's matches, files copied off several hosts)
+    grouped into chains, each in chain order (``file_chains``'s), the chains by directory
+    and name; a path given twice is read once.
+
+    A chain is a directory and a stem: a live file ``<stem><suffix>`` (a worker's is
+    ``<stem>-<pid><suffix>``) and its rotated files ``<stem>-<stamp>-<seq>.jsonl``. A file
+    named otherwise is a chain of its own (``Path.stem``)."""
+    chains: dict[tuple[Path, str], tuple[list[tuple[int, str, int, Path]], list[Path]]] = {}
+    for path in dict.fromkeys(paths):
+        found = _ROTATED_FILE.fullmatch(path.name)
+        stem = path.stem if found is None else found.group(1)
+        olds, lives = chains.setdefault((path.parent, stem), ([], []))
+        if found is None:
+            lives.append(path)
+        else:
+            _, stamp, seq, unique = found.groups()
+            olds.append((int(seq), stamp, int(unique or 0), path))
+    return [_chain_order(olds, lives) for _, (olds, lives) in sorted(chains.items())]
 
 
 def file_records(
@@ -244,6 +279,63 @@ def _record(line: bytes, unreadable: Unreadable) -> dict[str, object] | None:
 def merged(chains: Iterable[Iterator[Mapping[str, object]]]) -> Iterator[Mapping[str, object]]:
     """The records of every chain, interleaved by ``time`` (see module docstring)."""
     return heapq.merge(*chains, key=_time_key)
+
+
+def chain_start(chain: Iterable[Path], *, decode: Decoder | None = None) -> str:
+    """The ``time`` of the first record of ``chain`` (its first file holding a line), for
+    ``merged_in_turn``; ``""`` (start at once) when that line is no readable record, so the
+    chain's reader meets it in its place. Opens one file at a time; ``OSError`` as raised."""
+    for path in chain:
+        with path.open("rb") as handle:
+            line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            continue
+        if not line.endswith(b"\n"):
+            return ""
+        try:
+            record = parse_line(line if decode is None else decode(line.rstrip(b"\n")))
+        except (ValueError, DecryptionError):  # LineError is a ValueError
+            return ""
+        return _time_key(record)
+    return ""
+
+
+def merged_in_turn(chains: Iterable[tuple[str, Callable[[], Iterator[R]]]]) -> Iterator[R]:
+    """The records of every chain, interleaved by ``time`` as ``merged`` does (equal times
+    in the order the chains are given), each chain given as ``(start, open)``: ``start``
+    the time of its first record (``chain_start``), ``open`` making its reader, called
+    only once the merge has reached ``start`` (the reader is dropped, and closed, at its
+    end). So a merge holds one record, and the chain's open file, per chain whose records
+    overlap in time, however many chains there are. Closing this iterator early closes
+    the readers started."""
+    pending = sorted(
+        ((start, index, opener) for index, (start, opener) in enumerate(chains)),
+        key=lambda chain: chain[:2],
+        reverse=True,  # popped from the end
+    )
+    heap: list[tuple[str, int, R, Iterator[R]]] = []
+    try:
+        while True:
+            while pending and (not heap or pending[-1][0] <= heap[0][0]):
+                _, index, opener = pending.pop()
+                records = opener()
+                first = next(records, None)
+                if first is not None:
+                    heapq.heappush(heap, (_time_key(first), index, first, records))
+            if not heap:
+                return
+            _, index, record, records = heap[0]
+            yield record
+            following = next(records, None)
+            if following is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (_time_key(following), index, following, records))
+    finally:
+        for *_, records in heap:
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()
 
 
 def _time_key(record: Mapping[str, object]) -> str:

@@ -104,8 +104,10 @@ FileOption = Annotated[
     typer.Option(
         "--file",
         "-f",
-        help="Read this audit file instead of asking the server (repeatable, oldest first; "
-        "a quoted pattern such as 'audit*.jsonl' reads every match in chain order).",
+        help="Read this audit file instead of asking the server (repeatable; a quoted "
+        "pattern such as 'audit*.jsonl' reads every match). Each chain's files (a worker's "
+        "audit-<pid>.jsonl and its rotated files) are read in chain order, the chains "
+        "merged by time, as the server does.",
         show_default=False,
         rich_help_panel=_OFFLINE,
     ),
@@ -175,14 +177,25 @@ def expand_patterns(files: Sequence[Path]) -> list[Path]:
 
 
 def file_records(files: Sequence[Path], key_file: Path | None) -> Iterator[dict[str, object]]:
-    """Every record of ``files``; a sealed record without ``--key-file`` is a usage error."""
+    """Every record of ``files``, oldest first, as the server reads a device: the files
+    grouped into chains (a worker's, a node's, a device's: ``readback.given_chains``), each
+    chain read in chain order, the chains merged by record time, a chain opened only once
+    the merge reaches its first record (``readback.merged_in_turn``: a glob of thousands of
+    files of many runs keeps open only the files of chains that overlap in time). A sealed
+    record without ``--key-file`` is a usage error."""
+    from functools import partial
+
     from medsecrets.audit.crypt import SEALED_KIND
     from medsecrets.audit.query import read_records
-    from medsecrets.audit.readback import line_decoder
+    from medsecrets.audit.readback import chain_start, given_chains, line_decoder, merged_in_turn
 
     decode = line_decoder(_cipher(key_file))
     with reading():
-        for record in read_records(expand_patterns(files), decode=decode):
+        chains = [
+            (chain_start(chain, decode=decode), partial(read_records, chain, decode=decode))
+            for chain in given_chains(expand_patterns(files))
+        ]
+        for record in merged_in_turn(chains):
             if record.get("kind") == SEALED_KIND:
                 raise CliError("the audit file is encrypted: give --key-file", ExitCode.USAGE)
             yield record

@@ -1,0 +1,171 @@
+"""Offline audit queries over many files (``--file``, ``audit read``), as the CLI runs them
+(a subprocess each): a multi-worker server's chains merged by time, with few files open at
+once, and outputs whose memory does not grow with the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.audit.chainmaker import ChainMaker
+from tests.cli.conftest import CLI, Runner, _base_env
+
+from medsecrets.audit.record import AuditEvent
+from medsecrets.testing.serverproc import ServerProcess
+
+T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+SECRET = "medessence/production/database/main"
+KEY = "ab" * 32
+
+
+def _read_event(when: dt.datetime, principal: str) -> AuditEvent:
+    return AuditEvent(
+        kind="response",
+        time=when,
+        request_id=f"r-{principal}-{when.timestamp()}",
+        principal=principal,
+        remote="10.0.0.5",
+        operation="secrets.read",
+        path=SECRET,
+        status=200,
+    )
+
+
+def _worker_chain(directory: Path, pid: int, seconds: list[float], rotate_after: int) -> None:
+    """A worker's chain as a multi-worker server leaves it: rotated files
+    ``audit-<pid>-<stamp>-<seq>.jsonl`` (``rotate_after`` records each), then the live
+    ``audit-<pid>.jsonl``; node ``host-<pid>``."""
+    maker = ChainMaker(node=f"host-{pid}", device="file")
+    for second in seconds:
+        maker.append(_read_event(T0 + dt.timedelta(seconds=second), f"user-{pid}"))
+    lines = maker.lines
+    first = 0
+    while len(lines) - first > rotate_after:
+        stamp = (T0 + dt.timedelta(seconds=seconds[first + rotate_after - 1] + 1)).strftime(
+            "%Y%m%dT%H%M%SZ"
+        )
+        name = f"audit-{pid}-{stamp}-{first + 1:012d}.jsonl"
+        (directory / name).write_bytes(b"".join(lines[first : first + rotate_after]))
+        first += rotate_after
+    (directory / f"audit-{pid}.jsonl").write_bytes(b"".join(lines[first:]))
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Path:
+    """Two workers' chains (rotated every 3 records), interleaved in time: worker 7 at even
+    seconds, worker 31 at odd ones; 10 reads each."""
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    _worker_chain(directory, 7, [2.0 * n for n in range(10)], 3)
+    _worker_chain(directory, 31, [2.0 * n + 1 for n in range(10)], 3)
+    return directory
+
+
+def test_search_file_merges_worker_chains_by_time(cli: Runner, two_workers: Path) -> None:
+    pattern = str(two_workers / "audit*.jsonl")
+    assert len(list(two_workers.iterdir())) == 8  # 3 rotated + 1 live per worker
+    found = cli("audit", "search", "--file", pattern, "--limit", "6", "-o", "json").ok().json()
+    assert isinstance(found, dict)
+    records = found["records"]
+    # the oldest six overall, in time order: both workers', not the first six of one
+    assert [(r["node"], r["seq"]) for r in records] == [
+        ("host-7", 1), ("host-31", 1), ("host-7", 2), ("host-31", 2), ("host-7", 3),
+        ("host-31", 3),
+    ]  # fmt: skip
+    assert found["truncated"] is True
+    every = cli("audit", "search", "--file", pattern, "--limit", "100", "-o", "json").ok().json()
+    assert isinstance(every, dict)
+    times = [r["time"] for r in every["records"]]
+    assert len(times) == 20 and times == sorted(times)
+    # files given one by one, in any order, are grouped and merged the same way
+    files = sorted(str(p) for p in two_workers.iterdir())[::-1]
+    args = [arg for name in files for arg in ("--file", name)]
+    again = cli("audit", "search", *args, "--limit", "100", "-o", "json").ok().json()
+    assert isinstance(again, dict) and again["records"] == every["records"]
+    exported = cli("audit", "export", "--file", pattern, "--limit", "4").ok().stdout
+    assert [json.loads(line)["node"] for line in exported.splitlines()] == [
+        "host-7", "host-31", "host-7", "host-31",
+    ]  # fmt: skip
+
+
+def test_who_read_and_read_over_worker_files_are_in_time_order(
+    cli: Runner, two_workers: Path, tmp_path: Path
+) -> None:
+    pattern = str(two_workers / "audit*.jsonl")
+    reads = cli("audit", "who-read", SECRET, "--file", pattern, "-o", "json").ok().json()
+    assert isinstance(reads, dict)
+    assert [r["principal"] for r in reads["reads"][:4]] == [
+        "user-7", "user-31", "user-7", "user-31",
+    ]  # fmt: skip
+    times = [r["time"] for r in reads["reads"]]
+    assert len(times) == 20 and times == sorted(times)
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    lines = cli("audit", "read", pattern, "--key-file", str(key)).ok().stdout.splitlines()
+    assert [json.loads(line)["node"] for line in lines[:2]] == ["host-7", "host-31"]
+    assert [json.loads(line)["time"] for line in lines] == sorted(times)
+
+
+def test_thousands_of_chains_keep_few_files_open(tmp_path: Path) -> None:
+    """A worker's chains of 300 earlier runs (each its own pid, one after another in time),
+    read with a limit of 48 open files: every record, in order (the merge used to open
+    every chain's first file at once: 'Too many open files')."""
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    for run in range(300):
+        _worker_chain(directory, 1000 + run, [10.0 * run + n for n in range(3)], 2)
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    args = ["audit", "search", "--file", str(directory / "audit-*.jsonl"), "--limit", "10000"]
+    proc = subprocess.run(
+        [*CLI, *args, "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=_base_env(),
+        preexec_fn=few_files,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(proc.stdout)["records"]
+    assert len(records) == 900
+    assert [r["time"] for r in records] == sorted(r["time"] for r in records)
+
+
+def test_the_files_of_a_two_worker_server_read_as_the_server_reads_them(
+    cli: Runner, tmp_path: Path
+) -> None:
+    """A real server with two workers: ``search --file`` over its audit files gives the
+    records the server's own search gives, in time order."""
+    data = tmp_path / "data"
+    with ServerProcess(data, env={"MEDSECRETS_WORKERS": "2"}, log_dir=tmp_path / "log") as server:
+        headers = {"Authorization": f"Bearer {server.token}", "Connection": "close"}
+        for _ in range(30):  # a connection each: both workers answer
+            answer = httpx.get(f"{server.addr}/v1/secrets/medessence/development/database",
+                               headers=headers)  # fmt: skip
+            assert answer.status_code == 200
+        answer = httpx.get(
+            f"{server.addr}/v1/sys/audit/search",
+            params={"operation": "secrets.read", "kind": "response", "limit": "1000"},
+            headers=headers,
+        )
+        assert answer.status_code == 200, answer.text
+    online = answer.json()["records"]
+    assert len({r["node"] for r in online}) == 2, "both workers should have answered"
+    offline = cli(
+        "audit", "search", "--file", str(data / "audit" / "audit*.jsonl"),
+        "--operation", "secrets.read", "--kind", "response", "--limit", "1000", "-o", "json",
+    ).ok().json()  # fmt: skip
+    assert isinstance(offline, dict)
+    records = offline["records"]
+    assert sorted((r["node"], r["seq"]) for r in records) == sorted(
+        (r["node"], r["seq"]) for r in online
+    )
+    assert [r["time"] for r in records] == sorted(r["time"] for r in records)
