@@ -94,6 +94,7 @@ _RECORD_VERSION = 0x01
 _NONCE_SIZE = 12
 _ROOT_AAD = ROOT_KEY_KEY.encode()
 _KEY_FILE_PREFIX = "medsecrets-unseal-key-v1:"
+_CANCEL_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,15 +502,26 @@ class SealManager:
             return self.status()
 
     def rekey_cancel(self) -> bool:
-        """Drop a pending rekey (its shares never work); ``True`` if one was pending.
+        """Drop a pending rekey (its shares never work); ``True`` if this call dropped one.
 
-        Idempotent; the current shares are untouched."""
+        Idempotent; the current shares are untouched. The deletion is conditioned on the
+        pending pair read, so a verify by another node that lands in between (the pending
+        pair became current) is answered ``False``, never "cancelled"; a pair replaced
+        meanwhile (another node's rekey) is read again and dropped. ``ConflictError`` only
+        if the pair keeps changing (``_CANCEL_ATTEMPTS`` reads)."""
+        keys = (PENDING_SEAL_CONFIG_KEY, PENDING_ROOT_KEY_KEY)
         with self._lock:
-            keys = (PENDING_SEAL_CONFIG_KEY, PENDING_ROOT_KEY_KEY)
-            if all(self._storage.get(key) is None for key in keys):
-                return False
-            self._storage.batch([Delete(key) for key in keys])
-            return True
+            for _ in range(_CANCEL_ATTEMPTS):
+                read = [(key, self._storage.get(key)) for key in keys]
+                if all(value is None for _, value in read):
+                    return False
+                ops: list[Operation] = [Expect(key, value) for key, value in read]
+                try:
+                    self._storage.batch([*ops, *(Delete(key) for key in keys)])
+                except ConflictError:
+                    continue
+                return True
+        raise ConflictError("the seal changed concurrently: retry")
 
     def rekey_pending(self) -> bool:
         """Whether a Shamir rekey waits for verification."""
