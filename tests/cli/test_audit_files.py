@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import resource
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 from tests.audit.chainmaker import ChainMaker
 from tests.cli.conftest import CLI, Runner, _base_env
 
-from medsecrets.audit.record import AuditEvent
+from medsecrets.audit.record import AuditEvent, render_line
 from medsecrets.testing.serverproc import ServerProcess
 
 T0 = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
@@ -169,3 +170,90 @@ def test_the_files_of_a_two_worker_server_read_as_the_server_reads_them(
         (r["node"], r["seq"]) for r in online
     )
     assert [r["time"] for r in records] == sorted(r["time"] for r in records)
+
+
+def _repeated_log(path: Path, count: int) -> Path:
+    """``count`` copies of one read record (``audit read`` checks records, not links)."""
+    line, _ = render_line(
+        _read_event(T0, "alice"), seq=1, prev="0" * 64, node="n", device="file", salter=None
+    )
+    path.write_bytes(line * count)
+    return path
+
+
+_MEASURE = """
+import resource, subprocess, sys
+with open(sys.argv[1], "wb") as out:
+    code = subprocess.run(sys.argv[2:], stdout=out, check=False).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _peak_rss(args: list[str], out: Path) -> tuple[int, int]:
+    """Run the CLI with stdout to ``out``: its exit code and peak resident set (KiB).
+
+    Started by a small Python process of its own: a child's peak counts the memory of the
+    process it was forked from (this test's, which grows as it parses the outputs)."""
+    measured = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(out), *CLI, *args],
+        capture_output=True,
+        text=True,
+        env=_base_env(),
+        check=True,
+    )
+    code, peak = measured.stdout.split()
+    return int(code), int(peak)
+
+
+def test_read_json_is_streamed_as_one_valid_array(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    peaks = []
+    for count in (5_000, 40_000):
+        log = _repeated_log(tmp_path / f"log-{count}.jsonl", count)
+        out = tmp_path / f"out-{count}.json"
+        code, peak = _peak_rss(
+            ["audit", "read", str(log), "--key-file", str(key), "-o", "json"], out
+        )
+        assert code == 0
+        records = json.loads(out.read_bytes())
+        assert isinstance(records, list) and len(records) == count
+        assert records[-1]["principal"] == "alice"
+        peaks.append(peak)
+    # eight times the records, not more memory (the whole list took ~7 KiB a record)
+    assert peaks[1] - peaks[0] < 16 * 1024, peaks
+
+
+def test_read_json_prints_what_the_whole_list_printed(cli: Runner, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    log = _repeated_log(tmp_path / "log.jsonl", 3)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    text = cli("audit", "read", str(log), "--key-file", str(key), "-o", "json").ok().stdout
+    assert text == json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    empty = cli(
+        "audit", "read", str(tmp_path / "empty.jsonl"), "--key-file", str(key), "-o", "json"
+    )
+    assert empty.ok().stdout == "[]\n"
+    two = cli("audit", "read", str(log), "--key-file", str(key), "-o", "json", "--limit", "2")
+    assert two.ok().json() == records[:2]
+
+
+def test_read_table_refuses_more_than_its_bound(cli: Runner, tmp_path: Path) -> None:
+    from medsecrets.cli.commands.auditfiles import READ_TABLE_LIMIT
+
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    log = _repeated_log(tmp_path / "log.jsonl", READ_TABLE_LIMIT + 1)
+    refused = cli("audit", "read", str(log), "--key-file", str(key), "-o", "table")
+    line = refused.error(2)
+    assert "at most 10,000 records" in line and "-o jsonl" in line and "--limit" in line
+    assert refused.stdout == ""
+    shown = cli("audit", "read", str(log), "--key-file", str(key), "-o", "table", "--limit", "3")
+    assert "3 record(s)" in shown.ok().stdout
+    at_bound = cli(
+        "audit", "read", str(log), "--key-file", str(key), "-o", "table",
+        "--limit", str(READ_TABLE_LIMIT),
+    )  # fmt: skip
+    assert f"{READ_TABLE_LIMIT} record(s)" in at_bound.ok().stdout

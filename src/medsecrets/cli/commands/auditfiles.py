@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import json
 import os
 import sys
@@ -47,6 +48,7 @@ from medsecrets.cli.output import (
     emit_json,
     error,
     print_table,
+    result_stream,
     rows_table,
     warn,
     wire,
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_VERIFY_FAILED",
     "KEY_FILE_LIMIT",
+    "READ_TABLE_LIMIT",
     "FileOption",
     "KeyFileOption",
     "file_records",
@@ -79,6 +82,9 @@ EXIT_VERIFY_FAILED: Final = int(ExitCode.VERIFY_FAILED)
 """``audit verify`` found a modified, missing, reordered or inserted record."""
 KEY_FILE_LIMIT: Final = 4096
 """The most bytes read of ``--key-file`` and ``--public-key`` (a key or a PEM is far less)."""
+READ_TABLE_LIMIT: Final = 10_000
+"""The most records ``read -o table`` shows (a table is laid out whole, so its rows are held
+in memory): more is a usage error suggesting ``-o jsonl`` or ``--limit``."""
 
 
 class LogFormat(enum.StrEnum):
@@ -235,7 +241,10 @@ _RECORD_COLUMNS: Final = (
 
 def print_records(title: str, records: Iterable[Mapping[str, object]]) -> None:
     """A table of records (time, kind, principal, operation, path, outcome, status, remote)."""
-    rows = [_record_row(r) for r in records]
+    _print_rows(title, [_record_row(r) for r in records])
+
+
+def _print_rows(title: str, rows: Sequence[Mapping[str, JSON]]) -> None:
     print_table(rows_table(title, rows, _RECORD_COLUMNS), f"{len(rows)} record(s)")
 
 
@@ -546,18 +555,58 @@ def read(
     ],
     output: Annotated[
         ReadFormat,
-        typer.Option("--output", "-o", help="jsonl (one record per line), json or table."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="jsonl (one record per line) or json (an array), both streamed; or table "
+            f"(at most {READ_TABLE_LIMIT:,} records).",
+        ),
     ] = ReadFormat.jsonl,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=1, help="Most records, oldest first (default: all).", show_default=False
+        ),
+    ] = None,
 ) -> None:
-    """Decrypt an encrypted file device and print its records (offline)."""
-    records = file_records(files, key_file)
+    """Decrypt an encrypted file device and print its records (offline), oldest first.
+
+    ``jsonl`` and ``json`` stream: memory stays bounded whatever the size of the log
+    (an unreadable line met midway ends the output there, exit 2, as it does for jsonl).
+    A table is laid out whole: more than ``READ_TABLE_LIMIT`` records is a usage error
+    before anything is printed.
+    """
+    records: Iterable[dict[str, object]] = file_records(files, key_file)
+    if limit is not None:
+        records = itertools.islice(records, limit)
     if output is ReadFormat.jsonl:
         for record in records:
             write_line(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
     elif output is ReadFormat.json:
-        emit_json(list(records))
+        _write_json_array(records)
     else:
-        print_records(source_name(files), records)
+        rows = [_record_row(r) for r in itertools.islice(records, READ_TABLE_LIMIT + 1)]
+        if len(rows) > READ_TABLE_LIMIT:
+            raise CliError(
+                f"-o table shows at most {READ_TABLE_LIMIT:,} records and the files hold more: "
+                "use -o jsonl or -o json (streamed), or --limit",
+                ExitCode.USAGE,
+            )
+        _print_rows(source_name(files), rows)
+
+
+def _write_json_array(records: Iterable[Mapping[str, object]]) -> None:
+    """``records`` as one indented JSON array on stdout, written a record at a time (the
+    text ``emit_json`` prints for the whole list, without holding it)."""
+    with result_stream() as stream:
+        stream.write("[")
+        empty = True
+        for record in records:
+            text = json.dumps(record, indent=2, ensure_ascii=False)
+            # JSON text has no raw line break inside a string: each \n is between tokens
+            stream.write(("\n  " if empty else ",\n  ") + text.replace("\n", "\n  "))
+            empty = False
+        stream.write("]\n" if empty else "\n]\n")
 
 
 _ALERT_COLUMNS: Final = ("time", "severity", "detector", "principal", "source", "path", "summary")
