@@ -41,6 +41,14 @@ from medsecrets.cli.output import (
     wire,
     write_line,
 )
+from medsecrets.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequest,
+    NotInitializedError,
+    PermissionDenied,
+    SealedError,
+)
 from medsecrets.wire import JSON
 
 if TYPE_CHECKING:
@@ -346,14 +354,38 @@ def rekey(
             try:
                 client.rekey_verify([str(s) for s in shares][:new_threshold])
             except Exception as exc:
-                raise CliError(
-                    f"verifying the new shares failed ({one_line(str(exc))}): the old shares "
-                    "still work and the rekey is pending (run operator rekey again)",
-                    exit_code_for(exc),
-                ) from None
+                raise CliError(_verify_failed(exc), exit_code_for(exc)) from None
             sys.stderr.write(
                 "Verified: the new shares now unseal the server; the old ones no longer do.\n"
             )
+
+
+_REFUSALS = (
+    InvalidRequest,  # invalid_share too, and "no rekey is pending"
+    ConflictError,
+    PermissionDenied,
+    AuthenticationError,
+    SealedError,
+    NotInitializedError,
+)
+"""Answers to a verification that the server gave before changing anything."""
+
+
+def _verify_failed(exc: Exception) -> str:
+    """The one line for a failed ``rekey_verify``: a refusal left the old shares current;
+    any other failure (a lost connection, a 5xx such as the answer's audit record failing)
+    may have come after the new shares took effect, so nothing is known."""
+    reason = one_line(str(exc))
+    if isinstance(exc, _REFUSALS):
+        return (
+            f"verifying the new shares failed ({reason}): the old shares still work and "
+            "the rekey is pending (run operator rekey again)"
+        )
+    return (
+        f"verifying the new shares failed ({reason}) and whether they took effect is "
+        "unknown: keep both the old and the new shares until a seal and unseal shows "
+        "which set opens the server"
+    )
 
 
 @app.command("rotate-key")
