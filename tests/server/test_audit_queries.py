@@ -236,3 +236,27 @@ def test_verify_reports_an_unreadable_checkpoint_export_instead_of_failing(
         )
         assert done.returncode == 7, done.stdout + done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_search_over_hundreds_of_earlier_chains_keeps_few_files_open(tmp_path: Path) -> None:
+    """300 chains left by workers of earlier runs, and the server held to 64 open files:
+    its search used to open every chain's first file at once ('Too many open files')."""
+    from tests.cli.test_audit_files import _worker_chain
+
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "l1"):
+        pass  # the data directory, its audit directory and the dev token, made
+    for run in range(300):
+        _worker_chain(data / "audit", 1000 + run, [10.0 * run + n for n in range(3)], 2)
+    with ServerProcess(data, log_dir=tmp_path / "l2") as server:
+        subprocess.run(["prlimit", f"--pid={server.pid}", "--nofile=64:64"], check=True)
+        answer = httpx.get(
+            f"{server.addr}/v1/sys/audit/search",
+            params={"operation": "secrets.read", "kind": "response", "limit": "1000"},
+            headers=_headers(server.token),
+        )
+        assert answer.status_code == 200, answer.text
+        records = answer.json()["records"]
+    planted = [r for r in records if str(r["node"]).startswith("host-")]
+    assert len(planted) == 900
+    assert [r["time"] for r in planted] == sorted(r["time"] for r in planted)

@@ -284,10 +284,15 @@ def merged(chains: Iterable[Iterator[Mapping[str, object]]]) -> Iterator[Mapping
 def chain_start(chain: Iterable[Path], *, decode: Decoder | None = None) -> str:
     """The ``time`` of the first record of ``chain`` (its first file holding a line), for
     ``merged_in_turn``; ``""`` (start at once) when that line is no readable record, so the
-    chain's reader meets it in its place. Opens one file at a time; ``OSError`` as raised."""
+    chain's reader meets it in its place. Opens one file at a time; a file gone (rotated
+    away or pruned since it was listed) is passed over, as ``file_records`` does; any
+    other ``OSError`` as raised."""
     for path in chain:
-        with path.open("rb") as handle:
-            line = handle.readline(MAX_LINE_BYTES + 1)
+        try:
+            with path.open("rb") as handle:
+                line = handle.readline(MAX_LINE_BYTES + 1)
+        except FileNotFoundError:
+            continue
         if not line:
             continue
         if not line.endswith(b"\n"):

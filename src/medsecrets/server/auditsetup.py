@@ -17,6 +17,7 @@ built here too; every alert is itself written to the audit trail.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import socket
@@ -201,34 +202,46 @@ class AuditStack:
         from medsecrets.audit.database import DatabaseAuditDevice
         from medsecrets.audit.file import FileAuditDevice
         from medsecrets.audit.readback import (
+            chain_start,
             database_nodes,
             database_records,
             file_chains,
             file_records,
             line_decoder,
             merged,
+            merged_in_turn,
         )
 
         lane = self._readable_lane(None)
         device = lane.device
         unreadable = Unreadable()
-        chains: list[Iterator[Mapping[str, object]]]
         if isinstance(device, DatabaseAuditDevice):
             storage = device.storage
-            chains = [
+            nodes = [
                 database_records(storage, lane.name, node, unreadable=unreadable)
                 for node in database_nodes(storage, lane.name)
             ]
-        else:
-            assert isinstance(device, FileAuditDevice)
-            decode = line_decoder(device.cipher)
-            chains = [
-                file_records(
-                    chain, decode=decode, unreadable=unreadable, since=since, needle=needle
-                )
-                for chain in file_chains(self.file_paths.get(lane.name, device.path))
-            ]
-        return lane.name, merged(chains), unreadable
+            return lane.name, merged(nodes), unreadable
+        assert isinstance(device, FileAuditDevice)
+        decode = line_decoder(device.cipher)
+        # A chain's files are opened once the merge reaches its first record: every worker
+        # of every earlier run left a chain, and opening them all at once ran out of file
+        # descriptors.
+        chains = merged_in_turn(
+            (
+                chain_start(chain, decode=decode),
+                functools.partial(
+                    file_records,
+                    chain,
+                    decode=decode,
+                    unreadable=unreadable,
+                    since=since,
+                    needle=needle,
+                ),
+            )
+            for chain in file_chains(self.file_paths.get(lane.name, device.path))
+        )
+        return lane.name, chains, unreadable
 
     def search(self, filters: Mapping[str, object], limit: int) -> AuditRecords:
         """Matching records, oldest first, at most ``limit``."""
