@@ -106,7 +106,7 @@ def _rekey_printing_to_dev_full(
 def test_status_rotate_keys_rewrap_and_seal(fresh_dev_server, cli):
     env = {"MEDSECRETS_ADDR": fresh_dev_server.addr, "MEDSECRETS_TOKEN": fresh_dev_server.token}
     table = cli("operator", "status", env=env).ok().stdout
-    assert "keyfile" in table
+    assert "keyfile" in table and "rekey_pending" in table
     term = cli("operator", "status", "-o", "json", env=env).ok().json()["term"]
     rotated = cli("operator", "rotate", "-o", "json", env=env).ok().json()
     assert rotated["term"] == term + 1

@@ -69,10 +69,13 @@ def test_verify_with_the_new_shares_switches_over(
     shamir: tuple[SealManager, InitResult], barrier: AesGcmBarrier, storage: SqliteStorage
 ) -> None:
     manager, old = shamir
+    assert manager.status().rekey_pending is False
     new = manager.rekey(list(old.shares[:3]), shares=3, threshold=2)
     assert manager.rekey_pending()
+    assert manager.status().rekey_pending is True  # what seal-status tells the operator
     status = manager.rekey_verify([new.shares[2], new.shares[0]])
     assert (status.shares, status.threshold, status.sealed) == (3, 2, True)
+    assert status.rekey_pending is False
     assert storage.get(PENDING_SEAL_CONFIG_KEY) is None
     assert storage.get(PENDING_ROOT_KEY_KEY) is None
     assert not manager.rekey_pending()
@@ -174,7 +177,9 @@ def test_cancel_drops_a_pending_rekey_and_is_idempotent(
     manager, old = shamir
     assert manager.rekey_cancel() is False
     new = manager.rekey(list(old.shares[:3]), shares=2, threshold=2)
+    assert manager.status().rekey_pending is True
     assert manager.rekey_cancel() is True
+    assert manager.status().rekey_pending is False
     assert manager.rekey_cancel() is False
     assert storage.get(PENDING_SEAL_CONFIG_KEY) is None
     with pytest.raises(InvalidRequest, match="no rekey is pending"):

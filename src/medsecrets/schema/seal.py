@@ -163,7 +163,12 @@ def seal_type(config: SealConfig) -> SealType:
 
 @dataclass(frozen=True, slots=True)
 class SealStatus:
-    """Public seal state (works while sealed). ``term`` is ``None`` while sealed."""
+    """Public seal state (works while sealed). ``term`` is ``None`` while sealed.
+
+    ``rekey_pending``: a Shamir rekey made new shares that wait for
+    ``POST /v1/sys/rekey/verify`` (until then the current shares open the store). It
+    defaults to false, so an answer without it (an older server) still reads.
+    """
 
     initialized: bool
     sealed: bool
@@ -172,6 +177,7 @@ class SealStatus:
     threshold: int
     progress: int
     term: int | None
+    rekey_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,6 +261,7 @@ class SealManager:
                 threshold=threshold,
                 progress=len(self._progress),
                 term=term,
+                rekey_pending=isinstance(config, ShamirSealConfig) and self.rekey_pending(),
             )
 
     # ------------------------------------------------------------------ initialise

@@ -58,7 +58,16 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Initialise, unseal, seal and re-key the server.", no_args_is_help=True)
 
-_STATUS_KEYS = ("initialized", "sealed", "seal_type", "threshold", "shares", "progress", "term")
+_STATUS_KEYS = (
+    "initialized",
+    "sealed",
+    "seal_type",
+    "threshold",
+    "shares",
+    "progress",
+    "term",
+    "rekey_pending",
+)
 
 
 def _dict(value: object) -> dict[str, JSON]:
