@@ -49,6 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
+from urllib.parse import urlsplit
 
 from medsecrets.audit.spool import unusable_reason
 from medsecrets.audit.syslog import ADDRESS_FORMS, FACILITIES, transport_of
@@ -63,8 +64,10 @@ from medsecrets.monitor.channels import (
 __all__ = [
     "AlertChannelSettings",
     "AuditDeviceSettings",
+    "cleartext_warnings",
     "parse_alert_channels",
     "parse_audit_devices",
+    "secret_settings",
 ]
 
 DeviceType = Literal["file", "database", "syslog", "http", "stdout"]
@@ -331,3 +334,62 @@ def parse_alert_channels(raw: object, source: str) -> tuple[AlertChannelSettings
             values["recipients"] = tuple(recipients)
         found.append(AlertChannelSettings(**values))  # type: ignore[arg-type]
     return tuple(found)
+
+
+def secret_settings(
+    devices: tuple[AuditDeviceSettings, ...], channels: tuple[AlertChannelSettings, ...]
+) -> list[str]:
+    """The names of the entries' settings that hold a secret: a channel's ``secret``,
+    ``password`` and ``url`` (a Slack URL is its token), a device URL with credentials
+    (``https://user:token@siem/...``, sent as HTTP basic auth)."""
+    found = [
+        f"audit.device[{index}].url"
+        for index, device in enumerate(devices)
+        if device.url and _has_credentials(device.url)
+    ]
+    for index, channel in enumerate(channels):
+        found += [
+            f"alerts.channel[{index}].{key}"
+            for key in ("url", "secret", "password")
+            if getattr(channel, key)
+        ]
+    return found
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.username is not None or parts.password is not None
+
+
+def cleartext_warnings(devices: tuple[AuditDeviceSettings, ...]) -> list[str]:
+    """One warning per device that sends the audit trail over a network in clear.
+
+    An ``http`` device with a plain ``http://`` URL to a host that is not loopback (alert
+    URLs are refused so; a SIEM URL is warned about instead, so that configurations that
+    started before still start), and a ``syslog`` device to a remote ``udp://`` or
+    ``tcp://`` host (syslog here has no TLS: send to ``/dev/log`` and let the local syslog
+    daemon relay over TLS). Records hold HMACs, not values, but also principals, paths,
+    addresses and times.
+    """
+    warnings: list[str] = []
+    for index, device in enumerate(devices):
+        where = f"audit.device[{index}]"
+        if device.type == "http":
+            parts = urlsplit(device.url)
+            if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+                warnings.append(
+                    f"audit device {device.name!r} ({where}.url) ships the audit trail in "
+                    "clear (plain http to a host that is not loopback): use an https URL"
+                )
+        elif device.type == "syslog" and transport_of(device.address) in ("udp", "tcp"):
+            host = urlsplit(device.address).hostname or ""
+            if not is_loopback(host):
+                warnings.append(
+                    f"audit device {device.name!r} ({where}.address) sends the audit trail "
+                    "in clear to a remote syslog host (syslog has no TLS here): send it to "
+                    "/dev/log and let the local syslog daemon relay it over TLS"
+                )
+    return warnings

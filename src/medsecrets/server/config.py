@@ -68,8 +68,10 @@ from medsecrets.monitor.detectors import DetectorConfig
 from medsecrets.server.auditconfig import (
     AlertChannelSettings,
     AuditDeviceSettings,
+    cleartext_warnings,
     parse_alert_channels,
     parse_audit_devices,
+    secret_settings,
 )
 
 if TYPE_CHECKING:  # medsecrets.seal pulls in the crypto stack: keep `--help` and errors fast
@@ -457,7 +459,8 @@ def _fail(name: str, source: str, rule: str, raw: object = None) -> ConfigError:
 _MAX_CONFIG_BYTES: Final = 1 << 20
 
 
-def _read_file(path: str) -> dict[str, tuple[object, str]]:
+def _read_file(path: str) -> tuple[dict[str, tuple[object, str]], int]:
+    """The file's settings (name -> (raw value, source)) and its permission bits."""
     try:
         # O_NONBLOCK: opening a FIFO with no writer would otherwise wait for good
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -466,7 +469,8 @@ def _read_file(path: str) -> dict[str, tuple[object, str]]:
     except OSError as exc:
         raise ConfigError(f"config file {path!r}: cannot read it ({exc.strerror})") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
             raise ConfigError(f"config file {path!r}: not a regular file")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as handle:
@@ -503,7 +507,28 @@ def _read_file(path: str) -> dict[str, tuple[object, str]]:
             found[key] = (value, source)
         else:
             raise ConfigError(f"setting {key!r} ({source}): unknown setting")
-    return found
+    return found, stat.S_IMODE(mode)
+
+
+def _exposed_secrets(path: str, found: Mapping[str, tuple[object, str]], mode: int) -> list[str]:
+    """A warning when the file holds secret settings and other users may read it.
+
+    Warned, not refused (unlike a TLS key file that other users may read), so that
+    configurations that started before still start; every start logs it until fixed.
+    """
+    if not mode & 0o004:
+        return []
+    devices = cast(tuple[AuditDeviceSettings, ...], found.get("audit.device", ((), ""))[0])
+    channels = cast(tuple[AlertChannelSettings, ...], found.get("alerts.channel", ((), ""))[0])
+    names = secret_settings(devices, channels)
+    if "storage.dsn" in found:
+        names.insert(0, "storage.dsn")
+    if not names:
+        return []
+    return [
+        f"config file {path!r} holds secret settings ({', '.join(names)}) and other users "
+        f"may read it (mode {mode:04o}): chmod 600 it (640 for a group)"
+    ]
 
 
 def load_settings(
@@ -527,11 +552,13 @@ def load_settings(
     uses SQLite and a key-file seal.
     """
     raw: dict[str, tuple[object, str]] = {}
+    warnings: list[str] = []
     if config_file:
-        raw.update(_read_file(config_file))
+        found, mode = _read_file(config_file)
+        warnings += _exposed_secrets(config_file, found, mode)
+        raw.update(found)
         if only:
             raw = {name: value for name, value in raw.items() if name.startswith(only)}
-    warnings: list[str] = []
     for var in sorted(env):
         if not var.startswith(ENV_PREFIX):
             continue
@@ -648,7 +675,7 @@ def _assemble(values: dict[str, object], sources: dict[str, str], warnings: list
         tls=tls,
         audit=audit,
         monitor=monitor,
-        warnings=tuple(warnings),
+        warnings=(*warnings, *cleartext_warnings(audit.devices)),
     )
     _check(settings, sources)
     return settings
@@ -692,6 +719,15 @@ def _check(settings: Settings, sources: dict[str, str]) -> None:
             _source(sources, "audit.enabled"),
             "audit can be switched off only in dev mode (no audit, no secret)",
         )
+    if settings.seal.type == "shamir":
+        for index, device in enumerate(settings.audit.devices):
+            if device.encrypt:  # its key is a secret: read at start, when shamir is sealed
+                raise _fail(
+                    f"audit.device[{index}].encrypt",
+                    _source(sources, "audit.device"),
+                    "an encrypted file device needs an auto-unseal seal (keyfile or awskms): "
+                    "it reads its key at start, when a shamir store is still sealed",
+                )
     if settings.workers > 1 and settings.seal.type == "shamir":
         raise _fail(
             "workers",

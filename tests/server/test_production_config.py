@@ -1,0 +1,100 @@
+"""Production settings a careful operator gets told about (found walking the production path).
+
+- a config file that holds secrets (a webhook signing secret, an SMTP password, a DSN, a SIEM
+  URL with credentials) and that other users may read is warned about at every start;
+- an ``http`` audit device with a plain ``http://`` URL to a remote host, and a syslog device
+  to a remote host, ship the audit trail in clear: warned about at every start;
+- an encrypted file device with ``seal.type = "shamir"`` is refused at load, naming the entry
+  (it needs its key at start, when a Shamir store is still sealed: the start used to get as
+  far as opening the store and stop with a message naming no entry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medsecrets.errors import ConfigError
+from medsecrets.server.config import Settings, load_settings
+
+WEBHOOK = '[[alerts.channel]]\ntype = "webhook"\nurl = "https://soc.example/x"\nsecret = "{}"\n'
+SECRET = "walkthrough-signing-secret-0123"
+
+
+def load(tmp_path: Path, text: str, mode: int = 0o600) -> Settings:
+    path = tmp_path / "server.toml"
+    path.write_text('tls_disable = true\n[audit]\nfile = "a.jsonl"\n' + text, encoding="utf-8")
+    path.chmod(mode)
+    return load_settings(str(path), env={}, overrides={"data_dir": str(tmp_path / "d")})
+
+
+@pytest.mark.parametrize(
+    ("text", "setting"),
+    [
+        (WEBHOOK.format(SECRET), "alerts.channel[0].secret"),
+        (
+            '[[alerts.channel]]\ntype = "smtp"\nhost = "mail.example"\nsender = "a@b.example"\n'
+            'recipients = ["c@d.example"]\nusername = "u"\npassword = "pw-0123456789"\n',
+            "alerts.channel[0].password",
+        ),
+        ('[storage]\ndsn = "postgresql://u:pw@db/x"\n', "storage.dsn"),
+        (
+            '[[audit.device]]\ntype = "http"\nurl = "https://u:tok@siem.example/in"\n',
+            "audit.device[0].url",
+        ),
+    ],
+)
+def test_a_config_file_with_secrets_that_others_may_read_is_warned_about(
+    tmp_path: Path, text: str, setting: str
+) -> None:
+    warned = [w for w in load(tmp_path, text, 0o644).warnings if "other users" in w]
+    assert len(warned) == 1
+    assert setting in warned[0] and "0644" in warned[0] and "chmod 600" in warned[0]
+    for value in (SECRET, "pw-0123456789", "postgresql://", "tok@"):
+        assert value not in warned[0]
+    # 0600 and 0640 (a group) are fine
+    assert not [w for w in load(tmp_path, text, 0o600).warnings if "other users" in w]
+    assert not [w for w in load(tmp_path, text, 0o640).warnings if "other users" in w]
+
+
+def test_a_readable_config_file_without_secrets_is_not_warned_about(tmp_path: Path) -> None:
+    text = '[[audit.device]]\ntype = "http"\nurl = "https://siem.example/in"\n'
+    assert load(tmp_path, "[monitor]\nrate_threshold = 9\n" + text, 0o644).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("device", "clear"),
+    [
+        ('type = "http"\nurl = "http://siem.example/ingest"', True),
+        ('type = "http"\nurl = "http://10.0.0.5:8088/ingest"', True),
+        ('type = "http"\nurl = "https://siem.example/ingest"', False),
+        ('type = "http"\nurl = "http://127.0.0.1:8088/ingest"', False),
+        ('type = "http"\nurl = "http://[::1]:8088/ingest"', False),
+        ('type = "syslog"\naddress = "udp://10.0.0.5:514"', True),
+        ('type = "syslog"\naddress = "tcp://siem.example:514"', True),
+        ('type = "syslog"\naddress = "tcp://127.0.0.1:514"', False),
+        ('type = "syslog"\naddress = "/dev/log"', False),
+    ],
+)
+def test_an_audit_device_that_ships_in_clear_over_a_network_is_warned_about(
+    tmp_path: Path, device: str, clear: bool
+) -> None:
+    warnings = load(tmp_path, f"[[audit.device]]\n{device}\n").warnings
+    assert [w for w in warnings if "in clear" in w] == (
+        [next(w for w in warnings if "audit.device[0]" in w)] if clear else []
+    )
+
+
+def test_an_encrypted_file_device_with_a_shamir_seal_is_refused_naming_the_entry(
+    tmp_path: Path,
+) -> None:
+    encrypted = (
+        '[[audit.device]]\ntype = "file"\nname = "plain"\npath = "p.jsonl"\n'
+        '[[audit.device]]\ntype = "file"\nname = "sealed"\npath = "s.jsonl"\n'
+        'encrypt = "medessence/production/medical-encryption#audit_log_encryption_key"\n'
+    )
+    with pytest.raises(ConfigError, match=r"'audit\.device\[1\]\.encrypt'.*auto-unseal"):
+        load(tmp_path, '[seal]\ntype = "shamir"\n' + encrypted)
+    for seal in ('type = "keyfile"', 'type = "awskms"\nkms_key_id = "alias/x"'):
+        assert load(tmp_path, f"[seal]\n{seal}\n" + encrypted).audit.devices[1].encrypt
