@@ -54,6 +54,7 @@ UNPROVOKED: dict[str, dict[int, str]] = {
     "sys.rotate": {409: "another rotation changed the keyring between read and write"},
     "sys.rekey": {409: "another rekey changed the seal between read and write"},
     "sys.rekey.verify": {409: "another rekey changed the seal between read and write"},
+    "sys.rekey.cancel": {409: "the pending rekey replaced again and again while it is cancelled"},
     "sys.keys.rotate": {409: "another rotation added the KEK version between read and write"},
     "sys.rewrap": {409: "a secret changing faster than rewrap's retries"},
     "secrets.delete": {409: "a secret changing faster than the engine's retries"},

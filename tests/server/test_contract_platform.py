@@ -179,6 +179,7 @@ def test_health_and_seal_status_shapes(api: httpx.Client) -> None:
         "threshold",
         "progress",
         "term",
+        "rekey_pending",
     }
     assert _code(api.post("/v1/sys/init", json={"seal": {"type": "shamir"}})) == (
         409,
