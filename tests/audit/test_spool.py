@@ -113,11 +113,14 @@ def test_malformed_lines_are_refused(tmp_path: Path) -> None:
 
 
 def test_files_are_private(tmp_path: Path) -> None:
-    directory = tmp_path / "spool"
+    """The directories it creates too: ``<data_dir>/audit-spool`` was made 0755."""
+    directory = tmp_path / "audit-spool" / "siem" / "spool"
     spool = DurableSpool(directory, max_bytes=1 << 20)
     spool.append(lines(0, 2))
     spool.ack(1)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(directory.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(directory.parent.parent.stat().st_mode) == 0o700
     for path in directory.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     spool.close()

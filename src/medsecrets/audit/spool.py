@@ -110,6 +110,21 @@ class _Peeked:
     ends: tuple[_Position, ...]
 
 
+def _make_private(directory: Path) -> None:
+    """Create ``directory`` and any missing parent 0700 (``mkdir(parents=True)`` makes the
+    parents with the umask's mode: ``<data_dir>/audit-spool`` was 0755); a directory that
+    exists already is left as it is."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile: as exist_ok=True
+            path.mkdir(mode=0o700)
+
+
 class DurableSpool:
     """A durable queue of lines in ``directory`` (see module docstring)."""
 
@@ -295,7 +310,7 @@ class DurableSpool:
         """The locked ``LOCK`` descriptor; refuses a directory that is not a spool."""
         try:
             if create:
-                self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _make_private(self._dir)
                 reason = unusable_reason(self._dir)
             elif not os.path.lexists(self._dir / _LOCK):
                 reason = f"is not an audit spool (no {_LOCK} file)"
