@@ -45,6 +45,7 @@ from medsecrets.errors import (
     NotInitializedError,
     SealedError,
 )
+from medsecrets.schema.seal import SealType
 from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 from medsecrets.wire import to_wire
@@ -65,7 +66,10 @@ class Core:
         audit: AuditHook | None = None,
         admin: AuditAdmin | None = None,
         clock: Clock | None = None,
+        seal_type: SealType | None = None,
     ) -> None:
+        """``seal_type``: the seal the server's configuration names (``sys/init`` refuses
+        another), ``None``: any."""
         self.store = store
         self.tokens = tokens
         self._audit: AuditHook = audit if audit is not None else NullAuditHook()
@@ -76,6 +80,7 @@ class Core:
             clock=clock if clock is not None else store.clock,
             version=medsecrets.__version__,
             audit=admin,
+            seal_type=seal_type,
         )
 
     def __repr__(self) -> str:

@@ -223,7 +223,7 @@ def build_core(
         else:
             _start(settings, store)
         hook, admin = audit(store) if audit is not None else (None, None)
-        return Core(store, tokens, audit=hook, admin=admin), dev
+        return Core(store, tokens, audit=hook, admin=admin, seal_type=settings.seal.type), dev
     except BaseException:
         store.close()
         raise

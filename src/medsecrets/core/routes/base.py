@@ -25,6 +25,7 @@ from medsecrets.clock import Clock
 from medsecrets.core.audit import AuditAdmin
 from medsecrets.core.request import Request
 from medsecrets.errors import InvalidRequest
+from medsecrets.schema.seal import SealType
 from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 from medsecrets.wire import from_wire
@@ -64,6 +65,9 @@ class Context:
     clock: Clock
     version: str
     audit: AuditAdmin | None = None
+    seal_type: SealType | None = None
+    """The seal type the server's configuration names (setting ``seal.type``), if any:
+    ``sys/init`` refuses another (the server would not start again on that store)."""
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from medsecrets.schema.seal import (
     SealConfig,
     SealStatus,
     ShamirSealConfig,
+    seal_type,
 )
 from medsecrets.schema.system import Health, KeyringInfo
 from medsecrets.sensitive import Sensitive
@@ -162,7 +163,14 @@ def _seal_config(body: ShamirSealBody | KeyFileSealBody | AwsKmsSealBody) -> Sea
 
 def init(ctx: Context, call: Call) -> InitResponse:
     assert isinstance(call.body, InitBody)
-    result = ctx.store.initialize(_seal_config(call.body.seal))
+    config = _seal_config(call.body.seal)
+    if ctx.seal_type is not None and seal_type(config) != ctx.seal_type:
+        raise InvalidRequest(
+            f"body.seal.type: this server is configured for a {ctx.seal_type} seal "
+            f"(setting seal.type); initialised with a {seal_type(config)} seal it would not "
+            "start again"
+        )
+    result = ctx.store.initialize(config)
     token, _ = ctx.tokens.create_root()
     return InitResponse(
         shares=result.shares,
