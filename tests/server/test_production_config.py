@@ -98,3 +98,44 @@ def test_an_encrypted_file_device_with_a_shamir_seal_is_refused_naming_the_entry
         load(tmp_path, '[seal]\ntype = "shamir"\n' + encrypted)
     for seal in ('type = "keyfile"', 'type = "awskms"\nkms_key_id = "alias/x"'):
         assert load(tmp_path, f"[seal]\n{seal}\n" + encrypted).audit.devices[1].encrypt
+
+
+@pytest.mark.parametrize("initialised", [False, True])
+def test_an_encrypted_file_device_whose_key_cannot_be_read_names_its_entry(
+    tmp_path: Path, initialised: bool
+) -> None:
+    """The start used to stop with "setting 'audit.device.encrypt': ... (sealed)" for a
+    store never initialised, naming neither the entry nor what to do."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    config = tmp_path / "server.toml"
+    head = f'tls_disable = true\ndata_dir = "{data}"\n[seal]\ntype = "keyfile"\n'
+    first = f'[[audit.device]]\ntype = "file"\nname = "a"\npath = "{tmp_path / "a.jsonl"}"\n'
+    second = first.replace('"a"', '"b"').replace("a.jsonl", "b.jsonl")
+    key = 'encrypt = "medessence/production/medical-encryption#audit_log_encryption_key"\n'
+    if initialised:
+        from medsecrets.schema.seal import KeyFileSealConfig
+        from medsecrets.storage.sqlite import SqliteStorage
+        from medsecrets.store import SecretStore
+
+        data.mkdir(mode=0o700)
+        store = SecretStore(SqliteStorage(data / "medsecrets.db"))
+        store.initialize(KeyFileSealConfig(str(tmp_path / "unseal.key")))
+        store.close()
+    config.write_text(head + first + second + key)
+    config.chmod(0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "medsecrets.server", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "setting 'audit.device[1].encrypt'" in done.stderr
+    if initialised:
+        assert "'medessence/production/medical-encryption' (not_found)" in done.stderr
+    else:
+        assert "the store is not initialised yet" in done.stderr

@@ -561,25 +561,34 @@ def _per_worker(path: str, worker: bool) -> Path:
     return p.with_name(f"{p.stem}-{os.getpid()}{p.suffix}") if worker else p
 
 
-def _encryption_key(store: SecretStore, reference: str) -> bytes:
-    """The audit log encryption key named by ``SECRET_PATH#FIELD`` (64 hex digits)."""
-    path, _, name = reference.partition("#")
+def _encryption_key(store: SecretStore, spec: AuditDeviceSettings, settings: Settings) -> bytes:
+    """The audit log encryption key of the file device ``spec``, named by its ``encrypt``
+    (``SECRET_PATH#FIELD``, 64 hex digits); a ``ConfigError`` names the entry
+    (``audit.device[N].encrypt``)."""
+    devices = settings.audit.devices
+    where = f"audit.device[{devices.index(spec)}].encrypt" if spec in devices else "encrypt"
+    path, _, name = spec.encrypt.partition("#")
+    if not store.status().initialized:
+        raise ConfigError(
+            f"setting '{where}': the store is not initialised yet: start without it, "
+            f"initialise the store, write the key to {path!r}, then add it (docs/audit.md)"
+        )
     try:
         version = store.secrets.get(path)
     except MedsecretsError as exc:
         raise ConfigError(
-            f"setting 'audit.device.encrypt': cannot read {path!r} ({exc.code}); "
+            f"setting '{where}': cannot read {path!r} ({exc.code}); "
             "the store must be unsealed at start (keyfile or awskms seal)"
         ) from None
     value = version.fields.get(name)
     if value is None:
-        raise ConfigError(f"setting 'audit.device.encrypt': {path!r} has no field {name!r}")
+        raise ConfigError(f"setting '{where}': {path!r} has no field {name!r}")
     try:
         key = bytes.fromhex(value)
     except ValueError:
-        raise ConfigError(f"setting 'audit.device.encrypt': {path}#{name} is not hex") from None
+        raise ConfigError(f"setting '{where}': {path}#{name} is not hex") from None
     if len(key) != 32:
-        raise ConfigError(f"setting 'audit.device.encrypt': {path}#{name} is not 32 bytes")
+        raise ConfigError(f"setting '{where}': {path}#{name} is not 32 bytes")
     return key
 
 
@@ -596,7 +605,7 @@ def _device(
         from medsecrets.audit.crypt import RecordCipher
         from medsecrets.audit.file import FileAuditDevice
 
-        cipher = RecordCipher(_encryption_key(store, spec.encrypt)) if spec.encrypt else None
+        cipher = RecordCipher(_encryption_key(store, spec, settings)) if spec.encrypt else None
         return FileAuditDevice(
             spec.name,
             _per_worker(spec.path, worker),
@@ -659,7 +668,7 @@ def _lane(
             max_bytes=spec.max_bytes,
             rotate_interval=spec.rotate_interval,
             keep=spec.keep,
-            cipher_key=_encryption_key(store, spec.encrypt) if spec.encrypt else None,
+            cipher_key=_encryption_key(store, spec, settings) if spec.encrypt else None,
             timeout=audit.timeout,
             checkpoint_every=audit.checkpoint_every,
             checkpoint_interval=audit.checkpoint_interval,
