@@ -22,10 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import anyio.from_thread
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from medsecrets.api import create_app
 from medsecrets.api.openapi import error_statuses
@@ -44,6 +42,7 @@ from medsecrets.storage.base import Put
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 from tests.keys.test_awskms import kms_catalog
+from tests.keys.test_awskms_hostile import _client as _kms_client
 from tests.support.peers import FixedAnswer, answer
 
 from .conftest import SAMPLES, P, SyncClient, url_for
@@ -322,18 +321,6 @@ def _audit_cases(base: Path, clock: ManualClock, seen: Seen) -> None:
     finally:
         stack.stop()
         store.close()
-
-
-def _kms_client(peer: FixedAnswer):  # type: ignore[no-untyped-def]
-    """A boto3 KMS client of ``peer`` that tries each call once."""
-    return boto3.client(
-        "kms",
-        endpoint_url=peer.addr,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
 
 
 def _kek_table(store: SecretStore, versions: int) -> None:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
+from medsecrets.testing.receivers import HttpReceiver, SmtpSink
 from medsecrets.testing.serverproc import (
     ServerProcess,
     TestCertificates,
@@ -27,6 +29,23 @@ from medsecrets.testing.serverproc import (
 def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
     """A throwaway CA and a server certificate for 127.0.0.1/localhost."""
     return write_test_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[SmtpSink, int]]:
+    """A local SMTP server (aiosmtpd) taking every message: the sink and its port."""
+    sink, port = SmtpSink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[HttpReceiver]:
+    """A local HTTP receiver taking every POST (an alert webhook's peer)."""
+    with HttpReceiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from medsecrets.audit.checkpoint import load_public_key, read_checkpoints
 from medsecrets.audit.verify import verify_files
 from medsecrets.monitor.channels import verify_webhook_signature
 from medsecrets.testing.receivers import HttpReceiver, SmtpSink
-from medsecrets.testing.serverproc import ServerProcess, free_port
+from medsecrets.testing.serverproc import ServerProcess
 
 P = "medessence/development/ai-providers"
 CANARY = "sk-Canary0e2eAuditZ9q7Xw3Lm5Np8Rt1Vb4"
@@ -47,22 +46,6 @@ def forms(value: str) -> list[bytes]:
         json.dumps(value).encode()[1:-1],
         json.dumps(value, ensure_ascii=True).encode("unicode_escape"),
     ]
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[SmtpSink, int]]:
-    sink = SmtpSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield sink, port
-    controller.stop()
-
-
-@pytest.fixture(scope="module")
-def webhook() -> Iterator[HttpReceiver]:
-    with HttpReceiver() as receiver:
-        yield receiver
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["in-process", "audit-process"])

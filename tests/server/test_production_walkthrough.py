@@ -38,33 +38,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 
 from medsecrets import Client
 from medsecrets.monitor.channels import verify_webhook_signature
 from medsecrets.testing.receivers import HttpReceiver, SmtpSink
-from medsecrets.testing.serverproc import ServerProcess, TestCertificates, free_port
+from medsecrets.testing.serverproc import ServerProcess, TestCertificates
 from tests.audit.test_syslog_device import Collector
 
 DB = "medessence/production/database"
 WEBHOOK_SECRET = "walkthrough-webhook-signing-secret"
 SIEM_USER, SIEM_PASSWORD = "medsecrets", "siem-ingest-password-0123"
 DEADLINE = 60.0  # a safety net for asynchronous deliveries, not a timing threshold
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[tuple[SmtpSink, int]]:
-    sink, port = SmtpSink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield sink, port
-    controller.stop()
-
-
-@pytest.fixture(scope="module")
-def webhook() -> Iterator[HttpReceiver]:
-    with HttpReceiver() as receiver:
-        yield receiver
 
 
 @pytest.fixture(scope="module")
