@@ -59,3 +59,18 @@ def test_a_log_file_fifo_with_no_reader_is_refused_at_once(tmp_path: Path) -> No
     done = run_server(["--dev"], env={"MEDSECRETS_LOG_FILE": str(fifo)}, cwd=tmp_path)
     assert done.code == 2
     assert "setting 'log_file': cannot open" in done.stderr.strip().splitlines()[-1]
+
+
+def test_the_start_logs_no_warning_that_asks_nothing_of_the_operator(tmp_path: Path) -> None:
+    """granian's 'Embedded server is experimental!' was a warning at every start."""
+    server = ServerProcess(tmp_path / "data", log_dir=tmp_path / "out")
+    server.start()
+    try:
+        log = server.log_text()
+    finally:
+        server.stop()
+    assert '"msg":"listening"' in log
+    assert "experimental" not in log
+    granian = [line for line in log.splitlines() if '"logger":"_granian"' in line]
+    assert granian, "granian's own start lines still reach the log"
+    assert not [line for line in granian if '"level":"warning"' in line]

@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 import threading
-from typing import TextIO
+from typing import Final, TextIO
 
 from medsecrets.api.logging import set_access_sink
 from medsecrets.errors import ConfigError
@@ -188,12 +188,33 @@ def granian_log_config() -> dict[str, object]:
     }
 
 
+class _KnownNotices(logging.Filter):
+    """Drops the warnings granian logs at every start that ask nothing of an operator.
+
+    ``Embedded server is experimental!``: the server runs granian's embedded
+    server (``server.runner``: one process that owns the store, its audit
+    process and the signals) on purpose, and a warning at every start teaches
+    operators to skip warnings. Matched exactly; any other record passes.
+    """
+
+    NOTICES: Final = frozenset({"Embedded server is experimental!"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and record.msg in self.NOTICES)
+
+
+_KNOWN_NOTICES: Final = _KnownNotices()
+
+
 def route_server_loggers() -> None:
     """Make the ASGI servers' loggers propagate to the root JSON handler (call after they
-    configure themselves: granian runs ``dictConfig`` when its server is constructed)."""
+    configure themselves: granian runs ``dictConfig`` when its server is constructed),
+    without granian's notices that ask nothing of an operator (``_KnownNotices``)."""
     for name in _SERVER_LOGGERS:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+        if name == "_granian" and _KNOWN_NOTICES not in logger.filters:
+            logger.addFilter(_KNOWN_NOTICES)
