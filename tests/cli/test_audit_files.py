@@ -257,3 +257,56 @@ def test_read_table_refuses_more_than_its_bound(cli: Runner, tmp_path: Path) -> 
         "--limit", str(READ_TABLE_LIMIT),
     )  # fmt: skip
     assert f"{READ_TABLE_LIMIT} record(s)" in at_bound.ok().stdout
+
+
+@pytest.mark.parametrize("bad_line", [b"garbage\n", b'{"no": "record"}\n'])
+def test_read_json_prints_the_whole_array_or_nothing(
+    cli: Runner, tmp_path: Path, bad_line: bytes
+) -> None:
+    """An unreadable line partway is exit 2 with nothing on stdout: never an array cut off
+    (a JSON parse error) nor one closed early (a silently short answer)."""
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    good = _repeated_log(tmp_path / "good.jsonl", 3).read_bytes()
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(good + bad_line + good)
+    refused = cli("audit", "read", str(log), "--key-file", str(key), "-o", "json")
+    assert f"{log}:4:" in refused.error(2)
+    assert refused.stdout == ""
+    # the records before it are still there for a --limit that stops short of it
+    three = cli("audit", "read", str(log), "--key-file", str(key), "-o", "json", "--limit", "3")
+    assert len(three.ok().json()) == 3  # type: ignore[arg-type]
+    # jsonl is a stream of whole lines: those before the bad one, then the error
+    lines = cli("audit", "read", str(log), "--key-file", str(key), "-o", "jsonl")
+    lines.error(2)
+    assert [json.loads(line)["principal"] for line in lines.stdout.splitlines()] == ["alice"] * 3
+
+
+def test_read_json_left_unclosed_when_the_files_change_between_its_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second pass of ``read -o json`` failing (a file rewritten meanwhile) leaves the
+    array unclosed, so no JSON reader takes it for the whole, and says why."""
+    from medsecrets.cli.commands import auditfiles
+    from medsecrets.cli.errors import CliError, ExitCode
+
+    passes = []
+
+    def fake_file_records(files: object, key_file: object) -> object:
+        """A fake reader: two records, then (second pass) an unreadable line after one."""
+        passes.append(1)
+        yield {"seq": 1, "kind": "request", "hash": "h1"}
+        if len(passes) > 1:
+            raise CliError("log.jsonl:2: not a JSON record", ExitCode.USAGE)
+        yield {"seq": 2, "kind": "request", "hash": "h2"}
+
+    monkeypatch.setattr(auditfiles, "file_records", fake_file_records)
+    with pytest.raises(CliError) as raised:
+        auditfiles.read(files=[tmp_path / "log.jsonl"], key_file=tmp_path / "key",
+                        output=auditfiles.ReadFormat.json, limit=None)  # fmt: skip
+    assert raised.value.exit_code is ExitCode.USAGE
+    assert "changed while they were read" in raised.value.message
+    printed = capsys.readouterr().out
+    assert printed.startswith("[") and '"h1"' in printed
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(printed)

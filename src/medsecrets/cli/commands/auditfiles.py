@@ -571,21 +571,26 @@ def read(
 ) -> None:
     """Decrypt an encrypted file device and print its records (offline), oldest first.
 
-    ``jsonl`` and ``json`` stream: memory stays bounded whatever the size of the log
-    (an unreadable line met midway ends the output there, exit 2, as it does for jsonl).
-    A table is laid out whole: more than ``READ_TABLE_LIMIT`` records is a usage error
-    before anything is printed.
+    ``jsonl`` and ``json`` stream: memory stays bounded whatever the size of the log.
+    ``jsonl`` is a stream of whole lines: an unreadable line met midway ends it there
+    (exit 2, the lines before it printed). ``json`` is one document, printed whole or
+    not at all: the files are read twice, first to check every line (an unreadable one
+    is exit 2 with nothing printed), then to print (``_write_checked_array``). A table
+    is laid out whole: more than ``READ_TABLE_LIMIT`` records is a usage error before
+    anything is printed.
     """
-    records: Iterable[dict[str, object]] = file_records(files, key_file)
-    if limit is not None:
-        records = itertools.islice(records, limit)
+
+    def records() -> Iterator[dict[str, object]]:
+        found = file_records(files, key_file)
+        return found if limit is None else itertools.islice(found, limit)
+
     if output is ReadFormat.jsonl:
-        for record in records:
+        for record in records():
             write_line(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
     elif output is ReadFormat.json:
-        _write_json_array(records)
+        _write_checked_array(records)
     else:
-        rows = [_record_row(r) for r in itertools.islice(records, READ_TABLE_LIMIT + 1)]
+        rows = [_record_row(r) for r in itertools.islice(records(), READ_TABLE_LIMIT + 1)]
         if len(rows) > READ_TABLE_LIMIT:
             raise CliError(
                 f"-o table shows at most {READ_TABLE_LIMIT:,} records and the files hold more: "
@@ -593,6 +598,32 @@ def read(
                 ExitCode.USAGE,
             )
         _print_rows(source_name(files), rows)
+
+
+def _write_checked_array(records: Callable[[], Iterator[Mapping[str, object]]]) -> None:
+    """The records ``records()`` reads, as one JSON array on stdout, or nothing.
+
+    A first pass reads (and decrypts) every record without printing, so a line that
+    cannot be read is a usage error before the ``[`` is written: a script never gets
+    a valid-looking array that silently stops short, nor a cut-off one. The second
+    pass prints as many records as the first counted (records appended to a live log
+    meanwhile are left out). Should it fail anyway (a file rewritten or rotated
+    between the passes), the array is left unclosed, so no JSON reader takes it for
+    the whole, and the error says so.
+    """
+    count = sum(1 for _ in records())
+
+    def again() -> Iterator[Mapping[str, object]]:
+        try:
+            yield from itertools.islice(records(), count)
+        except CliError as exc:
+            raise CliError(
+                f"{exc.message} (the files changed while they were read: the JSON array "
+                "printed is incomplete)",
+                exc.exit_code,
+            ) from None
+
+    _write_json_array(again())
 
 
 def _write_json_array(records: Iterable[Mapping[str, object]]) -> None:
