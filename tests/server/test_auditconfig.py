@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import ssl
 import time
@@ -15,12 +17,14 @@ from medsecrets.catalog.loader import default_catalog
 from medsecrets.errors import AuditFailure, ConfigError
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.schema.seal import KeyFileSealConfig
+from medsecrets.server.auditconfig import AuditDeviceSettings, secret_settings, siem_headers
 from medsecrets.server.auditsetup import build_audit, device_settings
-from medsecrets.server.config import load_settings
+from medsecrets.server.config import Settings, load_settings
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 from medsecrets.testing.receivers import SmtpSink
 from medsecrets.testing.serverproc import free_port, write_test_certificates
+from medsecrets.wire import from_wire, to_wire
 from tests.monitor.test_channels import make_alert
 
 
@@ -399,3 +403,208 @@ def test_a_device_number_that_is_not_finite_is_refused(tmp_path: Path, value: st
         "setting 'audit.device[0].rotate_interval' (config file server.toml): "
         "must be a finite number"
     )
+
+
+# -- the SIEM device's trust, headers and timeout ---------------------------------------------
+
+TOKEN = "Splunk hec-canary-5d1f0b"
+SIEM = '[[audit.device]]\ntype = "http"\nurl = "https://siem.example/services/collector"\n'
+
+
+@pytest.fixture(scope="module")
+def ca_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_test_certificates(tmp_path_factory.mktemp("siem-ca")).ca_file
+
+
+def _headers_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "siem-headers"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_siem_trust_headers_and_timeout_are_parsed(tmp_path: Path, ca_file: str) -> None:
+    extra = _headers_file(tmp_path, f"# tenant\n\nX-Tenant:  icu-7 \nX-Token: {TOKEN}\n")
+    s = settings_from(
+        tmp_path,
+        SIEM + f'timeout = 2.5\nca_file = "{ca_file}"\nheaders_file = "{extra}"\n'
+        f'headers = {{ Authorization = "{TOKEN}", "X-Source" = "medsecrets" }}\n',
+    )
+    (device,) = s.audit.devices
+    assert (device.timeout, device.ca_file, device.headers_file) == (2.5, ca_file, str(extra))
+    assert dict(device.headers) == {"Authorization": TOKEN, "X-Source": "medsecrets"}
+    # the file's headers are read where the device is built (every worker), checked together
+    assert siem_headers(device.url, device.headers, device.headers_file, "d") == {
+        "Authorization": TOKEN,
+        "X-Source": "medsecrets",
+        "X-Tenant": "icu-7",
+        "X-Token": TOKEN,
+    }
+    assert AuditDeviceSettings(type="http", name="x").timeout == 5.0  # the default
+
+
+def test_siem_header_values_stay_out_of_reprs_and_are_named_as_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'tls_disable = true\ndata_dir = "{tmp_path / "data"}"\n'
+        + SIEM
+        + f'headers = {{ Authorization = "{TOKEN}" }}\n'
+    )
+    config.chmod(0o644)  # other users may read it: the start-up warning must name the headers
+    s = load_settings(str(config), env={}, overrides={})
+    assert TOKEN not in repr(s) and TOKEN not in repr(s.audit.devices[0])
+    assert TOKEN not in str(s.audit.devices[0].headers)
+    assert secret_settings(s.audit.devices, ()) == ["audit.device[0].headers"]
+    (warning,) = [w for w in s.warnings if "holds secret settings" in w]
+    assert "audit.device[0].headers" in warning and TOKEN not in warning
+
+
+def test_siem_settings_reach_the_workers(tmp_path: Path, ca_file: str) -> None:
+    """A worker gets the settings as JSON (``runner.worker_app``), not the config file."""
+    extra = _headers_file(tmp_path, "X-Tenant: icu\n")
+    s = settings_from(
+        tmp_path,
+        SIEM + f'timeout = 9\nca_file = "{ca_file}"\nheaders_file = "{extra}"\n'
+        f'headers = {{ Authorization = "{TOKEN}" }}\n',
+    )
+    again = from_wire(Settings, json.loads(json.dumps(to_wire(s))))
+    assert again.audit.devices == s.audit.devices
+    assert dict(again.audit.devices[0].headers) == {"Authorization": TOKEN}
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        (f'headers = {{ Authorization = "{TOKEN}\\r\\nX-Injected: 1" }}', "headers.Authorization"),
+        (f'headers = {{ Authorization = "{TOKEN}\\u0000" }}', "headers.Authorization"),
+        (f'headers = {{ Authorization = " {TOKEN}" }}', "headers.Authorization"),
+        (f'headers = {{ Authorization = "{TOKEN}é" }}', "headers.Authorization"),
+        ('headers = { Authorization = "" }', "headers.Authorization"),
+        (f'headers = {{ Authorization = "{"x" * 8193}" }}', "headers.Authorization"),
+        (f'headers = {{ Authorization = {{ value = "{TOKEN}" }} }}', "headers.Authorization"),
+        (f'headers = {{ "X Token" = "{TOKEN}" }}', "headers.X Token"),
+        (f'headers = {{ "X-Token:" = "{TOKEN}" }}', "headers.X-Token:"),
+        (f'headers = {{ Host = "{TOKEN}" }}', "headers.Host"),
+        (f'headers = {{ "content-type" = "{TOKEN}" }}', "headers.content-type"),
+        (f'headers = {{ "Content-Length" = "{TOKEN}" }}', "headers.Content-Length"),
+        (f'headers = {{ "Transfer-Encoding" = "{TOKEN}" }}', "headers.Transfer-Encoding"),
+        (f'headers = {{ Authorization = "{TOKEN}", authorization = "x" }}',
+         "headers.authorization"),
+        (f'headers = "Authorization: {TOKEN}"', "headers"),
+        ("headers = { " + ", ".join(f'X-{i} = "v"' for i in range(33)) + " }", "headers"),
+        ("timeout = 0", "timeout"),
+        ("timeout = -1.0", "timeout"),
+        ("timeout = 60.5", "timeout"),
+        ('timeout = "5"', "timeout"),
+        ('ca_file = ""', "ca_file"),
+        ('ca_file = "/nonexistent/ca.pem"', "ca_file"),
+        ('ca_file = "/dev/null"', "ca_file"),
+        ("verify_tls = false", "verify_tls"),
+        ('headers_file = ""', "headers_file"),
+        ('headers_file = "/nonexistent/headers"', "headers_file"),
+    ],
+)  # fmt: skip
+def test_bad_siem_settings_name_the_key_and_never_the_value(
+    tmp_path: Path, entry: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, SIEM + entry + "\n")
+    message = caught.value.message
+    assert message.startswith(f"setting 'audit.device[0].{key}' (config file server.toml): ")
+    assert "hec-canary" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        ("", "is not a PEM certificate bundle"),  # cadata="" would mean the system store
+        ("just text\n", "is not a PEM certificate bundle"),
+        ("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", "no usable"),
+    ],
+)
+def test_a_ca_file_that_is_no_pem_bundle_is_refused(
+    tmp_path: Path, content: str, shown: str
+) -> None:
+    path = tmp_path / "ca.pem"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=r"audit\.device\[0\]\.ca_file.*" + shown):
+        settings_from(tmp_path, SIEM + f'ca_file = "{path}"\n')
+
+
+@pytest.mark.parametrize(
+    ("url", "entry", "key"),
+    [
+        # a CA for a plain http URL would be ignored: refused
+        ("http://127.0.0.1:9/x", 'ca_file = "CA"', "ca_file"),
+        # credentials twice: httpx would send the URL's basic auth over the header
+        ("https://user:pw@siem.example/x", 'headers = { Authorization = "T" }', "headers"),
+        # header credentials in clear to another host
+        ("http://siem.example/x", 'headers = { Authorization = "T" }', "headers"),
+    ],
+)
+def test_siem_settings_that_contradict_the_url_are_refused(
+    tmp_path: Path, ca_file: str, url: str, entry: str, key: str
+) -> None:
+    text = f'[[audit.device]]\ntype = "http"\nurl = "{url}"\n' + entry.replace("CA", ca_file)
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, text + "\n")
+    assert caught.value.message.startswith(f"setting 'audit.device[0].{key}' (config file")
+
+
+def test_headers_to_a_loopback_siem_over_plain_http_are_accepted(tmp_path: Path) -> None:
+    text = '[[audit.device]]\ntype = "http"\nurl = "http://127.0.0.1:9/x"\n'
+    s = settings_from(tmp_path, text + 'headers = { Authorization = "T" }\n')
+    assert dict(s.audit.devices[0].headers) == {"Authorization": "T"}
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "shown"),
+    [
+        (f"X-Token: {TOKEN}\n", 0o644, "other users may read"),
+        (f"X-Token: {TOKEN}\n", 0o604, "other users may read"),
+        (f"X-Token {TOKEN}\n", 0o600, "line 1: not 'Name: value'"),
+        (f"# c\n{TOKEN}: x\n", 0o600, "line 2: the header name is not an RFC 7230 token"),
+        (f"Host: {TOKEN}\n", 0o600, r"line 1 \(Host\): set by the forwarder"),
+        (f"X-Token: {TOKEN}\nx-token: {TOKEN}\n", 0o600, r"line 2 \(x-token\): given twice"),
+        (f"X-Token: {TOKEN}\x01\n", 0o600, "line 1 .*printable ASCII"),
+        ("X-Token: \xff\n", 0o600, "line 1 .*printable ASCII"),
+    ],
+)
+def test_a_bad_headers_file_names_the_line_and_never_a_value(
+    tmp_path: Path, text: str, mode: int, shown: str
+) -> None:
+    path = _headers_file(tmp_path, text, mode)
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, SIEM + f'headers_file = "{path}"\n')
+    message = caught.value.message
+    assert message.startswith("setting 'audit.device[0].headers_file' (config file server.toml)")
+    assert re.search(shown, message), message
+    assert "hec-canary" not in message
+
+
+def test_a_header_in_both_the_table_and_the_file_is_refused(tmp_path: Path) -> None:
+    path = _headers_file(tmp_path, f"authorization: {TOKEN}\n")
+    with pytest.raises(ConfigError) as caught:
+        settings_from(
+            tmp_path,
+            SIEM + f'headers_file = "{path}"\nheaders = {{ Authorization = "{TOKEN}" }}\n',
+        )
+    assert caught.value.message.startswith(
+        "setting 'audit.device[0].headers.authorization' (config file server.toml): given twice"
+    )
+    assert "hec-canary" not in caught.value.message
+
+
+def test_a_headers_file_spoiled_after_the_check_stops_the_device_build(
+    tmp_path: Path, store: SecretStore
+) -> None:
+    """A worker builds its device from the settings long after the load checked the file
+    (a respawned one, hours later): the file is read again, by the same rules."""
+    path = _headers_file(tmp_path, "X-Tenant: icu\n")
+    file_device = f'[[audit.device]]\ntype = "file"\npath = "{tmp_path / "a.jsonl"}"\n'
+    s = settings_from(tmp_path, SIEM + f'required = false\nheaders_file = "{path}"\n' + file_device)
+    path.write_text(f"X-Tenant: icu\nHost: {TOKEN}\n")
+    with pytest.raises(ConfigError) as caught:
+        build_audit(s, store)
+    assert caught.value.message.startswith("setting 'audit.device[0].headers_file': line 2 (Host)")
+    assert "hec-canary" not in caught.value.message

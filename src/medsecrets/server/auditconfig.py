@@ -23,6 +23,15 @@ the arrays of tables, which only a config file can hold::
     spool_max_bytes = 268435456    # http: at least 1 MiB
     batch_size = 500               # http: lines per POST
     batch_max_bytes = 1048576      # http: bytes per POST (4 KiB to 64 MiB)
+    timeout = 5.0                  # http: seconds per POST in all (0 < timeout <= 60)
+    ca_file = "/etc/medsecrets/siem-ca.pem"   # http (https URL): the only CAs the SIEM's
+                                   # certificate may chain to (default: the system store);
+                                   # a readable regular PEM file. Never "verification off"
+    headers = { Authorization = "Splunk ...", X-Tenant = "icu" }   # http: sent with
+                                   # every POST; values are secrets (never echoed)
+    headers_file = "/etc/medsecrets/siem-headers"   # http: more headers, "Name: value"
+                                   # lines ('#' comments), read at every start; mode
+                                   # 0600/0640 (refused if other users may read it)
 
     [[alerts.channel]]
     type = "webhook"               # slack | webhook | smtp | log
@@ -38,6 +47,16 @@ the arrays of tables, which only a config file can hold::
 
 Every key is checked; an error names the table entry (``audit.device[2].url``)
 and the rule, never a secret value.
+
+SIEM headers (``headers`` and ``headers_file``, together at most
+``MAX_HEADERS``): names are RFC 7230 tokens, unique ignoring case, never one
+the forwarder owns (``Host``, ``Content-Type``, ``Content-Length``, framing and
+connection headers: ``RESERVED_HEADERS``); values are printable ASCII (no
+CR, LF, NUL or other control character, no leading or trailing space), 1 to
+``MAX_HEADER_VALUE`` characters. They go only to an ``https`` URL (or plain
+``http`` to loopback), and an ``Authorization`` header not with credentials in
+the URL. An error names ``audit.device[N].headers.<name>`` (or the file and
+line) and never a value; ``AuditDeviceSettings`` keeps values out of its repr.
 """
 
 from __future__ import annotations
@@ -45,7 +64,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Mapping
+import re
+import stat
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -54,12 +75,14 @@ from urllib.parse import urlsplit
 from medsecrets.audit.spool import unusable_reason
 from medsecrets.audit.syslog import ADDRESS_FORMS, FACILITIES, transport_of
 from medsecrets.errors import ConfigError
+from medsecrets.fdio import open_regular
 from medsecrets.monitor.channels import (
     check_alert_url,
     check_email_address,
     check_http_url,
     is_loopback,
 )
+from medsecrets.sensitive import SecretFields
 
 __all__ = [
     "AlertChannelSettings",
@@ -67,6 +90,7 @@ __all__ = [
     "cleartext_warnings",
     "parse_alert_channels",
     "parse_audit_devices",
+    "read_headers_file",
     "secret_settings",
 ]
 
@@ -74,9 +98,15 @@ DeviceType = Literal["file", "database", "syslog", "http", "stdout"]
 ChannelType = Literal["slack", "webhook", "smtp", "log"]
 
 
+def _no_headers() -> SecretFields:
+    return SecretFields({})
+
+
 @dataclass(frozen=True, slots=True)
 class AuditDeviceSettings:
-    """One ``[[audit.device]]`` entry (paths absolute after loading)."""
+    """One ``[[audit.device]]`` entry (paths absolute after loading); ``url`` and the
+    ``headers`` values stay out of reprs. ``headers`` are the config file's; those of
+    ``headers_file`` are read when the device is built (``read_headers_file``)."""
 
     type: DeviceType
     name: str
@@ -93,6 +123,10 @@ class AuditDeviceSettings:
     spool_max_bytes: int = 256 * 1024 * 1024
     batch_size: int = 500
     batch_max_bytes: int = 1024 * 1024
+    timeout: float = 5.0
+    ca_file: str = ""
+    headers: SecretFields = field(default_factory=_no_headers, repr=False)
+    headers_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +162,10 @@ _DEVICE_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "spool_max_bytes": (int, ("http",)),
     "batch_size": (int, ("http",)),
     "batch_max_bytes": (int, ("http",)),
+    "timeout": (float, ("http",)),
+    "ca_file": (str, ("http",)),
+    "headers": (dict, ("http",)),
+    "headers_file": (str, ("http",)),
 }
 _CHANNEL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "type": (str, ()),
@@ -142,10 +180,32 @@ _CHANNEL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "username": (str, ("smtp",)),
     "password": (str, ("smtp",)),
 }
-_SECRET_KEYS = frozenset({"url", "secret", "password"})
+_SECRET_KEYS = frozenset({"url", "secret", "password", "headers"})
 _FACILITIES = frozenset(FACILITIES)
 _MIN_SPOOL_BYTES: Final = 1 << 20
 _BATCH_BYTES: Final = (4 << 10, 64 << 20)
+_MAX_TIMEOUT: Final = 60.0
+MAX_HEADERS: Final = 32
+MAX_HEADER_VALUE: Final = 8192
+MAX_HEADERS_FILE_BYTES: Final = 64 << 10
+RESERVED_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+"""Headers the forwarder (or HTTP framing) owns: never set by the configuration."""
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 def _entries(raw: object, where: str, source: str) -> list[Mapping[str, object]]:
@@ -182,7 +242,8 @@ def _typed(
             raise ConfigError(f"setting {name!r} ({source}): must be a finite number, got {value}")
         if not ok:
             shown = "" if key in _SECRET_KEYS else f", got {value!r}"[:70]
-            raise ConfigError(f"setting {name!r} ({source}): must be a {expected.__name__}{shown}")
+            kind_name = "table" if expected is dict else expected.__name__
+            raise ConfigError(f"setting {name!r} ({source}): must be a {kind_name}{shown}")
         values[key] = value
     return values
 
@@ -231,9 +292,7 @@ def parse_audit_devices(raw: object, source: str) -> tuple[AuditDeviceSettings, 
     return tuple(found)
 
 
-def _check_http(
-    values: Mapping[str, object], spools: dict[str, str], where: str, source: str
-) -> None:
+def _check_http(values: dict[str, object], spools: dict[str, str], where: str, source: str) -> None:
     """An http device's URL, bounds and spool directory (one device's, never a foreign one)."""
     url = values.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -254,6 +313,14 @@ def _check_http(
             f"setting '{where}.batch_max_bytes' ({source}): must be from "
             f"{_BATCH_BYTES[0]} (4 KiB) to {_BATCH_BYTES[1]} (64 MiB)"
         )
+    timeout = values.get("timeout", 1.0)
+    if isinstance(timeout, float) and not 0 < timeout <= _MAX_TIMEOUT:
+        raise ConfigError(
+            f"setting '{where}.timeout' ({source}): seconds per POST, more than 0 and at "
+            f"most {_MAX_TIMEOUT:g}"
+        )
+    _check_trust(values, url, where, source)
+    _check_headers(values, url, where, source)
     spool_dir = values.get("spool_dir")
     if not isinstance(spool_dir, str) or not spool_dir:
         return
@@ -268,6 +335,158 @@ def _check_http(
         reason = unusable_reason(Path(key))
     if reason is not None:
         raise ConfigError(f"setting '{where}.spool_dir' ({source}): {spool_dir!r} {reason}")
+
+
+def _check_trust(values: dict[str, object], url: str, where: str, source: str) -> None:
+    """``ca_file``: an https URL's only trusted CAs, a PEM bundle that loads (made absolute)."""
+    from medsecrets.audit.forwarder import tls_context
+
+    ca_file = values.get("ca_file")
+    if not isinstance(ca_file, str):
+        return
+    name = f"setting '{where}.ca_file' ({source})"
+    if not ca_file:
+        raise ConfigError(f"{name}: must name a PEM file (leave it out for the system store)")
+    if not url.startswith("https://"):
+        raise ConfigError(f"{name}: only for an https url")
+    try:
+        tls_context(ca_file)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {ca_file!r} {exc}") from None
+    values["ca_file"] = os.path.abspath(ca_file)
+
+
+def _check_headers(values: dict[str, object], url: str, where: str, source: str) -> None:
+    """``headers`` (made ``SecretFields``) and ``headers_file`` (made absolute, read once to
+    check it): the rules in the module docstring, never echoing a value."""
+    raw = values.get("headers", {})
+    assert isinstance(raw, dict)
+    table: dict[str, str] = {}
+
+    def named(name: str) -> str:
+        return f"setting '{where}.headers.{name}' ({source})"
+
+    for name, value in raw.items():
+        checked = _checked_header(name, value, named)
+        _refuse_twice(name, [*table, name], named)
+        table[name] = checked
+    values["headers"] = SecretFields(table)
+    headers_file = values.get("headers_file")
+    if isinstance(headers_file, str):
+        if not headers_file:
+            raise ConfigError(f"setting '{where}.headers_file' ({source}): must name a file")
+        values["headers_file"] = os.path.abspath(headers_file)
+    siem_headers(url, table, str(values.get("headers_file", "")), where, source)
+
+
+def siem_headers(
+    url: str, table: Mapping[str, str], headers_file: str, where: str, source: str = ""
+) -> dict[str, str]:
+    """The headers an http device sends: its ``headers`` (``table``, each checked already)
+    and those of its ``headers_file`` (read now: ``read_headers_file``), checked together
+    (module docstring): ``ConfigError`` naming ``setting 'where.headers...'`` otherwise.
+    Called at load and again when a device is built (a worker may start long after)."""
+    headers = dict(table)
+    at = f" ({source})" if source else ""
+    if headers_file:
+        for name, value in read_headers_file(headers_file, f"{where}.headers_file", source).items():
+            _refuse_twice(name, [*headers, name], lambda n: f"setting '{where}.headers.{n}'{at}")
+            headers[name] = value
+    if not headers:
+        return headers
+    shown = f"setting '{where}.headers'{at}"
+    if len(headers) > MAX_HEADERS:
+        raise ConfigError(f"{shown}: at most {MAX_HEADERS} headers")
+    if "authorization" in (n.lower() for n in headers) and _has_credentials(url):
+        raise ConfigError(
+            f"{shown}: an Authorization header, and credentials in the url too (basic auth): "
+            "give one or the other"
+        )
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            f"{shown}: headers carry credentials: only to an https url (plain http only to a "
+            "loopback host)"
+        )
+    return headers
+
+
+def _refuse_twice(name: str, names: Collection[str], named: Callable[[str], str]) -> None:
+    """``ConfigError`` if ``name`` (in ``names``) is there twice, ignoring case."""
+    if sum(n.lower() == name.lower() for n in names) > 1:
+        raise ConfigError(
+            f"{named(name)}: given twice (header names ignore case; headers and headers_file "
+            "count together)"
+        )
+
+
+def _checked_header(name: object, value: object, named: Callable[[str], str]) -> str:
+    """``value`` if ``name: value`` is a header the configuration may set (module
+    docstring); else ``ConfigError`` starting with ``named(name)`` (``named("?")`` for a
+    name that is not a string) and saying the rule, never the value."""
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        shown = name[:40] if isinstance(name, str) else "?"
+        raise ConfigError(
+            f"{named(shown)}: the header name is not an RFC 7230 token (letters, digits and "
+            "!#$%&'*+-.^_`|~)"
+        )
+    if name.lower() in RESERVED_HEADERS:
+        raise ConfigError(f"{named(name)}: set by the forwarder itself, not by the configuration")
+    if not isinstance(value, str):
+        raise ConfigError(f"{named(name)}: the value must be a string")
+    if len(value) > MAX_HEADER_VALUE or not _VALUE.fullmatch(value):
+        raise ConfigError(
+            f"{named(name)}: the value must be 1 to {MAX_HEADER_VALUE} printable ASCII "
+            "characters (no CR, LF, NUL or other control character, no leading or trailing "
+            "space)"
+        )
+    return value
+
+
+def read_headers_file(path: str, where: str, source: str = "") -> dict[str, str]:
+    """The headers of the ``headers_file`` at ``path``: ``Name: value`` lines (blank lines
+    and ``#`` comments skipped, space around the value dropped), each checked as a
+    ``headers`` entry. The file must be regular, at most ``MAX_HEADERS_FILE_BYTES`` of
+    UTF-8, and grant nothing to other users (chmod 600, 640 for a group).
+
+    ``ConfigError`` naming ``setting 'where'`` (and ``source``), the line and a valid
+    header name: never a value, nor the text of a line that is not a header.
+    """
+    setting = f"setting '{where}'" + (f" ({source})" if source else "")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o007:
+            raise ConfigError(
+                f"{setting}: other users may read {path!r} (mode {mode:04o}); "
+                "chmod 600 it (640 for a group)"
+            )
+        with open_regular(path) as handle:
+            data = handle.read(MAX_HEADERS_FILE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{setting}: cannot read {path!r} ({reason})") from None
+    if len(data) > MAX_HEADERS_FILE_BYTES:
+        raise ConfigError(f"{setting}: {path!r} is larger than {MAX_HEADERS_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting}: {path!r} is not UTF-8 text") from None
+    headers: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        name, colon, value = stripped.partition(":")
+
+        def named(shown: str, number: int = number) -> str:
+            return f"{setting}: line {number}" + (f" ({shown})" if _TOKEN.fullmatch(shown) else "")
+
+        if not colon:
+            raise ConfigError(f"{named('')}: not 'Name: value'")
+        checked = _checked_header(name, value.strip(), named)
+        _refuse_twice(name, [*headers, name], named)
+        headers[name] = checked
+    return headers
 
 
 def _check_syslog(values: Mapping[str, object], where: str, source: str) -> None:
@@ -341,12 +560,14 @@ def secret_settings(
 ) -> list[str]:
     """The names of the entries' settings that hold a secret: a channel's ``secret``,
     ``password`` and ``url`` (a Slack URL is its token), a device URL with credentials
-    (``https://user:token@siem/...``, sent as HTTP basic auth)."""
-    found = [
-        f"audit.device[{index}].url"
-        for index, device in enumerate(devices)
-        if device.url and _has_credentials(device.url)
-    ]
+    (``https://user:token@siem/...``, sent as HTTP basic auth) and a device's ``headers``
+    (``headers_file`` is another file, refused when other users may read it)."""
+    found: list[str] = []
+    for index, device in enumerate(devices):
+        if device.url and _has_credentials(device.url):
+            found.append(f"audit.device[{index}].url")
+        if device.headers:
+            found.append(f"audit.device[{index}].headers")
     for index, channel in enumerate(channels):
         found += [
             f"alerts.channel[{index}].{key}"

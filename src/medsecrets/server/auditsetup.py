@@ -65,7 +65,11 @@ from medsecrets.schema.audit import (
     AuditRecords,
     AuditVerification,
 )
-from medsecrets.server.auditconfig import AlertChannelSettings, AuditDeviceSettings
+from medsecrets.server.auditconfig import (
+    AlertChannelSettings,
+    AuditDeviceSettings,
+    siem_headers,
+)
 from medsecrets.server.auditprocess import AlertReceiver, monitor_settings
 from medsecrets.server.config import Settings
 from medsecrets.store import SecretStore
@@ -561,12 +565,17 @@ def _per_worker(path: str, worker: bool) -> Path:
     return p.with_name(f"{p.stem}-{os.getpid()}{p.suffix}") if worker else p
 
 
+def _entry(spec: AuditDeviceSettings, settings: Settings) -> str:
+    """How errors name ``spec``'s entry: ``audit.device[N]`` (a shorthand: ``audit.device``)."""
+    devices = settings.audit.devices
+    return f"audit.device[{devices.index(spec)}]" if spec in devices else "audit.device"
+
+
 def _encryption_key(store: SecretStore, spec: AuditDeviceSettings, settings: Settings) -> bytes:
     """The audit log encryption key of the file device ``spec``, named by its ``encrypt``
     (``SECRET_PATH#FIELD``, 64 hex digits); a ``ConfigError`` names the entry
     (``audit.device[N].encrypt``)."""
-    devices = settings.audit.devices
-    where = f"audit.device[{devices.index(spec)}].encrypt" if spec in devices else "encrypt"
+    where = f"{_entry(spec, settings)}.encrypt"
     path, _, name = spec.encrypt.partition("#")
     if not store.status().initialized:
         raise ConfigError(
@@ -626,6 +635,8 @@ def _device(
         from medsecrets.audit.forwarder import HttpForwarderDevice
 
         spool = spec.spool_dir or os.path.join(settings.data_dir, "audit-spool", spec.name)
+        # the headers file is read again: a worker may start long after the check at load
+        headers = siem_headers(spec.url, spec.headers, spec.headers_file, _entry(spec, settings))
         return HttpForwarderDevice(
             spec.name,
             url=spec.url,
@@ -633,6 +644,9 @@ def _device(
             spool_max_bytes=spec.spool_max_bytes,
             batch_size=spec.batch_size,
             batch_max_bytes=spec.batch_max_bytes,
+            timeout=spec.timeout,
+            headers=headers,
+            verify_tls=spec.ca_file or True,  # never False: verification is not optional
             on_overflow=lambda message: alarm(spec.name, message),
         )
     from medsecrets.audit.stdout import StdoutAuditDevice
