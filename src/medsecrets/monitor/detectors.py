@@ -4,10 +4,19 @@ A ``Detector`` has a ``name`` and ``observe(event) -> list[Alert]``; it keeps
 its own state, bounded in memory (sliding windows are pruned on every event
 and keep at most about twice the key's threshold of entries, so a
 principal reading thousands of times a second costs no more than one reading
-at the threshold; per-key tables hold at most ``DetectorConfig.max_keys`` keys
-and drop the oldest beyond that). Windows are measured on *event* time, so the same
-detectors run online (``MonitorEngine``) and offline (``analyze``); events are
-expected in (roughly) time order. A detector is not thread-safe: one thread
+at the threshold; per-key tables hold at most ``DetectorConfig.max_keys`` keys:
+at the bound half are dropped, those with the fewest events in their windows
+first (ties: the oldest), so a flood of new keys (tokens, addresses) drops idle
+keys rather than the busy window about to catch its maker; quiet periods that
+ended go first, baselines still warming up go before finished ones). An event's
+cost does not grow with the tables (no table is scanned per event; a trim's
+sort is amortised over the keys it makes room for). Windows are measured on
+*event* time, so the same detectors run online (``MonitorEngine``) and offline
+(``analyze``); events are expected in (roughly) time order: a straggler counts
+in the window it belongs to, and a clock set back (an online stream's time is
+the server's clock) neither silences a key until it catches up (a quiet period
+that began more than one period after an event does not hold it) nor makes a
+full window drop each new event. A detector is not thread-safe: one thread
 observes.
 
 The detectors below are ``BatchDetector``s: their rule is written once, as
@@ -428,10 +437,19 @@ def _alert(
     )
 
 
-def _trim(table: dict[str, _V], limit: int) -> None:
-    """Keep a per-key table under ``limit`` keys by dropping the oldest half."""
+def _trim(table: dict[str, _V], limit: int, weight: Callable[[_V], float]) -> None:
+    """Keep a per-key table under ``limit`` keys by dropping half of it: the keys whose
+    values weigh least (ties: the oldest first). Sorting costs O(n log n) once per n/2
+    new keys, so a new key costs O(log n) amortised.
+
+    The weight is what the table holds against its key (events in the window, the end
+    of a quiet period): a flood of new keys (principals, addresses) drops the idle ones
+    and keeps the busy ones, so an attacker cannot push out the window that is about to
+    catch them by making keys of their own (they would need more than ``limit / 2``
+    keys each busier than theirs)."""
     if len(table) >= limit:
-        for key in list(table)[: max(1, len(table) // 2)]:
+        ranked = sorted(table, key=lambda key: weight(table[key]))  # stable: oldest first
+        for key in ranked[: max(1, len(table) // 2)]:
             del table[key]
 
 
@@ -468,13 +486,20 @@ def _kept_baselines(profiles: Mapping[str, _P]) -> Iterator[tuple[str, _P]]:
 
 
 class _Quiet:
-    """Per-key quiet periods after an alert (bounded)."""
+    """Per-key quiet periods of ``period`` seconds after an alert (bounded: at the bound,
+    the periods that ended, then those ending soonest, are dropped; a dropped period
+    can only let an alert be raised again).
 
-    __slots__ = ("_limit", "_until")
+    An event more than one period *before* the event that started a quiet period
+    (a clock set back, a log out of order) is outside it: the quiet period is dropped
+    rather than silencing the key until the clock catches up again."""
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("_limit", "_period", "_until")
+
+    def __init__(self, limit: int, period: float) -> None:
         self._until: dict[str, float] = {}
         self._limit = limit
+        self._period = period
 
     def state(self) -> dict[str, float]:
         """Each key's end of quiet."""
@@ -489,11 +514,16 @@ class _Quiet:
         """Whether ``key`` may alert at ``ts`` (callers check it before they build an
         alert's text: a principal over a limit stays over it for every event)."""
         until = self._until.get(key)
-        return until is None or ts >= until
+        if until is None or ts >= until:
+            return True
+        if until - ts > 2 * self._period:  # started over a period after ts: clock set back
+            del self._until[key]
+            return True
+        return False
 
     def hold(self, key: str, until: float) -> None:
         if key not in self._until:
-            _trim(self._until, self._limit)
+            _trim(self._until, self._limit, float)
         self._until[key] = until
 
     def once(
@@ -554,7 +584,8 @@ class _Counts:
         ``ts`` (at most ``cap``)."""
         times = self._times.get(key)
         if times is None:
-            _trim(self._times, self._limit)
+            horizon = ts - self._window
+            _trim(self._times, self._limit, lambda kept: _live(kept, horizon))
             times = self._times[key] = deque(maxlen=cap)
         elif times and ts < times[-1]:
             return self._late(times, ts)
@@ -566,12 +597,23 @@ class _Counts:
 
     def _late(self, times: deque[float], ts: float) -> int:
         """``add`` for a straggler, older than the newest time kept: it takes its place in
-        time order (the newest ``cap`` are kept), and the count is of the window ending at
-        ``ts`` (the later times kept do not count)."""
+        time order, and the count is of the window ending at ``ts`` (the later times kept
+        do not count). When the key already holds ``cap`` times, the oldest goes if it is
+        out of that window, the newest otherwise: after a clock set back every event is
+        a straggler, and dropping the oldest would drop each one as it came (the key
+        blind until the clock caught up)."""
+        horizon = ts - self._window
         ordered = sorted([*times, ts])
+        if len(ordered) > (times.maxlen or len(ordered)):
+            del ordered[0 if ordered[0] <= horizon else -1]
         times.clear()
-        times.extend(ordered)  # maxlen: the newest cap
-        return bisect.bisect_right(times, ts) - bisect.bisect_right(times, ts - self._window)
+        times.extend(ordered)
+        return bisect.bisect_right(times, ts) - bisect.bisect_right(times, horizon)
+
+
+def _live(times: deque[float], horizon: float) -> int:
+    """How many of ``times`` (in order) are after ``horizon``."""
+    return len(times) - bisect.bisect_right(times, horizon)
 
 
 class _Distinct:
@@ -618,7 +660,8 @@ class _Distinct:
         """Record ``item`` for ``key`` at ``ts``; the distinct items within the window."""
         seen = self._state.get(key)
         if seen is None:
-            _trim(self._state, self._limit)
+            horizon = ts - self._window
+            _trim(self._state, self._limit, lambda items: _fresh_items(items, horizon))
             seen = self._state[key] = {}
         last = seen.get(item)
         if last is None or ts >= last:  # a late event does not make an item older
@@ -634,6 +677,11 @@ class _Distinct:
                 break
             del seen[oldest]
         return len(seen)
+
+
+def _fresh_items(seen: dict[str, float], horizon: float) -> int:
+    """How many items of ``seen`` were seen after ``horizon``."""
+    return sum(1 for ts in seen.values() if ts > horizon)
 
 
 def _count_text(count: int, cap: int) -> str:
@@ -724,7 +772,7 @@ class RateDetector(_Batched):
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._counts = _Counts(config.rate_window, config.max_keys)
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.rate_window)
         self._add = self._counts.add
         self._limit = config.rate_limit
         self._principal_limits = dict(config.rate_principal_limits)
@@ -793,7 +841,7 @@ class BulkDetector(_Batched):
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._distinct = _Distinct(config.bulk_window, config.max_keys, 2 * config.bulk_distinct)
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.bulk_window)
         self._add = self._distinct.add
         self._threshold = config.bulk_distinct
 
@@ -847,7 +895,7 @@ class EnumerationDetector(_Batched):
         self._described = _Distinct(
             config.enumeration_window, config.max_keys, 2 * config.enumeration_lists
         )
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.enumeration_window)
 
     def _parts(self) -> dict[str, _Part]:
         return {"counts": self._counts, "described": self._described, "quiet": self._quiet}
@@ -904,7 +952,7 @@ class FailedBurstDetector(_Batched):
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._counts = _Counts(config.failed_window, config.max_keys)
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.failed_window)
         self._origins: dict[str, str] = {}
 
     def _parts(self) -> dict[str, _Part]:
@@ -1044,7 +1092,7 @@ class UnusualTimeDetector(_Batched):
         self._config = config
         self._warmup = _Warmup(config)
         self._profiles: dict[str, _Hours] = {}
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.repeat_after)
 
     def _parts(self) -> dict[str, _Part]:
         return {"hours": _HoursTable(self._profiles), "quiet": self._quiet}
@@ -1118,7 +1166,7 @@ class NewSourceDetector(_Batched):
         self._config = config
         self._learned = _Learned(config)
         self._novel = self._learned.novel
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.repeat_after)
         self._networks: dict[str, str] = {}
 
     def _parts(self) -> dict[str, _Part]:
@@ -1184,7 +1232,7 @@ class FirstCategoryDetector(_Batched):
         self._config = config
         self._learned = _Learned(config)
         self._novel = self._learned.novel
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.repeat_after)
 
     def _parts(self) -> dict[str, _Part]:
         return {"learned": self._learned, "quiet": self._quiet}
@@ -1224,7 +1272,7 @@ class EmergencyDetector(_Batched):
 
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.repeat_after)
 
     def _parts(self) -> dict[str, _Part]:
         return {"quiet": self._quiet}
@@ -1266,7 +1314,7 @@ class HoneytokenDetector(_Batched):
     def __init__(self, config: DetectorConfig, is_honeytoken: Callable[[str], bool]) -> None:
         self._config = config
         self._is_honeytoken = is_honeytoken
-        self._quiet = _Quiet(config.max_keys)
+        self._quiet = _Quiet(config.max_keys, config.repeat_after)
         self._decoys: dict[str, bool] = {}
 
     def _parts(self) -> dict[str, _Part]:
