@@ -415,6 +415,36 @@ def test_many_principals_each_raising_one_alert_are_limited_and_summarised() -> 
     assert len(hooked) == 5003  # every alert and the summary audited
 
 
+def test_critical_alerts_keep_a_place_in_slow_queues() -> None:
+    """A flood of lesser alerts while the log channel and the audit hook are slow: the
+    queues fill and drop them (counted), but a honeytoken read that comes after is still
+    logged and audited (the last tenth of a queue is kept for critical alerts)."""
+    gate = threading.Event()
+    log = Recorder("log", limited=False, gate=gate)
+    hooked: list[Alert] = []
+
+    def hook(alert: Alert) -> None:
+        gate.wait()
+        hooked.append(alert)
+
+    dispatcher = AlertDispatcher([log], on_alert=hook, queue_size=100)
+    dispatcher.start()
+    try:
+        for i in range(300):
+            dispatcher.raise_(_alert("new_source", "medium", f"mallory|10.{i}.0.0/24"))
+        dispatcher.raise_(_alert("honeytoken", "critical", f"mallory|{DECOY}"))
+        gate.set()
+        assert dispatcher.flush()
+    finally:
+        gate.set()
+        dispatcher.stop()
+    assert [a.detector for a in hooked].count("honeytoken") == 1
+    assert [a.detector for a in log.sent].count("honeytoken") == 1
+    stats = dispatcher.stats()
+    assert stats["hook_failures"] == 300 - len(hooked) + 1  # the dropped ones are counted
+    assert stats["channels"]["log"]["dropped"] == 300 - len(log.sent) + 1  # type: ignore[index]
+
+
 # --- CPU: one event's cost does not grow with the state --------------------------------------
 
 

@@ -39,7 +39,11 @@ Contract:
   ``AlertDeliveryError`` with ``retryable=False`` stops at once. While
   stopping, waits are cut short and no further attempts are made.
 * Each channel queue holds at most ``queue_size`` alerts; beyond that an alert
-  is dropped for that channel (status ``dropped``) rather than blocking.
+  is dropped for that channel (status ``dropped``) rather than blocking. The
+  last tenth of every queue (the channels' and the ``on_alert`` hook's) is kept
+  for ``critical`` alerts: a flood of lesser alerts into a slow channel, or a
+  slow audit hook, cannot make a honeytoken or emergency alert be dropped from
+  the log or go unaudited (a flood of critical alerts still can: counted).
 * Logs (``medsecrets.monitor.dispatcher``) carry channel names, alert ids and
   error messages of medsecrets errors (which hold no values by contract) or
   only the type of foreign exceptions; never an alert's secrets (it has none)
@@ -209,6 +213,8 @@ class _Lane:
     ) -> None:
         self.name = name
         self.size = size
+        self.reserve = size // 10
+        """Places only a critical alert may take (see the module docstring)."""
         self.queue: queue.Queue[_Entry | None] = queue.Queue()  # None: stop
         self._work = work
         self._idle = idle
@@ -475,7 +481,8 @@ class AlertDispatcher:
         return summarize
 
     def _enqueue(self, lane: _Lane, entry: _Entry, channel: str | None) -> None:
-        if lane.queue.qsize() >= lane.size:
+        room = lane.size if entry.alert.severity == "critical" else lane.size - lane.reserve
+        if lane.queue.qsize() >= room:
             if channel is not None:
                 entry.deliveries[channel] = _Delivery(status="dropped", error="queue full")
                 self._stats[channel].dropped += 1
