@@ -4,7 +4,9 @@
 ...     secret = await client.get("medessence/production/database")
 
 Settings default to ``MEDSECRETS_ADDR`` (a comma-separated list of addresses
-to fail over between), ``MEDSECRETS_TOKEN`` and ``MEDSECRETS_CACERT``. Errors
+to fail over between), ``MEDSECRETS_TOKEN``, ``MEDSECRETS_CACERT`` and, for a
+server that asks for a client certificate, ``MEDSECRETS_CLIENT_CERT``,
+``MEDSECRETS_CLIENT_KEY`` and ``MEDSECRETS_CLIENT_KEY_PASSWORD``. Errors
 are the classes of ``medsecrets.errors`` (one table:
 ``medsecrets.sdk.errors.ERROR_TABLE``) plus ``ServerUnavailableError``. Retries and
 failover follow ``medsecrets.sdk.transport``; ``sleep`` and ``random`` are
@@ -143,6 +145,9 @@ class AsyncClient(ClientBase):
         token: str | Sensitive[str] | None = None,
         *,
         cacert: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        client_key_password: str | Sensitive[str] | None = None,
         verify: bool = True,
         timeout: float = 10.0,
         retries: int = 3,
@@ -160,7 +165,14 @@ class AsyncClient(ClientBase):
         largest success body read; ``transport`` replaces the default one (tests: it
         is used as given, so its network steps are not cut to those budgets; the body's
         is still checked per chunk); ``env`` replaces ``os.environ`` for the
-        ``MEDSECRETS_*`` defaults (tests)."""
+        ``MEDSECRETS_*`` defaults (tests).
+
+        ``client_cert`` (``MEDSECRETS_CLIENT_CERT``): a PEM certificate chain to present
+        to a server that asks for one (``tls.client_ca``); ``client_key``
+        (``MEDSECRETS_CLIENT_KEY``): its private key, unless ``client_cert`` holds it;
+        ``client_key_password`` (``MEDSECRETS_CLIENT_KEY_PASSWORD``): the password of an
+        encrypted key (without one such a key is refused). A file that cannot be used
+        raises ``medsecrets.sdk.errors.ClientCertificateError`` here, naming the file."""
         super().__init__(
             addr,
             token,
@@ -173,6 +185,9 @@ class AsyncClient(ClientBase):
             random=random,
             max_response_bytes=max_response_bytes,
             env=env,
+            client_cert=client_cert,
+            client_key=client_key,
+            client_key_password=client_key_password,
         )
         self._sleep = sleep
         self._http = httpx.AsyncClient(
@@ -206,10 +221,12 @@ class AsyncClient(ClientBase):
         try:
             while True:
                 url = attempts.address + call.path
-                failure: httpx.TransportError | None = None
+                failure: httpx.TransportError | ssl.SSLError | None = None
                 try:
                     status, content = await self._exchange(call, url, body, headers)
-                except httpx.TransportError as exc:
+                except (httpx.TransportError, ssl.SSLError) as exc:
+                    # (httpcore's anyio streams pass a TLS alert read after the handshake,
+                    # such as a refused client certificate, on as a bare ssl.SSLError)
                     failure = exc  # handled below, outside this block: no chained context
                 if failure is not None:
                     # the httpx error holds the request and its token header: never chain it
@@ -262,6 +279,11 @@ class AsyncClient(ClientBase):
     async def unseal(self, share: str | Sensitive[str]) -> SealStatus:
         """Submit one unseal share."""
         return await self.call(ep.unseal(share))
+
+    async def auto_unseal(self) -> SealStatus:
+        """Ask a key-file or AWS KMS seal to unseal itself (``POST /v1/sys/unseal`` with
+        ``{}``; no token needed); the seal status. See ``endpoints.auto_unseal``."""
+        return await self.call(ep.auto_unseal())
 
     async def unseal_reset(self) -> SealStatus:
         """Forget the shares submitted so far."""

@@ -44,6 +44,9 @@ class ClientBase:
         random: Callable[[], float],
         max_response_bytes: int,
         env: Mapping[str, str] | None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        client_key_password: str | Sensitive[str] | None = None,
     ) -> None:
         self._settings: ClientSettings = resolve_settings(
             addr,
@@ -54,6 +57,9 @@ class ClientBase:
             policy=RetryPolicy(retries=retries, backoff=backoff, backoff_max=backoff_max),
             max_response_bytes=max_response_bytes,
             env=env,
+            client_cert=client_cert,
+            client_key=client_key,
+            client_key_password=client_key_password,
         )
         self._token = self._settings.token
         self._ring = AddressRing(self._settings.addresses)

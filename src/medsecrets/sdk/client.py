@@ -5,7 +5,9 @@
 ...     secret.fields["password"]
 
 Settings default to ``MEDSECRETS_ADDR`` (a comma-separated list of addresses
-to fail over between), ``MEDSECRETS_TOKEN`` and ``MEDSECRETS_CACERT``. Errors
+to fail over between), ``MEDSECRETS_TOKEN``, ``MEDSECRETS_CACERT`` and, for a
+server that asks for a client certificate, ``MEDSECRETS_CLIENT_CERT``,
+``MEDSECRETS_CLIENT_KEY`` and ``MEDSECRETS_CLIENT_KEY_PASSWORD``. Errors
 are the classes of ``medsecrets.errors`` (one table:
 ``medsecrets.sdk.errors.ERROR_TABLE``) plus ``ServerUnavailableError``. Retries and
 failover follow ``medsecrets.sdk.transport``; ``sleep`` and ``random`` are
@@ -150,6 +152,9 @@ class Client(ClientBase):
         token: str | Sensitive[str] | None = None,
         *,
         cacert: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        client_key_password: str | Sensitive[str] | None = None,
         verify: bool = True,
         timeout: float = 10.0,
         retries: int = 3,
@@ -167,7 +172,14 @@ class Client(ClientBase):
         largest success body read; ``transport`` replaces the default one (tests: it
         is used as given, so its network steps are not cut to those budgets; the body's
         is still checked per chunk); ``env`` replaces ``os.environ`` for the
-        ``MEDSECRETS_*`` defaults (tests)."""
+        ``MEDSECRETS_*`` defaults (tests).
+
+        ``client_cert`` (``MEDSECRETS_CLIENT_CERT``): a PEM certificate chain to present
+        to a server that asks for one (``tls.client_ca``); ``client_key``
+        (``MEDSECRETS_CLIENT_KEY``): its private key, unless ``client_cert`` holds it;
+        ``client_key_password`` (``MEDSECRETS_CLIENT_KEY_PASSWORD``): the password of an
+        encrypted key (without one such a key is refused). A file that cannot be used
+        raises ``medsecrets.sdk.errors.ClientCertificateError`` here, naming the file."""
         super().__init__(
             addr,
             token,
@@ -180,6 +192,9 @@ class Client(ClientBase):
             random=random,
             max_response_bytes=max_response_bytes,
             env=env,
+            client_cert=client_cert,
+            client_key=client_key,
+            client_key_password=client_key_password,
         )
         self._sleep = sleep
         self._http = httpx.Client(
@@ -271,6 +286,11 @@ class Client(ClientBase):
     def unseal(self, share: str | Sensitive[str]) -> SealStatus:
         """Submit one unseal share."""
         return self.call(ep.unseal(share))
+
+    def auto_unseal(self) -> SealStatus:
+        """Ask a key-file or AWS KMS seal to unseal itself (``POST /v1/sys/unseal`` with
+        ``{}``; no token needed); the seal status. See ``endpoints.auto_unseal``."""
+        return self.call(ep.auto_unseal())
 
     def unseal_reset(self) -> SealStatus:
         """Forget the shares submitted so far."""

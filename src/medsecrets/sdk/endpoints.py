@@ -4,6 +4,7 @@ Each function validates nothing the server validates: it only shapes the
 request and names the type the answer is read into. ``retry_safe`` is set per
 endpoint; the POST routes marked safe are those where repeating a request
 that may have been applied leaves the same state: ``sys/seal``,
+``sys/unseal`` with ``{}`` (auto-unseal) or a reset,
 ``sys/rewrap`` (resumable), ``stages`` with an explicit version or a removal,
 ``destroy`` of a version, ``provision`` (leaves existing secrets alone),
 ``generate`` (no state), ``sys/audit/hash`` (no state) and ``token/lookup``,
@@ -75,6 +76,7 @@ __all__ = [
     "audit_public_key",
     "audit_search",
     "audit_who_read",
+    "auto_unseal",
     "catalog",
     "category",
     "delete",
@@ -187,6 +189,19 @@ def unseal(share: str | Sensitive[str]) -> Call[SealStatus]:
         "POST", "/v1/sys/unseal", _reader(SealStatus), body={"share": _reveal(share)},
         auth=False, retry_safe=False,
     )  # fmt: skip
+
+
+def auto_unseal() -> Call[SealStatus]:
+    """``POST /v1/sys/unseal`` with ``{}``: a key-file or AWS KMS seal unseals itself.
+
+    An unsealed server answers its status (nothing happens), so repeating the call is
+    harmless (retried). Refused after an operator's ``sys/seal`` until the server
+    restarts (``PermissionDenied``, 403: an emergency seal holds against anyone who
+    reaches the port); a Shamir seal takes shares (``InvalidRequest``, 400); a key
+    file or KMS key that cannot be used is the server's error for it (a KMS failure:
+    ``ProviderError``, 502).
+    """
+    return Call("POST", "/v1/sys/unseal", _reader(SealStatus), body={}, auth=False)
 
 
 def unseal_reset() -> Call[SealStatus]:

@@ -10,6 +10,7 @@ promises no values in messages; the client never adds the response body).
 Client-side additions to the tree::
 
     MedsecretsError
+    ├── ClientCertificateError     the client certificate or key cannot be used (also a ValueError)
     ├── ServerUnavailableError     no server address answered (after retries and failover)
     ├── ServerError           the server failed (HTTP 500 ``internal`` or an unknown 5xx)
     └── UnexpectedResponseError    a 2xx response the client could not read
@@ -45,12 +46,23 @@ from medsecrets.errors import (
 
 __all__ = [
     "ERROR_TABLE",
+    "ClientCertificateError",
     "RequestTimedOut",
     "ServerError",
     "ServerUnavailableError",
     "UnexpectedResponseError",
     "error_from_response",
 ]
+
+
+class ClientCertificateError(MedsecretsError, ValueError):
+    """The client certificate or its key cannot be used: a missing or unreadable file, no
+    PEM certificate or key in it, an encrypted key without its password (or a wrong
+    one), a key that does not match the certificate. The message names the file(s) and
+    the problem, never their content. A ``ValueError`` too, as the clients' other bad
+    settings are."""
+
+    code = "client_certificate"
 
 
 class ServerUnavailableError(MedsecretsError):

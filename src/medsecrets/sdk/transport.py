@@ -17,8 +17,14 @@ Retry contract (see ``Call.retry_safe``):
 - backoff before retry *n* (0-based) is ``min(backoff_max, backoff * 2**n)``
   scaled by a jitter factor in ``[0.5, 1.0)`` ("equal jitter");
 - at most ``retries`` backoff delays per call; then the last error is raised;
-- a failed TLS handshake (untrusted certificate, protocol refused) is never
-  retried: it raises ``ServerUnavailableError`` at once.
+- a failed TLS handshake (untrusted certificate, protocol refused, a client
+  certificate missing or refused) is never retried: it raises
+  ``ServerUnavailableError`` at once, saying which of these it was.
+
+A client certificate (mutual TLS, for a server with ``tls.client_ca``) is
+loaded into the same ``SSLContext`` as the CA (``client_identity``); a file
+that cannot be used is a ``ClientCertificateError`` naming the file, never its
+content.
 
 Answers are read within bounds (``AnswerBody``, ``AttemptDeadline``), so a
 broken or hostile peer costs bounded memory and time: a success body holds at
@@ -61,6 +67,7 @@ import httpx
 from medsecrets.errors import InvalidRequest, MedsecretsError
 from medsecrets.fdio import open_regular
 from medsecrets.sdk.errors import (
+    ClientCertificateError,
     ServerUnavailableError,
     UnexpectedResponseError,
     error_from_response,
@@ -71,6 +78,9 @@ __all__ = [
     "DEFAULT_ADDR",
     "ENV_ADDR",
     "ENV_CACERT",
+    "ENV_CLIENT_CERT",
+    "ENV_CLIENT_KEY",
+    "ENV_CLIENT_KEY_PASSWORD",
     "ENV_TOKEN",
     "MAX_ERROR_BYTES",
     "MAX_RESPONSE_BYTES",
@@ -85,6 +95,7 @@ __all__ = [
     "attempt_deadline",
     "bounded",
     "checked_token",
+    "client_identity",
     "decode",
     "encode",
     "is_unicode",
@@ -99,6 +110,9 @@ DEFAULT_ADDR = "http://127.0.0.1:8200"
 ENV_ADDR = "MEDSECRETS_ADDR"
 ENV_TOKEN = "MEDSECRETS_TOKEN"  # noqa: S105 - the name of a variable, not a token
 ENV_CACERT = "MEDSECRETS_CACERT"
+ENV_CLIENT_CERT = "MEDSECRETS_CLIENT_CERT"
+ENV_CLIENT_KEY = "MEDSECRETS_CLIENT_KEY"
+ENV_CLIENT_KEY_PASSWORD = "MEDSECRETS_CLIENT_KEY_PASSWORD"  # noqa: S105 - a variable's name
 USER_AGENT = "medsecrets-sdk/0.1"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Default bound on the body of a success answer (``max_response_bytes``)."""
@@ -243,6 +257,104 @@ def _ca_context(ca: str) -> ssl.SSLContext:
         raise ValueError(f"cannot use the CA file {ca!r}: {reason}") from None
 
 
+MAX_PEM_FILE_BYTES: Final = 1 << 20
+"""Largest client certificate or key file read (a chain of a few certificates is ~10 KiB)."""
+
+_PEM_CERTIFICATE: Final = b"-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY: Final = b" PRIVATE KEY-----"  # PKCS#8, encrypted PKCS#8, EC and RSA keys
+_PEM_ENCRYPTED: Final = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+_REFUSED_CERTIFICATE: Final = frozenset(
+    {
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "TLSV1_ALERT_ACCESS_DENIED",
+    }
+)
+"""Alerts with which a server refuses the client certificate it was given."""
+
+
+def _pem_head(path: str, what: str) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``MAX_PEM_FILE_BYTES``), read with
+    the same care as the CA file; ``ClientCertificateError`` naming ``what`` and the file."""
+    try:
+        with open_regular(path) as handle:
+            data = handle.read(MAX_PEM_FILE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ClientCertificateError(f"cannot use the {what} {path!r}: {reason}") from None
+    if len(data) > MAX_PEM_FILE_BYTES:
+        raise ClientCertificateError(f"cannot use the {what} {path!r}: larger than 1 MiB")
+    return data
+
+
+class _KeyNeedsPassword(Exception):
+    """Raised by the password callback when no password was given (never a prompt)."""
+
+
+def client_identity(
+    context: ssl.SSLContext,
+    cert: str,
+    key: str | None,
+    password: Sensitive[str] | None,
+) -> None:
+    """Load the client certificate chain ``cert`` (PEM) and its private key into ``context``
+    (``SSLContext.load_cert_chain``); ``key`` ``None``: the key is in ``cert``.
+
+    An encrypted key is opened with ``password`` (``MEDSECRETS_CLIENT_KEY_PASSWORD``);
+    without one it is refused (OpenSSL never prompts on the terminal). Both files must
+    be regular files of at most ``MAX_PEM_FILE_BYTES``. Every failure (a missing or
+    unreadable file, no PEM certificate or key in it, an encrypted key without its
+    password or with a wrong one, a key that does not match the certificate) is a
+    ``ClientCertificateError`` naming the file(s) and the problem: never the files'
+    content or the password, and raised with no exception context from ``ssl``.
+    """
+    key_file = key if key is not None else cert
+    if _PEM_CERTIFICATE not in _pem_head(cert, "client certificate file"):
+        raise ClientCertificateError(
+            f"cannot use the client certificate file {cert!r}: no PEM certificate in it"
+            " ('BEGIN CERTIFICATE')"
+        )
+    key_pem = _pem_head(key_file, "client key file")
+    if _PEM_PRIVATE_KEY not in key_pem:
+        hint = "" if key is not None else " (give the key with client_key / MEDSECRETS_CLIENT_KEY)"
+        raise ClientCertificateError(
+            f"cannot use the client key file {key_file!r}: no PEM private key in it{hint}"
+        )
+    encrypted = any(mark in key_pem for mark in _PEM_ENCRYPTED)
+    del key_pem
+
+    def give_password() -> bytes:
+        if password is None:
+            raise _KeyNeedsPassword
+        return password.reveal().encode()
+
+    problem: str | None = None
+    try:
+        context.load_cert_chain(cert, key, password=give_password)
+    except _KeyNeedsPassword:
+        problem = (
+            f"the client key {key_file!r} is encrypted: give its password with"
+            " MEDSECRETS_CLIENT_KEY_PASSWORD (or client_key_password)"
+        )
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or "SSL error")
+        if reason == "KEY_VALUES_MISMATCH":
+            problem = f"the client key {key_file!r} does not match the certificate {cert!r}"
+        elif encrypted and password is not None:
+            problem = f"cannot decrypt the client key {key_file!r} (is the password right?)"
+        else:
+            problem = f"cannot use the client certificate {cert!r} and key {key_file!r} ({reason})"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        problem = f"cannot use the client certificate {cert!r} and key {key_file!r}: {reason}"
+    if problem is not None:  # raised here, outside the handler: no ssl context kept
+        raise ClientCertificateError(problem)
+
+
 def _split_addresses(addr: str | Sequence[str]) -> tuple[str, ...]:
     items = addr.split(",") if isinstance(addr, str) else list(addr)
     out = tuple(a.strip().rstrip("/") for a in items if a.strip())
@@ -284,9 +396,19 @@ def resolve_settings(
     policy: RetryPolicy,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
     env: Mapping[str, str] | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    client_key_password: str | Sensitive[str] | None = None,
 ) -> ClientSettings:
     """Settings from arguments, falling back to ``MEDSECRETS_ADDR`` (comma-separated),
-    ``MEDSECRETS_TOKEN`` and ``MEDSECRETS_CACERT``, then to ``DEFAULT_ADDR``."""
+    ``MEDSECRETS_TOKEN``, ``MEDSECRETS_CACERT``, ``MEDSECRETS_CLIENT_CERT``,
+    ``MEDSECRETS_CLIENT_KEY`` and ``MEDSECRETS_CLIENT_KEY_PASSWORD``, then to
+    ``DEFAULT_ADDR`` (an empty variable counts as unset).
+
+    A client certificate is loaded into the one ``SSLContext`` that also holds the
+    trusted CAs (``client_identity``: ``ClientCertificateError`` for a file that
+    cannot be used); a client key without a certificate is a ``ClientCertificateError``
+    too. ``ValueError`` for the other bad settings."""
     environ = os.environ if env is None else env
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise ValueError("timeout must be a positive number of seconds")
@@ -298,6 +420,19 @@ def resolve_settings(
     tls: ssl.SSLContext | bool = verify
     if verify and ca is not None:
         tls = _ca_context(ca)
+    cert = client_cert if client_cert is not None else environ.get(ENV_CLIENT_CERT) or None
+    key = client_key if client_key is not None else environ.get(ENV_CLIENT_KEY) or None
+    if cert is not None:
+        if not isinstance(tls, ssl.SSLContext):  # the system's CAs (or none: verify=False)
+            tls = httpx.create_ssl_context(verify=tls, trust_env=False)
+        raw_password = client_key_password
+        if raw_password is None:
+            raw_password = environ.get(ENV_CLIENT_KEY_PASSWORD) or None
+        client_identity(tls, cert, key, as_sensitive(raw_password))
+    elif key is not None:
+        raise ClientCertificateError(
+            "a client key needs its certificate (client_cert / MEDSECRETS_CLIENT_CERT)"
+        )
     return ClientSettings(
         addresses=addresses or (DEFAULT_ADDR,),
         token=checked_token(raw_token),
@@ -330,16 +465,29 @@ _SENT = (
 )
 
 
-def _tls_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from a failed TLS handshake (retrying cannot help)."""
+def _tls_failure(exc: BaseException) -> str | None:
+    """The OpenSSL reason (``""`` if none) when ``exc`` comes from a failed TLS handshake
+    (retrying cannot help), else ``None``."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
-            return False
+            return None
         if isinstance(seen, ssl.SSLError):
-            return True
+            return str(seen.reason or "")
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
+
+
+def _tls_problem(reason: str) -> str:
+    """What a failed handshake's OpenSSL ``reason`` means, and which setting to look at."""
+    if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+        return "the server requires a client certificate; see client_cert / MEDSECRETS_CLIENT_CERT"
+    if reason in _REFUSED_CERTIFICATE:
+        return (
+            f"the server refused the client certificate: {reason.lower()};"
+            " see client_cert / MEDSECRETS_CLIENT_CERT"
+        )
+    return "untrusted certificate or protocol; see cacert / MEDSECRETS_CACERT"
 
 
 class Attempts:
@@ -395,14 +543,15 @@ class Attempts:
             return self._backoff(error)
         raise error
 
-    def after_transport_error(self, exc: httpx.TransportError) -> float:
-        """A delay before the next attempt, or raises ``ServerUnavailableError``."""
+    def after_transport_error(self, exc: httpx.TransportError | ssl.SSLError) -> float:
+        """A delay before the next attempt, or raises ``ServerUnavailableError`` (at once
+        for a failed TLS handshake: an ``ssl.SSLError`` in ``exc`` or its causes)."""
         address = self.address
         reason = type(exc).__name__
-        if _tls_failure(exc):
+        tls_reason = _tls_failure(exc)
+        if tls_reason is not None:
             raise ServerUnavailableError(
-                f"TLS handshake with {address} failed (untrusted certificate or protocol;"
-                " see cacert / MEDSECRETS_CACERT)"
+                f"TLS handshake with {address} failed ({_tls_problem(tls_reason)})"
             ) from None
         if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
             what = f"the server at {address} did not answer in time ({reason})"

@@ -1,0 +1,208 @@
+"""Client certificates (mutual TLS): both SDK clients against a real server with
+``tls.client_ca``, and every client certificate file that cannot be used."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.sdk.mtls import (
+    KEY_PASSWORD,
+    ClientCertificates,
+    MutualTlsServer,
+    write_client_certificates,
+)
+
+from medsecrets.sdk import AsyncClient, Client, ServerUnavailableError
+from medsecrets.sdk.errors import ClientCertificateError
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> ClientCertificates:
+    return write_client_certificates(tmp_path_factory.mktemp("mtls-certs"))
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, certs: ClientCertificates
+) -> Iterator[MutualTlsServer]:
+    with MutualTlsServer(tmp_path_factory.mktemp("mtls-server"), certs) as process:
+        yield process
+
+
+def _client(server: MutualTlsServer, env: dict[str, str] | None = None, **kwargs: object) -> Client:
+    return Client(
+        server.addr,
+        server.token,
+        cacert=server.certs.server.ca_file,
+        env=env or {},
+        retries=0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_sync_client_with_a_certificate_the_ca_signed(server: MutualTlsServer) -> None:
+    certs = server.certs
+    with _client(server, client_cert=certs.cert, client_key=certs.key) as client:
+        assert client.health().sealed is False
+        assert client.token_lookup_self().accessor  # authenticated over the mutual TLS link
+
+
+def test_async_client_with_a_certificate_the_ca_signed(server: MutualTlsServer) -> None:
+    certs = server.certs
+
+    async def run() -> bool:
+        async with AsyncClient(
+            server.addr,
+            server.token,
+            cacert=certs.server.ca_file,
+            client_cert=certs.cert,
+            client_key=certs.key,
+            env={},
+            retries=0,
+        ) as client:
+            return (await client.health()).sealed
+
+    assert asyncio.run(run()) is False
+
+
+def test_environment_names_the_certificate_and_a_combined_file_holds_the_key(
+    server: MutualTlsServer,
+) -> None:
+    env = {"MEDSECRETS_CLIENT_CERT": server.certs.combined}
+    with _client(server, env=env) as client:
+        assert client.health().sealed is False
+
+
+def test_certificate_and_key_from_the_environment(server: MutualTlsServer) -> None:
+    env = {"MEDSECRETS_CLIENT_CERT": server.certs.cert, "MEDSECRETS_CLIENT_KEY": server.certs.key}
+    with _client(server, env=env) as client:
+        assert client.health().sealed is False
+
+
+def test_encrypted_key_with_its_password(server: MutualTlsServer) -> None:
+    certs = server.certs
+    env = {"MEDSECRETS_CLIENT_KEY_PASSWORD": KEY_PASSWORD}
+    with _client(server, env=env, client_cert=certs.cert, client_key=certs.encrypted_key) as c:
+        assert c.health().sealed is False
+    with _client(
+        server,
+        client_cert=certs.cert,
+        client_key=certs.encrypted_key,
+        client_key_password=KEY_PASSWORD,
+    ) as c:
+        assert c.health().sealed is False
+
+
+def test_client_certificate_without_a_ca_file(server: MutualTlsServer) -> None:
+    """With the system's CAs (here: none trusts the test CA) the certificate is still sent;
+    ``verify=False`` makes a context of its own for it."""
+    certs = server.certs
+    with Client(
+        server.addr, server.token, verify=False, client_cert=certs.combined, env={}, retries=0
+    ) as client:
+        assert client.health().sealed is False
+
+
+def test_without_a_certificate_one_clear_error(server: MutualTlsServer) -> None:
+    with _client(server) as client, pytest.raises(ServerUnavailableError) as caught:
+        client.health()
+    message = str(caught.value)
+    assert "TLS handshake with" in message and "requires a client certificate" in message
+    assert "\n" not in message and caught.value.__context__ is None
+
+    async def run() -> None:
+        async with AsyncClient(
+            server.addr, cacert=server.certs.server.ca_file, env={}, retries=0
+        ) as client:
+            await client.health()
+
+    with pytest.raises(ServerUnavailableError, match="requires a client certificate"):
+        asyncio.run(run())
+
+
+def test_a_certificate_of_another_ca_is_refused(server: MutualTlsServer) -> None:
+    certs = server.certs
+    with (
+        _client(server, client_cert=certs.other_cert, client_key=certs.other_key) as client,
+        pytest.raises(ServerUnavailableError) as caught,
+    ):
+        client.health()
+    message = str(caught.value)
+    assert "refused the client certificate" in message and "unknown_ca" in message
+
+    async def run() -> None:
+        async with AsyncClient(
+            server.addr,
+            cacert=certs.server.ca_file,
+            client_cert=certs.other_cert,
+            client_key=certs.other_key,
+            env={},
+            retries=0,
+        ) as client:
+            await client.health()
+
+    with pytest.raises(ServerUnavailableError, match="refused the client certificate"):
+        asyncio.run(run())
+
+
+def _bad_settings(certs: ClientCertificates, tmp: Path) -> list[tuple[dict[str, str], str]]:
+    """(client settings, what the one-line message says) for files that cannot be used."""
+    not_pem = tmp / "not-pem.der"
+    not_pem.write_bytes(ssl.PEM_cert_to_DER_cert(Path(certs.cert).read_text()))
+    fifo = tmp / "fifo.pem"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    missing = str(tmp / "missing.pem")
+    return [
+        ({"client_cert": missing}, f"{missing!r}: No such file or directory"),
+        ({"client_cert": str(not_pem)}, "no PEM certificate in it"),
+        ({"client_cert": certs.cert, "client_key": str(not_pem)}, "no PEM private key in it"),
+        ({"client_cert": certs.cert}, "no PEM private key in it (give the key with client_key"),
+        ({"client_cert": certs.key, "client_key": certs.key}, "no PEM certificate in it"),
+        ({"client_cert": certs.cert, "client_key": certs.other_key}, "does not match"),
+        ({"client_cert": certs.cert, "client_key": str(fifo)}, "not a regular file"),
+        ({"client_cert": "/dev/zero"}, "not a regular file"),
+        ({"client_key": certs.key}, "a client key needs its certificate"),
+        ({"client_cert": certs.cert, "client_key": certs.encrypted_key}, "is encrypted"),
+        (
+            {
+                "client_cert": certs.cert,
+                "client_key": certs.encrypted_key,
+                "client_key_password": "wrong",
+            },
+            "cannot decrypt the client key",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+def test_files_that_cannot_be_used_are_one_clear_error(
+    certs: ClientCertificates, tmp_path: Path, client_class: type[Client] | type[AsyncClient]
+) -> None:
+    """Raised by the constructor, before anything is sent: a ``ClientCertificateError``
+    (a ``ValueError`` too) naming the file and the problem, never a line of the key, and
+    with no ``ssl`` exception as its context."""
+    key_lines = certs.key_lines()
+    for settings, expected in _bad_settings(certs, tmp_path):
+        with pytest.raises(ClientCertificateError) as caught:
+            client_class("https://127.0.0.1:1", env={}, **settings)  # type: ignore[arg-type]
+        error = caught.value
+        message = str(error)
+        assert expected in message, (settings, message)
+        assert isinstance(error, ValueError) and "\n" not in message
+        assert not any(line in message or line in repr(error) for line in key_lines)
+        assert "wrong" not in message
+        assert not isinstance(error.__context__, ssl.SSLError), settings
+
+
+def test_bad_file_from_the_environment_names_it(certs: ClientCertificates, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere.pem")
+    with pytest.raises(ClientCertificateError, match=r"nowhere\.pem"):
+        Client("https://127.0.0.1:1", env={"MEDSECRETS_CLIENT_CERT": missing})
+    env = {"MEDSECRETS_CLIENT_CERT": "", "MEDSECRETS_CLIENT_KEY": ""}  # empty: unset
+    Client("https://127.0.0.1:1", env=env).close()
