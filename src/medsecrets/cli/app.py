@@ -27,6 +27,11 @@ from medsecrets.cli.commands import (
     server,
     token,
 )
+from medsecrets.cli.commands.connection import (
+    ClientCertOption,
+    ClientKeyOption,
+    remember_client_certificate,
+)
 from medsecrets.cli.errors import (
     EXIT_CODE_TABLE,
     CliError,
@@ -47,7 +52,9 @@ app = typer.Typer(
     help=(
         "medsecrets: encrypted, versioned, audited secrets.\n\n"
         "Server commands read MEDSECRETS_ADDR, MEDSECRETS_TOKEN and MEDSECRETS_CACERT "
-        "(or --addr/--token/--cacert)."
+        "(or --addr/--token/--cacert), and for a server that asks for a client certificate "
+        "MEDSECRETS_CLIENT_CERT and MEDSECRETS_CLIENT_KEY (or --client-cert/--client-key, "
+        "given before the command)."
     ),
     epilog=EXIT_CODE_TABLE,
     no_args_is_help=True,
@@ -67,8 +74,11 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
 ) -> None:
     """medsecrets: encrypted, versioned, audited secrets."""
+    remember_client_certificate(client_cert, client_key)
 
 
 app.add_typer(operator.app, name="operator")
@@ -91,6 +101,8 @@ def _usage_message(error: Exception) -> str:
     context = getattr(error, "ctx", None)
     path = getattr(context, "command_path", None)
     hint = f" (see '{path} --help')" if path else ""
+    if message.startswith(("No such option: --client-cert", "No such option: --client-key")):
+        hint = " (a global option: give it before the command, e.g. medsecrets --client-cert …)"
     return f"{message}{hint}"
 
 

@@ -5,6 +5,14 @@
 ``--output table|json`` (``MEDSECRETS_OUTPUT``). A token given with ``--token``
 on the command line is visible to other users (``ps``, shell history), so the
 CLI warns about it.
+
+The client certificate for a server that asks for one (``tls.client_ca``) is a
+global option, given before the command: ``medsecrets --client-cert FILE
+[--client-key FILE] secrets list``, or ``MEDSECRETS_CLIENT_CERT`` /
+``MEDSECRETS_CLIENT_KEY`` (an encrypted key's password only as
+``MEDSECRETS_CLIENT_KEY_PASSWORD``, never an option). The root command keeps
+them in the Click context's ``meta`` (``remember_client_certificate``), which
+every subcommand's context shares, and ``connection`` takes them from there.
 """
 
 from __future__ import annotations
@@ -27,12 +35,15 @@ __all__ = [
     "DEFAULT_ADDR",
     "AddrOption",
     "CacertOption",
+    "ClientCertOption",
+    "ClientKeyOption",
     "Connection",
     "OutputOption",
     "TokenOption",
     "connection",
     "open_client",
     "read_catalog",
+    "remember_client_certificate",
 ]
 
 DEFAULT_ADDR = "http://127.0.0.1:8200"
@@ -67,6 +78,32 @@ CacertOption = Annotated[
         rich_help_panel="Connection",
     ),
 ]
+ClientCertOption = Annotated[
+    str | None,
+    typer.Option(
+        "--client-cert",
+        envvar="MEDSECRETS_CLIENT_CERT",
+        help=(
+            "Client certificate (PEM) for a server that requires one (tls.client_ca); "
+            "give it before the command. Holds the key too unless --client-key is given."
+        ),
+        show_default=False,
+        rich_help_panel="Connection",
+    ),
+]
+ClientKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--client-key",
+        envvar="MEDSECRETS_CLIENT_KEY",
+        help=(
+            "Private key (PEM) of --client-cert; an encrypted one needs "
+            "MEDSECRETS_CLIENT_KEY_PASSWORD."
+        ),
+        show_default=False,
+        rich_help_panel="Connection",
+    ),
+]
 OutputOption = Annotated[
     OutputFormat,
     typer.Option(
@@ -78,22 +115,43 @@ OutputOption = Annotated[
 ]
 
 
+_META_CLIENT_CERT = "medsecrets.client_cert"
+_META_CLIENT_KEY = "medsecrets.client_key"
+
+
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """Where and as whom to connect (``token`` is masked in ``repr``)."""
+    """Where and as whom to connect (``token`` is masked in ``repr``); ``client_cert`` and
+    ``client_key``: the client certificate's files (``None``: the SDK's environment)."""
 
     addr: str
     token: str | None
     cacert: str | None
+    client_cert: str | None = None
+    client_key: str | None = None
 
     def __repr__(self) -> str:
         token = "None" if self.token is None else "'**********'"
-        return f"Connection(addr={self.addr!r}, token={token}, cacert={self.cacert!r})"
+        return (
+            f"Connection(addr={self.addr!r}, token={token}, cacert={self.cacert!r}, "
+            f"client_cert={self.client_cert!r}, client_key={self.client_key!r})"
+        )
+
+
+def remember_client_certificate(client_cert: str | None, client_key: str | None) -> None:
+    """Keep the global ``--client-cert``/``--client-key`` for the command under way (the
+    current Click context's ``meta``, shared by the subcommands' contexts)."""
+    context = click_module().globals.get_current_context(silent=True)
+    if context is not None:
+        context.meta[_META_CLIENT_CERT] = client_cert or None
+        context.meta[_META_CLIENT_KEY] = client_key or None
 
 
 def connection(addr: str | None, token: str | None, cacert: str | None) -> Connection:
-    """The ``Connection`` from the shared options; warns when the token came as an option."""
+    """The ``Connection`` from the shared options (and the global client certificate,
+    ``remember_client_certificate``); warns when the token came as an option."""
     context = click_module().globals.get_current_context(silent=True)
+    meta = context.meta if context is not None else {}
     if token and context is not None:
         source = context.get_parameter_source("token")
         if getattr(source, "name", None) == "COMMANDLINE":
@@ -101,19 +159,32 @@ def connection(addr: str | None, token: str | None, cacert: str | None) -> Conne
                 "a token given with --token is visible to other users (ps, shell history); "
                 "prefer MEDSECRETS_TOKEN"
             )
-    return Connection(addr=addr or DEFAULT_ADDR, token=token or None, cacert=cacert or None)
+    return Connection(
+        addr=addr or DEFAULT_ADDR,
+        token=token or None,
+        cacert=cacert or None,
+        client_cert=meta.get(_META_CLIENT_CERT),
+        client_key=meta.get(_META_CLIENT_KEY),
+    )
 
 
 @contextmanager
 def open_client(conn: Connection) -> Iterator[Client]:
-    """An SDK ``Client`` for ``conn``; a connection failure becomes one readable error."""
+    """An SDK ``Client`` for ``conn``; a connection failure becomes one readable error, and
+    so does a bad setting (a client certificate that cannot be used: exit 2)."""
     import httpx
 
     from medsecrets.sdk import Client
 
     addresses = [a.strip() for a in conn.addr.split(",") if a.strip()]
     try:
-        client = Client(addresses, conn.token, cacert=conn.cacert)
+        client = Client(
+            addresses,
+            conn.token,
+            cacert=conn.cacert,
+            client_cert=conn.client_cert,
+            client_key=conn.client_key,
+        )
     except (ValueError, OSError) as exc:
         raise CliError(f"cannot use the connection settings: {exc}", ExitCode.USAGE) from None
     try:

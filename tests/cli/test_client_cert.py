@@ -1,0 +1,106 @@
+"""The CLI's client certificate (``--client-cert``/``--client-key``, global options, and
+``MEDSECRETS_CLIENT_CERT``/``MEDSECRETS_CLIENT_KEY``) against a real server with
+``tls.client_ca``: the console script run as a subprocess."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.cli.conftest import Runner
+from tests.sdk.mtls import (
+    KEY_PASSWORD,
+    ClientCertificates,
+    MutualTlsServer,
+    write_client_certificates,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MutualTlsServer]:
+    certs = write_client_certificates(tmp_path_factory.mktemp("cli-mtls-certs"))
+    with MutualTlsServer(tmp_path_factory.mktemp("cli-mtls-server"), certs) as process:
+        yield process
+
+
+def _env(server: MutualTlsServer, **extra: str) -> dict[str, str]:
+    assert server.token is not None
+    env = {
+        "MEDSECRETS_ADDR": server.addr,
+        "MEDSECRETS_TOKEN": server.token,
+        "MEDSECRETS_CACERT": server.certs.server.ca_file,
+    }
+    env.update(extra)
+    return env
+
+
+def _certs(server: MutualTlsServer) -> ClientCertificates:
+    return server.certs
+
+
+def test_options_before_the_command(cli: Runner, server: MutualTlsServer) -> None:
+    certs = _certs(server)
+    result = cli(
+        "--client-cert", certs.cert, "--client-key", certs.key, "operator", "status", "-o", "json",
+        env=_env(server),
+    ).ok()  # fmt: skip
+    assert result.json()["sealed"] is False  # type: ignore[index]
+
+
+def test_environment_variables(cli: Runner, server: MutualTlsServer) -> None:
+    certs = _certs(server)
+    env = _env(server, MEDSECRETS_CLIENT_CERT=certs.cert, MEDSECRETS_CLIENT_KEY=certs.key)
+    cli("secrets", "list", "-o", "json", env=env).ok()
+    combined = _env(server, MEDSECRETS_CLIENT_CERT=certs.combined)
+    cli("token", "lookup", "-o", "json", env=combined).ok()
+
+
+def test_encrypted_key_with_its_password_from_the_environment(
+    cli: Runner, server: MutualTlsServer
+) -> None:
+    certs = _certs(server)
+    env = _env(server, MEDSECRETS_CLIENT_KEY_PASSWORD=KEY_PASSWORD)
+    args = ("--client-cert", certs.cert, "--client-key", certs.encrypted_key)
+    cli(*args, "operator", "status", env=env).ok()
+    line = cli(*args, "operator", "status", env=_env(server)).error(2)
+    assert "is encrypted" in line and "MEDSECRETS_CLIENT_KEY_PASSWORD" in line
+
+
+def test_without_a_certificate_one_line(cli: Runner, server: MutualTlsServer) -> None:
+    line = cli("secrets", "list", env=_env(server)).error(1)
+    assert "TLS handshake with" in line and "requires a client certificate" in line
+
+
+def test_a_certificate_of_another_ca_one_line(cli: Runner, server: MutualTlsServer) -> None:
+    certs = _certs(server)
+    line = cli(
+        "--client-cert", certs.other_cert, "--client-key", certs.other_key, "secrets", "list",
+        env=_env(server),
+    ).error(1)  # fmt: skip
+    assert "refused the client certificate" in line
+
+
+def test_bad_files_one_line_naming_the_file(
+    cli: Runner, server: MutualTlsServer, tmp_path: Path
+) -> None:
+    certs = _certs(server)
+    key_lines = certs.key_lines()
+    missing = str(tmp_path / "missing.pem")
+    cases = [
+        (("--client-cert", missing), f"{missing!r}: No such file or directory"),
+        (("--client-cert", certs.key, "--client-key", certs.key), "no PEM certificate"),
+        (("--client-cert", certs.cert), "no PEM private key"),
+        (("--client-cert", certs.cert, "--client-key", certs.other_key), "does not match"),
+        (("--client-key", certs.key), "a client key needs its certificate"),
+    ]
+    for options, expected in cases:
+        result = cli(*options, "secrets", "list", env=_env(server))
+        line = result.error(2)
+        assert expected in line, (options, line)
+        assert not any(key_line in result.stderr for key_line in key_lines)
+
+
+def test_the_options_after_the_command_say_they_are_global(cli: Runner) -> None:
+    line = cli("secrets", "list", "--client-cert", "x.pem").error(2)
+    assert "global option" in line and "before the command" in line
