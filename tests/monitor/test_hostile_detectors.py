@@ -496,3 +496,20 @@ def test_one_events_cost_does_not_grow_with_the_state() -> None:
         events = [ev(T0 + i * 0.001, f"k{i}") for i in range(10 * limit)]
         per_key.append(_calls(functools.partial(detector.observe_many, events)) / len(events))
     assert per_key[1] < per_key[0] * 1.25
+
+
+def test_decoy_probes_without_a_token_from_two_addresses_are_two_alerts() -> None:
+    """Without a valid token the principal is unknown: the quiet period of the first
+    outsider's read of the decoy (keyed by principal) silenced a second outsider's for an
+    hour. Keyed by source, as ``emergency`` is, each alerts."""
+    detector = DetectorSet.default(DetectorConfig(), is_decoy)
+    probes = [
+        ev(T0, "", path=DECOY, outcome="denied", source="203.0.113.1"),
+        ev(T0 + 5, "", path=DECOY, outcome="denied", source="198.51.100.7"),
+        ev(T0 + 9, "", path=DECOY, outcome="denied", source="198.51.100.7"),
+    ]
+    alerts = [a for _, a in detector.observe_many(probes) if a.detector == "honeytoken"]
+    assert [(a.key, a.severity, a.source) for a in alerts] == [
+        (f"203.0.113.1|{DECOY}", "critical", "203.0.113.1"),
+        (f"198.51.100.7|{DECOY}", "critical", "198.51.100.7"),
+    ]

@@ -1333,8 +1333,11 @@ class HoneytokenDetector(_Batched):
                 continue
             read = event.operation == "read"
             # reads and other accesses keep quiet apart: touching a decoy first (its
-            # metadata, planting it) must not silence the critical alert of a read
-            key = f"{event.principal}|{event.path}" + ("" if read else "|touch")
+            # metadata, planting it) must not silence the critical alert of a read;
+            # without a principal (no valid token) the source is who: one outsider's
+            # probe must not silence another's for the quiet period
+            actor = event.principal or event.source
+            key = f"{actor}|{event.path}" + ("" if read else "|touch")
             if not self._quiet.ready(key, event.ts):
                 continue
             self._quiet.hold(key, event.ts + self._config.repeat_after)
