@@ -181,9 +181,8 @@ def test_a_quoted_pattern_reads_a_device_s_files_in_chain_order(
     assert seqs == [json.loads(line)["seq"] for line in lines]
     assert seqs == sorted(seqs)
     nothing = str(tmp_path / "nothing-*.jsonl")
-    assert f"--file {nothing}: no file matches" in run("audit", "search", "--file", nothing).error(
-        2
-    )
+    refused = run("audit", "search", "--file", nothing).error(2)
+    assert f"cannot read {nothing}: no such file, and no file matches it as a pattern" in refused
     wide = tmp_path / "wide.jsonl"
     wide.write_bytes(lines[0] + b"x" * (2 << 20) + b"\n")
     assert f"{wide}:2: a line over 1048576 bytes" in run(

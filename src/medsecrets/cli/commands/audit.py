@@ -401,7 +401,7 @@ def hash_(
 
 _DEVICE_COLUMNS: Final = (
     "name", "required", "up", "records", "failures", "dropped", "pending", "seq", "last_error",
-    "spool_pending", "delivery_error", "delivery_failures",
+    "spool_pending", "delivery_error", "delivery_failures", "last_delivered_at",
 )  # fmt: skip
 
 
@@ -607,7 +607,7 @@ def who_read(
         data = wire(found.reads)
         rows = [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
         print_table(
-            rows_table(f"reads of {path}", rows, _READ_COLUMNS,
+            rows_table(f"reads of {found.path}", rows, _READ_COLUMNS,
                        headers=("time", "principal", "token accessor", "from", "user agent",
                                 "version", "request")),
             f"{len(rows)} read(s)",

@@ -177,9 +177,38 @@ def expand_patterns(files: Sequence[Path]) -> list[Path]:
             continue
         matches = sorted(glob.glob(text))
         if not matches:
-            raise CliError(f"--file {text}: no file matches", ExitCode.USAGE)
+            raise CliError(
+                f"cannot read {text}: no such file, and no file matches it as a pattern",
+                ExitCode.USAGE,
+            )
         found.extend(Path(match) for match in matches)
     return found
+
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+def check_plain_files(paths: Iterable[Path]) -> None:
+    """Refuse, before any record is read, an input that is not a regular file or is
+    gzip-compressed: a usage error naming it.
+
+    The record readers open what they are given as it is: a FIFO would hold the command
+    for ever (no writer) and a device be read without end, and a compressed file's first
+    line reads as a bad record (``verify`` would report tampering). Each file is opened
+    (``fdio.open_regular``: never blocks) and closed again, one at a time.
+    """
+    from medsecrets.fdio import open_regular
+
+    with reading():
+        for path in paths:
+            with open_regular(path) as handle:
+                compressed = handle.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+            if compressed:
+                raise CliError(
+                    f"{path}: gzip-compressed: decompress it first (gunzip -k); only "
+                    "`audit analyze` reads gzip",
+                    ExitCode.USAGE,
+                )
 
 
 def file_records(files: Sequence[Path], key_file: Path | None) -> Iterator[dict[str, object]]:
@@ -196,10 +225,12 @@ def file_records(files: Sequence[Path], key_file: Path | None) -> Iterator[dict[
     from medsecrets.audit.readback import chain_start, given_chains, line_decoder, merged_in_turn
 
     decode = line_decoder(_cipher(key_file))
+    paths = expand_patterns(files)
+    check_plain_files(paths)
     with reading():
         chains = [
             (chain_start(chain, decode=decode), partial(read_records, chain, decode=decode))
-            for chain in given_chains(expand_patterns(files))
+            for chain in given_chains(paths)
         ]
         for record in merged_in_turn(chains):
             if record.get("kind") == SEALED_KIND:
@@ -484,6 +515,7 @@ def verify(
             )
         _verify_on_server(device, output, (addr, token, cacert))
         return
+    check_plain_files(files)
     loaded = _load_public_key(public_key, (addr, token, cacert))
     exported = _exported(checkpoints, node, device)
     decode = line_decoder(_cipher(key_file))
@@ -730,9 +762,13 @@ def analyze(
     Alerts are findings, not errors: the exit code is 0 whatever is found.
     """
     from medsecrets.catalog.loader import default_catalog, load_catalog
+    from medsecrets.errors import CatalogError
     from medsecrets.monitor.analyze import analyze as run
 
-    model = load_catalog(catalog) if catalog is not None else default_catalog()
+    try:
+        model = load_catalog(catalog) if catalog is not None else default_catalog()
+    except CatalogError as exc:  # the file given is at fault: bad input, as --config's
+        raise CliError(f"--catalog: {exc}", ExitCode.USAGE) from None
     decoys = frozenset(h.strip("/") for h in honeytoken or ())
 
     def is_honeytoken(path: str) -> bool:
