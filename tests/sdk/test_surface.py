@@ -10,6 +10,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(sdk.__all__) == [
         "AsyncClient",
         "Client",
+        "ClientCertificateError",
         "RequestTimedOut",
         "Secret",
         "SecretCache",

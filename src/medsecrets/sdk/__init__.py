@@ -5,6 +5,7 @@
     from medsecrets.sdk import Client, SecretCache
 
     client = Client()                      # MEDSECRETS_ADDR / MEDSECRETS_TOKEN / MEDSECRETS_CACERT
+                                           # (and MEDSECRETS_CLIENT_CERT / _KEY for mutual TLS)
     cache = SecretCache(client, ttl=300)
     password = cache.get("medessence/production/database", "password")
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from medsecrets.sdk.cache import SecretCache
     from medsecrets.sdk.client import Client
     from medsecrets.sdk.errors import (
+        ClientCertificateError,
         RequestTimedOut,
         ServerError,
         ServerUnavailableError,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncClient",
     "Client",
+    "ClientCertificateError",
     "RequestTimedOut",
     "Secret",
     "SecretCache",
@@ -48,6 +51,7 @@ Secret = SecretVersion
 _EXPORTS = {
     "AsyncClient": "medsecrets.sdk.aclient",
     "Client": "medsecrets.sdk.client",
+    "ClientCertificateError": "medsecrets.sdk.errors",
     "RequestTimedOut": "medsecrets.sdk.errors",
     "SecretCache": "medsecrets.sdk.cache",
     "ServerError": "medsecrets.sdk.errors",
