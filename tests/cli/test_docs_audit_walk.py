@@ -128,3 +128,31 @@ def test_who_read_names_the_path_in_canonical_form(ms: Runner) -> None:
     the path as typed."""
     shown = ms("audit", "who-read", "/medessence/development/auth/").ok().stdout
     assert shown.splitlines()[0].strip() == "reads of medessence/development/auth"
+
+
+def test_verify_on_the_server_refuses_the_options_it_would_skip(ms: Runner) -> None:
+    """`verify --device NAME` ran the server's check and said ok whatever else was given:
+    --checkpoints (the copy kept on another host), --public-key (a saved key) and the other
+    offline options were skipped quietly."""
+    for extra in (
+        ("--checkpoints", "/nonexistent/checkpoints.jsonl"),
+        ("--public-key", "-"),
+        ("--from-start",),
+        ("--unsigned-tail", "5"),
+        ("--key-file", "/nonexistent/audit.key"),
+    ):
+        refused = ms("audit", "verify", "--device", "file", *extra)
+        line = refused.error(2)
+        assert line.startswith(f"error: {extra[0]}: ") and "FILES" in line, line
+        assert refused.stdout == ""
+    assert ms("audit", "verify", "--device", "file").ok().stdout.startswith("ok: device file")
+
+
+def test_verify_of_an_empty_file_says_there_was_nothing_to_check(
+    cli: Runner, tmp_path: Path
+) -> None:
+    """An empty log printed 'seq - to 0: the chain is intact'."""
+    empty = tmp_path / "audit.jsonl"
+    empty.write_bytes(b"")
+    first = cli("audit", "verify", str(empty)).ok().stdout.splitlines()[0]
+    assert first == "OK: no record in 1 file(s): nothing to check."

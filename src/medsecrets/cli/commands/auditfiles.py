@@ -408,10 +408,13 @@ def _print_verified(
     """The summary of a clean ``verify``: what was checked, and what was not."""
     files = data["files"]
     count = len(files) if isinstance(files, list) else 0
-    write_line(
-        f"OK: {data['records']} record(s) in {count} file(s), seq {data['first_seq'] or '-'}"
-        f" to {data['last_seq']}: the chain is intact."
-    )
+    if data["records"]:
+        write_line(
+            f"OK: {data['records']} record(s) in {count} file(s), seq {data['first_seq']}"
+            f" to {data['last_seq']}: the chain is intact."
+        )
+    else:
+        write_line(f"OK: no record in {count} file(s): nothing to check.")
     if key_id is not None:
         write_line(
             f"Checkpoint signatures: {data['checkpoints_verified']} verified (key {key_id}); "
@@ -513,6 +516,11 @@ def verify(
             raise CliError(
                 "give audit FILES, or --device NAME for the server to verify", ExitCode.USAGE
             )
+        _offline_only(
+            ("--public-key", public_key is not None), ("--checkpoints", checkpoints is not None),
+            ("--node", node is not None), ("--key-file", key_file is not None),
+            ("--from-start", from_start), ("--unsigned-tail", unsigned_tail is not None),
+        )  # fmt: skip
         _verify_on_server(device, output, (addr, token, cacert))
         return
     check_plain_files(files)
@@ -540,6 +548,19 @@ def verify(
         emit_json(data)
     error(_bad_record(report, checkpoints))
     raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+def _offline_only(*given: tuple[str, bool]) -> None:
+    """Refuse the options of an offline ``verify`` given to ``verify --device``: the server
+    checks its device with its own key and exported checkpoints, so a check the user asked
+    for (their saved key, the checkpoints they keep elsewhere) would be skipped quietly."""
+    named = [option for option, present in given if present]
+    if named:
+        raise CliError(
+            f"{', '.join(named)}: for audit FILES verified here; --device alone has the server "
+            "verify its device (with its own key and exported checkpoints)",
+            ExitCode.USAGE,
+        )
 
 
 def _verify_on_server(
