@@ -4,21 +4,17 @@
 and certificate (``write_test_certificates``), a client CA (the server's
 ``tls.client_ca``), a client certificate it signed (key apart, key inside, key
 encrypted) and a client certificate of another CA. ``MutualTlsServer`` is a
-``ServerProcess`` that asks for client certificates: ``ServerProcess`` checks
-readiness with a plain HTTPS client, which such a server refuses, so this one
-presents the client certificate for it (``ServerProcess`` takes no client
-certificate of its own).
+``ServerProcess`` that asks for client certificates (its readiness check presents
+the client certificate).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -134,11 +130,7 @@ class MutualTlsServer(ServerProcess):
             extra_args=certs.server.server_args(),
             env={"MEDSECRETS_TLS_CLIENT_CA": certs.client_ca},
             ca_file=certs.server.ca_file,
+            client_cert=(certs.cert, certs.key),
             log_dir=directory / "logs",
         )
         self.certs = certs
-
-    def _client(self) -> httpx.Client:
-        context = ssl.create_default_context(cafile=self.certs.server.ca_file)
-        context.load_cert_chain(self.certs.cert, self.certs.key)
-        return httpx.Client(verify=context, timeout=5.0)

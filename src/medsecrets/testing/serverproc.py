@@ -314,6 +314,7 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        client_cert: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 30.0,
         log_dir: str | os.PathLike[str] | None = None,
@@ -324,6 +325,11 @@ class ServerProcess:
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
         self.ca_file = None if ca_file is None else os.fspath(ca_file)
+        self.client_cert = (
+            None if client_cert is None else (os.fspath(client_cert[0]), os.fspath(client_cert[1]))
+        )
+        """``(certificate, key)`` PEM paths presented by the readiness check (a server with
+        ``tls.client_ca`` refuses a client without one)."""
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._log_dir = (
@@ -451,8 +457,10 @@ class ServerProcess:
 
     def _client(self) -> httpx.Client:
         verify: ssl.SSLContext | bool = True
-        if self.ca_file is not None:
+        if self.ca_file is not None or self.client_cert is not None:
             verify = ssl.create_default_context(cafile=self.ca_file)
+            if self.client_cert is not None:
+                verify.load_cert_chain(*self.client_cert)
         return httpx.Client(verify=verify, timeout=5.0)
 
     def wait_ready(self) -> None:
