@@ -210,7 +210,7 @@ def test_a_ca_file_that_is_not_a_regular_pem_file_is_refused_at_once(tmp_path: P
         Client(A, env={"MEDSECRETS_CACERT": str(fifo)})
     binary = tmp_path / "ca.der"
     binary.write_bytes(b"\x30\x82\xff\xfe")
-    with pytest.raises(ValueError, match="not PEM text"):
+    with pytest.raises(ValueError, match="not a PEM certificate bundle"):
         Client(A, cacert=str(binary), env={})
     empty = tmp_path / "empty.pem"
     empty.write_text("no certificate here\n")
@@ -433,3 +433,12 @@ def test_an_attempt_cuts_its_network_steps_to_what_is_left_of_its_budget() -> No
         assert spent.expired
         bounded(7.0, httpcore.WriteTimeout)
     assert bounded(None, httpcore.ReadTimeout) is None  # the attempt's budget is gone with it
+
+
+def test_an_empty_ca_file_is_refused_not_read_as_the_system_store(tmp_path: Path) -> None:
+    """An empty ``MEDSECRETS_CACERT`` (a provisioning step that failed) was accepted, and
+    ``cadata=""`` trusts the system store: every public CA, where one private CA was meant."""
+    empty = tmp_path / "ca.pem"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"cannot use the CA file .*not a PEM certificate bundle"):
+        Client(A, cacert=str(empty), env={})

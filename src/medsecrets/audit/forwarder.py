@@ -60,9 +60,8 @@ another TLS failure): never the URL (which may carry credentials), the
 headers (which usually do) or a record.
 
 TLS: the SIEM's certificate is checked against the system trust store, or
-only against the CA bundle ``verify_tls`` names (``tls_context``: a regular
-PEM file of at most ``MAX_CA_FILE_BYTES``, read once at ``open``); TLS 1.2 at
-least.
+only against the CA bundle ``verify_tls`` names (``cabundle.ca_context``: a
+regular PEM file, read once at ``open``); TLS 1.2 at least.
 """
 
 from __future__ import annotations
@@ -88,12 +87,12 @@ import httpx
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.spool import DurableSpool, SpoolBusyError, SpoolError, SpoolFullError
 from medsecrets.boundedpost import BoundedPoster, DeadlineExceeded
+from medsecrets.cabundle import ca_context
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import AuditFailure, ConfigError
-from medsecrets.fdio import open_regular
 from medsecrets.processes import alive
 
-__all__ = ["MAX_CA_FILE_BYTES", "HttpForwarderDevice", "tls_context"]
+__all__ = ["HttpForwarderDevice"]
 
 log = logging.getLogger("medsecrets.audit.forwarder")
 
@@ -102,8 +101,6 @@ _CLOSE_BUDGET: Final = 2.0
 """Seconds ``close`` gives its last delivery attempt (at most ``timeout``)."""
 _JOIN_SLACK: Final = 1.0
 _TOO_LARGE: Final = 413
-MAX_CA_FILE_BYTES: Final = 16 << 20
-"""Largest CA bundle read (a system bundle of every public root is ~0.3 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +143,7 @@ class HttpForwarderDevice:
 
         ``verify_tls`` is ``True`` (system trust store), ``False`` (no
         verification: tests only; the configuration cannot ask for it) or the
-        path of a PEM CA bundle, then the only CAs trusted (see ``tls_context``).
+        path of a PEM CA bundle, then the only CAs trusted (``cabundle.ca_context``).
         ``on_overflow(message)`` is the device's alarm (a full spool, a
         dropped record). Raises ``ConfigError`` naming the first bad setting.
         """
@@ -319,7 +316,7 @@ class HttpForwarderDevice:
         if self._verify is False:
             return False
         try:
-            return tls_context(self._verify if isinstance(self._verify, str) else None)
+            return ca_context(self._verify if isinstance(self._verify, str) else None)
         except ValueError as exc:
             raise ConfigError(f"audit device {self._name!r}: CA bundle {exc}") from None
 
@@ -547,37 +544,6 @@ def _leftover_dirs(spool_dir: Path, pid: int) -> list[Path]:
             if match[1] is None or not alive(int(match[1])):
                 found.append(Path(entry.path))
     return sorted(found)
-
-
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """A client TLS context (TLS 1.2 at least, host names checked) trusting the system
-    store, or with ``ca_file`` only the PEM certificates of that file.
-
-    ``ca_file`` must be a regular file (a FIFO would block, a device never end) of at
-    most ``MAX_CA_FILE_BYTES`` holding at least one PEM certificate; otherwise
-    ``ValueError`` saying why (never the file's content, without its path).
-    """
-    if ca_file is None:
-        context = ssl.create_default_context()
-    else:
-        try:
-            with open_regular(ca_file) as handle:
-                data = handle.read(MAX_CA_FILE_BYTES + 1)
-        except OSError as exc:
-            raise ValueError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-        if len(data) > MAX_CA_FILE_BYTES:
-            raise ValueError("is larger than 16 MiB")
-        if b"-----BEGIN CERTIFICATE-----" not in data:
-            # also an empty file: cadata="" would quietly load the system store instead
-            raise ValueError("is not a PEM certificate bundle ('BEGIN CERTIFICATE')")
-        try:
-            context = ssl.create_default_context(cadata=data.decode("ascii"))
-        except UnicodeDecodeError:
-            raise ValueError("is not PEM text (not ASCII)") from None
-        except ssl.SSLError as exc:
-            raise ValueError(f"holds no usable certificate ({exc.reason or 'SSL error'})") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def _error_kind(exc: httpx.HTTPError) -> str:

@@ -64,6 +64,7 @@ from typing import Final, Generic, Literal, TypedDict, TypeVar
 
 import httpx
 
+from medsecrets.cabundle import ca_context
 from medsecrets.errors import InvalidRequest, MedsecretsError
 from medsecrets.fdio import open_regular
 from medsecrets.sdk.errors import (
@@ -236,25 +237,13 @@ class ClientSettings:
         return headers
 
 
-MAX_CA_FILE_BYTES: Final = 16 << 20
-"""Largest CA bundle read (a system bundle of every public root is ~0.3 MiB)."""
-
-
 def _ca_context(ca: str) -> ssl.SSLContext:
-    """A TLS context trusting the PEM certificates of the file ``ca``: a regular file of at
-    most ``MAX_CA_FILE_BYTES``, read here (``cafile=`` would wait for ever on a FIFO and
-    read a device without end); ``ValueError`` naming the file otherwise."""
+    """A TLS context trusting only the PEM certificates of the file ``ca``
+    (``cabundle.ca_context``); ``ValueError`` naming the file otherwise."""
     try:
-        with open_regular(ca) as handle:
-            data = handle.read(MAX_CA_FILE_BYTES + 1)
-        if len(data) > MAX_CA_FILE_BYTES:
-            raise ValueError(f"cannot use the CA file {ca!r}: larger than 16 MiB")
-        return ssl.create_default_context(cadata=data.decode("ascii"))
-    except UnicodeDecodeError:
-        raise ValueError(f"cannot use the CA file {ca!r}: not PEM text") from None
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ValueError(f"cannot use the CA file {ca!r}: {reason}") from None
+        return ca_context(ca)
+    except ValueError as exc:
+        raise ValueError(f"cannot use the CA file {ca!r}: {exc}") from None
 
 
 MAX_PEM_FILE_BYTES: Final = 1 << 20

@@ -339,7 +339,7 @@ def _check_http(values: dict[str, object], spools: dict[str, str], where: str, s
 
 def _check_trust(values: dict[str, object], url: str, where: str, source: str) -> None:
     """``ca_file``: an https URL's only trusted CAs, a PEM bundle that loads (made absolute)."""
-    from medsecrets.audit.forwarder import tls_context
+    from medsecrets.cabundle import ca_context
 
     ca_file = values.get("ca_file")
     if not isinstance(ca_file, str):
@@ -350,7 +350,7 @@ def _check_trust(values: dict[str, object], url: str, where: str, source: str) -
     if not url.startswith("https://"):
         raise ConfigError(f"{name}: only for an https url")
     try:
-        tls_context(ca_file)
+        ca_context(ca_file)
     except ValueError as exc:
         raise ConfigError(f"{name}: {ca_file!r} {exc}") from None
     values["ca_file"] = os.path.abspath(ca_file)
