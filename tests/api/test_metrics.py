@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from medsecrets.api.metrics import (
     ALERTS,
     ALERTS_PENDING,
+    ALERTS_UNAUDITED,
     ANOMALIES,
     AUDIT_DEVICE_FAILURES,
     AUDIT_DEVICE_UP,
@@ -236,8 +237,11 @@ def test_every_standard_family_renders_and_parses() -> None:
     metrics.provide(MONITOR_DROPPED_EVENTS, scalar(lambda: 0))
     metrics.provide(ALERTS, lambda: [(("slack", "sent"), 5.0)])
     metrics.provide(ALERTS_PENDING, lambda: [(("slack",), 2.0)])
+    metrics.provide(ALERTS_UNAUDITED, scalar(lambda: 1))
 
     families = scrape(metrics)
+    assert families["medsecrets_alerts_unaudited"].type == "counter"
+    assert series(families["medsecrets_alerts_unaudited"]) == {(): 1.0}
     assert families["medsecrets_alert_deliveries_pending"].type == "gauge"
     assert series(families["medsecrets_alert_deliveries_pending"]) == {(("channel", "slack"),): 2.0}
     assert series(families["medsecrets_sealed"]) == {(): 1.0}

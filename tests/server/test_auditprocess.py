@@ -103,6 +103,7 @@ def test_a_malformed_alert_is_dropped() -> None:
     receiver(("alerts", [good.to_dict()], {"rate": 1}))
     assert raised == [good]
     assert receiver.counts == {"rate": 1}
+    assert receiver.malformed == 2  # never audited: counted (medsecrets_alerts_unaudited_total)
 
 
 def _run_reads(tmp_path: Path, paths: list[str], decoy: str, state: Path | None) -> set[str]:

@@ -55,6 +55,8 @@ from medsecrets.errors import InvalidRequest
 
 __all__ = [
     "ALERTS",
+    "ALERTS_PENDING",
+    "ALERTS_UNAUDITED",
     "ANOMALIES",
     "AUDIT_DELIVERY_FAILURES",
     "AUDIT_DEVICE_FAILURES",
@@ -198,6 +200,12 @@ ALERTS_PENDING: Final = MetricSpec(
     "gauge",
     "Alert deliveries queued, being sent or waiting for a retry, by channel.",
     ("channel",),
+)
+ALERTS_UNAUDITED: Final = MetricSpec(
+    "medsecrets_alerts_unaudited_total",
+    "counter",
+    "Alerts that never reached the audit trail (the audit hook's queue was full or its call"
+    " failed, or the audit process sent a malformed alert).",
 )
 SECRETS_DUE_FOR_ROTATION: Final = MetricSpec(
     "medsecrets_secrets_due_for_rotation",

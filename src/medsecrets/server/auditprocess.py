@@ -120,15 +120,18 @@ def _alerts(detectors: DetectorSet, events: list[AccessEvent]) -> list[Alert]:
 class AlertReceiver:
     """The server's end: alerts from the audit process to ``raise_`` (the dispatcher).
 
-    ``counts`` holds the alerts raised so far by detector, as of the last message.
+    ``counts`` holds the alerts raised so far by detector, as of the last message;
+    ``malformed`` the alerts dropped because they could not be read (logged; they are
+    in the ``medsecrets_alerts_unaudited_total`` metric).
     """
 
     def __init__(self, raise_: Callable[[Alert], None]) -> None:
         self._raise = raise_
         self.counts: dict[str, int] = {}
+        self.malformed = 0
 
     def __repr__(self) -> str:
-        return f"AlertReceiver(counts={self.counts})"
+        return f"AlertReceiver(counts={self.counts}, malformed={self.malformed})"
 
     def __call__(self, message: Message) -> None:
         if message[0] != "alerts" or len(message) != 3:
@@ -140,6 +143,7 @@ class AlertReceiver:
             try:
                 alert = Alert.from_dict(doc)
             except (KeyError, TypeError, ValueError):
+                self.malformed += 1
                 _log.error("a malformed alert from the audit process was dropped")
                 continue
             self._raise(alert)

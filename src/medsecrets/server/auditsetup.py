@@ -162,6 +162,17 @@ class AuditStack:
         assert isinstance(channels, dict)
         return {str(channel): int(counts.get("pending", 0)) for channel, counts in channels.items()}
 
+    def unaudited_alerts(self) -> int:
+        """Alerts that never reached the audit trail: the dispatcher's audit hook calls
+        dropped (queue full) or failed, and malformed alerts from the audit process
+        (every alert must be audited: one that could not be must be visible)."""
+        found = 0
+        if self.dispatcher is not None:
+            found += int(self.dispatcher.stats()["hook_failures"])  # type: ignore[call-overload]
+        if self.alerts_in is not None:
+            found += self.alerts_in.malformed
+        return found
+
     # -- the operator's view (core.audit.AuditAdmin) -------------------------------
     def _broker(self) -> AuditBroker:
         if self.broker is None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from medsecrets.api.metrics import (
     ALERTS,
     ALERTS_PENDING,
+    ALERTS_UNAUDITED,
     ANOMALIES,
     AUDIT_DELIVERY_FAILURES,
     AUDIT_DEVICE_FAILURES,
@@ -75,4 +76,5 @@ def build_metrics(core: Core, stack: AuditStack) -> Metrics:
             ALERTS_PENDING,
             lambda: [((channel,), float(n)) for channel, n in stack.alert_pending().items()],
         )
+        metrics.provide(ALERTS_UNAUDITED, scalar(stack.unaudited_alerts))
     return metrics
