@@ -32,6 +32,7 @@ from typing import Final, get_args
 from medsecrets.audit.readback import numbered_lines
 from medsecrets.audit.record import Kind, LineError, Outcome, format_time, is_record, parse_line
 from medsecrets.errors import DecryptionError, InvalidRequest
+from medsecrets.fdio import open_regular
 
 __all__ = [
     "AuditQuery",
@@ -194,11 +195,13 @@ def read_records(
     device's ``RecordCipher.open``). Raises ``LineError`` naming the file and
     the line number for a line that is not a JSON object (a blank line
     included; ``record.parse_line``), not an audit record (``kind``, ``seq``,
-    ``hash``) or over ``MAX_LINE_BYTES`` (read no further), and ``OSError`` for
+    ``hash``) or over ``MAX_LINE_BYTES`` (read no further), ``NotRegularFileError``
+    (an ``OSError`` naming the file) for anything but a regular file (a FIFO would
+    block for ever, a device never end: ``fdio.open_regular``), and ``OSError`` for
     a file that cannot be read.
     """
     for path in paths:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             for number, stored in numbered_lines(handle, path):
                 line = stored
                 if decode is not None:

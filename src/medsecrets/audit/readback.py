@@ -25,7 +25,11 @@ line at a time, never whole; ``Unreadable`` counts the lines left out (over
 reads it, or an object without what every record has, ``record.is_record``: so
 nothing the writer could not have made reaches an answer, as ``query.read_records``
 refuses it offline): a
-query answers with what it could read and says how much it could not. A torn
+query answers with what it could read and says how much it could not. Files are
+opened only if they are regular files (``fdio.open_regular``): a FIFO put in a file's
+place would block the reader for ever and a device never end, so ``file_records`` counts
+such a file as one unreadable line and reads on, and ``chain_start`` starts its chain at
+once (its reader meets it in its place; ``query.read_records`` refuses it). A torn
 last line (the device appending meanwhile) is not read. A rotated file whose name's stamp
 (its rotation time, after its last record) is more than a second before
 ``since`` is skipped unread.
@@ -46,6 +50,7 @@ from medsecrets.audit.database import DatabaseAuditDevice
 from medsecrets.audit.file import ROTATED_NAME
 from medsecrets.audit.record import LineError, is_record, parse_line
 from medsecrets.errors import DecryptionError
+from medsecrets.fdio import NotRegularFileError, open_regular
 from medsecrets.storage.base import StorageBackend
 
 __all__ = [
@@ -176,8 +181,11 @@ def file_records(
         if floor is not None and _rotated_before(path, floor):
             continue
         try:
-            handle = path.open("rb")
+            handle = open_regular(path)
         except FileNotFoundError:  # rotated away or pruned since it was listed
+            continue
+        except NotRegularFileError:  # a FIFO or device in a file's place: never read
+            unreadable.lines += 1
             continue
         with handle:
             while True:
@@ -284,15 +292,18 @@ def merged(chains: Iterable[Iterator[Mapping[str, object]]]) -> Iterator[Mapping
 def chain_start(chain: Iterable[Path], *, decode: Decoder | None = None) -> str:
     """The ``time`` of the first record of ``chain`` (its first file holding a line), for
     ``merged_in_turn``; ``""`` (start at once) when that line is no readable record, so the
-    chain's reader meets it in its place. Opens one file at a time; a file gone (rotated
-    away or pruned since it was listed) is passed over, as ``file_records`` does; any
-    other ``OSError`` as raised."""
+    chain's reader meets it in its place, and when the file is not a regular file (never
+    read: ``fdio.open_regular``). Opens one file at a time; a file gone (rotated away or
+    pruned since it was listed) is passed over, as ``file_records`` does; any other
+    ``OSError`` as raised."""
     for path in chain:
         try:
-            with path.open("rb") as handle:
+            with open_regular(path) as handle:
                 line = handle.readline(MAX_LINE_BYTES + 1)
         except FileNotFoundError:
             continue
+        except NotRegularFileError:
+            return ""
         if not line:
             continue
         if not line.endswith(b"\n"):
