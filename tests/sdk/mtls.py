@@ -3,9 +3,10 @@
 ``write_client_certificates(directory)`` makes, beside the server's throwaway CA
 and certificate (``write_test_certificates``), a client CA (the server's
 ``tls.client_ca``), a client certificate it signed (key apart, key inside, key
-encrypted) and a client certificate of another CA. ``MutualTlsServer`` is a
-``ServerProcess`` that asks for client certificates (its readiness check presents
-the client certificate).
+encrypted; the same as DER and as PKCS#12), an expired certificate it signed, a
+client certificate of another CA and an RSA key (the certificates' keys are EC).
+``MutualTlsServer`` is a ``ServerProcess`` that asks for client certificates (its
+readiness check presents the client certificate).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from medsecrets.testing.serverproc import ServerProcess, TestCertificates, write_test_certificates
@@ -37,6 +39,11 @@ class ClientCertificates:
     encrypted_key: str
     other_cert: str
     other_key: str
+    expired_cert: str
+    expired_key: str
+    der_cert: str
+    pkcs12: str
+    rsa_key: str
 
     def key_lines(self) -> list[str]:
         """The base64 lines of the client's private key (to check no message holds one)."""
@@ -63,9 +70,9 @@ def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 
 def _client(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, *, expired: bool = False
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC) - (dt.timedelta(days=3) if expired else dt.timedelta())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -86,7 +93,9 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
+def _key_pem(
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, password: str | None = None
+) -> bytes:
     encryption: serialization.KeySerializationEncryption = serialization.NoEncryption()
     if password is not None:
         encryption = serialization.BestAvailableEncryption(password.encode())
@@ -109,6 +118,11 @@ def write_client_certificates(directory: Path) -> ClientCertificates:
     key, cert = _client(ca_key, ca_cert)
     other_ca_key, other_ca_cert = _ca("another CA")
     other_key, other_cert = _client(other_ca_key, other_ca_cert)
+    expired_key, expired_cert = _client(ca_key, ca_cert, expired=True)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pkcs12_data = pkcs12.serialize_key_and_certificates(
+        b"client", key, cert, None, serialization.BestAvailableEncryption(KEY_PASSWORD.encode())
+    )
     return ClientCertificates(
         server=server,
         client_ca=_write(directory / "client-ca.pem", _cert_pem(ca_cert)),
@@ -118,6 +132,11 @@ def write_client_certificates(directory: Path) -> ClientCertificates:
         encrypted_key=_write(directory / "client-key-enc.pem", _key_pem(key, KEY_PASSWORD)),
         other_cert=_write(directory / "other.pem", _cert_pem(other_cert)),
         other_key=_write(directory / "other-key.pem", _key_pem(other_key)),
+        expired_cert=_write(directory / "expired.pem", _cert_pem(expired_cert)),
+        expired_key=_write(directory / "expired-key.pem", _key_pem(expired_key)),
+        der_cert=_write(directory / "client.der", cert.public_bytes(serialization.Encoding.DER)),
+        pkcs12=_write(directory / "client.p12", pkcs12_data),
+        rsa_key=_write(directory / "rsa-key.pem", _key_pem(rsa_key)),
     )
 
 

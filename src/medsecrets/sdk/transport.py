@@ -275,13 +275,68 @@ def _pem_head(path: str, what: str) -> bytes:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ClientCertificateError(f"cannot use the {what} {path!r}: {reason}") from None
+    except ValueError:  # a NUL in the path
+        raise ClientCertificateError(f"cannot use the {what} {path!r}: not a file name") from None
     if len(data) > MAX_PEM_FILE_BYTES:
         raise ClientCertificateError(f"cannot use the {what} {path!r}: larger than 1 MiB")
     return data
 
 
-class _KeyNeedsPassword(Exception):
-    """Raised by the password callback when no password was given (never a prompt)."""
+def _not_pem(data: bytes) -> str:
+    """Why a file without the expected PEM block cannot be used (binary DER or PKCS#12
+    named as such: the SDK reads PEM only)."""
+    if data[:1] == b"\x30":  # an ASN.1 SEQUENCE: DER, of which PKCS#12 is one
+        return " (it is binary DER or PKCS#12: convert it to PEM with openssl)"
+    return ""
+
+
+def _certificates_readable(data: bytes) -> bool:
+    """Whether every PEM certificate in ``data`` can be parsed (to say which of the two
+    files OpenSSL's bare "PEM lib" error is about; the key is never parsed here)."""
+    from cryptography import x509  # only when a file was refused
+
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return False
+    return True
+
+
+class _KeyPasswordProblem(Exception):
+    """Raised by the password callback instead of handing OpenSSL a password: none was
+    given (OpenSSL never prompts), or it cannot be given (``problem``: why)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+MAX_KEY_PASSWORD_BYTES: Final = 1024
+"""The longest key password OpenSSL takes through Python's ``ssl`` (``PEM_BUFSIZE``)."""
+
+
+def _password_bytes(password: Sensitive[str] | None, key_file: str) -> bytes:
+    """``password`` as the bytes OpenSSL takes; ``_KeyPasswordProblem`` (naming no part of
+    it) when there is none, it is not Unicode text or it is too long."""
+    if password is None:
+        raise _KeyPasswordProblem(
+            f"the client key {key_file!r} is encrypted: give its password with"
+            " MEDSECRETS_CLIENT_KEY_PASSWORD (or client_key_password)"
+        )
+    try:
+        data = password.reveal().encode()
+    except UnicodeEncodeError:  # its message shows a character of the password: dropped
+        data = None
+    if data is None:
+        raise _KeyPasswordProblem(
+            f"the password of the client key {key_file!r} is not valid Unicode text"
+        )
+    if len(data) > MAX_KEY_PASSWORD_BYTES:
+        raise _KeyPasswordProblem(
+            f"the password of the client key {key_file!r} is longer than"
+            f" {MAX_KEY_PASSWORD_BYTES} bytes (the most OpenSSL takes)"
+        )
+    return data
 
 
 def client_identity(
@@ -296,20 +351,26 @@ def client_identity(
     An encrypted key is opened with ``password`` (``MEDSECRETS_CLIENT_KEY_PASSWORD``);
     without one it is refused (OpenSSL never prompts on the terminal). Both files must
     be regular files of at most ``MAX_PEM_FILE_BYTES``. Every failure (a missing or
-    unreadable file, no PEM certificate or key in it, an encrypted key without its
-    password or with a wrong one, a key that does not match the certificate) is a
-    ``ClientCertificateError`` naming the file(s) and the problem: never the files'
-    content or the password, and raised with no exception context from ``ssl``.
+    unreadable file, no PEM certificate or key in it (DER and PKCS#12 named as such),
+    a damaged one, an encrypted key without its password, with a wrong one, one that
+    is not Unicode or longer than ``MAX_KEY_PASSWORD_BYTES``, a key that does not
+    match the certificate, of its type or not) is a ``ClientCertificateError`` naming
+    the file(s) and the problem: never the files' content or the password, and raised
+    with no exception context from ``ssl``. The certificate's dates are not checked
+    here: a server that asks for a certificate checks them (and says so, ``_tls_problem``).
     """
     key_file = key if key is not None else cert
-    if _PEM_CERTIFICATE not in _pem_head(cert, "client certificate file"):
+    cert_pem = _pem_head(cert, "client certificate file")
+    if _PEM_CERTIFICATE not in cert_pem:
         raise ClientCertificateError(
             f"cannot use the client certificate file {cert!r}: no PEM certificate in it"
-            " ('BEGIN CERTIFICATE')"
+            f" ('BEGIN CERTIFICATE'){_not_pem(cert_pem)}"
         )
     key_pem = _pem_head(key_file, "client key file")
     if _PEM_PRIVATE_KEY not in key_pem:
-        hint = "" if key is not None else " (give the key with client_key / MEDSECRETS_CLIENT_KEY)"
+        hint = _not_pem(key_pem)
+        if key is None:
+            hint = " (give the key with client_key / MEDSECRETS_CLIENT_KEY)"
         raise ClientCertificateError(
             f"cannot use the client key file {key_file!r}: no PEM private key in it{hint}"
         )
@@ -317,24 +378,30 @@ def client_identity(
     del key_pem
 
     def give_password() -> bytes:
-        if password is None:
-            raise _KeyNeedsPassword
-        return password.reveal().encode()
+        return _password_bytes(password, key_file)
 
     problem: str | None = None
     try:
         context.load_cert_chain(cert, key, password=give_password)
-    except _KeyNeedsPassword:
-        problem = (
-            f"the client key {key_file!r} is encrypted: give its password with"
-            " MEDSECRETS_CLIENT_KEY_PASSWORD (or client_key_password)"
-        )
+    except _KeyPasswordProblem as exc:
+        problem = exc.problem
     except ssl.SSLError as exc:
-        reason = str(exc.reason or "SSL error")
-        if reason == "KEY_VALUES_MISMATCH":
+        reason = str(exc.reason or "")
+        if reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
+            # (the second: a key of another type than the certificate's, RSA for EC)
             problem = f"the client key {key_file!r} does not match the certificate {cert!r}"
+        elif not _certificates_readable(cert_pem):
+            problem = (
+                f"cannot use the client certificate file {cert!r}: a PEM certificate in it"
+                " cannot be read (damaged or truncated?)"
+            )
         elif encrypted and password is not None:
             problem = f"cannot decrypt the client key {key_file!r} (is the password right?)"
+        elif not reason:  # OpenSSL's bare "PEM lib": the certificate read, so the key
+            problem = (
+                f"cannot use the client key file {key_file!r}: its PEM private key cannot"
+                " be read (damaged or truncated?)"
+            )
         else:
             problem = f"cannot use the client certificate {cert!r} and key {key_file!r} ({reason})"
     except OSError as exc:
