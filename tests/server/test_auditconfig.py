@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import ssl
@@ -482,8 +483,12 @@ def test_siem_settings_reach_the_workers(tmp_path: Path, ca_file: str) -> None:
         ('headers = { Authorization = "" }', "headers.Authorization"),
         (f'headers = {{ Authorization = "{"x" * 8193}" }}', "headers.Authorization"),
         (f'headers = {{ Authorization = {{ value = "{TOKEN}" }} }}', "headers.Authorization"),
-        (f'headers = {{ "X Token" = "{TOKEN}" }}', "headers.X Token"),
-        (f'headers = {{ "X-Token:" = "{TOKEN}" }}', "headers.X-Token:"),
+        # a name that is no token is not shown: it may be a pasted "Name: value" line, and a
+        # newline in it would split the one-line error
+        (f'headers = {{ "X Token" = "{TOKEN}" }}', "headers"),
+        (f'headers = {{ "X-Token:" = "{TOKEN}" }}', "headers"),
+        (f'headers = {{ "Authorization: {TOKEN}" = "" }}', "headers"),
+        (f'headers = {{ "X-Token\\n{TOKEN}" = "v" }}', "headers"),
         (f'headers = {{ Host = "{TOKEN}" }}', "headers.Host"),
         (f'headers = {{ "content-type" = "{TOKEN}" }}', "headers.content-type"),
         (f'headers = {{ "Content-Length" = "{TOKEN}" }}', "headers.Content-Length"),
@@ -568,6 +573,14 @@ def test_headers_to_a_loopback_siem_over_plain_http_are_accepted(tmp_path: Path)
         (f"X-Token: {TOKEN}\nx-token: {TOKEN}\n", 0o600, r"line 2 \(x-token\): given twice"),
         (f"X-Token: {TOKEN}\x01\n", 0o600, "line 1 .*printable ASCII"),
         ("X-Token: \xff\n", 0o600, "line 1 .*printable ASCII"),
+        # only LF (CRLF) ends a line: a vertical tab or U+2028 in a value made a second header
+        (f"X-Token: {TOKEN}\x0bX-Injected: 1\n", 0o600, r"line 1 \(X-Token\).*printable"),
+        (f"X-Token: {TOKEN}\u2028X-Injected: 1\n", 0o600, r"line 1 \(X-Token\).*printable"),
+        (f"X-Token: {TOKEN}\rX-Injected: 1\r\n", 0o600, r"line 1 \(X-Token\).*printable"),
+        # its group may rewrite the token (640 is the most a group gets)
+        (f"X-Token: {TOKEN}\n", 0o660, "its group may change"),
+        (f"X-Token: {TOKEN}\n", 0o620, "its group may change"),
+        ("# the token goes here\n\n", 0o600, "holds no header"),  # a rotation half done
     ],
 )
 def test_a_bad_headers_file_names_the_line_and_never_a_value(
@@ -608,3 +621,35 @@ def test_a_headers_file_spoiled_after_the_check_stops_the_device_build(
         build_audit(s, store)
     assert caught.value.message.startswith("setting 'audit.device[0].headers_file': line 2 (Host)")
     assert "hec-canary" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufeffX-Tenant: icu\r\nX-Token: T\r\n",  # a BOM and CRLF (a Windows editor)
+        "X-Tenant: icu\nX-Token: T",  # no newline at the end
+    ],
+)
+def test_a_headers_file_from_a_windows_editor_is_read(tmp_path: Path, text: str) -> None:
+    path = _headers_file(tmp_path, text)
+    s = settings_from(tmp_path, SIEM + f'headers_file = "{path}"\n')
+    device = s.audit.devices[0]
+    assert siem_headers(device.url, device.headers, device.headers_file, "d") == {
+        "X-Tenant": "icu",
+        "X-Token": "T",
+    }
+
+
+def test_a_headers_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    """Whoever owns the file may rewrite the token or open it to everyone at any time: only
+    the server's user or root may own it (a symlink is followed: its target is checked)."""
+    path = _headers_file(tmp_path, f"X-Token: {TOKEN}\n")
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    assert settings_from(tmp_path, SIEM + f'headers_file = "{link}"\n')  # ours: fine
+    os.chown(path, 65534, 65534)  # nobody (the tests run as root)
+    with pytest.raises(ConfigError) as caught:
+        settings_from(tmp_path, SIEM + f'headers_file = "{link}"\n')
+    message = caught.value.message
+    assert message.startswith("setting 'audit.device[0].headers_file' (config file server.toml)")
+    assert "belongs to another user (uid 65534)" in message and "hec-canary" not in message

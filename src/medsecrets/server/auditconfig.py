@@ -364,7 +364,8 @@ def _check_headers(values: dict[str, object], url: str, where: str, source: str)
     table: dict[str, str] = {}
 
     def named(name: str) -> str:
-        return f"setting '{where}.headers.{name}' ({source})"
+        shown = f".{name}" if _TOKEN.fullmatch(name) else ""  # never a pasted "Name: value"
+        return f"setting '{where}.headers{shown}' ({source})"
 
     for name, value in raw.items():
         checked = _checked_header(name, value, named)
@@ -422,12 +423,12 @@ def _refuse_twice(name: str, names: Collection[str], named: Callable[[str], str]
 
 def _checked_header(name: object, value: object, named: Callable[[str], str]) -> str:
     """``value`` if ``name: value`` is a header the configuration may set (module
-    docstring); else ``ConfigError`` starting with ``named(name)`` (``named("?")`` for a
-    name that is not a string) and saying the rule, never the value."""
+    docstring); else ``ConfigError`` starting with ``named(name)`` and saying the rule, never
+    the value. A name that is not a token is never shown (``named("")``): it may be a whole
+    pasted ``Name: value`` line, or hold a line break."""
     if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-        shown = name[:40] if isinstance(name, str) else "?"
         raise ConfigError(
-            f"{named(shown)}: the header name is not an RFC 7230 token (letters, digits and "
+            f"{named('')}: the header name is not an RFC 7230 token (letters, digits and "
             "!#$%&'*+-.^_`|~)"
         )
     if name.lower() in RESERVED_HEADERS:
@@ -444,23 +445,20 @@ def _checked_header(name: object, value: object, named: Callable[[str], str]) ->
 
 
 def read_headers_file(path: str, where: str, source: str = "") -> dict[str, str]:
-    """The headers of the ``headers_file`` at ``path``: ``Name: value`` lines (blank lines
-    and ``#`` comments skipped, space around the value dropped), each checked as a
-    ``headers`` entry. The file must be regular, at most ``MAX_HEADERS_FILE_BYTES`` of
-    UTF-8, and grant nothing to other users (chmod 600, 640 for a group).
+    """The headers of the ``headers_file`` at ``path``: ``Name: value`` lines (LF or CRLF
+    endings, an UTF-8 BOM allowed; blank lines and ``#`` comments skipped, space around the
+    value dropped), at least one, each checked as a ``headers`` entry. A symlink is
+    followed; the file itself must be regular, at most ``MAX_HEADERS_FILE_BYTES`` of UTF-8,
+    owned by the server's user or root, and grant nothing to other users nor write to its
+    group (chmod 600, 640 for a group): checked on the file opened, not on the name.
 
     ``ConfigError`` naming ``setting 'where'`` (and ``source``), the line and a valid
     header name: never a value, nor the text of a line that is not a header.
     """
     setting = f"setting '{where}'" + (f" ({source})" if source else "")
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if mode & 0o007:
-            raise ConfigError(
-                f"{setting}: other users may read {path!r} (mode {mode:04o}); "
-                "chmod 600 it (640 for a group)"
-            )
         with open_regular(path) as handle:
+            _check_owner_and_mode(os.fstat(handle.fileno()), path, setting)
             data = handle.read(MAX_HEADERS_FILE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -468,12 +466,14 @@ def read_headers_file(path: str, where: str, source: str = "") -> dict[str, str]
     if len(data) > MAX_HEADERS_FILE_BYTES:
         raise ConfigError(f"{setting}: {path!r} is larger than {MAX_HEADERS_FILE_BYTES} bytes")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{setting}: {path!r} is not UTF-8 text") from None
     headers: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
+    # only LF ends a line (str.splitlines also splits at CR, VT, FF, U+0085, U+2028...,
+    # which would turn one bad value into two headers)
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.removesuffix("\r").strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
         name, colon, value = stripped.partition(":")
@@ -483,10 +483,28 @@ def read_headers_file(path: str, where: str, source: str = "") -> dict[str, str]
 
         if not colon:
             raise ConfigError(f"{named('')}: not 'Name: value'")
-        checked = _checked_header(name, value.strip(), named)
+        checked = _checked_header(name, value.strip(" \t"), named)
         _refuse_twice(name, [*headers, name], named)
         headers[name] = checked
+    if not headers:
+        raise ConfigError(f"{setting}: {path!r} holds no header")
     return headers
+
+
+def _check_owner_and_mode(status: os.stat_result, path: str, setting: str) -> None:
+    """``ConfigError`` unless a secret file (``status``) belongs to us or root and only its
+    owner may change it and its owner and group alone may read it (mode 0640 at most)."""
+    mode = stat.S_IMODE(status.st_mode)
+    fix = "chmod 600 it (640 for a group)"
+    if mode & 0o007:
+        raise ConfigError(f"{setting}: other users may read {path!r} (mode {mode:04o}); {fix}")
+    if mode & 0o020:
+        raise ConfigError(f"{setting}: its group may change {path!r} (mode {mode:04o}); {fix}")
+    if status.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(
+            f"{setting}: {path!r} belongs to another user (uid {status.st_uid}), who may "
+            "change it or let others read it: chown it to the server's user (or root)"
+        )
 
 
 def _check_syslog(values: Mapping[str, object], where: str, source: str) -> None:
