@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from medsecrets.audit.record import AuditEvent
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet, EmergencyDetector
 from medsecrets.monitor.engine import MonitorEngine
@@ -193,3 +194,51 @@ def test_a_failing_detector_loses_only_its_own_alerts() -> None:
     assert engine.errors == 1
     assert [(a.detector, a.details["request_id"]) for a in sink.alerts] == [("emergency", "glass")]
     assert engine.stop(timeout=10)
+
+
+def test_a_full_queue_keeps_its_last_tenth_for_emergency_and_decoy_records() -> None:
+    """A flood of ordinary requests fills the queue (the worker is slow: here not started);
+    an emergency credential's use and reads of a decoy after it still reach the detectors,
+    as records and as the broker's ``AuditEvent``s (the dispatcher keeps the same reserve
+    for critical alerts); ordinary records never take it."""
+    decoy = "medessence/production/database/decoy"
+    sink = Sink()
+    engine = MonitorEngine(
+        DetectorSet.default(DetectorConfig(), lambda path: path == decoy),
+        sink,
+        queue_size=100,
+        is_honeytoken=lambda path: path == decoy,
+    )
+    for i in range(300):
+        engine.submit(record(i, principal=f"p{i}"))
+    assert (engine.submitted, engine.dropped) == (90, 210)
+    engine.submit(record(400, emergency=True, principal="glass"))
+    engine.submit(record(401, path=decoy, principal="mallory"))
+    event = access_event_of(record(402, path=decoy, principal="eve"))
+    engine.submit(event)
+    engine.submit(record(403, principal="ordinary"))  # not critical: no place for it
+    assert (engine.submitted, engine.dropped) == (93, 211)
+    for i in range(20):  # a flood of critical records can fill the reserve too (counted)
+        engine.submit(record(500 + i, emergency=True, principal=f"g{i}"))
+    assert (engine.submitted, engine.dropped) == (100, 224)
+    engine.start()
+    engine.drain()
+    found = {(a.detector, a.principal) for a in sink.alerts}
+    assert {("emergency", "glass"), ("honeytoken", "mallory"), ("honeytoken", "eve")} <= found
+    assert engine.stop(timeout=10)
+
+
+def access_event_of(doc: dict[str, object]) -> AuditEvent:
+    """The broker's ``AuditEvent`` for a response record (what the server submits)."""
+    return AuditEvent(
+        kind="response",
+        time=dt.datetime.strptime(str(doc["time"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC),
+        request_id=str(doc["request_id"]),
+        principal=str(doc["principal"]),
+        remote=str(doc["remote"]),
+        operation=str(doc["operation"]),
+        path=str(doc["path"]),
+        environment=str(doc["environment"]),
+        category=str(doc["category"]),
+        status=200,
+    )

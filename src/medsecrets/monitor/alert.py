@@ -13,9 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
 
-__all__ = ["Alert", "Severity"]
+__all__ = ["Alert", "Severity", "critical_reserve"]
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
+def critical_reserve(size: int) -> int:
+    """The places of a queue of ``size`` that only critical work may take: its last tenth
+    (the dispatcher's queues keep them for critical alerts, the monitor's for the events
+    that raise them), so a flood of lesser work cannot crowd out a honeytoken read or an
+    emergency credential's use."""
+    return size // 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

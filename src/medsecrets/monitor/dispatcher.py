@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, cast, get_args
 
 from medsecrets.errors import ConfigError, MedsecretsError
-from medsecrets.monitor.alert import Alert, Severity
+from medsecrets.monitor.alert import Alert, Severity, critical_reserve
 from medsecrets.monitor.channels import AlertChannel, AlertDeliveryError
 
 __all__ = ["SUMMARY_DETECTOR", "AlertDispatcher", "DeliveryStatus"]
@@ -213,7 +213,7 @@ class _Lane:
     ) -> None:
         self.name = name
         self.size = size
-        self.reserve = size // 10
+        self.reserve = critical_reserve(size)
         """Places only a critical alert may take (see the module docstring)."""
         self.queue: queue.Queue[_Entry | None] = queue.Queue()  # None: stop
         self._work = work

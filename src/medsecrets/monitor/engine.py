@@ -5,7 +5,13 @@ The server hands every audit event it recorded to ``submit`` (an
 raises: it puts the record on a bounded queue and, when the
 queue is full, drops it and counts it in ``dropped`` (a slow detector must not
 slow requests; the drop count is exported as a metric and is itself a reason
-to look). One daemon thread takes records off the queue, turns responses into
+to look). The last tenth of the queue (``alert.critical_reserve``) is kept for
+the records that raise critical alerts: an emergency credential's, and any
+access to a path ``is_honeytoken`` names, so a flood of ordinary requests
+cannot make them go unobserved (a flood of those still can: counted). The
+check runs only when the queue is that full.
+
+One daemon thread takes records off the queue, turns responses into
 ``AccessEvent`` (``access_event``: the fields ``sources.event_from_record``
 reads from the same record in our log, as ``audit analyze`` does; mappings
 go through ``event_from_record`` itself), runs the detectors over each batch of
@@ -43,7 +49,7 @@ from typing import cast
 
 from medsecrets.audit.record import AuditEvent, outcome_for
 from medsecrets.errors import MedsecretsError
-from medsecrets.monitor.alert import Alert
+from medsecrets.monitor.alert import Alert, critical_reserve
 from medsecrets.monitor.detectors import BatchDetector, Detector, DetectorSet, IndexedAlerts
 from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, lineage
 from medsecrets.monitor.sources import event_from_record
@@ -96,6 +102,7 @@ class MonitorEngine:
         *,
         queue_size: int = 100_000,
         keeper: StateKeeper | None = None,
+        is_honeytoken: Callable[[str], bool] | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -111,6 +118,9 @@ class MonitorEngine:
         self._on_alert = on_alert
         self._keeper = keeper
         self._size = queue_size
+        self._room = queue_size - critical_reserve(queue_size)
+        """Records any submit may queue; the rest only ``_critical`` ones."""
+        self._is_honeytoken = is_honeytoken
         # A deque (appends and pops are atomic) and one wake-up per batch: a submit costs
         # well under a microsecond on the request path, unlike queue.Queue's two locks.
         self._queue: collections.deque[Submitted] = collections.deque()
@@ -140,7 +150,10 @@ class MonitorEngine:
 
     def submit(self, record: Submitted) -> None:
         """Queue one audit event or record for the detectors; never blocks, never raises."""
-        if self._stopped or len(self._queue) >= self._size:
+        queued = len(self._queue)
+        if self._stopped or (
+            queued >= self._room and (queued >= self._size or not self._critical(record))
+        ):
             with self._counting:
                 self.dropped += 1
             return
@@ -149,6 +162,22 @@ class MonitorEngine:
             self.submitted += 1
         if not self._wake.is_set():
             self._wake.set()
+
+    def _critical(self, record: Submitted) -> bool:
+        """Whether ``record`` raises a critical alert (an emergency credential's, an access
+        to a decoy): it may take the queue's reserve. Never raises."""
+        try:
+            if isinstance(record, AuditEvent):
+                emergency: object = record.emergency
+                path: object = record.path
+            else:
+                emergency, path = record.get("emergency"), record.get("path")
+            if emergency is True:
+                return True
+            decoy = self._is_honeytoken
+            return decoy is not None and isinstance(path, str) and bool(path) and decoy(path)
+        except Exception:  # a submit never raises
+            return False
 
     def drain(self) -> None:
         """Wait until every record submitted so far has been processed (needs ``start``)."""

@@ -781,6 +781,7 @@ def build_audit(
                 stack.detectors,
                 stack.dispatcher.raise_,
                 keeper=_keeper(stack.detectors, settings, specs, keys, worker=worker),
+                is_honeytoken=store.catalog.is_honeytoken,
             )
     if not monitor.enabled and monitor.channels:
         log.warning("monitor.enabled is false: the configured alert channels are not used")
