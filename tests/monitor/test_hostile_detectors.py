@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 import sys
 import threading
 from collections import deque
@@ -28,6 +29,7 @@ from medsecrets.monitor.detectors import (
     EnumerationDetector,
     FailedBurstDetector,
     RateDetector,
+    network_of,
 )
 from medsecrets.monitor.dispatcher import SUMMARY_DETECTOR, AlertDispatcher
 from medsecrets.monitor.engine import access_event
@@ -485,6 +487,8 @@ def test_one_events_cost_does_not_grow_with_the_state() -> None:
     (no table is scanned per event), and trimming a full table is amortised: a new key's
     share of the trims does not grow with ``max_keys``."""
     costs = []
+    # the probe's addresses parsed once (``network_of``'s cache is shared by every set)
+    DetectorSet.default(DetectorConfig(), is_decoy).observe_many(_probe(T0 + 500))
     for keys in (100, 5000):
         detectors = DetectorSet.default(DetectorConfig(max_keys=100_000), is_decoy)
         detectors.observe_many(list(_flood(keys)))
@@ -513,3 +517,74 @@ def test_decoy_probes_without_a_token_from_two_addresses_are_two_alerts() -> Non
         (f"203.0.113.1|{DECOY}", "critical", "203.0.113.1"),
         (f"198.51.100.7|{DECOY}", "critical", "198.51.100.7"),
     ]
+
+
+def _named_calls(observe: Callable[[], object], names: set[str]) -> dict[str, int]:
+    """How often ``observe()`` calls each of the functions ``names`` (by ``co_name``) of the
+    standard ``ipaddress`` module."""
+    counts = dict.fromkeys(names, 0)
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        code = frame.f_code
+        if event == "call" and code.co_name in counts and code.co_filename.endswith("ipaddress.py"):
+            counts[code.co_name] += 1
+
+    sys.setprofile(profile)
+    try:
+        observe()
+    finally:
+        sys.setprofile(None)
+    return counts
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_botnets_new_address_is_parsed_once_for_every_detector(family: int) -> None:
+    """Each denied request from a new address (a botnet) went through ``ipaddress`` in
+    ``new_source`` and again in ``failed_burst``, and each built an ``ip_network`` (tens of
+    microseconds each, ~100 us an event): one parse now serves both, and the network's
+    text is made without building it."""
+    detectors = DetectorSet.default(DetectorConfig(), is_decoy)
+    sources = [
+        f"100.{64 + family}.{i >> 8}.{i & 255}" if family == 4 else f"2001:db8:b07:{i:x}::9"
+        for i in range(300)
+    ]
+    events = [
+        ev(T0 + i, f"bot{i % 7}", outcome="denied", source=source)
+        for i, source in enumerate(sources)
+    ]
+    counts = _named_calls(
+        functools.partial(detectors.observe_many, events), {"ip_address", "ip_network"}
+    )
+    assert counts == {"ip_address": len(sources), "ip_network": 0}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "10.1.2.3",
+        "::ffff:10.1.2.3",
+        "2001:db8:1:2:3:4:5:6",
+        "fe80::1%eth0",
+        "fe80::%eth0",
+        "::",
+        "secretsmanager.amazonaws.com",
+        "1.2.3",
+    ],
+)
+@pytest.mark.parametrize("bits", [(24, 64), (0, 0), (32, 128), (17, 53), (None, None)])
+def test_network_text_is_ip_networks(source: str, bits: tuple[int | None, int | None]) -> None:
+    """``network_of`` gives exactly the text ``ip_network`` gave (saved baselines hold it)."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        expected = source
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        prefix = bits[0] if address.version == 4 else bits[1]
+        expected = (
+            str(address)
+            if prefix is None
+            else str(ipaddress.ip_network((address, prefix), strict=False))
+        )
+    assert network_of(source, *bits) == expected

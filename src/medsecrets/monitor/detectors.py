@@ -10,7 +10,8 @@ first (ties: the oldest), so a flood of new keys (tokens, addresses) drops idle
 keys rather than the busy window about to catch its maker; quiet periods that
 ended go first, baselines still warming up go before finished ones). An event's
 cost does not grow with the tables (no table is scanned per event; a trim's
-sort is amortised over the keys it makes room for). Windows are measured on
+sort is amortised over the keys it makes room for; a new source address is
+parsed once for every detector, ``network_of``). Windows are measured on
 *event* time, so the same detectors run online (``MonitorEngine``) and offline
 (``analyze``); events are expected in (roughly) time order: a straggler counts
 in the window it belongs to, and a clock set back (an online stream's time is
@@ -93,6 +94,7 @@ names, paths, addresses and counts, never a secret value or a token.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -126,6 +128,7 @@ __all__ = [
     "UnusualTimeDetector",
     "config_fingerprint",
     "hour_of_week",
+    "network_of",
 ]
 
 DETECTOR_NAMES: Final = (
@@ -954,6 +957,7 @@ class FailedBurstDetector(_Batched):
         self._counts = _Counts(config.failed_window, config.max_keys)
         self._quiet = _Quiet(config.max_keys, config.failed_window)
         self._origins: dict[str, str] = {}
+        """A bounded cache of ``_origin`` (the hot path: one lookup per denied event)."""
 
     def _parts(self) -> dict[str, _Part]:
         return {"counts": self._counts, "quiet": self._quiet}
@@ -979,17 +983,7 @@ class FailedBurstDetector(_Batched):
         """Where failures from ``source`` are counted: an IPv4 address (also written as
         ``::ffff:a.b.c.d``), an IPv6 ``/64`` (one host picks any address in it), or the
         source as it is; remembered in a bounded table."""
-        try:
-            address = ipaddress.ip_address(source)
-        except ValueError:
-            origin = source
-        else:
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                origin = str(address.ipv4_mapped)
-            elif address.version == 6:
-                origin = str(ipaddress.ip_network((address, 64), strict=False))
-            else:
-                origin = str(address)
+        origin = network_of(source, None, 64)
         if len(self._origins) >= 65536:
             self._origins.clear()
         self._origins[source] = origin
@@ -1012,6 +1006,46 @@ class FailedBurstDetector(_Batched):
             limit=config.failed_denials,
             window=window,
         )
+
+
+# --- addresses -------------------------------------------------------------------------------
+
+_ADDRESS_CHARS: Final = 64
+"""Sources longer than this are not parsed as IP addresses (the longest address text,
+an IPv4-mapped IPv6 address with an interface's zone, is shorter): they are compared
+as text, and never held by the address cache."""
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``source`` names (an IPv4-mapped IPv6 address, an IPv4 client of a
+    dual-stack listener, as IPv4), or ``None``. Parsing costs tens of microseconds and
+    every detector that groups sources needs it: a pure, bounded cache shared by them
+    all, so a botnet's new address is parsed once, not once per detector."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def network_of(source: str, ipv4_bits: int | None, ipv6_bits: int | None) -> str:
+    """Where ``source`` is counted: the text ``ipaddress.ip_network`` gives for its IPv4
+    network of ``ipv4_bits`` or its IPv6 network of ``ipv6_bits`` (``None``: the address
+    itself, as ``str(ip_address)``); a source that is not an address, as it is."""
+    address = _address(source) if len(source) <= _ADDRESS_CHARS else None
+    if address is None:
+        return source
+    bits = ipv4_bits if address.version == 4 else ipv6_bits
+    if bits is None:
+        return str(address)
+    value = int(address)
+    host = address.max_prefixlen - bits
+    if value >> host << host != value:  # as ip_network: an aligned address keeps its zone
+        address = type(address)(value >> host << host)
+    return f"{address}/{bits}"  # ip_network's text, without building the network
 
 
 # --- baseline detectors ------------------------------------------------------------------------
@@ -1178,20 +1212,14 @@ class NewSourceDetector(_Batched):
         if found is None:
             if len(self._networks) >= 65536:
                 self._networks.clear()
-            found = self._networks[source] = self._network(source)
+            config = self._config
+            by_network = config.new_source_scope == "network"
+            found = self._networks[source] = network_of(
+                source,
+                config.ipv4_prefix if by_network else None,
+                config.ipv6_prefix if by_network else None,
+            )
         return found
-
-    def _network(self, source: str) -> str:
-        try:
-            address = ipaddress.ip_address(source)
-        except ValueError:
-            return source
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # an IPv4 client of a dual-stack listener
-        if self._config.new_source_scope == "address":
-            return str(address)
-        bits = self._config.ipv4_prefix if address.version == 4 else self._config.ipv6_prefix
-        return str(ipaddress.ip_network((address, bits), strict=False))
 
     def observe_many(self, events: Sequence[AccessEvent]) -> IndexedAlerts:
         found: IndexedAlerts = []
