@@ -15,6 +15,8 @@ assertion).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import ssl
 import threading
 import time
@@ -306,3 +308,99 @@ def test_the_device_names_a_tls_failure_by_kind(tmp_path: Path, siem: TlsSiem) -
         assert device.health()["pending"] == 1
     finally:
         device.close()
+
+
+def test_a_ca_file_that_cannot_be_read_at_open_keeps_the_records_spooled_until_it_can(
+    tmp_path: Path, siem: TlsSiem, certs: TestCertificates
+) -> None:
+    """A worker started (or respawned) while the CA bundle is missing or half rotated opens
+    its device all the same (raising there stopped the whole server: granian's crash loop
+    detection); each attempt is a ``CAFileError``, nothing is sent, and once the bundle is
+    back the spooled records are shipped."""
+    ca_file = tmp_path / "siem-ca.pem"
+    device = HttpForwarderDevice(
+        "siem",
+        url=siem.url,
+        spool_dir=tmp_path / "spool",
+        spool_max_bytes=1 << 20,
+        verify_tls=str(ca_file),
+        flush_interval=0.05,
+        backoff_initial=0.05,
+        backoff_max=0.1,
+    )
+    device.open()
+    try:
+        device.write([b'{"device":"siem","n":1}\n'])
+        wait_for(lambda: device.health()["consecutive_failures"], "a delivery failure")
+        assert device.health()["last_error"] == "CAFileError"
+        ca_file.write_text("")  # a rotation half done: still no certificate
+        device.write([b'{"device":"siem","n":2}\n'])
+        assert device.health()["pending"] == 2 and siem.posts == []
+        ca_file.write_bytes(Path(certs.ca_file).read_bytes())
+        wait_for(lambda: device.health()["pending"] == 0, "the spool shipped")
+        assert device.health()["consecutive_failures"] == 0
+    finally:
+        device.close()
+    assert siem.bodies() == b'{"device":"siem","n":1}\n{"device":"siem","n":2}\n'
+
+
+def workers_of(server: ServerProcess) -> set[int]:
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
+    return {int(pid) for pid in children.split()}
+
+
+@pytest.mark.parametrize(
+    "spoiled",
+    [
+        "ca_file",
+        pytest.param(
+            "headers_file",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="auditsetup._device reads headers_file again in every worker: it "
+                "should send auditconfig.device_headers(spec), the headers read at load",
+            ),
+        ),
+    ],
+)
+def test_a_worker_respawned_while_a_siem_file_is_missing_serves_and_ships_later(
+    tmp_path: Path, siem: TlsSiem, certs: TestCertificates, spoiled: str
+) -> None:
+    """A worker that dies (the OOM killer) is respawned; the CA bundle or the headers file
+    may be missing just then (a rotation under way). The new worker must start and serve
+    (a configuration error there made granian see a crash loop and stop the whole server)
+    and ship its records with the headers read at load: at once without the headers file,
+    once the CA bundle is back without it (spooled meanwhile)."""
+    data = tmp_path / "data"
+    ca_file = tmp_path / "siem-ca.pem"
+    ca_file.write_bytes(Path(certs.ca_file).read_bytes())
+    extra = f'ca_file = "{ca_file}"\nheaders_file = "{headers_file(tmp_path)}"\n'
+    config = write_config(tmp_path, data, siem, extra)
+    spoil = {"ca_file": ca_file, "headers_file": tmp_path / "siem-headers"}[spoiled]
+    kept = spoil.read_bytes()
+
+    def nodes() -> set[str]:
+        lines = siem.bodies().splitlines()
+        return {json.loads(line)["node"] for line in lines if b'"secrets.read"' in line}
+
+    with start(tmp_path, data, config, "logs", MEDSECRETS_WORKERS="2") as server:
+        read_secrets(server, 2)
+        before = workers_of(server)
+        assert len(before) == 2
+        spoil.unlink()
+        os.kill(min(before), signal.SIGKILL)
+        wait_for(lambda: len(workers_of(server) - before) == 1, "the respawned worker")
+        (new,) = workers_of(server) - before
+        if spoiled == "ca_file":  # back once the new worker's device found it missing
+            wait_for(
+                lambda: not server.running or "CA bundle cannot be used" in server.log_text(),
+                "the new worker's device",
+            )
+            spoil.write_bytes(kept)
+        deadline = time.monotonic() + DEADLINE
+        while not any(node.endswith(f"-{new}") for node in nodes()):
+            assert server.running, "the server stopped"
+            assert time.monotonic() < deadline, "the new worker's reads never arrived"
+            read_secrets(server, 4)
+            time.sleep(0.2)
+    assert {(h["authorization"], h["x-tenant"]) for h in siem.headers()} == {(CANARY, FILE_CANARY)}

@@ -56,12 +56,20 @@ an alarm.
 ``health()`` reports the backlog and the last delivery error by kind only
 (``"HTTP 503"``, ``"ConnectError"``, ``"TLSCertificateError"`` when the
 SIEM's certificate does not chain to the trusted CAs, ``"TLSError"`` for
-another TLS failure): never the URL (which may carry credentials), the
-headers (which usually do) or a record.
+another TLS failure, ``"CAFileError"`` while the CA bundle cannot be used):
+never the URL (which may carry credentials), the headers (which usually do)
+or a record.
 
 TLS: the SIEM's certificate is checked against the system trust store, or
 only against the CA bundle ``verify_tls`` names (``cabundle.ca_context``: a
-regular PEM file, read once at ``open``); TLS 1.2 at least.
+regular PEM file); TLS 1.2 at least. The bundle is read when the device
+connects first: at ``open``, or, while it cannot be used (missing, unreadable,
+no certificate: a rotation half done when a worker starts), again before each
+delivery attempt, each a failure (``"CAFileError"``) with the records kept in
+the spool, so a bad bundle never stops ``open`` (nor the server with it) and
+shipping starts once it is fixed. Once read it is kept until ``close``: a CA
+rotated on disk is used from the next ``open`` (the next start of the server
+or of the worker).
 """
 
 from __future__ import annotations
@@ -143,7 +151,9 @@ class HttpForwarderDevice:
 
         ``verify_tls`` is ``True`` (system trust store), ``False`` (no
         verification: tests only; the configuration cannot ask for it) or the
-        path of a PEM CA bundle, then the only CAs trusted (``cabundle.ca_context``).
+        path of a PEM CA bundle, then the only CAs trusted (``cabundle.ca_context``);
+        a bundle that cannot be used is a delivery failure (``"CAFileError"``, the
+        records stay spooled), never an error of ``open`` (module docstring).
         ``on_overflow(message)`` is the device's alarm (a full spool, a
         dropped record). Raises ``ConfigError`` naming the first bad setting.
         """
@@ -219,17 +229,10 @@ class HttpForwarderDevice:
             return ChainHead()
         spool = DurableSpool(self._spool_dir, max_bytes=self._spool_max_bytes)
         try:
-            self._client = httpx.Client(
-                timeout=self._timeout,
-                verify=self._tls_context(),
-                headers=self._headers,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=1),
-            )
+            self._connect()
         except BaseException:
             spool.close()
             raise
-        self._poster = BoundedPoster(self._client)
         self._spool = spool
         self._leftovers = self._claim_leftovers()
         self._stop.clear()
@@ -312,13 +315,35 @@ class HttpForwarderDevice:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _connect(self) -> BoundedPoster | None:
+        """The poster, made now if there is none yet; ``None`` (a failure of kind
+        ``"CAFileError"``, the reason logged) while the CA bundle cannot be used."""
+        if self._poster is not None:
+            return self._poster
+        try:
+            verify = self._tls_context()
+        except ValueError as exc:
+            if self._failed("CAFileError"):
+                log.error(
+                    "audit forwarding: the CA bundle cannot be used; records stay spooled",
+                    extra={"device": self._name, "error": f"CA bundle {exc}"},
+                )
+            return None
+        self._client = httpx.Client(
+            timeout=self._timeout,
+            verify=verify,
+            headers=self._headers,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=1),
+        )
+        self._poster = BoundedPoster(self._client)
+        return self._poster
+
     def _tls_context(self) -> ssl.SSLContext | bool:
+        """``verify_tls`` as httpx takes it; ``ValueError`` (``ca_context``) for a bad bundle."""
         if self._verify is False:
             return False
-        try:
-            return ca_context(self._verify if isinstance(self._verify, str) else None)
-        except ValueError as exc:
-            raise ConfigError(f"audit device {self._name!r}: CA bundle {exc}") from None
+        return ca_context(self._verify if isinstance(self._verify, str) else None)
 
     def _claim_leftovers(self) -> tuple[DurableSpool, ...]:
         """The spools earlier runs left beside ours that hold this device's records, locked."""
@@ -373,7 +398,8 @@ class HttpForwarderDevice:
 
     def _drain(self, *, retry: bool) -> None:
         """Ship the leftover spools (removing each once empty), then ours (see ``_ship``)."""
-        spool, poster = self._spool, self._poster
+        spool = self._spool
+        poster = self._connect() if spool is not None else None
         if spool is None or poster is None:
             return
         for leftover in self._leftovers:
