@@ -18,7 +18,12 @@ from medsecrets.catalog.loader import default_catalog
 from medsecrets.errors import AuditFailure, ConfigError
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
 from medsecrets.schema.seal import KeyFileSealConfig
-from medsecrets.server.auditconfig import AuditDeviceSettings, secret_settings, siem_headers
+from medsecrets.server.auditconfig import (
+    AuditDeviceSettings,
+    device_headers,
+    secret_settings,
+    siem_headers,
+)
 from medsecrets.server.auditsetup import build_audit, device_settings
 from medsecrets.server.config import Settings, load_settings
 from medsecrets.storage.sqlite import SqliteStorage
@@ -653,3 +658,20 @@ def test_a_headers_file_of_another_user_is_refused(tmp_path: Path) -> None:
     message = caught.value.message
     assert message.startswith("setting 'audit.device[0].headers_file' (config file server.toml)")
     assert "belongs to another user (uid 65534)" in message and "hec-canary" not in message
+
+
+def test_the_headers_file_is_read_once_at_load_for_every_worker(tmp_path: Path) -> None:
+    """The parent reads ``headers_file`` at load and hands what it held to the workers with
+    the settings: a worker started later (respawned hours after) sends the same headers as
+    the others, and needs no file that may be missing or half rewritten by then."""
+    path = _headers_file(tmp_path, f"X-Token: {TOKEN}\n")
+    s = settings_from(
+        tmp_path, SIEM + f'headers_file = "{path}"\nheaders = {{ Authorization = "T" }}\n'
+    )
+    path.unlink()
+    again = from_wire(Settings, json.loads(json.dumps(to_wire(s))))  # what a worker gets
+    for device in (s.audit.devices[0], again.audit.devices[0]):
+        assert device_headers(device) == {"Authorization": "T", "X-Token": TOKEN}
+        assert dict(device.headers) == {"Authorization": "T"}  # the config file's alone
+        assert TOKEN not in repr(device)
+    assert secret_settings(s.audit.devices, ()) == ["audit.device[0].headers"]

@@ -88,6 +88,7 @@ __all__ = [
     "AlertChannelSettings",
     "AuditDeviceSettings",
     "cleartext_warnings",
+    "device_headers",
     "parse_alert_channels",
     "parse_audit_devices",
     "read_headers_file",
@@ -105,8 +106,10 @@ def _no_headers() -> SecretFields:
 @dataclass(frozen=True, slots=True)
 class AuditDeviceSettings:
     """One ``[[audit.device]]`` entry (paths absolute after loading); ``url`` and the
-    ``headers`` values stay out of reprs. ``headers`` are the config file's; those of
-    ``headers_file`` are read when the device is built (``read_headers_file``)."""
+    header values stay out of reprs. ``headers`` are the config file's, ``file_headers``
+    those its ``headers_file`` held when the settings were loaded (``read_headers_file``;
+    not a key of the config file): ``device_headers`` gives all a device sends, so every worker
+    sends the same, and a worker started later needs no file that may have changed since."""
 
     type: DeviceType
     name: str
@@ -127,6 +130,13 @@ class AuditDeviceSettings:
     ca_file: str = ""
     headers: SecretFields = field(default_factory=_no_headers, repr=False)
     headers_file: str = ""
+    file_headers: SecretFields = field(default_factory=_no_headers, repr=False)
+
+
+def device_headers(spec: AuditDeviceSettings) -> dict[str, str]:
+    """The headers the http device ``spec`` sends: its ``headers`` and ``file_headers``,
+    checked together at load (module docstring); no file is read."""
+    return {**spec.headers, **spec.file_headers}
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,8 +367,8 @@ def _check_trust(values: dict[str, object], url: str, where: str, source: str) -
 
 
 def _check_headers(values: dict[str, object], url: str, where: str, source: str) -> None:
-    """``headers`` (made ``SecretFields``) and ``headers_file`` (made absolute, read once to
-    check it): the rules in the module docstring, never echoing a value."""
+    """``headers`` (made ``SecretFields``) and ``headers_file`` (made absolute, read now:
+    ``file_headers``): the rules in the module docstring, never echoing a value."""
     raw = values.get("headers", {})
     assert isinstance(raw, dict)
     table: dict[str, str] = {}
@@ -377,7 +387,8 @@ def _check_headers(values: dict[str, object], url: str, where: str, source: str)
         if not headers_file:
             raise ConfigError(f"setting '{where}.headers_file' ({source}): must name a file")
         values["headers_file"] = os.path.abspath(headers_file)
-    siem_headers(url, table, str(values.get("headers_file", "")), where, source)
+    every = siem_headers(url, table, str(values.get("headers_file", "")), where, source)
+    values["file_headers"] = SecretFields({k: v for k, v in every.items() if k not in table})
 
 
 def siem_headers(
@@ -386,7 +397,7 @@ def siem_headers(
     """The headers an http device sends: its ``headers`` (``table``, each checked already)
     and those of its ``headers_file`` (read now: ``read_headers_file``), checked together
     (module docstring): ``ConfigError`` naming ``setting 'where.headers...'`` otherwise.
-    Called at load and again when a device is built (a worker may start long after)."""
+    Called at load (``file_headers``); a device built later takes ``device_headers``."""
     headers = dict(table)
     at = f" ({source})" if source else ""
     if headers_file:
