@@ -30,8 +30,8 @@ the arrays of tables, which only a config file can hold::
     headers = { Authorization = "Splunk ...", X-Tenant = "icu" }   # http: sent with
                                    # every POST; values are secrets (never echoed)
     headers_file = "/etc/medsecrets/siem-headers"   # http: more headers, "Name: value"
-                                   # lines ('#' comments), read at every start; mode
-                                   # 0600/0640 (refused if other users may read it)
+                                   # lines ('#' comments), read at every start; ours or
+                                   # root's, mode 0600/0640 (read_headers_file)
 
     [[alerts.channel]]
     type = "webhook"               # slack | webhook | smtp | log
