@@ -245,3 +245,49 @@ def test_a_filter_value_no_record_can_carry_is_refused(records: list[dict[str, o
         AuditQuery(operation="secret.read")
     assert {r["operation"] for r in records if r.get("operation")} <= operations()
     assert query(records, operation="sys.metrics") == []  # audited, though not a core route
+
+
+@pytest.mark.parametrize(
+    ("prefix", "rule"),
+    [
+        ("medessence//x", r"path_prefix has an empty segment"),
+        ("medessence/../x", r"path_prefix segment '\.\.' is not allowed"),
+        ("medessence/./x", r"path_prefix segment '\.' is not allowed"),
+        ("medessence/prod uction", r"path_prefix segment 'prod uction' may only contain"),
+        ("medessence/\x00", r"path_prefix contains a control character"),
+        ("a/" * 11, r"path_prefix has more than 10 segments"),
+    ],
+)
+def test_a_path_prefix_no_secret_path_can_have_is_refused(prefix: str, rule: str) -> None:
+    # medessence//x used to answer with nothing: "nobody touched it".
+    with pytest.raises(InvalidRequest, match=rule):
+        AuditQuery(path_prefix=prefix)
+
+
+def test_a_path_prefix_of_whole_segments_is_taken(records: list[dict[str, object]]) -> None:
+    for prefix in ("", "medessence", "medessence/production/", "/medessence/production", DB):
+        AuditQuery(path_prefix=prefix)
+    assert query(records, path_prefix="/medessence/production/") == query(
+        records, path_prefix="medessence/production"
+    )
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (T[2], T[1]),  # later
+        (T[1], T[1]),  # the same: since is inclusive, until exclusive
+        (T[1].replace(tzinfo=None), T[1]),  # naive is UTC
+        (T[1], T[1].astimezone(dt.timezone(dt.timedelta(hours=-5)))),  # the same instant
+    ],
+)
+def test_a_window_with_no_time_in_it_is_refused(since: dt.datetime, until: dt.datetime) -> None:
+    with pytest.raises(InvalidRequest, match=r"^until \(.+Z\) must be later than since \(.+Z\)"):
+        AuditQuery(since=since, until=until)
+
+
+def test_a_window_of_a_microsecond_is_taken(records: list[dict[str, object]]) -> None:
+    at = next(r for r in records if r["time"] == "2026-01-05T09:00:00.000000Z")
+    found = query(records, since=T[1], until=T[1] + dt.timedelta(microseconds=1))
+    assert at in found
+    assert {r["time"] for r in found} == {"2026-01-05T09:00:00.000000Z"}

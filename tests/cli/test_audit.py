@@ -538,6 +538,24 @@ def test_an_unknown_operation_is_an_error_not_an_empty_answer(
     assert "unknown operation 'secret.read'" in answer.json()["error"]["message"]
 
 
+def test_a_query_no_record_can_match_is_an_error_not_an_empty_answer(
+    run: Run, audit_file: Path
+) -> None:
+    # A window with no time in it and a malformed path prefix used to answer "0 record(s)".
+    for extra in ((), ("--file", str(audit_file))):
+        for command in ("search", "export"):
+            for window in (("2026-01-02", "2026-01-01"), ("1h", "2h"), ("2026-03-01",) * 2):
+                since, until = window
+                line = run("audit", command, "--since", since, "--until", until, *extra).error(2)
+                assert re.search(r"until \(.+Z\) must be later than since \(.+Z\)", line), line
+            line = run("audit", command, "--path-prefix", "medessence//x", *extra).error(2)
+            assert "path_prefix has an empty segment" in line
+            line = run("audit", command, "--path-prefix", "medessence/../x", *extra).error(2)
+            assert "path_prefix segment '..' is not allowed" in line
+    line = run("audit", "who-read", "medessence//x/y").error(2)  # the server's 400, one line
+    assert "path has an empty segment" in line
+
+
 # What the standard library's json reads and the writer (orjson) never writes: a lone
 # surrogate escape, NaN. Every reader must treat such a line as a malformed one.
 UNWRITABLE = (

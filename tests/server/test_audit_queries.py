@@ -260,3 +260,66 @@ def test_search_over_hundreds_of_earlier_chains_keeps_few_files_open(tmp_path: P
     planted = [r for r in records if str(r["node"]).startswith("host-")]
     assert len(planted) == 900
     assert [r["time"] for r in planted] == sorted(r["time"] for r in planted)
+
+
+def test_a_fifo_in_the_audit_directory_is_counted_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO named as a rotated file of the device's chain: the server's search and
+    who-read held their thread waiting for a writer for ever. Now it is never opened
+    (counted as unreadable). Here the FIFO has a writer (a thread that sends nothing), so
+    a server that did open it would read it as an empty file and count nothing."""
+    import threading
+
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "l") as server:
+        _read(server, 2)
+        fifo = data / "audit" / "audit-20200101T000000Z-1.jsonl"  # before the live file
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.open("wb").close(), daemon=True)
+        writer.start()  # it opens the FIFO once a reader does
+        try:
+            who = _who_read(server)
+            assert len(_reads(who)) == 2
+            assert who["unreadable"] == 1
+            found = _search_reads(server)
+            assert len(found["records"]) == 2  # type: ignore[arg-type]
+            assert found["unreadable"] == 1
+        finally:
+            if writer.is_alive():  # never opened by the server: release the writer
+                reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+                writer.join()
+                os.close(reader)
+
+
+def test_a_query_no_record_can_match_is_a_400_naming_it(tmp_path: Path) -> None:
+    """A malformed path prefix and a window with no time in it used to answer 200 with no
+    records: "nobody touched it"."""
+    with ServerProcess(tmp_path / "data", log_dir=tmp_path / "l") as server:
+        _read(server, 1)
+        headers = _headers(server.token)
+        for route, params, words in (
+            ("search", {"path_prefix": "medessence//x"}, "path_prefix has an empty segment"),
+            ("search", {"path_prefix": "medessence/../x"}, "path_prefix segment '..'"),
+            ("who-read", {"path": "medessence//x"}, "path has an empty segment"),
+            ("who-read", {"path": "medessence/development/../x"}, "path segment '..'"),
+            (
+                "search",
+                {"since": "2026-01-02", "until": "2026-01-02T01:00:00+02:00"},  # 23:00 UTC
+                "until (2026-01-01T23:00:00.000000Z) must be later than since "
+                "(2026-01-02T00:00:00.000000Z)",
+            ),
+            ("search", {"since": "2026-01-02", "until": "2026-01-02"}, "must be later than"),
+        ):
+            answer = httpx.get(
+                f"{server.addr}/v1/sys/audit/{route}", params=params, headers=headers
+            )
+            assert answer.status_code == 400, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "invalid_request"
+            assert words in error["message"]
+        fine = httpx.get(
+            f"{server.addr}/v1/sys/audit/search",
+            params={"path_prefix": "medessence/development/", "since": "2020-01-01"},
+            headers=headers,
+        )
+        assert fine.status_code == 200, fine.text
+        assert fine.json()["records"]

@@ -15,9 +15,12 @@ filters look at too, so a search for a principal shows the alerts about them.
 Checkpoint records match only queries without record filters (or
 ``kind="checkpoint"``).
 
-A query naming an operation, outcome or kind that no record can carry is
-refused (``InvalidRequest``), not answered with nothing: ``secret.read`` for
-``secrets.read`` would otherwise report that nobody read anything.
+A query that no record can match is refused (``InvalidRequest``), not
+answered with nothing: an operation, outcome or kind that no record can carry
+(``secret.read`` for ``secrets.read`` would otherwise report that nobody read
+anything), a path prefix that breaks the secret paths' segment rules
+(``engines.secrets.paths.check_segments``: ``medessence//x``), and a time window
+that holds no time (``until`` not after ``since``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Final, get_args
 
 from medsecrets.audit.readback import numbered_lines
 from medsecrets.audit.record import Kind, LineError, Outcome, format_time, is_record, parse_line
+from medsecrets.engines.secrets.paths import check_segments
 from medsecrets.errors import DecryptionError, InvalidRequest
 from medsecrets.fdio import open_regular
 
@@ -101,11 +105,15 @@ class AuditQuery:
       (``hmac-sha256:...`` as ``medsecrets audit hash`` prints it);
     - ``path_prefix``: the path itself or any path below it, by whole
       segments (``medessence/prod`` does not match ``medessence/production``);
+      one that breaks the secret paths' segment rules (an empty, ``.`` or
+      ``..`` segment, a character no segment has) raises ``InvalidRequest``
+      naming the rule;
     - ``category``, ``environment``, ``operation``, ``outcome``, ``kind``:
       exact; an operation not in ``operations()``, an outcome or a kind no
       record has raises ``InvalidRequest`` naming the ones there are;
     - ``since`` (inclusive) and ``until`` (exclusive): the record's time;
-      naive datetimes are taken as UTC.
+      naive datetimes are taken as UTC; ``until`` at or before ``since`` (no
+      time in between) raises ``InvalidRequest`` naming both.
     """
 
     principal: str | None = None
@@ -124,8 +132,14 @@ class AuditQuery:
         _check_one_of("kind", self.kind, _KINDS)
         if self.operation is not None:
             _check_one_of("operation", self.operation, operations())
+        if self.path_prefix is not None:
+            check_segments(self.path_prefix, what="path_prefix")
         since = _utc_text(self.since) if self.since is not None else ""
         until = _utc_text(self.until) if self.until is not None else "~"  # after any digit
+        if until <= since:
+            raise InvalidRequest(
+                f"until ({until}) must be later than since ({since}): no record is in between"
+            )
         object.__setattr__(self, "_window", (since, until))
 
     def matches(self, record: Mapping[str, object]) -> bool:
