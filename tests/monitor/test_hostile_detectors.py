@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import gc
 import ipaddress
 import sys
 import threading
+import tracemalloc
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
@@ -33,7 +35,13 @@ from medsecrets.monitor.detectors import (
 )
 from medsecrets.monitor.dispatcher import SUMMARY_DETECTOR, AlertDispatcher
 from medsecrets.monitor.engine import access_event
-from medsecrets.monitor.events import AccessEvent, Operation
+from medsecrets.monitor.events import (
+    KEPT_TEXT,
+    MAX_TEXT,
+    AccessEvent,
+    Operation,
+    bounded_text,
+)
 
 T0 = 1_741_003_200.0  # Monday 2025-03-03 12:00 UTC
 DECOY = "medessence/production/database/decoy"
@@ -588,3 +596,64 @@ def test_network_text_is_ip_networks(source: str, bits: tuple[int | None, int | 
             else str(ipaddress.ip_network((address, prefix), strict=False))
         )
     assert network_of(source, *bits) == expected
+
+
+# --- memory: long texts ------------------------------------------------------------------------
+
+
+def _long_events(start: int, count: int, size: int) -> list[AccessEvent]:
+    """Events whose principal, source and path are each over ``size`` characters long and
+    new (offline, a log line may be 1 MiB), every operation, some emergency."""
+    pad = "x" * size
+    return [
+        ev(
+            T0 + i,
+            f"p{i}-{pad}",
+            operation=("read", "list", "describe", "write")[i % 4],
+            path=f"medessence/production/c{i}/{pad}",
+            source=f"s{i}-{pad}",
+            outcome=("success", "denied")[i % 2],
+            emergency=i % 50 == 0,
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def test_long_texts_cost_the_state_a_bounded_size() -> None:
+    """Texts of 32 KiB as principals, sources and paths: the detectors kept each (and
+    texts made of them) as keys, about 130 KiB of state an event (100,000 keys: gigabytes).
+    A text over ``MAX_TEXT`` is kept as its readable prefix and a digest: a few KiB an
+    event, as for short texts (measured by ``tracemalloc``, after the events are gone)."""
+    detectors = DetectorSet.default(DetectorConfig(), is_decoy)
+    count, size = 600, 32 * 1024
+    emergency: list[Alert] = []
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for start in range(0, count, 100):
+            found = detectors.observe_many(_long_events(start, 100, size))
+            emergency += [a for _, a in found if a.detector == "emergency"]
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before - sys.getsizeof(emergency)
+        held -= sum(sys.getsizeof(a.principal) + sys.getsizeof(a.key) for a in emergency)
+    finally:
+        tracemalloc.stop()
+    assert held / count < 12 * 1024  # each event carried 3 x 32 KiB
+    assert len(emergency) == count // 50
+    [first, *_] = emergency
+    assert first.principal is not None
+    assert first.principal.startswith("p0-" + "x" * (KEPT_TEXT - 3) + "…")
+    assert len(first.principal) <= KEPT_TEXT + 1 + 32
+    assert first.principal == bounded_text(_long_events(0, 1, size)[0].principal)
+
+
+def test_long_texts_that_differ_only_at_their_end_stay_distinct() -> None:
+    """Two principals sharing their first 4,000 characters (and a lone surrogate, as JSON
+    may decode) each read 30 times: two keys under the limit of 50, no ``rate`` alert."""
+    common = "arn:aws:sts::123456789012:assumed-role/" + "r" * 4000 + "\ud800"
+    reads = [ev(T0 + i, common + ("a" if i % 2 else "b")) for i in range(60)]
+    alerts = DetectorSet.default().observe_many(reads)
+    assert [a for _, a in alerts if a.detector == "rate"] == []
+    assert bounded_text(common + "a") != bounded_text(common + "b")
+    assert bounded_text(common[:MAX_TEXT]) == common[:MAX_TEXT]

@@ -107,7 +107,7 @@ from typing import Final, Literal, Protocol, TypeVar, runtime_checkable
 
 from medsecrets.errors import ConfigError
 from medsecrets.monitor.alert import Alert, Severity
-from medsecrets.monitor.events import AccessEvent
+from medsecrets.monitor.events import AccessEvent, bounded
 
 __all__ = [
     "DETECTOR_NAMES",
@@ -1496,13 +1496,15 @@ class DetectorSet(_Batched):
         events: Sequence[AccessEvent],
         on_error: Callable[[str, Exception], None] | None = None,
     ) -> IndexedAlerts:
-        """Every detector's alerts for ``events``, ordered by event, then detector.
+        """Every detector's alerts for ``events``, ordered by event, then detector; the
+        detectors see the events' texts bounded (``events.bounded``: at most 1 KiB a key).
 
         A detector that raises: without ``on_error`` the exception propagates
         (offline analysis stops on a bug); with it, ``on_error(name, exc)`` is
         called and the other detectors' alerts are still returned (the online
         monitor loses only the failing detector's alerts for this batch).
         """
+        events = bounded(events)  # no text of over 1 KiB becomes a key (see ``events``)
         merged: list[tuple[int, int, Alert]] = []
         counts = self.counts
         for position, (name, many) in enumerate(self._batches):

@@ -14,22 +14,35 @@ identifiers that the source log itself prints in clear.
 Time is kept as ``ts``, POSIX seconds (UTC), because the detectors' windows
 are arithmetic on seconds; ``time`` is the same instant as an aware
 ``datetime``.
+
+The detectors keep texts of events as keys (principals, paths, addresses) in
+tables of up to ``DetectorConfig.max_keys`` keys, and a line of a log read
+offline may be 1 MiB long: ``bounded`` replaces every text longer than
+``MAX_TEXT`` characters by its first ``KEPT_TEXT`` characters, ``…`` and a
+digest of the whole (distinct texts stay distinct; an alert still names a
+readable prefix), so a key costs at most about 1 KiB.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from medsecrets.audit.record import Outcome
 
 __all__ = [
+    "KEPT_TEXT",
+    "MAX_TEXT",
     "OPERATIONS",
     "ROUTE_OPERATIONS",
     "AccessEvent",
     "Operation",
+    "bounded",
+    "bounded_text",
     "lineage",
     "operation_of_route",
     "parse_time",
@@ -220,3 +233,58 @@ def lineage(principal: str) -> str:
     records: other logs name principals their own way.
     """
     return principal.partition("/")[0]
+
+
+MAX_TEXT: Final = 1024
+"""The longest text of an event the detectors take as it is (see module docstring)."""
+
+KEPT_TEXT: Final = 256
+"""Characters of a longer text kept, readable, before its digest."""
+
+_TEXTS: Final = (
+    "principal",
+    "source",
+    "raw_operation",
+    "path",
+    "environment",
+    "category",
+    "request_id",
+)
+
+
+def bounded_text(text: str) -> str:
+    """``text`` if at most ``MAX_TEXT`` characters long, else its first ``KEPT_TEXT``
+    characters, ``…`` and the BLAKE2b-128 digest (hex) of the whole text."""
+    if len(text) <= MAX_TEXT:
+        return text
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+    return f"{text[:KEPT_TEXT]}…{digest.hexdigest()}"
+
+
+def bounded(events: Sequence[AccessEvent]) -> Sequence[AccessEvent]:
+    """``events`` with every text longer than ``MAX_TEXT`` replaced by ``bounded_text``
+    (``events`` itself when none is: one sum of lengths per event)."""
+    limit = MAX_TEXT
+    for event in events:
+        if (
+            len(event.principal)
+            + len(event.source)
+            + len(event.path)
+            + len(event.raw_operation)
+            + len(event.request_id)
+            + len(event.environment or "")
+            + len(event.category or "")
+            > limit
+        ):
+            return [_bounded(event) for event in events]
+    return events
+
+
+def _bounded(event: AccessEvent) -> AccessEvent:
+    """``event``, or a copy with its texts bounded when one is too long."""
+    changes: dict[str, str] = {
+        name: bounded_text(text)
+        for name in _TEXTS
+        if isinstance(text := getattr(event, name), str) and len(text) > MAX_TEXT
+    }
+    return dataclasses.replace(event, **changes) if changes else event  # type: ignore[arg-type]
