@@ -101,6 +101,49 @@ def test_bad_files_one_line_naming_the_file(
         assert not any(key_line in result.stderr for key_line in key_lines)
 
 
-def test_the_options_after_the_command_say_they_are_global(cli: Runner) -> None:
-    line = cli("secrets", "list", "--client-cert", "x.pem").error(2)
-    assert "global option" in line and "before the command" in line
+def test_the_options_after_the_command_as_cacert_is(cli: Runner, server: MutualTlsServer) -> None:
+    """Where ``--cacert`` is accepted, after the command's name, so are the client
+    certificate options (commands of every group, audit's included); there they win
+    over the ones given before the command."""
+    certs = _certs(server)
+    cert = ("--client-cert", certs.cert, "--client-key", certs.key)
+    cli("secrets", "list", *cert, "-o", "json", env=_env(server)).ok()
+    cli("token", "lookup", "-o", "json", *cert, env=_env(server)).ok()
+    cli("audit", "devices", *cert, env=_env(server)).ok()
+    before = ("--client-cert", certs.other_cert, "--client-key", certs.other_key)
+    cli(*before, "operator", "status", *cert, env=_env(server)).ok()
+    line = cli(*cert, "operator", "status", "--client-key", certs.other_key, env=_env(server))
+    assert "does not match" in line.error(2)
+
+
+def test_every_command_with_cacert_takes_the_client_certificate_options() -> None:
+    import typer
+
+    from medsecrets.cli.app import app
+    from medsecrets.cli.commands.connection import accept_client_certificate_options
+
+    command = typer.main.get_command(app)
+    accept_client_certificate_options(command)
+    accept_client_certificate_options(command)  # idempotent
+    seen = 0
+    groups = [command]
+    while groups:
+        group = groups.pop()
+        for sub in getattr(group, "commands", {}).values():
+            groups.append(sub)
+            options = [option for param in sub.params for option in param.opts]
+            if "--cacert" in options:
+                seen += 1
+                assert options.count("--client-cert") == options.count("--client-key") == 1
+    assert seen > 20
+
+
+def test_the_options_where_no_cacert_is_say_where_they_go(cli: Runner) -> None:
+    for args in (
+        ("secrets", "--client-cert", "x.pem", "list"),
+        ("catalog", "check", "--client-key", "k"),
+    ):
+        line = cli(*args).error(2)
+        assert (
+            "it goes before the command" in line and "after a command that takes --cacert" in line
+        )

@@ -30,6 +30,7 @@ from medsecrets.cli.commands import (
 from medsecrets.cli.commands.connection import (
     ClientCertOption,
     ClientKeyOption,
+    accept_client_certificate_options,
     remember_client_certificate,
 )
 from medsecrets.cli.errors import (
@@ -54,7 +55,7 @@ app = typer.Typer(
         "Server commands read MEDSECRETS_ADDR, MEDSECRETS_TOKEN and MEDSECRETS_CACERT "
         "(or --addr/--token/--cacert), and for a server that asks for a client certificate "
         "MEDSECRETS_CLIENT_CERT and MEDSECRETS_CLIENT_KEY (or --client-cert/--client-key, "
-        "given before the command)."
+        "before the command or, where --cacert is, after it)."
     ),
     epilog=EXIT_CODE_TABLE,
     no_args_is_help=True,
@@ -102,7 +103,11 @@ def _usage_message(error: Exception) -> str:
     path = getattr(context, "command_path", None)
     hint = f" (see '{path} --help')" if path else ""
     if message.startswith(("No such option: --client-cert", "No such option: --client-key")):
-        hint = " (a global option: give it before the command, e.g. medsecrets --client-cert …)"
+        # a command without --cacert (it reaches no server) or a group: say where it goes
+        hint = (
+            " (it goes before the command, e.g. medsecrets --client-cert c.pem secrets list,"
+            " or after a command that takes --cacert)"
+        )
     return f"{message}{hint}"
 
 
@@ -119,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         aborts += (click.exceptions.Abort,)
     try:
         command = typer.main.get_command(app)
+        accept_client_certificate_options(command)  # also after the command, as --cacert
         result = command.main(
             args=list(argv) if argv is not None else None,
             prog_name="medsecrets",

@@ -6,13 +6,17 @@
 on the command line is visible to other users (``ps``, shell history), so the
 CLI warns about it.
 
-The client certificate for a server that asks for one (``tls.client_ca``) is a
-global option, given before the command: ``medsecrets --client-cert FILE
-[--client-key FILE] secrets list``, or ``MEDSECRETS_CLIENT_CERT`` /
+The client certificate for a server that asks for one (``tls.client_ca``):
+``--client-cert FILE [--client-key FILE]``, or ``MEDSECRETS_CLIENT_CERT`` /
 ``MEDSECRETS_CLIENT_KEY`` (an encrypted key's password only as
-``MEDSECRETS_CLIENT_KEY_PASSWORD``, never an option). The root command keeps
-them in the Click context's ``meta`` (``remember_client_certificate``), which
-every subcommand's context shares, and ``connection`` takes them from there.
+``MEDSECRETS_CLIENT_KEY_PASSWORD``, never an option). The options are taken
+before the command (the root command's, which also read the variables) and
+wherever ``--cacert`` is, after it: ``accept_client_certificate_options`` adds
+them, declared once (``ClientCertHereOption``), to every command that has a
+``cacert`` parameter, so no command declares them. Either kind keeps its value
+in the Click context's ``meta`` (``remember_client_certificate``, the options'
+callback), which every subcommand's context shares; one given after the command
+wins over one given before it, and ``connection`` takes them from there.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+import typer.main
 
 from medsecrets.cli.errors import CliError, ExitCode, click_module
 from medsecrets.cli.output import OutputFormat, warn
 from medsecrets.wire import JSON
 
 if TYPE_CHECKING:
+    from typer._click import Command, Parameter  # the Click Typer runs on (click_module)
+
     from medsecrets.sdk import Client
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "Connection",
     "OutputOption",
     "TokenOption",
+    "accept_client_certificate_options",
     "connection",
     "open_client",
     "read_catalog",
@@ -84,8 +92,8 @@ ClientCertOption = Annotated[
         "--client-cert",
         envvar="MEDSECRETS_CLIENT_CERT",
         help=(
-            "Client certificate (PEM) for a server that requires one (tls.client_ca); "
-            "give it before the command. Holds the key too unless --client-key is given."
+            "Client certificate (PEM) for a server that requires one (tls.client_ca). "
+            "Holds the key too unless --client-key is given."
         ),
         show_default=False,
         rich_help_panel="Connection",
@@ -145,6 +153,75 @@ def remember_client_certificate(client_cert: str | None, client_key: str | None)
     if context is not None:
         context.meta[_META_CLIENT_CERT] = client_cert or None
         context.meta[_META_CLIENT_KEY] = client_key or None
+
+
+def _remember_here(
+    context: typer.Context, parameter: typer.CallbackParam, value: str | None
+) -> None:
+    """The callback of a command's own ``--client-cert``/``--client-key``: a value given
+    (``""``: none) replaces the one given before the command; none leaves it."""
+    if value is not None:
+        key = _META_CLIENT_CERT if parameter.name == "client_cert" else _META_CLIENT_KEY
+        context.meta[key] = value or None
+
+
+ClientCertHereOption = Annotated[
+    str | None,
+    typer.Option(
+        "--client-cert",
+        help="Client certificate (PEM) for a server that requires one (tls.client_ca); "
+        "MEDSECRETS_CLIENT_CERT. Holds the key too unless --client-key is given.",
+        show_default=False,
+        rich_help_panel="Connection",
+        callback=_remember_here,
+    ),
+]
+ClientKeyHereOption = Annotated[
+    str | None,
+    typer.Option(
+        "--client-key",
+        help="Private key (PEM) of --client-cert (MEDSECRETS_CLIENT_KEY); an encrypted one "
+        "needs MEDSECRETS_CLIENT_KEY_PASSWORD.",
+        show_default=False,
+        rich_help_panel="Connection",
+        callback=_remember_here,
+    ),
+]
+"""The declarations of the options a command with ``--cacert`` also takes (no variable:
+the root command reads it, and a variable here would override a value given before
+the command)."""
+
+
+def _client_certificate_parameters() -> list[Parameter]:
+    """Click parameters for ``ClientCertHereOption`` and ``ClientKeyHereOption`` (made by
+    Typer from a command that only declares them), passed to no command function."""
+    holder = typer.Typer()
+
+    @holder.command()
+    def declare(
+        client_cert: ClientCertHereOption = None, client_key: ClientKeyHereOption = None
+    ) -> None:
+        """Only declares the options."""
+        del client_cert, client_key
+
+    parameters = list(typer.main.get_command(holder).params)
+    for parameter in parameters:
+        parameter.expose_value = False  # kept by the callback, not passed to the command
+    return parameters
+
+
+def accept_client_certificate_options(command: Command) -> None:
+    """Give ``command`` and every command under it that takes ``--cacert`` (a ``cacert``
+    parameter) ``--client-cert`` and ``--client-key`` too (``ClientCertHereOption``), so
+    that they are accepted where ``--cacert`` is, after the command, as well as before
+    it. Idempotent; the command functions do not see them (``connection`` does)."""
+    subcommands = getattr(command, "commands", None)
+    if isinstance(subcommands, dict):
+        for subcommand in subcommands.values():
+            accept_client_certificate_options(subcommand)
+    names = {parameter.name for parameter in command.params}
+    if "cacert" in names and "client_cert" not in names:
+        command.params.extend(_client_certificate_parameters())
 
 
 def connection(addr: str | None, token: str | None, cacert: str | None) -> Connection:
