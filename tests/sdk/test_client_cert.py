@@ -19,6 +19,7 @@ from tests.sdk.mtls import (
 
 from medsecrets.sdk import AsyncClient, Client, ServerUnavailableError
 from medsecrets.sdk.errors import ClientCertificateError
+from medsecrets.testing.serverproc import free_port
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +231,51 @@ def test_bad_file_from_the_environment_names_it(certs: ClientCertificates, tmp_p
         Client("https://127.0.0.1:1", env={"MEDSECRETS_CLIENT_CERT": missing})
     env = {"MEDSECRETS_CLIENT_CERT": "", "MEDSECRETS_CLIENT_KEY": ""}  # empty: unset
     Client("https://127.0.0.1:1", env=env).close()
+
+
+def _health_and_put(
+    server: MutualTlsServer, client_class: type, addr: object, **kwargs: object
+) -> str:
+    """Run ``health`` then a ``put`` (never retried once sent) with a ``Client`` or an
+    ``AsyncClient``; the address that answered."""
+    settings = {"cacert": server.certs.server.ca_file, "env": {}, "retries": 0, **kwargs}
+    if client_class is Client:
+        with Client(addr, server.token, **settings) as client:  # type: ignore[arg-type]
+            client.health()
+            client.put("medessence/mtls/database", {"username": "u"})
+            return client.address
+
+    async def run() -> str:
+        async with AsyncClient(addr, server.token, **settings) as client:  # type: ignore[arg-type]
+            await client.health()
+            await client.put("medessence/mtls/database", {"username": "u"})
+            return client.address
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+def test_an_expired_certificate_is_named_so(server: MutualTlsServer, client_class: type) -> None:
+    """The server refuses it in the handshake (the client does not check dates: a server
+    that asks for no certificate takes none); both clients say what the alert means."""
+    certs = server.certs
+    with pytest.raises(ServerUnavailableError) as caught:
+        _health_and_put(
+            server, client_class, server.addr, client_cert=certs.expired_cert,
+            client_key=certs.expired_key,
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "refused the client certificate: sslv3_alert_certificate_expired" in message
+    assert "it has expired or is not valid yet" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+def test_failover_with_a_client_certificate(server: MutualTlsServer, client_class: type) -> None:
+    """A first address that is down: both clients fail over to the next one, presenting
+    the certificate there, for a read and for a write."""
+    certs = server.certs
+    addresses = [f"https://127.0.0.1:{free_port()}", server.addr]
+    answered = _health_and_put(
+        server, client_class, addresses, client_cert=certs.cert, client_key=certs.key
+    )
+    assert answered == server.addr

@@ -252,18 +252,17 @@ MAX_PEM_FILE_BYTES: Final = 1 << 20
 _PEM_CERTIFICATE: Final = b"-----BEGIN CERTIFICATE-----"
 _PEM_PRIVATE_KEY: Final = b" PRIVATE KEY-----"  # PKCS#8, encrypted PKCS#8, EC and RSA keys
 _PEM_ENCRYPTED: Final = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
-_REFUSED_CERTIFICATE: Final = frozenset(
-    {
-        "TLSV1_ALERT_UNKNOWN_CA",
-        "SSLV3_ALERT_BAD_CERTIFICATE",
-        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-        "SSLV3_ALERT_CERTIFICATE_REVOKED",
-        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-        "TLSV1_ALERT_ACCESS_DENIED",
-    }
-)
-"""Alerts with which a server refuses the client certificate it was given."""
+_REFUSED_CERTIFICATE: Final = {
+    "TLSV1_ALERT_UNKNOWN_CA": "it is not signed by a CA the server trusts (tls.client_ca)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "it has expired or is not valid yet",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "it is revoked",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "it is not one for client authentication",
+    "TLSV1_ALERT_ACCESS_DENIED": "",
+}
+"""Alerts with which a server refuses the client certificate it was given, and what
+each says of it (``""``: nothing more than the alert's name)."""
 
 
 def _pem_head(path: str, what: str) -> bytes:
@@ -539,9 +538,10 @@ def _tls_problem(reason: str) -> str:
     if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
         return "the server requires a client certificate; see client_cert / MEDSECRETS_CLIENT_CERT"
     if reason in _REFUSED_CERTIFICATE:
+        meaning = _REFUSED_CERTIFICATE[reason]
         return (
-            f"the server refused the client certificate: {reason.lower()};"
-            " see client_cert / MEDSECRETS_CLIENT_CERT"
+            f"the server refused the client certificate: {reason.lower()}"
+            f"{', ' if meaning else ''}{meaning}; see client_cert / MEDSECRETS_CLIENT_CERT"
         )
     return "untrusted certificate or protocol; see cacert / MEDSECRETS_CACERT"
 
