@@ -156,11 +156,12 @@ def create_latch(settings: Settings) -> SharedLatch:
 
 
 def open_storage(settings: Settings) -> StorageBackend:
-    """Open the configured storage backend (creating the data directory for SQLite)."""
+    """Open the configured storage backend (creating the data directory for SQLite);
+    PostgreSQL's operations are bounded by ``storage.timeout``."""
     if settings.storage.type == "postgres":
         from medsecrets.storage.postgres import PostgresStorage
 
-        return PostgresStorage(settings.storage.dsn)
+        return PostgresStorage(settings.storage.dsn, timeout=settings.storage.timeout)
     from medsecrets.storage.sqlite import SqliteStorage
 
     _ensure_private_dir(os.path.dirname(settings.storage.path))

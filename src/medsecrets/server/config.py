@@ -29,6 +29,7 @@ TOML layout (every key optional; unknown keys and tables are rejected)::
     type = "sqlite"               # sqlite | postgres
     path = ""                     # sqlite file; default <data_dir>/medsecrets.db
     dsn = ""                      # postgres connection string
+    timeout = 5.0                 # postgres: wait for a connection, and for each answer
 
     [seal]
     type = ""                     # "" (as initialised) | shamir | keyfile | awskms
@@ -126,11 +127,17 @@ _MAX_WORKERS = 64
 
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
-    """Where the (encrypted) data lives. ``dsn`` is masked in ``repr``: it may hold a password."""
+    """Where the (encrypted) data lives. ``dsn`` is masked in ``repr``: it may hold a password.
+
+    ``timeout`` (PostgreSQL only; 1 to 300 seconds): how long an operation waits for a
+    connection, and then for the database's answer, before it fails with ``503
+    storage_unavailable`` (``storage.postgres``: also the TCP keepalive and user timeout).
+    """
 
     type: StorageType = "sqlite"
     path: str = ""
     dsn: str = field(default="", repr=False)
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +399,7 @@ _SETTINGS: dict[str, tuple[_Parser, bool]] = {
     "storage.type": (_choice("sqlite", "postgres"), False),
     "storage.path": (_str, False),
     "storage.dsn": (_str, True),
+    "storage.timeout": (_float(1.0, 300.0), False),
     "seal.type": (_choice("shamir", "keyfile", "awskms", optional=True), False),
     "seal.key_file": (_str, False),
     "seal.kms_key_id": (_str, False),

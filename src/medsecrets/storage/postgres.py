@@ -25,6 +25,37 @@ whole: nothing was written) is run again, up to ``_BATCH_TRIES`` times. Only
 a failed ``Expect`` is a ``ConflictError`` (as is a batch with conditions that
 lost every try; one without gets ``StorageError``). Leases are one atomic upsert
 (``INSERT … ON CONFLICT DO UPDATE … WHERE expires_at <= now RETURNING``).
+
+**A database that goes away** fails the operation within the store's ``timeout``
+(the server's ``storage.timeout``) instead of holding it. Three bounds, each for
+one way of going away:
+
+- no connection: an operation waits at most ``timeout`` for a pooled connection
+  (``PoolTimeout``), and a new connection at most ``timeout`` to be made
+  (libpq's ``connect_timeout``, at least 2 s);
+- a peer that drops packets (a network partition, a frozen host): libpq's TCP
+  keepalives and ``tcp_user_timeout`` make the kernel end the connection, so an
+  idle pooled connection is found dead before a write is sent on it, and
+  unacknowledged data is given up after ``timeout``;
+- a server that keeps the connection but never answers (a hung or stopped
+  process: its kernel still acknowledges every packet, so TCP sees nothing):
+  ``_Deadlines`` shuts down the socket of an operation still waiting for its
+  answer ``timeout`` after it took its connection; libpq then sees the
+  connection end, psycopg raises, and the connection is closed (never reused).
+
+The last bound is ours because nothing lower gives it: libpq's socket is
+non-blocking and waited on with ``poll`` (``SO_RCVTIMEO`` never applies),
+server-side ``statement_timeout`` needs a server that runs, a cancel request
+needs one that answers, and ``Connection.wait``'s ``timeout`` exists only from
+psycopg 3.3 (we support 3.2) and raises a private exception. A ``shutdown`` of
+the socket, from a thread of the store's, touches no libpq state (only the
+kernel's socket, through a duplicate descriptor held until the operation ends,
+so the number cannot have been reused). A read that found no answer is not
+tried again (it would wait again); every such failure, and a lost or missing
+connection, is ``StorageUnavailable`` (HTTP 503), a write's saying that its
+outcome is unknown: a frozen server that resumes may still commit it. Libpq
+connection parameters given in the DSN (``keepalives_idle=…``) win over those
+derived from ``timeout``.
 """
 
 from __future__ import annotations
@@ -32,9 +63,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
+import os
 import random
 import secrets
 import select
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -240,10 +275,15 @@ def _wrap(op: str, exc: Exception, *, conflicts: bool = True) -> MedsecretsError
     """``ConflictError`` for lost races (unless not ``conflicts``: an operation without a
     condition cannot conflict), else ``StorageError``; error class and SQLSTATE only,
     and for a write what is known of its outcome: none without a pooled connection in
-    time, unknown once the connection was lost while it ran."""
+    time, unknown once the connection was lost, or gave no answer in time, while it ran."""
     from psycopg import OperationalError
     from psycopg_pool import PoolTimeout
 
+    if isinstance(exc, _NoAnswer):
+        waited = f"no answer from the server within {exc.limit:g} s, the connection was closed"
+        if op in _READS:
+            return StorageUnavailable(f"postgres {op} failed: {waited}")
+        return StorageUnavailable(f"postgres {op} failed: {waited}, so its outcome is unknown")
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in _CONFLICT_STATES:
         if conflicts:
@@ -269,6 +309,135 @@ def _connection_lost(sqlstate: str | None) -> bool:
     socket broke; class 08: connection exception; 57P01-57P03: the server shut it down),
     rather than cancelling the statement (57014: rolled back, nothing written)."""
     return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SHUTDOWN_STATES
+
+
+class _NoAnswer(Exception):
+    """An operation's connection was shut down because the server did not answer within
+    ``limit`` seconds (``_Deadlines``)."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(f"no answer within {limit:g} s")
+        self.limit = limit
+
+
+class _Armed:
+    """One operation's deadline: a duplicate of its connection's socket, to shut down."""
+
+    __slots__ = ("deadline", "fired", "sock")
+
+    def __init__(self, deadline: float, sock: socket.socket) -> None:
+        self.deadline = deadline
+        self.sock = sock
+        self.fired = False
+
+
+class _Deadlines:
+    """Ends the connection of an operation that waits on the server past ``limit`` seconds.
+
+    ``bound(conn)`` arms a deadline for the block's use of ``conn``; one daemon
+    thread (started at the first use, and again in a forked child) sleeps until the
+    soonest deadline and shuts down (``SHUT_RDWR``) the socket of each operation still
+    under way at its deadline. The block's exception is then ``_NoAnswer`` (whatever
+    psycopg raised for the ended connection), and ``conn`` is closed as the block ends
+    (an operation that completed just as its deadline passed keeps its result; its
+    connection is closed all the same). Why a socket shutdown: see the module docstring.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._changed = threading.Condition()
+        self._armed: dict[int, _Armed] = {}
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @contextlib.contextmanager
+    def bound(self, conn: Connection[TupleRow]) -> Iterator[None]:
+        """Run the block with ``conn``'s answers due within ``limit`` seconds."""
+        try:
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        except (self._driver_errors(), OSError):  # no socket: the operation fails by itself
+            yield
+            return
+        armed = _Armed(time.monotonic() + self.limit, sock)
+        with self._changed:
+            if not self._armed:  # the thread sleeps without a deadline: give it this one
+                self._changed.notify()
+            self._armed[id(conn)] = armed
+            self._ensure_thread()
+        try:
+            yield
+        except Exception:
+            if armed.fired:
+                raise _NoAnswer(self.limit) from None
+            raise
+        finally:
+            with self._changed:
+                del self._armed[id(conn)]
+            sock.close()  # the duplicate: the connection keeps its own descriptor
+            if armed.fired:
+                conn.close()
+
+    def expired(self, conn: Connection[TupleRow]) -> bool:
+        """Whether ``conn``'s operation (under way) was cut off at its deadline."""
+        with self._changed:
+            armed = self._armed.get(id(conn))
+            return armed is not None and armed.fired
+
+    def close(self) -> None:
+        """Stop the thread (operations still under way keep no deadline)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    @staticmethod
+    def _driver_errors() -> type[Exception]:
+        from psycopg import OperationalError
+
+        return OperationalError
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():  # none yet, or forked
+            self._thread = threading.Thread(
+                target=self._run, name="medsecrets-storage-deadlines", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._closed:
+                now = time.monotonic()
+                soonest: float | None = None
+                for armed in self._armed.values():
+                    if armed.fired:
+                        continue
+                    if armed.deadline <= now:
+                        armed.fired = True
+                        with contextlib.suppress(OSError):
+                            armed.sock.shutdown(socket.SHUT_RDWR)
+                    elif soonest is None or armed.deadline < soonest:
+                        soonest = armed.deadline
+                self._changed.wait(None if soonest is None else soonest - now)
+
+
+def _with_bounds(dsn: str, timeout: float) -> str:
+    """``dsn`` with the libpq parameters derived from ``timeout`` it does not set itself:
+    ``connect_timeout`` (whole seconds, at least 2, as psycopg enforces), TCP keepalives
+    (the first probe after ``timeout`` idle, then every third of it, 3 unanswered end
+    the connection) and ``tcp_user_timeout`` (milliseconds). Unix-socket connections
+    ignore the TCP ones."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    seconds = max(1, math.ceil(timeout))
+    derived = {
+        "connect_timeout": max(2, seconds),
+        "keepalives": 1,
+        "keepalives_idle": seconds,
+        "keepalives_interval": max(1, math.ceil(timeout / 3)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1000, math.ceil(timeout * 1000)),
+    }
+    given = conninfo_to_dict(dsn)
+    return make_conninfo(dsn, **{name: v for name, v in derived.items() if name not in given})
 
 
 class _ExpectedPipelineAbort(logging.Filter):
@@ -300,9 +469,11 @@ class PostgresStorage:
 
     ``dsn`` is a libpq connection string or URI (never shown in reprs or
     errors: it may hold a password). ``min_size``/``max_size`` bound the
-    connection pool; ``timeout`` is how long an operation waits for a pooled
-    connection (and for the first connection on open); ``clock`` supplies the
-    wall time for leases (``expires_at = clock.now().timestamp() + ttl``).
+    connection pool; ``timeout`` (seconds, > 0) is how long an operation waits for
+    a pooled connection, a connection to be made (the first one on open too), and
+    the server's answer once it has its connection (see the module docstring);
+    ``clock`` supplies the wall time for leases
+    (``expires_at = clock.now().timestamp() + ttl``).
     """
 
     def __init__(
@@ -311,15 +482,17 @@ class PostgresStorage:
         *,
         min_size: int = 1,
         max_size: int = 8,
-        timeout: float = 30.0,
+        timeout: float = 5.0,
         clock: Clock | None = None,
     ) -> None:
+        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+            raise ValueError("timeout must be a positive number of seconds")
         _load_driver()
         import psycopg
         from psycopg_pool import ConnectionPool
 
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._errors: type[Exception] = psycopg.Error
+        self._errors: tuple[type[Exception], ...] = (psycopg.Error, _NoAnswer)
         self._lost: type[Exception] = psycopg.OperationalError
         psycopg_logger = logging.getLogger("psycopg")
         if not any(isinstance(f, _ExpectedPipelineAbort) for f in psycopg_logger.filters):
@@ -327,10 +500,13 @@ class PostgresStorage:
         self._idle = psycopg.pq.TransactionStatus.IDLE
         self._closed = False
         self._where = _describe(dsn)
+        self._deadlines = _Deadlines(timeout)
+        conninfo = _with_bounds(dsn, timeout)
         try:
-            with psycopg.connect(
-                dsn, autocommit=True, connect_timeout=max(1, round(timeout))
-            ) as conn:
+            with (
+                psycopg.connect(conninfo, autocommit=True) as conn,
+                self._deadlines.bound(conn),
+            ):
                 _check_settings(conn)
                 _ensure_schema(conn)
         except psycopg.OperationalError as exc:
@@ -343,10 +519,11 @@ class PostgresStorage:
                 f"postgres role may not create or use the medsecrets tables ({reason}):"
                 " grant it the rights, or have the tables' owner open the store first"
             ) from None
-        except psycopg.Error as exc:
+        except (psycopg.Error, _NoAnswer) as exc:
+            self._deadlines.close()
             raise _wrap("open", exc) from None
         self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
-            dsn,
+            conninfo,
             min_size=min_size,
             max_size=max_size,
             # No server-side prepared statements: psycopg loses track of them when
@@ -360,6 +537,7 @@ class PostgresStorage:
             self._pool.open(wait=True, timeout=timeout)
         except psycopg.Error as exc:
             self._pool.close()
+            self._deadlines.close()
             raise _wrap("open", exc) from None
 
     def __repr__(self) -> str:
@@ -382,20 +560,23 @@ class PostgresStorage:
         taken, at most the pool's size of them. The check costs one ``poll`` and no
         round trip, and it keeps a write from being sent on a dead connection (where
         it would fail, and could not be tried again: its outcome would be unknown).
+        The block's answers are due within the store's timeout (``_Deadlines``).
         """
         for _ in range(self._pool.max_size):
             with self._pool.connection() as conn:
                 if not _ended_by_server(conn):
-                    yield conn
+                    with self._deadlines.bound(conn):
+                        yield conn
                     return
                 conn.close()
-        with self._pool.connection() as conn:  # a pool of fresh connections by now
-            yield conn
+        with self._pool.connection() as conn, self._deadlines.bound(conn):
+            yield conn  # a pool of fresh connections by now
 
     def _read(self, op: str, run: Callable[[Connection[TupleRow]], _T]) -> _T:
         """``run(connection)`` for a read; tried again on another connection while the
         one taken turns out dead (ended between ``_connection``'s check and the query:
-        at most the pool's size plus one tries). A write is not tried again: whether it
+        at most the pool's size plus one tries), but not once the server gave no answer
+        in time (it would be waited for again). A write is not tried again: whether it
         committed is unknown."""
         tries = self._pool.max_size + 1
         for attempt in range(1, tries + 1):
@@ -404,7 +585,7 @@ class PostgresStorage:
                     try:
                         return run(conn)
                     except self._lost:
-                        if attempt == tries or not conn.broken:
+                        if attempt == tries or not conn.broken or self._deadlines.expired(conn):
                             raise
                 # the pool discards a broken connection: try the next one
             except self._errors as exc:
@@ -543,6 +724,7 @@ class PostgresStorage:
             return
         self._closed = True
         self._pool.close()
+        self._deadlines.close()
 
 
 def _ended_by_server(conn: Connection[TupleRow]) -> bool:
