@@ -491,3 +491,26 @@ def test_a_delivered_batch_that_cannot_be_acknowledged_is_not_sent_again(
     assert device.health()["consecutive_failures"] == 0
     assert device.health()["pending"] == 0
     assert receiver.lines() == sent
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_plain_http_url_is_never_sent_through_a_proxy_of_the_environment(
+    receiver: Receiver,
+    make_device: Callable[..., HttpForwarderDevice],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    """Plain http is allowed only to a loopback SIEM, so that the records and the header
+    credentials never leave the host in clear; a proxy named in the server's environment
+    (httpx honours them) got both, and may be on another host."""
+    proxy = Receiver()
+    try:
+        monkeypatch.setenv(variable, proxy.url.removesuffix("/ingest"))
+        device = make_device(receiver.url, headers={"Authorization": f"Splunk {TOKEN}"})
+        device.open()
+        device.write(record_lines(2))
+        receiver.wait_lines(2)
+        assert {h["authorization"] for h in receiver.headers} == {f"Splunk {TOKEN}"}
+        assert proxy.batches == [] and proxy.rejected == 0
+    finally:
+        proxy.stop()

@@ -60,6 +60,11 @@ another TLS failure, ``"CAFileError"`` while the CA bundle cannot be used):
 never the URL (which may carry credentials), the headers (which usually do)
 or a record.
 
+Proxies: an ``https`` URL goes through the proxy the environment names
+(``HTTPS_PROXY``/``ALL_PROXY``, ``NO_PROXY``: a tunnel, TLS end to end, the
+headers never sent to the proxy); a plain ``http`` URL never does
+(``_DIRECT_PLAIN_HTTP``): the proxy would see the records and headers in clear.
+
 TLS: the SIEM's certificate is checked against the system trust store, or
 only against the CA bundle ``verify_tls`` names (``cabundle.ca_context``: a
 regular PEM file); TLS 1.2 at least. The bundle is read when the device
@@ -109,6 +114,10 @@ _CLOSE_BUDGET: Final = 2.0
 """Seconds ``close`` gives its last delivery attempt (at most ``timeout``)."""
 _JOIN_SLACK: Final = 1.0
 _TOO_LARGE: Final = 413
+_DIRECT_PLAIN_HTTP: Final[dict[str, httpx.BaseTransport | None]] = {"http://": None}
+"""httpx ``mounts``: a plain http URL is reached directly, never through a proxy of the
+environment (``HTTP_PROXY``, ``ALL_PROXY``), which would get the records and the headers
+in clear; an https URL may use one (``HTTPS_PROXY``: a CONNECT tunnel, TLS to the SIEM)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +344,7 @@ class HttpForwarderDevice:
             headers=self._headers,
             follow_redirects=False,
             limits=httpx.Limits(max_connections=1),
+            mounts=_DIRECT_PLAIN_HTTP,
         )
         self._poster = BoundedPoster(self._client)
         return self._poster
