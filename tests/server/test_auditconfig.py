@@ -512,6 +512,9 @@ def test_siem_settings_reach_the_workers(tmp_path: Path, ca_file: str) -> None:
         ("verify_tls = false", "verify_tls"),
         ('headers_file = ""', "headers_file"),
         ('headers_file = "/nonexistent/headers"', "headers_file"),
+        # a header line where its file's path belongs: the path is never echoed either
+        (f'headers_file = "Authorization: {TOKEN}"', "headers_file"),
+        (f'headers_file = {{ Authorization = "{TOKEN}" }}', "headers_file"),
     ],
 )  # fmt: skip
 def test_bad_siem_settings_name_the_key_and_never_the_value(

@@ -190,7 +190,8 @@ _CHANNEL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "username": (str, ("smtp",)),
     "password": (str, ("smtp",)),
 }
-_SECRET_KEYS = frozenset({"url", "secret", "password", "headers"})
+_SECRET_KEYS = frozenset({"url", "secret", "password", "headers", "headers_file"})
+"""Keys whose values errors never echo (``headers_file``: a header line pasted there)."""
 _FACILITIES = frozenset(FACILITIES)
 _MIN_SPOOL_BYTES: Final = 1 << 20
 _BATCH_BYTES: Final = (4 << 10, 64 << 20)
@@ -464,22 +465,23 @@ def read_headers_file(path: str, where: str, source: str = "") -> dict[str, str]
     group (chmod 600, 640 for a group): checked on the file opened, not on the name.
 
     ``ConfigError`` naming ``setting 'where'`` (and ``source``), the line and a valid
-    header name: never a value, nor the text of a line that is not a header.
+    header name: never a value, nor the text of a line that is not a header, nor ``path``
+    (a header line pasted where the path belongs would be echoed).
     """
     setting = f"setting '{where}'" + (f" ({source})" if source else "")
     try:
         with open_regular(path) as handle:
-            _check_owner_and_mode(os.fstat(handle.fileno()), path, setting)
+            _check_owner_and_mode(os.fstat(handle.fileno()), setting)
             data = handle.read(MAX_HEADERS_FILE_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{setting}: cannot read {path!r} ({reason})") from None
+        raise ConfigError(f"{setting}: cannot read the file ({reason})") from None
     if len(data) > MAX_HEADERS_FILE_BYTES:
-        raise ConfigError(f"{setting}: {path!r} is larger than {MAX_HEADERS_FILE_BYTES} bytes")
+        raise ConfigError(f"{setting}: the file is larger than {MAX_HEADERS_FILE_BYTES} bytes")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"{setting}: {path!r} is not UTF-8 text") from None
+        raise ConfigError(f"{setting}: the file is not UTF-8 text") from None
     headers: dict[str, str] = {}
     # only LF ends a line (str.splitlines also splits at CR, VT, FF, U+0085, U+2028...,
     # which would turn one bad value into two headers)
@@ -498,22 +500,22 @@ def read_headers_file(path: str, where: str, source: str = "") -> dict[str, str]
         _refuse_twice(name, [*headers, name], named)
         headers[name] = checked
     if not headers:
-        raise ConfigError(f"{setting}: {path!r} holds no header")
+        raise ConfigError(f"{setting}: the file holds no header")
     return headers
 
 
-def _check_owner_and_mode(status: os.stat_result, path: str, setting: str) -> None:
+def _check_owner_and_mode(status: os.stat_result, setting: str) -> None:
     """``ConfigError`` unless a secret file (``status``) belongs to us or root and only its
     owner may change it and its owner and group alone may read it (mode 0640 at most)."""
     mode = stat.S_IMODE(status.st_mode)
     fix = "chmod 600 it (640 for a group)"
     if mode & 0o007:
-        raise ConfigError(f"{setting}: other users may read {path!r} (mode {mode:04o}); {fix}")
+        raise ConfigError(f"{setting}: other users may read the file (mode {mode:04o}); {fix}")
     if mode & 0o020:
-        raise ConfigError(f"{setting}: its group may change {path!r} (mode {mode:04o}); {fix}")
+        raise ConfigError(f"{setting}: its group may change the file (mode {mode:04o}); {fix}")
     if status.st_uid not in (os.geteuid(), 0):
         raise ConfigError(
-            f"{setting}: {path!r} belongs to another user (uid {status.st_uid}), who may "
+            f"{setting}: the file belongs to another user (uid {status.st_uid}), who may "
             "change it or let others read it: chown it to the server's user (or root)"
         )
 
