@@ -310,3 +310,31 @@ def test_read_json_left_unclosed_when_the_files_change_between_its_passes(
     assert printed.startswith("[") and '"h1"' in printed
     with pytest.raises(json.JSONDecodeError):
         json.loads(printed)
+
+
+def test_verify_from_start_refuses_files_holding_no_record(cli: Runner, tmp_path: Path) -> None:
+    """An empty log cannot show that it starts the chain (one wiped to nothing looks the
+    same): with --from-start it fails as a chain without its first record (exit 7; it said
+    OK). Without --from-start nothing is claimed, and it stays 'nothing to check'."""
+    empty = tmp_path / "audit.jsonl"
+    empty.write_bytes(b"")
+    line = cli("audit", "verify", "--from-start", str(empty)).error(7)
+    assert line == (
+        f"error: verification failed: {empty} line index 0 (line 1), seq 1: no record: "
+        "--from-start needs the chain's first record (seq 1), and a log emptied after the "
+        "fact looks the same"
+    )
+    found = cli("audit", "verify", "--from-start", str(empty), "-o", "json")
+    assert found.code == 7
+    report = found.json()
+    assert isinstance(report, dict)
+    assert (report["ok"], report["records"], report["first_bad_seq"]) == (False, 0, 1)
+    assert "nothing to check" in cli("audit", "verify", str(empty)).ok().stdout
+    maker = ChainMaker()
+    maker.append(_read_event(T0, "alice"))
+    chain = tmp_path / "audit-20260105T080001Z-000000000001.jsonl"
+    chain.write_bytes(b"".join(maker.lines))
+    # an empty live file after a rotated file that starts the chain: the log starts it
+    assert "1 record(s) in 2 file(s), seq 1 to 1" in (
+        cli("audit", "verify", "--from-start", str(chain), str(empty)).ok().stdout
+    )

@@ -390,6 +390,23 @@ def _verify_data(report: VerifyReport, files: Sequence[Path], exported: int) -> 
     }
 
 
+NO_START: Final = (
+    "no record: --from-start needs the chain's first record (seq 1), and a log emptied "
+    "after the fact looks the same"
+)
+
+
+def _started(report: VerifyReport, files: Sequence[Path]) -> VerifyReport:
+    """``report`` of ``verify --from-start``, failed at the first file's first line when
+    the files hold no record: they cannot show that they start the chain (a log wiped
+    down to nothing verifies as empty), so they are not vouched for as the whole log."""
+    if not report.ok or report.records or not files:
+        return report
+    return dataclasses.replace(
+        report, ok=False, first_bad_index=0, first_bad_seq=1, problem=NO_START, file=files[0]
+    )
+
+
 def _bad_record(report: VerifyReport, checkpoints: Path | None) -> str:
     """The one line that names the first bad record."""
     seq = f", seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""
@@ -539,6 +556,8 @@ def verify(
             decode=decode,
             unsigned_tail=UNSIGNED_TAIL if unsigned_tail is None else unsigned_tail,
         )
+    if from_start:
+        report = _started(report, files)
     data = _verify_data(report, files, len(exported))
     if report.ok:
         key_id = None if loaded is None else loaded[1]
