@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 
@@ -678,3 +679,39 @@ def test_the_headers_file_is_read_once_at_load_for_every_worker(tmp_path: Path) 
         assert dict(device.headers) == {"Authorization": "T"}  # the config file's alone
         assert TOKEN not in repr(device)
     assert secret_settings(s.audit.devices, ()) == ["audit.device[0].headers"]
+
+
+@pytest.mark.parametrize("key", ["headers_file", "ca_file"])
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "directory", "huge"])
+def test_a_siem_file_that_is_no_small_regular_file_is_refused_at_once(
+    tmp_path: Path, key: str, kind: str
+) -> None:
+    """A FIFO without a writer would block the start for ever, ``/dev/zero`` never end; a
+    huge file is read only up to the bound."""
+    path = tmp_path / "siem-file"
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    elif kind == "directory":
+        path.mkdir(mode=0o700)
+    elif kind == "huge":
+        limit = (64 << 10) if key == "headers_file" else (16 << 20)
+        path.write_bytes(b"# " + b"x" * limit + b"\n")
+        path.chmod(0o600)
+    else:
+        path = Path(kind)
+    caught: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            settings_from(tmp_path, SIEM + f'{key} = "{path}"\n')
+        except BaseException as exc:  # handed to the test's thread
+            caught.append(exc)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(30.0)  # a safety net against a blocked open, not a timing threshold
+    assert not loader.is_alive(), f"loading a {kind} {key} blocked"
+    (error,) = caught
+    assert isinstance(error, ConfigError)
+    assert error.message.startswith(f"setting 'audit.device[0].{key}' (config file server.toml)")
+    assert "\n" not in error.message
