@@ -165,7 +165,8 @@ def test_records_reach_an_https_siem_with_its_private_ca_and_the_configured_head
     data = tmp_path / "data"
     extra = f'ca_file = "{certs.ca_file}"\nheaders_file = "{headers_file(tmp_path)}"\n'
     config = write_config(tmp_path, data, siem, extra)
-    with start(tmp_path, data, config, "logs") as server:
+    # the most verbose log: the values must stay out of it at every level
+    with start(tmp_path, data, config, "logs", MEDSECRETS_LOG_LEVEL="debug") as server:
         read_secrets(server, 3)
         wait_for(lambda: siem.bodies().count(b'"secrets.read"') >= 6, "the reads at the SIEM")
         health = siem_health(server)
