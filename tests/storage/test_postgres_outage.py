@@ -15,9 +15,7 @@ timeout is 1 s; a pass takes at most a few of them, a hang is caught at 30 s.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -79,29 +77,6 @@ def _start_again(pg: PostgresCluster) -> None:
     """Start the stopped server with the options it ran with (its ``postmaster.opts``,
     which ``pg_ctl restart`` reads): the same port, so the stores' DSNs still hold."""
     _pg_ctl(pg, "-l", str(pg.socket_dir / "server.log"), "restart")
-
-
-def _server_processes(pg: PostgresCluster) -> list[int]:
-    """The postmaster and every process it started (backends, checkpointer, ...)."""
-    postmaster = int((pg.data_dir / "postmaster.pid").read_text().splitlines()[0])
-    found = [postmaster]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == postmaster:
-            found.append(int(entry))
-    return found
-
-
-def _signal(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 def _outcome(call: Callable[[], object]) -> BaseException | None:
@@ -174,20 +149,16 @@ def test_a_frozen_database_fails_operations_in_time_and_is_used_again(
     cluster: PostgresCluster,
 ) -> None:
     store = PostgresStorage(cluster.create_database("outage"), timeout=TIMEOUT)
-    frozen = _server_processes(cluster)
     try:
         store.put("kept", b"v")
-        _signal(frozen, signal.SIGSTOP)
-        errors = {name: _fails_unavailable(call) for name, call in _operations(store).items()}
+        with cluster.frozen():
+            errors = {name: _fails_unavailable(call) for name, call in _operations(store).items()}
         # a read says nothing of an outcome; a write cut off may still commit on resume
         assert "no answer" in errors["get"].message or "no connection" in errors["get"].message
         assert "outcome" not in errors["get"].message
         assert "no connection" in errors["put"].message or "unknown" in errors["put"].message
-        _signal(frozen, signal.SIGCONT)
-        frozen = []
         _serves_again(store, "kept", b"v")
     finally:
-        _signal(frozen, signal.SIGCONT)
         store.close()
 
 
@@ -201,18 +172,16 @@ def test_a_query_without_an_answer_is_cut_off_and_not_tried_again(
     store = PostgresStorage(
         cluster.create_database("outage"), timeout=TIMEOUT, min_size=4, max_size=4
     )
-    frozen = _server_processes(cluster)
     try:
         store.put("kept", b"v")
-        _signal(frozen, signal.SIGSTOP)
-        store._pool.pop_stats()
-        error = _fails_unavailable(lambda: store.get("kept"))
+        with cluster.frozen():
+            store._pool.pop_stats()
+            error = _fails_unavailable(lambda: store.get("kept"))
         assert error.message == (
             "postgres get failed: no answer from the server within 1 s, the connection was closed"
         )
         assert store._pool.get_stats().get("requests_num") == 1  # one connection taken
     finally:
-        _signal(frozen, signal.SIGCONT)
         store.close()
 
 
@@ -236,12 +205,10 @@ def test_the_server_setting_bounds_the_store(cluster: PostgresCluster, tmp_path:
     assert settings.storage.timeout == 2.0
     assert load_settings(None, env=env, overrides={"tls_disable": True}).storage.timeout == 5.0
     store = open_storage(settings)
-    frozen = _server_processes(cluster)
     try:
         store.put("kept", b"v")
-        _signal(frozen, signal.SIGSTOP)
-        error = _fails_unavailable(lambda: store.get("kept"))
+        with cluster.frozen():
+            error = _fails_unavailable(lambda: store.get("kept"))
         assert "no answer from the server within 2 s" in error.message
     finally:
-        _signal(frozen, signal.SIGCONT)
         store.close()

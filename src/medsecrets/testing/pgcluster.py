@@ -30,7 +30,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -227,6 +227,34 @@ class PostgresCluster:
 
     # -- helpers for tests ---------------------------------------------------
 
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, ...)."""
+        postmaster = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        found = [postmaster]
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                found.append(int(entry))
+        return found
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server frozen (SIGSTOP on the postmaster and every process it started)
+        inside the block, resumed (SIGCONT) when it ends: the kernel still accepts
+        connections and acknowledges every packet, but nothing answers (a hung host)."""
+        pids = self.processes()
+        _signal_all(pids, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            _signal_all(pids, signal.SIGCONT)
+
     def execute(self, sql: str, *, dbname: str = "postgres") -> None:
         """Run one statement in autocommit mode (psycopg needed)."""
         import psycopg
@@ -345,3 +373,9 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
