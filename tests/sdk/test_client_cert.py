@@ -17,6 +17,7 @@ from tests.sdk.mtls import (
     write_client_certificates,
 )
 
+from medsecrets.errors import NotFoundError
 from medsecrets.sdk import AsyncClient, Client, ServerUnavailableError
 from medsecrets.sdk.errors import ClientCertificateError
 from medsecrets.testing.serverproc import free_port
@@ -254,19 +255,60 @@ def _health_and_put(
     return asyncio.run(run())
 
 
+def _refused_writes(server: MutualTlsServer, client_class: type, **kwargs: object) -> set[str]:
+    """The messages of five ``put`` calls, each the first of a new ``Client`` or
+    ``AsyncClient`` (a write is sent as the TLS 1.3 handshake ends, before the server
+    refuses the certificate)."""
+    settings = {"cacert": server.certs.server.ca_file, "env": {}, "retries": 0, **kwargs}
+    path, value = "medessence/mtls-refused/database", {"username": "u"}
+    messages: set[str] = set()
+    for _ in range(5):
+        with pytest.raises(ServerUnavailableError) as caught:
+            if client_class is Client:
+                with Client(server.addr, server.token, **settings) as client:  # type: ignore[arg-type]
+                    client.put(path, value)
+            else:
+
+                async def run() -> None:
+                    async with AsyncClient(server.addr, server.token, **settings) as client:  # type: ignore[arg-type]
+                        await client.put(path, value)
+
+                asyncio.run(run())
+        messages.add(str(caught.value))
+    return messages
+
+
 @pytest.mark.parametrize("client_class", [Client, AsyncClient])
 def test_an_expired_certificate_is_named_so(server: MutualTlsServer, client_class: type) -> None:
     """The server refuses it in the handshake (the client does not check dates: a server
-    that asks for no certificate takes none); both clients say what the alert means."""
+    that asks for no certificate takes none); both clients say what the alert means,
+    for a write too (its alert, lost with the connection the body was written on, is
+    found by a probe: the AsyncClient said 'the connection ... broke (ReadError)')."""
     certs = server.certs
+    kwargs = {"client_cert": certs.expired_cert, "client_key": certs.expired_key}
     with pytest.raises(ServerUnavailableError) as caught:
-        _health_and_put(
-            server, client_class, server.addr, client_cert=certs.expired_cert,
-            client_key=certs.expired_key,
-        )  # fmt: skip
+        _health_and_put(server, client_class, server.addr, **kwargs)
     message = str(caught.value)
     assert "refused the client certificate: sslv3_alert_certificate_expired" in message
     assert "it has expired or is not valid yet" in message and "\n" not in message
+    assert _refused_writes(server, client_class, **kwargs) == {message}
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+def test_a_write_without_a_certificate_says_one_is_required(
+    server: MutualTlsServer, client_class: type
+) -> None:
+    (message,) = _refused_writes(server, client_class)
+    assert "TLS handshake with" in message and "requires a client certificate" in message
+    certs = server.certs
+    with (
+        Client(
+            server.addr, server.token, cacert=certs.server.ca_file, env={},
+            client_cert=certs.cert, client_key=certs.key,
+        ) as client,
+        pytest.raises(NotFoundError),  # nothing was written
+    ):  # fmt: skip
+        client.describe("medessence/mtls-refused/database")
 
 
 @pytest.mark.parametrize("client_class", [Client, AsyncClient])

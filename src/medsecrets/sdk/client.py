@@ -67,6 +67,8 @@ from medsecrets.sdk.transport import (
     decode,
     encode,
     pool_options,
+    probe_refusal,
+    refusal_probe_wanted,
 )
 from medsecrets.sensitive import Sensitive
 
@@ -234,6 +236,8 @@ class Client(ClientBase):
                 except httpx.TransportError as exc:
                     failure = exc  # handled below, outside this block: no chained context
                 if failure is not None:
+                    if refusal_probe_wanted(attempts.address, failure):
+                        failure = self._refusal(attempts.address) or failure
                     # the httpx error holds the request and its token header: never chain it
                     delay = attempts.after_transport_error(failure)
                 else:
@@ -245,6 +249,24 @@ class Client(ClientBase):
                     self._sleep(delay)
         finally:
             self._changed(call)  # a write may have changed the secret, even if it failed
+
+    def _refusal(self, address: str) -> httpx.TransportError | None:
+        """The probe of ``transport.refusal_probe_wanted``: the error of a ``GET
+        /v1/sys/health`` to ``address`` (its answer not read) if the server refused
+        the client certificate in it, else ``None``."""
+        probe = ep.health()
+        headers = self._settings.headers(probe, None)
+        refused: httpx.TransportError | None = None
+        try:
+            with (
+                attempt_deadline(self._settings.timeout),
+                self._http.stream(probe.method, address + probe.path, headers=headers),
+            ):
+                pass
+        except httpx.TransportError as exc:
+            if probe_refusal(exc):
+                refused = exc
+        return refused
 
     def _exchange(
         self, call: Call[T], url: str, body: bytes | None, headers: dict[str, str]

@@ -19,7 +19,11 @@ Retry contract (see ``Call.retry_safe``):
 - at most ``retries`` backoff delays per call; then the last error is raised;
 - a failed TLS handshake (untrusted certificate, protocol refused, a client
   certificate missing or refused) is never retried: it raises
-  ``ServerUnavailableError`` at once, saying which of these it was.
+  ``ServerUnavailableError`` at once, saying which of these it was. A TLS 1.3
+  server refuses a client certificate after the request has started, and the
+  alert can be lost with the connection (``refusal_probe_wanted``): an
+  ``https://`` connection that broke is probed once for it before the rules
+  above apply.
 
 A client certificate (mutual TLS, for a server with ``tls.client_ca``) is
 loaded into the same ``SSLContext`` as the CA (``client_identity``); a file
@@ -101,6 +105,8 @@ __all__ = [
     "encode",
     "is_unicode",
     "pool_options",
+    "probe_refusal",
+    "refusal_probe_wanted",
     "resolve_settings",
 ]
 
@@ -544,6 +550,33 @@ def _tls_problem(reason: str) -> str:
             f"{', ' if meaning else ''}{meaning}; see client_cert / MEDSECRETS_CLIENT_CERT"
         )
     return "untrusted certificate or protocol; see cacert / MEDSECRETS_CACERT"
+
+
+_BROKEN = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def refusal_probe_wanted(address: str, exc: BaseException) -> bool:
+    """Whether the drivers should probe (``GET /v1/sys/health`` on ``address``) for a
+    client certificate refused or missing behind ``exc`` before handling it.
+
+    With TLS 1.3 a server checks the client certificate (or its absence) after the
+    client's side of the handshake, so the request is already being sent when the
+    refusal (a TLS alert) comes; when the server closes the connection while a
+    request body is still being written, the alert is lost with it (asyncio drops
+    what it had not read; so may the kernel), and the call only sees a broken
+    connection (``ReadError``: nearly every write of the ``AsyncClient``, by timing).
+    So when an ``https://`` connection broke (not timed out) with no TLS reason, the
+    drivers make one small request on a connection of its own (no token, no body,
+    its answer not read), which sees the alert if there is one (``probe_refusal``),
+    so that both clients name a refused or missing certificate alike."""
+    return address.startswith("https://") and isinstance(exc, _BROKEN) and _tls_failure(exc) is None
+
+
+def probe_refusal(exc: BaseException) -> bool:
+    """Whether the probe failed because the server refused the client certificate (or
+    asked for one): then its error replaces the broken connection's."""
+    reason = _tls_failure(exc)
+    return reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED" or reason in _REFUSED_CERTIFICATE
 
 
 class Attempts:
