@@ -323,3 +323,22 @@ def test_a_query_no_record_can_match_is_a_400_naming_it(tmp_path: Path) -> None:
         )
         assert fine.status_code == 200, fine.text
         assert fine.json()["records"]
+
+
+def test_verify_names_a_fifo_in_the_chain_instead_of_waiting_on_it(tmp_path: Path) -> None:
+    """A FIFO named as a rotated file of the device's chain held the server's verify on
+    it until the request timed out (503). It is not a regular file: the chain cannot be
+    verified, and the answer says which file is to blame."""
+    data = tmp_path / "data"
+    with ServerProcess(data, log_dir=tmp_path / "l") as server:
+        _read(server, 1)
+        os.mkfifo(data / "audit" / "audit-20200101T000000Z-1.jsonl")
+        answer = httpx.get(
+            f"{server.addr}/v1/sys/audit/verify", headers=_headers(server.token), timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        verified = answer.json()
+        assert verified["ok"] is False
+        assert verified["problem"] == (
+            "audit file unreadable: audit-20200101T000000Z-1.jsonl: not a regular file"
+        )

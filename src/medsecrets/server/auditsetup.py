@@ -350,14 +350,26 @@ class AuditStack:
         else:
             assert isinstance(found, FileAuditDevice)
             lines, decode = _file_lines(lane)
-            report = verify(
-                lines,
-                public_key=key,
-                checkpoints=checkpoints,
-                start=ChainHead() if found.keeps_everything else None,
-                decode=decode,
-                unsigned_tail=self.checkpoint_every + 1,
-            )
+            try:
+                report = verify(
+                    lines,
+                    public_key=key,
+                    checkpoints=checkpoints,
+                    start=ChainHead() if found.keeps_everything else None,
+                    decode=decode,
+                    unsigned_tail=self.checkpoint_every + 1,
+                )
+            except _UnreadableFile as exc:
+                return AuditVerification(
+                    device=lane.name,
+                    ok=False,
+                    records=0,
+                    checkpoints_verified=0,
+                    first_bad_index=None,
+                    first_bad_seq=None,
+                    problem=f"audit file unreadable: {exc}",
+                    last_seq=0,
+                )
         return AuditVerification(
             device=lane.name,
             ok=report.ok,
@@ -441,16 +453,25 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+class _UnreadableFile(Exception):
+    """A file of a device's chain that verification cannot read (the message names it)."""
+
+
 def _file_lines(lane: AuditLane) -> tuple[Iterator[bytes], Callable[[bytes], bytes] | None]:
     """The complete lines of a live file device's own chain (oldest file first), streamed,
     and their decoder (sealed lines opened, plain ones as they are: a device switched to
     encryption holds both).
 
     The device may be appending or rotating meanwhile: a torn last line is left
-    out and a file renamed away between listing and reading is skipped.
+    out and a file renamed away between listing and reading is skipped. A file that
+    is not a regular file (a FIFO put in the directory would block, a device never
+    end) or holds a line over ``readback.MAX_LINE_BYTES`` raises ``_UnreadableFile``
+    while the lines are read, naming it: the chain cannot be verified.
     """
     from medsecrets.audit.file import FileAuditDevice
-    from medsecrets.audit.readback import line_decoder
+    from medsecrets.audit.readback import line_decoder, numbered_lines
+    from medsecrets.audit.record import LineError
+    from medsecrets.fdio import NotRegularFileError, open_regular
 
     device = lane.device
     assert isinstance(device, FileAuditDevice)
@@ -459,14 +480,22 @@ def _file_lines(lane: AuditLane) -> tuple[Iterator[bytes], Callable[[bytes], byt
     def lines() -> Iterator[bytes]:
         for path in paths:
             try:
-                handle = path.open("rb")
+                handle = open_regular(path)
             except FileNotFoundError:
                 continue
+            except NotRegularFileError:
+                raise _UnreadableFile(f"{path.name}: not a regular file") from None
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise _UnreadableFile(f"{path.name}: {reason}") from None
             with handle:
-                for line in handle:
-                    if not line.endswith(b"\n"):
-                        break  # a torn last line: being written
-                    yield line
+                try:
+                    for _, line in numbered_lines(handle, Path(path.name)):
+                        if not line.endswith(b"\n"):
+                            break  # a torn last line: being written
+                        yield line
+                except LineError as exc:
+                    raise _UnreadableFile(str(exc)) from None
 
     return lines(), line_decoder(device.cipher)
 
