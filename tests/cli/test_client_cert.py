@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,18 +88,31 @@ def test_bad_files_one_line_naming_the_file(
     certs = _certs(server)
     key_lines = certs.key_lines()
     missing = str(tmp_path / "missing.pem")
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    encrypted = ("--client-cert", certs.cert, "--client-key", certs.encrypted_key)
     cases = [
         (("--client-cert", missing), f"{missing!r}: No such file or directory"),
+        (("--client-cert", str(tmp_path)), "not a regular file"),  # a directory
+        (("--client-cert", str(fifo)), "not a regular file"),  # never waited on
+        (("--client-cert", certs.cert, "--client-key", "/dev/zero"), "not a regular file"),
+        (("--client-cert", certs.pkcs12), "binary DER or PKCS#12: convert it to PEM"),
+        (("--client-cert", certs.cert, "--client-key", certs.rsa_key), "does not match"),
         (("--client-cert", certs.key, "--client-key", certs.key), "no PEM certificate"),
         (("--client-cert", certs.cert), "no PEM private key"),
         (("--client-cert", certs.cert, "--client-key", certs.other_key), "does not match"),
         (("--client-key", certs.key), "a client key needs its certificate"),
     ]
     for options, expected in cases:
-        result = cli(*options, "secrets", "list", env=_env(server))
+        result = cli(*options, "secrets", "list", env=_env(server), timeout=30)
         line = result.error(2)
         assert expected in line, (options, line)
         assert not any(key_line in result.stderr for key_line in key_lines)
+    # a password that is not UTF-8 (a byte 0xff): no character of it in the message
+    env = _env(server, MEDSECRETS_CLIENT_KEY_PASSWORD="s3cret\udcff", MEDSECRETS_DEBUG="1")
+    line = cli(*encrypted, "secrets", "list", env=env).error(2)
+    assert "password of the client key" in line and "not valid Unicode text" in line
+    assert "s3cret" not in line and "\\x" not in line and "udcff" not in line
 
 
 def test_the_options_after_the_command_as_cacert_is(cli: Runner, server: MutualTlsServer) -> None:
