@@ -350,20 +350,7 @@ def workers_of(server: ServerProcess) -> set[int]:
     return {int(pid) for pid in children.split()}
 
 
-@pytest.mark.parametrize(
-    "spoiled",
-    [
-        "ca_file",
-        pytest.param(
-            "headers_file",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="auditsetup._device reads headers_file again in every worker: it "
-                "should send auditconfig.device_headers(spec), the headers read at load",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("spoiled", ["ca_file", "headers_file"])
 def test_a_worker_respawned_while_a_siem_file_is_missing_serves_and_ships_later(
     tmp_path: Path, siem: TlsSiem, certs: TestCertificates, spoiled: str
 ) -> None:

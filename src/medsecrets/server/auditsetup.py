@@ -68,7 +68,7 @@ from medsecrets.schema.audit import (
 from medsecrets.server.auditconfig import (
     AlertChannelSettings,
     AuditDeviceSettings,
-    siem_headers,
+    device_headers,
 )
 from medsecrets.server.auditprocess import AlertReceiver, monitor_settings
 from medsecrets.server.config import Settings
@@ -675,8 +675,9 @@ def _device(
         from medsecrets.audit.forwarder import HttpForwarderDevice
 
         spool = spec.spool_dir or os.path.join(settings.data_dir, "audit-spool", spec.name)
-        # the headers file is read again: a worker may start long after the check at load
-        headers = siem_headers(spec.url, spec.headers, spec.headers_file, _entry(spec, settings))
+        # as read and checked at load: a worker respawned while the file is being replaced
+        # (or gone) must still build its device, or granian stops the whole server
+        headers = device_headers(spec)
         return HttpForwarderDevice(
             spec.name,
             url=spec.url,
