@@ -40,7 +40,8 @@ one way of going away:
 - a server that keeps the connection but never answers (a hung or stopped
   process: its kernel still acknowledges every packet, so TCP sees nothing):
   ``_Deadlines`` shuts down the socket of an operation still waiting for its
-  answer ``timeout`` after it took its connection; libpq then sees the
+  answer ``timeout`` (to 1.25 × ``timeout``: a sweep every quarter of it) after
+  it took its connection; libpq then sees the
   connection end, psycopg raises, and the connection is closed (never reused).
 
 The last bound is ours because nothing lower gives it: libpq's socket is
@@ -335,16 +336,21 @@ class _Deadlines:
     """Ends the connection of an operation that waits on the server past ``limit`` seconds.
 
     ``bound(conn)`` arms a deadline for the block's use of ``conn``; one daemon
-    thread (started at the first use, and again in a forked child) sleeps until the
-    soonest deadline and shuts down (``SHUT_RDWR``) the socket of each operation still
-    under way at its deadline. The block's exception is then ``_NoAnswer`` (whatever
-    psycopg raised for the ended connection), and ``conn`` is closed as the block ends
+    thread (started at the first use, and again in a forked child) sweeps every
+    ``limit / 4`` seconds and shuts down (``SHUT_RDWR``) the socket of each operation
+    still under way past its deadline, so an operation is cut between ``limit`` and
+    ``1.25 * limit`` after it began. Sweeping, rather than sleeping until the soonest
+    deadline, leaves the operations alone: waking the thread for each one that armed an
+    empty set cost a PostgreSQL read ~50 µs here (345 against 290 µs a ``get``). The
+    block's exception is then ``_NoAnswer`` (whatever psycopg raised for the ended
+    connection), and ``conn`` is closed as the block ends
     (an operation that completed just as its deadline passed keeps its result; its
     connection is closed all the same). Why a socket shutdown: see the module docstring.
     """
 
     def __init__(self, limit: float) -> None:
         self.limit = limit
+        self._period = limit / 4
         self._changed = threading.Condition()
         self._armed: dict[int, _Armed] = {}
         self._thread: threading.Thread | None = None
@@ -359,9 +365,7 @@ class _Deadlines:
             yield
             return
         armed = _Armed(time.monotonic() + self.limit, sock)
-        with self._changed:
-            if not self._armed:  # the thread sleeps without a deadline: give it this one
-                self._changed.notify()
+        with self._changed:  # no notify: the thread's sweeps find it
             self._armed[id(conn)] = armed
             self._ensure_thread()
         try:
@@ -406,17 +410,12 @@ class _Deadlines:
         with self._changed:
             while not self._closed:
                 now = time.monotonic()
-                soonest: float | None = None
                 for armed in self._armed.values():
-                    if armed.fired:
-                        continue
-                    if armed.deadline <= now:
+                    if not armed.fired and armed.deadline <= now:
                         armed.fired = True
                         with contextlib.suppress(OSError):
                             armed.sock.shutdown(socket.SHUT_RDWR)
-                    elif soonest is None or armed.deadline < soonest:
-                        soonest = armed.deadline
-                self._changed.wait(None if soonest is None else soonest - now)
+                self._changed.wait(self._period)
 
 
 def _with_bounds(dsn: str, timeout: float) -> str:
