@@ -40,7 +40,7 @@ one way of going away:
 - a server that keeps the connection but never answers (a hung or stopped
   process: its kernel still acknowledges every packet, so TCP sees nothing):
   ``_Deadlines`` shuts down the socket of an operation still waiting for its
-  answer ``timeout`` (to 1.25 × ``timeout``: a sweep every quarter of it) after
+  answer ``timeout`` (up to ``1.25 * timeout``: a sweep every quarter of it) after
   it took its connection; libpq then sees the
   connection end, psycopg raises, and the connection is closed (never reused).
 
