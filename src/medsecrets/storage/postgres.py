@@ -499,8 +499,15 @@ class PostgresStorage:
         self._idle = psycopg.pq.TransactionStatus.IDLE
         self._closed = False
         self._where = _describe(dsn)
+        try:
+            conninfo = _with_bounds(dsn, timeout)
+        except psycopg.Error:
+            # libpq's message quotes the token it chokes on, which may be the password
+            raise StorageError(
+                "the postgres DSN is not a valid libpq connection string or URI"
+                " (libpq's message is not shown: it may quote the password)"
+            ) from None
         self._deadlines = _Deadlines(timeout)
-        conninfo = _with_bounds(dsn, timeout)
         try:
             with (
                 psycopg.connect(conninfo, autocommit=True) as conn,

@@ -1,0 +1,50 @@
+"""``PostgresStorage``'s outage bounds at their edges: the DSN they are added to, a store
+that fails to open, and ``_Deadlines`` nested, after ``close`` and across ``fork``.
+
+The deadline tests use real connections to the session's cluster; waits are generous
+multiples of the deadline (never a tight timing threshold).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from medsecrets.errors import StorageError
+from medsecrets.storage.postgres import PostgresStorage, _with_bounds
+
+pytestmark = pytest.mark.postgres
+
+PASSWORD = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"host=127.0.0.1 password=x {PASSWORD}",  # a password with a space, unquoted
+        f"postgresql://u:{PASSWORD}%zz@127.0.0.1/db",  # a bad percent-encoding
+        f"postgresql://u:{PASSWORD}@127.0.0.1/db?sslmode=require&bogus=1",
+        f"host=127.0.0.1 password={PASSWORD} bogus=1",
+    ],
+)
+def test_an_unparsable_dsn_is_one_storage_error_without_the_password(dsn: str) -> None:
+    """libpq's parse errors quote the token they choke on, which may be the password:
+    the store says the DSN is invalid and shows none of it (it used to raise psycopg's
+    own ``ProgrammingError`` with libpq's message, password fragment included)."""
+    with pytest.raises(StorageError) as refused:
+        PostgresStorage(dsn, timeout=1)
+    assert PASSWORD not in str(refused.value)
+    assert PASSWORD not in repr(refused.value)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    assert "not a valid" in str(refused.value)
+
+
+def test_bounds_are_added_to_a_uri_and_a_socket_dsn_and_given_ones_kept() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    uri = conninfo_to_dict(_with_bounds("postgresql://u:p@h/db?sslmode=require", 5))
+    assert uri["password"] == "p" and uri["sslmode"] == "require" and uri["host"] == "h"
+    assert uri["connect_timeout"] == "5" and uri["tcp_user_timeout"] == "5000"
+    given = conninfo_to_dict(_with_bounds("host=/run/pg keepalives_idle=60 connect_timeout=9", 2))
+    assert given["host"] == "/run/pg"
+    assert (given["keepalives_idle"], given["connect_timeout"]) == ("60", "9")
+    assert given["keepalives_interval"] == "1" and given["tcp_user_timeout"] == "2000"
