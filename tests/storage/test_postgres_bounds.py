@@ -7,10 +7,15 @@ multiples of the deadline (never a tight timing threshold).
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
 
 from medsecrets.errors import StorageError
 from medsecrets.storage.postgres import PostgresStorage, _with_bounds
+from medsecrets.testing.pgcluster import PostgresCluster
 
 pytestmark = pytest.mark.postgres
 
@@ -48,3 +53,58 @@ def test_bounds_are_added_to_a_uri_and_a_socket_dsn_and_given_ones_kept() -> Non
     assert given["host"] == "/run/pg"
     assert (given["keepalives_idle"], given["connect_timeout"]) == ("60", "9")
     assert given["keepalives_interval"] == "1" and given["tcp_user_timeout"] == "2000"
+
+
+#: A call still running after this long has hung (the deadlines here are 1 s).
+HANG = 30.0
+_SWEEPER = "medsecrets-storage-deadlines"
+
+
+def _sweepers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == _SWEEPER}
+
+
+def test_a_store_refused_at_open_leaves_no_deadline_thread(
+    pg_cluster_fsync_off: PostgresCluster,
+) -> None:
+    """The open's checks run under a deadline (so its thread runs); a refusal after
+    them stops it (it used to be stopped only for a driver error: every refused open
+    left a thread sweeping for ever)."""
+    before = _sweepers()
+    with pytest.raises(StorageError, match="fsync"):
+        PostgresStorage(pg_cluster_fsync_off.dsn, timeout=1)
+    for thread in _sweepers() - before:
+        thread.join(HANG)
+        assert not thread.is_alive()
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + HANG
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_an_operation_under_way_at_close_keeps_its_deadline(pg_dsn: str) -> None:
+    """``close()`` while an operation waits on the server: the operation is still cut
+    off at its deadline (the thread used to stop at once, leaving it to wait for ever
+    on a server that does not answer; here a long ``pg_sleep`` stands for one)."""
+    store = PostgresStorage(pg_dsn, timeout=1)
+    outcome: list[BaseException | None] = []
+
+    def slow() -> None:
+        try:
+            with store._connection() as conn:
+                conn.execute("SELECT pg_sleep(40)")
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=slow, daemon=True)
+    thread.start()
+    _until(lambda: bool(store._deadlines._armed))
+    store.close()
+    thread.join(HANG)
+    assert not thread.is_alive(), "the operation outlived its deadline after close()"
+    assert type(outcome[0]).__name__ == "_NoAnswer"

@@ -336,7 +336,8 @@ class _Deadlines:
     """Ends the connection of an operation that waits on the server past ``limit`` seconds.
 
     ``bound(conn)`` arms a deadline for the block's use of ``conn``; one daemon
-    thread (started at the first use, and again in a forked child) sweeps every
+    thread (started at the first use, and again in a forked child; after ``close``
+    it stops once no operation is armed) sweeps every
     ``limit / 4`` seconds and shuts down (``SHUT_RDWR``) the socket of each operation
     still under way past its deadline, so an operation is cut between ``limit`` and
     ``1.25 * limit`` after it began. Sweeping, rather than sleeping until the soonest
@@ -354,6 +355,8 @@ class _Deadlines:
         self._changed = threading.Condition()
         self._armed: dict[int, _Armed] = {}
         self._thread: threading.Thread | None = None
+        #: Whether ``_thread`` sweeps (set under the lock, cleared by it as it stops).
+        self._sweeping = False
         self._closed = False
 
     @contextlib.contextmanager
@@ -388,7 +391,8 @@ class _Deadlines:
             return armed is not None and armed.fired
 
     def close(self) -> None:
-        """Stop the thread (operations still under way keep no deadline)."""
+        """Stop the thread once no operation is under way: those still under way keep
+        their deadlines (and one armed after ``close`` gets a thread again)."""
         with self._changed:
             self._closed = True
             self._changed.notify()
@@ -400,15 +404,17 @@ class _Deadlines:
         return OperationalError
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():  # none yet, or forked
-            self._thread = threading.Thread(
+        """Start the thread unless it sweeps (called holding the lock, an operation armed)."""
+        if not self._sweeping or self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(  # none yet, stopping or stopped, or forked
                 target=self._run, name="medsecrets-storage-deadlines", daemon=True
             )
+            self._sweeping = True
             self._thread.start()
 
     def _run(self) -> None:
         with self._changed:
-            while not self._closed:
+            while not self._closed or self._armed:
                 now = time.monotonic()
                 for armed in self._armed.values():
                     if not armed.fired and armed.deadline <= now:
@@ -416,6 +422,8 @@ class _Deadlines:
                         with contextlib.suppress(OSError):
                             armed.sock.shutdown(socket.SHUT_RDWR)
                 self._changed.wait(self._period)
+            if self._thread is threading.current_thread():
+                self._sweeping = False
 
 
 def _with_bounds(dsn: str, timeout: float) -> str:
@@ -509,25 +517,10 @@ class PostgresStorage:
             ) from None
         self._deadlines = _Deadlines(timeout)
         try:
-            with (
-                psycopg.connect(conninfo, autocommit=True) as conn,
-                self._deadlines.bound(conn),
-            ):
-                _check_settings(conn)
-                _ensure_schema(conn)
-        except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise StorageError(f"cannot connect to postgres: {reason}") from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            # the server's primary message names the right and the object, no value
-            reason = exc.diag.message_primary or "permission denied"
-            raise StorageError(
-                f"postgres role may not create or use the medsecrets tables ({reason}):"
-                " grant it the rights, or have the tables' owner open the store first"
-            ) from None
-        except (psycopg.Error, _NoAnswer) as exc:
+            _prepare(conninfo, self._deadlines)
+        except BaseException:  # a refusal too: its deadline thread ran
             self._deadlines.close()
-            raise _wrap("open", exc) from None
+            raise
         self._pool: ConnectionPool[Connection[TupleRow]] = ConnectionPool(
             conninfo,
             min_size=min_size,
@@ -725,12 +718,37 @@ class PostgresStorage:
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
-        """Close the pool and its connections. Idempotent."""
+        """Close the pool and its connections (one in use is closed as it is returned:
+        its operation keeps its deadline). Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._pool.close()
         self._deadlines.close()
+
+
+def _prepare(conninfo: str, deadlines: _Deadlines) -> None:
+    """On one connection of its own, under ``deadlines``: refuse an unsafe server
+    (``_check_settings``), make or check the tables (``_ensure_schema``); every failure
+    a ``StorageError`` that shows no part of ``conninfo``."""
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn, deadlines.bound(conn):
+            _check_settings(conn)
+            _ensure_schema(conn)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise StorageError(f"cannot connect to postgres: {reason}") from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # the server's primary message names the right and the object, no value
+        reason = exc.diag.message_primary or "permission denied"
+        raise StorageError(
+            f"postgres role may not create or use the medsecrets tables ({reason}):"
+            " grant it the rights, or have the tables' owner open the store first"
+        ) from None
+    except (psycopg.Error, _NoAnswer) as exc:
+        raise _wrap("open", exc) from None
 
 
 def _ended_by_server(conn: Connection[TupleRow]) -> bool:
