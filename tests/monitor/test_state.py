@@ -41,6 +41,7 @@ from medsecrets.monitor.state import (
 from medsecrets.testing.anomalies import generate
 
 KEY = b"k" * 32
+T0 = 1_741_003_200.0  # Monday 2025-03-03 12:00 UTC
 
 
 @pytest.fixture(scope="module")
@@ -235,8 +236,9 @@ def test_a_partly_malformed_state_changes_nothing(
 
 
 def test_tables_are_saved_up_to_their_newest_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An attack from many addresses fills the per-address window; a save keeps its newest
-    ``STATE_KEYS`` keys, so its size and time stay bounded."""
+    """An attack from many addresses fills the per-address window; a save keeps
+    ``STATE_KEYS`` keys (those in the window, then the newest), so its size and time stay
+    bounded."""
     monkeypatch.setattr(detectors_module, "STATE_KEYS", 100)
     burst = [
         AccessEvent(
@@ -251,6 +253,63 @@ def test_tables_are_saved_up_to_their_newest_keys(monkeypatch: pytest.MonkeyPatc
     counts = detectors.state()["failed_burst"]["parts"]["counts"]  # type: ignore[index]
     assert len(counts) == 100
     assert "source:10.0.3.231" in counts and "source:10.0.0.1" not in counts
+
+
+def _read(ts: float, principal: str, path: str = "medessence/production/database/a") -> AccessEvent:
+    return AccessEvent(
+        ts, principal, "10.0.0.1", "read", "secrets.read", path, "production", "database",
+        "success", False, f"r{ts}",
+    )  # fmt: skip
+
+
+def _denied(ts: float, source: str) -> AccessEvent:
+    return AccessEvent(
+        ts, "", source, "read", "secrets.read", "medessence/production/auth/x", "production",
+        "auth", "denied", False, f"r{ts}",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("detector", "key", "attack", "noise"),
+    [
+        ("rate", "mallory", lambda t, i: _read(t, "mallory"), lambda t, i: _read(t, f"svc{i}")),
+        (
+            "bulk",
+            "mallory",
+            lambda t, i: _read(t, "mallory", f"medessence/production/database/s{i}"),
+            lambda t, i: _read(t, f"svc{i}"),
+        ),
+        (
+            "failed_burst",
+            "source:203.0.113.9",
+            lambda t, i: _denied(t, "203.0.113.9"),
+            lambda t, i: _denied(t, f"198.51.{i >> 8}.{i & 255}"),
+        ),
+    ],
+    ids=["rate", "bulk", "failed_burst"],
+)
+def test_a_flood_of_new_keys_before_a_restart_does_not_drop_the_busy_window(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    detector: str,
+    key: str,
+    attack: Callable[[float, int], AccessEvent],
+    noise: Callable[[float, int], AccessEvent],
+) -> None:
+    """Just under a threshold, the attacker makes more keys of their own than a state
+    keeps (``STATE_KEYS``), one event each, then the server restarts: the saved state kept
+    the newest keys, the attacker's busy window was not saved and went on without an
+    alert. A state keeps what a trim keeps: the busiest keys (ties: the newest)."""
+    monkeypatch.setattr(detectors_module, "STATE_KEYS", 100)
+    threshold = {"rate": 50, "bulk": 20, "failed_burst": 5}[detector]
+    before = DetectorSet.default()
+    assert before.observe_many([attack(T0 + i * 0.1, i) for i in range(threshold - 2)]) == []
+    before.observe_many([noise(T0 + 10 + i * 0.01, i) for i in range(150)])
+    save_state(tmp_path / "state", before, KEY)
+    after = DetectorSet.default()
+    assert load_state(tmp_path / "state", after, KEY)
+    alerts = after.observe_many([attack(T0 + 20 + i, threshold + i) for i in range(3)])
+    assert [a.key for _, a in alerts if a.detector == detector] == [key]
 
 
 class _Clock:

@@ -73,8 +73,9 @@ what was not seen stays unusual (an operator, not repetition, makes a new
 habit normal), so a burst of anomalies never teaches itself in.
 
 State survives a restart: ``DetectorSet.state()`` is every detector's
-windows, quiet periods and baselines as JSON values (each table's newest
-``STATE_KEYS`` keys), and ``restore(state)`` takes it back (``monitor.state``
+windows, quiet periods and baselines as JSON values (at most ``STATE_KEYS`` keys
+a table: those a trim keeps, the busiest windows, the latest quiet periods, finished
+baselines first; ties: the newest), and ``restore(state)`` takes it back (``monitor.state``
 keeps it in an encrypted file). Each detector's state carries a fingerprint
 of the thresholds it depends on (``_USES``): a detector whose thresholds
 changed since, or that the state lacks, starts afresh (``restore`` names
@@ -97,7 +98,6 @@ import bisect
 import functools
 import hashlib
 import ipaddress
-import itertools
 import json
 import operator
 from collections import deque
@@ -180,9 +180,9 @@ Install = Callable[[], None]
 
 
 STATE_KEYS: Final = 20_000
-"""Keys kept per table in a saved state (the newest): a state's size, and the time to
-save and restore it, stay bounded when an attack fills a table (a key per source
-address)."""
+"""Keys kept per table in a saved state (those a trim keeps, ``_kept``): a state's
+size, and the time to save and restore it, stay bounded when an attack fills a table (a
+key per source address)."""
 
 
 class _Part(Protocol):
@@ -211,9 +211,24 @@ def config_fingerprint(config: DetectorConfig, uses: Sequence[str] | None = None
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _newest(table: Mapping[str, _V]) -> Iterator[tuple[str, _V]]:
-    """The newest ``STATE_KEYS`` items of ``table`` (tables keep keys in insertion order)."""
-    return itertools.islice(table.items(), max(0, len(table) - STATE_KEYS), None)
+def _lightest(table: Mapping[str, _V], weight: Callable[[_V], float], count: int) -> list[str]:
+    """The ``count`` keys of ``table`` whose values weigh least, ties: the oldest first
+    (tables keep keys in insertion order; the sort is stable). O(n log n)."""
+    return sorted(table, key=lambda key: weight(table[key]))[:count]
+
+
+def _kept(
+    table: Mapping[str, _V], weighing: Callable[[], Callable[[_V], float]]
+) -> Iterator[tuple[str, _V]]:
+    """The at most ``STATE_KEYS`` items of ``table`` a state keeps, in table order: those
+    a trim keeps (``_trim``: the heaviest by ``weighing()``, called only when the table
+    is over ``STATE_KEYS``; ties: the newest), so a flood of new keys before a save
+    cannot leave out of the state the busy window a trim would have kept."""
+    excess = len(table) - STATE_KEYS
+    if excess <= 0:
+        return iter(table.items())
+    dropped = set(_lightest(table, weighing(), excess))
+    return ((key, value) for key, value in table.items() if key not in dropped)
 
 
 class _Batched:
@@ -451,8 +466,7 @@ def _trim(table: dict[str, _V], limit: int, weight: Callable[[_V], float]) -> No
     catch them by making keys of their own (they would need more than ``limit / 2``
     keys each busier than theirs)."""
     if len(table) >= limit:
-        ranked = sorted(table, key=lambda key: weight(table[key]))  # stable: oldest first
-        for key in ranked[: max(1, len(table) // 2)]:
+        for key in _lightest(table, weight, max(1, len(table) // 2)):
             del table[key]
 
 
@@ -505,8 +519,8 @@ class _Quiet:
         self._period = period
 
     def state(self) -> dict[str, float]:
-        """Each key's end of quiet."""
-        return dict(_newest(self._until))
+        """Each key's end of quiet (at most ``STATE_KEYS``: those ending last)."""
+        return dict(_kept(self._until, lambda: float))
 
     def load(self, data: object) -> Install:
         """See ``_Part.load``."""
@@ -571,8 +585,16 @@ class _Counts:
         self._limit = limit
 
     def state(self) -> dict[str, list[object]]:
-        """Each key's cap and times, oldest first."""
-        return {key: [times.maxlen, list(times)] for key, times in _newest(self._times)}
+        """Each key's cap and times, oldest first (at most ``STATE_KEYS`` keys: those with
+        the most times in the window ending at the newest time held, as ``_trim`` keeps)."""
+        kept = _kept(self._times, self._weighing)
+        return {key: [times.maxlen, list(times)] for key, times in kept}
+
+    def _weighing(self) -> Callable[[deque[float]], float]:
+        """A key's weight for ``_trim`` at the newest time held: its times in the window."""
+        newest = max((times[-1] for times in self._times.values() if times), default=0.0)
+        horizon = newest - self._window
+        return lambda times: _live(times, horizon)
 
     def load(self, data: object) -> Install:
         """See ``_Part.load``."""
@@ -636,10 +658,17 @@ class _Distinct:
         self._cap = cap
 
     def state(self) -> dict[str, list[list[object]]]:
-        """Each key's items with their latest times, oldest first."""
-        return {
-            key: [[item, ts] for item, ts in seen.items()] for key, seen in _newest(self._state)
-        }
+        """Each key's items with their latest times, oldest first (at most ``STATE_KEYS``
+        keys: those with the most items in the window ending at the newest time held, as
+        ``_trim`` keeps)."""
+        kept = _kept(self._state, self._weighing)
+        return {key: [[item, ts] for item, ts in seen.items()] for key, seen in kept}
+
+    def _weighing(self) -> Callable[[dict[str, float]], float]:
+        """A key's weight for ``_trim`` at the newest time held: its items in the window."""
+        newest = max((max(seen.values()) for seen in self._state.values() if seen), default=0.0)
+        horizon = newest - self._window
+        return lambda seen: _fresh_items(seen, horizon)
 
     def load(self, data: object) -> Install:
         """See ``_Part.load``."""
