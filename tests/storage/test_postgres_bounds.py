@@ -7,14 +7,16 @@ multiples of the deadline (never a tight timing threshold).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
 from medsecrets.errors import StorageError
-from medsecrets.storage.postgres import PostgresStorage, _with_bounds
+from medsecrets.storage.postgres import PostgresStorage, _Deadlines, _with_bounds
 from medsecrets.testing.pgcluster import PostgresCluster
 
 pytestmark = pytest.mark.postgres
@@ -108,3 +110,41 @@ def test_an_operation_under_way_at_close_keeps_its_deadline(pg_dsn: str) -> None
     thread.join(HANG)
     assert not thread.is_alive(), "the operation outlived its deadline after close()"
     assert type(outcome[0]).__name__ == "_NoAnswer"
+
+
+def test_a_forked_child_never_ends_its_parents_connections(pg_dsn: str) -> None:
+    """A child forked while the parent has an operation under way inherits the armed
+    deadlines (with duplicates of the parent's sockets: one socket, shared); its own
+    sweeps used to shut down the parent's connection at the inherited deadline. The
+    child forgets them (and the lock and thread) at the fork: the parent's connection,
+    done in time, is still sound after the child's sweeps."""
+    limit = 2.0
+    deadlines = _Deadlines(limit)
+    armed, release = threading.Event(), threading.Event()
+    with psycopg.connect(pg_dsn, autocommit=True) as parents:
+
+        def operation() -> None:
+            with deadlines.bound(parents):
+                armed.set()
+                release.wait(HANG)
+
+        thread = threading.Thread(target=operation, daemon=True)
+        thread.start()
+        assert armed.wait(HANG)
+        pid = os.fork()
+        if pid == 0:  # the child: sweeps of its own for longer than the inherited deadline
+            code = 1
+            try:
+                with psycopg.connect(pg_dsn, autocommit=True) as childs:
+                    with deadlines.bound(childs):
+                        childs.execute("SELECT 1")
+                    time.sleep(limit * 2)
+                code = 0
+            finally:
+                os._exit(code)
+        release.set()  # well before the parent's own deadline
+        thread.join(HANG)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert parents.execute("SELECT 1").fetchone() == (1,)
+    deadlines.close()

@@ -72,6 +72,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -336,8 +337,9 @@ class _Deadlines:
     """Ends the connection of an operation that waits on the server past ``limit`` seconds.
 
     ``bound(conn)`` arms a deadline for the block's use of ``conn``; one daemon
-    thread (started at the first use, and again in a forked child; after ``close``
-    it stops once no operation is armed) sweeps every
+    thread (started at the first use; after ``close`` it stops once no operation is
+    armed; a forked child forgets the parent's armed operations, whose sockets it
+    shares, and starts its own at its first use) sweeps every
     ``limit / 4`` seconds and shuts down (``SHUT_RDWR``) the socket of each operation
     still under way past its deadline, so an operation is cut between ``limit`` and
     ``1.25 * limit`` after it began. Sweeping, rather than sleeping until the soonest
@@ -358,6 +360,7 @@ class _Deadlines:
         #: Whether ``_thread`` sweeps (set under the lock, cleared by it as it stops).
         self._sweeping = False
         self._closed = False
+        _LIVE.add(self)
 
     @contextlib.contextmanager
     def bound(self, conn: Connection[TupleRow]) -> Iterator[None]:
@@ -379,7 +382,7 @@ class _Deadlines:
             raise
         finally:
             with self._changed:
-                del self._armed[id(conn)]
+                self._armed.pop(id(conn), None)  # gone if forked meanwhile
             sock.close()  # the duplicate: the connection keeps its own descriptor
             if armed.fired:
                 conn.close()
@@ -403,6 +406,16 @@ class _Deadlines:
 
         return OperationalError
 
+    def _forget_parent(self) -> None:
+        """In a forked child: drop the parent's armed operations (their sockets, shared
+        with the parent, must not be shut down from here), lock and thread."""
+        for armed in self._armed.values():
+            armed.sock.close()  # this process's duplicate only
+        self._armed = {}
+        self._changed = threading.Condition()
+        self._thread = None
+        self._sweeping = False
+
     def _ensure_thread(self) -> None:
         """Start the thread unless it sweeps (called holding the lock, an operation armed)."""
         if not self._sweeping or self._thread is None or not self._thread.is_alive():
@@ -424,6 +437,18 @@ class _Deadlines:
                 self._changed.wait(self._period)
             if self._thread is threading.current_thread():
                 self._sweeping = False
+
+
+_LIVE: weakref.WeakSet[_Deadlines] = weakref.WeakSet()
+"""Every ``_Deadlines`` of this process, for ``_forget_parents``."""
+
+
+def _forget_parents() -> None:
+    for deadlines in list(_LIVE):
+        deadlines._forget_parent()
+
+
+os.register_at_fork(after_in_child=_forget_parents)
 
 
 def _with_bounds(dsn: str, timeout: float) -> str:
