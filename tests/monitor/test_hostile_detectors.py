@@ -527,6 +527,24 @@ def test_decoy_probes_without_a_token_from_two_addresses_are_two_alerts() -> Non
     ]
 
 
+def test_one_host_probing_a_decoy_from_many_ipv6_addresses_is_one_alert() -> None:
+    """Keyed by the exact address, a host without a token raised a critical alert (never
+    rate-limited, taking the dispatcher queues' critical reserve) for each of the 2^64
+    addresses of its ``/64``: an outsider is its origin, as for ``failed_burst``; another
+    ``/64`` still alerts."""
+    detector = DetectorSet.default(DetectorConfig(), is_decoy)
+    probes = [
+        ev(T0 + i, "", path=DECOY, outcome="denied", source=f"2001:db8:1:2::{i + 1:x}")
+        for i in range(200)
+    ]
+    probes.append(ev(T0 + 300, "", path=DECOY, outcome="denied", source="2001:db8:1:3::1"))
+    alerts = [a for _, a in detector.observe_many(probes) if a.detector == "honeytoken"]
+    assert [(a.key, a.severity, a.source) for a in alerts] == [
+        (f"2001:db8:1:2::/64|{DECOY}", "critical", "2001:db8:1:2::1"),
+        (f"2001:db8:1:3::/64|{DECOY}", "critical", "2001:db8:1:3::1"),
+    ]
+
+
 def _named_calls(observe: Callable[[], object], names: set[str]) -> dict[str, int]:
     """How often ``observe()`` calls each of the functions ``names`` (by ``co_name``) of the
     standard ``ipaddress`` module."""

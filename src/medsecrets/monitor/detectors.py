@@ -129,6 +129,7 @@ __all__ = [
     "config_fingerprint",
     "hour_of_week",
     "network_of",
+    "origin_of",
 ]
 
 DETECTOR_NAMES: Final = (
@@ -1012,7 +1013,7 @@ class FailedBurstDetector(_Batched):
         """Where failures from ``source`` are counted: an IPv4 address (also written as
         ``::ffff:a.b.c.d``), an IPv6 ``/64`` (one host picks any address in it), or the
         source as it is; remembered in a bounded table."""
-        origin = network_of(source, None, 64)
+        origin = origin_of(source)
         if len(self._origins) >= 65536:
             self._origins.clear()
         self._origins[source] = origin
@@ -1075,6 +1076,13 @@ def network_of(source: str, ipv4_bits: int | None, ipv6_bits: int | None) -> str
     if value >> host << host != value:  # as ip_network: an aligned address keeps its zone
         address = type(address)(value >> host << host)
     return f"{address}/{bits}"  # ip_network's text, without building the network
+
+
+def origin_of(source: str) -> str:
+    """Where one outsider's requests come from: an IPv4 address (also written as
+    ``::ffff:a.b.c.d``), an IPv6 ``/64`` (one host may pick any address in it, a new one
+    per request), or the source as it is (``network_of``)."""
+    return network_of(source, None, 64)
 
 
 # --- baseline detectors ------------------------------------------------------------------------
@@ -1357,7 +1365,9 @@ class EmergencyDetector(_Batched):
 
 class HoneytokenDetector(_Batched):
     """``honeytoken``: any access to a decoy secret (``is_honeytoken(path)``): a read is
-    critical, anything else (its metadata, a validation, a change) high.
+    critical, anything else (its metadata, a validation, a change) high. Keyed by the
+    principal and path, or without a valid token by the origin (``origin_of``: an IPv4
+    address, an IPv6 ``/64``) and path, reads apart from other accesses.
 
     ``is_honeytoken`` must be a pure function of the path: its answers are
     cached (a bounded table), since the same paths are read over and over.
@@ -1392,8 +1402,10 @@ class HoneytokenDetector(_Batched):
             # reads and other accesses keep quiet apart: touching a decoy first (its
             # metadata, planting it) must not silence the critical alert of a read;
             # without a principal (no valid token) the source is who: one outsider's
-            # probe must not silence another's for the quiet period
-            actor = event.principal or event.source
+            # probe must not silence another's for the quiet period; an outsider is
+            # their origin (an IPv6 /64), or one host would raise a critical alert (never
+            # rate-limited) per address it picks
+            actor = event.principal or origin_of(event.source)
             key = f"{actor}|{event.path}" + ("" if read else "|touch")
             if not self._quiet.ready(key, event.ts):
                 continue
