@@ -148,3 +148,32 @@ def test_a_forked_child_never_ends_its_parents_connections(pg_dsn: str) -> None:
         assert os.waitstatus_to_exitcode(status) == 0
         assert parents.execute("SELECT 1").fetchone() == (1,)
     deadlines.close()
+
+
+def test_a_nested_bound_leaves_the_outer_deadline_armed(pg_dsn: str) -> None:
+    """``bound`` entered again for a connection already bound (a helper that takes
+    its own deadline, called inside an operation): the inner block ends without
+    disarming the outer one (it used to replace and then remove it, so the rest of
+    the outer operation waited without a deadline)."""
+    deadlines = _Deadlines(1.0)
+    outcome: list[BaseException | None] = []
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+
+        def operation() -> None:
+            try:
+                with deadlines.bound(conn):
+                    with deadlines.bound(conn):
+                        conn.execute("SELECT 1")
+                    conn.execute("SELECT pg_sleep(40)")
+            except BaseException as exc:
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        thread = threading.Thread(target=operation, daemon=True)
+        thread.start()
+        thread.join(HANG)
+        assert not thread.is_alive(), "the outer operation lost its deadline"
+    deadlines.close()
+    assert type(outcome[0]).__name__ == "_NoAnswer"
+    assert conn.closed

@@ -364,7 +364,11 @@ class _Deadlines:
 
     @contextlib.contextmanager
     def bound(self, conn: Connection[TupleRow]) -> Iterator[None]:
-        """Run the block with ``conn``'s answers due within ``limit`` seconds."""
+        """Run the block with ``conn``'s answers due within ``limit`` seconds; nested in a
+        ``bound`` of the same ``conn``, within the outer block's (earlier) deadline."""
+        if id(conn) in self._armed:  # only this thread, which uses conn, arms it
+            yield
+            return
         try:
             sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
         except (self._driver_errors(), OSError):  # no socket: the operation fails by itself
