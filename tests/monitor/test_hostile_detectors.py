@@ -347,6 +347,27 @@ def test_a_clock_set_back_does_not_blind_the_counting_detectors(name: str, back:
     assert any(a.detector == name for _, a in again)
 
 
+@pytest.mark.parametrize("restart", [False, True])
+@pytest.mark.parametrize("back", [3600.0, 86_400.0])
+def test_a_clock_set_back_does_not_make_slow_reading_a_bulk_alert(
+    back: float, restart: bool
+) -> None:
+    """One read just before the clock was set back stayed first in the principal's window
+    and stopped its pruning: a secret read every 90 s then raised "20 distinct secrets in
+    60 s" (and again at every read after). Only the reads in the window count, also when
+    the clock went back across a restart (the window restored from a saved state)."""
+    detector = BulkDetector(DetectorConfig())
+    assert detector.observe_many([_attack("bulk", T0, 0)]) == []
+    if restart:
+        saved = detector.state()
+        detector = BulkDetector(DetectorConfig())
+        detector.load(saved)()
+    slow = [_attack("bulk", T0 - back + i * 90, i) for i in range(30)]
+    assert detector.observe_many(slow) == []
+    burst = [_attack("bulk", T0 - back + 3000 + i * 0.5, i) for i in range(25)]
+    assert [a.count for _, a in detector.observe_many(burst)] == [20]
+
+
 def test_stragglers_out_of_order_offline_alert_once() -> None:
     """An offline log out of order (neighbours swapped, equal times): still one alert for 60
     reads in 60 s, at the 51st."""

@@ -99,6 +99,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import math
 import operator
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -650,13 +651,16 @@ class _Distinct:
     number of distinct items seen within the window, at most ``cap``.
     """
 
-    __slots__ = ("_cap", "_limit", "_state", "_window")
+    __slots__ = ("_cap", "_latest", "_limit", "_state", "_window")
 
     def __init__(self, window: float, limit: int, cap: int) -> None:
         self._state: dict[str, dict[str, float]] = {}
         self._window = window
         self._limit = limit
         self._cap = cap
+        self._latest = -math.inf
+        """No item held is later than this: an event at or after it is in order (one
+        comparison), only an earlier one needs its key's newest item."""
 
     def state(self) -> dict[str, list[list[object]]]:
         """Each key's items with their latest times, oldest first (at most ``STATE_KEYS``
@@ -667,8 +671,7 @@ class _Distinct:
 
     def _weighing(self) -> Callable[[dict[str, float]], float]:
         """A key's weight for ``_trim`` at the newest time held: its items in the window."""
-        newest = max((max(seen.values()) for seen in self._state.values() if seen), default=0.0)
-        horizon = newest - self._window
+        horizon = _latest_item(self._state) - self._window
         return lambda seen: _fresh_items(seen, horizon)
 
     def load(self, data: object) -> Install:
@@ -679,7 +682,14 @@ class _Distinct:
             for pair in _listed(pairs):
                 item, ts = _listed(pair)
                 seen[str(item)] = _number(ts)
-        return _replacing(self._state, found)
+        install = _replacing(self._state, found)
+        latest = _latest_item(found)
+
+        def install_all() -> None:
+            install()
+            self._latest = latest
+
+        return install_all
 
     def fresh(self, key: str, ts: float, item: str) -> bool:
         """``add``; whether ``item`` was not seen for ``key`` within the window ending at
@@ -697,6 +707,12 @@ class _Distinct:
             _trim(self._state, self._limit, lambda items: _fresh_items(items, horizon))
             seen = self._state[key] = {}
         last = seen.get(item)
+        if ts >= self._latest:
+            self._latest = ts
+        elif ts < next(reversed(seen.values()), ts):  # older than this key's newest item
+            if last is None or ts > last:
+                seen[item] = ts
+            return self._late(seen, ts)
         if last is None or ts >= last:  # a late event does not make an item older
             if last is not None:
                 del seen[item]  # to the end: dicts keep insertion order
@@ -710,6 +726,27 @@ class _Distinct:
                 break
             del seen[oldest]
         return len(seen)
+
+    def _late(self, seen: dict[str, float], ts: float) -> int:
+        """``add`` for a straggler, older than the newest item kept (a log out of order, a
+        clock set back), its item recorded: the items are put back in time order, and the
+        count is of the window ending at ``ts`` (later items do not count: after a clock
+        set back, an item seen before it would otherwise stay first, stop the pruning of
+        every item behind it, and make a secret read every 90 s "20 distinct secrets in
+        60 s"). Over ``cap``, the oldest goes if it is out of that window, the newest
+        otherwise (as ``_Counts._late``)."""
+        horizon = ts - self._window
+        ordered = sorted(seen.items(), key=operator.itemgetter(1))
+        if len(ordered) > self._cap:
+            del ordered[0 if ordered[0][1] <= horizon else -1]
+        seen.clear()
+        seen.update(ordered)
+        return sum(1 for when in seen.values() if horizon < when <= ts)
+
+
+def _latest_item(state: Mapping[str, dict[str, float]]) -> float:
+    """The time of the latest item held in ``state`` (``-inf`` for none)."""
+    return max((max(seen.values()) for seen in state.values() if seen), default=-math.inf)
 
 
 def _fresh_items(seen: dict[str, float], horizon: float) -> int:
