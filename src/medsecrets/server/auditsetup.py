@@ -328,16 +328,7 @@ class AuditStack:
             )
         except (LineError, OSError) as exc:  # torn, tampered, replaced or unreadable
             problem = exc if isinstance(exc, LineError) else type(exc).__name__
-            return AuditVerification(
-                device=lane.name,
-                ok=False,
-                records=0,
-                checkpoints_verified=0,
-                first_bad_index=None,
-                first_bad_seq=None,
-                problem=f"exported checkpoints unreadable: {problem}",
-                last_seq=0,
-            )
+            return _unverifiable(lane, f"exported checkpoints unreadable: {problem}")
         found = lane.device
         if isinstance(found, DatabaseAuditDevice):
             report = verify(
@@ -360,16 +351,7 @@ class AuditStack:
                     unsigned_tail=self.checkpoint_every + 1,
                 )
             except _UnreadableFile as exc:
-                return AuditVerification(
-                    device=lane.name,
-                    ok=False,
-                    records=0,
-                    checkpoints_verified=0,
-                    first_bad_index=None,
-                    first_bad_seq=None,
-                    problem=f"audit file unreadable: {exc}",
-                    last_seq=0,
-                )
+                return _unverifiable(lane, f"audit file unreadable: {exc}")
         return AuditVerification(
             device=lane.name,
             ok=report.ok,
@@ -451,6 +433,20 @@ def _text(value: object) -> str | None:
 
 def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _unverifiable(lane: AuditLane, problem: str) -> AuditVerification:
+    """A failed verification of ``lane`` before any record was checked, saying why."""
+    return AuditVerification(
+        device=lane.name,
+        ok=False,
+        records=0,
+        checkpoints_verified=0,
+        first_bad_index=None,
+        first_bad_seq=None,
+        problem=problem,
+        last_seq=0,
+    )
 
 
 class _UnreadableFile(Exception):
