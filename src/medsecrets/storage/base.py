@@ -60,14 +60,23 @@ class Expect:
 
     If any condition of a batch does not hold, nothing in the batch is applied
     and ``batch`` raises ``medsecrets.errors.ConflictError``.
+
+    ``shared``: the condition is a *read check* (``key`` must not change under the
+    batch, which does not write it), not a precondition of writing ``key``. A
+    backend may then let batches that only check ``key`` run at once, while a
+    write of ``key`` still waits for (or conflicts with) every check in flight.
+    A shared check of a key its own batch writes, or of an absent key, is
+    treated as a plain condition. The outcome is the same either way.
     """
 
     key: str
     value: bytes | None
+    shared: bool = False
 
     def __repr__(self) -> str:
         size = None if self.value is None else len(self.value)
-        return f"Expect(key={self.key!r}, size={size})"
+        shared = ", shared=True" if self.shared else ""
+        return f"Expect(key={self.key!r}, size={size}{shared})"
 
 
 Operation = Put | Delete | Expect

@@ -14,9 +14,12 @@ Keys are ``TEXT COLLATE "C"`` (byte order of UTF-8 = code point order);
 values are ``BYTEA``. Plain writes are single autocommit statements, durable
 when they return. A batch runs in one READ COMMITTED transaction, its rows taken in
 key-hash order (for each key its ``Expect`` conditions, then its net write): a
-row expected to hold a value is read ``FOR UPDATE``, a key expected absent is
-claimed by inserting it (``_batch_statements``), so a concurrent writer of an
-expected (even absent) key waits, and then the condition sees what it wrote.
+row expected to hold a value is read ``FOR UPDATE`` (``FOR SHARE`` when every
+``Expect`` of it is shared and the batch does not write it: a read check, such as
+the keyring check of every encrypting write, so batches that only check a row do
+not wait for each other), a key expected absent is claimed by inserting it
+(``_batch_statements``), so a concurrent writer of an expected (even absent) key
+waits, and then the condition sees what it wrote.
 It used to run ``SERIALIZABLE`` when it expected a key absent, whose checks
 lock index pages, not keys: about a quarter of the batches creating distinct
 keys at once failed. A batch PostgreSQL aborts to break a deadlock (a rival
@@ -74,7 +77,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import (
@@ -139,24 +142,32 @@ _SCHEMA: tuple[tuple[str, str], ...] = (
 """(relation, statement creating it): each run at open only when the relation is
 missing, so a role granted only the rows of tables a DBA made can open the store
 (``CREATE … IF NOT EXISTS`` needs the right to create in the schema even then)."""
-# A batch's Expect, checked inside its transaction: the row is locked, and a
-# mismatch aborts the transaction with serialization_failure (a ConflictError).
-_EXPECT_BODY = (
-    " DECLARE cur BYTEA; BEGIN"
-    " SELECT value INTO cur FROM medsecrets_kv WHERE key_hash = h FOR UPDATE;"
-    " IF cur IS DISTINCT FROM v THEN"
-    " RAISE EXCEPTION 'medsecrets: batch expectation failed' USING ERRCODE = '40001';"
-    " END IF; END "
+
+
+def _condition_body(lock: Literal["FOR UPDATE", "FOR SHARE"]) -> str:
+    """A batch's ``Expect``, checked inside its transaction: the row is locked in mode
+    ``lock``, and a mismatch aborts the transaction with serialization_failure (a
+    ``ConflictError``)."""
+    return (
+        " DECLARE cur BYTEA; BEGIN"  # noqa: S608 (lock is one of two literals)
+        f" SELECT value INTO cur FROM medsecrets_kv WHERE key_hash = h {lock};"
+        " IF cur IS DISTINCT FROM v THEN"
+        " RAISE EXCEPTION 'medsecrets: batch expectation failed' USING ERRCODE = '40001';"
+        " END IF; END "
+    )
+
+
+#: (function, body) of each condition a batch checks: ``medsecrets_expect`` locks the
+#: row for a write (a precondition), ``medsecrets_check`` shares it (a read check:
+#: other checks go on, a writer of the row waits). Each made at open only when it is
+#: missing or has another body (replacing a function needs its ownership); the
+#: first's body is unchanged since it was made, so stores of older code keep it.
+_CONDITIONS: tuple[tuple[str, str], ...] = (
+    ("medsecrets_expect", _condition_body("FOR UPDATE")),
+    ("medsecrets_check", _condition_body("FOR SHARE")),
 )
-_EXPECT_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION medsecrets_expect(h BYTEA, v BYTEA) RETURNS VOID"
-    " LANGUAGE plpgsql AS $$" + _EXPECT_BODY + "$$"
-)
-"""Run at open only when the function is missing or has another body (replacing a
-function needs its ownership)."""
-_EXPECT_SOURCE = (
-    "SELECT prosrc FROM pg_catalog.pg_proc"
-    " WHERE oid = to_regprocedure('medsecrets_expect(bytea, bytea)')"
+_CONDITION_SOURCE = (
+    "SELECT prosrc FROM pg_catalog.pg_proc WHERE oid = to_regprocedure(%s || '(bytea, bytea)')"
 )
 _KEY_COLLATION = (
     "SELECT collation_name FROM information_schema.columns"
@@ -181,6 +192,8 @@ _LIST_BOUNDED = (
 )
 _LIST_UNBOUNDED = _LIST_WHERE + " ORDER BY substr(key, 1, 512), key LIMIT %(limit)s"
 _EXPECT = "SELECT medsecrets_expect(%s, %s)"
+#: A shared ``Expect`` (a read check) of a key the batch does not write.
+_CHECK = "SELECT medsecrets_check(%s, %s)"
 #: An ``Expect`` of absence: fails (unique_violation, a ``ConflictError``) if the key exists.
 _CLAIM = "INSERT INTO medsecrets_kv (key_hash, key, value) VALUES (%s, %s, '')"
 _LEASE_ACQUIRE = (
@@ -238,7 +251,10 @@ def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
     """The statements of a batch's transaction, key by key in key-hash order (two
     batches take their rows in the same order: no deadlock between them). For each
     key: its ``Expect`` conditions on a value (``medsecrets_expect``: the row locked
-    ``FOR UPDATE``); if it expects the key absent, a claim (a plain ``INSERT`` of an
+    ``FOR UPDATE``; ``medsecrets_check``, ``FOR SHARE``, when every condition on the
+    key is shared and the batch neither writes it nor expects it absent: two batches
+    upgrading their shared locks to write the row would deadlock); if it expects the
+    key absent, a claim (a plain ``INSERT`` of an
     empty value: it waits for a rival's uncommitted insert, fails with
     unique_violation if the key exists, and else holds the new row against every
     rival); then its net write (the last ``Put`` or ``Delete`` of it wins), or the
@@ -246,6 +262,7 @@ def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
     """
     values: dict[str, list[bytes]] = {}
     absent: set[str] = set()
+    exclusive: set[str] = set()
     written: dict[str, bytes | None] = {}
     for op in ops:
         if isinstance(op, Expect):
@@ -253,13 +270,16 @@ def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
                 absent.add(op.key)
             else:
                 values.setdefault(op.key, []).append(op.value)
+                if not op.shared:
+                    exclusive.add(op.key)
         elif isinstance(op, Put):
             written[op.key] = op.value
         elif isinstance(op, Delete):
             written[op.key] = None
     statements: list[_Statement] = []
     for digest, key in sorted((_digest(k), k) for k in {*values, *absent, *written}):
-        statements.extend((_EXPECT, (digest, value)) for value in values.get(key, ()))
+        check = _EXPECT if key in exclusive or key in written or key in absent else _CHECK
+        statements.extend((check, (digest, value)) for value in values.get(key, ()))
         if key in absent:
             statements.append((_CLAIM, (digest, key)))
         if key in written:
@@ -854,9 +874,13 @@ def _ensure_schema(conn: Connection[TupleRow]) -> None:
         for relation, statement in _SCHEMA:
             if _missing(conn, relation):
                 conn.execute(statement.encode())
-        source = conn.execute(_EXPECT_SOURCE.encode()).fetchone()
-        if source is None or source[0] != _EXPECT_BODY:
-            conn.execute(_EXPECT_FUNCTION.encode())
+        for function, body in _CONDITIONS:
+            source = conn.execute(_CONDITION_SOURCE, (function,)).fetchone()
+            if source is None or source[0] != body:
+                conn.execute(
+                    f"CREATE OR REPLACE FUNCTION {function}(h BYTEA, v BYTEA) RETURNS VOID"
+                    f" LANGUAGE plpgsql AS $${body}$$".encode()
+                )
         row = conn.execute(f"SELECT obj_description('{_KV}'::regclass, 'pg_class')").fetchone()
         found = _format_of(row[0] if row is not None else None)
         if found > _FORMAT:

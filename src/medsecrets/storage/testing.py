@@ -528,6 +528,24 @@ class StorageConformance:
         with pytest.raises(ConflictError):
             storage.batch([Expect("a", b"1"), Expect("b", b"")])
 
+    def test_shared_expect_is_checked_like_any_other(self, storage: StorageBackend) -> None:
+        # A read check (``shared``) may lock differently; its outcome is the same.
+        storage.put("k", b"1")
+        storage.batch([Expect("k", b"1", shared=True), Put("a", b"1")])
+        with pytest.raises(ConflictError):
+            storage.batch([Expect("k", b"2", shared=True), Put("a", b"2")])
+        with pytest.raises(ConflictError):
+            storage.batch([Expect("missing", b"1", shared=True), Put("a", b"2")])
+        storage.batch([Expect("k", b"1", shared=True), Expect("k", b"1"), Put("k", b"2")])
+        storage.batch([Expect("new", None, shared=True), Put("new", b"x")])
+        with pytest.raises(ConflictError):
+            storage.batch([Expect("new", None, shared=True), Put("a", b"2")])
+        storage.batch([Expect("k", b"2", shared=True), Expect("gone", None, shared=True)])
+        assert [storage.get(key) for key in ("a", "k", "new", "gone")] == [b"1", b"2", b"x", None]
+        with pytest.raises(InvalidRequest):
+            storage.batch([Expect("k", b"2", shared="yes"), Put("a", b"3")])  # type: ignore[arg-type]
+        assert storage.get("a") == b"1"
+
     def test_large_batch(self, storage: StorageBackend) -> None:
         storage.batch([Put(f"many/{i:04d}", i.to_bytes(2, "big")) for i in range(1000)])
         assert len(list_all(storage, "many/")) == 1000

@@ -114,6 +114,8 @@ def check_ops(ops: Sequence[Operation]) -> None:
             check_storage_key(op.key)
             if op.value is not None:
                 check_value(op.value)
+            if not isinstance(op.shared, bool):
+                raise InvalidRequest("Expect.shared must be a bool")
         else:
             raise InvalidRequest("batch operations must be Put, Delete or Expect")
 
