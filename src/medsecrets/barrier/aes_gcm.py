@@ -387,7 +387,7 @@ class AesGcmBarrier:
             if any(_record_term(record) != active for record in etags.values()):
                 continue
             if etags:
-                out.insert(0, Expect(KEYRING_KEY, state.keyring_raw))
+                out.insert(0, Expect(KEYRING_KEY, state.keyring_raw, shared=True))
             try:
                 self._storage.batch(out)
             except ConflictError:
