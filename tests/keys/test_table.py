@@ -49,3 +49,55 @@ def test_rotations_at_once_both_count(store: SecretStore) -> None:
     mine = VersionTable(store.barrier, "keys/t/", clock=ManualClock(), make_entry=racing_entry)
     entries = mine.add("auth")
     assert [(e["version"], e["key"]) for e in entries] == [("1", "o"), ("2", "o"), ("3", "m")]
+
+
+def test_an_entry_whose_write_lost_is_handed_to_on_lost(store: SecretStore) -> None:
+    """A rotation whose write lost retries as a later version; the entry made for the lost
+    write is handed to ``on_lost`` once, with the entries stored at the end."""
+    other = VersionTable(
+        store.barrier, "keys/t/", clock=ManualClock(), make_entry=lambda c, n: {"key": f"o{n}"}
+    )
+    other.entries("auth")
+    calls: list[tuple[str, list[str], list[str]]] = []
+
+    def racing_entry(category: str, number: int) -> dict[str, str]:
+        if number == 2:
+            other.add(category)
+        return {"key": f"m{number}"}
+
+    mine = VersionTable(
+        store.barrier,
+        "keys/t/",
+        clock=ManualClock(),
+        make_entry=racing_entry,
+        on_lost=lambda c, lost, stored: calls.append(
+            (c, [e["key"] for e in lost], [e["key"] for e in stored])
+        ),
+    )
+    assert [e["key"] for e in mine.add("auth")] == ["o1", "o2", "m3"]
+    assert calls == [("auth", ["m2"], ["o1", "o2", "m3"])]
+    assert [e["key"] for e in mine.add("auth")] == ["o1", "o2", "m3", "m4"]
+    assert len(calls) == 1  # an append that lost nothing reports nothing
+
+
+def test_a_first_use_that_lost_hands_its_entry_to_on_lost(store: SecretStore) -> None:
+    other = VersionTable(
+        store.barrier, "keys/t/", clock=ManualClock(), make_entry=lambda c, n: {"key": "o"}
+    )
+    calls: list[tuple[list[str], list[str]]] = []
+
+    def racing_entry(category: str, number: int) -> dict[str, str]:
+        other.entries(category)
+        return {"key": "m"}
+
+    mine = VersionTable(
+        store.barrier,
+        "keys/t/",
+        clock=ManualClock(),
+        make_entry=racing_entry,
+        on_lost=lambda c, lost, stored: calls.append(
+            ([e["key"] for e in lost], [e["key"] for e in stored])
+        ),
+    )
+    assert [e["key"] for e in mine.entries("auth")] == ["o"]
+    assert calls == [(["m"], ["o"])]

@@ -12,19 +12,28 @@ boto3 is an optional extra (``medsecrets[aws]``); the client is injected.
 answers or keeps throttling fails a wrap or unwrap (and the request making it) as a
 ``ProviderError`` after ``KEK_KMS_ATTEMPTS`` attempts of at most ``KEK_KMS_TIMEOUT``
 seconds to connect and as long for each read (boto3's own defaults are 60 s each).
+
+A KMS key this process made that no version records is scheduled for deletion
+(``DISCARD_PENDING_DAYS``, KMS's minimum window; its description says why): the key of a
+first use whose ``CreateAlias`` lost to another process's (which takes that key), of a
+version whose check-and-set write lost (a rotation racing another), or of a version whose
+next KMS call failed. A key recorded in the table, or one the category's alias names, is
+never scheduled. The cleanup never fails the caller's operation: its outcome is logged
+with the key's ARN and AWS's error code only (``medsecrets.keys.awskms``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from medsecrets.barrier.base import Barrier, SecureStorage
 from medsecrets.clock import Clock, SystemClock
 from medsecrets.errors import DecryptionError, ProviderError
 from medsecrets.keys.base import WrappedKey
-from medsecrets.keys.table import VersionTable
+from medsecrets.keys.table import Entry, VersionTable
 from medsecrets.schema.keys import KekVersion
 from medsecrets.sensitive import Sensitive
 
@@ -32,6 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
 __all__ = [
+    "DISCARD_PENDING_DAYS",
     "KEK_KMS_ATTEMPTS",
     "KEK_KMS_TIMEOUT",
     "AwsKmsKekProvider",
@@ -44,6 +54,12 @@ KEK_KMS_TIMEOUT: Final = 3.0
 KEK_KMS_ATTEMPTS: Final = 2
 """Attempts of one KEK KMS call in all (a retry after a timeout or a throttle): about 13 s
 at most per wrap or unwrap."""
+
+DISCARD_PENDING_DAYS: Final = 7
+"""Days a KMS key made for a version nobody records waits, pending deletion, before KMS
+deletes it (KMS's minimum: until then ``CancelKeyDeletion`` brings it back)."""
+
+log = logging.getLogger(__name__)
 
 _DECRYPT_FAILURES = {"InvalidCiphertextException", "IncorrectKeyException"}
 T = TypeVar("T")
@@ -101,7 +117,11 @@ class AwsKmsKekProvider:
         self._client = client
         self._alias_for = alias_for
         self._table = VersionTable(
-            secure, "keys/aws-kms/", clock=clock or SystemClock(), make_entry=self._make_entry
+            secure,
+            "keys/aws-kms/",
+            clock=clock or SystemClock(),
+            make_entry=self._make_entry,
+            on_lost=self._on_lost,
         )
         if isinstance(secure, Barrier):
             secure.on_seal(self.forget)
@@ -169,6 +189,10 @@ class AwsKmsKekProvider:
         return arn
 
     def _new_key(self, category: str, *, first: bool) -> str:
+        """A new KMS key for the category's next version, the alias pointed at it (a first
+        use: the key the alias names already, or the one another process's ``CreateAlias``
+        made meanwhile, and the key made here is discarded). A key made here whose alias
+        call fails is discarded before the ``ProviderError`` goes on."""
         alias = self._alias_for(category)
         if first:
             existing = self._call("DescribeKey", lambda: self._alias_target(alias))
@@ -182,12 +206,75 @@ class AwsKmsKekProvider:
                 Tags=[{"TagKey": "medsecrets:category", "TagValue": category}],
             )["KeyMetadata"]["Arn"],
         )
-        if first:
-            return self._call("CreateAlias", lambda: self._create_alias(alias, arn))
-        self._call(
-            "UpdateAlias", lambda: self._client.update_alias(AliasName=alias, TargetKeyId=arn)
-        )
-        return arn
+        try:
+            if first:
+                target = self._call("CreateAlias", lambda: self._create_alias(alias, arn))
+            else:
+                self._call(
+                    "UpdateAlias",
+                    lambda: self._client.update_alias(AliasName=alias, TargetKeyId=arn),
+                )
+                target = arn
+        except ProviderError as exc:
+            self._discard(category, arn, f"unused: {exc}")
+            raise
+        if target != arn:
+            self._discard(category, arn, "unused: lost the race to be the first key")
+        return target
+
+    def _on_lost(self, category: str, lost: Sequence[Entry], stored: Sequence[Entry]) -> None:
+        """``VersionTable``'s ``on_lost``: discard the keys made for versions whose write
+        lost, except a key ``stored`` records (a first use that took the winner's key)."""
+        recorded = {entry["key_id"] for entry in stored}
+        for entry in lost:
+            if entry["key_id"] not in recorded:
+                why = f"unused: lost the race to be version {entry['version']}"
+                self._discard(category, entry["key_id"], why)
+
+    def _discard(self, category: str, arn: str, why: str) -> None:
+        """Schedule ``arn``, a key made here that no version records, for deletion after
+        ``DISCARD_PENDING_DAYS``, its description saying ``why`` first (if KMS lets it);
+        keep it (with a warning) while the category's alias names it, or if that cannot be
+        read. Never raises: the outcome is logged (info when scheduled, else a warning)
+        with the ARN and AWS's error code only."""
+        alias = self._alias_for(category)
+        # the key id, not the ARN: both name a key of this account and region to AWS;
+        # moto's ScheduleKeyDeletion takes only the id
+        key_id = arn.rsplit("/", 1)[-1]
+        description = f"medsecrets KEK for category {category}, {why}: scheduled for deletion"
+        note = ""
+        try:
+            if self._call("DescribeKey", lambda: self._alias_target(alias)) == arn:
+                log.warning("KMS key %s (%s) is left enabled: %s names it", arn, why, alias)
+                return
+            try:
+                self._call(
+                    "UpdateKeyDescription",
+                    lambda: self._client.update_key_description(
+                        KeyId=key_id, Description=description
+                    ),
+                )
+            except ProviderError as exc:  # a description is no reason to keep the key
+                note = f"; its description is unchanged: {exc}"
+            self._call(
+                "ScheduleKeyDeletion",
+                lambda: self._client.schedule_key_deletion(
+                    KeyId=key_id, PendingWindowInDays=DISCARD_PENDING_DAYS
+                ),
+            )
+        except ProviderError as exc:
+            log.warning("KMS key %s (%s) is left enabled: %s", arn, why, exc)
+        except Exception as exc:  # on_lost must not raise; nothing but the type is logged
+            log.warning("KMS key %s (%s) is left enabled: %s", arn, why, type(exc).__name__)
+        else:
+            log.log(
+                logging.WARNING if note else logging.INFO,
+                "KMS key %s (%s) is scheduled for deletion in %d days%s",
+                arn,
+                why,
+                DISCARD_PENDING_DAYS,
+                note,
+            )
 
     # -- KekProvider -----------------------------------------------------------
     def current_version(self, category: str) -> int:

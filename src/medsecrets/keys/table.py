@@ -4,9 +4,11 @@ Both KEK providers keep one record per category at ``<prefix><category>``: a
 JSON list of version entries (``version``, ``created_at`` and the provider's own
 fields). Versions are appended atomically with check-and-set, so two processes
 rotating at once never lose a version, and two using a category first at once make
-one version 1 (the loser takes the winner's). Entries are cached for unwrapping (re-read
-when a version newer than the cache is asked for); the newest version, which
-wrapping and rewrapping go by, is read afresh each time.
+one version 1 (the loser takes the winner's). An entry made for a write that lost its
+check-and-set is handed to the provider's ``on_lost`` once the append is over, so that it
+can dispose of what it made for it (a KMS key nobody records). Entries are cached for
+unwrapping (re-read when a version newer than the cache is asked for); the newest version,
+which wrapping and rewrapping go by, is read afresh each time.
 
 The cache holds key material (a local KEK's raw bytes): its provider's ``forget``
 drops it when the barrier seals. A read that was under way at a ``forget`` caches
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from medsecrets.barrier.base import SecureStorage
 from medsecrets.clock import Clock
@@ -41,12 +43,18 @@ class VersionTable:
         *,
         clock: Clock,
         make_entry: Callable[[str, int], dict[str, str]],
+        on_lost: Callable[[str, Sequence[Entry], Sequence[Entry]], None] | None = None,
     ) -> None:
-        """``make_entry(category, number)`` creates the provider fields of a new version."""
+        """``make_entry(category, number)`` creates the provider fields of a new version.
+        ``on_lost(category, lost, stored)``, called when an append ends (returning or
+        raising), gets the entries made for writes that lost their check-and-set (never
+        stored by this append; a write that failed otherwise, whose outcome may be unknown,
+        is not among them) and the entries last seen stored; it must not raise."""
         self._secure = secure
         self._prefix = prefix
         self._clock = clock
         self._make_entry = make_entry
+        self._on_lost = on_lost
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[Entry, ...]] = {}
         self._generation = 0  # forgets so far: a fill that saw one come keeps nothing
@@ -88,25 +96,33 @@ class VersionTable:
         """Append a version; ``first``: only version 1, so a first use that lost its race
         to another process's first use takes that version 1 (it is not a rotation)."""
         key = self._prefix + category
-        for _ in range(20):
-            entries, etag = self._read(category)
-            if first and entries:
-                result = tuple(entries)
-                self._fill(category, result, generation)
-                return result
-            number = len(entries) + 1
-            entry = self._make_entry(category, number)
-            entry.update(version=str(number), created_at=self._clock.now().isoformat())
-            entries.append(entry)
-            body = json.dumps({"versions": entries}).encode()
-            try:
-                self._secure.batch([Expect(key, etag), Put(key, body)])
-            except ConflictError:
-                continue
-            result = tuple(entries)
-            self._fill(category, result, generation)
-            return result
-        raise ConflictError(f"could not add a KEK version for {category!r}: too much contention")
+        lost: list[Entry] = []  # made for a write that lost its check-and-set
+        stored: tuple[Entry, ...] = ()
+        try:
+            for _ in range(20):
+                entries, etag = self._read(category)
+                stored = tuple(entries)
+                if first and entries:
+                    self._fill(category, stored, generation)
+                    return stored
+                number = len(entries) + 1
+                entry = self._make_entry(category, number)
+                entry.update(version=str(number), created_at=self._clock.now().isoformat())
+                body = json.dumps({"versions": [*entries, entry]}).encode()
+                try:
+                    self._secure.batch([Expect(key, etag), Put(key, body)])
+                except ConflictError:
+                    lost.append(entry)
+                    continue
+                stored = (*entries, entry)
+                self._fill(category, stored, generation)
+                return stored
+            raise ConflictError(
+                f"could not add a KEK version for {category!r}: too much contention"
+            )
+        finally:
+            if lost and self._on_lost is not None:
+                self._on_lost(category, tuple(lost), stored)
 
     def entries(self, category: str, *, refresh: bool = False) -> tuple[Entry, ...]:
         """All versions of ``category``, oldest first; creates version 1 on first use."""
