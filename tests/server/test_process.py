@@ -297,9 +297,11 @@ def test_two_workers(tmp_path: Path) -> None:
                     f"{server.addr}/v1/secrets/{DEV_SECRET}", headers={"Connection": "close"}
                 )
                 assert read.status_code == 200
-        warned = [e for e in _log_lines(server) if e.get("workers") == 2]
-        assert [e["level"] for e in warned] == ["warning"]
-        assert "thresholds count per worker" in str(warned[0]["msg"])
+        told = [e for e in _log_lines(server) if e.get("workers") == 2]
+        assert [e["level"] for e in told] == ["info"]
+        assert "one monitor process watches every worker" in str(told[0]["msg"])
+        monitor = told[0]["pid"]
+        assert isinstance(monitor, int) and monitor in _children(server.pid, monitor=True)
         # SIGKILL of the server process takes its workers with it (PR_SET_PDEATHSIG)
         server.kill(signal.SIGKILL)
         deadline = time.monotonic() + 60
@@ -311,6 +313,13 @@ def test_two_workers(tmp_path: Path) -> None:
             except ConnectionResetError:
                 pass  # a dying worker's listening socket: look again
             assert time.monotonic() < deadline, "a worker outlived the server process"
+            time.sleep(0.05)
+        # and the monitor process ends with it (its stdin, the server's pipe, closed)
+        while (
+            Path(f"/proc/{monitor}/cmdline").exists()
+            and Path(f"/proc/{monitor}/cmdline").read_bytes()
+        ):
+            assert time.monotonic() < deadline, "the monitor process outlived the server"
             time.sleep(0.05)
 
 
@@ -425,16 +434,18 @@ def test_a_dead_worker_is_replaced_and_stays_sealed(tmp_path: Path) -> None:
         assert httpx.get(f"{server.addr}/v1/sys/health").json()["sealed"] is True
 
 
-def _children(pid: int) -> list[int]:
-    """The processes ``pid`` started (its granian workers)."""
+def _children(pid: int, *, monitor: bool = False) -> list[int]:
+    """The processes ``pid`` started: its granian workers (and its shared monitor
+    process with ``monitor``)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and (monitor or b"monitorprocess" not in command):
                 found.append(int(entry))
     return sorted(found)
 

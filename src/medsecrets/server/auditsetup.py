@@ -72,6 +72,7 @@ from medsecrets.server.auditconfig import (
 )
 from medsecrets.server.auditprocess import AlertReceiver, monitor_settings
 from medsecrets.server.config import Settings
+from medsecrets.server.monitorlink import MonitorLink, link_from_env
 from medsecrets.store import SecretStore
 
 __all__ = ["AuditStack", "build_audit", "check_audit_paths", "device_settings"]
@@ -94,7 +95,10 @@ class AuditStack:
     detectors: DetectorSet | None = None
     dispatcher: AlertDispatcher | None = None
     alerts_in: AlertReceiver | None = None
-    """With the detectors in an audit process: where their alerts arrive."""
+    """With the detectors in an audit process or the shared monitor process (a worker
+    of a multi-worker server): where their alerts arrive."""
+    link: MonitorLink | None = None
+    """A worker's feed to the shared monitor process (``server.monitorlink``)."""
     history: AlertHistory | None = None
     """The dispatcher's recent alerts across restarts (``None``: not kept)."""
     checkpoint_every: int = CHECKPOINT_EVERY
@@ -113,9 +117,13 @@ class AuditStack:
             self.history.start()
         if self.monitor is not None:
             self.monitor.start()
+        if self.link is not None:
+            self.link.start()
 
     def stop(self) -> None:
         """Stop the monitor and dispatcher, then flush and close every device."""
+        if self.link is not None:
+            self.link.stop(2.0)
         parts: list[MonitorEngine | AlertDispatcher | None] = [self.monitor, self.dispatcher]
         for part in parts:
             if part is None:
@@ -139,7 +147,10 @@ class AuditStack:
 
     def dropped_events(self) -> int:
         """Audit events the monitor dropped (queue full; the audit process's detectors run
-        on every batch it writes and drop none)."""
+        on every batch it writes and drop none; a worker's link drops when its queue is
+        full, and loses what was in flight when the monitor process went away)."""
+        if self.link is not None:
+            return self.link.dropped
         return self.monitor.dropped if self.monitor is not None else 0
 
     def alert_counts(self) -> dict[tuple[str, str], int]:
@@ -576,7 +587,7 @@ def _salter(
     """The ``Salter`` of the device whose key seals the monitor's files: the first file
     device's (the one whose audit process runs the detectors), else the first device's;
     ``None`` without a device."""
-    device = next((s.name for s in specs if s.type == "file"), specs[0].name if specs else None)
+    device = _state_device(specs)
     if device is None:
         return None
     name: str = device
@@ -586,6 +597,26 @@ def _salter(
         return found.salter if found is not None else None
 
     return salter
+
+
+def _state_device(specs: Sequence[AuditDeviceSettings]) -> str | None:
+    """The device whose key seals the monitor's files: the first file device (the one
+    whose audit process runs the detectors), else the first device; ``None`` without."""
+    return next((s.name for s in specs if s.type == "file"), specs[0].name if specs else None)
+
+
+def _hmac_key(
+    specs: Sequence[AuditDeviceSettings], keys: BarrierKeySource
+) -> Callable[[], bytes | None]:
+    """``_state_device``'s HMAC key, for the shared monitor process (``None`` while
+    sealed or without a device)."""
+    device = _state_device(specs)
+
+    def key() -> bytes | None:
+        found = keys.material(device) if device is not None else None
+        return found[0] if found is not None else None
+
+    return key
 
 
 def _checkpoint_export(settings: Settings) -> Path | None:
@@ -776,11 +807,15 @@ def build_audit(
     monitor = settings.monitor
     specs = device_settings(settings)
     stack.file_paths = {spec.name: Path(spec.path) for spec in specs if spec.type == "file"}
-    # With audit.process the first file device's audit process runs the detectors too.
+    # A worker of a multi-worker server feeds the shared monitor process; otherwise, with
+    # audit.process, the first file device's audit process runs the detectors too.
+    shared = link_from_env() if worker else None
     watcher = next(
         (spec.name for spec in specs if spec.type == "file" and audit.process and audit.enabled),
         None,
     )
+    if shared is not None:
+        watcher = None
     if monitor.enabled:
         configured = [_channel(c) for c in monitor.channels]
         builtin = [] if any(c.type == "log" for c in monitor.channels) else [LogChannel()]
@@ -796,7 +831,12 @@ def build_audit(
                 Path(settings.data_dir, "monitor", "alerts.state"),
                 derived_key(salter, HISTORY_KEY),
             )
-        if watcher is not None:
+        if shared is not None:
+            stack.alerts_in = AlertReceiver(stack.dispatcher.raise_)
+            stack.link = MonitorLink(
+                shared, material=_hmac_key(specs, keys), on_message=stack.alerts_in
+            )
+        elif watcher is not None:
             stack.alerts_in = AlertReceiver(stack.dispatcher.raise_)
         else:
             stack.detectors = DetectorSet.default(
@@ -845,7 +885,13 @@ def build_audit(
         prefix=store.catalog.prefix,
         keys=keys,
         timeout=audit.timeout,
-        on_event=stack.monitor.submit if stack.monitor is not None else None,
+        on_event=(
+            stack.monitor.submit
+            if stack.monitor is not None
+            else stack.link.submit
+            if stack.link is not None
+            else None
+        ),
     )
     return stack
 

@@ -60,10 +60,12 @@ from medsecrets.server.logsetup import (
 
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from medsecrets.api.app import ApiApp
+    from medsecrets.catalog.model import Catalog
     from medsecrets.core.audit import AuditAdmin, AuditHook
     from medsecrets.seal.latch import SealLatch
     from medsecrets.server.auditsetup import AuditStack
     from medsecrets.server.bootstrap import DevInfo
+    from medsecrets.server.monitorprocess import MonitorProcess
     from medsecrets.server.placement import Placement
     from medsecrets.server.sweeper import Sweeper
     from medsecrets.store import SecretStore
@@ -179,19 +181,6 @@ def _warn_tls(settings: Settings) -> None:
         log.warning("dev mode without TLS: plain HTTP; never use dev mode for real secrets")
 
 
-def _warn_split_monitor(settings: Settings) -> None:
-    """With several workers, say that each one's detectors see only its own requests."""
-    if settings.workers > 1 and settings.monitor.enabled and settings.audit.enabled:
-        log.warning(
-            "monitor: with workers > 1 each worker's detectors see only the requests it"
-            " serves, so thresholds count per worker, `alerts list` shows the alerts of"
-            " the worker that answers, and neither detector state nor alert history is"
-            " kept across restarts (every alert is still in the audit trail); run one"
-            " worker to have one set of detectors watch every request",
-            extra={"workers": settings.workers},
-        )
-
-
 _STOP_REQUESTED: list[int] = []
 """Stop signals received before the serving loop's own handlers took over."""
 
@@ -222,7 +211,6 @@ def serve(settings: Settings) -> None:
     for warning in settings.warnings:
         log.warning(warning)
     _warn_tls(settings)
-    _warn_split_monitor(settings)
     if settings.tls.enabled:
         from medsecrets.server.tls import check_pkcs8_key, server_context
 
@@ -526,6 +514,7 @@ def _serve_granian_workers(settings: Settings) -> None:
     latch = create_latch(settings)  # one operator seal seals every worker
     os.environ[WORKER_SETTINGS_ENV] = json.dumps(to_wire(settings))
     os.environ[LATCH_ENV] = latch.path
+    monitor = _shared_monitor(settings, core.store.catalog)
     try:
         kwargs = _granian_kwargs(settings)
         server = MPServer(
@@ -543,6 +532,35 @@ def _serve_granian_workers(settings: Settings) -> None:
         server.serve()
     finally:
         latch.remove()
+        if monitor is not None:
+            monitor.stop()
+
+
+def _shared_monitor(settings: Settings, catalog: Catalog) -> MonitorProcess | None:
+    """With the monitor on, the one monitor process every worker feeds (started; its
+    address in ``LINK_ENV`` for the workers), so thresholds count over all of them."""
+    if not (settings.monitor.enabled and settings.audit.enabled):
+        return None
+    from medsecrets.server.auditprocess import monitor_settings
+    from medsecrets.server.monitorlink import LINK_ENV
+    from medsecrets.server.monitorprocess import MonitorProcess
+
+    state = Path(settings.data_dir, "monitor", "detectors.state")
+    monitor = MonitorProcess(
+        monitor_settings(catalog, detectors=settings.monitor.detectors, state_path=str(state)),
+        log_level=settings.log_level,
+        log_file=settings.log_file,
+    )
+    try:
+        monitor.start()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"cannot start the monitor process ({exc})") from None
+    os.environ[LINK_ENV] = monitor.address.to_env()
+    log.info(
+        "monitor: one monitor process watches every worker's requests",
+        extra={"workers": settings.workers, "pid": monitor.pid},
+    )
+    return monitor
 
 
 def worker_app() -> ApiApp:
