@@ -366,6 +366,9 @@ class AesGcmBarrier:
         under the new term and retries, so no write commits under a term older than
         the stored keyring's newest (a node holding a reserved block of the old term
         included). A ``ConflictError`` with the keyring unchanged is the caller's.
+        That expectation is a shared one (``Expect(shared=True)``): on PostgreSQL
+        encrypting writes do not queue on the keyring row, while a rotation still
+        waits for the checks in flight.
         """
         for op in ops:
             if isinstance(op, Put | Delete):
