@@ -16,6 +16,7 @@ injectable so tests move no real time. The token never shows in ``repr``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random as _random
 import ssl
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from types import TracebackType
 from typing import Any, TypeVar
 
+import anyio
 import httpcore
 import httpx
 
@@ -59,13 +61,14 @@ from medsecrets.sdk.base import ClientBase
 from medsecrets.sdk.transport import (
     MAX_RESPONSE_BYTES,
     AnswerBody,
+    AttemptDeadline,
     Attempts,
     Call,
     attempt_deadline,
+    bind_budgets,
     bounded,
     decode,
     encode,
-    pool_options,
     probe_refusal,
     refusal_probe_wanted,
 )
@@ -105,10 +108,15 @@ class _BoundedStream(httpcore.AsyncNetworkStream):
 
 
 class _BoundedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's anyio network backend, its connections ``_BoundedStream``s."""
+    """A network backend (``backend``) whose connections are ``_BoundedStream``s."""
 
-    def __init__(self) -> None:
-        self._backend = httpcore.AnyIOBackend()
+    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
+        self._backend = backend
+
+    @classmethod
+    def around(cls, backend: httpcore.AsyncNetworkBackend) -> httpcore.AsyncNetworkBackend:
+        """``backend`` wrapped, unless it is one of these already."""
+        return backend if isinstance(backend, cls) else cls(backend)
 
     async def connect_tcp(
         self,
@@ -122,20 +130,18 @@ class _BoundedBackend(httpcore.AsyncNetworkBackend):
         stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
         return _BoundedStream(stream)
 
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        timeout = bounded(timeout, httpcore.ConnectTimeout)
+        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
+        return _BoundedStream(stream)
+
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
-
-
-class _BoundedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a pool whose connections obey the attempt's budgets: as
-    ``medsecrets.sdk.client``'s (which says why the pool is replaced), awaited."""
-
-    def __init__(self, verify: ssl.SSLContext | bool) -> None:
-        options = pool_options(verify)  # (its TLS context made once: loading CAs is slow)
-        super().__init__(verify=options["ssl_context"], trust_env=False)
-        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
-            raise RuntimeError("this httpx keeps no httpcore pool in _pool; the SDK needs one")
-        self._pool = httpcore.AsyncConnectionPool(**options, network_backend=_BoundedBackend())
 
 
 class AsyncClient(ClientBase):
@@ -164,10 +170,12 @@ class AsyncClient(ClientBase):
         """``timeout``: seconds for each network step (connecting, each read and write),
         and in all for each attempt's request and answer head, then again for the
         answer's body (``medsecrets.sdk.transport``); ``max_response_bytes``: the
-        largest success body read; ``transport`` replaces the default one (tests: it
-        is used as given, so its network steps are not cut to those budgets; the body's
-        is still checked per chunk); ``env`` replaces ``os.environ`` for the
-        ``MEDSECRETS_*`` defaults (tests).
+        largest success body read; ``transport`` replaces the default one: an
+        ``httpx.AsyncHTTPTransport`` (any options) has its network steps cut to those
+        budgets as the default's are (its pool's network backend is wrapped, once:
+        ``transport.bind_budgets``); over another transport the wait for the head is
+        cancelled at its budget (a read timeout), and the body is checked per chunk;
+        ``env`` replaces ``os.environ`` for the ``MEDSECRETS_*`` defaults (tests).
 
         ``client_cert`` (``MEDSECRETS_CLIENT_CERT``): a PEM certificate chain to present
         to a server that asks for one (``tls.client_ca``); ``client_key``
@@ -192,8 +200,16 @@ class AsyncClient(ClientBase):
             client_key_password=client_key_password,
         )
         self._sleep = sleep
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(verify=self._settings.verify, trust_env=False)
+        self._cut_head = not bind_budgets(
+            transport,
+            httpx.AsyncHTTPTransport,
+            httpcore.AsyncNetworkBackend,
+            _BoundedBackend.around,
+        )
         self._http = httpx.AsyncClient(
-            transport=transport or _BoundedTransport(self._settings.verify),
+            transport=transport,
             timeout=self._settings.timeout,
             follow_redirects=False,
             trust_env=False,
@@ -252,9 +268,10 @@ class AsyncClient(ClientBase):
         probe = ep.health()
         headers = self._settings.headers(probe, None)
         refused: httpx.TransportError | ssl.SSLError | None = None
+        request = self._http.build_request(probe.method, address + probe.path, headers=headers)
         try:
-            with attempt_deadline(self._settings.timeout):
-                async with self._http.stream(probe.method, address + probe.path, headers=headers):
+            with attempt_deadline(self._settings.timeout) as deadline:
+                async with self._answer(request, deadline):
                     pass
         except (httpx.TransportError, ssl.SSLError) as exc:
             if probe_refusal(exc):
@@ -266,10 +283,11 @@ class AsyncClient(ClientBase):
     ) -> tuple[int, bytes]:
         """One attempt: the answer's status and body, read within bounds (``AnswerBody``)
         and budgets (``attempt_deadline``)."""
+        request = self._http.build_request(
+            call.method, url, params=call.params, content=body, headers=headers
+        )
         with attempt_deadline(self._settings.timeout) as deadline:
-            async with self._http.stream(
-                call.method, url, params=call.params, content=body, headers=headers
-            ) as response:
+            async with self._answer(request, deadline) as response:
                 answer = AnswerBody(
                     response.status_code,
                     response.headers.get("content-encoding", ""),
@@ -282,6 +300,32 @@ class AsyncClient(ClientBase):
                         if not answer.wanted:
                             break  # the rest stays unread; the connection is closed, not reused
                 return response.status_code, answer.content
+
+    @contextlib.asynccontextmanager
+    async def _answer(
+        self, request: httpx.Request, deadline: AttemptDeadline
+    ) -> AsyncIterator[httpx.Response]:
+        """The answer to ``request``, its head read and its body left to stream; closed on
+        exit. Over a transport whose network steps the client could not cut
+        (``bind_budgets``), the wait for the head is cancelled when its budget is
+        spent, which ends as ``httpx.ReadTimeout`` (the request may have been sent)."""
+        if not self._cut_head:
+            response = await self._http.send(request, stream=True)
+        else:
+            late = False
+            try:
+                with anyio.fail_after(deadline.bound(None, httpx.ReadTimeout)):
+                    response = await self._http.send(request, stream=True)
+            except TimeoutError:
+                late = True
+            if late:  # raised here, outside the handler: no context kept
+                raise httpx.ReadTimeout(
+                    "the answer's head did not come within the timeout", request=request
+                )
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     # -- system --------------------------------------------------------------------
     async def health(self) -> Health:

@@ -63,10 +63,10 @@ from medsecrets.sdk.transport import (
     Attempts,
     Call,
     attempt_deadline,
+    bind_budgets,
     bounded,
     decode,
     encode,
-    pool_options,
     probe_refusal,
     refusal_probe_wanted,
 )
@@ -106,10 +106,15 @@ class _BoundedStream(httpcore.NetworkStream):
 
 
 class _BoundedBackend(httpcore.NetworkBackend):
-    """httpcore's own network backend, its connections ``_BoundedStream``s."""
+    """A network backend (``backend``) whose connections are ``_BoundedStream``s."""
 
-    def __init__(self) -> None:
-        self._backend = httpcore.SyncBackend()
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    @classmethod
+    def around(cls, backend: httpcore.NetworkBackend) -> httpcore.NetworkBackend:
+        """``backend`` wrapped, unless it is one of these already."""
+        return backend if isinstance(backend, cls) else cls(backend)
 
     def connect_tcp(
         self,
@@ -123,26 +128,25 @@ class _BoundedBackend(httpcore.NetworkBackend):
         stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
         return _BoundedStream(stream)
 
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = bounded(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
 
 
-class _BoundedTransport(httpx.HTTPTransport):
-    """httpx's transport over a pool whose connections obey the attempt's budgets (see
-    ``medsecrets.sdk.transport``). httpx bounds each network operation only (a total
-    timeout is an open request, encode/httpx#1450) and lets no network backend be
-    passed, so the pool httpx made is replaced by one with the same options and a
-    ``_BoundedBackend``: a private attribute, checked here so that an httpx that
-    renamed it fails at once instead of silently dropping the bound. A per-call
-    watchdog thread could not do this: it cannot tell which pooled connection an
-    attempt uses before the answer's head, which is when it is needed."""
-
-    def __init__(self, verify: ssl.SSLContext | bool) -> None:
-        options = pool_options(verify)  # (its TLS context made once: loading CAs is slow)
-        super().__init__(verify=options["ssl_context"], trust_env=False)
-        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
-            raise RuntimeError("this httpx keeps no httpcore pool in _pool; the SDK needs one")
-        self._pool = httpcore.ConnectionPool(**options, network_backend=_BoundedBackend())
+def _bounded_transport(transport: httpx.BaseTransport) -> httpx.BaseTransport:
+    """``transport``, its network operations made to obey the attempt's budgets when it is
+    an ``httpx.HTTPTransport`` (``bind_budgets``); another one is used as it is: no
+    thread can be interrupted, so only its late head is caught (``AnswerBody``)."""
+    bind_budgets(transport, httpx.HTTPTransport, httpcore.NetworkBackend, _BoundedBackend.around)
+    return transport
 
 
 class Client(ClientBase):
@@ -171,9 +175,12 @@ class Client(ClientBase):
         """``timeout``: seconds for each network step (connecting, each read and write),
         and in all for each attempt's request and answer head, then again for the
         answer's body (``medsecrets.sdk.transport``); ``max_response_bytes``: the
-        largest success body read; ``transport`` replaces the default one (tests: it
-        is used as given, so its network steps are not cut to those budgets; the body's
-        is still checked per chunk); ``env`` replaces ``os.environ`` for the
+        largest success body read; ``transport`` replaces the default one: an
+        ``httpx.HTTPTransport`` (any options) has its network steps cut to those
+        budgets as the default's are (its pool's network backend is wrapped, once:
+        ``transport.bind_budgets``); another transport cannot be cut short (a thread
+        cannot be interrupted): a head it gives too late is still a read timeout, and
+        its body is checked per chunk; ``env`` replaces ``os.environ`` for the
         ``MEDSECRETS_*`` defaults (tests).
 
         ``client_cert`` (``MEDSECRETS_CLIENT_CERT``): a PEM certificate chain to present
@@ -200,7 +207,9 @@ class Client(ClientBase):
         )
         self._sleep = sleep
         self._http = httpx.Client(
-            transport=transport or _BoundedTransport(self._settings.verify),
+            transport=_bounded_transport(
+                transport or httpx.HTTPTransport(verify=self._settings.verify, trust_env=False)
+            ),
             timeout=self._settings.timeout,
             follow_redirects=False,
             trust_env=False,

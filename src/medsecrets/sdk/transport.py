@@ -39,14 +39,19 @@ sent (the client asks for no content coding). Each attempt has two budgets of
 complete within ``timeout`` of the attempt's start (taking or opening a
 connection and sending the request included), and its body within
 ``timeout`` of the head. httpx's own timeouts bound each network operation,
-not a sequence of them, so the clients' default transports cut every connect,
-read and write to what is left of the budget under way (``bounded``); one
-with nothing left fails as a connect, read or write timeout, so a peer that
-drips its head or body byte by byte (each byte in time) ends like one that
-stopped answering, under the same retry rules (a read timeout: retried only
-for ``retry_safe`` calls). An attempt thus lasts at most about twice
-``timeout`` (a wait for a free pooled connection counts in the head's
-budget). A redirect is never followed (the token would go with it): it is an
+not a sequence of them, so the clients' transports (the default ones, and an
+``httpx.HTTPTransport`` or ``AsyncHTTPTransport`` given as ``transport=``:
+``bind_budgets``) cut every connect, read and write to what is left of the
+budget under way (``bounded``); one with nothing left fails as a connect, read
+or write timeout, so a peer that drips its head or body byte by byte (each byte
+in time) ends like one that stopped answering, under the same retry rules (a
+read timeout: retried only for ``retry_safe`` calls). An attempt thus lasts at
+most about twice ``timeout`` (a wait for a free pooled connection counts in the
+head's budget). Over another transport given as ``transport=``, the
+``AsyncClient`` cancels the wait for the head when its budget is spent (a read
+timeout); the ``Client`` cannot interrupt it (a blocked thread cannot be
+stopped), so only a head that comes too late is refused (``AnswerBody``).
+A redirect is never followed (the token would go with it): it is an
 ``UnexpectedResponseError`` naming the status.
 
 The address that worked is kept (sticky) for later calls of the same client.
@@ -64,7 +69,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Generic, Literal, TypedDict, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 import httpx
 
@@ -95,16 +100,15 @@ __all__ = [
     "Attempts",
     "Call",
     "ClientSettings",
-    "PoolOptions",
     "RetryPolicy",
     "attempt_deadline",
+    "bind_budgets",
     "bounded",
     "checked_token",
     "client_identity",
     "decode",
     "encode",
     "is_unicode",
-    "pool_options",
     "probe_refusal",
     "refusal_probe_wanted",
     "resolve_settings",
@@ -717,24 +721,41 @@ def bounded(timeout: float | None, late: type[Exception]) -> float | None:
     return timeout if deadline is None else deadline.bound(timeout, late)
 
 
-class PoolOptions(TypedDict):
-    """The options of the clients' httpcore connection pools (``pool_options``)."""
-
-    ssl_context: ssl.SSLContext
-    max_connections: int
-    max_keepalive_connections: int
-    keepalive_expiry: float
+B = TypeVar("B")
 
 
-def pool_options(verify: ssl.SSLContext | bool) -> PoolOptions:
-    """The connection pool options of httpx's default transport (its default limits), for
-    the clients' own transports (which add only a network backend: ``bounded``)."""
-    return PoolOptions(
-        ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
-        max_connections=100,
-        max_keepalive_connections=20,
-        keepalive_expiry=5.0,
-    )
+def bind_budgets(
+    transport: object, kind: type[object], backend: type[B], wrap: Callable[[B], B]
+) -> bool:
+    """Make the network operations of ``transport`` obey the attempt under way (``bounded``)
+    when it is a ``kind`` (httpx's ``HTTPTransport`` or ``AsyncHTTPTransport``, or a
+    subclass, whatever its options: proxy, ``uds``, limits); ``False`` for another
+    transport, whose network operations the client cannot reach.
+
+    httpx bounds each network operation only (a total timeout is an open request,
+    encode/httpx#1450) and lets no network backend be passed, so the ``backend`` of
+    the httpcore pool it keeps (``_pool._network_backend``, private attributes) is
+    replaced by ``wrap(backend)``: a backend whose connections cut every connect, read
+    and write to the attempt's budget, and pass every other operation through
+    unchanged (outside an attempt of a client nothing is cut, so the transport stays
+    usable elsewhere). ``wrap`` returns a backend it made before as it is, so a
+    transport shared by several clients is wrapped once. Connections the pool opened
+    before keep their unwrapped streams (give the client a transport not used yet).
+    An httpx whose transport keeps no such pool raises ``RuntimeError`` at once rather
+    than silently dropping the bound. A per-call watchdog thread could not do this:
+    it cannot tell which pooled connection an attempt uses before the answer's head,
+    which is when it is needed."""
+    if not isinstance(transport, kind):
+        return False
+    pool = getattr(transport, "_pool", None)
+    found = getattr(pool, "_network_backend", None)
+    if not isinstance(found, backend):
+        raise RuntimeError(
+            "this httpx keeps no httpcore pool with a network backend in"
+            " _pool._network_backend; the SDK needs one to bound its attempts"
+        )
+    pool._network_backend = wrap(found)  # type: ignore[union-attr]
+    return True
 
 
 class AnswerBody:
@@ -749,7 +770,10 @@ class AnswerBody:
     client never asks for) is refused for a success (``UnexpectedResponseError``)
     and not read for an error (it is mapped by its status), so no compressed
     bomb is ever inflated. An ``AnswerBody`` is made when the answer's head came:
-    it starts the body's budget of ``deadline`` (``head_received``), and a chunk
+    a head that came after its budget was spent raises ``httpx.ReadTimeout`` (the
+    clients cut the head at its budget already, except over a sync transport they
+    cannot reach, ``bind_budgets``: this check makes its late head count as none);
+    else it starts the body's budget of ``deadline`` (``head_received``), and a chunk
     that comes after that budget is spent raises ``httpx.ReadTimeout`` (the
     default transports' reads are cut at the budget already: this check holds
     for any transport), so a body dripped byte by byte (each read in time) ends
@@ -766,6 +790,8 @@ class AnswerBody:
         self._error = status >= 400
         self._limit = MAX_ERROR_BYTES if self._error else limit
         self._deadline = deadline
+        if deadline.expired:
+            raise httpx.ReadTimeout("the answer's head did not come within the timeout")
         deadline.head_received()
         if encoding.strip().lower() not in ("", "identity"):
             if not self._error:
