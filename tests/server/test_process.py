@@ -301,7 +301,7 @@ def test_two_workers(tmp_path: Path) -> None:
         assert [e["level"] for e in told] == ["info"]
         assert "one monitor process watches every worker" in str(told[0]["msg"])
         monitor = told[0]["pid"]
-        assert isinstance(monitor, int) and monitor in _children(server.pid, monitor=True)
+        assert isinstance(monitor, int) and monitor in server.children(monitor=True)
         # SIGKILL of the server process takes its workers with it (PR_SET_PDEATHSIG)
         server.kill(signal.SIGKILL)
         deadline = time.monotonic() + 60
@@ -422,32 +422,16 @@ def test_a_dead_worker_is_replaced_and_stays_sealed(tmp_path: Path) -> None:
         close = {**_headers(server.token), "Connection": "close"}
         url = f"{server.addr}/v1/secrets/{DEV_SECRET}"
         assert httpx.post(f"{server.addr}/v1/sys/seal", headers=close).status_code == 200
-        workers = _children(server.pid)
+        workers = server.children()
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 60  # a safety net while granian respawns it
-        while len(set(_children(server.pid)) - {workers[0]}) < 2:
+        while len(set(server.children()) - {workers[0]}) < 2:
             assert time.monotonic() < deadline, "the worker was not replaced"
             time.sleep(0.1)
         codes = [httpx.get(url, headers=close).status_code for _ in range(12)]
         assert codes == [503] * 12
         assert httpx.get(f"{server.addr}/v1/sys/health").json()["sealed"] is True
-
-
-def _children(pid: int, *, monitor: bool = False) -> list[int]:
-    """The processes ``pid`` started: its granian workers (and its shared monitor
-    process with ``monitor``)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                command = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and (monitor or b"monitorprocess" not in command):
-                found.append(int(entry))
-    return sorted(found)
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path, port: int) -> None:

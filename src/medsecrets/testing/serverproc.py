@@ -374,6 +374,22 @@ class ServerProcess:
         """Whether the process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    def children(self, *, monitor: bool = False) -> list[int]:
+        """The processes the server started, sorted: its granian workers with
+        ``workers > 1`` (and its shared monitor process with ``monitor``)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[1]) == self.pid and (monitor or b"monitorprocess" not in command):
+                found.append(int(entry))
+        return sorted(found)
+
     def log_text(self) -> str:
         """Everything the server wrote to stderr (all starts)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
