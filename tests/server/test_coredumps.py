@@ -20,14 +20,6 @@ def _core_limit(pid: int) -> tuple[str, str]:
     raise AssertionError("no core limit line")
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found.extend(int(child) for child in text)
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="needs /proc")
 def test_the_server_and_its_workers_cannot_dump_core(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
@@ -36,7 +28,7 @@ def test_the_server_and_its_workers_cannot_dump_core(tmp_path: Path) -> None:
         tmp_path / "data", extra_args=["--config", str(config)], log_dir=tmp_path / "logs"
     ) as server:
         assert _core_limit(server.pid) == ("0", "0")
-        workers = _children(server.pid)
+        workers = server.children(monitor=True)
         assert workers
         for pid in workers:
             assert _core_limit(pid) == ("0", "0")

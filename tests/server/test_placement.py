@@ -74,14 +74,6 @@ def test_plan_places_nothing_on_one_cpu(tmp_path: Path) -> None:
     assert plan(_settings(tmp_path), allowed={7}) is None
 
 
-def _children(pid: int) -> list[int]:
-    return [
-        int(child)
-        for task in Path(f"/proc/{pid}/task").iterdir()
-        for child in (task / "children").read_text().split()
-    ]
-
-
 def _read_once(server: ServerProcess) -> None:
     assert server.token is not None
     response = httpx.get(
@@ -97,7 +89,7 @@ def test_a_server_keeps_its_audit_process_off_its_serving_cpus(tmp_path: Path) -
     with ServerProcess(tmp_path / "data", log_dir=tmp_path / "logs") as server:
         _read_once(server)
         assert set(os.sched_getaffinity(server.pid)) == set(allowed[:-1])  # the loop's thread
-        (audit,) = _children(server.pid)
+        (audit,) = server.children()
         assert set(os.sched_getaffinity(audit)) == {allowed[-1]}
         assert '"msg":"cpu placement"' in server.log_text()
         # granian's I/O thread joined the audit process; every other thread stayed
@@ -132,7 +124,7 @@ def test_own_cpu_false_leaves_placement_to_the_kernel(tmp_path: Path) -> None:
     ) as server:
         _read_once(server)
         assert set(os.sched_getaffinity(server.pid)) == allowed
-        (audit,) = _children(server.pid)
+        (audit,) = server.children()
         assert set(os.sched_getaffinity(audit)) == allowed
         assert "cpu placement" not in server.log_text()
         assert all(_cpus(tid) == allowed for tid in _threads(server.pid))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -11,22 +10,6 @@ from pathlib import Path
 import httpx
 
 from medsecrets.testing.serverproc import ServerProcess
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -48,7 +31,7 @@ def test_sigterm_during_start_up_stops_cleanly(tmp_path: Path) -> None:
         audit_process: list[int] = []
         while not audit_process:  # the audit process starts in the middle of the start-up
             assert server.returncode is None, server.log_text()
-            audit_process = _children(server.pid)
+            audit_process = server.children()
             time.sleep(0.005)
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0, server.log_text()
