@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import json
 import math
 import os
@@ -82,6 +83,7 @@ from medsecrets.sdk.errors import (
     UnexpectedResponseError,
     error_from_response,
 )
+from medsecrets.sdk.fdpaths import fd_paths
 from medsecrets.sensitive import MASK, Sensitive
 
 __all__ = [
@@ -359,7 +361,10 @@ def client_identity(
 
     An encrypted key is opened with ``password`` (``MEDSECRETS_CLIENT_KEY_PASSWORD``);
     without one it is refused (OpenSSL never prompts on the terminal). Both files must
-    be regular files of at most ``MAX_PEM_FILE_BYTES``. Every failure (a missing or
+    be regular files of at most ``MAX_PEM_FILE_BYTES``; each is opened once, and what
+    is loaded is exactly the bytes checked (handed to OpenSSL through
+    ``fdpaths.fd_paths``, never written to a disk), so a file swapped in after the
+    check (another certificate, a FIFO) changes nothing. Every failure (a missing or
     unreadable file, no PEM certificate or key in it (DER and PKCS#12 named as such),
     a damaged one, an encrypted key without its password, with a wrong one, one that
     is not Unicode or longer than ``MAX_KEY_PASSWORD_BYTES``, a key that does not
@@ -375,7 +380,7 @@ def client_identity(
             f"cannot use the client certificate file {cert!r}: no PEM certificate in it"
             f" ('BEGIN CERTIFICATE'){_not_pem(cert_pem)}"
         )
-    key_pem = _pem_head(key_file, "client key file")
+    key_pem = cert_pem if key is None else _pem_head(key_file, "client key file")
     if _PEM_PRIVATE_KEY not in key_pem:
         hint = _not_pem(key_pem)
         if key is None:
@@ -384,40 +389,82 @@ def client_identity(
             f"cannot use the client key file {key_file!r}: no PEM private key in it{hint}"
         )
     encrypted = any(mark in key_pem for mark in _PEM_ENCRYPTED)
-    del key_pem
 
     def give_password() -> bytes:
         return _password_bytes(password, key_file)
 
     problem: str | None = None
+    reason: str | None = None  # OpenSSL's, when it refused the files
     try:
-        context.load_cert_chain(cert, key, password=give_password)
+        # OpenSSL reads the bytes checked above, not the paths again (fd_paths)
+        with fd_paths(cert_pem, key_pem) as (checked_cert, checked_key):
+            context.load_cert_chain(checked_cert, checked_key, password=give_password)
     except _KeyPasswordProblem as exc:
         problem = exc.problem
     except ssl.SSLError as exc:
         reason = str(exc.reason or "")
-        if reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
-            # (the second: a key of another type than the certificate's, RSA for EC)
-            problem = f"the client key {key_file!r} does not match the certificate {cert!r}"
-        elif not _certificates_readable(cert_pem):
-            problem = (
-                f"cannot use the client certificate file {cert!r}: a PEM certificate in it"
-                " cannot be read (damaged or truncated?)"
-            )
-        elif encrypted and password is not None:
-            problem = f"cannot decrypt the client key {key_file!r} (is the password right?)"
-        elif not reason:  # OpenSSL's bare "PEM lib": the certificate read, so the key
-            problem = (
-                f"cannot use the client key file {key_file!r}: its PEM private key cannot"
-                " be read (damaged or truncated?)"
-            )
-        else:
-            problem = f"cannot use the client certificate {cert!r} and key {key_file!r} ({reason})"
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        problem = f"cannot use the client certificate {cert!r} and key {key_file!r}: {reason}"
-    if problem is not None:  # raised here, outside the handler: no ssl context kept
+        if exc.errno == errno.ESPIPE:  # over fd_paths' pipe, OpenSSL's reason is lost
+            reason = _reason_over_pipe(cert_pem, key_pem, password if encrypted else None)
+        else:
+            cause = exc.strerror or type(exc).__name__
+            problem = f"cannot use the client certificate {cert!r} and key {key_file!r}: {cause}"
+    del key_pem
+    if reason is not None:  # told here, outside the handler: no ssl context kept
+        problem = _refused_files(
+            reason, cert, key_file, cert_pem, encrypted=encrypted, password=password
+        )
+    if problem is not None:
         raise ClientCertificateError(problem)
+
+
+def _refused_files(
+    reason: str,
+    cert: str,
+    key_file: str,
+    cert_pem: bytes,
+    *,
+    encrypted: bool,
+    password: Sensitive[str] | None,
+) -> str:
+    """What OpenSSL's ``reason`` (``""``: its bare "PEM lib") for refusing the client
+    certificate ``cert`` and key ``key_file`` means, naming the file at fault."""
+    if reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
+        # (the second: a key of another type than the certificate's, RSA for EC)
+        return f"the client key {key_file!r} does not match the certificate {cert!r}"
+    if not _certificates_readable(cert_pem):
+        return (
+            f"cannot use the client certificate file {cert!r}: a PEM certificate in it"
+            " cannot be read (damaged or truncated?)"
+        )
+    if encrypted and password is not None:
+        return f"cannot decrypt the client key {key_file!r} (is the password right?)"
+    if not reason:  # the certificate read, so the key
+        return (
+            f"cannot use the client key file {key_file!r}: its PEM private key cannot"
+            " be read (damaged or truncated?)"
+        )
+    return f"cannot use the client certificate {cert!r} and key {key_file!r} ({reason})"
+
+
+def _reason_over_pipe(cert_pem: bytes, key_pem: bytes, password: Sensitive[str] | None) -> str:
+    """OpenSSL's reason for refusing a key read from a pipe (``fd_paths`` where there is no
+    memfd), which Python's ``ssl`` replaces by the ``ESPIPE`` of a seek OpenSSL tried:
+    ``"KEY_VALUES_MISMATCH"`` when the key opens (with ``password``) and is not the
+    first certificate's, else ``""`` (a damaged file or a wrong password, told apart as
+    for OpenSSL's bare "PEM lib")."""
+    from cryptography import x509  # only when a file was refused, and only off Linux
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        secret = None if password is None else _password_bytes(password, "")
+        key = serialization.load_pem_private_key(key_pem, secret).public_key()
+        first = x509.load_pem_x509_certificates(cert_pem)[0].public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm, _KeyPasswordProblem):
+        return ""
+    return "" if key.public_bytes(*spki) == first.public_bytes(*spki) else "KEY_VALUES_MISMATCH"
 
 
 def _split_addresses(addr: str | Sequence[str]) -> tuple[str, ...]:
