@@ -16,8 +16,10 @@ The link's contract:
   the queue waits meanwhile, within its bound), sends the audit device's HMAC
   key whenever it changes (``("keys", key)``: the monitor seals its saved state
   with a key derived from it, as an audit process does; ``("forget",)`` while
-  sealed) and the queued events in batches. What
-  was in flight when a connection broke is lost and counted in ``dropped``.
+  sealed) and the queued events in batches. A batch whose send failed, and what
+  is still queued when the link stops unconnected, are counted in ``dropped``;
+  what the monitor process had received but not yet run when it died is lost
+  uncounted (there are no acknowledgements).
 * What the monitor sends back (``("alerts", docs, counts)``: the alerts raised
   by the events this worker sent) goes to ``on_message`` on the link's reader
   thread: the worker's ``AlertReceiver``, so the alert is dispatched and
@@ -150,7 +152,8 @@ class MonitorLink:
             self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Send what is queued (within ``timeout`` s, if connected), then close."""
+        """Send what is queued (within ``timeout`` s, if connected), then close; what
+        could not be sent is counted in ``dropped``, as is everything submitted later."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -162,6 +165,9 @@ class MonitorLink:
             self._loop()
         finally:
             self._disconnect()
+            with self._lock:  # never sent (stopped while the monitor was away): counted
+                self.dropped += len(self._queue)
+                self._queue.clear()
 
     def _loop(self) -> None:
         wait = _RETRY[0]

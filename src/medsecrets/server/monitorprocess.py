@@ -6,15 +6,23 @@ monitor process that exits is started again (after 0.5 s, doubling to at most
 10 s while it keeps failing), and the workers' links reconnect by themselves.
 It gives the workers the socket's address and a random cookie through
 ``LINK_ENV`` (``server.monitorlink``); ``stop()`` ends the process (it saves the
-detectors' state first) and removes its directory.
+detectors' state first) and removes its directory. A process that cannot start
+is a ``RuntimeError`` saying why (a socket path too long for ``AF_UNIX``: a
+shorter ``TMPDIR``).
 
 The monitor process itself reads its settings as one JSON line on stdin
 (``socket``, ``cookie``, ``monitor``: ``auditprocess.monitor_settings``,
-``log_level``, ``log_file``), listens on a Unix socket in a directory only the
-server's user can enter, says ``ready`` on stdout, and serves until stdin
-closes (the server stopped, or died: the kernel then also kills it). A
-connection is admitted when its peer runs as the same user (``SO_PEERCRED``)
-and its first 32 bytes are the cookie; anything else is closed unread. Then:
+``log_level``, ``log_file``, ``cookie_wait``), listens on a Unix socket in a
+directory only the server's user can enter, says ``ready`` on stdout (or
+``error <reason>``), and serves until stdin closes (the server stopped, or
+died); then it removes the socket and the directory. A connection is admitted
+when its peer runs as the same user (``SO_PEERCRED``) and its first 32 bytes,
+within ``cookie_wait`` s (2), are the cookie; anything else is closed unread.
+Cookies are read as they come, beside the workers' frames: a connection that
+is slow to show one holds up nobody (at most 64 wait at once; more are closed).
+Then, anything but these messages, of these shapes (an event of
+``pack_event``'s types, a key of at least 32 bytes), closes the connection,
+never the process:
 
 * ``("keys", hmac_key)`` / ``("forget",)``: the audit device's HMAC key, from
   which the key sealing the detectors' saved state is derived (as in an audit
@@ -51,7 +59,7 @@ from collections.abc import Mapping
 from typing import IO, Final, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
-from medsecrets.audit.record import Salter
+from medsecrets.audit.record import AuditEvent, Salter
 from medsecrets.audit.sidecar import PackedEvent, Watcher, unpack_event
 from medsecrets.logs import log_json
 from medsecrets.server.auditprocess import observer
@@ -65,14 +73,24 @@ _RESTART: Final = (0.5, 10.0)
 _START_TIMEOUT: Final = 30.0
 _MAX_OUT: Final = 16 << 20
 _MAX_FRAME: Final = 64 << 20
-_CREDENTIALS: Final = struct.Struct("3i")
+_CREDENTIALS: Final = struct.Struct("=iII")
+"""``struct ucred``: pid (signed), uid and gid (unsigned)."""
+_COOKIE_WAIT: Final = 2.0
+"""Seconds a new connection has to show the whole cookie (``cookie_wait``)."""
+_MAX_CANDIDATES: Final = 64
+"""Connections showing their cookie at once; more are refused at once."""
 
 
 class MonitorProcess:
     """The server's side (see module docstring)."""
 
     def __init__(
-        self, monitor: Mapping[str, object], *, log_level: str, log_file: str | None
+        self,
+        monitor: Mapping[str, object],
+        *,
+        log_level: str,
+        log_file: str | None,
+        cookie_wait: float = 2.0,
     ) -> None:
         self._directory = tempfile.mkdtemp(prefix="medsecrets-monitor-")  # 0700
         self.address = LinkAddress(
@@ -85,6 +103,7 @@ class MonitorProcess:
                 "monitor": dict(monitor),
                 "log_level": log_level,
                 "log_file": log_file,
+                "cookie_wait": cookie_wait,
             }
         )
         self._process: subprocess.Popen[bytes] | None = None
@@ -103,8 +122,14 @@ class MonitorProcess:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        """Start the monitor process, wait until it listens, and keep it running."""
-        self._process = self._spawn()
+        """Start the monitor process, wait until it listens, and keep it running;
+        ``RuntimeError`` (saying why, when the process could) if it did not start, its
+        directory then removed."""
+        try:
+            self._process = self._spawn()
+        except BaseException:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise
         self._keeper = threading.Thread(target=self._keep, name="monitor-keeper", daemon=True)
         self._keeper.start()
 
@@ -143,6 +168,9 @@ class MonitorProcess:
         if ready.strip() != b"ready":
             process.kill()
             process.wait()
+            reason = ready.decode(errors="replace").strip()
+            if reason.startswith("error "):
+                raise RuntimeError(f"the monitor process did not start: {reason[6:]}")
             raise RuntimeError("the monitor process did not start")
         return process
 
@@ -193,6 +221,15 @@ class _Peer:
         self.out = bytearray()
 
 
+class _Candidate:
+    """A connection of the server's user that has not shown the whole cookie yet."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.presented = b""
+
+
 class _Keys:
     """The key material the workers sent last (``None``: sealed or not yet sent)."""
 
@@ -204,18 +241,26 @@ class _Keys:
 
 
 def serve(settings: Mapping[str, object], stop_fd: int) -> int:
-    """Serve the workers (see module docstring) until ``stop_fd`` reads end of file."""
+    """Serve the workers (see module docstring) until ``stop_fd`` reads end of file; then
+    remove the socket and its directory (the server stopped or died: nobody else will).
+    A socket it cannot listen on is said on stdout (``error <reason>``), status 1."""
     path = str(settings["socket"])
     cookie = bytes.fromhex(str(settings["cookie"]))
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    cookie_wait = float(cast(float, settings.get("cookie_wait", _COOKIE_WAIT)))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         listener.bind(path)
+        listener.listen(64)
+    except OSError as exc:
+        listener.close()
+        sys.stdout.write(f"error cannot listen on {path} ({exc.strerror or exc})\n")
+        sys.stdout.flush()
+        return 1
     finally:
         os.umask(old)
-    listener.listen(64)
     listener.setblocking(False)
     keys = _Keys()
     current: list[_Peer] = []
@@ -230,16 +275,21 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
     selector.register(stop_fd, selectors.EVENT_READ, "stop")
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    peers: dict[int, _Peer] = {}
+    peers: dict[int, _Peer | _Candidate] = {}
+    ended = False
     try:
         while True:
             for key, mask in selector.select(timeout=1.0):
                 if key.data == "stop":
                     if not os.read(stop_fd, 4096):
+                        ended = True
                         return 0
                     continue
                 if key.data is None:
-                    _admit(listener, cookie, selector, peers)
+                    _accept(listener, selector, peers, cookie_wait)
+                    continue
+                if isinstance(key.data, _Candidate):
+                    _admit(key.data, cookie, selector, peers)
                     continue
                 peer = cast(_Peer, key.data)
                 if mask & selectors.EVENT_WRITE and not _flush(peer):
@@ -260,12 +310,16 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
                     selector.modify(peer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, peer)
                 else:
                     selector.modify(peer.sock, selectors.EVENT_READ, peer)
+            _expire(selector, peers, time.monotonic())
     finally:
-        for peer in list(peers.values()):
-            _drop(peer, selector, peers)
+        for left in list(peers.values()):
+            _drop(left, selector, peers)
         listener.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
+        if ended:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(path))
         try:
             watch.close()
         except Exception as exc:  # ending never fails on the detectors' account
@@ -274,13 +328,14 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
             )
 
 
-def _admit(
+def _accept(
     listener: socket.socket,
-    cookie: bytes,
     selector: selectors.BaseSelector,
-    peers: dict[int, _Peer],
+    peers: dict[int, _Peer | _Candidate],
+    cookie_wait: float,
 ) -> None:
-    """Accept a connection from a worker of this server (same user, the cookie)."""
+    """Take a connection of the server's user (``SO_PEERCRED``) as a candidate, which has
+    ``cookie_wait`` s to show the cookie; the loop never waits for it (``_admit``)."""
     try:
         sock, _ = listener.accept()
     except OSError:
@@ -288,28 +343,108 @@ def _admit(
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size)
         uid = _CREDENTIALS.unpack(creds)[1]
-        sock.settimeout(2.0)
-        presented = b""
-        while len(presented) < COOKIE_BYTES:
-            chunk = sock.recv(COOKIE_BYTES - len(presented))
-            if not chunk:
-                break
-            presented += chunk
+        sock.setblocking(False)
     except OSError:
         sock.close()
         return
-    if uid != os.getuid() or not hmac.compare_digest(presented, cookie):
+    waiting = sum(isinstance(found, _Candidate) for found in peers.values())
+    if uid != os.getuid() or waiting >= _MAX_CANDIDATES:
         _log.error("monitor process: refused a connection that is not a worker's")
         sock.close()
         return
-    sock.setblocking(False)
-    peer = _Peer(sock)
-    peers[sock.fileno()] = peer
-    selector.register(sock, selectors.EVENT_READ, peer)
+    candidate = _Candidate(sock, time.monotonic() + cookie_wait)
+    peers[sock.fileno()] = candidate
+    selector.register(sock, selectors.EVENT_READ, candidate)
+
+
+def _admit(
+    candidate: _Candidate,
+    cookie: bytes,
+    selector: selectors.BaseSelector,
+    peers: dict[int, _Peer | _Candidate],
+) -> None:
+    """Read what the candidate sent of the cookie (never past it); a whole, right cookie
+    makes it a worker's connection, anything else closes it unread."""
+    try:
+        chunk = candidate.sock.recv(COOKIE_BYTES - len(candidate.presented))
+    except BlockingIOError:
+        return
+    except OSError:
+        chunk = b""
+    candidate.presented += chunk
+    if chunk and len(candidate.presented) < COOKIE_BYTES:
+        return
+    if not hmac.compare_digest(candidate.presented, cookie):
+        _log.error("monitor process: refused a connection that is not a worker's")
+        _drop(candidate, selector, peers)
+        return
+    peer = _Peer(candidate.sock)
+    peers[peer.sock.fileno()] = peer
+    selector.modify(peer.sock, selectors.EVENT_READ, peer)
+
+
+def _expire(
+    selector: selectors.BaseSelector, peers: dict[int, _Peer | _Candidate], now: float
+) -> None:
+    """Close the candidates whose time to show the cookie is over."""
+    late = [c for c in peers.values() if isinstance(c, _Candidate) and c.deadline <= now]
+    for candidate in late:
+        _log.error("monitor process: refused a connection that is not a worker's")
+        _drop(candidate, selector, peers)
+
+
+_KINDS: Final = frozenset(("request", "response", "checkpoint", "alert"))
+_LATEST: Final = 253402300799
+"""The last second of the year 9999: a later time is no event's."""
+
+
+def _event(item: object) -> AuditEvent:
+    """The event of one packed item from a worker; ``ValueError`` unless it has
+    ``pack_event``'s shape and types. Its token, request body and extra fields are
+    dropped: the detectors read none of them."""
+    if type(item) is not tuple or len(item) != _PACKED_FIELDS:
+        raise ValueError("not a packed event")
+    for value, kinds in zip(item, _PACKED_TYPES, strict=True):
+        if type(value) not in kinds:
+            raise ValueError("a packed event of the wrong types")
+    kind, seconds, micro = item[0], item[1], item[2]
+    if kind not in _KINDS or not 0 <= seconds <= _LATEST or not 0 <= micro < 1_000_000:
+        raise ValueError("a packed event out of range")
+    packed = (*item[:5], None, *item[6:17], None, None)
+    return unpack_event(cast(PackedEvent, packed))
+
+
+_STR: Final = (str,)
+_OPTIONAL_STR: Final = (str, type(None))
+_OPTIONAL_INT: Final = (int, type(None))
+_ANY: Final = (type(None), bool, int, float, str, bytes, tuple, list, dict)
+_PACKED_TYPES: Final[tuple[tuple[type, ...], ...]] = (
+    _STR,  # kind
+    (int,),  # time: POSIX seconds
+    (int,),  # time: microseconds
+    _STR,  # request_id
+    _OPTIONAL_STR,  # principal
+    _OPTIONAL_STR,  # token (dropped)
+    _OPTIONAL_STR,  # auth
+    _STR,  # remote
+    _STR,  # user_agent
+    _STR,  # operation
+    _STR,  # path
+    _OPTIONAL_STR,  # environment
+    _OPTIONAL_STR,  # category
+    _OPTIONAL_INT,  # version
+    _OPTIONAL_INT,  # status
+    _OPTIONAL_STR,  # error
+    (bool,),  # emergency
+    _ANY,  # data (dropped)
+    (dict, type(None)),  # extra (dropped)
+)
+_PACKED_FIELDS: Final = len(_PACKED_TYPES)
 
 
 def _take(peer: _Peer, keys: _Keys, watch: Watcher) -> bool:
-    """Handle what the peer sent; ``False`` once its connection is over or broken."""
+    """Handle what the peer sent; ``False`` once its connection is over or broken, or it
+    sent something that is not one of the messages above (logged)."""
     try:
         messages = peer.frames.read_ready()
     except (EOFError, OSError, FrameError):
@@ -318,8 +453,8 @@ def _take(peer: _Peer, keys: _Keys, watch: Watcher) -> bool:
         kind = message[0]
         if kind == "events" and len(message) == 2 and type(message[1]) is list:
             try:
-                events = [unpack_event(cast(PackedEvent, item)) for item in message[1]]
-            except (TypeError, ValueError):
+                events = [_event(item) for item in message[1]]
+            except ValueError:
                 _log.error("monitor process: malformed events from a worker: dropped")
                 return False
             try:
@@ -327,8 +462,12 @@ def _take(peer: _Peer, keys: _Keys, watch: Watcher) -> bool:
             except Exception as exc:  # the detectors never stop the monitor
                 _log.error("monitor process: detectors failed (%s)", type(exc).__name__)
         elif kind == "keys" and len(message) == 2 and type(message[1]) is bytes:
-            keys.current = Salter(message[1])
-        elif kind == "forget":
+            try:
+                keys.current = Salter(message[1])
+            except ValueError:
+                _log.error("monitor process: a malformed key from a worker: dropped")
+                return False
+        elif kind == "forget" and len(message) == 1:
             keys.current = None
         else:
             _log.error("monitor process: unknown message from a worker: dropped")
@@ -354,7 +493,11 @@ def _flush(peer: _Peer) -> bool:
     return True
 
 
-def _drop(peer: _Peer, selector: selectors.BaseSelector, peers: dict[int, _Peer]) -> None:
+def _drop(
+    peer: _Peer | _Candidate,
+    selector: selectors.BaseSelector,
+    peers: dict[int, _Peer | _Candidate],
+) -> None:
     with contextlib.suppress(KeyError, ValueError):
         selector.unregister(peer.sock)
     peers.pop(peer.sock.fileno(), None)

@@ -514,8 +514,9 @@ def _serve_granian_workers(settings: Settings) -> None:
     latch = create_latch(settings)  # one operator seal seals every worker
     os.environ[WORKER_SETTINGS_ENV] = json.dumps(to_wire(settings))
     os.environ[LATCH_ENV] = latch.path
-    monitor = _shared_monitor(settings, core.store.catalog)
+    monitor: MonitorProcess | None = None
     try:
+        monitor = _shared_monitor(settings, core.store.catalog)
         kwargs = _granian_kwargs(settings)
         server = MPServer(
             "medsecrets.server.runner:worker_app",
