@@ -103,13 +103,17 @@ def test_reads_spread_over_two_links_are_counted_together(
     monitor: MonitorProcess, tmp_path: Path
 ) -> None:
     inbox_a, inbox_b = Inbox(), Inbox()
-    a, b = _link(monitor.address, inbox_a), _link(monitor.address, inbox_b)
+    a = _link(monitor.address, inbox_a)
+    _wait(lambda: a.connected, "link a connected")
+    for _ in range(3):  # each link alone stays under the limit of 5
+        a.submit(_read("svc-spread"))
+    a.stop()  # sends what is queued, then closes
+    _wait(lambda: a._thread is not None and not a._thread.is_alive(), "link a done")
+    assert (a.submitted, a.dropped) == (3, 0)
+    # b connects only now, so the monitor has all of a's reads before any of b's (no
+    # sleep decides the order): b's third read is the sixth, and its alert is b's.
+    b = _link(monitor.address, inbox_b)
     try:
-        for _ in range(3):  # each link alone stays under the limit of 5
-            a.submit(_read("svc-spread"))
-        _wait(lambda: a.submitted == 3 and not a._queue, "link a's events sent")
-        time.sleep(0.2)
-        assert inbox_a.alerts() == []
         for _ in range(3):
             b.submit(_read("svc-spread"))
         _wait(inbox_b.alerts, "the rate alert, at the link whose read made it")
@@ -118,7 +122,6 @@ def test_reads_spread_over_two_links_are_counted_together(
         assert alert["key"] == "svc-spread"
         assert inbox_a.alerts() == []
     finally:
-        a.stop()
         b.stop()
     monitor.stop()  # saves the state, sealed with a key derived from the links' key
     state = (tmp_path / "monitor" / "detectors.state").read_bytes()
