@@ -33,6 +33,7 @@ material). Messages name the rule, the path or the field, never a value.
 from __future__ import annotations
 
 import datetime as _dt
+import re as _re
 
 __all__ = [
     "AlreadyExistsError",
@@ -59,6 +60,15 @@ __all__ = [
     "TooLargeError",
     "ValidationError",
 ]
+
+_CONTROL = _re.compile(r"[\x00-\x1f\x7f]")
+
+
+def quote(text: str) -> str:
+    """``text`` safe to put in a message: at most 64 characters, no control characters
+    (for a client's own input named in an error; not exported by the package)."""
+    shown = text if len(text) <= 64 else text[:64] + "…"
+    return repr(_CONTROL.sub("?", shown))
 
 
 class MedsecretsError(Exception):

@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import re
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from medsecrets.errors import InvalidRequest
+from medsecrets.errors import InvalidRequest, quote
 from medsecrets.sensitive import SecretFields, Sensitive
 
 __all__ = ["from_wire", "to_wire"]
@@ -83,6 +84,15 @@ def _fail(where: str, expected: str) -> InvalidRequest:
     return InvalidRequest(f"{where}: expected {expected}")
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_./-]{1,64}")
+
+
+def _member(where: str, key: str) -> str:
+    """Where a mapping's member is, for a message: ``where.key``, or ``where['key']``
+    quoted (cut, control characters replaced) when the client's key is not plain."""
+    return f"{where}.{key}" if _PLAIN_KEY.fullmatch(key) else f"{where}[{quote(key)}]"
+
+
 def _build(tp: Any, data: object, where: str) -> object:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -145,7 +155,7 @@ def _build(tp: Any, data: object, where: str) -> object:
         if not isinstance(data, dict):
             raise _fail(where, "an object")
         value_type = args[1] if len(args) == 2 else typing.Any
-        return {str(k): _build(value_type, v, f"{where}.{k}") for k, v in data.items()}
+        return {str(k): _build(value_type, v, _member(where, str(k))) for k, v in data.items()}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise _fail(where, "an object")

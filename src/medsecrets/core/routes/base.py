@@ -24,7 +24,7 @@ from medsecrets.auth.tokens import TokenStore
 from medsecrets.clock import Clock
 from medsecrets.core.audit import AuditAdmin
 from medsecrets.core.request import Request
-from medsecrets.errors import InvalidRequest
+from medsecrets.errors import InvalidRequest, quote
 from medsecrets.schema.seal import SealType
 from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
@@ -47,13 +47,6 @@ T = TypeVar("T")
 _INT = re.compile(r"-?[0-9]{1,64}")
 _INT_BOUND = 2**63 - 1
 """Query integers lie within a signed 64-bit integer (any client's integer type)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def quote(text: str) -> str:
-    """``text`` safe to put in a message: at most 64 characters, no control characters."""
-    shown = text if len(text) <= 64 else text[:64] + "…"
-    return repr(_CONTROL.sub("?", shown))
 
 
 @dataclass(frozen=True, slots=True)
