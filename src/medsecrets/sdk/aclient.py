@@ -64,6 +64,7 @@ from medsecrets.sdk.transport import (
     AttemptDeadline,
     Attempts,
     Call,
+    SettingNames,
     attempt_deadline,
     bind_budgets,
     bounded,
@@ -166,6 +167,7 @@ class AsyncClient(ClientBase):
         random: Callable[[], float] = _random.random,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         env: Mapping[str, str] | None = None,
+        setting_names: SettingNames | None = None,
     ) -> None:
         """``timeout``: seconds for each network step (connecting, each read and write),
         and in all for each attempt's request and answer head, then again for the
@@ -182,7 +184,10 @@ class AsyncClient(ClientBase):
         (``MEDSECRETS_CLIENT_KEY``): its private key, unless ``client_cert`` holds it;
         ``client_key_password`` (``MEDSECRETS_CLIENT_KEY_PASSWORD``): the password of an
         encrypted key (without one such a key is refused). A file that cannot be used
-        raises ``medsecrets.sdk.errors.ClientCertificateError`` here, naming the file."""
+        raises ``medsecrets.sdk.errors.ClientCertificateError`` here, naming the file.
+        ``setting_names``: how messages name these settings (``transport.SettingNames``;
+        default: the arguments' and variables' names), for a program that takes them
+        under names of its own (the CLI's ``--client-cert``)."""
         super().__init__(
             addr,
             token,
@@ -198,6 +203,7 @@ class AsyncClient(ClientBase):
             client_cert=client_cert,
             client_key=client_key,
             client_key_password=client_key_password,
+            setting_names=setting_names,
         )
         self._sleep = sleep
         if transport is None:
@@ -233,7 +239,9 @@ class AsyncClient(ClientBase):
     async def call(self, call: Call[T]) -> T:
         """Send ``call`` with retries and failover; its decoded answer or the mapped error.
         Then the ``on_secret_change`` listeners hear of a call that may have changed a secret."""
-        attempts = Attempts(call, self._ring, self._settings.policy, self._random)
+        attempts = Attempts(
+            call, self._ring, self._settings.policy, self._random, self._settings.names
+        )
         headers = self._settings.headers(call, self._token)
         body = None if call.body is None else encode(call.body)
         try:

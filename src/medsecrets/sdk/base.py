@@ -14,10 +14,12 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from medsecrets.sdk.transport import (
+    SDK_NAMES,
     AddressRing,
     Call,
     ClientSettings,
     RetryPolicy,
+    SettingNames,
     checked_token,
     masked,
     resolve_settings,
@@ -47,6 +49,7 @@ class ClientBase:
         client_cert: str | None = None,
         client_key: str | None = None,
         client_key_password: str | Sensitive[str] | None = None,
+        setting_names: SettingNames | None = None,
     ) -> None:
         self._settings: ClientSettings = resolve_settings(
             addr,
@@ -60,6 +63,7 @@ class ClientBase:
             client_cert=client_cert,
             client_key=client_key,
             client_key_password=client_key_password,
+            names=setting_names or SDK_NAMES,
         )
         self._token = self._settings.token
         self._ring = AddressRing(self._settings.addresses)

@@ -103,6 +103,7 @@ __all__ = [
     "Call",
     "ClientSettings",
     "RetryPolicy",
+    "SettingNames",
     "attempt_deadline",
     "bind_budgets",
     "bounded",
@@ -225,6 +226,23 @@ class AddressRing:
 
 
 @dataclass(frozen=True, slots=True)
+class SettingNames:
+    """How messages name the settings a user has to fix: the SDK's own (its arguments and
+    variables) unless a program that takes them under other names (the CLI's
+    ``--client-cert``) passes its own (``setting_names``), so its users read what they
+    can type. Each is the whole text put in the message (``"a / b"`` for either)."""
+
+    cacert: str = "cacert / MEDSECRETS_CACERT"
+    client_cert: str = "client_cert / MEDSECRETS_CLIENT_CERT"
+    client_key: str = "client_key / MEDSECRETS_CLIENT_KEY"
+    client_key_password: str = "MEDSECRETS_CLIENT_KEY_PASSWORD (or client_key_password)"  # noqa: S105 - names
+
+
+SDK_NAMES: Final = SettingNames()
+"""The SDK's own names (the default)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ClientSettings:
     """Resolved client settings (arguments first, then ``MEDSECRETS_*``, then defaults)."""
 
@@ -234,6 +252,7 @@ class ClientSettings:
     timeout: float
     policy: RetryPolicy
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    names: SettingNames = SDK_NAMES
 
     def headers(self, call: Call[object], token: Sensitive[str] | None) -> dict[str, str]:
         """Request headers for ``call`` (the token only where the route needs one)."""
@@ -326,13 +345,15 @@ MAX_KEY_PASSWORD_BYTES: Final = 1024
 """The longest key password OpenSSL takes through Python's ``ssl`` (``PEM_BUFSIZE``)."""
 
 
-def _password_bytes(password: Sensitive[str] | None, key_file: str) -> bytes:
+def _password_bytes(
+    password: Sensitive[str] | None, key_file: str, names: SettingNames = SDK_NAMES
+) -> bytes:
     """``password`` as the bytes OpenSSL takes; ``_KeyPasswordProblem`` (naming no part of
     it) when there is none, it is not Unicode text or it is too long."""
     if password is None:
         raise _KeyPasswordProblem(
             f"the client key {key_file!r} is encrypted: give its password with"
-            " MEDSECRETS_CLIENT_KEY_PASSWORD (or client_key_password)"
+            f" {names.client_key_password}"
         )
     try:
         data = password.reveal().encode()
@@ -355,6 +376,7 @@ def client_identity(
     cert: str,
     key: str | None,
     password: Sensitive[str] | None,
+    names: SettingNames = SDK_NAMES,
 ) -> None:
     """Load the client certificate chain ``cert`` (PEM) and its private key into ``context``
     (``SSLContext.load_cert_chain``); ``key`` ``None``: the key is in ``cert``.
@@ -384,14 +406,14 @@ def client_identity(
     if _PEM_PRIVATE_KEY not in key_pem:
         hint = _not_pem(key_pem)
         if key is None:
-            hint = " (give the key with client_key / MEDSECRETS_CLIENT_KEY)"
+            hint = f" (give the key with {names.client_key})"
         raise ClientCertificateError(
             f"cannot use the client key file {key_file!r}: no PEM private key in it{hint}"
         )
     encrypted = any(mark in key_pem for mark in _PEM_ENCRYPTED)
 
     def give_password() -> bytes:
-        return _password_bytes(password, key_file)
+        return _password_bytes(password, key_file, names)
 
     problem: str | None = None
     reason: str | None = None  # OpenSSL's, when it refused the files
@@ -511,6 +533,7 @@ def resolve_settings(
     client_cert: str | None = None,
     client_key: str | None = None,
     client_key_password: str | Sensitive[str] | None = None,
+    names: SettingNames = SDK_NAMES,
 ) -> ClientSettings:
     """Settings from arguments, falling back to ``MEDSECRETS_ADDR`` (comma-separated),
     ``MEDSECRETS_TOKEN``, ``MEDSECRETS_CACERT``, ``MEDSECRETS_CLIENT_CERT``,
@@ -540,11 +563,9 @@ def resolve_settings(
         raw_password = client_key_password
         if raw_password is None:
             raw_password = environ.get(ENV_CLIENT_KEY_PASSWORD) or None
-        client_identity(tls, cert, key, as_sensitive(raw_password))
+        client_identity(tls, cert, key, as_sensitive(raw_password), names)
     elif key is not None:
-        raise ClientCertificateError(
-            "a client key needs its certificate (client_cert / MEDSECRETS_CLIENT_CERT)"
-        )
+        raise ClientCertificateError(f"a client key needs its certificate ({names.client_cert})")
     return ClientSettings(
         addresses=addresses or (DEFAULT_ADDR,),
         token=checked_token(raw_token),
@@ -552,6 +573,7 @@ def resolve_settings(
         timeout=timeout,
         policy=policy,
         max_response_bytes=max_response_bytes,
+        names=names,
     )
 
 
@@ -590,17 +612,17 @@ def _tls_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _tls_problem(reason: str) -> str:
+def _tls_problem(reason: str, names: SettingNames) -> str:
     """What a failed handshake's OpenSSL ``reason`` means, and which setting to look at."""
     if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
-        return "the server requires a client certificate; see client_cert / MEDSECRETS_CLIENT_CERT"
+        return f"the server requires a client certificate; see {names.client_cert}"
     if reason in _REFUSED_CERTIFICATE:
         meaning = _REFUSED_CERTIFICATE[reason]
         return (
             f"the server refused the client certificate: {reason.lower()}"
-            f"{', ' if meaning else ''}{meaning}; see client_cert / MEDSECRETS_CLIENT_CERT"
+            f"{', ' if meaning else ''}{meaning}; see {names.client_cert}"
         )
-    return "untrusted certificate or protocol; see cacert / MEDSECRETS_CACERT"
+    return f"untrusted certificate or protocol; see {names.cacert}"
 
 
 _BROKEN = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
@@ -638,7 +660,16 @@ class Attempts:
     or raises the error that ends the call.
     """
 
-    __slots__ = ("_call", "_index", "_jitter", "_policy", "_retries", "_ring", "_round_failures")
+    __slots__ = (
+        "_call",
+        "_index",
+        "_jitter",
+        "_names",
+        "_policy",
+        "_retries",
+        "_ring",
+        "_round_failures",
+    )
 
     def __init__(
         self,
@@ -646,8 +677,10 @@ class Attempts:
         ring: AddressRing,
         policy: RetryPolicy,
         jitter: Callable[[], float],
+        names: SettingNames = SDK_NAMES,
     ) -> None:
         self._call = call
+        self._names = names
         self._ring = ring
         self._policy = policy
         self._jitter = jitter
@@ -691,7 +724,7 @@ class Attempts:
         tls_reason = _tls_failure(exc)
         if tls_reason is not None:
             raise ServerUnavailableError(
-                f"TLS handshake with {address} failed ({_tls_problem(tls_reason)})"
+                f"TLS handshake with {address} failed ({_tls_problem(tls_reason, self._names)})"
             ) from None
         if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
             what = f"the server at {address} did not answer in time ({reason})"

@@ -125,18 +125,43 @@ OutputOption = Annotated[
 
 _META_CLIENT_CERT = "medsecrets.client_cert"
 _META_CLIENT_KEY = "medsecrets.client_key"
+_OPTIONS = {
+    "cacert": ("--cacert", "MEDSECRETS_CACERT"),
+    "client_cert": ("--client-cert", "MEDSECRETS_CLIENT_CERT"),
+    "client_key": ("--client-key", "MEDSECRETS_CLIENT_KEY"),
+}
+"""Each certificate parameter's option and variable, to name it in messages (``_named``)."""
+KEY_PASSWORD_NAME = "MEDSECRETS_CLIENT_KEY_PASSWORD"  # noqa: S105 - a variable's name
+"""How an encrypted key's password is given to the CLI (never as an option)."""
+
+
+def _named(parameter: str, value: str | None, source: object) -> str:
+    """How messages name the setting ``parameter``: as it was given (its option, or its
+    variable: ``source`` is Click's ``ParameterSource``), or both when it was not."""
+    option, variable = _OPTIONS[parameter]
+    kind = getattr(source, "name", None) if value else None
+    if kind == "COMMANDLINE":
+        return option
+    if kind == "ENVIRONMENT":
+        return variable
+    return f"{option} / {variable}"
 
 
 @dataclass(frozen=True, slots=True)
 class Connection:
     """Where and as whom to connect (``token`` is masked in ``repr``); ``client_cert`` and
-    ``client_key``: the client certificate's files (``None``: the SDK's environment)."""
+    ``client_key``: the client certificate's files (``None``: the SDK's environment).
+    The ``*_name`` fields: how the SDK's messages name those settings (``_named``), so a
+    user reads the option or variable they used, never the SDK's parameter."""
 
     addr: str
     token: str | None
     cacert: str | None
     client_cert: str | None = None
     client_key: str | None = None
+    cacert_name: str = _named("cacert", None, None)
+    client_cert_name: str = _named("client_cert", None, None)
+    client_key_name: str = _named("client_key", None, None)
 
     def __repr__(self) -> str:
         token = "None" if self.token is None else "'**********'"
@@ -151,8 +176,13 @@ def remember_client_certificate(client_cert: str | None, client_key: str | None)
     current Click context's ``meta``, shared by the subcommands' contexts)."""
     context = click_module().globals.get_current_context(silent=True)
     if context is not None:
-        context.meta[_META_CLIENT_CERT] = client_cert or None
-        context.meta[_META_CLIENT_KEY] = client_key or None
+        for key, parameter, value in (
+            (_META_CLIENT_CERT, "client_cert", client_cert),
+            (_META_CLIENT_KEY, "client_key", client_key),
+        ):
+            context.meta[key] = value or None
+            source = context.get_parameter_source(parameter)
+            context.meta[f"{key}.name"] = _named(parameter, value, source)
 
 
 def _remember_here(
@@ -161,8 +191,10 @@ def _remember_here(
     """The callback of a command's own ``--client-cert``/``--client-key``: a value given
     (``""``: none) replaces the one given before the command; none leaves it."""
     if value is not None:
-        key = _META_CLIENT_CERT if parameter.name == "client_cert" else _META_CLIENT_KEY
+        name = "client_cert" if parameter.name == "client_cert" else "client_key"
+        key = _META_CLIENT_CERT if name == "client_cert" else _META_CLIENT_KEY
         context.meta[key] = value or None
+        context.meta[f"{key}.name"] = _named(name, value, context.get_parameter_source(name))
 
 
 ClientCertHereOption = Annotated[
@@ -236,24 +268,37 @@ def connection(addr: str | None, token: str | None, cacert: str | None) -> Conne
                 "a token given with --token is visible to other users (ps, shell history); "
                 "prefer MEDSECRETS_TOKEN"
             )
+    cacert_source = context.get_parameter_source("cacert") if context is not None else None
     return Connection(
         addr=addr or DEFAULT_ADDR,
         token=token or None,
         cacert=cacert or None,
         client_cert=meta.get(_META_CLIENT_CERT),
         client_key=meta.get(_META_CLIENT_KEY),
+        cacert_name=_named("cacert", cacert, cacert_source),
+        client_cert_name=meta.get(f"{_META_CLIENT_CERT}.name", _named("client_cert", None, None)),
+        client_key_name=meta.get(f"{_META_CLIENT_KEY}.name", _named("client_key", None, None)),
     )
 
 
 @contextmanager
 def open_client(conn: Connection) -> Iterator[Client]:
     """An SDK ``Client`` for ``conn``; a connection failure becomes one readable error, and
-    so does a bad setting (a client certificate that cannot be used: exit 2)."""
+    so does a bad setting (a client certificate that cannot be used: exit 2). Its
+    messages name the settings as ``conn`` says they were given (``--client-cert``,
+    ``MEDSECRETS_CLIENT_CERT``), never as the SDK's parameters."""
     import httpx
 
     from medsecrets.sdk import Client
+    from medsecrets.sdk.transport import SettingNames
 
     addresses = [a.strip() for a in conn.addr.split(",") if a.strip()]
+    names = SettingNames(
+        cacert=conn.cacert_name,
+        client_cert=conn.client_cert_name,
+        client_key=conn.client_key_name,
+        client_key_password=KEY_PASSWORD_NAME,
+    )
     try:
         client = Client(
             addresses,
@@ -261,6 +306,7 @@ def open_client(conn: Connection) -> Iterator[Client]:
             cacert=conn.cacert,
             client_cert=conn.client_cert,
             client_key=conn.client_key,
+            setting_names=names,
         )
     except (ValueError, OSError) as exc:
         raise CliError(f"cannot use the connection settings: {exc}", ExitCode.USAGE) from None
