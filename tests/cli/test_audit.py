@@ -648,3 +648,12 @@ def test_the_server_finds_a_tampered_device(tmp_path: Path, run: Run) -> None:
         env = {"MEDSECRETS_ADDR": other.addr, "MEDSECRETS_TOKEN": other.token or ""}
         line = run("audit", "verify", "--device", "file", env=env).error(VERIFY_FAILED)
         assert "device file record index 2" in line
+
+
+def test_alerts_list_says_which_alerts_another_worker_delivered() -> None:
+    from medsecrets.cli.commands.alerts import _elsewhere, delivery_text
+
+    noted = {"delivery": {}, "delivered_by": "another worker"}
+    assert (delivery_text(noted["delivery"]) or _elsewhere(noted)) == "by another worker"
+    own = {"delivery": {"log": {"status": "sent", "attempts": 1, "error": None}}}
+    assert (delivery_text(own["delivery"]) or _elsewhere(own)) == "log: sent"

@@ -148,6 +148,33 @@ def test_duplicates_within_the_window_are_counted_not_sent(
     assert [a["count"] for a in dispatcher.recent()] == [1, 4]
 
 
+def test_a_noted_alert_is_listed_and_deduplicated_against_but_never_sent(
+    dispatcher: AlertDispatcher,
+    channel: RecordingChannel,
+    clock: ManualClock,
+    hooked: list[Alert],
+) -> None:
+    """``note``: another worker delivers and audits it; here it is listed, and the same
+    detector and key within the window is a duplicate, not a second delivery."""
+    dispatcher.note(make_alert())
+    clock.advance(10)
+    dispatcher.raise_(make_alert(summary="the same condition, seen by this worker"))
+    settle(dispatcher)
+    assert channel.sent == []
+    assert hooked == []
+    (kept,) = dispatcher.recent()
+    assert kept["delivered_by"] == "another worker"
+    assert kept["delivery"] == {}
+    assert kept["count"] == 2
+    stats = dispatcher.stats()
+    assert (stats["raised"], stats["alerts"], stats["duplicates"]) == (1, 0, 1)
+    clock.advance(300)  # the window is over: this worker's own alert is delivered
+    dispatcher.raise_(make_alert())
+    settle(dispatcher)
+    assert len(channel.sent) == 1
+    assert "delivered_by" not in dispatcher.recent()[0]
+
+
 def test_dedup_is_per_detector_and_key(
     dispatcher: AlertDispatcher, channel: RecordingChannel
 ) -> None:

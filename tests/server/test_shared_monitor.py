@@ -47,6 +47,10 @@ class Inbox:
             self.messages.append(message)
             self._changed.notify_all()
 
+    def noted(self) -> list[dict[str, object]]:
+        with self._changed:
+            return [a for m in self.messages if m[0] == "noted" for a in m[1]]  # type: ignore[attr-defined]
+
     def alerts(self) -> list[dict[str, object]]:
         with self._changed:
             return [a for m in self.messages if m[0] == "alerts" for a in m[1]]  # type: ignore[attr-defined]
@@ -129,6 +133,27 @@ def test_reads_spread_over_two_links_are_counted_together(
     log = (tmp_path / "monitor.log").read_text()
     for canary in ("canary-token-never-sent", "canary-value-never-sent"):
         assert canary not in log
+
+
+def test_the_other_links_are_told_of_an_alert_they_did_not_raise(
+    monitor: MonitorProcess,
+) -> None:
+    """Every other connected worker gets the alert as ``noted`` (for ``alerts list`` and
+    deduplication), not as one to deliver and audit."""
+    inbox_a, inbox_b = Inbox(), Inbox()
+    a, b = _link(monitor.address, inbox_a), _link(monitor.address, inbox_b)
+    try:
+        _wait(lambda: a.connected and b.connected, "both links connected")
+        for _ in range(6):
+            b.submit(_read("svc-told"))
+        _wait(inbox_a.noted, "the alert noted at link a")
+        assert [x["key"] for x in inbox_b.alerts()] == ["svc-told"]
+        assert inbox_b.noted() == []
+        assert inbox_a.alerts() == []
+        assert [x["key"] for x in inbox_a.noted()] == ["svc-told"]
+    finally:
+        a.stop()
+        b.stop()
 
 
 def test_a_dead_monitor_process_is_started_again_and_the_links_reconnect(
@@ -229,7 +254,19 @@ def test_two_workers_count_a_principal_over_both(tmp_path: Path) -> None:
 
         _wait(alerted, "the rate alert in the audit trail")
         time.sleep(0.5)
-        assert len(alerted()) == 1
+        assert len(alerted()) == 1  # delivered and audited once, by one worker
+        # `alerts list` shows it whichever worker answers: the other one noted it
+        kinds: set[str] = set()
+        for _ in range(40):  # new connections: both workers answer
+            answer = httpx.get(
+                f"{server.addr}/v1/sys/alerts", headers={**root, "Connection": "close"}
+            )
+            assert answer.status_code == 200
+            (ours,) = [a for a in answer.json()["alerts"] if a["key"] == name]
+            kinds.add("noted" if ours.get("delivered_by") == "another worker" else "raised")
+            if kinds == {"noted", "raised"}:
+                break
+        assert kinds == {"noted", "raised"}
         log = server.log_text()
         assert "one monitor process watches every worker" in log
         assert "thresholds count per worker" not in log

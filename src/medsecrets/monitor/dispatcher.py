@@ -114,6 +114,8 @@ class _Entry:
     count: int
     last_time: dt.datetime
     deliveries: dict[str, _Delivery] = field(default_factory=dict)
+    elsewhere: bool = False
+    """Noted only (``note``): another process delivers and audits it."""
 
     def to_dict(self) -> dict[str, object]:
         out = self.alert.to_dict()
@@ -121,6 +123,8 @@ class _Entry:
         out["id"] = self.id
         out["last_time"] = self.last_time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         out["delivery"] = {name: d.to_dict() for name, d in self.deliveries.items()}
+        if self.elsewhere:
+            out["delivered_by"] = "another worker"
         return out
 
 
@@ -382,18 +386,11 @@ class AlertDispatcher:
         with self._lock:
             self._raised += 1
             self._expire(now)
-            dedup_key = (alert.detector, alert.key)
-            kept = self._open.get(dedup_key)
-            if kept is not None:
-                kept.count += alert.count
-                if alert.time.timestamp() > kept.last_time.timestamp():
-                    kept.last_time = alert.time
+            if self._merge(alert):
                 self._duplicates += 1
                 return
             entry = self._keep(alert, now)
-            self._open[dedup_key] = entry
-            if len(self._open) > self._ring_size:  # bounded: only ring entries dedup
-                self._open.popitem(last=False)
+            self._index(entry)
             if self._stopping.is_set():
                 return
             targets = [name for name in self._channels if self._admit(name, now, entry)]
@@ -402,19 +399,50 @@ class AlertDispatcher:
             if self._on_alert is not None:
                 self._enqueue(self._hook_lane, entry, None)
 
-    def _keep(self, alert: Alert, now: float) -> _Entry:
-        """A new entry for ``alert`` in the ring (the caller holds ``_lock``)."""
+    def note(self, alert: Alert) -> None:
+        """Show ``alert`` in ``recent()`` and count it for deduplication, without delivering
+        or auditing it: another process (another worker of the server) does. Never raises.
+        A later alert with its detector and key within ``dedup_window`` is a duplicate here
+        too, so the workers of one server do not each send the same alert."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            if not self._merge(alert):
+                self._index(self._keep(alert, now, elsewhere=True))
+
+    def _merge(self, alert: Alert) -> bool:
+        """Count ``alert`` into the kept alert with its detector and key, if one is kept
+        for deduplication; whether it was (the caller holds ``_lock``)."""
+        kept = self._open.get((alert.detector, alert.key))
+        if kept is None:
+            return False
+        kept.count += alert.count
+        if alert.time.timestamp() > kept.last_time.timestamp():
+            kept.last_time = alert.time
+        return True
+
+    def _keep(self, alert: Alert, now: float, *, elsewhere: bool = False) -> _Entry:
+        """A new entry for ``alert`` in the ring (the caller holds ``_lock``);
+        ``elsewhere``: noted only, not counted as this process's."""
         entry = _Entry(
             id=self._next_id,
             alert=alert,
             first_seen=now,
             count=alert.count,
             last_time=alert.time,
+            elsewhere=elsewhere,
         )
         self._next_id += 1
-        self._alerts += 1
+        if not elsewhere:
+            self._alerts += 1
         self._ring.append(entry)
         return entry
+
+    def _index(self, entry: _Entry) -> None:
+        """Deduplicate later alerts against ``entry`` (the caller holds ``_lock``)."""
+        self._open[(entry.alert.detector, entry.alert.key)] = entry
+        if len(self._open) > self._ring_size:  # bounded: only ring entries dedup
+            self._open.popitem(last=False)
 
     def _expire(self, now: float) -> None:
         """Forget dedup keys whose window ended (insertion order is first-seen order)."""

@@ -118,15 +118,22 @@ def _alerts(detectors: DetectorSet, events: list[AccessEvent]) -> list[Alert]:
 
 
 class AlertReceiver:
-    """The server's end: alerts from the audit process to ``raise_`` (the dispatcher).
+    """The server's end: alerts from the audit process (or the shared monitor process of a
+    multi-worker server) to ``raise_`` (the dispatcher).
 
-    ``counts`` holds the alerts raised so far by detector, as of the last message;
-    ``malformed`` the alerts dropped because they could not be read (logged; they are
-    in the ``medsecrets_alerts_unaudited_total`` metric).
+    ``("alerts", docs, counts)``: alerts this process delivers and audits (``raise_``);
+    ``("noted", docs, counts)``: alerts another worker raised, for ``note`` (shown by
+    ``alerts list``, deduplicated against, neither delivered nor audited here; dropped
+    without ``note``). ``counts`` holds the alerts raised so far by detector, as of the
+    last message; ``malformed`` the alerts dropped because they could not be read
+    (logged; the ``alerts`` ones are in the ``medsecrets_alerts_unaudited_total`` metric).
     """
 
-    def __init__(self, raise_: Callable[[Alert], None]) -> None:
+    def __init__(
+        self, raise_: Callable[[Alert], None], note: Callable[[Alert], None] | None = None
+    ) -> None:
         self._raise = raise_
+        self._note = note
         self.counts: dict[str, int] = {}
         self.malformed = 0
 
@@ -134,19 +141,23 @@ class AlertReceiver:
         return f"AlertReceiver(counts={self.counts}, malformed={self.malformed})"
 
     def __call__(self, message: Message) -> None:
-        if message[0] != "alerts" or len(message) != 3:
+        if message[0] not in ("alerts", "noted") or len(message) != 3:
             _log.error("unexpected message from the audit process: %r", message[0])
             return
-        _, found, counts = message
+        kind, found, counts = message
         self.counts = {str(k): int(v) for k, v in cast("dict[str, int]", counts).items()}
+        take = self._raise if kind == "alerts" else self._note
+        if take is None:
+            return
         for doc in cast("list[dict[str, object]]", found):
             try:
                 alert = Alert.from_dict(doc)
             except (KeyError, TypeError, ValueError):
-                self.malformed += 1
+                if kind == "alerts":
+                    self.malformed += 1
                 _log.error("a malformed alert from the audit process was dropped")
                 continue
-            self._raise(alert)
+            take(alert)
 
 
 def main() -> None:

@@ -831,8 +831,8 @@ def build_audit(
                 Path(settings.data_dir, "monitor", "alerts.state"),
                 derived_key(salter, HISTORY_KEY),
             )
-        if shared is not None:
-            stack.alerts_in = AlertReceiver(stack.dispatcher.raise_)
+        if shared is not None:  # its own alerts raised here, the other workers' noted
+            stack.alerts_in = AlertReceiver(stack.dispatcher.raise_, stack.dispatcher.note)
             stack.link = MonitorLink(
                 shared, material=_hmac_key(specs, keys), on_message=stack.alerts_in
             )

@@ -20,10 +20,11 @@ The link's contract:
   is still queued when the link stops unconnected, are counted in ``dropped``;
   what the monitor process had received but not yet run when it died is lost
   uncounted (there are no acknowledgements).
-* What the monitor sends back (``("alerts", docs, counts)``: the alerts raised
-  by the events this worker sent) goes to ``on_message`` on the link's reader
-  thread: the worker's ``AlertReceiver``, so the alert is dispatched and
-  audited by the worker whose request raised it.
+* What the monitor sends back goes to ``on_message`` on the link's reader
+  thread: the worker's ``AlertReceiver``. ``("alerts", docs, counts)``: the
+  alerts raised by the events this worker sent, which it dispatches and
+  audits; ``("noted", docs, counts)``: those another worker's events raised,
+  which it only shows in ``alerts list`` and deduplicates against.
 * Events sent carry neither the token nor the request body (the detectors read
   neither): ``pack_event`` with both cleared.
 * The link proves itself with the 32-byte cookie the server gave its workers

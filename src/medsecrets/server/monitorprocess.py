@@ -30,7 +30,9 @@ never the process:
 * ``("events", [packed events])``: the detectors run over them at once
   (``auditprocess.observer``: the same code as an audit process's), and the
   alerts they raise go back *to the connection that sent the events* as
-  ``("alerts", docs, counts)``; that worker dispatches and audits them.
+  ``("alerts", docs, counts)``; that worker dispatches and audits them. Every
+  other connection gets them as ``("noted", docs, counts)``: shown in its
+  ``alerts list`` and deduplicated against, not sent again.
 
 One thread serves every connection in turn, so the detectors see each
 worker's batches whole and one after the other. A worker that does not read
@@ -264,18 +266,28 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
     listener.setblocking(False)
     keys = _Keys()
     current: list[_Peer] = []
+    selector = selectors.DefaultSelector()
+    peers: dict[int, _Peer | _Candidate] = {}
 
     def send(message: Message) -> None:
-        if current:
-            _queue(current[0], encode(message))
+        """The alerts of ``current``'s events: to it, and as ``noted`` to every other."""
+        if not current:
+            return
+        owner = current[0]
+        _queue(owner, encode(message))
+        if message[0] != "alerts":
+            return
+        noted = encode(("noted", *message[1:]))
+        for other in list(peers.values()):
+            if isinstance(other, _Peer) and other is not owner:
+                _queue(other, noted)
+                _watch_writes(other, selector, peers)
 
     watch = observer(cast("Mapping[str, object]", settings["monitor"]), send, keys)
-    selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)
     selector.register(stop_fd, selectors.EVENT_READ, "stop")
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    peers: dict[int, _Peer | _Candidate] = {}
     ended = False
     try:
         while True:
@@ -288,6 +300,8 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
                 if key.data is None:
                     _accept(listener, selector, peers, cookie_wait)
                     continue
+                if peers.get(key.fd) is not key.data:
+                    continue  # dropped earlier in this round (its number may be reused)
                 if isinstance(key.data, _Candidate):
                     _admit(key.data, cookie, selector, peers)
                     continue
@@ -302,14 +316,7 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
                     if not ok:
                         _drop(peer, selector, peers)
                         continue
-                if peer.out:
-                    if len(peer.out) > _MAX_OUT:
-                        _log.error("monitor process: a worker does not read its alerts: dropped")
-                        _drop(peer, selector, peers)
-                        continue
-                    selector.modify(peer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, peer)
-                else:
-                    selector.modify(peer.sock, selectors.EVENT_READ, peer)
+                _watch_writes(peer, selector, peers)
             _expire(selector, peers, time.monotonic())
     finally:
         for left in list(peers.values()):
@@ -326,6 +333,19 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
             _log.error(
                 "monitor process: saving the detectors' state failed (%s)", type(exc).__name__
             )
+
+
+def _watch_writes(
+    peer: _Peer, selector: selectors.BaseSelector, peers: dict[int, _Peer | _Candidate]
+) -> None:
+    """Have the loop send what still waits for ``peer`` once it can; drop a peer that
+    does not read (over ``_MAX_OUT`` waiting)."""
+    if len(peer.out) > _MAX_OUT:
+        _log.error("monitor process: a worker does not read its alerts: dropped")
+        _drop(peer, selector, peers)
+    elif peer.sock.fileno() >= 0:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.out else 0)
+        selector.modify(peer.sock, events, peer)
 
 
 def _accept(

@@ -46,6 +46,12 @@ def delivery_text(delivery: JSON) -> str:
     return ", ".join(parts)
 
 
+def _elsewhere(alert: Mapping[str, object]) -> str:
+    """``by another worker`` for an alert another worker of the server delivered."""
+    by = alert.get("delivered_by")
+    return f"by {by}" if isinstance(by, str) else ""
+
+
 @app.command("list")
 def list_(
     *,
@@ -63,7 +69,9 @@ def list_(
     alerts = [a for a in found if isinstance(a, dict)] if isinstance(found, list) else []
 
     def show() -> None:
-        rows = [{**a, "delivery": delivery_text(a.get("delivery"))} for a in alerts]
+        rows = [
+            {**a, "delivery": delivery_text(a.get("delivery")) or _elsewhere(a)} for a in alerts
+        ]
         print_table(rows_table(None, rows, _COLUMNS), f"{len(rows)} alert(s)")
 
     emit({"alerts": alerts}, output, show)
