@@ -292,3 +292,15 @@ def test_a_link_keeps_a_bounded_queue_while_the_monitor_is_away(tmp_path: Path) 
     finally:
         link.stop()
         later.stop()
+
+
+def test_restarts_keep_no_descriptor_of_the_processes_that_died(
+    monitor: MonitorProcess,
+) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for restarts in (1, 2, 3):
+        dead = monitor.pid
+        assert dead is not None
+        os.kill(dead, signal.SIGKILL)
+        _wait(lambda r=restarts: monitor.restarts == r, "the restart")
+    assert len(os.listdir("/proc/self/fd")) == before

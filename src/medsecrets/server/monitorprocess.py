@@ -167,9 +167,11 @@ class MonitorProcess:
             ready = _read_line(process.stdout, _START_TIMEOUT)
         except OSError:
             ready = b""
+        process.stdout.close()  # nothing more is read from it
         if ready.strip() != b"ready":
             process.kill()
             process.wait()
+            process.stdin.close()
             reason = ready.decode(errors="replace").strip()
             if reason.startswith("error "):
                 raise RuntimeError(f"the monitor process did not start: {reason[6:]}")
@@ -184,6 +186,9 @@ class MonitorProcess:
             assert process is not None
             started = time.monotonic()
             code = process.wait()
+            with contextlib.suppress(OSError):
+                assert process.stdin is not None
+                process.stdin.close()  # its end of the pipe: no descriptor kept per restart
             if self._stopping.is_set():
                 return
             if time.monotonic() - started > 60:  # it ran a while: not a failing start
