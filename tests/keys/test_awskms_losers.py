@@ -9,16 +9,17 @@ KEK version of the store, every other one is pending deletion, and no recorded k
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from botocore.exceptions import ClientError
 from tests.keys import test_awskms
 from tests.keys.test_awskms import kms_client
 
-from medsecrets.errors import ProviderError
+from medsecrets.barrier.base import SecureStorage
 from medsecrets.keys.awskms import AwsKmsKekProvider
 from medsecrets.sensitive import Sensitive
+from medsecrets.storage.base import Operation
 from medsecrets.store import SecretStore
 from medsecrets.testing.motoserver import MotoServer
 
@@ -57,6 +58,24 @@ class _Hooked:
             return answer
 
         return hooked
+
+
+class _HookedBatch:
+    """A process's store (the real barrier) whose first ``batch`` (its version table's
+    check-and-set write) first runs ``step``, another process's steps at that moment."""
+
+    def __init__(self, secure: SecureStorage, step: Callable[[], object]) -> None:
+        self._secure = secure
+        self._step: Callable[[], object] | None = step
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._secure, name)
+
+    def batch(self, ops: Sequence[Operation]) -> dict[str, bytes]:
+        step, self._step = self._step, None
+        if step is not None:
+            step()
+        return self._secure.batch(ops)
 
 
 class _Refusing:
@@ -211,39 +230,66 @@ def test_a_cleanup_that_fails_is_logged_and_does_not_fail_the_rotation(
 
 
 @pytest.mark.parametrize("after_doing", [False, True], ids=["refused", "answer-lost"])
-def test_a_rotation_whose_update_alias_fails_discards_its_key_unless_the_alias_names_it(
+def test_a_rotation_whose_update_alias_fails_stands_with_a_warning(
     kms_store: SecretStore,
     moto: MotoServer,
     new_keys: Callable[[], dict[str, str]],
     caplog: pytest.LogCaptureFixture,
     after_doing: bool,
 ) -> None:
-    """``UpdateAlias`` fails after ``CreateKey``: the rotation fails and stores nothing, and
-    its key stayed enabled. Now it is scheduled for deletion, unless the alias names it (the
-    call was made, its answer lost): that key is kept, and a warning names it."""
+    """The alias is pointed at a rotation's key only once its version is recorded: an
+    ``UpdateAlias`` that fails then leaves the rotation standing (the version is in use, its
+    key enabled) and the alias naming the older key (or the new one, the call made and its
+    answer lost), with a warning naming the alias and the key."""
     alias = f"alias/{kms_store.kms_prefix}-database"  # type: ignore[attr-defined]
     refusing = _Refusing(kms_client(moto), "update_alias", after_doing=after_doing)
     mine = AwsKmsKekProvider(kms_store.barrier, refusing, alias_for=lambda c: alias)  # type: ignore[arg-type]
     [first] = _recorded(mine)
-    with (
-        caplog.at_level(logging.INFO, logger="medsecrets.keys"),
-        pytest.raises(ProviderError, match=r"^AWS KMS UpdateAlias failed: AccessDeniedException$"),
-    ):
-        mine.rotate("database")
-    assert _recorded(mine) == [first]
-    states = new_keys()
-    assert states.pop(first) == "Enabled"
-    [(made, state)] = states.items()
+    with caplog.at_level(logging.INFO, logger="medsecrets.keys"):
+        assert mine.rotate("database") == 2
+    [_, made] = _recorded(mine)
+    wrapped = mine.wrap("database", Sensitive(_DEK), _CONTEXT)
+    assert mine.unwrap("database", wrapped, _CONTEXT).reveal() == _DEK
+    assert new_keys() == {first: "Enabled", made: "Enabled"}
+    assert _alias_target(moto, alias) == (made if after_doing else first)
     [record] = [r for r in caplog.records if made in r.getMessage()]
-    if after_doing:
-        assert _alias_target(moto, alias) == made
-        assert state == "Enabled"
-        assert record.levelno == logging.WARNING
-        assert f"is left enabled: {alias} names it" in record.getMessage()
-    else:
-        assert _alias_target(moto, alias) == first
-        assert state == "PendingDeletion"
-        assert "scheduled for deletion" in record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        f"KMS alias {alias} does not name the key of database version 2 ({made}):"
+        " AWS KMS UpdateAlias failed: AccessDeniedException"
+    )
+
+
+def test_a_key_the_alias_named_is_never_scheduled_though_its_rotation_lost(
+    kms_store: SecretStore,
+    moto: MotoServer,
+    new_keys: Callable[[], dict[str, str]],
+) -> None:
+    """Two categories whose catalog names one alias: the second's first use takes the key
+    that alias names. A rotation of the first pointed the alias at its new key *before* its
+    write, which then lost to another rotation: its key was scheduled for deletion while
+    the second category's version 1, wrapping its data keys, was that very key. Now the
+    alias is pointed only after the write: the second category takes a recorded key."""
+    alias = f"alias/{kms_store.kms_prefix}-shared"  # type: ignore[attr-defined]
+    other = AwsKmsKekProvider(kms_store.barrier, kms_client(moto), alias_for=lambda c: alias)
+    other.versions("database")
+
+    def meanwhile() -> None:
+        other.versions("api")  # first use: takes the key the alias names now
+        other.rotate("database")  # my rotation's write loses
+
+    hooked = _HookedBatch(kms_store.barrier, meanwhile)
+    mine = AwsKmsKekProvider(hooked, kms_client(moto), alias_for=lambda c: alias)  # type: ignore[arg-type]
+    assert mine.rotate("database") == 3
+    wrapped = other.wrap("api", Sensitive(_DEK), _CONTEXT)
+    [api_key] = [str(v.key_id) for v in other.versions("api")]
+    database_keys = _recorded(mine)
+    states = new_keys()
+    assert states[api_key] == "Enabled"  # it was "PendingDeletion"
+    assert api_key in database_keys
+    assert {arn for arn, state in states.items() if state == "Enabled"} == set(database_keys)
+    assert sorted(states.values()) == ["Enabled"] * 3 + ["PendingDeletion"]
+    assert mine.unwrap("api", wrapped, _CONTEXT).reveal() == _DEK
 
 
 def test_a_key_whose_description_cannot_be_changed_is_still_scheduled(

@@ -13,19 +13,26 @@ answers or keeps throttling fails a wrap or unwrap (and the request making it) a
 ``ProviderError`` after ``KEK_KMS_ATTEMPTS`` attempts of at most ``KEK_KMS_TIMEOUT``
 seconds to connect and as long for each read (boto3's own defaults are 60 s each).
 
-A KMS key this process made that no version records is scheduled for deletion
-(``DISCARD_PENDING_DAYS``, KMS's minimum window; its description says why): the key of a
-first use whose ``CreateAlias`` lost to another process's (which takes that key), of a
-version whose check-and-set write lost (a rotation racing another), or of a version whose
-next KMS call failed. A key recorded in the table, or one the category's alias names, is
-never scheduled. The cleanup never fails the caller's operation: its outcome is logged
-with the key's ARN and AWS's error code only (``medsecrets.keys.awskms``).
+A KMS key this process made that nobody else can know of, and that no version records, is
+scheduled for deletion (``DISCARD_PENDING_DAYS``, KMS's minimum window; its description says
+why): the key of a first use whose ``CreateAlias`` lost to another process's (which takes
+that key) or failed (kept if the alias names it after all), and the key of a version whose
+check-and-set write lost (a rotation racing another). A rotation points the alias at its
+key only *after* its version is recorded, so a key that lost was never named by the alias:
+another category or store whose catalog names the same alias, taking the key it names at
+its first use, can never have taken it (it used to: such a key was scheduled for deletion
+while it wrapped the other category's data keys). A key the alias named at some time, or
+that was taken from the alias, is never scheduled. The cleanup never fails the caller's
+operation: its outcome is logged with the key's ARN and AWS's error code only
+(``medsecrets.keys.awskms``); so is a rotation's ``UpdateAlias`` that fails after its
+version was recorded (the rotation stands, the alias still names an older version's key).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -123,6 +130,9 @@ class AwsKmsKekProvider:
             make_entry=self._make_entry,
             on_lost=self._on_lost,
         )
+        # keys made here for a rotation and named by no alias yet: only they may be discarded
+        self._unpublished: set[str] = set()
+        self._unpublished_lock = threading.Lock()
         if isinstance(secure, Barrier):
             secure.on_seal(self.forget)
 
@@ -139,7 +149,12 @@ class AwsKmsKekProvider:
         self._table.forget()
 
     def _make_entry(self, category: str, number: int) -> dict[str, str]:
-        return {"key_id": self._new_key(category, first=number == 1)}
+        if number == 1:
+            return {"key_id": self._first_key(category)}
+        arn = self._create_key(category)
+        with self._unpublished_lock:
+            self._unpublished.add(arn)
+        return {"key_id": arn}
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         """``fn()``, its failures as ``ProviderError`` naming ``operation`` and AWS's error
@@ -188,17 +203,9 @@ class AwsKmsKekProvider:
             return existing
         return arn
 
-    def _new_key(self, category: str, *, first: bool) -> str:
-        """A new KMS key for the category's next version, the alias pointed at it (a first
-        use: the key the alias names already, or the one another process's ``CreateAlias``
-        made meanwhile, and the key made here is discarded). A key made here whose alias
-        call fails is discarded before the ``ProviderError`` goes on."""
-        alias = self._alias_for(category)
-        if first:
-            existing = self._call("DescribeKey", lambda: self._alias_target(alias))
-            if existing is not None:
-                return existing
-        arn = self._call(
+    def _create_key(self, category: str) -> str:
+        """A new KMS key for ``category``, its ARN (named by no alias)."""
+        return self._call(
             "CreateKey",
             lambda: self._client.create_key(
                 Description=f"medsecrets KEK for category {category}",
@@ -206,15 +213,20 @@ class AwsKmsKekProvider:
                 Tags=[{"TagKey": "medsecrets:category", "TagValue": category}],
             )["KeyMetadata"]["Arn"],
         )
+
+    def _first_key(self, category: str) -> str:
+        """The key of the category's version 1: the one its alias names already, or a new
+        one the alias is made to name (or, if another process's ``CreateAlias`` won
+        meanwhile, the key that one names, and the key made here is discarded). A key made
+        here whose ``CreateAlias`` fails is discarded (unless the alias names it) before the
+        ``ProviderError`` goes on."""
+        alias = self._alias_for(category)
+        existing = self._call("DescribeKey", lambda: self._alias_target(alias))
+        if existing is not None:
+            return existing
+        arn = self._create_key(category)
         try:
-            if first:
-                target = self._call("CreateAlias", lambda: self._create_alias(alias, arn))
-            else:
-                self._call(
-                    "UpdateAlias",
-                    lambda: self._client.update_alias(AliasName=alias, TargetKeyId=arn),
-                )
-                target = arn
+            target = self._call("CreateAlias", lambda: self._create_alias(alias, arn))
         except ProviderError as exc:
             self._discard(category, arn, f"unused: {exc}")
             raise
@@ -222,12 +234,39 @@ class AwsKmsKekProvider:
             self._discard(category, arn, "unused: lost the race to be the first key")
         return target
 
+    def _point_alias(self, category: str, entry: Entry) -> None:
+        """Point the category's alias at ``entry``'s key, a version just recorded; a failure
+        is a warning (the version stands, the alias names an older version's key)."""
+        alias = self._alias_for(category)
+        arn = entry["key_id"]
+        with self._unpublished_lock:
+            self._unpublished.discard(arn)
+        try:
+            self._call(
+                "UpdateAlias", lambda: self._client.update_alias(AliasName=alias, TargetKeyId=arn)
+            )
+        except ProviderError as exc:
+            log.warning(
+                "KMS alias %s does not name the key of %s version %s (%s): %s",
+                alias,
+                category,
+                entry["version"],
+                arn,
+                exc,
+            )
+
     def _on_lost(self, category: str, lost: Sequence[Entry], stored: Sequence[Entry]) -> None:
-        """``VersionTable``'s ``on_lost``: discard the keys made for versions whose write
-        lost, except a key ``stored`` records (a first use that took the winner's key)."""
+        """``VersionTable``'s ``on_lost``: discard the keys made here for rotations whose
+        write lost (no alias ever named them, so nobody else can hold them), never one that
+        ``stored`` records. A first use's key is never discarded here: it came from the
+        alias, or the alias was made to name it, so another category or store naming the
+        same alias may have taken it."""
         recorded = {entry["key_id"] for entry in stored}
         for entry in lost:
-            if entry["key_id"] not in recorded:
+            with self._unpublished_lock:
+                unpublished = entry["key_id"] in self._unpublished
+                self._unpublished.discard(entry["key_id"])
+            if unpublished and entry["key_id"] not in recorded:
                 why = f"unused: lost the race to be version {entry['version']}"
                 self._discard(category, entry["key_id"], why)
 
@@ -320,4 +359,7 @@ class AwsKmsKekProvider:
         return Sensitive(plaintext)
 
     def rotate(self, category: str) -> int:
-        return int(self._table.add(category)[-1]["version"])
+        """Record a new version (a new KMS key), then point the category's alias at it."""
+        newest = self._table.add(category)[-1]
+        self._point_alias(category, newest)
+        return int(newest["version"])
