@@ -68,6 +68,7 @@ from medsecrets.sdk.transport import (
     attempt_deadline,
     bind_budgets,
     bounded,
+    bounded_pause,
     decode,
     encode,
     probe_refusal,
@@ -142,7 +143,8 @@ class _BoundedBackend(httpcore.AsyncNetworkBackend):
         return _BoundedStream(stream)
 
     async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
+        # (httpcore's pause between tries to connect: within the attempt's budget too)
+        await self._backend.sleep(bounded_pause(seconds, httpcore.ConnectTimeout))
 
 
 class AsyncClient(ClientBase):

@@ -66,6 +66,7 @@ from medsecrets.sdk.transport import (
     attempt_deadline,
     bind_budgets,
     bounded,
+    bounded_pause,
     decode,
     encode,
     probe_refusal,
@@ -139,7 +140,8 @@ class _BoundedBackend(httpcore.NetworkBackend):
         return _BoundedStream(self._backend.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
+        # (httpcore's pause between tries to connect: within the attempt's budget too)
+        self._backend.sleep(bounded_pause(seconds, httpcore.ConnectTimeout))
 
 
 def _bounded_transport(transport: httpx.BaseTransport) -> httpx.BaseTransport:

@@ -107,6 +107,7 @@ __all__ = [
     "attempt_deadline",
     "bind_budgets",
     "bounded",
+    "bounded_pause",
     "checked_token",
     "client_identity",
     "decode",
@@ -801,6 +802,18 @@ def bounded(timeout: float | None, late: type[Exception]) -> float | None:
     return timeout if deadline is None else deadline.bound(timeout, late)
 
 
+def bounded_pause(seconds: float, late: type[Exception]) -> float:
+    """``seconds``, the pause httpcore makes before it tries to connect again (a
+    transport's ``retries=``: 0, 0.5, 1, 2, ... seconds), when the attempt under way
+    (if any) has that long left; else raises ``late`` at once (the pause would outlast
+    the attempt's budget: the pauses were not cut, so ``retries=8`` held an attempt of
+    a 0.5 s ``timeout`` for a minute against a closed port)."""
+    deadline = _ATTEMPT.get()
+    if deadline is not None and deadline.bound(None, late) < seconds:
+        raise late("the server could not be reached within the timeout")
+    return seconds
+
+
 B = TypeVar("B")
 
 
@@ -819,22 +832,31 @@ def bind_budgets(
     and write to the attempt's budget, and pass every other operation through
     unchanged (outside an attempt of a client nothing is cut, so the transport stays
     usable elsewhere). ``wrap`` returns a backend it made before as it is, so a
-    transport shared by several clients is wrapped once. Connections the pool opened
-    before keep their unwrapped streams (give the client a transport not used yet).
-    An httpx whose transport keeps no such pool raises ``RuntimeError`` at once rather
-    than silently dropping the bound. A per-call watchdog thread could not do this:
-    it cannot tell which pooled connection an attempt uses before the answer's head,
-    which is when it is needed."""
+    transport shared by several clients is wrapped once. A transport whose pool holds
+    connections before it is first wrapped is refused (``ValueError``): their streams
+    are not the wrapped backend's, and a pooled one reused by the client obeyed no
+    budget (a server dripping its head held the call for ever); a transport closed
+    since (its pool emptied) is taken. An httpx whose transport keeps no such pool
+    raises ``RuntimeError`` at once rather than silently dropping the bound. A
+    per-call watchdog thread could not do this: it cannot tell which pooled
+    connection an attempt uses before the answer's head, which is when it is needed."""
     if not isinstance(transport, kind):
         return False
     pool = getattr(transport, "_pool", None)
     found = getattr(pool, "_network_backend", None)
     if not isinstance(found, backend):
         raise RuntimeError(
-            "this httpx keeps no httpcore pool with a network backend in"
-            " _pool._network_backend; the SDK needs one to bound its attempts"
+            f"cannot bound the attempts over transport= ({type(transport).__name__}): this"
+            " httpx keeps no httpcore pool with a network backend in _pool._network_backend"
         )
-    pool._network_backend = wrap(found)  # type: ignore[union-attr]
+    wrapped = wrap(found)
+    if wrapped is not found and getattr(pool, "connections", None):
+        raise ValueError(
+            f"transport= ({type(transport).__name__}) has connections open already, which"
+            " the client cannot hold to its timeout: give it a transport not used yet"
+            " (or close this one first)"
+        )
+    pool._network_backend = wrapped  # type: ignore[union-attr]
     return True
 
 
