@@ -15,6 +15,7 @@ have waited; no timing is measured.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -214,3 +215,38 @@ def test_a_rotation_on_another_node_waits_for_an_encrypting_write(pg_dsn: str) -
     finally:
         first_store.close()
         second_store.close()
+
+
+def test_a_role_that_may_not_create_the_check_function_opens_and_checks_for_a_write(
+    pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DBA made the tables with code older than ``medsecrets_check`` and granted a role
+    their rows only: after an upgrade that role's open was refused (it may not create the
+    function). It opens, with a warning, and its read checks lock the row for a write
+    (``medsecrets_expect``): the same outcome, waiting for a shared lock in flight."""
+    PostgresStorage(pg_dsn).close()
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute("DROP FUNCTION medsecrets_check(bytea, bytea)")  # as older code left it
+        admin.execute("DROP ROLE IF EXISTS medsecrets_checker")
+        admin.execute("CREATE ROLE medsecrets_checker LOGIN")
+        admin.execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON medsecrets_kv, medsecrets_leases"
+            " TO medsecrets_checker"
+        )
+    with caplog.at_level(logging.WARNING, logger="medsecrets.storage.postgres"):
+        app = _impatient(f"{pg_dsn} user=medsecrets_checker")
+    try:
+        [record] = caplog.records
+        assert "may not create the function medsecrets_check" in record.getMessage()
+        app.put(KEYRING_KEY, b"ring-1")
+        app.batch([Expect(KEYRING_KEY, b"ring-1", shared=True), Put("a", b"1")])
+        with pytest.raises(ConflictError):
+            app.batch([Expect(KEYRING_KEY, b"ring-0", shared=True), Put("a", b"2")])
+        with psycopg.connect(pg_dsn) as reader:
+            reader.execute("SELECT 1 FROM medsecrets_kv WHERE key = %s FOR SHARE", (KEYRING_KEY,))
+            _assert_lock_timeout(
+                lambda: app.batch([Expect(KEYRING_KEY, b"ring-1", shared=True), Put("b", b"1")])
+            )
+        assert (app.get("a"), app.get("b")) == (b"1", None)
+    finally:
+        app.close()

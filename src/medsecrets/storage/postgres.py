@@ -107,6 +107,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStorage"]
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 # Table names are literals in every statement below (no SQL is built from input).
 _KV = "medsecrets_kv"
@@ -157,6 +158,9 @@ def _condition_body(lock: Literal["FOR UPDATE", "FOR SHARE"]) -> str:
     )
 
 
+#: The read check's function, which a store made by older code lacks: a role that may not
+#: create it checks shared ``Expect``s with ``medsecrets_expect`` instead (the same outcome).
+_CHECK_FUNCTION = "medsecrets_check"
 #: (function, body) of each condition a batch checks: ``medsecrets_expect`` locks the
 #: row for a write (a precondition), ``medsecrets_check`` shares it (a read check:
 #: other checks go on, a writer of the row waits). Each made at open only when it is
@@ -164,7 +168,7 @@ def _condition_body(lock: Literal["FOR UPDATE", "FOR SHARE"]) -> str:
 #: first's body is unchanged since it was made, so stores of older code keep it.
 _CONDITIONS: tuple[tuple[str, str], ...] = (
     ("medsecrets_expect", _condition_body("FOR UPDATE")),
-    ("medsecrets_check", _condition_body("FOR SHARE")),
+    (_CHECK_FUNCTION, _condition_body("FOR SHARE")),
 )
 _CONDITION_SOURCE = (
     "SELECT prosrc FROM pg_catalog.pg_proc WHERE oid = to_regprocedure(%s || '(bytea, bytea)')"
@@ -247,7 +251,7 @@ def _aborted_by_server(exc: Exception) -> bool:
 _Statement = tuple[str, tuple[object, ...]]
 
 
-def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
+def _batch_statements(ops: Sequence[Operation], *, shared: bool = True) -> list[_Statement]:
     """The statements of a batch's transaction, key by key in key-hash order (two
     batches take their rows in the same order: no deadlock between them). For each
     key: its ``Expect`` conditions on a value (``medsecrets_expect``: the row locked
@@ -259,6 +263,8 @@ def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
     unique_violation if the key exists, and else holds the new row against every
     rival); then its net write (the last ``Put`` or ``Delete`` of it wins), or the
     claim's removal. Same outcome as checking every condition, then ``ops`` in order.
+    Not ``shared`` (no ``medsecrets_check`` in the database): every condition on a value
+    is a ``medsecrets_expect``.
     """
     values: dict[str, list[bytes]] = {}
     absent: set[str] = set()
@@ -278,7 +284,8 @@ def _batch_statements(ops: Sequence[Operation]) -> list[_Statement]:
             written[op.key] = None
     statements: list[_Statement] = []
     for digest, key in sorted((_digest(k), k) for k in {*values, *absent, *written}):
-        check = _EXPECT if key in exclusive or key in written or key in absent else _CHECK
+        for_write = not shared or key in exclusive or key in written or key in absent
+        check = _EXPECT if for_write else _CHECK
         statements.extend((check, (digest, value)) for value in values.get(key, ()))
         if key in absent:
             statements.append((_CLAIM, (digest, key)))
@@ -566,7 +573,7 @@ class PostgresStorage:
             ) from None
         self._deadlines = _Deadlines(timeout)
         try:
-            _prepare(conninfo, self._deadlines)
+            self._shared_checks = _prepare(conninfo, self._deadlines)
         except BaseException:  # a refusal too: its deadline thread ran
             self._deadlines.close()
             raise
@@ -690,7 +697,7 @@ class PostgresStorage:
         self._check_open()
         if not ops:
             return
-        statements = _batch_statements(ops)
+        statements = _batch_statements(ops, shared=self._shared_checks)
         conditional = any(isinstance(op, Expect) for op in ops)
         for attempt in range(1, _BATCH_TRIES + 1):
             try:
@@ -776,16 +783,16 @@ class PostgresStorage:
         self._deadlines.close()
 
 
-def _prepare(conninfo: str, deadlines: _Deadlines) -> None:
+def _prepare(conninfo: str, deadlines: _Deadlines) -> bool:
     """On one connection of its own, under ``deadlines``: refuse an unsafe server
-    (``_check_settings``), make or check the tables (``_ensure_schema``); every failure
-    a ``StorageError`` that shows no part of ``conninfo``."""
+    (``_check_settings``), make or check the tables (``_ensure_schema``, whose answer is
+    returned); every failure a ``StorageError`` that shows no part of ``conninfo``."""
     import psycopg
 
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn, deadlines.bound(conn):
             _check_settings(conn)
-            _ensure_schema(conn)
+            return _ensure_schema(conn)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise StorageError(f"cannot connect to postgres: {reason}") from None
@@ -865,10 +872,15 @@ def _format_of(comment: object) -> int:
     return int(number) if number.isdigit() and len(number) < 6 else 0
 
 
-def _ensure_schema(conn: Connection[TupleRow]) -> None:
+def _ensure_schema(conn: Connection[TupleRow]) -> bool:
     """Create the tables if missing (serialised by an advisory lock), mark their format
     (the kv table's comment), refuse a format newer than this code reads; check the key
-    collation."""
+    collation. Whether ``medsecrets_check`` is there for shared ``Expect``s: a role that may
+    not create it (the tables made by a DBA with older code, which had no such function)
+    still opens the store, with a warning (it used to be refused until the owner opened it)."""
+    from psycopg.errors import InsufficientPrivilege
+
+    shared = True
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         for relation, statement in _SCHEMA:
@@ -876,10 +888,25 @@ def _ensure_schema(conn: Connection[TupleRow]) -> None:
                 conn.execute(statement.encode())
         for function, body in _CONDITIONS:
             source = conn.execute(_CONDITION_SOURCE, (function,)).fetchone()
-            if source is None or source[0] != body:
-                conn.execute(
-                    f"CREATE OR REPLACE FUNCTION {function}(h BYTEA, v BYTEA) RETURNS VOID"
-                    f" LANGUAGE plpgsql AS $${body}$$".encode()
+            if source is not None and source[0] == body:
+                continue
+            create = (
+                f"CREATE OR REPLACE FUNCTION {function}(h BYTEA, v BYTEA) RETURNS VOID"
+                f" LANGUAGE plpgsql AS $${body}$$"
+            ).encode()
+            if function != _CHECK_FUNCTION:
+                conn.execute(create)
+                continue
+            try:
+                with conn.transaction():
+                    conn.execute(create)
+            except InsufficientPrivilege:
+                shared = False
+                _log.warning(
+                    "postgres role may not create the function %s: read checks lock rows"
+                    " for a write (FOR UPDATE), so writes queue on the keyring row; have"
+                    " the tables' owner open the store once",
+                    _CHECK_FUNCTION,
                 )
         row = conn.execute(f"SELECT obj_description('{_KV}'::regclass, 'pg_class')").fetchone()
         found = _format_of(row[0] if row is not None else None)
@@ -889,8 +916,6 @@ def _ensure_schema(conn: Connection[TupleRow]) -> None:
                 f"({_FORMAT}): run the medsecrets that wrote it, or a newer one"
             )
         if found < _FORMAT:  # new, or made before tables were marked
-            from psycopg.errors import InsufficientPrivilege
-
             # a role that does not own the table (made by a DBA) may not mark it: use it
             with contextlib.suppress(InsufficientPrivilege), conn.transaction():
                 conn.execute(f"COMMENT ON TABLE {_KV} IS '{_FORMAT_MARK}{_FORMAT}'")
@@ -898,3 +923,4 @@ def _ensure_schema(conn: Connection[TupleRow]) -> None:
         row = conn.execute(_KEY_COLLATION, (table, column)).fetchone()
         if row is None or row[0] != "C":
             raise StorageError(f'postgres table {table}.{column} must use COLLATE "C"')
+    return shared
