@@ -186,3 +186,12 @@ def test_a_transport_without_the_pool_the_client_needs_is_named_at_construction(
     client_class: Any = Client if kind == "sync" else AsyncClient
     with pytest.raises(RuntimeError, match=r"^cannot bound the attempts over transport= \("):
         client_class("http://127.0.0.1:1", transport=transport, env={})
+
+
+def test_a_transport_of_the_other_kind_is_refused_at_construction() -> None:
+    """An async transport given to ``Client`` (or a sync one to ``AsyncClient``) was
+    taken, and the first call failed with an ``AttributeError`` (no ``handle_request``)."""
+    with pytest.raises(TypeError, match=r"^transport= of Client must be an httpx\.BaseTrans"):
+        Client("http://127.0.0.1:1", transport=httpx.AsyncHTTPTransport(), env={})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^transport= of AsyncClient must be an httpx\.Async"):
+        AsyncClient("http://127.0.0.1:1", transport=httpx.HTTPTransport(), env={})  # type: ignore[arg-type]

@@ -73,6 +73,7 @@ from medsecrets.sdk.transport import (
     encode,
     probe_refusal,
     refusal_probe_wanted,
+    require_transport,
 )
 from medsecrets.sensitive import Sensitive
 
@@ -210,6 +211,7 @@ class AsyncClient(ClientBase):
         self._sleep = sleep
         if transport is None:
             transport = httpx.AsyncHTTPTransport(verify=self._settings.verify, trust_env=False)
+        require_transport(transport, httpx.AsyncBaseTransport, "AsyncClient")
         self._cut_head = not bind_budgets(
             transport,
             httpx.AsyncHTTPTransport,

@@ -71,6 +71,7 @@ from medsecrets.sdk.transport import (
     encode,
     probe_refusal,
     refusal_probe_wanted,
+    require_transport,
 )
 from medsecrets.sensitive import Sensitive
 
@@ -148,6 +149,7 @@ def _bounded_transport(transport: httpx.BaseTransport) -> httpx.BaseTransport:
     """``transport``, its network operations made to obey the attempt's budgets when it is
     an ``httpx.HTTPTransport`` (``bind_budgets``); another one is used as it is: no
     thread can be interrupted, so only its late head is caught (``AnswerBody``)."""
+    require_transport(transport, httpx.BaseTransport, "Client")
     bind_budgets(transport, httpx.HTTPTransport, httpcore.NetworkBackend, _BoundedBackend.around)
     return transport
 

@@ -115,6 +115,7 @@ __all__ = [
     "is_unicode",
     "probe_refusal",
     "refusal_probe_wanted",
+    "require_transport",
     "resolve_settings",
 ]
 
@@ -812,6 +813,17 @@ def bounded_pause(seconds: float, late: type[Exception]) -> float:
     if deadline is not None and deadline.bound(None, late) < seconds:
         raise late("the server could not be reached within the timeout")
     return seconds
+
+
+def require_transport(transport: object, base: type[object], client: str) -> None:
+    """``TypeError`` naming ``transport=`` unless ``transport`` is a ``base`` (httpx's
+    ``BaseTransport`` for ``Client``, ``AsyncBaseTransport`` for ``AsyncClient``): the
+    other kind was taken, and failed only at the first call with an ``AttributeError``."""
+    if not isinstance(transport, base):
+        raise TypeError(
+            f"transport= of {client} must be an httpx.{base.__name__},"
+            f" not {type(transport).__name__}"
+        )
 
 
 B = TypeVar("B")
