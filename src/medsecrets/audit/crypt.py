@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from medsecrets.audit.record import LineError, split_line
 from medsecrets.errors import ConfigError, DecryptionError, InvalidRequest
 
-__all__ = ["SEALED_KIND", "RecordCipher", "is_sealed"]
+__all__ = ["SEALED_KIND", "RecordCipher", "deferred_cipher", "is_sealed"]
 
 SEALED_KIND: Final = "sealed"
 """The ``kind`` of a sealed record line."""
@@ -158,3 +158,12 @@ class RecordCipher:
         if inner != (prev, seq, digest):
             _fail()
         return plain
+
+
+def deferred_cipher(state: bytes | str | None) -> RecordCipher | None:
+    """The cipher of a deferred at-rest key as the server passes it on: the key (a
+    cipher), ``None`` (not had yet: the store is sealed), or the text saying why it
+    cannot be had (raised as a ``ConfigError``, so the device's write fails)."""
+    if isinstance(state, str):
+        raise ConfigError(state)
+    return RecordCipher(state) if state is not None else None

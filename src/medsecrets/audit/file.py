@@ -41,6 +41,12 @@ Contract:
 - **Encryption at rest.** With ``cipher``, each line is stored sealed
   (``RecordCipher.seal``); sealed lines keep ``prev``/``seq``/``hash`` in
   place, so ``open`` and verification without the key read them the same way.
+  With ``cipher_source`` instead (a store still sealed at start: the key is a
+  secret in it), the source is asked before each write until it gives the
+  cipher, kept from then on: ``None`` (not yet: the store is sealed) writes the
+  lines plain (written while sealed, they hold no HMAC and no value); raising
+  fails the write (``AuditFailure`` saying why: fail closed, no audit, no
+  secret).
 
 ``_write`` and ``_fsync`` are seams for tests (to inject ``ENOSPC``).
 """
@@ -63,7 +69,7 @@ from medsecrets.audit.crypt import RecordCipher
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import LineError, split_line
 from medsecrets.clock import Clock, SystemClock
-from medsecrets.errors import AuditFailure, ConfigError
+from medsecrets.errors import AuditFailure, ConfigError, MedsecretsError
 
 __all__ = ["DEFAULT_MAX_BYTES", "ROTATED_NAME", "AuditFileBusy", "FileAuditDevice"]
 
@@ -196,6 +202,7 @@ class FileAuditDevice:
         rotate_interval: float = 0.0,
         keep: int = 0,
         cipher: RecordCipher | None = None,
+        cipher_source: Callable[[], RecordCipher | None] | None = None,
         clock: Clock | None = None,
         _write: Callable[[int, memoryview], int] = os.write,
         _fsync: Callable[[int], None] = _DATASYNC,
@@ -212,6 +219,7 @@ class FileAuditDevice:
         self._rotate_interval = rotate_interval
         self._keep = keep
         self._cipher = cipher
+        self._cipher_source = cipher_source if cipher is None else None
         self._clock: Clock = clock or SystemClock()
         self._os_write = _write
         self._os_fsync = _fsync
@@ -239,8 +247,20 @@ class FileAuditDevice:
 
     @property
     def cipher(self) -> RecordCipher | None:
-        """The at-rest cipher, if the device encrypts (readers need it to decode)."""
+        """The at-rest cipher, if the device encrypts (readers need it to decode); a
+        deferred one once its source gives it (``None`` before, or if it cannot)."""
+        if self._cipher is None and self._cipher_source is not None:
+            with contextlib.suppress(Exception):
+                self._take_cipher()
         return self._cipher
+
+    def _take_cipher(self) -> RecordCipher | None:
+        """The deferred cipher if its source gives it now (kept); raises what it raises."""
+        source = self._cipher_source
+        found = source() if source is not None else None
+        if found is not None:
+            self._cipher, self._cipher_source = found, None
+        return found
 
     @property
     def keeps_everything(self) -> bool:
@@ -286,6 +306,14 @@ class FileAuditDevice:
         if not lines:
             return
         cipher = self._cipher
+        if cipher is None and self._cipher_source is not None:
+            try:
+                cipher = self._take_cipher()
+            except Exception as exc:  # the key cannot be had: nothing is written in clear
+                reason = exc.message if isinstance(exc, MedsecretsError) else type(exc).__name__
+                raise AuditFailure(
+                    f"audit device {self._name!r}: its encryption key cannot be read ({reason})"
+                ) from None
         data = b"".join(cipher.seal(line) for line in lines) if cipher else b"".join(lines)
         fd = self._current()
         if self._dirty:

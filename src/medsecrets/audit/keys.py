@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from medsecrets.audit.checkpoint import CheckpointSigner
 from medsecrets.audit.lane import DeviceKeys
 from medsecrets.audit.record import Salter
 from medsecrets.barrier.base import Barrier
 from medsecrets.barrier.stored_key import get_or_create
+from medsecrets.errors import MedsecretsError
 
-__all__ = ["SIGNING_KEY", "BarrierKeySource"]
+__all__ = ["SIGNING_KEY", "BarrierKeySource", "Material"]
 
 SIGNING_KEY = "sys/audit/signing-key"
+
+Material = tuple[bytes, bytes, "bytes | str | None"]
+"""``BarrierKeySource.material``: HMAC key, checkpoint signing key, deferred cipher."""
 
 
 def _hmac_path(device: str) -> str:
@@ -37,12 +41,19 @@ def _hmac_path(device: str) -> str:
 class BarrierKeySource:
     """Callable ``device name -> DeviceKeys | None`` (see module docstring)."""
 
-    def __init__(self, secure: Barrier, *, random: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(
+        self,
+        secure: Barrier,
+        *,
+        random: Callable[[int], bytes] = os.urandom,
+        ciphers: Mapping[str, Callable[[], bytes]] | None = None,
+    ) -> None:
         self._secure = secure
         self._random = random
+        self._ciphers = dict(ciphers or {})
         self._lock = threading.Lock()
         self._cache: dict[str, DeviceKeys] = {}
-        self._material: dict[str, tuple[bytes, bytes]] = {}
+        self._material: dict[str, Material] = {}
         self._signer: _Signer | None = None
         self._generation = 0  # forgets so far: a fill that saw one come undoes itself
         secure.on_seal(self.forget)
@@ -66,10 +77,14 @@ class BarrierKeySource:
                 self._cache.pop(device, None)
             return keys
 
-    def material(self, device: str) -> tuple[bytes, bytes] | None:
-        """``(HMAC key, checkpoint signing key)`` of ``device`` as raw bytes, for an audit
-        process (``None`` while sealed). The same tuple object while unsealed, so a
-        caller can tell a change by identity."""
+    def material(self, device: str) -> Material | None:
+        """``(HMAC key, checkpoint signing key, cipher)`` of ``device`` as raw bytes, for an
+        audit process (``None`` while sealed). The same tuple object while unsealed, so a
+        caller can tell a change by identity. ``cipher`` is ``None`` unless the device's
+        at-rest key is deferred (``ciphers``: a file device whose key, a secret, could not
+        be read at start because the store was sealed): then that key as its resolver gave
+        it, or the message of the ``MedsecretsError`` it raised (the device then fails
+        every write until the store is sealed and unsealed again)."""
         if self._secure.sealed:
             return None
         found = self._material.get(device)
@@ -78,11 +93,29 @@ class BarrierKeySource:
         with self._lock:
             generation = self._generation  # before the barrier's seal check
             key = get_or_create(self._secure, _hmac_path(device), lambda: self._random(32))
-            found = (key, self._checkpoint_signer(generation).signer.private_bytes())
+            found = (
+                key,
+                self._checkpoint_signer(generation).signer.private_bytes(),
+                self._cipher(device),
+            )
             self._material[device] = found
             if self._generation != generation:  # sealed since the key was read: keep nothing
                 self._material.pop(device, None)
             return found
+
+    def defers(self, device: str) -> bool:
+        """Whether ``device``'s at-rest key is deferred (see ``material``)."""
+        return device in self._ciphers
+
+    def _cipher(self, device: str) -> bytes | str | None:
+        """The deferred at-rest key of ``device``, why it cannot be had, or ``None``."""
+        resolve = self._ciphers.get(device)
+        if resolve is None:
+            return None
+        try:
+            return resolve()
+        except MedsecretsError as exc:  # a setting's problem, said without any value
+            return exc.message
 
     def forget(self) -> None:
         """Drop every key from memory (runs on every seal of the barrier). Takes no lock:

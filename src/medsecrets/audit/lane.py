@@ -49,6 +49,7 @@ from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice, ChainHead
 from medsecrets.audit.record import AuditEvent, Completion, Salter, refused, render_line
 from medsecrets.audit.waiter import Waiter, answer_all
+from medsecrets.errors import AuditFailure
 
 __all__ = ["AuditLane", "DeviceKeys", "KeySource", "Lane", "Written"]
 
@@ -445,7 +446,9 @@ class Lane:
             self.dropped += len(batch)  # the batch leaves the chain: its records are lost
             self.ok = False
             self.last_error = type(exc).__name__
-            _LOG.error("audit device %s: write failed (%s)", self.name, type(exc).__name__)
+            # our own failures say why (and hold no value, as every MedsecretsError)
+            why = exc.message if isinstance(exc, AuditFailure) else type(exc).__name__
+            _LOG.error("audit device %s: write failed (%s)", self.name, why)
             return False
         last = batch[-1]
         self._head = ChainHead(last.seq, last.digest)

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
-from medsecrets.audit.crypt import RecordCipher
+from medsecrets.audit.crypt import RecordCipher, deferred_cipher
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.file import FileAuditDevice
 from medsecrets.audit.record import AuditEvent, Completion, refused
@@ -80,7 +80,8 @@ __all__ = ["KeyMaterial", "RemoteLane", "child_env"]
 
 _log = logging.getLogger("medsecrets.audit")
 
-KeyMaterial = Callable[[str], tuple[bytes, bytes] | None]
+KeyMaterial = Callable[[str], "tuple[bytes, bytes, bytes | str | None] | None"]
+"""``BarrierKeySource.material``: HMAC key, signing key, deferred cipher (or why not)."""
 """Device name → ``(HMAC key, checkpoint signing key)``, or ``None`` while sealed."""
 
 
@@ -193,6 +194,7 @@ class RemoteLane:
             rotate_interval=config.rotate_interval,
             keep=config.keep,
             cipher=_cipher(config.cipher_key),
+            cipher_source=self._deferred_cipher if config.cipher_deferred else None,
         )
         """The device, for reading its files back (the audit process writes them)."""
         self._material = key_material
@@ -478,7 +480,12 @@ class RemoteLane:
         """Send what is queued."""
         self._flush()
 
-    def _keys(self) -> tuple[bytes, bytes] | None:
+    def _deferred_cipher(self) -> RecordCipher | None:
+        """The readback device's deferred cipher: the one sent with the key material."""
+        material = self._keys()
+        return deferred_cipher(material[2]) if material is not None else None
+
+    def _keys(self) -> tuple[bytes, bytes, bytes | str | None] | None:
         """The key material now; ``None`` (records without HMACs) if it cannot be had."""
         try:
             return self._material(self.name)

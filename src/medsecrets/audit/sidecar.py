@@ -46,7 +46,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
@@ -55,6 +55,9 @@ from medsecrets.audit.record import AuditEvent, Completion, Kind, Salter
 from medsecrets.audit.waiter import Waiter
 from medsecrets.fdio import write_all
 from medsecrets.logs import log_json
+
+if TYPE_CHECKING:
+    from medsecrets.audit.crypt import RecordCipher
 
 __all__ = [
     "PROTOCOL",
@@ -226,7 +229,11 @@ def unpack_completion(packed: PackedCompletion) -> Completion:
 class LaneConfig:
     """What the audit process needs to build the same file lane the server would.
 
-    ``cipher_key`` is the audit log encryption key (kept out of ``repr``).
+    ``cipher_key`` is the audit log encryption key (kept out of ``repr``); with
+    ``cipher_deferred`` instead (the server started with its store sealed) the key
+    comes with the first ``keys`` message after the store is unsealed (lines are
+    written plain until then; a ``keys`` message whose cipher part is an error
+    text fails every write: ``FileAuditDevice(cipher_source=)``).
     """
 
     name: str
@@ -236,6 +243,7 @@ class LaneConfig:
     rotate_interval: float = 0.0
     keep: int = 0
     cipher_key: bytes | None = None
+    cipher_deferred: bool = False
     timeout: float = 5.0
     checkpoint_every: int = CHECKPOINT_EVERY
     checkpoint_interval: float = 60.0
@@ -267,7 +275,7 @@ class LaneConfig:
         return cls(**message[1])
 
 
-PROTOCOL: Final = 5
+PROTOCOL: Final = 6
 """The version of the messages between a server and its audit process (``RemoteLane``
 sends it with the config; the audit process refuses any other). Bump it with any change
 to a message's shape."""
@@ -278,10 +286,20 @@ class ProtocolMismatch(ValueError):
 
 
 class _Keys:
-    """The lane's ``KeySource``: the keys the server sent last (``None``: sealed)."""
+    """The lane's ``KeySource``: the keys the server sent last (``None``: sealed), and
+    a deferred at-rest cipher's state (``cipher``: see ``LaneConfig``)."""
 
     def __init__(self) -> None:
         self.current: DeviceKeys | None = None
+        self.cipher_state: bytes | str | None = None
+        """The deferred cipher's key, or why it cannot be had, as the server sent it."""
+
+    def cipher(self) -> RecordCipher | None:
+        """``FileAuditDevice``'s ``cipher_source``: the key once sent (``None`` before);
+        ``ConfigError`` with the server's reason if it could not be read."""
+        from medsecrets.audit.crypt import deferred_cipher
+
+        return deferred_cipher(self.cipher_state)
 
     def __repr__(self) -> str:
         return f"_Keys(unsealed={self.current is not None})"
@@ -333,6 +351,7 @@ def _lane(config: LaneConfig, keys: _Keys, on_written: Written) -> Lane:
         rotate_interval=config.rotate_interval,
         keep=config.keep,
         cipher=cipher,
+        cipher_source=keys.cipher if config.cipher_deferred else None,
     )
     export = Path(config.checkpoint_export) if config.checkpoint_export else None
     return Lane(
@@ -480,6 +499,8 @@ def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[int]) -> No
             number += 1
     elif kind == "keys":
         keys.set(cast(bytes, message[1]), cast(bytes, message[2]))
+        if len(message) > 3 and message[3] is not None:  # a deferred cipher's key, or why not
+            keys.cipher_state = cast("bytes | str", message[3])
     elif kind == "forget":
         keys.current = None
     else:

@@ -652,10 +652,7 @@ def _encryption_key(store: SecretStore, spec: AuditDeviceSettings, settings: Set
     try:
         version = store.secrets.get(path)
     except MedsecretsError as exc:
-        raise ConfigError(
-            f"setting '{where}': cannot read {path!r} ({exc.code}); "
-            "the store must be unsealed at start (keyfile or awskms seal)"
-        ) from None
+        raise ConfigError(f"setting '{where}': cannot read {path!r} ({exc.code})") from None
     value = version.fields.get(name)
     if value is None:
         raise ConfigError(f"setting '{where}': {path!r} has no field {name!r}")
@@ -668,20 +665,39 @@ def _encryption_key(store: SecretStore, spec: AuditDeviceSettings, settings: Set
     return key
 
 
+def _deferred(store: SecretStore) -> bool:
+    """Whether encrypted file devices defer reading their key: the store is initialised but
+    sealed at start (a Shamir seal), so the key, a secret in it, is read at the first
+    write after the unseal (``FileAuditDevice(cipher_source=)``)."""
+    return store.barrier.sealed and store.status().initialized
+
+
 def _device(
     spec: AuditDeviceSettings,
     settings: Settings,
     store: SecretStore,
+    keys: BarrierKeySource,
     *,
     node: str,
     worker: bool,
     alarm: Callable[[str, str], None],
 ) -> AuditDevice:
     if spec.type == "file":
-        from medsecrets.audit.crypt import RecordCipher
+        from medsecrets.audit.crypt import RecordCipher, deferred_cipher
         from medsecrets.audit.file import FileAuditDevice
 
-        cipher = RecordCipher(_encryption_key(store, spec, settings)) if spec.encrypt else None
+        deferred = keys.defers(spec.name)
+        cipher = (
+            RecordCipher(_encryption_key(store, spec, settings))
+            if spec.encrypt and not deferred
+            else None
+        )
+        name = spec.name
+
+        def source() -> RecordCipher | None:
+            material = keys.material(name)
+            return deferred_cipher(material[2]) if material is not None else None
+
         return FileAuditDevice(
             spec.name,
             _per_worker(spec.path, worker),
@@ -689,6 +705,7 @@ def _device(
             rotate_interval=spec.rotate_interval,
             keep=spec.keep,
             cipher=cipher,
+            cipher_source=source if deferred else None,
         )
     if spec.type == "database":
         from medsecrets.audit.database import DatabaseAuditDevice
@@ -750,7 +767,12 @@ def _lane(
             max_bytes=spec.max_bytes,
             rotate_interval=spec.rotate_interval,
             keep=spec.keep,
-            cipher_key=_encryption_key(store, spec, settings) if spec.encrypt else None,
+            cipher_key=(
+                _encryption_key(store, spec, settings)
+                if spec.encrypt and not keys.defers(spec.name)
+                else None
+            ),
+            cipher_deferred=keys.defers(spec.name),
             timeout=audit.timeout,
             checkpoint_every=audit.checkpoint_every,
             checkpoint_interval=audit.checkpoint_interval,
@@ -778,7 +800,7 @@ def _lane(
             cpus=cpus,
         )
     return Lane(
-        _device(spec, settings, store, node=node, worker=worker, alarm=alarm),
+        _device(spec, settings, store, keys, node=node, worker=worker, alarm=alarm),
         node=node,
         keys=keys,
         required=spec.required,
@@ -802,10 +824,15 @@ def build_audit(
     node = audit.node or socket.gethostname()
     if worker:
         node = f"{node}-{os.getpid()}"
-    keys = BarrierKeySource(store.barrier)
+    specs = device_settings(settings)
+    deferred = {
+        spec.name: functools.partial(_encryption_key, store, spec, settings)
+        for spec in specs
+        if spec.type == "file" and spec.encrypt and _deferred(store)
+    }
+    keys = BarrierKeySource(store.barrier, ciphers=deferred)
     stack = AuditStack(broker=None, keys=keys, node=node, checkpoint_every=audit.checkpoint_every)
     monitor = settings.monitor
-    specs = device_settings(settings)
     stack.file_paths = {spec.name: Path(spec.path) for spec in specs if spec.type == "file"}
     # A worker of a multi-worker server feeds the shared monitor process; otherwise, with
     # audit.process, the first file device's audit process runs the detectors too.

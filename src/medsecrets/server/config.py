@@ -727,15 +727,6 @@ def _check(settings: Settings, sources: dict[str, str]) -> None:
             _source(sources, "audit.enabled"),
             "audit can be switched off only in dev mode (no audit, no secret)",
         )
-    if settings.seal.type == "shamir":
-        for index, device in enumerate(settings.audit.devices):
-            if device.encrypt:  # its key is a secret: read at start, when shamir is sealed
-                raise _fail(
-                    f"audit.device[{index}].encrypt",
-                    _source(sources, "audit.device"),
-                    "an encrypted file device needs an auto-unseal seal (keyfile or awskms): "
-                    "it reads its key at start, when a shamir store is still sealed",
-                )
     if settings.workers > 1 and settings.seal.type == "shamir":
         raise _fail(
             "workers",
