@@ -304,3 +304,31 @@ def test_restarts_keep_no_descriptor_of_the_processes_that_died(
         os.kill(dead, signal.SIGKILL)
         _wait(lambda r=restarts: monitor.restarts == r, "the restart")
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_one_worker_forgetting_its_key_does_not_stop_the_state_being_saved(
+    monitor: MonitorProcess, tmp_path: Path
+) -> None:
+    """A worker whose storage failed says ``forget``; the others still hold the key, so the
+    state is still saved at stop (it used to be the last key sent, by anyone)."""
+    held: list[bytes | None] = [KEY]
+    inbox_a, inbox_b = Inbox(), Inbox()
+    a = _link(monitor.address, inbox_a)
+    b = MonitorLink(monitor.address, material=lambda: held[0], on_message=inbox_b)
+    b.start()
+    try:
+        for principal, link, inbox in (("svc-a", a, inbox_a), ("svc-b1", b, inbox_b)):
+            for _ in range(6):
+                link.submit(_read(principal))
+            _wait(inbox.alerts, f"{principal}'s alert: its key and events were taken")
+        held[0] = None  # b's storage fails: it sends forget before its next events
+        for _ in range(6):
+            b.submit(_read("svc-b2"))
+        _wait(lambda: len(inbox_b.alerts()) == 2, "svc-b2's alert: the forget was taken")
+    finally:
+        a.stop()
+        b.stop()
+    state = tmp_path / "monitor" / "detectors.state"
+    state.unlink(missing_ok=True)  # saved once already: only the save at stop is looked at
+    monitor.stop()
+    assert state.exists()

@@ -238,13 +238,29 @@ class _Candidate:
 
 
 class _Keys:
-    """The key material the workers sent last (``None``: sealed or not yet sent)."""
+    """The key each worker sent last (``None`` for a worker that said ``forget``): the
+    state's key is the latest one a worker holds, so one worker's storage trouble (its
+    ``forget``) does not stop the state being saved while the others hold the key; an
+    operator's seal, which seals every worker, does. A worker that disconnects leaves its
+    key (the state is saved once more when the server stops, after its workers)."""
+
+    _KEPT: Final = 1024
 
     def __init__(self) -> None:
-        self.current: Salter | None = None
+        self._held: dict[int, Salter | None] = {}
 
     def __call__(self) -> Salter | None:
-        return self.current
+        for salter in reversed(self._held.values()):
+            if salter is not None:
+                return salter
+        return None
+
+    def set(self, peer: object, salter: Salter | None) -> None:
+        """What ``peer`` (a connection) holds now, ``None`` once it forgot."""
+        self._held.pop(id(peer), None)  # latest last
+        self._held[id(peer)] = salter
+        if len(self._held) > self._KEPT:  # connections over a long life: the oldest go
+            del self._held[next(iter(self._held))]
 
 
 def serve(settings: Mapping[str, object], stop_fd: int) -> int:
@@ -488,12 +504,12 @@ def _take(peer: _Peer, keys: _Keys, watch: Watcher) -> bool:
                 _log.error("monitor process: detectors failed (%s)", type(exc).__name__)
         elif kind == "keys" and len(message) == 2 and type(message[1]) is bytes:
             try:
-                keys.current = Salter(message[1])
+                keys.set(peer, Salter(message[1]))
             except ValueError:
                 _log.error("monitor process: a malformed key from a worker: dropped")
                 return False
         elif kind == "forget" and len(message) == 1:
-            keys.current = None
+            keys.set(peer, None)
         else:
             _log.error("monitor process: unknown message from a worker: dropped")
             return False
