@@ -332,3 +332,36 @@ def test_one_worker_forgetting_its_key_does_not_stop_the_state_being_saved(
     state.unlink(missing_ok=True)  # saved once already: only the save at stop is looked at
     monitor.stop()
     assert state.exists()
+
+
+def test_a_key_left_by_a_gone_connection_does_not_outlive_the_workers_forget(
+    monitor: MonitorProcess, tmp_path: Path
+) -> None:
+    """A worker's earlier connection (before it reconnected, or a worker that died and was
+    replaced) held the key; once every connected worker says ``forget`` (an operator's
+    seal), the state is no longer saved: the gone connection's key used to keep it saved."""
+    held: list[bytes | None] = [KEY]
+    inbox_old, inbox_b = Inbox(), Inbox()
+    old = _link(monitor.address, inbox_old)
+    try:
+        for _ in range(6):
+            old.submit(_read("svc-old"))
+        _wait(inbox_old.alerts, "the old connection's key and events taken")
+    finally:
+        old.stop()  # its connection is gone, its key was left behind
+    b = MonitorLink(monitor.address, material=lambda: held[0], on_message=inbox_b)
+    b.start()
+    try:
+        for _ in range(6):
+            b.submit(_read("svc-live1"))
+        _wait(inbox_b.alerts, "the live connection's key and events taken")
+        held[0] = None  # sealed: every live worker forgets
+        for _ in range(6):
+            b.submit(_read("svc-live2"))
+        _wait(lambda: len(inbox_b.alerts()) == 2, "the forget taken")
+    finally:
+        b.stop()
+    state = tmp_path / "monitor" / "detectors.state"
+    state.unlink(missing_ok=True)
+    monitor.stop()
+    assert not state.exists()

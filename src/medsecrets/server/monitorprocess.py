@@ -241,13 +241,17 @@ class _Keys:
     """The key each worker sent last (``None`` for a worker that said ``forget``): the
     state's key is the latest one a worker holds, so one worker's storage trouble (its
     ``forget``) does not stop the state being saved while the others hold the key; an
-    operator's seal, which seals every worker, does. A worker that disconnects leaves its
-    key (the state is saved once more when the server stops, after its workers)."""
+    operator's seal, which seals every worker, does. A connection that is gone leaves its
+    key (the state is saved once more when the server stops, after its workers) until a
+    worker says ``forget``: that drops the keys of every gone connection too (a worker
+    that reconnected, or one that died and was replaced, held them; they used to keep the
+    state saved after every connected worker forgot). ``live`` holds the connections."""
 
     _KEPT: Final = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, live: Mapping[int, object]) -> None:
         self._held: dict[int, Salter | None] = {}
+        self._live = live
 
     def __call__(self) -> Salter | None:
         for salter in reversed(self._held.values()):
@@ -257,6 +261,9 @@ class _Keys:
 
     def set(self, peer: object, salter: Salter | None) -> None:
         """What ``peer`` (a connection) holds now, ``None`` once it forgot."""
+        if salter is None:
+            live = {id(found) for found in self._live.values()}
+            self._held = {at: held for at, held in self._held.items() if at in live}
         self._held.pop(id(peer), None)  # latest last
         self._held[id(peer)] = salter
         if len(self._held) > self._KEPT:  # connections over a long life: the oldest go
@@ -285,10 +292,10 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
     finally:
         os.umask(old)
     listener.setblocking(False)
-    keys = _Keys()
     current: list[_Peer] = []
     selector = selectors.DefaultSelector()
     peers: dict[int, _Peer | _Candidate] = {}
+    keys = _Keys(peers)
 
     def send(message: Message) -> None:
         """The alerts of ``current``'s events: to it, and as ``noted`` to every other."""
