@@ -226,3 +226,28 @@ def test_a_link_stopped_while_the_monitor_is_away_counts_what_it_never_sent(
     link.stop()
     _wait(lambda: link.dropped == 3, "the unsent events counted")
     assert (link.submitted, link.dropped) == (3, 3)
+
+
+def test_the_alerts_of_a_worker_that_is_gone_are_delivered_by_another(
+    patient: MonitorProcess,
+) -> None:
+    """The worker whose events raised an alert cannot take it (it died after sending them:
+    its connection is gone): another worker gets it to deliver and audit. It used to be
+    lost, and the others, which had it as ``noted``, took a later alert with its detector
+    and key for a duplicate of one delivered."""
+    inbox = Inbox()
+    other = _link(patient.address, inbox)
+    try:
+        _wait(lambda: other.connected, "the other worker connected")
+        events = encode(("events", [_packed(principal="svc-gone") for _ in range(6)]))
+        gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        gone.connect(patient.address.socket)
+        gone.shutdown(socket.SHUT_RD)  # it takes nothing more: a send to it fails (EPIPE)
+        gone.sendall(patient.address.cookie + events)
+        _wait(lambda: inbox.messages, "the alert at the other worker")
+        assert [(m[0], [a["key"] for a in m[1]]) for m in inbox.messages] == [  # type: ignore[attr-defined]
+            ("alerts", ["svc-gone"])
+        ]
+        gone.close()
+    finally:
+        other.stop()

@@ -32,7 +32,10 @@ never the process:
   alerts they raise go back *to the connection that sent the events* as
   ``("alerts", docs, counts)``; that worker dispatches and audits them. Every
   other connection gets them as ``("noted", docs, counts)``: shown in its
-  ``alerts list`` and deduplicated against, not sent again.
+  ``alerts list`` and deduplicated against, not sent again. When the sender's
+  connection is gone (the worker died after sending its events) or it does not
+  read, the first other connection that takes them gets them as ``alerts``
+  instead, so an alert is not lost while the others take it for delivered.
 
 One thread serves every connection in turn, so the detectors see each
 worker's batches whole and one after the other. A worker that does not read
@@ -298,16 +301,29 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
     keys = _Keys(peers)
 
     def send(message: Message) -> None:
-        """The alerts of ``current``'s events: to it, and as ``noted`` to every other."""
+        """The alerts of ``current``'s events: to it, and as ``noted`` to every other; to
+        the first other that takes them instead when ``current``'s connection is gone."""
         if not current:
             return
         owner = current[0]
-        _queue(owner, encode(message))
+        frame = encode(message)
         if message[0] != "alerts":
+            _queue(owner, frame)
             return
+        others = [p for p in peers.values() if isinstance(p, _Peer) and p is not owner]
+        if not _queue(owner, frame):
+            for other in others:
+                if _queue(other, frame):
+                    _log.warning(
+                        "monitor process: the worker whose events raised alerts is gone:"
+                        " another worker delivers them"
+                    )
+                    owner = other
+                    _watch_writes(other, selector, peers)
+                    break
         noted = encode(("noted", *message[1:]))
-        for other in list(peers.values()):
-            if isinstance(other, _Peer) and other is not owner:
+        for other in others:
+            if other is not owner:
                 _queue(other, noted)
                 _watch_writes(other, selector, peers)
 
@@ -523,9 +539,11 @@ def _take(peer: _Peer, keys: _Keys, watch: Watcher) -> bool:
     return True
 
 
-def _queue(peer: _Peer, frame: bytes) -> None:
+def _queue(peer: _Peer, frame: bytes) -> bool:
+    """Queue ``frame`` for the peer and send what it can; whether the peer will have it
+    (``False``: its connection broke, or it does not read and is to be dropped)."""
     peer.out += frame
-    _flush(peer)
+    return _flush(peer) and len(peer.out) <= _MAX_OUT
 
 
 def _flush(peer: _Peer) -> bool:
