@@ -83,8 +83,11 @@ class BarrierKeySource:
         caller can tell a change by identity. ``cipher`` is ``None`` unless the device's
         at-rest key is deferred (``ciphers``: a file device whose key, a secret, could not
         be read at start because the store was sealed): then that key as its resolver gave
-        it, or the message of the ``MedsecretsError`` it raised (the device then fails
-        every write until the store is sealed and unsealed again)."""
+        it, or the text saying why it cannot be had (the message of a ``MedsecretsError``,
+        else the exception's type: whatever the resolver raises, the HMAC and signing
+        keys still come, and the device fails its writes rather than write in clear). A
+        tuple holding such a text is not kept: the next call reads the key again (storage
+        trouble heals; a seal, which would have to be audited, is no way out)."""
         if self._secure.sealed:
             return None
         found = self._material.get(device)
@@ -98,7 +101,8 @@ class BarrierKeySource:
                 self._checkpoint_signer(generation).signer.private_bytes(),
                 self._cipher(device),
             )
-            self._material[device] = found
+            if not isinstance(found[2], str):  # a key that could not be had is read again
+                self._material[device] = found
             if self._generation != generation:  # sealed since the key was read: keep nothing
                 self._material.pop(device, None)
             return found
@@ -116,6 +120,8 @@ class BarrierKeySource:
             return resolve()
         except MedsecretsError as exc:  # a setting's problem, said without any value
             return exc.message
+        except Exception as exc:  # anything else: its type only (its text may hold anything)
+            return f"reading it failed ({type(exc).__name__})"
 
     def forget(self) -> None:
         """Drop every key from memory (runs on every seal of the barrier). Takes no lock:
