@@ -18,7 +18,7 @@ from medsecrets.audit.remote import RemoteLane
 from medsecrets.audit.waiter import Waiter
 from medsecrets.errors import AuditFailure, StorageError
 from medsecrets.store import SecretStore
-from tests.audit.test_remote_lane import CANARY, _config, _event
+from tests.audit.test_remote_lane import CANARY, HMAC_KEY, SIGNER, _config, _event
 
 KEY = bytes(range(32))
 
@@ -94,3 +94,35 @@ def test_a_key_that_could_not_be_read_is_read_again_at_the_next_write(
     record = json.loads(RecordCipher(KEY).open(line))
     assert record["request_id"] == "req-2" and record["accessor"] is not None
     assert CANARY.encode() not in line
+
+
+def test_keys_that_cannot_be_read_after_the_unseal_send_nothing_to_be_written_in_clear(
+    tmp_path: Path,
+) -> None:
+    state = "sealed"
+
+    def material(name: str) -> tuple[bytes, bytes, bytes] | None:
+        if state == "sealed":
+            return None
+        if state == "trouble":  # unsealed, but reading the keys fails (storage trouble)
+            raise StorageError("storage unavailable")
+        return (HMAC_KEY, SIGNER.private_bytes(), KEY)
+
+    lane = RemoteLane(
+        _config(tmp_path / "audit.jsonl", cipher_deferred=True), key_material=material
+    )
+    lane.start()
+    try:
+        assert _write(lane, 1) is True  # the sealed spell: plain, without HMACs
+        state = "trouble"
+        assert _write(lane, 2) is False  # it used to be written plain, without HMACs
+        state = "unsealed"
+        assert _write(lane, 3) is True
+        state = "trouble"  # the audit process has the cipher now: its lines are sealed
+        assert _write(lane, 4) is True
+    finally:
+        lane.stop()
+    first, *rest = (tmp_path / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    assert json.loads(first)["request_id"] == "req-1" and not is_sealed(first)
+    opened = [json.loads(RecordCipher(KEY).open(line)) for line in rest]
+    assert [record["request_id"] for record in opened] == ["req-3", "req-4"]

@@ -42,7 +42,11 @@ With ``cpus`` every audit process this lane starts is restricted to those CPUs
 
 Keys cross the pipe, never the disk: before the first events sent after an
 unseal the lane sends the device's HMAC key and the checkpoint signing key
-(``key_material``), and ``("forget",)`` within a watchdog tick of a seal.
+(``key_material``), and ``("forget",)`` within a watchdog tick of a seal. A deferred
+at-rest key (``LaneConfig.cipher_deferred``) comes with them; until the audit process
+has it, records the store is unsealed for but whose keys cannot be read (``key_material``
+raised: storage trouble) are not sent to be written in clear: they fail, as an
+in-process device's write does.
 """
 
 from __future__ import annotations
@@ -81,8 +85,8 @@ __all__ = ["KeyMaterial", "RemoteLane", "child_env"]
 _log = logging.getLogger("medsecrets.audit")
 
 KeyMaterial = Callable[[str], "tuple[bytes, bytes, bytes | str | None] | None"]
-"""``BarrierKeySource.material``: HMAC key, signing key, deferred cipher (or why not)."""
-"""Device name → ``(HMAC key, checkpoint signing key)``, or ``None`` while sealed."""
+"""``BarrierKeySource.material``: device name → ``(HMAC key, checkpoint signing key,
+deferred cipher's key or why not)``, ``None`` while sealed; raises on storage trouble."""
 
 
 STUCK_AFTER = 3
@@ -216,6 +220,7 @@ class RemoteLane:
         self._last_framed = 0  # the last number framed for the current process
         self._acked = 0  # the last number the current process answered
         self._sent: object = _UNKNOWN  # the key material the process has (identity)
+        self._cipher_sent = False  # whether the process has a deferred cipher's key
         self._process: subprocess.Popen[bytes] | None = None
         self._frames: FrameReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -313,6 +318,7 @@ class RemoteLane:
             self._framed = 0
             self._floor = self._last_framed = self._acked = self._number
             self._sent = _UNKNOWN
+            self._cipher_sent = False
             self._hung_since = None
             self._down = False
             loop = self._loop
@@ -487,14 +493,19 @@ class RemoteLane:
 
     def _keys(self) -> tuple[bytes, bytes, bytes | str | None] | None:
         """The key material now; ``None`` (records without HMACs) if it cannot be had."""
+        return self._key_state()[0]
+
+    def _key_state(self) -> tuple[tuple[bytes, bytes, bytes | str | None] | None, bool]:
+        """The key material now (``None`` if it cannot be had), and whether it could not
+        be read although the store is unsealed (storage trouble: ``key_material`` raised)."""
         try:
-            return self._material(self.name)
-        except Exception as exc:  # sealed or storage trouble, as an in-process lane
+            return self._material(self.name), False
+        except Exception as exc:  # storage trouble: records without HMACs, as in process
             _log.warning("audit device %s: keys unavailable (%s)", self.name, type(exc).__name__)
-            return None
+            return None, True
 
     def _flush(self, *, stopping: bool = False) -> None:
-        material = self._keys()
+        material, trouble = self._key_state()
         failed: list[Waiter] = []
         with self._lock:
             if stopping:
@@ -505,25 +516,39 @@ class RemoteLane:
             items, self._items = self._items, []
             first = self._first
             frames: list[bytes] = []
-            if material is not self._sent:
-                frames.append(encode(("keys", *material) if material else ("forget",)))
-                self._sent = material
-            try:
-                frames.append(encode(("events", first, items)))
-                self._framed += _records(items)
-                self._last_framed = first + len(items) - 1
-            except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
-                _log.error("audit device %s: %s", self.name, exc)
-                self._dropped += _records(items)
-                for number in range(first, first + len(items)):
-                    found = self._waiting.pop(number, None)
-                    if found is not None:
-                        failed.append(found[0])
+            if trouble and self.config.cipher_deferred and not self._cipher_sent:
+                # Unsealed, but the deferred key cannot be had: the audit process would
+                # write these plain. They fail, as an in-process device's write does.
+                _log.error("audit device %s: its encryption key cannot be read", self.name)
+                self.last_error = "keys-unavailable"
+                self._refuse_unframed(items, first, failed)
+            else:
+                if material is not self._sent:
+                    frames.append(encode(("keys", *material) if material else ("forget",)))
+                    self._sent = material
+                    # the audit process keeps a deferred cipher once sent (seals included)
+                    self._cipher_sent |= _carries_cipher(material)
+                try:
+                    frames.append(encode(("events", first, items)))
+                    self._framed += _records(items)
+                    self._last_framed = first + len(items) - 1
+                except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
+                    _log.error("audit device %s: %s", self.name, exc)
+                    self._refuse_unframed(items, first, failed)
             self._backlog += b"".join(frames)
             overflow = self._drain()
         answer_all(failed, ok=False)
         if overflow:
             self._lose(process, "backlog-full")
+
+    def _refuse_unframed(self, items: list[Item], first: int, failed: list[Waiter]) -> None:
+        """Drop ``items`` (numbered from ``first``) unsent, their waiters into ``failed``
+        (lock held)."""
+        self._dropped += _records(items)
+        for number in range(first, first + len(items)):
+            found = self._waiting.pop(number, None)
+            if found is not None:
+                failed.append(found[0])
 
     def _drain(self) -> bool:
         """Write as much of the backlog as the pipe takes (lock held); whether the backlog
@@ -700,6 +725,7 @@ class RemoteLane:
             self._items.clear()
             self._backlog.clear()
             self._sent = _UNKNOWN
+            self._cipher_sent = False
             waiting = [waiter for waiter, _ in self._waiting.values()]
             self._waiting.clear()
             restart = not self._stopping
@@ -829,6 +855,12 @@ def _end(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         with contextlib.suppress(OSError):
             process.kill()
+
+
+def _carries_cipher(material: tuple[object, ...] | None) -> bool:
+    """Whether key material holds a deferred cipher's key (not ``None``, not why not; an
+    older two-part material holds none)."""
+    return material is not None and len(material) > 2 and isinstance(material[2], bytes)
 
 
 def _cipher(key: bytes | None) -> RecordCipher | None:
