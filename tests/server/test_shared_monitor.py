@@ -29,6 +29,7 @@ from medsecrets.monitor.detectors import DetectorConfig
 from medsecrets.server.auditprocess import monitor_settings
 from medsecrets.server.monitorlink import LINK_ENV, LinkAddress, MonitorLink, link_from_env
 from medsecrets.server.monitorprocess import MonitorProcess
+from medsecrets.testing.receivers import HttpReceiver
 from medsecrets.testing.serverproc import ServerProcess
 
 DEV_SECRET = "medessence/development/database"
@@ -365,3 +366,72 @@ def test_a_key_left_by_a_gone_connection_does_not_outlive_the_workers_forget(
     state.unlink(missing_ok=True)
     monitor.stop()
     assert not state.exists()
+
+
+def test_two_workers_send_one_alert_to_a_channel_and_list_it_once(tmp_path: Path) -> None:
+    """The same detector and key raised again and again (``repeat_after = 0``, a 1 s rate
+    window), by the reads of both workers: a local webhook gets it once (the worker that
+    did not deliver it had it noted and took its own for a duplicate), and each worker's
+    ``GET /v1/sys/alerts`` shows it once, every raise counted."""
+    with HttpReceiver() as hook:
+        config = tmp_path / "server.toml"
+        config.write_text(
+            f"""
+[monitor]
+rate_threshold = 5
+rate_window = 1
+repeat_after = 0
+
+[[alerts.channel]]
+type = "webhook"
+url = "{hook.base}/alerts"
+secret = "shared-monitor-webhook-secret-01"
+""",
+            encoding="utf-8",
+        )
+        config.chmod(0o600)
+        data = tmp_path / "data"
+        env = {"MEDSECRETS_WORKERS": "2"}
+        args = ["--config", str(config)]
+        with ServerProcess(data, env=env, extra_args=args, log_dir=tmp_path / "l") as server:
+            root = {"Authorization": f"Bearer {server.token}"}
+            created = httpx.post(
+                f"{server.addr}/v1/auth/token/create",
+                headers=root,
+                json={"paths": ["*"], "capabilities": ["read"], "ttl": 600, "display_name": "p"},
+            )
+            assert created.status_code == 200, created.text
+            h = {"Authorization": f"Bearer {created.json()['token']}", "Connection": "close"}
+            raisers: list[str] = []  # the request id of each round's sixth read
+            for _ in range(12):  # until the raising reads landed on both workers
+                time.sleep(1.1)  # the rate window (by the events' time) is over
+                for _ in range(6):  # a new connection each: either worker may answer
+                    read = httpx.get(f"{server.addr}/v1/secrets/{DEV_SECRET}", headers=h)
+                    assert read.status_code == 200, read.text
+                raisers.append(read.headers["x-request-id"])
+                files = {
+                    str(r["_file"])
+                    for r in _audit_records(data)
+                    if r["kind"] == "response" and r["request_id"] in raisers
+                }
+                if len(files) == 2:
+                    break
+            else:
+                pytest.fail("every raising read went to one worker")
+            rounds = len(raisers)
+
+            def listed() -> set[tuple[int, ...]]:
+                """Each answering worker's counts of the alerts of key ``p``."""
+                found = set()
+                for _ in range(20):  # new connections: both workers answer
+                    answer = httpx.get(
+                        f"{server.addr}/v1/sys/alerts", headers={**root, "Connection": "close"}
+                    )
+                    assert answer.status_code == 200
+                    found.add(tuple(a["count"] for a in answer.json()["alerts"] if a["key"] == "p"))
+                return found
+
+            _wait(lambda: listed() == {(6 * rounds,)}, "every raise counted on both workers")
+            _wait(lambda: hook.requests, "the webhook delivery")
+        bodies = [json.loads(r.body) for r in hook.requests]
+        assert [(b["detector"], b["key"]) for b in bodies] == [("rate", "p")]
