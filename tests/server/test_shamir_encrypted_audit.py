@@ -9,8 +9,11 @@ that cannot be read then fails the device: nothing is served, nothing is written
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -143,3 +146,71 @@ def test_a_key_that_cannot_be_read_after_the_unseal_fails_the_device(tmp_path: P
         check=False,
     )
     assert records.returncode == 0, records.stdout + records.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "medsecrets", *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["audit-process", "in-process"])
+def test_a_file_of_several_starts_reads_back_whole(tmp_path: Path, process: bool) -> None:
+    """Each start adds a plain sealed spell and sealed lines after it (an audit process
+    killed after the unseal too): the server's and the CLI's readers (with the key) read
+    the file whole, and no plain line written since holds an HMAC."""
+    server, share, root = _initialised(tmp_path, process)
+    before = len(_lines(tmp_path))
+    _config(tmp_path, process=process, encrypt=KEY)
+    key = ""
+    for start in range(3):
+        server.start()
+        try:
+            httpx.get(f"{server.addr}/v1/sys/health")
+            assert httpx.post(f"{server.addr}/v1/sys/unseal", json={"share": share}).is_success
+            if process and start == 1:  # a new audit process gets the key before writing
+                (audit_process,) = server.children()
+                os.kill(audit_process, signal.SIGKILL)
+                read = _read_when_served(server.addr, root)
+            else:
+                read = httpx.get(f"{server.addr}/v1/secrets/{SECRET}", headers=_h(root))
+            assert read.status_code == 200, read.text
+            key = httpx.get(f"{server.addr}/v1/secrets/{KEY.partition('#')[0]}", headers=_h(root))
+            key = key.json()["fields"][KEY.partition("#")[2]]
+            verified = httpx.get(f"{server.addr}/v1/sys/audit/verify", headers=_h(root)).json()
+            assert verified["ok"] is True, verified
+            who = httpx.get(
+                f"{server.addr}/v1/sys/audit/who-read", params={"path": SECRET}, headers=_h(root)
+            ).json()
+            assert len(who["reads"]) == start + 1 and who["unreadable"] == 0, who
+        finally:
+            server.stop()
+    since = _lines(tmp_path)[before:]
+    plain = [json.loads(line) for line in since if b'"kind":"sealed"' not in line]
+    assert plain and all(record["accessor"] is None for record in plain)
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    audit = str(tmp_path / "audit" / "audit.jsonl")
+    verified = _cli("audit", "verify", "--key-file", str(key_file), audit)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    read = _cli("audit", "read", "--key-file", str(key_file), audit)
+    assert read.returncode == 0, read.stderr
+    assert len(read.stdout.splitlines()) == len(_lines(tmp_path))
+    assert CANARY not in read.stdout
+    who = _cli(
+        "audit", "who-read", "-o", "json", "--file", audit, "--key-file", str(key_file), SECRET
+    )
+    assert who.returncode == 0, who.stderr
+    found = json.loads(who.stdout)
+    assert len(found["reads"]) == 3 and found["unreadable"] == 0, found
+
+
+def _read_when_served(addr: str, root: str) -> httpx.Response:
+    """Read the canary secret once the audit process is back (refused while it restarts)."""
+    deadline = time.monotonic() + 30
+    while True:
+        read = httpx.get(f"{addr}/v1/secrets/{SECRET}", headers=_h(root))
+        if read.status_code != 503 or time.monotonic() > deadline:
+            return read
+        time.sleep(0.2)
