@@ -11,6 +11,12 @@ the next audit event. While sealed the source answers ``None`` and records are
 written without sensitive data (see ``record.render_line``). A key read under way
 at a seal keeps nothing: ``forget`` raises a generation count first, and every
 fill checks afterwards that it is the one read before its read, else undoes itself.
+
+One exception: a file device's deferred at-rest key (``ciphers``: its secret could not be
+read at start, the store being sealed) is read with the device's HMAC key, as its records
+are rendered after an unseal, and kept from then on, seals included, as the device keeps
+its cipher (and as a key read at start is kept): a record rendered while unsealed is
+sealed even when its write comes after a seal (``cipher``).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class BarrierKeySource:
         self._secure = secure
         self._random = random
         self._ciphers = dict(ciphers or {})
+        self._kept: dict[str, bytes] = {}  # deferred at-rest keys read (never forgotten)
         self._lock = threading.Lock()
         self._cache: dict[str, DeviceKeys] = {}
         self._material: dict[str, Material] = {}
@@ -72,6 +79,7 @@ class BarrierKeySource:
             key = get_or_create(self._secure, _hmac_path(device), lambda: self._random(32))
             signer = self._checkpoint_signer(generation)
             keys = DeviceKeys(salter=Salter(key), sign=signer.sign_fields)
+            self._cipher(device)  # a deferred at-rest key, kept before any record needs it
             self._cache[device] = keys
             if self._generation != generation:  # sealed since the key was read: keep nothing
                 self._cache.pop(device, None)
@@ -111,21 +119,39 @@ class BarrierKeySource:
         """Whether ``device``'s at-rest key is deferred (see ``material``)."""
         return device in self._ciphers
 
+    def cipher(self, device: str) -> bytes | str | None:
+        """``device``'s deferred at-rest key for its writes: the key once read (also while
+        sealed since), else ``None`` while sealed, else read now (or why it cannot be had,
+        as in ``material``)."""
+        kept = self._kept.get(device)
+        if kept is not None or self._secure.sealed:
+            return kept
+        with self._lock:
+            found = self._cipher(device)
+        return None if isinstance(found, str) and self._secure.sealed else found
+
     def _cipher(self, device: str) -> bytes | str | None:
-        """The deferred at-rest key of ``device``, why it cannot be had, or ``None``."""
+        """The deferred at-rest key of ``device`` (kept once read), why it cannot be had,
+        or ``None`` (not deferred). Called with ``_lock`` held."""
         resolve = self._ciphers.get(device)
         if resolve is None:
             return None
+        kept = self._kept.get(device)
+        if kept is not None:
+            return kept
         try:
-            return resolve()
+            key = resolve()
         except MedsecretsError as exc:  # a setting's problem, said without any value
             return exc.message
         except Exception as exc:  # anything else: its type only (its text may hold anything)
             return f"reading it failed ({type(exc).__name__})"
+        self._kept[device] = key
+        return key
 
     def forget(self) -> None:
-        """Drop every key from memory (runs on every seal of the barrier). Takes no lock:
-        a fill under way sees the raised count and undoes itself."""
+        """Drop every key from memory but deferred at-rest keys (see module docstring;
+        runs on every seal of the barrier). Takes no lock: a fill under way sees the
+        raised count and undoes itself."""
         self._generation += 1  # first
         self._cache.clear()
         self._material.clear()

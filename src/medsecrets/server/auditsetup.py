@@ -695,8 +695,7 @@ def _device(
         name = spec.name
 
         def source() -> RecordCipher | None:
-            material = keys.material(name)
-            return deferred_cipher(material[2]) if material is not None else None
+            return deferred_cipher(keys.cipher(name))
 
         return FileAuditDevice(
             spec.name,
