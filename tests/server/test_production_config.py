@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from medsecrets.server.config import Settings, load_settings
+from medsecrets.testing.serverproc import free_port
 
 WEBHOOK = '[[alerts.channel]]\ntype = "webhook"\nurl = "https://soc.example/x"\nsecret = "{}"\n'
 SECRET = "walkthrough-signing-secret-0123"
@@ -107,7 +108,10 @@ def test_an_encrypted_file_device_whose_key_cannot_be_read_names_its_entry(
 
     data = tmp_path / "data"
     config = tmp_path / "server.toml"
-    head = f'tls_disable = true\ndata_dir = "{data}"\n[seal]\ntype = "keyfile"\n'
+    head = (  # a port of its own: the default one may be another test's
+        f'tls_disable = true\ndata_dir = "{data}"\nlisten = "127.0.0.1:{free_port()}"\n'
+        '[seal]\ntype = "keyfile"\n'
+    )
     first = f'[[audit.device]]\ntype = "file"\nname = "a"\npath = "{tmp_path / "a.jsonl"}"\n'
     second = first.replace('"a"', '"b"').replace("a.jsonl", "b.jsonl")
     key = 'encrypt = "medessence/production/medical-encryption#audit_log_encryption_key"\n'
