@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -29,6 +28,7 @@ from medsecrets.errors import ConflictError, StorageError
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import Expect, Operation, Put
 from medsecrets.storage.postgres import PostgresStorage, _batch_statements
+from tests.support.pglocks import in_thread, wait_until_blocked
 
 pytestmark = pytest.mark.postgres
 
@@ -68,31 +68,6 @@ def _held(dsn: str, ops: Sequence[Operation], *, statements: int | None = None) 
             conn.execute(query, params)
         yield
         conn.commit()
-
-
-def _in_thread(run: Callable[[], None]) -> tuple[threading.Thread, list[BaseException | None]]:
-    outcome: list[BaseException | None] = []
-
-    def target() -> None:
-        try:
-            run()
-        except BaseException as exc:
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, outcome
-
-
-def _wait_until_blocked(dsn: str, thread: threading.Thread) -> None:
-    """Return once some backend waits for a lock (or ``thread`` has finished)."""
-    with psycopg.connect(dsn, autocommit=True) as watcher:
-        while thread.is_alive():
-            row = watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
-            if row is not None and row[0] > 0:
-                return
 
 
 # -- the storage contract ---------------------------------------------------------------
@@ -176,9 +151,9 @@ def _write_held_after_its_keyring_check(
     node.put(HELD, b"before")
     with psycopg.connect(dsn) as rival:
         rival.execute("SELECT 1 FROM medsecrets_kv WHERE key = %s FOR UPDATE", (HELD,))
-        thread, outcome = _in_thread(lambda: node.put(HELD, b"after"))
+        thread, outcome = in_thread(lambda: node.put(HELD, b"after"))
         try:
-            _wait_until_blocked(dsn, thread)
+            wait_until_blocked(dsn, thread)
             assert thread.is_alive(), outcome
             yield outcome
         finally:

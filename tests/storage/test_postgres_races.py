@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -14,33 +13,9 @@ import pytest
 from medsecrets.errors import ConflictError, StorageError, StorageUnavailable
 from medsecrets.storage.base import Expect, Put
 from medsecrets.storage.postgres import PostgresStorage
+from tests.support.pglocks import in_thread, wait_until_blocked
 
 pytestmark = pytest.mark.postgres
-
-
-def _in_thread(run: Callable[[], None]) -> tuple[threading.Thread, list[BaseException | None]]:
-    outcome: list[BaseException | None] = []
-
-    def target() -> None:
-        try:
-            run()
-        except BaseException as exc:
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, outcome
-
-
-def _wait_until_blocked(dsn: str, thread: threading.Thread) -> None:
-    """Return once some backend waits for a lock (or ``thread`` has finished)."""
-    with psycopg.connect(dsn, autocommit=True) as watcher:
-        while thread.is_alive():
-            row = watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
-            if row is not None and row[0] > 0:
-                return
 
 
 def test_a_batch_chosen_as_deadlock_victim_is_run_again(pg_dsn: str) -> None:
@@ -55,8 +30,8 @@ def test_a_batch_chosen_as_deadlock_victim_is_run_again(pg_dsn: str) -> None:
             rival.execute("SET deadlock_timeout = '60s'")  # the batch's detector fires first
             rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = %s", (high,))
             # in key-hash order, as a batch takes its rows: "low" taken, waits for "high"
-            thread, outcome = _in_thread(lambda: store.batch([Put(low, b"1"), Put(high, b"1")]))
-            _wait_until_blocked(pg_dsn, thread)
+            thread, outcome = in_thread(lambda: store.batch([Put(low, b"1"), Put(high, b"1")]))
+            wait_until_blocked(pg_dsn, thread)
             rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = %s", (low,))
             rival.commit()
             thread.join()
@@ -76,10 +51,10 @@ def test_a_serialization_failure_on_a_key_not_expected_is_run_again(pg_dsn: str)
         store.put("y", b"0")
         with psycopg.connect(pg_dsn) as rival:
             rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = 'y'")
-            thread, outcome = _in_thread(
+            thread, outcome = in_thread(
                 lambda: store.batch([Expect("new", None), Put("new", b"1"), Put("y", b"1")])
             )
-            _wait_until_blocked(pg_dsn, thread)
+            wait_until_blocked(pg_dsn, thread)
             rival.commit()
             thread.join()
         assert outcome == [None]
@@ -190,8 +165,8 @@ def test_a_write_whose_connection_is_lost_says_its_outcome_is_unknown(pg_dsn: st
         store.put("k", b"0")
         with psycopg.connect(pg_dsn) as rival:
             rival.execute("UPDATE medsecrets_kv SET value = 'r' WHERE key = 'k'")
-            thread, outcome = _in_thread(lambda: store.batch([Put("k", b"1"), Put("j", b"1")]))
-            _wait_until_blocked(pg_dsn, thread)
+            thread, outcome = in_thread(lambda: store.batch([Put("k", b"1"), Put("j", b"1")]))
+            wait_until_blocked(pg_dsn, thread)
             with psycopg.connect(pg_dsn, autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE NOT granted"
