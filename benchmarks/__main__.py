@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import sys
+import timeit
 from pathlib import Path
 
 from benchmarks.measure import Figure
@@ -38,7 +39,8 @@ def _section(suite: str, figures: list[Figure], command: str) -> str:
         "",
         f"Command: `{command}`  ",
         f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"pure-Python speed: `sum(range(1000))` in {_python_speed():.1f} µs",
         "",
         "| measurement | result |",
         "|---|---|",
@@ -49,6 +51,13 @@ def _section(suite: str, figures: list[Figure], command: str) -> str:
             value += " (runs: " + ", ".join(_fmt(r, "") for r in f.runs) + ")"
         lines.append(f"| {f.name} | {value} |")
     return "\n".join(lines) + "\n"
+
+
+def _python_speed() -> float:
+    """Microseconds of ``sum(range(1000))`` (best of 5): the interpreter's speed on this
+    machine, so figures from different machines (or hours) can be compared."""
+    rounds = 2000
+    return min(timeit.repeat("sum(range(1000))", number=rounds, repeat=5)) / rounds * 1e6
 
 
 def _fmt(value: float, unit: str) -> str:
