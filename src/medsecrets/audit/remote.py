@@ -46,7 +46,8 @@ unseal the lane sends the device's HMAC key and the checkpoint signing key
 at-rest key (``LaneConfig.cipher_deferred``) comes with them; until the audit process
 has it, records the store is unsealed for but whose keys cannot be read (``key_material``
 raised: storage trouble) are not sent to be written in clear: they fail, as an
-in-process device's write does.
+in-process device's write does (a failure each such batch, and the device is not ``up``
+until the audit process has written a record sent after the last refusal).
 """
 
 from __future__ import annotations
@@ -234,6 +235,10 @@ class RemoteLane:
         self._stats = _Stats()
         self._dropped = 0  # records dropped here, and by audit processes gone since
         self._outages = 0  # hangs and losses of the audit process
+        self._refusals = 0  # batches refused here: their deferred key could not be read
+        self._refusing: int | None = None
+        """While records are refused for want of the deferred key: ``_framed`` at the last
+        refusal (the device is down until the audit process wrote a record framed after it)."""
         self._before = _Stats()  # the counts of the audit processes gone before this one
         self.last_error: str | None = None
 
@@ -243,8 +248,14 @@ class RemoteLane:
     # -- health (the Lane attributes the broker reports) --------------------------------
     @property
     def up(self) -> bool:
-        """Whether the audit process runs, its last write succeeded and nothing is hung."""
-        return not self._down and self._hung_since is None and self._stats.up
+        """Whether the audit process runs, its last write succeeded, nothing is hung and
+        records are not refused for want of the deferred key (until a write succeeds)."""
+        return (
+            not self._down
+            and self._hung_since is None
+            and self._refusing is None
+            and self._stats.up
+        )
 
     @property
     def hung(self) -> bool:
@@ -274,9 +285,10 @@ class RemoteLane:
     @property
     def failures(self) -> int:
         """Failed writes, by every audit process this lane ran, plus the times an audit
-        process hung (answers over the timeout) or was lost."""
+        process hung (answers over the timeout) or was lost, and the batches refused here
+        because the deferred key could not be read (an in-process device fails its write)."""
         with self._lock:
-            return self._before.failures + self._stats.failures + self._outages
+            return self._before.failures + self._stats.failures + self._outages + self._refusals
 
     @property
     def pending(self) -> int:
@@ -317,6 +329,8 @@ class RemoteLane:
             self._adopted = time.monotonic()
             self._framed = 0
             self._floor = self._last_framed = self._acked = self._number
+            if self._refusing is not None:  # still refusing: until this process writes
+                self._refusing = 0
             self._sent = _UNKNOWN
             self._cipher_sent = False
             self._hung_since = None
@@ -521,6 +535,8 @@ class RemoteLane:
                 # write these plain. They fail, as an in-process device's write does.
                 _log.error("audit device %s: its encryption key cannot be read", self.name)
                 self.last_error = "keys-unavailable"
+                self._refusals += 1
+                self._refusing = self._framed
                 self._refuse_unframed(items, first, failed)
             else:
                 if material is not self._sent:
@@ -682,6 +698,8 @@ class RemoteLane:
                 (yes if ok else no).append(found[0])
         self._stats = stats
         self._hung_since = None
+        if self._refusing is not None and stats.up and stats.taken > self._refusing:
+            self._refusing = None  # a record framed after the last refusal is written
         if not self._stats.up and self._stats.last_error:
             self.last_error = self._stats.last_error
 
