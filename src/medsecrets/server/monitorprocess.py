@@ -5,16 +5,21 @@ starts ``python -m medsecrets.server.monitorprocess`` and keeps it running: a
 monitor process that exits is started again (after 0.5 s, doubling to at most
 10 s while it keeps failing), and the workers' links reconnect by themselves.
 It gives the workers the socket's address and a random cookie through
-``LINK_ENV`` (``server.monitorlink``); ``stop()`` ends the process (it saves the
-detectors' state first) and removes its directory. A process that cannot start
-is a ``RuntimeError`` saying why (a socket path too long for ``AF_UNIX``: a
-shorter ``TMPDIR``).
+``LINK_ENV`` (``server.monitorlink``). The process sends a heartbeat (a byte on
+its stdout, about every second, from its serving loop); one silent for
+``hang_after`` s (10: hung, or stopped by ``SIGSTOP``) is killed (``SIGKILL``,
+counted in ``hangs``) and started again like one that exited. ``stop()`` ends
+the process and removes its directory: one that answers is given ``timeout`` s
+to save the detectors' state; one still starting (a restart under way) or
+silent for over 3 s is killed at once. A process that cannot start is a
+``RuntimeError`` saying why (a socket path too long for ``AF_UNIX``: a shorter
+``TMPDIR``).
 
 The monitor process itself reads its settings as one JSON line on stdin
 (``socket``, ``cookie``, ``monitor``: ``auditprocess.monitor_settings``,
 ``log_level``, ``log_file``, ``cookie_wait``), listens on a Unix socket in a
 directory only the server's user can enter, says ``ready`` on stdout (or
-``error <reason>``), and serves until stdin closes (the server stopped, or
+``error <reason>``; heartbeats follow), and serves until stdin closes (the server stopped, or
 died); then it removes the socket and the directory. A connection is admitted
 when its peer runs as the same user (``SO_PEERCRED``) and its first 32 bytes,
 within ``cookie_wait`` s (2), are the cookie; anything else is closed unread.
@@ -84,6 +89,12 @@ _COOKIE_WAIT: Final = 2.0
 """Seconds a new connection has to show the whole cookie (``cookie_wait``)."""
 _MAX_CANDIDATES: Final = 64
 """Connections showing their cookie at once; more are refused at once."""
+_BEAT: Final = 1.0
+"""Seconds between the monitor process's heartbeats (a byte on its stdout)."""
+_HANG_AFTER: Final = 10.0
+"""Seconds of silence after which the server kills a monitor process as hung."""
+_SILENT: Final = 3 * _BEAT
+"""Seconds of silence after which ``stop`` takes a monitor process for hung."""
 
 
 class MonitorProcess:
@@ -96,6 +107,7 @@ class MonitorProcess:
         log_level: str,
         log_file: str | None,
         cookie_wait: float = 2.0,
+        hang_after: float = _HANG_AFTER,
     ) -> None:
         self._directory = tempfile.mkdtemp(prefix="medsecrets-monitor-")  # 0700
         self.address = LinkAddress(
@@ -111,11 +123,18 @@ class MonitorProcess:
                 "cookie_wait": cookie_wait,
             }
         )
+        self._hang_after = hang_after
         self._process: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        """Whether ``_process`` said ``ready`` (it may hold detector state to save)."""
+        self._heard = 0.0
+        """When ``_process`` was last heard of (``time.monotonic``)."""
         self._stopping = threading.Event()
-        self._lock = threading.Lock()  # no restart while stopping
+        self._lock = threading.Lock()  # no process launched once stopping
         self._keeper: threading.Thread | None = None
         self.restarts = 0
+        self.hangs = 0
+        """Monitor processes killed because they stopped answering."""
 
     def __repr__(self) -> str:
         pid = self._process.pid if self._process is not None else None
@@ -123,7 +142,7 @@ class MonitorProcess:
 
     @property
     def pid(self) -> int | None:
-        """The running monitor process's pid."""
+        """The running (or starting) monitor process's pid."""
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
@@ -131,7 +150,7 @@ class MonitorProcess:
         ``RuntimeError`` (saying why, when the process could) if it did not start, its
         directory then removed."""
         try:
-            self._process = self._spawn()
+            self._launch()
         except BaseException:
             shutil.rmtree(self._directory, ignore_errors=True)
             raise
@@ -139,16 +158,18 @@ class MonitorProcess:
         self._keeper.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End the monitor process (it saves the detectors' state) and clean up."""
-        with self._lock:
-            self._stopping.set()
+        """End the monitor process and clean up; never starts another. A process that
+        answers is given ``timeout`` s to save the detectors' state and exit; one still
+        starting (a restart under way), or silent for over ``_SILENT`` s (hung), has no
+        state to save or will not save it, and is killed at once."""
+        self._stopping.set()
+        with self._lock:  # a launch under way has registered its process
             process = self._process
         if process is not None:
-            with contextlib.suppress(OSError):
-                assert process.stdin is not None
-                process.stdin.close()
+            answering = self._ready and time.monotonic() - self._heard <= _SILENT
+            _close(process.stdin)
             try:
-                process.wait(timeout)
+                process.wait(timeout if answering else 0)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -156,42 +177,55 @@ class MonitorProcess:
             self._keeper.join(timeout)
         shutil.rmtree(self._directory, ignore_errors=True)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "medsecrets.server.monitorprocess"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
+    def _launch(self) -> None:
+        """Start a monitor process as ``_process`` and wait until it says ``ready``;
+        ``RuntimeError`` (it then ended) if it does not, or if ``stop`` was called. The
+        wait holds no lock: ``stop`` ends a process still starting."""
+        with self._lock:
+            if self._stopping.is_set():
+                raise RuntimeError("the monitor process is stopping")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "medsecrets.server.monitorprocess"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+                bufsize=0,
+            )
+            self._process, self._ready = process, False
         assert process.stdin is not None and process.stdout is not None
         try:
-            process.stdin.write(self._config.encode() + b"\n")
-            process.stdin.flush()
-            ready = _read_line(process.stdout, _START_TIMEOUT)
+            config = memoryview(self._config.encode() + b"\n")
+            while config:
+                config = config[process.stdin.write(config) or 0 :]
+            ready = _read_line(process.stdout.fileno(), _START_TIMEOUT)
         except OSError:
             ready = b""
-        process.stdout.close()  # nothing more is read from it
         if ready.strip() != b"ready":
             process.kill()
             process.wait()
-            process.stdin.close()
+            _close(process.stdin)
+            _close(process.stdout)
             reason = ready.decode(errors="replace").strip()
             if reason.startswith("error "):
                 raise RuntimeError(f"the monitor process did not start: {reason[6:]}")
             raise RuntimeError("the monitor process did not start")
-        return process
+        self._heard, self._ready = time.monotonic(), True
 
     def _keep(self) -> None:
-        """Start the monitor process again whenever it exits before ``stop``."""
+        """Start the monitor process again whenever it exits, or is killed for being
+        silent over ``hang_after`` s (``_watch``), before ``stop``."""
         wait = _RESTART[0]
         while True:
             process = self._process
-            assert process is not None
+            assert process is not None and process.stdout is not None
             started = time.monotonic()
+            if self._watch(process.stdout.fileno()) and not self._stopping.is_set():
+                self.hangs += 1
+                _log.error("monitor process: silent for over %s s (hung): killed", self._hang_after)
+                process.kill()
             code = process.wait()
-            with contextlib.suppress(OSError):
-                assert process.stdin is not None
-                process.stdin.close()  # its end of the pipe: no descriptor kept per restart
+            _close(process.stdin)  # its ends of the pipes: no descriptor kept per restart
+            _close(process.stdout)
             if self._stopping.is_set():
                 return
             if time.monotonic() - started > 60:  # it ran a while: not a failing start
@@ -201,22 +235,50 @@ class MonitorProcess:
                 if self._stopping.wait(wait):
                     return
                 wait = min(wait * 2, _RESTART[1])
-                with self._lock:
+                try:
+                    self._launch()
+                except (OSError, RuntimeError) as exc:
                     if self._stopping.is_set():
                         return
-                    try:
-                        self._process = self._spawn()
-                    except (OSError, RuntimeError) as exc:
-                        _log.error("monitor process: restart failed (%s)", type(exc).__name__)
-                        continue
+                    _log.error("monitor process: restart failed (%s)", type(exc).__name__)
+                    continue
                 self.restarts += 1
                 break
 
+    def _watch(self, fd: int) -> bool:
+        """Read the process's heartbeats until its stdout ends (``False``: it exited) or
+        it is silent for ``hang_after`` s (``True``: hung, or stopped by a signal)."""
+        while True:
+            ready, _, _ = select.select([fd], [], [], self._hang_after)
+            if not ready:
+                return True
+            try:
+                if not os.read(fd, 4096):
+                    return False
+            except OSError:
+                return False
+            self._heard = time.monotonic()
 
-def _read_line(stream: IO[bytes], timeout: float) -> bytes:
-    """One line of ``stream`` within ``timeout`` s (``b""`` if none came)."""
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return stream.readline() if ready else b""
+
+def _close(stream: IO[bytes] | None) -> None:
+    """Close one end of a pipe to a monitor process (already closed, or broken: fine)."""
+    if stream is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()
+
+
+def _read_line(fd: int, timeout: float) -> bytes:
+    """One line from ``fd`` within ``timeout`` s (``b""`` if none came; what follows the
+    line, heartbeats, is dropped)."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    while b"\n" not in line:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 4096) if ready else b""
+        if not chunk:
+            return b""
+        line += chunk
+    return line.split(b"\n", 1)[0] + b"\n"
 
 
 # -- the monitor process --------------------------------------------------------------------
@@ -332,10 +394,12 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
     selector.register(stop_fd, selectors.EVENT_READ, "stop")
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    beat = _Heartbeat(sys.stdout.fileno())
     ended = False
     try:
         while True:
-            for key, mask in selector.select(timeout=1.0):
+            beat()
+            for key, mask in selector.select(timeout=_BEAT):
                 if key.data == "stop":
                     if not os.read(stop_fd, 4096):
                         ended = True
@@ -377,6 +441,26 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
             _log.error(
                 "monitor process: saving the detectors' state failed (%s)", type(exc).__name__
             )
+
+
+class _Heartbeat:
+    """A byte on ``fd`` (the server's pipe) at most every ``_BEAT`` s, from the serving
+    loop: a loop that stops turning (a hung process, or one stopped by a signal) goes
+    silent, and the server kills it (``MonitorProcess``). Never blocks: a beat the pipe
+    has no room for is skipped (the server reads them all while it runs)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._last = 0.0
+        os.set_blocking(fd, False)
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < _BEAT:
+            return
+        self._last = now
+        with contextlib.suppress(OSError):  # full (BlockingIOError) or closed: no beat
+            os.write(self._fd, b".")
 
 
 def _watch_writes(
