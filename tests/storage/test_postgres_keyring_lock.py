@@ -5,6 +5,8 @@ Every encrypting write batch expects ``core/keyring`` unchanged. Two writes that
 read ``FOR UPDATE``, so every write on every node queued on that one row), while a
 batch that *changes* the keyring must still wait for a check in flight (and a check
 for a change in flight), so no record is sealed under a keyring that changed under it.
+A check that comes while a change waits waits behind it, so checks that keep overlapping
+cannot keep a rotation out (PostgreSQL's row locks let them join the share lock held).
 
 Each test holds one transaction open at the point after its check, on a connection
 or a node the test controls, and runs the other batch on a store whose sessions have
@@ -15,9 +17,10 @@ have waited; no timing is measured.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import psycopg
 import pytest
@@ -190,6 +193,132 @@ def test_a_rotation_on_another_node_waits_for_an_encrypting_write(pg_dsn: str) -
     finally:
         first_store.close()
         second_store.close()
+
+
+# -- a rotation is not starved by read checks that keep overlapping --------------------------
+
+#: Read checks that come, one after the other, while a rotation waits.
+RELAYS = 3
+
+
+def _try_check(conn: psycopg.Connection[tuple[object, ...]], key: str) -> str:
+    """A read check of the keyring (``ring-1``) writing ``key``, run on ``conn`` (a session
+    with a short ``lock_timeout``) up to its commit: ``"in"`` (granted, held open), or,
+    rolled back, ``"queued"`` (lock timeout) or ``"changed"`` (it found another keyring)."""
+    ops = [Expect(KEYRING_KEY, b"ring-1", shared=True), Put(key, b"1")]
+    try:
+        for query, params in _batch_statements(ops):
+            conn.execute(query, params)
+    except psycopg.errors.LockNotAvailable:
+        conn.rollback()
+        return "queued"
+    except psycopg.errors.SerializationFailure:
+        conn.rollback()
+        return "changed"
+    return "in"
+
+
+def test_a_rotation_gets_in_once_the_read_checks_in_flight_finish(pg_dsn: str) -> None:
+    """Read checks of several connections overlap, so the keyring row is always share-locked.
+    PostgreSQL granted a new check's ``FOR SHARE`` at once while a rotation waited for the
+    ones in flight, so the rotation waited for every later one too (under writes that never
+    pause, until the storage timeout: a 503). A check that comes while a rotation waits now
+    waits behind it, and once the checks that were in flight end the rotation is in."""
+    store = PostgresStorage(pg_dsn)
+    impatient = make_conninfo(pg_dsn, options=f"-c lock_timeout={LOCK_TIMEOUT_MS}")
+    rotation = [Expect(KEYRING_KEY, b"ring-1"), Put(KEYRING_KEY, b"ring-2")]
+    try:
+        store.put(KEYRING_KEY, b"ring-1")
+        with ExitStack() as stack:
+            conns = [stack.enter_context(psycopg.connect(impatient)) for _ in range(RELAYS + 1)]
+            assert _try_check(conns[0], "c0") == "in"
+            thread, outcome = in_thread(lambda: store.batch(rotation))
+            outcomes: list[str] = []
+            try:
+                wait_until_blocked(pg_dsn, thread)
+                for number, (before, after) in enumerate(itertools.pairwise(conns), 1):
+                    outcomes.append(_try_check(after, f"c{number}"))
+                    before.commit()  # the check in flight before it ends
+            finally:
+                for conn in conns:
+                    conn.commit()
+                thread.join()
+        assert outcomes[0] == "queued", f"checks got in while the rotation waited: {outcomes}"
+        assert set(outcomes) <= {"queued", "changed"}, outcomes
+        assert outcome == [None]
+        assert store.get(KEYRING_KEY) == b"ring-2"
+        assert [store.get(f"c{n}") for n in range(RELAYS + 1)] == [b"1"] + [None] * RELAYS
+    finally:
+        store.close()
+
+
+def test_an_encrypting_write_of_a_third_node_waits_behind_a_waiting_rotation(
+    pg_dsn: str,
+) -> None:
+    """Three nodes: the first's write holds its keyring check, the second's rotation waits
+    for it, and the third's encrypting write queues behind the rotation (it used to check
+    the keyring alongside the first's, and so keep the rotation out). Once the first's
+    write commits the rotation is in; the third node's next write finds the new keyring,
+    reloads it and commits under the new term."""
+    stores = [PostgresStorage(pg_dsn), PostgresStorage(pg_dsn), _impatient(pg_dsn)]
+    try:
+        first, second, third = (AesGcmBarrier(store) for store in stores)
+        first.initialize(ROOT_KEY)
+        second.unseal(ROOT_KEY)
+        third.unseal(ROOT_KEY)
+        terms: list[int] = []
+        with ExitStack() as joined, _write_held_after_its_keyring_check(pg_dsn, first) as outcome:
+            thread, rotated = in_thread(lambda: terms.append(second.rotate()))
+            joined.callback(thread.join)  # once the first's write is released
+            wait_until_blocked(pg_dsn, thread, backends=2)  # the first's write, the rotation
+            _assert_lock_timeout(lambda: third.put(OTHER, b"meanwhile"))
+        assert (outcome, rotated, terms) == ([None], [None], [2])
+        third.put(OTHER, b"after the rotation")
+        assert third.keyring_info().term == 2
+        assert (first.get(HELD), first.get(OTHER)) == (b"after", b"after the rotation")
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _advisory_locks(ops: Sequence[Operation]) -> list[str]:
+    """The modes of the advisory locks batch ``ops`` takes, in order (before any row)."""
+    statements = [query for query, _ in _batch_statements(ops)]
+    locks = [query for query in statements if "pg_advisory" in query]
+    assert statements[: len(locks)] == locks
+    return ["shared" if "_shared(" in query else "exclusive" for query in locks]
+
+
+def test_a_batch_locks_each_key_it_expects_a_value_of_in_the_mode_of_its_check(
+    pg_dsn: str,
+) -> None:
+    """Blind writes and claims of absent keys take no advisory lock (a batch of thousands
+    of ``Put`` would fill the server's lock table); two keys whose hashes share the lock's
+    four bytes take it once, in the stronger mode, and their batch commits."""
+    mixed = [
+        Expect(KEYRING_KEY, b"ring-1", shared=True),
+        Expect("meta", b"1"),
+        Put("meta", b"2"),
+        Put("blind", b"x"),
+        Expect("new", None, shared=True),
+        Put("new", b"y"),
+    ]
+    assert sorted(_advisory_locks(mixed)) == ["exclusive", "shared"]
+    assert _advisory_locks([Put(f"many/{i}", b"x") for i in range(100)]) == []
+    one, two = "k153629", "k164064"  # found by search: the same first four bytes of SHA-256
+    assert hashlib.sha256(one.encode()).digest()[:4] == hashlib.sha256(two.encode()).digest()[:4]
+    both = [Expect(one, b"1", shared=True), Expect(two, b"2"), Put(two, b"3")]
+    assert _advisory_locks(both) == ["exclusive"]
+    assert _advisory_locks([Expect(one, b"1", shared=True), Expect(two, b"2", shared=True)]) == [
+        "shared"
+    ]
+    store = PostgresStorage(pg_dsn)
+    try:
+        store.batch([Put(one, b"1"), Put(two, b"2")])
+        store.batch(both)
+        assert (store.get(one), store.get(two)) == (b"1", b"3")
+    finally:
+        store.close()
 
 
 def test_a_role_that_may_not_create_the_check_function_opens_and_checks_for_a_write(

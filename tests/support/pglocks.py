@@ -26,10 +26,12 @@ def in_thread(run: Callable[[], None]) -> tuple[threading.Thread, list[BaseExcep
     return thread, outcome
 
 
-def wait_until_blocked(dsn: str, thread: threading.Thread) -> None:
-    """Return once some backend waits for a lock (or ``thread`` has finished)."""
+def wait_until_blocked(dsn: str, thread: threading.Thread, *, backends: int = 1) -> None:
+    """Return once ``backends`` backends wait for a lock (or ``thread`` has finished)."""
     with psycopg.connect(dsn, autocommit=True) as watcher:
         while thread.is_alive():
-            row = watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
-            if row is not None and row[0] > 0:
+            row = watcher.execute(
+                "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted"
+            ).fetchone()
+            if row is not None and row[0] >= backends:
                 return

@@ -20,6 +20,15 @@ the keyring check of every encrypting write, so batches that only check a row do
 not wait for each other), a key expected absent is claimed by inserting it
 (``_batch_statements``), so a concurrent writer of an expected (even absent) key
 waits, and then the condition sees what it wrote.
+Row locks are not fair: a new ``FOR SHARE`` joins those held without queuing behind
+a writer that waits for them, so under read checks that keep overlapping (the
+encrypting writes of several nodes) a change of the row (a keyring rotation) waited
+until the storage timeout. So before its rows a batch takes, for each key it expects
+a value of, a transaction advisory lock (``_key_locks``) in the same mode, shared for
+a read check: heavyweight locks queue, a new request that conflicts with a waiting
+one waits behind it, so a change waits only for the checks in flight. The row locks
+still decide what a condition sees (the advisory lock orders, it guards nothing: a
+node of older code, which takes none, is kept out as before, only not queued).
 It used to run ``SERIALIZABLE`` when it expected a key absent, whose checks
 lock index pages, not keys: about a quarter of the batches creating distinct
 keys at once failed. A batch PostgreSQL aborts to break a deadlock (a rival
@@ -117,6 +126,9 @@ _FORMAT = 1
 _FORMAT_MARK = "medsecrets format "
 #: Advisory lock key serialising schema creation (arbitrary, fixed).
 _SCHEMA_LOCK = 0x6D65_6473_6563_0001
+#: First half of the two-``int4`` advisory lock of an expected key (``_key_locks``):
+#: a space of its own, apart from ``_SCHEMA_LOCK``'s (one ``bigint``) and other classes.
+_KEY_LOCK_CLASS = 0x6D65_6B76
 
 #: Keys may be longer than a btree entry allows (2704 bytes), so rows are found
 #: by the SHA-256 of the UTF-8 key, and ordered through an index on the key's
@@ -196,6 +208,9 @@ _LIST_BOUNDED = (
 )
 _LIST_UNBOUNDED = _LIST_WHERE + " ORDER BY substr(key, 1, 512), key LIMIT %(limit)s"
 _EXPECT = "SELECT medsecrets_expect(%s, %s)"
+#: The advisory lock of an expected key, for a write or a read check (``_key_locks``).
+_KEY_LOCK = "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)"
+_KEY_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(%s::int4, %s::int4)"
 #: A shared ``Expect`` (a read check) of a key the batch does not write.
 _CHECK = "SELECT medsecrets_check(%s, %s)"
 #: An ``Expect`` of absence: fails (unique_violation, a ``ConflictError``) if the key exists.
@@ -251,8 +266,35 @@ def _aborted_by_server(exc: Exception) -> bool:
 _Statement = tuple[str, tuple[object, ...]]
 
 
+def _key_locks(digests: dict[bytes, bool]) -> list[_Statement]:
+    """The advisory locks taken first by a batch expecting the values of the keys of
+    ``digests`` (a key hash each: whether the batch only checks it, a read check).
+
+    One transaction lock per key (class ``_KEY_LOCK_CLASS``, the hash's first four bytes
+    as a signed ``int4``), shared for a read check, exclusive else, in lock order: every
+    batch takes them in the same order and before any row, so they add no deadlock.
+    PostgreSQL queues heavyweight locks: a check that comes while a change of the key waits for the
+    checks in flight waits behind it (it joined their ``FOR SHARE`` at once, and the
+    change could wait for ever). Keys that share a lock (one pair in 2**32) only make
+    their batches wait for each other; a lock two keys of one batch share is taken once,
+    in the stronger mode. A write of a key the batch does not expect takes none: blind
+    writes (a batch of thousands of ``Put``) would fill the server's lock table, and
+    nothing depends on one getting in under read checks; every change of the keyring
+    expects its value.
+    """
+    locks: dict[int, bool] = {}
+    for digest, checked in digests.items():
+        number = int.from_bytes(digest[:4], "big", signed=True)
+        locks[number] = locks.get(number, True) and checked
+    return [
+        (_KEY_LOCK_SHARED if checked else _KEY_LOCK, (_KEY_LOCK_CLASS, number))
+        for number, checked in sorted(locks.items())
+    ]
+
+
 def _batch_statements(ops: Sequence[Operation], *, shared: bool = True) -> list[_Statement]:
-    """The statements of a batch's transaction, key by key in key-hash order (two
+    """The statements of a batch's transaction: the advisory locks of the keys it expects
+    a value of (``_key_locks``), then key by key in key-hash order (two
     batches take their rows in the same order: no deadlock between them). For each
     key: its ``Expect`` conditions on a value (``medsecrets_expect``: the row locked
     ``FOR UPDATE``; ``medsecrets_check``, ``FOR SHARE``, when every condition on the
@@ -264,7 +306,8 @@ def _batch_statements(ops: Sequence[Operation], *, shared: bool = True) -> list[
     rival); then its net write (the last ``Put`` or ``Delete`` of it wins), or the
     claim's removal. Same outcome as checking every condition, then ``ops`` in order.
     Not ``shared`` (no ``medsecrets_check`` in the database): every condition on a value
-    is a ``medsecrets_expect``.
+    is a ``medsecrets_expect`` (its advisory lock still shared for a read check: such
+    checks then queue on the row, and a change behind them all the same).
     """
     values: dict[str, list[bytes]] = {}
     absent: set[str] = set()
@@ -282,9 +325,10 @@ def _batch_statements(ops: Sequence[Operation], *, shared: bool = True) -> list[
             written[op.key] = op.value
         elif isinstance(op, Delete):
             written[op.key] = None
-    statements: list[_Statement] = []
+    checked = {key: not (key in exclusive or key in written or key in absent) for key in values}
+    statements = _key_locks({_digest(key): only for key, only in checked.items()})
     for digest, key in sorted((_digest(k), k) for k in {*values, *absent, *written}):
-        for_write = not shared or key in exclusive or key in written or key in absent
+        for_write = not (shared and checked.get(key, False))
         check = _EXPECT if for_write else _CHECK
         statements.extend((check, (digest, value)) for value in values.get(key, ()))
         if key in absent:
