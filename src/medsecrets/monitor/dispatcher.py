@@ -9,11 +9,13 @@ Contract:
   channel never delays the others) and one for the ``on_alert`` hook.
 * Deduplication: an alert with the same ``(detector, key)`` as one raised less
   than ``dedup_window`` seconds (by ``clock``) after that first one is a
-  duplicate. It is not delivered and not passed to ``on_alert``; the kept
-  alert's ``count`` grows by the duplicate's ``count`` (visible in
-  ``recent()``). The window is fixed from the first alert, so an ongoing
-  condition is re-notified once per window. Only the ``ring_size`` newest
-  alerts are remembered for deduplication (memory stays bounded).
+  duplicate (one ``note``d too, but for the noted alert itself raised here:
+  its delivery is this process's now, see ``note``). It is not delivered and
+  not passed to ``on_alert``; the kept alert's ``count`` grows by the
+  duplicate's ``count`` (visible in ``recent()``). The window is fixed from
+  the first alert, so an ongoing condition is re-notified once per window.
+  Only the ``ring_size`` newest alerts are remembered for deduplication
+  (memory stays bounded).
 * Rate limiting: each channel sends at most ``rate_per_minute`` alerts that
   are not ``critical`` in any 60 s (sliding window by ``clock``); an alert
   over the limit is not sent to that channel, is kept in the ring with the
@@ -386,11 +388,13 @@ class AlertDispatcher:
         with self._lock:
             self._raised += 1
             self._expire(now)
-            if self._merge(alert):
-                self._duplicates += 1
-                return
-            entry = self._keep(alert, now)
-            self._index(entry)
+            entry = self._take_over(alert)
+            if entry is None:
+                if self._merge(alert):
+                    self._duplicates += 1
+                    return
+                entry = self._keep(alert, now)
+                self._index(entry)
             if self._stopping.is_set():
                 return
             targets = [name for name in self._channels if self._admit(name, now, entry)]
@@ -403,12 +407,25 @@ class AlertDispatcher:
         """Show ``alert`` in ``recent()`` and count it for deduplication, without delivering
         or auditing it: another process (another worker of the server) does. Never raises.
         A later alert with its detector and key within ``dedup_window`` is a duplicate here
-        too, so the workers of one server do not each send the same alert."""
+        too, so the workers of one server do not each send the same alert; ``alert``
+        itself raised here later (``raise_``, equal) is not: the worker that was to
+        deliver it did not (it stopped first), so this one delivers and audits it."""
         now = self._clock()
         with self._lock:
             self._expire(now)
             if not self._merge(alert):
                 self._index(self._keep(alert, now, elsewhere=True))
+
+    def _take_over(self, alert: Alert) -> _Entry | None:
+        """The noted entry of this very ``alert``, now this process's to deliver and audit
+        (the worker that was to deliver it did not: the shared monitor gave it here); else
+        ``None``. The caller holds ``_lock``."""
+        kept = self._open.get((alert.detector, alert.key))
+        if kept is None or not kept.elsewhere or kept.alert != alert:
+            return None
+        kept.elsewhere = False
+        self._alerts += 1
+        return kept
 
     def _merge(self, alert: Alert) -> bool:
         """Count ``alert`` into the kept alert with its detector and key, if one is kept

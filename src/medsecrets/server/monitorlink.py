@@ -19,12 +19,17 @@ The link's contract:
   sealed) and the queued events in batches. A batch whose send failed, and what
   is still queued when the link stops unconnected, are counted in ``dropped``;
   what the monitor process had received but not yet run when it died is lost
-  uncounted (there are no acknowledgements).
+  uncounted (events are not acknowledged: alerts are).
 * What the monitor sends back goes to ``on_message`` on the link's reader
   thread: the worker's ``AlertReceiver``. ``("alerts", docs, counts)``: the
   alerts raised by the events this worker sent, which it dispatches and
   audits; ``("noted", docs, counts)``: those another worker's events raised,
-  which it only shows in ``alerts list`` and deduplicates against.
+  which it only shows in ``alerts list`` and deduplicates against. The monitor
+  numbers each ``alerts`` message (a fourth item, taken off before
+  ``on_message``); once ``on_message`` returned, the reader acknowledges it
+  (``("ack", number)``), and the monitor gives the alerts of a connection that
+  ended without acknowledging them to another worker (a worker that stops with
+  alerts unread in its socket loses none).
 * Events sent carry neither the token nor the request body (the detectors read
   neither): ``pack_event`` with both cleared.
 * The link proves itself with the 32-byte cookie the server gave its workers
@@ -121,6 +126,7 @@ class MonitorLink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self._sending = threading.Lock()  # one frame at a time: events and acks
         self._reader: threading.Thread | None = None
         self.submitted = 0
         self.dropped = 0
@@ -210,7 +216,8 @@ class MonitorLink:
             frames.append(encode(("events", [_packed(event) for event in batch])))
             try:
                 assert self._sock is not None
-                self._sock.sendall(b"".join(frames))
+                with self._sending:
+                    self._sock.sendall(b"".join(frames))
             except OSError as exc:
                 with self._lock:
                     self.dropped += len(batch)
@@ -252,13 +259,29 @@ class MonitorLink:
                 messages = frames.read()
             except (EOFError, OSError, FrameError):
                 break
-            for message in messages:
+            for found in messages:
+                number: object = None
+                message = found
+                if found[0] == "alerts" and len(found) == 4:  # to acknowledge
+                    number, message = found[3], found[:3]
                 try:
                     self._on_message(message)
                 except Exception as exc:  # an alert the worker could not take: logged
                     _log.error("monitor link: a message failed (%s)", type(exc).__name__)
+                if number is not None and not self._ack(sock, number):
+                    break
         self.connected = False
         self._wake.set()  # the link's thread reconnects
+
+    def _ack(self, sock: socket.socket, number: object) -> bool:
+        """Tell the monitor the ``alerts`` numbered ``number`` were taken (handed to
+        ``on_message``); ``False`` if the connection failed."""
+        try:
+            with self._sending:
+                sock.sendall(encode(("ack", number)))
+        except OSError:
+            return False
+        return True
 
     def _disconnect(self) -> None:
         """End the connection (the link's thread only): shut it down, let the reader end,

@@ -35,12 +35,20 @@ never the process:
 * ``("events", [packed events])``: the detectors run over them at once
   (``auditprocess.observer``: the same code as an audit process's), and the
   alerts they raise go back *to the connection that sent the events* as
-  ``("alerts", docs, counts)``; that worker dispatches and audits them. Every
-  other connection gets them as ``("noted", docs, counts)``: shown in its
+  ``("alerts", docs, counts, number)``; that worker dispatches and audits them.
+  Every other connection gets them as ``("noted", docs, counts)``: shown in its
   ``alerts list`` and deduplicated against, not sent again. When the sender's
   connection is gone (the worker died after sending its events) or it does not
   read, the first other connection that takes them gets them as ``alerts``
-  instead, so an alert is not lost while the others take it for delivered.
+  instead, so an alert is not lost while the others take it for delivered;
+* ``("ack", number)``: the worker took the ``alerts`` of that number (handed them
+  to its dispatcher). The monitor keeps each ``alerts`` message until then (at
+  most 1024 per connection, the oldest forgotten): when the connection ends
+  first (the worker stopped with them unread, or died), they go as ``alerts`` to
+  another connected worker (which delivers them though it had them noted:
+  ``AlertDispatcher.note``), or, with none connected, to the next one admitted
+  (at most 1024 wait). So delivery is at least once: a worker that stops between
+  taking an alert and acknowledging it leaves it to be delivered twice.
 
 One thread serves every connection in turn, so the detectors see each
 worker's batches whole and one after the other. A worker that does not read
@@ -65,6 +73,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import IO, Final, cast
 
@@ -94,6 +103,9 @@ _BEAT: Final = 1.0
 _HANG_AFTER: Final = 10.0
 """Seconds of silence after which the server kills a monitor process as hung."""
 _SILENT: Final = 3 * _BEAT
+"""Seconds of silence after which ``stop`` takes a monitor process for hung."""
+_MAX_UNACKED: Final = 1024
+"""Unacknowledged ``alerts`` messages kept per worker (``_Book``)."""
 """Seconds of silence after which ``stop`` takes a monitor process for hung."""
 
 
@@ -284,6 +296,10 @@ def _read_line(fd: int, timeout: float) -> bytes:
 # -- the monitor process --------------------------------------------------------------------
 
 
+_Alerts = tuple[object, object]
+"""The docs and counts of one ``alerts`` message."""
+
+
 class _Peer:
     """One worker's connection."""
 
@@ -291,6 +307,64 @@ class _Peer:
         self.sock = sock
         self.frames = FrameReader(sock.fileno(), chunk=1 << 20, max_frame=_MAX_FRAME)
         self.out = bytearray()
+        self.unacked: OrderedDict[int, _Alerts] = OrderedDict()
+        """The ``alerts`` sent to it that it has not said it took, by number."""
+
+
+class _Book:
+    """The ``alerts`` messages given to workers to deliver until each says it took them
+    (``("ack", number)``): those of a worker whose connection ends first (it stopped with
+    them unread, or died) go to another connected worker, or, with none connected, to the
+    next one admitted. At most ``_MAX_UNACKED`` are kept per worker, and as many for the
+    next one; beyond that the oldest are forgotten (logged)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._waiting: deque[_Alerts] = deque()
+
+    def give(self, peer: _Peer, alerts: _Alerts) -> bool:
+        """Queue ``alerts`` for ``peer`` to deliver; whether it will have them (``_queue``)."""
+        self._next += 1
+        if not _queue(peer, encode(("alerts", *alerts, self._next))):
+            return False
+        peer.unacked[self._next] = alerts
+        if len(peer.unacked) > _MAX_UNACKED:
+            peer.unacked.popitem(last=False)
+            _log.error("monitor process: a worker does not acknowledge its alerts: one forgotten")
+        return True
+
+    def hand_over(
+        self,
+        gone: _Peer,
+        peers: Mapping[int, _Peer | _Candidate],
+        selector: selectors.BaseSelector,
+    ) -> None:
+        """Give what ``gone`` (dropped: no longer in ``peers``) did not acknowledge to the
+        connected workers."""
+        if gone.unacked:
+            _log.warning(
+                "monitor process: a worker left with alerts it had not taken: another"
+                " worker delivers them"
+            )
+        self._waiting.extend(gone.unacked.values())
+        gone.unacked.clear()
+        while len(self._waiting) > _MAX_UNACKED:
+            self._waiting.popleft()
+            _log.error("monitor process: no worker to deliver an alert: forgotten")
+        self.hand_out(peers, selector)
+
+    def hand_out(
+        self, peers: Mapping[int, _Peer | _Candidate], selector: selectors.BaseSelector
+    ) -> None:
+        """Give the alerts no worker took yet to the connected workers."""
+        live = [p for p in peers.values() if isinstance(p, _Peer)]
+        while self._waiting:
+            alerts = self._waiting[0]
+            taker = next((p for p in live if self.give(p, alerts)), None)
+            if taker is None:
+                return  # kept for the next worker admitted
+            self._waiting.popleft()
+            _interest(taker, selector)
 
 
 class _Candidate:
@@ -361,6 +435,7 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
     selector = selectors.DefaultSelector()
     peers: dict[int, _Peer | _Candidate] = {}
     keys = _Keys(peers)
+    book = _Book()
 
     def send(message: Message) -> None:
         """The alerts of ``current``'s events: to it, and as ``noted`` to every other; to
@@ -368,26 +443,26 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
         if not current:
             return
         owner = current[0]
-        frame = encode(message)
-        if message[0] != "alerts":
-            _queue(owner, frame)
+        if message[0] != "alerts" or len(message) != 3:
+            _queue(owner, encode(message))
             return
+        alerts = (message[1], message[2])
         others = [p for p in peers.values() if isinstance(p, _Peer) and p is not owner]
-        if not _queue(owner, frame):
+        if not book.give(owner, alerts):
             for other in others:
-                if _queue(other, frame):
+                if book.give(other, alerts):
                     _log.warning(
                         "monitor process: the worker whose events raised alerts is gone:"
                         " another worker delivers them"
                     )
                     owner = other
-                    _watch_writes(other, selector, peers)
+                    _watch_writes(other, selector, peers, book)
                     break
-        noted = encode(("noted", *message[1:]))
+        noted = encode(("noted", *alerts))
         for other in others:
             if other is not owner:
                 _queue(other, noted)
-                _watch_writes(other, selector, peers)
+                _watch_writes(other, selector, peers, book)
 
     watch = observer(cast("Mapping[str, object]", settings["monitor"]), send, keys)
     selector.register(listener, selectors.EVENT_READ, None)
@@ -411,20 +486,20 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
                 if peers.get(key.fd) is not key.data:
                     continue  # dropped earlier in this round (its number may be reused)
                 if isinstance(key.data, _Candidate):
-                    _admit(key.data, cookie, selector, peers)
+                    _admit(key.data, cookie, selector, peers, book)
                     continue
                 peer = cast(_Peer, key.data)
                 if mask & selectors.EVENT_WRITE and not _flush(peer):
-                    _drop(peer, selector, peers)
+                    _drop(peer, selector, peers, book)
                     continue
                 if mask & selectors.EVENT_READ:
                     current[:] = [peer]
                     ok = _take(peer, keys, watch)
                     current.clear()
                     if not ok:
-                        _drop(peer, selector, peers)
+                        _drop(peer, selector, peers, book)
                         continue
-                _watch_writes(peer, selector, peers)
+                _watch_writes(peer, selector, peers, book)
             _expire(selector, peers, time.monotonic())
     finally:
         for left in list(peers.values()):
@@ -464,14 +539,23 @@ class _Heartbeat:
 
 
 def _watch_writes(
-    peer: _Peer, selector: selectors.BaseSelector, peers: dict[int, _Peer | _Candidate]
+    peer: _Peer,
+    selector: selectors.BaseSelector,
+    peers: dict[int, _Peer | _Candidate],
+    book: _Book,
 ) -> None:
     """Have the loop send what still waits for ``peer`` once it can; drop a peer that
     does not read (over ``_MAX_OUT`` waiting)."""
     if len(peer.out) > _MAX_OUT:
         _log.error("monitor process: a worker does not read its alerts: dropped")
-        _drop(peer, selector, peers)
-    elif peer.sock.fileno() >= 0:
+        _drop(peer, selector, peers, book)
+    else:
+        _interest(peer, selector)
+
+
+def _interest(peer: _Peer, selector: selectors.BaseSelector) -> None:
+    """Watch ``peer`` for reads, and for writes while something waits for it."""
+    if peer.sock.fileno() >= 0:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.out else 0)
         selector.modify(peer.sock, events, peer)
 
@@ -510,9 +594,11 @@ def _admit(
     cookie: bytes,
     selector: selectors.BaseSelector,
     peers: dict[int, _Peer | _Candidate],
+    book: _Book,
 ) -> None:
     """Read what the candidate sent of the cookie (never past it); a whole, right cookie
-    makes it a worker's connection, anything else closes it unread."""
+    makes it a worker's connection (given the alerts no worker took yet), anything else
+    closes it unread."""
     try:
         chunk = candidate.sock.recv(COOKIE_BYTES - len(candidate.presented))
     except BlockingIOError:
@@ -529,6 +615,7 @@ def _admit(
     peer = _Peer(candidate.sock)
     peers[peer.sock.fileno()] = peer
     selector.modify(peer.sock, selectors.EVENT_READ, peer)
+    book.hand_out(peers, selector)
 
 
 def _expire(
@@ -617,6 +704,8 @@ def _take(peer: _Peer, keys: _Keys, watch: Watcher) -> bool:
                 return False
         elif kind == "forget" and len(message) == 1:
             keys.set(peer, None)
+        elif kind == "ack" and len(message) == 2 and type(message[1]) is int:
+            peer.unacked.pop(message[1], None)
         else:
             _log.error("monitor process: unknown message from a worker: dropped")
             return False
@@ -647,11 +736,16 @@ def _drop(
     peer: _Peer | _Candidate,
     selector: selectors.BaseSelector,
     peers: dict[int, _Peer | _Candidate],
+    book: _Book | None = None,
 ) -> None:
+    """Close ``peer``'s connection; with ``book``, what it did not acknowledge goes to
+    another worker (``_Book.hand_over``)."""
     with contextlib.suppress(KeyError, ValueError):
         selector.unregister(peer.sock)
     peers.pop(peer.sock.fileno(), None)
     peer.sock.close()
+    if book is not None and isinstance(peer, _Peer):
+        book.hand_over(peer, peers, selector)
 
 
 def main() -> None:
