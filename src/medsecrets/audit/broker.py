@@ -13,6 +13,11 @@ every lane (one per device, see ``audit.lane``). What it returns to the core:
 A ticket succeeds when at least one *required* device durably accepted the
 record (``Waiter``), and fails (``AuditFailure``, 503) when every required
 device failed or the watchdog found it hung for over ``timeout`` seconds.
+A lane that raises while queueing a record (a bug: it must never) answers the
+ticket no for itself; the log says which device and what it raised (the type
+only), and the device's ``failures`` count it: a refusal is never unexplained
+(it used to reach the core as an exception, which refuses the request with
+nothing logged).
 
 The record's ``accessor`` is the HMAC of the token's accessor when the
 request authenticated, else of the presented token (a failed attempt): so an
@@ -36,7 +41,7 @@ from collections.abc import Callable, Sequence
 
 from medsecrets.audit.lane import AuditLane, KeySource
 from medsecrets.audit.record import AuditEvent, Completion, split_path
-from medsecrets.audit.waiter import Waiter
+from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure, NotFoundError, SealedError
 from medsecrets.loops import running_loop_or_none
@@ -95,6 +100,7 @@ class AuditBroker:
         # id(GET request) -> (that request, its event), until its response; the request is
         # compared too, so an entry left by a request that never got one matches no other
         self._open: dict[int, tuple[Request, AuditEvent]] = {}
+        self._append_failures: dict[str, int] = {}  # by device: appends that raised
         self._attach_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -186,15 +192,30 @@ class AuditBroker:
         notify = loop is None
         for lane in self.lanes:
             ticket = waiter if lane.required else None
-            if completion is None:
-                lane.append(event, ticket, notify=notify)
-            else:
-                lane.append_exchange(event, completion, ticket, notify=notify)
+            try:
+                if completion is None:
+                    lane.append(event, ticket, notify=notify)
+                else:
+                    lane.append_exchange(event, completion, ticket, notify=notify)
+            except Exception as exc:  # fail closed for this lane, and say so
+                self._append_failed(lane, exc, ticket)
         if loop is not None and loop not in self._wake_scheduled:
             # On an event loop: wake the writers once, after this iteration's requests.
             self._wake_scheduled.add(loop)
             loop.call_soon(self._wake, loop)
         return waiter
+
+    def _append_failed(self, lane: AuditLane, exc: Exception, ticket: Waiter | None) -> None:
+        """``lane`` raised ``exc`` queueing a record: count it, log it (the exception's type:
+        its text may quote the record), answer ``ticket`` no for this lane."""
+        self._append_failures[lane.name] = self._append_failures.get(lane.name, 0) + 1
+        _LOG.error(
+            "audit device %s: queueing a record failed (%s): its request is refused",
+            lane.name,
+            type(exc).__name__,
+        )
+        if ticket is not None:
+            answer_all([ticket], ok=False)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let the lanes answer on ``loop`` (the first loop that appends; later ones, as
@@ -291,7 +312,8 @@ class AuditBroker:
         raise NotFoundError(f"no audit device named {device!r}")
 
     def health(self) -> list[dict[str, object]]:
-        """Per device: name, required, up, hung, records, failures, dropped, pending, seq, error.
+        """Per device: name, required, up, hung, records, failures (the appends that raised
+        included), dropped, pending, seq, error.
 
         A device with its own ``health()`` (the SIEM forwarder) adds
         ``spool_pending``, ``spool_bytes`` and its delivery state: ``delivery_error``,
@@ -305,7 +327,7 @@ class AuditBroker:
                 "up": lane.up,
                 "hung": lane.hung,
                 "records": lane.records,
-                "failures": lane.failures,
+                "failures": lane.failures + self._append_failures.get(lane.name, 0),
                 "dropped": lane.dropped,
                 "pending": lane.pending,
                 "last_error": lane.last_error,

@@ -712,6 +712,11 @@ class RemoteLane:
         for number in numbers:
             if type(number) is not int or not self._floor < number <= self._last_framed:
                 raise _Broken("a refusal of an item never sent")
+        _log.error(
+            "audit device %s: the audit process refused %d records (its queue is full)",
+            self.name,
+            len(numbers),
+        )
         for number in numbers:
             found = self._waiting.pop(number, None)
             if found is not None:

@@ -7,13 +7,16 @@ is known changes nothing). ``wait()`` blocks a thread; ``wait_async()`` awaits
 on an event loop without blocking it: answers arrive from writer threads, and
 ``answer_all`` wakes each event loop once per batch (one
 ``call_soon_threadsafe`` per loop, not per waiter). Both raise
-``AuditFailure`` on failure. Only ``wait`` has a backstop timeout of its own;
-``wait_async`` relies on the broker's watchdog. ``Waiter`` is the core's ``AuditTicket``.
+``AuditFailure`` on failure. Only ``wait`` has a backstop timeout of its own
+(logged when it refuses: the watchdog, which says which device, normally answers
+first); ``wait_async`` relies on the broker's watchdog. ``Waiter`` is the core's
+``AuditTicket``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterable
 
@@ -21,6 +24,8 @@ from medsecrets.errors import AuditFailure
 from medsecrets.loops import running_loop, running_loop_or_none
 
 __all__ = ["Waiter", "answer_all"]
+
+_log = logging.getLogger("medsecrets.audit")
 
 _LOCK = threading.Lock()  # answers are rare, short critical sections: one lock suffices
 
@@ -66,6 +71,7 @@ class Waiter:
             if self.result is None:
                 self._event = threading.Event()
         if self._event is not None and not self._event.wait(self._timeout):
+            _log.error("audit: no device answered within %.1f s: request refused", self._timeout)
             raise AuditFailure("audit device timed out: request refused")
         if not self.result:
             raise AuditFailure
