@@ -210,7 +210,7 @@ class AuditBroker:
         its text may quote the record), answer ``ticket`` no for this lane."""
         self._append_failures[lane.name] = self._append_failures.get(lane.name, 0) + 1
         _LOG.error(
-            "audit device %s: queueing a record failed (%s): its request is refused",
+            "audit device %s: queueing a record failed (%s): not written there",
             lane.name,
             type(exc).__name__,
         )
