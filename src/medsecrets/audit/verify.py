@@ -32,10 +32,25 @@ A chain verifies when, line after line:
    writes none: its signing key is behind the barrier) are covered by the
    next signed checkpoint and are not limited. ``unsigned_tail=0`` turns the
    rule off (a log copied while its server had long been sealed);
-8. a log is encrypted or not throughout: without ``decode``, a sealed line
-   among plain ones, or a plain line among sealed ones, is ``mixed
-   encryption`` (a record replaced by a "sealed" line that no key could
-   open would otherwise be checked for its place only); with
+8. without ``decode``, plain and sealed lines mix only as an encrypted file
+   device over a Shamir store writes them: its key is a secret read after the
+   unseal, so every start writes the sealed spell's records plain (rendered
+   without the HMAC key: ``accessor`` null, ``data`` null or ``SEALED_DATA``;
+   never a checkpoint, whose signing key is sealed too; alerts hold no HMAC)
+   and every record from the unseal on sealed. So a sealed line right after a
+   plain record that is not such a record is ``mixed encryption`` (a record
+   replaced by a "sealed" line no key opens would otherwise be checked for its
+   place only; a device switched to encryption needs ``decode``), and so is a
+   plain line after a sealed one that is not such a record
+   (``PROBLEM_DOWNGRADE``: a record decrypted, forged or inserted in clear
+   among sealed ones). What this cannot tell without the key: a sealed line
+   carries its ``prev``/``seq``/``hash`` in clear but nothing binds them to
+   its content, so a sealed line replaced by another "sealed" one, or by (or
+   preceded by) plain records like a sealed spell's with the next sealed
+   line's ``prev``/``seq`` edited to follow, is found only with ``decode``
+   (they are the associated data of its encryption). The report counts the
+   sealed lines (``sealed``), and the plain stretches after sealed lines and
+   their records (``plain_stretches``, ``plain_stretch_records``). With
    ``public_key`` and no ``decode``, a sealed line is ``encrypted record``
    (its checkpoints' signatures cannot be checked without the key).
 
@@ -72,7 +87,10 @@ sealed line (``"kind":"sealed"``, see ``crypt.py``) is checked for its
 place only: its ``seq``, ``prev`` and ``hash`` (copied from the plaintext)
 must chain, but its content is not hashed; ``VerifyReport.sealed`` counts
 such lines, and a modified ciphertext goes unnoticed until it is verified
-with the key.
+with the key. With ``decode``, rule 8 does not apply (``readback.line_decoder``
+passes plain lines as they are): each sealed line's ``prev``/``seq``/``hash``
+are the associated data of its encryption, so the link from the record before
+it, plain or not, is checked.
 """
 
 from __future__ import annotations
@@ -94,7 +112,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY, verify_checkpoint
 from medsecrets.audit.device import ChainHead
-from medsecrets.audit.record import GENESIS, LineError
+from medsecrets.audit.record import GENESIS, SEALED_DATA, LineError, parse_line
 from medsecrets.errors import DecryptionError
 from medsecrets.fdio import open_regular
 from medsecrets.workers import (
@@ -126,6 +144,8 @@ _TAIL: Final = 75  # len(',"hash":"') + 64 + len('"}')
 _MIN_LEN: Final = 84 + _TAIL
 _CHUNK: Final = 1 << 22
 _GENESIS: Final = GENESIS.encode()
+_NEVER: Final = b"\0%b%d"
+"""A fast-path head no line matches (every line then takes ``_slow``)."""
 
 PROBLEM_MALFORMED: Final = "malformed line"
 PROBLEM_HASH: Final = "hash mismatch"
@@ -137,7 +157,14 @@ PROBLEM_INSERTED: Final = "inserted record"
 PROBLEM_SIGNATURE: Final = "bad checkpoint signature"
 PROBLEM_COVERS: Final = "checkpoint does not cover the record before it"
 PROBLEM_DIVERGES: Final = "log diverges from exported checkpoint"
-PROBLEM_MIXED: Final = "mixed encryption (a sealed record among plain ones, or the reverse)"
+PROBLEM_MIXED: Final = (
+    "mixed encryption (an encrypted record right after a plain record written unsealed: "
+    "a record replaced by a line no key opens, or a device switched to encryption)"
+)
+PROBLEM_DOWNGRADE: Final = (
+    "mixed encryption (a plain record after encrypted ones holding what only an unsealed "
+    "store writes, HMACs or a checkpoint: a downgraded or inserted record)"
+)
 PROBLEM_ENCRYPTED: Final = "encrypted record: its checkpoint signatures need the key"
 
 UNSIGNED_TAIL: Final = CHECKPOINT_EVERY + 1
@@ -155,7 +182,9 @@ class VerifyReport:
     ``checkpoints_verified`` counts checkpoint records in the log whose
     signature was checked with the public key; ``sealed`` the encrypted
     records whose content could not be checked (no ``decode``: see module
-    docstring).
+    docstring); ``plain_stretches`` the plain stretches after encrypted records (the
+    sealed spells of later starts, rule 8) and ``plain_stretch_records`` the records in
+    them, whose link to the encrypted records after them needs the key.
     When not ``ok``: ``first_bad_index`` is the 0-based line index of the
     first bad line (in ``file`` for ``verify_files``; for a truncated tail,
     the index where the missing record should be; ``None`` for a forged
@@ -174,6 +203,8 @@ class VerifyReport:
     last_hash: str
     file: Path | None = None
     sealed: int = 0
+    plain_stretches: int = 0
+    plain_stretch_records: int = 0
 
     @property
     def head(self) -> ChainHead:
@@ -208,8 +239,13 @@ class _Chain:
         self.public_key = public_key
         self.decode = decode
         self.unsigned_tail = unsigned_tail if public_key is not None else 0
-        self.sealed_mode: bool | None = None
-        """Without ``decode``: whether this log's lines are sealed (its first line decides)."""
+        self.sealed_seen = False
+        """Without ``decode``: whether a sealed line has verified (plain lines must be
+        sealed-spell records from then on: rule 8)."""
+        self.last_line: bytes | None = None
+        """The last line that verified (as stored), ``None`` at the start of the chain."""
+        self.plain_stretches = 0
+        self.plain_stretch_records = 0
         self.index = 0
         self.signed = 0
         self.sealed = 0
@@ -290,10 +326,9 @@ class _Chain:
             cut, tail = -_TAIL - 1, b',"hash":"%b"}\n'
         else:
             cut, tail = -_TAIL, b',"hash":"%b"}'
-        if decode is None and self.sealed_mode is None:
-            self.sealed_mode = _is_sealed(first)
-        # A sealed log has no plain request/response lines: every line takes _slow.
-        head = b"\0%b%d" if self.sealed_mode else b'{"prev":"%b","seq":%d,"kind":"r'
+        # After a sealed line every line takes _slow (a plain one is checked for rule 8).
+        head = _NEVER if self.sealed_seen else b'{"prev":"%b","seq":%d,"kind":"r'
+        previous = self.last_line
         index = self.index
         last_seq = self.last_seq
         last_hash = self.last_hash
@@ -310,11 +345,14 @@ class _Chain:
             if not (
                 line.endswith(tail % digest) and line.startswith(head % (last_hash, last_seq + 1))
             ):
-                found = self._slow(line, index, last_seq, last_hash, before_last)
+                found = self._slow(line, index, last_seq, last_hash, before_last, previous=previous)
                 if isinstance(found, _Failure):
                     failure = found
                     break
                 digest = found
+                if self.sealed_seen:
+                    head = _NEVER
+            previous = line
             before_last = last_hash
             last_hash = digest
             last_seq += 1
@@ -328,6 +366,7 @@ class _Chain:
         self.last_seq = last_seq
         self.last_hash = last_hash
         self.before_last = before_last
+        self.last_line = previous
         self.failure = failure
 
     def _slow(
@@ -337,8 +376,11 @@ class _Chain:
         last_seq: int,
         last_hash: bytes,
         before_last: bytes | None,
+        *,
+        previous: bytes | None,
     ) -> bytes | _Failure:
-        """Check one line exactly: its hash (to continue the chain) or the failure."""
+        """Check one line exactly: its hash (to continue the chain) or the failure
+        (``previous``: the line before it as stored, ``None`` at the start)."""
         n = len(line) - 1 if line.endswith(b"\n") else len(line)
         comma = line.find(b",", 81, 104)
         if (
@@ -353,13 +395,15 @@ class _Chain:
             return _Failure(index, last_seq + 1, PROBLEM_MALFORMED)
         digest = line[n - 66 : n - 2]
         sealed = line.startswith(_SEALED_KIND, comma + 1)
-        if self.decode is None:
-            if self.sealed_mode is None:
-                self.sealed_mode = sealed
-            elif sealed != self.sealed_mode:
-                return _Failure(index, last_seq + 1, PROBLEM_MIXED)
-            if sealed and self.public_key is not None:
-                return _Failure(index, last_seq + 1, PROBLEM_ENCRYPTED)
+        if self.decode is None:  # rule 8
+            if sealed:
+                # Once a sealed line verified, every plain one after it is a sealed spell's.
+                if not self.sealed_seen and previous is not None and not _sealed_spell(previous):
+                    return _Failure(index, last_seq + 1, PROBLEM_MIXED)
+                if self.public_key is not None:
+                    return _Failure(index, last_seq + 1, PROBLEM_ENCRYPTED)
+            elif self.sealed_seen and not _sealed_spell(line):
+                return _Failure(index, last_seq + 1, PROBLEM_DOWNGRADE)
         if not sealed and hashlib.sha256(line[: n - _TAIL] + b"}").hexdigest().encode() != digest:
             return _Failure(index, last_seq + 1, PROBLEM_HASH)
         seq = int(line[81:comma])
@@ -374,12 +418,17 @@ class _Chain:
                 last_hash=last_hash,
                 before_last=before_last,
             )
-        if sealed:
-            self.sealed += 1
-        elif line.startswith(_CHECKPOINT_KIND, comma + 1):
+        if line.startswith(_CHECKPOINT_KIND, comma + 1):
             problem = self._checkpoint(line[:n], seq, prev)
             if problem is not None:
                 return _Failure(index, seq, problem)
+        if sealed:
+            self.sealed += 1
+            self.sealed_seen = True
+        elif self.sealed_seen:
+            self.plain_stretch_records += 1
+            if previous is not None and _is_sealed(previous):
+                self.plain_stretches += 1
         if seq in self.exported:
             self.seen[seq] = digest
         return digest
@@ -459,7 +508,29 @@ class _Chain:
             last_hash=self.last_hash.decode("ascii"),
             file=file,
             sealed=self.sealed,
+            plain_stretches=self.plain_stretches,
+            plain_stretch_records=self.plain_stretch_records,
         )
+
+
+def _sealed_spell(line: bytes) -> bool:
+    """Whether the plain record ``line`` is one a sealed store writes (rule 8): a request
+    or response rendered without the HMAC key (``accessor`` null, ``data`` null or
+    ``SEALED_DATA``), or an alert (alerts hold no HMAC); never a checkpoint (its signing
+    key is behind the barrier too)."""
+    try:
+        record = parse_line(line[:-1] if line.endswith(b"\n") else line)
+    except LineError:
+        return False
+    kind = record.get("kind")
+    if kind == "alert":
+        return True
+    data = record.get("data")
+    return (
+        kind in ("request", "response")
+        and record.get("accessor") is None
+        and (data is None or data == SEALED_DATA)
+    )
 
 
 def _is_sealed(line: bytes) -> bool:
@@ -626,7 +697,11 @@ class _Block:
     signed: int
     last_signed: int
     """The seq of the block's last signed checkpoint (when ``signed``)."""
-    sealed_mode: bool | None
+    first_sealed: bool
+    sealed_seen: bool
+    last_line: bytes | None
+    plain_stretches: int
+    plain_stretch_records: int
     seen: dict[int, bytes]
 
 
@@ -662,23 +737,35 @@ def _check_block(
         sealed=chain.sealed,
         signed=chain.signed,
         last_signed=chain.last_signed,
-        sealed_mode=chain.sealed_mode,
+        first_sealed=_is_sealed(lines[0]),
+        sealed_seen=chain.sealed_seen,
+        last_line=chain.last_line,
+        plain_stretches=chain.plain_stretches,
+        plain_stretch_records=chain.plain_stretch_records,
         seen=chain.seen,
     )
 
 
 def _merge(chain: _Chain, found: _Block | None) -> bool:
-    """Advance ``chain`` over a block checked by a worker; ``False`` if it does not follow."""
+    """Advance ``chain`` over a block checked by a worker; ``False`` if it does not follow.
+
+    A worker checks rule 8 within its block only, so a block whose first line rule 8
+    judges by the lines before it (a sealed line after a plain one; a plain line after a
+    sealed one) is checked here instead.
+    """
     if (
         found is None
         or not found.ok
         or found.first_seq != chain.last_seq + 1
         or found.first_prev != chain.last_hash
-        or (chain.sealed_mode is not None and found.sealed_mode not in (None, chain.sealed_mode))
+        or (found.first_sealed and chain.last_line is not None and not _is_sealed(chain.last_line))
+        or (not found.first_sealed and chain.sealed_seen)
     ):
         return False
-    if chain.sealed_mode is None:
-        chain.sealed_mode = found.sealed_mode
+    chain.sealed_seen = chain.sealed_seen or found.sealed_seen
+    chain.last_line = found.last_line
+    chain.plain_stretches += found.plain_stretches
+    chain.plain_stretch_records += found.plain_stretch_records
     if found.signed:
         chain.last_signed = found.last_signed
     chain.index += found.lines

@@ -383,6 +383,8 @@ def _verify_data(report: VerifyReport, files: Sequence[Path], exported: int) -> 
         "checkpoints_verified": report.checkpoints_verified,
         "exported_checkpoints": exported,
         "sealed_unchecked": report.sealed,
+        "plain_stretches": report.plain_stretches,
+        "plain_stretch_records": report.plain_stretch_records,
         "file": None if report.file is None else str(report.file),
         "first_bad_index": report.first_bad_index,
         "first_bad_seq": report.first_bad_seq,
@@ -457,6 +459,13 @@ def _print_verified(
         write_line(
             f"Encrypted records: {data['sealed_unchecked']} checked for their place in the "
             "chain only (give --key-file to check their content)."
+        )
+    if data["plain_stretches"]:
+        write_line(
+            f"Plain stretches: {data['plain_stretches']} after encrypted records "
+            f"({data['plain_stretch_records']} record(s)), accepted as the sealed spells of "
+            "later starts: they hold no HMAC and no checkpoint, as only a sealed store writes "
+            "plain; --key-file checks that the encrypted records after them follow them."
         )
 
 
