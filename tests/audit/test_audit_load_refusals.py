@@ -117,17 +117,49 @@ def test_records_the_audit_process_refuses_are_logged(
     lane.start()
     try:
         waiter = Waiter(1, timeout=30.0)  # a safety net: the refusal answers at once
-        event = AuditEvent(
-            kind="request",
-            time=dt.datetime.now(dt.UTC),
-            request_id="req-1",
-            operation="secrets.read",
-            path="medessence/development/database",
-        )
         with caplog.at_level(logging.ERROR, logger="medsecrets.audit"):
-            lane.append(event, waiter)
+            lane.append(_event(1), waiter)
             with pytest.raises(AuditFailure):
                 waiter.wait()
     finally:
         lane.stop()
     assert "audit device file: the audit process refused 1 records" in caplog.text
+
+
+def test_a_full_queue_says_so_once_each_time_it_fills(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lane = Lane(
+        FileAuditDevice("primary", tmp_path / "audit.jsonl"),
+        node="n1",
+        keys=lambda name: None,
+        max_pending=1,
+        writer_thread=False,  # nothing writes until flush(): the queue stays full
+    )
+    lane.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="medsecrets.audit"):
+            lane.append(_event(1))
+            for number in (2, 3):
+                waiter = Waiter(1)
+                lane.append(_event(number), waiter)
+                assert waiter.result is False  # refused at once
+            assert lane.flush() is True
+            lane.append(_event(4))
+            lane.append(_event(5))
+        full = [r for r in caplog.records if "queue full" in r.getMessage()]
+        assert len(full) == 2  # once per filling, not once per refused record
+        assert "audit device primary: queue full (1 records)" in full[0].getMessage()
+        assert lane.dropped == 3
+    finally:
+        lane.stop()
+
+
+def _event(number: int) -> AuditEvent:
+    return AuditEvent(
+        kind="request",
+        time=dt.datetime.now(dt.UTC),
+        request_id=f"req-{number}",
+        operation="secrets.read",
+        path="medessence/development/database",
+    )

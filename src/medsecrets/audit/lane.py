@@ -29,8 +29,8 @@ A write that takes longer than ``timeout`` makes the lane *hung*
 (``Lane.check_hung``, called by the broker's watchdog): its pending waiters are
 answered no at once, and so is every waiter appended until the write returns.
 Events still queue meanwhile (up to ``max_pending``; beyond, they are dropped
-and counted), so a device that recovers also records what happened while it
-was slow.
+and counted, and their waiters refused: the log says so once each time the queue
+fills), so a device that recovers also records what happened while it was slow.
 """
 
 from __future__ import annotations
@@ -201,6 +201,7 @@ class Lane:
         self._flight: list[Waiter] = []
         self._flight_since: float | None = None
         self._hung = False
+        self._full = False  # the queue filled up since the writer last took it (logged once)
         self._stopping = False
         self._head = ChainHead()
         self._tail = ChainHead()
@@ -299,11 +300,13 @@ class Lane:
         waiter: Waiter | None,
         notify: bool,
     ) -> None:
-        refuse = False
+        refuse = full = False
         with self._lock:
             if self._stopping or len(self._queue) >= self._max_pending:
                 self.dropped += 1 if completion is None else 2
                 refuse = True
+                full = not self._stopping and not self._full
+                self._full |= full
             else:
                 queued = len(self._queue)
                 refuse = waiter is not None and self._hung
@@ -320,6 +323,12 @@ class Lane:
                 # event loop must not wait for the loop's next iteration behind it.
                 if notify or queued < self._eager <= len(self._queue):
                     self._cond.notify()
+        if full:
+            _LOG.error(
+                "audit device %s: queue full (%d records): records dropped, requests refused",
+                self.name,
+                self._max_pending,
+            )
         if refuse and waiter is not None:
             answer_all([waiter], ok=False)
 
@@ -418,6 +427,7 @@ class Lane:
     def _take(self) -> list[_Item]:
         """Everything queued, its waiters now in flight (lock held)."""
         batch, self._queue = self._queue, []
+        self._full = False
         self._flight, self._waiters = self._waiters, []
         self._flight_since = self._clock()
         return batch
