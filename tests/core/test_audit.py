@@ -222,3 +222,21 @@ def test_a_route_that_raises_past_the_error_table_still_gets_its_response_record
     with pytest.raises(type(raised)):
         core.handle(Request(method="GET", route="sys.seal_status", token=root))
     assert audit.events[-1] == ("response", "sys.seal_status", 503, "audit_failure")
+
+
+@pytest.mark.parametrize("fail_on", ["request", "response"])
+def test_a_failing_hook_is_logged_with_its_exception_type_not_its_text(
+    store: SecretStore,
+    tokens: TokenStore,
+    root: str,
+    caplog: pytest.LogCaptureFixture,
+    fail_on: str,
+) -> None:
+    """A refusal for want of an audit record says why in the log (it was silent): the
+    exception's type, never its text, which may quote what was being recorded."""
+    core = Core(store, tokens, audit=Recorder(fail_on=fail_on))
+    with caplog.at_level("ERROR", logger="medsecrets.audit"), pytest.raises(AuditFailure):
+        core.handle(Request(method="GET", route="sys.health"))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"audit: recording the {fail_on} failed (OSError): request refused"]
+    assert "disk full" not in caplog.text

@@ -24,6 +24,7 @@ unaudited. Unexpected exceptions are audited as ``500 internal`` and re-raised.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -49,6 +50,8 @@ from medsecrets.schema.seal import SealType
 from medsecrets.schema.tokens import TokenInfo
 from medsecrets.store import SecretStore
 from medsecrets.wire import to_wire
+
+_AUDIT_LOG = logging.getLogger("medsecrets.audit")
 
 __all__ = ["Admitted", "Core", "Routed"]
 
@@ -185,7 +188,8 @@ class Core:
     def _on_request(self, request: Request, principal: TokenInfo | None) -> AuditTicket | None:
         try:
             return self._audit.on_request(request, principal)
-        except Exception:
+        except Exception as exc:
+            _refusal_logged("request", exc)
             raise AuditFailure from None
 
     def _on_response(
@@ -198,13 +202,23 @@ class Core:
     ) -> AuditTicket | None:
         try:
             return self._audit.on_response(request, principal, status, code, version)
-        except Exception:
+        except Exception as exc:
+            _refusal_logged("response", exc)
             raise AuditFailure from None
 
     def _refused(self, request: Request, principal: TokenInfo | None) -> None:
         """Record (best effort) that the request was refused: its record was not durable."""
         with contextlib.suppress(Exception):
             self._audit.on_response(request, principal, 503, AuditFailure.code)
+
+
+def _refusal_logged(kind: str, exc: Exception) -> None:
+    """Log that the audit hook raised while recording a ``kind`` record, so the refusal
+    (503 ``audit_failure``) is explained: the exception's type only, never its text, which
+    may quote what was being recorded."""
+    _AUDIT_LOG.error(
+        "audit: recording the %s failed (%s): request refused", kind, type(exc).__name__
+    )
 
 
 def _check_canonical(path: str) -> None:
