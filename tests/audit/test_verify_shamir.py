@@ -217,6 +217,23 @@ def test_a_stretch_with_hmacs_spliced_in_among_encrypted_ones_is_named(
     assert _with_key(spliced, cipher) == (False, at + 4, PROBLEM_MALFORMED)
 
 
+def test_a_plain_record_naming_a_principal_among_encrypted_ones_is_named(
+    tmp_path: Path, written: tuple[list[bytes], RecordCipher]
+) -> None:
+    """A sealed store cannot authenticate, so none of its records names a principal: a
+    record in clear with ``accessor`` null that does (a read "by root" made up by a forger
+    who left out the HMACs) is no sealed spell's record, and is not accepted as one."""
+    lines, _ = written
+    spell = lines[_runs(lines)[2][1]]
+    record = json.loads(spell)
+    assert record["principal"] is None
+    made_up = spell.replace(b'"principal":null', b'"principal":"root"')
+    at = _sealed_runs(lines)[1][2]
+    forged = forge_chain([*lines[:at], made_up, *lines[at:]], at)
+    report = both(tmp_path, forged)
+    assert (report.ok, report.first_bad_index, report.problem) == (False, at, PROBLEM_DOWNGRADE)
+
+
 def test_a_stretch_like_a_sealed_spell_spliced_in_is_counted_and_named_with_the_key(
     tmp_path: Path, written: tuple[list[bytes], RecordCipher]
 ) -> None:

@@ -36,7 +36,8 @@ A chain verifies when, line after line:
    device over a Shamir store writes them: its key is a secret read after the
    unseal, so every start writes the sealed spell's records plain (rendered
    without the HMAC key: ``accessor`` null, ``data`` null or ``SEALED_DATA``;
-   never a checkpoint, whose signing key is sealed too; alerts hold no HMAC)
+   no ``principal``: a sealed store authenticates nobody; never a checkpoint,
+   whose signing key is sealed too; alerts hold no HMAC)
    and every record from the unseal on sealed. So a sealed line right after a
    plain record that is not such a record is ``mixed encryption`` (a record
    replaced by a "sealed" line no key opens would otherwise be checked for its
@@ -163,7 +164,7 @@ PROBLEM_MIXED: Final = (
 )
 PROBLEM_DOWNGRADE: Final = (
     "mixed encryption (a plain record after encrypted ones holding what only an unsealed "
-    "store writes, HMACs or a checkpoint: a downgraded or inserted record)"
+    "store writes, HMACs, a principal or a checkpoint: a downgraded or inserted record)"
 )
 PROBLEM_ENCRYPTED: Final = "encrypted record: its checkpoint signatures need the key"
 
@@ -516,8 +517,9 @@ class _Chain:
 def _sealed_spell(line: bytes) -> bool:
     """Whether the plain record ``line`` is one a sealed store writes (rule 8): a request
     or response rendered without the HMAC key (``accessor`` null, ``data`` null or
-    ``SEALED_DATA``), or an alert (alerts hold no HMAC); never a checkpoint (its signing
-    key is behind the barrier too)."""
+    ``SEALED_DATA``) and naming no ``principal`` (a sealed store authenticates nobody: its
+    tokens are behind the barrier), or an alert (alerts hold no HMAC); never a checkpoint
+    (its signing key is behind the barrier too)."""
     try:
         record = parse_line(line[:-1] if line.endswith(b"\n") else line)
     except LineError:
@@ -529,6 +531,7 @@ def _sealed_spell(line: bytes) -> bool:
     return (
         kind in ("request", "response")
         and record.get("accessor") is None
+        and record.get("principal") is None
         and (data is None or data == SEALED_DATA)
     )
 

@@ -464,8 +464,8 @@ def _print_verified(
         write_line(
             f"Plain stretches: {data['plain_stretches']} after encrypted records "
             f"({data['plain_stretch_records']} record(s)), accepted as the sealed spells of "
-            "later starts: they hold no HMAC and no checkpoint, as only a sealed store writes "
-            "plain; --key-file checks that the encrypted records after them follow them."
+            "later starts: they hold no HMAC, principal or checkpoint, as only a sealed store "
+            "writes plain; --key-file checks that the encrypted records after them follow them."
         )
 
 
