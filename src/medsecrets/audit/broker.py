@@ -14,10 +14,13 @@ A ticket succeeds when at least one *required* device durably accepted the
 record (``Waiter``), and fails (``AuditFailure``, 503) when every required
 device failed or the watchdog found it hung for over ``timeout`` seconds.
 A lane that raises while queueing a record (a bug: it must never) answers the
-ticket no for itself; the log says which device and what it raised (the type
-only), and the device's ``failures`` count it: a refusal is never unexplained
-(it used to reach the core as an exception, which refuses the request with
-nothing logged).
+ticket no for itself, and the device's ``failures`` count it: a refusal is never
+unexplained (it used to reach the core as an exception, which refuses the
+request with nothing logged). The device is not ``up`` (``last_error``
+``append-failed``) until it queues a record again; the log says which device and
+what it raised (the type only) once as it starts raising, and how many records
+it refused once it queues again (one line per request would flood the log under
+a sustained fault).
 
 The record's ``accessor`` is the HMAC of the token's accessor when the
 request authenticated, else of the presented token (a failed attempt): so an
@@ -101,6 +104,8 @@ class AuditBroker:
         # compared too, so an entry left by a request that never got one matches no other
         self._open: dict[int, tuple[Request, AuditEvent]] = {}
         self._append_failures: dict[str, int] = {}  # by device: appends that raised
+        self._raising: dict[str, int] = {}  # device -> appends that raised since it queued
+        self._raising_lock = threading.Lock()
         self._attach_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -199,6 +204,9 @@ class AuditBroker:
                     lane.append_exchange(event, completion, ticket, notify=notify)
             except Exception as exc:  # fail closed for this lane, and say so
                 self._append_failed(lane, exc, ticket)
+            else:
+                if self._raising and lane.name in self._raising:
+                    self._append_recovered(lane)
         if loop is not None and loop not in self._wake_scheduled:
             # On an event loop: wake the writers once, after this iteration's requests.
             self._wake_scheduled.add(loop)
@@ -206,16 +214,33 @@ class AuditBroker:
         return waiter
 
     def _append_failed(self, lane: AuditLane, exc: Exception, ticket: Waiter | None) -> None:
-        """``lane`` raised ``exc`` queueing a record: count it, log it (the exception's type:
-        its text may quote the record), answer ``ticket`` no for this lane."""
-        self._append_failures[lane.name] = self._append_failures.get(lane.name, 0) + 1
-        _LOG.error(
-            "audit device %s: queueing a record failed (%s): not written there",
-            lane.name,
-            type(exc).__name__,
-        )
+        """``lane`` raised ``exc`` queueing a record: count it, mark the device down, log it
+        if it queued before (the exception's type: its text may quote the record), answer
+        ``ticket`` no for this lane."""
+        with self._raising_lock:
+            name = lane.name
+            self._append_failures[name] = self._append_failures.get(name, 0) + 1
+            first = name not in self._raising
+            self._raising[name] = self._raising.get(name, 0) + 1
+        if first:
+            _LOG.error(
+                "audit device %s: queueing a record failed (%s): not written there",
+                name,
+                type(exc).__name__,
+            )
         if ticket is not None:
             answer_all([ticket], ok=False)
+
+    def _append_recovered(self, lane: AuditLane) -> None:
+        """``lane`` queued a record again after raising: up again (if it is), and say so."""
+        with self._raising_lock:
+            refused = self._raising.pop(lane.name, 0)
+        if refused:
+            _LOG.warning(
+                "audit device %s: queueing records again (%d refused while it failed)",
+                lane.name,
+                refused,
+            )
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let the lanes answer on ``loop`` (the first loop that appends; later ones, as
@@ -313,7 +338,8 @@ class AuditBroker:
 
     def health(self) -> list[dict[str, object]]:
         """Per device: name, required, up, hung, records, failures (the appends that raised
-        included), dropped, pending, seq, error.
+        included), dropped, pending, seq, error (``up`` false and error ``append-failed``
+        while its appends raise).
 
         A device with its own ``health()`` (the SIEM forwarder) adds
         ``spool_pending``, ``spool_bytes`` and its delivery state: ``delivery_error``,
@@ -321,16 +347,17 @@ class AuditBroker:
         """
         found: list[dict[str, object]] = []
         for lane in self.lanes:
+            raising = lane.name in self._raising
             entry: dict[str, object] = {
                 "name": lane.name,
                 "required": lane.required,
-                "up": lane.up,
+                "up": lane.up and not raising,
                 "hung": lane.hung,
                 "records": lane.records,
                 "failures": lane.failures + self._append_failures.get(lane.name, 0),
                 "dropped": lane.dropped,
                 "pending": lane.pending,
-                "last_error": lane.last_error,
+                "last_error": "append-failed" if raising else lane.last_error,
                 "seq": lane.head.seq,
             }
             own = getattr(lane.device, "health", None)
