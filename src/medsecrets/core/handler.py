@@ -188,6 +188,8 @@ class Core:
     def _on_request(self, request: Request, principal: TokenInfo | None) -> AuditTicket | None:
         try:
             return self._audit.on_request(request, principal)
+        except AuditFailure:  # the hook's own refusal, explained where it decides it
+            raise AuditFailure from None
         except Exception as exc:
             _refusal_logged("request", exc)
             raise AuditFailure from None
@@ -202,6 +204,8 @@ class Core:
     ) -> AuditTicket | None:
         try:
             return self._audit.on_response(request, principal, status, code, version)
+        except AuditFailure:  # the hook's own refusal, explained where it decides it
+            raise AuditFailure from None
         except Exception as exc:
             _refusal_logged("response", exc)
             raise AuditFailure from None
@@ -215,7 +219,8 @@ class Core:
 def _refusal_logged(kind: str, exc: Exception) -> None:
     """Log that the audit hook raised while recording a ``kind`` record, so the refusal
     (503 ``audit_failure``) is explained: the exception's type only, never its text, which
-    may quote what was being recorded."""
+    may quote what was being recorded. Not for the hook's own ``AuditFailure`` (the broker
+    with no device refuses every request: said once at start, not once per request)."""
     _AUDIT_LOG.error(
         "audit: recording the %s failed (%s): request refused", kind, type(exc).__name__
     )
