@@ -129,6 +129,10 @@ _SCHEMA_LOCK = 0x6D65_6473_6563_0001
 #: First half of the two-``int4`` advisory lock of an expected key (``_key_locks``):
 #: a space of its own, apart from ``_SCHEMA_LOCK``'s (one ``bigint``) and other classes.
 _KEY_LOCK_CLASS = 0x6D65_6B76
+#: The most advisory locks a batch takes (``_key_locks``): each takes a slot of the lock
+#: table the whole server shares (``max_locks_per_transaction`` per connection, 64 by
+#: default), where row locks take none.
+_MAX_KEY_LOCKS = 32
 
 #: Keys may be longer than a btree entry allows (2704 bytes), so rows are found
 #: by the SHA-256 of the UTF-8 key, and ordered through an index on the key's
@@ -280,12 +284,17 @@ def _key_locks(digests: dict[bytes, bool]) -> list[_Statement]:
     in the stronger mode. A write of a key the batch does not expect takes none: blind
     writes (a batch of thousands of ``Put``) would fill the server's lock table, and
     nothing depends on one getting in under read checks; every change of the keyring
-    expects its value.
+    expects its value. For the same reason a batch expecting the values of more than
+    ``_MAX_KEY_LOCKS`` keys takes none (thousands of ``Expect``, a secret's versions
+    rewrapped, failed with "out of shared memory"): its row locks still decide what it
+    sees, it is only not queued fairly.
     """
     locks: dict[int, bool] = {}
     for digest, checked in digests.items():
         number = int.from_bytes(digest[:4], "big", signed=True)
         locks[number] = locks.get(number, True) and checked
+    if len(locks) > _MAX_KEY_LOCKS:
+        return []
     return [
         (_KEY_LOCK_SHARED if checked else _KEY_LOCK, (_KEY_LOCK_CLASS, number))
         for number, checked in sorted(locks.items())
