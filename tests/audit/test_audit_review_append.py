@@ -157,3 +157,33 @@ def test_a_lane_that_keeps_raising_is_logged_once_not_per_request(
         assert entry["failures"] == 4  # every refusal counts, logged or not
     finally:
         broker.stop()
+
+
+def _failing_sign(node: str, device: str, covers: int, covers_hash: str) -> dict[str, object]:
+    """A checkpoint signer that fails (a lane's bug: its append raises)."""
+    raise RuntimeError("signing failed")
+
+
+def test_a_read_refused_for_a_raising_lane_is_not_recorded_there_as_served(
+    tmp_path: Path,
+) -> None:
+    keys = DeviceKeys(salter=Salter(b"k" * 32), sign=_failing_sign)
+    lane = Lane(
+        FileAuditDevice("primary", tmp_path / "audit.jsonl"),
+        node="n1",
+        keys=lambda name: keys,
+        checkpoint_every=1,  # a checkpoint is due after every record: every append raises
+    )
+    broker = AuditBroker([lane], prefix="medessence", keys=lambda name: keys)
+    broker.start()
+    try:
+        request = _get(1)
+        assert broker.on_request(request, None) is None
+        assert _succeeds(broker.on_response(request, None, 200, None, 3)) is False  # a 503
+        (entry,) = broker.health()
+        assert entry["dropped"] == 2  # the pair, never written
+    finally:
+        broker.stop()
+    # it wrote both records, the response saying version 3 was served (200): the log
+    # said "not written there", and the client got 503 and no secret
+    assert (tmp_path / "audit.jsonl").read_bytes() == b""

@@ -14,7 +14,8 @@ A ticket succeeds when at least one *required* device durably accepted the
 record (``Waiter``), and fails (``AuditFailure``, 503) when every required
 device failed or the watchdog found it hung for over ``timeout`` seconds.
 A lane that raises while queueing a record (a bug: it must never) answers the
-ticket no for itself, and the device's ``failures`` count it: a refusal is never
+ticket no for itself (the lane keeps nothing of it: ``Lane.append``), the device's
+``failures`` count it and its ``dropped`` the records: a refusal is never
 unexplained (it used to reach the core as an exception, which refuses the
 request with nothing logged). The device is not ``up`` (``last_error``
 ``append-failed``) until it queues a record again; the log says which device and
@@ -104,6 +105,7 @@ class AuditBroker:
         # compared too, so an entry left by a request that never got one matches no other
         self._open: dict[int, tuple[Request, AuditEvent]] = {}
         self._append_failures: dict[str, int] = {}  # by device: appends that raised
+        self._append_dropped: dict[str, int] = {}  # by device: their records (not written)
         self._raising: dict[str, int] = {}  # device -> appends that raised since it queued
         self._raising_lock = threading.Lock()
         self._attach_lock = threading.Lock()
@@ -203,7 +205,7 @@ class AuditBroker:
                 else:
                     lane.append_exchange(event, completion, ticket, notify=notify)
             except Exception as exc:  # fail closed for this lane, and say so
-                self._append_failed(lane, exc, ticket)
+                self._append_failed(lane, exc, ticket, 1 if completion is None else 2)
             else:
                 if self._raising and lane.name in self._raising:
                     self._append_recovered(lane)
@@ -213,13 +215,17 @@ class AuditBroker:
             loop.call_soon(self._wake, loop)
         return waiter
 
-    def _append_failed(self, lane: AuditLane, exc: Exception, ticket: Waiter | None) -> None:
-        """``lane`` raised ``exc`` queueing a record: count it, mark the device down, log it
+    def _append_failed(
+        self, lane: AuditLane, exc: Exception, ticket: Waiter | None, records: int
+    ) -> None:
+        """``lane`` raised ``exc`` queueing ``records`` records (not written: a lane keeps
+        nothing of an append that raised): count it and them, mark the device down, log it
         if it queued before (the exception's type: its text may quote the record), answer
         ``ticket`` no for this lane."""
         with self._raising_lock:
             name = lane.name
             self._append_failures[name] = self._append_failures.get(name, 0) + 1
+            self._append_dropped[name] = self._append_dropped.get(name, 0) + records
             first = name not in self._raising
             self._raising[name] = self._raising.get(name, 0) + 1
         if first:
@@ -338,8 +344,8 @@ class AuditBroker:
 
     def health(self) -> list[dict[str, object]]:
         """Per device: name, required, up, hung, records, failures (the appends that raised
-        included), dropped, pending, seq, error (``up`` false and error ``append-failed``
-        while its appends raise).
+        included), dropped (their records included), pending, seq, error (``up`` false and
+        error ``append-failed`` while its appends raise).
 
         A device with its own ``health()`` (the SIEM forwarder) adds
         ``spool_pending``, ``spool_bytes`` and its delivery state: ``delivery_error``,
@@ -355,7 +361,7 @@ class AuditBroker:
                 "hung": lane.hung,
                 "records": lane.records,
                 "failures": lane.failures + self._append_failures.get(lane.name, 0),
-                "dropped": lane.dropped,
+                "dropped": lane.dropped + self._append_dropped.get(lane.name, 0),
                 "pending": lane.pending,
                 "last_error": "append-failed" if raising else lane.last_error,
                 "seq": lane.head.seq,

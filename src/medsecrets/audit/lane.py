@@ -278,6 +278,12 @@ class Lane:
         records are now queued): the caller promises a ``wake()`` soon (the
         broker wakes the writers once per event-loop iteration, so a burst of
         requests becomes one batch and one fsync).
+
+        If rendering raises (a bug: a checkpoint signer that fails), nothing of the
+        append stays queued and ``waiter`` is not kept: the caller says no for this lane
+        (the broker does), and no record is written that claims an outcome the request
+        never got (an exchange's response whose checkpoint failed said 200 for a read
+        refused 503) or lacks its other half.
         """
         self._enqueue(event, None, waiter, notify)
 
@@ -312,11 +318,17 @@ class Lane:
                 refuse = waiter is not None and self._hung
                 if completion is not None and refuse:  # the read is refused: say so
                     completion = refused(completion)
-                if completion is None:
-                    self._render(event)
-                else:  # a due checkpoint follows the pair: the two records stay adjacent
-                    self._render(event, checkpoint=False)
-                    self._render(event.responded(completion))
+                tail, since = self._tail, self._since_checkpoint
+                try:
+                    if completion is None:
+                        self._render(event)
+                    else:  # a due checkpoint follows the pair: the two records stay adjacent
+                        self._render(event, checkpoint=False)
+                        self._render(event.responded(completion))
+                except BaseException:  # (a bug) none of it stays queued: see ``append``
+                    del self._queue[queued:]
+                    self._tail, self._since_checkpoint = tail, since
+                    raise
                 if waiter is not None and not refuse:
                     self._waiters.append(waiter)
                 # A thread-side append always wakes the writer: records deferred by the
