@@ -17,7 +17,8 @@ Contract:
   Only the ``ring_size`` newest alerts are remembered for deduplication
   (memory stays bounded).
 * Rate limiting: each channel sends at most ``rate_per_minute`` alerts that
-  are not ``critical`` in any 60 s (sliding window by ``clock``); an alert
+  are not ``critical`` in any 60 s (sliding window by ``clock``; the alerts
+  another worker of the server delivers count too: see ``note``); an alert
   over the limit is not sent to that channel, is kept in the ring with the
   channel's status ``rate_limited`` and counted in ``stats()``. ``critical``
   alerts (rare: a honeytoken read, an emergency token, an audit device's
@@ -118,6 +119,8 @@ class _Entry:
     deliveries: dict[str, _Delivery] = field(default_factory=dict)
     elsewhere: bool = False
     """Noted only (``note``): another process delivers and audits it."""
+    counted_at: float | None = None
+    """When a noted alert was counted in the channels' rate windows (``note``)."""
 
     def to_dict(self) -> dict[str, object]:
         out = self.alert.to_dict()
@@ -409,12 +412,30 @@ class AlertDispatcher:
         A later alert with its detector and key within ``dedup_window`` is a duplicate here
         too, so the workers of one server do not each send the same alert; ``alert``
         itself raised here later (``raise_``, equal) is not: the worker that was to
-        deliver it did not (it stopped first), so this one delivers and audits it."""
+        deliver it did not (it stopped first), so this one delivers and audits it.
+
+        A noted alert that is not ``critical`` takes a place in every rate-limited
+        channel's window, as if sent here, whether its worker sent it or found its
+        channel over the limit: so the workers of one server together send at most
+        ``rate_per_minute`` alerts to a channel (less, when the workers' limits cut in),
+        not that many each. (Two workers raising at the same moment, before either is
+        told of the other's, may each take the last place; each sends its own summary.)"""
         now = self._clock()
         with self._lock:
             self._expire(now)
-            if not self._merge(alert):
-                self._index(self._keep(alert, now, elsewhere=True))
+            if self._merge(alert):
+                return
+            entry = self._keep(alert, now, elsewhere=True)
+            self._index(entry)
+            if alert.severity == "critical":
+                return  # never limited, never counted
+            entry.counted_at = now
+            for name in self._sent_at:
+                if name not in self._unlimited:
+                    sent_at = self._window(name, now)
+                    sent_at.append(now)
+                    while len(sent_at) > self._rate:  # the latest are enough to judge
+                        sent_at.popleft()
 
     def _take_over(self, alert: Alert) -> _Entry | None:
         """The noted entry of this very ``alert``, now this process's to deliver and audit
@@ -425,6 +446,11 @@ class AlertDispatcher:
             return None
         kept.elsewhere = False
         self._alerts += 1
+        if kept.counted_at is not None:  # counted when noted: admitted afresh, not twice
+            for name, sent_at in self._sent_at.items():
+                if name not in self._unlimited and kept.counted_at in sent_at:
+                    sent_at.remove(kept.counted_at)
+            kept.counted_at = None
         return kept
 
     def _merge(self, alert: Alert) -> bool:
