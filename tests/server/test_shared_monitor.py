@@ -373,8 +373,9 @@ def test_a_key_left_by_a_gone_connection_does_not_outlive_the_workers_forget(
 
 
 def test_two_workers_send_one_alert_to_a_channel_and_list_it_once(tmp_path: Path) -> None:
-    """The same detector and key raised again and again (``repeat_after = 0``, a 1 s rate
-    window), by the reads of both workers: a local webhook gets it once (the worker that
+    """The same detector and key raised again and again (``repeat_after = 0``, a 3 s rate
+    window: six reads fit in it under load, which 1 s did not always), by the reads of both
+    workers: a local webhook gets it once (the worker that
     did not deliver it had it noted and took its own for a duplicate), and each worker's
     ``GET /v1/sys/alerts`` shows it once, every raise counted."""
     with HttpReceiver() as hook:
@@ -383,7 +384,7 @@ def test_two_workers_send_one_alert_to_a_channel_and_list_it_once(tmp_path: Path
             f"""
 [monitor]
 rate_threshold = 5
-rate_window = 1
+rate_window = 3
 repeat_after = 0
 
 [[alerts.channel]]
@@ -408,7 +409,7 @@ secret = "shared-monitor-webhook-secret-01"
             h = {"Authorization": f"Bearer {created.json()['token']}", "Connection": "close"}
             raisers: list[str] = []  # the request id of each round's sixth read
             for _ in range(12):  # until the raising reads landed on both workers
-                time.sleep(1.1)  # the rate window (by the events' time) is over
+                time.sleep(3.1)  # the rate window (by the events' time) is over
                 for _ in range(6):  # a new connection each: either worker may answer
                     read = httpx.get(f"{server.addr}/v1/secrets/{DEV_SECRET}", headers=h)
                     assert read.status_code == 200, read.text
