@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from medsecrets.audit.remote import RemoteLane
 from medsecrets.audit.waiter import Waiter
 from medsecrets.errors import AuditFailure, StorageError
@@ -79,5 +81,33 @@ def test_a_key_the_audit_process_was_told_it_cannot_have_puts_the_device_down(
         why[0] = KEY
         assert _write(lane, 2) is True
         assert lane.up is True
+    finally:
+        lane.stop()
+
+
+def test_keys_unavailable_is_logged_once_as_it_starts_and_once_as_it_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Storage trouble that lasts logs one warning, not one a flush (a request each)."""
+    state = "trouble"
+
+    def material(name: str) -> Material:
+        if state == "trouble":
+            raise StorageError("storage unavailable")
+        return (HMAC_KEY, SIGNER.private_bytes(), KEY)
+
+    lane = _lane(tmp_path, material)
+    try:
+        with caplog.at_level("INFO", logger="medsecrets.audit"):
+            for number in range(1, 4):
+                assert _write(lane, number) is False
+            state = "unsealed"
+            assert _write(lane, 4) is True
+            assert _write(lane, 5) is True
+        lines = [r.getMessage() for r in caplog.records if "keys" in r.getMessage()]
+        assert lines == [
+            "audit device file: keys unavailable (StorageError)",
+            "audit device file: keys available again",
+        ]
     finally:
         lane.stop()

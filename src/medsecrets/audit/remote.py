@@ -228,6 +228,7 @@ class RemoteLane:
         self._reader: _Reader | None = None
         self._restarter: threading.Thread | None = None
         self._stopping = False
+        self._keys_failing = False  # logged once as it starts, once as it ends
         self._down = True
         self._adopted = 0.0  # when the current process was adopted (monotonic)
         self._quick = 0  # audit processes lost in a row before they served MAX_BACKOFF s
@@ -511,12 +512,21 @@ class RemoteLane:
 
     def _key_state(self) -> tuple[tuple[bytes, bytes, bytes | str | None] | None, bool]:
         """The key material now (``None`` if it cannot be had), and whether it could not
-        be read although the store is unsealed (storage trouble: ``key_material`` raised)."""
+        be read although the store is unsealed (storage trouble: ``key_material`` raised).
+        Trouble is logged once as it starts and once as it ends, not at every flush."""
         try:
-            return self._material(self.name), False
+            material = self._material(self.name)
         except Exception as exc:  # storage trouble: records without HMACs, as in process
-            _log.warning("audit device %s: keys unavailable (%s)", self.name, type(exc).__name__)
+            if not self._keys_failing:
+                self._keys_failing = True
+                _log.warning(
+                    "audit device %s: keys unavailable (%s)", self.name, type(exc).__name__
+                )
             return None, True
+        if self._keys_failing:
+            self._keys_failing = False
+            _log.info("audit device %s: keys available again", self.name)
+        return material, False
 
     def _flush(self, *, stopping: bool = False) -> None:
         material, trouble = self._key_state()
