@@ -40,7 +40,8 @@ never the process:
   ``alerts list`` and deduplicated against, not sent again. When the sender's
   connection is gone (the worker died after sending its events) or it does not
   read, the first other connection that takes them gets them as ``alerts``
-  instead, so an alert is not lost while the others take it for delivered;
+  instead (with none, the next one admitted), so an alert is not lost while the
+  others take it for delivered;
 * ``("ack", number)``: the worker took the ``alerts`` of that number (handed them
   to its dispatcher). The monitor keeps each ``alerts`` message until then (at
   most 1024 per connection, the oldest forgotten): when the connection ends
@@ -74,7 +75,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import IO, Final, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
@@ -106,7 +107,6 @@ _SILENT: Final = 3 * _BEAT
 """Seconds of silence after which ``stop`` takes a monitor process for hung."""
 _MAX_UNACKED: Final = 1024
 """Unacknowledged ``alerts`` messages kept per worker (``_Book``)."""
-"""Seconds of silence after which ``stop`` takes a monitor process for hung."""
 
 
 class MonitorProcess:
@@ -346,12 +346,17 @@ class _Book:
                 "monitor process: a worker left with alerts it had not taken: another"
                 " worker delivers them"
             )
-        self._waiting.extend(gone.unacked.values())
+        self.keep(gone.unacked.values())
         gone.unacked.clear()
+        self.hand_out(peers, selector)
+
+    def keep(self, found: Iterable[_Alerts]) -> None:
+        """Keep ``found`` for the next worker admitted (``hand_out``); beyond
+        ``_MAX_UNACKED`` waiting, the oldest are forgotten (logged)."""
+        self._waiting.extend(found)
         while len(self._waiting) > _MAX_UNACKED:
             self._waiting.popleft()
             _log.error("monitor process: no worker to deliver an alert: forgotten")
-        self.hand_out(peers, selector)
 
     def hand_out(
         self, peers: Mapping[int, _Peer | _Candidate], selector: selectors.BaseSelector
@@ -449,15 +454,16 @@ def serve(settings: Mapping[str, object], stop_fd: int) -> int:
         alerts = (message[1], message[2])
         others = [p for p in peers.values() if isinstance(p, _Peer) and p is not owner]
         if not book.give(owner, alerts):
-            for other in others:
-                if book.give(other, alerts):
-                    _log.warning(
-                        "monitor process: the worker whose events raised alerts is gone:"
-                        " another worker delivers them"
-                    )
-                    owner = other
-                    _watch_writes(other, selector, peers, book)
-                    break
+            _log.warning(
+                "monitor process: the worker whose events raised alerts is gone:"
+                " another worker delivers them"
+            )
+            taker = next((other for other in others if book.give(other, alerts)), None)
+            if taker is None:  # none connected (or none reads): the next one admitted
+                book.keep([alerts])
+            else:
+                owner = taker
+                _watch_writes(taker, selector, peers, book)
         noted = encode(("noted", *alerts))
         for other in others:
             if other is not owner:
