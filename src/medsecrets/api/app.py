@@ -15,6 +15,10 @@ read the request head into one ``_Head`` and share everything else. The handler:
   ``max_body_bytes`` (413, checked against Content-Length first and while
   reading), requires ``application/json`` for a non-empty body (415) and
   parses it (400 ``invalid_json``, also for a key repeated within an object);
+  an answer given before a declared body was read to its end (413, an unknown
+  route, a wrong method, a GET's body) says ``Connection: close``: the server
+  closes the connection rather than read the rest, and a client that sent its
+  next request on it would find it gone;
 - takes the token from ``Authorization: Bearer`` or ``X-Medsecrets-Token``;
 - runs ``core.handle`` (GETs inline, as reads are fast; ``loop_write`` routes
   inline too when the storage ``DefersDurability``: their commits return at
@@ -198,6 +202,13 @@ class _Head(NamedTuple):
     content_type: str
     content_length: int
     user_agent: str
+    chunked: bool
+    """``Transfer-Encoding`` was given (a body of unknown length)."""
+
+    @property
+    def has_body(self) -> bool:
+        """Whether the request declared a body (it may still be arriving)."""
+        return self.content_length > 0 or self.chunked
 
 
 class _Answer(NamedTuple):
@@ -222,6 +233,20 @@ def _length(value: str | None) -> int:
         return int(value)
     except ValueError:
         return -1
+
+
+class _BodyReader:
+    """A request's body chunks (``body()`` as the transports give it), noting whether
+    they were read to the end (``finished``)."""
+
+    def __init__(self, body: Callable[[], AsyncIterator[bytes]]) -> None:
+        self._body = body
+        self.finished = False
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body():
+            yield chunk
+        self.finished = True
 
 
 class _ApiHandler:
@@ -276,6 +301,7 @@ class _ApiHandler:
         content_type = ""
         content_length = -1
         user_agent = ""
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
@@ -289,6 +315,8 @@ class _ApiHandler:
                 content_length = _length(value.decode("latin-1"))
             elif name == b"user-agent":
                 user_agent = value[:256].decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
         path: str = scope["path"]
         client = scope.get("client")
         head = _Head(
@@ -302,6 +330,7 @@ class _ApiHandler:
             content_type=content_type,
             content_length=content_length,
             user_agent=user_agent,
+            chunked=chunked,
         )
 
         async def body() -> AsyncIterator[bytes]:
@@ -346,6 +375,7 @@ class _ApiHandler:
             content_type=get("content-type", ""),
             content_length=_length(get("content-length")),
             user_agent=get("user-agent", "")[:256],
+            chunked=get("transfer-encoding") is not None,
         )
 
         async def body() -> AsyncIterator[bytes]:
@@ -374,8 +404,9 @@ class _ApiHandler:
         if task is not None and deadlines is not None:
             deadlines.enter(task)
         timed_out = False
+        reader = _BodyReader(body)
         try:
-            answer = await self._answer(head, body, request_id, route)
+            answer = await self._answer(head, reader, request_id, route)
         except asyncio.CancelledError:
             if task is None or deadlines is None or not deadlines.leave(task):
                 raise
@@ -402,6 +433,11 @@ class _ApiHandler:
                 await settled
             except StorageError as exc:
                 answer = self._fail(exc, request_id, route[0])
+        if head.has_body and not reader.finished:
+            # answered before the body was read (413, 404, 405, a GET's body): the server
+            # closes the connection rather than read the rest, so the client must not
+            # send its next request on it (it raced the close: "disconnected")
+            answer = answer._replace(extra=(*answer.extra, ("connection", "close")))
         if self._metrics is not None:
             self._metrics.observe_request(
                 route[0], head.method, answer.status, time.perf_counter() - started
