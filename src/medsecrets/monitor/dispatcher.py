@@ -121,6 +121,8 @@ class _Entry:
     """Noted only (``note``): another process delivers and audits it."""
     counted_at: float | None = None
     """When a noted alert was counted in the channels' rate windows (``note``)."""
+    counted_in: tuple[str, ...] = ()
+    """The channels whose rate windows counted the noted alert (``note``)."""
 
     def to_dict(self) -> dict[str, object]:
         out = self.alert.to_dict()
@@ -415,11 +417,14 @@ class AlertDispatcher:
         deliver it did not (it stopped first), so this one delivers and audits it.
 
         A noted alert that is not ``critical`` takes a place in every rate-limited
-        channel's window, as if sent here, whether its worker sent it or found its
-        channel over the limit: so the workers of one server together send at most
-        ``rate_per_minute`` alerts to a channel (less, when the workers' limits cut in),
-        not that many each. (Two workers raising at the same moment, before either is
-        told of the other's, may each take the last place; each sends its own summary.)"""
+        channel's window that has room, as if raised here: so the workers of one server
+        together send at most ``rate_per_minute`` alerts to a channel, not that many
+        each. One noted while the window is full takes none (its worker, whose window
+        holds the same alerts, found it over the limit too and did not send it), so the
+        window empties 60 s after its last place was taken and a storm of alerts is
+        still heard of every minute (alerts, or each worker's summary). (Two workers
+        raising at the same moment, before either is told of the other's, may each take
+        the last place; each sends its own summary.)"""
         now = self._clock()
         with self._lock:
             self._expire(now)
@@ -429,13 +434,15 @@ class AlertDispatcher:
             self._index(entry)
             if alert.severity == "critical":
                 return  # never limited, never counted
-            entry.counted_at = now
+            counted = []
             for name in self._sent_at:
                 if name not in self._unlimited:
                     sent_at = self._window(name, now)
-                    sent_at.append(now)
-                    while len(sent_at) > self._rate:  # the latest are enough to judge
-                        sent_at.popleft()
+                    if len(sent_at) < self._rate:
+                        sent_at.append(now)
+                        counted.append(name)
+            if counted:
+                entry.counted_at, entry.counted_in = now, tuple(counted)
 
     def _take_over(self, alert: Alert) -> _Entry | None:
         """The noted entry of this very ``alert``, now this process's to deliver and audit
@@ -447,10 +454,11 @@ class AlertDispatcher:
         kept.elsewhere = False
         self._alerts += 1
         if kept.counted_at is not None:  # counted when noted: admitted afresh, not twice
-            for name, sent_at in self._sent_at.items():
-                if name not in self._unlimited and kept.counted_at in sent_at:
+            for name in kept.counted_in:
+                sent_at = self._sent_at[name]
+                if kept.counted_at in sent_at:  # not yet out of the window
                     sent_at.remove(kept.counted_at)
-            kept.counted_at = None
+            kept.counted_at, kept.counted_in = None, ()
         return kept
 
     def _merge(self, alert: Alert) -> bool:
