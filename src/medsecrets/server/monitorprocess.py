@@ -309,6 +309,8 @@ class _Peer:
         self.out = bytearray()
         self.unacked: OrderedDict[int, _Alerts] = OrderedDict()
         """The ``alerts`` sent to it that it has not said it took, by number."""
+        self.forgetting = False
+        """Whether some of its unacknowledged alerts were forgotten (logged once)."""
 
 
 class _Book:
@@ -316,11 +318,13 @@ class _Book:
     (``("ack", number)``): those of a worker whose connection ends first (it stopped with
     them unread, or died) go to another connected worker, or, with none connected, to the
     next one admitted. At most ``_MAX_UNACKED`` are kept per worker, and as many for the
-    next one; beyond that the oldest are forgotten (logged)."""
+    next one; beyond that the oldest are forgotten, logged once a connection and once until
+    a worker takes those waiting (a flood of lines, one an alert, would bury the cause)."""
 
     def __init__(self) -> None:
         self._next = 0
         self._waiting: deque[_Alerts] = deque()
+        self._forgetting = False
 
     def give(self, peer: _Peer, alerts: _Alerts) -> bool:
         """Queue ``alerts`` for ``peer`` to deliver; whether it will have them (``_queue``)."""
@@ -330,7 +334,12 @@ class _Book:
         peer.unacked[self._next] = alerts
         if len(peer.unacked) > _MAX_UNACKED:
             peer.unacked.popitem(last=False)
-            _log.error("monitor process: a worker does not acknowledge its alerts: one forgotten")
+            if not peer.forgetting:
+                peer.forgetting = True
+                _log.error(
+                    "monitor process: a worker does not acknowledge its alerts: the oldest"
+                    " are forgotten (logged once a connection)"
+                )
         return True
 
     def hand_over(
@@ -356,7 +365,12 @@ class _Book:
         self._waiting.extend(found)
         while len(self._waiting) > _MAX_UNACKED:
             self._waiting.popleft()
-            _log.error("monitor process: no worker to deliver an alert: forgotten")
+            if not self._forgetting:
+                self._forgetting = True
+                _log.error(
+                    "monitor process: no worker to deliver alerts: the oldest are forgotten"
+                    " (logged once until a worker takes them)"
+                )
 
     def hand_out(
         self, peers: Mapping[int, _Peer | _Candidate], selector: selectors.BaseSelector
@@ -369,6 +383,7 @@ class _Book:
             if taker is None:
                 return  # kept for the next worker admitted
             self._waiting.popleft()
+            self._forgetting = False
             _interest(taker, selector)
 
 
