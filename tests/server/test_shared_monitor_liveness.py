@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from medsecrets.catalog import default_catalog
 from medsecrets.monitor.detectors import DetectorConfig
@@ -171,3 +174,24 @@ def test_a_two_worker_server_replaces_a_stopped_monitor_process(tmp_path: Path) 
 
         _wait(alerted, "a rate alert after the restart", timeout=60)
         assert "hung" in server.log_text()
+
+
+def test_a_start_whose_pipe_stop_closed_fails_as_a_start_that_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``stop`` may close the new process's stdin while ``_launch`` writes the config to
+    it: that is a start that did not happen (``RuntimeError``), not a ``ValueError``
+    escaping the keeper thread with a traceback."""
+    real = subprocess.Popen
+
+    def closed_at_once(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started = real(*args, **kwargs)
+        assert started.stdin is not None
+        started.stdin.close()  # as stop() does, in the instant after Popen
+        return started
+
+    monkeypatch.setattr(monitorprocess.subprocess, "Popen", closed_at_once)
+    process = MonitorProcess(_settings(), log_level="error", log_file=None)
+    with pytest.raises(RuntimeError, match="did not start"):
+        process.start()
+    assert _monitor_children() == []

@@ -210,7 +210,7 @@ class MonitorProcess:
             while config:
                 config = config[process.stdin.write(config) or 0 :]
             ready = _read_line(process.stdout.fileno(), _START_TIMEOUT)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: stop() closed the pipe meanwhile
             ready = b""
         if ready.strip() != b"ready":
             process.kill()
