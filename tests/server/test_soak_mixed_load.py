@@ -14,8 +14,7 @@ checkpoint key, and ``who-read``/``search`` list exactly the successful reads of
 shared secret. ``benchmarks/soak.py`` runs the same for a given time.
 
 The transport's own refusals (unknown route, malformed JSON, oversized body, another
-content type) are answered without a record: ``test_transport_refusals_are_recorded``
-states the promise and is expected to fail until they are recorded.
+content type) are recorded too (``test_transport_refusals_are_recorded``; they were not).
 """
 
 from __future__ import annotations
@@ -79,16 +78,10 @@ def test_a_mixed_load_keeps_every_audit_promise(tmp_path: Path, workers: int) ->
         server.log_text(),
         result,
         public_key=key.json()["public_key_pem"],
-        unrecorded=TRANSPORT_REFUSALS,
     )
     assert problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.app refuses an unknown route (404), malformed JSON (400), an oversized"
-    " body (413) and another content type (415) before the core, so nothing records them",
-)
 def test_transport_refusals_are_recorded(tmp_path: Path) -> None:
     """audit.md: "Every request to a medsecrets server and every response is recorded"
     (only what the HTTP layer cannot parse is exempt, api.md)."""

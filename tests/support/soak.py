@@ -78,7 +78,7 @@ DOCUMENTED_503 = frozenset(
 TRANSPORT_REFUSALS = frozenset({"bad_unknown", "bad_malformed", "bad_oversized", "bad_media"})
 """The soak's requests the transport (``api.app``) refuses before the core sees them: an
 unknown route (404), a malformed JSON body (400), an oversized body (413), another
-content type (415). They are not recorded (see ``test_soak_mixed_load``)."""
+content type (415). They are recorded as the core's own refusals are."""
 
 
 def soak_config(base: Path) -> Path:
@@ -451,7 +451,6 @@ def _pairing(
     device: str,
     records: list[Mapping[str, object]],
     result: LoadResult,
-    skip: frozenset[str],
 ) -> list[str]:
     """Problems with the request/response records of every exchange in one device."""
     problems: list[str] = []
@@ -462,7 +461,7 @@ def _pairing(
             by_id.setdefault(rid, []).append(record)
     missing: Counter[str] = Counter()
     for exchange in result.exchanges:
-        if not exchange.app or exchange.op in skip:
+        if not exchange.app:
             continue
         found = by_id.get(exchange.request_id, [])
         kinds = Counter(str(r["kind"]) for r in found)
@@ -486,11 +485,9 @@ def check_trail(
     result: LoadResult,
     *,
     public_key: str | None = None,
-    unrecorded: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Every broken promise of the run (see module docstring), one line each; ``[]``
-    when the trail of the stopped server at ``data_dir`` keeps them all. Exchanges of
-    the operations in ``unrecorded`` are not looked for in the trail."""
+    when the trail of the stopped server at ``data_dir`` keeps them all."""
     problems: list[str] = []
     for exchange in result.exchanges:
         if exchange.error:
@@ -506,10 +503,10 @@ def check_trail(
     # the records, by device
     chains = _file_device_chains(data_dir)
     file_records = [r for chain in chains for r in _json_lines(chain)]
-    problems += _pairing("file", file_records, result, unrecorded)
+    problems += _pairing("file", file_records, result)
     db = _db_chains(data_dir)
     db_records = [json.loads(line) for lines in db.values() for line in lines]
-    problems += _pairing("db", db_records, result, unrecorded)
+    problems += _pairing("db", db_records, result)
     # leaks
     exposed = [("server log", log_text.encode())]
     exposed += [(str(p.name), p.read_bytes()) for chain in chains for p in chain]

@@ -50,7 +50,7 @@ import secrets
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, NamedTuple, NoReturn, Protocol, cast
 from urllib.parse import parse_qs
 
 import orjson
@@ -59,6 +59,7 @@ from medsecrets.api.deadline import Deadlines
 from medsecrets.api.errors import (
     InvalidJsonError,
     MethodNotAllowedError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
     error_body,
 )
@@ -68,6 +69,7 @@ from medsecrets.api.metrics import Metrics
 from medsecrets.api.openapi import DOCS_URL, OPENAPI_URL, build_openapi, docs_page
 from medsecrets.core.handler import Admitted, Core, Routed
 from medsecrets.core.request import Request, Response
+from medsecrets.core.routes import UNROUTED
 from medsecrets.core.routes.base import RouteSpec, parse_query, quote
 from medsecrets.errors import (
     AuthenticationError,
@@ -152,6 +154,26 @@ _TIMEOUT_ERROR = {"code": "timeout", "message": "the request timed out; outcome 
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+_MAX_RECORDED_PATH = 512
+"""The longest URL path recorded for an ``unrouted`` request (cut beyond)."""
+
+
+class _Progress:
+    """How far ``_answer`` got with a request: its route's name for metrics and the access
+    log (``-`` until known), the route's path parameter once routed (``routed``), and
+    whether its records are taken care of (the core's pipeline reached, or the transport's
+    refusal recorded): a request that times out before that is recorded by ``_serve``,
+    never twice."""
+
+    __slots__ = ("audited", "path", "route", "routed")
+
+    def __init__(self) -> None:
+        self.route = "-"
+        self.path = ""
+        self.routed = False
+        self.audited = False
 
 
 class _Router:
@@ -398,7 +420,7 @@ class _ApiHandler:
         request_id = head.request_id
         if not (request_id and _REQUEST_ID.fullmatch(request_id)):
             request_id = self._new_request_id()
-        route = ["-"]
+        progress = _Progress()
         deadlines = self._deadlines
         task = asyncio.current_task(running_loop()) if deadlines is not None else None
         if task is not None and deadlines is not None:
@@ -406,7 +428,7 @@ class _ApiHandler:
         timed_out = False
         reader = _BodyReader(body)
         try:
-            answer = await self._answer(head, reader, request_id, route)
+            answer = await self._answer(head, reader, request_id, progress)
         except asyncio.CancelledError:
             if task is None or deadlines is None or not deadlines.leave(task):
                 raise
@@ -416,10 +438,20 @@ class _ApiHandler:
             timeout_body = orjson.dumps({"error": _TIMEOUT_ERROR, "request_id": request_id})
             answer = _Answer(503, timeout_body, request_id)
             ERROR_LOGGER.warning(
-                "request timed out", extra={"request_id": request_id, "route": route[0]}
+                "request timed out", extra={"request_id": request_id, "route": progress.route}
             )
+            if not progress.audited:  # timed out before the core (a body that drips)
+                with contextlib.suppress(Exception):  # answered 503 whatever the audit says
+                    self._refuse(
+                        head,
+                        request_id,
+                        progress,
+                        RequestTimeoutError(),
+                        route=progress.route if progress.routed else UNROUTED,
+                        path=progress.path,
+                    )
         except Exception as exc:
-            answer = self._fail(exc, request_id, route[0])
+            answer = self._fail(exc, request_id, progress.route)
         finally:
             if task is not None and deadlines is not None:
                 deadlines.leave(task)
@@ -432,7 +464,7 @@ class _ApiHandler:
             try:
                 await settled
             except StorageError as exc:
-                answer = self._fail(exc, request_id, route[0])
+                answer = self._fail(exc, request_id, progress.route)
         if head.has_body and not reader.finished:
             # answered before the body was read (413, 404, 405, a GET's body): the server
             # closes the connection rather than read the rest, so the client must not
@@ -440,11 +472,11 @@ class _ApiHandler:
             answer = answer._replace(extra=(*answer.extra, ("connection", "close")))
         if self._metrics is not None:
             self._metrics.observe_request(
-                route[0], head.method, answer.status, time.perf_counter() - started
+                progress.route, head.method, answer.status, time.perf_counter() - started
             )
         log_access(
             method=head.method,
-            route=route[0],
+            route=progress.route,
             status=answer.status,
             duration_ms=(time.perf_counter() - started) * 1000.0,
             request_id=request_id,
@@ -457,27 +489,44 @@ class _ApiHandler:
         head: _Head,
         body: Callable[[], AsyncIterator[bytes]],
         request_id: str,
-        route: list[str],
+        progress: _Progress,
     ) -> _Answer:
-        """Route and run one request; raises what ``_fail`` turns into an error answer."""
+        """Route and run one request; raises what ``_fail`` turns into an error answer.
+
+        A request refused here, before the core (its URL path, route, method, body or
+        query), is recorded as the core records its refusals (``_refuse``)."""
         method, path = head.method, head.path
         if head.raw_length > MAX_URL_PATH or len(path) > MAX_URL_PATH:
-            raise InvalidRequest(f"URL path longer than {MAX_URL_PATH} characters")
+            self._refuse(
+                head,
+                request_id,
+                progress,
+                InvalidRequest(f"URL path longer than {MAX_URL_PATH} characters"),
+            )
         if _BAD_PATH.search(path):
-            raise InvalidRequest("URL path contains a control character or a '.' or '..' segment")
+            self._refuse(
+                head,
+                request_id,
+                progress,
+                InvalidRequest("URL path contains a control character or a '.' or '..' segment"),
+            )
         matched = self._router.match(path)
         if matched is None:
-            return await self._unrouted(head, request_id, route)
+            return await self._unrouted(head, request_id, progress)
         methods, param = matched
         spec = methods.get(method)
         if spec is None:
-            route[0] = next(iter(methods.values())).name
-            return _not_allowed(request_id, sorted(methods))
-        route[0] = spec.name
+            progress.route = next(iter(methods.values())).name
+            return self._not_allowed(head, request_id, progress, sorted(methods))
+        progress.route, progress.path, progress.routed = spec.name, param, True
         parsed: object = None
-        if method in _BODY_METHODS:
-            parsed = await self._read_json(body(), head.content_type, head.content_length)
-        query = _query(head.query)
+        try:
+            if method in _BODY_METHODS:
+                parsed = await self._read_json(body(), head.content_type, head.content_length)
+            query = _query(head.query)
+        except (InvalidRequest, _BodyTooLargeError) as exc:
+            self._refuse(head, request_id, progress, exc, route=spec.name, path=param)
+        progress.audited = True  # from here on the core records it
         request = Request(
             method=method,
             route=spec.name,
@@ -536,17 +585,19 @@ class _ApiHandler:
             raise
         return admitted.finish(routed, defer_audit=True)
 
-    async def _unrouted(self, head: _Head, request_id: str, route: list[str]) -> _Answer:
-        """Metrics, the OpenAPI document and the docs page (not core routes).
+    async def _unrouted(self, head: _Head, request_id: str, progress: _Progress) -> _Answer:
+        """Metrics, the OpenAPI document and the docs page (not core routes); recorded
+        as core routes are. Any other URL path is 404, recorded as ``UNROUTED``.
 
         As strict as the core routes: another method is 405 with ``Allow: GET``;
         any query parameter is unknown (400 ``invalid_request``).
         """
         method, path = head.method, head.path
         if path == METRICS_URL and self._metrics is not None:
-            route[0] = "metrics"
+            progress.route = "metrics"
             if method != "GET":
-                return _not_allowed(request_id, ("GET",))
+                return self._not_allowed(head, request_id, progress, ("GET",))
+            progress.audited = True  # _serve_metrics records it
             text = await self._serve_metrics(
                 Request(
                     method=method,
@@ -560,14 +611,75 @@ class _ApiHandler:
             )
             return _Answer(200, text, request_id, content_type=METRICS_CONTENT_TYPE)
         if path in (OPENAPI_URL, DOCS_URL):
-            route[0] = "openapi" if path == OPENAPI_URL else "docs"
+            name = progress.route = "openapi" if path == OPENAPI_URL else "docs"
             if method != "GET":
-                return _not_allowed(request_id, ("GET",))
-            parse_query((), _query(head.query))  # takes none: any one is unknown (400)
+                return self._not_allowed(head, request_id, progress, ("GET",))
+            try:
+                parse_query((), _query(head.query))  # takes none: any one is unknown (400)
+            except InvalidRequest as exc:
+                self._refuse(head, request_id, progress, exc, route=name)
+            self._record(head, request_id, progress, route=name, path="", check=lambda: None)
             if path == OPENAPI_URL:
                 return _Answer(200, self._openapi, request_id)
             return _Answer(200, self._docs, request_id, content_type="text/html; charset=utf-8")
-        raise NotFoundError("no such route")
+        self._refuse(head, request_id, progress, NotFoundError("no such route"), path=path)
+
+    def _not_allowed(
+        self, head: _Head, request_id: str, progress: _Progress, methods: Iterable[str]
+    ) -> _Answer:
+        """405 ``method_not_allowed`` (``Allow``: ``methods``), recorded as ``UNROUTED``."""
+        try:
+            self._refuse(head, request_id, progress, MethodNotAllowedError(), path=head.path)
+        except MethodNotAllowedError:
+            return _not_allowed(request_id, methods)
+
+    def _refuse(
+        self,
+        head: _Head,
+        request_id: str,
+        progress: _Progress,
+        error: Exception,
+        *,
+        route: str = UNROUTED,
+        path: str = "",
+    ) -> NoReturn:
+        """Record the transport's refusal of a request with ``error`` (its request and
+        response records, as the core records its own refusals: without a principal, the
+        token HMAC'd), then raise ``error`` (``AuditFailure`` if it cannot be recorded:
+        refused all the same, 503). ``path``: the secret path, or the URL path of an
+        ``UNROUTED`` request (cut to ``_MAX_RECORDED_PATH``)."""
+        if isinstance(error, _BodyTooLargeError):
+            error = TooLargeError(f"request body over {self._max_body} bytes")
+
+        def refused() -> NoReturn:
+            raise error
+
+        self._record(head, request_id, progress, route=route, path=path, check=refused)
+        raise error  # not reached: _record raised it
+
+    def _record(
+        self,
+        head: _Head,
+        request_id: str,
+        progress: _Progress,
+        *,
+        route: str,
+        path: str,
+        check: Callable[[], None],
+    ) -> None:
+        """Record a request the transport answers itself (``Core.audit_outside``): its
+        outcome is what ``check()`` raises, or success."""
+        progress.audited = True
+        request = Request(
+            method=head.method,
+            route=route,
+            path=path[:_MAX_RECORDED_PATH],
+            token=head.token,
+            remote=head.remote,
+            user_agent=head.user_agent,
+            request_id=request_id,
+        )
+        self._core.audit_outside(request, check)
 
     async def _serve_metrics(self, request: Request) -> bytes:
         """``GET /v1/sys/metrics``: a token allowed to read ``sys/metrics``, unless open.

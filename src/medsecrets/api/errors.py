@@ -15,6 +15,7 @@ from medsecrets.errors import InvalidRequest, MedsecretsError
 __all__ = [
     "InvalidJsonError",
     "MethodNotAllowedError",
+    "RequestTimeoutError",
     "UnsupportedMediaTypeError",
     "error_body",
 ]
@@ -44,6 +45,15 @@ class MethodNotAllowedError(MedsecretsError):
     code = "method_not_allowed"
 
     def __init__(self, message: str = "method not allowed on this route") -> None:
+        super().__init__(message)
+
+
+class RequestTimeoutError(MedsecretsError):
+    """The request was still unanswered after ``api.request_timeout`` seconds (503)."""
+
+    code = "timeout"
+
+    def __init__(self, message: str = "the request timed out; outcome unknown") -> None:
         super().__init__(message)
 
 

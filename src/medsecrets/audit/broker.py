@@ -55,7 +55,7 @@ __all__ = ["EXEMPT_ROUTES", "AuditBroker"]
 
 _LOG = logging.getLogger("medsecrets.audit")
 
-EXEMPT_ROUTES = frozenset({"sys.health", "sys.seal_status"})
+EXEMPT_ROUTES = frozenset({"sys.health", "sys.seal_status", "openapi", "docs"})
 """Routes served (and still audited when devices exist) with no audit device at all."""
 
 _SECRET_ROUTES = ("secrets.", "metadata.", "stages.")

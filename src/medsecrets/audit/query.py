@@ -52,17 +52,16 @@ __all__ = [
 _ALERT_KEYS = {"remote": "source"}
 _OUTCOMES: Final = frozenset(get_args(Outcome))
 _KINDS: Final = frozenset(get_args(Kind))
-_METRICS_OPERATION: Final = "sys.metrics"
-"""The one audited operation that is not a core route (the API serves ``/v1/sys/metrics``)."""
 
 
 @functools.cache
 def operations() -> frozenset[str]:
     """Every operation a request or response record can name: the core's route names and
-    ``sys.metrics`` (imported on first use: the route table is not light)."""
-    from medsecrets.core.routes import route_table
+    those of the HTTP layer (``TRANSPORT_OPERATIONS``: metrics, the OpenAPI document, the
+    docs page, ``unrouted``), imported on first use: the route table is not light."""
+    from medsecrets.core.routes import TRANSPORT_OPERATIONS, route_table
 
-    return frozenset({name for _, name in route_table("medessence")} | {_METRICS_OPERATION})
+    return frozenset({name for _, name in route_table("medessence")} | TRANSPORT_OPERATIONS)
 
 
 def _utc_text(value: dt.datetime) -> str:

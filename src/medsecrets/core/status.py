@@ -33,6 +33,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_initialized": 503,
     "audit_failure": 503,
     "storage_unavailable": 503,
+    "timeout": 503,
 }
 
 GENERIC_CODES = frozenset(

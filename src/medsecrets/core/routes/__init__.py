@@ -8,7 +8,14 @@ from __future__ import annotations
 from medsecrets.core.routes import audit, catalog, secrets, system, tokens
 from medsecrets.core.routes.base import RouteSpec
 
-__all__ = ["RouteSpec", "route_table"]
+__all__ = ["TRANSPORT_OPERATIONS", "UNROUTED", "RouteSpec", "route_table"]
+
+UNROUTED = "unrouted"
+"""The operation recorded for a request no route takes: an unknown URL path or method, or
+a URL path refused as such (too long, a control character, a ``.`` segment)."""
+TRANSPORT_OPERATIONS = frozenset({"sys.metrics", "openapi", "docs", UNROUTED})
+"""The operations recorded for what the HTTP layer (``api.app``) serves or refuses itself:
+audit records name them besides the route names of ``route_table``."""
 
 
 def route_table(prefix: str) -> dict[tuple[str, str], RouteSpec]:
