@@ -31,7 +31,9 @@ read the request head into one ``_Head`` and share everything else. The handler:
   not yet;
 - answers 503 ``timeout`` to a request still unanswered after
   ``request_timeout`` seconds (``api.deadline``: its task is cancelled; work
-  in a worker thread is abandoned and may still complete: "outcome unknown");
+  in a worker thread is abandoned and may still complete: "outcome unknown";
+  work still waiting for a thread is cancelled, never run, and its timeout is
+  recorded in its place, so every request keeps one response record);
 - logs one JSON access line per request (``api.logging``), without bodies,
   tokens, query strings or paths;
 - serves the cached OpenAPI document at ``/v1/openapi.json`` and a docs page
@@ -43,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import json
 import re
@@ -72,6 +75,7 @@ from medsecrets.core.request import Request, Response
 from medsecrets.core.routes import UNROUTED
 from medsecrets.core.routes.base import RouteSpec, parse_query, quote
 from medsecrets.errors import (
+    AuditFailure,
     AuthenticationError,
     InvalidRequest,
     NotFoundError,
@@ -165,15 +169,18 @@ class _Progress:
     log (``-`` until known), the route's path parameter once routed (``routed``), and
     whether its records are taken care of (the core's pipeline reached, or the transport's
     refusal recorded): a request that times out before that is recorded by ``_serve``,
-    never twice."""
+    never twice. ``unfinished``, while set, records the timeout of a request the core
+    took but whose outcome nobody will record: its request record awaited, or its work
+    still queued for a worker thread (then cancelled: it never runs)."""
 
-    __slots__ = ("audited", "path", "route", "routed")
+    __slots__ = ("audited", "path", "route", "routed", "unfinished")
 
     def __init__(self) -> None:
         self.route = "-"
         self.path = ""
         self.routed = False
         self.audited = False
+        self.unfinished: Callable[[], object] | None = None
 
 
 class _Router:
@@ -441,7 +448,7 @@ class _ApiHandler:
                 "request timed out", extra={"request_id": request_id, "route": progress.route}
             )
             if not progress.audited:  # timed out before the core (a body that drips)
-                with contextlib.suppress(Exception):  # answered 503 whatever the audit says
+                try:
                     self._refuse(
                         head,
                         request_id,
@@ -450,6 +457,13 @@ class _ApiHandler:
                         route=progress.route if progress.routed else UNROUTED,
                         path=progress.path,
                     )
+                except AuditFailure as exc:  # a refusal that cannot be recorded, as any
+                    answer = self._fail(exc, request_id, progress.route)
+                except RequestTimeoutError:
+                    pass
+            elif progress.unfinished is not None:  # the core's outcome would go unrecorded
+                with contextlib.suppress(Exception):  # the timeout, if it can be recorded
+                    progress.unfinished()
         except Exception as exc:
             answer = self._fail(exc, request_id, progress.route)
         finally:
@@ -547,20 +561,49 @@ class _ApiHandler:
             # route itself in a thread (abandoned on cancel: a request timeout answers
             # 503 at once and the thread finishes on its own, "outcome unknown").
             admitted = self._core.admit(request)
+            progress.unfinished = functools.partial(_record_timeout, admitted)
             await admitted.wait_async()
             if spec.loop_write and self._deferrable is not None:
-                response = await self._write_on_loop(admitted, self._deferrable)
+                response = await self._write_on_loop(admitted, self._deferrable, progress)
             else:
-                loop = running_loop()
-                response = await loop.run_in_executor(self._threads, admitted.run_deferred)
+                response = await self._in_thread(
+                    admitted.run_deferred, functools.partial(_record_timeout, admitted), progress
+                )
+            progress.unfinished = None
             if response.audit is not None:
                 await response.audit.wait_async()
         else:
-            loop = running_loop()
-            response = await loop.run_in_executor(self._threads, self._core.handle, request)
+
+            def refused_in_queue() -> None:
+                self._refuse(
+                    head, request_id, progress, RequestTimeoutError(), route=spec.name, path=param
+                )
+
+            response = await self._in_thread(
+                functools.partial(self._core.handle, request), refused_in_queue, progress
+            )
         return _Answer(response.status, orjson.dumps(response.body), request_id)
 
-    async def _write_on_loop(self, admitted: Admitted, storage: DefersDurability) -> Response:
+    async def _in_thread(
+        self, work: Callable[[], Response], unstarted: Callable[[], None], progress: _Progress
+    ) -> Response:
+        """``work()`` in a worker thread, which records its outcome. Should the request
+        time out while ``work`` still waits for a thread, it is cancelled (never run) and
+        ``unstarted()`` records the timeout instead (``progress.unfinished``)."""
+        future = self._threads.submit(work)
+
+        def abandon() -> None:
+            if future.cancel():  # never started (or cancelled already): nothing recorded
+                unstarted()
+
+        progress.unfinished = abandon  # left set on a cancel: ``_serve`` calls it
+        response = await asyncio.wrap_future(future)
+        progress.unfinished = None
+        return response
+
+    async def _write_on_loop(
+        self, admitted: Admitted, storage: DefersDurability, progress: _Progress
+    ) -> Response:
         """Route a ``loop_write`` change here, its writes deferred; record it once durable.
 
         A route whose write found the write lock taken (``WriteLockBusy``: it
@@ -573,9 +616,11 @@ class _ApiHandler:
         """
         with storage.deferring():
             routed = admitted.route()
+        progress.unfinished = None  # routed: its outcome is recorded below, or by a task
         if isinstance(routed.error, WriteLockBusy):  # as any change, recorded in the thread
-            loop = running_loop()
-            return await loop.run_in_executor(self._threads, admitted.run_deferred)
+            return await self._in_thread(
+                admitted.run_deferred, functools.partial(_record_timeout, admitted), progress
+            )
         try:
             routed = await _durable(routed, storage)
         except asyncio.CancelledError:
@@ -597,13 +642,17 @@ class _ApiHandler:
             progress.route = "metrics"
             if method != "GET":
                 return self._not_allowed(head, request_id, progress, ("GET",))
+            try:
+                query = _query(head.query)
+            except InvalidRequest as exc:  # malformed: refused before the token is checked
+                self._refuse(head, request_id, progress, exc, route="sys.metrics")
             progress.audited = True  # _serve_metrics records it
             text = await self._serve_metrics(
                 Request(
                     method=method,
                     route="sys.metrics",
                     token=head.token,
-                    query=_query(head.query),
+                    query=query,
                     remote=head.remote,
                     user_agent=head.user_agent,
                     request_id=request_id,
@@ -893,6 +942,12 @@ async def _durable(routed: Routed, storage: DefersDurability) -> Routed:
             if routed.error is None:
                 return Routed(None, exc)
     return routed
+
+
+def _record_timeout(admitted: Admitted) -> None:
+    """Record that ``admitted`` timed out before its route ran (it never will)."""
+    with contextlib.suppress(RequestTimeoutError):
+        admitted.finish(Routed(None, RequestTimeoutError()))
 
 
 async def _record_when_durable(
