@@ -16,7 +16,9 @@
    the socket is bound;
 5. on SIGTERM or SIGINT stops accepting connections, lets in-flight requests
    finish for up to ``shutdown_grace_period`` seconds, stops the sweeper and
-   closes (seals) the store. A second signal stops at once. SIGHUP is logged
+   closes (seals) the store (with ``workers``, each worker process does so for
+   itself, and one not exited after the grace period (whole seconds, at least 1) is
+   killed: ``reaping_mp_server``). A second signal stops at once. SIGHUP is logged
    and ignored (settings are read at start only). A SIGTERM or SIGINT that
    comes during the start is acted on when the start is done: nothing is
    served, and what was built is closed as after a stop (exit 0).
@@ -34,6 +36,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -46,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from medsecrets.errors import ConfigError, MedsecretsError
 from medsecrets.server.config import Settings, load_settings
@@ -59,6 +62,8 @@ from medsecrets.server.logsetup import (
 )
 
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
+    from granian.server.mp import MPServer
+
     from medsecrets.api.app import ApiApp
     from medsecrets.catalog.model import Catalog
     from medsecrets.core.audit import AuditAdmin, AuditHook
@@ -70,7 +75,7 @@ if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from medsecrets.server.sweeper import Sweeper
     from medsecrets.store import SecretStore
 
-__all__ = ["build_parser", "main", "serve", "worker_app"]
+__all__ = ["build_parser", "main", "reaping_mp_server", "serve", "worker_app"]
 
 log = logging.getLogger("medsecrets.server")
 
@@ -496,8 +501,6 @@ def _serve_uvicorn(app: ApiApp, settings: Settings, dev: DevInfo | None) -> None
 
 def _serve_granian_workers(settings: Settings) -> None:
     """``workers`` granian worker processes, each built by the factory ``worker_app``."""
-    from granian.server import MPServer
-
     from medsecrets.server.bootstrap import build_core, create_latch
     from medsecrets.wire import to_wire
 
@@ -518,7 +521,7 @@ def _serve_granian_workers(settings: Settings) -> None:
     try:
         monitor = _shared_monitor(settings, core.store.catalog)
         kwargs = _granian_kwargs(settings)
-        server = MPServer(
+        server = reaping_mp_server()(
             "medsecrets.server.runner:worker_app",
             factory=True,
             workers=settings.workers,
@@ -535,6 +538,52 @@ def _serve_granian_workers(settings: Settings) -> None:
         latch.remove()
         if monitor is not None:
             monitor.stop()
+
+
+@functools.cache
+def reaping_mp_server() -> type[MPServer]:
+    """granian's ``MPServer`` whose graceful stop waits for a worker that exits in time.
+
+    granian reaps each worker process twice: a watcher thread waits for it
+    (``waitpid``), and the stop joins it with ``workers_kill_timeout``. When the
+    worker exits, the join's ``waitpid`` can lose that race (``ECHILD``: the
+    watcher took the exit status and has not stored it yet), so the worker looks
+    alive: granian logged "Killing worker-N after it refused to gracefully stop"
+    for a worker that had stopped cleanly milliseconds before, and sent SIGKILL to
+    its process id, which by then could be another process's. Here a worker is
+    joined through its watcher thread, which ends only once the exit status is
+    stored: a worker that exits within the timeout is never killed, one that
+    does not is killed as before.
+    """
+    from granian.server.mp import MPServer, WorkerProcess
+
+    class ReapedWorker(WorkerProcess):
+        """A granian worker process joined through the thread that reaps it."""
+
+        _reaper: threading.Thread | None = None
+
+        def _watch(self) -> None:
+            self._reaper = threading.Thread(
+                target=self._watcher, name=f"granian-reaper-{self.idx + 1}"
+            )
+            self._reaper.start()
+
+        def join(self, timeout: float | None = None) -> None:
+            if self._reaper is None:  # not started
+                super().join(timeout)  # type: ignore[no-untyped-call]
+            else:
+                self._reaper.join(timeout)
+
+    class ReapingMPServer(MPServer):
+        worker_class: ClassVar[type[WorkerProcess]] = ReapedWorker
+        """The class of its workers."""
+
+        def _spawn_worker(self, *args: Any, **kwargs: Any) -> WorkerProcess:
+            worker = super()._spawn_worker(*args, **kwargs)
+            worker.__class__ = ReapedWorker  # before its start: the reaper is ours
+            return worker
+
+    return ReapingMPServer
 
 
 def _shared_monitor(settings: Settings, catalog: Catalog) -> MonitorProcess | None:
