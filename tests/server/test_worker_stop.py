@@ -127,3 +127,13 @@ def test_a_worker_that_does_not_stop_is_still_killed(caplog: pytest.LogCaptureFi
     messages = [r.getMessage() for r in caplog.records]
     assert "Killing worker-1 after it refused to gracefully stop" in messages
     assert worker.inner.exitcode == -signal.SIGKILL
+
+
+def test_a_granian_without_the_watcher_gets_its_own_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fix leans on granian's private worker watcher: a granian without one is served
+    by its own ``MPServer`` rather than by a subclass that would fail at the first stop."""
+    from granian.server.mp import MPServer, WorkerProcess
+
+    owner = next(c for c in WorkerProcess.__mro__ if "_watcher" in vars(c))
+    monkeypatch.delattr(owner, "_watcher")
+    assert reaping_mp_server.__wrapped__() is MPServer

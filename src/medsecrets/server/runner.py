@@ -553,9 +553,13 @@ def reaping_mp_server() -> type[MPServer]:
     its process id, which by then could be another process's. Here a worker is
     joined through its watcher thread, which ends only once the exit status is
     stored: a worker that exits within the timeout is never killed, one that
-    does not is killed as before.
+    does not is killed as before. A granian whose worker class has no such watcher
+    (its internals changed) gets its own ``MPServer`` unchanged.
     """
     from granian.server.mp import MPServer, WorkerProcess
+
+    if not all(callable(getattr(WorkerProcess, name, None)) for name in ("_watch", "_watcher")):
+        return MPServer
 
     class ReapedWorker(WorkerProcess):
         """A granian worker process joined through the thread that reaps it."""
