@@ -64,7 +64,7 @@ from medsecrets.server.logsetup import (
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from granian.server.mp import MPServer
 
-    from medsecrets.api.app import ApiApp
+    from medsecrets.api.app import ApiApp, Receive, Scope, Send
     from medsecrets.catalog.model import Catalog
     from medsecrets.core.audit import AuditAdmin, AuditHook
     from medsecrets.seal.latch import SealLatch
@@ -582,6 +582,17 @@ def reaping_mp_server() -> type[MPServer]:
         worker_class: ClassVar[type[WorkerProcess]] = ReapedWorker
         """The class of its workers."""
 
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            """The server's SIGTERM/SIGINT handler, which a forked worker inherits until
+            granian installs its own (after the worker's app is built): there it only
+            sets the worker's copy of the server's flag, and the stop was lost (the
+            worker served on until killed). In a worker it is remembered instead, and
+            re-sent once granian's handlers are in place (``_StopAware``)."""
+            if self.pid is not None and os.getpid() != self.pid:
+                _PENDING_STOP.append(True)
+                return
+            super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
+
         def _spawn_worker(self, *args: Any, **kwargs: Any) -> WorkerProcess:
             worker = super()._spawn_worker(*args, **kwargs)
             worker.__class__ = ReapedWorker  # before its start: the reaper is ours
@@ -635,7 +646,33 @@ def worker_app() -> ApiApp:
     # granian does not tell an embedded factory's app that the worker stops: flush the audit
     # devices (records nobody waits for: alerts, errors) and close them at exit.
     atexit.register(built.close)
-    return built.app
+    return _StopAware(built.app)
+
+
+_PENDING_STOP: list[bool] = []
+"""In a worker: a stop signal came before granian's own handlers were in place (a list:
+appending is all a signal handler may safely do)."""
+
+
+class _StopAware:
+    """A worker's app as granian runs it: the app's ``__call__`` and ``__rsgi__``, and an
+    ``__rsgi_init__``, which granian calls once its signal handlers are installed, that
+    sends this worker the stop signal it got while it started (``ReapingMPServer``), so it
+    stops gracefully as if the signal came now."""
+
+    def __init__(self, app: ApiApp) -> None:
+        self._app = app
+        self.__rsgi__ = app.__rsgi__
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if _PENDING_STOP:
+            log.info("stopping: the stop came while this worker started")
+            # once the loop runs, granian's server serves: a signal handled before it
+            # did (sent here) set its shutdown event unseen, and the worker served on
+            loop.call_soon(os.kill, os.getpid(), signal.SIGTERM)
 
 
 def _follow_latch(store: SecretStore) -> None:

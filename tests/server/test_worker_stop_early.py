@@ -1,0 +1,153 @@
+"""A stop signal that reaches a granian worker while it is still starting is not lost.
+
+A forked worker inherits the server's SIGTERM/SIGINT handler until granian installs its
+own, after the worker's app is built; that handler only set the worker's copy of the
+server's flag, so the worker served on until the server killed it at
+``shutdown_grace_period``. ``ReapingMPServer`` remembers the stop in a worker, and the
+app granian runs (``runner._StopAware``) sends it again once granian's handlers are in
+place. The last test does it with a real two-worker server whose workers start slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from medsecrets.server import runner
+from medsecrets.server.runner import reaping_mp_server
+from medsecrets.testing.serverproc import free_port
+
+
+@pytest.fixture(autouse=True)
+def _no_pending_stop() -> Iterator[None]:
+    runner._PENDING_STOP.clear()
+    yield
+    runner._PENDING_STOP.clear()
+
+
+def _server(pid: int) -> object:
+    server = object.__new__(reaping_mp_server())
+    server.pid = pid  # type: ignore[attr-defined]
+    server.main_loop_interrupt = threading.Event()  # type: ignore[attr-defined]
+    server.interrupt_signal = False  # type: ignore[attr-defined]
+    return server
+
+
+def test_in_a_worker_the_inherited_handler_remembers_the_stop() -> None:
+    server = _server(pid=os.getpid() + 1)  # the server's pid: this is a worker
+    server.signal_handler_interrupt(signal.SIGTERM, None)  # type: ignore[attr-defined]
+    assert runner._PENDING_STOP == [True]
+    assert server.interrupt_signal is False  # type: ignore[attr-defined]
+
+
+def test_in_the_server_the_handler_stops_the_server() -> None:
+    server = _server(pid=os.getpid())
+    server.signal_handler_interrupt(signal.SIGTERM, None)  # type: ignore[attr-defined]
+    assert runner._PENDING_STOP == []
+    assert server.interrupt_signal is True  # type: ignore[attr-defined]
+    assert server.main_loop_interrupt.is_set()  # type: ignore[attr-defined]
+
+
+class _App:
+    async def __call__(self, scope: object, receive: object, send: object) -> None:
+        return None
+
+    async def __rsgi__(self, scope: object, protocol: object) -> None:
+        return None
+
+
+def test_a_remembered_stop_is_sent_again_once_granian_handles_signals() -> None:
+    got: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    loop = asyncio.new_event_loop()
+    try:
+        app = runner._StopAware(_App())  # type: ignore[arg-type]
+        app.__rsgi_init__(loop)
+        assert got == []  # no stop pending: nothing sent
+        runner._PENDING_STOP.append(True)
+        app.__rsgi_init__(loop)
+        assert got == []  # sent once the loop runs (granian's server serving by then)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == [signal.SIGTERM]
+    finally:
+        loop.close()
+        signal.signal(signal.SIGTERM, previous)
+
+
+SLOW_START = """
+import time
+import medsecrets.server.runner as runner
+
+_real = runner._create_app
+
+
+def _slow(settings, *, worker=False, **kwargs):
+    if worker:
+        open(__import__("os").environ["SLOW_MARK"] + str(__import__("os").getpid()), "w").close()
+        time.sleep(3)
+    return _real(settings, worker=worker, **kwargs)
+
+
+runner._create_app = _slow
+"""
+
+
+def test_a_two_worker_server_stopped_while_its_workers_start_stops_them_gracefully(
+    tmp_path: Path,
+) -> None:
+    """The workers take 3 s to build their apps; the server gets SIGTERM while they do.
+    With the stop lost, each served on until killed at the 60 s grace period; now the
+    server exits as soon as they have started and stopped."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_START)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hook), *sys.path]),
+        "SLOW_MARK": str(marks / "worker-"),
+        "MEDSECRETS_WORKERS": "2",
+        "MEDSECRETS_SHUTDOWN_GRACE_PERIOD": "60",
+        "MEDSECRETS_MONITOR_ENABLED": "false",
+    }
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medsecrets.server", "--dev", "--data-dir", str(tmp_path / "d"),
+         "--listen", f"127.0.0.1:{free_port()}"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.05)
+        assert len(list(marks.iterdir())) == 2  # both workers are building their apps
+        process.send_signal(signal.SIGTERM)
+        # bounded wait far below the 60 s grace period: a lost stop waits for all of it
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    text = (tmp_path / "server.log").read_text()
+    assert "refused to gracefully stop" not in text
+    assert text.count("the stop came while this worker started") == 2
