@@ -5,13 +5,16 @@ versions of secrets (planted canary values), read them (current and by version),
 metadata, list, delete and restore, create, look up, use and revoke tokens, and send
 bad requests (an unknown route, malformed JSON, a wrong, revoked or missing token, an
 oversized body, another content type, a bad query), against a server with a file
-device and a database device, with one worker and with two. After a graceful stop,
-``tests.support.soak.check_trail`` reads the trail with the project's readers and
-CLI: one request and one response record per answer in both devices, no 5xx but a
-documented 503, no connection error, no traceback, no planted value anywhere (audit
-files, database file, server log), every chain verifies from its start with the
-checkpoint key, and ``who-read``/``search`` list exactly the successful reads of the
-shared secret. ``benchmarks/soak.py`` runs the same for a given time.
+device and a database device, with one worker and with two, on SQLite (a dev server)
+and on PostgreSQL (a throwaway cluster; skipped without its binaries, as every
+``postgres`` test is). After a graceful stop, ``tests.support.soak.check_trail``
+reads the trail with the project's readers and CLI: one request and one response
+record per answer in both devices, no 5xx but a documented 503, no connection error,
+no traceback, no planted value anywhere (audit files, the database's files, server
+log), a revoked token refused (on PostgreSQL another worker may serve it for 5 s, as
+api.md says), every chain verifies from its start with the checkpoint key, and
+``who-read``/``search`` list exactly the successful reads of the shared secret.
+``benchmarks/soak.py`` runs the same for a given time (``--postgres``: on PostgreSQL).
 
 The transport's own refusals (unknown route, malformed JSON, oversized body, another
 content type) are recorded too (``test_transport_refusals_are_recorded``; they were not).
@@ -20,18 +23,23 @@ content type) are recorded too (``test_transport_refusals_are_recorded``; they w
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from medsecrets.testing.pgcluster import PostgresCluster
 from medsecrets.testing.serverproc import ServerProcess
+from tests.storage.conftest import _require_pg_binaries
 from tests.support.soak import (
     SHARED,
     TRANSPORT_REFUSALS,
     check_trail,
+    leak_forms,
+    leaked,
     run_load,
-    soak_config,
+    soak_server,
 )
 
 OPERATIONS = {
@@ -49,22 +57,25 @@ OPERATIONS = {
 }
 
 
+@pytest.fixture(scope="module")
+def soak_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for this module's PostgreSQL soaks (each soak
+    gets its own database)."""
+    _require_pg_binaries()
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.mark.parametrize(
+    "storage", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
-def test_a_mixed_load_keeps_every_audit_promise(tmp_path: Path, workers: int) -> None:
-    config = soak_config(tmp_path)
-    with ServerProcess(
-        tmp_path / "data",
-        extra_args=["--config", str(config)],
-        env={"MEDSECRETS_WORKERS": str(workers)},
-        log_dir=tmp_path / "logs",
-    ) as server:
-        assert server.token is not None
-        key = httpx.get(
-            f"{server.addr}/v1/sys/audit/public-key",
-            headers={"X-Medsecrets-Token": server.token},
-        )
-        assert key.status_code == 200, key.text
-        result = run_load(server.addr, server.token, seed=20261206, threads=4, ops=250)
+def test_a_mixed_load_keeps_every_audit_promise(
+    tmp_path: Path, workers: int, storage: str, request: pytest.FixtureRequest
+) -> None:
+    cluster = request.getfixturevalue("soak_cluster") if storage == "postgres" else None
+    with soak_server(tmp_path, workers=workers, cluster=cluster) as (server, token, key, store):
+        result = run_load(server.addr, token, seed=20261206, threads=4, ops=250)
     assert server.returncode == 0  # stopped gracefully: every record written
     # the load did what it says: every operation answered 2xx at least once
     succeeded = {op for (op, status) in result.statuses() if 200 <= status < 300}
@@ -74,10 +85,7 @@ def test_a_mixed_load_keeps_every_audit_promise(tmp_path: Path, workers: int) ->
     if workers == 2:  # both workers wrote a chain
         assert len(list((tmp_path / "data" / "audit").glob("audit-*.jsonl"))) == 2
     problems = check_trail(
-        tmp_path / "data",
-        server.log_text(),
-        result,
-        public_key=key.json()["public_key_pem"],
+        tmp_path / "data", server.log_text(), result, public_key=key, storage=store
     )
     assert problems == []
 
@@ -111,3 +119,14 @@ def test_transport_refusals_are_recorded(tmp_path: Path) -> None:
     for rid in [*sent, "refused-media"]:
         kinds = sorted(r["kind"] for r in records if r.get("request_id") == rid)
         assert kinds == ["request", "response"], rid
+
+
+def test_the_leak_scan_finds_every_form_and_nothing_else() -> None:
+    """``check_trail``'s indexed scan answers as ``form in text`` would."""
+    values = ["sk-Soak" + "A1b2" * 10, "ms.revokedTOKEN_abc-123456789012345678901234", "short"]
+    for value in values:
+        for form in leak_forms(value):
+            text = b"\x00" * 5000 + b"sk-Soak" + form + b"\xff" * 10
+            assert leaked(values, [("blob", text)]) == [("blob", value)], form
+    near = leak_forms(values[0])[0][:-1] + b"!" + b"sk-" * 100 + b"c2s736ms."
+    assert leaked(values, [("blob", near)]) == []

@@ -20,8 +20,12 @@ broken promise as one line:
   response record (by ``request_id``) in every device, the response record with
   the answer's status;
 - no 5xx but a documented 503, no connection error, no traceback in the server log;
+- a revoked token refused (on PostgreSQL another worker's token cache may serve it
+  for ``REVOCATION_LAG_POSTGRES`` seconds after its revocation, as api.md says; such
+  a read counts as a successful read);
 - no planted value (secret values, tokens) in any form (raw, base64, hex,
-  JSON-escaped) in an audit file, the database file or the server log;
+  JSON-escaped) in an audit file, the database's files (the SQLite file, or every
+  file of the PostgreSQL cluster's data directory) or the server log;
 - every chain verifies (the CLI, ``--from-start`` with the server's public key;
   the database device's chains with ``audit.verify.verify``), and ``who-read``
   (offline, CLI and library) lists exactly the successful reads of the shared secret.
@@ -38,7 +42,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,17 +58,24 @@ from medsecrets.audit.readback import (
     file_chains,
 )
 from medsecrets.audit.verify import verify
+from medsecrets.storage.base import StorageBackend
 from medsecrets.storage.sqlite import SqliteStorage
+from medsecrets.testing.pgcluster import PostgresCluster
+from medsecrets.testing.serverproc import ServerProcess
 
 __all__ = [
     "DOCUMENTED_503",
+    "REVOCATION_LAG_POSTGRES",
     "SHARED",
     "TRANSPORT_REFUSALS",
     "LoadResult",
+    "Storage",
     "check_trail",
     "leak_forms",
+    "leaked",
     "run_load",
     "soak_config",
+    "soak_server",
 ]
 
 CATEGORY = "medessence/development/ai-providers"
@@ -75,25 +87,29 @@ DOCUMENTED_503 = frozenset(
     {"sealed", "not_initialized", "audit_failure", "timeout", "storage_unavailable"}
 )
 """The codes of a 503 docs/api.md names; any other 5xx is a bug."""
+REVOCATION_LAG_POSTGRES = 5.0
+"""api.md: a revoked token is refused by every worker "within 5 s on PostgreSQL"."""
 TRANSPORT_REFUSALS = frozenset({"bad_unknown", "bad_malformed", "bad_oversized", "bad_media"})
 """The soak's requests the transport (``api.app``) refuses before the core sees them: an
 unknown route (404), a malformed JSON body (400), an oversized body (413), another
 content type (415). They are recorded as the core's own refusals are."""
 
 
-def soak_config(base: Path) -> Path:
-    """A server configuration under ``base``: a file device ``file`` and a database
-    device ``db``, both required, checkpoints every 50 records."""
+def soak_config(base: Path, *, dsn: str | None = None) -> Path:
+    """A server configuration under ``base``: a file device ``file`` (``audit.file``:
+    ``ServerProcess`` names the same file for a non-dev server) and a database
+    device ``db``, both required, checkpoints every 50 records; with ``dsn``, the
+    store (and so the database device) in that PostgreSQL database, TLS off (the
+    configuration file is then 0600: it holds the DSN)."""
     config = base / "server.toml"
+    storage = ""
+    if dsn is not None:
+        storage = f'tls_disable = true\n[storage]\ntype = "postgres"\ndsn = "{dsn}"\n'
     config.write_text(
-        f"""
+        f"""{storage}
 [audit]
 checkpoint_every = 50
-
-[[audit.device]]
-type = "file"
-name = "file"
-path = "{base / "data" / "audit" / "audit.jsonl"}"
+file = "{base / "data" / "audit" / "audit.jsonl"}"
 
 [[audit.device]]
 type = "database"
@@ -101,7 +117,88 @@ name = "db"
 """,
         encoding="utf-8",
     )
+    config.chmod(0o600)
     return config
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Where a soaked server's store lives: the SQLite file under ``data_dir``, or
+    the PostgreSQL database ``dsn`` of ``cluster``."""
+
+    data_dir: Path
+    dsn: str | None = None
+    cluster: PostgresCluster | None = None
+
+    @property
+    def revocation_lag(self) -> float:
+        """How long a revoked token may still be served (api.md, token/revoke: every
+        worker refuses it at once on SQLite, within 5 s on PostgreSQL)."""
+        return 0.0 if self.dsn is None else REVOCATION_LAG_POSTGRES
+
+    def open(self) -> StorageBackend:
+        """A new backend on the store (the caller closes it)."""
+        if self.dsn is None:
+            return SqliteStorage(self.data_dir / "medsecrets.db")
+        from medsecrets.storage.postgres import PostgresStorage
+
+        return PostgresStorage(self.dsn)
+
+    def files(self) -> list[Path]:
+        """Every file the store's bytes may be in: the SQLite file and its journals,
+        or every file of the cluster's data directory (after a ``CHECKPOINT``)."""
+        if self.cluster is None:
+            return [p for p in sorted(self.data_dir.glob("medsecrets.db*")) if p.is_file()]
+        self.cluster.execute("CHECKPOINT")
+        return [p for p in sorted(self.cluster.data_dir.rglob("*")) if p.is_file()]
+
+
+@contextmanager
+def soak_server(
+    base: Path, *, workers: int, cluster: PostgresCluster | None = None
+) -> Iterator[tuple[ServerProcess, str, str, Storage]]:
+    """A running server for the soak under ``base`` with ``workers`` workers:
+    ``(server, root token, checkpoint public key PEM, storage)``.
+
+    On SQLite it is a dev-mode server. With ``cluster``, the store is a new
+    database of that PostgreSQL cluster (dev mode takes only SQLite): a one-worker
+    server initialises it (``sys/init``, a key-file seal, so every worker unseals
+    itself) and stops, then the soaked server starts on it."""
+    data = base / "data"
+    if cluster is None:
+        storage = Storage(data)
+        config = soak_config(base)
+        dev = True
+    else:
+        dsn = cluster.create_database(f"soak_{os.getpid()}_{time.monotonic_ns()}")
+        storage = Storage(data, dsn, cluster)
+        config = soak_config(base, dsn=dsn)
+        dev = False
+    args = ["--config", str(config)]
+    token = None
+    if not dev:
+        with ServerProcess(data, dev=False, extra_args=args, log_dir=base / "init-logs") as init:
+            seal = {"type": "keyfile", "path": str(base / "unseal.key")}
+            done = httpx.post(f"{init.addr}/v1/sys/init", json={"seal": seal}, timeout=60)
+            if done.status_code != 200:
+                raise RuntimeError(f"sys/init: {done.status_code} {done.text}")
+            token = str(done.json()["root_token"])
+    with ServerProcess(
+        data,
+        dev=dev,
+        extra_args=args,
+        env={"MEDSECRETS_WORKERS": str(workers)},
+        log_dir=base / "logs",
+    ) as server:
+        token = token or server.token
+        if token is None:
+            raise RuntimeError("the dev server printed no root token")
+        key = httpx.get(
+            f"{server.addr}/v1/sys/audit/public-key", headers={"X-Medsecrets-Token": token}
+        )
+        if key.status_code != 200:
+            raise RuntimeError(f"audit public key: {key.status_code} {key.text}")
+        yield server, token, str(key.json()["public_key_pem"]), storage
 
 
 @dataclass(slots=True)
@@ -115,6 +212,8 @@ class Exchange:
     error: str = ""
     app: bool = True
     """Whether the application answered (False: the HTTP layer refused it first)."""
+    since_revoked: float | None = None
+    """For the use of a revoked token: seconds from its revocation's answer to sending."""
 
 
 @dataclass(slots=True)
@@ -155,7 +254,7 @@ class _Client:
         self.own = [f"{CATEGORY}/soak-{seed}-t{thread}-{k}" for k in range(3)]
         self.versions: dict[str, int] = {}
         self.children: list[tuple[str, str]] = []  # (token, accessor), live
-        self.revoked: list[str] = []
+        self.revoked: list[tuple[str, float]] = []  # (token, when its revocation answered)
 
     # -- plumbing --------------------------------------------------------------------
     def send(
@@ -169,6 +268,7 @@ class _Client:
         content: bytes | None = None,
         content_type: str = "application/json",
         params: Mapping[str, str | int] | None = None,
+        revoked_at: float | None = None,
     ) -> tuple[Exchange, dict[str, object]]:
         self.count += 1
         request_id = f"{self.tag}-{self.count}"
@@ -180,6 +280,8 @@ class _Client:
         if content is not None:
             headers["Content-Type"] = content_type
         exchange = Exchange(request_id, op)
+        if revoked_at is not None:
+            exchange.since_revoked = time.monotonic() - revoked_at
         body: dict[str, object] = {}
         try:
             answer = self.http.request(method, url, headers=headers, content=content, params=params)
@@ -284,7 +386,7 @@ class _Client:
             self.send(
                 "token_revoke", "POST", "/v1/auth/token/revoke", json_body={"accessor": accessor}
             )
-            self.revoked.append(token)
+            self.revoked.append((token, time.monotonic()))
 
     def bad(self) -> None:
         kind = self.rng.choice(
@@ -308,9 +410,12 @@ class _Client:
             self.result.planted.add(wrong)
             self.send("bad_token", "GET", f"/v1/secrets/{SHARED}", token=wrong)
         elif kind == "revoked" and self.revoked:
-            self.send(
-                "bad_revoked", "GET", f"/v1/secrets/{SHARED}", token=self.rng.choice(self.revoked)
+            token, revoked_at = self.rng.choice(self.revoked)
+            sent, _ = self.send(
+                "bad_revoked", "GET", f"/v1/secrets/{SHARED}", token=token, revoked_at=revoked_at
             )
+            if sent.status == 200:  # another worker's token cache (PostgreSQL): a read made
+                self.result.shared_reads.add(sent.request_id)
         elif kind == "oversized":
             value = _canary(self.rng)
             self.result.planted.add(value)
@@ -413,6 +518,40 @@ def leak_forms(value: str) -> list[bytes]:
 
 
 # -- checks ----------------------------------------------------------------------------
+_KEY = 16
+"""How many leading bytes of a form index it in ``leaked``."""
+
+
+def leaked(values: Iterable[str], exposed: Iterable[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    """``(where, value)`` for each value found in any ``leak_forms`` form in a text.
+
+    The same answer as ``form in text`` for every form and text, in one pass of a few
+    ``bytes.find`` per text (the forms' distinct 3-byte starts) instead of one per form:
+    a PostgreSQL data directory is tens of megabytes and a soak plants thousands of
+    forms."""
+    index: dict[bytes, list[tuple[bytes, str]]] = {}
+    short: list[tuple[bytes, str]] = []
+    for value in sorted(set(values)):
+        for form in leak_forms(value):
+            if len(form) >= _KEY:
+                index.setdefault(form[:_KEY], []).append((form, value))
+            else:
+                short.append((form, value))
+    starts = {key[:3] for key in index}
+    found: list[tuple[str, str]] = []
+    for where, text in exposed:
+        hits: set[str] = {value for form, value in short if form in text}
+        for start in starts:
+            at = text.find(start)
+            while at != -1:
+                for form, value in index.get(text[at : at + _KEY], ()):
+                    if text.startswith(form, at):
+                        hits.add(value)
+                at = text.find(start, at + 1)
+        found += [(where, value) for value in sorted(hits)]
+    return found
+
+
 def _file_device_chains(data_dir: Path) -> list[list[Path]]:
     return [chain for chain in file_chains(data_dir / "audit" / "audit.jsonl") if chain]
 
@@ -424,8 +563,8 @@ def _json_lines(chain: Iterable[Path]) -> Iterator[dict[str, object]]:
                 yield json.loads(line)
 
 
-def _db_chains(data_dir: Path) -> dict[str, list[bytes]]:
-    storage = SqliteStorage(data_dir / "medsecrets.db")
+def _db_chains(store: Storage) -> dict[str, list[bytes]]:
+    storage = store.open()
     try:
         return {
             node: list(DatabaseAuditDevice("db", storage, node=node).records())
@@ -449,7 +588,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _pairing(
     device: str,
-    records: list[Mapping[str, object]],
+    records: Sequence[Mapping[str, object]],
     result: LoadResult,
 ) -> list[str]:
     """Problems with the request/response records of every exchange in one device."""
@@ -485,9 +624,12 @@ def check_trail(
     result: LoadResult,
     *,
     public_key: str | None = None,
+    storage: Storage | None = None,
 ) -> list[str]:
     """Every broken promise of the run (see module docstring), one line each; ``[]``
-    when the trail of the stopped server at ``data_dir`` keeps them all."""
+    when the trail of the stopped server at ``data_dir`` keeps them all. ``storage``:
+    where its store is (default: the SQLite file under ``data_dir``)."""
+    store = storage if storage is not None else Storage(data_dir)
     problems: list[str] = []
     for exchange in result.exchanges:
         if exchange.error:
@@ -498,26 +640,30 @@ def check_trail(
             problems.append(
                 f"{exchange.request_id} ({exchange.op}): {exchange.status} {exchange.code}"
             )
+        elif (
+            exchange.status == 200
+            and exchange.since_revoked is not None
+            and exchange.since_revoked >= store.revocation_lag
+        ):
+            problems.append(
+                f"{exchange.request_id} ({exchange.op}): a revoked token served"
+                f" {exchange.since_revoked:.2f} s after its revocation"
+            )
     if "Traceback" in log_text or '"traceback"' in log_text:
         problems.append("a traceback in the server log")
     # the records, by device
     chains = _file_device_chains(data_dir)
     file_records = [r for chain in chains for r in _json_lines(chain)]
     problems += _pairing("file", file_records, result)
-    db = _db_chains(data_dir)
+    db = _db_chains(store)
     db_records = [json.loads(line) for lines in db.values() for line in lines]
     problems += _pairing("db", db_records, result)
     # leaks
     exposed = [("server log", log_text.encode())]
     exposed += [(str(p.name), p.read_bytes()) for chain in chains for p in chain]
-    exposed += [
-        (p.name, p.read_bytes()) for p in sorted(data_dir.glob("medsecrets.db*")) if p.is_file()
-    ]
-    for value in sorted(result.planted):
-        for form in leak_forms(value):
-            for where, text in exposed:
-                if form in text:
-                    problems.append(f"a planted value ({value[:7]}...) in {where}")
+    exposed += [(p.name, p.read_bytes()) for p in store.files()]
+    for where, found in leaked(result.planted, exposed):
+        problems.append(f"a planted value ({found[:7]}...) in {where}")
     # verification: the CLI on each file chain, the library on each database chain
     key_args: list[str] = []
     if public_key is not None:
@@ -558,11 +704,11 @@ def check_trail(
         problems += _compare("search (file, CLI)", listed, result.shared_reads)
     unreadable = Unreadable()
     for node in db:
-        storage = SqliteStorage(data_dir / "medsecrets.db")
+        backend = store.open()
         try:
-            list(database_records(storage, "db", node, unreadable=unreadable))
+            list(database_records(backend, "db", node, unreadable=unreadable))
         finally:
-            storage.close()
+            backend.close()
     if unreadable.lines:
         problems.append(f"db: {unreadable.lines} unreadable record(s)")
     return problems
