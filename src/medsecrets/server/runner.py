@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import functools
 import json
@@ -630,6 +629,8 @@ def _shared_monitor(settings: Settings, catalog: Catalog) -> MonitorProcess | No
 
 def worker_app() -> ApiApp:
     """Factory run in each granian worker process: its own core over the shared storage."""
+    import multiprocessing.util
+
     from medsecrets.seal.latch import SharedLatch
     from medsecrets.wire import from_wire
 
@@ -644,9 +645,23 @@ def worker_app() -> ApiApp:
     ).start()
     settle_heap()
     # granian does not tell an embedded factory's app that the worker stops: flush the audit
-    # devices (records nobody waits for: alerts, errors) and close them at exit.
-    atexit.register(built.close)
+    # devices (records nobody waits for: alerts, errors) and close them at exit. Not with
+    # atexit: a multiprocessing worker ends with os._exit, which never runs it (no worker
+    # closed anything); multiprocessing runs its own finalizers once the worker's target
+    # returned or raised, with fork and spawn alike.
+    multiprocessing.util.Finalize(None, _close_worker, args=(built, settings), exitpriority=10)
     return _StopAware(built.app)
+
+
+def _close_worker(built: _Built, settings: Settings) -> None:
+    """A worker's last step after a graceful stop: the sweeper stopped, then the audit
+    devices flushed and closed and the store closed (sealed), as ``serve`` does."""
+    try:
+        built.sweeper.stop(timeout=settings.shutdown_grace_period + 1)
+        built.close()
+    except Exception as exc:  # exiting anyway: one line, no traceback
+        log.warning("closing the worker failed (%s)", type(exc).__name__)
+    flush_logging()
 
 
 _PENDING_STOP: list[bool] = []

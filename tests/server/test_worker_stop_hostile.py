@@ -1,0 +1,142 @@
+"""Hostile review of a multi-worker server's stop (granian ``MPServer`` workers).
+
+Each test runs a real two-worker server (``python -m medsecrets.server`` with
+``MEDSECRETS_WORKERS=2``); a ``sitecustomize`` hook in the test's temporary directory
+only marks or slows a step (named in each test), it changes no behaviour under test.
+Every wait is bounded and far below the 60 s grace period that a lost stop would take.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from medsecrets.testing.serverproc import free_port
+
+GRACE = "60"
+"""The servers' ``shutdown_grace_period``: a stop that is lost waits for all of it."""
+
+BOUND = 30.0
+"""Every wait's safety net (seconds), well under ``GRACE``."""
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    marks: Path
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_marks(self, prefix: str, count: int) -> list[Path]:
+        deadline = time.monotonic() + BOUND
+        while True:
+            found = sorted(m for m in self.marks.iterdir() if m.name.startswith(prefix))
+            if len(found) >= count:
+                return found
+            assert self.process.poll() is None, self.text()[-2000:]
+            assert time.monotonic() < deadline, f"no {count} {prefix!r} marks"
+            time.sleep(0.05)
+
+    def wait_log(self, line: str) -> None:
+        deadline = time.monotonic() + BOUND
+        while line not in self.text():
+            assert self.process.poll() is None, self.text()[-2000:]
+            assert time.monotonic() < deadline, f"no {line!r} in the log\n{self.text()[-2000:]}"
+            time.sleep(0.05)
+
+
+def _start(tmp_path: Path, hook: str) -> Server:
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(hook)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hook_dir), *sys.path]),
+        "MARKS": str(marks),
+        "MEDSECRETS_WORKERS": "2",
+        "MEDSECRETS_SHUTDOWN_GRACE_PERIOD": GRACE,
+        "MEDSECRETS_MONITOR_ENABLED": "false",
+    }
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "medsecrets.server", "--dev", "--data-dir",
+             str(tmp_path / "d"), "--listen", f"127.0.0.1:{free_port()}"],
+            env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return Server(process, marks, log)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+MARK = """
+import os
+
+
+def mark(name):
+    open(os.path.join(os.environ["MARKS"], f"{name}-{os.getpid()}"), "w").close()
+"""
+
+MARK_CLOSE = (
+    MARK
+    + """
+import medsecrets.server.runner as runner
+
+_real = runner._create_app
+
+
+def _marked(settings, *, worker=False, **kwargs):
+    built = _real(settings, worker=worker, **kwargs)
+    if worker:
+        close = built.close
+
+        def marked_close():
+            close()
+            mark("closed")
+
+        object.__setattr__(built, "close", marked_close)  # _Built is frozen
+        mark("built")
+    return built
+
+
+runner._create_app = _marked
+"""
+)
+
+
+def test_each_worker_closes_its_store_and_audit_devices_at_a_graceful_stop(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """The hook marks each worker's ``close`` (audit devices flushed, store sealed). It
+    was registered with ``atexit``, which a forked multiprocessing worker never runs (it
+    ends with ``os._exit``): no worker ever closed anything."""
+    server = _start(tmp_path, MARK_CLOSE)
+    servers.append(server)
+    built = server.wait_marks("built-", 2)
+    server.wait_log("Started worker-2")
+    server.wait_log("Started worker-1")
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=BOUND) == 0
+    closed = sorted(m.name.split("-")[1] for m in server.marks.glob("closed-*"))
+    assert closed == sorted(m.name.split("-")[1] for m in built)
+    assert "refused to gracefully stop" not in server.text()
