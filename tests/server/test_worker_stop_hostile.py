@@ -140,3 +140,112 @@ def test_each_worker_closes_its_store_and_audit_devices_at_a_graceful_stop(
     closed = sorted(m.name.split("-")[1] for m in server.marks.glob("closed-*"))
     assert closed == sorted(m.name.split("-")[1] for m in built)
     assert "refused to gracefully stop" not in server.text()
+
+
+SLOW_EXIT = (
+    MARK
+    + """
+import multiprocessing.util
+import time
+
+import medsecrets.server.runner as runner
+
+_real = runner._create_app
+
+
+def _slow_exit(settings, *, worker=False, **kwargs):
+    built = _real(settings, worker=worker, **kwargs)
+    if worker:  # the worker's exit, after its graceful stop, takes 50 s
+        multiprocessing.util.Finalize(None, time.sleep, args=(50,), exitpriority=100)
+        mark("built")
+    return built
+
+
+runner._create_app = _slow_exit
+"""
+)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_stops_a_multi_worker_server_at_once(
+    tmp_path: Path, servers: list[Server], second: signal.Signals
+) -> None:
+    """The workers' exit takes 50 s (the hook), the grace period is 60 s: after the first
+    SIGTERM the server waits for them; the second signal kills them and exits (1) at once,
+    as documented. granian's handler only set its flag again: the server waited on."""
+    server = _start(tmp_path, SLOW_EXIT)
+    servers.append(server)
+    workers = [int(m.name.split("-")[1]) for m in server.wait_marks("built-", 2)]
+    server.wait_log("Started worker-2")
+    server.wait_log("Started worker-1")
+    server.process.send_signal(signal.SIGTERM)
+    server.wait_log("Shutting down granian")
+    server.process.send_signal(second)
+    assert server.process.wait(timeout=BOUND) == 1
+    assert "second signal: stopping now" in server.text()
+    deadline = time.monotonic() + BOUND
+    while not all(_gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived the server"
+        time.sleep(0.05)
+
+
+def test_sighup_is_logged_and_ignored_by_a_multi_worker_server(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """As documented for every server: SIGHUP is logged and ignored (settings are read at
+    start only). granian's handler respawned every worker instead."""
+    server = _start(tmp_path, MARK_CLOSE)
+    servers.append(server)
+    server.wait_marks("built-", 2)
+    server.wait_log("Started worker-2")
+    server.wait_log("Started worker-1")
+    server.process.send_signal(signal.SIGHUP)
+    server.wait_log("SIGHUP ignored")
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=BOUND) == 0
+    text = server.text()
+    assert "Respawning" not in text
+    assert len(list(server.marks.glob("built-*"))) == 2  # no worker was built again
+
+
+SLOW_GRANIAN_START = (
+    MARK
+    + """
+import time
+
+import medsecrets.server.runner as runner
+
+_real = runner.route_server_loggers
+
+
+def _slow():  # called after the start's last look for a stop, before granian's handlers
+    mark("routing")
+    time.sleep(3)
+    return _real()
+
+
+runner.route_server_loggers = _slow
+"""
+)
+
+
+def test_a_stop_just_before_granian_handles_signals_is_not_lost(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """SIGTERM after ``serve``'s last look for a stop (the monitor's start, granian's
+    set-up) and before granian installs its handlers was remembered by the start's
+    handler and never acted on: the server served on. Now it stops, exit 0."""
+    server = _start(tmp_path, SLOW_GRANIAN_START)
+    servers.append(server)
+    server.wait_marks("routing-", 1)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=BOUND) == 0
+    assert "refused to gracefully stop" not in server.text()

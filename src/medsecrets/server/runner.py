@@ -552,8 +552,11 @@ def reaping_mp_server() -> type[MPServer]:
     its process id, which by then could be another process's. Here a worker is
     joined through its watcher thread, which ends only once the exit status is
     stored: a worker that exits within the timeout is never killed, one that
-    does not is killed as before. A granian whose worker class has no such watcher
-    (its internals changed) gets its own ``MPServer`` unchanged.
+    does not is killed as before. Its signals are the single-process server's: a
+    second SIGTERM/SIGINT kills the workers and exits 1 at once, SIGHUP is logged
+    and ignored, a stop that came before granian's handlers is acted on. A granian
+    whose worker class has no such watcher (its internals changed) gets its own
+    ``MPServer`` unchanged.
     """
     from granian.server.mp import MPServer, WorkerProcess
 
@@ -581,16 +584,45 @@ def reaping_mp_server() -> type[MPServer]:
         worker_class: ClassVar[type[WorkerProcess]] = ReapedWorker
         """The class of its workers."""
 
-        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
-            """The server's SIGTERM/SIGINT handler, which a forked worker inherits until
-            granian installs its own (after the worker's app is built): there it only
-            sets the worker's copy of the server's flag, and the stop was lost (the
-            worker served on until killed). In a worker it is remembered instead, and
-            re-sent once granian's handlers are in place (``_StopAware``)."""
+        def startup(self, *args: Any, **kwargs: Any) -> None:
+            """granian's start (its signal handlers, the socket, the workers); a stop
+            signal that came after ``serve``'s last look and before granian's handlers
+            (``_stop_after_start`` remembered it) is acted on now: it was lost, and
+            the server served on."""
+            super().startup(*args, **kwargs)  # type: ignore[no-untyped-call]
+            if _STOP_REQUESTED:
+                self.signal_handler_interrupt(_STOP_REQUESTED[0], None)
+
+        def signal_handler_interrupt(
+            self, signum: int = signal.SIGTERM, frame: FrameType | None = None
+        ) -> None:
+            """SIGTERM/SIGINT. In the server: the first starts granian's graceful stop, a
+            second kills the workers and exits at once (exit 1; granian's own handler
+            only set its flag again, and the stop went on for the whole grace period).
+
+            A forked worker inherits this handler until granian installs its own
+            (after the worker's app is built): there it only set the worker's copy of
+            the server's flag, and the stop was lost (the worker served on until
+            killed). In a worker it is remembered instead, and re-sent once granian's
+            handlers are in place (``_StopAware``)."""
             if self.pid is not None and os.getpid() != self.pid:
                 _PENDING_STOP.append(True)
                 return
-            super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
+            if self.interrupt_signal:
+                log.warning("second signal: stopping now", extra={"signal": signum})
+                for worker in list(self.wrks):
+                    with contextlib.suppress(Exception):
+                        worker.kill()  # type: ignore[no-untyped-call]
+                flush_logging()
+                os._exit(1)
+            super().signal_handler_interrupt(signum, frame)  # type: ignore[no-untyped-call]
+
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            """SIGHUP: logged and ignored, as by a single-process server (settings are read
+            at start only); granian's own handler respawned every worker. Ignored quietly
+            in a worker, which keeps this inherited handler."""
+            if self.pid is not None and os.getpid() == self.pid:
+                _ignore_hangup()
 
         def _spawn_worker(self, *args: Any, **kwargs: Any) -> WorkerProcess:
             worker = super()._spawn_worker(*args, **kwargs)
