@@ -22,7 +22,7 @@ broken promise as one line:
 - no 5xx but a documented 503, no connection error, no traceback in the server log;
 - a revoked token refused (on PostgreSQL another worker's token cache may serve it
   for ``REVOCATION_LAG_POSTGRES`` seconds after its revocation, as api.md says; such
-  a read counts as a successful read);
+  a read counts as a successful read; a single worker refuses it at once);
 - no planted value (secret values, tokens) in any form (raw, base64, hex,
   JSON-escaped) in an audit file, the database's files (the SQLite file, or every
   file of the PostgreSQL cluster's data directory) or the server log;
@@ -124,17 +124,21 @@ name = "db"
 @dataclass(frozen=True, slots=True)
 class Storage:
     """Where a soaked server's store lives: the SQLite file under ``data_dir``, or
-    the PostgreSQL database ``dsn`` of ``cluster``."""
+    the PostgreSQL database ``dsn`` of ``cluster``; ``workers``: the server's."""
 
     data_dir: Path
     dsn: str | None = None
     cluster: PostgresCluster | None = None
+    workers: int = 1
 
     @property
     def revocation_lag(self) -> float:
         """How long a revoked token may still be served (api.md, token/revoke: every
-        worker refuses it at once on SQLite, within 5 s on PostgreSQL)."""
-        return 0.0 if self.dsn is None else REVOCATION_LAG_POSTGRES
+        worker refuses it at once on SQLite, within 5 s on PostgreSQL; the revoking
+        worker forgets it at once, so one worker refuses it at once on both)."""
+        if self.dsn is None or self.workers == 1:
+            return 0.0
+        return REVOCATION_LAG_POSTGRES
 
     def open(self) -> StorageBackend:
         """A new backend on the store (the caller closes it)."""
@@ -146,11 +150,13 @@ class Storage:
 
     def files(self) -> list[Path]:
         """Every file the store's bytes may be in: the SQLite file and its journals,
-        or every file of the cluster's data directory (after a ``CHECKPOINT``)."""
+        or every file of the cluster (its data directory, after a ``CHECKPOINT``, and
+        its server log)."""
         if self.cluster is None:
             return [p for p in sorted(self.data_dir.glob("medsecrets.db*")) if p.is_file()]
         self.cluster.execute("CHECKPOINT")
-        return [p for p in sorted(self.cluster.data_dir.rglob("*")) if p.is_file()]
+        root = self.cluster.data_dir.parent
+        return [p for p in sorted(root.rglob("*")) if p.is_file()]
 
 
 @contextmanager
@@ -166,12 +172,12 @@ def soak_server(
     itself) and stops, then the soaked server starts on it."""
     data = base / "data"
     if cluster is None:
-        storage = Storage(data)
+        storage = Storage(data, workers=workers)
         config = soak_config(base)
         dev = True
     else:
         dsn = cluster.create_database(f"soak_{os.getpid()}_{time.monotonic_ns()}")
-        storage = Storage(data, dsn, cluster)
+        storage = Storage(data, dsn, cluster, workers)
         config = soak_config(base, dsn=dsn)
         dev = False
     args = ["--config", str(config)]
