@@ -249,3 +249,48 @@ def test_a_stop_just_before_granian_handles_signals_is_not_lost(
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=BOUND) == 0
     assert "refused to gracefully stop" not in server.text()
+
+
+LATE_PDEATHSIG = (
+    MARK
+    + """
+import time
+
+import medsecrets.server.runner as runner
+
+_real = runner._die_with_parent
+
+
+def _late():  # the worker starts slowly: the server dies before it asks to die with it
+    mark("starting")
+    time.sleep(2)
+    _real()
+
+
+runner._die_with_parent = _late
+"""
+)
+
+
+def test_a_worker_whose_server_was_killed_while_it_started_exits(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """The server is SIGKILLed before its workers asked the kernel to kill them with it
+    (PR_SET_PDEATHSIG, which does nothing once the parent is gone): they served on,
+    orphaned, on the shared socket with their own store. Now each sees its server is gone
+    and exits."""
+    server = _start(tmp_path, LATE_PDEATHSIG)
+    servers.append(server)
+    workers = [int(m.name.split("-")[1]) for m in server.wait_marks("starting-", 2)]
+    try:
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + BOUND
+        while not all(_gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its server\n" + server.text()
+            time.sleep(0.05)
+        assert "Started worker-" not in server.text()
+    finally:
+        for pid in workers:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)

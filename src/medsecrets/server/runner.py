@@ -734,15 +734,23 @@ def _follow_latch(store: SecretStore) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this worker when the server process dies."""
+    """Linux: have the kernel SIGKILL this worker when the server process dies. A server
+    that died before (while this worker started) is not noticed by the kernel: the
+    worker exits at once instead of serving on, orphaned."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
+    import multiprocessing
 
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        log.warning("the server exited while this worker started: exiting")
+        flush_logging()
+        os._exit(1)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
