@@ -294,3 +294,45 @@ def test_a_worker_whose_server_was_killed_while_it_started_exits(
         for pid in workers:
             if not _gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+FAILED_BUILD = (
+    MARK
+    + """
+import time
+
+import medsecrets.server.runner as runner
+
+_real = runner._create_app
+
+
+def _fail(settings, *, worker=False, **kwargs):
+    if worker:  # slow, then failing with a message that must not reach the log
+        mark("building")
+        time.sleep(3)
+        raise RuntimeError("db password hunter2-canary")
+    return _real(settings, worker=worker, **kwargs)
+
+
+runner._create_app = _fail
+"""
+)
+
+
+def test_a_worker_whose_build_fails_after_a_remembered_stop_logs_one_record(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """The stop comes while the workers build their apps; the build then fails. The server
+    still stops cleanly (exit 0); each worker logs one JSON record of the failure (by
+    type, the foreign message dropped as the server's own log does) and exits 1, where
+    multiprocessing printed a raw traceback with the exception's message."""
+    server = _start(tmp_path, FAILED_BUILD)
+    servers.append(server)
+    server.wait_marks("building-", 2)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=BOUND) == 0
+    text = server.text()
+    assert "Traceback" not in text
+    assert "hunter2-canary" not in text
+    assert text.count("the worker failed to start") == 2
+    assert "refused to gracefully stop" not in text

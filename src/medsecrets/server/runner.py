@@ -669,8 +669,13 @@ def worker_app() -> ApiApp:
     _die_with_parent()
     settings = from_wire(Settings, json.loads(os.environ[WORKER_SETTINGS_ENV]))
     configure_logging(settings.log_level, file=settings.log_file)
-    latch = SharedLatch.open(os.environ[LATCH_ENV])
-    built = _create_app(settings, worker=True, latch=latch)
+    try:
+        latch = SharedLatch.open(os.environ[LATCH_ENV])
+        built = _create_app(settings, worker=True, latch=latch)
+    except Exception:  # one log record (foreign messages dropped), not a raw traceback
+        log.exception("the worker failed to start")
+        flush_logging()
+        raise SystemExit(1) from None
     built.sweeper.start()
     threading.Thread(
         target=_follow_latch, args=(built.store,), name="seal-latch", daemon=True
