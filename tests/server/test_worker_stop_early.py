@@ -91,6 +91,33 @@ def test_a_remembered_stop_is_sent_again_once_granian_handles_signals() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_stop_after_granian_handles_signals_and_before_its_loop_runs_is_not_lost() -> None:
+    """granian's loop (uvloop) drops a signal that comes while it does not run, and it runs
+    only once granian serves: from ``__rsgi_init__`` until then the stop is remembered, and
+    granian's handler is back (and gets it) once the loop runs."""
+    got: list[int] = []
+
+    def granians(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, granians)
+    loop = asyncio.new_event_loop()
+    try:
+        runner._StopAware(_App()).__rsgi_init__(loop)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)  # the loop does not run yet
+        assert runner._PENDING_STOP == [True]
+        assert got == []
+        loop.run_until_complete(asyncio.sleep(0.05))
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is granians
+    finally:
+        loop.close()
+        signal.signal(signal.SIGTERM, previous)
+
+
 SLOW_START = """
 import time
 import medsecrets.server.runner as runner

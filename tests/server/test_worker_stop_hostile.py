@@ -242,13 +242,14 @@ def test_a_stop_just_before_granian_handles_signals_is_not_lost(
 ) -> None:
     """SIGTERM after ``serve``'s last look for a stop (the monitor's start, granian's
     set-up) and before granian installs its handlers was remembered by the start's
-    handler and never acted on: the server served on. Now it stops, exit 0."""
+    handler and never acted on: the server served on. Now it stops before spawning a
+    worker (nothing is served), exit 0."""
     server = _start(tmp_path, SLOW_GRANIAN_START)
     servers.append(server)
     server.wait_marks("routing-", 1)
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=BOUND) == 0
-    assert "refused to gracefully stop" not in server.text()
+    assert "Spawning worker" not in server.text()
 
 
 LATE_PDEATHSIG = (
@@ -336,3 +337,41 @@ def test_a_worker_whose_build_fails_after_a_remembered_stop_logs_one_record(
     assert "hunter2-canary" not in text
     assert text.count("the worker failed to start") == 2
     assert "refused to gracefully stop" not in text
+
+
+SLOW_SERVE = (
+    MARK
+    + """
+import time
+
+import medsecrets.server.runner as runner
+
+_real = runner._StopAware.__rsgi_init__
+
+
+def _slow_init(self, loop):  # granian's handlers are in place, its loop not yet running
+    _real(self, loop)
+    mark("init")
+    time.sleep(2)
+
+
+runner._StopAware.__rsgi_init__ = _slow_init
+"""
+)
+
+
+def test_a_stop_while_granian_starts_serving_is_not_lost(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """granian installs its worker's signal handlers on its loop (uvloop), which runs only
+    once the worker serves; a signal that came in between (granian's own set-up, here
+    slowed by the hook) was lost, and the worker served on until killed at the grace
+    period (seen unprovoked about 1 stop in 8 right after a loaded start)."""
+    server = _start(tmp_path, SLOW_SERVE)
+    servers.append(server)
+    server.wait_marks("init-", 2)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=BOUND) == 0
+    text = server.text()
+    assert "refused to gracefully stop" not in text
+    assert text.count("the stop came while this worker started") == 2

@@ -584,14 +584,15 @@ def reaping_mp_server() -> type[MPServer]:
         worker_class: ClassVar[type[WorkerProcess]] = ReapedWorker
         """The class of its workers."""
 
-        def startup(self, *args: Any, **kwargs: Any) -> None:
-            """granian's start (its signal handlers, the socket, the workers); a stop
-            signal that came after ``serve``'s last look and before granian's handlers
-            (``_stop_after_start`` remembered it) is acted on now: it was lost, and
-            the server served on."""
-            super().startup(*args, **kwargs)  # type: ignore[no-untyped-call]
+        def _spawn_workers(self, *args: Any, **kwargs: Any) -> None:
+            """granian's spawn of the workers, at its start, once its signal handlers are
+            in place. A stop signal that came after ``serve``'s last look and before
+            them (``_stop_after_start`` remembered it) is acted on here instead: no
+            worker is spawned, the server stops (it was lost: the server served on)."""
             if _STOP_REQUESTED:
                 self.signal_handler_interrupt(_STOP_REQUESTED[0], None)
+                return
+            super()._spawn_workers(*args, **kwargs)  # type: ignore[no-untyped-call]
 
         def signal_handler_interrupt(
             self, signum: int = signal.SIGTERM, frame: FrameType | None = None
@@ -708,9 +709,15 @@ appending is all a signal handler may safely do)."""
 
 class _StopAware:
     """A worker's app as granian runs it: the app's ``__call__`` and ``__rsgi__``, and an
-    ``__rsgi_init__``, which granian calls once its signal handlers are installed, that
-    sends this worker the stop signal it got while it started (``ReapingMPServer``), so it
-    stops gracefully as if the signal came now."""
+    ``__rsgi_init__`` that makes sure a stop signal that reached this worker while it
+    started is acted on: it sends it again once granian serves, so the worker stops
+    gracefully as if the signal came then.
+
+    Two windows lost such a signal: before granian installs the worker's handlers (the
+    server's handler, inherited: ``ReapingMPServer``), and from then until granian's
+    loop runs, which is only once it serves (uvloop drops a signal that comes while it
+    does not run). ``__rsgi_init__`` is called in the second window: until the loop
+    runs, a stop signal is remembered here."""
 
     def __init__(self, app: ApiApp) -> None:
         self._app = app
@@ -720,11 +727,28 @@ class _StopAware:
         await self._app(scope, receive, send)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        if _PENDING_STOP:
-            log.info("stopping: the stop came while this worker started")
-            # once the loop runs, granian's server serves: a signal handled before it
-            # did (sent here) set its shutdown event unseen, and the worker served on
-            loop.call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        granians: dict[int, Any] = {
+            signum: signal.signal(signum, _remember_stop) for signum in _STOP_SIGNALS
+        }
+        loop.call_soon(_serving, granians)  # the first thing the loop does once it runs
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _remember_stop(signum: int, frame: FrameType | None) -> None:
+    _PENDING_STOP.append(True)
+
+
+def _serving(granians: dict[int, Any]) -> None:
+    """granian's loop runs (its server serves): its handlers back, and a stop that came
+    while the worker started sent again, now that they see it."""
+    for signum, handler in granians.items():
+        if handler is not None:
+            signal.signal(signum, handler)
+    if _PENDING_STOP:
+        log.info("stopping: the stop came while this worker started")
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _follow_latch(store: SecretStore) -> None:
