@@ -93,14 +93,16 @@ import itertools
 import json
 import os
 import re
+import sys
 import typing
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, BinaryIO, Final, Literal
 
+import msgspec
 import orjson
 
-from medsecrets.audit.record import FIELDS, Outcome, outcome_for, split_path
+from medsecrets.audit.record import Outcome, outcome_for, split_path
 from medsecrets.errors import InvalidRequest
 from medsecrets.fdio import NOT_REGULAR, NotRegularFileError, open_regular
 from medsecrets.monitor.events import (
@@ -587,124 +589,109 @@ def _ours_line(line: bytes) -> Row | None:
     return _record_row(record)
 
 
-# The response records ``render_line`` writes are read by position. After ``"kind":"`` a
-# response line reads ``response","time":"T","node":..,"device":..,"request_id":"R",
-# "principal":..,"accessor":..,"auth":..`` and so on to ``,"emergency":..,"data":..,"hash":..``:
-# cut at ``,"`` (inside a JSON string only as a value's last comma and its closing quote: the
-# layout checks below then fail and the line is parsed as JSON) it gives the time, the
-# request id and, from ``principal`` to ``emergency`` (the accessor left out: it changes with
-# every token), the bytes of the other fields. Those repeat from record to record, so they key
-# a cache of the fields they give; a key is parsed (as JSON) and checked (its members must be
-# the record's, in order) once. The line must end as ``render_line`` ends it (``"data":``
-# one value, then ``"hash":"<64 hex>"}``) and be ASCII (so certainly valid UTF-8;
-# orjson writes other characters unescaped); a damaged or cut line, a line with members
-# after ``data``, and any other line are parsed as JSON. Inside an object or array in
-# ``data`` nothing is read, so a malformed one, or members hidden between two objects
-# (``{..},"principal":..,"x":{..}``), are not seen here as JSON would see them:
-# such a line is not one ``render_line`` wrote, and ``audit verify`` refuses it (its hash).
 _KIND: Final = b'"kind":"'
 _RESPONSE: Final = b'"kind":"response"'
-_DATA: Final = b',"data":'
-_HASH: Final = b',"hash":"'
-_SEGMENT_KEYS: Final = tuple(
-    key for key in FIELDS[FIELDS.index("principal") : FIELDS.index("data")] if key != "accessor"
-)
-"""The members of a response record from ``principal`` to ``emergency``, but ``accessor``."""
-_SEGMENTS: dict[tuple[bytes, bytes], EventFields] = {}
-_SEGMENTS_KEPT: Final = 16384
 
 
-def _layout_row(tail: bytes) -> Row | None:
-    """The row of a response line given after its ``"kind":"``, read by position.
+_Int64 = typing.Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An integer that orjson, so ``_ours_line``, reads as one: it reads one beyond 64 bits as a
+float (one from 2**63 to 2**64 - 1, an integer for both, is left to ``_ours_line`` too: the
+bounds msgspec checks fit an int64)."""
 
-    ``None`` when the line is not in the record layout (see the comment
-    above; strings it cuts out must have no escapes): the caller then parses
-    it as JSON. What the event does not use (``prev``, ``seq``, ``node``,
-    ``device``, ``accessor``, ``data``, ``hash``) is not read, so it is not
-    validated either (``audit verify`` checks records). For a line that
-    ``render_line`` wrote, the row is the one of the parsed line. Raises
-    ``LogFormatError`` for a bad time.
-    """
-    parts = tail.split(b',"', 7)
-    if len(parts) != 8:
-        return None
-    kind, time, node, device, request_id, principal, accessor, rest = parts
+
+class _Response(msgspec.Struct, gc=False):
+    """The members of a response record that its event reads, typed as ``render_line``
+    writes them (a member that is absent reads as ``None``, as ``dict.get`` gives it)."""
+
+    kind: str | None = None
+    time: str | None = None
+    request_id: str | None = None
+    principal: str | None = None
+    remote: str | None = None
+    operation: str | None = None
+    path: str | None = None
+    environment: str | None = None
+    category: str | None = None
+    outcome: str | None = None
+    status: _Int64 | None = None
+    emergency: bool | None = None
+
+
+# A response line is decoded by msgspec into ``_Response`` (every other member is skipped,
+# checked as JSON but not built): the same event as ``_ours_line`` gives, for the lines it
+# takes, as msgspec accepts no line that ``_ours_line`` refuses and reads the members above
+# as JSON does (a repeated member: its last value). It takes only ASCII lines (msgspec does
+# not check the UTF-8 of a string it skips) that start with ``{`` (msgspec skips blanks before
+# it, ``_ours_line`` refuses them), with fewer than ``_FAST_BRACKETS`` brackets (its depth
+# limit follows the interpreter's recursion limit, orjson's is 1024) and every member above
+# of the type shown (a ``1`` for ``emergency``, a float status, a status beyond 64 bits...)
+# or absent; any other line goes to ``_ours_line``. The members but time and request id
+# repeat from record to record, so they key a cache of the event fields they give (exact
+# types: no ``True == 1``).
+_decode_response: Final = msgspec.json.Decoder(_Response).decode
+_FAST_BRACKETS: Final = 1000
+_FIELDS: dict[tuple[object, ...], EventFields] = {}
+_FIELDS_KEPT: Final = 16384
+
+
+def _decoded_row(line: bytes) -> Row | None:
+    """The row of a response line decoded into ``_Response`` (see the comment above);
+    ``None`` when the line is not one for that (the caller parses it as JSON). Raises
+    ``LogFormatError`` for a bad time."""
     if (
-        kind != b'response"'
-        or time[:7] != b'time":"'
-        or node[:7] != b'node":"'
-        or device[:9] != b'device":"'
-        or request_id[:13] != b'request_id":"'
-        or accessor[:10] != b'accessor":'
-        or len(time) < 9
-        or time[-1] != 34  # '"'
-        or len(request_id) < 14
-        or request_id[-1] != 34
+        line[:1] != b"{"
+        or not line.isascii()
+        or (
+            sys.getrecursionlimit() > _FAST_BRACKETS
+            and line.count(b"[") + line.count(b"{") >= _FAST_BRACKETS
+        )
     ):
         return None
-    segment, data, after = rest.rpartition(_DATA)
-    value, hashed, digest = after.rpartition(_HASH)
-    if (
-        not hashed
-        or not _whole_value(value)
-        or digest[64:66] != b'"}'
-        or not digest[:64].isalnum()
-        or (len(digest) > 66 and not digest[66:].isspace())
-        or not tail.isascii()
-    ):
-        return None  # a damaged or cut line, a member after data or hash, or non-ASCII
-    key = (principal, segment)
-    fields = _SEGMENTS.get(key)
+    try:
+        found = _decode_response(line)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    time, request_id = found.time, found.request_id
+    if found.kind != "response" or time is None:
+        return None
+    key = (
+        found.principal,
+        found.remote,
+        found.operation,
+        found.path,
+        found.environment,
+        found.category,
+        found.outcome,
+        found.status,
+        found.emergency,
+    )
+    fields = _FIELDS.get(key)
     if fields is None:
-        fields = _segment_fields(key) if data else None
-        if fields is None:
-            return None
-    time = time[7:-1]
-    request_id = request_id[13:-1]
-    if 92 in time or 34 in time or 92 in request_id or 34 in request_id:  # an escape
-        return None
-    try:
-        text, request = time.decode(), request_id.decode()
-    except UnicodeDecodeError:
-        return None
-    try:
-        return parse_time(text), fields, request
-    except (ValueError, IndexError):
-        raise LogFormatError("bad time") from None
+        if len(_FIELDS) >= _FIELDS_KEPT:
+            _FIELDS.clear()
+        fields = _FIELDS[key] = _response_fields(dict(zip(_KEY_MEMBERS, key, strict=True)))
+    return _ts(time), fields, request_id if request_id is not None else ""
 
 
-def _whole_value(value: bytes) -> bool:
-    """True if ``value`` (what follows ``"data":``) can be one value ``render_line`` wrote:
-    ``null``, a string without quotes inside, or brackets that open and close it."""
-    if value == b"null":
-        return True
-    first, last = value[:1], value[-1:]
-    if first == b'"':
-        return last == b'"' and len(value) >= 2 and 34 not in value[1:-1]
-    return (first == b"{" and last == b"}") or (first == b"[" and last == b"]")
-
-
-def _segment_fields(key: tuple[bytes, bytes]) -> EventFields | None:
-    """The fields of a ``(principal, auth..emergency)`` pair of cuts, remembered; ``None``
-    when the pair is not those members of a record, in order."""
-    try:
-        record = orjson.loads(b'{"' + key[0] + b',"' + key[1] + b"}")
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(record, dict) or tuple(record) != _SEGMENT_KEYS:
-        return None
-    if len(_SEGMENTS) >= _SEGMENTS_KEPT:
-        _SEGMENTS.clear()
-    fields = _SEGMENTS[key] = _response_fields(record)
-    return fields
+_KEY_MEMBERS: Final = (
+    "principal",
+    "remote",
+    "operation",
+    "path",
+    "environment",
+    "category",
+    "outcome",
+    "status",
+    "emergency",
+)
 
 
 def _ours_rows(block: bytes, name: str, number: int) -> list[Row]:
     """The rows of a block of whole lines of our log whose first line is ``number``.
 
-    A response line in the record layout is read by position
-    (``_layout_row``), any other line by ``_ours_line``'s rule, with the same
-    outcome. Raises ``LogFormatError`` naming the file and line.
+    A response line is decoded by ``_decoded_row`` when it can be, any other
+    line by ``_ours_line``'s rule, with the same outcome. Raises
+    ``LogFormatError`` naming the file and line.
     """
     rows: list[Row] = []
     append = rows.append
@@ -715,7 +702,7 @@ def _ours_rows(block: bytes, name: str, number: int) -> list[Row]:
             if kind and len(head) <= 160 - len(_KIND):
                 if tail[:9] != b'response"':
                     continue  # request, checkpoint or alert record: not parsed at all
-                row = _layout_row(tail) if len(head) <= 160 - len(_RESPONSE) else None
+                row = _decoded_row(line)
                 if row is None:
                     row = _ours_line(line.rstrip(b"\n"))
             else:
