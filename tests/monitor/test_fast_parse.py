@@ -722,6 +722,9 @@ TYPED: dict[str, tuple[dict[str, bytes], tuple[str, ...]]] = {
     "outcome 1": ({"outcome": b"1"}, ()),
     "outcome null": ({"outcome": b"null"}, ()),
     "outcome true": ({"outcome": b"true"}, ()),
+    # unhashable: the JSON path looked them up in a dict and crashed (TypeError, a traceback)
+    "outcome a list": ({"outcome": b'["denied"]'}, ()),
+    "outcome an object": ({"outcome": b'{"denied":true}'}, ()),
 }
 
 

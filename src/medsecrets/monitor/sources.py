@@ -201,7 +201,7 @@ _DENIED_CODES: Final = frozenset(
     }
 )
 _FAILURE_CODES: Final = frozenset({"InternalServiceError", "InternalFailure", "ServiceUnavailable"})
-_OUTCOMES: Final[Mapping[object, Outcome]] = {
+_OUTCOMES: Final[Mapping[str, Outcome]] = {
     "success": "success",
     "denied": "denied",
     "error": "error",
@@ -523,7 +523,8 @@ def _response_fields(record: Mapping[str, object]) -> EventFields:
     path = get("path")
     environment = get("environment")
     category = get("category")
-    outcome = _OUTCOMES.get(get("outcome"))
+    named = get("outcome")
+    outcome = _OUTCOMES.get(named) if type(named) is str else None
     if outcome is None:
         status = get("status")
         outcome = outcome_for(status) if type(status) is int else "success"
