@@ -29,6 +29,7 @@ from medsecrets.server.monitorlink import LinkAddress, MonitorLink
 from medsecrets.server.monitorprocess import MonitorProcess
 from medsecrets.testing.serverproc import ServerProcess
 from tests.server.test_shared_monitor import Inbox, _link, _read, _wait
+from tests.support.procs import ended
 
 
 def _settings() -> dict[str, object]:
@@ -204,15 +205,7 @@ def test_a_killed_server_leaves_no_monitor_directory(tmp_path: Path) -> None:
         holder.wait()
     directory = os.path.dirname(path)
     _wait(lambda: not os.path.exists(directory), "the monitor directory removed")
-    _wait(lambda: not _alive(int(pid_text)), "the monitor process ended")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ")[-1][0] != "Z"  # a zombie (its parent died) ended
-    except FileNotFoundError:
-        return False
+    _wait(lambda: ended(int(pid_text)), "the monitor process ended")
 
 
 def test_a_link_stopped_while_the_monitor_is_away_counts_what_it_never_sent(

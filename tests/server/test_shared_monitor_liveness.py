@@ -26,6 +26,7 @@ from medsecrets.server.auditprocess import monitor_settings
 from medsecrets.server.monitorprocess import MonitorProcess
 from medsecrets.testing.serverproc import ServerProcess
 from tests.server.test_shared_monitor import DEV_SECRET, Inbox, _audit_records, _link, _read, _wait
+from tests.support.procs import live_children
 
 SAFETY_NET = 20.0
 """Seconds a prompt ``stop`` is given in these tests (it used to take 30 s, or 60)."""
@@ -37,18 +38,7 @@ def _settings() -> dict[str, object]:
 
 def _monitor_children() -> list[int]:
     """This process's monitor processes (a zombie ended)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == os.getpid() and stat[0] != "Z" and b"monitorprocess" in command:
-            found.append(int(entry))
-    return found
+    return live_children(b"monitorprocess")
 
 
 def _stop_in_thread(process: MonitorProcess, timeout: float = 5.0) -> threading.Thread:
