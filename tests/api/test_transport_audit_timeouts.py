@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,19 @@ from medsecrets.auth.tokens import TokenStore
 from medsecrets.core import Core
 from medsecrets.core.request import Request
 from medsecrets.schema.tokens import TokenInfo
+from medsecrets.server.auditsetup import AuditStack
 from medsecrets.store import SecretStore
+from tests.support.transport import (
+    JSON,
+    FakeRefusingHook,
+    assert_one_exchange,
+    drive,
+    file_audit_stack,
+    headers,
+    recorded,
+)
 
-from .test_app import AuditStack, audit_stack
-from .test_transport_audit import JSON, Refusing, _drive, _headers, _records
-
-
-@pytest.fixture
-def stack(tmp_path: Path, store: SecretStore) -> Iterator[AuditStack]:
-    """A file device at ``tmp_path / "audit.jsonl"`` (what ``_records`` reads)."""
-    found = audit_stack(store, tmp_path / "audit.jsonl")
-    try:
-        yield found
-    finally:
-        found.stop()
+stack = pytest.fixture(file_audit_stack)
 
 
 TOKEN_CREATE = b'{"paths": ["medessence/*"], "capabilities": ["read"]}'
@@ -83,16 +81,12 @@ def test_a_request_timed_out_waiting_for_a_worker_thread_is_recorded_once(
     gate = _busy_pool(app)
     try:
         chunks = [body] if body else []
-        answered, answer = _drive(app, method, path, _headers(root, JSON), chunks)
+        answered, answer = drive(app, method, path, headers(root, JSON), chunks)
     finally:
         gate.set()
         app._threads.shutdown(wait=True)  # type: ignore[attr-defined]
     assert (answered, answer["error"]["code"]) == (503, "timeout")  # type: ignore[index]
-    records = _records(tmp_path, stack)
-    assert sorted(str(r["kind"]) for r in records) == ["request", "response"]
-    response = next(r for r in records if r["kind"] == "response")
-    assert (response["status"], response["error"]) == (503, "timeout")
-    assert {str(r["operation"]) for r in records} == {route}
+    assert_one_exchange(recorded(tmp_path, stack), 503, "timeout", route)
 
 
 class _Stalled:
@@ -132,7 +126,7 @@ def test_a_change_timed_out_awaiting_its_request_record_gets_its_response_record
     hook = StallingHook()
     app = create_app(Core(store, tokens, audit=hook), request_timeout=0.3)
     path = b"/v1/auth/token/create"
-    answered, answer = _drive(app, "POST", path, _headers(root, JSON), [TOKEN_CREATE])
+    answered, answer = drive(app, "POST", path, headers(root, JSON), [TOKEN_CREATE])
     assert (answered, answer["error"]["code"]) == (503, "timeout")  # type: ignore[index]
     assert hook.records == [("request", None, None), ("response", 503, "timeout")]
 
@@ -142,22 +136,17 @@ def test_a_malformed_metrics_query_is_recorded(
 ) -> None:
     app = create_app(Core(store, tokens, audit=stack.broker), metrics=Metrics())
     query = b"&".join([b"a=1"] * 65)
-    answered, answer = _drive(app, "GET", b"/v1/sys/metrics", _headers(root), [], query)
+    answered, answer = drive(app, "GET", b"/v1/sys/metrics", headers(root), [], query)
     assert (answered, answer["error"]["code"]) == (400, "invalid_request")  # type: ignore[index]
-    records = _records(tmp_path, stack)
-    assert sorted((str(r["kind"]), r["status"]) for r in records) == [
-        ("request", None),
-        ("response", 400),
-    ]
-    assert {str(r["operation"]) for r in records} == {"sys.metrics"}
+    assert_one_exchange(recorded(tmp_path, stack), 400, "invalid_request", "sys.metrics")
 
 
 def test_a_timeout_that_cannot_be_recorded_is_503_audit_failure(
     store: SecretStore, tokens: TokenStore, root: str
 ) -> None:
-    app = create_app(Core(store, tokens, audit=Refusing()), request_timeout=0.3)
+    app = create_app(Core(store, tokens, audit=FakeRefusingHook()), request_timeout=0.3)
     path = b"/v1/auth/token/create"
-    answered, answer = _drive(app, "POST", path, _headers(root, JSON), [b'{"paths"', b"..."])
+    answered, answer = drive(app, "POST", path, headers(root, JSON), [b'{"paths"', b"..."])
     assert (answered, answer["error"]["code"]) == (503, "audit_failure")  # type: ignore[index]
 
 
@@ -178,7 +167,7 @@ def test_a_request_timed_out_in_its_worker_thread_is_recorded_by_the_thread_alon
 ) -> None:
     hook = GatedHook()
     app = create_app(Core(store, tokens, audit=hook), request_timeout=0.3, inline_reads=False)
-    answered, answer = _drive(app, "GET", b"/v1/sys/health", _headers(root), [])
+    answered, answer = drive(app, "GET", b"/v1/sys/health", headers(root), [])
     assert (answered, answer["error"]["code"]) == (503, "timeout")  # type: ignore[index]
     hook.gate.set()
     app._threads.shutdown(wait=True)  # type: ignore[attr-defined]
