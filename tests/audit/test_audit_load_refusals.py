@@ -22,34 +22,24 @@ import pytest
 from medsecrets.audit.broker import AuditBroker
 from medsecrets.audit.checkpoint import CheckpointSigner
 from medsecrets.audit.file import FileAuditDevice
-from medsecrets.audit.lane import DeviceKeys, Lane
-from medsecrets.audit.record import AuditEvent, Salter
+from medsecrets.audit.lane import Lane
+from medsecrets.audit.record import AuditEvent
 from medsecrets.audit.remote import RemoteLane
 from medsecrets.audit.sidecar import LaneConfig
 from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure
+from tests.support.audit_fakes import FakeFailingSignerLane
 
 CANARY = "load-refusal-canary-9Kq2"
 SIGNER = CheckpointSigner.generate()
 
 
-def _failing_sign(node: str, device: str, covers: int, covers_hash: str) -> dict[str, object]:
-    """A checkpoint signer that fails (a lane's bug: its append raises)."""
-    raise RuntimeError(f"signing failed near {CANARY}")
-
-
 def test_a_lane_that_raises_refuses_its_request_and_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    keys = DeviceKeys(salter=Salter(b"k" * 32), sign=_failing_sign)
-    lane = Lane(
-        FileAuditDevice("primary", tmp_path / "audit.jsonl"),
-        node="n1",
-        keys=lambda name: keys,
-        checkpoint_every=1,  # every record is followed by a checkpoint: every append raises
-    )
-    broker = AuditBroker([lane], prefix="medessence", keys=lambda name: keys)
+    lane = FakeFailingSignerLane(tmp_path / "audit.jsonl", message=f"signing failed near {CANARY}")
+    broker = AuditBroker([lane], prefix="medessence", keys=lambda name: lane.keys)
     broker.start()
     try:
         request = Request(

@@ -15,6 +15,7 @@ from medsecrets.audit.record import AuditEvent, Completion, Salter
 from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure
+from tests.support.audit_fakes import FakeFailingSignerLane
 
 KEYS = DeviceKeys(salter=Salter(b"k" * 32))
 
@@ -159,23 +160,10 @@ def test_a_lane_that_keeps_raising_is_logged_once_not_per_request(
         broker.stop()
 
 
-def _failing_sign(node: str, device: str, covers: int, covers_hash: str) -> dict[str, object]:
-    """A checkpoint signer that fails (a lane's bug: its append raises)."""
-    raise RuntimeError("signing failed")
-
-
 def test_a_read_refused_for_a_raising_lane_is_not_recorded_there_as_served(
     tmp_path: Path,
 ) -> None:
-    keys = DeviceKeys(salter=Salter(b"k" * 32), sign=_failing_sign)
-    lane = Lane(
-        FileAuditDevice("primary", tmp_path / "audit.jsonl"),
-        node="n1",
-        keys=lambda name: keys,
-        checkpoint_every=1,  # a checkpoint is due after every record: every append raises
-    )
-    broker = AuditBroker([lane], prefix="medessence", keys=lambda name: keys)
-    broker.start()
+    broker = _broker(FakeFailingSignerLane(tmp_path / "audit.jsonl"))
     try:
         request = _get(1)
         assert broker.on_request(request, None) is None
