@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ import pytest
 
 from medsecrets.server import runner
 from medsecrets.server.runner import reaping_mp_server
-from medsecrets.testing.serverproc import free_port
+from tests.support.hooked_server import MARK, start_hooked
 
 
 @pytest.fixture(autouse=True)
@@ -66,59 +64,64 @@ class _App:
         return None
 
 
-def test_a_remembered_stop_is_sent_again_once_granian_handles_signals() -> None:
-    got: list[int] = []
+class _Granian:
+    """A stand-in for granian's SIGTERM handler (it keeps each signal in ``got``), in place
+    for the ``with`` block, and a new event loop (``loop``), closed at its end."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        got.append(signum)
+    def __init__(self) -> None:
+        self.got: list[int] = []
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    loop = asyncio.new_event_loop()
-    try:
-        app = runner._StopAware(_App())  # type: ignore[arg-type]
-        app.__rsgi_init__(loop)
-        assert got == []  # no stop pending: nothing sent
-        runner._PENDING_STOP.append(True)
-        app.__rsgi_init__(loop)
-        assert got == []  # sent once the loop runs (granian's server serving by then)
-        loop.run_until_complete(asyncio.sleep(0.05))
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.got.append(signum)
+
+        self.handler = handler
+
+    def __enter__(self) -> _Granian:
+        self.previous = signal.signal(signal.SIGTERM, self.handler)
+        self.loop = asyncio.new_event_loop()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.close()
+        signal.signal(signal.SIGTERM, self.previous)
+
+    def run_loop(self) -> None:
+        """Let the loop run a moment, then wait (5 s at most) for a signal to arrive."""
+        self.loop.run_until_complete(asyncio.sleep(0.05))
         deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
+        while not self.got and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert got == [signal.SIGTERM]
-    finally:
-        loop.close()
-        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_remembered_stop_is_sent_again_once_granian_handles_signals() -> None:
+    with _Granian() as granian:
+        app = runner._StopAware(_App())  # type: ignore[arg-type]
+        app.__rsgi_init__(granian.loop)
+        assert granian.got == []  # no stop pending: nothing sent
+        runner._PENDING_STOP.append(True)
+        app.__rsgi_init__(granian.loop)
+        assert granian.got == []  # sent once the loop runs (granian's server serving by then)
+        granian.run_loop()
+        assert granian.got == [signal.SIGTERM]
 
 
 def test_a_stop_after_granian_handles_signals_and_before_its_loop_runs_is_not_lost() -> None:
     """granian's loop (uvloop) drops a signal that comes while it does not run, and it runs
     only once granian serves: from ``__rsgi_init__`` until then the stop is remembered, and
     granian's handler is back (and gets it) once the loop runs."""
-    got: list[int] = []
-
-    def granians(signum: int, frame: FrameType | None) -> None:
-        got.append(signum)
-
-    previous = signal.signal(signal.SIGTERM, granians)
-    loop = asyncio.new_event_loop()
-    try:
-        runner._StopAware(_App()).__rsgi_init__(loop)  # type: ignore[arg-type]
+    with _Granian() as granian:
+        runner._StopAware(_App()).__rsgi_init__(granian.loop)  # type: ignore[arg-type]
         os.kill(os.getpid(), signal.SIGTERM)  # the loop does not run yet
         assert runner._PENDING_STOP == [True]
-        assert got == []
-        loop.run_until_complete(asyncio.sleep(0.05))
-        deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert got == [signal.SIGTERM]
-        assert signal.getsignal(signal.SIGTERM) is granians
-    finally:
-        loop.close()
-        signal.signal(signal.SIGTERM, previous)
+        assert granian.got == []
+        granian.run_loop()
+        assert granian.got == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is granian.handler
 
 
-SLOW_START = """
+SLOW_START = (
+    MARK
+    + """
 import time
 import medsecrets.server.runner as runner
 
@@ -127,13 +130,14 @@ _real = runner._create_app
 
 def _slow(settings, *, worker=False, **kwargs):
     if worker:
-        open(__import__("os").environ["SLOW_MARK"] + str(__import__("os").getpid()), "w").close()
+        mark("worker")
         time.sleep(3)
     return _real(settings, worker=worker, **kwargs)
 
 
 runner._create_app = _slow
 """
+)
 
 
 def test_a_two_worker_server_stopped_while_its_workers_start_stops_them_gracefully(
@@ -142,39 +146,14 @@ def test_a_two_worker_server_stopped_while_its_workers_start_stops_them_graceful
     """The workers take 3 s to build their apps; the server gets SIGTERM while they do.
     With the stop lost, each served on until killed at the 60 s grace period; now the
     server exits as soon as they have started and stopped."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SLOW_START)
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(hook), *sys.path]),
-        "SLOW_MARK": str(marks / "worker-"),
-        "MEDSECRETS_WORKERS": "2",
-        "MEDSECRETS_SHUTDOWN_GRACE_PERIOD": "60",
-        "MEDSECRETS_MONITOR_ENABLED": "false",
-    }
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medsecrets.server", "--dev", "--data-dir", str(tmp_path / "d"),
-         "--listen", f"127.0.0.1:{free_port()}"],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server = start_hooked(tmp_path, SLOW_START)
     try:
-        deadline = time.monotonic() + 60
-        while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            time.sleep(0.05)
-        assert len(list(marks.iterdir())) == 2  # both workers are building their apps
-        process.send_signal(signal.SIGTERM)
+        server.wait_marks("worker-", 2)  # both workers are building their apps
+        server.process.send_signal(signal.SIGTERM)
         # bounded wait far below the 60 s grace period: a lost stop waits for all of it
-        assert process.wait(timeout=30) == 0
+        assert server.process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
-    text = (tmp_path / "server.log").read_text()
+        server.kill()
+    text = server.text()
     assert "refused to gracefully stop" not in text
     assert text.count("the stop came while this worker started") == 2

@@ -3,80 +3,22 @@
 Each test runs a real two-worker server (``python -m medsecrets.server`` with
 ``MEDSECRETS_WORKERS=2``); a ``sitecustomize`` hook in the test's temporary directory
 only marks or slows a step (named in each test), it changes no behaviour under test.
-Every wait is bounded and far below the 60 s grace period that a lost stop would take.
+Every wait is bounded and far below the 60 s grace period that a lost stop would take
+(the server and its hook: ``tests/support/hooked_server.py``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from medsecrets.testing.serverproc import free_port
-
-GRACE = "60"
-"""The servers' ``shutdown_grace_period``: a stop that is lost waits for all of it."""
-
-BOUND = 30.0
-"""Every wait's safety net (seconds), well under ``GRACE``."""
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    marks: Path
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def wait_marks(self, prefix: str, count: int) -> list[Path]:
-        deadline = time.monotonic() + BOUND
-        while True:
-            found = sorted(m for m in self.marks.iterdir() if m.name.startswith(prefix))
-            if len(found) >= count:
-                return found
-            assert self.process.poll() is None, self.text()[-2000:]
-            assert time.monotonic() < deadline, f"no {count} {prefix!r} marks"
-            time.sleep(0.05)
-
-    def wait_log(self, line: str) -> None:
-        deadline = time.monotonic() + BOUND
-        while line not in self.text():
-            assert self.process.poll() is None, self.text()[-2000:]
-            assert time.monotonic() < deadline, f"no {line!r} in the log\n{self.text()[-2000:]}"
-            time.sleep(0.05)
-
-
-def _start(tmp_path: Path, hook: str) -> Server:
-    hook_dir = tmp_path / "hook"
-    hook_dir.mkdir()
-    (hook_dir / "sitecustomize.py").write_text(hook)
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(hook_dir), *sys.path]),
-        "MARKS": str(marks),
-        "MEDSECRETS_WORKERS": "2",
-        "MEDSECRETS_SHUTDOWN_GRACE_PERIOD": GRACE,
-        "MEDSECRETS_MONITOR_ENABLED": "false",
-    }
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "medsecrets.server", "--dev", "--data-dir",
-             str(tmp_path / "d"), "--listen", f"127.0.0.1:{free_port()}"],
-            env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    return Server(process, marks, log)
+from tests.support.hooked_server import BOUND, MARK, Server, start_hooked
+from tests.support.procs import ended
 
 
 @pytest.fixture
@@ -84,18 +26,8 @@ def servers() -> Iterator[list[Server]]:
     started: list[Server] = []
     yield started
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+        server.kill()
 
-
-MARK = """
-import os
-
-
-def mark(name):
-    open(os.path.join(os.environ["MARKS"], f"{name}-{os.getpid()}"), "w").close()
-"""
 
 MARK_CLOSE = (
     MARK
@@ -130,7 +62,7 @@ def test_each_worker_closes_its_store_and_audit_devices_at_a_graceful_stop(
     """The hook marks each worker's ``close`` (audit devices flushed, store sealed). It
     was registered with ``atexit``, which a forked multiprocessing worker never runs (it
     ends with ``os._exit``): no worker ever closed anything."""
-    server = _start(tmp_path, MARK_CLOSE)
+    server = start_hooked(tmp_path, MARK_CLOSE)
     servers.append(server)
     built = server.wait_marks("built-", 2)
     server.wait_log("Started worker-2")
@@ -166,14 +98,6 @@ runner._create_app = _slow_exit
 )
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-
-
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
 def test_a_second_signal_stops_a_multi_worker_server_at_once(
     tmp_path: Path, servers: list[Server], second: signal.Signals
@@ -181,7 +105,7 @@ def test_a_second_signal_stops_a_multi_worker_server_at_once(
     """The workers' exit takes 50 s (the hook), the grace period is 60 s: after the first
     SIGTERM the server waits for them; the second signal kills them and exits (1) at once,
     as documented. granian's handler only set its flag again: the server waited on."""
-    server = _start(tmp_path, SLOW_EXIT)
+    server = start_hooked(tmp_path, SLOW_EXIT)
     servers.append(server)
     workers = [int(m.name.split("-")[1]) for m in server.wait_marks("built-", 2)]
     server.wait_log("Started worker-2")
@@ -192,7 +116,7 @@ def test_a_second_signal_stops_a_multi_worker_server_at_once(
     assert server.process.wait(timeout=BOUND) == 1
     assert "second signal: stopping now" in server.text()
     deadline = time.monotonic() + BOUND
-    while not all(_gone(pid) for pid in workers):
+    while not all(ended(pid) for pid in workers):
         assert time.monotonic() < deadline, "a worker outlived the server"
         time.sleep(0.05)
 
@@ -202,7 +126,7 @@ def test_sighup_is_logged_and_ignored_by_a_multi_worker_server(
 ) -> None:
     """As documented for every server: SIGHUP is logged and ignored (settings are read at
     start only). granian's handler respawned every worker instead."""
-    server = _start(tmp_path, MARK_CLOSE)
+    server = start_hooked(tmp_path, MARK_CLOSE)
     servers.append(server)
     server.wait_marks("built-", 2)
     server.wait_log("Started worker-2")
@@ -244,7 +168,7 @@ def test_a_stop_just_before_granian_handles_signals_is_not_lost(
     set-up) and before granian installs its handlers was remembered by the start's
     handler and never acted on: the server served on. Now it stops before spawning a
     worker (nothing is served), exit 0."""
-    server = _start(tmp_path, SLOW_GRANIAN_START)
+    server = start_hooked(tmp_path, SLOW_GRANIAN_START)
     servers.append(server)
     server.wait_marks("routing-", 1)
     server.process.send_signal(signal.SIGTERM)
@@ -280,20 +204,20 @@ def test_a_worker_whose_server_was_killed_while_it_started_exits(
     (PR_SET_PDEATHSIG, which does nothing once the parent is gone): they served on,
     orphaned, on the shared socket with their own store. Now each sees its server is gone
     and exits."""
-    server = _start(tmp_path, LATE_PDEATHSIG)
+    server = start_hooked(tmp_path, LATE_PDEATHSIG)
     servers.append(server)
     workers = [int(m.name.split("-")[1]) for m in server.wait_marks("starting-", 2)]
     try:
         server.process.kill()
         server.process.wait()
         deadline = time.monotonic() + BOUND
-        while not all(_gone(pid) for pid in workers):
+        while not all(ended(pid) for pid in workers):
             assert time.monotonic() < deadline, "a worker outlived its server\n" + server.text()
             time.sleep(0.05)
         assert "Started worker-" not in server.text()
     finally:
         for pid in workers:
-            if not _gone(pid):
+            if not ended(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -327,7 +251,7 @@ def test_a_worker_whose_build_fails_after_a_remembered_stop_logs_one_record(
     still stops cleanly (exit 0); each worker logs one JSON record of the failure (by
     type, the foreign message dropped as the server's own log does) and exits 1, where
     multiprocessing printed a raw traceback with the exception's message."""
-    server = _start(tmp_path, FAILED_BUILD)
+    server = start_hooked(tmp_path, FAILED_BUILD)
     servers.append(server)
     server.wait_marks("building-", 2)
     server.process.send_signal(signal.SIGTERM)
@@ -367,7 +291,7 @@ def test_a_stop_while_granian_starts_serving_is_not_lost(
     once the worker serves; a signal that came in between (granian's own set-up, here
     slowed by the hook) was lost, and the worker served on until killed at the grace
     period (seen unprovoked about 1 stop in 8 right after a loaded start)."""
-    server = _start(tmp_path, SLOW_SERVE)
+    server = start_hooked(tmp_path, SLOW_SERVE)
     servers.append(server)
     server.wait_marks("init-", 2)
     server.process.send_signal(signal.SIGTERM)
