@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import select
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from medsecrets.audit.channel import encode
+from medsecrets.audit.channel import FrameReader, Message, encode
 from medsecrets.monitor.channels import WebhookChannel
 from medsecrets.monitor.dispatcher import AlertDispatcher
 from medsecrets.server.auditprocess import AlertReceiver
@@ -39,14 +40,30 @@ def monitor() -> Iterator[MonitorProcess]:
 
 
 class Worker:
-    """A worker's alert path, for real: link, receiver, dispatcher, webhook channel."""
+    """A worker's alert path, for real: link, receiver, dispatcher, webhook channel (its
+    rate limit ``rate_per_minute``, its windows by ``clock``); without ``connect``, its
+    link is started only by ``connect()``."""
 
-    def __init__(self, address: LinkAddress, hook: HttpReceiver) -> None:
+    def __init__(
+        self,
+        address: LinkAddress,
+        hook: HttpReceiver,
+        *,
+        rate_per_minute: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+        connect: bool = True,
+    ) -> None:
         channel = WebhookChannel(f"{hook.base}/alerts", secret=b"s" * 32)
-        self.dispatcher = AlertDispatcher([channel], backoff=0)
+        self.dispatcher = AlertDispatcher(
+            [channel], backoff=0, rate_per_minute=rate_per_minute, clock=clock
+        )
         self.dispatcher.start()
-        receiver = AlertReceiver(self.dispatcher.raise_, self.dispatcher.note)
-        self.link = MonitorLink(address, material=lambda: KEY, on_message=receiver)
+        self.receiver = AlertReceiver(self.dispatcher.raise_, self.dispatcher.note)
+        self.link = MonitorLink(address, material=lambda: KEY, on_message=self.receiver)
+        if connect:
+            self.connect()
+
+    def connect(self) -> None:
         self.link.start()
 
     def listed(self) -> list[dict[str, object]]:
@@ -132,3 +149,106 @@ def test_an_acknowledged_alert_is_not_sent_again(monitor: MonitorProcess) -> Non
     finally:
         a.stop()
         b.stop()
+
+
+class _HandDriven:
+    """A worker's connection to the monitor whose frames the test reads and hands to the
+    worker's ``AlertReceiver`` itself (or drops), acknowledging or not: a worker whose
+    link stops at any point between reading an alert and acknowledging it."""
+
+    def __init__(self, address: LinkAddress, receiver: AlertReceiver) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(address.socket)
+        self.sock.sendall(address.cookie)
+        self.frames = FrameReader(self.sock.fileno())
+        self.pending: list[Message] = []
+        self.receiver = receiver
+
+    def next(self) -> Message:
+        """The monitor's next message."""
+        while not self.pending:
+            readable, _, _ = select.select([self.sock], [], [], 30)  # a safety net
+            assert readable, "no message came"
+            self.pending += self.frames.read_ready()
+        return self.pending.pop(0)
+
+    def take(self, *, ack: bool = True) -> None:
+        """Hand the next message to the receiver as the link does, acknowledging it."""
+        message = self.next()
+        if message[0] == "alerts":
+            self.receiver(message[:3])
+            if ack:
+                self.sock.sendall(encode(("ack", message[3])))
+        else:
+            self.receiver(message)
+
+    def raise_own(self, principal: str) -> None:
+        """Events raising an alert of this connection's own (which admits it), taken."""
+        self.sock.sendall(encode(("events", [_packed(principal=principal) for _ in range(6)])))
+        self.take()
+
+
+def _handed_twice(monitor: MonitorProcess, hook: HttpReceiver, *, taken: bool) -> Worker:
+    """A worker notes an alert another worker raised, is handed it when that one stops
+    with it unread, and stops its connection with it unacknowledged (``taken``: after
+    delivering it; else dropping it unread); it is then handed the alert again, on its
+    new connection (its link reconnected). The worker (its dispatcher, its new link)."""
+    worker = Worker(monitor.address, hook, connect=False)
+    try:
+        first = _HandDriven(monitor.address, worker.receiver)
+        try:
+            first.raise_own("svc-own")  # admitted before the other worker's alert
+            owner = _stopping_worker(monitor.address, "svc-in-flight")
+            first.take()  # noted
+            assert [a["key"] for a in worker.listed()] == ["svc-in-flight", "svc-own"]
+            owner.close()  # it stops with the alert unread: handed to this worker
+            if taken:
+                first.take(ack=False)
+                assert worker.dispatcher.flush(10)
+            else:
+                message = first.next()
+                assert message[0] == "alerts"  # read, dropped
+        finally:
+            first.sock.close()  # unacknowledged: the monitor keeps it for the next worker
+        worker.connect()
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+def test_an_alert_handed_twice_to_a_worker_that_dropped_it_is_delivered_once(
+    monitor: MonitorProcess,
+) -> None:
+    """The hand-over lands twice on a worker that had noted the alert, the first time on
+    a connection that ended before the worker took it: the worker still delivers it, once
+    (its noted entry is taken over the second time)."""
+    with HttpReceiver() as hook:
+        worker = _handed_twice(monitor, hook, taken=False)
+        try:
+            _wait(lambda: len(hook.requests) == 2, "the alert delivered")
+            assert worker.dispatcher.flush(10)
+        finally:
+            worker.stop()
+        keys = [json.loads(r.body)["key"] for r in hook.requests]
+        assert keys == ["svc-own", "svc-in-flight"]
+        (kept,) = [a for a in worker.listed() if a["key"] == "svc-in-flight"]
+        assert "delivered_by" not in kept
+        assert kept["delivery"] == {"webhook": {"status": "sent", "attempts": 1, "error": None}}
+
+
+def test_an_alert_handed_again_to_the_worker_that_delivered_it_is_not_sent_twice(
+    monitor: MonitorProcess,
+) -> None:
+    """The worker delivered the alert and its connection ended before its acknowledgement
+    went out: the monitor hands it to it again (at least once), and it is not sent again
+    (a duplicate of the alert it delivered)."""
+    with HttpReceiver() as hook:
+        worker = _handed_twice(monitor, hook, taken=True)
+        try:
+            _wait(lambda: worker.dispatcher.stats()["duplicates"] == 1, "the alert again")
+            assert worker.dispatcher.flush(10)
+        finally:
+            worker.stop()
+        keys = [json.loads(r.body)["key"] for r in hook.requests]
+        assert keys == ["svc-own", "svc-in-flight"]
