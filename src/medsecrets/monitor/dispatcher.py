@@ -32,9 +32,7 @@ Contract:
   places: how many alerts it missed since when, by detector and severity,
   pointing to ``medsecrets alerts list``. The summary goes to that channel
   only, is kept in the ring and passed to ``on_alert`` (audited) like any
-  alert, and is never a duplicate. With several workers (``note``) it counts
-  the alerts every worker held back, and one worker sends it: the one that held
-  back the first of them.
+  alert, and is never a duplicate.
 * ``on_alert(alert)`` is called once per non-duplicate alert (rate-limited
   ones included), off the caller's thread; the server uses it to write an
   ``alert`` audit record. Its failures are logged, never raised.
@@ -125,9 +123,6 @@ class _Entry:
     """When a noted alert was counted in the channels' rate windows (``note``)."""
     counted_in: tuple[str, ...] = ()
     """The channels whose rate windows counted the noted alert (``note``)."""
-    held_in: tuple[tuple[str, _Suppressed], ...] = ()
-    """The channels (and their summaries to come) that counted the noted alert as held
-    back by the rate limit (``note``)."""
 
     def to_dict(self) -> dict[str, object]:
         out = self.alert.to_dict()
@@ -158,28 +153,16 @@ def _interrupted(doc: Mapping[str, object]) -> dict[str, object]:
 
 @dataclass(slots=True)
 class _Suppressed:
-    """A channel's rate-limited alerts since its last summary: this process's, and those
-    another worker of the server held back (noted while the window was full)."""
+    """A channel's rate-limited alerts since its last summary."""
 
     since: dt.datetime
     """The (event) time of the first one."""
-    ours: bool
-    """Whether this process sends the summary: it held back the first one (``note``)."""
     counts: dict[tuple[str, Severity], int] = field(default_factory=dict)
     """By (detector, severity)."""
 
     def add(self, alert: Alert) -> None:
         key = (alert.detector, alert.severity)
         self.counts[key] = self.counts.get(key, 0) + 1
-
-    def remove(self, alert: Alert) -> None:
-        """Count ``alert`` out again (a noted alert given to this process: ``raise_``)."""
-        key = (alert.detector, alert.severity)
-        left = self.counts.get(key, 0) - 1
-        if left > 0:
-            self.counts[key] = left
-        else:
-            self.counts.pop(key, None)
 
     def summary(self, channel: str) -> Alert:
         """The summary alert for ``channel`` (see the module docstring)."""
@@ -439,20 +422,15 @@ class AlertDispatcher:
         each. One noted while the window is full takes none (its worker, whose window
         holds the same alerts, found it over the limit too and did not send it), so the
         window empties 60 s after its last place was taken and a storm of alerts is
-        still heard of every minute, as alerts or a summary. Every worker counts one
-        noted over the limit as held back too, so every worker holds the counts of the
-        whole server; the summary is sent by the worker that held back the first of them
-        (a noted alert first: another worker's) and the others, once their window has
-        room, only give it its place: one summary a channel and window for the server,
-        counting every held-back alert. Each alert, noted or raised, first settles a
-        summary due, so the workers' windows move in step. A noted alert given here
-        (``raise_``: its worker stopped before taking it) is judged afresh (counted out
-        of the summary it was counted in), and this worker then sends every summary to
-        come, whoever held back their first alert: the worker that stopped may have
-        (with three workers or more, two summaries at worst, never none). (Two workers
-        raising at the same moment, before either is told of the other's, may each take
-        the last place and each send a summary; a worker that stops with no alert handed
-        over before its summary is due takes it with it, as a single process does.)"""
+        still heard of every minute (alerts, or each worker's summary). Each worker sums
+        up only the alerts it held back itself, never a noted one: a worker cannot tell
+        whether another is still there to send a summary (one that stopped or was killed
+        sends none, and is told of to nobody), nor whether a noted alert it found over the
+        limit was held back (its worker's window may have had room: one that joined
+        mid-window, or the alert reached the two at a window's edge). So a channel may
+        get one summary a worker, never none for alerts a running worker held back.
+        (Two workers raising at the same moment, before either is told of the other's,
+        may each take the last place; each sends its own summary.)"""
         now = self._clock()
         with self._lock:
             self._expire(now)
@@ -462,18 +440,15 @@ class AlertDispatcher:
             self._index(entry)
             if alert.severity == "critical":
                 return  # never limited, never counted
-            counted: list[str] = []
-            held: list[tuple[str, _Suppressed]] = []
+            counted = []
             for name in self._sent_at:
                 if name not in self._unlimited:
-                    found = self._limit(name, now, alert, own=False)
-                    if found is None:
+                    sent_at = self._window(name, now)
+                    if len(sent_at) < self._rate:
+                        sent_at.append(now)
                         counted.append(name)
-                    else:
-                        held.append((name, found))
             if counted:
                 entry.counted_at, entry.counted_in = now, tuple(counted)
-            entry.held_in = tuple(held)
 
     def _take_over(self, alert: Alert) -> _Entry | None:
         """The noted entry of this very ``alert``, now this process's to deliver and audit
@@ -490,14 +465,6 @@ class AlertDispatcher:
                 if kept.counted_at in sent_at:  # not yet out of the window
                     sent_at.remove(kept.counted_at)
             kept.counted_at, kept.counted_in = None, ()
-        for name, held in kept.held_in:  # counted as held back when noted: judged afresh
-            if self._suppressed.get(name) is held:  # its summary is still to come
-                held.remove(kept.alert)
-                if not held.counts:
-                    del self._suppressed[name]
-        kept.held_in = ()
-        for held in self._suppressed.values():  # its worker stopped: it may have been theirs
-            held.ours = True
         return kept
 
     def _merge(self, alert: Alert) -> bool:
@@ -543,34 +510,24 @@ class AlertDispatcher:
             self._open.popitem(last=False)
 
     def _admit(self, name: str, now: float, entry: _Entry) -> bool:
-        """Apply the channel's rate limit (``_limit``); record the entry's status for it
-        (the caller holds ``_lock``)."""
+        """Apply the channel's rate limit (a summary due goes first); record the entry's
+        status for it (the caller holds ``_lock``)."""
         if name in self._unlimited or entry.alert.severity == "critical":
             entry.deliveries[name] = _Delivery()
             return True
-        if self._limit(name, now, entry.alert, own=True) is not None:
-            entry.deliveries[name] = _Delivery(status="rate_limited")
-            self._stats[name].rate_limited += 1
-            return False
-        entry.deliveries[name] = _Delivery()
-        return True
-
-    def _limit(self, name: str, now: float, alert: Alert, *, own: bool) -> _Suppressed | None:
-        """One alert against ``name``'s rate window, after the summary due, if any
-        (``_summarize``): ``None`` if it takes a place; else the summary to come that counts
-        it as held back. ``own``: this process's alert (else noted: ``note``); the summary
-        of held-back alerts is this process's to send when the first of them was its own
-        (or it took over a noted alert since: ``_take_over``). The caller holds ``_lock``."""
         self._summarize(name, now)
         sent_at = self._window(name, now)
-        if len(sent_at) < self._rate:
-            sent_at.append(now)
-            return None
-        suppressed = self._suppressed.get(name)
-        if suppressed is None:
-            suppressed = self._suppressed[name] = _Suppressed(since=alert.time, ours=own)
-        suppressed.add(alert)
-        return suppressed
+        if len(sent_at) >= self._rate:
+            entry.deliveries[name] = _Delivery(status="rate_limited")
+            self._stats[name].rate_limited += 1
+            suppressed = self._suppressed.get(name)
+            if suppressed is None:
+                suppressed = self._suppressed[name] = _Suppressed(since=entry.alert.time)
+            suppressed.add(entry.alert)
+            return False
+        sent_at.append(now)
+        entry.deliveries[name] = _Delivery()
+        return True
 
     def _window(self, name: str, now: float) -> deque[float]:
         """When ``name`` sent its alerts of the last 60 s (older ones forgotten)."""
@@ -589,9 +546,7 @@ class AlertDispatcher:
         if len(sent_at) >= self._rate:
             return
         del self._suppressed[name]
-        sent_at.append(now)  # the summary's place, whichever worker sends it
-        if not suppressed.ours:
-            return  # another worker of the server sends it (``note``)
+        sent_at.append(now)
         entry = self._keep(suppressed.summary(name), now)
         entry.deliveries[name] = _Delivery()
         self._enqueue(self._lanes[name], entry, name)
