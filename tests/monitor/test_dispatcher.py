@@ -236,8 +236,9 @@ def test_the_rate_limit_is_per_channel(clock: ManualClock) -> None:
         d.raise_(make_alert(key="a"))
         d.raise_(make_alert(key="b"))
         settle(d)
-    assert [a.key for a in quiet.sent] == ["a"]
-    assert [a.key for a in loud.sent] == ["a"]
+    # each channel: its one alert, then (at stop) the summary of the one it held back
+    assert [a.key for a in quiet.sent] == ["a", "quiet"]
+    assert [a.key for a in loud.sent] == ["a", "loud"]
     stats = d.stats()["channels"]
     assert stats["quiet"]["rate_limited"] == stats["loud"]["rate_limited"] == 1  # type: ignore[index]
 
@@ -253,7 +254,8 @@ def test_the_log_channel_takes_every_alert(
             d.raise_(make_alert(key=key))
         settle(d)
     assert len([r for r in caplog.records if r.name == "medsecrets.alerts"]) == 5
-    assert [a.key for a in loud.sent] == ["a", "b"]
+    assert [a.key for a in loud.sent] == ["a", "b", "loud"]  # the summary of 3, at stop
+    assert loud.sent[-1].count == 3
     stats = d.stats()["channels"]
     assert stats["log"]["rate_limited"] == 0 and stats["loud"]["rate_limited"] == 3  # type: ignore[index]
 
@@ -277,7 +279,8 @@ def test_critical_alerts_are_never_rate_limited(clock: ManualClock) -> None:
         d.raise_(make_alert(key="break-glass", detector="emergency", severity="critical"))
         d.raise_(make_alert(key="c", severity="medium"))  # criticals took no place
         settle(d)
-    assert [a.key for a in channel.sent] == ["a", "decoy", "break-glass"]
+    assert [a.key for a in channel.sent] == ["a", "decoy", "break-glass", "rec"]  # + summary
+    assert channel.sent[-1].count == 2
     assert d.stats()["channels"]["rec"]["rate_limited"] == 2  # type: ignore[index]
 
 
@@ -343,6 +346,38 @@ def test_a_critical_alert_after_a_flood_reaches_a_real_webhook(clock: ManualCloc
             )
     assert [b["detector"] for b in bodies] == [*["failed_burst"] * 3, "honeytoken", "rate_limited"]
     assert bodies[-1]["count"] == 7 and "7 alerts not sent to hook" in bodies[-1]["summary"]
+
+
+def test_a_summary_still_to_come_reaches_a_real_webhook_at_stop(clock: ManualClock) -> None:
+    """Alerts held back in the window a server stops in are not lost with it: ``stop``
+    sends their summary, audited, though the window is still full."""
+    hooked: list[Alert] = []
+    with HttpReceiver() as receiver:
+        hook = WebhookChannel(f"{receiver.base}/alerts", secret=WEBHOOK_SECRET, name="hook")
+        d = AlertDispatcher(
+            [hook], rate_per_minute=2, on_alert=hooked.append, clock=clock.monotonic, **FAST
+        )
+        d.start()
+        for i in range(5):
+            d.raise_(make_alert(key=f"10.0.{i}.1", detector="failed_burst", severity="medium"))
+        settle(d)
+        assert len(receiver.requests) == 2  # the window is full: three held back
+        assert d.stop(timeout=10)
+        bodies = [json.loads(r.body) for r in receiver.requests]
+    assert [b["detector"] for b in bodies] == ["failed_burst", "failed_burst", "rate_limited"]
+    assert bodies[-1]["count"] == 3 and "3 alerts not sent to hook" in bodies[-1]["summary"]
+    assert [a.detector for a in hooked].count(SUMMARY_DETECTOR) == 1  # audited
+
+
+def test_stop_sends_no_summary_when_nothing_was_held_back(clock: ManualClock) -> None:
+    channel = RecordingChannel("rec")
+    d = AlertDispatcher([channel], rate_per_minute=2, clock=clock.monotonic, **FAST)
+    d.start()
+    for i in range(2):
+        d.raise_(make_alert(key=f"k{i}"))
+    settle(d)
+    assert d.stop(timeout=10)
+    assert [a.key for a in channel.sent] == ["k0", "k1"]
 
 
 # --------------------------------------------------------------------------- retries

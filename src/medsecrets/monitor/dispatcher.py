@@ -32,7 +32,8 @@ Contract:
   places: how many alerts it missed since when, by detector and severity,
   pointing to ``medsecrets alerts list``. The summary goes to that channel
   only, is kept in the ring and passed to ``on_alert`` (audited) like any
-  alert, and is never a duplicate.
+  alert, and is never a duplicate. At ``stop`` a summary still to come is
+  sent whatever the window says (one alert over the limit, at the end).
 * ``on_alert(alert)`` is called once per non-duplicate alert (rate-limited
   ones included), off the caller's thread; the server uses it to write an
   ``alert`` audit record. Its failures are logged, never raised.
@@ -343,10 +344,17 @@ class AlertDispatcher:
     def stop(self, timeout: float = 5.0) -> bool:
         """Deliver what is queued (no more retry waits), stop the threads, close channels.
 
+        A channel's rate-limited alerts not yet summed up get their summary first, even
+        if the channel's window is full: the operator learns of them before the server
+        stops (a stopping server would otherwise lose them silently).
+
         Returns ``True`` if every thread finished within ``timeout`` seconds
         (channels are closed only then). Alerts raised after ``stop`` are
         recorded but not delivered.
         """
+        with self._lock:  # the summaries still to come go now, whatever their windows say
+            for name in list(self._suppressed):
+                self._summarize(name, self._clock(), last=True)
         self._stopping.set()
         lanes = (*self._lanes.values(), self._hook_lane)
         for lane in lanes:
@@ -536,14 +544,16 @@ class AlertDispatcher:
             sent_at.popleft()
         return sent_at
 
-    def _summarize(self, name: str, now: float) -> None:
+    def _summarize(self, name: str, now: float, *, last: bool = False) -> None:
         """Queue the summary of ``name``'s rate-limited alerts, if any and if its window
-        has room (the caller holds ``_lock``; see the module docstring)."""
+        has room, or whatever the window says if it is the ``last`` (at ``stop``: one
+        alert over the limit, rather than held-back alerts nobody is told of); the caller
+        holds ``_lock`` (see the module docstring)."""
         suppressed = self._suppressed.get(name)
         if suppressed is None or self._stopping.is_set():
             return
         sent_at = self._window(name, now)
-        if len(sent_at) >= self._rate:
+        if len(sent_at) >= self._rate and not last:
             return
         del self._suppressed[name]
         sent_at.append(now)
