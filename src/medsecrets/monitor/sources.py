@@ -81,7 +81,8 @@ hangs or takes unbounded memory:
   here: ``MAX_NESTING``) is malformed JSON;
 - a truncated or corrupt gzip is ``LogFormatError`` "truncated or corrupt
   gzip", naming the file;
-- times must be ISO 8601 (``events.parse_time``: strict digits).
+- times must be ISO 8601 (``events.parse_time``: strict digits), in the years 1 to 9999
+  UTC (``_ts``: an alert shows its event's time as a ``datetime``).
 """
 
 from __future__ import annotations
@@ -498,15 +499,29 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+_FIRST_TS: Final = -62135596800.0
+"""0001-01-01T00:00:00Z in POSIX seconds: the first time a ``datetime`` holds."""
+_END_TS: Final = 253402300800.0
+"""10000-01-01T00:00:00Z in POSIX seconds: every time of an event is before (its float is
+below this, so ``AccessEvent.time`` gives a datetime; the last 31 µs of 9999 round to it)."""
+
+
 def _ts(value: object) -> float:
+    """POSIX seconds of a time (ISO 8601 text, or an aware ``datetime``). Raises
+    ``LogFormatError`` for any other value, and for a time outside the years 1 to 9999 UTC
+    (``AccessEvent.time``, which an alert shows, must be a ``datetime``)."""
     if isinstance(value, str):
         try:
-            return parse_time(value)
+            ts = parse_time(value)
         except (ValueError, IndexError):
             raise LogFormatError("bad time") from None
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.timestamp()
-    raise LogFormatError("missing or bad time")
+    elif isinstance(value, dt.datetime) and value.tzinfo is not None:
+        ts = value.timestamp()
+    else:
+        raise LogFormatError("missing or bad time")
+    if _FIRST_TS <= ts < _END_TS:
+        return ts
+    raise LogFormatError("bad time")
 
 
 # --- ours ----------------------------------------------------------------------------------------
@@ -1087,7 +1102,9 @@ def _vault_identity(auth: object) -> tuple[str, bool]:
         role = metadata.get("role_name")
         if isinstance(role, str) and role and role not in principal:
             principal = f"{principal}:{role}" if principal else role
-        emergency = str(metadata.get("emergency", "")).lower() in ("true", "1", "yes")
+        flag = metadata.get("emergency")
+        if isinstance(flag, str | int):  # not a list or object (str() of a deep one raised)
+            emergency = str(flag).lower() in ("true", "1", "yes")
     policies = auth.get("policies")
     if isinstance(policies, list) and not emergency:
         emergency = any(p in EMERGENCY_POLICIES for p in policies if isinstance(p, str))
