@@ -29,6 +29,10 @@ a read check: heavyweight locks queue, a new request that conflicts with a waiti
 one waits behind it, so a change waits only for the checks in flight. The row locks
 still decide what a condition sees (the advisory lock orders, it guards nothing: a
 node of older code, which takes none, is kept out as before, only not queued).
+Advisory locks take slots of a lock table the whole server shares, so a batch takes at
+most ``_MAX_KEY_LOCKS``: one expecting more keys keeps only its exclusive locks (the keys
+it changes, still queued fairly, a keyring change in a large rewrap batch too) and
+drops the shared ones, and one changing more than that many expected keys takes none.
 It used to run ``SERIALIZABLE`` when it expected a key absent, whose checks
 lock index pages, not keys: about a quarter of the batches creating distinct
 keys at once failed. A batch PostgreSQL aborts to break a deadlock (a rival
@@ -131,7 +135,8 @@ _SCHEMA_LOCK = 0x6D65_6473_6563_0001
 _KEY_LOCK_CLASS = 0x6D65_6B76
 #: The most advisory locks a batch takes (``_key_locks``): each takes a slot of the lock
 #: table the whole server shares (``max_locks_per_transaction`` per connection, 64 by
-#: default), where row locks take none.
+#: default), where row locks take none. Above it a batch drops its shared ones first,
+#: then all of them.
 _MAX_KEY_LOCKS = 32
 
 #: Keys may be longer than a btree entry allows (2704 bytes), so rows are found
@@ -284,17 +289,25 @@ def _key_locks(digests: dict[bytes, bool]) -> list[_Statement]:
     in the stronger mode. A write of a key the batch does not expect takes none: blind
     writes (a batch of thousands of ``Put``) would fill the server's lock table, and
     nothing depends on one getting in under read checks; every change of the keyring
-    expects its value. For the same reason a batch expecting the values of more than
-    ``_MAX_KEY_LOCKS`` keys takes none (thousands of ``Expect``, a secret's versions
-    rewrapped, failed with "out of shared memory"): its row locks still decide what it
-    sees, it is only not queued fairly.
+    expects its value. For the same reason a batch takes at most ``_MAX_KEY_LOCKS`` of
+    them (thousands of ``Expect``, a secret's versions rewrapped, failed with "out of
+    shared memory"): with more, it keeps only its exclusive ones, those of the keys it
+    changes (a keyring change inside a large rewrap: read checks that keep overlapping
+    would keep it out until the storage timeout), and drops its shared ones (a read check
+    that is not queued holds a waiting change of its key back only until its own batch
+    ends: one batch cannot keep the change out); if even its exclusive ones are more than
+    ``_MAX_KEY_LOCKS`` it takes none. The locks kept are taken in the same lock order,
+    before any row, so no deadlock is added. A key whose lock is dropped is still guarded
+    by its row lock, which decides what the batch sees: it is only not queued fairly.
     """
     locks: dict[int, bool] = {}
     for digest, checked in digests.items():
         number = int.from_bytes(digest[:4], "big", signed=True)
         locks[number] = locks.get(number, True) and checked
     if len(locks) > _MAX_KEY_LOCKS:
-        return []
+        locks = {number: checked for number, checked in locks.items() if not checked}
+        if len(locks) > _MAX_KEY_LOCKS:
+            return []
     return [
         (_KEY_LOCK_SHARED if checked else _KEY_LOCK, (_KEY_LOCK_CLASS, number))
         for number, checked in sorted(locks.items())
