@@ -53,6 +53,8 @@ def workers(
         for number, worker in enumerate(found):
             _wait(lambda w=worker: w.link.connected, "the worker connected")  # type: ignore[misc]
             _raise(found, worker, f"svc-admitted-{number}", listed_by=[worker])
+        for worker in found:  # the admissions delivered: none lands among a test's alerts
+            assert worker.dispatcher.flush(10)
         clock.advance(61)  # the admissions' places leave the windows
         yield found
     finally:
