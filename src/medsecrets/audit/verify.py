@@ -2,7 +2,9 @@
 
 A chain verifies when, line after line:
 
-1. the line has the record layout of ``record.py`` (else ``malformed line``);
+1. the line has the record layout of ``record.py``, its ``prev`` and ``hash`` 64
+   lowercase hex digits, and is at most ``readback.MAX_LINE_BYTES`` long, ``\\n``
+   included, as every reader requires (else ``malformed line``);
 2. its ``hash`` is the SHA-256 of the line without its hash (``hash mismatch``):
    a modified byte anywhere in a record is caught here;
 3. its ``seq`` is one more than the record before (``sequence gap`` for a
@@ -102,8 +104,8 @@ import concurrent.futures
 import contextlib
 import hashlib
 import itertools
-import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +115,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY, verify_checkpoint
 from medsecrets.audit.device import ChainHead
+from medsecrets.audit.readback import MAX_LINE_BYTES
 from medsecrets.audit.record import GENESIS, SEALED_DATA, LineError, parse_line
 from medsecrets.errors import DecryptionError
 from medsecrets.fdio import open_regular
@@ -147,8 +150,11 @@ _CHUNK: Final = 1 << 22
 _GENESIS: Final = GENESIS.encode()
 _NEVER: Final = b"\0%b%d"
 """A fast-path head no line matches (every line then takes ``_slow``)."""
+_HEX64: Final = re.compile(rb"[0-9a-f]{64}")
+"""A ``prev`` or ``hash`` as the writer writes it (a SHA-256 in lowercase hex)."""
 
 PROBLEM_MALFORMED: Final = "malformed line"
+PROBLEM_LONG: Final = f"malformed line (longer than {MAX_LINE_BYTES} bytes)"
 PROBLEM_HASH: Final = "hash mismatch"
 PROBLEM_CHAIN: Final = "chain broken (prev does not match)"
 PROBLEM_GAP: Final = "sequence gap"
@@ -267,11 +273,12 @@ class _Chain:
         for checkpoint in checkpoints:
             seq, digest = checkpoint.get("seq"), checkpoint.get("hash")
             if (
-                not isinstance(seq, int)
+                type(seq) is not int  # a bool is no seq
+                or seq < 1  # no record has: the check would be skipped
                 or not isinstance(digest, str)
                 or checkpoint.get("kind") != "checkpoint"
             ):
-                raise LineError("an exported checkpoint is not a checkpoint record")
+                raise LineError(f"an exported checkpoint is not a checkpoint record (seq {seq!r})")
             if self.public_key is not None and not verify_checkpoint(checkpoint, self.public_key):
                 self.failure = _Failure(None, seq, f"{PROBLEM_SIGNATURE} (exported, seq {seq})")
                 return
@@ -287,7 +294,11 @@ class _Chain:
                 line = _decoded(line, self.decode)
             except (ValueError, DecryptionError):
                 return  # _run reports it as malformed
-        if not line.startswith(_HEAD) or line[73:81] != _SEQ_MARK:
+        if (
+            not line.startswith(_HEAD)
+            or line[73:81] != _SEQ_MARK
+            or not _HEX64.fullmatch(line, 9, 73)  # never trusted: _slow finds it malformed
+        ):
             return
         comma = line.find(b",", 81, 104)
         digits = line[81:comma]
@@ -335,7 +346,11 @@ class _Chain:
         last_hash = self.last_hash
         before_last = self.before_last
         failure: _Failure | None = None
+        longest = MAX_LINE_BYTES
         for line in itertools.chain((first,), rest):
+            if len(line) >= longest and _too_long(line):
+                failure = _Failure(index, last_seq + 1, PROBLEM_LONG)
+                break
             if decode is not None:
                 try:
                     line = _decoded(line, decode)  # noqa: PLW2901 - the record replaces the stored line
@@ -392,6 +407,8 @@ class _Chain:
             or line[n - _TAIL : n - 66] != _HASH_MARK
             or line[n - 2 : n] != b'"}'
             or not line[81:comma].isdigit()
+            or not _HEX64.fullmatch(line, 9, 73)
+            or not _HEX64.fullmatch(line, n - 66, n - 2)
         ):
             return _Failure(index, last_seq + 1, PROBLEM_MALFORMED)
         digest = line[n - 66 : n - 2]
@@ -437,12 +454,15 @@ class _Chain:
     def _checkpoint(self, line: bytes, seq: int, prev: bytes) -> str | None:
         """The problem with the checkpoint record ``line`` at ``seq``, or ``None``."""
         try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nested too deep
+            record = parse_line(line)  # as strictly as the writer writes
+        except LineError:
             return PROBLEM_MALFORMED
-        if not isinstance(record, dict):
-            return PROBLEM_MALFORMED
-        if record.get("covers") != seq - 1 or record.get("covers_hash") != prev.decode("ascii"):
+        covers = record.get("covers")
+        if (
+            type(covers) is not int  # not a bool or a float equal to it
+            or covers != seq - 1
+            or record.get("covers_hash") != prev.decode("ascii")
+        ):
             return PROBLEM_COVERS
         if self.public_key is not None:
             if not verify_checkpoint(record, self.public_key):
@@ -512,6 +532,13 @@ class _Chain:
             plain_stretches=self.plain_stretches,
             plain_stretch_records=self.plain_stretch_records,
         )
+
+
+def _too_long(line: bytes) -> bool:
+    """Whether the stored ``line`` (with or without its ``\\n``) is longer, ``\\n`` included,
+    than ``MAX_LINE_BYTES``: no writer makes such a line, and no reader reads it
+    (``readback``). A line cut short there (``_feed_file``, ``_cuts``) is one."""
+    return len(line) + (not line.endswith(b"\n")) > MAX_LINE_BYTES
 
 
 def _sealed_spell(line: bytes) -> bool:
@@ -592,7 +619,8 @@ def verify(
 
     Never raises for a bad line: the report says what and where. Raises
     ``LineError`` only for an exported checkpoint that is not a checkpoint
-    record (no ``kind`` "checkpoint", ``seq`` or ``hash``).
+    record (no ``kind`` "checkpoint", ``hash`` or integer ``seq`` of 1 or more: one
+    below would be skipped as before the start, the check asked for not made).
     """
     chain = _Chain(
         public_key=public_key,
@@ -660,7 +688,10 @@ def _feed_file(chain: _Chain, path: Path, progress: Callable[[int], None]) -> bo
     """Feed the lines of ``path`` (without ``\\n``), a large chunk at a time.
 
     A last line without ``\\n`` (a torn write) is fed too, so it is checked
-    (and found malformed) rather than ignored. ``False`` once a line is bad.
+    (and found malformed) rather than ignored. A line that has grown to
+    ``MAX_LINE_BYTES`` without its ``\\n`` is fed as far as it was read (and found too
+    long), so at most about ``_CHUNK`` + ``MAX_LINE_BYTES`` bytes are held, whatever the
+    file holds. ``False`` once a line is bad.
     """
     with open_regular(path, buffered=False) as handle:
         rest = b""
@@ -669,6 +700,8 @@ def _feed_file(chain: _Chain, path: Path, progress: Callable[[int], None]) -> bo
             rest = lines.pop()
             if not chain.feed(lines):
                 return False
+            if len(rest) >= MAX_LINE_BYTES:
+                return chain.feed([rest])  # False: too long, whatever follows
             progress(len(chunk))
         return chain.feed([rest]) if rest else True
 
@@ -793,11 +826,15 @@ def _cuts(descriptor: int, size: int) -> Iterator[tuple[int, int]]:
     """``(offset, length)`` of blocks of whole lines of the open file, about ``_CHUNK`` bytes
     each (a block ends at the first ``\\n`` from there; the last one may lack it).
 
-    Only a few bytes at each cut are read here: the workers read the blocks.
+    A block is cut short ``MAX_LINE_BYTES`` past where its ``\\n`` was looked for: the
+    line there is too long (``_too_long``) and the chain fails there, so no block is
+    longer than ``_CHUNK`` + ``MAX_LINE_BYTES`` (a file without a line break is not read
+    whole). Only a few bytes at each cut are read here: the workers read the blocks.
     """
     start = 0
     while start < size:
-        end = line_end(descriptor, min(start + _CHUNK, size) - 1, size)
+        at = min(start + _CHUNK, size) - 1
+        end = line_end(descriptor, at, min(at + MAX_LINE_BYTES, size))
         yield start, end - start
         start = end
 
