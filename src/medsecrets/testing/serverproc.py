@@ -47,6 +47,8 @@ from typing import IO, Protocol
 
 import httpx
 
+from medsecrets.testing.procs import children_of
+
 __all__ = [
     "EXPORT_LINE",
     "ServerProcess",
@@ -377,18 +379,11 @@ class ServerProcess:
     def children(self, *, monitor: bool = False) -> list[int]:
         """The processes the server started, sorted: its granian workers with
         ``workers > 1`` (and its shared monitor process with ``monitor``)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                command = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat[1]) == self.pid and (monitor or b"monitorprocess" not in command):
-                found.append(int(entry))
-        return sorted(found)
+        return [
+            child.pid
+            for child in children_of(self.pid)
+            if monitor or b"monitorprocess" not in child.cmdline
+        ]
 
     def log_text(self) -> str:
         """Everything the server wrote to stderr (all starts)."""
