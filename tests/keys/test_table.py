@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from medsecrets.clock import ManualClock
+from medsecrets.errors import SealedError
 from medsecrets.keys.table import VersionTable
 from medsecrets.store import SecretStore
 
@@ -101,3 +104,46 @@ def test_a_first_use_that_lost_hands_its_entry_to_on_lost(store: SecretStore) ->
     )
     assert [e["key"] for e in mine.entries("auth")] == ["o"]
     assert calls == [(["m"], ["o"])]
+
+
+def test_newest_decrypts_the_table_only_when_its_record_changed(
+    store: SecretStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write wraps under the newest version, read afresh (another process may have
+    rotated): the sealed record is read each time, but opened and parsed only when it is
+    not the one the cache came from; a rotation by another table (process) is seen at the
+    next ``newest``, and a seal (``forget``) drops what was kept."""
+    barrier = store.barrier
+    opened: list[str] = []
+    real_open = barrier.open_record
+
+    def counting_open(key: str, record: bytes) -> bytes:
+        opened.append(key)
+        return real_open(key, record)
+
+    monkeypatch.setattr(barrier, "open_record", counting_open)
+    mine = VersionTable(barrier, "keys/t/", clock=ManualClock(), make_entry=lambda c, n: {})
+    other = VersionTable(barrier, "keys/t/", clock=ManualClock(), make_entry=lambda c, n: {})
+    assert mine.newest("auth")["version"] == "1"  # created here
+    opened.clear()
+    for _ in range(3):
+        assert mine.newest("auth")["version"] == "1"
+    assert len(opened) == 1  # read once after its own write, then kept
+    other.add("auth")  # another process rotates
+    opened.clear()
+    assert mine.newest("auth")["version"] == "2"
+    assert len(opened) == 1
+    mine.newest("auth")
+    assert len(opened) == 1
+    mine.forget()
+    assert mine.newest("auth")["version"] == "2"
+    assert len(opened) == 2
+
+
+def test_newest_fails_closed_while_sealed(store: SecretStore) -> None:
+    """A kept table is no way around the seal: ``newest`` reads the record first."""
+    table = VersionTable(store.barrier, "keys/t/", clock=ManualClock(), make_entry=lambda c, n: {})
+    table.newest("auth")
+    store.seal()
+    with pytest.raises(SealedError):
+        table.newest("auth")

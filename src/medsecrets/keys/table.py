@@ -8,7 +8,10 @@ one version 1 (the loser takes the winner's). An entry made for a write that los
 check-and-set is handed to the provider's ``on_lost`` once the append is over, so that it
 can dispose of what it made for it (a KMS key nobody records). Entries are cached for
 unwrapping (re-read when a version newer than the cache is asked for); the newest version,
-which wrapping and rewrapping go by, is read afresh each time.
+which wrapping and rewrapping go by, is read afresh each time: the sealed record is read from
+storage, and decrypted and parsed only if it is not the record the cache was filled from
+(the same sealed bytes under the same key hold the same table; a write made here is read
+afresh next time).
 
 The cache holds key material (a local KEK's raw bytes): its provider's ``forget``
 drops it when the barrier seals. A read that was under way at a ``forget`` caches
@@ -57,6 +60,7 @@ class VersionTable:
         self._on_lost = on_lost
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[Entry, ...]] = {}
+        self._records: dict[str, bytes] = {}  # the sealed record each cached table was read from
         self._generation = 0  # forgets so far: a fill that saw one come keeps nothing
 
     @property
@@ -70,11 +74,24 @@ class VersionTable:
         with self._lock:
             self._generation += 1
             self._cache.clear()
+            self._records.clear()
 
-    def _fill(self, category: str, entries: tuple[Entry, ...], generation: int) -> None:
+    def _fill(
+        self,
+        category: str,
+        entries: tuple[Entry, ...],
+        generation: int,
+        record: bytes | None = None,
+    ) -> None:
+        """Cache ``entries`` (read from the sealed ``record``; ``None``: written here, so
+        its record is not known and the next ``newest`` reads it afresh)."""
         with self._lock:  # forget raises the count under the same lock
             if self._generation == generation:
                 self._cache[category] = entries
+                if record is None:
+                    self._records.pop(category, None)
+                else:
+                    self._records[category] = record
 
     def categories(self) -> list[str]:
         """Categories with a cached table (for reprs)."""
@@ -82,11 +99,17 @@ class VersionTable:
             return sorted(self._cache)
 
     def _read(self, category: str) -> tuple[list[dict[str, str]], bytes | None]:
-        raw, etag = self._secure.get_with_etag(self._prefix + category)
-        if raw is None:
+        """The stored entries and their sealed record (the etag), ``([], None)`` if none."""
+        key = self._prefix + category
+        return self._parse(key, self._secure.get_record(key))
+
+    def _parse(self, key: str, record: bytes | None) -> tuple[list[dict[str, str]], bytes | None]:
+        if record is None:
             return [], None
-        entries: list[dict[str, str]] = json.loads(raw)["versions"]
-        return entries, etag
+        entries: list[dict[str, str]] = json.loads(self._secure.open_record(key, record))[
+            "versions"
+        ]
+        return entries, record
 
     def add(self, category: str) -> tuple[Entry, ...]:
         """Append a new version atomically and return the whole list."""
@@ -103,7 +126,7 @@ class VersionTable:
                 entries, etag = self._read(category)
                 stored = tuple(entries)
                 if first and entries:
-                    self._fill(category, stored, generation)
+                    self._fill(category, stored, generation, etag)
                     return stored
                 number = len(entries) + 1
                 entry = self._make_entry(category, number)
@@ -131,10 +154,17 @@ class VersionTable:
         if cached and not refresh:
             return cached
         generation = self._generation  # before the barrier's seal check
-        entries: tuple[Entry, ...] = tuple(self._read(category)[0])
+        key = self._prefix + category
+        record = self._secure.get_record(key)  # raises SealedError while sealed
+        with self._lock:
+            current = self._cache.get(category)
+            if current and record is not None and self._records.get(category) == record:
+                return current  # the very record the cache was read from
+        found, _ = self._parse(key, record)
+        entries: tuple[Entry, ...] = tuple(found)
         if not entries:
             return self._add(category, generation, first=True)
-        self._fill(category, entries, generation)
+        self._fill(category, entries, generation, record)
         return entries
 
     def newest(self, category: str) -> Entry:
