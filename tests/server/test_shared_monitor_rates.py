@@ -37,8 +37,9 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture
-def workers(hook: HttpReceiver, clock: ManualClock) -> Iterator[list[AlertDispatcher]]:
+def two_dispatchers(hook: HttpReceiver, clock: ManualClock) -> Iterator[list[AlertDispatcher]]:
+    """Two workers' dispatchers, each with a webhook channel to ``hook`` limited to ``RATE``
+    a minute on ``clock``, started; stopped when the generator is closed."""
     found = [
         AlertDispatcher(
             [WebhookChannel(f"{hook.base}/alerts", secret=b"s" * 32)],
@@ -53,6 +54,11 @@ def workers(hook: HttpReceiver, clock: ManualClock) -> Iterator[list[AlertDispat
     yield found
     for worker in found:
         assert worker.stop(10)
+
+
+@pytest.fixture
+def workers(hook: HttpReceiver, clock: ManualClock) -> Iterator[list[AlertDispatcher]]:
+    yield from two_dispatchers(hook, clock)
 
 
 def _alert(key: str, severity: Severity = "high") -> Alert:

@@ -16,17 +16,14 @@ from collections.abc import Iterator
 import pytest
 
 from medsecrets.clock import ManualClock
-from medsecrets.monitor.channels import WebhookChannel
 from medsecrets.monitor.dispatcher import SUMMARY_DETECTOR, AlertDispatcher
 from medsecrets.server.monitorprocess import MonitorProcess
 from medsecrets.testing.receivers import HttpReceiver
 from tests.server.test_shared_monitor import _read, _wait
 from tests.server.test_shared_monitor_handover import Worker, monitor
-from tests.server.test_shared_monitor_rates import _alert, _monitor_sends
+from tests.server.test_shared_monitor_rates import RATE, _alert, _monitor_sends, two_dispatchers
 
 __all__ = ["monitor"]  # the fixture
-
-RATE = 3
 
 
 @pytest.fixture
@@ -123,20 +120,7 @@ def test_each_workers_summary_counts_the_alerts_it_held_back(
 @pytest.fixture
 def dispatchers(hook: HttpReceiver, clock: ManualClock) -> Iterator[list[AlertDispatcher]]:
     """Two workers' dispatchers, fed by the test as the monitor process feeds them."""
-    found = [
-        AlertDispatcher(
-            [WebhookChannel(f"{hook.base}/alerts", secret=b"s" * 32)],
-            rate_per_minute=RATE,
-            clock=clock.monotonic,
-            backoff=0,
-        )
-        for _ in range(2)
-    ]
-    for dispatcher in found:
-        dispatcher.start()
-    yield found
-    for dispatcher in found:
-        assert dispatcher.stop(10)
+    yield from two_dispatchers(hook, clock)
 
 
 def test_a_held_back_alert_given_to_a_worker_that_noted_it_is_summed_up_by_it_once(
