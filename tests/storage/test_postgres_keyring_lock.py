@@ -31,7 +31,7 @@ from medsecrets.errors import ConflictError, StorageError
 from medsecrets.sensitive import Sensitive
 from medsecrets.storage.base import Expect, Operation, Put
 from medsecrets.storage.postgres import PostgresStorage, _batch_statements
-from tests.support.pglocks import in_thread, wait_until_blocked
+from tests.support.pglocks import in_thread, wait_until_blocked, waiting_for_row
 
 pytestmark = pytest.mark.postgres
 
@@ -152,16 +152,8 @@ def _write_held_after_its_keyring_check(
     keyring check (the keyring sorts first) and waits. Released at the end of the block,
     then the write finishes; yields its outcome (filled in once it has)."""
     node.put(HELD, b"before")
-    with psycopg.connect(dsn) as rival:
-        rival.execute("SELECT 1 FROM medsecrets_kv WHERE key = %s FOR UPDATE", (HELD,))
-        thread, outcome = in_thread(lambda: node.put(HELD, b"after"))
-        try:
-            wait_until_blocked(dsn, thread)
-            assert thread.is_alive(), outcome
-            yield outcome
-        finally:
-            rival.commit()
-            thread.join()
+    with waiting_for_row(dsn, HELD, lambda: node.put(HELD, b"after")) as outcome:
+        yield outcome
 
 
 def test_encrypting_writes_of_two_nodes_do_not_queue_on_the_keyring(pg_dsn: str) -> None:
