@@ -8,8 +8,6 @@ JSON-escaped forms.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import secrets
 from collections.abc import Iterator
@@ -24,22 +22,12 @@ from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 from medsecrets.testing.pgcluster import PostgresCluster, find_pg_bin
 from tests.conftest import in_ci
-
-
-def forms(canary: str) -> list[bytes]:
-    raw = canary.encode()
-    return [
-        raw,
-        base64.b64encode(raw),
-        base64.urlsafe_b64encode(raw),
-        raw.hex().encode(),
-        json.dumps(canary).encode(),
-    ]
+from tests.support.leaks import leak_forms
 
 
 def assert_absent(blob: bytes, canaries: list[str], where: str) -> None:
     for canary in canaries:
-        for form in forms(canary):
+        for form in leak_forms(canary):
             assert form not in blob, f"canary found in {where}"
 
 
@@ -145,6 +133,6 @@ def test_postgres_data_directory_holds_no_canary(
 
 def test_the_search_finds_every_form() -> None:
     canary = "CANARY-" + secrets.token_hex(8)
-    for form in forms(canary):
+    for form in leak_forms(canary):
         with pytest.raises(AssertionError):
             assert_absent(b"xx" + form + b"yy", [canary], "sample")

@@ -15,7 +15,6 @@ in an audit process (``audit.process = true``).
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -29,23 +28,11 @@ from medsecrets.audit.verify import verify_files
 from medsecrets.monitor.channels import verify_webhook_signature
 from medsecrets.testing.receivers import HttpReceiver, SmtpSink
 from medsecrets.testing.serverproc import ServerProcess
+from tests.support.leaks import leak_forms
 
 P = "medessence/development/ai-providers"
 CANARY = "sk-Canary0e2eAuditZ9q7Xw3Lm5Np8Rt1Vb4"
 WEBHOOK_SECRET = "e2e-webhook-signing-secret-0123"
-
-
-def forms(value: str) -> list[bytes]:
-    """Every form a value could leak in: raw, base64, hex, JSON-escaped."""
-    raw = value.encode()
-    return [
-        raw,
-        base64.b64encode(raw),
-        base64.urlsafe_b64encode(raw).rstrip(b"="),
-        raw.hex().encode(),
-        json.dumps(value).encode()[1:-1],
-        json.dumps(value, ensure_ascii=True).encode("unicode_escape"),
-    ]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["in-process", "audit-process"])
@@ -196,7 +183,7 @@ def test_no_canary_in_audit_or_logs_and_hmacs_match(server: ServerProcess) -> No
     exposed = audit_file(server).read_bytes() + server.log_text().encode()
     for value in secret_values:
         assert value
-        for form in forms(str(value)):
+        for form in leak_forms(str(value)):
             assert form not in exposed, "a secret value leaked into the audit trail or logs"
 
 

@@ -21,20 +21,16 @@ from medsecrets.server.monitorprocess import MonitorProcess
 from medsecrets.testing.receivers import HttpReceiver
 from tests.server.test_shared_monitor import _read, _wait
 from tests.server.test_shared_monitor_handover import Worker, monitor
-from tests.server.test_shared_monitor_rates import RATE, _alert, _monitor_sends, two_dispatchers
+from tests.server.test_shared_monitor_rates import (
+    RATE,
+    _alert,
+    _monitor_sends,
+    clock,
+    hook,
+    two_dispatchers,
+)
 
-__all__ = ["monitor"]  # the fixture
-
-
-@pytest.fixture
-def hook() -> Iterator[HttpReceiver]:
-    with HttpReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+__all__ = ["clock", "hook", "monitor"]  # the fixtures
 
 
 @pytest.fixture

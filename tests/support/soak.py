@@ -62,6 +62,7 @@ from medsecrets.storage.base import StorageBackend
 from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.testing.pgcluster import PostgresCluster
 from medsecrets.testing.serverproc import ServerProcess
+from tests.support.leaks import leak_forms
 
 __all__ = [
     "DOCUMENTED_503",
@@ -508,19 +509,6 @@ def run_load(
     for part in parts:
         result.merge(part)
     return result
-
-
-def leak_forms(value: str) -> list[bytes]:
-    """Every form a value could leak in: raw, base64, hex, JSON-escaped."""
-    raw = value.encode()
-    return [
-        raw,
-        base64.b64encode(raw),
-        base64.urlsafe_b64encode(raw).rstrip(b"="),
-        raw.hex().encode(),
-        json.dumps(value).encode()[1:-1],
-        json.dumps(value, ensure_ascii=True).encode("unicode_escape"),
-    ]
 
 
 # -- checks ----------------------------------------------------------------------------
