@@ -39,8 +39,8 @@ from medsecrets.audit import verify as verify_module
 from medsecrets.audit.checkpoint import CheckpointSigner
 from medsecrets.audit.crypt import RecordCipher
 from medsecrets.audit.readback import MAX_LINE_BYTES
-from medsecrets.audit.record import AuditEvent
-from medsecrets.audit.verify import PROBLEM_LONG, VerifyReport, verify_files
+from medsecrets.audit.record import AuditEvent, LineError
+from medsecrets.audit.verify import PROBLEM_LONG, VerifyReport, verify, verify_files
 from medsecrets.cli.app import main
 from tests.audit.chainmaker import ChainMaker, make_log, parse, write_log
 from tests.cli.conftest import CliResult, run_cli
@@ -401,6 +401,9 @@ EXPORTED = [
         ("seq -3", _exported_with(seq=-3), USAGE, "not a checkpoint record (seq -3)"),
         ("seq a string", _exported_with(seq="5"), USAGE, "checkpoints.jsonl:1: not a checkpoint"),
         ("seq true", _exported_with(seq=True), USAGE, "checkpoints.jsonl:1: not a checkpoint"),
+        # a value is named by its type only: the error stays one short line
+        ("seq a long string", _exported_with(seq="x" * 100_000), USAGE,
+         "checkpoints.jsonl:1: not a checkpoint"),
         ("covers more than the log", _exported_with(seq=99), VERIFY_FAILED,
          "truncated: log ends at seq 12"),
         ("another hash", _exported_with(hash="0" * 64), VERIFY_FAILED, "log diverges"),
@@ -410,6 +413,17 @@ EXPORTED = [
         ("a NaN", BASE.lines[4].replace(b'"covers":4', b'"covers":NaN'), USAGE,
          "checkpoints.jsonl:1: not a JSON record"),
 ]  # fmt: skip
+
+
+@pytest.mark.parametrize("seq", ["x" * 100_000, [0] * 10_000, 2.5, -1])
+def test_a_bad_exported_seq_is_named_by_its_type_or_number(seq: object) -> None:
+    """``verify``'s error for an exported checkpoint names its seq by type (or the integer
+    it is): never the value itself, which may be as large as the file."""
+    with pytest.raises(LineError) as raised:
+        verify(BASE.lines, checkpoints=[{"kind": "checkpoint", "seq": seq, "hash": "0" * 64}])
+    shown = seq if type(seq) is int else type(seq).__name__
+    assert str(raised.value).endswith(f"(seq {shown})")
+    assert len(str(raised.value)) < 200
 
 
 @pytest.mark.parametrize(
@@ -425,6 +439,7 @@ def test_hostile_exported_checkpoints(
         code,
     ).error(code)
     assert message in line, name
+    assert len(line) < 500, name  # one readable line, whatever the file holds
 
 
 @pytest.mark.parametrize(

@@ -278,7 +278,8 @@ class _Chain:
                 or not isinstance(digest, str)
                 or checkpoint.get("kind") != "checkpoint"
             ):
-                raise LineError(f"an exported checkpoint is not a checkpoint record (seq {seq!r})")
+                shown = seq if type(seq) is int else type(seq).__name__  # bounded: one line
+                raise LineError(f"an exported checkpoint is not a checkpoint record (seq {shown})")
             if self.public_key is not None and not verify_checkpoint(checkpoint, self.public_key):
                 self.failure = _Failure(None, seq, f"{PROBLEM_SIGNATURE} (exported, seq {seq})")
                 return
