@@ -47,7 +47,14 @@ from typing import NamedTuple, Protocol
 
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice, ChainHead
-from medsecrets.audit.record import AuditEvent, Completion, Salter, refused, render_line
+from medsecrets.audit.record import (
+    AuditEvent,
+    Completion,
+    Salter,
+    refused,
+    render_exchange,
+    render_line,
+)
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.errors import AuditFailure
 
@@ -322,9 +329,8 @@ class Lane:
                 try:
                     if completion is None:
                         self._render(event)
-                    else:  # a due checkpoint follows the pair: the two records stay adjacent
-                        self._render(event, checkpoint=False)
-                        self._render(event.responded(completion))
+                    else:
+                        self._render_exchange(event, completion)
                 except BaseException:  # (a bug) none of it stays queued: see ``append``
                     del self._queue[queued:]
                     self._tail, self._since_checkpoint = tail, since
@@ -386,19 +392,46 @@ class Lane:
         answer_all(waiters, ok=False)
 
     # -- rendering (under the lock) ----------------------------------------------------
-    def _render(self, event: AuditEvent, *, checkpoint: bool = True) -> None:
-        """Chain ``event`` after the tail (and, with ``checkpoint``, a checkpoint when one is
-        due); queue the lines."""
+    def _render(self, event: AuditEvent) -> None:
+        """Chain ``event`` after the tail, then a checkpoint when one is due; queue the
+        lines."""
         keys = self._safe_keys()
-        salter = keys.salter if keys is not None else None
-        self._push(event, salter)
+        self._push(event, keys.salter if keys is not None else None)
         self._since_checkpoint += 1
-        if checkpoint and keys is not None and keys.sign is not None and self._checkpoint_due():
-            tail = self._tail
-            extra = keys.sign(self._node, self.name, tail.seq, tail.hash)
-            self._push(AuditEvent(kind="checkpoint", time=_now(), extra=extra), salter)
-            self._since_checkpoint = 0
-            self._last_checkpoint = self._clock()
+        self._checkpoint_if_due(keys)
+
+    def _render_exchange(self, request: AuditEvent, completion: Completion) -> None:
+        """Chain ``request`` and its response (``render_exchange``: both rendered at once),
+        then a checkpoint when one is due: the two records stay adjacent."""
+        keys = self._safe_keys()
+        tail = self._tail
+        seq = tail.seq + 1
+        first, first_hash, second, second_hash = render_exchange(
+            request,
+            completion,
+            seq=seq,
+            prev=tail.hash,
+            node=self._node,
+            device=self.name,
+            salter=keys.salter if keys is not None else None,
+        )
+        queue = self._queue
+        queue.append(_Item(request, first, seq, first_hash))
+        queue.append(_Item(request.responded(completion), second, seq + 1, second_hash))
+        self._tail = ChainHead(seq + 1, second_hash)
+        self._since_checkpoint += 2
+        self._checkpoint_if_due(keys)
+
+    def _checkpoint_if_due(self, keys: DeviceKeys | None) -> None:
+        """Chain a checkpoint signed with ``keys`` over the tail, if one is due (never
+        without a signing key)."""
+        if keys is None or keys.sign is None or not self._checkpoint_due():
+            return
+        tail = self._tail
+        extra = keys.sign(self._node, self.name, tail.seq, tail.hash)
+        self._push(AuditEvent(kind="checkpoint", time=_now(), extra=extra), keys.salter)
+        self._since_checkpoint = 0
+        self._last_checkpoint = self._clock()
 
     def _push(self, event: AuditEvent, salter: Salter | None) -> None:
         tail = self._tail

@@ -64,6 +64,7 @@ __all__ = [
     "outcome_for",
     "parse_line",
     "refused",
+    "render_exchange",
     "render_line",
     "split_line",
     "split_path",
@@ -384,6 +385,91 @@ def render_line(
     text = head.encode() + orjson.dumps(body)[1:-1]
     digest = hashlib.sha256(text + b"}").hexdigest()
     return text + b',"hash":"' + digest.encode() + b'"}\n', digest
+
+
+_NULLS: Final = b',"outcome":null,"status":null,"error":null,"emergency":'
+
+
+def render_exchange(
+    request: AuditEvent,
+    completion: Completion,
+    *,
+    seq: int,
+    prev: str,
+    node: str,
+    device: str,
+    salter: Salter | None,
+) -> tuple[bytes, str, bytes, str]:
+    """The lines and hashes of ``request`` (a request event) at ``seq`` after ``prev`` and
+    of its response ``request.responded(completion)`` at ``seq + 1``: byte for byte what
+    two ``render_line`` calls give (``tests/audit/test_render_exchange.py``), in about
+    half their time, as the two records share everything from ``node`` to ``category``
+    (rendered once) and the response event is never built."""
+    accessor = salter.accessor(request.token) if request.token and salter else None
+    shared = orjson.dumps(
+        {
+            "node": node,
+            "device": device,
+            "request_id": request.request_id,
+            "principal": request.principal,
+            "accessor": accessor,
+            "auth": request.auth,
+            "remote": request.remote,
+            "user_agent": request.user_agent,
+            "operation": request.operation,
+            "path": request.path,
+            "environment": request.environment,
+            "category": request.category,
+        }
+    )[1:-1]
+    emergency = orjson.dumps(request.emergency)
+    data = request.data
+    if data is not None:
+        data = salter.salt(data) if salter is not None else SEALED_DATA
+    head = f'{{"prev":"{prev}","seq":{seq},"kind":"request","time":"{format_time(request.time)}",'
+    first = b"".join(
+        (
+            head.encode(),
+            shared,
+            b',"version":',
+            orjson.dumps(request.version),
+            _NULLS,
+            emergency,
+            b',"data":',
+            orjson.dumps(data),
+        )
+    )
+    first_hash = hashlib.sha256(first + b"}").hexdigest()
+    status = completion.status
+    version = request.version if completion.version is None else completion.version
+    head = (
+        f'{{"prev":"{first_hash}","seq":{seq + 1},"kind":"response",'
+        f'"time":"{format_time(completion.time)}",'
+    )
+    second = b"".join(
+        (
+            head.encode(),
+            shared,
+            b',"version":',
+            orjson.dumps(version),
+            b',"outcome":',
+            orjson.dumps(outcome_for(status)),
+            b',"status":',
+            orjson.dumps(status),
+            b',"error":',
+            orjson.dumps(completion.error),
+            b',"emergency":',
+            emergency,
+            b',"data":null',
+        )
+    )
+    second_hash = hashlib.sha256(second + b"}").hexdigest()
+    return (
+        first + b',"hash":"' + first_hash.encode() + b'"}\n',
+        first_hash,
+        second + b',"hash":"' + second_hash.encode() + b'"}\n',
+        second_hash,
+    )
 
 
 def split_line(line: bytes) -> tuple[str, int, str]:
