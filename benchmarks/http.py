@@ -8,7 +8,11 @@
   can cost here);
 - the same read vs moto's Secrets Manager ``GetSecretValue`` (the Python peer implementation);
 - durable secret writes over HTTP on SQLite vs the disk's raw single-row durable commit rate;
-- resident memory of the server holding 10,000 secrets after the read benchmark, across runs.
+- resident memory of the server holding 10,000 secrets after the read benchmark, across runs;
+- where the reads' CPU goes (``benchmarks.cpu``, from ``/proc``): per read, the server's
+  event-loop thread, the whole server process and its audit process, and the machine's idle
+  share during the audited runs (a microsecond on the loop's thread is worth about twice one
+  in the audit process: ``docs/benchmarks.md``, session 21).
 
 All load is wrk on 127.0.0.1 (``make bench`` installs it with apt when missing).
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.cpu import CpuShare, per_request, snapshot
 from benchmarks.measure import Figure
 from medsecrets.testing.serverproc import ServerProcess, free_port
 
@@ -119,6 +124,7 @@ class WrkResult:
     rps: float
     p99_ms: float
     errors: int
+    requests: int
 
 
 def _wrk_binary() -> str:
@@ -144,6 +150,7 @@ def wrk(
         os.unlink(lua.name)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    done = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
     assert p99 is not None, text
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
@@ -152,7 +159,7 @@ def wrk(
     errors = int(bad.group(1)) if bad else 0
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    return WrkResult(rps, float(p99.group(1)) * scale, errors)
+    return WrkResult(rps, float(p99.group(1)) * scale, errors, done)
 
 
 def _rss_mib(pid: int) -> float:
@@ -278,6 +285,31 @@ def _raw_commit_rate(workdir: Path, count: int) -> float:
         conn.close()
 
 
+def _measured_wrk(
+    pid: int, shares: list[CpuShare], url: str, *, seconds: int, token: str
+) -> WrkResult:
+    """``wrk`` against server ``pid``; the CPU its requests cost goes to ``shares`` (where
+    ``/proc`` tells)."""
+    before = snapshot(pid)
+    result = wrk(url, seconds=seconds, token=token)
+    after = snapshot(pid)
+    if before is not None and after is not None:
+        shares.append(per_request(before, after, result.requests))
+    return result
+
+
+def _cpu_figures(label: str, shares: list[CpuShare]) -> list[Figure]:
+    """The medians of ``shares`` (none where ``/proc`` told nothing)."""
+    if not shares:
+        return []
+    return [
+        _median(f"CPU per {label}: the event-loop thread", [s.loop_us for s in shares], "µs"),
+        _median(f"CPU per {label}: the server, all threads", [s.server_us for s in shares], "µs"),
+        _median(f"CPU per {label}: the audit process", [s.children_us for s in shares], "µs"),
+        _median(f"machine idle during the {label}s", [s.idle_percent for s in shares], "%"),
+    ]
+
+
 def _median(name: str, values: list[float], unit: str) -> Figure:
     return Figure(name, statistics.median(values), unit, tuple(values))
 
@@ -296,6 +328,8 @@ def figures(quick: bool = False) -> list[Figure]:
     floor: list[WrkResult] = []
     moto: list[WrkResult] = []
     rss: list[float] = []
+    shares: list[CpuShare] = []
+    shares_off: list[CpuShare] = []
     helper_rss: list[float] = []
     writes: list[WrkResult] = []
     writes_unaudited: list[WrkResult] = []
@@ -317,7 +351,9 @@ def figures(quick: bool = False) -> list[Figure]:
                 _moto() as moto_url,
             ):
                 for _ in range(3):
-                    ours.append(wrk(read_url, seconds=seconds, token=token))
+                    ours.append(
+                        _measured_wrk(server.pid, shares, read_url, seconds=seconds, token=token)
+                    )
                     rss.append(_rss_mib(server.pid))
                     helper_rss.append(_children_rss_mib(server.pid))
                     bare.append(wrk(bare_url, seconds=seconds))
@@ -335,7 +371,9 @@ def figures(quick: bool = False) -> list[Figure]:
             _seed(server.addr, token, value, secrets)
             read_url = f"{server.addr}/v1/secrets/{READ_PATH}"
             for _ in range(3):
-                unaudited.append(wrk(read_url, seconds=seconds, token=token))
+                unaudited.append(
+                    _measured_wrk(server.pid, shares_off, read_url, seconds=seconds, token=token)
+                )
             for run_no in range(3):  # the same writes without the audit's records
                 script = _write_script(token, run_no, value)
                 writes_unaudited.append(wrk(f"{server.addr}/", seconds=seconds, script=script))
@@ -382,6 +420,8 @@ def figures(quick: bool = False) -> list[Figure]:
             "secret read (audit off) / bare Starlette", 100 * read_off.value / ceiling.value, "%"
         ),
         Figure("cost of durable audit on reads", 100 * (1 - read.value / read_off.value), "%"),
+        *_cpu_figures("audited read", shares),
+        *_cpu_figures("unaudited read", shares_off)[:2],
         rsgi_ceiling,
         Figure(
             "secret read (audit off) / bare RSGI endpoint",
