@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medsecrets.testing.procs import children_of
 
-__all__ = ["CpuShare", "CpuSnapshot", "per_request", "snapshot"]
+__all__ = ["CpuShare", "CpuSnapshot", "per_request", "snapshot", "stat_ticks"]
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -42,7 +42,7 @@ class CpuShare:
     idle_percent: float
 
 
-def _ticks(stat: str) -> int:
+def stat_ticks(stat: str) -> int:
     """User + system ticks of a ``/proc/.../stat`` line (fields 14 and 15; the command
     name, field 2, may hold spaces and parentheses: fields are counted after its end)."""
     fields = stat.rsplit(")", 1)[1].split()
@@ -51,7 +51,7 @@ def _ticks(stat: str) -> int:
 
 def _read_ticks(path: str) -> int | None:
     try:
-        return _ticks(Path(path).read_text())
+        return stat_ticks(Path(path).read_text())
     except (OSError, IndexError, ValueError):
         return None
 
