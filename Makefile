@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench bench-paired venv clean
 
 # The core install (server, CLI, SDK) and the full one (every extra + test tools).
 $(VENV)/.core: pyproject.toml
@@ -44,6 +44,11 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m benchmarks
+
+## bench-paired: the working tree's secret read against BASE's (default HEAD), in alternating rounds
+bench-paired: $(VENV)/.bench
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(PY) -m benchmarks.paired --base $(or $(BASE),HEAD) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

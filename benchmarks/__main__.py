@@ -30,6 +30,13 @@ HEADER = """# Benchmarks
 Produced by `make bench` (`python -m benchmarks`). Every figure is the median of at least
 three runs, and every goal is a ratio to a ceiling measured in the same run on the same
 machine. Sections are rewritten by each run of their suite.
+
+To compare two builds of the server (a change against its commit), `make bench-paired`
+(`python -m benchmarks.paired --base HEAD`; `BASE=<revision>`, `ARGS="--rounds 30"`) runs both
+at once, the base from a git worktree, and alternates `wrk` rounds between them. It prints
+each build's reads a second and CPU a read, and the per-round ratio with a sign test. On a
+machine whose speed drifts (session 22) a change of a few per cent shows only this way; its
+figures are not written here: quote them, with the command, in the session's notes below.
 """
 
 

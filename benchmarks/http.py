@@ -239,7 +239,7 @@ def _moto() -> Iterator[str]:
         yield moto.endpoint_url + "/"
 
 
-def _seed(addr: str, token: str, value: dict[str, str], count: int) -> None:
+def seed(addr: str, token: str, value: dict[str, str], count: int) -> None:
     """Write ``count`` secrets over HTTP with 16 concurrent clients."""
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[str] = []
@@ -285,7 +285,7 @@ def _raw_commit_rate(workdir: Path, count: int) -> float:
         conn.close()
 
 
-def _measured_wrk(
+def measured_wrk(
     pid: int, shares: list[CpuShare], url: str, *, seconds: int, token: str
 ) -> WrkResult:
     """``wrk`` against server ``pid``; the CPU its requests cost goes to ``shares`` (where
@@ -339,7 +339,7 @@ def figures(quick: bool = False) -> list[Figure]:
         with ServerProcess(workdir / "data") as server:
             token = server.token
             assert token is not None
-            _seed(server.addr, token, value, secrets)
+            seed(server.addr, token, value, secrets)
             read_url = f"{server.addr}/v1/secrets/{READ_PATH}"
             body = httpx.get(read_url, headers={"Authorization": f"Bearer {token}"}).content
             with (
@@ -352,7 +352,7 @@ def figures(quick: bool = False) -> list[Figure]:
             ):
                 for _ in range(3):
                     ours.append(
-                        _measured_wrk(server.pid, shares, read_url, seconds=seconds, token=token)
+                        measured_wrk(server.pid, shares, read_url, seconds=seconds, token=token)
                     )
                     rss.append(_rss_mib(server.pid))
                     helper_rss.append(_children_rss_mib(server.pid))
@@ -368,11 +368,11 @@ def figures(quick: bool = False) -> list[Figure]:
         with ServerProcess(workdir / "data-unaudited", env=off) as server:
             token = server.token
             assert token is not None
-            _seed(server.addr, token, value, secrets)
+            seed(server.addr, token, value, secrets)
             read_url = f"{server.addr}/v1/secrets/{READ_PATH}"
             for _ in range(3):
                 unaudited.append(
-                    _measured_wrk(server.pid, shares_off, read_url, seconds=seconds, token=token)
+                    measured_wrk(server.pid, shares_off, read_url, seconds=seconds, token=token)
                 )
             for run_no in range(3):  # the same writes without the audit's records
                 script = _write_script(token, run_no, value)

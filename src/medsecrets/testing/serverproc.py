@@ -321,7 +321,13 @@ class ServerProcess:
         stop_timeout: float = 30.0,
         log_dir: str | os.PathLike[str] | None = None,
         preload: bool = False,
+        python: str | os.PathLike[str] | None = None,
     ) -> None:
+        if preload and python is not None:
+            raise ValueError("preload forks this interpreter: it cannot run another python")
+        self.python = sys.executable if python is None else os.fspath(python)
+        """The interpreter that runs the server (another one serves another build of the
+        code: ``benchmarks.paired``)."""
         self.data_dir = Path(data_dir)
         self.dev = dev
         self.extra_args = tuple(extra_args)
@@ -401,7 +407,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         """The command line of the server."""
-        cmd = [sys.executable, "-m", "medsecrets.server", "--data-dir", str(self.data_dir)]
+        cmd = [self.python, "-m", "medsecrets.server", "--data-dir", str(self.data_dir)]
         if "--listen" not in self.extra_args:
             cmd += ["--listen", f"127.0.0.1:{self.port}"]
         if self.dev:
