@@ -261,10 +261,17 @@ def main(argv: Sequence[str]) -> int:
         urls: dict[str, str] = {}
         for build in BUILDS:
             server = ServerProcess(workdir / f"data-{build}", env=env[build], python=python[build])
-            stack.enter_context(server)
-            token = server.token
-            assert token is not None
-            seed(server.addr, token, value, args.secrets)
+            try:
+                stack.enter_context(server)
+                token = server.token
+                assert token is not None
+                seed(server.addr, token, value, args.secrets)
+            except RuntimeError as exc:  # one line, and where the whole story is
+                reason = str(exc).splitlines()[0].rstrip(":")
+                raise SystemExit(
+                    f"paired: the {build} build's server did not start ({reason});"
+                    f" its log: {server.log_path}"
+                ) from None
             servers[build] = server
             urls[build] = f"{server.addr}/v1/secrets/{READ_PATH}"
         for build in BUILDS:  # warm both up (caches, the audit file) before the first round

@@ -140,3 +140,23 @@ def test_one_round_of_two_builds_is_reported_as_json(
 def test_an_unknown_revision_is_one_clear_line() -> None:
     with pytest.raises(SystemExit, match="no such revision 'no-such-rev-xyz'"):
         main(["--base", "no-such-rev-xyz", "--rounds", "1"])
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (make bench installs it)")
+def test_a_build_whose_server_cannot_start_is_one_clear_line() -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(
+            [
+                "--base",
+                WORKTREE,
+                "--base-env",
+                "MEDSECRETS_STORAGE_TYPE=nonsense",
+                "--rounds",
+                "1",
+                "--seconds",
+                "1",
+            ]
+        )
+    message = str(stopped.value)
+    assert message.startswith("paired: the base build's server did not start (the server exited")
+    assert "\n" not in message and "server.log" in message
