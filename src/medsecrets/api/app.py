@@ -100,6 +100,9 @@ MAX_URL_PATH = 2048
 """Longest accepted URL path (raw, percent-encoded) in characters."""
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_ROUTED_KEPT = 1024
+"""URL paths whose checks and route are remembered (the same secrets are read over and over);
+the table is emptied when full, so a client naming ever new paths only empties it."""
 _BAD_PATH = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.{1,2}(?:/|$)")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PARAM = re.compile(r"\{(path|category)\}")
@@ -305,6 +308,7 @@ class _ApiHandler:
             max_workers=_WORKER_THREADS, thread_name_prefix="medsecrets-api"
         )
         self._router = _Router(list(core.routes.values()))
+        self._routed: dict[str, tuple[dict[str, RouteSpec], str]] = {}  # checked and routed
         document = build_openapi(
             core.routes.values(),
             metrics_url=METRICS_URL if metrics is not None else None,
@@ -517,16 +521,23 @@ class _ApiHandler:
                 progress,
                 InvalidRequest(f"URL path longer than {MAX_URL_PATH} characters"),
             )
-        if _BAD_PATH.search(path):
-            self._refuse(
-                head,
-                request_id,
-                progress,
-                InvalidRequest("URL path contains a control character or a '.' or '..' segment"),
-            )
-        matched = self._router.match(path)
+        matched = self._routed.get(path)
         if matched is None:
-            return await self._unrouted(head, request_id, progress)
+            if _BAD_PATH.search(path):
+                self._refuse(
+                    head,
+                    request_id,
+                    progress,
+                    InvalidRequest(
+                        "URL path contains a control character or a '.' or '..' segment"
+                    ),
+                )
+            matched = self._router.match(path)
+            if matched is None:
+                return await self._unrouted(head, request_id, progress)
+            if len(self._routed) >= _ROUTED_KEPT:
+                self._routed.clear()
+            self._routed[path] = matched
         methods, param = matched
         spec = methods.get(method)
         if spec is None:
