@@ -45,7 +45,7 @@ bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m benchmarks
 
-## bench-paired: the working tree's secret read against BASE's (default HEAD), in alternating rounds
+## bench-paired: the working tree's secret read (ARGS="--load write": writes) against BASE's (default HEAD), in alternating rounds
 bench-paired: $(VENV)/.bench
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m benchmarks.paired --base $(or $(BASE),HEAD) $(ARGS)

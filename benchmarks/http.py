@@ -109,7 +109,7 @@ end
 """
 
 
-def _write_script(token: str, run_no: int, value: dict[str, str]) -> str:
+def write_script(token: str, run_no: int, value: dict[str, str]) -> str:
     """The wrk script of one write run: new secrets named by thread, counter and run."""
     return (
         f"TOKEN = {json.dumps(token)}\nRUN = {run_no}\n"
@@ -286,12 +286,18 @@ def _raw_commit_rate(workdir: Path, count: int) -> float:
 
 
 def measured_wrk(
-    pid: int, shares: list[CpuShare], url: str, *, seconds: int, token: str
+    pid: int,
+    shares: list[CpuShare],
+    url: str,
+    *,
+    seconds: int,
+    token: str | None = None,
+    script: str | None = None,
 ) -> WrkResult:
-    """``wrk`` against server ``pid``; the CPU its requests cost goes to ``shares`` (where
-    ``/proc`` tells)."""
+    """``wrk`` (``token``, ``script``: as ``wrk`` takes them) against server ``pid``; the
+    CPU its requests cost goes to ``shares`` (where ``/proc`` tells)."""
     before = snapshot(pid)
-    result = wrk(url, seconds=seconds, token=token)
+    result = wrk(url, seconds=seconds, token=token, script=script)
     after = snapshot(pid)
     if before is not None and after is not None:
         shares.append(per_request(before, after, result.requests))
@@ -361,7 +367,7 @@ def figures(quick: bool = False) -> list[Figure]:
                     floor.append(wrk(floor_url, seconds=seconds, token=token))
                     moto.append(wrk(moto_url, seconds=seconds, script=_MOTO_LUA))
             for run_no in range(3):
-                script = _write_script(token, run_no, value)
+                script = write_script(token, run_no, value)
                 writes.append(wrk(f"{server.addr}/", seconds=seconds, script=script))
                 raw_rates.append(_raw_commit_rate(workdir, 300 if quick else 1_000))
         off = {"MEDSECRETS_AUDIT_ENABLED": "false"}  # dev mode only: the cost of audit
@@ -375,7 +381,7 @@ def figures(quick: bool = False) -> list[Figure]:
                     measured_wrk(server.pid, shares_off, read_url, seconds=seconds, token=token)
                 )
             for run_no in range(3):  # the same writes without the audit's records
-                script = _write_script(token, run_no, value)
+                script = write_script(token, run_no, value)
                 writes_unaudited.append(wrk(f"{server.addr}/", seconds=seconds, script=script))
     for result in (*ours, *unaudited, *writes, *writes_unaudited):
         if result.errors:

@@ -1,14 +1,17 @@
-"""``python -m benchmarks.paired``: the secret read of one build of the server against another's.
+"""``python -m benchmarks.paired``: the secret read (or write) of one build of the server
+against another's.
 
 Two servers run at once on this machine: the working tree's (``work``) and a git revision's
 (``base``; ``HEAD`` by default, so an uncommitted change is measured against its commit).
 Both are seeded alike; then ``wrk`` (32 connections, as ``make bench``) reads the same secret
-from them in alternating rounds (base then work, then work then base, ...). The report gives,
-per build, the median reads a second and the CPU a read cost (the event-loop thread, the
-whole server process, its audit process: ``benchmarks.cpu``), and the ratio work/base of each
-round: its median, its range, and in how many rounds work was faster, with a two-sided sign
-test. On a machine whose speed drifts by ±10% within minutes (``docs/benchmarks.md``, session
-22) a change worth a few per cent shows only this way: both builds meet the same spells.
+from them in alternating rounds (base then work, then work then base, ...); with ``--load
+write`` it writes new secrets instead, as ``make bench``'s durable-write run does. The report
+gives, per build, the median requests a second and the CPU a request cost (the event-loop
+thread, the whole server process, its audit process: ``benchmarks.cpu``), and the ratio
+work/base of each round: its median, its range, and in how many rounds work was faster, with
+a two-sided sign test. On a machine whose speed drifts by ±10% within minutes
+(``docs/benchmarks.md``, session 22) a change worth a few per cent shows only this way: both
+builds meet the same spells.
 
 The base build runs from a temporary git worktree through an *overlay interpreter* (a venv
 with no package of its own whose ``.pth`` file puts the worktree's ``src`` first and this
@@ -38,7 +41,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.cpu import CpuShare
-from benchmarks.http import CONNECTIONS, READ_PATH, WrkResult, measured_wrk, seed, wrk
+from benchmarks.http import (
+    CONNECTIONS,
+    READ_PATH,
+    WrkResult,
+    measured_wrk,
+    seed,
+    write_script,
+    wrk,
+)
 from medsecrets.testing.serverproc import ServerProcess
 
 __all__ = [
@@ -56,6 +67,9 @@ WORKTREE = "WORKTREE"
 """``--base WORKTREE``: the base build is the working tree too (only settings differ)."""
 
 BUILDS = ("base", "work")
+
+LOADS = {"read": "reads", "write": "writes"}
+"""``--load``: what ``wrk`` asks each build for, and the word its figures are counted in."""
 
 
 def overlay_interpreter(src: Path, where: Path) -> Path:
@@ -95,7 +109,7 @@ def sign_test(wins: int, losses: int) -> float:
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    return min(1.0, 2 * tail / float(2**n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +148,12 @@ def summarize(base: Sequence[float], work: Sequence[float]) -> PairedSummary:
 
 @dataclass(frozen=True, slots=True)
 class BuildFigures:
-    """One build's medians over the rounds: reads a second, p99 latency, and CPU a read."""
+    """One build's medians over the rounds: requests a second, p99 latency, and CPU a
+    request."""
 
     build: str
     revision: str
-    reads_per_second: float
+    per_second: float
     p99_ms: float
     loop_us: float
     server_us: float
@@ -154,7 +169,7 @@ def _figures(
     return BuildFigures(
         build=build,
         revision=revision,
-        reads_per_second=median_of([r.rps for r in runs]),
+        per_second=median_of([r.rps for r in runs]),
         p99_ms=median_of([r.p99_ms for r in runs]),
         loop_us=median_of([s.loop_us for s in shares]),
         server_us=median_of([s.server_us for s in shares]),
@@ -200,17 +215,21 @@ def _worktree(commit: str, where: Path) -> Iterator[Path]:
         )
 
 
-def _markdown(figures: Sequence[BuildFigures], summary: PairedSummary, seconds: int) -> str:
+def _markdown(
+    figures: Sequence[BuildFigures], summary: PairedSummary, seconds: int, load: str
+) -> str:
+    what = "Secret read" if load == "read" else "Secret write (a new secret each)"
     lines = [
-        f"Secret read, `wrk -c{CONNECTIONS}`, {summary.rounds} rounds of {seconds} s per build,"
+        f"{what}, `wrk -c{CONNECTIONS}`, {summary.rounds} rounds of {seconds} s per build,"
         " builds alternating",
         "",
-        "| build | revision | reads/s | p99 ms | loop µs/read | server µs/read | audit µs/read |",
+        f"| build | revision | {LOADS[load]}/s | p99 ms | loop µs/{load} | server µs/{load}"
+        f" | audit µs/{load} |",
         "|---|---|---|---|---|---|---|",
     ]
     for f in figures:
         lines.append(
-            f"| {f.build} | {f.revision} | {f.reads_per_second:,.0f} | {f.p99_ms:.2f} |"
+            f"| {f.build} | {f.revision} | {f.per_second:,.0f} | {f.p99_ms:.2f} |"
             f" {f.loop_us:.1f} | {f.server_us:.1f} | {f.audit_us:.1f} |"
         )
     lines += [
@@ -228,6 +247,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="rounds per build (default 20)")
     parser.add_argument("--seconds", type=int, default=4, help="seconds a run (default 4)")
     parser.add_argument("--secrets", type=int, default=1000, help="secrets seeded (default 1000)")
+    parser.add_argument(
+        "--load", choices=tuple(LOADS), default="read", help="read one secret, or write new ones"
+    )
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--base-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work-env", action="append", default=[], metavar="KEY=VALUE")
@@ -273,25 +295,40 @@ def main(argv: Sequence[str]) -> int:
                     f" its log: {server.log_path}"
                 ) from None
             servers[build] = server
-            urls[build] = f"{server.addr}/v1/secrets/{READ_PATH}"
+            # a write's script names its own paths: the URL gives wrk the server only
+            path = f"v1/secrets/{READ_PATH}" if args.load == "read" else ""
+            urls[build] = f"{server.addr}/{path}"
+
+        def load(build: str, run: int) -> dict[str, str | None]:
+            """``wrk``'s token and script for ``build``'s run ``run`` (new paths in each)."""
+            token = servers[build].token
+            assert token is not None
+            if args.load == "read":
+                return {"token": token, "script": None}
+            return {"token": None, "script": write_script(token, run, value)}
+
         for build in BUILDS:  # warm both up (caches, the audit file) before the first round
-            wrk(urls[build], seconds=2, token=servers[build].token)
+            wrk(urls[build], seconds=2, **load(build, 0))
         runs: dict[str, list[WrkResult]] = {build: [] for build in BUILDS}
         shares: dict[str, list[CpuShare]] = {build: [] for build in BUILDS}
         for number, order in enumerate(alternation(args.rounds), start=1):
             for build in order:
-                server = servers[build]
-                assert server.token is not None
                 result = measured_wrk(
-                    server.pid, shares[build], urls[build], seconds=args.seconds, token=server.token
+                    servers[build].pid,
+                    shares[build],
+                    urls[build],
+                    seconds=args.seconds,
+                    **load(build, number),
                 )
                 if result.errors:
-                    raise SystemExit(f"paired: wrk saw {result.errors} failed reads ({build})")
+                    raise SystemExit(
+                        f"paired: wrk saw {result.errors} failed {LOADS[args.load]} ({build})"
+                    )
                 runs[build].append(result)
             if args.output == "table":
                 print(
                     f"round {number}/{args.rounds}: base {runs['base'][-1].rps:,.0f}"
-                    f" work {runs['work'][-1].rps:,.0f} reads/s",
+                    f" work {runs['work'][-1].rps:,.0f} {LOADS[args.load]}/s",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -300,7 +337,7 @@ def main(argv: Sequence[str]) -> int:
     if args.output == "json":
         print(json.dumps({"builds": [asdict(f) for f in figures], "paired": asdict(summary)}))
     else:
-        print(_markdown(figures, summary, args.seconds))
+        print(_markdown(figures, summary, args.seconds, args.load))
     return 0
 
 

@@ -105,12 +105,16 @@ def test_a_server_runs_under_the_interpreter_it_is_given(tmp_path: Path) -> None
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (make bench installs it)")
+@pytest.mark.parametrize("load", ["read", "write"])
 def test_one_round_of_two_builds_is_reported_as_json(
-    capsys: pytest.CaptureFixture[str],
+    load: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # a write round with a failed write (a path refused, a token not sent) would exit
     assert (
         main(
             [
+                "--load",
+                load,
                 "--base",
                 WORKTREE,
                 "--rounds",
@@ -130,10 +134,10 @@ def test_one_round_of_two_builds_is_reported_as_json(
     report = json.loads(capsys.readouterr().out)
     builds = {b["build"]: b for b in report["builds"]}
     assert set(builds) == {"base", "work"}
-    assert all(b["reads_per_second"] > 0 and b["loop_us"] > 0 for b in builds.values())
+    assert all(b["per_second"] > 0 and b["loop_us"] > 0 for b in builds.values())
     assert report["paired"]["rounds"] == 1
     assert report["paired"]["median"] == pytest.approx(
-        builds["work"]["reads_per_second"] / builds["base"]["reads_per_second"]
+        builds["work"]["per_second"] / builds["base"]["per_second"]
     )
 
 
