@@ -6,6 +6,10 @@ tuples, mappings, ``SecretFields``, ``Sensitive``) into JSON-ready data;
 dataclass's type hints, and raises ``InvalidRequest`` naming the field when the
 data does not fit. This is the transport edge: ``SecretFields`` and
 ``Sensitive`` values are revealed here and only here.
+
+Both are planned once per type and the plan kept (``_writer`` per runtime type,
+``_reader`` per type hint): what a value's type says is decided once, not on every
+value (every request body and every response goes through here).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import functools
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from medsecrets.errors import InvalidRequest, quote
@@ -30,44 +34,79 @@ T = TypeVar("T")
 
 _SCALARS = frozenset({type(None), bool, int, float, str})
 
-
-@functools.cache
-def _wire_fields(cls: type) -> tuple[str, ...] | None:
-    """The fields of dataclass ``cls`` that go on the wire (not ``_``-prefixed); else ``None``."""
-    if not dataclasses.is_dataclass(cls):
-        return None
-    return tuple(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_"))
+_Writer = Callable[[Any], JSON]
+_Reader = Callable[[object, str], object]
 
 
 def to_wire(value: object) -> JSON:
     """JSON-ready form of ``value`` (dataclass, datetime, sequence, mapping, scalar)."""
-    kind: type = type(value)
+    kind = type(value)
     if kind in _SCALARS:
         return value  # type: ignore[return-value]
-    names = _wire_fields(kind)
-    if names is not None:
-        return {name: to_wire(getattr(value, name)) for name in names}
-    if isinstance(value, bool | int | float | str):  # subclasses (enums)
-        return value
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, SecretFields):
-        return value.to_dict()  # type: ignore[return-value]
-    if isinstance(value, Sensitive):
-        revealed = value.reveal()
-        return revealed if isinstance(revealed, str) else revealed.hex()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: to_wire(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if not f.name.startswith("_")
-        }
-    if isinstance(value, Mapping):
-        return {str(k): to_wire(v) for k, v in value.items()}
-    if isinstance(value, tuple | list | frozenset | set):
-        items = sorted(value) if isinstance(value, frozenset | set) else value
-        return [to_wire(v) for v in items]
-    raise TypeError(f"cannot put {type(value).__name__} on the wire")
+    writer = _WRITERS.get(kind)
+    if writer is None:
+        writer = _WRITERS[kind] = _writer(kind)
+    return writer(value)
+
+
+def _same(value: Any) -> JSON:
+    return value  # type: ignore[no-any-return]
+
+
+def _time_text(value: dt.datetime) -> JSON:
+    return value.isoformat()
+
+
+def _fields_dict(value: SecretFields) -> JSON:
+    return value.to_dict()  # type: ignore[return-value]
+
+
+def _revealed(value: Sensitive[Any]) -> JSON:
+    revealed = value.reveal()
+    return revealed if isinstance(revealed, str) else revealed.hex()
+
+
+def _mapping(value: Mapping[object, object]) -> JSON:
+    return {str(k): to_wire(v) for k, v in value.items()}
+
+
+def _sequence(value: tuple[object, ...] | list[object]) -> JSON:
+    return [to_wire(v) for v in value]
+
+
+def _set(value: frozenset[Any] | set[Any]) -> JSON:
+    return [to_wire(v) for v in sorted(value)]
+
+
+_WRITERS: dict[type, _Writer] = {}
+"""The writer of each runtime type met so far (``_writer``)."""
+
+
+def _writer(kind: type) -> _Writer:
+    """How a value of (exactly) type ``kind`` goes on the wire; a ``TypeError`` raiser if it
+    cannot. Dataclasses give their fields not ``_``-prefixed."""
+    if dataclasses.is_dataclass(kind):
+        names = tuple(f.name for f in dataclasses.fields(kind) if not f.name.startswith("_"))
+        return lambda value: {name: to_wire(getattr(value, name)) for name in names}
+    if issubclass(kind, bool | int | float | str):  # subclasses (enums)
+        return _same
+    if issubclass(kind, dt.datetime):
+        return _time_text
+    if issubclass(kind, SecretFields):
+        return _fields_dict
+    if issubclass(kind, Sensitive):
+        return _revealed
+    if issubclass(kind, Mapping):
+        return _mapping
+    if issubclass(kind, frozenset | set):
+        return _set
+    if issubclass(kind, tuple | list):
+        return _sequence
+
+    def refuse(value: object) -> JSON:
+        raise TypeError(f"cannot put {kind.__name__} on the wire")
+
+    return refuse
 
 
 @functools.cache
@@ -77,7 +116,15 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def from_wire(cls: type[T], data: object, *, where: str = "") -> T:
     """An instance of dataclass ``cls`` rebuilt from ``data`` (see module docstring)."""
-    return typing.cast(T, _build(cls, data, where or cls.__name__))
+    return typing.cast(T, _reader(cls)(data, where or cls.__name__))
+
+
+def _reader(tp: object) -> _Reader:
+    """The reader of type hint ``tp`` (``_plan_reader``), planned once."""
+    reader = _READERS.get(tp)
+    if reader is None:
+        reader = _READERS[tp] = _plan_reader(tp)
+    return reader
 
 
 def _fail(where: str, expected: str) -> InvalidRequest:
@@ -93,80 +140,173 @@ def _member(where: str, key: str) -> str:
     return f"{where}.{key}" if _PLAIN_KEY.fullmatch(key) else f"{where}[{quote(key)}]"
 
 
-def _build(tp: Any, data: object, where: str) -> object:
+def _any(data: object, where: str) -> object:
+    return data
+
+
+def _secret_fields(data: object, where: str) -> object:
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise _fail(where, "an object of strings")
+    return SecretFields(data)
+
+
+def _sensitive(data: object, where: str) -> object:
+    if not isinstance(data, str):
+        raise _fail(where, "a string")
+    return Sensitive(data)
+
+
+def _datetime(data: object, where: str) -> object:
+    if not isinstance(data, str):
+        raise _fail(where, "an ISO 8601 time")
+    try:
+        return dt.datetime.fromisoformat(data)
+    except ValueError:
+        raise _fail(where, "an ISO 8601 time") from None
+
+
+def _bool(data: object, where: str) -> object:
+    if not isinstance(data, bool):
+        raise _fail(where, "true or false")
+    return data
+
+
+def _int(data: object, where: str) -> object:
+    if not isinstance(data, int) or isinstance(data, bool):
+        raise _fail(where, "an integer")
+    return data
+
+
+def _float(data: object, where: str) -> object:
+    if not isinstance(data, int | float) or isinstance(data, bool):
+        raise _fail(where, "a number")
+    return float(data)
+
+
+def _str(data: object, where: str) -> object:
+    if not isinstance(data, str):
+        raise _fail(where, "a string")
+    return data
+
+
+_READERS: dict[object, _Reader] = {  # the plain ones; the others are added as planned
+    typing.Any: _any,
+    object: _any,
+    SecretFields: _secret_fields,
+    Sensitive: _sensitive,
+    dt.datetime: _datetime,
+    bool: _bool,
+    int: _int,
+    float: _float,
+    str: _str,
+}
+
+
+def _plan_reader(tp: Any) -> _Reader:
+    """How a value of type hint ``tp`` is read from the wire: ``reader(data, where)`` gives
+    it, or raises ``InvalidRequest`` naming ``where`` (``TypeError`` for a hint no wire
+    form has, when such a value is read)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if tp is typing.Any or tp is object:
-        return data
     if origin in (typing.Union, types.UnionType):
-        if data is None and type(None) in args:
+        return _union(args)
+    if origin is typing.Literal:
+        expected = " or ".join(repr(a) for a in args)
+
+        def literal(data: object, where: str) -> object:
+            if data not in args:
+                raise _fail(where, expected)
+            return data
+
+        return literal
+    if origin is Sensitive:
+        return _sensitive
+    if origin in (tuple, list, frozenset):
+        return _collection(origin, args[0] if args else typing.Any)
+    if origin in (dict, Mapping) or origin is typing.get_origin(Mapping[str, str]):
+        return _object(args[1] if len(args) == 2 else typing.Any)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _dataclass(tp)
+
+    def refuse(data: object, where: str) -> object:
+        raise TypeError(f"cannot read {tp!r} from the wire")
+
+    return refuse
+
+
+def _union(args: tuple[Any, ...]) -> _Reader:
+    """The first of ``args`` that reads the data (``None`` where ``NoneType`` is one); else
+    the first one's complaint."""
+    nullable = type(None) in args
+    options = [_reader(arg) for arg in args if arg is not type(None)]
+
+    def union(data: object, where: str) -> object:
+        if data is None and nullable:
             return None
         problems = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for option in options:
             try:
-                return _build(arg, data, where)
+                return option(data, where)
             except InvalidRequest as exc:
                 problems.append(str(exc))
         raise InvalidRequest(problems[0] if problems else f"{where}: unexpected null")
-    if origin is typing.Literal:
-        if data not in args:
-            raise _fail(where, " or ".join(repr(a) for a in args))
-        return data
-    if tp is SecretFields:
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise _fail(where, "an object of strings")
-        return SecretFields(data)
-    if origin is Sensitive or tp is Sensitive:
-        if not isinstance(data, str):
-            raise _fail(where, "a string")
-        return Sensitive(data)
-    if tp is dt.datetime:
-        if not isinstance(data, str):
-            raise _fail(where, "an ISO 8601 time")
-        try:
-            return dt.datetime.fromisoformat(data)
-        except ValueError:
-            raise _fail(where, "an ISO 8601 time") from None
-    if tp is bool:
-        if not isinstance(data, bool):
-            raise _fail(where, "true or false")
-        return data
-    if tp is int:
-        if not isinstance(data, int) or isinstance(data, bool):
-            raise _fail(where, "an integer")
-        return data
-    if tp is float:
-        if not isinstance(data, int | float) or isinstance(data, bool):
-            raise _fail(where, "a number")
-        return float(data)
-    if tp is str:
-        if not isinstance(data, str):
-            raise _fail(where, "a string")
-        return data
-    if origin in (tuple, list, frozenset):
+
+    return union
+
+
+def _collection(origin: type, item: Any) -> _Reader:
+    """A JSON list of ``item`` as a tuple (a frozenset for ``origin`` frozenset)."""
+    read_item = _reader(item)
+    make: Callable[[list[object]], object] = frozenset if origin is frozenset else tuple
+
+    def collection(data: object, where: str) -> object:
         if not isinstance(data, list):
             raise _fail(where, "a list")
-        item = args[0] if args else typing.Any
-        built = [_build(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
-        return frozenset(built) if origin is frozenset else tuple(built)
-    if origin in (dict, Mapping) or origin is typing.get_origin(Mapping[str, str]):
+        return make([read_item(v, f"{where}[{i}]") for i, v in enumerate(data)])
+
+    return collection
+
+
+def _object(value_type: Any) -> _Reader:
+    """A JSON object of ``value_type`` members as a dict (keys as strings)."""
+    read_value = _reader(value_type)
+
+    def mapping(data: object, where: str) -> object:
         if not isinstance(data, dict):
             raise _fail(where, "an object")
-        value_type = args[1] if len(args) == 2 else typing.Any
-        return {str(k): _build(value_type, v, _member(where, str(k))) for k, v in data.items()}
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return {str(k): read_value(v, _member(where, str(k))) for k, v in data.items()}
+
+    return mapping
+
+
+def _dataclass(cls: type) -> _Reader:
+    """A JSON object as dataclass ``cls``: each init field given read by its hint, a field
+    without a default required. The fields are planned at the first read (a dataclass may
+    hold itself)."""
+    planned: tuple[tuple[str, _Reader, bool], ...] | None = None
+
+    def dataclass(data: object, where: str) -> object:
+        nonlocal planned
         if not isinstance(data, dict):
             raise _fail(where, "an object")
-        hints = _hints(tp)
+        plan = planned
+        if plan is None:  # built whole, then kept: a thread never sees half a plan
+            hints = _hints(cls)
+            plan = planned = tuple(
+                (
+                    f.name,
+                    _reader(hints[f.name]),
+                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                )
+                for f in dataclasses.fields(cls)
+                if f.init
+            )
         kwargs = {}
-        for f in dataclasses.fields(tp):
-            if not f.init:
-                continue
-            if f.name in data:
-                kwargs[f.name] = _build(hints[f.name], data[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise InvalidRequest(f"{where}: missing field {f.name!r}")
-        return tp(**kwargs)
-    raise TypeError(f"cannot read {tp!r} from the wire")
+        for name, read, required in plan:
+            if name in data:
+                kwargs[name] = read(data[name], f"{where}.{name}")
+            elif required:
+                raise InvalidRequest(f"{where}: missing field {name!r}")
+        return cls(**kwargs)
+
+    return dataclass
