@@ -66,16 +66,27 @@ def _revealed(value: Sensitive[Any]) -> JSON:
     return revealed if isinstance(revealed, str) else revealed.hex()
 
 
+# Loops, not comprehensions, in the writers of containers: a comprehension is a frame of its
+# own on 3.11, and a nesting level then costs three frames instead of two (``to_wire`` and
+# the writer): values nested as deep as before plans were kept still go on the wire.
+
+
 def _mapping(value: Mapping[object, object]) -> JSON:
-    return {str(k): to_wire(v) for k, v in value.items()}
+    wired: dict[str, JSON] = {}
+    for k, v in value.items():
+        wired[str(k)] = to_wire(v)
+    return wired
 
 
 def _sequence(value: tuple[object, ...] | list[object]) -> JSON:
-    return [to_wire(v) for v in value]
+    wired: list[JSON] = []
+    for v in value:
+        wired.append(to_wire(v))
+    return wired
 
 
 def _set(value: frozenset[Any] | set[Any]) -> JSON:
-    return [to_wire(v) for v in sorted(value)]
+    return _sequence(sorted(value))
 
 
 _WRITERS: dict[type, _Writer] = {}
@@ -87,7 +98,14 @@ def _writer(kind: type) -> _Writer:
     cannot. Dataclasses give their fields not ``_``-prefixed."""
     if dataclasses.is_dataclass(kind):
         names = tuple(f.name for f in dataclasses.fields(kind) if not f.name.startswith("_"))
-        return lambda value: {name: to_wire(getattr(value, name)) for name in names}
+
+        def fields(value: object) -> JSON:
+            wired: dict[str, JSON] = {}
+            for name in names:
+                wired[name] = to_wire(getattr(value, name))
+            return wired
+
+        return fields
     if issubclass(kind, bool | int | float | str):  # subclasses (enums)
         return _same
     if issubclass(kind, dt.datetime):
@@ -120,10 +138,16 @@ def from_wire(cls: type[T], data: object, *, where: str = "") -> T:
 
 
 def _reader(tp: object) -> _Reader:
-    """The reader of type hint ``tp`` (``_plan_reader``), planned once."""
-    reader = _READERS.get(tp)
-    if reader is None:
-        reader = _READERS[tp] = _plan_reader(tp)
+    """The reader of type hint ``tp`` (``_plan_reader``), planned once per hint object.
+
+    Kept by identity, not by equality: typing finds ``int | float`` equal to ``float | int``
+    (and ``Literal`` hints alike), yet a union reads with its members in their order, and a
+    hint may not be hashable at all."""
+    found = _READERS.get(id(tp))
+    if found is not None and found[0] is tp:
+        return found[1]
+    reader = _plan_reader(tp)
+    _READERS[id(tp)] = (tp, reader)  # the hint kept alive with it: its id stays its own
     return reader
 
 
@@ -189,16 +213,16 @@ def _str(data: object, where: str) -> object:
     return data
 
 
-_READERS: dict[object, _Reader] = {  # the plain ones; the others are added as planned
-    typing.Any: _any,
-    object: _any,
-    SecretFields: _secret_fields,
-    Sensitive: _sensitive,
-    dt.datetime: _datetime,
-    bool: _bool,
-    int: _int,
-    float: _float,
-    str: _str,
+_READERS: dict[int, tuple[object, _Reader]] = {  # by id: the plain ones, then as planned
+    id(typing.Any): (typing.Any, _any),
+    id(object): (object, _any),
+    id(SecretFields): (SecretFields, _secret_fields),
+    id(Sensitive): (Sensitive, _sensitive),
+    id(dt.datetime): (dt.datetime, _datetime),
+    id(bool): (bool, _bool),
+    id(int): (int, _int),
+    id(float): (float, _float),
+    id(str): (str, _str),
 }
 
 
