@@ -26,13 +26,17 @@ from typing import Any, TypeVar
 from medsecrets.errors import InvalidRequest, quote
 from medsecrets.sensitive import SecretFields, Sensitive
 
-__all__ = ["from_wire", "to_wire"]
+__all__ = ["MAX_PLANS", "from_wire", "to_wire"]
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 T = TypeVar("T")
 
 
 _SCALARS = frozenset({type(None), bool, int, float, str})
+
+MAX_PLANS = 4096
+"""The most plans each table keeps: one is emptied when full (types made at run time, or
+hints built afresh for each call, would otherwise grow it without end)."""
 
 _Writer = Callable[[Any], JSON]
 _Reader = Callable[[object, str], object]
@@ -45,6 +49,8 @@ def to_wire(value: object) -> JSON:
         return value  # type: ignore[return-value]
     writer = _WRITERS.get(kind)
     if writer is None:
+        if len(_WRITERS) >= MAX_PLANS:
+            _WRITERS.clear()
         writer = _WRITERS[kind] = _writer(kind)
     return writer(value)
 
@@ -147,6 +153,9 @@ def _reader(tp: object) -> _Reader:
     if found is not None and found[0] is tp:
         return found[1]
     reader = _plan_reader(tp)
+    if len(_READERS) >= MAX_PLANS:
+        _READERS.clear()
+        _READERS.update(_PLAIN_READERS)
     _READERS[id(tp)] = (tp, reader)  # the hint kept alive with it: its id stays its own
     return reader
 
@@ -213,7 +222,7 @@ def _str(data: object, where: str) -> object:
     return data
 
 
-_READERS: dict[int, tuple[object, _Reader]] = {  # by id: the plain ones, then as planned
+_PLAIN_READERS: dict[int, tuple[object, _Reader]] = {  # by id (see ``_reader``)
     id(typing.Any): (typing.Any, _any),
     id(object): (object, _any),
     id(SecretFields): (SecretFields, _secret_fields),
@@ -224,6 +233,8 @@ _READERS: dict[int, tuple[object, _Reader]] = {  # by id: the plain ones, then a
     id(float): (float, _float),
     id(str): (str, _str),
 }
+_READERS = dict(_PLAIN_READERS)
+"""The plain readers, then each hint's as planned."""
 
 
 def _plan_reader(tp: Any) -> _Reader:

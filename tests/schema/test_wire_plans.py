@@ -243,3 +243,16 @@ def test_values_nest_as_deep_on_the_wire_as_before_plans_were_kept() -> None:
     for _ in range(399):
         assert isinstance(wired, dict)
         wired = wired["k"]
+
+
+def test_the_plan_tables_stay_bounded() -> None:
+    from medsecrets import wire
+
+    for _ in range(wire.MAX_PLANS + 10):  # a hint built afresh for every call
+        assert from_wire(list[int], [1]) == (1,)
+    assert len(wire._READERS) <= wire.MAX_PLANS
+    assert from_wire(Node, {"name": "n"}) == Node("n")  # plain readers still there
+    for n in range(wire.MAX_PLANS + 10):  # a type made at run time for every value
+        kind = dataclasses.make_dataclass(f"Made{n}", [("x", int)], frozen=True)
+        assert to_wire(kind(n)) == {"x": n}
+    assert len(wire._WRITERS) <= wire.MAX_PLANS
