@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from medsecrets.errors import ConfigError
 from medsecrets.server.config import Settings, load_settings
 from medsecrets.server.placement import (
     Placement,
@@ -128,6 +129,37 @@ def test_own_cpu_false_leaves_placement_to_the_kernel(tmp_path: Path) -> None:
         assert set(os.sched_getaffinity(audit)) == allowed
         assert "cpu placement" not in server.log_text()
         assert all(_cpus(tid) == allowed for tid in _threads(server.pid))
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "SCHED_IDLE") or not Path("/proc/self/schedstat").exists(),
+    reason="needs SCHED_IDLE and /proc/<pid>/schedstat (Linux)",
+)
+@pytest.mark.parametrize(
+    ("env", "policy"),
+    [({}, "SCHED_IDLE"), ({"MEDSECRETS_AUDIT_PROCESS_PRIORITY": "normal"}, "SCHED_OTHER")],
+)
+def test_the_audit_process_runs_at_idle_priority_unless_told_otherwise(
+    tmp_path: Path, env: dict[str, str], policy: str
+) -> None:
+    with ServerProcess(tmp_path / "data", env=env, log_dir=tmp_path / "logs") as server:
+        _read_once(server)
+        (audit,) = server.children()
+        assert os.sched_getscheduler(audit) == getattr(os, policy)
+        assert os.sched_getscheduler(server.pid) == os.SCHED_OTHER  # the server: left alone
+
+
+DEV = {"dev": True}
+
+
+def test_audit_process_priority_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"audit\.process_priority"):
+        load_settings(None, env={"MEDSECRETS_AUDIT_PROCESS_PRIORITY": "high"}, overrides=DEV)
+    settings = load_settings(
+        None, env={"MEDSECRETS_AUDIT_PROCESS_PRIORITY": "normal"}, overrides=DEV
+    )
+    assert settings.audit.process_priority == "normal"
+    assert load_settings(None, env={}, overrides=DEV).audit.process_priority == "idle"
 
 
 KNOWN_MACHINE = pytest.mark.skipif(

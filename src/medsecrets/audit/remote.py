@@ -38,7 +38,14 @@ server's detectors, ``server.auditprocess``), messages other than answers go to
 ``on_message`` (alerts).
 
 With ``cpus`` every audit process this lane starts is restricted to those CPUs
-(``server.placement``: away from the serving thread); failing to is logged only.
+(``server.placement``: away from the serving thread), and with ``idle`` it runs under
+``SCHED_IDLE`` (``audit.process_priority``, ``audit.priority``): any other thread that
+wakes on its CPU, the transport's I/O thread above all, runs at once instead of waiting
+for its renders and fsyncs to yield; failing to do either is logged only. An idle-priority
+process found starved (an answer over ``priority.STARVED_AFTER`` late while it waited for
+a CPU: something else keeps its CPU busy) is put back to the normal policy, or, where
+that needs a privilege the server lacks, lost and restarted at normal priority (its
+waiters fail, as for any loss); the lane's processes run at normal priority from then on.
 
 Keys cross the pipe, never the disk: before the first events sent after an
 unseal the lane sends the device's HMAC key and the checkpoint signing key
@@ -70,6 +77,7 @@ from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.crypt import RecordCipher, deferred_cipher
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.file import FileAuditDevice
+from medsecrets.audit.priority import STARVED_AFTER, Starvation, is_idle, make_idle, make_normal
 from medsecrets.audit.record import AuditEvent, Completion, refused
 from medsecrets.audit.sidecar import (
     Item,
@@ -188,6 +196,7 @@ class RemoteLane:
         on_message: Callable[[Message], None] | None = None,
         start_timeout: float = 30.0,
         cpus: frozenset[int] | None = None,
+        idle: bool = False,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -210,6 +219,8 @@ class RemoteLane:
         self._on_message = on_message
         self._start_timeout = start_timeout
         self._cpus = cpus
+        self._idle = idle
+        self._starvation: Starvation | None = None  # watches the process while it is idle
         self._lock = threading.Lock()
         self._items: list[Item] = []
         self._number = 0  # the last event number given
@@ -336,6 +347,7 @@ class RemoteLane:
             self._cipher_sent = False
             self._hung_since = None
             self._down = False
+            self._starvation = Starvation(process.pid) if is_idle(process.pid) else None
             loop = self._loop
             if loop is None:
                 self._reader = self._reader_thread(process, frames)
@@ -433,6 +445,8 @@ class RemoteLane:
         if first[0] != "ready":
             _end(process)
             raise ConfigError(f"audit device {self.name!r}: {first[-1]}")
+        if self._idle:  # once it started: a start on a busy CPU is not starved, and its
+            self._lower(process.pid)  # writing thread (this one) is the one that matters
         os.set_blocking(stdin, False)
         os.set_blocking(process.stdout.fileno(), False)
         return process, reader, int(first[1])  # type: ignore[call-overload]
@@ -446,6 +460,18 @@ class RemoteLane:
                 "audit device %s: cannot place the audit process on CPUs %s (%s)",
                 self.name,
                 sorted(cpus),
+                type(exc).__name__,
+            )
+
+    def _lower(self, pid: int) -> None:
+        """Run the audit process ``pid`` under ``SCHED_IDLE`` where its starvation can be
+        seen (``priority.make_idle``; a failure is logged, not fatal)."""
+        try:
+            make_idle(pid)
+        except (OSError, AttributeError) as exc:
+            _log.warning(
+                "audit device %s: cannot lower the audit process's priority (%s)",
+                self.name,
                 type(exc).__name__,
             )
 
@@ -843,9 +869,11 @@ class RemoteLane:
         limit = self._timeout + 1.0
         with self._lock:
             process = self._process
+            watch = self._starvation
             since = self._hung_since
             stuck = since is not None and now - since > STUCK_AFTER * limit and not self._down
             oldest = next(iter(self._waiting.values()), None)
+            late = oldest is not None and now - oldest[1] > STARVED_AFTER
             waiting: list[Waiter] = []
             if oldest is not None and now - oldest[1] > limit:
                 if since is None:
@@ -859,6 +887,34 @@ class RemoteLane:
             answer_all(waiting, ok=False)
         if stuck and process is not None:
             self._lose(process, "audit-process-stuck")
+        elif watch is not None and process is not None and watch.check(now, late):
+            self._starved(process)
+
+    def _starved(self, process: subprocess.Popen[bytes]) -> None:
+        """The idle-priority ``process`` is starved: back to the normal policy, or lost
+        and restarted at normal priority; this lane's processes stay at normal from now."""
+        with self._lock:
+            if process is not self._process or self._down:
+                return
+            self._starvation = None
+            self._idle = False
+        try:
+            make_normal(process.pid)
+        except OSError as exc:
+            _log.error(
+                "audit device %s: the audit process is starved for CPU under SCHED_IDLE and "
+                "cannot be given the normal policy (%s): restarting it at normal priority",
+                self.name,
+                type(exc).__name__,
+            )
+            self._lose(process, "audit-process-starved")
+            return
+        _log.warning(
+            "audit device %s: the audit process was starved for CPU under SCHED_IDLE: it "
+            "runs at normal priority from now on (something else keeps its CPU busy; "
+            'audit.process_priority = "normal" starts it there)',
+            self.name,
+        )
 
 
 _KEPT_ENV: Final = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")

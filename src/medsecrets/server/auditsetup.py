@@ -753,7 +753,8 @@ def _lane(
 ) -> AuditLane:
     """The lane of one device: a file device in an audit process with ``audit.process``
     (which also runs the detectors when given where their ``alerts`` go), placed on
-    ``cpus`` if given (``server.placement``)."""
+    ``cpus`` if given (``server.placement``), under ``SCHED_IDLE`` with
+    ``audit.process_priority = "idle"``."""
     audit = settings.audit
     if spec.type == "file" and audit.process:
         from medsecrets.audit.remote import RemoteLane
@@ -797,6 +798,7 @@ def _lane(
             else "medsecrets.audit.sidecar",
             on_message=alerts,
             cpus=cpus,
+            idle=audit.process_priority == "idle",
         )
     return Lane(
         _device(spec, settings, store, keys, node=node, worker=worker, alarm=alarm),

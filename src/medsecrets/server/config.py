@@ -185,6 +185,7 @@ class AuditSettings:
     checkpoint_export: str | None = None
     process: bool = True
     own_cpu: bool = True
+    process_priority: str = "idle"
     devices: tuple[AuditDeviceSettings, ...] = ()
 
 
@@ -420,6 +421,7 @@ _SETTINGS: dict[str, tuple[_Parser, bool]] = {
     "audit.checkpoint_export": (_opt_str, False),
     "audit.process": (_bool, False),
     "audit.own_cpu": (_bool, False),
+    "audit.process_priority": (_choice("idle", "normal"), False),
     "monitor.enabled": (_bool, False),
     "monitor.rate_threshold": (_int(1, 1_000_000), False),
     "monitor.rate_window": (_float(1.0, 86400.0), False),
