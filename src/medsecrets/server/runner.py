@@ -59,6 +59,7 @@ from medsecrets.server.logsetup import (
     granian_log_config,
     route_server_loggers,
 )
+from medsecrets.wakeloop import new_loop
 
 if TYPE_CHECKING:  # the heavy modules load only when a server really starts
     from granian.server.mp import MPServer
@@ -251,7 +252,8 @@ def serve(settings: Settings) -> None:
         elif settings.backend == "uvicorn":
             _serve_uvicorn(built.app, settings, built.dev)
         else:
-            asyncio.run(_serve_granian_embedded(built.app, settings, built.dev, placement))
+            with asyncio.Runner(loop_factory=new_loop) as runner:  # woken only while asleep
+                runner.run(_serve_granian_embedded(built.app, settings, built.dev, placement))
     finally:
         built.sweeper.stop(timeout=settings.shutdown_grace_period + 1)
         built.close()
