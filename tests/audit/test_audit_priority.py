@@ -222,16 +222,22 @@ def test_a_starved_process_that_cannot_be_promoted_is_restarted_at_normal_priori
     assert lane.failures >= 1
 
 
+def _verdicts(
+    watch: Starvation, *, late: bool, seconds: float, until_true: bool = False
+) -> list[bool]:
+    """``watch.check`` every 50 ms for ``seconds`` (or until it says starved)."""
+    verdicts: list[bool] = []
+    start = time.monotonic()
+    while time.monotonic() - start < seconds and not (until_true and any(verdicts)):
+        verdicts.append(watch.check(time.monotonic(), late=late))
+        time.sleep(0.05)
+    return verdicts
+
+
 def test_a_process_that_sleeps_is_late_but_not_starved() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        watch = Starvation(child.pid)
-        start = time.monotonic()
-        verdicts = []
-        while time.monotonic() - start < 1.0:
-            verdicts.append(watch.check(time.monotonic(), late=True))
-            time.sleep(0.05)
-        assert not any(verdicts)
+        assert not any(_verdicts(Starvation(child.pid), late=True, seconds=1.0))
     finally:
         child.kill()
         child.wait()
@@ -245,18 +251,9 @@ def test_a_busy_idle_process_among_hogs_is_starved_and_not_once_on_time() -> Non
         time.sleep(0.2)
         assert make_idle(child.pid) and is_idle(child.pid)
         watch = Starvation(child.pid)
-        start = time.monotonic()
-        on_time = []
-        while time.monotonic() - start < 0.6:
-            on_time.append(watch.check(time.monotonic(), late=False))
-            time.sleep(0.05)
-        assert not any(on_time)  # never starved while its answers are on time
-        start = time.monotonic()
-        starved = False
-        while not starved and time.monotonic() - start < 3.0:
-            starved = watch.check(time.monotonic(), late=True)
-            time.sleep(0.05)
-        assert starved
+        # never starved while its answers are on time; starved soon once one is late
+        assert not any(_verdicts(watch, late=False, seconds=0.6))
+        assert any(_verdicts(watch, late=True, seconds=3.0, until_true=True))
     finally:
         child.kill()
         child.wait()
