@@ -42,10 +42,11 @@ With ``cpus`` every audit process this lane starts is restricted to those CPUs
 ``SCHED_IDLE`` (``audit.process_priority``, ``audit.priority``): any other thread that
 wakes on its CPU, the transport's I/O thread above all, runs at once instead of waiting
 for its renders and fsyncs to yield; failing to do either is logged only. An idle-priority
-process found starved (an answer over ``priority.STARVED_AFTER`` late while it waited for
-a CPU: something else keeps its CPU busy) is put back to the normal policy, or, where
-that needs a privilege the server lacks, lost and restarted at normal priority (its
-waiters fail, as for any loss); the lane's processes run at normal priority from then on.
+process found starved (``priority.Starvation``: an answer late while it was runnable all
+along and barely ran; something else keeps its CPU busy) is put back to the normal policy,
+or, where that needs a privilege the server lacks, lost and restarted at normal priority
+(its waiters fail, as for any loss); the lane's processes run at normal priority from
+then on.
 
 Keys cross the pipe, never the disk: before the first events sent after an
 unseal the lane sends the device's HMAC key and the checkpoint signing key
@@ -445,8 +446,8 @@ class RemoteLane:
         if first[0] != "ready":
             _end(process)
             raise ConfigError(f"audit device {self.name!r}: {first[-1]}")
-        if self._idle:  # once it started: a start on a busy CPU is not starved, and its
-            self._lower(process.pid)  # writing thread (this one) is the one that matters
+        if self._idle:  # once started (a start on a busy CPU must not starve); its main
+            self._lower(process.pid)  # thread, the one that writes, is the one that matters
         os.set_blocking(stdin, False)
         os.set_blocking(process.stdout.fileno(), False)
         return process, reader, int(first[1])  # type: ignore[call-overload]
