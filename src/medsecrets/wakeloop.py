@@ -7,9 +7,9 @@ wake-up of the loop's thread, and a byte the loop reads back, although the loop 
 usually not asleep (it runs Python, holding the GIL) or has been woken already by the
 request before.
 
-This loop writes the byte only while it is inside ``select`` with a non-zero timeout,
-and only once per such wait. A loop running callbacks, or about to poll without
-blocking, finds the new callback in its ready queue at its next iteration anyway.
+This loop writes the byte only while it is inside ``select`` (a poll with a zero timeout
+included: a byte then is merely spare), and only once per call. A loop running
+callbacks finds the new callback in its ready queue at its next iteration anyway.
 Correctness rests on an order that the GIL makes atomic step by step: ``select`` marks
 the loop as sleeping *before* it looks at the ready queue one last time (forcing a zero
 timeout if anything is there), and ``call_soon_threadsafe`` queues its handle *before* it
