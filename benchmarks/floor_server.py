@@ -141,7 +141,10 @@ def _serve(port: int, body_file: str, log_file: str) -> None:
         websockets=False,
         http1_settings=HTTP1Settings(header_read_timeout=30_000),
     )
-    asyncio.run(server.serve())
+    from medsecrets.wakeloop import new_loop  # the loop our server runs on
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(server.serve())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Issue 3: the server over HTTP, under wrk, against ceilings measured in the same run.
 
 - secret read (token, authorization, storage, decrypt, JSON) vs a bare Starlette endpoint
-  returning the same bytes, on the same server (granian, embedded, one worker; the issue's
-  ceiling, served through ASGI), vs a bare RSGI callable (the interface our server uses), and
+  returning the same bytes, on the same server (granian, embedded, one worker, on the
+  event loop our server runs on: ``medsecrets.wakeloop``; the issue's ceiling, served
+  through ASGI), vs a bare RSGI callable (the interface our server uses), and
   vs the durable-audit floor (``floor_server.py``: that RSGI callable answering once a
   minimal audit process has fsync'd the request's records: the least a durably audited read
   can cost here);
@@ -62,7 +63,9 @@ app = Starlette(routes=[Route("/v1/secrets/{path:path}", endpoint)])
 server = Server(app, address="127.0.0.1", port=int(sys.argv[1]), interface=Interfaces.ASGI,
                 log_access=False, websockets=False,
                 http1_settings=HTTP1Settings(header_read_timeout=30_000))
-asyncio.run(server.serve())
+from medsecrets.wakeloop import new_loop  # the loop our server runs on
+with asyncio.Runner(loop_factory=new_loop) as runner:
+    runner.run(server.serve())
 """
 
 _BARE_RSGI_SERVER = r"""
@@ -80,7 +83,9 @@ async def app(scope, protocol):
 server = Server(app, address="127.0.0.1", port=int(sys.argv[1]), interface=Interfaces.RSGI,
                 log_access=False, websockets=False,
                 http1_settings=HTTP1Settings(header_read_timeout=30_000))
-asyncio.run(server.serve())
+from medsecrets.wakeloop import new_loop  # the loop our server runs on
+with asyncio.Runner(loop_factory=new_loop) as runner:
+    runner.run(server.serve())
 """
 
 _MOTO_LUA = """
