@@ -24,13 +24,13 @@ from medsecrets.audit.checkpoint import CheckpointSigner
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.record import AuditEvent, Completion, Salter
 from medsecrets.audit.remote import RemoteLane
-from medsecrets.audit.sidecar import (
-    LaneConfig,
+from medsecrets.audit.packed import (
     pack_completion,
     pack_event,
     unpack_completion,
     unpack_event,
 )
+from medsecrets.audit.sidecar import LaneConfig
 from medsecrets.audit.verify import verify_files
 from medsecrets.audit.waiter import Waiter
 from medsecrets.errors import AuditFailure, ConfigError
@@ -690,15 +690,18 @@ def test_the_counts_read_while_a_loss_is_accounted_are_never_half_updated(
     for number in range(1, 4):
         lane.append(_event(number))  # framed, never reported done: lost with it
     seen: list[tuple[bool, int, int]] = []
-    records = remote._records
+    stats = remote._Stats
 
-    def during(items: list[object]) -> int:  # called by _lose with its lock held
-        probe = threading.Thread(target=lambda: seen.append((lane.up, lane.records, lane.dropped)))
-        probe.start()
-        probe.join(1.0)  # done at once if it reads without the lock (the defect)
-        return records(items)  # type: ignore[arg-type]
+    def during(*args: object, **kwargs: object) -> object:  # _lose resets the stats, locked
+        if "seq" in kwargs and not seen:
+            probe = threading.Thread(
+                target=lambda: seen.append((lane.up, lane.records, lane.dropped))
+            )
+            probe.start()
+            probe.join(1.0)  # done at once if it reads without the lock (the defect)
+        return stats(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(remote, "_records", during)
+    monkeypatch.setattr(remote, "_Stats", during)
     lane._lose(process, "audit-process-exited")
     deadline = time.monotonic() + 5
     while not seen and time.monotonic() < deadline:

@@ -168,6 +168,8 @@ def test_slack_posts_a_mrkdwn_section_with_the_alert_facts(
     receiver: HttpReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # ``log_json`` (another test, in the same process) keeps httpx at WARNING: ask for it
+    caplog.set_level(logging.DEBUG, logger="httpx")
     channel = SlackChannel(f"{receiver.base}/services/{SLACK_TOKEN}", timeout=5)
     assert isinstance(channel, AlertChannel)
     try:

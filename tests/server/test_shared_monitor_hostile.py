@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from medsecrets.audit.channel import Message, encode
-from medsecrets.audit.sidecar import pack_event
+from medsecrets.audit.packed import pack_event
 from medsecrets.catalog import default_catalog
 from medsecrets.monitor.detectors import DetectorConfig
 from medsecrets.server import monitorprocess

@@ -44,7 +44,16 @@ import time
 from collections.abc import Callable, Sequence
 
 from medsecrets.audit.lane import AuditLane, KeySource
-from medsecrets.audit.record import AuditEvent, Completion, split_path
+from medsecrets.audit.packed import (
+    PackedCompletion,
+    PackedEvent,
+    pack_event,
+    responded,
+    stamp,
+    stamp_of,
+    unpack_event,
+)
+from medsecrets.audit.record import AuditEvent, split_path
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure, NotFoundError, SealedError
@@ -96,14 +105,15 @@ class AuditBroker:
         self._keys = keys
         self._timeout = timeout
         self._on_event = on_event
-        self._now = now
+        self._stamp = stamp if now is _utcnow else lambda: stamp_of(now())
+        self._defer = any(not lane.sends_at_once for lane in lanes)  # wake once an iteration
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._wake_scheduled: set[asyncio.AbstractEventLoop] = set()
         self._attached: asyncio.AbstractEventLoop | None = None
         # id(GET request) -> (that request, its event), until its response; the request is
         # compared too, so an entry left by a request that never got one matches no other
-        self._open: dict[int, tuple[Request, AuditEvent]] = {}
+        self._open: dict[int, tuple[Request, PackedEvent]] = {}
         self._append_failures: dict[str, int] = {}  # by device: appends that raised
         self._append_dropped: dict[str, int] = {}  # by device: their records (not written)
         self._raising: dict[str, int] = {}  # device -> appends that raised since it queued
@@ -149,7 +159,7 @@ class AuditBroker:
             if request.route in EXEMPT_ROUTES:
                 return None
             raise AuditFailure("no audit device configured: request refused")
-        event = self._event("request", request, principal, None, None)
+        event = self._event("request", request, principal, None, None, at=self._stamp())
         if request.method == "GET":
             self._open[id(request)] = (request, event)  # one dict operation: atomic
             return None
@@ -171,24 +181,25 @@ class AuditBroker:
         held = self._open.pop(id(request), None)
         opened = held[1] if held is not None and held[0] is request else None
         wait = response_status < 400
+        at = self._stamp()
         if opened is None:
             event = self._event(
-                "response", request, principal, response_status, error_code, served=version
+                "response", request, principal, response_status, error_code, at=at, served=version
             )
             if self._on_event is not None:
                 self._publish(event)
             return self._append(event, wait=wait)
-        completion = Completion(self._now(), response_status, error_code, version)
+        completion = (at[0], at[1], response_status, error_code, version)
         if self._on_event is not None:
-            self._publish(opened.responded(completion))
+            self._publish(responded(opened, completion))
         return self._append(opened, wait=wait, completion=completion)
 
     def record(self, event: AuditEvent) -> None:
         """Queue a record that nobody waits for (alerts, lifecycle events)."""
-        self._append(event, wait=False)
+        self._append(pack_event(event), wait=False)
 
     def _append(
-        self, event: AuditEvent, *, wait: bool, completion: Completion | None = None
+        self, event: PackedEvent, *, wait: bool, completion: PackedCompletion | None = None
     ) -> Waiter | None:
         """Queue ``event`` on every lane (with ``completion``: the request event and its
         response, as one exchange); the ticket of the required lanes if ``wait``."""
@@ -200,17 +211,15 @@ class AuditBroker:
         for lane in self.lanes:
             ticket = waiter if lane.required else None
             try:
-                if completion is None:
-                    lane.append(event, ticket, notify=notify)
-                else:
-                    lane.append_exchange(event, completion, ticket, notify=notify)
+                lane.append_packed(event, completion, ticket, notify=notify)
             except Exception as exc:  # fail closed for this lane, and say so
                 self._append_failed(lane, exc, ticket, 1 if completion is None else 2)
             else:
                 if self._raising and lane.name in self._raising:
                     self._append_recovered(lane)
-        if loop is not None and loop not in self._wake_scheduled:
-            # On an event loop: wake the writers once, after this iteration's requests.
+        if self._defer and loop is not None and loop not in self._wake_scheduled:
+            # On an event loop: wake the writers once, after this iteration's requests
+            # (lanes that send at once need no wake).
             self._wake_scheduled.add(loop)
             loop.call_soon(self._wake, loop)
         return waiter
@@ -271,8 +280,11 @@ class AuditBroker:
         status: int | None,
         code: str | None,
         *,
+        at: tuple[int, int],
         served: int | None = None,
-    ) -> AuditEvent:
+    ) -> PackedEvent:
+        """The packed event (``audit.packed``) of ``request`` at ``at``; a request event
+        carries the body (``data``), a response event ``status`` and ``code``."""
         route = request.route
         path = request.path
         environment: str | None = None
@@ -292,30 +304,42 @@ class AuditBroker:
         found = request.query.get("version")
         if version is None and found and found[0].isdigit() and len(found[0]) < 12:
             version = int(found[0])
-        return AuditEvent(
-            kind="request" if kind == "request" else "response",
-            time=self._now(),
-            request_id=request.request_id,
-            principal=(principal.display_name or principal.accessor) if principal else None,
-            token=principal.accessor if principal else request.token,
-            auth="token" if principal is not None or request.token else None,
-            remote=request.remote,
-            user_agent=request.user_agent,
-            operation=route,
-            path=path,
-            environment=environment,
-            category=category,
-            version=version,
-            status=status,
-            error=code,
-            emergency=principal.emergency if principal is not None else False,
-            data=request.body if kind == "request" else None,
+        if principal is not None:
+            name: str | None = principal.display_name or principal.accessor
+            token: str | None = principal.accessor
+            auth: str | None = "token"
+            emergency = principal.emergency
+        else:
+            name, token, emergency = None, request.token, False
+            auth = "token" if request.token else None
+        request_kind = kind == "request"
+        return (
+            "request" if request_kind else "response",
+            at[0],
+            at[1],
+            request.request_id,
+            name,
+            token,
+            auth,
+            request.remote,
+            request.user_agent,
+            route,
+            path,
+            environment,
+            category,
+            version,
+            status,
+            code,
+            emergency,
+            request.body if request_kind else None,
+            None,
         )
 
-    def _publish(self, event: AuditEvent) -> None:
+    def _publish(self, event: PackedEvent) -> None:
+        """Hand the response event to ``on_event`` (the monitor) as an ``AuditEvent``."""
         assert self._on_event is not None
         try:
-            self._on_event(event)
+            self._on_event(unpack_event(event))
         except Exception as exc:  # the monitor never affects a request
             _LOG.warning("audit monitor feed failed (%s)", type(exc).__name__)
 

@@ -47,6 +47,7 @@ from typing import NamedTuple, Protocol
 
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice, ChainHead
+from medsecrets.audit.packed import PackedCompletion, PackedEvent, unpack_completion, unpack_event
 from medsecrets.audit.record import (
     AuditEvent,
     Completion,
@@ -141,20 +142,23 @@ class AuditLane(Protocol):
 
     def stop(self, timeout: float = 5.0) -> None: ...
 
-    def append(
-        self, event: AuditEvent, waiter: Waiter | None = None, *, notify: bool = True
-    ) -> None: ...
+    sends_at_once: bool
+    """Whether every append is on its way to the device when it returns (else the
+    broker promises a ``wake()`` after an event-loop iteration's appends)."""
 
-    def append_exchange(
+    def append_packed(
         self,
-        request: AuditEvent,
-        completion: Completion,
+        event: PackedEvent,
+        completion: PackedCompletion | None = None,
         waiter: Waiter | None = None,
         *,
         notify: bool = True,
     ) -> None:
-        """Queue ``request`` and its response (``request.responded(completion)``), adjacent
-        in the chain and written in one batch; ``waiter`` answers for both records."""
+        """Queue ``event`` (``audit.packed``); with ``completion``, the request event and
+        its response (``packed.responded(event, completion)``), adjacent in the chain and
+        written in one batch. ``waiter`` is answered once they are durable (or not);
+        ``notify=False``: the caller will ``wake()`` the lane soon. Keeps nothing of an
+        append that raises."""
         ...
 
     def wake(self) -> None: ...
@@ -169,6 +173,8 @@ class AuditLane(Protocol):
 
 class Lane:
     """One device's writer (see module docstring). Thread-safe."""
+
+    sends_at_once = False  # an event loop's appends wait for the broker's ``wake()``
 
     def __init__(
         self,
@@ -305,6 +311,22 @@ class Lane:
         """``append`` both records of a request (see ``AuditLane.append_exchange``): both
         are rendered under one hold of the lock, so one batch takes both."""
         self._enqueue(request, completion, waiter, notify)
+
+    def append_packed(
+        self,
+        event: PackedEvent,
+        completion: PackedCompletion | None = None,
+        waiter: Waiter | None = None,
+        *,
+        notify: bool = True,
+    ) -> None:
+        """``append`` (or ``append_exchange``) of a packed event (``AuditLane``)."""
+        if completion is None:
+            self.append(unpack_event(event), waiter, notify=notify)
+        else:
+            self.append_exchange(
+                unpack_event(event), unpack_completion(completion), waiter, notify=notify
+            )
 
     def _enqueue(
         self,

@@ -78,15 +78,17 @@ from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.crypt import RecordCipher, deferred_cipher
 from medsecrets.audit.device import ChainHead
 from medsecrets.audit.file import FileAuditDevice
-from medsecrets.audit.priority import STARVED_AFTER, Starvation, is_idle, make_idle, make_normal
-from medsecrets.audit.record import AuditEvent, Completion, refused
-from medsecrets.audit.sidecar import (
+from medsecrets.audit.packed import (
     Item,
-    LaneConfig,
+    PackedCompletion,
+    PackedEvent,
     pack_completion,
     pack_event,
     unpack_completion,
 )
+from medsecrets.audit.priority import STARVED_AFTER, Starvation, is_idle, make_idle, make_normal
+from medsecrets.audit.record import AuditEvent, Completion, refused
+from medsecrets.audit.sidecar import LaneConfig
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.errors import ConfigError
 
@@ -147,28 +149,25 @@ class _Broken(Exception):
     """A message from the audit process that the protocol does not allow."""
 
 
-_STATS_TYPES: Final[tuple[type | tuple[type, ...], ...]] = (
-    bool,
-    bool,
-    int,
-    int,
-    int,
-    int,
-    (str, type(None)),
-    int,
-    int,
-)
-
-
 def _stats_of(value: object) -> _Stats:
-    """The ``stats`` of an ``acks`` message (``_Broken`` if malformed)."""
-    if (
-        type(value) is not tuple
-        or len(value) != len(_STATS_TYPES)
-        or not all(isinstance(item, kind) for item, kind in zip(value, _STATS_TYPES, strict=True))
+    """The ``stats`` of an ``acks`` message (``_Broken`` if malformed): two bools, four
+    counts, an error text or ``None``, two counts (``_Stats``; checked field by field,
+    once a batch on the event loop)."""
+    if not (
+        type(value) is tuple
+        and len(value) == len(_Stats._fields)
+        and isinstance(value[0], bool)
+        and isinstance(value[1], bool)
+        and isinstance(value[2], int)
+        and isinstance(value[3], int)
+        and isinstance(value[4], int)
+        and isinstance(value[5], int)
+        and (value[6] is None or isinstance(value[6], str))
+        and isinstance(value[7], int)
+        and isinstance(value[8], int)
     ):
         raise _Broken("malformed stats in an acks message")
-    return _Stats(*value)
+    return _Stats._make(value)
 
 
 _PIPE_SIZE = 1 << 20
@@ -184,6 +183,8 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 class RemoteLane:
     """See module docstring. Thread-safe."""
+
+    sends_at_once = True  # every append is written to the pipe before it returns
 
     def __init__(
         self,
@@ -224,6 +225,7 @@ class RemoteLane:
         self._starvation: Starvation | None = None  # watches the process while it is idle
         self._lock = threading.Lock()
         self._items: list[Item] = []
+        self._queued = 0  # the records ``_items`` hold (an exchange holds two)
         self._number = 0  # the last event number given
         self._first = 1  # the number of the first queued event
         self._waiting: dict[int, tuple[Waiter, float]] = {}  # in number order
@@ -307,7 +309,7 @@ class RemoteLane:
     def pending(self) -> int:
         """Records queued here or in the audit process and not yet written."""
         with self._lock:
-            return _records(self._items) + self._stats.pending
+            return self._queued + self._stats.pending
 
     @property
     def head(self) -> ChainHead:
@@ -492,24 +494,40 @@ class RemoteLane:
         *,
         notify: bool = True,
     ) -> None:
-        """``append`` a request and its response as one item (``AuditLane.append_exchange``:
-        the audit process writes both records in one batch and answers once)."""
+        """``append`` a request and its response as one item (the audit process writes
+        both records in one batch and answers once)."""
         item = (waiter is not None, pack_event(request), pack_completion(completion))
         self._enqueue(item, waiter)
 
+    def append_packed(
+        self,
+        event: PackedEvent,
+        completion: PackedCompletion | None = None,
+        waiter: Waiter | None = None,
+        *,
+        notify: bool = True,
+    ) -> None:
+        """``append`` or ``append_exchange`` of an event already packed
+        (``AuditLane.append_packed``): the broker's way, with no objects to pack."""
+        self._enqueue((waiter is not None, event, completion), waiter)
+
     def _enqueue(self, item: Item, waiter: Waiter | None) -> None:
-        """Queue ``item`` and send what is queued.
+        """Queue ``item`` and send what is queued, under one hold of the lock.
 
         Sent at once rather than at the broker's once-per-iteration ``wake``: the
         audit process batches what arrives while it writes, and a record that waited
         for the end of the loop iteration (every other request the loop ran in it)
         waited ~0.4 ms for nothing (measured, ``docs/benchmarks.md``, session 8).
         """
-        refuse = False
+        material, trouble = self._key_state()
+        failed: list[Waiter] = []
+        overflow = False
         with self._lock:
+            process = self._process
             if self._down or self._stopping:
                 self._dropped += 1 if item[2] is None else 2
-                refuse = True
+                if waiter is not None:
+                    failed.append(waiter)
             else:
                 refuse = waiter is not None and self._hung_since is not None
                 if refuse and item[2] is not None:  # the read is refused: say so
@@ -518,11 +536,18 @@ class RemoteLane:
                     self._first = self._number + 1
                 self._number += 1
                 self._items.append(item)
-                if waiter is not None and not refuse:
-                    self._waiting[self._number] = (waiter, time.monotonic())
-        if refuse and waiter is not None:
-            answer_all([waiter], ok=False)
-        self._flush()
+                self._queued += 1 if item[2] is None else 2
+                if waiter is not None:
+                    if refuse:
+                        failed.append(waiter)
+                    else:
+                        self._waiting[self._number] = (waiter, time.monotonic())
+                if process is not None:
+                    overflow = self._send(process, material, trouble, failed)
+        if failed:
+            answer_all(failed, ok=False)
+        if overflow and process is not None:
+            self._lose(process, "backlog-full")
 
     def wake(self) -> None:
         """Send what is queued."""
@@ -556,6 +581,7 @@ class RemoteLane:
         return material, False
 
     def _flush(self, *, stopping: bool = False) -> None:
+        """Send what is queued (``stopping``: and refuse whatever is appended from now)."""
         material, trouble = self._key_state()
         failed: list[Waiter] = []
         with self._lock:
@@ -564,40 +590,71 @@ class RemoteLane:
             process = self._process
             if not self._items or process is None or self._down:
                 return
-            items, self._items = self._items, []
-            first = self._first
-            frames: list[bytes] = []
-            if trouble and self.config.cipher_deferred and not self._cipher_sent:
-                # Unsealed, but the deferred key cannot be had: the audit process would
-                # write these plain. They fail, as an in-process device's write does.
-                _log.error("audit device %s: its encryption key cannot be read", self.name)
-                self.last_error = "keys-unavailable"
-                self._refusals += 1
-                self._refusing = self._framed
-                self._refuse_unframed(items, first, failed)
-            else:
-                if material is not self._sent:
-                    frames.append(encode(("keys", *material) if material else ("forget",)))
-                    self._sent = material
-                    # the audit process keeps a deferred cipher once sent (seals included)
-                    self._cipher_sent |= _carries_cipher(material)
-                try:
-                    frames.append(encode(("events", first, items)))
-                    self._framed += _records(items)
-                    self._last_framed = first + len(items) - 1
-                except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
-                    _log.error("audit device %s: %s", self.name, exc)
-                    self._refuse_unframed(items, first, failed)
-            self._backlog += b"".join(frames)
-            overflow = self._drain()
-        answer_all(failed, ok=False)
+            overflow = self._send(process, material, trouble, failed)
+        if failed:
+            answer_all(failed, ok=False)
         if overflow:
             self._lose(process, "backlog-full")
 
-    def _refuse_unframed(self, items: list[Item], first: int, failed: list[Waiter]) -> None:
-        """Drop ``items`` (numbered from ``first``) unsent, their waiters into ``failed``
-        (lock held)."""
-        self._dropped += _records(items)
+    def _send(
+        self,
+        process: subprocess.Popen[bytes],
+        material: tuple[bytes, bytes, bytes | str | None] | None,
+        trouble: bool,
+        failed: list[Waiter],
+    ) -> bool:
+        """Frame the queued items (after new key material, if it changed) and write as
+        much as the pipe takes (lock held, ``process`` current and up). Waiters of items
+        refused here go into ``failed``. Whether the backlog is now over ``max_backlog``
+        (the caller then treats the process as dead)."""
+        items, self._items = self._items, []
+        records, self._queued = self._queued, 0
+        first = self._first
+        if trouble and self.config.cipher_deferred and not self._cipher_sent:
+            # Unsealed, but the deferred key cannot be had: the audit process would
+            # write these plain. They fail, as an in-process device's write does.
+            _log.error("audit device %s: its encryption key cannot be read", self.name)
+            self.last_error = "keys-unavailable"
+            self._refusals += 1
+            self._refusing = self._framed
+            self._refuse_unframed(items, first, records, failed)
+            return self._drain()
+        frame = b""
+        if material is not self._sent:
+            frame = encode(("keys", *material) if material else ("forget",))
+            self._sent = material
+            # the audit process keeps a deferred cipher once sent (seals included)
+            self._cipher_sent |= _carries_cipher(material)
+        try:
+            frame += encode(("events", first, items))
+        except FrameError as exc:  # over the frame limit (huge bodies): refused, not cut
+            _log.error("audit device %s: %s", self.name, exc)
+            self._refuse_unframed(items, first, records, failed)
+        else:
+            self._framed += records
+            self._last_framed = first + len(items) - 1
+        if self._backlog:  # behind what the pipe did not take yet
+            self._backlog += frame
+            return self._drain()
+        stdin = process.stdin
+        if not frame or stdin is None:
+            return False
+        try:
+            written = os.write(stdin.fileno(), frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the process is gone: its reader finds out
+            return False
+        if written < len(frame):
+            self._backlog += frame[written:]
+        return len(self._backlog) > self._max_backlog
+
+    def _refuse_unframed(
+        self, items: list[Item], first: int, records: int, failed: list[Waiter]
+    ) -> None:
+        """Drop ``items`` (numbered from ``first``, holding ``records`` records) unsent,
+        their waiters into ``failed`` (lock held)."""
+        self._dropped += records
         for number in range(first, first + len(items)):
             found = self._waiting.pop(number, None)
             if found is not None:
@@ -776,13 +833,14 @@ class RemoteLane:
             self.last_error = reason
             # Queued here, dropped by it, and framed for it but never done with: all lost.
             in_flight = max(0, self._framed - self._stats.taken)
-            self._dropped += _records(self._items) + self._stats.dropped + in_flight
+            self._dropped += self._queued + self._stats.dropped + in_flight
             before, gone = self._before, self._stats
             self._before = before._replace(
                 records=before.records + gone.records, failures=before.failures + gone.failures
             )
             self._stats = _Stats(seq=gone.seq)  # its counts are now in ours
             self._items.clear()
+            self._queued = 0
             self._backlog.clear()
             self._sent = _UNKNOWN
             self._cipher_sent = False
@@ -926,11 +984,6 @@ def child_env(environ: Mapping[str, str]) -> dict[str, str]:
     server's own settings (``MEDSECRETS_*`` may hold a DSN's password) reaches it: its
     settings come over the pipe."""
     return {name: environ[name] for name in _KEPT_ENV if name in environ}
-
-
-def _records(items: list[Item]) -> int:
-    """How many records ``items`` hold (an exchange holds two)."""
-    return sum(1 if item[2] is None else 2 for item in items)
 
 
 def _close_pipes(process: subprocess.Popen[bytes]) -> None:

@@ -19,9 +19,9 @@ Messages from the server:
   signing key (raw Ed25519 private bytes), sent whenever the barrier is
   unsealed; ``("forget",)`` when it seals (records then carry no HMACs);
 - ``("events", first, items)``: items numbered ``first``, ``first + 1``, …; an
-  item is ``(wait, packed event, packed completion or None)`` (``pack_event``,
-  ``pack_completion``): with a completion, the request event and its response
-  (``Lane.append_exchange``: two records, one answer);
+  item is ``(wait, packed event, packed completion or None)`` (``audit.packed``): with
+  a completion, the request event and its response (``Lane.append_exchange``: two
+  records, one answer);
 - end of input: write what is queued, close the device, exit 0.
 
 Messages to the server: ``("refused", numbers)`` for items the lane refused at
@@ -37,7 +37,6 @@ if the process dies.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import select
@@ -51,7 +50,8 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.lane import DeviceKeys, Lane, Written
-from medsecrets.audit.record import AuditEvent, Completion, Kind, Salter
+from medsecrets.audit.packed import Item
+from medsecrets.audit.record import AuditEvent, Salter
 from medsecrets.audit.waiter import Waiter
 from medsecrets.fdio import write_all
 from medsecrets.logs import log_json
@@ -61,51 +61,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROTOCOL",
-    "Item",
     "LaneConfig",
-    "PackedCompletion",
-    "PackedEvent",
     "ProtocolMismatch",
     "main",
-    "pack_completion",
-    "pack_event",
     "run",
-    "unpack_completion",
-    "unpack_event",
 ]
 
 _log = logging.getLogger("medsecrets.audit")
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-PackedEvent = tuple[
-    str,  # kind
-    int,  # time: POSIX seconds
-    int,  # time: microseconds
-    str,  # request_id
-    str | None,  # principal
-    str | None,  # token
-    str | None,  # auth
-    str,  # remote
-    str,  # user_agent
-    str,  # operation
-    str,  # path
-    str | None,  # environment
-    str | None,  # category
-    int | None,  # version
-    int | None,  # status
-    str | None,  # error
-    bool,  # emergency
-    object,  # data
-    "dict[str, object] | None",  # extra
-]
-"""An ``AuditEvent`` as builtin values (``pack_event``)."""
-
-PackedCompletion = tuple[int, int, int, str | None, int | None]
-"""A ``Completion`` as builtin values: POSIX seconds, microseconds, status, error, version."""
-
-Item = tuple[bool, PackedEvent, PackedCompletion | None]
-"""One item of an ``events`` message: ``(wait, event, completion)`` (see module docstring)."""
 
 
 class Watcher(Protocol):
@@ -130,99 +92,6 @@ after its answers went out, and may ``send`` messages of its own to the server (
 first item neither ``acks`` nor ``refused``); ``salter()`` is the device's ``Salter``
 (``None`` while sealed), for keys of its own (``Salter.derive``); ``watcher.close()`` is
 called once the lane has stopped."""
-
-
-def pack_event(event: AuditEvent) -> PackedEvent:
-    """``event`` as a tuple of builtin values (its time to the microsecond)."""
-    time = event.time
-    return (
-        event.kind,
-        int(time.timestamp()),
-        time.microsecond,
-        event.request_id,
-        event.principal,
-        event.token,
-        event.auth,
-        event.remote,
-        event.user_agent,
-        event.operation,
-        event.path,
-        event.environment,
-        event.category,
-        event.version,
-        event.status,
-        event.error,
-        event.emergency,
-        event.data,
-        dict(event.extra) if event.extra is not None else None,
-    )
-
-
-def pack_completion(completion: Completion) -> PackedCompletion:
-    """``completion`` as a tuple of builtin values (its time to the microsecond)."""
-    time = completion.time
-    return (
-        int(time.timestamp()),
-        time.microsecond,
-        completion.status,
-        completion.error,
-        completion.version,
-    )
-
-
-def _time(seconds: int, micro: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(seconds=seconds, microseconds=micro)
-
-
-def unpack_event(packed: PackedEvent) -> AuditEvent:
-    """The ``AuditEvent`` of ``pack_event(event)`` (equal to ``event``)."""
-    (
-        kind,
-        seconds,
-        micro,
-        request_id,
-        principal,
-        token,
-        auth,
-        remote,
-        user_agent,
-        operation,
-        path,
-        environment,
-        category,
-        version,
-        status,
-        error,
-        emergency,
-        data,
-        extra,
-    ) = packed
-    return AuditEvent(
-        kind=cast(Kind, kind),
-        time=_time(seconds, micro),
-        request_id=request_id,
-        principal=principal,
-        token=token,
-        auth=auth,
-        remote=remote,
-        user_agent=user_agent,
-        operation=operation,
-        path=path,
-        environment=environment,
-        category=category,
-        version=version,
-        status=status,
-        error=error,
-        emergency=emergency,
-        data=data,
-        extra=extra,
-    )
-
-
-def unpack_completion(packed: PackedCompletion) -> Completion:
-    """The ``Completion`` of ``pack_completion(completion)``."""
-    seconds, micro, status, error, version = packed
-    return Completion(_time(seconds, micro), status, error, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,11 +358,7 @@ def _handle(message: Message, lane: Lane, keys: _Keys, refused: list[int]) -> No
         number = cast(int, first)
         for wait, packed, done in cast("list[Item]", items):
             waiter = _Ack(number) if wait else None
-            event = unpack_event(packed)
-            if done is None:
-                lane.append(event, waiter, notify=False)
-            else:
-                lane.append_exchange(event, unpack_completion(done), waiter, notify=False)
+            lane.append_packed(packed, done, waiter, notify=False)
             if waiter is not None and waiter.result is False:
                 refused.append(number)
             number += 1

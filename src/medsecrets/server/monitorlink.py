@@ -51,7 +51,7 @@ from typing import Final, NamedTuple
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.record import AuditEvent
-from medsecrets.audit.sidecar import pack_event
+from medsecrets.audit.packed import pack_event
 
 __all__ = ["LINK_ENV", "LinkAddress", "MonitorLink", "link_from_env"]
 

@@ -80,7 +80,8 @@ from typing import IO, Final, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.record import AuditEvent, Salter
-from medsecrets.audit.sidecar import PackedEvent, Watcher, unpack_event
+from medsecrets.audit.packed import PackedEvent, unpack_event
+from medsecrets.audit.sidecar import Watcher
 from medsecrets.logs import log_json
 from medsecrets.server.auditprocess import observer
 from medsecrets.server.monitorlink import COOKIE_BYTES, LinkAddress
