@@ -701,3 +701,27 @@ def test_a_list_is_recorded_with_its_scope(started: list[AuditBroker]) -> None:
         ("", "staging", "database"),
         ("x" * 512, None, None),
     ]
+
+
+def test_the_monitor_sees_each_response_as_an_audit_event(started: list[AuditBroker]) -> None:
+    """``on_event`` gets the response event (rebuilt from the packed exchange for a read):
+    the request's facts, the response's status and the version served, no body."""
+    seen: list[AuditEvent] = []
+    when = dt.datetime(2026, 12, 6, 18, 40, 2, 123_456, tzinfo=dt.UTC)
+    broker = make(started, lane(ScriptedDevice()), on_event=seen.append, now=lambda: when)
+    request = read(request_id="r-read")
+    broker.on_request(request, None)
+    ticket = broker.on_response(request, None, 200, None, 4)
+    assert ticket is not None
+    ticket.wait()
+    put = read(method="PUT", route="secrets.write", request_id="r-put", body={"a": "b"})
+    waited = broker.on_request(put, None)
+    assert waited is not None
+    waited.wait()
+    broker.on_response(put, None, 400, "invalid_request")
+    assert [(e.kind, e.request_id, e.status, e.error, e.version) for e in seen] == [
+        ("response", "r-read", 200, None, 4),
+        ("response", "r-put", 400, "invalid_request", None),
+    ]
+    assert all(e.time == when and e.data is None for e in seen)
+    assert seen[0].environment == "production" and seen[0].token == "tok-secret-value"
