@@ -49,21 +49,21 @@ class Waiter:
     def __repr__(self) -> str:
         return f"Waiter(result={self.result})"
 
-    def _answer(self, ok: bool) -> asyncio.Future[None] | None:
-        """Record one lane's answer; the future to resolve if the result is now known."""
-        with _LOCK:
-            if self.result is not None:
+    def _settle(self, ok: bool) -> asyncio.Future[None] | None:
+        """Record one lane's answer (``_LOCK`` held); the future to resolve if the result
+        is now known."""
+        if self.result is not None:
+            return None
+        if ok:
+            self.result = True
+        else:
+            self._remaining -= 1
+            if self._remaining > 0:
                 return None
-            if ok:
-                self.result = True
-            else:
-                self._remaining -= 1
-                if self._remaining > 0:
-                    return None
-                self.result = False
-            if self._event is not None:
-                self._event.set()
-            return self._future
+            self.result = False
+        if self._event is not None:
+            self._event.set()
+        return self._future
 
     def wait(self) -> None:
         """Block until answered (a backstop of ``timeout`` s: then ``AuditFailure``)."""
@@ -101,18 +101,25 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
 
 
 def answer_all(waiters: Iterable[Waiter], *, ok: bool) -> None:
-    """Answer every waiter for one lane; wake each other event loop involved once (the
-    running one's futures are resolved at once)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for waiter in waiters:
-        future = waiter._answer(ok)
-        if future is not None:
-            by_loop.setdefault(future.get_loop(), []).append(future)
-    if not by_loop:
+    """Answer every waiter for one lane (under one hold of the lock); wake each other
+    event loop involved once (the running one's futures are resolved at once)."""
+    futures: list[asyncio.Future[None]] = []
+    with _LOCK:
+        for waiter in waiters:
+            future = waiter._settle(ok)
+            if future is not None:
+                futures.append(future)
+    if not futures:
         return
     running = running_loop_or_none()
-    for loop, futures in by_loop.items():
-        if loop is running:
-            _resolve(futures)  # answered on the waiters' own loop: no hand-off
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(_resolve, futures)
+    others: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for future in futures:
+        loop = future.get_loop()
+        if loop is running:  # answered on the waiters' own loop: no hand-off
+            if not future.done():
+                future.set_result(None)
+        else:
+            others.setdefault(loop, []).append(future)
+    for loop, found in others.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_resolve, found)
