@@ -15,7 +15,10 @@
   share during the audited runs (a microsecond on the loop's thread is worth about twice one
   in the audit process: ``docs/benchmarks.md``, session 21).
 
-All load is wrk on 127.0.0.1 (``make bench`` installs it with apt when missing).
+All load is wrk on 127.0.0.1 (``make bench`` installs it with apt when missing). The read
+runs come in ``READ_ROUNDS`` rounds, each running our read and every ceiling once, back to
+back; a ratio to a ceiling is the median of its per-round ratios (on a machine whose speed
+drifts, the median of each side alone may pair a slow run with a fast one).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from medsecrets.testing.serverproc import ServerProcess, free_port
 SECRETS = 10_000
 CONNECTIONS = 32
 READ_PATH = "medessence/bench/auth/svc-00042"
+READ_ROUNDS = 5
+"""Rounds of the read runs: in each, our read and every ceiling run once, back to back."""
 
 _BARE_SERVER = r"""
 import asyncio, sys
@@ -325,6 +330,13 @@ def _median(name: str, values: list[float], unit: str) -> Figure:
     return Figure(name, statistics.median(values), unit, tuple(values))
 
 
+def _per_round(name: str, tops: list[WrkResult], bottoms: list[WrkResult]) -> Figure:
+    """The median of the per-round ratios ``tops[i] / bottoms[i]`` in per cent (each pair
+    measured back to back in one round, so a machine whose speed drifts moves both)."""
+    ratios = [100 * top.rps / bottom.rps for top, bottom in zip(tops, bottoms, strict=True)]
+    return _median(name, ratios, "%")
+
+
 def figures(quick: bool = False) -> list[Figure]:
     """Measure and return the figures."""
     from medsecrets.catalog.loader import default_catalog
@@ -361,7 +373,7 @@ def figures(quick: bool = False) -> list[Figure]:
                 ) as floor_url,
                 _moto() as moto_url,
             ):
-                for _ in range(3):
+                for _ in range(READ_ROUNDS):
                     ours.append(
                         measured_wrk(server.pid, shares, read_url, seconds=seconds, token=token)
                     )
@@ -424,7 +436,7 @@ def figures(quick: bool = False) -> list[Figure]:
         read,
         _median("secret read p99 latency, audit on", [r.p99_ms for r in ours], "ms"),
         ceiling,
-        Figure("secret read (audit on) / bare Starlette", 100 * read.value / ceiling.value, "%"),
+        _per_round("secret read (audit on) / bare Starlette", ours, bare),
         read_off,
         _median("secret read p99 latency, audit off", [r.p99_ms for r in unaudited], "ms"),
         Figure(
@@ -440,10 +452,8 @@ def figures(quick: bool = False) -> list[Figure]:
             "%",
         ),
         floor_fig,
-        Figure("durable-audit floor / bare Starlette", 100 * floor_fig.value / ceiling.value, "%"),
-        Figure(
-            "secret read (audit on) / durable-audit floor", 100 * read.value / floor_fig.value, "%"
-        ),
+        _per_round("durable-audit floor / bare Starlette", floor, bare),
+        _per_round("secret read (audit on) / durable-audit floor", ours, floor),
         moto_fig,
         Figure("secret read / moto GetSecretValue", read.value / moto_fig.value, "x"),
         write,
