@@ -22,14 +22,14 @@ import pytest
 from medsecrets.audit.channel import MAX_FRAME, FrameError, FrameReader, encode
 from medsecrets.audit.checkpoint import CheckpointSigner
 from medsecrets.audit.device import ChainHead
-from medsecrets.audit.record import AuditEvent, Completion, Salter
-from medsecrets.audit.remote import RemoteLane
 from medsecrets.audit.packed import (
     pack_completion,
     pack_event,
     unpack_completion,
     unpack_event,
 )
+from medsecrets.audit.record import AuditEvent, Completion, Salter
+from medsecrets.audit.remote import RemoteLane
 from medsecrets.audit.sidecar import LaneConfig
 from medsecrets.audit.verify import verify_files
 from medsecrets.audit.waiter import Waiter

@@ -1,8 +1,10 @@
 """``AuditBroker``: the core's audit hook over the configured devices.
 
-For each request the broker builds an ``AuditEvent`` (no value in clear: the
-token accessor and the request body are HMAC'd when rendered) and appends it to
-every lane (one per device, see ``audit.lane``). What it returns to the core:
+For each request the broker builds its events as tuples of builtin values
+(``audit.packed``: an ``AuditEvent``'s fields, without building one on the request's
+path; no value in clear: the token accessor and the request body are HMAC'd when
+rendered) and appends them to every lane (one per device, see ``audit.lane``). What
+it returns to the core:
 
 - ``on_request``: for a state-changing request (not GET) a ticket the core
   waits on *before the request runs*; for a GET none: its event is held and
@@ -30,8 +32,8 @@ a leaked token by the token itself.
 
 With no device at all the broker refuses every request except the health and
 seal-status probes (``AuditFailure``): no audit, no secret. Response events
-also go to ``on_event`` (the anomaly monitor) as they are (``AuditEvent``:
-the monitor reads neither ``token`` nor ``data``); that call must not block.
+also go to ``on_event`` (the anomaly monitor), as ``AuditEvent`` objects built for
+it only (the monitor reads neither ``token`` nor ``data``); that call must not block.
 """
 
 from __future__ import annotations

@@ -633,11 +633,11 @@ class RemoteLane:
         else:
             self._framed += records
             self._last_framed = first + len(items) - 1
-        if self._backlog:  # behind what the pipe did not take yet
+        stdin = process.stdin
+        if self._backlog or stdin is None:  # behind what the pipe did not take yet
             self._backlog += frame
             return self._drain()
-        stdin = process.stdin
-        if not frame or stdin is None:
+        if not frame:
             return False
         try:
             written = os.write(stdin.fileno(), frame)

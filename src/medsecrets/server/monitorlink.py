@@ -50,8 +50,8 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
-from medsecrets.audit.record import AuditEvent
 from medsecrets.audit.packed import pack_event
+from medsecrets.audit.record import AuditEvent
 
 __all__ = ["LINK_ENV", "LinkAddress", "MonitorLink", "link_from_env"]
 

@@ -79,8 +79,8 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Final, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
-from medsecrets.audit.record import AuditEvent, Salter
 from medsecrets.audit.packed import PackedEvent, unpack_event
+from medsecrets.audit.record import AuditEvent, Salter
 from medsecrets.audit.sidecar import Watcher
 from medsecrets.logs import log_json
 from medsecrets.server.auditprocess import observer
