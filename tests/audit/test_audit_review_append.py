@@ -11,7 +11,8 @@ import pytest
 from medsecrets.audit.broker import AuditBroker
 from medsecrets.audit.file import FileAuditDevice
 from medsecrets.audit.lane import DeviceKeys, Lane
-from medsecrets.audit.record import AuditEvent, Completion, Salter
+from medsecrets.audit.packed import PackedCompletion, PackedEvent
+from medsecrets.audit.record import Salter
 from medsecrets.audit.waiter import Waiter
 from medsecrets.core.request import Request
 from medsecrets.errors import AuditFailure
@@ -25,24 +26,17 @@ class RaisingLane(Lane):
 
     broken = True
 
-    def append(
-        self, event: AuditEvent, waiter: Waiter | None = None, *, notify: bool = True
-    ) -> None:
-        if self.broken:
-            raise RuntimeError("queueing failed")
-        super().append(event, waiter, notify=notify)
-
-    def append_exchange(
+    def append_packed(
         self,
-        request: AuditEvent,
-        completion: Completion,
+        event: PackedEvent,
+        completion: PackedCompletion | None = None,
         waiter: Waiter | None = None,
         *,
         notify: bool = True,
     ) -> None:
         if self.broken:
             raise RuntimeError("queueing failed")
-        super().append_exchange(request, completion, waiter, notify=notify)
+        super().append_packed(event, completion, waiter, notify=notify)
 
 
 def _lane(tmp_path: Path, name: str, *, raising: bool, required: bool = True) -> Lane:

@@ -4,7 +4,8 @@ The lane renders every exchange (a request and its response) with ``render_excha
 which renders their shared fields once; ``audit verify`` and every reader rely on the
 layout ``render_line`` defines, so the two must never differ: random events (odd text,
 ``None``s, bodies, served versions, sealed), compared with ``render_line`` of the request
-and of ``request.responded(completion)``, lines and hashes.
+and of ``request.responded(completion)``, lines and hashes. The audit process renders the
+packed tuples instead (``packed.render_exchange``): the same bytes again.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medsecrets.audit import packed
+from medsecrets.audit.packed import pack_completion, pack_event, stamp_of, unpack_completion
 from medsecrets.audit.record import (
     GENESIS,
     LARGE_DATA,
     AuditEvent,
     Completion,
     Salter,
+    format_stamp,
+    format_time,
+    refused,
     render_exchange,
     render_line,
 )
@@ -126,3 +132,36 @@ def test_a_large_body_and_a_served_version_render_alike() -> None:
     assert LARGE_DATA.encode() in found[0]
     assert b'"version":4' in found[2] and b'"version":3' in found[0]
     assert b"ms.secret-token" not in found[0] + found[2]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    request=_requests(),
+    completion=_completions,
+    seq=st.integers(min_value=1, max_value=2**62),
+    sealed=st.booleans(),
+)
+def test_a_packed_exchange_renders_as_the_objects_do(
+    request: AuditEvent, completion: Completion, seq: int, sealed: bool
+) -> None:
+    """The audit process renders from the tuples (``packed.render_exchange``): the same
+    bytes and hashes as ``render_exchange`` of the objects, a refused answer too."""
+    salter = None if sealed else _SALTER
+    found = packed.render_exchange(
+        pack_event(request),
+        pack_completion(completion),
+        seq=seq,
+        prev=GENESIS,
+        node="node-1",
+        device="file",
+        salter=salter,
+    )
+    assert found == _two_lines(request, completion, seq, salter)
+    refusal = packed.refused(pack_completion(completion))
+    assert refusal == pack_completion(refused(completion))
+
+
+@given(when=_times)
+def test_a_stamp_formats_as_its_time(when: dt.datetime) -> None:
+    assert format_stamp(*stamp_of(when)) == format_time(when)
+    assert unpack_completion(pack_completion(Completion(when, 200, None, None))).time == when

@@ -45,17 +45,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from medsecrets.audit import packed
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.device import AuditDevice, ChainHead
-from medsecrets.audit.packed import PackedCompletion, PackedEvent, unpack_completion, unpack_event
-from medsecrets.audit.record import (
-    AuditEvent,
-    Completion,
-    Salter,
-    refused,
-    render_exchange,
-    render_line,
+from medsecrets.audit.packed import (
+    PackedCompletion,
+    PackedEvent,
+    pack_completion,
+    pack_event,
+    responded,
+    unpack_event,
 )
+from medsecrets.audit.record import AuditEvent, Completion, Salter, render_line
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.errors import AuditFailure
 
@@ -80,9 +81,10 @@ class DeviceKeys:
 
 
 class _Item(NamedTuple):
-    """One queued record: the event (kept to re-render after a failure) and its line."""
+    """One queued record: its event, packed (kept to re-render after a failure and for the
+    ``Written`` hook), and its line."""
 
-    event: AuditEvent
+    event: PackedEvent
     line: bytes
     seq: int
     digest: str
@@ -91,10 +93,10 @@ class _Item(NamedTuple):
 KeySource = Callable[[str], DeviceKeys | None]
 """Device name → its keys, or ``None`` while sealed (records then omit sensitive data)."""
 
-Written = Callable[[list[AuditEvent], list[Waiter], bool], None]
+Written = Callable[[list[PackedEvent], list[Waiter], bool], None]
 """``(events, waiters, ok)``: a ``Lane``'s hook, called on the writer thread after each
-batch, once its ``waiters`` were answered: ``ok`` when the batch (``events``, checkpoints
-included, in chain order) is durable; when it failed, those records are lost (counted in
+batch, once its ``waiters`` were answered: ``ok`` when the batch (``events``, packed,
+checkpoints included, in chain order) is durable; when it failed, those records are lost (counted in
 ``dropped``) and what was queued behind them is chained again on the durable head."""
 
 
@@ -298,7 +300,7 @@ class Lane:
         never got (an exchange's response whose checkpoint failed said 200 for a read
         refused 503) or lacks its other half.
         """
-        self._enqueue(event, None, waiter, notify)
+        self._enqueue(pack_event(event), None, waiter, notify, event)
 
     def append_exchange(
         self,
@@ -310,7 +312,7 @@ class Lane:
     ) -> None:
         """``append`` both records of a request (see ``AuditLane.append_exchange``): both
         are rendered under one hold of the lock, so one batch takes both."""
-        self._enqueue(request, completion, waiter, notify)
+        self._enqueue(pack_event(request), pack_completion(completion), waiter, notify)
 
     def append_packed(
         self,
@@ -320,21 +322,20 @@ class Lane:
         *,
         notify: bool = True,
     ) -> None:
-        """``append`` (or ``append_exchange``) of a packed event (``AuditLane``)."""
-        if completion is None:
-            self.append(unpack_event(event), waiter, notify=notify)
-        else:
-            self.append_exchange(
-                unpack_event(event), unpack_completion(completion), waiter, notify=notify
-            )
+        """``append`` (or ``append_exchange``) of a packed event (``AuditLane``): an
+        exchange is rendered from the tuples (``packed.render_exchange``)."""
+        self._enqueue(event, completion, waiter, notify)
 
     def _enqueue(
         self,
-        event: AuditEvent,
-        completion: Completion | None,
+        event: PackedEvent,
+        completion: PackedCompletion | None,
         waiter: Waiter | None,
         notify: bool,
+        unpacked: AuditEvent | None = None,
     ) -> None:
+        """Render and queue ``event`` (with ``completion``: its exchange); ``unpacked`` is
+        ``event`` as the caller had it, if it had an ``AuditEvent``."""
         refuse = full = False
         with self._lock:
             if self._stopping or len(self._queue) >= self._max_pending:
@@ -346,11 +347,11 @@ class Lane:
                 queued = len(self._queue)
                 refuse = waiter is not None and self._hung
                 if completion is not None and refuse:  # the read is refused: say so
-                    completion = refused(completion)
+                    completion = packed.refused(completion)
                 tail, since = self._tail, self._since_checkpoint
                 try:
                     if completion is None:
-                        self._render(event)
+                        self._render(event, unpacked)
                     else:
                         self._render_exchange(event, completion)
                 except BaseException:  # (a bug) none of it stays queued: see ``append``
@@ -414,21 +415,25 @@ class Lane:
         answer_all(waiters, ok=False)
 
     # -- rendering (under the lock) ----------------------------------------------------
-    def _render(self, event: AuditEvent) -> None:
-        """Chain ``event`` after the tail, then a checkpoint when one is due; queue the
-        lines."""
+    def _render(self, event: PackedEvent, unpacked: AuditEvent | None = None) -> None:
+        """Chain ``event`` (``unpacked``: as an ``AuditEvent``, if at hand) after the tail,
+        then a checkpoint when one is due; queue the lines."""
         keys = self._safe_keys()
-        self._push(event, keys.salter if keys is not None else None)
+        self._push(
+            event,
+            unpacked if unpacked is not None else unpack_event(event),
+            keys.salter if keys is not None else None,
+        )
         self._since_checkpoint += 1
         self._checkpoint_if_due(keys)
 
-    def _render_exchange(self, request: AuditEvent, completion: Completion) -> None:
-        """Chain ``request`` and its response (``render_exchange``: both rendered at once),
-        then a checkpoint when one is due: the two records stay adjacent."""
+    def _render_exchange(self, request: PackedEvent, completion: PackedCompletion) -> None:
+        """Chain ``request`` and its response (``packed.render_exchange``: both rendered at
+        once), then a checkpoint when one is due: the two records stay adjacent."""
         keys = self._safe_keys()
         tail = self._tail
         seq = tail.seq + 1
-        first, first_hash, second, second_hash = render_exchange(
+        first, first_hash, second, second_hash = packed.render_exchange(
             request,
             completion,
             seq=seq,
@@ -439,7 +444,7 @@ class Lane:
         )
         queue = self._queue
         queue.append(_Item(request, first, seq, first_hash))
-        queue.append(_Item(request.responded(completion), second, seq + 1, second_hash))
+        queue.append(_Item(responded(request, completion), second, seq + 1, second_hash))
         self._tail = ChainHead(seq + 1, second_hash)
         self._since_checkpoint += 2
         self._checkpoint_if_due(keys)
@@ -451,15 +456,16 @@ class Lane:
             return
         tail = self._tail
         extra = keys.sign(self._node, self.name, tail.seq, tail.hash)
-        self._push(AuditEvent(kind="checkpoint", time=_now(), extra=extra), keys.salter)
+        checkpoint = AuditEvent(kind="checkpoint", time=_now(), extra=extra)
+        self._push(pack_event(checkpoint), checkpoint, keys.salter)
         self._since_checkpoint = 0
         self._last_checkpoint = self._clock()
 
-    def _push(self, event: AuditEvent, salter: Salter | None) -> None:
+    def _push(self, event: PackedEvent, unpacked: AuditEvent, salter: Salter | None) -> None:
         tail = self._tail
         seq = tail.seq + 1
         line, digest = render_line(
-            event, seq=seq, prev=tail.hash, node=self._node, device=self.name, salter=salter
+            unpacked, seq=seq, prev=tail.hash, node=self._node, device=self.name, salter=salter
         )
         self._queue.append(_Item(event, line, seq, digest))
         self._tail = ChainHead(seq, digest)
@@ -532,7 +538,7 @@ class Lane:
         self.records += len(batch)
         self.ok = True
         for item in batch:
-            if item.event.kind == "checkpoint":
+            if item.event[0] == "checkpoint":
                 self._export_checkpoint(item.line)
         return True
 
@@ -551,7 +557,7 @@ class Lane:
         queued, self._queue = self._queue, []
         self._tail = self._head
         for item in queued:
-            if item.event.kind != "checkpoint":  # checkpoints are re-signed when due again
+            if item.event[0] != "checkpoint":  # checkpoints are re-signed when due again
                 self._render(item.event)
 
     def _safe_keys(self) -> DeviceKeys | None:

@@ -11,7 +11,9 @@ seconds and microseconds (``stamp()`` for now).
 ``pack_event(e)`` and ``unpack_event`` are inverses (``unpack_event(pack_event(e)) == e``),
 as are ``pack_completion`` and ``unpack_completion``; ``responded(event, completion)`` is
 ``pack_event(unpack_event(event).responded(unpack_completion(completion)))``, built
-directly.
+directly, and ``render_exchange`` renders what ``record.render_exchange`` renders for the
+unpacked objects, byte for byte, without building them (in the audit process, where every
+read's two records are rendered).
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ import datetime as dt
 import time
 from typing import cast
 
-from medsecrets.audit.record import AuditEvent, Completion, Kind
+from medsecrets.audit.record import (
+    REFUSED_CODE,
+    AuditEvent,
+    Completion,
+    Kind,
+    Salter,
+    format_stamp,
+    record_data,
+    render_pair,
+    shared_fields,
+)
 
 __all__ = [
     "Item",
@@ -28,6 +40,8 @@ __all__ = [
     "PackedEvent",
     "pack_completion",
     "pack_event",
+    "refused",
+    "render_exchange",
     "responded",
     "stamp",
     "stamp_of",
@@ -74,8 +88,10 @@ def stamp() -> tuple[int, int]:
 
 
 def stamp_of(when: dt.datetime) -> tuple[int, int]:
-    """``when`` (timezone-aware) as ``(POSIX seconds, microseconds)``."""
-    return int(when.timestamp()), when.microsecond
+    """``when`` (timezone-aware) as ``(POSIX seconds, microseconds)``, exactly: the seconds
+    are floored (before 1970 too), the microseconds never negative."""
+    since = when - _EPOCH
+    return since.days * 86_400 + since.seconds, since.microseconds
 
 
 def responded(event: PackedEvent, completion: PackedCompletion) -> PackedEvent:
@@ -101,6 +117,38 @@ def responded(event: PackedEvent, completion: PackedCompletion) -> PackedEvent:
         event[16],
         None,
         None,
+    )
+
+
+def refused(completion: PackedCompletion) -> PackedCompletion:
+    """``record.refused`` of a packed completion (503 ``audit_failure``, no version)."""
+    return (completion[0], completion[1], 503, REFUSED_CODE, None)
+
+
+def render_exchange(
+    request: PackedEvent,
+    completion: PackedCompletion,
+    *,
+    seq: int,
+    prev: str,
+    node: str,
+    device: str,
+    salter: Salter | None,
+) -> tuple[bytes, str, bytes, str]:
+    """``record.render_exchange`` of ``unpack_event(request)`` and
+    ``unpack_completion(completion)``, the same bytes."""
+    done_seconds, done_micro, status, error, served = completion
+    return render_pair(
+        shared_fields(request[3:13], node=node, device=device, salter=salter),
+        (format_stamp(request[1], request[2]), format_stamp(done_seconds, done_micro)),
+        seq=seq,
+        prev=prev,
+        version=request[13],
+        status=status,
+        error=error,
+        served=served,
+        emergency=request[16],
+        data=record_data(request[17], salter),
     )
 
 

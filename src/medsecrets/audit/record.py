@@ -59,13 +59,17 @@ __all__ = [
     "Outcome",
     "Salter",
     "body_digest",
+    "format_stamp",
     "format_time",
     "is_record",
     "outcome_for",
     "parse_line",
+    "record_data",
     "refused",
     "render_exchange",
     "render_line",
+    "render_pair",
+    "shared_fields",
     "split_line",
     "split_path",
 ]
@@ -320,6 +324,8 @@ def _within_bounds(data: object) -> bool:
 
 
 _SECOND: list[tuple[tuple[int, ...], str]] = [((), "")]
+_STAMP: list[tuple[int | None, str]] = [(None, "")]
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def format_time(value: dt.datetime) -> str:
@@ -329,13 +335,25 @@ def format_time(value: dt.datetime) -> str:
     key = (value.second, value.minute, value.hour, value.day, value.month, value.year)
     cached = _SECOND[0]  # one tuple, swapped whole: safe across threads
     if cached[0] != key:  # one strftime per second, not per record
-        # not strftime("%Y"): it gives "999" for the year 999, and the text must sort
-        cached = _SECOND[0] = (
-            key,
-            f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.",
-        )
+        cached = _SECOND[0] = (key, _second_text(value))
     return f"{cached[1]}{value.microsecond:06d}Z"
+
+
+def format_stamp(seconds: int, micro: int) -> str:
+    """``format_time`` of the instant ``seconds`` (POSIX) and ``micro`` microseconds after."""
+    cached = _STAMP[0]  # one tuple, swapped whole: safe across threads
+    if cached[0] != seconds:
+        cached = _STAMP[0] = (seconds, _second_text(_EPOCH + dt.timedelta(seconds=seconds)))
+    return f"{cached[1]}{micro:06d}Z"
+
+
+def _second_text(value: dt.datetime) -> str:
+    """``value`` (UTC) to the second, with the ``.`` before the microseconds."""
+    # not strftime("%Y"): it gives "999" for the year 999, and the text must sort
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}."
+    )
 
 
 SEALED_DATA: Final = "[not recorded: sealed]"
@@ -359,14 +377,14 @@ def render_line(
     response = kind == "response"
     status = event.status if response else None
     return _hashed(
-        _head(prev, seq, kind, event.time)
+        _head(prev, seq, kind, format_time(event.time))
         + _shared(event, node, device, salter)
         + _tail(
             event.version,
             status,
             event.error if response else None,
             orjson.dumps(event.emergency),
-            _data(event.data, salter),
+            record_data(event.data, salter),
         )
     )
 
@@ -386,45 +404,105 @@ def render_exchange(
     ``render_line`` calls give, in about three quarters of their time, as the fields the two
     records share (``node`` to ``category``) are rendered once and the response event is
     never built (``tests/audit/test_render_exchange.py``)."""
-    shared = _shared(request, node, device, salter)
-    emergency = orjson.dumps(request.emergency)
-    first, first_hash = _hashed(
-        _head(prev, seq, "request", request.time)
-        + shared
-        + _tail(request.version, None, None, emergency, _data(request.data, salter))
+    return render_pair(
+        _shared(request, node, device, salter),
+        (format_time(request.time), format_time(completion.time)),
+        seq=seq,
+        prev=prev,
+        version=request.version,
+        status=completion.status,
+        error=completion.error,
+        served=completion.version,
+        emergency=request.emergency,
+        data=record_data(request.data, salter),
     )
-    version = request.version if completion.version is None else completion.version
-    second, second_hash = _hashed(
-        _head(first_hash, seq + 1, "response", completion.time)
-        + shared
-        + _tail(version, completion.status, completion.error, emergency, None)
-    )
-    return first, first_hash, second, second_hash
 
 
-def _head(prev: str, seq: int, kind: str, time: dt.datetime) -> bytes:
-    """A request or response record up to its ``time`` (with the comma after it)."""
-    return f'{{"prev":"{prev}","seq":{seq},"kind":"{kind}","time":"{format_time(time)}",'.encode()
-
-
-def _shared(event: AuditEvent, node: str, device: str, salter: Salter | None) -> bytes:
-    """``"node":`` to ``"category":…`` (``FIELDS`` order): what a request's two records share."""
+def shared_fields(
+    fields: tuple[
+        str, str | None, str | None, str | None, str, str, str, str, str | None, str | None
+    ],
+    *,
+    node: str,
+    device: str,
+    salter: Salter | None,
+) -> bytes:
+    """The part of a request's two records from ``"node":`` to ``"category":…`` (``FIELDS``
+    order, no braces), for ``fields``: request id, principal, token (rendered as its
+    ``accessor``, ``null`` without ``salter``), auth, remote, user agent, operation, path,
+    environment and category."""
+    request_id, principal, token, auth, remote, agent, operation, path, env, category = fields
     return orjson.dumps(
         {
             "node": node,
             "device": device,
-            "request_id": event.request_id,
-            "principal": event.principal,
-            "accessor": salter.accessor(event.token) if event.token and salter else None,
-            "auth": event.auth,
-            "remote": event.remote,
-            "user_agent": event.user_agent,
-            "operation": event.operation,
-            "path": event.path,
-            "environment": event.environment,
-            "category": event.category,
+            "request_id": request_id,
+            "principal": principal,
+            "accessor": salter.accessor(token) if token and salter else None,
+            "auth": auth,
+            "remote": remote,
+            "user_agent": agent,
+            "operation": operation,
+            "path": path,
+            "environment": env,
+            "category": category,
         }
     )[1:-1]
+
+
+def render_pair(
+    shared: bytes,
+    times: tuple[str, str],
+    *,
+    seq: int,
+    prev: str,
+    version: int | None,
+    status: int,
+    error: str | None,
+    served: int | None,
+    emergency: bool,
+    data: object,
+) -> tuple[bytes, str, bytes, str]:
+    """``render_exchange``'s lines and hashes from their parts: ``shared_fields``, the
+    two records' ``time`` texts, the request's ``version``, its answer's ``status``,
+    ``error`` and ``served`` version (``None``: the request's), ``emergency``, and the
+    request's ``data`` as recorded (salted already)."""
+    flag = b"true" if emergency else b"false"
+    first, first_hash = _hashed(
+        _head(prev, seq, "request", times[0]) + shared + _tail(version, None, None, flag, data)
+    )
+    second, second_hash = _hashed(
+        _head(first_hash, seq + 1, "response", times[1])
+        + shared
+        + _tail(version if served is None else served, status, error, flag, None)
+    )
+    return first, first_hash, second, second_hash
+
+
+def _head(prev: str, seq: int, kind: str, time: str) -> bytes:
+    """A request or response record up to its ``time`` (with the comma after it)."""
+    return f'{{"prev":"{prev}","seq":{seq},"kind":"{kind}","time":"{time}",'.encode()
+
+
+def _shared(event: AuditEvent, node: str, device: str, salter: Salter | None) -> bytes:
+    """``shared_fields`` of ``event``."""
+    return shared_fields(
+        (
+            event.request_id,
+            event.principal,
+            event.token,
+            event.auth,
+            event.remote,
+            event.user_agent,
+            event.operation,
+            event.path,
+            event.environment,
+            event.category,
+        ),
+        node=node,
+        device=device,
+        salter=salter,
+    )
 
 
 def _tail(
@@ -449,7 +527,7 @@ def _tail(
     )
 
 
-def _data(data: object, salter: Salter | None) -> object:
+def record_data(data: object, salter: Salter | None) -> object:
     """A record's ``data``: ``data`` salted, or ``SEALED_DATA`` for a body while sealed."""
     if data is None:
         return None

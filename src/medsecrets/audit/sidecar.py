@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
 from medsecrets.audit.checkpoint import CHECKPOINT_EVERY
 from medsecrets.audit.lane import DeviceKeys, Lane, Written
-from medsecrets.audit.packed import Item
-from medsecrets.audit.record import AuditEvent, Salter
+from medsecrets.audit.packed import Item, PackedEvent
+from medsecrets.audit.record import Salter
 from medsecrets.audit.waiter import Waiter
 from medsecrets.fdio import write_all
 from medsecrets.logs import log_json
@@ -73,8 +73,8 @@ _log = logging.getLogger("medsecrets.audit")
 class Watcher(Protocol):
     """What an ``Observer`` returns."""
 
-    def __call__(self, events: list[AuditEvent]) -> None:
-        """See the events of a batch (see ``Observer``)."""
+    def __call__(self, events: list[PackedEvent]) -> None:
+        """See the events of a batch, packed (see ``Observer``)."""
         ...
 
     def close(self) -> None:
@@ -86,8 +86,9 @@ Observer = Callable[
     [Mapping[str, object], Callable[[Message], None], Callable[[], Salter | None]], Watcher
 ]
 """``(LaneConfig.monitor, send, salter) -> watcher``: what an entry point above this layer
-plugs in (the detectors): ``watcher(events)`` sees the events of each batch, written or
-failed, in chain order (requests and checkpoints too: the detectors look at responses),
+plugs in (the detectors): ``watcher(events)`` sees the events of each batch (packed:
+``audit.packed``), written or failed, in chain order (requests and checkpoints too: the
+detectors look at responses),
 after its answers went out, and may ``send`` messages of its own to the server (their
 first item neither ``acks`` nor ``refused``); ``salter()`` is the device's ``Salter``
 (``None`` while sealed), for keys of its own (``Salter.derive``); ``watcher.close()`` is
@@ -303,9 +304,9 @@ def run(inp: int, out: int, observer: Observer | None = None, *, own_logging: bo
 
     own = 0  # checkpoint records written or dropped: the lane's, not the server's
 
-    def written(events: list[AuditEvent], waiters: list[Waiter], ok: bool) -> None:
+    def written(events: list[PackedEvent], waiters: list[Waiter], ok: bool) -> None:
         nonlocal own
-        own += sum(1 for event in events if event.kind == "checkpoint")
+        own += sum(1 for event in events if event[0] == "checkpoint")
         answers = [(cast(_Ack, waiter).number, ok) for waiter in waiters]
         send(("acks", answers, _stats(lane, own)))
         if observe is not None:  # failed batches too: the accesses happened all the same

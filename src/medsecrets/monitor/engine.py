@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
+from medsecrets.audit.packed import PackedEvent, pack_event
 from medsecrets.audit.record import AuditEvent, outcome_for
 from medsecrets.errors import MedsecretsError
 from medsecrets.monitor.alert import Alert, critical_reserve
@@ -55,7 +56,7 @@ from medsecrets.monitor.events import ROUTE_OPERATIONS, AccessEvent, lineage
 from medsecrets.monitor.sources import event_from_record
 from medsecrets.monitor.state import StateKeeper
 
-__all__ = ["MonitorEngine", "access_event"]
+__all__ = ["MonitorEngine", "access_event", "packed_access_event"]
 
 Submitted = AuditEvent | Mapping[str, object]
 
@@ -74,21 +75,26 @@ def access_event(event: AuditEvent) -> AccessEvent | None:
     The same values ``sources.event_from_record`` reads from the record this
     event renders to (the outcome from the status, the time as POSIX seconds).
     """
-    if event.kind != "response":
+    return packed_access_event(pack_event(event)) if event.kind == "response" else None
+
+
+def packed_access_event(event: PackedEvent) -> AccessEvent | None:
+    """``access_event`` of a packed event (``audit.packed``), built from the tuple."""
+    if event[0] != "response":
         return None
-    status = event.status if event.status is not None else 0
+    status = event[14]
     return AccessEvent(
-        event.time.timestamp(),
-        lineage(event.principal or ""),
-        event.remote,
-        ROUTE_OPERATIONS.get(event.operation, "other"),
-        event.operation,
-        event.path,
-        event.environment or None,
-        event.category or None,
-        outcome_for(status),
-        event.emergency,
-        event.request_id,
+        (event[1] * 1_000_000 + event[2]) / 1_000_000,  # as datetime.timestamp() rounds
+        lineage(event[4] or ""),
+        event[7],
+        ROUTE_OPERATIONS.get(event[9], "other"),
+        event[9],
+        event[10],
+        event[11] or None,
+        event[12] or None,
+        outcome_for(status if status is not None else 0),
+        event[16],
+        event[3],
     )
 
 

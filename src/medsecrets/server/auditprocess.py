@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from medsecrets.audit.channel import Message
-from medsecrets.audit.record import AuditEvent, Salter
+from medsecrets.audit.packed import PackedEvent
+from medsecrets.audit.record import Salter
 from medsecrets.audit.sidecar import Watcher
 from medsecrets.audit.sidecar import main as sidecar_main
 from medsecrets.catalog.model import Catalog, is_honeytoken_path
 from medsecrets.monitor.alert import Alert
 from medsecrets.monitor.detectors import DetectorConfig, DetectorSet
-from medsecrets.monitor.engine import access_event
+from medsecrets.monitor.engine import packed_access_event
 from medsecrets.monitor.events import AccessEvent
 from medsecrets.monitor.state import StateKeeper, state_key
 
@@ -89,8 +90,8 @@ class _Watcher:
         self._send = send
         self._keeper = keeper
 
-    def __call__(self, events: list[AuditEvent]) -> None:
-        seen = [found for event in events if (found := access_event(event)) is not None]
+    def __call__(self, events: list[PackedEvent]) -> None:
+        seen = [found for event in events if (found := packed_access_event(event)) is not None]
         if not seen:
             return
         keeper = self._keeper

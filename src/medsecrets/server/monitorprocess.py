@@ -79,8 +79,8 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Final, cast
 
 from medsecrets.audit.channel import FrameError, FrameReader, Message, encode
-from medsecrets.audit.packed import PackedEvent, unpack_event
-from medsecrets.audit.record import AuditEvent, Salter
+from medsecrets.audit.packed import PackedEvent
+from medsecrets.audit.record import Salter
 from medsecrets.audit.sidecar import Watcher
 from medsecrets.logs import log_json
 from medsecrets.server.auditprocess import observer
@@ -655,8 +655,8 @@ _LATEST: Final = 253402300799
 """The last second of the year 9999: a later time is no event's."""
 
 
-def _event(item: object) -> AuditEvent:
-    """The event of one packed item from a worker; ``ValueError`` unless it has
+def _event(item: object) -> PackedEvent:
+    """One packed event from a worker, checked; ``ValueError`` unless it has
     ``pack_event``'s shape and types. Its token, request body and extra fields are
     dropped: the detectors read none of them."""
     if type(item) is not tuple or len(item) != _PACKED_FIELDS:
@@ -667,8 +667,7 @@ def _event(item: object) -> AuditEvent:
     kind, seconds, micro = item[0], item[1], item[2]
     if kind not in _KINDS or not 0 <= seconds <= _LATEST or not 0 <= micro < 1_000_000:
         raise ValueError("a packed event out of range")
-    packed = (*item[:5], None, *item[6:17], None, None)
-    return unpack_event(cast(PackedEvent, packed))
+    return cast(PackedEvent, (*item[:5], None, *item[6:17], None, None))
 
 
 _STR: Final = (str,)
