@@ -11,6 +11,7 @@ packed tuples instead (``packed.render_exchange``): the same bytes again.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,6 +77,19 @@ _completions = st.builds(
 )
 
 
+def _exchanges(test: Callable[..., None]) -> Callable[..., None]:
+    """``test`` over random exchanges: a request, its completion, a place in the chain,
+    sealed or not."""
+    return settings(max_examples=400, deadline=None)(
+        given(
+            request=_requests(),
+            completion=_completions,
+            seq=st.integers(min_value=1, max_value=2**62),
+            sealed=st.booleans(),
+        )(test)
+    )
+
+
 def _two_lines(
     request: AuditEvent, completion: Completion, seq: int, salter: Salter | None
 ) -> tuple[bytes, str, bytes, str]:
@@ -93,13 +107,7 @@ def _two_lines(
     return first, first_hash, second, second_hash
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    request=_requests(),
-    completion=_completions,
-    seq=st.integers(min_value=1, max_value=2**62),
-    sealed=st.booleans(),
-)
+@_exchanges
 def test_an_exchange_renders_as_its_two_records(
     request: AuditEvent, completion: Completion, seq: int, sealed: bool
 ) -> None:
@@ -134,13 +142,7 @@ def test_a_large_body_and_a_served_version_render_alike() -> None:
     assert b"ms.secret-token" not in found[0] + found[2]
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    request=_requests(),
-    completion=_completions,
-    seq=st.integers(min_value=1, max_value=2**62),
-    sealed=st.booleans(),
-)
+@_exchanges
 def test_a_packed_exchange_renders_as_the_objects_do(
     request: AuditEvent, completion: Completion, seq: int, sealed: bool
 ) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
@@ -484,25 +485,18 @@ def _head(prev: str, seq: int, kind: str, time: str) -> bytes:
     return f'{{"prev":"{prev}","seq":{seq},"kind":"{kind}","time":"{time}",'.encode()
 
 
+_SHARED = operator.attrgetter(
+    *(
+        "token" if name == "accessor" else name  # the token, rendered as its accessor
+        for name in FIELDS[FIELDS.index("request_id") : FIELDS.index("version")]
+    )
+)
+"""An event's fields for ``shared_fields``: ``FIELDS`` from ``request_id`` to ``category``."""
+
+
 def _shared(event: AuditEvent, node: str, device: str, salter: Salter | None) -> bytes:
     """``shared_fields`` of ``event``."""
-    return shared_fields(
-        (
-            event.request_id,
-            event.principal,
-            event.token,
-            event.auth,
-            event.remote,
-            event.user_agent,
-            event.operation,
-            event.path,
-            event.environment,
-            event.category,
-        ),
-        node=node,
-        device=device,
-        salter=salter,
-    )
+    return shared_fields(_SHARED(event), node=node, device=device, salter=salter)
 
 
 def _tail(
