@@ -32,6 +32,8 @@ from medsecrets.audit.record import (
 )
 
 _SALTER = Salter(b"k" * 32)
+_YEAR_ONE = -62_135_596_800
+"""0001-01-01T00:00:00Z in POSIX seconds: the earliest time a ``datetime`` holds."""
 
 _text = st.text(max_size=24)
 _optional_text = st.none() | _text
@@ -166,4 +168,7 @@ def test_a_packed_exchange_renders_as_the_objects_do(
 @given(when=_times)
 def test_a_stamp_formats_as_its_time(when: dt.datetime) -> None:
     assert format_stamp(*stamp_of(when)) == format_time(when)
+    seconds, micro = stamp_of(when)
+    if seconds > _YEAR_ONE:  # a microsecond count over a second carries, as timedelta's
+        assert format_stamp(seconds - 1, micro + 1_000_000) == format_time(when)
     assert unpack_completion(pack_completion(Completion(when, 200, None, None))).time == when

@@ -310,8 +310,8 @@ class Lane:
         *,
         notify: bool = True,
     ) -> None:
-        """``append`` both records of a request (see ``AuditLane.append_exchange``): both
-        are rendered under one hold of the lock, so one batch takes both."""
+        """``append`` both records of a request (see ``AuditLane.append_packed``, with a
+        completion): both are rendered under one hold of the lock, so one batch takes both."""
         self._enqueue(pack_event(request), pack_completion(completion), waiter, notify)
 
     def append_packed(

@@ -4,8 +4,9 @@ An ``AuditEvent`` and a ``Completion`` are convenient to read, but building one 
 dataclass of eighteen fields and a ``datetime`` a record, twice a request, on the event
 loop. The broker therefore builds the tuples directly (``PackedEvent``,
 ``PackedCompletion``): the audit process's channel carries them as they are
-(``audit.channel`` frames, ``audit.sidecar``), and an in-process lane turns them back into
-objects (``unpack_event``, ``unpack_completion``) where it renders them. A time is POSIX
+(``audit.channel`` frames, ``audit.sidecar``), and a lane keeps them as they are: it
+renders a request and its response from the tuples (``render_exchange``) and turns a lone
+event back into an ``AuditEvent`` (``unpack_event``) only to render it. A time is POSIX
 seconds and microseconds (``stamp()`` for now).
 
 ``pack_event(e)`` and ``unpack_event`` are inverses (``unpack_event(pack_event(e)) == e``),
@@ -88,8 +89,11 @@ def stamp() -> tuple[int, int]:
 
 
 def stamp_of(when: dt.datetime) -> tuple[int, int]:
-    """``when`` (timezone-aware) as ``(POSIX seconds, microseconds)``, exactly: the seconds
-    are floored (before 1970 too), the microseconds never negative."""
+    """``when`` as ``(POSIX seconds, microseconds)``, exactly: the seconds are floored
+    (before 1970 too), the microseconds never negative. A naive ``when`` is local time, as
+    ``datetime.timestamp()`` takes it."""
+    if when.tzinfo is None:
+        when = when.astimezone(dt.UTC)
     since = when - _EPOCH
     return since.days * 86_400 + since.seconds, since.microseconds
 

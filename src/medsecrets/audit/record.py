@@ -342,6 +342,8 @@ def format_time(value: dt.datetime) -> str:
 
 def format_stamp(seconds: int, micro: int) -> str:
     """``format_time`` of the instant ``seconds`` (POSIX) and ``micro`` microseconds after."""
+    if not 0 <= micro < 1_000_000:  # (never from ``packed.stamp``): carried, as timedelta does
+        seconds, micro = seconds + micro // 1_000_000, micro % 1_000_000
     cached = _STAMP[0]  # one tuple, swapped whole: safe across threads
     if cached[0] != seconds:
         cached = _STAMP[0] = (seconds, _second_text(_EPOCH + dt.timedelta(seconds=seconds)))
@@ -468,7 +470,7 @@ def render_pair(
     two records' ``time`` texts, the request's ``version``, its answer's ``status``,
     ``error`` and ``served`` version (``None``: the request's), ``emergency``, and the
     request's ``data`` as recorded (salted already)."""
-    flag = b"true" if emergency else b"false"
+    flag = orjson.dumps(emergency)  # as render_line writes it
     first, first_hash = _hashed(
         _head(prev, seq, "request", times[0]) + shared + _tail(version, None, None, flag, data)
     )

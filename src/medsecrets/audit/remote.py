@@ -84,10 +84,10 @@ from medsecrets.audit.packed import (
     PackedEvent,
     pack_completion,
     pack_event,
-    unpack_completion,
+    refused,
 )
 from medsecrets.audit.priority import STARVED_AFTER, Starvation, is_idle, make_idle, make_normal
-from medsecrets.audit.record import AuditEvent, Completion, refused
+from medsecrets.audit.record import AuditEvent, Completion
 from medsecrets.audit.sidecar import LaneConfig
 from medsecrets.audit.waiter import Waiter, answer_all
 from medsecrets.errors import ConfigError
@@ -531,7 +531,7 @@ class RemoteLane:
             else:
                 refuse = waiter is not None and self._hung_since is not None
                 if refuse and item[2] is not None:  # the read is refused: say so
-                    item = (item[0], item[1], pack_completion(refused(unpack_completion(item[2]))))
+                    item = (item[0], item[1], refused(item[2]))
                 if not self._items:
                     self._first = self._number + 1
                 self._number += 1

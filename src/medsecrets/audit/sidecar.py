@@ -20,8 +20,8 @@ Messages from the server:
   unsealed; ``("forget",)`` when it seals (records then carry no HMACs);
 - ``("events", first, items)``: items numbered ``first``, ``first + 1``, …; an
   item is ``(wait, packed event, packed completion or None)`` (``audit.packed``): with
-  a completion, the request event and its response (``Lane.append_exchange``: two
-  records, one answer);
+  a completion, the request event and its response (``Lane.append_packed``: two
+  records rendered from the tuples, one answer);
 - end of input: write what is queued, close the device, exit 0.
 
 Messages to the server: ``("refused", numbers)`` for items the lane refused at
