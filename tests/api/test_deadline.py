@@ -46,11 +46,11 @@ def _put(core: Core, root: str, seconds: float) -> httpx.Response:
 def test_a_request_blocked_in_a_worker_thread_times_out(
     core: Core, root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    done = threading.Event()
+    done, release = threading.Event(), threading.Event()
     real_create = core.tokens.create
 
     def slow_create(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.5)
+        assert release.wait(10)  # blocked until the answer has come, however late that is
         done.set()
         return real_create(*args, **kwargs)
 
@@ -60,6 +60,7 @@ def test_a_request_blocked_in_a_worker_thread_times_out(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "timeout"
     assert not done.is_set()  # answered without waiting for the thread
+    release.set()
     assert done.wait(5)  # which finishes on its own: "outcome unknown"
 
 
@@ -73,14 +74,18 @@ def test_the_timeout_answer_has_the_error_shape_with_the_request_id(
     from medsecrets.api.openapi import ERROR_SCHEMA
 
     real_create = core.tokens.create
+    release = threading.Event()
 
     def slow_create(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.3)
+        release.wait(10)  # blocked until the answer has come, however late that is
         return real_create(*args, **kwargs)
 
     monkeypatch.setattr(core.tokens, "create", slow_create)
     body = {"paths": ["*"], "capabilities": ["read"], "ttl": 60}
-    response = _call(core, root, 0.05, "POST", "/v1/auth/token/create", body)
+    try:
+        response = _call(core, root, 0.05, "POST", "/v1/auth/token/create", body)
+    finally:
+        release.set()
     assert response.status_code == 503
     answer = response.json()
     jsonschema.validate(answer, ERROR_SCHEMA)
@@ -96,12 +101,12 @@ def test_a_loop_write_waiting_for_its_fsync_times_out_and_is_still_recorded(
     from medsecrets.storage.sqlite import SqliteStorage
     from medsecrets.store import SecretStore
 
-    slow = threading.Event()
+    slow, answered = threading.Event(), threading.Event()
     events: list[str] = []
 
     def fsync(fd: int) -> None:
         if slow.is_set():
-            time.sleep(0.5)
+            assert answered.wait(10)  # held until the timeout's answer has come
             events.append("fsync done")
         os.fsync(fd)
 
@@ -132,7 +137,10 @@ def test_a_loop_write_waiting_for_its_fsync_times_out_and_is_still_recorded(
                 headers={"Authorization": f"Bearer {root}"},
             )
         events.append("answered")
-        await asyncio.sleep(1.0)  # the server keeps running: the fsync ends meanwhile
+        answered.set()
+        deadline = time.monotonic() + 10  # the server keeps running: the fsync ends meanwhile
+        while "recorded" not in events and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         return answer
 
     try:

@@ -261,8 +261,10 @@ def test_a_read_refused_while_its_device_hangs_is_recorded_as_refused(
 
 
 def test_async_wait_does_not_block_the_loop(started: list[AuditBroker]) -> None:
+    """The device hangs while the loop ticks; the lane's timeout is long, so its watchdog
+    cannot answer the ticket first on a machine slow to run the five ticks."""
     device = ScriptedDevice()
-    broker = make(started, lane(device))
+    broker = make(started, Lane(device, node="n1", keys=keys, timeout=30))
 
     async def main() -> int:
         ticks = 0

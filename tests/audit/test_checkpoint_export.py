@@ -120,8 +120,9 @@ def test_reading_checkpoints_from_a_fifo_fails_at_once(tmp_path: Path) -> None:
 
 def test_a_server_exporting_to_a_fifo_keeps_serving(tmp_path: Path) -> None:
     """A checkpoint every 2 records exported to a FIFO nobody reads: every request is
-    answered at once (it hung on the first checkpoint and answered 503), and the log
-    says why the export failed."""
+    answered 200 (the audit process hung on the first checkpoint, and every request
+    after it waited out the 1 s audit timeout and answered 503), and the log says why
+    the export failed. No time is measured: a hung audit shows as the 503."""
     fifo = tmp_path / "checkpoints.fifo"
     os.mkfifo(fifo)
     env = {
@@ -136,10 +137,8 @@ def test_a_server_exporting_to_a_fifo_keeps_serving(tmp_path: Path) -> None:
             try:
                 with httpx.Client(base_url=server.addr, timeout=10) as client:
                     for _ in range(8):
-                        started = time.monotonic()
                         answer = client.get("/v1/sys/health")
                         assert answer.status_code == 200, answer.text
-                        assert time.monotonic() - started < 1.0
                 deadline = time.monotonic() + WAIT
                 while "checkpoint export failed" not in server.log_text():
                     assert time.monotonic() < deadline, server.log_text()[-2000:]

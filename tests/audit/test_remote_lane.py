@@ -288,8 +288,9 @@ def test_an_audit_process_that_stops_answering_fails_its_waiters(lane: RemoteLan
     os.kill(process.pid, signal.SIGSTOP)
     try:
         late = Waiter(1)
+        appended = time.monotonic()  # (before the append: the lane's own time is no earlier)
         lane.append(_event(1), late)
-        lane.check_hung(time.monotonic() + 0.5)  # not late yet: timeout 1 s + 1 s grace
+        lane.check_hung(appended + 0.5)  # not late yet: timeout 1 s + 1 s grace
         assert late.result is None
         lane.check_hung(time.monotonic() + 3.0)
         assert _wait_all([late]) == [False]

@@ -183,8 +183,20 @@ def test_a_write_returns_only_after_the_log_is_fsynced(
 
 
 def test_concurrent_writes_share_fsyncs(seamed: SqliteStorage, seam: SlowFsync) -> None:
+    """The first flush is held until each of the eight threads has committed a write, so
+    writes wait together whatever the scheduling of the threads."""
+    begun = seamed._sync._writes  # (opening the store wrote its schema)
+    seam.open.clear()
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: seamed.put(f"k{i}", b"v"), range(200)))
+        written = pool.map(lambda i: seamed.put(f"k{i}", b"v"), range(200))
+        try:
+            deadline = time.monotonic() + 10
+            while seamed._sync._writes < begun + 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert seamed._sync._writes == begun + 8  # one write in the held flush, seven behind
+        finally:
+            seam.open.set()
+        list(written)
     assert all(seamed.get(f"k{i}") == b"v" for i in range(200))
     assert seam.finished < 200  # group commit: fewer flushes than writes
 
@@ -298,12 +310,18 @@ def test_close_lets_a_write_under_way_finish_durably_then_refuses_writes(path: P
     s = SqliteStorage(path, _fsync=seam)
     s.put("first", b"1")
     seam.open.clear()  # the next flush is held
+    flushes = len(seam.files)
     writer = threading.Thread(target=s.put, args=("k", b"v"))
     writer.start()
     closer = threading.Thread(target=s.close)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while len(seam.files) == flushes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(seam.files) == flushes + 1  # the write's flush is under way, held
     closer.start()
-    time.sleep(0.2)
+    while not s._sync._closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s._sync._closed  # the close is under way, waiting for that flush
     seam.open.set()
     writer.join(5)
     closer.join(5)
