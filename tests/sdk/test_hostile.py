@@ -167,8 +167,9 @@ def test_a_dripped_head_is_a_read_timeout_under_the_retry_rules(
 
 @pytest.mark.timeout(60)
 def test_a_slow_but_honest_answer_is_read(call: Callable[..., Any]) -> None:
-    """The head and the body each take ~0.6 of the timeout (together more than it): each
-    is within its own budget, so the answer is read. (Timing: generous margins only.)"""
+    """The head and the body each take ~half the timeout (together more than it): each
+    is within its own budget, so the answer is read. (Timing: ~1.9 s of margin on each
+    budget, for a loaded machine whose sleeps run long.)"""
     secret = {
         "path": PATH,
         "number": 1,
@@ -179,9 +180,9 @@ def test_a_slow_but_honest_answer_is_read(call: Callable[..., Any]) -> None:
     }
     whole = answer("200 OK", json.dumps(secret).encode(), "Content-Type: application/json")
     head, _, body = whole.partition(b"\r\n\r\n")
-    peer = Trickle(head + b"\r\n\r\n", body, gap=0.25, pieces=6)
+    peer = Trickle(head + b"\r\n\r\n", body, gap=0.35, pieces=6)
     try:
-        got = call(peer.addr, "get", PATH, timeout=2.5)
+        got = call(peer.addr, "get", PATH, timeout=4.0)
         assert got.fields["password"] == CANARY
         assert peer.requests == 1
     finally:
