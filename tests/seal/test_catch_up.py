@@ -26,7 +26,9 @@ from medsecrets.storage.sqlite import SqliteStorage
 from medsecrets.store import SecretStore
 from medsecrets.testing.motoserver import MotoServer
 
-PROMPT = 1.0  # seconds: far below any KMS timeout
+PROMPT = 20.0
+"""Seconds a call that must not wait for KMS is given: time for a loaded machine, and far
+below the 60 s a gated ``decrypt`` waits for ``go`` (a call that waits for it fails)."""
 
 
 class GatedKms:

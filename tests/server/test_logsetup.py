@@ -111,7 +111,9 @@ def _access_line(request_id: str) -> None:
     )
 
 
-def _wait_for(path: Path, text: str, seconds: float = 3.0) -> bool:
+def _wait_for(path: Path, text: str, seconds: float = 30.0) -> bool:
+    """Whether ``text`` came into the file at ``path`` within ``seconds`` (a safety net for
+    a loaded machine: a line held back for 64 KiB of others never comes)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if path.exists() and text in path.read_text():

@@ -108,7 +108,9 @@ def _cpus(tid: int) -> set[int]:
     return set(os.sched_getaffinity(tid))
 
 
-def _wait_for(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+def _wait_for(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    """Whether ``check()`` became true within ``seconds`` (a safety net for a loaded
+    machine, not a timing threshold)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if check():

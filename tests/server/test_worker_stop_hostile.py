@@ -143,8 +143,6 @@ def test_sighup_is_logged_and_ignored_by_a_multi_worker_server(
 SLOW_GRANIAN_START = (
     MARK
     + """
-import time
-
 import medsecrets.server.runner as runner
 
 _real = runner.route_server_loggers
@@ -152,7 +150,7 @@ _real = runner.route_server_loggers
 
 def _slow():  # called after the start's last look for a stop, before granian's handlers
     mark("routing")
-    time.sleep(3)
+    wait_go()  # the test has sent its SIGTERM
     return _real()
 
 
@@ -172,6 +170,7 @@ def test_a_stop_just_before_granian_handles_signals_is_not_lost(
     servers.append(server)
     server.wait_marks("routing-", 1)
     server.process.send_signal(signal.SIGTERM)
+    server.go()
     assert server.process.wait(timeout=BOUND) == 0
     assert "Spawning worker" not in server.text()
 
@@ -179,8 +178,6 @@ def test_a_stop_just_before_granian_handles_signals_is_not_lost(
 LATE_PDEATHSIG = (
     MARK
     + """
-import time
-
 import medsecrets.server.runner as runner
 
 _real = runner._die_with_parent
@@ -188,7 +185,7 @@ _real = runner._die_with_parent
 
 def _late():  # the worker starts slowly: the server dies before it asks to die with it
     mark("starting")
-    time.sleep(2)
+    wait_go()  # the test has killed the server
     _real()
 
 
@@ -210,6 +207,7 @@ def test_a_worker_whose_server_was_killed_while_it_started_exits(
     try:
         server.process.kill()
         server.process.wait()
+        server.go()
         deadline = time.monotonic() + BOUND
         while not all(ended(pid) for pid in workers):
             assert time.monotonic() < deadline, "a worker outlived its server\n" + server.text()

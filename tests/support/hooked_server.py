@@ -5,7 +5,9 @@ multi-worker server's start and stop (``tests/server/test_worker_stop_*.py``).
 The hook is Python source put in the test's temporary directory and found first on the
 server's ``PYTHONPATH``, so every process of the server (its workers too) runs it at
 start. A test's hook only marks or slows a step (it changes no behaviour under test);
-``MARK`` defines ``mark(name)``, which leaves the file ``<name>-<pid>`` in ``marks``.
+``MARK`` defines ``mark(name)``, which leaves the file ``<name>-<pid>`` in ``marks``, and
+``wait_go()``, which holds a step until the test calls ``Server.go`` (30 s at most): a
+step held until the test did its part, however slowly a loaded machine runs the test.
 The server's ``shutdown_grace_period`` is ``GRACE``, every wait is bounded by ``BOUND``,
 far below it: a stop that is lost shows as a wait that times out.
 """
@@ -29,10 +31,19 @@ BOUND = 30.0
 
 MARK = """
 import os
+import time
 
 
 def mark(name):
     open(os.path.join(os.environ["MARKS"], f"{name}-{os.getpid()}"), "w").close()
+
+
+def wait_go():
+    go = os.path.join(os.environ["MARKS"], "go")
+    for _ in range(3000):  # 30 s at most
+        if os.path.exists(go):
+            return
+        time.sleep(0.01)
 """
 
 
@@ -69,6 +80,10 @@ class Server:
             assert self.process.poll() is None, self.text()[-2000:]
             assert time.monotonic() < deadline, f"no {line!r} in the log\n{self.text()[-2000:]}"
             time.sleep(0.05)
+
+    def go(self) -> None:
+        """Let the steps held by ``wait_go()`` go on."""
+        (self.marks / "go").touch()
 
     def kill(self) -> None:
         """SIGKILL the server if it still runs, and reap it (a test's clean-up)."""
